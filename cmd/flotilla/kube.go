@@ -1,0 +1,33 @@
+package main
+
+import (
+	"github.com/spf13/cobra"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+// kubeFlags are the flags that choose a cluster, shared by every command that
+// talks to one. With neither set, the usual kubectl rules apply: $KUBECONFIG,
+// then ~/.kube/config, then the in-cluster service account.
+type kubeFlags struct {
+	kubeconfig string
+	context    string
+}
+
+func addKubeFlags(cmd *cobra.Command) *kubeFlags {
+	k := &kubeFlags{}
+	cmd.Flags().StringVar(&k.kubeconfig, "kubeconfig", "", "path of the kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster)")
+	cmd.Flags().StringVar(&k.context, "context", "", "kubeconfig context to use (default: the current context)")
+	return k
+}
+
+// set reports whether the user chose a cluster explicitly.
+func (k *kubeFlags) set() bool { return k.kubeconfig != "" || k.context != "" }
+
+// restConfig loads the client configuration the flags select.
+func (k *kubeFlags) restConfig() (*rest.Config, error) {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.ExplicitPath = k.kubeconfig
+	overrides := &clientcmd.ConfigOverrides{CurrentContext: k.context}
+	return clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, overrides).ClientConfig()
+}

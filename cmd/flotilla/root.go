@@ -1,0 +1,37 @@
+package main
+
+import (
+	"io"
+
+	"github.com/spf13/cobra"
+)
+
+// newRootCmd builds the command tree. Commands are built by constructors so
+// that no flag or command lives in a package variable and tests can run many
+// command lines in one process.
+func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "flotilla",
+		Short: "Pull-based GitOps for fleets of Kubernetes clusters",
+		Long: `Flotilla deploys one Git repository to many Kubernetes clusters.
+
+An agent in each cluster clones the fleet repository, evaluates fleet.cue
+for its own identity (name, region, labels, discovered facts), selects the
+bundles meant for it, composes every matching overlay, renders Helm charts,
+Kustomize overlays, plain YAML or CUE objects, applies them with server-side
+apply, prunes what left, and writes its status back to Git.
+
+The same evaluation runs on a laptop or in CI, so a change can be previewed
+for every cluster before it merges.`,
+		Example: `  # Which build is this?
+  flotilla version -o json`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.AddCommand(
+		newVersionCmd(),
+	)
+	return root
+}
