@@ -1,0 +1,307 @@
+package fleet
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"cuelang.org/go/cue"
+	"cuelang.org/go/cue/token"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Bundle is one bundle as planned for one cluster: everything a renderer
+// and the apply engine need, concrete, plus why it was selected.
+type Bundle struct {
+	Name      string `json:"name"`
+	Namespace string `json:"namespace,omitempty"`
+	Source    Source `json:"source"`
+	// Values are the bundle's concrete values as JSON with sorted keys.
+	Values    json.RawMessage `json:"values,omitempty"`
+	DependsOn []string        `json:"dependsOn,omitempty"`
+	Apply     ApplyOptions    `json:"apply"`
+
+	// SelectedBecause says which target conditions chose the cluster.
+	SelectedBecause []string `json:"selectedBecause"`
+	// Overlays are the overlays that matched, in fleet order.
+	Overlays []MatchedOverlay `json:"overlays,omitempty"`
+
+	// InputsDigest identifies the inputs above (not the reasons): two
+	// clusters with the same digest for a bundle render it identically, and
+	// an unchanged digest means nothing to re-render.
+	InputsDigest string `json:"inputsDigest,omitempty"`
+
+	// Errors are set when the bundle could not be evaluated for this cluster.
+	Errors Diagnostics `json:"errors,omitempty"`
+
+	dependsOnPos token.Pos
+}
+
+// Failed reports whether the bundle could not be evaluated.
+func (b *Bundle) Failed() bool { return len(b.Errors) > 0 }
+
+// MatchedOverlay is an overlay that applied to the bundle.
+type MatchedOverlay struct {
+	// Index is the overlay's position in the bundle's `overlays`.
+	Index int `json:"index"`
+	// Name is the overlay's `name`, or "#<index>".
+	Name    string   `json:"name"`
+	Because []string `json:"because"`
+	// Position is where the overlay is written.
+	Position *Position `json:"position,omitempty"`
+}
+
+// Source kinds.
+const (
+	SourceHelm      = "helm"
+	SourceKustomize = "kustomize"
+	SourceManifests = "manifests"
+	SourceResources = "resources"
+)
+
+var sourceKinds = []string{SourceHelm, SourceKustomize, SourceManifests, SourceResources}
+
+// Source is where the bundle's objects come from: exactly one of the
+// pointers (or Resources) is set, named by Kind.
+type Source struct {
+	Kind      string     `json:"kind"`
+	Helm      *Helm      `json:"helm,omitempty"`
+	Kustomize *Kustomize `json:"kustomize,omitempty"`
+	Manifests *Manifests `json:"manifests,omitempty"`
+	// Resources are the objects written in CUE, as a JSON list (a struct
+	// keyed by name becomes a list in key order).
+	Resources json.RawMessage `json:"resources,omitempty"`
+}
+
+// Helm is the Go form of #Helm.
+type Helm struct {
+	Chart        string `json:"chart"`
+	Repo         string `json:"repo,omitempty"`
+	Version      string `json:"version,omitempty"`
+	ReleaseName  string `json:"releaseName,omitempty"`
+	IncludeHooks bool   `json:"includeHooks"`
+}
+
+// Kustomize is the Go form of #Kustomize.
+type Kustomize struct {
+	Path       string                    `json:"path"`
+	Images     []KustomizeImage          `json:"images,omitempty"`
+	Patches    map[string]KustomizePatch `json:"patches,omitempty"`
+	Labels     map[string]string         `json:"labels,omitempty"`
+	Components []string                  `json:"components,omitempty"`
+}
+
+// KustomizeImage overrides an image, as in kustomization.yaml `images`.
+type KustomizeImage struct {
+	Name    string `json:"name"`
+	NewName string `json:"newName,omitempty"`
+	NewTag  string `json:"newTag,omitempty"`
+	Digest  string `json:"digest,omitempty"`
+}
+
+// KustomizePatch is a patch, as in kustomization.yaml `patches`.
+type KustomizePatch struct {
+	Patch  string           `json:"patch"`
+	Target *KustomizeTarget `json:"target,omitempty"`
+}
+
+// KustomizeTarget selects what a patch applies to.
+type KustomizeTarget struct {
+	Group              string `json:"group,omitempty"`
+	Version            string `json:"version,omitempty"`
+	Kind               string `json:"kind,omitempty"`
+	Name               string `json:"name,omitempty"`
+	Namespace          string `json:"namespace,omitempty"`
+	LabelSelector      string `json:"labelSelector,omitempty"`
+	AnnotationSelector string `json:"annotationSelector,omitempty"`
+}
+
+// Manifests is the Go form of #Manifests.
+type Manifests struct {
+	Path      string `json:"path"`
+	Recursive bool   `json:"recursive"`
+}
+
+// ApplyOptions are how the bundle is applied.
+type ApplyOptions struct {
+	Prune              bool            `json:"prune"`
+	Wait               bool            `json:"wait"`
+	Timeout            metav1.Duration `json:"timeout"`
+	ServiceAccountName string          `json:"serviceAccountName,omitempty"`
+}
+
+// decodeInputs reads the concrete inputs of the bundle after its overlays
+// were applied. Every field must be concrete: an open constraint left by a
+// cluster class (`int & >=3`) without a value is an error here.
+func (b *Bundle) decodeInputs(v cue.Value) error {
+	var fields struct {
+		Namespace          string          `json:"namespace"`
+		DependsOn          []string        `json:"dependsOn"`
+		Prune              bool            `json:"prune"`
+		Wait               bool            `json:"wait"`
+		Timeout            string          `json:"timeout"`
+		ServiceAccountName string          `json:"serviceAccountName"`
+		Helm               *Helm           `json:"helm"`
+		Kustomize          *Kustomize      `json:"kustomize"`
+		Manifests          *Manifests      `json:"manifests"`
+		Resources          json.RawMessage `json:"resources"`
+	}
+	var ds Diagnostics
+	for _, field := range []string{"namespace", "dependsOn", "prune", "wait", "timeout", "serviceAccountName",
+		SourceHelm, SourceKustomize, SourceManifests, SourceResources, "values"} {
+		fv := v.LookupPath(cue.ParsePath(field))
+		if !fv.Exists() {
+			continue
+		}
+		if err := fv.Validate(cue.Concrete(true)); err != nil {
+			ds = append(ds, incompleteDiagnostics(v, err)...)
+		}
+	}
+	if len(ds) > 0 {
+		return ds
+	}
+	if err := v.Decode(&fields); err != nil {
+		return err
+	}
+
+	source, err := sourceOf(v)
+	if err != nil {
+		return err
+	}
+	source.Helm, source.Kustomize, source.Manifests = fields.Helm, fields.Kustomize, fields.Manifests
+	if source.Kind == SourceResources {
+		if source.Resources, err = resourceList(v.LookupPath(cue.ParsePath(SourceResources))); err != nil {
+			return err
+		}
+	}
+	timeout, err := time.ParseDuration(fields.Timeout)
+	if err != nil {
+		return diagnostic("timeout", err.Error(), userPos(v.LookupPath(cue.ParsePath("timeout"))))
+	}
+	values, err := canonicalJSON(v.LookupPath(cue.ParsePath("values")))
+	if err != nil {
+		return err
+	}
+
+	b.Namespace = fields.Namespace
+	b.Source = source
+	b.Values = values
+	b.DependsOn = fields.DependsOn
+	b.dependsOnPos = userPos(v.LookupPath(cue.ParsePath("dependsOn")))
+	b.Apply = ApplyOptions{
+		Prune:              fields.Prune,
+		Wait:               fields.Wait,
+		Timeout:            metav1.Duration{Duration: timeout},
+		ServiceAccountName: fields.ServiceAccountName,
+	}
+	return nil
+}
+
+// incompleteDiagnostics explains values left without a concrete value, at
+// every fleet position that constrains them (the base and each overlay).
+func incompleteDiagnostics(bundle cue.Value, err error) Diagnostics {
+	ds := fromCUE(err)
+	for _, d := range ds {
+		_, rest, ok := bundlePath(d.Path)
+		if !ok || len(d.Positions) > 0 {
+			continue
+		}
+		d.Positions = positionsOf(userPositions(bundle.LookupPath(cue.ParsePath(rest))))
+		if strings.HasPrefix(d.Message, "incomplete value") {
+			d.Message += "; no default or overlay gives it a value for this cluster"
+		}
+	}
+	return ds
+}
+
+// sourceOf finds the bundle's one source; none or several is an error that
+// points at each.
+func sourceOf(v cue.Value) (Source, error) {
+	var found []string
+	var at []token.Pos
+	for _, kind := range sourceKinds {
+		if fv := v.LookupPath(cue.ParsePath(kind)); fv.Exists() {
+			found = append(found, kind)
+			at = append(at, userPos(fv))
+		}
+	}
+	switch len(found) {
+	case 1:
+		return Source{Kind: found[0]}, nil
+	case 0:
+		return Source{}, diagnostic("", "a bundle needs exactly one source (helm, kustomize, manifests or resources); it has none", userPos(v))
+	default:
+		return Source{}, diagnostic("", fmt.Sprintf("a bundle needs exactly one source (helm, kustomize, manifests or resources); it has %s",
+			strings.Join(found, " and ")), at...)
+	}
+}
+
+// resourceList returns the objects of `resources` as a JSON list: a struct
+// keyed by name becomes its values in key order.
+func resourceList(v cue.Value) (json.RawMessage, error) {
+	if v.Kind() == cue.ListKind {
+		return canonicalJSON(v)
+	}
+	var byName map[string]json.RawMessage
+	if err := v.Decode(&byName); err != nil {
+		return nil, err
+	}
+	list := make([]json.RawMessage, 0, len(byName))
+	for _, name := range slices.Sorted(maps.Keys(byName)) {
+		list = append(list, byName[name])
+	}
+	data, err := json.Marshal(list)
+	if err != nil {
+		return nil, err
+	}
+	return canonicalize(data)
+}
+
+// canonicalJSON exports a concrete value as JSON with sorted keys, so equal
+// values give equal bytes (and digests) whatever order overlays were
+// written in. Numbers keep their exact text.
+func canonicalJSON(v cue.Value) (json.RawMessage, error) {
+	if !v.Exists() {
+		return json.RawMessage("{}"), nil
+	}
+	data, err := v.MarshalJSON()
+	if err != nil {
+		return nil, err
+	}
+	return canonicalize(data)
+}
+
+func canonicalize(data []byte) (json.RawMessage, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	var x any
+	if err := dec.Decode(&x); err != nil {
+		return nil, err
+	}
+	return json.Marshal(x)
+}
+
+// digest hashes the bundle's inputs (not the explanations).
+func (b *Bundle) digest() string {
+	inputs := struct {
+		Name      string          `json:"name"`
+		Namespace string          `json:"namespace"`
+		Source    Source          `json:"source"`
+		Values    json.RawMessage `json:"values"`
+		DependsOn []string        `json:"dependsOn"`
+		Apply     ApplyOptions    `json:"apply"`
+	}{b.Name, b.Namespace, b.Source, b.Values, b.DependsOn, b.Apply}
+	data, err := json.Marshal(inputs)
+	if err != nil {
+		// Every field is plain data that marshalled once already.
+		panic(fmt.Sprintf("fleet: marshalling bundle inputs: %v", err))
+	}
+	sum := sha256.Sum256(data)
+	return "sha256:" + hex.EncodeToString(sum[:])
+}

@@ -1,0 +1,236 @@
+package fleet
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"cuelang.org/go/cue"
+	cueerrors "cuelang.org/go/cue/errors"
+	"cuelang.org/go/cue/token"
+)
+
+// ErrInvalid is wrapped by every error that describes a problem in the fleet
+// repository itself (as opposed to, say, an unreadable folder). Callers test
+// for it with errors.Is.
+var ErrInvalid = errors.New("invalid fleet")
+
+// Position is a place in a fleet file.
+type Position struct {
+	File   string `json:"file"`
+	Line   int    `json:"line"`
+	Column int    `json:"column"`
+}
+
+func (p Position) String() string {
+	return fmt.Sprintf("%s:%d:%d", p.File, p.Line, p.Column)
+}
+
+// Diagnostic is one problem found while loading or evaluating a fleet, with
+// the source positions it came from (both sides of a conflict, for example)
+// and the cluster and bundle it concerns.
+type Diagnostic struct {
+	Cluster   string     `json:"cluster,omitempty"`
+	Bundle    string     `json:"bundle,omitempty"`
+	Path      string     `json:"path,omitempty"`
+	Message   string     `json:"message"`
+	Positions []Position `json:"positions,omitempty"`
+}
+
+// Error formats the diagnostic as `file:line:col: cluster c: bundle b:
+// path: message (also file:line:col)`, the form editors and CI logs link.
+func (d *Diagnostic) Error() string {
+	var b strings.Builder
+	if len(d.Positions) > 0 {
+		b.WriteString(d.Positions[0].String() + ": ")
+	}
+	if d.Cluster != "" {
+		b.WriteString("cluster " + d.Cluster + ": ")
+	}
+	if d.Bundle != "" {
+		b.WriteString("bundle " + d.Bundle + ": ")
+	}
+	if d.Path != "" {
+		b.WriteString(d.Path + ": ")
+	}
+	b.WriteString(d.Message)
+	if len(d.Positions) > 1 {
+		others := make([]string, 0, len(d.Positions)-1)
+		for _, p := range d.Positions[1:] {
+			others = append(others, p.String())
+		}
+		b.WriteString(" (and " + strings.Join(others, ", ") + ")")
+	}
+	return b.String()
+}
+
+func (d *Diagnostic) Unwrap() error { return ErrInvalid }
+
+// Diagnostics is a list of problems; as an error it prints one per line.
+type Diagnostics []*Diagnostic
+
+func (ds Diagnostics) Error() string {
+	lines := make([]string, len(ds))
+	for i, d := range ds {
+		lines[i] = d.Error()
+	}
+	return strings.Join(lines, "\n")
+}
+
+func (ds Diagnostics) Unwrap() error { return ErrInvalid }
+
+// err returns ds as an error, or nil when it is empty.
+func (ds Diagnostics) err() error {
+	if len(ds) == 0 {
+		return nil
+	}
+	return ds
+}
+
+// AsDiagnostics extracts the diagnostics from an error returned by this
+// package.
+func AsDiagnostics(err error) Diagnostics {
+	var ds Diagnostics
+	if errors.As(err, &ds) {
+		return ds
+	}
+	var d *Diagnostic
+	if errors.As(err, &d) {
+		return Diagnostics{d}
+	}
+	return nil
+}
+
+// positionsOf converts CUE positions, skipping unknown ones and
+// duplicates; more adds positions already converted.
+func positionsOf(ps []token.Pos, more ...Position) []Position {
+	out := make([]Position, 0, len(ps)+len(more))
+	for _, p := range ps {
+		if p.IsValid() {
+			more = append(more, Position{File: p.Filename(), Line: p.Line(), Column: p.Column()})
+		}
+	}
+	for _, pos := range more {
+		if !slices.Contains(out, pos) {
+			out = append(out, pos)
+		}
+	}
+	return out
+}
+
+// fromCUE turns a CUE error into diagnostics, one per path.
+//
+// CUE reports a value that fits no alternative of a disjunction as a
+// summary without positions ("N errors in empty disjunction") followed by
+// one error per alternative; those become one diagnostic listing the
+// alternatives. Otherwise the first error of a path is the one that names
+// the user's values (a conflict with both positions) and the rest, which
+// explain defaults that were discarded, are dropped.
+//
+// Positions in the embedded schema are dropped when the fleet's own files
+// are also named: a user cannot edit the schema, and the fleet position is
+// where the fix goes.
+func fromCUE(err error) Diagnostics {
+	var order []string
+	groups := map[string][]cueerrors.Error{}
+	for _, e := range cueerrors.Errors(err) {
+		path := strings.Join(e.Path(), ".")
+		if _, ok := groups[path]; !ok {
+			order = append(order, path)
+		}
+		groups[path] = append(groups[path], e)
+	}
+	var ds Diagnostics
+	for _, path := range order {
+		errs := groups[path]
+		first := errs[0]
+		d := &Diagnostic{Path: path, Message: message(first), Positions: positionsOf(cueerrors.Positions(first))}
+		if len(d.Positions) == 0 && len(errs) > 1 {
+			alternatives := make([]string, 0, len(errs)-1)
+			for _, e := range errs[1:] {
+				alternatives = append(alternatives, message(e))
+				d.Positions = append(d.Positions, positionsOf(cueerrors.Positions(e))...)
+			}
+			d.Message = "no allowed alternative accepts the value: " + strings.Join(alternatives, "; ")
+			d.Positions = positionsOf(nil, d.Positions...)
+		}
+		d.Positions = dropSchemaPositions(d.Positions)
+		ds = append(ds, d)
+	}
+	sortDiagnostics(ds)
+	return ds
+}
+
+// message is a CUE error's text without its path prefix.
+func message(e cueerrors.Error) string {
+	format, args := e.Msg()
+	if msg := fmt.Sprintf(format, args...); msg != "" {
+		return msg
+	}
+	return e.Error()
+}
+
+// dropSchemaPositions keeps only the fleet's own positions when there are
+// any.
+func dropSchemaPositions(ps []Position) []Position {
+	own := slices.DeleteFunc(slices.Clone(ps), func(p Position) bool { return p.File == schemaDisplay })
+	if len(own) > 0 {
+		return own
+	}
+	return ps
+}
+
+// sortDiagnostics orders by first position, then path, then message, so
+// output is stable.
+func sortDiagnostics(ds Diagnostics) {
+	slices.SortStableFunc(ds, func(a, b *Diagnostic) int {
+		if c := cmp.Compare(firstPos(a), firstPos(b)); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(a.Path, b.Path); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Message, b.Message)
+	})
+}
+
+func firstPos(d *Diagnostic) string {
+	if len(d.Positions) == 0 {
+		return ""
+	}
+	p := d.Positions[0]
+	return fmt.Sprintf("%s:%09d:%09d", p.File, p.Line, p.Column)
+}
+
+// diagnostic builds one diagnostic at the given CUE positions.
+func diagnostic(path, msg string, at ...token.Pos) *Diagnostic {
+	return &Diagnostic{Path: path, Message: msg, Positions: positionsOf(at)}
+}
+
+// userPos returns where the fleet (not the embedded schema) writes v. A
+// value unified with a schema definition has a conjunct from each; CUE's Pos
+// picks one of them, often the schema's.
+func userPos(v cue.Value) token.Pos {
+	if ps := userPositions(v); len(ps) > 0 {
+		return ps[0]
+	}
+	return v.Pos()
+}
+
+// userPositions returns every place the fleet writes a part of v: a base
+// default and each overlay that constrains it, for example.
+func userPositions(v cue.Value) []token.Pos {
+	var out []token.Pos
+	parts := []cue.Value{v}
+	if op, args := v.Expr(); op == cue.AndOp {
+		parts = args
+	}
+	for _, a := range parts {
+		if p := a.Pos(); p.IsValid() && p.Filename() != schemaDisplay {
+			out = append(out, p)
+		}
+	}
+	return out
+}

@@ -1,0 +1,275 @@
+package fleet
+
+import (
+	"fmt"
+	"maps"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing/fstest"
+
+	"cuelang.org/go/cue"
+	"cuelang.org/go/cue/build"
+	"cuelang.org/go/cue/cuecontext"
+	"cuelang.org/go/cue/load"
+
+	"github.com/flotilla-gitops/flotilla/schemas"
+)
+
+// PackageName is the CUE package a fleet's files belong to.
+const PackageName = "fleet"
+
+// schemaFile is the name under which the embedded schema joins the fleet's
+// package, and schemaDisplay how its positions are shown.
+const (
+	schemaFile    = "zz_flotilla_schema.cue"
+	schemaDisplay = "flotilla:schemas/fleet.cue"
+)
+
+// Top-level fields of a fleet.
+const (
+	fieldCluster  = "cluster"
+	fieldClusters = "clusters"
+	fieldBundles  = "bundles"
+)
+
+// LoadOptions configure Load.
+type LoadOptions struct {
+	// Path is the folder of the fleet package inside the repository;
+	// defaults to the repository root. It may not leave the repository.
+	Path string
+
+	// DisplayDir prefixes file names in positions, so that errors name files
+	// the way the user named the repository (for example "examples/basic").
+	// Defaults to Path.
+	DisplayDir string
+}
+
+// Fleet is a loaded and validated fleet repository, ready to be planned for
+// any cluster. A Fleet is not safe for concurrent use (CUE values share one
+// evaluation context); load one per goroutine to plan in parallel.
+type Fleet struct {
+	ctx  *cue.Context
+	root cue.Value
+
+	inventory []Cluster
+	bundles   []string
+	// bundleErrs are problems found inside one bundle whatever the cluster
+	// (a misspelt field, a wrong type): that bundle fails in every plan,
+	// the others are planned normally.
+	bundleErrs map[string]Diagnostics
+}
+
+// Load reads the fleet package of the repository at repoDir together with
+// the embedded schemas, compiles it once, and checks it. Problems in the
+// fleet are returned as Diagnostics (wrapping ErrInvalid) with file:line:col
+// positions. Problems confined to one bundle do not fail Load: they fail
+// that bundle in every plan.
+func Load(repoDir string, opts LoadOptions) (*Fleet, error) {
+	pkgDir, err := packageDir(opts.Path)
+	if err != nil {
+		return nil, err
+	}
+	display := opts.DisplayDir
+	if display == "" {
+		display = opts.Path
+	}
+	inst, err := loadInstance(repoDir, pkgDir, display)
+	if err != nil {
+		return nil, err
+	}
+
+	f := &Fleet{ctx: cuecontext.New(), bundleErrs: map[string]Diagnostics{}}
+	// Build errors show up again, with their paths, in splitValidation, which
+	// keeps the ones confined to a bundle for that bundle.
+	f.root = f.ctx.BuildInstance(inst)
+	var problems Diagnostics
+	problems = append(problems, f.checkTopLevel()...)
+	problems = append(problems, f.splitValidation()...)
+	if err := f.readBundleNames(); err != nil {
+		problems = append(problems, AsDiagnostics(err)...)
+	}
+	if len(problems) == 0 {
+		problems = append(problems, f.readInventory()...)
+	}
+	if len(problems) > 0 {
+		sortDiagnostics(problems)
+		return nil, problems
+	}
+	return f, nil
+}
+
+// packageDir turns the fleet path into a folder of the repository's file
+// system, refusing absolute paths and `..`.
+func packageDir(p string) (string, error) {
+	if p == "" {
+		p = "."
+	}
+	if !filepath.IsLocal(p) {
+		return "", fmt.Errorf("%w: fleet path %q must be a relative path inside the repository", ErrInvalid, p)
+	}
+	return filepath.ToSlash(filepath.Clean(p)), nil
+}
+
+// loadInstance loads the fleet package through an os.Root file system (so
+// nothing outside repoDir can be read) with the schema overlaid, and with no
+// CUE registry: evaluation never reaches the network.
+func loadInstance(repoDir, pkgDir, display string) (*build.Instance, error) {
+	root, err := os.OpenRoot(repoDir)
+	if err != nil {
+		return nil, fmt.Errorf("opening fleet repository: %w", err)
+	}
+	// The loader reads every file before returning, so the root can close.
+	defer root.Close()
+	if st, err := root.Stat(pkgDir); err != nil || !st.IsDir() {
+		return nil, fmt.Errorf("%w: fleet path %q is not a folder of %s", ErrInvalid, pkgDir, repoDir)
+	}
+	schema, err := schemas.FS.ReadFile(schemas.FleetFile)
+	if err != nil {
+		return nil, err
+	}
+	overlay := path.Join(pkgDir, schemaFile)
+	cfg := &load.Config{
+		FS:      overlayFS{base: root.FS(), extra: fstest.MapFS{overlay: {Data: schema}}},
+		Dir:     "/" + pkgDir,
+		Package: PackageName,
+		Env:     []string{"CUE_REGISTRY=none"},
+		FromFSPath: func(p string) string {
+			p = strings.TrimPrefix(p, "/")
+			if p == overlay {
+				return schemaDisplay
+			}
+			rel := strings.TrimPrefix(strings.TrimPrefix(p, pkgDir), "/")
+			if pkgDir == "." || !strings.HasPrefix(p, pkgDir+"/") {
+				rel = p
+			}
+			return filepath.Join(display, rel)
+		},
+	}
+	insts := load.Instances([]string{"."}, cfg)
+	if len(insts) != 1 {
+		return nil, fmt.Errorf("%w: expected one CUE package %q in %s, found %d", ErrInvalid, PackageName, pkgDir, len(insts))
+	}
+	inst := insts[0]
+	if inst.Err != nil {
+		return nil, fromCUE(inst.Err)
+	}
+	if !slices.ContainsFunc(inst.BuildFiles, func(f *build.File) bool { return !strings.HasSuffix(f.Filename, schemaFile) }) {
+		return nil, fmt.Errorf("%w: no CUE files of package %q in %s (expected fleet.cue)", ErrInvalid, PackageName, filepath.Join(repoDir, pkgDir))
+	}
+	return inst, nil
+}
+
+// checkTopLevel refuses regular top-level fields other than the fleet's
+// own, so a misspelt `bundle:` is reported instead of ignored. Hidden fields
+// (_x) and definitions (#X) are free for the fleet's helpers.
+func (f *Fleet) checkTopLevel() Diagnostics {
+	var ds Diagnostics
+	iter, err := f.root.Fields()
+	if err != nil {
+		return fromCUE(err)
+	}
+	for iter.Next() {
+		switch name := iter.Selector().String(); name {
+		case fieldCluster, fieldClusters, fieldBundles:
+		default:
+			ds = append(ds, diagnostic(name, fmt.Sprintf(
+				"unknown top-level field; a fleet has %q, %q and %q (use _%s or #%s for helpers)",
+				fieldClusters, fieldBundles, fieldCluster, name, name), userPos(iter.Value())))
+		}
+	}
+	return ds
+}
+
+// splitValidation checks the fleet against the schemas without requiring
+// concreteness (the cluster is not known yet). Problems inside one bundle
+// are kept for that bundle; others are returned.
+func (f *Fleet) splitValidation() Diagnostics {
+	err := f.root.Validate()
+	if err == nil {
+		return nil
+	}
+	var global Diagnostics
+	for _, d := range fromCUE(err) {
+		if name, rest, ok := bundlePath(d.Path); ok {
+			d.Bundle, d.Path = name, rest
+			f.bundleErrs[name] = append(f.bundleErrs[name], d)
+			continue
+		}
+		global = append(global, d)
+	}
+	return global
+}
+
+// bundlePath splits "bundles.web.values.x" into "web" and "values.x".
+func bundlePath(p string) (name, rest string, ok bool) {
+	after, found := strings.CutPrefix(p, fieldBundles+".")
+	if !found {
+		return "", "", false
+	}
+	name, rest, _ = strings.Cut(after, ".")
+	return name, rest, true
+}
+
+// readBundleNames lists the bundles in name order.
+func (f *Fleet) readBundleNames() error {
+	iter, err := f.root.LookupPath(cue.ParsePath(fieldBundles)).Fields()
+	if err != nil {
+		return fromCUE(err)
+	}
+	for iter.Next() {
+		f.bundles = append(f.bundles, iter.Selector().Unquoted())
+	}
+	slices.Sort(f.bundles)
+	return nil
+}
+
+// readInventory decodes `clusters`, which must be concrete: it cannot depend
+// on `cluster`.
+func (f *Fleet) readInventory() Diagnostics {
+	v := f.root.LookupPath(cue.ParsePath(fieldClusters))
+	if !v.Exists() {
+		return nil
+	}
+	var inv map[string]Cluster
+	if err := v.Decode(&inv); err != nil {
+		return fromCUE(err)
+	}
+	var ds Diagnostics
+	for _, name := range slices.Sorted(maps.Keys(inv)) {
+		c := inv[name].normalized()
+		if err := c.Validate(); err != nil {
+			pos := userPos(v.LookupPath(cue.MakePath(cue.Str(name))))
+			ds = append(ds, diagnostic(fieldClusters+"."+name, err.Error(), pos))
+			continue
+		}
+		f.inventory = append(f.inventory, c)
+	}
+	return ds
+}
+
+// Inventory returns the clusters listed in the fleet's `clusters`, in name
+// order.
+func (f *Fleet) Inventory() []Cluster { return slices.Clone(f.inventory) }
+
+// InventoryCluster returns the inventory entry with the given name.
+func (f *Fleet) InventoryCluster(name string) (Cluster, error) {
+	for _, c := range f.inventory {
+		if c.Name == name {
+			return c, nil
+		}
+	}
+	names := make([]string, len(f.inventory))
+	for i, c := range f.inventory {
+		names[i] = c.Name
+	}
+	if len(names) == 0 {
+		return Cluster{}, fmt.Errorf("cluster %q: the fleet has no `clusters` inventory; give the identity with --name, --region and --label", name)
+	}
+	return Cluster{}, fmt.Errorf("cluster %q is not in the fleet's inventory (%s)", name, strings.Join(names, ", "))
+}
+
+// Bundles returns the names of the fleet's bundles in name order.
+func (f *Fleet) Bundles() []string { return slices.Clone(f.bundles) }
