@@ -32,7 +32,9 @@ func (p Position) String() string {
 // the source positions it came from (both sides of a conflict, for example)
 // and the cluster and bundle it concerns.
 type Diagnostic struct {
-	Cluster   string     `json:"cluster,omitempty"`
+	// Clusters are the clusters for which the problem occurs (none when it
+	// does not depend on the cluster).
+	Clusters  []string   `json:"clusters,omitempty"`
 	Bundle    string     `json:"bundle,omitempty"`
 	Path      string     `json:"path,omitempty"`
 	Message   string     `json:"message"`
@@ -46,8 +48,12 @@ func (d *Diagnostic) Error() string {
 	if len(d.Positions) > 0 {
 		b.WriteString(d.Positions[0].String() + ": ")
 	}
-	if d.Cluster != "" {
-		b.WriteString("cluster " + d.Cluster + ": ")
+	switch len(d.Clusters) {
+	case 0:
+	case 1:
+		b.WriteString("cluster " + d.Clusters[0] + ": ")
+	default:
+		b.WriteString("clusters " + strings.Join(d.Clusters, ", ") + ": ")
 	}
 	if d.Bundle != "" {
 		b.WriteString("bundle " + d.Bundle + ": ")

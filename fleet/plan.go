@@ -59,7 +59,7 @@ func (f *Fleet) Plan(c Cluster) (*Plan, error) {
 	if err := root.LookupPath(cue.MakePath(cue.Str(fieldCluster))).Validate(cue.Concrete(true)); err != nil {
 		ds := fromCUE(err)
 		for _, d := range ds {
-			d.Cluster = c.Name
+			d.Clusters = []string{c.Name}
 			d.Message = "the fleet's constraints on `cluster` reject this identity: " + d.Message
 		}
 		return nil, ds
@@ -80,7 +80,7 @@ func (f *Fleet) Plan(c Cluster) (*Plan, error) {
 	plan.Bundles = orderBundles(selected, f.bundles)
 	for _, b := range plan.Bundles {
 		for _, d := range b.Errors {
-			d.Cluster, d.Bundle = c.Name, b.Name
+			d.Clusters, d.Bundle = []string{c.Name}, b.Name
 		}
 	}
 	return plan, nil

@@ -31,6 +31,8 @@ for every cluster before it merges.`,
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.AddCommand(
+		newVetCmd(),
+		newPlanCmd(),
 		newVersionCmd(),
 	)
 	return root

@@ -1,0 +1,121 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"sigs.k8s.io/yaml"
+
+	"github.com/flotilla-gitops/flotilla/fleet"
+)
+
+// fleetFlags locate the fleet: the repository folder is the command's
+// argument (default "."), --path the fleet package inside it.
+type fleetFlags struct {
+	path string
+}
+
+func addFleetFlags(cmd *cobra.Command) *fleetFlags {
+	f := &fleetFlags{}
+	cmd.Flags().StringVar(&f.path, "path", ".", "folder of fleet.cue inside the repository (imports and files never leave the repository)")
+	return f
+}
+
+// load loads the fleet in the repository named by args (default ".").
+func (f *fleetFlags) load(args []string) (*fleet.Fleet, error) {
+	repo := "."
+	if len(args) > 0 {
+		repo = args[0]
+	}
+	return fleet.Load(repo, fleet.LoadOptions{Path: f.path, DisplayDir: filepath.Join(repo, f.path)})
+}
+
+// identityFlags say which cluster to evaluate: an inventory entry, or an
+// identity given on the command line.
+type identityFlags struct {
+	cluster   string
+	name      string
+	region    string
+	labels    []string
+	factsFile string
+}
+
+func addIdentityFlags(cmd *cobra.Command) *identityFlags {
+	i := &identityFlags{}
+	fs := cmd.Flags()
+	fs.StringVar(&i.cluster, "cluster", "", "evaluate this cluster of the fleet's `clusters` inventory")
+	fs.StringVar(&i.name, "name", "", "evaluate a cluster with this name (instead of --cluster)")
+	fs.StringVar(&i.region, "region", "", "the cluster's region (overrides the inventory's with --cluster)")
+	fs.StringArrayVar(&i.labels, "label", nil, "a cluster label as key=value, repeatable (added to the inventory's with --cluster)")
+	fs.StringVar(&i.factsFile, "facts", "", "a YAML or JSON file of discovered facts (kubernetesVersion, apiGroups, regions, zones, nodes)")
+	return i
+}
+
+// given reports whether any identity flag was set.
+func (i *identityFlags) given() bool {
+	return i.cluster != "" || i.name != "" || i.region != "" || len(i.labels) > 0 || i.factsFile != ""
+}
+
+// resolve builds the identity the flags describe.
+func (i *identityFlags) resolve(f *fleet.Fleet) (fleet.Cluster, error) {
+	var c fleet.Cluster
+	switch {
+	case i.cluster != "" && i.name != "":
+		return c, errors.New("give either --cluster (an inventory entry) or --name (an identity of your own), not both")
+	case i.cluster != "":
+		var err error
+		if c, err = f.InventoryCluster(i.cluster); err != nil {
+			return c, err
+		}
+	case i.name != "":
+		c.Name = i.name
+	default:
+		return c, missingIdentity(f)
+	}
+	if i.region != "" {
+		c.Region = i.region
+	}
+	if len(i.labels) > 0 {
+		labels := make(map[string]string, len(c.Labels)+len(i.labels))
+		for k, v := range c.Labels {
+			labels[k] = v
+		}
+		for _, l := range i.labels {
+			k, v, ok := strings.Cut(l, "=")
+			if !ok || k == "" {
+				return c, fmt.Errorf("--label %q: want key=value", l)
+			}
+			labels[k] = v
+		}
+		c.Labels = labels
+	}
+	if i.factsFile != "" {
+		data, err := os.ReadFile(i.factsFile)
+		if err != nil {
+			return c, fmt.Errorf("--facts: %w", err)
+		}
+		var facts fleet.Facts
+		if err := yaml.UnmarshalStrict(data, &facts); err != nil {
+			return c, fmt.Errorf("--facts %s: %w", i.factsFile, err)
+		}
+		c.Facts = facts
+	}
+	return c, c.Validate()
+}
+
+// missingIdentity explains how to name a cluster, listing the inventory.
+func missingIdentity(f *fleet.Fleet) error {
+	var names []string
+	for _, c := range f.Inventory() {
+		names = append(names, c.Name)
+	}
+	if len(names) == 0 {
+		return errors.New("which cluster? give --name NAME (with --region and --label k=v), or add a `clusters` inventory to the fleet")
+	}
+	return fmt.Errorf("which cluster? give --cluster NAME (one of %s), --name NAME with --region and --label k=v, or --all",
+		strings.Join(names, ", "))
+}

@@ -1,0 +1,252 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+	"sigs.k8s.io/yaml"
+
+	"github.com/flotilla-gitops/flotilla/fleet"
+)
+
+func newPlanCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "plan [DIR] (--cluster NAME | --name NAME [--region R] [--label k=v]... | --all)",
+		Short: "Explain what a cluster gets from the fleet: bundles, reasons, overlays, values",
+		Long: `Evaluate the fleet in DIR (default: the current folder) for one cluster and
+explain the result: which bundles select it and why, which overlays matched,
+the final concrete values of each bundle, the order bundles are applied in
+(dependsOn), and which bundles do not select it and why.
+
+The cluster is an entry of the fleet's ` + "`clusters`" + ` inventory (--cluster), or an
+identity given with flags (--name, --region, --label, --facts). With
+--cluster, --region, --label and --facts override the inventory entry, to
+ask "what if". --all plans every inventory cluster and prints a matrix of
+clusters by bundles.
+
+Nothing is rendered or applied. The exit code is 1 when a bundle fails to
+evaluate.`,
+		Example: `  flotilla plan --cluster prod-eu-1
+  flotilla plan --cluster prod-eu-1 --label class=regulated
+  flotilla plan --name edge-7 --region eu-west-1 --label env=prod -o json
+  flotilla plan examples/regions --all`,
+		Args: cobra.MaximumNArgs(1),
+	}
+	out := addOutputFlag(cmd, "text", "json", "yaml")
+	ff := addFleetFlags(cmd)
+	id := addIdentityFlags(cmd)
+	all := cmd.Flags().Bool("all", false, "plan every cluster of the inventory")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if err := out.validate(); err != nil {
+			return err
+		}
+		if *all && id.given() {
+			return errors.New("--all plans the whole inventory; it takes no --cluster or identity flags")
+		}
+		f, err := ff.load(args)
+		if err != nil {
+			return err
+		}
+		var plans []*fleet.Plan
+		var problems fleet.Diagnostics
+		if *all {
+			plans, problems = f.PlanInventory()
+			if len(plans) == 0 && len(problems) == 0 {
+				return missingIdentity(f)
+			}
+		} else {
+			c, err := id.resolve(f)
+			if err != nil {
+				return err
+			}
+			p, err := f.Plan(c)
+			if err != nil {
+				return err
+			}
+			plans = []*fleet.Plan{p}
+		}
+		for _, p := range plans {
+			for _, b := range p.Failed() {
+				problems = append(problems, b.Errors...)
+			}
+		}
+
+		var data any = plans
+		if !*all {
+			data = plans[0]
+		}
+		err = out.write(cmd.OutOrStdout(), data, func(w io.Writer) error {
+			if *all {
+				return writePlanMatrix(w, f.Bundles(), plans)
+			}
+			return writePlanText(w, plans[0])
+		})
+		if err != nil {
+			return err
+		}
+		if len(problems) > 0 {
+			for _, d := range problems {
+				fmt.Fprintln(cmd.ErrOrStderr(), d.Error())
+			}
+			return &reportedError{fmt.Errorf("%d problems", len(problems))}
+		}
+		return nil
+	}
+	return cmd
+}
+
+// writePlanText explains one cluster's plan.
+func writePlanText(w io.Writer, p *fleet.Plan) error {
+	c := p.Cluster
+	fmt.Fprintf(w, "cluster %s", c.Name)
+	if c.Region != "" {
+		fmt.Fprintf(w, "  region %s", c.Region)
+	}
+	if len(c.Labels) > 0 {
+		fmt.Fprintf(w, "  labels %s", fleet.LabelString(c.Labels))
+	}
+	fmt.Fprintf(w, "\n\n")
+
+	if len(p.Bundles) == 0 {
+		fmt.Fprintln(w, "no bundle selects this cluster")
+	} else {
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "BUNDLE\tSOURCE\tNAMESPACE\tOVERLAYS\tDEPENDS ON\tINPUTS")
+		for _, b := range p.Bundles {
+			digest := shortDigest(b.InputsDigest)
+			if b.Failed() {
+				digest = "FAILED"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", b.Name, sourceText(b.Source), dash(b.Namespace),
+				dash(overlayNames(b.Overlays)), dash(strings.Join(b.DependsOn, ",")), digest)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+
+	for _, b := range p.Bundles {
+		fmt.Fprintf(w, "\n%s\n", b.Name)
+		for _, why := range b.SelectedBecause {
+			fmt.Fprintf(w, "  selected: %s\n", why)
+		}
+		for _, o := range b.Overlays {
+			at := ""
+			if o.Position != nil {
+				at = " (" + o.Position.String() + ")"
+			}
+			fmt.Fprintf(w, "  overlay %s%s: %s\n", o.Name, at, strings.Join(o.Because, "; "))
+		}
+		if b.Failed() {
+			for _, d := range b.Errors {
+				fmt.Fprintf(w, "  error: %s\n", d.Error())
+			}
+			continue
+		}
+		if b.Source.Kind == fleet.SourceHelm && !b.Source.Helm.IncludeHooks {
+			fmt.Fprintf(w, "  hooks: rendered but not applied (set helm: includeHooks: true to apply them)\n")
+		}
+		fmt.Fprintf(w, "  apply: prune=%t wait=%t timeout=%s", b.Apply.Prune, b.Apply.Wait, b.Apply.Timeout.Duration)
+		if b.Apply.ServiceAccountName != "" {
+			fmt.Fprintf(w, " as serviceaccount %s/%s", b.Namespace, b.Apply.ServiceAccountName)
+		}
+		fmt.Fprintln(w)
+		if string(b.Values) != "{}" && len(b.Values) > 0 {
+			values, err := yaml.JSONToYAML(b.Values)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(w, "  values:\n%s", indent(string(values), "    "))
+		}
+	}
+
+	if len(p.NotSelected) > 0 {
+		fmt.Fprintf(w, "\nnot selected:\n")
+		for _, n := range p.NotSelected {
+			fmt.Fprintf(w, "  %s: %s\n", n.Name, strings.Join(n.Because, "; "))
+		}
+	}
+	return nil
+}
+
+// writePlanMatrix prints clusters × bundles: ✓ selected (+N overlays),
+// - not selected, FAILED.
+func writePlanMatrix(w io.Writer, bundles []string, plans []*fleet.Plan) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "CLUSTER\tREGION\t%s\n", strings.Join(bundles, "\t"))
+	for _, p := range plans {
+		cells := make([]string, len(bundles))
+		for i, name := range bundles {
+			b := p.Bundle(name)
+			switch {
+			case b == nil:
+				cells[i] = "-"
+			case b.Failed():
+				cells[i] = "FAILED"
+			case len(b.Overlays) > 0:
+				cells[i] = fmt.Sprintf("✓ +%d", len(b.Overlays))
+			default:
+				cells[i] = "✓"
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", p.Cluster.Name, dash(p.Cluster.Region), strings.Join(cells, "\t"))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintf(w, "\n✓ selected (+N overlays matched), - not selected; `flotilla plan --cluster NAME` explains one\n")
+	return err
+}
+
+func sourceText(s fleet.Source) string {
+	switch s.Kind {
+	case fleet.SourceHelm:
+		if s.Helm.Repo != "" {
+			return fmt.Sprintf("helm %s %s@%s", s.Helm.Repo, s.Helm.Chart, s.Helm.Version)
+		}
+		return "helm " + s.Helm.Chart
+	case fleet.SourceKustomize:
+		return "kustomize " + s.Kustomize.Path
+	case fleet.SourceManifests:
+		return "manifests " + s.Manifests.Path
+	case fleet.SourceResources:
+		return "resources (cue)"
+	}
+	return "-"
+}
+
+func overlayNames(os []fleet.MatchedOverlay) string {
+	names := make([]string, len(os))
+	for i, o := range os {
+		names[i] = o.Name
+	}
+	return strings.Join(names, ",")
+}
+
+func shortDigest(d string) string {
+	if len(d) > len("sha256:")+12 {
+		return d[:len("sha256:")+12]
+	}
+	return d
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func indent(s, prefix string) string {
+	lines := strings.SplitAfter(s, "\n")
+	for i, l := range lines {
+		if l != "" {
+			lines[i] = prefix + l
+		}
+	}
+	return strings.Join(lines, "")
+}

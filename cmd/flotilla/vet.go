@@ -1,0 +1,87 @@
+package main
+
+import (
+	"fmt"
+	"io"
+
+	"github.com/spf13/cobra"
+
+	"github.com/flotilla-gitops/flotilla/fleet"
+)
+
+// vetResult is what `flotilla vet -o json` prints.
+type vetResult struct {
+	Clusters    []string          `json:"clusters"`
+	Bundles     []string          `json:"bundles"`
+	Diagnostics fleet.Diagnostics `json:"diagnostics"`
+}
+
+func newVetCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "vet [DIR]",
+		Short: "Check a fleet against the schemas and evaluate it for every inventory cluster",
+		Long: `Check the fleet repository in DIR (default: the current folder): its CUE
+against Flotilla's schemas, then every bundle for every cluster of its
+` + "`clusters`" + ` inventory — selection, overlays, concrete values, dependsOn.
+
+Every problem is printed once, as file:line:column, with the clusters and
+bundle it concerns; a problem that occurs for several clusters is printed
+once with all of them. The exit code is 1 if there is any problem, so vet
+can gate a pull request.`,
+		Example: `  flotilla vet
+  flotilla vet examples/regions
+  flotilla vet . --path fleets/prod -o json`,
+		Args: cobra.MaximumNArgs(1),
+	}
+	out := addOutputFlag(cmd, "text", "json")
+	ff := addFleetFlags(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if err := out.validate(); err != nil {
+			return err
+		}
+		res := vetResult{Diagnostics: fleet.Diagnostics{}}
+		f, err := ff.load(args)
+		if err != nil {
+			ds := fleet.AsDiagnostics(err)
+			if ds == nil {
+				return err
+			}
+			res.Diagnostics = ds
+		} else {
+			for _, c := range f.Inventory() {
+				res.Clusters = append(res.Clusters, c.Name)
+			}
+			res.Bundles = f.Bundles()
+			res.Diagnostics = append(res.Diagnostics, f.Vet()...)
+		}
+		if err := out.write(cmd.OutOrStdout(), res, func(w io.Writer) error {
+			return writeVetText(w, cmd.ErrOrStderr(), res, f != nil)
+		}); err != nil {
+			return err
+		}
+		if len(res.Diagnostics) > 0 {
+			return &reportedError{fmt.Errorf("%d problems", len(res.Diagnostics))}
+		}
+		return nil
+	}
+	return cmd
+}
+
+// writeVetText prints problems to stderr (like a compiler) and the summary
+// of a clean fleet to stdout.
+func writeVetText(stdout, stderr io.Writer, res vetResult, loaded bool) error {
+	for _, d := range res.Diagnostics {
+		fmt.Fprintln(stderr, d.Error())
+	}
+	switch {
+	case len(res.Diagnostics) > 0:
+		fmt.Fprintf(stderr, "%d problem(s)\n", len(res.Diagnostics))
+	case !loaded:
+	case len(res.Clusters) == 0:
+		fmt.Fprintf(stderr, "note: the fleet has no `clusters` inventory, so only the schema was checked; add clusters to evaluate every bundle for them\n")
+		fmt.Fprintf(stdout, "ok: %d bundles\n", len(res.Bundles))
+	default:
+		fmt.Fprintf(stdout, "ok: %d bundles evaluated for %d clusters\n", len(res.Bundles), len(res.Clusters))
+	}
+	return nil
+}
