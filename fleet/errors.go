@@ -156,7 +156,9 @@ func fromCUE(err error) Diagnostics {
 		if len(d.Positions) == 0 && len(errs) > 1 {
 			alternatives := make([]string, 0, len(errs)-1)
 			for _, e := range errs[1:] {
-				alternatives = append(alternatives, message(e))
+				if msg := message(e); !slices.Contains(alternatives, msg) {
+					alternatives = append(alternatives, msg)
+				}
 				d.Positions = append(d.Positions, positionsOf(cueerrors.Positions(e))...)
 			}
 			d.Message = "no allowed alternative accepts the value: " + strings.Join(alternatives, "; ")
@@ -169,13 +171,27 @@ func fromCUE(err error) Diagnostics {
 	return ds
 }
 
-// message is a CUE error's text without its path prefix.
+// message is a CUE error's text without its path prefix or positions,
+// including what it wraps ("import failed: cannot find package …").
 func message(e cueerrors.Error) string {
-	format, args := e.Msg()
-	if msg := fmt.Sprintf(format, args...); msg != "" {
-		return msg
+	var parts []string
+	for err := error(e); err != nil; err = errors.Unwrap(err) {
+		ce, ok := err.(cueerrors.Error)
+		if !ok {
+			parts = append(parts, err.Error())
+			break
+		}
+		format, args := ce.Msg()
+		if msg := fmt.Sprintf(format, args...); msg != "" {
+			parts = append(parts, msg)
+		}
 	}
-	return e.Error()
+	msg := strings.Join(parts, ": ")
+	if strings.Contains(msg, "cannot fetch") {
+		msg += " (Flotilla evaluates fleets offline and never fetches CUE modules from a registry: " +
+			"keep shared CUE in the repository, as packages of its own module)"
+	}
+	return msg
 }
 
 // dropSchemaPositions keeps only the fleet's own positions when there are

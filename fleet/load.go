@@ -156,7 +156,7 @@ func loadInstance(repoDir, pkgDir, display string) (*build.Instance, error) {
 	if inst.Err != nil {
 		return nil, fromCUE(inst.Err)
 	}
-	if !slices.ContainsFunc(inst.BuildFiles, func(f *build.File) bool { return !strings.HasSuffix(f.Filename, schemaFile) }) {
+	if !slices.ContainsFunc(inst.BuildFiles, func(f *build.File) bool { return f.Filename != schemaDisplay }) {
 		return nil, fmt.Errorf("%w: no CUE files of package %q in %s (expected fleet.cue)", ErrInvalid, PackageName, filepath.Join(repoDir, pkgDir))
 	}
 	return inst, nil

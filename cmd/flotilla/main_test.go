@@ -21,11 +21,11 @@ func TestMain(m *testing.M) {
 }
 
 // TestScripts runs the command-line scripts in testdata/script. Set
-// UPDATE_SCRIPTS=1 to rewrite their expected files from the current output.
+// UPDATE_GOLDEN=1 to rewrite their expected files from the current output.
 func TestScripts(t *testing.T) {
 	testscript.Run(t, testscript.Params{
 		Dir:           "testdata/script",
-		UpdateScripts: os.Getenv("UPDATE_SCRIPTS") != "",
+		UpdateScripts: os.Getenv("UPDATE_GOLDEN") != "",
 	})
 }
 
