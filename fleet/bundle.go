@@ -41,6 +41,7 @@ type Bundle struct {
 	Errors Diagnostics `json:"errors,omitempty"`
 
 	dependsOnPos token.Pos
+	invalid      bool // Errors come from the schema, whatever the cluster
 }
 
 // Failed reports whether the bundle could not be evaluated.

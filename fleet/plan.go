@@ -80,7 +80,12 @@ func (f *Fleet) Plan(c Cluster) (*Plan, error) {
 	plan.Bundles = orderBundles(selected, f.bundles)
 	for _, b := range plan.Bundles {
 		for _, d := range b.Errors {
-			d.Clusters, d.Bundle = []string{c.Name}, b.Name
+			d.Bundle = b.Name
+			// A bundle that does not match the schema fails the same way
+			// for every cluster; its errors name none.
+			if !b.invalid {
+				d.Clusters = []string{c.Name}
+			}
 		}
 	}
 	return plan, nil
@@ -92,7 +97,7 @@ func (f *Fleet) Plan(c Cluster) (*Plan, error) {
 func (f *Fleet) planBundle(name string, v cue.Value, c Cluster) (*Bundle, []string) {
 	b := &Bundle{Name: name}
 	if errs := f.bundleErrs[name]; len(errs) > 0 {
-		b.Errors = cloneDiagnostics(errs)
+		b.Errors, b.invalid = cloneDiagnostics(errs), true
 		b.SelectedBecause = []string{"unknown: the bundle does not match the schema"}
 		return b, nil
 	}

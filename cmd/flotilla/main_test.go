@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"os"
+	"path/filepath"
 	"regexp"
 	"testing"
 
@@ -23,9 +24,19 @@ func TestMain(m *testing.M) {
 // TestScripts runs the command-line scripts in testdata/script. Set
 // UPDATE_GOLDEN=1 to rewrite their expected files from the current output.
 func TestScripts(t *testing.T) {
+	repo, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
 	testscript.Run(t, testscript.Params{
 		Dir:           "testdata/script",
 		UpdateScripts: os.Getenv("UPDATE_GOLDEN") != "",
+		// $REPO is the Flotilla checkout, whose demo fleet and examples the
+		// scripts vet.
+		Setup: func(env *testscript.Env) error {
+			env.Setenv("REPO", repo)
+			return nil
+		},
 	})
 }
 
