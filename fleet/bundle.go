@@ -156,7 +156,7 @@ func (b *Bundle) decodeInputs(v cue.Value) error {
 	var ds Diagnostics
 	for _, field := range []string{"namespace", "dependsOn", "prune", "wait", "timeout", "serviceAccountName",
 		SourceHelm, SourceKustomize, SourceManifests, SourceResources, "values"} {
-		fv := v.LookupPath(cue.ParsePath(field))
+		fv := lookup(v, field)
 		if !fv.Exists() {
 			continue
 		}
@@ -177,15 +177,15 @@ func (b *Bundle) decodeInputs(v cue.Value) error {
 	}
 	source.Helm, source.Kustomize, source.Manifests = fields.Helm, fields.Kustomize, fields.Manifests
 	if source.Kind == SourceResources {
-		if source.Resources, err = resourceList(v.LookupPath(cue.ParsePath(SourceResources))); err != nil {
+		if source.Resources, err = resourceList(lookup(v, SourceResources)); err != nil {
 			return err
 		}
 	}
 	timeout, err := time.ParseDuration(fields.Timeout)
 	if err != nil {
-		return diagnostic("timeout", err.Error(), userPos(v.LookupPath(cue.ParsePath("timeout"))))
+		return diagnostic("timeout", err.Error(), userPos(lookup(v, "timeout")))
 	}
-	values, err := canonicalJSON(v.LookupPath(cue.ParsePath("values")))
+	values, err := canonicalJSON(lookup(v, "values"))
 	if err != nil {
 		return err
 	}
@@ -194,7 +194,7 @@ func (b *Bundle) decodeInputs(v cue.Value) error {
 	b.Source = source
 	b.Values = values
 	b.DependsOn = fields.DependsOn
-	b.dependsOnPos = userPos(v.LookupPath(cue.ParsePath("dependsOn")))
+	b.dependsOnPos = userPos(lookup(v, "dependsOn"))
 	b.Apply = ApplyOptions{
 		Prune:              fields.Prune,
 		Wait:               fields.Wait,
@@ -227,7 +227,7 @@ func sourceOf(v cue.Value) (Source, error) {
 	var found []string
 	var at []token.Pos
 	for _, kind := range sourceKinds {
-		if fv := v.LookupPath(cue.ParsePath(kind)); fv.Exists() {
+		if fv := lookup(v, kind); fv.Exists() {
 			found = append(found, kind)
 			at = append(at, userPos(fv))
 		}

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/flotilla-gitops/flotilla/fleet"
+	"github.com/flotilla-gitops/flotilla/internal/synthfleet"
 )
 
 // writeFleet writes files (fleet.cue by default) of package fleet into a new
@@ -479,5 +480,55 @@ bundles: b: {resources: []}`))
 	_, err := f.Plan(bad)
 	if err == nil || !strings.Contains(err.Error(), "fleet.cue:3:") || !strings.Contains(err.Error(), "reject this identity") {
 		t.Errorf("error %v, want a positioned rejection", err)
+	}
+}
+
+// TestPlanInventoryInParallel checks that planning the inventory on several
+// goroutines (each with its own CUE context) gives exactly the plans of
+// planning each cluster in turn. Run with -race.
+func TestPlanInventoryInParallel(t *testing.T) {
+	dir := t.TempDir()
+	if err := synthfleet.Write(dir, 64, 10); err != nil {
+		t.Fatal(err)
+	}
+	f := mustLoad(t, dir)
+	plans, problems := f.PlanInventory()
+	if len(problems) > 0 || len(plans) != 64 {
+		t.Fatalf("%d plans, problems %v", len(plans), problems)
+	}
+	for i, c := range f.Inventory() {
+		want, err := json.Marshal(mustPlan(t, f, c))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := json.Marshal(plans[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(got) != string(want) {
+			t.Fatalf("cluster %s: parallel plan differs from sequential plan", c.Name)
+		}
+	}
+}
+
+// TestBundlesMayReadTheInventory checks that a fleet that refers to its own
+// `clusters` (here, to list a cluster's peers) still plans correctly.
+func TestBundlesMayReadTheInventory(t *testing.T) {
+	src := `clusters: {
+	"prod-eu-1": {region: "eu-west-1"}
+	"prod-us-1": {region: "us-east-1"}
+}
+bundles: mesh: {
+	helm: chart: "c"
+	values: peers: [for name, c in clusters if name != cluster.name {c.region}]
+}`
+	f := mustLoad(t, writeFleet(t, src))
+	c, err := f.InventoryCluster("prod-eu-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := mustPlan(t, f, c).Bundle("mesh")
+	if b.Failed() || string(b.Values) != `{"peers":["us-east-1"]}` {
+		t.Errorf("values %s, errors %v", b.Values, b.Errors)
 	}
 }

@@ -11,9 +11,11 @@ import (
 	"testing/fstest"
 
 	"cuelang.org/go/cue"
+	"cuelang.org/go/cue/ast"
 	"cuelang.org/go/cue/build"
 	"cuelang.org/go/cue/cuecontext"
 	"cuelang.org/go/cue/load"
+	"cuelang.org/go/cue/parser"
 
 	"github.com/flotilla-gitops/flotilla/schemas"
 )
@@ -53,6 +55,10 @@ type LoadOptions struct {
 type Fleet struct {
 	ctx  *cue.Context
 	root cue.Value
+	// planInst and planRoot are what plans evaluate: the fleet without its
+	// inventory when nothing refers to it (see withoutInventory).
+	planInst *build.Instance
+	planRoot cue.Value
 
 	inventory []Cluster
 	bundles   []string
@@ -76,7 +82,7 @@ func Load(repoDir string, opts LoadOptions) (*Fleet, error) {
 	if display == "" {
 		display = opts.Path
 	}
-	inst, err := loadInstance(repoDir, pkgDir, display)
+	inst, err := loadInstance(repoDir, pkgDir, display, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -98,6 +104,14 @@ func Load(repoDir string, opts LoadOptions) (*Fleet, error) {
 		sortDiagnostics(problems)
 		return nil, problems
 	}
+	f.planInst, f.planRoot = inst, f.root
+	if !refersTo(inst.Files, fieldClusters) {
+		reduced, err := loadInstance(repoDir, pkgDir, display, dropInventory)
+		if err != nil {
+			return nil, err
+		}
+		f.planInst, f.planRoot = reduced, f.ctx.BuildInstance(reduced)
+	}
 	return f, nil
 }
 
@@ -116,7 +130,7 @@ func packageDir(p string) (string, error) {
 // loadInstance loads the fleet package through an os.Root file system (so
 // nothing outside repoDir can be read) with the schema overlaid, and with no
 // CUE registry: evaluation never reaches the network.
-func loadInstance(repoDir, pkgDir, display string) (*build.Instance, error) {
+func loadInstance(repoDir, pkgDir, display string, parse func(string, any, parser.Config) (*ast.File, error)) (*build.Instance, error) {
 	root, err := os.OpenRoot(repoDir)
 	if err != nil {
 		return nil, fmt.Errorf("opening fleet repository: %w", err)
@@ -136,6 +150,8 @@ func loadInstance(repoDir, pkgDir, display string) (*build.Instance, error) {
 		Dir:     "/" + pkgDir,
 		Package: PackageName,
 		Env:     []string{"CUE_REGISTRY=none"},
+		// parse is nil (the standard parser) or dropInventory.
+		ParseFile: parse,
 		FromFSPath: func(p string) string {
 			p = strings.TrimPrefix(p, "/")
 			if p == overlay {
@@ -215,7 +231,7 @@ func bundlePath(p string) (name, rest string, ok bool) {
 
 // readBundleNames lists the bundles in name order.
 func (f *Fleet) readBundleNames() error {
-	iter, err := f.root.LookupPath(cue.ParsePath(fieldBundles)).Fields()
+	iter, err := lookup(f.root, fieldBundles).Fields()
 	if err != nil {
 		return fromCUE(err)
 	}
@@ -229,7 +245,7 @@ func (f *Fleet) readBundleNames() error {
 // readInventory decodes `clusters`, which must be concrete: it cannot depend
 // on `cluster`.
 func (f *Fleet) readInventory() Diagnostics {
-	v := f.root.LookupPath(cue.ParsePath(fieldClusters))
+	v := lookup(f.root, fieldClusters)
 	if !v.Exists() {
 		return nil
 	}
@@ -241,7 +257,7 @@ func (f *Fleet) readInventory() Diagnostics {
 	for _, name := range slices.Sorted(maps.Keys(inv)) {
 		c := inv[name].normalized()
 		if err := c.Validate(); err != nil {
-			pos := userPos(v.LookupPath(cue.MakePath(cue.Str(name))))
+			pos := userPos(lookup(v, name))
 			ds = append(ds, diagnostic(fieldClusters+"."+name, err.Error(), pos))
 			continue
 		}
@@ -273,3 +289,26 @@ func (f *Fleet) InventoryCluster(name string) (Cluster, error) {
 
 // Bundles returns the names of the fleet's bundles in name order.
 func (f *Fleet) Bundles() []string { return slices.Clone(f.bundles) }
+
+// lookup returns the field of v with the given name (a plain label, not a
+// CUE path: no parsing on the hot path).
+func lookup(v cue.Value, name string) cue.Value {
+	return v.LookupPath(cue.MakePath(cue.Str(name)))
+}
+
+// clone returns a Fleet that evaluates in a CUE context of its own, so
+// another goroutine can plan with it. The files are not read again;
+// everything else is shared read-only.
+func (f *Fleet) clone() *Fleet {
+	ctx := cuecontext.New()
+	root := ctx.BuildInstance(f.planInst)
+	return &Fleet{
+		ctx:        ctx,
+		root:       root,
+		planInst:   f.planInst,
+		planRoot:   root,
+		inventory:  f.inventory,
+		bundles:    f.bundles,
+		bundleErrs: f.bundleErrs,
+	}
+}

@@ -13,29 +13,28 @@ var specFields = []string{
 	"values", "prune", "wait", "timeout", "serviceAccountName",
 }
 
-// applyOverlays unifies every overlay of the bundle that matches the
-// cluster into the bundle, in fleet order (unification does not depend on
-// order: two overlays that set one field to different values conflict
-// whichever comes first, and the error names both positions).
-//
-// Each of the overlay's spec fields is filled into the bundle with
-// FillPath, so references inside the bundle (a resource that interpolates
-// values.replicas) see the overlay's value.
-func applyOverlays(bundle cue.Value, c Cluster) (cue.Value, []MatchedOverlay, error) {
-	list := bundle.LookupPath(cue.ParsePath("overlays"))
+// matchOverlays finds every overlay of the bundle that matches the
+// cluster and returns, per spec field, the unification of what they set.
+// The caller fills that into the bundle with FillPath, so references
+// inside the bundle (a resource that interpolates values.replicas) see the
+// overlays' values. Unification does not depend on order: two overlays
+// that set one field to different values conflict whichever comes first,
+// and the error names both positions.
+func matchOverlays(bundle cue.Value, c Cluster) ([]MatchedOverlay, map[string]cue.Value, error) {
+	list := lookup(bundle, "overlays")
 	if !list.Exists() {
-		return bundle, nil, nil
+		return nil, nil, nil
 	}
 	iter, err := list.List()
 	if err != nil {
-		return bundle, nil, err
+		return nil, nil, err
 	}
 	var matched []MatchedOverlay
-	out := bundle
+	patch := map[string]cue.Value{}
 	for i := 0; iter.Next(); i++ {
 		ov := iter.Value()
 		name := fmt.Sprintf("#%d", i)
-		if n := ov.LookupPath(cue.ParsePath("name")); n.Exists() {
+		if n := lookup(ov, "name"); n.Exists() {
 			if s, err := n.String(); err == nil {
 				name = s
 			}
@@ -43,11 +42,11 @@ func applyOverlays(bundle cue.Value, c Cluster) (cue.Value, []MatchedOverlay, er
 		at := fmt.Sprintf("overlays[%d]", i)
 		sel, err := decodeSelector(ov, at)
 		if err != nil {
-			return bundle, matched, err
+			return matched, nil, err
 		}
 		ok, because, err := sel.match(c)
 		if err != nil {
-			return bundle, matched, diagnostic(at, fmt.Sprintf("overlay %s: %v", name, err), userPos(ov))
+			return matched, nil, diagnostic(at, fmt.Sprintf("overlay %s: %v", name, err), userPos(ov))
 		}
 		if !ok {
 			continue
@@ -58,14 +57,13 @@ func applyOverlays(bundle cue.Value, c Cluster) (cue.Value, []MatchedOverlay, er
 		}
 		matched = append(matched, m)
 		for _, field := range specFields {
-			path := cue.ParsePath(field)
-			if fv := ov.LookupPath(path); fv.Exists() {
-				out = out.FillPath(path, fv)
+			if fv := lookup(ov, field); fv.Exists() {
+				if prev, ok := patch[field]; ok {
+					fv = prev.Unify(fv)
+				}
+				patch[field] = fv
 			}
 		}
 	}
-	if err := out.Err(); err != nil {
-		return out, matched, err
-	}
-	return out, matched, nil
+	return matched, patch, nil
 }

@@ -1,6 +1,7 @@
 package fleet
 
 import (
+	"maps"
 	"slices"
 
 	"cuelang.org/go/cue"
@@ -55,8 +56,8 @@ func (f *Fleet) Plan(c Cluster) (*Plan, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
-	root := f.root.FillPath(cue.MakePath(cue.Str(fieldCluster)), f.ctx.Encode(c))
-	if err := root.LookupPath(cue.MakePath(cue.Str(fieldCluster))).Validate(cue.Concrete(true)); err != nil {
+	root := f.planRoot.FillPath(cue.MakePath(cue.Str(fieldCluster)), f.ctx.Encode(c))
+	if err := lookup(root, fieldCluster).Validate(cue.Concrete(true)); err != nil {
 		ds := fromCUE(err)
 		for _, d := range ds {
 			d.Clusters = []string{c.Name}
@@ -65,18 +66,32 @@ func (f *Fleet) Plan(c Cluster) (*Plan, error) {
 		return nil, ds
 	}
 
+	// Select bundles and match overlays on the fleet with the identity
+	// filled in, then fill every matched overlay into it at once (each fill
+	// re-evaluates what it touches, so one fill for all bundles is much
+	// cheaper than one per bundle), then read the concrete inputs.
 	plan := &Plan{Cluster: c, NotSelected: []NotSelected{}}
 	var selected []*Bundle
-	bundles := root.LookupPath(cue.MakePath(cue.Str(fieldBundles)))
+	patches := map[string]map[string]cue.Value{}
+	bundles := lookup(root, fieldBundles)
 	for _, name := range f.bundles {
-		v := bundles.LookupPath(cue.MakePath(cue.Str(name)))
-		b, because := f.planBundle(name, v, c)
+		b, patch, because := f.selectBundle(name, lookup(bundles, name), c)
 		if b == nil {
 			plan.NotSelected = append(plan.NotSelected, NotSelected{Name: name, Because: because})
 			continue
 		}
 		selected = append(selected, b)
+		if len(patch) > 0 {
+			patches[name] = patch
+		}
 	}
+	bundles = lookup(f.fillOverlays(root, patches), fieldBundles)
+	for _, b := range selected {
+		if !b.Failed() {
+			b.finish(lookup(bundles, b.Name))
+		}
+	}
+
 	plan.Bundles = orderBundles(selected, f.bundles)
 	for _, b := range plan.Bundles {
 		for _, d := range b.Errors {
@@ -91,45 +106,67 @@ func (f *Fleet) Plan(c Cluster) (*Plan, error) {
 	return plan, nil
 }
 
-// planBundle evaluates one bundle for the cluster. It returns nil and the
-// reasons when the bundle does not select the cluster; otherwise the
-// planned bundle, which carries Errors when it could not be evaluated.
-func (f *Fleet) planBundle(name string, v cue.Value, c Cluster) (*Bundle, []string) {
+// selectBundle decides whether the bundle selects the cluster and which of
+// its overlays match. It returns nil and the reasons when the bundle does
+// not select the cluster; otherwise the bundle (with Errors when it could
+// not be evaluated) and what its overlays add, by field.
+func (f *Fleet) selectBundle(name string, v cue.Value, c Cluster) (*Bundle, map[string]cue.Value, []string) {
 	b := &Bundle{Name: name}
 	if errs := f.bundleErrs[name]; len(errs) > 0 {
 		b.Errors, b.invalid = cloneDiagnostics(errs), true
 		b.SelectedBecause = []string{"unknown: the bundle does not match the schema"}
-		return b, nil
+		return b, nil, nil
 	}
-
 	selected, because, err := targetMatches(v, c)
 	if err != nil {
-		b.Errors = bundleDiagnostics(err, v.LookupPath(cue.ParsePath("target")))
+		b.Errors = bundleDiagnostics(err, lookup(v, "target"))
 		b.SelectedBecause = []string{"unknown: the target could not be evaluated"}
-		return b, nil
+		return b, nil, nil
 	}
 	if !selected {
-		return nil, because
+		return nil, nil, because
 	}
 	b.SelectedBecause = because
-
-	v, overlays, err := applyOverlays(v, c)
+	overlays, patch, err := matchOverlays(v, c)
 	b.Overlays = overlays
 	if err != nil {
 		b.Errors = bundleDiagnostics(err, v)
-		return b, nil
+	}
+	return b, patch, nil
+}
+
+// fillOverlays unifies what the matched overlays add into the fleet, in one
+// step for all bundles.
+func (f *Fleet) fillOverlays(root cue.Value, patches map[string]map[string]cue.Value) cue.Value {
+	if len(patches) == 0 {
+		return root
+	}
+	patch := f.ctx.CompileString("{}")
+	for _, name := range slices.Sorted(maps.Keys(patches)) {
+		for _, field := range slices.Sorted(maps.Keys(patches[name])) {
+			patch = patch.FillPath(cue.MakePath(cue.Str(fieldBundles), cue.Str(name), cue.Str(field)), patches[name][field])
+		}
+	}
+	return root.Unify(patch)
+}
+
+// finish reads the bundle's concrete inputs from its value with the
+// overlays applied, and computes their digest.
+func (b *Bundle) finish(v cue.Value) {
+	if err := v.Err(); err != nil {
+		b.Errors = bundleDiagnostics(err, v)
+		return
 	}
 	if err := b.decodeInputs(v); err != nil {
 		b.Errors = bundleDiagnostics(err, v)
-		return b, nil
+		return
 	}
 	b.InputsDigest = b.digest()
-	return b, nil
 }
 
 // targetMatches evaluates the bundle's target for the cluster.
 func targetMatches(v cue.Value, c Cluster) (bool, []string, error) {
-	target := v.LookupPath(cue.ParsePath("target"))
+	target := lookup(v, "target")
 	if !target.Exists() {
 		return true, []string{"no target: every cluster"}, nil
 	}

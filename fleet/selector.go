@@ -27,7 +27,7 @@ var selectorFields = []string{"clusterSelector", "regions", "names", "when"}
 func decodeSelector(v cue.Value, at string) (selector, error) {
 	var s selector
 	for _, field := range selectorFields {
-		fv := v.LookupPath(cue.ParsePath(field))
+		fv := lookup(v, field)
 		if !fv.Exists() {
 			continue
 		}

@@ -1,17 +1,51 @@
 package fleet
 
 import (
+	"runtime"
 	"slices"
+	"sync"
+	"sync/atomic"
 )
 
+// clustersPerWorker is the least number of clusters worth another
+// planning goroutine (each compiles the fleet once more).
+const clustersPerWorker = 16
+
 // PlanInventory plans every cluster of the fleet's inventory, in name
-// order. A cluster whose plan fails entirely has no plan; its problems are
-// returned.
+// order, on all CPUs. A cluster whose plan fails entirely has no plan; its
+// problems are returned.
 func (f *Fleet) PlanInventory() ([]*Plan, Diagnostics) {
+	n := len(f.inventory)
+	results := make([]*Plan, n)
+	errs := make([]error, n)
+	workers := min(runtime.GOMAXPROCS(0), n/clustersPerWorker)
+	if workers <= 1 {
+		for i, c := range f.inventory {
+			results[i], errs[i] = f.Plan(c)
+		}
+	} else {
+		// A CUE context is not safe for concurrent use: each worker plans
+		// with its own compiled copy of the fleet.
+		fleets := []*Fleet{f}
+		for len(fleets) < workers {
+			fleets = append(fleets, f.clone())
+		}
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		for _, w := range fleets {
+			wg.Go(func() {
+				for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+					results[i], errs[i] = w.Plan(f.inventory[i])
+				}
+			})
+		}
+		wg.Wait()
+	}
+
 	var plans []*Plan
 	var problems Diagnostics
-	for _, c := range f.inventory {
-		p, err := f.Plan(c)
+	for i, c := range f.inventory {
+		p, err := results[i], errs[i]
 		if err != nil {
 			ds := AsDiagnostics(err)
 			if ds == nil {

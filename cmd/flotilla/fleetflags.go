@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -118,4 +119,17 @@ func missingIdentity(f *fleet.Fleet) error {
 	}
 	return fmt.Errorf("which cluster? give --cluster NAME (one of %s), --name NAME with --region and --label k=v, or --all",
 		strings.Join(names, ", "))
+}
+
+// batchGCPercent is the garbage collector target of commands that evaluate
+// the fleet for many clusters: CUE evaluation allocates heavily, and
+// collecting four times less often made `plan --all` about 20% faster for a
+// bounded amount of extra memory. GOGC, when set, wins.
+const batchGCPercent = 400
+
+// tuneGCForBatch applies batchGCPercent unless GOGC is set.
+func tuneGCForBatch() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(batchGCPercent)
+	}
 }

@@ -54,6 +54,7 @@ evaluate.`,
 		var plans []*fleet.Plan
 		var problems fleet.Diagnostics
 		if *all {
+			tuneGCForBatch()
 			plans, problems = f.PlanInventory()
 			if len(plans) == 0 && len(problems) == 0 {
 				return missingIdentity(f)

@@ -39,6 +39,7 @@ can gate a pull request.`,
 		if err := out.validate(); err != nil {
 			return err
 		}
+		tuneGCForBatch()
 		res := vetResult{Diagnostics: fleet.Diagnostics{}}
 		f, err := ff.load(args)
 		if err != nil {

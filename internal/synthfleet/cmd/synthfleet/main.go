@@ -1,0 +1,31 @@
+// Command synthfleet writes a synthetic fleet repository for benchmarks:
+//
+//	go run ./internal/synthfleet/cmd/synthfleet -dir /tmp/fleet -clusters 1000 -bundles 50
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+
+	"github.com/flotilla-gitops/flotilla/internal/synthfleet"
+)
+
+func main() {
+	dir := flag.String("dir", "", "folder to write fleet.cue into (created)")
+	clusters := flag.Int("clusters", 1000, "number of inventory clusters")
+	bundles := flag.Int("bundles", 50, "number of bundles")
+	flag.Parse()
+	if *dir == "" {
+		fmt.Fprintln(os.Stderr, "synthfleet: -dir is required")
+		os.Exit(2)
+	}
+	if err := os.MkdirAll(*dir, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, "synthfleet:", err)
+		os.Exit(1)
+	}
+	if err := synthfleet.Write(*dir, *clusters, *bundles); err != nil {
+		fmt.Fprintln(os.Stderr, "synthfleet:", err)
+		os.Exit(1)
+	}
+}
