@@ -55,10 +55,15 @@ type LoadOptions struct {
 type Fleet struct {
 	ctx  *cue.Context
 	root cue.Value
-	// planInst and planRoot are what plans evaluate: the fleet without its
-	// inventory when nothing refers to it (see withoutInventory).
+	// planInst and planRoot are what plans evaluate: the fleet as loaded,
+	// or after withoutInventory, the fleet without its inventory.
 	planInst *build.Instance
 	planRoot cue.Value
+	// reloadWithoutInventory loads the fleet again without its inventory;
+	// nil when something refers to `clusters`, or once done. (The files are
+	// read again: a caller planning the inventory must not change the
+	// repository meanwhile, as `plan --all` and `vet` do not.)
+	reloadWithoutInventory func() (*build.Instance, error)
 
 	inventory []Cluster
 	bundles   []string
@@ -106,11 +111,9 @@ func Load(repoDir string, opts LoadOptions) (*Fleet, error) {
 	}
 	f.planInst, f.planRoot = inst, f.root
 	if !refersTo(inst.Files, fieldClusters) {
-		reduced, err := loadInstance(repoDir, pkgDir, display, dropInventory)
-		if err != nil {
-			return nil, err
+		f.reloadWithoutInventory = func() (*build.Instance, error) {
+			return loadInstance(repoDir, pkgDir, display, dropInventory)
 		}
-		f.planInst, f.planRoot = reduced, f.ctx.BuildInstance(reduced)
 	}
 	return f, nil
 }
@@ -296,6 +299,24 @@ func lookup(v cue.Value, name string) cue.Value {
 	return v.LookupPath(cue.MakePath(cue.Str(name)))
 }
 
+// withoutInventory makes plans evaluate the fleet without its inventory,
+// which pays off when planning many clusters: filling `cluster` re-evaluates
+// every field of the root, and re-evaluating a 1,000-cluster inventory for
+// each of 1,000 plans made planning the inventory quadratic. It costs a
+// second load, so a single plan (an agent's) does not do it.
+func (f *Fleet) withoutInventory() error {
+	if f.reloadWithoutInventory == nil {
+		return nil
+	}
+	inst, err := f.reloadWithoutInventory()
+	if err != nil {
+		return err
+	}
+	f.planInst, f.planRoot = inst, f.ctx.BuildInstance(inst)
+	f.reloadWithoutInventory = nil // done
+	return nil
+}
+
 // clone returns a Fleet that evaluates in a CUE context of its own, so
 // another goroutine can plan with it. The files are not read again;
 // everything else is shared read-only.
@@ -303,10 +324,11 @@ func (f *Fleet) clone() *Fleet {
 	ctx := cuecontext.New()
 	root := ctx.BuildInstance(f.planInst)
 	return &Fleet{
-		ctx:        ctx,
-		root:       root,
-		planInst:   f.planInst,
-		planRoot:   root,
+		ctx:      ctx,
+		root:     root,
+		planInst: f.planInst,
+		planRoot: root,
+		// reloadWithoutInventory stays nil: the clone compiles planInst.
 		inventory:  f.inventory,
 		bundles:    f.bundles,
 		bundleErrs: f.bundleErrs,

@@ -16,6 +16,11 @@ const clustersPerWorker = 16
 // problems are returned.
 func (f *Fleet) PlanInventory() ([]*Plan, Diagnostics) {
 	n := len(f.inventory)
+	if n > 1 {
+		if err := f.withoutInventory(); err != nil {
+			return nil, Diagnostics{{Message: err.Error()}}
+		}
+	}
 	results := make([]*Plan, n)
 	errs := make([]error, n)
 	workers := min(runtime.GOMAXPROCS(0), n/clustersPerWorker)
