@@ -532,3 +532,33 @@ bundles: mesh: {
 		t.Errorf("values %s, errors %v", b.Values, b.Errors)
 	}
 }
+
+// TestKeyedOverlaysFromSeveralFiles checks that overlays keyed by name can
+// be contributed by several files, and apply in key order.
+func TestKeyedOverlaysFromSeveralFiles(t *testing.T) {
+	repo := writeFleet(t, `bundles: web: {
+	helm: chart: "c"
+	values: {replicas: *2 | int, tier: *"bronze" | string}
+	overlays: regulated: {clusterSelector: matchLabels: class: "regulated", values: replicas: int & >=3}
+}`, "team.cue", `package fleet
+
+bundles: web: overlays: {
+	"team-eu": {regions: ["eu-*"], values: replicas: 5}
+	"team-gold": {clusterSelector: matchLabels: tier: "gold", values: tier: "gold"}
+}
+`)
+	b := mustPlan(t, mustLoad(t, repo), euProd).Bundle("web")
+	if b.Failed() {
+		t.Fatal(b.Errors)
+	}
+	if string(b.Values) != `{"replicas":5,"tier":"gold"}` {
+		t.Errorf("values %s", b.Values)
+	}
+	var names []string
+	for _, o := range b.Overlays {
+		names = append(names, o.Name+"@"+o.Position.File)
+	}
+	if got := strings.Join(names, ","); got != "regulated@fleet.cue,team-eu@team.cue,team-gold@team.cue" {
+		t.Errorf("overlays %s", got)
+	}
+}

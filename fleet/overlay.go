@@ -2,6 +2,8 @@ package fleet
 
 import (
 	"fmt"
+	"slices"
+	"strings"
 
 	"cuelang.org/go/cue"
 	"cuelang.org/go/cue/token"
@@ -21,25 +23,14 @@ var specFields = []string{
 // that set one field to different values conflict whichever comes first,
 // and the error names both positions.
 func matchOverlays(bundle cue.Value, c Cluster) ([]MatchedOverlay, map[string]cue.Value, error) {
-	list := lookup(bundle, "overlays")
-	if !list.Exists() {
-		return nil, nil, nil
-	}
-	iter, err := list.List()
+	overlays, err := overlayList(lookup(bundle, "overlays"))
 	if err != nil {
 		return nil, nil, err
 	}
 	var matched []MatchedOverlay
 	patch := map[string]cue.Value{}
-	for i := 0; iter.Next(); i++ {
-		ov := iter.Value()
-		name := fmt.Sprintf("#%d", i)
-		if n := lookup(ov, "name"); n.Exists() {
-			if s, err := n.String(); err == nil {
-				name = s
-			}
-		}
-		at := fmt.Sprintf("overlays[%d]", i)
+	for i, o := range overlays {
+		ov, at, name := o.value, o.path, o.name
 		sel, err := decodeSelector(ov, at)
 		if err != nil {
 			return matched, nil, err
@@ -66,4 +57,44 @@ func matchOverlays(bundle cue.Value, c Cluster) ([]MatchedOverlay, map[string]cu
 		}
 	}
 	return matched, patch, nil
+}
+
+// overlay is one overlay of a bundle, with its path in the bundle and name.
+type overlay struct {
+	value cue.Value
+	path  string
+	name  string
+}
+
+// overlayList returns the overlays of a bundle: a list in its order, or a
+// struct keyed by name in key order.
+func overlayList(v cue.Value) ([]overlay, error) {
+	if !v.Exists() {
+		return nil, nil
+	}
+	var out []overlay
+	if v.IncompleteKind() == cue.StructKind {
+		iter, err := v.Fields()
+		if err != nil {
+			return nil, err
+		}
+		for iter.Next() {
+			name := iter.Selector().Unquoted()
+			out = append(out, overlay{value: iter.Value(), path: "overlays." + iter.Selector().String(), name: name})
+		}
+		slices.SortFunc(out, func(a, b overlay) int { return strings.Compare(a.name, b.name) })
+		return out, nil
+	}
+	iter, err := v.List()
+	if err != nil {
+		return nil, err
+	}
+	for i := 0; iter.Next(); i++ {
+		o := overlay{value: iter.Value(), path: fmt.Sprintf("overlays[%d]", i), name: fmt.Sprintf("#%d", i)}
+		if n, err := lookup(o.value, "name").String(); err == nil {
+			o.name = n
+		}
+		out = append(out, o)
+	}
+	return out, nil
 }

@@ -153,7 +153,7 @@ func (f *Fleet) fillOverlays(root cue.Value, patches map[string]map[string]cue.V
 // finish reads the bundle's concrete inputs from its value with the
 // overlays applied, and computes their digest.
 func (b *Bundle) finish(v cue.Value) {
-	if err := v.Err(); err != nil {
+	if err := v.Validate(); err != nil {
 		b.Errors = bundleDiagnostics(err, v)
 		return
 	}
