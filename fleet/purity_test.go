@@ -1,0 +1,28 @@
+package fleet_test
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// TestFleetIsPure checks the layout rule that package fleet needs no
+// cluster and never imports the renderers or the cluster side: its
+// dependencies hold no Kubernetes client and no Flotilla package but
+// schemas.
+func TestFleetIsPure(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "github.com/flotilla-gitops/flotilla/fleet").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	for _, dep := range strings.Fields(string(out)) {
+		switch {
+		case strings.HasPrefix(dep, "k8s.io/client-go"),
+			strings.HasPrefix(dep, "sigs.k8s.io/controller-runtime"),
+			strings.HasPrefix(dep, "github.com/flotilla-gitops/flotilla/") &&
+				dep != "github.com/flotilla-gitops/flotilla/fleet" &&
+				dep != "github.com/flotilla-gitops/flotilla/schemas":
+			t.Errorf("fleet depends on %s", dep)
+		}
+	}
+}
