@@ -19,22 +19,16 @@ import (
 // Bundle is one bundle as planned for one cluster: everything a renderer
 // and the apply engine need, concrete, plus why it was selected.
 type Bundle struct {
-	Name      string `json:"name"`
-	Namespace string `json:"namespace,omitempty"`
-	Source    Source `json:"source"`
-	// Values are the bundle's concrete values as JSON with sorted keys.
-	Values    json.RawMessage `json:"values,omitempty"`
-	DependsOn []string        `json:"dependsOn,omitempty"`
-	Apply     ApplyOptions    `json:"apply"`
+	Inputs
 
 	// SelectedBecause says which target conditions chose the cluster.
 	SelectedBecause []string `json:"selectedBecause"`
 	// Overlays are the overlays that matched, in fleet order.
 	Overlays []MatchedOverlay `json:"overlays,omitempty"`
 
-	// InputsDigest identifies the inputs above (not the reasons): two
-	// clusters with the same digest for a bundle render it identically, and
-	// an unchanged digest means nothing to re-render.
+	// InputsDigest identifies the Inputs (not the reasons): two clusters
+	// with the same digest for a bundle render it identically, and an
+	// unchanged digest means nothing to re-render.
 	InputsDigest string `json:"inputsDigest,omitempty"`
 
 	// Errors are set when the bundle could not be evaluated for this cluster.
@@ -42,6 +36,17 @@ type Bundle struct {
 
 	dependsOnPos token.Pos
 	invalid      bool // Errors come from the schema, whatever the cluster
+}
+
+// Inputs are what a bundle's rendering and applying depend on.
+type Inputs struct {
+	Name      string `json:"name"`
+	Namespace string `json:"namespace,omitempty"`
+	Source    Source `json:"source"`
+	// Values are the bundle's concrete values as JSON with sorted keys.
+	Values    json.RawMessage `json:"values,omitempty"`
+	DependsOn []string        `json:"dependsOn,omitempty"`
+	Apply     ApplyOptions    `json:"apply"`
 }
 
 // Failed reports whether the bundle could not be evaluated.
@@ -290,15 +295,7 @@ func canonicalize(data []byte) (json.RawMessage, error) {
 
 // digest hashes the bundle's inputs (not the explanations).
 func (b *Bundle) digest() string {
-	inputs := struct {
-		Name      string          `json:"name"`
-		Namespace string          `json:"namespace"`
-		Source    Source          `json:"source"`
-		Values    json.RawMessage `json:"values"`
-		DependsOn []string        `json:"dependsOn"`
-		Apply     ApplyOptions    `json:"apply"`
-	}{b.Name, b.Namespace, b.Source, b.Values, b.DependsOn, b.Apply}
-	data, err := json.Marshal(inputs)
+	data, err := json.Marshal(b.Inputs)
 	if err != nil {
 		// Every field is plain data that marshalled once already.
 		panic(fmt.Sprintf("fleet: marshalling bundle inputs: %v", err))

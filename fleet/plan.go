@@ -111,7 +111,7 @@ func (f *Fleet) Plan(c Cluster) (*Plan, error) {
 // not select the cluster; otherwise the bundle (with Errors when it could
 // not be evaluated) and what its overlays add, by field.
 func (f *Fleet) selectBundle(name string, v cue.Value, c Cluster) (*Bundle, map[string]cue.Value, []string) {
-	b := &Bundle{Name: name}
+	b := &Bundle{Inputs: Inputs{Name: name}}
 	if errs := f.bundleErrs[name]; len(errs) > 0 {
 		b.Errors, b.invalid = cloneDiagnostics(errs), true
 		b.SelectedBecause = []string{"unknown: the bundle does not match the schema"}
