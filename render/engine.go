@@ -1,0 +1,170 @@
+package render
+
+import (
+	"cmp"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+)
+
+// Ownership labels put on every rendered object.
+const (
+	ManagedByLabel = "app.kubernetes.io/managed-by"
+	ManagedBy      = "flotilla"
+	BundleLabel    = "flotilla.dev/bundle"
+)
+
+// Result is a bundle rendered for one cluster.
+type Result struct {
+	Bundle string
+	// Objects are what is applied, sorted, namespaced and labelled.
+	Objects []*unstructured.Unstructured
+	// Hooks are Helm hooks that are not applied (the bundle did not opt
+	// in), for `plan` and `render` to show.
+	Hooks []*unstructured.Unstructured
+	// Digest identifies Objects: equal digests, equal objects.
+	Digest string
+	// Warnings are things a user should know that did not stop rendering
+	// (a kind whose scope could only be assumed, for example).
+	Warnings []string
+}
+
+// Engine renders bundles with one Renderer per source kind and finishes
+// their output the same way whatever the kind.
+type Engine struct {
+	renderers map[string]Renderer
+	scope     Scope
+}
+
+// NewEngine returns an engine with the given renderers by source kind.
+// scope tells namespaced kinds from cluster-scoped ones; nil means the
+// built-in kinds plus the CRDs being rendered.
+func NewEngine(renderers map[string]Renderer, scope Scope) *Engine {
+	if scope == nil {
+		scope = BuiltinScope()
+	}
+	return &Engine{renderers: renderers, scope: scope}
+}
+
+// Render renders one bundle. Any failure is an *Error naming the bundle and
+// the cluster.
+func (e *Engine) Render(ctx context.Context, req *Request) (*Result, error) {
+	res, err := e.render(ctx, req)
+	if err != nil {
+		return nil, &Error{Bundle: req.Bundle, Cluster: req.Cluster, Err: err}
+	}
+	return res, nil
+}
+
+func (e *Engine) render(ctx context.Context, req *Request) (*Result, error) {
+	r, ok := e.renderers[req.Source.Kind]
+	if !ok {
+		return nil, fmt.Errorf("no renderer for source kind %q", req.Source.Kind)
+	}
+	out, err := r.Render(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{Bundle: req.Bundle}
+	scope := withCRDs(e.scope, out.Objects)
+	for _, set := range []*[]Object{&out.Objects, &out.Hooks} {
+		warnings, err := finish(*set, req, scope)
+		if err != nil {
+			return nil, err
+		}
+		res.Warnings = append(res.Warnings, warnings...)
+	}
+	res.Objects = objectsOf(out.Objects)
+	res.Hooks = objectsOf(out.Hooks)
+	if res.Digest, err = Digest(res.Objects); err != nil {
+		return nil, err
+	}
+	slices.Sort(res.Warnings)
+	res.Warnings = slices.Compact(res.Warnings)
+	return res, nil
+}
+
+// finish namespaces and labels objects, refuses duplicates (naming both
+// sources) and sorts them.
+func finish(objects []Object, req *Request, scope Scope) ([]string, error) {
+	var warnings []string
+	seen := map[string]string{}
+	for _, o := range objects {
+		obj := o.Object
+		gvk := obj.GroupVersionKind()
+		if obj.GetName() == "" && obj.GetGenerateName() == "" {
+			return nil, fmt.Errorf("%s: %s has no metadata.name", o.Source, gvk.Kind)
+		}
+		namespaced, known := scope.Namespaced(gvk)
+		if !known {
+			warnings = append(warnings, fmt.Sprintf(
+				"%s is not a built-in kind and no CRD for it is rendered: assumed namespaced", gvk.GroupKind()))
+			namespaced = true
+		}
+		if namespaced && obj.GetNamespace() == "" {
+			obj.SetNamespace(req.Namespace)
+		}
+		labels := obj.GetLabels()
+		if labels == nil {
+			labels = map[string]string{}
+		}
+		labels[ManagedByLabel] = ManagedBy
+		labels[BundleLabel] = req.Bundle
+		obj.SetLabels(labels)
+
+		key := ObjectKey(obj)
+		if prev, dup := seen[key]; dup {
+			return nil, fmt.Errorf("%s is rendered twice: by %s and by %s", key, prev, o.Source)
+		}
+		seen[key] = o.Source
+	}
+	slices.SortStableFunc(objects, func(a, b Object) int { return compareObjects(a.Object, b.Object) })
+	return warnings, nil
+}
+
+// ObjectKey identifies an object: group/kind namespace/name.
+func ObjectKey(obj *unstructured.Unstructured) string {
+	gk := obj.GroupVersionKind().GroupKind()
+	name := obj.GetName()
+	if ns := obj.GetNamespace(); ns != "" {
+		name = ns + "/" + name
+	}
+	return gk.String() + " " + name
+}
+
+// compareObjects orders by group, kind, namespace, name.
+func compareObjects(a, b *unstructured.Unstructured) int {
+	ga, gb := a.GroupVersionKind(), b.GroupVersionKind()
+	return cmp.Or(
+		strings.Compare(ga.Group, gb.Group),
+		strings.Compare(ga.Kind, gb.Kind),
+		strings.Compare(a.GetNamespace(), b.GetNamespace()),
+		strings.Compare(a.GetName(), b.GetName()),
+	)
+}
+
+// Digest hashes objects in their order: "sha256:<hex>".
+func Digest(objects []*unstructured.Unstructured) (string, error) {
+	h := sha256.New()
+	enc := json.NewEncoder(h)
+	for _, o := range objects {
+		if err := enc.Encode(o.Object); err != nil {
+			return "", err
+		}
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
+}
+
+func objectsOf(os []Object) []*unstructured.Unstructured {
+	out := make([]*unstructured.Unstructured, len(os))
+	for i, o := range os {
+		out[i] = o.Object
+	}
+	return out
+}
