@@ -1,0 +1,76 @@
+package render
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+)
+
+// DecodeObjects reads every Kubernetes object of a YAML (multi-document)
+// or JSON stream, or of a JSON array (CUE `resources`). Empty documents are
+// skipped, `List` kinds are expanded into their items, and each object is
+// tagged with source and its document number for error messages. Numbers
+// are decoded as Kubernetes does (integers as int64).
+func DecodeObjects(data []byte, source string) ([]Object, error) {
+	if trimmed := bytes.TrimSpace(data); len(trimmed) > 0 && trimmed[0] == '[' {
+		var items []json.RawMessage
+		if err := json.Unmarshal(trimmed, &items); err != nil {
+			return nil, fmt.Errorf("%s: %w", source, err)
+		}
+		var out []Object
+		for i, item := range items {
+			objs, err := decodeOne(item, fmt.Sprintf("%s[%d]", source, i))
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, objs...)
+		}
+		return out, nil
+	}
+
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
+	var out []Object
+	for doc := 1; ; doc++ {
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			if errors.Is(err, io.EOF) {
+				return out, nil
+			}
+			return nil, fmt.Errorf("%s (document %d): %w", source, doc, err)
+		}
+		if t := bytes.TrimSpace(raw); len(t) == 0 || bytes.Equal(t, []byte("null")) || bytes.Equal(t, []byte("{}")) {
+			continue
+		}
+		objs, err := decodeOne(raw, fmt.Sprintf("%s (document %d)", source, doc))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, objs...)
+	}
+}
+
+// decodeOne decodes one JSON object, expanding a List.
+func decodeOne(raw []byte, source string) ([]Object, error) {
+	obj, err := runtime.Decode(unstructured.UnstructuredJSONScheme, raw)
+	if err != nil {
+		return nil, fmt.Errorf("%s: not a Kubernetes object: %w", source, err)
+	}
+	switch o := obj.(type) {
+	case *unstructured.Unstructured:
+		return []Object{{Object: o, Source: source}}, nil
+	case *unstructured.UnstructuredList:
+		var out []Object
+		for i := range o.Items {
+			out = append(out, Object{Object: &o.Items[i], Source: source})
+		}
+		return out, nil
+	default:
+		return nil, fmt.Errorf("%s: unexpected %T", source, obj)
+	}
+}

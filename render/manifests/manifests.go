@@ -1,0 +1,79 @@
+// Package manifests renders a folder of plain YAML or JSON files of the
+// fleet repository: every object of every file, multi-document files and
+// `List` kinds included.
+package manifests
+
+import (
+	"context"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/flotilla-gitops/flotilla/render"
+)
+
+// Renderer reads manifests. It has no state.
+type Renderer struct{}
+
+var _ render.Renderer = Renderer{}
+
+// extensions are the files read; others (README.md, …) are ignored.
+var extensions = []string{".yaml", ".yml", ".json"}
+
+// Render reads the files of req.Source.Manifests.Path, in name order; with
+// Recursive, of its sub-folders too.
+func (Renderer) Render(_ context.Context, req *render.Request) (*render.Output, error) {
+	src := req.Source.Manifests
+	if src == nil {
+		return nil, fmt.Errorf("no manifests source")
+	}
+	if _, err := render.RepoPath(req.RepoDir, src.Path); err != nil {
+		return nil, err
+	}
+	root, err := os.OpenRoot(req.RepoDir)
+	if err != nil {
+		return nil, err
+	}
+	defer root.Close()
+	dir := path.Clean(filepath.ToSlash(src.Path))
+
+	var files []string
+	err = fs.WalkDir(root.FS(), dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			if p != dir && !src.Recursive {
+				return fs.SkipDir
+			}
+			return nil
+		}
+		if slices.Contains(extensions, strings.ToLower(path.Ext(p))) {
+			files = append(files, p)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(files) == 0 {
+		return nil, fmt.Errorf("%s has no .yaml, .yml or .json files", dir)
+	}
+	out := &render.Output{}
+	for _, f := range files {
+		data, err := fs.ReadFile(root.FS(), f)
+		if err != nil {
+			return nil, err
+		}
+		objs, err := render.DecodeObjects(data, f)
+		if err != nil {
+			return nil, err
+		}
+		out.Objects = append(out.Objects, objs...)
+	}
+	return out, nil
+}

@@ -1,0 +1,210 @@
+package render_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/yaml"
+
+	"github.com/flotilla-gitops/flotilla/render"
+	"github.com/flotilla-gitops/flotilla/render/cue"
+	"github.com/flotilla-gitops/flotilla/render/manifests"
+)
+
+// updateGolden rewrites golden files: UPDATE_GOLDEN=1 go test ./...
+var updateGolden = os.Getenv("UPDATE_GOLDEN") != ""
+
+func engine() *render.Engine {
+	return render.NewEngine(map[string]render.Renderer{
+		render.KindManifests: manifests.Renderer{},
+		render.KindResources: cue.Renderer{},
+	}, nil)
+}
+
+func manifestsRequest(path string, recursive bool) *render.Request {
+	return &render.Request{
+		Bundle:    "app",
+		Namespace: "team-a",
+		Cluster:   "prod-eu-1",
+		RepoDir:   "testdata/repo",
+		Source:    render.Source{Kind: render.KindManifests, Manifests: &render.Manifests{Path: path, Recursive: recursive}},
+	}
+}
+
+func keys(objs []*unstructured.Unstructured) string {
+	var out []string
+	for _, o := range objs {
+		out = append(out, render.ObjectKey(o))
+	}
+	return strings.Join(out, "; ")
+}
+
+// TestManifests renders a folder: multi-document files, List expansion,
+// namespaces only on namespaced kinds, ownership labels, sorted output,
+// compared with a golden file.
+func TestManifests(t *testing.T) {
+	res, err := engine().Render(context.Background(), manifestsRequest("manifests", false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "ConfigMap team-a/settings; Service frontend/web; Deployment.apps team-a/web; ClusterRole.rbac.authorization.k8s.io reader"
+	if got := keys(res.Objects); got != want {
+		t.Errorf("objects\n got %s\nwant %s", got, want)
+	}
+	for _, o := range res.Objects {
+		if l := o.GetLabels(); l[render.ManagedByLabel] != "flotilla" || l[render.BundleLabel] != "app" {
+			t.Errorf("%s labels %v", render.ObjectKey(o), l)
+		}
+	}
+	if replicas, _, _ := unstructured.NestedInt64(res.Objects[2].Object, "spec", "replicas"); replicas != 3 {
+		t.Errorf("replicas decoded as %v, want the integer 3", res.Objects[2].Object["spec"])
+	}
+	compareGolden(t, "testdata/manifests.golden.yaml", res.Objects)
+
+	recursive, err := engine().Render(context.Background(), manifestsRequest("manifests", true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(keys(recursive.Objects), "Secret team-a/extra") {
+		t.Errorf("recursive render lacks sub/extra.yml: %s", keys(recursive.Objects))
+	}
+	if recursive.Digest == res.Digest {
+		t.Error("different objects, same digest")
+	}
+	again, err := engine().Render(context.Background(), manifestsRequest("manifests", false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.Digest != res.Digest {
+		t.Error("same objects, different digest")
+	}
+}
+
+// TestScopeFromRenderedCRDs checks that a CRD rendered with its custom
+// resources decides their scope, and that an unknown kind is assumed
+// namespaced with a warning.
+func TestScopeFromRenderedCRDs(t *testing.T) {
+	res, err := engine().Render(context.Background(), manifestsRequest("crd", false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "CustomResourceDefinition.apiextensions.k8s.io gadgets.example.flotilla.dev; Gadget.example.flotilla.dev global; Widget.example.flotilla.dev team-a/local"
+	if got := keys(res.Objects); got != want {
+		t.Errorf("objects\n got %s\nwant %s", got, want)
+	}
+	if len(res.Warnings) != 1 || !strings.Contains(res.Warnings[0], "Widget.example.flotilla.dev") {
+		t.Errorf("warnings %v", res.Warnings)
+	}
+}
+
+// TestResources renders CUE objects, given as the JSON list the fleet
+// produces.
+func TestResources(t *testing.T) {
+	req := &render.Request{Bundle: "ns", Namespace: "default", Source: render.Source{Kind: render.KindResources,
+		Resources: []byte(`[{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"web"}},
+			{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c"},"data":{"a":"1"}}]`)}}
+	res, err := engine().Render(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := keys(res.Objects); got != "ConfigMap default/c; Namespace web" {
+		t.Errorf("objects %s", got)
+	}
+}
+
+// TestRenderErrors checks that failures name the bundle and cluster and
+// the offending source.
+func TestRenderErrors(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, name)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("dup/a.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n")
+	write("dup/b.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c, namespace: team-a}\n")
+	write("bad/x.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n---\nkind: [\n")
+	write("noname/x.yaml", "apiVersion: v1\nkind: ConfigMap\n")
+	write("empty/README.md", "nothing")
+
+	cases := []struct{ path, want string }{
+		{"dup", "ConfigMap team-a/c is rendered twice: by dup/a.yaml (document 1) and by dup/b.yaml (document 1)"},
+		{"bad", "bad/x.yaml (document 2)"},
+		{"noname", "noname/x.yaml (document 1): ConfigMap has no metadata.name"},
+		{"empty", "empty has no .yaml, .yml or .json files"},
+		{"missing", "missing does not exist in the fleet repository"},
+	}
+	for _, tc := range cases {
+		req := manifestsRequest(tc.path, false)
+		req.RepoDir = dir
+		_, err := engine().Render(context.Background(), req)
+		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "cluster prod-eu-1: bundle app:") {
+			t.Errorf("%s: error %v, want it to say %q", tc.path, err, tc.want)
+		}
+		if !errors.Is(err, render.ErrRender) {
+			t.Errorf("%s: error does not wrap ErrRender", tc.path)
+		}
+	}
+}
+
+// TestPathsStayInTheRepository checks `..`, absolute paths and symlinks
+// leading outside.
+func TestPathsStayInTheRepository(t *testing.T) {
+	outside := t.TempDir()
+	if err := os.WriteFile(filepath.Join(outside, "secret.yaml"), []byte("apiVersion: v1\nkind: Secret\nmetadata: {name: s}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	repo := t.TempDir()
+	if err := os.Symlink(outside, filepath.Join(repo, "linkdir")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(repo, "m"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(outside, "secret.yaml"), filepath.Join(repo, "m", "secret.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{"../" + filepath.Base(outside), outside, "linkdir", "m"} {
+		req := manifestsRequest(path, false)
+		req.RepoDir = repo
+		_, err := engine().Render(context.Background(), req)
+		if !errors.Is(err, render.ErrPathEscapes) {
+			t.Errorf("path %q: error %v, want ErrPathEscapes", path, err)
+		}
+	}
+}
+
+func compareGolden(t *testing.T, path string, objs []*unstructured.Unstructured) {
+	t.Helper()
+	var b strings.Builder
+	for _, o := range objs {
+		data, err := yaml.Marshal(o.Object)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.WriteString("---\n")
+		b.Write(data)
+	}
+	got := b.String()
+	if updateGolden {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (UPDATE_GOLDEN=1 creates it)", err)
+	}
+	if string(want) != got {
+		t.Errorf("%s differs; run with UPDATE_GOLDEN=1 and review:\n%s", path, got)
+	}
+}
