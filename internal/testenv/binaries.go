@@ -16,7 +16,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"golang.org/x/mod/modfile"
+	"github.com/flotilla-gitops/flotilla/internal/checkout"
 )
 
 // AssetsEnv is the environment variable that points at the folder holding
@@ -27,10 +27,6 @@ const AssetsEnv = "KUBEBUILDER_ASSETS"
 // defaultAssetsDir is where `make testenv` puts the binaries, relative to the
 // repository root.
 const defaultAssetsDir = "bin/testenv"
-
-// modulePath identifies Flotilla's own go.mod when looking for the repository
-// root.
-const modulePath = "github.com/flotilla-gitops/flotilla"
 
 // ErrBinariesMissing is returned when a binary the requested cluster needs is
 // not in the assets folder. Its message says how to build the binaries.
@@ -50,9 +46,9 @@ func AssetsDir() (string, error) {
 	if dir := os.Getenv(AssetsEnv); dir != "" {
 		return filepath.Abs(dir)
 	}
-	root, err := repoRoot()
+	root, err := checkout.Root()
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("%w: %w; set %s", ErrBinariesMissing, err, AssetsEnv)
 	}
 	return filepath.Join(root, defaultAssetsDir), nil
 }
@@ -76,24 +72,4 @@ func checkBinaries(dir string, full bool) error {
 			ErrBinariesMissing, strings.Join(missing, ", "), dir, AssetsEnv)
 	}
 	return nil
-}
-
-// repoRoot walks up from the working directory to the folder whose go.mod
-// declares Flotilla's module.
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		data, err := os.ReadFile(filepath.Join(dir, "go.mod"))
-		if err == nil && modfile.ModulePath(data) == modulePath {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", fmt.Errorf("%w: not inside a Flotilla checkout, set %s", ErrBinariesMissing, AssetsEnv)
-		}
-		dir = parent
-	}
 }

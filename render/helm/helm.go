@@ -1,0 +1,147 @@
+// Package helm renders Helm charts with the Helm v3 SDK, as `helm template`
+// does: offline (lookup returns nothing), with the target cluster's
+// Kubernetes version and API versions as .Capabilities, CRDs from crds/
+// included, and hooks rendered but kept apart.
+package helm
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"sort"
+	"strings"
+
+	"helm.sh/helm/v3/pkg/action"
+	"helm.sh/helm/v3/pkg/chart"
+	"helm.sh/helm/v3/pkg/chart/loader"
+	"helm.sh/helm/v3/pkg/chartutil"
+	"helm.sh/helm/v3/pkg/releaseutil"
+
+	"github.com/flotilla-gitops/flotilla/render"
+)
+
+// Renderer renders Helm charts.
+type Renderer struct{}
+
+var _ render.Renderer = (*Renderer)(nil)
+
+// New returns a Helm renderer.
+func New() *Renderer { return &Renderer{} }
+
+// Render renders the chart of req.Source.Helm with req.Values.
+func (r *Renderer) Render(ctx context.Context, req *render.Request) (*render.Output, error) {
+	src := req.Source.Helm
+	if src == nil {
+		return nil, fmt.Errorf("no helm source")
+	}
+	chrt, err := r.loadChart(req)
+	if err != nil {
+		return nil, err
+	}
+	values := map[string]any{}
+	if len(req.Values) > 0 {
+		if err := json.Unmarshal(req.Values, &values); err != nil {
+			return nil, fmt.Errorf("values: %w", err)
+		}
+	}
+
+	install, err := newInstall(req)
+	if err != nil {
+		return nil, err
+	}
+	rel, err := install.RunWithContext(ctx, chrt, values)
+	if err != nil {
+		return nil, fmt.Errorf("chart %s: %w", src.Chart, err)
+	}
+
+	out := &render.Output{}
+	if out.Objects, err = decodeManifest(rel.Manifest); err != nil {
+		return nil, err
+	}
+	for _, h := range rel.Hooks {
+		objs, err := render.DecodeObjects([]byte(h.Manifest), h.Path)
+		if err != nil {
+			return nil, err
+		}
+		if src.IncludeHooks {
+			out.Objects = append(out.Objects, objs...)
+		} else {
+			out.Hooks = append(out.Hooks, objs...)
+		}
+	}
+	return out, nil
+}
+
+// newInstall configures an install action the way `helm template` does.
+func newInstall(req *render.Request) (*action.Install, error) {
+	install := action.NewInstall(&action.Configuration{Log: func(string, ...any) {}})
+	install.DryRun = true
+	install.DryRunOption = "client"
+	install.ClientOnly = true
+	install.Replace = true
+	install.IncludeCRDs = true
+	install.ReleaseName = req.Source.Helm.ReleaseName
+	if install.ReleaseName == "" {
+		install.ReleaseName = req.Bundle
+	}
+	install.Namespace = req.Namespace
+	kubeVersion := req.Capabilities.KubeVersion
+	if kubeVersion == "" {
+		kubeVersion = render.DefaultKubeVersion
+	}
+	kv, err := chartutil.ParseKubeVersion(kubeVersion)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes version %q: %w", kubeVersion, err)
+	}
+	install.KubeVersion = kv
+	install.APIVersions = chartutil.VersionSet(req.Capabilities.APIVersions)
+	return install, nil
+}
+
+// loadChart loads a chart folder of the repository, after checking that
+// nothing in it leads outside the repository.
+func (r *Renderer) loadChart(req *render.Request) (*chart.Chart, error) {
+	src := req.Source.Helm
+	if src.Repo != "" {
+		return nil, fmt.Errorf("charts from HTTP repositories (%s) are not supported yet", src.Repo)
+	}
+	dir, err := render.RepoPath(req.RepoDir, src.Chart)
+	if err != nil {
+		return nil, err
+	}
+	chrt, err := loader.Load(dir)
+	if err != nil {
+		return nil, fmt.Errorf("loading chart %s: %w", src.Chart, err)
+	}
+	return chrt, nil
+}
+
+// sourceLine is the comment Helm puts before each rendered template.
+var sourceLine = regexp.MustCompile(`(?m)^# Source: (.+)$`)
+
+// decodeManifest decodes a release manifest, naming each object after the
+// template that rendered it.
+func decodeManifest(manifest string) ([]render.Object, error) {
+	docs := releaseutil.SplitManifests(manifest)
+	keys := make([]string, 0, len(docs))
+	for k := range docs {
+		keys = append(keys, k)
+	}
+	// SplitManifests keys are manifest-N; keep the chart's order.
+	sort.Sort(releaseutil.BySplitManifestsOrder(keys))
+	var out []render.Object
+	for _, k := range keys {
+		doc := docs[k]
+		source := "chart"
+		if m := sourceLine.FindStringSubmatch(doc); m != nil {
+			source = strings.TrimSpace(m[1])
+		}
+		objs, err := render.DecodeObjects([]byte(doc), source)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, objs...)
+	}
+	return out, nil
+}

@@ -1,0 +1,211 @@
+package helm_test
+
+import (
+	"context"
+	"encoding/json"
+	"maps"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/yaml"
+
+	"github.com/flotilla-gitops/flotilla/internal/peers"
+	"github.com/flotilla-gitops/flotilla/render"
+	"github.com/flotilla-gitops/flotilla/render/helm"
+)
+
+var updateGolden = os.Getenv("UPDATE_GOLDEN") != ""
+
+func shopRequest(values string, includeHooks bool) *render.Request {
+	return &render.Request{
+		Bundle:    "shop",
+		Namespace: "shop-ns",
+		Cluster:   "prod-eu-1",
+		RepoDir:   "testdata/repo",
+		Values:    json.RawMessage(values),
+		Source: render.Source{Kind: render.KindHelm, Helm: &render.Helm{
+			Chart: "charts/shop", IncludeHooks: includeHooks,
+		}},
+		Capabilities: render.Capabilities{KubeVersion: "v1.35.2", APIVersions: []string{"monitoring.coreos.com/v1"}},
+	}
+}
+
+const shopValues = `{"replicas": 3, "metrics": {"enabled": true}, "cache": {"size": "128Mi"}}`
+
+func byKey(objs []render.Object) map[string]*unstructured.Unstructured {
+	m := map[string]*unstructured.Unstructured{}
+	for _, o := range objs {
+		m[render.ObjectKey(o.Object)] = o.Object
+	}
+	return m
+}
+
+// TestRenderChart checks the hard features one by one.
+func TestRenderChart(t *testing.T) {
+	out, err := helm.New().Render(context.Background(), shopRequest(shopValues, false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs := byKey(out.Objects)
+	deploy := objs["Deployment.apps shop-shop"]
+	if deploy == nil {
+		t.Fatalf("no deployment among %v", slices.Sorted(maps.Keys(objs)))
+	}
+	checks := []struct {
+		what string
+		got  any
+		want any
+	}{
+		{"replicas from values", nested(deploy, "spec", "replicas"), int64(3)},
+		{"tpl", nested(deploy, "metadata", "annotations", "shop.example.dev/rendered"), "release=shop,ns=shop-ns"},
+		{"kube version capability", nested(deploy, "metadata", "annotations", "shop.example.dev/kube"), "v1.35.2"},
+		{"image tag defaults to appVersion", nested(deploy, "spec", "template", "spec", "containers").([]any)[0].(map[string]any)["image"], "registry.example/shop:4.5.6"},
+		{".Files.Get", nested(objs["ConfigMap shop-shop-config"], "data", "app.conf"), "listen = 8080\nmode = production\n"},
+		{"subchart with condition on, parent value", nested(objs["StatefulSet.apps shop-cache"], "spec", "template", "spec", "containers").([]any)[0].(map[string]any)["args"], []any{"--memory=128Mi"}},
+		{"subchart enabled by values", objs["Deployment.apps shop-metrics"] != nil, true},
+		{"crds/ included", objs["CustomResourceDefinition.apiextensions.k8s.io gadgets.shop.example.dev"] != nil, true},
+		{"custom resource", objs["Gadget.shop.example.dev shop-shop"] != nil, true},
+		{"APIVersions capability", objs["ServiceMonitor.monitoring.coreos.com shop-shop"] != nil, true},
+		{"lookup returns nothing offline", objs["Secret shop-password"] != nil, true},
+		{"hooks kept apart", objs["Job.batch shop-shop-migrate"] == nil && objs["Pod shop-shop-test"] == nil, true},
+		{"hooks rendered", len(out.Hooks), 2},
+	}
+	for _, c := range checks {
+		if !reflect.DeepEqual(c.got, c.want) {
+			t.Errorf("%s: got %#v, want %#v", c.what, c.got, c.want)
+		}
+	}
+
+	withHooks, err := helm.New().Render(context.Background(), shopRequest(shopValues, true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(withHooks.Hooks) != 0 || byKey(withHooks.Objects)["Job.batch shop-shop-migrate"] == nil {
+		t.Errorf("includeHooks: hooks not among the objects")
+	}
+	compareGolden(t, "testdata/shop.golden.yaml", out)
+}
+
+// TestValuesSchema checks that values.schema.json is enforced and that
+// the engine's error names the bundle and cluster.
+func TestValuesSchema(t *testing.T) {
+	engine := render.NewEngine(map[string]render.Renderer{render.KindHelm: helm.New()}, nil)
+	_, err := engine.Render(context.Background(), shopRequest(`{"replicas": 0}`, false))
+	if err == nil {
+		t.Fatal("replicas 0 accepted")
+	}
+	for _, want := range []string{"cluster prod-eu-1: bundle shop:", "replicas", "minimum"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not mention %q", err, want)
+		}
+	}
+}
+
+// TestEquivalentToHelmTemplate compares the objects with those of the
+// `helm template` command line of the same Helm version, hooks included.
+func TestEquivalentToHelmTemplate(t *testing.T) {
+	helmBin := peers.Path(t, peers.Helm)
+	valuesFile := filepath.Join(t.TempDir(), "values.json")
+	if err := os.WriteFile(valuesFile, []byte(shopValues), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		caps render.Capabilities
+	}{
+		{"with capabilities", []string{"--kube-version", "v1.35.2", "--api-versions", "monitoring.coreos.com/v1"},
+			render.Capabilities{KubeVersion: "v1.35.2", APIVersions: []string{"monitoring.coreos.com/v1"}}},
+		{"defaults", []string{"--kube-version", render.DefaultKubeVersion}, render.Capabilities{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append([]string{"template", "shop", "testdata/repo/charts/shop", "--namespace", "shop-ns",
+				"--include-crds", "-f", valuesFile}, tc.args...)
+			cli, err := exec.Command(helmBin, args...).Output()
+			if err != nil {
+				t.Fatalf("helm template: %v", err)
+			}
+			want, err := render.DecodeObjects(cli, "helm template")
+			if err != nil {
+				t.Fatal(err)
+			}
+			req := shopRequest(shopValues, false)
+			req.Capabilities = tc.caps
+			out, err := helm.New().Render(context.Background(), req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			compareObjects(t, append(out.Objects, out.Hooks...), want)
+		})
+	}
+}
+
+// compareObjects checks that two renders hold the same objects, whatever
+// their order.
+func compareObjects(t *testing.T, got, want []render.Object) {
+	t.Helper()
+	g, w := byKey(got), byKey(want)
+	if len(g) != len(got) || len(w) != len(want) {
+		t.Errorf("duplicate objects: %d/%d vs %d/%d", len(g), len(got), len(w), len(want))
+	}
+	for k, wo := range w {
+		if go_, ok := g[k]; !ok {
+			t.Errorf("missing %s", k)
+		} else if !reflect.DeepEqual(go_.Object, wo.Object) {
+			gy, _ := yaml.Marshal(go_.Object)
+			wy, _ := yaml.Marshal(wo.Object)
+			t.Errorf("%s differs:\n--- flotilla\n%s\n--- reference\n%s", k, gy, wy)
+		}
+	}
+	for k := range g {
+		if _, ok := w[k]; !ok {
+			t.Errorf("extra %s", k)
+		}
+	}
+}
+
+func nested(o *unstructured.Unstructured, path ...string) any {
+	if o == nil {
+		return nil
+	}
+	v, _, _ := unstructured.NestedFieldNoCopy(o.Object, path...)
+	return v
+}
+
+func compareGolden(t *testing.T, path string, out *render.Output) {
+	t.Helper()
+	var b strings.Builder
+	for _, set := range []struct {
+		name string
+		objs []render.Object
+	}{{"objects", out.Objects}, {"hooks", out.Hooks}} {
+		for _, o := range set.objs {
+			data, err := yaml.Marshal(o.Object.Object)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b.WriteString("---\n# " + set.name + ": " + o.Source + "\n")
+			b.Write(data)
+		}
+	}
+	got := b.String()
+	if updateGolden {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (UPDATE_GOLDEN=1 creates it)", err)
+	}
+	if string(want) != got {
+		t.Errorf("%s differs; run with UPDATE_GOLDEN=1 and review:\n%s", path, got)
+	}
+}
