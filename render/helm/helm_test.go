@@ -150,6 +150,9 @@ func TestEquivalentToHelmTemplate(t *testing.T) {
 // their order.
 func compareObjects(t *testing.T, got, want []render.Object) {
 	t.Helper()
+	if len(want) == 0 {
+		t.Fatal("the reference rendered nothing")
+	}
 	g, w := byKey(got), byKey(want)
 	if len(g) != len(got) || len(w) != len(want) {
 		t.Errorf("duplicate objects: %d/%d vs %d/%d", len(g), len(got), len(w), len(want))

@@ -1,0 +1,208 @@
+// Package kustomize builds kustomizations of the fleet repository with
+// krusty, the library behind `kustomize build`, plus what the bundle adds
+// from CUE (images, patches keyed by name, labels, components).
+//
+// This is the one adapter that touches kustomize's global state (its
+// OpenAPI schema, set on every build): builds are serialised here, and a
+// panic inside kustomize becomes an error.
+package kustomize
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"maps"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"sync"
+
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/api/types"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
+	"sigs.k8s.io/yaml"
+
+	"github.com/flotilla-gitops/flotilla/render"
+)
+
+// repoMount is where the repository appears in the in-memory file system,
+// and wrapperDir where the generated kustomizations go.
+const (
+	repoMount  = "/repo"
+	wrapperDir = "/flotilla"
+)
+
+// ErrRemoteBase is wrapped when a kustomization refers to a remote base
+// and remote bases are not enabled.
+var ErrRemoteBase = errors.New("remote kustomize bases are disabled")
+
+// Options configure the renderer.
+type Options struct {
+	// AllowRemoteBases lets kustomizations refer to git or HTTP bases.
+	// Off by default: a fleet renders from its own repository only.
+	AllowRemoteBases bool
+}
+
+// Renderer builds kustomizations. It reads each repository once into
+// memory (through os.Root, so nothing outside it is read) and never writes
+// to it; make a new Renderer for a new checkout.
+type Renderer struct {
+	opts Options
+
+	mu    sync.Mutex // kustomize's global state: one build at a time
+	repos map[string]filesys.FileSystem
+}
+
+var _ render.Renderer = (*Renderer)(nil)
+
+// New returns a kustomize renderer.
+func New(opts Options) *Renderer {
+	return &Renderer{opts: opts, repos: map[string]filesys.FileSystem{}}
+}
+
+// Render builds req.Source.Kustomize.
+func (r *Renderer) Render(_ context.Context, req *render.Request) (out *render.Output, err error) {
+	src := req.Source.Kustomize
+	if src == nil {
+		return nil, fmt.Errorf("no kustomize source")
+	}
+	for _, p := range append([]string{src.Path}, src.Components...) {
+		if _, err := render.RepoPath(req.RepoDir, p); err != nil {
+			return nil, err
+		}
+	}
+
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	defer func() {
+		if p := recover(); p != nil {
+			out, err = nil, fmt.Errorf("kustomize panicked building %s: %v", src.Path, p)
+		}
+	}()
+
+	mem, err := r.repo(req.RepoDir)
+	if err != nil {
+		return nil, err
+	}
+	if !r.opts.AllowRemoteBases {
+		if err := checkLocal(mem, path.Join(repoMount, filepath.ToSlash(src.Path)), map[string]bool{}); err != nil {
+			return nil, err
+		}
+	}
+	dir, err := writeWrapper(mem, req)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = mem.RemoveAll(dir) }()
+
+	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
+	resMap, err := k.Run(mem, dir)
+	if err != nil {
+		return nil, fmt.Errorf("kustomize build %s: %w", src.Path, err)
+	}
+	data, err := resMap.AsYaml()
+	if err != nil {
+		return nil, err
+	}
+	objs, err := render.DecodeObjects(data, "kustomize build "+src.Path)
+	if err != nil {
+		return nil, err
+	}
+	return &render.Output{Objects: objs}, nil
+}
+
+// repo returns the in-memory copy of a repository, reading it the first
+// time.
+func (r *Renderer) repo(dir string) (filesys.FileSystem, error) {
+	if mem, ok := r.repos[dir]; ok {
+		return mem, nil
+	}
+	mem, err := load(dir)
+	if err != nil {
+		return nil, err
+	}
+	r.repos[dir] = mem
+	return mem, nil
+}
+
+// load copies the repository (without .git) into memory through os.Root:
+// files reached through a symlink that leaves the repository are not
+// copied, so kustomize cannot read them.
+func load(dir string) (filesys.FileSystem, error) {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer root.Close()
+	mem := filesys.MakeFsInMemory()
+	err = fs.WalkDir(root.FS(), ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			if d.Name() == ".git" {
+				return fs.SkipDir
+			}
+			return mem.MkdirAll(path.Join(repoMount, p))
+		}
+		data, err := fs.ReadFile(root.FS(), p)
+		if err != nil {
+			// A symlink out of the repository, or to a folder: leave it
+			// out; RepoPath reports the ones a bundle uses.
+			return nil
+		}
+		return mem.WriteFile(path.Join(repoMount, p), data)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading the fleet repository: %w", err)
+	}
+	return mem, nil
+}
+
+// wrapper is the kustomization Flotilla generates around the bundle's
+// path to add what the bundle sets in CUE. Its JSON names are
+// kustomization.yaml's.
+type wrapper struct {
+	APIVersion string         `json:"apiVersion"`
+	Kind       string         `json:"kind"`
+	Resources  []string       `json:"resources"`
+	Components []string       `json:"components,omitempty"`
+	Images     []render.Image `json:"images,omitempty"`
+	Patches    []render.Patch `json:"patches,omitempty"`
+	Labels     []types.Label  `json:"labels,omitempty"`
+}
+
+// writeWrapper writes the generated kustomization into a new folder of
+// the in-memory file system and returns the folder.
+func writeWrapper(mem filesys.FileSystem, req *render.Request) (string, error) {
+	src := req.Source.Kustomize
+	dir := path.Join(wrapperDir, req.Bundle)
+	rel := func(p string) string { return path.Join("../..", path.Base(repoMount), filepath.ToSlash(p)) }
+	w := wrapper{
+		APIVersion: types.KustomizationVersion,
+		Kind:       types.KustomizationKind,
+		Resources:  []string{rel(src.Path)},
+		Images:     src.Images,
+	}
+	for _, c := range src.Components {
+		w.Components = append(w.Components, rel(c))
+	}
+	// Patches are keyed by name so overlays can each add one; apply them in
+	// name order.
+	for _, name := range slices.Sorted(maps.Keys(src.Patches)) {
+		w.Patches = append(w.Patches, src.Patches[name])
+	}
+	if len(src.Labels) > 0 {
+		w.Labels = []types.Label{{Pairs: src.Labels}}
+	}
+	data, err := yaml.Marshal(w)
+	if err != nil {
+		return "", err
+	}
+	if err := mem.MkdirAll(dir); err != nil {
+		return "", err
+	}
+	return dir, mem.WriteFile(path.Join(dir, "kustomization.yaml"), data)
+}
