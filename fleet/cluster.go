@@ -30,6 +30,7 @@ type Cluster struct {
 type Facts struct {
 	KubernetesVersion string   `json:"kubernetesVersion"`
 	APIGroups         []string `json:"apiGroups"`
+	APIVersions       []string `json:"apiVersions"`
 	Regions           []string `json:"regions"`
 	Zones             []string `json:"zones"`
 	Nodes             int      `json:"nodes"`
@@ -42,7 +43,7 @@ func (c Cluster) normalized() Cluster {
 	if c.Labels == nil {
 		c.Labels = map[string]string{}
 	}
-	for _, s := range []*[]string{&c.Facts.APIGroups, &c.Facts.Regions, &c.Facts.Zones} {
+	for _, s := range []*[]string{&c.Facts.APIGroups, &c.Facts.APIVersions, &c.Facts.Regions, &c.Facts.Zones} {
 		if *s == nil {
 			*s = []string{}
 		}

@@ -23,8 +23,17 @@ apply, prunes what left, and writes its status back to Git.
 
 The same evaluation runs on a laptop or in CI, so a change can be previewed
 for every cluster before it merges.`,
-		Example: `  # Which build is this?
-  flotilla version -o json`,
+		Example: `  # Check the fleet in the current folder for every cluster of its inventory
+  flotilla vet
+
+  # Why does prod-eu-1 get what it gets?
+  flotilla plan --cluster prod-eu-1
+
+  # The objects it would get
+  flotilla render --cluster prod-eu-1
+
+  # Which build is this?
+  flotilla version`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -33,6 +42,7 @@ for every cluster before it merges.`,
 	root.AddCommand(
 		newVetCmd(),
 		newPlanCmd(),
+		newRenderCmd(),
 		newVersionCmd(),
 	)
 	return root

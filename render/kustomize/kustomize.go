@@ -11,7 +11,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"maps"
 	"os"
 	"path"
@@ -45,21 +44,18 @@ type Options struct {
 	AllowRemoteBases bool
 }
 
-// Renderer builds kustomizations. It reads each repository once into
-// memory (through os.Root, so nothing outside it is read) and never writes
-// to it; make a new Renderer for a new checkout.
+// Renderer builds kustomizations. It reads the repository through
+// os.Root (nothing outside it can be read) and never writes to it.
 type Renderer struct {
 	opts Options
-
-	mu    sync.Mutex // kustomize's global state: one build at a time
-	repos map[string]filesys.FileSystem
+	mu   sync.Mutex // kustomize's global state: one build at a time
 }
 
 var _ render.Renderer = (*Renderer)(nil)
 
 // New returns a kustomize renderer.
 func New(opts Options) *Renderer {
-	return &Renderer{opts: opts, repos: map[string]filesys.FileSystem{}}
+	return &Renderer{opts: opts}
 }
 
 // Render builds req.Source.Kustomize.
@@ -82,23 +78,24 @@ func (r *Renderer) Render(_ context.Context, req *render.Request) (out *render.O
 		}
 	}()
 
-	mem, err := r.repo(req.RepoDir)
+	root, err := os.OpenRoot(req.RepoDir)
 	if err != nil {
 		return nil, err
 	}
+	defer root.Close()
+	fsys := newRepoFS(root)
 	if !r.opts.AllowRemoteBases {
-		if err := checkLocal(mem, path.Join(repoMount, filepath.ToSlash(src.Path)), map[string]bool{}); err != nil {
+		if err := checkLocal(fsys, path.Join(repoMount, filepath.ToSlash(src.Path)), map[string]bool{}); err != nil {
 			return nil, err
 		}
 	}
-	dir, err := writeWrapper(mem, req)
+	dir, err := writeWrapper(fsys, req)
 	if err != nil {
 		return nil, err
 	}
-	defer func() { _ = mem.RemoveAll(dir) }()
 
 	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
-	resMap, err := k.Run(mem, dir)
+	resMap, err := k.Run(fsys, dir)
 	if err != nil {
 		return nil, fmt.Errorf("kustomize build %s: %w", src.Path, err)
 	}
@@ -111,54 +108,6 @@ func (r *Renderer) Render(_ context.Context, req *render.Request) (out *render.O
 		return nil, err
 	}
 	return &render.Output{Objects: objs}, nil
-}
-
-// repo returns the in-memory copy of a repository, reading it the first
-// time.
-func (r *Renderer) repo(dir string) (filesys.FileSystem, error) {
-	if mem, ok := r.repos[dir]; ok {
-		return mem, nil
-	}
-	mem, err := load(dir)
-	if err != nil {
-		return nil, err
-	}
-	r.repos[dir] = mem
-	return mem, nil
-}
-
-// load copies the repository (without .git) into memory through os.Root:
-// files reached through a symlink that leaves the repository are not
-// copied, so kustomize cannot read them.
-func load(dir string) (filesys.FileSystem, error) {
-	root, err := os.OpenRoot(dir)
-	if err != nil {
-		return nil, err
-	}
-	defer root.Close()
-	mem := filesys.MakeFsInMemory()
-	err = fs.WalkDir(root.FS(), ".", func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.IsDir() {
-			if d.Name() == ".git" {
-				return fs.SkipDir
-			}
-			return mem.MkdirAll(path.Join(repoMount, p))
-		}
-		data, err := fs.ReadFile(root.FS(), p)
-		if err != nil {
-			// A symlink out of the repository, or to a folder: leave it
-			// out; RepoPath reports the ones a bundle uses.
-			return nil
-		}
-		return mem.WriteFile(path.Join(repoMount, p), data)
-	})
-	if err != nil {
-		return nil, fmt.Errorf("reading the fleet repository: %w", err)
-	}
-	return mem, nil
 }
 
 // wrapper is the kustomization Flotilla generates around the bundle's

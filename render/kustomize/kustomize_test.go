@@ -94,8 +94,8 @@ func TestFeatures(t *testing.T) {
 	if !hashed {
 		t.Errorf("generated ConfigMap has no hash suffix: %v", keys(out.Objects))
 	}
-	// The same renderer builds again identically (it reuses its in-memory
-	// copy of the repository).
+	// The same renderer builds again identically (kustomize's global state
+	// does not leak between builds).
 	again, err := r.Render(context.Background(), request(cueAdditions))
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,249 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync/atomic"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/yaml"
+
+	"github.com/flotilla-gitops/flotilla/fleet"
+	"github.com/flotilla-gitops/flotilla/internal/planrender"
+)
+
+// renderFlags are the flags of `flotilla render`.
+type renderFlags struct {
+	bundle      string
+	out         string
+	all         bool
+	allowRemote bool
+}
+
+func newRenderCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "render [DIR] (--cluster NAME | --name NAME [--region R] [--label k=v]... | --all --out DIR)",
+		Short: "Print the Kubernetes objects a cluster gets from the fleet",
+		Long: `Evaluate the fleet in DIR (default: the current folder) for a cluster and
+render every bundle it selects — Helm charts, Kustomize overlays, plain
+manifests, CUE objects — into the objects that would be applied: namespaced,
+labelled app.kubernetes.io/managed-by=flotilla and flotilla.dev/bundle=NAME,
+sorted. Nothing is applied; no cluster is needed.
+
+The objects go to stdout as a YAML stream (-o json: a JSON list), or with
+--out DIR one file per bundle, DIR/<bundle>.yaml. Helm hooks that the
+bundle does not apply, and warnings, go to stderr.
+
+--all renders every cluster of the fleet's inventory into
+DIR/<cluster>/<bundle>.yaml, on all CPUs, rendering each distinct bundle
+input once however many clusters share it: commit the folder, or diff it
+in CI, to review a change for the whole fleet.
+
+A bundle that fails is reported (file:line for fleet problems) and the
+others are still rendered; the exit code is then 1.`,
+		Example: `  flotilla render --cluster prod-eu-1
+  flotilla render --cluster prod-eu-1 --bundle web -o json
+  flotilla render --name edge-7 --region eu-west-1 --label env=prod --out /tmp/edge-7
+  flotilla render --all --out rendered/`,
+		Args: cobra.MaximumNArgs(1),
+	}
+	out := addOutputFlag(cmd, "yaml", "json")
+	ff := addFleetFlags(cmd)
+	id := addIdentityFlags(cmd)
+	rf := &renderFlags{}
+	cmd.Flags().StringVar(&rf.bundle, "bundle", "", "render only this bundle")
+	cmd.Flags().StringVar(&rf.out, "out", "", "write DIR/<bundle>.yaml (with --all: DIR/<cluster>/<bundle>.yaml) instead of printing")
+	cmd.Flags().BoolVar(&rf.all, "all", false, "render every cluster of the inventory (needs --out)")
+	cmd.Flags().BoolVar(&rf.allowRemote, "allow-remote-bases", false, "let kustomizations use remote (git, HTTP) bases")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if err := out.validate(); err != nil {
+			return err
+		}
+		if rf.all && (id.given() || rf.out == "") {
+			return errors.New("--all renders the whole inventory into --out DIR; it takes no --cluster or identity flags")
+		}
+		f, err := ff.load(args)
+		if err != nil {
+			return err
+		}
+		r := planrender.New(repoDir(args), planrender.Options{AllowRemoteBases: rf.allowRemote})
+		if rf.all {
+			return renderAll(cmd.Context(), cmd.ErrOrStderr(), f, r, rf)
+		}
+		c, err := id.resolve(f)
+		if err != nil {
+			return err
+		}
+		plan, err := f.Plan(c)
+		if err != nil {
+			return err
+		}
+		return renderOne(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), plan, r, rf, out)
+	}
+	return cmd
+}
+
+// repoDir is the repository folder the command's argument names.
+func repoDir(args []string) string {
+	if len(args) > 0 {
+		return args[0]
+	}
+	return "."
+}
+
+// renderOne renders one cluster's plan to stdout or --out.
+func renderOne(ctx context.Context, stdout, stderr io.Writer, plan *fleet.Plan, r *planrender.Renderer, rf *renderFlags, out *outputFlag) error {
+	if rf.bundle != "" {
+		b := plan.Bundle(rf.bundle)
+		if b == nil {
+			return unselectedBundle(plan, rf.bundle)
+		}
+		plan.Bundles = []*fleet.Bundle{b}
+	}
+	var objects []*unstructured.Unstructured
+	failed := 0
+	for _, b := range r.RenderPlan(ctx, plan) {
+		if b.Err != nil {
+			failed++
+			fmt.Fprintln(stderr, b.Err)
+			continue
+		}
+		report(stderr, b)
+		if rf.out != "" {
+			if err := writeBundle(filepath.Join(rf.out, b.Name+".yaml"), b.Result.Objects); err != nil {
+				return err
+			}
+			continue
+		}
+		objects = append(objects, b.Result.Objects...)
+	}
+	if rf.out == "" {
+		if out.format == "json" {
+			if err := out.write(stdout, objects, nil); err != nil {
+				return err
+			}
+		} else if err := writeYAMLStream(stdout, objects); err != nil {
+			return err
+		}
+	}
+	if failed > 0 {
+		return &reportedError{fmt.Errorf("%d bundles failed", failed)}
+	}
+	return nil
+}
+
+// unselectedBundle explains why --bundle names nothing to render.
+func unselectedBundle(plan *fleet.Plan, name string) error {
+	for _, n := range plan.NotSelected {
+		if n.Name == name {
+			return fmt.Errorf("bundle %s does not select cluster %s: %s", name, plan.Cluster.Name, strings.Join(n.Because, "; "))
+		}
+	}
+	return fmt.Errorf("the fleet has no bundle %q", name)
+}
+
+// renderAll renders every inventory cluster into --out, in parallel.
+func renderAll(ctx context.Context, stderr io.Writer, f *fleet.Fleet, r *planrender.Renderer, rf *renderFlags) error {
+	tuneGCForBatch()
+	plans, problems := f.PlanInventory()
+	for _, d := range problems {
+		fmt.Fprintln(stderr, d.Error())
+	}
+	type job struct {
+		plan   *fleet.Plan
+		bundle *fleet.Bundle
+	}
+	var jobs []job
+	for _, p := range plans {
+		for _, b := range p.Bundles {
+			if rf.bundle == "" || b.Name == rf.bundle {
+				jobs = append(jobs, job{p, b})
+			}
+		}
+	}
+	fmt.Fprintf(stderr, "rendering %d bundles for %d clusters into %s\n", len(jobs), len(plans), rf.out)
+
+	var failed, done atomic.Int64
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(runtime.GOMAXPROCS(0))
+	for _, j := range jobs {
+		g.Go(func() error {
+			defer func() {
+				if n := done.Add(1); n%500 == 0 {
+					fmt.Fprintf(stderr, "  %d/%d\n", n, len(jobs))
+				}
+			}()
+			var res *planrender.Bundle
+			if j.bundle.Failed() {
+				res = &planrender.Bundle{Name: j.bundle.Name, Err: j.bundle.Errors}
+			} else {
+				result, err := r.RenderBundle(ctx, j.plan.Cluster, j.bundle)
+				res = &planrender.Bundle{Name: j.bundle.Name, Result: result, Err: err}
+			}
+			if res.Err != nil {
+				failed.Add(1)
+				fmt.Fprintln(stderr, res.Err)
+				return nil
+			}
+			return writeBundle(filepath.Join(rf.out, j.plan.Cluster.Name, j.bundle.Name+".yaml"), res.Result.Objects)
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "rendered %d bundles for %d clusters (%d distinct renders) into %s\n",
+		len(jobs)-int(failed.Load()), len(plans), r.Distinct(), rf.out)
+	if failed.Load() > 0 || len(problems) > 0 {
+		return &reportedError{fmt.Errorf("%d bundles failed", failed.Load()+int64(len(problems)))}
+	}
+	return nil
+}
+
+// report tells stderr about hooks left out and warnings.
+func report(stderr io.Writer, b planrender.Bundle) {
+	if n := len(b.Result.Hooks); n > 0 {
+		fmt.Fprintf(stderr, "bundle %s: %d Helm hooks rendered but not applied (set helm: includeHooks: true to apply them)\n", b.Name, n)
+	}
+	for _, w := range b.Result.Warnings {
+		fmt.Fprintf(stderr, "bundle %s: warning: %s\n", b.Name, w)
+	}
+}
+
+// writeBundle writes objects as a YAML stream to a file, creating folders.
+func writeBundle(path string, objects []*unstructured.Unstructured) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := writeYAMLStream(f, objects); err != nil {
+		_ = f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// writeYAMLStream writes objects as YAML documents.
+func writeYAMLStream(w io.Writer, objects []*unstructured.Unstructured) error {
+	for _, o := range objects {
+		data, err := yaml.Marshal(o.Object)
+		if err != nil {
+			return err
+		}
+		if _, err := fmt.Fprintf(w, "---\n%s", data); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+

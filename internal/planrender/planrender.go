@@ -1,0 +1,137 @@
+// Package planrender renders a cluster's plan. It is where the fleet model
+// meets the renderers (fleet and render never import each other): each
+// planned bundle becomes a render request, and bundles with the same
+// inputs for clusters with the same capabilities render once.
+package planrender
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/flotilla-gitops/flotilla/fleet"
+	"github.com/flotilla-gitops/flotilla/render"
+	"github.com/flotilla-gitops/flotilla/render/cue"
+	"github.com/flotilla-gitops/flotilla/render/helm"
+	"github.com/flotilla-gitops/flotilla/render/kustomize"
+	"github.com/flotilla-gitops/flotilla/render/manifests"
+)
+
+// Options configure rendering.
+type Options struct {
+	// AllowRemoteBases lets kustomizations use remote bases.
+	AllowRemoteBases bool
+	// Scope tells namespaced kinds; nil means the built-in kinds plus the
+	// CRDs being rendered (offline rendering).
+	Scope render.Scope
+}
+
+// Renderer renders the plans of one fleet repository checkout. It is safe
+// for concurrent use, and remembers what it rendered: make a new one for a
+// new checkout.
+type Renderer struct {
+	repoDir string
+	engine  *render.Engine
+
+	mu    sync.Mutex
+	cache map[string]*cached
+}
+
+type cached struct {
+	once sync.Once
+	res  *render.Result
+	err  error
+}
+
+// New returns a renderer for the repository at repoDir with every source
+// kind.
+func New(repoDir string, opts Options) *Renderer {
+	engine := render.NewEngine(map[string]render.Renderer{
+		render.KindHelm:      helm.New(),
+		render.KindKustomize: kustomize.New(kustomize.Options{AllowRemoteBases: opts.AllowRemoteBases}),
+		render.KindManifests: manifests.Renderer{},
+		render.KindResources: cue.Renderer{},
+	}, opts.Scope)
+	return &Renderer{repoDir: repoDir, engine: engine, cache: map[string]*cached{}}
+}
+
+// Bundle is one planned bundle rendered, or why it could not be.
+type Bundle struct {
+	Name   string
+	Result *render.Result
+	Err    error
+}
+
+// RenderPlan renders every bundle of the plan, in plan order. A bundle
+// that failed to plan or to render carries its error; the others render.
+func (r *Renderer) RenderPlan(ctx context.Context, plan *fleet.Plan) []Bundle {
+	out := make([]Bundle, len(plan.Bundles))
+	for i, b := range plan.Bundles {
+		out[i] = Bundle{Name: b.Name}
+		if b.Failed() {
+			out[i].Err = b.Errors
+			continue
+		}
+		out[i].Result, out[i].Err = r.RenderBundle(ctx, plan.Cluster, b)
+	}
+	return out
+}
+
+// RenderBundle renders one planned bundle for a cluster, once per distinct
+// inputs and capabilities. Results are shared between the clusters that
+// have them in common: callers must not modify them (deep-copy first).
+func (r *Renderer) RenderBundle(ctx context.Context, c fleet.Cluster, b *fleet.Bundle) (*render.Result, error) {
+	req, err := Request(r.repoDir, c, b)
+	if err != nil {
+		return nil, err
+	}
+	key := b.InputsDigest + "|" + req.Capabilities.KubeVersion + "|" + strings.Join(req.Capabilities.APIVersions, ",")
+	r.mu.Lock()
+	entry, ok := r.cache[key]
+	if !ok {
+		entry = &cached{}
+		r.cache[key] = entry
+	}
+	r.mu.Unlock()
+	entry.once.Do(func() { entry.res, entry.err = r.engine.Render(ctx, req) })
+	if entry.err != nil {
+		// The error names the cluster that rendered first; say this one.
+		var re *render.Error
+		if errors.As(entry.err, &re) {
+			return nil, &render.Error{Bundle: re.Bundle, Cluster: c.Name, Err: re.Err}
+		}
+		return nil, entry.err
+	}
+	return entry.res, nil
+}
+
+// Distinct returns how many distinct renders were done (or tried).
+func (r *Renderer) Distinct() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.cache)
+}
+
+// Request turns a planned bundle into a render request: the JSON of the
+// bundle's inputs is the request's.
+func Request(repoDir string, c fleet.Cluster, b *fleet.Bundle) (*render.Request, error) {
+	data, err := json.Marshal(b.Inputs)
+	if err != nil {
+		return nil, err
+	}
+	req := &render.Request{}
+	if err := json.Unmarshal(data, req); err != nil {
+		return nil, fmt.Errorf("bundle %s: %w", b.Name, err)
+	}
+	req.Cluster = c.Name
+	req.RepoDir = repoDir
+	req.Capabilities = render.Capabilities{
+		KubeVersion: c.Facts.KubernetesVersion,
+		APIVersions: slices.Sorted(slices.Values(c.Facts.APIVersions)),
+	}
+	return req, nil
+}
