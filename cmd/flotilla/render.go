@@ -246,4 +246,3 @@ func writeYAMLStream(w io.Writer, objects []*unstructured.Unstructured) error {
 	}
 	return nil
 }
-
