@@ -28,6 +28,9 @@ type Options struct {
 	// Scope tells namespaced kinds; nil means the built-in kinds plus the
 	// CRDs being rendered (offline rendering).
 	Scope render.Scope
+	// ChartCacheDir keeps charts from chart repositories; empty means the
+	// user's cache folder.
+	ChartCacheDir string
 }
 
 // Renderer renders the plans of one fleet repository checkout. It is safe
@@ -51,7 +54,7 @@ type cached struct {
 // kind.
 func New(repoDir string, opts Options) *Renderer {
 	engine := render.NewEngine(map[string]render.Renderer{
-		render.KindHelm:      helm.New(),
+		render.KindHelm:      helm.New(helm.Options{CacheDir: opts.ChartCacheDir}),
 		render.KindKustomize: kustomize.New(kustomize.Options{AllowRemoteBases: opts.AllowRemoteBases}),
 		render.KindManifests: manifests.Renderer{},
 		render.KindResources: cue.Renderer{},

@@ -8,6 +8,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
@@ -21,13 +24,40 @@ import (
 	"github.com/flotilla-gitops/flotilla/render"
 )
 
-// Renderer renders Helm charts.
-type Renderer struct{}
+// Options configure the Helm renderer.
+type Options struct {
+	// CacheDir keeps charts downloaded from chart repositories, by
+	// repository, name and version. Defaults to the user's cache folder
+	// (~/.cache/flotilla/charts).
+	CacheDir string
+	// HTTPClient fetches from chart repositories; defaults to
+	// http.DefaultClient.
+	HTTPClient *http.Client
+}
+
+// Renderer renders Helm charts. It is safe for concurrent use.
+type Renderer struct {
+	cacheDir string
+	client   *http.Client
+}
 
 var _ render.Renderer = (*Renderer)(nil)
 
 // New returns a Helm renderer.
-func New() *Renderer { return &Renderer{} }
+func New(opts Options) *Renderer {
+	r := &Renderer{cacheDir: opts.CacheDir, client: opts.HTTPClient}
+	if r.cacheDir == "" {
+		base, err := os.UserCacheDir()
+		if err != nil {
+			base = os.TempDir()
+		}
+		r.cacheDir = filepath.Join(base, "flotilla", "charts")
+	}
+	if r.client == nil {
+		r.client = http.DefaultClient
+	}
+	return r
+}
 
 // Render renders the chart of req.Source.Helm with req.Values.
 func (r *Renderer) Render(ctx context.Context, req *render.Request) (*render.Output, error) {
@@ -35,7 +65,7 @@ func (r *Renderer) Render(ctx context.Context, req *render.Request) (*render.Out
 	if src == nil {
 		return nil, fmt.Errorf("no helm source")
 	}
-	chrt, err := r.loadChart(req)
+	chrt, err := r.loadChart(ctx, req)
 	if err != nil {
 		return nil, err
 	}
@@ -99,12 +129,12 @@ func newInstall(req *render.Request) (*action.Install, error) {
 	return install, nil
 }
 
-// loadChart loads a chart folder of the repository, after checking that
-// nothing in it leads outside the repository.
-func (r *Renderer) loadChart(req *render.Request) (*chart.Chart, error) {
+// loadChart loads the chart: from a chart repository, or a folder of the
+// fleet repository after checking that nothing in it leads outside.
+func (r *Renderer) loadChart(ctx context.Context, req *render.Request) (*chart.Chart, error) {
 	src := req.Source.Helm
 	if src.Repo != "" {
-		return nil, fmt.Errorf("charts from HTTP repositories (%s) are not supported yet", src.Repo)
+		return r.repoChart(ctx, src.Repo, src.Chart, src.Version)
 	}
 	dir, err := render.RepoPath(req.RepoDir, src.Chart)
 	if err != nil {

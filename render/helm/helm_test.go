@@ -48,7 +48,7 @@ func byKey(objs []render.Object) map[string]*unstructured.Unstructured {
 
 // TestRenderChart checks the hard features one by one.
 func TestRenderChart(t *testing.T) {
-	out, err := helm.New().Render(context.Background(), shopRequest(shopValues, false))
+	out, err := helm.New(helm.Options{}).Render(context.Background(), shopRequest(shopValues, false))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +82,7 @@ func TestRenderChart(t *testing.T) {
 		}
 	}
 
-	withHooks, err := helm.New().Render(context.Background(), shopRequest(shopValues, true))
+	withHooks, err := helm.New(helm.Options{}).Render(context.Background(), shopRequest(shopValues, true))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +95,7 @@ func TestRenderChart(t *testing.T) {
 // TestValuesSchema checks that values.schema.json is enforced and that
 // the engine's error names the bundle and cluster.
 func TestValuesSchema(t *testing.T) {
-	engine := render.NewEngine(map[string]render.Renderer{render.KindHelm: helm.New()}, nil)
+	engine := render.NewEngine(map[string]render.Renderer{render.KindHelm: helm.New(helm.Options{})}, nil)
 	_, err := engine.Render(context.Background(), shopRequest(`{"replicas": 0}`, false))
 	if err == nil {
 		t.Fatal("replicas 0 accepted")
@@ -137,7 +137,7 @@ func TestEquivalentToHelmTemplate(t *testing.T) {
 			}
 			req := shopRequest(shopValues, false)
 			req.Capabilities = tc.caps
-			out, err := helm.New().Render(context.Background(), req)
+			out, err := helm.New(helm.Options{}).Render(context.Background(), req)
 			if err != nil {
 				t.Fatal(err)
 			}
