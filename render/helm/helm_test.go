@@ -212,3 +212,15 @@ func compareGolden(t *testing.T, path string, out *render.Output) {
 		t.Errorf("%s differs; run with UPDATE_GOLDEN=1 and review:\n%s", path, got)
 	}
 }
+
+// BenchmarkRender renders the shop chart in-process; bench/render.sh
+// compares it with `helm template` on the same chart.
+func BenchmarkRender(b *testing.B) {
+	r := helm.New(helm.Options{})
+	req := shopRequest(shopValues, false)
+	for b.Loop() {
+		if _, err := r.Render(context.Background(), req); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -217,3 +217,15 @@ func compareGolden(t *testing.T, path string, objs []render.Object) {
 		t.Errorf("%s differs; run with UPDATE_GOLDEN=1 and review:\n%s", path, b.String())
 	}
 }
+
+// BenchmarkRender builds overlays/prod in-process; bench/render.sh compares
+// it with `kustomize build` on the same overlay.
+func BenchmarkRender(b *testing.B) {
+	r := kustomize.New(kustomize.Options{})
+	req := request(&render.Kustomize{Path: "overlays/prod"})
+	for b.Loop() {
+		if _, err := r.Render(context.Background(), req); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

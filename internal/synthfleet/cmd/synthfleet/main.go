@@ -14,6 +14,7 @@ import (
 func main() {
 	dir := flag.String("dir", "", "folder to write fleet.cue into (created)")
 	clusters := flag.Int("clusters", 1000, "number of inventory clusters")
+	inventoryOnly := flag.Bool("inventory-only", false, "write only inventory.cue (demo-like labels), to add to a copy of the demo fleet")
 	bundles := flag.Int("bundles", 50, "number of bundles")
 	flag.Parse()
 	if *dir == "" {
@@ -24,7 +25,11 @@ func main() {
 		fmt.Fprintln(os.Stderr, "synthfleet:", err)
 		os.Exit(1)
 	}
-	if err := synthfleet.Write(*dir, *clusters, *bundles); err != nil {
+	write := func() error { return synthfleet.Write(*dir, *clusters, *bundles) }
+	if *inventoryOnly {
+		write = func() error { return synthfleet.WriteInventory(*dir, *clusters) }
+	}
+	if err := write(); err != nil {
 		fmt.Fprintln(os.Stderr, "synthfleet:", err)
 		os.Exit(1)
 	}
