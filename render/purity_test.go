@@ -1,0 +1,21 @@
+package render_test
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// TestRenderDoesNotImportFleetOrSync checks the layout rule: the renderers
+// never import the fleet model or the cluster side.
+func TestRenderDoesNotImportFleetOrSync(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "github.com/flotilla-gitops/flotilla/render/...").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	for _, dep := range strings.Fields(string(out)) {
+		if strings.HasPrefix(dep, "github.com/flotilla-gitops/flotilla/") && !strings.HasPrefix(dep, "github.com/flotilla-gitops/flotilla/render") {
+			t.Errorf("render depends on %s", dep)
+		}
+	}
+}
