@@ -9,15 +9,12 @@ import (
 	"testing"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"sigs.k8s.io/yaml"
 
+	"github.com/flotilla-gitops/flotilla/internal/rendertest"
 	"github.com/flotilla-gitops/flotilla/render"
 	"github.com/flotilla-gitops/flotilla/render/cue"
 	"github.com/flotilla-gitops/flotilla/render/manifests"
 )
-
-// updateGolden rewrites golden files: UPDATE_GOLDEN=1 go test ./...
-var updateGolden = os.Getenv("UPDATE_GOLDEN") != ""
 
 func engine() *render.Engine {
 	return render.NewEngine(map[string]render.Renderer{
@@ -64,7 +61,7 @@ func TestManifests(t *testing.T) {
 	if replicas, _, _ := unstructured.NestedInt64(res.Objects[2].Object, "spec", "replicas"); replicas != 3 {
 		t.Errorf("replicas decoded as %v, want the integer 3", res.Objects[2].Object["spec"])
 	}
-	compareGolden(t, "testdata/manifests.golden.yaml", res.Objects)
+	rendertest.Golden(t, "testdata/manifests.golden.yaml", rendertest.Section{Name: "objects", Objects: rendertest.Wrap(res.Objects)})
 
 	recursive, err := engine().Render(context.Background(), manifestsRequest("manifests", true))
 	if err != nil {
@@ -179,32 +176,5 @@ func TestPathsStayInTheRepository(t *testing.T) {
 		if !errors.Is(err, render.ErrPathEscapes) {
 			t.Errorf("path %q: error %v, want ErrPathEscapes", path, err)
 		}
-	}
-}
-
-func compareGolden(t *testing.T, path string, objs []*unstructured.Unstructured) {
-	t.Helper()
-	var b strings.Builder
-	for _, o := range objs {
-		data, err := yaml.Marshal(o.Object)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b.WriteString("---\n")
-		b.Write(data)
-	}
-	got := b.String()
-	if updateGolden {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (UPDATE_GOLDEN=1 creates it)", err)
-	}
-	if string(want) != got {
-		t.Errorf("%s differs; run with UPDATE_GOLDEN=1 and review:\n%s", path, got)
 	}
 }

@@ -2,6 +2,7 @@ package planrender_test
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 
@@ -77,5 +78,34 @@ func TestRenderPlanReportsFailures(t *testing.T) {
 	}
 	if failed != 1 || rendered == 0 {
 		t.Errorf("%d failed, %d rendered", failed, rendered)
+	}
+}
+
+// TestRequestKeepsEverySourceField checks the JSON contract between the
+// fleet's planned inputs and the render request (two sets of Go types, as
+// fleet and render may not import each other): every source field set in
+// a plan reaches the renderer.
+func TestRequestKeepsEverySourceField(t *testing.T) {
+	b := &fleet.Bundle{Inputs: fleet.Inputs{
+		Name: "b", Namespace: "ns", Values: json.RawMessage(`{"a":1}`),
+		Source: fleet.Source{
+			Kind:      fleet.SourceKustomize,
+			Helm:      &fleet.Helm{Chart: "c", Repo: "https://charts.example", Version: "1.0.0", ReleaseName: "r", IncludeHooks: true},
+			Kustomize: &fleet.Kustomize{Path: "k", Images: []fleet.KustomizeImage{{Name: "i", NewName: "n", NewTag: "t", Digest: "d"}}, Patches: map[string]fleet.KustomizePatch{"p": {Patch: "x", Target: &fleet.KustomizeTarget{Group: "g", Version: "v", Kind: "K", Name: "n", Namespace: "ns", LabelSelector: "l", AnnotationSelector: "a"}}}, Labels: map[string]string{"l": "v"}, Components: []string{"c"}},
+			Manifests: &fleet.Manifests{Path: "m", Recursive: true},
+			Resources: json.RawMessage(`[{"kind":"X"}]`),
+		},
+	}}
+	req, err := planrender.Request("repo", fleet.Cluster{Name: "c"}, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := json.Marshal(b.Source)
+	got, _ := json.Marshal(req.Source)
+	if string(got) != string(want) {
+		t.Errorf("source changed on the way:\nplan   %s\nrender %s", want, got)
+	}
+	if req.Bundle != "b" || req.Namespace != "ns" || string(req.Values) != `{"a":1}` || req.RepoDir != "repo" || req.Cluster != "c" {
+		t.Errorf("request %+v", req)
 	}
 }

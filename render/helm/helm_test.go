@@ -13,14 +13,12 @@ import (
 	"testing"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"sigs.k8s.io/yaml"
 
 	"github.com/flotilla-gitops/flotilla/internal/peers"
+	"github.com/flotilla-gitops/flotilla/internal/rendertest"
 	"github.com/flotilla-gitops/flotilla/render"
 	"github.com/flotilla-gitops/flotilla/render/helm"
 )
-
-var updateGolden = os.Getenv("UPDATE_GOLDEN") != ""
 
 func shopRequest(values string, includeHooks bool) *render.Request {
 	return &render.Request{
@@ -38,21 +36,13 @@ func shopRequest(values string, includeHooks bool) *render.Request {
 
 const shopValues = `{"replicas": 3, "metrics": {"enabled": true}, "cache": {"size": "128Mi"}}`
 
-func byKey(objs []render.Object) map[string]*unstructured.Unstructured {
-	m := map[string]*unstructured.Unstructured{}
-	for _, o := range objs {
-		m[render.ObjectKey(o.Object)] = o.Object
-	}
-	return m
-}
-
 // TestRenderChart checks the hard features one by one.
 func TestRenderChart(t *testing.T) {
 	out, err := helm.New(helm.Options{}).Render(context.Background(), shopRequest(shopValues, false))
 	if err != nil {
 		t.Fatal(err)
 	}
-	objs := byKey(out.Objects)
+	objs := rendertest.ByKey(out.Objects)
 	deploy := objs["Deployment.apps shop-shop"]
 	if deploy == nil {
 		t.Fatalf("no deployment among %v", slices.Sorted(maps.Keys(objs)))
@@ -86,10 +76,11 @@ func TestRenderChart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(withHooks.Hooks) != 0 || byKey(withHooks.Objects)["Job.batch shop-shop-migrate"] == nil {
+	if len(withHooks.Hooks) != 0 || rendertest.ByKey(withHooks.Objects)["Job.batch shop-shop-migrate"] == nil {
 		t.Errorf("includeHooks: hooks not among the objects")
 	}
-	compareGolden(t, "testdata/shop.golden.yaml", out)
+	rendertest.Golden(t, "testdata/shop.golden.yaml",
+		rendertest.Section{Name: "objects", Objects: out.Objects}, rendertest.Section{Name: "hooks", Objects: out.Hooks})
 }
 
 // TestValuesSchema checks that values.schema.json is enforced and that
@@ -141,35 +132,8 @@ func TestEquivalentToHelmTemplate(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			compareObjects(t, append(out.Objects, out.Hooks...), want)
+			rendertest.CompareObjects(t, append(out.Objects, out.Hooks...), want)
 		})
-	}
-}
-
-// compareObjects checks that two renders hold the same objects, whatever
-// their order.
-func compareObjects(t *testing.T, got, want []render.Object) {
-	t.Helper()
-	if len(want) == 0 {
-		t.Fatal("the reference rendered nothing")
-	}
-	g, w := byKey(got), byKey(want)
-	if len(g) != len(got) || len(w) != len(want) {
-		t.Errorf("duplicate objects: %d/%d vs %d/%d", len(g), len(got), len(w), len(want))
-	}
-	for k, wo := range w {
-		if go_, ok := g[k]; !ok {
-			t.Errorf("missing %s", k)
-		} else if !reflect.DeepEqual(go_.Object, wo.Object) {
-			gy, _ := yaml.Marshal(go_.Object)
-			wy, _ := yaml.Marshal(wo.Object)
-			t.Errorf("%s differs:\n--- flotilla\n%s\n--- reference\n%s", k, gy, wy)
-		}
-	}
-	for k := range g {
-		if _, ok := w[k]; !ok {
-			t.Errorf("extra %s", k)
-		}
 	}
 }
 
@@ -179,38 +143,6 @@ func nested(o *unstructured.Unstructured, path ...string) any {
 	}
 	v, _, _ := unstructured.NestedFieldNoCopy(o.Object, path...)
 	return v
-}
-
-func compareGolden(t *testing.T, path string, out *render.Output) {
-	t.Helper()
-	var b strings.Builder
-	for _, set := range []struct {
-		name string
-		objs []render.Object
-	}{{"objects", out.Objects}, {"hooks", out.Hooks}} {
-		for _, o := range set.objs {
-			data, err := yaml.Marshal(o.Object.Object)
-			if err != nil {
-				t.Fatal(err)
-			}
-			b.WriteString("---\n# " + set.name + ": " + o.Source + "\n")
-			b.Write(data)
-		}
-	}
-	got := b.String()
-	if updateGolden {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (UPDATE_GOLDEN=1 creates it)", err)
-	}
-	if string(want) != got {
-		t.Errorf("%s differs; run with UPDATE_GOLDEN=1 and review:\n%s", path, got)
-	}
 }
 
 // BenchmarkRender renders the shop chart in-process; bench/render.sh

@@ -15,6 +15,7 @@ import (
 	"helm.sh/helm/v3/pkg/chartutil"
 	"helm.sh/helm/v3/pkg/repo"
 
+	"github.com/flotilla-gitops/flotilla/internal/rendertest"
 	"github.com/flotilla-gitops/flotilla/render"
 	"github.com/flotilla-gitops/flotilla/render/helm"
 )
@@ -66,7 +67,7 @@ func TestChartFromRepository(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if byKey(out.Objects)["Deployment.apps shop-shop"] == nil {
+	if rendertest.ByKey(out.Objects)["Deployment.apps shop-shop"] == nil {
 		t.Fatalf("no deployment rendered")
 	}
 	if requests.Load() != 2 {
@@ -85,7 +86,7 @@ func TestChartFromRepository(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deploy := byKey(out.Objects)["Deployment.apps shop-shop"]
+	deploy := rendertest.ByKey(out.Objects)["Deployment.apps shop-shop"]
 	if got := nested(deploy, "metadata", "labels", "helm.sh/chart"); got != "shop-1.3.0" {
 		t.Errorf("range ~1.3 rendered %v", got)
 	}

@@ -6,14 +6,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"reflect"
 	"strings"
 	"testing"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"sigs.k8s.io/yaml"
 
 	"github.com/flotilla-gitops/flotilla/internal/peers"
+	"github.com/flotilla-gitops/flotilla/internal/rendertest"
 	"github.com/flotilla-gitops/flotilla/render"
 	"github.com/flotilla-gitops/flotilla/render/kustomize"
 )
@@ -65,7 +64,7 @@ func TestEquivalentToKustomizeBuild(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			compareObjects(t, out.Objects, want)
+			rendertest.CompareObjects(t, out.Objects, want)
 		})
 	}
 }
@@ -77,10 +76,10 @@ func TestFeatures(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	objs := byKey(out.Objects)
+	objs := rendertest.ByKey(out.Objects)
 	deploy := objs["Deployment.apps shop-web"]
 	if deploy == nil {
-		t.Fatalf("no deployment: %v", keys(out.Objects))
+		t.Fatalf("no deployment: %v", rendertest.Keys(out.Objects))
 	}
 	replicas, _, _ := unstructured.NestedInt64(deploy.Object, "spec", "replicas")
 	containers, _, _ := unstructured.NestedSlice(deploy.Object, "spec", "template", "spec", "containers")
@@ -92,7 +91,7 @@ func TestFeatures(t *testing.T) {
 		hashed = hashed || strings.HasPrefix(k, "ConfigMap shop-settings-")
 	}
 	if !hashed {
-		t.Errorf("generated ConfigMap has no hash suffix: %v", keys(out.Objects))
+		t.Errorf("generated ConfigMap has no hash suffix: %v", rendertest.Keys(out.Objects))
 	}
 	// The same renderer builds again identically (kustomize's global state
 	// does not leak between builds).
@@ -100,8 +99,8 @@ func TestFeatures(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	compareObjects(t, again.Objects, out.Objects)
-	compareGolden(t, "testdata/cue-additions.golden.yaml", out.Objects)
+	rendertest.CompareObjects(t, again.Objects, out.Objects)
+	rendertest.Golden(t, "testdata/cue-additions.golden.yaml", rendertest.Section{Name: "objects", Objects: out.Objects})
 }
 
 // TestRemoteBasesAreRefused checks that a remote base fails clearly
@@ -153,68 +152,6 @@ func write(t *testing.T, dir, name, content string) {
 	}
 	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
 		t.Fatal(err)
-	}
-}
-
-func byKey(objs []render.Object) map[string]*unstructured.Unstructured {
-	m := map[string]*unstructured.Unstructured{}
-	for _, o := range objs {
-		m[render.ObjectKey(o.Object)] = o.Object
-	}
-	return m
-}
-
-func keys(objs []render.Object) []string {
-	var out []string
-	for _, o := range objs {
-		out = append(out, render.ObjectKey(o.Object))
-	}
-	return out
-}
-
-func compareObjects(t *testing.T, got, want []render.Object) {
-	t.Helper()
-	if len(want) == 0 {
-		t.Fatal("the reference rendered nothing")
-	}
-	g, w := byKey(got), byKey(want)
-	if len(g) != len(w) {
-		t.Errorf("%d objects, want %d: %v vs %v", len(g), len(w), keys(got), keys(want))
-	}
-	for k, wo := range w {
-		if go_, ok := g[k]; !ok {
-			t.Errorf("missing %s", k)
-		} else if !reflect.DeepEqual(go_.Object, wo.Object) {
-			gy, _ := yaml.Marshal(go_.Object)
-			wy, _ := yaml.Marshal(wo.Object)
-			t.Errorf("%s differs:\n--- flotilla\n%s\n--- reference\n%s", k, gy, wy)
-		}
-	}
-}
-
-func compareGolden(t *testing.T, path string, objs []render.Object) {
-	t.Helper()
-	var b strings.Builder
-	for _, o := range objs {
-		data, err := yaml.Marshal(o.Object.Object)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b.WriteString("---\n")
-		b.Write(data)
-	}
-	if os.Getenv("UPDATE_GOLDEN") != "" {
-		if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (UPDATE_GOLDEN=1 creates it)", err)
-	}
-	if string(want) != b.String() {
-		t.Errorf("%s differs; run with UPDATE_GOLDEN=1 and review:\n%s", path, b.String())
 	}
 }
 
