@@ -140,6 +140,10 @@ type ApplyOptions struct {
 	Wait               bool            `json:"wait"`
 	Timeout            metav1.Duration `json:"timeout"`
 	ServiceAccountName string          `json:"serviceAccountName,omitempty"`
+	// DriftPolicy is "correct" or "report".
+	DriftPolicy string `json:"driftPolicy"`
+	// Force recreates objects whose immutable fields change.
+	Force bool `json:"force"`
 }
 
 // decodeInputs reads the concrete inputs of the bundle after its overlays
@@ -153,13 +157,15 @@ func (b *Bundle) decodeInputs(v cue.Value) error {
 		Wait               bool            `json:"wait"`
 		Timeout            string          `json:"timeout"`
 		ServiceAccountName string          `json:"serviceAccountName"`
+		DriftPolicy        string          `json:"driftPolicy"`
+		Force              bool            `json:"force"`
 		Helm               *Helm           `json:"helm"`
 		Kustomize          *Kustomize      `json:"kustomize"`
 		Manifests          *Manifests      `json:"manifests"`
 		Resources          json.RawMessage `json:"resources"`
 	}
 	var ds Diagnostics
-	for _, field := range []string{"namespace", "dependsOn", "prune", "wait", "timeout", "serviceAccountName",
+	for _, field := range []string{"namespace", "dependsOn", "prune", "wait", "timeout", "serviceAccountName", "driftPolicy", "force",
 		SourceHelm, SourceKustomize, SourceManifests, SourceResources, "values"} {
 		fv := lookup(v, field)
 		if !fv.Exists() {
@@ -205,6 +211,8 @@ func (b *Bundle) decodeInputs(v cue.Value) error {
 		Wait:               fields.Wait,
 		Timeout:            metav1.Duration{Duration: timeout},
 		ServiceAccountName: fields.ServiceAccountName,
+		DriftPolicy:        fields.DriftPolicy,
+		Force:              fields.Force,
 	}
 	return nil
 }

@@ -12,7 +12,7 @@ import (
 // specFields are the fields of #Spec: what an overlay may add to a bundle.
 var specFields = []string{
 	"namespace", SourceHelm, SourceKustomize, SourceManifests, SourceResources,
-	"values", "prune", "wait", "timeout", "serviceAccountName",
+	"values", "prune", "wait", "timeout", "serviceAccountName", "driftPolicy", "force",
 }
 
 // matchOverlays finds every overlay of the bundle that matches the
