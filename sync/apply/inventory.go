@@ -1,0 +1,237 @@
+package apply
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/fluxcd/cli-utils/pkg/object"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// Inventory labels and keys. An inventory is one ConfigMap per bundle in
+// the inventory namespace (flotilla-inv-<bundle>), plus shards
+// (flotilla-inv-<bundle>-1, -2, …) when the bundle has more objects than
+// fit one: readable with `kubectl get cm -n flotilla-system -l
+// flotilla.dev/inventory`.
+const (
+	InventoryLabel = "flotilla.dev/inventory"
+	shardLabel     = "flotilla.dev/inventory-shard"
+	inventoryName  = "flotilla-inv-"
+
+	keyBundle   = "bundle"
+	keyDigest   = "digest"
+	keyRevision = "revision"
+	keyPrune    = "prune"
+	keyShards   = "shards"
+	keyObjects  = "objects"
+
+	// entriesPerShard keeps each ConfigMap far below etcd's object size
+	// limit whatever the names' lengths.
+	entriesPerShard = 1000
+)
+
+// Entry is one object a bundle applied.
+type Entry struct {
+	ID      object.ObjMetadata
+	Version string
+	// Created is set when Flotilla created the object (rather than adopting
+	// an existing one): only then may Flotilla delete a Namespace or CRD.
+	Created bool
+}
+
+// String is the entry's line in the inventory:
+// "<namespace>_<name>_<group>_<kind> <version>[ created]".
+func (e Entry) String() string {
+	s := e.ID.String() + " " + e.Version
+	if e.Created {
+		s += " created"
+	}
+	return s
+}
+
+func parseEntry(line string) (Entry, error) {
+	fields := strings.Fields(line)
+	if len(fields) < 2 {
+		return Entry{}, fmt.Errorf("inventory entry %q: want ID and version", line)
+	}
+	id, err := object.ParseObjMetadata(fields[0])
+	if err != nil {
+		return Entry{}, err
+	}
+	return Entry{ID: id, Version: fields[1], Created: len(fields) > 2 && fields[2] == "created"}, nil
+}
+
+// Object returns a stub of the entry's object, enough to get or delete it.
+func (e Entry) Object() *unstructured.Unstructured {
+	u := &unstructured.Unstructured{}
+	u.SetGroupVersionKind(schema.GroupVersionKind{Group: e.ID.GroupKind.Group, Version: e.Version, Kind: e.ID.GroupKind.Kind})
+	u.SetNamespace(e.ID.Namespace)
+	u.SetName(e.ID.Name)
+	return u
+}
+
+// Inventory is what the cluster records of one bundle.
+type Inventory struct {
+	Bundle   string
+	Digest   string
+	Revision string
+	Prune    bool
+	Entries  []Entry
+}
+
+// index maps entry IDs to entries.
+func (inv *Inventory) index() map[object.ObjMetadata]Entry {
+	m := make(map[object.ObjMetadata]Entry, len(inv.Entries))
+	for _, e := range inv.Entries {
+		m[e.ID] = e
+	}
+	return m
+}
+
+// inventories reads and writes inventories in one namespace.
+type inventories struct {
+	client    client.Client
+	namespace string
+}
+
+func shardName(bundle string, shard int) string {
+	if shard == 0 {
+		return inventoryName + bundle
+	}
+	return fmt.Sprintf("%s%s-%d", inventoryName, bundle, shard)
+}
+
+// list reads every bundle's inventory, by bundle.
+func (s *inventories) list(ctx context.Context) (map[string]*Inventory, error) {
+	var cms corev1.ConfigMapList
+	if err := s.client.List(ctx, &cms, client.InNamespace(s.namespace), client.HasLabels{InventoryLabel}); err != nil {
+		if apierrors.IsNotFound(err) {
+			return map[string]*Inventory{}, nil
+		}
+		return nil, fmt.Errorf("listing inventories: %w", err)
+	}
+	byBundle := map[string][]corev1.ConfigMap{}
+	for _, cm := range cms.Items {
+		bundle := cm.Labels[InventoryLabel]
+		byBundle[bundle] = append(byBundle[bundle], cm)
+	}
+	out := map[string]*Inventory{}
+	for bundle, shards := range byBundle {
+		inv, err := decodeInventory(bundle, shards)
+		if err != nil {
+			return nil, err
+		}
+		out[bundle] = inv
+	}
+	return out, nil
+}
+
+// decodeInventory joins a bundle's shards; shard 0 holds the metadata.
+func decodeInventory(bundle string, shards []corev1.ConfigMap) (*Inventory, error) {
+	slices.SortFunc(shards, func(a, b corev1.ConfigMap) int {
+		ai, _ := strconv.Atoi(a.Labels[shardLabel])
+		bi, _ := strconv.Atoi(b.Labels[shardLabel])
+		return ai - bi
+	})
+	head := shards[0].Data
+	inv := &Inventory{Bundle: bundle, Digest: head[keyDigest], Revision: head[keyRevision], Prune: head[keyPrune] != "false"}
+	want, _ := strconv.Atoi(head[keyShards])
+	if want != len(shards) {
+		return nil, fmt.Errorf("inventory of bundle %s has %d shards, its head says %d", bundle, len(shards), want)
+	}
+	for _, cm := range shards {
+		for _, line := range strings.Split(cm.Data[keyObjects], "\n") {
+			if line == "" {
+				continue
+			}
+			e, err := parseEntry(line)
+			if err != nil {
+				return nil, fmt.Errorf("inventory of bundle %s: %w", bundle, err)
+			}
+			inv.Entries = append(inv.Entries, e)
+		}
+	}
+	return inv, nil
+}
+
+// write stores an inventory, sharded, and removes shards it no longer
+// needs. It applies with server-side apply like everything else.
+func (s *inventories) write(ctx context.Context, inv *Inventory, fieldManager string) error {
+	if err := s.ensureNamespace(ctx, fieldManager); err != nil {
+		return err
+	}
+	entries := slices.Clone(inv.Entries)
+	slices.SortFunc(entries, func(a, b Entry) int { return strings.Compare(a.ID.String(), b.ID.String()) })
+	shards := max(1, (len(entries)+entriesPerShard-1)/entriesPerShard)
+	for i := range shards {
+		lines := make([]string, 0, entriesPerShard)
+		for _, e := range entries[min(i*entriesPerShard, len(entries)):min((i+1)*entriesPerShard, len(entries))] {
+			lines = append(lines, e.String())
+		}
+		cm := &corev1.ConfigMap{
+			TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
+			ObjectMeta: metav1.ObjectMeta{
+				Name:      shardName(inv.Bundle, i),
+				Namespace: s.namespace,
+				Labels: map[string]string{
+					InventoryLabel:                 inv.Bundle,
+					shardLabel:                     strconv.Itoa(i),
+					"app.kubernetes.io/managed-by": "flotilla",
+				},
+			},
+			Data: map[string]string{keyObjects: strings.Join(lines, "\n")},
+		}
+		if i == 0 {
+			cm.Data[keyBundle] = inv.Bundle
+			cm.Data[keyDigest] = inv.Digest
+			cm.Data[keyRevision] = inv.Revision
+			cm.Data[keyPrune] = strconv.FormatBool(inv.Prune)
+			cm.Data[keyShards] = strconv.Itoa(shards)
+		}
+		if err := s.client.Patch(ctx, cm, client.Apply, client.FieldOwner(fieldManager), client.ForceOwnership); err != nil {
+			return fmt.Errorf("writing inventory of bundle %s: %w", inv.Bundle, err)
+		}
+	}
+	return s.deleteShards(ctx, inv.Bundle, shards)
+}
+
+// remove deletes a bundle's inventory.
+func (s *inventories) remove(ctx context.Context, bundle string) error {
+	return s.deleteShards(ctx, bundle, 0)
+}
+
+// deleteShards deletes the bundle's shards numbered from and above.
+func (s *inventories) deleteShards(ctx context.Context, bundle string, from int) error {
+	var cms corev1.ConfigMapList
+	if err := s.client.List(ctx, &cms, client.InNamespace(s.namespace), client.MatchingLabels{InventoryLabel: bundle}); err != nil {
+		return err
+	}
+	for _, cm := range cms.Items {
+		if n, _ := strconv.Atoi(cm.Labels[shardLabel]); n >= from {
+			if err := s.client.Delete(ctx, &cm); err != nil && !apierrors.IsNotFound(err) {
+				return fmt.Errorf("deleting inventory %s: %w", cm.Name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// ensureNamespace creates the inventory namespace when missing.
+func (s *inventories) ensureNamespace(ctx context.Context, fieldManager string) error {
+	ns := &corev1.Namespace{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"},
+		ObjectMeta: metav1.ObjectMeta{Name: s.namespace, Labels: map[string]string{"app.kubernetes.io/managed-by": "flotilla"}},
+	}
+	if err := s.client.Patch(ctx, ns, client.Apply, client.FieldOwner(fieldManager)); err != nil {
+		return fmt.Errorf("creating inventory namespace %s: %w", s.namespace, err)
+	}
+	return nil
+}

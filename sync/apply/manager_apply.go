@@ -1,0 +1,229 @@
+package apply
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/fluxcd/cli-utils/pkg/object"
+	"github.com/fluxcd/pkg/ssa"
+	"github.com/fluxcd/pkg/ssa/jsondiff"
+	ssautils "github.com/fluxcd/pkg/ssa/utils"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+)
+
+// Drift policies.
+const (
+	DriftCorrect = "correct"
+	DriftReport  = "report"
+)
+
+// definitionsWait bounds the wait for CRDs and Namespaces to be established
+// before the objects that need them are applied.
+const definitionsWait = time.Minute
+
+// applyBundle applies a bundle's objects and returns the inventory entries
+// of what it applied (what the cluster now has of the bundle).
+//
+// When the bundle's digest is the one recorded, nothing changed in Git:
+// each object is dry-run applied first to find what was changed by hand
+// (drift); drifted objects are applied again (driftPolicy correct) or left
+// alone and reported (report). Otherwise everything is applied, staged:
+// CRDs, Namespaces and ClusterRoles first, established, then the rest.
+func (m *Manager) applyBundle(ctx context.Context, b Bundle, inv *Inventory, res *BundleResult) ([]Entry, error) {
+	rm, err := m.managerFor(b.Namespace, b.ServiceAccountName)
+	if err != nil {
+		return nil, err
+	}
+	objects := make([]*unstructured.Unstructured, len(b.Objects))
+	for i, o := range b.Objects {
+		objects[i] = o.DeepCopy()
+	}
+	applyOpts := ssa.DefaultApplyOptions()
+	applyOpts.Force = b.Force
+	applyOpts.ExclusionSelector = map[string]string{ReconcileAnnotation: "disabled"}
+	applyOpts.IfNotPresentSelector = map[string]string{SSAAnnotation: "IfNotPresent"}
+
+	toApply := objects
+	if m.opts.DryRun || (inv != nil && inv.Digest == b.Digest) {
+		diffs, err := jsondiff.UnstructuredList(ctx, rm.Client(), objects,
+			jsondiff.FieldOwner(m.opts.FieldManager),
+			jsondiff.ExclusionSelector(applyOpts.ExclusionSelector),
+			jsondiff.MaskSecrets(true),
+			jsondiff.Rationalize(true))
+		if err != nil {
+			return nil, fmt.Errorf("dry-run: %w", err)
+		}
+		toApply = nil
+		for _, d := range diffs {
+			obj := d.DesiredObject.(*unstructured.Unstructured)
+			action := ObjectAction{Object: ssautils.FmtUnstructured(obj)}
+			switch d.Type {
+			case jsondiff.DiffTypeCreate:
+				action.Action = string(ssa.CreatedAction)
+				toApply = append(toApply, obj)
+			case jsondiff.DiffTypeUpdate:
+				action.Fields = patchPaths(d)
+				switch {
+				case m.opts.DryRun:
+					action.Action = string(ssa.ConfiguredAction)
+				case b.DriftPolicy == DriftReport:
+					action.Action = "drifted"
+					res.Counts.Drifted++
+				default:
+					action.Action = "corrected"
+					res.Counts.Drifted++
+					toApply = append(toApply, obj)
+				}
+			case jsondiff.DiffTypeExclude:
+				action.Action = string(ssa.SkippedAction)
+			default:
+				action.Action = string(ssa.UnchangedAction)
+				res.Counts.Unchanged++
+			}
+			if m.opts.DryRun || action.Action != string(ssa.UnchangedAction) {
+				res.Objects = append(res.Objects, action)
+			}
+		}
+		if m.opts.DryRun {
+			for _, a := range res.Objects {
+				countAction(&res.Counts, a.Action)
+			}
+			return entriesFor(objects, nil), nil
+		}
+	}
+
+	cs, err := m.applyStaged(ctx, rm, toApply, applyOpts, b.Timeout)
+	for _, e := range cs.Entries {
+		if e.Action == ssa.UnchangedAction {
+			res.Counts.Unchanged++
+			continue
+		}
+		countAction(&res.Counts, string(e.Action))
+		if !hasAction(res.Objects, e.Subject) {
+			res.Objects = append(res.Objects, ObjectAction{Object: e.Subject, Action: string(e.Action)})
+		}
+	}
+	if err != nil {
+		return entriesFor(objects, cs), err
+	}
+	return entriesFor(objects, cs), nil
+}
+
+// applyStaged applies cluster definitions (CRDs, Namespaces, ClusterRoles)
+// first and waits — honouring ctx, which ssa's ApplyAllStaged does not —
+// for them to be established, then everything else.
+func (m *Manager) applyStaged(ctx context.Context, rm *ssa.ResourceManager, objects []*unstructured.Unstructured, opts ssa.ApplyOptions, timeout time.Duration) (*ssa.ChangeSet, error) {
+	cs := ssa.NewChangeSet()
+	var defs, rest []*unstructured.Unstructured
+	for _, o := range objects {
+		if ssautils.IsClusterDefinition(o) {
+			defs = append(defs, o)
+		} else {
+			rest = append(rest, o)
+		}
+	}
+	if len(defs) > 0 {
+		defCS, err := rm.ApplyAll(ctx, defs, opts)
+		if defCS != nil {
+			cs.Append(defCS.Entries)
+		}
+		if err != nil {
+			return cs, err
+		}
+		wait := ssa.WaitOptions{Interval: m.opts.WaitInterval, Timeout: min(timeout, definitionsWait)}
+		if err := rm.WaitForSetWithContext(ctx, defCS.ToObjMetadataSet(), wait); err != nil {
+			return cs, fmt.Errorf("waiting for CRDs and namespaces: %w", err)
+		}
+	}
+	if len(rest) > 0 {
+		restCS, err := rm.ApplyAll(ctx, rest, opts)
+		if restCS != nil {
+			cs.Append(restCS.Entries)
+		}
+		if err != nil {
+			return cs, err
+		}
+	}
+	return cs, nil
+}
+
+// wait waits for the applied objects to be ready, for the bundle's timeout
+// or until ctx ends (a newer revision, shutdown). It returns "" when ready,
+// else what is not.
+func (m *Manager) wait(ctx context.Context, b Bundle, applied []Entry) string {
+	set := make(object.ObjMetadataSet, 0, len(applied))
+	for _, e := range applied {
+		set = append(set, e.ID)
+	}
+	rm, err := m.managerFor(b.Namespace, b.ServiceAccountName)
+	if err != nil {
+		return err.Error()
+	}
+	err = rm.WaitForSetWithContext(ctx, set, ssa.WaitOptions{Interval: m.opts.WaitInterval, Timeout: b.Timeout})
+	if err == nil {
+		return ""
+	}
+	if ctx.Err() != nil {
+		return "readiness wait cancelled: " + ctx.Err().Error()
+	}
+	return fmt.Sprintf("not ready after %s: %s", b.Timeout, strings.TrimSpace(err.Error()))
+}
+
+// entriesFor returns the inventory entries of the rendered objects, marking
+// those the change set says were created.
+func entriesFor(objects []*unstructured.Unstructured, cs *ssa.ChangeSet) []Entry {
+	created := map[object.ObjMetadata]bool{}
+	skipped := map[object.ObjMetadata]bool{}
+	if cs != nil {
+		for _, e := range cs.Entries {
+			switch e.Action {
+			case ssa.CreatedAction:
+				created[e.ObjMetadata] = true
+			case ssa.SkippedAction:
+				skipped[e.ObjMetadata] = true
+			}
+		}
+	}
+	out := make([]Entry, 0, len(objects))
+	for _, o := range objects {
+		id := object.UnstructuredToObjMetadata(o)
+		if skipped[id] || o.GetAnnotations()[ReconcileAnnotation] == "disabled" {
+			continue
+		}
+		out = append(out, Entry{ID: id, Version: o.GroupVersionKind().Version, Created: created[id]})
+	}
+	return out
+}
+
+// patchPaths lists the JSON pointers a dry-run diff changes.
+func patchPaths(d *jsondiff.Diff) []string {
+	var out []string
+	for _, op := range d.Patch {
+		out = append(out, op.Path)
+	}
+	return out
+}
+
+func countAction(c *Counts, action string) {
+	switch action {
+	case string(ssa.CreatedAction):
+		c.Created++
+	case string(ssa.ConfiguredAction), "corrected":
+		c.Configured++
+	case string(ssa.DeletedAction):
+		c.Deleted++
+	case string(ssa.UnchangedAction):
+		c.Unchanged++
+	}
+}
+
+func hasAction(actions []ObjectAction, subject string) bool {
+	for _, a := range actions {
+		if a.Object == subject {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,209 @@
+package apply
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fluxcd/cli-utils/pkg/object"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+)
+
+// Bundle is one bundle to sync: its rendered objects, or why there are
+// none (then nothing of it is applied or pruned), and how to apply it.
+type Bundle struct {
+	Name      string
+	Namespace string
+	// Objects are the rendered objects; they are not modified.
+	Objects []*unstructured.Unstructured
+	// Digest identifies Objects (the render digest).
+	Digest string
+	// Revision is the fleet revision the objects come from.
+	Revision           string
+	DependsOn          []string
+	Prune              bool
+	Wait               bool
+	Timeout            time.Duration
+	ServiceAccountName string
+	// DriftPolicy is "correct" (default) or "report".
+	DriftPolicy string
+	Force       bool
+	// Err is set when the bundle could not be evaluated or rendered.
+	Err error
+}
+
+// Sync makes the cluster match bundles, the cluster's whole plan:
+//
+//  1. read every inventory;
+//  2. decide the deletions (objects that left a bundle, bundles that left
+//     the plan) and stop all of them when the mass-deletion guard trips;
+//  3. sync bundles in dependsOn order, independent ones concurrently: a
+//     bundle whose dependency is not Ready is skipped;
+//  4. delete the bundles that left the plan, unless they asked not to be
+//     pruned.
+//
+// Bundles carrying Err keep their last applied state: nothing is applied
+// or pruned for them, and their inventory stays. The caller must not call
+// Sync at all when the fleet failed to evaluate: an empty plan would delete
+// everything (the guard would stop most of it, but not small fleets).
+func (m *Manager) Sync(ctx context.Context, bundles []Bundle) (*Result, error) {
+	start := time.Now()
+	before := m.requests.Load()
+
+	// Step 1: what the cluster has.
+	current, err := m.inv.list(ctx)
+	if err != nil {
+		return nil, err
+	}
+
+	// Step 2: the deletions this sync would make, and the guard.
+	plan := planDeletions(bundles, current)
+	res := &Result{}
+	if reason := m.guard(plan, current); reason != "" {
+		res.Guard = reason
+		plan = deletions{}
+	}
+
+	// Step 3: the bundles, in dependency order.
+	res.Bundles = m.syncBundles(ctx, bundles, current, plan)
+
+	// Step 4: bundles that left the plan.
+	for _, name := range slices.Sorted(maps.Keys(plan.bundles)) {
+		res.Bundles = append(res.Bundles, m.deleteBundle(ctx, current[name]))
+	}
+
+	res.Duration = time.Since(start)
+	res.Requests = m.requests.Load() - before
+	return res, nil
+}
+
+// syncBundles runs every bundle once its dependencies are done, at most
+// Concurrency at a time.
+func (m *Manager) syncBundles(ctx context.Context, bundles []Bundle, current map[string]*Inventory, plan deletions) []BundleResult {
+	results := make([]BundleResult, len(bundles))
+	done := make(map[string]chan struct{}, len(bundles))
+	index := make(map[string]int, len(bundles))
+	for i, b := range bundles {
+		done[b.Name] = make(chan struct{})
+		index[b.Name] = i
+	}
+	sem := make(chan struct{}, max(1, m.opts.Concurrency))
+	var wg sync.WaitGroup
+	for i, b := range bundles {
+		wg.Go(func() {
+			defer close(done[b.Name])
+			if reason := waitForDependencies(ctx, b, done, index, results); reason != "" {
+				results[i] = BundleResult{Name: b.Name, Phase: PhaseSkipped, Message: reason}
+				return
+			}
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			results[i] = m.syncBundle(ctx, b, current[b.Name], plan.stale[b.Name])
+		})
+	}
+	wg.Wait()
+	return results
+}
+
+// waitForDependencies waits for the bundle's dependencies to finish and
+// says why the bundle must be skipped, if it must.
+func waitForDependencies(ctx context.Context, b Bundle, done map[string]chan struct{}, index map[string]int, results []BundleResult) string {
+	var notReady []string
+	for _, dep := range b.DependsOn {
+		ch, ok := done[dep]
+		if !ok {
+			notReady = append(notReady, dep+" (not in this sync)")
+			continue
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return "cancelled: " + ctx.Err().Error()
+		}
+		if r := results[index[dep]]; r.Phase != PhaseReady {
+			notReady = append(notReady, fmt.Sprintf("%s (%s)", dep, r.Phase))
+		}
+	}
+	if len(notReady) > 0 {
+		return "dependencies not ready: " + strings.Join(notReady, ", ")
+	}
+	return ""
+}
+
+// syncBundle applies one bundle, waits for it, prunes what left it and
+// records its inventory.
+func (m *Manager) syncBundle(ctx context.Context, b Bundle, inv *Inventory, stale []Entry) BundleResult {
+	start := time.Now()
+	var requests atomic.Int64
+	ctx = withCounter(ctx, &requests)
+	res := BundleResult{Name: b.Name}
+	defer func() {
+		res.Duration = time.Since(start)
+		res.Requests = requests.Load()
+	}()
+
+	if b.Err != nil {
+		res.Phase, res.Message = PhaseFailed, "not applied, last applied state kept: "+b.Err.Error()
+		res.Errors = []string{b.Err.Error()}
+		return res
+	}
+	applied, err := m.applyBundle(ctx, b, inv, &res)
+	if err != nil {
+		res.Phase = PhaseFailed
+		res.Errors = append(res.Errors, err.Error())
+		res.Message = "apply failed: " + err.Error()
+		// What was applied before the failure is recorded, so that it can
+		// be pruned later; nothing is pruned now.
+		if len(applied) > 0 && !m.opts.DryRun {
+			_ = m.inv.write(ctx, mergeInventory(b, inv, applied, nil), m.opts.FieldManager)
+		}
+		return res
+	}
+
+	res.Phase = PhaseReady
+	if res.Counts.Drifted > 0 && b.DriftPolicy == "report" {
+		res.Phase, res.Message = PhaseDrifted, fmt.Sprintf("%d objects changed outside Git (driftPolicy: report)", res.Counts.Drifted)
+	}
+	if b.Wait && !m.opts.DryRun {
+		if msg := m.wait(ctx, b, applied); msg != "" {
+			res.Phase, res.Message = PhaseProgressing, msg
+		}
+	}
+
+	kept, err := m.prune(ctx, b, stale, &res)
+	if err != nil {
+		res.Errors = append(res.Errors, err.Error())
+	}
+	if !m.opts.DryRun {
+		if err := m.inv.write(ctx, mergeInventory(b, inv, applied, kept), m.opts.FieldManager); err != nil {
+			res.Phase = PhaseFailed
+			res.Errors = append(res.Errors, err.Error())
+			res.Message = err.Error()
+		}
+	}
+	return res
+}
+
+// mergeInventory is the bundle's new inventory: what was applied now, plus
+// stale entries that were not deleted (kept for a later sync to prune).
+// Whether Flotilla created an object is remembered from the old inventory.
+func mergeInventory(b Bundle, old *Inventory, applied, kept []Entry) *Inventory {
+	inv := &Inventory{Bundle: b.Name, Digest: b.Digest, Revision: b.Revision, Prune: b.Prune}
+	var was map[object.ObjMetadata]Entry
+	if old != nil {
+		was = old.index()
+	}
+	for _, e := range applied {
+		if prev, ok := was[e.ID]; ok && prev.Created {
+			e.Created = true
+		}
+		inv.Entries = append(inv.Entries, e)
+	}
+	inv.Entries = append(inv.Entries, kept...)
+	return inv
+}

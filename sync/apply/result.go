@@ -1,0 +1,90 @@
+package apply
+
+import (
+	"time"
+)
+
+// Phase is where a bundle stands after a sync.
+type Phase string
+
+// Phases.
+const (
+	// Ready: applied, and its objects are ready (or readiness was not
+	// awaited).
+	PhaseReady Phase = "Ready"
+	// Progressing: applied, not ready within the bundle's timeout.
+	PhaseProgressing Phase = "Progressing"
+	// Failed: not applied (evaluation, render or apply failed); the last
+	// good state stays.
+	PhaseFailed Phase = "Failed"
+	// Skipped: not applied because a dependency is not Ready.
+	PhaseSkipped Phase = "Skipped"
+	// Pruned: the bundle left the cluster's plan and its objects were
+	// deleted.
+	PhasePruned Phase = "Pruned"
+	// Drifted: objects changed by hand and the bundle only reports drift.
+	PhaseDrifted Phase = "Drifted"
+)
+
+// Counts are how many objects a sync touched, by what it did.
+type Counts struct {
+	Created    int `json:"created"`
+	Configured int `json:"configured"`
+	Unchanged  int `json:"unchanged"`
+	Deleted    int `json:"deleted"`
+	Drifted    int `json:"drifted"`
+}
+
+// ObjectAction is what happened to one object.
+type ObjectAction struct {
+	// Object is "Kind/namespace/name".
+	Object string `json:"object"`
+	// Action is created, configured, unchanged, deleted, skipped, drifted
+	// (reported, left alone) or corrected (drift put back).
+	Action string `json:"action"`
+	// Fields are the JSON pointers of drifted fields.
+	Fields []string `json:"fields,omitempty"`
+}
+
+// BundleResult is one bundle's sync.
+type BundleResult struct {
+	Name     string         `json:"name"`
+	Phase    Phase          `json:"phase"`
+	Message  string         `json:"message,omitempty"`
+	Counts   Counts         `json:"counts"`
+	Objects  []ObjectAction `json:"objects,omitempty"`
+	Errors   []string       `json:"errors,omitempty"`
+	Duration time.Duration  `json:"duration"`
+	// Requests is the number of API requests the bundle's sync made.
+	Requests int64 `json:"requests"`
+}
+
+// Result is one sync of a cluster.
+type Result struct {
+	Bundles []BundleResult `json:"bundles"`
+	// Guard is set when the mass-deletion guard stopped every deletion of
+	// this sync, and says why.
+	Guard    string        `json:"guard,omitempty"`
+	Duration time.Duration `json:"duration"`
+	Requests int64         `json:"requests"`
+}
+
+// Failed reports whether any bundle failed or was skipped.
+func (r *Result) Failed() bool {
+	for _, b := range r.Bundles {
+		if b.Phase == PhaseFailed || b.Phase == PhaseSkipped {
+			return true
+		}
+	}
+	return false
+}
+
+// Bundle returns the named bundle's result, or nil.
+func (r *Result) Bundle(name string) *BundleResult {
+	for i := range r.Bundles {
+		if r.Bundles[i].Name == name {
+			return &r.Bundles[i]
+		}
+	}
+	return nil
+}
