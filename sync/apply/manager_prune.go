@@ -17,6 +17,9 @@ import (
 type deletions struct {
 	stale   map[string][]Entry
 	bundles map[string]bool
+	// inUse are the namespaces that hold objects which stay: a namespace a
+	// deleted bundle created is not deleted while another bundle uses it.
+	inUse map[string]bool
 }
 
 func (d deletions) count(current map[string]*Inventory) int {
@@ -36,12 +39,23 @@ func (d deletions) count(current map[string]*Inventory) int {
 // failed to evaluate or render deletes nothing; a bundle with prune off
 // deletes nothing.
 func planDeletions(bundles []Bundle, current map[string]*Inventory) deletions {
-	d := deletions{stale: map[string][]Entry{}, bundles: map[string]bool{}}
+	d := deletions{stale: map[string][]Entry{}, bundles: map[string]bool{}, inUse: map[string]bool{}}
 	planned := map[string]bool{}
 	for _, b := range bundles {
 		planned[b.Name] = true
 		inv := current[b.Name]
-		if b.Err != nil || !b.Prune || inv == nil {
+		for _, o := range b.Objects {
+			d.inUse[o.GetNamespace()] = true
+		}
+		if b.Err != nil || !b.Prune {
+			if inv != nil {
+				for _, e := range inv.Entries {
+					d.inUse[e.ID.Namespace] = true
+				}
+			}
+			continue
+		}
+		if inv == nil {
 			continue
 		}
 		rendered := map[object.ObjMetadata]bool{}
@@ -82,7 +96,7 @@ func (m *Manager) guard(d deletions, current map[string]*Inventory) string {
 // prune deletes the bundle's stale objects and returns the ones it kept
 // (not deleted: prune off, or the guard, or a failure), which stay in the
 // inventory.
-func (m *Manager) prune(ctx context.Context, b Bundle, stale []Entry, res *BundleResult) ([]Entry, error) {
+func (m *Manager) prune(ctx context.Context, b Bundle, stale []Entry, inUse map[string]bool, res *BundleResult) ([]Entry, error) {
 	if len(stale) == 0 {
 		return nil, nil
 	}
@@ -97,23 +111,23 @@ func (m *Manager) prune(ctx context.Context, b Bundle, stale []Entry, res *Bundl
 	if err != nil {
 		return stale, err
 	}
-	return m.deleteEntries(ctx, rm, stale, res)
+	return m.deleteEntries(ctx, rm, stale, inUse, res)
 }
 
 // deleteBundle deletes every object of a bundle that left the plan, then
 // its inventory. With prune off, the objects stay and only the inventory
 // goes.
-func (m *Manager) deleteBundle(ctx context.Context, inv *Inventory) BundleResult {
+func (m *Manager) deleteBundle(ctx context.Context, inv *Inventory, inUse map[string]bool) BundleResult {
 	start := time.Now()
 	res := BundleResult{Name: inv.Bundle, Phase: PhasePruned}
 	defer func() { res.Duration = time.Since(start) }()
 	if m.opts.DryRun {
-		_, _ = m.prune(ctx, Bundle{Name: inv.Bundle}, inv.Entries, &res)
+		_, _ = m.prune(ctx, Bundle{Name: inv.Bundle}, inv.Entries, inUse, &res)
 		res.Message = "would be deleted: the bundle no longer selects this cluster"
 		return res
 	}
 	if inv.Prune {
-		kept, err := m.deleteEntries(ctx, m.manager, inv.Entries, &res)
+		kept, err := m.deleteEntries(ctx, m.manager, inv.Entries, inUse, &res)
 		if err != nil || len(kept) > 0 {
 			res.Phase = PhaseFailed
 			res.Message = fmt.Sprintf("%d objects could not be deleted", len(kept))
@@ -135,13 +149,14 @@ func (m *Manager) deleteBundle(ctx context.Context, inv *Inventory) BundleResult
 }
 
 // deleteEntries deletes objects, Namespaces and CRDs last and only those
-// Flotilla created; objects marked with the reconcile-disabled annotation
-// are left alone. It returns the entries it could not delete.
-func (m *Manager) deleteEntries(ctx context.Context, rm *ssa.ResourceManager, entries []Entry, res *BundleResult) ([]Entry, error) {
+// Flotilla created (and a Namespace only when no staying object is in it);
+// objects marked with the reconcile-disabled annotation are left alone. It
+// returns the entries it could not delete.
+func (m *Manager) deleteEntries(ctx context.Context, rm *ssa.ResourceManager, entries []Entry, inUse map[string]bool, res *BundleResult) ([]Entry, error) {
 	var first, last []Entry
 	for _, e := range entries {
 		if isDefinition(e) {
-			if !e.Created {
+			if !e.Created || (e.ID.GroupKind.Kind == "Namespace" && inUse[e.ID.Name]) {
 				res.Objects = append(res.Objects, ObjectAction{Object: subject(e), Action: "orphaned"})
 				continue
 			}

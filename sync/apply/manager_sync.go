@@ -74,7 +74,7 @@ func (m *Manager) Sync(ctx context.Context, bundles []Bundle) (*Result, error) {
 
 	// Step 4: bundles that left the plan.
 	for _, name := range slices.Sorted(maps.Keys(plan.bundles)) {
-		res.Bundles = append(res.Bundles, m.deleteBundle(ctx, current[name]))
+		res.Bundles = append(res.Bundles, m.deleteBundle(ctx, current[name], plan.inUse))
 	}
 
 	res.Duration = time.Since(start)
@@ -103,7 +103,7 @@ func (m *Manager) syncBundles(ctx context.Context, bundles []Bundle, current map
 			}
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			results[i] = m.syncBundle(ctx, b, current[b.Name], plan.stale[b.Name])
+			results[i] = m.syncBundle(ctx, b, current[b.Name], plan.stale[b.Name], plan.inUse)
 		})
 	}
 	wg.Wait()
@@ -137,7 +137,7 @@ func waitForDependencies(ctx context.Context, b Bundle, done map[string]chan str
 
 // syncBundle applies one bundle, waits for it, prunes what left it and
 // records its inventory.
-func (m *Manager) syncBundle(ctx context.Context, b Bundle, inv *Inventory, stale []Entry) BundleResult {
+func (m *Manager) syncBundle(ctx context.Context, b Bundle, inv *Inventory, stale []Entry, inUse map[string]bool) BundleResult {
 	start := time.Now()
 	var requests atomic.Int64
 	ctx = withCounter(ctx, &requests)
@@ -160,7 +160,7 @@ func (m *Manager) syncBundle(ctx context.Context, b Bundle, inv *Inventory, stal
 		// What was applied before the failure is recorded, so that it can
 		// be pruned later; nothing is pruned now.
 		if len(applied) > 0 && !m.opts.DryRun {
-			_ = m.inv.write(ctx, mergeInventory(b, inv, applied, nil), m.opts.FieldManager)
+			_ = m.record(ctx, mergeInventory(b, inv, applied, nil))
 		}
 		return res
 	}
@@ -175,18 +175,30 @@ func (m *Manager) syncBundle(ctx context.Context, b Bundle, inv *Inventory, stal
 		}
 	}
 
-	kept, err := m.prune(ctx, b, stale, &res)
+	kept, err := m.prune(ctx, b, stale, inUse, &res)
 	if err != nil {
 		res.Errors = append(res.Errors, err.Error())
 	}
 	if !m.opts.DryRun {
-		if err := m.inv.write(ctx, mergeInventory(b, inv, applied, kept), m.opts.FieldManager); err != nil {
+		if err := m.record(ctx, mergeInventory(b, inv, applied, kept)); err != nil {
 			res.Phase = PhaseFailed
 			res.Errors = append(res.Errors, err.Error())
 			res.Message = err.Error()
 		}
 	}
 	return res
+}
+
+// recordTimeout bounds writing an inventory after the sync's context ended.
+const recordTimeout = 30 * time.Second
+
+// record writes a bundle's inventory even when ctx has ended (a newer
+// revision or shutdown cancelled the wait): what was applied must be
+// recorded, or it could never be pruned.
+func (m *Manager) record(ctx context.Context, inv *Inventory) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+	defer cancel()
+	return m.inv.write(ctx, inv, m.opts.FieldManager)
 }
 
 // mergeInventory is the bundle's new inventory: what was applied now, plus

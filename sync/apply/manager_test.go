@@ -264,6 +264,10 @@ func TestMassDeletionGuard(t *testing.T) {
 	if f.exists(objs[1]) {
 		t.Error("allowed deletion did not delete")
 	}
+	// The namespace bundle "many" created still holds bundle "small".
+	if !f.exists(objs[0]) || !f.exists(configMap(ns, "small", nil)) {
+		t.Error("a namespace in use by another bundle was deleted")
+	}
 }
 
 // TestDependsOnOrder checks that a custom resource waits for the bundle

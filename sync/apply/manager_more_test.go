@@ -1,0 +1,226 @@
+package apply_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/flotilla-gitops/flotilla/internal/testenv"
+	"github.com/flotilla-gitops/flotilla/sync/apply"
+)
+
+// editByHand changes a ConfigMap's data as a person with kubectl would.
+func editByHand(t *testing.T, ns, name, key, value string) {
+	t.Helper()
+	cm := &corev1.ConfigMap{}
+	if err := kube.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, cm); err != nil {
+		t.Fatal(err)
+	}
+	cm.Data[key] = value
+	if err := kube.Update(context.Background(), cm, client.FieldOwner("kubectl-edit")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func dataOf(t *testing.T, ns, name, key string) string {
+	t.Helper()
+	cm := &corev1.ConfigMap{}
+	if err := kube.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, cm); err != nil {
+		t.Fatal(err)
+	}
+	return cm.Data[key]
+}
+
+// TestDrift checks that a change made by hand is put back (Git wins) and
+// reported with its fields, or only reported with driftPolicy report.
+func TestDrift(t *testing.T) {
+	f := newFixture(t)
+	ns := f.ns("drift")
+	for _, policy := range []string{apply.DriftCorrect, apply.DriftReport} {
+		t.Run(policy, func(t *testing.T) {
+			name := "settings-" + policy
+			b := bundle("drift-"+policy, namespace(ns), configMap(ns, name, map[string]string{"mode": "git"}))
+			b.DriftPolicy = policy
+			f.sync(b)
+			editByHand(t, ns, name, "mode", "hand")
+
+			res := f.sync(b)
+			want := map[string]apply.Phase{apply.DriftCorrect: apply.PhaseReady, apply.DriftReport: apply.PhaseDrifted}[policy]
+			got := phase(t, res, b.Name, want)
+			if got.Counts.Drifted != 1 {
+				t.Errorf("drifted %d, want 1: %+v", got.Counts.Drifted, got.Objects)
+			}
+			var fields []string
+			for _, o := range got.Objects {
+				fields = append(fields, o.Fields...)
+			}
+			if !strings.Contains(strings.Join(fields, ","), "/data/mode") {
+				t.Errorf("drifted fields %v, want /data/mode", fields)
+			}
+			wantValue := map[string]string{apply.DriftCorrect: "git", apply.DriftReport: "hand"}[policy]
+			if v := dataOf(t, ns, name, "mode"); v != wantValue {
+				t.Errorf("after sync the value is %q, want %q", v, wantValue)
+			}
+		})
+	}
+}
+
+// TestOptOutAnnotations checks the per-object opt-outs: reconcile
+// disabled (never applied, never pruned) and IfNotPresent (created once,
+// then left to others).
+func TestOptOutAnnotations(t *testing.T) {
+	f := newFixture(t)
+	ns := f.ns("opt")
+	once := configMap(ns, "once", map[string]string{"v": "git"})
+	once.SetAnnotations(map[string]string{apply.SSAAnnotation: "IfNotPresent"})
+	f.sync(bundle("opt", namespace(ns), once))
+	editByHand(t, ns, "once", "v", "other-controller")
+
+	changed := once.DeepCopy()
+	_ = unstructured.SetNestedField(changed.Object, "git-2", "data", "v")
+	f.sync(bundle("opt", namespace(ns), changed))
+	if v := dataOf(t, ns, "once", "v"); v != "other-controller" {
+		t.Errorf("IfNotPresent object was changed to %q", v)
+	}
+}
+
+// TestImpersonation applies a bundle as a ServiceAccount with real RBAC:
+// what its Role allows is applied, what it does not fails the bundle with
+// the API server's reason.
+func TestImpersonation(t *testing.T) {
+	f := newFixture(t)
+	ns := f.ns("team")
+	ctx := context.Background()
+	for _, obj := range []client.Object{
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}},
+		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "deployer", Namespace: ns}},
+		&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: "deployer", Namespace: ns}, Rules: []rbacv1.PolicyRule{{
+			APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get", "list", "watch", "create", "update", "patch", "delete"},
+		}}},
+		&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "deployer", Namespace: ns},
+			RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "deployer"},
+			Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: "deployer", Namespace: ns}}},
+	} {
+		if err := kube.Create(ctx, obj); err != nil {
+			t.Fatal(err)
+		}
+	}
+	allowed := bundle("team-ok", configMap(ns, "ok", nil))
+	allowed.Namespace, allowed.ServiceAccountName = ns, "deployer"
+	secret := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "v1", "kind": "Secret", "metadata": map[string]any{"name": "nope", "namespace": ns},
+	}}
+	denied := bundle("team-denied", secret)
+	denied.Namespace, denied.ServiceAccountName = ns, "deployer"
+
+	res := f.sync(allowed, denied)
+	phase(t, res, "team-ok", apply.PhaseReady)
+	got := phase(t, res, "team-denied", apply.PhaseFailed)
+	if !strings.Contains(got.Message, "forbidden") || !strings.Contains(got.Message, "system:serviceaccount:"+ns+":deployer") {
+		t.Errorf("denial message %q", got.Message)
+	}
+	if f.exists(secret) {
+		t.Error("a denied object was created")
+	}
+}
+
+// TestReadinessWait uses a full cluster: a Deployment that becomes
+// Available is Ready; one whose node selector matches no node stays
+// Progressing and says so after the bundle's timeout.
+func TestReadinessWait(t *testing.T) {
+	full := testenv.StartT(t, testenv.Options{Name: "apply-full", Full: true, Region: "eu-west-1"})
+	opts := apply.DefaultOptions()
+	opts.WaitInterval = 200 * time.Millisecond
+	m := newManager(t, full.Config, opts)
+
+	deployment := func(name string, nodeSelector map[string]any) *unstructured.Unstructured {
+		spec := map[string]any{"containers": []any{map[string]any{"name": "app", "image": "registry.example/app:1"}}}
+		if nodeSelector != nil {
+			spec["nodeSelector"] = nodeSelector
+		}
+		return &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "apps/v1", "kind": "Deployment",
+			"metadata": map[string]any{"name": name, "namespace": "default"},
+			"spec": map[string]any{
+				"replicas": int64(2),
+				"selector": map[string]any{"matchLabels": map[string]any{"app": name}},
+				"template": map[string]any{"metadata": map[string]any{"labels": map[string]any{"app": name}}, "spec": spec},
+			},
+		}}
+	}
+	ok := bundle("ok", deployment("ok", nil))
+	ok.Wait, ok.Timeout = true, 60*time.Second
+	stuck := bundle("stuck", deployment("stuck", map[string]any{"topology.kubernetes.io/region": "mars-1"}))
+	stuck.Wait, stuck.Timeout = true, 3*time.Second
+
+	res, err := m.Sync(context.Background(), []apply.Bundle{ok, stuck})
+	if err != nil {
+		t.Fatal(err)
+	}
+	phase(t, res, "ok", apply.PhaseReady)
+	got := phase(t, res, "stuck", apply.PhaseProgressing)
+	if !strings.Contains(got.Message, "not ready after 3s") || !strings.Contains(got.Message, "stuck") {
+		t.Errorf("message %q", got.Message)
+	}
+
+	// The end of the context (a newer revision, shutdown) ends a wait at
+	// once, whatever the bundle's timeout.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	stuck.Timeout = time.Hour
+	stuck.Digest += "-2"
+	start := time.Now()
+	res, err = m.Sync(ctx, []apply.Bundle{stuck})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := res.Bundle("stuck"); got.Phase != apply.PhaseProgressing || !strings.Contains(got.Message, "cancelled") {
+		t.Errorf("after the context ended: %s %q", got.Phase, got.Message)
+	}
+	if time.Since(start) > time.Minute {
+		t.Errorf("the wait outlived its context: %s", time.Since(start))
+	}
+}
+
+// TestLargeBundle applies 5,000 objects in one bundle: the inventory is
+// sharded, and shrinking the bundle prunes and drops shards.
+func TestLargeBundle(t *testing.T) {
+	f := newFixture(t, func(o *apply.Options) { o.ObjectConcurrency = 16 })
+	ns := f.ns("big")
+	objs := []*unstructured.Unstructured{namespace(ns)}
+	for i := range 5000 {
+		objs = append(objs, configMap(ns, fmt.Sprintf("cm-%04d", i), map[string]string{"i": fmt.Sprint(i)}))
+	}
+	res := f.sync(bundle("big", objs...))
+	if got := phase(t, res, "big", apply.PhaseReady); got.Counts.Created != 5001 {
+		t.Fatalf("created %d", got.Counts.Created)
+	}
+	if n := shards(t, f, "big"); n != 6 {
+		t.Errorf("%d inventory shards for 5,001 objects, want 6", n)
+	}
+	res = f.sync(bundle("big", objs[:4001]...))
+	if got := phase(t, res, "big", apply.PhaseReady); got.Counts.Deleted != 1000 {
+		t.Errorf("deleted %d, want 1000", got.Counts.Deleted)
+	}
+	if n := shards(t, f, "big"); n != 5 {
+		t.Errorf("%d shards after shrinking, want 5", n)
+	}
+	t.Logf("5,001 objects: %d API requests for the shrinking sync", res.Requests)
+}
+
+func shards(t *testing.T, f *fixture, bundle string) int {
+	t.Helper()
+	var cms corev1.ConfigMapList
+	if err := kube.List(context.Background(), &cms, client.InNamespace(f.opts.InventoryNamespace), client.MatchingLabels{apply.InventoryLabel: bundle}); err != nil {
+		t.Fatal(err)
+	}
+	return len(cms.Items)
+}
