@@ -312,4 +312,3 @@ func TestDependsOnOrder(t *testing.T) {
 	res = g2.sync(bundle("together", crd2, namespace(ns), gizmo2))
 	phase(t, res, "together", apply.PhaseReady)
 }
-
