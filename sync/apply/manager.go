@@ -54,6 +54,10 @@ type Options struct {
 	// DryRun applies nothing: every object is dry-run applied and the
 	// result says what would change.
 	DryRun bool
+	// KeepUnlisted leaves alone the bundles the cluster has that are not
+	// in this sync (a partial sync, `apply --bundle`), instead of deleting
+	// them as bundles that left the plan.
+	KeepUnlisted bool
 }
 
 // DefaultOptions are the agent's defaults.

@@ -47,13 +47,9 @@ func (m *Manager) applyBundle(ctx context.Context, b Bundle, inv *Inventory, res
 
 	toApply := objects
 	if m.opts.DryRun || (inv != nil && inv.Digest == b.Digest) {
-		diffs, err := jsondiff.UnstructuredList(ctx, rm.Client(), objects,
-			jsondiff.FieldOwner(m.opts.FieldManager),
-			jsondiff.ExclusionSelector(applyOpts.ExclusionSelector),
-			jsondiff.MaskSecrets(true),
-			jsondiff.Rationalize(true))
+		diffs, err := m.dryRun(ctx, rm, objects)
 		if err != nil {
-			return nil, fmt.Errorf("dry-run: %w", err)
+			return nil, err
 		}
 		toApply = nil
 		for _, d := range diffs {
@@ -109,6 +105,20 @@ func (m *Manager) applyBundle(ctx context.Context, b Bundle, inv *Inventory, res
 		return entriesFor(objects, cs), err
 	}
 	return entriesFor(objects, cs), nil
+}
+
+// dryRun dry-run applies objects and compares each with the cluster's copy;
+// Secret values are masked in the result.
+func (m *Manager) dryRun(ctx context.Context, rm *ssa.ResourceManager, objects []*unstructured.Unstructured) (jsondiff.DiffSet, error) {
+	diffs, err := jsondiff.UnstructuredList(ctx, rm.Client(), objects,
+		jsondiff.FieldOwner(m.opts.FieldManager),
+		jsondiff.ExclusionSelector{ReconcileAnnotation: "disabled"},
+		jsondiff.MaskSecrets(true),
+		jsondiff.Rationalize(true))
+	if err != nil {
+		return nil, fmt.Errorf("dry-run: %w", err)
+	}
+	return diffs, nil
 }
 
 // applyStaged applies cluster definitions (CRDs, Namespaces, ClusterRoles)

@@ -224,3 +224,56 @@ func shards(t *testing.T, f *fixture, bundle string) int {
 	}
 	return len(cms.Items)
 }
+
+// TestDiff checks the dry-run comparison: created, configured (field
+// changes), deleted, Secret values masked; and that it changes nothing.
+func TestDiff(t *testing.T) {
+	f := newFixture(t)
+	ns := f.ns("diff")
+	secret := func(token string) *unstructured.Unstructured {
+		return &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "v1", "kind": "Secret", "metadata": map[string]any{"name": "creds", "namespace": ns},
+			"stringData": map[string]any{"token": token},
+		}}
+	}
+	f.sync(bundle("app", namespace(ns), configMap(ns, "a", map[string]string{"k": "1"}), configMap(ns, "old", nil), secret("s3cret-1")))
+
+	next := bundle("app", namespace(ns), configMap(ns, "a", map[string]string{"k": "2"}), configMap(ns, "new", nil), secret("s3cret-2"))
+	diffs, err := f.mgr.Diff(context.Background(), []apply.Bundle{next})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]apply.ObjectDiff{}
+	for _, d := range diffs {
+		got[d.Object] = d
+	}
+	if d := got["ConfigMap/"+ns+"/a"]; d.Action != "configured" || len(d.Changes) != 1 || d.Changes[0].Path != "/data/k" || d.Changes[0].New != "2" {
+		t.Errorf("configured: %+v", d)
+	}
+	if got["ConfigMap/"+ns+"/new"].Action != "created" || got["ConfigMap/"+ns+"/old"].Action != "deleted" {
+		t.Errorf("created/deleted: %+v", diffs)
+	}
+	all := fmt.Sprintf("%+v", diffs)
+	if strings.Contains(all, "s3cret") {
+		t.Errorf("a Secret value reached the diff: %s", all)
+	}
+	if !f.exists(configMap(ns, "old", nil)) || dataOf(t, ns, "a", "k") != "1" {
+		t.Error("diff changed the cluster")
+	}
+}
+
+// TestPartialSyncKeepsOtherBundles checks KeepUnlisted (apply --bundle).
+func TestPartialSyncKeepsOtherBundles(t *testing.T) {
+	f := newFixture(t)
+	ns := f.ns("partial")
+	other := configMap(ns, "other", nil)
+	f.sync(bundle("one", namespace(ns)), bundle("other", other))
+	partial := newManager(t, cluster.Config, func() apply.Options { o := f.opts; o.KeepUnlisted = true; return o }())
+	res, err := partial.Sync(context.Background(), []apply.Bundle{bundle("one", namespace(ns))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Bundle("other") != nil || !f.exists(other) {
+		t.Errorf("a partial sync touched another bundle: %+v", res.Bundles)
+	}
+}

@@ -37,8 +37,9 @@ func (d deletions) count(current map[string]*Inventory) int {
 
 // planDeletions compares the bundles with the inventories. A bundle that
 // failed to evaluate or render deletes nothing; a bundle with prune off
-// deletes nothing.
-func planDeletions(bundles []Bundle, current map[string]*Inventory) deletions {
+// deletes nothing; bundles of the cluster that are not listed are deleted
+// when unlisted is set (they left the plan).
+func planDeletions(bundles []Bundle, current map[string]*Inventory, unlisted bool) deletions {
 	d := deletions{stale: map[string][]Entry{}, bundles: map[string]bool{}, inUse: map[string]bool{}}
 	planned := map[string]bool{}
 	for _, b := range bundles {
@@ -68,9 +69,15 @@ func planDeletions(bundles []Bundle, current map[string]*Inventory) deletions {
 			}
 		}
 	}
-	for name := range current {
-		if !planned[name] {
+	for name, inv := range current {
+		switch {
+		case planned[name]:
+		case unlisted:
 			d.bundles[name] = true
+		default:
+			for _, e := range inv.Entries {
+				d.inUse[e.ID.Namespace] = true
+			}
 		}
 	}
 	return d

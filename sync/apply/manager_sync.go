@@ -62,7 +62,7 @@ func (m *Manager) Sync(ctx context.Context, bundles []Bundle) (*Result, error) {
 	}
 
 	// Step 2: the deletions this sync would make, and the guard.
-	plan := planDeletions(bundles, current)
+	plan := planDeletions(bundles, current, !m.opts.KeepUnlisted)
 	res := &Result{}
 	if reason := m.guard(plan, current); reason != "" {
 		res.Guard = reason
