@@ -43,6 +43,8 @@ for every cluster before it merges.`,
 		newVetCmd(),
 		newPlanCmd(),
 		newRenderCmd(),
+		newDiffCmd(),
+		newApplyCmd(),
 		newVersionCmd(),
 	)
 	return root

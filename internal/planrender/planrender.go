@@ -19,6 +19,7 @@ import (
 	"github.com/flotilla-gitops/flotilla/render/helm"
 	"github.com/flotilla-gitops/flotilla/render/kustomize"
 	"github.com/flotilla-gitops/flotilla/render/manifests"
+	"github.com/flotilla-gitops/flotilla/sync/apply"
 )
 
 // Options configure rendering.
@@ -137,4 +138,31 @@ func Request(repoDir string, c fleet.Cluster, b *fleet.Bundle) (*render.Request,
 		APIVersions: slices.Sorted(slices.Values(c.Facts.APIVersions)),
 	}
 	return req, nil
+}
+
+// ApplyBundles renders the plan into what the apply engine syncs: each
+// bundle's objects and apply options, or, for a bundle that failed to plan
+// or render, its error (so that nothing of it is applied or pruned).
+func (r *Renderer) ApplyBundles(ctx context.Context, plan *fleet.Plan, revision string) []apply.Bundle {
+	rendered := r.RenderPlan(ctx, plan)
+	out := make([]apply.Bundle, len(plan.Bundles))
+	for i, b := range plan.Bundles {
+		out[i] = apply.Bundle{
+			Name:               b.Name,
+			Namespace:          b.Namespace,
+			Revision:           revision,
+			DependsOn:          b.DependsOn,
+			Prune:              b.Apply.Prune,
+			Wait:               b.Apply.Wait,
+			Timeout:            b.Apply.Timeout.Duration,
+			ServiceAccountName: b.Apply.ServiceAccountName,
+			DriftPolicy:        b.Apply.DriftPolicy,
+			Force:              b.Apply.Force,
+			Err:                rendered[i].Err,
+		}
+		if res := rendered[i].Result; res != nil {
+			out[i].Objects, out[i].Digest = res.Objects, res.Digest
+		}
+	}
+	return out
 }

@@ -10,7 +10,10 @@ import (
 	"github.com/fluxcd/pkg/ssa"
 	"github.com/fluxcd/pkg/ssa/jsondiff"
 	ssautils "github.com/fluxcd/pkg/ssa/utils"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
 // Drift policies.
@@ -108,9 +111,30 @@ func (m *Manager) applyBundle(ctx context.Context, b Bundle, inv *Inventory, res
 }
 
 // dryRun dry-run applies objects and compares each with the cluster's copy;
-// Secret values are masked in the result.
+// Secret values are masked in the result. An object in a namespace that
+// does not exist yet cannot be dry-run: it is one to create.
 func (m *Manager) dryRun(ctx context.Context, rm *ssa.ResourceManager, objects []*unstructured.Unstructured) (jsondiff.DiffSet, error) {
-	diffs, err := jsondiff.UnstructuredList(ctx, rm.Client(), objects,
+	missing := map[string]bool{}
+	var known []*unstructured.Unstructured
+	var out jsondiff.DiffSet
+	for _, o := range objects {
+		ns := o.GetNamespace()
+		if ns != "" {
+			if _, seen := missing[ns]; !seen {
+				err := rm.Client().Get(ctx, client.ObjectKey{Name: ns}, &corev1.Namespace{})
+				if err != nil && !apierrors.IsNotFound(err) {
+					return nil, fmt.Errorf("dry-run: %w", err)
+				}
+				missing[ns] = apierrors.IsNotFound(err)
+			}
+			if missing[ns] {
+				out = append(out, jsondiff.NewDiffForUnstructured(o, nil, jsondiff.DiffTypeCreate, nil))
+				continue
+			}
+		}
+		known = append(known, o)
+	}
+	diffs, err := jsondiff.UnstructuredList(ctx, rm.Client(), known,
 		jsondiff.FieldOwner(m.opts.FieldManager),
 		jsondiff.ExclusionSelector{ReconcileAnnotation: "disabled"},
 		jsondiff.MaskSecrets(true),
@@ -118,7 +142,7 @@ func (m *Manager) dryRun(ctx context.Context, rm *ssa.ResourceManager, objects [
 	if err != nil {
 		return nil, fmt.Errorf("dry-run: %w", err)
 	}
-	return diffs, nil
+	return append(out, diffs...), nil
 }
 
 // applyStaged applies cluster definitions (CRDs, Namespaces, ClusterRoles)
