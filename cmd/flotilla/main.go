@@ -13,6 +13,9 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/go-logr/logr"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 )
 
 func main() {
@@ -30,6 +33,7 @@ const (
 // Main runs the flotilla command line with os.Args and returns the exit code.
 // The error, if any, is printed once, here.
 func Main() int {
+	quietLibraries()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	return run(ctx, os.Args[1:], os.Stdout, os.Stderr)
@@ -48,6 +52,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "flotilla: %v\n", err)
 	}
 	return exitFailed
+}
+
+// quietLibraries silences controller-runtime's global logger (its client
+// complains on stderr when no logger is set); Flotilla reports through its
+// own results.
+func quietLibraries() {
+	ctrllog.SetLogger(logr.Discard())
 }
 
 // reportedError is returned by a command that has already printed its

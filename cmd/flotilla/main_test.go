@@ -16,6 +16,7 @@ import (
 // TestMain lets testscript run this package's test binary as the flotilla
 // command, so scripts exercise the real argument parsing and exit codes.
 func TestMain(m *testing.M) {
+	quietLibraries()
 	testscript.Main(m, map[string]func(){
 		"flotilla": func() { os.Exit(Main()) },
 	})

@@ -10,6 +10,7 @@ import (
 	"github.com/fluxcd/pkg/ssa"
 	"github.com/fluxcd/pkg/ssa/jsondiff"
 	ssautils "github.com/fluxcd/pkg/ssa/utils"
+	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -134,12 +135,23 @@ func (m *Manager) dryRun(ctx context.Context, rm *ssa.ResourceManager, objects [
 		}
 		known = append(known, o)
 	}
-	diffs, err := jsondiff.UnstructuredList(ctx, rm.Client(), known,
-		jsondiff.FieldOwner(m.opts.FieldManager),
-		jsondiff.ExclusionSelector{ReconcileAnnotation: "disabled"},
-		jsondiff.MaskSecrets(true),
-		jsondiff.Rationalize(true))
-	if err != nil {
+	// One object at a time per request, ObjectConcurrency at once, as the
+	// apply itself runs (jsondiff.UnstructuredList is sequential).
+	diffs := make(jsondiff.DiffSet, len(known))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(max(1, m.opts.ObjectConcurrency))
+	for i, o := range known {
+		g.Go(func() error {
+			d, err := jsondiff.Unstructured(gctx, rm.Client(), o,
+				jsondiff.FieldOwner(m.opts.FieldManager),
+				jsondiff.ExclusionSelector{ReconcileAnnotation: "disabled"},
+				jsondiff.MaskSecrets(true),
+				jsondiff.Rationalize(true))
+			diffs[i] = d
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
 		return nil, fmt.Errorf("dry-run: %w", err)
 	}
 	return append(out, diffs...), nil

@@ -2,6 +2,7 @@ package apply_test
 
 import (
 	"context"
+
 	"fmt"
 	"os"
 	"strings"
@@ -9,11 +10,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
+
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/flotilla-gitops/flotilla/internal/testenv"
 	"github.com/flotilla-gitops/flotilla/sync/apply"
@@ -28,6 +32,7 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	ctrllog.SetLogger(logr.Discard())
 	c, err := testenv.Start(context.Background(), testenv.Options{Name: "apply"})
 	if err != nil {
 		// Fail, never skip: these tests mean nothing without a real API
