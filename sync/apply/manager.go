@@ -31,6 +31,10 @@ const (
 	// SSAAnnotation "IfNotPresent" creates the object when missing and
 	// never changes it afterwards.
 	SSAAnnotation = "flotilla.dev/ssa"
+	// IgnoreFieldsAnnotation lists JSON pointers, comma-separated, of fields
+	// another controller owns (an HPA's /spec/replicas): Flotilla neither
+	// reverts them nor reports them as drift.
+	IgnoreFieldsAnnotation = "flotilla.dev/ignore-fields"
 )
 
 // Options configure a Manager; start from DefaultOptions.

@@ -2,12 +2,14 @@ package apply
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
 
 	"github.com/fluxcd/cli-utils/pkg/object"
 	"github.com/fluxcd/pkg/ssa"
+	ssaerrors "github.com/fluxcd/pkg/ssa/errors"
 	"github.com/fluxcd/pkg/ssa/jsondiff"
 	ssautils "github.com/fluxcd/pkg/ssa/utils"
 	"golang.org/x/sync/errgroup"
@@ -48,14 +50,22 @@ func (m *Manager) applyBundle(ctx context.Context, b Bundle, inv *Inventory, res
 	applyOpts.Force = b.Force
 	applyOpts.ExclusionSelector = map[string]string{ReconcileAnnotation: "disabled"}
 	applyOpts.IfNotPresentSelector = map[string]string{SSAAnnotation: "IfNotPresent"}
+	applyOpts.DriftIgnoreRules = ignoreRules(objects)
 
 	toApply := objects
 	if m.opts.DryRun || (inv != nil && inv.Digest == b.Digest) {
-		diffs, err := m.dryRun(ctx, rm, objects)
+		diffs, bad, err := m.dryRun(ctx, rm, objects)
 		if err != nil {
 			return nil, err
 		}
 		toApply = nil
+		for _, r := range bad {
+			if m.opts.DryRun {
+				return nil, r.err
+			}
+			// Applying it says why it cannot be, or recreates it (force).
+			toApply = append(toApply, r.object)
+		}
 		for _, d := range diffs {
 			obj := d.DesiredObject.(*unstructured.Unstructured)
 			action := ObjectAction{Object: ssautils.FmtUnstructured(obj)}
@@ -113,8 +123,11 @@ func (m *Manager) applyBundle(ctx context.Context, b Bundle, inv *Inventory, res
 
 // dryRun dry-run applies objects and compares each with the cluster's copy;
 // Secret values are masked in the result. An object in a namespace that
-// does not exist yet cannot be dry-run: it is one to create.
-func (m *Manager) dryRun(ctx context.Context, rm *ssa.ResourceManager, objects []*unstructured.Unstructured) (jsondiff.DiffSet, error) {
+// does not exist yet cannot be dry-run: it is one to create. Objects whose
+// dry run the API server refuses (an immutable field changed) are returned
+// apart, with the reason, for the caller to apply (and fail, or recreate
+// with force) or to report.
+func (m *Manager) dryRun(ctx context.Context, rm *ssa.ResourceManager, objects []*unstructured.Unstructured) (jsondiff.DiffSet, []refused, error) {
 	missing := map[string]bool{}
 	var known []*unstructured.Unstructured
 	var out jsondiff.DiffSet
@@ -124,7 +137,7 @@ func (m *Manager) dryRun(ctx context.Context, rm *ssa.ResourceManager, objects [
 			if _, seen := missing[ns]; !seen {
 				err := rm.Client().Get(ctx, client.ObjectKey{Name: ns}, &corev1.Namespace{})
 				if err != nil && !apierrors.IsNotFound(err) {
-					return nil, fmt.Errorf("dry-run: %w", err)
+					return nil, nil, fmt.Errorf("dry-run: %w", err)
 				}
 				missing[ns] = apierrors.IsNotFound(err)
 			}
@@ -138,23 +151,41 @@ func (m *Manager) dryRun(ctx context.Context, rm *ssa.ResourceManager, objects [
 	// One object at a time per request, ObjectConcurrency at once, as the
 	// apply itself runs (jsondiff.UnstructuredList is sequential).
 	diffs := make(jsondiff.DiffSet, len(known))
+	errs := make([]error, len(known))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(max(1, m.opts.ObjectConcurrency))
 	for i, o := range known {
 		g.Go(func() error {
-			d, err := jsondiff.Unstructured(gctx, rm.Client(), o,
+			diffs[i], errs[i] = jsondiff.Unstructured(gctx, rm.Client(), o,
 				jsondiff.FieldOwner(m.opts.FieldManager),
 				jsondiff.ExclusionSelector{ReconcileAnnotation: "disabled"},
+				jsondiff.IgnorePaths(ignoredFields(o)),
 				jsondiff.MaskSecrets(true),
 				jsondiff.Rationalize(true))
-			diffs[i] = d
-			return err
+			return gctx.Err()
 		})
 	}
 	if err := g.Wait(); err != nil {
-		return nil, fmt.Errorf("dry-run: %w", err)
+		return nil, nil, fmt.Errorf("dry-run: %w", err)
 	}
-	return append(out, diffs...), nil
+	var bad []refused
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			out = append(out, diffs[i])
+		case errors.As(err, new(*ssaerrors.DryRunErr)):
+			bad = append(bad, refused{object: known[i], err: err})
+		default:
+			return nil, nil, fmt.Errorf("dry-run: %w", err)
+		}
+	}
+	return out, bad, nil
+}
+
+// refused is an object whose dry run the API server refused.
+type refused struct {
+	object *unstructured.Unstructured
+	err    error
 }
 
 // applyStaged applies cluster definitions (CRDs, Namespaces, ClusterRoles)
@@ -215,6 +246,34 @@ func (m *Manager) wait(ctx context.Context, b Bundle, applied []Entry) string {
 		return "readiness wait cancelled: " + ctx.Err().Error()
 	}
 	return fmt.Sprintf("not ready after %s: %s", b.Timeout, strings.TrimSpace(err.Error()))
+}
+
+// ignoredFields reads an object's IgnoreFieldsAnnotation.
+func ignoredFields(o *unstructured.Unstructured) []string {
+	var out []string
+	for _, p := range strings.Split(o.GetAnnotations()[IgnoreFieldsAnnotation], ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// ignoreRules turns the objects' IgnoreFieldsAnnotation into ssa's drift
+// ignore rules, one per object.
+func ignoreRules(objects []*unstructured.Unstructured) []jsondiff.IgnoreRule {
+	var rules []jsondiff.IgnoreRule
+	for _, o := range objects {
+		paths := ignoredFields(o)
+		if len(paths) == 0 {
+			continue
+		}
+		gvk := o.GroupVersionKind()
+		rules = append(rules, jsondiff.IgnoreRule{Paths: paths, Selector: &jsondiff.Selector{
+			Group: gvk.Group, Kind: gvk.Kind, Name: o.GetName(), Namespace: o.GetNamespace(),
+		}})
+	}
+	return rules
 }
 
 // entriesFor returns the inventory entries of the rendered objects, marking

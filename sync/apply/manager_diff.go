@@ -54,7 +54,10 @@ func (m *Manager) Diff(ctx context.Context, bundles []Bundle) ([]ObjectDiff, err
 		if err != nil {
 			return nil, err
 		}
-		diffs, err := m.dryRun(ctx, rm, b.Objects)
+		diffs, bad, err := m.dryRun(ctx, rm, b.Objects)
+		if err == nil && len(bad) > 0 {
+			err = bad[0].err
+		}
 		if err != nil {
 			return nil, fmt.Errorf("bundle %s: %w", b.Name, err)
 		}

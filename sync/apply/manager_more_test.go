@@ -92,6 +92,30 @@ func TestOptOutAnnotations(t *testing.T) {
 	}
 }
 
+// TestIgnoredFields checks that a field another controller owns (listed
+// in the ignore-fields annotation) is neither reverted nor reported as
+// drift.
+func TestIgnoredFields(t *testing.T) {
+	f := newFixture(t)
+	ns := f.ns("ignore")
+	scaled := func(a string) *unstructured.Unstructured {
+		cm := configMap(ns, "scaled", map[string]string{"a": a, "replicas": "3"})
+		cm.SetAnnotations(map[string]string{apply.IgnoreFieldsAnnotation: "/data/replicas"})
+		return cm
+	}
+	f.sync(bundle("scaled", namespace(ns), scaled("1")))
+	editByHand(t, ns, "scaled", "replicas", "7")
+
+	res := f.sync(bundle("scaled", namespace(ns), scaled("1")))
+	if got := phase(t, res, "scaled", apply.PhaseReady); got.Counts.Drifted != 0 {
+		t.Errorf("an ignored field was reported as drift: %+v", got.Objects)
+	}
+	f.sync(bundle("scaled", namespace(ns), scaled("2")))
+	if a, r := dataOf(t, ns, "scaled", "a"), dataOf(t, ns, "scaled", "replicas"); a != "2" || r != "7" {
+		t.Errorf("a=%s replicas=%s, want a=2 and the other controller's replicas=7", a, r)
+	}
+}
+
 // TestImpersonation applies a bundle as a ServiceAccount with real RBAC:
 // what its Role allows is applied, what it does not fails the bundle with
 // the API server's reason.
@@ -275,5 +299,34 @@ func TestPartialSyncKeepsOtherBundles(t *testing.T) {
 	}
 	if res.Bundle("other") != nil || !f.exists(other) {
 		t.Errorf("a partial sync touched another bundle: %+v", res.Bundles)
+	}
+}
+
+// TestImmutableChange checks that a change to an immutable field fails the
+// bundle, unless the bundle allows recreating (force).
+func TestImmutableChange(t *testing.T) {
+	f := newFixture(t)
+	ns := f.ns("immutable")
+	frozen := func(v string) *unstructured.Unstructured {
+		cm := configMap(ns, "frozen", map[string]string{"v": v})
+		cm.Object["immutable"] = true
+		return cm
+	}
+	f.sync(bundle("frozen", namespace(ns), frozen("1")))
+
+	res := f.sync(bundle("frozen", namespace(ns), frozen("2")))
+	got := phase(t, res, "frozen", apply.PhaseFailed)
+	if !strings.Contains(got.Message, "immutable") {
+		t.Errorf("message %q does not say immutable", got.Message)
+	}
+	if dataOf(t, ns, "frozen", "v") != "1" {
+		t.Error("the immutable object changed")
+	}
+
+	forced := bundle("frozen", namespace(ns), frozen("2"))
+	forced.Force = true
+	phase(t, f.sync(forced), "frozen", apply.PhaseReady)
+	if dataOf(t, ns, "frozen", "v") != "2" {
+		t.Error("force did not recreate the object")
 	}
 }

@@ -158,9 +158,12 @@ func (m *Manager) syncBundle(ctx context.Context, b Bundle, inv *Inventory, stal
 		res.Errors = append(res.Errors, err.Error())
 		res.Message = "apply failed: " + err.Error()
 		// What was applied before the failure is recorded, so that it can
-		// be pruned later; nothing is pruned now.
+		// be pruned later; nothing is pruned now. The digest is not: it says
+		// what was applied in full, and the next sync must apply again.
 		if len(applied) > 0 && !m.opts.DryRun {
-			_ = m.record(ctx, mergeInventory(b, inv, applied, nil))
+			failed := mergeInventory(b, inv, applied, stale)
+			failed.Digest = ""
+			_ = m.record(ctx, failed)
 		}
 		return res
 	}
