@@ -214,6 +214,26 @@ func TestDeselectionDeletes(t *testing.T) {
 	}
 }
 
+// TestDeselectionWithoutPrune checks that a bundle with prune off leaves
+// its objects when the cluster stops getting it, and forgets them.
+func TestDeselectionWithoutPrune(t *testing.T) {
+	f := newFixture(t)
+	ns := f.ns("keep")
+	cm := configMap(ns, "cm", nil)
+	b := bundle("kept", namespace(ns), cm)
+	b.Prune = false
+	f.sync(b, bundle("other", configMap(ns, "other", nil)))
+
+	res := f.sync(bundle("other", configMap(ns, "other", nil)))
+	got := phase(t, res, "kept", apply.PhasePruned)
+	if !strings.Contains(got.Message, "prune: false") || !f.exists(cm) || !f.exists(namespace(ns)) {
+		t.Errorf("objects of a prune: false bundle were deleted (%s)", got.Message)
+	}
+	if res := f.sync(bundle("other", configMap(ns, "other", nil))); res.Bundle("kept") != nil {
+		t.Error("the inventory of the left bundle is still there")
+	}
+}
+
 // TestFailedBundlePrunesNothing checks that a bundle that failed to render
 // keeps its objects and inventory, and that its dependents are skipped.
 func TestFailedBundlePrunesNothing(t *testing.T) {
