@@ -31,19 +31,30 @@ type syncFlags struct {
 	kube     *kubeFlags
 	bundle   string
 	remote   bool
+	opts     apply.Options
 }
 
 func addSyncFlags(cmd *cobra.Command) *syncFlags {
-	sf := &syncFlags{fleet: addFleetFlags(cmd), identity: addIdentityFlags(cmd), kube: addKubeFlags(cmd)}
+	sf := &syncFlags{fleet: addFleetFlags(cmd), identity: addIdentityFlags(cmd), kube: addKubeFlags(cmd), opts: apply.DefaultOptions()}
 	cmd.Flags().StringVar(&sf.bundle, "bundle", "", "only this bundle (the cluster's other bundles are left alone)")
 	cmd.Flags().BoolVar(&sf.remote, "allow-remote-bases", false, "let kustomizations use remote (git, HTTP) bases")
+	cmd.Flags().StringVar(&sf.opts.InventoryNamespace, "inventory-namespace", sf.opts.InventoryNamespace, "namespace of the bundles' inventories")
 	return sf
+}
+
+// start validates the output flag and prepares the sync, for apply and diff.
+func (sf *syncFlags) start(cmd *cobra.Command, args []string, out *outputFlag) (*clusterSync, error) {
+	if err := out.validate(); err != nil {
+		return nil, err
+	}
+	return sf.prepare(cmd.Context(), args)
 }
 
 // prepare plans the fleet for the cluster and renders it with the
 // cluster's discovery. A fleet that does not evaluate stops here: nothing
 // is applied and nothing is pruned.
-func (sf *syncFlags) prepare(ctx context.Context, args []string, opts apply.Options) (*clusterSync, error) {
+func (sf *syncFlags) prepare(ctx context.Context, args []string) (*clusterSync, error) {
+	opts := sf.opts
 	f, err := sf.fleet.load(args)
 	if err != nil {
 		return nil, err
@@ -99,15 +110,10 @@ change. The exit code is 1 when a bundle failed or was skipped.`,
 	}
 	out := addOutputFlag(cmd, "text", "json")
 	sf := addSyncFlags(cmd)
-	opts := apply.DefaultOptions()
-	cmd.Flags().BoolVar(&opts.DryRun, "dry-run", false, "change nothing; print what would change")
-	cmd.Flags().BoolVar(&opts.AllowMassDeletion, "allow-mass-deletion", false, "let this sync delete more than half of the managed objects")
-	cmd.Flags().StringVar(&opts.InventoryNamespace, "inventory-namespace", opts.InventoryNamespace, "namespace of the bundles' inventories")
+	cmd.Flags().BoolVar(&sf.opts.DryRun, "dry-run", false, "change nothing; print what would change")
+	cmd.Flags().BoolVar(&sf.opts.AllowMassDeletion, "allow-mass-deletion", false, "let this sync delete more than half of the managed objects")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		if err := out.validate(); err != nil {
-			return err
-		}
-		s, err := sf.prepare(cmd.Context(), args, opts)
+		s, err := sf.start(cmd, args, out)
 		if err != nil {
 			return err
 		}
@@ -116,7 +122,7 @@ change. The exit code is 1 when a bundle failed or was skipped.`,
 			return err
 		}
 		if err := out.write(cmd.OutOrStdout(), res, func(w io.Writer) error {
-			return writeSyncResult(w, s.plan.Cluster.Name, res, opts.DryRun)
+			return writeSyncResult(w, s.plan.Cluster.Name, res, sf.opts.DryRun)
 		}); err != nil {
 			return err
 		}

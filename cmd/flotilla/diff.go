@@ -27,13 +27,8 @@ bundle failed), 0 when the cluster matches the fleet.`,
 	}
 	out := addOutputFlag(cmd, "text", "json")
 	sf := addSyncFlags(cmd)
-	opts := apply.DefaultOptions()
-	cmd.Flags().StringVar(&opts.InventoryNamespace, "inventory-namespace", opts.InventoryNamespace, "namespace of the bundles' inventories")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		if err := out.validate(); err != nil {
-			return err
-		}
-		s, err := sf.prepare(cmd.Context(), args, opts)
+		s, err := sf.start(cmd, args, out)
 		if err != nil {
 			return err
 		}
