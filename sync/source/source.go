@@ -1,0 +1,211 @@
+// Package source fetches the fleet repository with go-git: it asks the
+// remote for the branch tip without fetching (so an unchanged remote costs
+// one small request), and checks a revision out shallowly into a folder of
+// its own, with HTTPS basic or token auth and SSH keys with known_hosts
+// checking, credentials read from files.
+package source
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/go-git/go-git/v5"
+	"github.com/go-git/go-git/v5/config"
+	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/transport"
+	"github.com/go-git/go-git/v5/storage/memory"
+)
+
+// Errors callers branch on.
+var (
+	// ErrRefNotFound: the remote has no such branch or tag.
+	ErrRefNotFound = errors.New("reference not found on the remote")
+	// ErrAuth: the remote refused the credentials (or asked for some).
+	ErrAuth = errors.New("the git remote refused authentication")
+)
+
+// Options say what to fetch and how.
+type Options struct {
+	// URL of the fleet repository: https://, http://, ssh://, git@host:path
+	// or file://.
+	URL string
+	// Branch to follow; default "main". Tag, when set, is followed instead.
+	Branch string
+	Tag    string
+	// CacheDir keeps the checkouts, one folder per revision; default a new
+	// temporary folder.
+	CacheDir string
+	// Auth are the credentials, if the remote needs any.
+	Auth Auth
+}
+
+// Source follows one branch or tag of a remote repository.
+type Source struct {
+	opts Options
+	auth transport.AuthMethod
+}
+
+// New validates the options and reads the credentials.
+func New(opts Options) (*Source, error) {
+	if opts.URL == "" {
+		return nil, errors.New("a repository URL is required")
+	}
+	if opts.Branch == "" && opts.Tag == "" {
+		opts.Branch = "main"
+	}
+	if opts.CacheDir == "" {
+		dir, err := os.MkdirTemp("", "flotilla-source-")
+		if err != nil {
+			return nil, err
+		}
+		opts.CacheDir = dir
+	}
+	auth, err := opts.Auth.method(opts.URL)
+	if err != nil {
+		return nil, err
+	}
+	return &Source{opts: opts, auth: auth}, nil
+}
+
+// ref is the reference the source follows.
+func (s *Source) ref() plumbing.ReferenceName {
+	if s.opts.Tag != "" {
+		return plumbing.NewTagReferenceName(s.opts.Tag)
+	}
+	return plumbing.NewBranchReferenceName(s.opts.Branch)
+}
+
+// Head asks the remote which commit the followed reference points at,
+// without fetching anything else.
+func (s *Source) Head(ctx context.Context) (string, error) {
+	remote := git.NewRemote(memory.NewStorage(), &config.RemoteConfig{Name: "origin", URLs: []string{s.opts.URL}})
+	refs, err := remote.ListContext(ctx, &git.ListOptions{Auth: s.auth, PeelingOption: git.AppendPeeled})
+	if err != nil {
+		return "", s.explain(err)
+	}
+	want := s.ref()
+	var hash plumbing.Hash
+	for _, r := range refs {
+		switch r.Name() {
+		case want:
+			if hash.IsZero() {
+				hash = r.Hash()
+			}
+		case want + "^{}": // an annotated tag, peeled to its commit
+			hash = r.Hash()
+		}
+	}
+	if hash.IsZero() {
+		return "", fmt.Errorf("%w: %s has no %s", ErrRefNotFound, redact(s.opts.URL), want.Short())
+	}
+	return hash.String(), nil
+}
+
+// Checkout is one revision of the repository on disk.
+type Checkout struct {
+	// Dir holds the files of the revision.
+	Dir      string
+	Revision string
+	// Repository is the opened repository, for signature checks.
+	Repository *git.Repository
+}
+
+// Fetch checks the followed reference out, shallowly, into a folder of the
+// cache named after the revision, and returns it; a revision already
+// there is reused. The revision must be the reference's tip (from Head):
+// it is checked after the clone, so a push in between is noticed.
+func (s *Source) Fetch(ctx context.Context, revision string) (*Checkout, error) {
+	dir := filepath.Join(s.opts.CacheDir, revision)
+	if repo, err := git.PlainOpen(dir); err == nil {
+		if head, err := repo.Head(); err == nil && head.Hash().String() == revision {
+			return &Checkout{Dir: dir, Revision: revision, Repository: repo}, nil
+		}
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return nil, err
+	}
+	tmp := dir + ".partial"
+	_ = os.RemoveAll(tmp)
+	repo, err := git.PlainCloneContext(ctx, tmp, false, &git.CloneOptions{
+		URL:           s.opts.URL,
+		Auth:          s.auth,
+		ReferenceName: s.ref(),
+		SingleBranch:  true,
+		Depth:         1,
+		Tags:          git.NoTags,
+	})
+	if err != nil {
+		_ = os.RemoveAll(tmp)
+		return nil, s.explain(err)
+	}
+	head, err := repo.Head()
+	if err != nil {
+		_ = os.RemoveAll(tmp)
+		return nil, err
+	}
+	if got := head.Hash().String(); got != revision {
+		_ = os.RemoveAll(tmp)
+		return nil, fmt.Errorf("%s moved while fetching: asked for %s, got %s; the next poll takes the new tip", s.ref().Short(), short(revision), short(got))
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		return nil, err
+	}
+	repo, err = git.PlainOpen(dir)
+	if err != nil {
+		return nil, err
+	}
+	return &Checkout{Dir: dir, Revision: revision, Repository: repo}, nil
+}
+
+// Prune removes the cached checkouts except the given revisions.
+func (s *Source) Prune(keep ...string) error {
+	entries, err := os.ReadDir(s.opts.CacheDir)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, e := range entries {
+		name := strings.TrimSuffix(e.Name(), ".partial")
+		if !slices.Contains(keep, name) || name != e.Name() {
+			errs = append(errs, os.RemoveAll(filepath.Join(s.opts.CacheDir, e.Name())))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// explain turns go-git's errors into ones a user can act on, without the
+// credentials.
+func (s *Source) explain(err error) error {
+	switch {
+	case errors.Is(err, transport.ErrAuthenticationRequired), errors.Is(err, transport.ErrAuthorizationFailed):
+		return fmt.Errorf("%w: %s: %v", ErrAuth, redact(s.opts.URL), err)
+	case errors.Is(err, plumbing.ErrReferenceNotFound), errors.Is(err, git.NoMatchingRefSpecError{}):
+		return fmt.Errorf("%w: %s has no %s", ErrRefNotFound, redact(s.opts.URL), s.ref().Short())
+	}
+	return fmt.Errorf("%s: %w", redact(s.opts.URL), err)
+}
+
+// redact removes a password from a URL for messages.
+func redact(url string) string {
+	scheme, rest, ok := strings.Cut(url, "://")
+	if !ok {
+		return url
+	}
+	if creds, host, ok := strings.Cut(rest, "@"); ok {
+		user, _, _ := strings.Cut(creds, ":")
+		return scheme + "://" + user + "@" + host
+	}
+	return url
+}
+
+func short(rev string) string {
+	if len(rev) > 7 {
+		return rev[:7]
+	}
+	return rev
+}
