@@ -7,7 +7,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,67 +14,15 @@ import (
 	"github.com/fluxcd/pkg/gittestserver"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/flotilla-gitops/flotilla/internal/gittest"
 	"github.com/flotilla-gitops/flotilla/sync/source"
 )
 
-// gitRepo is a real bare repository and a working clone that pushes to it,
-// driven by the git command line.
-type gitRepo struct {
-	t      *testing.T
-	bare   string
-	work   string
-	origin string
-}
-
-func git(t *testing.T, dir string, args ...string) string {
-	t.Helper()
-	cmd := exec.Command("git", args...)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(),
-		"GIT_AUTHOR_NAME=Test", "GIT_AUTHOR_EMAIL=test@example.com",
-		"GIT_COMMITTER_NAME=Test", "GIT_COMMITTER_EMAIL=test@example.com",
-		"GIT_CONFIG_GLOBAL=/dev/null", "GIT_CONFIG_SYSTEM=/dev/null")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("git %v: %v\n%s", args, err, out)
-	}
-	return strings.TrimSpace(string(out))
-}
-
-func newGitRepo(t *testing.T) *gitRepo {
-	t.Helper()
-	root := t.TempDir()
-	r := &gitRepo{t: t, bare: filepath.Join(root, "fleet.git"), work: filepath.Join(root, "work")}
-	git(t, root, "init", "--bare", "-b", "main", r.bare)
-	git(t, root, "init", "-b", "main", r.work)
-	git(t, r.work, "remote", "add", "origin", r.bare)
-	r.origin = "file://" + r.bare
-	return r
-}
-
-// commit writes files, commits and pushes; it returns the revision.
-func (r *gitRepo) commit(files map[string]string) string {
-	r.t.Helper()
-	for name, content := range files {
-		p := filepath.Join(r.work, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			r.t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-			r.t.Fatal(err)
-		}
-	}
-	git(r.t, r.work, "add", "-A")
-	git(r.t, r.work, "commit", "-m", "change")
-	git(r.t, r.work, "push", "origin", "main")
-	return git(r.t, r.work, "rev-parse", "HEAD")
-}
-
 // TestHeadAndFetch follows a branch of a bare repository over file://.
 func TestHeadAndFetch(t *testing.T) {
-	repo := newGitRepo(t)
-	rev1 := repo.commit(map[string]string{"fleet.cue": "package fleet\n"})
-	src, err := source.New(source.Options{URL: repo.origin, CacheDir: t.TempDir()})
+	repo := gittest.New(t)
+	rev1 := repo.Commit(map[string]string{"fleet.cue": "package fleet\n"})
+	src, err := source.New(source.Options{URL: repo.URL, CacheDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +43,7 @@ func TestHeadAndFetch(t *testing.T) {
 		t.Fatalf("refetch: %v %s", err, again.Dir)
 	}
 
-	rev2 := repo.commit(map[string]string{"fleet.cue": "package fleet\n// two\n"})
+	rev2 := repo.Commit(map[string]string{"fleet.cue": "package fleet\n// two\n"})
 	if head, _ = src.Head(context.Background()); head != rev2 {
 		t.Fatalf("head after a push %s, want %s", head, rev2)
 	}
@@ -115,7 +62,7 @@ func TestHeadAndFetch(t *testing.T) {
 	}
 
 	// Asking for a revision that is no longer the tip is refused.
-	repo.commit(map[string]string{"other.txt": "x"})
+	repo.Commit(map[string]string{"other.txt": "x"})
 	if _, err := src.Fetch(context.Background(), rev1); err == nil || !strings.Contains(err.Error(), "moved while fetching") {
 		t.Errorf("stale revision: %v", err)
 	}
@@ -123,9 +70,9 @@ func TestHeadAndFetch(t *testing.T) {
 
 // TestMissingReference names the branch the remote lacks.
 func TestMissingReference(t *testing.T) {
-	repo := newGitRepo(t)
-	repo.commit(map[string]string{"fleet.cue": "package fleet\n"})
-	src, err := source.New(source.Options{URL: repo.origin, Branch: "release"})
+	repo := gittest.New(t)
+	repo.Commit(map[string]string{"fleet.cue": "package fleet\n"})
+	src, err := source.New(source.Options{URL: repo.URL, Branch: "release"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,70 @@
+// Package gittest makes real git repositories for tests: a bare
+// repository (the remote, served over file://) and a working clone that
+// commits and pushes to it with the git command line.
+package gittest
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// Repo is a bare repository and a working clone of it.
+type Repo struct {
+	t testing.TB
+	// Bare is the bare repository's folder; URL its file:// address.
+	Bare string
+	URL  string
+	// Work is the working clone.
+	Work string
+}
+
+// Git runs the git command line in dir with a neutral configuration and
+// returns its trimmed output; failure fails the test.
+func Git(t testing.TB, dir string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command("git", args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(),
+		"GIT_AUTHOR_NAME=Test", "GIT_AUTHOR_EMAIL=test@example.com",
+		"GIT_COMMITTER_NAME=Test", "GIT_COMMITTER_EMAIL=test@example.com",
+		"GIT_CONFIG_GLOBAL=/dev/null", "GIT_CONFIG_SYSTEM=/dev/null")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("git %v: %v\n%s", args, err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// New makes an empty bare repository with branch main and a clone.
+func New(t testing.TB) *Repo {
+	t.Helper()
+	root := t.TempDir()
+	r := &Repo{t: t, Bare: filepath.Join(root, "fleet.git"), Work: filepath.Join(root, "work")}
+	Git(t, root, "init", "--bare", "-b", "main", r.Bare)
+	Git(t, root, "init", "-b", "main", r.Work)
+	Git(t, r.Work, "remote", "add", "origin", r.Bare)
+	r.URL = "file://" + r.Bare
+	return r
+}
+
+// Commit writes files (path → content) into the clone, commits them and
+// pushes to main; it returns the new revision.
+func (r *Repo) Commit(files map[string]string) string {
+	r.t.Helper()
+	for name, content := range files {
+		p := filepath.Join(r.Work, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			r.t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			r.t.Fatal(err)
+		}
+	}
+	Git(r.t, r.Work, "add", "-A")
+	Git(r.t, r.Work, "commit", "-m", "change")
+	Git(r.t, r.Work, "push", "origin", "main")
+	return Git(r.t, r.Work, "rev-parse", "HEAD")
+}

@@ -1,0 +1,197 @@
+// Package agent is the loop that runs in each cluster: it composes the
+// source (Git), the fleet model, the renderers and the apply engine. One
+// pass asks the remote for its tip, and only when the revision or the
+// cluster's identity and facts changed (or the last pass failed) does it
+// fetch, plan, render and apply: the steady state costs one ls-remote and a
+// few reads, no render and no write.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/go-logr/logr"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/flotilla-gitops/flotilla/fleet"
+	"github.com/flotilla-gitops/flotilla/internal/planrender"
+	"github.com/flotilla-gitops/flotilla/render"
+	"github.com/flotilla-gitops/flotilla/sync/apply"
+	"github.com/flotilla-gitops/flotilla/sync/source"
+)
+
+// Options configure an agent.
+type Options struct {
+	// Source follows the fleet repository.
+	Source source.Options
+	// Path is the folder of fleet.cue inside the repository.
+	Path     string
+	Identity IdentityOptions
+	// Interval between polls; each wait is jittered by up to a tenth.
+	Interval time.Duration
+	Apply    apply.Options
+	// AllowRemoteBases lets kustomizations use remote bases.
+	AllowRemoteBases bool
+	// ChartCacheDir keeps charts from chart repositories.
+	ChartCacheDir string
+}
+
+// Agent syncs one cluster from the fleet repository.
+type Agent struct {
+	opts Options
+	cfg  *rest.Config
+	kube client.Client
+	src  *source.Source
+	mgr  *apply.Manager
+	log  logr.Logger
+
+	// What the last complete pass applied; a pass with the same revision
+	// and identity does nothing.
+	appliedRevision string
+	appliedIdentity string
+}
+
+// New builds an agent for the cluster cfg names.
+func New(cfg *rest.Config, opts Options, log logr.Logger) (*Agent, error) {
+	src, err := source.New(opts.Source)
+	if err != nil {
+		return nil, err
+	}
+	mgr, err := apply.New(cfg, opts.Apply)
+	if err != nil {
+		return nil, err
+	}
+	kube, err := client.New(cfg, client.Options{Mapper: mgr.RESTMapper()})
+	if err != nil {
+		return nil, err
+	}
+	return &Agent{opts: opts, cfg: cfg, kube: kube, src: src, mgr: mgr, log: log}, nil
+}
+
+// Pass is what one pass did.
+type Pass struct {
+	// Revision is the remote's tip.
+	Revision string
+	// Changed says whether anything was planned and applied; false when
+	// neither the revision nor the identity changed.
+	Changed bool
+	Cluster fleet.Cluster
+	// Result is the sync's, when one ran.
+	Result *apply.Result
+	// Err is why the pass failed: the remote, the fleet evaluation, the
+	// apply. The last applied state stays.
+	Err error
+}
+
+// Failed reports whether the pass failed or any bundle did.
+func (p *Pass) Failed() bool {
+	return p.Err != nil || (p.Result != nil && p.Result.Failed())
+}
+
+// RunOnce runs one pass, as named steps.
+func (a *Agent) RunOnce(ctx context.Context) *Pass {
+	p := &Pass{}
+
+	// 1. Who is this cluster now (flags, identity ConfigMap, facts)?
+	c, err := a.identity(ctx)
+	if err != nil {
+		p.Err = fmt.Errorf("identity: %w", err)
+		return p
+	}
+	p.Cluster = c
+	key := identityKey(c)
+
+	// 2. What does the remote have? One ls-remote, nothing fetched.
+	if p.Revision, err = a.src.Head(ctx); err != nil {
+		p.Err = fmt.Errorf("git: %w", err)
+		return p
+	}
+	if p.Revision == a.appliedRevision && key == a.appliedIdentity {
+		return p
+	}
+	p.Changed = true
+
+	// 3. Fetch the revision and plan the fleet for this cluster. A fleet
+	// that does not evaluate applies and prunes nothing.
+	co, err := a.src.Fetch(ctx, p.Revision)
+	if err != nil {
+		p.Err = fmt.Errorf("git: %w", err)
+		return p
+	}
+	f, err := fleet.Load(co.Dir, fleet.LoadOptions{Path: a.opts.Path})
+	if err != nil {
+		p.Err = fmt.Errorf("fleet at %s does not load; nothing applied or pruned: %w", short(p.Revision), err)
+		return p
+	}
+	plan, err := f.Plan(c)
+	if err != nil {
+		p.Err = fmt.Errorf("fleet at %s does not evaluate for %s; nothing applied or pruned: %w", short(p.Revision), c.Name, err)
+		return p
+	}
+
+	// 4. Render each bundle with the cluster's own API scopes, and apply.
+	r := planrender.New(co.Dir, planrender.Options{
+		AllowRemoteBases: a.opts.AllowRemoteBases,
+		Scope:            render.MapperScope(a.mgr.RESTMapper()),
+		ChartCacheDir:    a.opts.ChartCacheDir,
+	})
+	p.Result, err = a.mgr.Sync(ctx, r.ApplyBundles(ctx, plan, p.Revision))
+	if err != nil {
+		p.Err = fmt.Errorf("apply: %w", err)
+		return p
+	}
+
+	// 5. Remember what was applied; a failed bundle is retried next pass.
+	if !p.Result.Failed() {
+		a.appliedRevision, a.appliedIdentity = p.Revision, key
+	}
+	_ = a.src.Prune(p.Revision)
+	return p
+}
+
+// Run runs passes every Interval (jittered) until ctx ends, and at once
+// when trigger receives. It logs each pass that did something or failed.
+func (a *Agent) Run(ctx context.Context, trigger <-chan struct{}) error {
+	if a.opts.Interval <= 0 {
+		return errors.New("the poll interval must be positive")
+	}
+	for {
+		p := a.RunOnce(ctx)
+		a.logPass(p)
+		wait := a.opts.Interval + time.Duration(rand.Int64N(int64(a.opts.Interval/10)+1))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-trigger:
+		case <-time.After(wait):
+		}
+	}
+}
+
+// logPass logs a pass: constant messages, key/value pairs.
+func (a *Agent) logPass(p *Pass) {
+	switch {
+	case p.Err != nil:
+		a.log.Error(p.Err, "pass failed", "revision", short(p.Revision), "cluster", p.Cluster.Name)
+	case !p.Changed:
+		a.log.V(1).Info("up to date", "revision", short(p.Revision))
+	default:
+		for _, b := range p.Result.Bundles {
+			a.log.Info("bundle synced", "bundle", b.Name, "phase", b.Phase, "created", b.Counts.Created,
+				"configured", b.Counts.Configured, "deleted", b.Counts.Deleted, "drifted", b.Counts.Drifted, "message", b.Message)
+		}
+		a.log.Info("pass done", "revision", short(p.Revision), "cluster", p.Cluster.Name,
+			"duration", p.Result.Duration.String(), "requests", p.Result.Requests, "guard", p.Result.Guard)
+	}
+}
+
+func short(rev string) string {
+	if len(rev) > 7 {
+		return rev[:7]
+	}
+	return rev
+}

@@ -1,0 +1,169 @@
+package agent_test
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/flotilla-gitops/flotilla/internal/gittest"
+	"github.com/flotilla-gitops/flotilla/internal/testenv"
+	"github.com/flotilla-gitops/flotilla/sync/agent"
+	"github.com/flotilla-gitops/flotilla/sync/apply"
+	"github.com/flotilla-gitops/flotilla/sync/source"
+)
+
+const fleetV1 = `package fleet
+
+bundles: common: resources: [{apiVersion: "v1", kind: "ConfigMap", metadata: {name: "common", namespace: "default"}, data: "cluster": cluster.name}]
+bundles: "prod-only": {
+	target: clusterSelector: matchLabels: env: "prod"
+	resources: [{apiVersion: "v1", kind: "ConfigMap", metadata: {name: "prod-only", namespace: "default"}, data: v: "1"}]
+}
+`
+
+// writes counts the API requests that change something.
+type writes struct{ n atomic.Int64 }
+
+func (w *writes) wrap(cfg *rest.Config) *rest.Config {
+	cfg = rest.CopyConfig(cfg)
+	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper {
+		return roundTrip(func(r *http.Request) (*http.Response, error) {
+			if r.Method != http.MethodGet {
+				w.n.Add(1)
+			}
+			return rt.RoundTrip(r)
+		})
+	})
+	return cfg
+}
+
+type roundTrip func(*http.Request) (*http.Response, error)
+
+func (f roundTrip) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+func newAgent(t *testing.T, cfg *rest.Config, repo *gittest.Repo, name string, labels map[string]string) *agent.Agent {
+	t.Helper()
+	ctrllog.SetLogger(logr.Discard())
+	opts := agent.Options{
+		Source:   source.Options{URL: repo.URL, CacheDir: t.TempDir()},
+		Identity: agent.IdentityOptions{Name: name, Labels: labels, ConfigMapNamespace: "flotilla-system", ConfigMapName: "flotilla-identity"},
+		Interval: time.Minute,
+		Apply:    apply.DefaultOptions(),
+	}
+	a, err := agent.New(cfg, opts, logr.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func configMapData(t *testing.T, c client.Client, name string) (map[string]string, bool) {
+	t.Helper()
+	var cm corev1.ConfigMap
+	err := c.Get(context.Background(), client.ObjectKey{Namespace: "default", Name: name}, &cm)
+	if apierrors.IsNotFound(err) {
+		return nil, false
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cm.Data, true
+}
+
+// TestAgentPasses runs agents for two clusters from one repository: each
+// gets its bundles; an unchanged remote makes no write; a commit is
+// applied; an identity ConfigMap change re-plans without a commit.
+func TestAgentPasses(t *testing.T) {
+	clusters := testenv.StartFleetT(t, testenv.Options{Name: "agent-prod"}, testenv.Options{Name: "agent-dev"})
+	repo := gittest.New(t)
+	repo.Commit(map[string]string{"fleet.cue": fleetV1})
+	var prodWrites writes
+	prod := newAgent(t, prodWrites.wrap(clusters[0].Config), repo, "prod-1", map[string]string{"env": "prod"})
+	dev := newAgent(t, clusters[1].Config, repo, "dev-1", map[string]string{"env": "dev"})
+	prodKube, _ := client.New(clusters[0].Config, client.Options{})
+	devKube, _ := client.New(clusters[1].Config, client.Options{})
+
+	for _, a := range []*agent.Agent{prod, dev} {
+		if p := a.RunOnce(context.Background()); p.Failed() || !p.Changed {
+			t.Fatalf("first pass: changed %v, err %v, result %+v", p.Changed, p.Err, p.Result)
+		}
+	}
+	if data, ok := configMapData(t, prodKube, "common"); !ok || data["cluster"] != "prod-1" {
+		t.Errorf("prod common: %v %v", data, ok)
+	}
+	if _, ok := configMapData(t, prodKube, "prod-only"); !ok {
+		t.Error("prod lacks prod-only")
+	}
+	if _, ok := configMapData(t, devKube, "prod-only"); ok {
+		t.Error("dev got prod-only")
+	}
+
+	// Nothing changed: no fetch, no render, no write.
+	before := prodWrites.n.Load()
+	p := prod.RunOnce(context.Background())
+	if p.Failed() || p.Changed || p.Result != nil {
+		t.Fatalf("idle pass: changed %v, err %v", p.Changed, p.Err)
+	}
+	if n := prodWrites.n.Load() - before; n != 0 {
+		t.Errorf("idle pass made %d writes", n)
+	}
+
+	// A commit is applied.
+	rev := repo.Commit(map[string]string{"fleet.cue": strings.Replace(fleetV1, `v: "1"`, `v: "2"`, 1)})
+	if p = prod.RunOnce(context.Background()); p.Failed() || !p.Changed || p.Revision != rev {
+		t.Fatalf("pass after commit: %+v", p)
+	}
+	if data, _ := configMapData(t, prodKube, "prod-only"); data["v"] != "2" {
+		t.Errorf("prod-only after commit: %v", data)
+	}
+
+	// The identity ConfigMap changes the cluster's labels: re-planned
+	// without a commit, prod-only leaves.
+	for _, obj := range []client.Object{
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "flotilla-system"}},
+		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "flotilla-system", Name: "flotilla-identity"}, Data: map[string]string{"label.env": "staging"}},
+	} {
+		if err := prodKube.Create(context.Background(), obj); err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatal(err)
+		}
+	}
+	if p = prod.RunOnce(context.Background()); p.Failed() || !p.Changed || p.Cluster.Labels["env"] != "staging" {
+		t.Fatalf("pass after identity change: changed %v err %v labels %v", p.Changed, p.Err, p.Cluster.Labels)
+	}
+	if _, ok := configMapData(t, prodKube, "prod-only"); ok {
+		t.Error("prod-only still on a cluster that is no longer prod")
+	}
+}
+
+// TestAgentBrokenCommitKeepsState checks that a commit that does not
+// evaluate fails the pass and leaves the cluster as it was, and that the
+// remote being gone fails the pass without touching the cluster.
+func TestAgentBrokenCommitKeepsState(t *testing.T) {
+	c := testenv.StartT(t, testenv.Options{Name: "agent-broken"})
+	repo := gittest.New(t)
+	repo.Commit(map[string]string{"fleet.cue": fleetV1})
+	a := newAgent(t, c.Config, repo, "prod-1", map[string]string{"env": "prod"})
+	kube, _ := client.New(c.Config, client.Options{})
+	if p := a.RunOnce(context.Background()); p.Failed() {
+		t.Fatal(p.Err)
+	}
+	repo.Commit(map[string]string{"fleet.cue": "package fleet\n\nbundles: {\n"})
+	p := a.RunOnce(context.Background())
+	if p.Err == nil || !strings.Contains(p.Err.Error(), "nothing applied or pruned") || !strings.Contains(p.Err.Error(), "fleet.cue:") {
+		t.Errorf("broken commit: %v", p.Err)
+	}
+	if _, ok := configMapData(t, kube, "prod-only"); !ok {
+		t.Error("a broken commit removed objects")
+	}
+}
