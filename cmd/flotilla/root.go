@@ -45,6 +45,7 @@ for every cluster before it merges.`,
 		newRenderCmd(),
 		newDiffCmd(),
 		newApplyCmd(),
+		newAgentCmd(),
 		newVersionCmd(),
 	)
 	return root

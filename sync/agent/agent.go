@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -53,6 +54,9 @@ type Agent struct {
 	// and identity does nothing.
 	appliedRevision string
 	appliedIdentity string
+
+	ready   atomic.Bool   // a pass has succeeded
+	trigger chan struct{} // a pass is asked for now (webhook)
 }
 
 // New builds an agent for the cluster cfg names.
@@ -69,7 +73,7 @@ func New(cfg *rest.Config, opts Options, log logr.Logger) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Agent{opts: opts, cfg: cfg, kube: kube, src: src, mgr: mgr, log: log}, nil
+	return &Agent{opts: opts, cfg: cfg, kube: kube, src: src, mgr: mgr, log: log, trigger: make(chan struct{}, 1)}, nil
 }
 
 // Pass is what one pass did.
@@ -148,32 +152,36 @@ func (a *Agent) RunOnce(ctx context.Context) *Pass {
 	// 5. Remember what was applied; a failed bundle is retried next pass.
 	if !p.Result.Failed() {
 		a.appliedRevision, a.appliedIdentity = p.Revision, key
+		a.ready.Store(true)
 	}
 	_ = a.src.Prune(p.Revision)
 	return p
 }
 
-// Run runs passes every Interval (jittered) until ctx ends, and at once
-// when trigger receives. It logs each pass that did something or failed.
-func (a *Agent) Run(ctx context.Context, trigger <-chan struct{}) error {
+// Run runs passes every Interval (jittered) until ctx ends, and at once on
+// Trigger. It logs each pass that did something or failed. Ending ctx
+// (SIGTERM) cancels the pass under way: an apply stops between objects, a
+// readiness wait at once, and what was applied is recorded.
+func (a *Agent) Run(ctx context.Context) error {
 	if a.opts.Interval <= 0 {
 		return errors.New("the poll interval must be positive")
 	}
 	for {
 		p := a.RunOnce(ctx)
-		a.logPass(p)
+		a.Log(p)
 		wait := a.opts.Interval + time.Duration(rand.Int64N(int64(a.opts.Interval/10)+1))
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-trigger:
+		case <-a.trigger:
 		case <-time.After(wait):
 		}
 	}
 }
 
-// logPass logs a pass: constant messages, key/value pairs.
-func (a *Agent) logPass(p *Pass) {
+// Log logs a pass: constant messages, key/value pairs, never a secret.
+// Idle passes log at V(1).
+func (a *Agent) Log(p *Pass) {
 	switch {
 	case p.Err != nil:
 		a.log.Error(p.Err, "pass failed", "revision", short(p.Revision), "cluster", p.Cluster.Name)

@@ -1,0 +1,162 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"go.uber.org/zap/zapcore"
+	ctrlzap "sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/flotilla-gitops/flotilla/sync/agent"
+	"github.com/flotilla-gitops/flotilla/sync/apply"
+)
+
+// agentFlags are the flags of `flotilla agent`.
+type agentFlags struct {
+	opts          agent.Options
+	labels        []string
+	once          bool
+	listen        string
+	webhookSecret string
+	logFormat     string
+	verbose       bool
+	kube          *kubeFlags
+}
+
+func newAgentCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "agent --repo URL --name NAME [--region R] [--label k=v]...",
+		Short: "Run the pull loop in a cluster: Git → plan → render → apply",
+		Long: `Run Flotilla's agent for one cluster. Every --interval (jittered), and at
+once when a Git host's webhook POSTs to /trigger, it asks the repository for
+the branch tip; when the revision, the cluster's identity or its discovered
+facts changed (or the last pass failed), it fetches that revision, evaluates
+the fleet for this cluster, renders its bundles and applies them. An idle
+pass costs one ls-remote and a few reads: no fetch, no render, no write.
+
+Identity: --name, --region and --label, overridden by the ConfigMap
+flotilla-system/flotilla-identity when it exists (keys name, region,
+label.<key>), so relabelling a cluster needs no restart. Facts (Kubernetes
+version, API groups and versions, node regions and zones) are discovered
+every pass.
+
+Credentials come from files (mounted Secrets): --password-file for HTTPS,
+--ssh-key with --known-hosts for SSH. A remote that is down or refuses the
+credentials leaves the cluster as it is; the next pass retries.
+
+SIGTERM or Ctrl-C ends the pass under way cleanly (what was applied is
+recorded) and exits. --once runs a single pass and exits 1 if it failed.`,
+		Example: `  flotilla agent --repo https://git.example.com/platform/fleet.git --name prod-eu-1 \
+    --region eu-west-1 --label env=prod --label class=regulated \
+    --username flotilla --password-file /etc/flotilla/git/token --interval 1m
+
+  flotilla agent --repo ssh://git@git.example.com/platform/fleet.git --ssh-key /etc/flotilla/git/id \
+    --known-hosts /etc/flotilla/git/known_hosts --name lab-1 --path examples/independent --once`,
+		Args: cobra.NoArgs,
+	}
+	af := &agentFlags{opts: agent.Options{Apply: apply.DefaultOptions()}, kube: addKubeFlags(cmd)}
+	fs := cmd.Flags()
+	src := &af.opts.Source
+	fs.StringVar(&src.URL, "repo", "", "URL of the fleet repository (https://, ssh://, file://)")
+	fs.StringVar(&src.Branch, "branch", "main", "branch to follow")
+	fs.StringVar(&src.Tag, "tag", "", "tag to follow instead of a branch")
+	fs.StringVar(&src.CacheDir, "cache-dir", "", "folder for checkouts (default: a temporary folder)")
+	fs.StringVar(&src.Auth.Username, "username", "", "HTTPS user name")
+	fs.StringVar(&src.Auth.PasswordFile, "password-file", "", "file holding the HTTPS password or token")
+	fs.StringVar(&src.Auth.SSHKeyFile, "ssh-key", "", "file holding the SSH private key")
+	fs.StringVar(&src.Auth.SSHKeyPassphraseFile, "ssh-key-passphrase-file", "", "file holding the SSH key's passphrase")
+	fs.StringVar(&src.Auth.KnownHostsFile, "known-hosts", "", "known_hosts file the SSH server's key must be in")
+	fs.BoolVar(&src.Auth.InsecureIgnoreHostKey, "insecure-ignore-host-key", false, "accept any SSH host key (tests only)")
+	fs.StringVar(&af.opts.Path, "path", ".", "folder of fleet.cue inside the repository")
+	id := &af.opts.Identity
+	fs.StringVar(&id.Name, "name", os.Getenv("FLOTILLA_CLUSTER_NAME"), "this cluster's name (env FLOTILLA_CLUSTER_NAME)")
+	fs.StringVar(&id.Region, "region", os.Getenv("FLOTILLA_CLUSTER_REGION"), "this cluster's region (env FLOTILLA_CLUSTER_REGION)")
+	fs.StringArrayVar(&af.labels, "label", nil, "a label of this cluster as key=value, repeatable")
+	fs.StringVar(&id.ConfigMapNamespace, "identity-namespace", "flotilla-system", "namespace of the identity ConfigMap")
+	fs.StringVar(&id.ConfigMapName, "identity-configmap", "flotilla-identity", "name of the identity ConfigMap (empty: none)")
+	fs.DurationVar(&af.opts.Interval, "interval", time.Minute, "time between polls of the repository")
+	fs.BoolVar(&af.once, "once", false, "run one pass and exit (1 if it failed)")
+	fs.BoolVar(&af.opts.AllowRemoteBases, "allow-remote-bases", false, "let kustomizations use remote (git, HTTP) bases")
+	fs.StringVar(&af.opts.ChartCacheDir, "chart-cache-dir", "", "folder for charts from chart repositories (default: the user cache)")
+	fs.StringVar(&af.opts.Apply.InventoryNamespace, "inventory-namespace", af.opts.Apply.InventoryNamespace, "namespace of the bundles' inventories")
+	fs.BoolVar(&af.opts.Apply.AllowMassDeletion, "allow-mass-deletion", false, "let a pass delete more than half of the managed objects")
+	fs.StringVar(&af.listen, "listen", ":8080", "address of /healthz, /readyz and /trigger (empty: none)")
+	fs.StringVar(&af.webhookSecret, "webhook-secret-file", "", "file holding the shared secret of /trigger (no file: /trigger refuses all)")
+	fs.StringVar(&af.logFormat, "log-format", "json", "log format: json|console")
+	fs.BoolVarP(&af.verbose, "verbose", "v", false, "also log idle passes")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error { return af.run(cmd.Context(), cmd.ErrOrStderr()) }
+	return cmd
+}
+
+func (af *agentFlags) run(ctx context.Context, stderr io.Writer) error {
+	if af.opts.Source.URL == "" || af.opts.Identity.Name == "" {
+		return errors.New("--repo and --name are required")
+	}
+	if af.logFormat != "json" && af.logFormat != "console" {
+		return fmt.Errorf("unknown --log-format %q: use json or console", af.logFormat)
+	}
+	af.opts.Identity.Labels = map[string]string{}
+	for _, l := range af.labels {
+		k, v, ok := strings.Cut(l, "=")
+		if !ok || k == "" {
+			return fmt.Errorf("--label %q: want key=value", l)
+		}
+		af.opts.Identity.Labels[k] = v
+	}
+	level := 0
+	if af.verbose {
+		level = 1
+	}
+	log := ctrlzap.New(ctrlzap.WriteTo(stderr), ctrlzap.UseDevMode(af.logFormat == "console"), ctrlzap.Level(zapLevel(level))).WithName("agent")
+
+	cfg, err := af.kube.restConfig()
+	if err != nil {
+		return fmt.Errorf("loading kubeconfig: %w", err)
+	}
+	a, err := agent.New(cfg, af.opts, log)
+	if err != nil {
+		return err
+	}
+	if af.once {
+		p := a.RunOnce(ctx)
+		a.Log(p)
+		if p.Failed() {
+			return &reportedError{errors.New("pass failed")}
+		}
+		return nil
+	}
+	if af.listen != "" {
+		var secret []byte
+		if af.webhookSecret != "" {
+			if secret, err = os.ReadFile(af.webhookSecret); err != nil {
+				return fmt.Errorf("--webhook-secret-file: %w", err)
+			}
+			secret = []byte(strings.TrimSpace(string(secret)))
+		}
+		srv := &http.Server{Addr: af.listen, Handler: a.Handler(secret), ReadHeaderTimeout: 10 * time.Second}
+		ln, err := net.Listen("tcp", af.listen)
+		if err != nil {
+			return err
+		}
+		go func() { _ = srv.Serve(ln) }()
+		defer func() {
+			shutdown, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			_ = srv.Shutdown(shutdown)
+		}()
+		log.Info("serving", "address", ln.Addr().String())
+	}
+	log.Info("starting", "repo", af.opts.Source.URL, "cluster", af.opts.Identity.Name, "interval", af.opts.Interval.String())
+	return a.Run(ctx)
+}
+
+// zapLevel maps -v to zap's levels (debug is -1).
+func zapLevel(verbosity int) zapcore.Level { return zapcore.Level(-verbosity) }

@@ -1,0 +1,104 @@
+package agent_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/util/wait"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/flotilla-gitops/flotilla/internal/gittest"
+	"github.com/flotilla-gitops/flotilla/internal/testenv"
+)
+
+// TestRunTriggerAndShutdown runs the loop with a one-hour interval: a
+// webhook makes it pass at once, /readyz follows the first successful
+// pass, forged webhooks are refused, and ending the context stops it.
+func TestRunTriggerAndShutdown(t *testing.T) {
+	c := testenv.StartT(t, testenv.Options{Name: "agent-loop"})
+	repo := gittest.New(t)
+	repo.Commit(map[string]string{"fleet.cue": fleetV1})
+	a := newAgent(t, c.Config, repo, "prod-1", map[string]string{"env": "prod"})
+	kube, _ := client.New(c.Config, client.Options{})
+	srv := httptest.NewServer(a.Handler([]byte("hook-secret")))
+	defer srv.Close()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- a.Run(ctx) }()
+
+	// The first pass runs at start; /readyz turns 200 once it succeeded.
+	waitFor(t, func() bool { return status(t, srv.URL+"/readyz", nil, nil) == http.StatusOK })
+	if _, ok := configMapData(t, kube, "common"); !ok {
+		t.Fatal("first pass applied nothing")
+	}
+
+	repo.Commit(map[string]string{"fleet.cue": fleetV1 + "\nbundles: extra: resources: [{apiVersion: \"v1\", kind: \"ConfigMap\", metadata: {name: \"extra\", namespace: \"default\"}}]\n"})
+	body := []byte(`{"ref":"refs/heads/main"}`)
+	mac := hmac.New(sha256.New, []byte("hook-secret"))
+	mac.Write(body)
+	for name, h := range map[string]http.Header{
+		"forged HMAC":  {"X-Hub-Signature-256": {"sha256=" + hex.EncodeToString(make([]byte, 32))}},
+		"wrong token":  {"X-Gitlab-Token": {"nope"}},
+		"no signature": {},
+	} {
+		if got := status(t, srv.URL+"/trigger", h, body); got != http.StatusUnauthorized {
+			t.Errorf("%s: status %d", name, got)
+		}
+	}
+	good := http.Header{"X-Hub-Signature-256": {"sha256=" + hex.EncodeToString(mac.Sum(nil))}}
+	if got := status(t, srv.URL+"/trigger", good, body); got != http.StatusAccepted {
+		t.Fatalf("signed trigger: status %d", got)
+	}
+	// The interval is an hour: only the trigger can have applied this.
+	waitFor(t, func() bool { _, ok := configMapData(t, kube, "extra"); return ok })
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("Run did not return after its context ended")
+	}
+}
+
+func status(t *testing.T, url string, h http.Header, body []byte) int {
+	t.Helper()
+	method := http.MethodGet
+	if body != nil {
+		method = http.MethodPost
+	}
+	req, err := http.NewRequest(method, url, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range h {
+		req.Header[k] = v
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// waitFor polls cond (a real wait on the cluster, not a sleep) for up to a
+// minute.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, time.Minute, true,
+		func(context.Context) (bool, error) { return cond(), nil })
+	if err != nil {
+		t.Fatal("condition not met within a minute")
+	}
+}
