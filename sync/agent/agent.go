@@ -57,6 +57,7 @@ type Agent struct {
 
 	ready   atomic.Bool   // a pass has succeeded
 	trigger chan struct{} // a pass is asked for now (webhook)
+	metrics *metrics
 }
 
 // New builds an agent for the cluster cfg names.
@@ -73,7 +74,7 @@ func New(cfg *rest.Config, opts Options, log logr.Logger) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Agent{opts: opts, cfg: cfg, kube: kube, src: src, mgr: mgr, log: log, trigger: make(chan struct{}, 1)}, nil
+	return &Agent{opts: opts, cfg: cfg, kube: kube, src: src, mgr: mgr, log: log, trigger: make(chan struct{}, 1), metrics: newMetrics()}, nil
 }
 
 // Pass is what one pass did.
@@ -89,6 +90,8 @@ type Pass struct {
 	// Err is why the pass failed: the remote, the fleet evaluation, the
 	// apply. The last applied state stays.
 	Err error
+
+	gitErr bool // Err came from the remote
 }
 
 // Failed reports whether the pass failed or any bundle did.
@@ -96,8 +99,15 @@ func (p *Pass) Failed() bool {
 	return p.Err != nil || (p.Result != nil && p.Result.Failed())
 }
 
-// RunOnce runs one pass, as named steps.
+// RunOnce runs one pass and records it in the metrics.
 func (a *Agent) RunOnce(ctx context.Context) *Pass {
+	p := a.pass(ctx)
+	a.metrics.observe(p)
+	return p
+}
+
+// pass is one pass, as named steps.
+func (a *Agent) pass(ctx context.Context) *Pass {
 	p := &Pass{}
 
 	// 1. Who is this cluster now (flags, identity ConfigMap, facts)?
@@ -111,7 +121,7 @@ func (a *Agent) RunOnce(ctx context.Context) *Pass {
 
 	// 2. What does the remote have? One ls-remote, nothing fetched.
 	if p.Revision, err = a.src.Head(ctx); err != nil {
-		p.Err = fmt.Errorf("git: %w", err)
+		p.Err, p.gitErr = fmt.Errorf("git: %w", err), true
 		return p
 	}
 	if p.Revision == a.appliedRevision && key == a.appliedIdentity {
@@ -123,7 +133,7 @@ func (a *Agent) RunOnce(ctx context.Context) *Pass {
 	// that does not evaluate applies and prunes nothing.
 	co, err := a.src.Fetch(ctx, p.Revision)
 	if err != nil {
-		p.Err = fmt.Errorf("git: %w", err)
+		p.Err, p.gitErr = fmt.Errorf("git: %w", err), true
 		return p
 	}
 	f, err := fleet.Load(co.Dir, fleet.LoadOptions{Path: a.opts.Path})

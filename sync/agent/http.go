@@ -8,6 +8,8 @@ import (
 	"io"
 	"net/http"
 	"strings"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // maxWebhookBody bounds what a /trigger request may send.
@@ -16,6 +18,7 @@ const maxWebhookBody = 1 << 20
 // Handler serves the agent's endpoints:
 //
 //	/healthz  200 while the process runs
+//	/metrics  Prometheus metrics
 //	/readyz   200 once a pass has succeeded (the cluster matches a revision)
 //	/trigger  POST: sync now (a Git host's push webhook), authenticated
 //	          with the shared secret as GitHub/Gitea (X-Hub-Signature-256
@@ -27,6 +30,7 @@ func (a *Agent) Handler(secret []byte) http.Handler {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = io.WriteString(w, "ok\n")
 	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(a.metrics.registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if !a.ready.Load() {
 			http.Error(w, "no successful pass yet", http.StatusServiceUnavailable)

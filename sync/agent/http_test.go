@@ -6,8 +6,10 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -59,6 +61,20 @@ func TestRunTriggerAndShutdown(t *testing.T) {
 	}
 	// The interval is an hour: only the trigger can have applied this.
 	waitFor(t, func() bool { _, ok := configMapData(t, kube, "extra"); return ok })
+
+	// The metrics tell the passes apart, labelled by bundle.
+	resp, err := http.Get(srv.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`flotilla_passes_total{outcome="applied"} 2`, `flotilla_objects_applied_total{action="created",bundle="extra"} 1`,
+		`flotilla_bundles{phase="Ready"} 3`, "flotilla_applied_revision_info{revision=", "flotilla_sync_duration_seconds_count 2"} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
 
 	cancel()
 	select {

@@ -1,0 +1,101 @@
+package agent
+
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/flotilla-gitops/flotilla/sync/apply"
+	"github.com/flotilla-gitops/flotilla/sync/source"
+)
+
+// metrics are the agent's Prometheus metrics, on a registry of its own (no
+// global state). Labels are bundles and phases, never objects: cardinality
+// stays the size of the fleet.
+type metrics struct {
+	registry     *prometheus.Registry
+	passDuration prometheus.Histogram
+	revision     *prometheus.GaugeVec
+	bundles      *prometheus.GaugeVec
+	objects      *prometheus.CounterVec
+	drift        *prometheus.CounterVec
+	gitErrors    *prometheus.CounterVec
+	passes       *prometheus.CounterVec
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		registry: prometheus.NewRegistry(),
+		passDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "flotilla_sync_duration_seconds", Help: "Duration of passes that planned and applied.",
+			Buckets: prometheus.ExponentialBuckets(0.05, 2, 14),
+		}),
+		revision: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "flotilla_applied_revision_info", Help: "The revision last applied in full (value 1).",
+		}, []string{"revision"}),
+		bundles: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "flotilla_bundles", Help: "Bundles by phase after the last pass that applied.",
+		}, []string{"phase"}),
+		objects: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flotilla_objects_applied_total", Help: "Objects created, configured or deleted, by bundle.",
+		}, []string{"bundle", "action"}),
+		drift: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flotilla_drift_corrections_total", Help: "Objects changed outside Git and put back (or reported), by bundle.",
+		}, []string{"bundle"}),
+		gitErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flotilla_git_errors_total", Help: "Failed asks and fetches of the fleet repository, by reason.",
+		}, []string{"reason"}),
+		passes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flotilla_passes_total", Help: "Passes, by outcome: idle, applied, failed.",
+		}, []string{"outcome"}),
+	}
+	m.registry.MustRegister(m.passDuration, m.revision, m.bundles, m.objects, m.drift, m.gitErrors, m.passes,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// observe records a pass.
+func (m *metrics) observe(p *Pass) {
+	switch {
+	case p.Err != nil:
+		m.passes.WithLabelValues("failed").Inc()
+		if p.gitErr {
+			reason := "other"
+			switch {
+			case errors.Is(p.Err, source.ErrAuth):
+				reason = "auth"
+			case errors.Is(p.Err, source.ErrRefNotFound):
+				reason = "ref"
+			}
+			m.gitErrors.WithLabelValues(reason).Inc()
+		}
+		return
+	case !p.Changed:
+		m.passes.WithLabelValues("idle").Inc()
+		return
+	}
+	m.passes.WithLabelValues("applied").Inc()
+	m.passDuration.Observe(p.Result.Duration.Seconds())
+	phases := map[apply.Phase]float64{}
+	for _, b := range p.Result.Bundles {
+		phases[b.Phase]++
+		c := b.Counts
+		for action, n := range map[string]int{"created": c.Created, "configured": c.Configured, "deleted": c.Deleted} {
+			if n > 0 {
+				m.objects.WithLabelValues(b.Name, action).Add(float64(n))
+			}
+		}
+		if c.Drifted > 0 {
+			m.drift.WithLabelValues(b.Name).Add(float64(c.Drifted))
+		}
+	}
+	m.bundles.Reset()
+	for _, ph := range []apply.Phase{apply.PhaseReady, apply.PhaseProgressing, apply.PhaseFailed, apply.PhaseSkipped, apply.PhaseDrifted, apply.PhasePruned} {
+		m.bundles.WithLabelValues(string(ph)).Set(phases[ph])
+	}
+	if !p.Result.Failed() {
+		m.revision.Reset()
+		m.revision.WithLabelValues(p.Revision).Set(1)
+	}
+}
