@@ -224,8 +224,15 @@ func (s *inventories) deleteShards(ctx context.Context, bundle string, from int)
 	return nil
 }
 
-// ensureNamespace creates the inventory namespace when missing.
+// ensureNamespace creates the inventory namespace when missing (an agent
+// with least-privilege RBAC may read namespaces but not write them: the
+// namespace is then installed with it).
 func (s *inventories) ensureNamespace(ctx context.Context, fieldManager string) error {
+	if err := s.client.Get(ctx, client.ObjectKey{Name: s.namespace}, &corev1.Namespace{}); err == nil {
+		return nil
+	} else if !apierrors.IsNotFound(err) {
+		return fmt.Errorf("reading inventory namespace %s: %w", s.namespace, err)
+	}
 	ns := &corev1.Namespace{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"},
 		ObjectMeta: metav1.ObjectMeta{Name: s.namespace, Labels: map[string]string{"app.kubernetes.io/managed-by": "flotilla"}},
