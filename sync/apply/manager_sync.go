@@ -37,6 +37,10 @@ type Bundle struct {
 	Err error
 }
 
+// DefaultTimeout bounds a bundle's readiness wait when it gives none (the
+// fleet schema's default).
+const DefaultTimeout = 5 * time.Minute
+
 // Sync makes the cluster match bundles, the cluster's whole plan:
 //
 //  1. read every inventory;
@@ -147,6 +151,9 @@ func (m *Manager) syncBundle(ctx context.Context, b Bundle, inv *Inventory, stal
 		res.Requests = requests.Load()
 	}()
 
+	if b.Timeout <= 0 {
+		b.Timeout = DefaultTimeout
+	}
 	if b.Err != nil {
 		res.Phase, res.Message = PhaseFailed, "not applied, last applied state kept: "+b.Err.Error()
 		res.Errors = []string{b.Err.Error()}
