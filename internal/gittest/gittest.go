@@ -4,11 +4,18 @@
 package gittest
 
 import (
+	"bytes"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/ProtonMail/go-crypto/openpgp"
+	"github.com/ProtonMail/go-crypto/openpgp/armor"
+	"github.com/go-git/go-git/v5"
+	"github.com/go-git/go-git/v5/plumbing/object"
 )
 
 // Repo is a bare repository and a working clone of it.
@@ -67,4 +74,59 @@ func (r *Repo) Commit(files map[string]string) string {
 	Git(r.t, r.Work, "commit", "-m", "change")
 	Git(r.t, r.Work, "push", "origin", "main")
 	return Git(r.t, r.Work, "rev-parse", "HEAD")
+}
+
+// NewKey makes an OpenPGP key and writes its armored public key to a file,
+// as `gpg --armor --export` would.
+func NewKey(t testing.TB, name string) (*openpgp.Entity, string) {
+	t.Helper()
+	e, err := openpgp.NewEntity(name, "", name+"@example.com", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	w, err := armor.Encode(&buf, openpgp.PublicKeyType, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Serialize(w); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), name+".asc")
+	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return e, path
+}
+
+// SignedCommit writes files into the clone and commits them with go-git,
+// signed by key, then pushes; it returns the revision.
+func (r *Repo) SignedCommit(key *openpgp.Entity, files map[string]string) string {
+	r.t.Helper()
+	repo, err := git.PlainOpen(r.Work)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	wt, err := repo.Worktree()
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(r.Work, name), []byte(content), 0o644); err != nil {
+			r.t.Fatal(err)
+		}
+		if _, err := wt.Add(name); err != nil {
+			r.t.Fatal(err)
+		}
+	}
+	who := &object.Signature{Name: "Release Bot", Email: "release@example.com", When: time.Now()}
+	hash, err := wt.Commit("signed change", &git.CommitOptions{Author: who, Committer: who, SignKey: key})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	Git(r.t, r.Work, "push", "origin", "main")
+	return hash.String()
 }

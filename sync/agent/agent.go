@@ -39,16 +39,20 @@ type Options struct {
 	AllowRemoteBases bool
 	// ChartCacheDir keeps charts from chart repositories.
 	ChartCacheDir string
+	// TrustedKeys are files of armored OpenPGP public keys; when given, a
+	// revision is applied only if its commit is signed by one of them.
+	TrustedKeys []string
 }
 
 // Agent syncs one cluster from the fleet repository.
 type Agent struct {
-	opts Options
-	cfg  *rest.Config
-	kube client.Client
-	src  *source.Source
-	mgr  *apply.Manager
-	log  logr.Logger
+	opts   Options
+	cfg    *rest.Config
+	kube   client.Client
+	src    *source.Source
+	verify *source.Verifier // nil: signatures are not required
+	mgr    *apply.Manager
+	log    logr.Logger
 
 	// What the last complete pass applied; a pass with the same revision
 	// and identity does nothing.
@@ -74,7 +78,14 @@ func New(cfg *rest.Config, opts Options, log logr.Logger) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Agent{opts: opts, cfg: cfg, kube: kube, src: src, mgr: mgr, log: log, trigger: make(chan struct{}, 1), metrics: newMetrics()}, nil
+	var verify *source.Verifier
+	if len(opts.TrustedKeys) > 0 {
+		if verify, err = source.NewVerifier(opts.TrustedKeys...); err != nil {
+			return nil, err
+		}
+	}
+	return &Agent{opts: opts, cfg: cfg, kube: kube, src: src, verify: verify, mgr: mgr, log: log,
+		trigger: make(chan struct{}, 1), metrics: newMetrics()}, nil
 }
 
 // Pass is what one pass did.
@@ -135,6 +146,12 @@ func (a *Agent) pass(ctx context.Context) *Pass {
 	if err != nil {
 		p.Err, p.gitErr = fmt.Errorf("git: %w", err), true
 		return p
+	}
+	if a.verify != nil {
+		if _, err := a.verify.Verify(co); err != nil {
+			p.Err = fmt.Errorf("revision %s not applied: %w", short(p.Revision), err)
+			return p
+		}
 	}
 	f, err := fleet.Load(co.Dir, fleet.LoadOptions{Path: a.opts.Path})
 	if err != nil {

@@ -2,6 +2,7 @@ package agent_test
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -165,5 +166,38 @@ func TestAgentBrokenCommitKeepsState(t *testing.T) {
 	}
 	if _, ok := configMapData(t, kube, "prod-only"); !ok {
 		t.Error("a broken commit removed objects")
+	}
+}
+
+// TestAgentRequiresSignatures checks that with trusted keys, a signed
+// commit is applied and an unsigned one is not (the cluster keeps the
+// signed state).
+func TestAgentRequiresSignatures(t *testing.T) {
+	c := testenv.StartT(t, testenv.Options{Name: "agent-signed"})
+	key, keyFile := gittest.NewKey(t, "release")
+	repo := gittest.New(t)
+	repo.SignedCommit(key, map[string]string{"fleet.cue": fleetV1})
+	ctrllog.SetLogger(logr.Discard())
+	a, err := agent.New(c.Config, agent.Options{
+		Source:      source.Options{URL: repo.URL, CacheDir: t.TempDir()},
+		Identity:    agent.IdentityOptions{Name: "prod-1", Labels: map[string]string{"env": "prod"}},
+		Interval:    time.Minute,
+		Apply:       apply.DefaultOptions(),
+		TrustedKeys: []string{keyFile},
+	}, logr.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	kube, _ := client.New(c.Config, client.Options{})
+	if p := a.RunOnce(context.Background()); p.Failed() {
+		t.Fatalf("signed commit: %v", p.Err)
+	}
+	repo.Commit(map[string]string{"fleet.cue": strings.Replace(fleetV1, `v: "1"`, `v: "evil"`, 1)})
+	p := a.RunOnce(context.Background())
+	if !errors.Is(p.Err, source.ErrUnsigned) {
+		t.Errorf("unsigned commit: %v", p.Err)
+	}
+	if data, _ := configMapData(t, kube, "prod-only"); data["v"] != "1" {
+		t.Errorf("an unsigned commit changed the cluster: %v", data)
 	}
 }
