@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -62,6 +63,9 @@ type Agent struct {
 	ready   atomic.Bool   // a pass has succeeded
 	trigger chan struct{} // a pass is asked for now (webhook)
 	metrics *metrics
+
+	drift          *driftWatch
+	driftSuspected atomic.Bool // a managed object was changed by someone else
 }
 
 // New builds an agent for the cluster cfg names.
@@ -84,8 +88,16 @@ func New(cfg *rest.Config, opts Options, log logr.Logger) (*Agent, error) {
 			return nil, err
 		}
 	}
-	return &Agent{opts: opts, cfg: cfg, kube: kube, src: src, verify: verify, mgr: mgr, log: log,
-		trigger: make(chan struct{}, 1), metrics: newMetrics()}, nil
+	a := &Agent{opts: opts, cfg: cfg, kube: kube, src: src, verify: verify, mgr: mgr, log: log,
+		trigger: make(chan struct{}, 1), metrics: newMetrics()}
+	a.drift, err = newDriftWatch(cfg, mgr.RESTMapper(), opts.Apply.FieldManager, func() {
+		a.driftSuspected.Store(true)
+		a.Trigger()
+	})
+	if err != nil {
+		return nil, err
+	}
+	return a, nil
 }
 
 // Pass is what one pass did.
@@ -102,7 +114,8 @@ type Pass struct {
 	// apply. The last applied state stays.
 	Err error
 
-	gitErr bool // Err came from the remote
+	gitErr bool                      // Err came from the remote
+	kinds  []schema.GroupVersionKind // the kinds applied, to watch for drift
 }
 
 // Failed reports whether the pass failed or any bundle did.
@@ -135,7 +148,8 @@ func (a *Agent) pass(ctx context.Context) *Pass {
 		p.Err, p.gitErr = fmt.Errorf("git: %w", err), true
 		return p
 	}
-	if p.Revision == a.appliedRevision && key == a.appliedIdentity {
+	drift := a.driftSuspected.Swap(false)
+	if p.Revision == a.appliedRevision && key == a.appliedIdentity && !drift {
 		return p
 	}
 	p.Changed = true
@@ -170,7 +184,9 @@ func (a *Agent) pass(ctx context.Context) *Pass {
 		Scope:            render.MapperScope(a.mgr.RESTMapper()),
 		ChartCacheDir:    a.opts.ChartCacheDir,
 	})
-	p.Result, err = a.mgr.Sync(ctx, r.ApplyBundles(ctx, plan, p.Revision))
+	bundles := r.ApplyBundles(ctx, plan, p.Revision)
+	p.kinds = kindsOf(bundles)
+	p.Result, err = a.mgr.Sync(ctx, bundles)
 	if err != nil {
 		p.Err = fmt.Errorf("apply: %w", err)
 		return p
@@ -185,8 +201,9 @@ func (a *Agent) pass(ctx context.Context) *Pass {
 	return p
 }
 
-// Run runs passes every Interval (jittered) until ctx ends, and at once on
-// Trigger. It logs each pass that did something or failed. Ending ctx
+// Run runs passes every Interval (jittered) until ctx ends, at once on
+// Trigger, and at once when a managed object is changed by someone else
+// (watched, not polled). It logs each pass that did something or failed. Ending ctx
 // (SIGTERM) cancels the pass under way: an apply stops between objects, a
 // readiness wait at once, and what was applied is recorded.
 func (a *Agent) Run(ctx context.Context) error {
@@ -196,6 +213,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	for {
 		p := a.RunOnce(ctx)
 		a.Log(p)
+		if len(p.kinds) > 0 {
+			a.drift.watch(ctx, p.kinds)
+		}
 		wait := a.opts.Interval + time.Duration(rand.Int64N(int64(a.opts.Interval/10)+1))
 		select {
 		case <-ctx.Done():
@@ -222,6 +242,21 @@ func (a *Agent) Log(p *Pass) {
 		a.log.Info("pass done", "revision", short(p.Revision), "cluster", p.Cluster.Name,
 			"duration", p.Result.Duration.String(), "requests", p.Result.Requests, "guard", p.Result.Guard)
 	}
+}
+
+// kindsOf lists the kinds of the bundles' objects.
+func kindsOf(bundles []apply.Bundle) []schema.GroupVersionKind {
+	seen := map[schema.GroupVersionKind]bool{}
+	var out []schema.GroupVersionKind
+	for _, b := range bundles {
+		for _, o := range b.Objects {
+			if gvk := o.GroupVersionKind(); !seen[gvk] {
+				seen[gvk] = true
+				out = append(out, gvk)
+			}
+		}
+	}
+	return out
 }
 
 func short(rev string) string {

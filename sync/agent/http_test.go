@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -117,4 +118,30 @@ func waitFor(t *testing.T, cond func() bool) {
 	if err != nil {
 		t.Fatal("condition not met within a minute")
 	}
+}
+
+// TestDriftIsWatched checks that a hand edit of a managed object is put
+// back without a new commit and long before the poll interval, because the
+// agent watches the objects it manages.
+func TestDriftIsWatched(t *testing.T) {
+	c := testenv.StartT(t, testenv.Options{Name: "agent-drift"})
+	repo := gittest.New(t)
+	repo.Commit(map[string]string{"fleet.cue": fleetV1})
+	a := newAgent(t, c.Config, repo, "prod-1", map[string]string{"env": "prod"})
+	kube, _ := client.New(c.Config, client.Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = a.Run(ctx) }()
+	waitFor(t, func() bool { _, ok := configMapData(t, kube, "prod-only"); return ok })
+
+	var cm corev1.ConfigMap
+	if err := kube.Get(ctx, client.ObjectKey{Namespace: "default", Name: "prod-only"}, &cm); err != nil {
+		t.Fatal(err)
+	}
+	cm.Data["v"] = "edited-by-hand"
+	if err := kube.Update(ctx, &cm, client.FieldOwner("kubectl-edit")); err != nil {
+		t.Fatal(err)
+	}
+	// The interval is an hour: only the watch can bring it back.
+	waitFor(t, func() bool { data, _ := configMapData(t, kube, "prod-only"); return data["v"] == "1" })
 }
