@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/go-logr/logr"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -199,5 +201,84 @@ func TestAgentRequiresSignatures(t *testing.T) {
 	}
 	if data, _ := configMapData(t, kube, "prod-only"); data["v"] != "1" {
 		t.Errorf("an unsigned commit changed the cluster: %v", data)
+	}
+}
+
+// TestRemoteDownThenBack checks that a remote that disappears fails the
+// pass without touching the cluster, and that the next pass after it
+// returns applies the new tip.
+func TestRemoteDownThenBack(t *testing.T) {
+	c := testenv.StartT(t, testenv.Options{Name: "agent-down"})
+	repo := gittest.New(t)
+	repo.Commit(map[string]string{"fleet.cue": fleetV1})
+	a := newAgent(t, c.Config, repo, "prod-1", map[string]string{"env": "prod"})
+	kube, _ := client.New(c.Config, client.Options{})
+	if p := a.RunOnce(context.Background()); p.Failed() {
+		t.Fatal(p.Err)
+	}
+	rev := repo.Commit(map[string]string{"fleet.cue": strings.Replace(fleetV1, `v: "1"`, `v: "2"`, 1)})
+
+	// The server is gone.
+	away := repo.Bare + ".away"
+	if err := os.Rename(repo.Bare, away); err != nil {
+		t.Fatal(err)
+	}
+	p := a.RunOnce(context.Background())
+	if p.Err == nil || !strings.Contains(p.Err.Error(), "git:") {
+		t.Fatalf("pass with the remote gone: %v", p.Err)
+	}
+	if data, _ := configMapData(t, kube, "prod-only"); data["v"] != "1" {
+		t.Errorf("cluster changed while the remote was gone: %v", data)
+	}
+
+	// Back: the next pass applies the tip.
+	if err := os.Rename(away, repo.Bare); err != nil {
+		t.Fatal(err)
+	}
+	if p = a.RunOnce(context.Background()); p.Failed() || p.Revision != rev {
+		t.Fatalf("pass after the remote came back: %+v", p)
+	}
+	if data, _ := configMapData(t, kube, "prod-only"); data["v"] != "2" {
+		t.Errorf("after recovery: %v", data)
+	}
+}
+
+// TestShutdownMidApply ends the agent's context while a bundle waits for
+// readiness that cannot come (no controllers run in this cluster): Run
+// returns promptly and what was applied is recorded in the inventory.
+func TestShutdownMidApply(t *testing.T) {
+	c := testenv.StartT(t, testenv.Options{Name: "agent-sigterm"})
+	repo := gittest.New(t)
+	repo.Commit(map[string]string{"fleet.cue": `package fleet
+
+bundles: app: {
+	timeout: "1h"
+	resources: [{apiVersion: "apps/v1", kind: "Deployment", metadata: {name: "never-ready", namespace: "default"},
+		spec: {selector: matchLabels: app: "x", template: {metadata: labels: app: "x", spec: containers: [{name: "x", image: "x"}]}}}]
+}
+`})
+	a := newAgent(t, c.Config, repo, "prod-1", nil)
+	kube, _ := client.New(c.Config, client.Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- a.Run(ctx) }()
+
+	// Applied, now waiting: stop it (what SIGTERM does).
+	waitFor(t, func() bool {
+		var d appsv1.Deployment
+		return kube.Get(context.Background(), client.ObjectKey{Namespace: "default", Name: "never-ready"}, &d) == nil
+	})
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(time.Minute):
+		t.Fatal("the agent did not stop within a minute of its context ending")
+	}
+	var inv corev1.ConfigMap
+	if err := kube.Get(context.Background(), client.ObjectKey{Namespace: "flotilla-system", Name: "flotilla-inv-app"}, &inv); err != nil {
+		t.Fatalf("inventory not recorded: %v", err)
+	}
+	if !strings.Contains(inv.Data["objects"], "never-ready") {
+		t.Errorf("inventory: %q", inv.Data["objects"])
 	}
 }
