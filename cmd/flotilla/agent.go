@@ -76,7 +76,7 @@ recorded) and exits. --once runs a single pass and exits 1 if it failed.`,
 	fs.StringVar(&src.Auth.KnownHostsFile, "known-hosts", "", "known_hosts file the SSH server's key must be in")
 	fs.BoolVar(&src.Auth.InsecureIgnoreHostKey, "insecure-ignore-host-key", false, "accept any SSH host key (tests only)")
 	fs.StringVar(&af.opts.Path, "path", ".", "folder of fleet.cue inside the repository")
-	fs.StringArrayVar(&af.opts.TrustedKeys, "verify-key", nil, "armored OpenPGP public key file; when given, only commits signed by one of these keys are applied (repeatable)")
+	fs.StringArrayVar(&af.opts.TrustedKeys, "verify-key", nil, "trusted key file: armored OpenPGP public keys or SSH public keys; when given, only commits signed by one of them are applied (repeatable)")
 	id := &af.opts.Identity
 	fs.StringVar(&id.Name, "name", os.Getenv("FLOTILLA_CLUSTER_NAME"), "this cluster's name (env FLOTILLA_CLUSTER_NAME)")
 	fs.StringVar(&id.Region, "region", os.Getenv("FLOTILLA_CLUSTER_REGION"), "this cluster's region (env FLOTILLA_CLUSTER_REGION)")

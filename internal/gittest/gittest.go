@@ -5,6 +5,9 @@ package gittest
 
 import (
 	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +19,8 @@ import (
 	"github.com/ProtonMail/go-crypto/openpgp/armor"
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing/object"
+	"github.com/hiddeco/sshsig"
+	"golang.org/x/crypto/ssh"
 )
 
 // Repo is a bare repository and a working clone of it.
@@ -102,9 +107,40 @@ func NewKey(t testing.TB, name string) (*openpgp.Entity, string) {
 	return e, path
 }
 
+// NewSSHKey makes an SSH key and writes its public key, in
+// authorized_keys format, to a file.
+func NewSSHKey(t testing.TB) (ssh.Signer, string) {
+	t.Helper()
+	_, private, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := ssh.NewSignerFromKey(private)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "signer.pub")
+	if err := os.WriteFile(path, ssh.MarshalAuthorizedKey(signer.PublicKey()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return signer, path
+}
+
+// sshSigner signs commits as git does with gpg.format=ssh.
+type sshSigner struct{ key ssh.Signer }
+
+func (s sshSigner) Sign(message io.Reader) ([]byte, error) {
+	sig, err := sshsig.Sign(message, s.key, sshsig.HashSHA512, "git")
+	if err != nil {
+		return nil, err
+	}
+	return sshsig.Armor(sig), nil
+}
+
 // SignedCommit writes files into the clone and commits them with go-git,
-// signed by key, then pushes; it returns the revision.
-func (r *Repo) SignedCommit(key *openpgp.Entity, files map[string]string) string {
+// signed by key (an *openpgp.Entity or an ssh.Signer), then pushes; it
+// returns the revision.
+func (r *Repo) SignedCommit(key any, files map[string]string) string {
 	r.t.Helper()
 	repo, err := git.PlainOpen(r.Work)
 	if err != nil {
@@ -123,7 +159,16 @@ func (r *Repo) SignedCommit(key *openpgp.Entity, files map[string]string) string
 		}
 	}
 	who := &object.Signature{Name: "Release Bot", Email: "release@example.com", When: time.Now()}
-	hash, err := wt.Commit("signed change", &git.CommitOptions{Author: who, Committer: who, SignKey: key})
+	opts := &git.CommitOptions{Author: who, Committer: who}
+	switch k := key.(type) {
+	case *openpgp.Entity:
+		opts.SignKey = k
+	case ssh.Signer:
+		opts.Signer = sshSigner{k}
+	default:
+		r.t.Fatalf("unknown signing key %T", key)
+	}
+	hash, err := wt.Commit("signed change", opts)
 	if err != nil {
 		r.t.Fatal(err)
 	}

@@ -1,12 +1,17 @@
 package source
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 
 	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/object"
+	"github.com/hiddeco/sshsig"
+	"golang.org/x/crypto/ssh"
 )
 
 // Signature errors, wrapped with the revision.
@@ -17,31 +22,50 @@ var (
 	ErrUntrusted = errors.New("commit is not signed by a trusted key")
 )
 
-// Verifier checks that a commit is signed by a trusted OpenPGP key.
+// gitNamespace is the SSH signature namespace git signs commits in.
+const gitNamespace = "git"
+
+// Verifier checks that a commit is signed by a trusted key: OpenPGP
+// (gpg.format=openpgp) or SSH (gpg.format=ssh).
 type Verifier struct {
-	keyring string
+	pgpKeyring string
+	sshKeys    []ssh.PublicKey
 }
 
-// NewVerifier reads armored OpenPGP public keys from files (a key ring per
-// file, as `gpg --armor --export` writes).
+// NewVerifier reads trusted keys from files: armored OpenPGP public keys
+// (`gpg --armor --export`), or SSH public keys one per line
+// (authorized_keys format, as in an allowed_signers file without the
+// principal).
 func NewVerifier(files ...string) (*Verifier, error) {
 	if len(files) == 0 {
 		return nil, errors.New("signature verification needs at least one trusted key file")
 	}
+	v := &Verifier{}
 	var ring strings.Builder
 	for _, f := range files {
 		data, err := os.ReadFile(f)
 		if err != nil {
 			return nil, fmt.Errorf("reading trusted key: %w", err)
 		}
-		ring.Write(data)
-		ring.WriteString("\n")
+		if bytes.Contains(data, []byte("BEGIN PGP PUBLIC KEY BLOCK")) {
+			ring.Write(data)
+			ring.WriteString("\n")
+			continue
+		}
+		for rest := data; len(bytes.TrimSpace(rest)) > 0; {
+			key, _, _, next, err := ssh.ParseAuthorizedKey(rest)
+			if err != nil {
+				return nil, fmt.Errorf("trusted key file %s: neither an armored OpenPGP key nor SSH public keys: %w", f, err)
+			}
+			v.sshKeys = append(v.sshKeys, key)
+			rest = next
+		}
 	}
-	return &Verifier{keyring: ring.String()}, nil
+	v.pgpKeyring = ring.String()
+	return v, nil
 }
 
-// Verify checks the checkout's commit. SSH signatures are recognised and
-// refused with a clear message: only OpenPGP is verified.
+// Verify checks the checkout's commit and returns who signed it.
 func (v *Verifier) Verify(co *Checkout) (signer string, err error) {
 	commit, err := co.Repository.CommitObject(plumbing.NewHash(co.Revision))
 	if err != nil {
@@ -52,14 +76,57 @@ func (v *Verifier) Verify(co *Checkout) (signer string, err error) {
 	case sig == "":
 		return "", fmt.Errorf("%w: %s", ErrUnsigned, short(co.Revision))
 	case strings.Contains(sig, "BEGIN SSH SIGNATURE"):
-		return "", fmt.Errorf("%w: %s has an SSH signature; only OpenPGP signatures are verified", ErrUntrusted, short(co.Revision))
+		signer, err = v.verifySSH(commit)
+	default:
+		signer, err = v.verifyPGP(commit)
 	}
-	entity, err := commit.Verify(v.keyring)
 	if err != nil {
 		return "", fmt.Errorf("%w: %s: %v", ErrUntrusted, short(co.Revision), err)
+	}
+	return signer, nil
+}
+
+func (v *Verifier) verifyPGP(commit *object.Commit) (string, error) {
+	if v.pgpKeyring == "" {
+		return "", errors.New("OpenPGP signature, but no trusted OpenPGP key")
+	}
+	entity, err := commit.Verify(v.pgpKeyring)
+	if err != nil {
+		return "", err
 	}
 	for name := range entity.Identities {
 		return name, nil
 	}
 	return entity.PrimaryKey.KeyIdString(), nil
+}
+
+func (v *Verifier) verifySSH(commit *object.Commit) (string, error) {
+	sig, err := sshsig.Unarmor([]byte(commit.PGPSignature))
+	if err != nil {
+		return "", err
+	}
+	message, err := signedContent(commit)
+	if err != nil {
+		return "", err
+	}
+	for _, key := range v.sshKeys {
+		if sshsig.Verify(bytes.NewReader(message), sig, key, sig.HashAlgorithm, gitNamespace) == nil {
+			return ssh.FingerprintSHA256(key), nil
+		}
+	}
+	return "", fmt.Errorf("SSH signature by %s, not a trusted key", ssh.FingerprintSHA256(sig.PublicKey))
+}
+
+// signedContent is the commit as it was signed: encoded without its
+// signature.
+func signedContent(commit *object.Commit) ([]byte, error) {
+	encoded := &plumbing.MemoryObject{}
+	if err := commit.EncodeWithoutSignature(encoded); err != nil {
+		return nil, err
+	}
+	r, err := encoded.Reader()
+	if err != nil {
+		return nil, err
+	}
+	return io.ReadAll(r)
 }

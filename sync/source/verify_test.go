@@ -3,6 +3,7 @@ package source_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/flotilla-gitops/flotilla/internal/gittest"
@@ -42,5 +43,21 @@ func TestVerify(t *testing.T) {
 	rev = repo.SignedCommit(stranger, map[string]string{"fleet.cue": "package fleet\n// stranger\n"})
 	if _, err := check(rev); !errors.Is(err, source.ErrUntrusted) {
 		t.Errorf("untrusted: %v", err)
+	}
+
+	// SSH signatures (gpg.format=ssh), trusted keys in authorized_keys form.
+	sshKey, sshFile := gittest.NewSSHKey(t)
+	otherSSH, _ := gittest.NewSSHKey(t)
+	v, err = source.NewVerifier(trustedFile, sshFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rev = repo.SignedCommit(sshKey, map[string]string{"fleet.cue": "package fleet\n// ssh\n"})
+	if signer, err := check(rev); err != nil || !strings.HasPrefix(signer, "SHA256:") {
+		t.Errorf("trusted SSH signature: signer %q, %v", signer, err)
+	}
+	rev = repo.SignedCommit(otherSSH, map[string]string{"fleet.cue": "package fleet\n// other ssh\n"})
+	if _, err := check(rev); !errors.Is(err, source.ErrUntrusted) {
+		t.Errorf("untrusted SSH signature: %v", err)
 	}
 }
