@@ -1,0 +1,129 @@
+package source_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
+	"errors"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/fluxcd/gitkit"
+	"github.com/fluxcd/pkg/gittestserver"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/flotilla-gitops/flotilla/sync/source"
+)
+
+// sshClientKey writes a new private key in OpenSSH format and returns its
+// file and public key line.
+func sshClientKey(t *testing.T) (string, string) {
+	t.Helper()
+	_, private, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, err := ssh.MarshalPrivateKey(private, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "id")
+	if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	signer, err := ssh.NewSignerFromKey(private)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path, strings.TrimSpace(string(ssh.MarshalAuthorizedKey(signer.PublicKey())))
+}
+
+// TestSSH follows a repository on gittestserver over SSH: the client key
+// must be authorised, and the server's host key must be in known_hosts.
+func TestSSH(t *testing.T) {
+	srv, err := gittestserver.NewTempGitServer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(srv.Root())
+	keyDir := t.TempDir()
+	srv.KeyDir(keyDir)
+	srv.Auth("git", "unused")
+	keyFile, authorised := sshClientKey(t)
+	srv.PublicKeyLookupFunc(func(content string) (*gitkit.PublicKey, error) {
+		if content == authorised {
+			return &gitkit.PublicKey{Id: "fleet-reader"}, nil
+		}
+		return nil, errors.New("unknown key")
+	})
+	fixture := t.TempDir()
+	if err := os.WriteFile(filepath.Join(fixture, "fleet.cue"), []byte("package fleet\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.InitRepo(fixture, "main", "fleet.git"); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.ListenSSH(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.StartSSH() }()
+	defer srv.StopSSH()
+
+	repoURL := srv.SSHAddress() + "/fleet.git"
+	u, err := url.Parse(repoURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostKey, err := os.ReadFile(filepath.Join(keyDir, "gitkit.rsa.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	knownHosts := filepath.Join(t.TempDir(), "known_hosts")
+	if err := os.WriteFile(knownHosts, []byte("["+u.Hostname()+"]:"+u.Port()+" "+string(hostKey)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	src, err := source.New(source.Options{URL: repoURL, Auth: source.Auth{SSHKeyFile: keyFile, KnownHostsFile: knownHosts}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	head, err := src.Head(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	co, err := src.Fetch(context.Background(), head)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(co.Dir, "fleet.cue")); err != nil {
+		t.Fatal(err)
+	}
+
+	// A host key that is not the one known is refused.
+	_, otherHost := sshClientKey(t)
+	wrongHosts := filepath.Join(t.TempDir(), "known_hosts")
+	if err := os.WriteFile(wrongHosts, []byte("["+u.Hostname()+"]:"+u.Port()+" "+otherHost+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mitm, err := source.New(source.Options{URL: repoURL, Auth: source.Auth{SSHKeyFile: keyFile, KnownHostsFile: wrongHosts}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mitm.Head(context.Background()); err == nil || !strings.Contains(err.Error(), "key mismatch") {
+		t.Errorf("unknown host key: %v", err)
+	}
+
+	// A client key the server does not know is refused.
+	strangerKey, _ := sshClientKey(t)
+	stranger, err := source.New(source.Options{URL: repoURL, Auth: source.Auth{SSHKeyFile: strangerKey, KnownHostsFile: knownHosts}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stranger.Head(context.Background()); err == nil {
+		t.Error("an unauthorised client key was accepted")
+	}
+}
