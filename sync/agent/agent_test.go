@@ -55,7 +55,7 @@ type roundTrip func(*http.Request) (*http.Response, error)
 
 func (f roundTrip) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
-func newAgent(t *testing.T, cfg *rest.Config, repo *gittest.Repo, name string, labels map[string]string) *agent.Agent {
+func newAgent(t testing.TB, cfg *rest.Config, repo *gittest.Repo, name string, labels map[string]string) *agent.Agent {
 	t.Helper()
 	ctrllog.SetLogger(logr.Discard())
 	opts := agent.Options{

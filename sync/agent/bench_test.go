@@ -1,0 +1,87 @@
+package agent_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"k8s.io/client-go/rest"
+
+	"github.com/flotilla-gitops/flotilla/internal/gittest"
+	"github.com/flotilla-gitops/flotilla/internal/testenv"
+)
+
+// cpuTime is the process's user+system CPU time.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// requestCounter counts API requests, and writes apart.
+type requestCounter struct{ all, writes atomic.Int64 }
+
+func (c *requestCounter) wrap(cfg *rest.Config) *rest.Config {
+	cfg = rest.CopyConfig(cfg)
+	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper {
+		return roundTrip(func(r *http.Request) (*http.Response, error) {
+			c.all.Add(1)
+			if r.Method != http.MethodGet {
+				c.writes.Add(1)
+			}
+			return rt.RoundTrip(r)
+		})
+	})
+	return cfg
+}
+
+// BenchmarkIdlePass measures the steady state: a pass when neither the
+// remote nor the cluster changed (CPU time, API requests, writes; the Git
+// cost is one ls-remote, no fetch).
+func BenchmarkIdlePass(b *testing.B) {
+	c := testenv.StartT(b, testenv.Options{Name: "bench-idle"})
+	repo := gittest.New(b)
+	repo.Commit(map[string]string{"fleet.cue": fleetV1})
+	var counter requestCounter
+	a := newAgent(b, counter.wrap(c.Config), repo, "prod-1", map[string]string{"env": "prod"})
+	if p := a.RunOnce(context.Background()); p.Failed() {
+		b.Fatal(p.Err)
+	}
+	counter.all.Store(0)
+	counter.writes.Store(0)
+	cpu := cpuTime()
+	for b.Loop() {
+		if p := a.RunOnce(context.Background()); p.Failed() || p.Changed {
+			b.Fatalf("idle pass: %+v", p)
+		}
+	}
+	b.ReportMetric(float64(cpuTime()-cpu)/float64(b.N)/1e6, "cpu-ms/pass")
+	b.ReportMetric(float64(counter.all.Load())/float64(b.N), "api-req/pass")
+	b.ReportMetric(float64(counter.writes.Load())/float64(b.N), "api-writes/pass")
+}
+
+// BenchmarkPushToApplied measures from a commit pushed to the remote to
+// the change applied in the cluster, with a webhook-triggered pass (the
+// time the pass takes; the poll interval adds up to its length).
+func BenchmarkPushToApplied(b *testing.B) {
+	c := testenv.StartT(b, testenv.Options{Name: "bench-push"})
+	repo := gittest.New(b)
+	repo.Commit(map[string]string{"fleet.cue": fleetV1})
+	a := newAgent(b, c.Config, repo, "prod-1", map[string]string{"env": "prod"})
+	if p := a.RunOnce(context.Background()); p.Failed() {
+		b.Fatal(p.Err)
+	}
+	for i := 0; b.Loop(); i++ {
+		b.StopTimer()
+		repo.Commit(map[string]string{"fleet.cue": strings.Replace(fleetV1, `v: "1"`, fmt.Sprintf("v: %q", fmt.Sprint(i+2)), 1)})
+		b.StartTimer()
+		if p := a.RunOnce(context.Background()); p.Failed() || !p.Changed {
+			b.Fatalf("pass after push: %+v", p)
+		}
+	}
+}
