@@ -201,22 +201,35 @@ func (a *Agent) pass(ctx context.Context) *Pass {
 	return p
 }
 
+// retryBase is the first wait after a failed pass.
+const retryBase = 5 * time.Second
+
 // Run runs passes every Interval (jittered) until ctx ends, at once on
 // Trigger, and at once when a managed object is changed by someone else
-// (watched, not polled). It logs each pass that did something or failed. Ending ctx
-// (SIGTERM) cancels the pass under way: an apply stops between objects, a
-// readiness wait at once, and what was applied is recorded.
+// (watched, not polled). After a failed pass it retries sooner, backing
+// off up to the interval. It logs each pass that did something or failed.
+// Ending ctx (SIGTERM) cancels the pass under way: an apply stops between
+// objects, a readiness wait at once, and what was applied is recorded.
 func (a *Agent) Run(ctx context.Context) error {
 	if a.opts.Interval <= 0 {
 		return errors.New("the poll interval must be positive")
 	}
+	failures := 0
 	for {
 		p := a.RunOnce(ctx)
 		a.Log(p)
 		if len(p.kinds) > 0 {
 			a.drift.watch(ctx, p.kinds)
 		}
-		wait := a.opts.Interval + time.Duration(rand.Int64N(int64(a.opts.Interval/10)+1))
+		wait := a.opts.Interval
+		if p.Failed() {
+			// Retry sooner, backing off: 5s, 10s, 20s … up to the interval.
+			failures++
+			wait = min(wait, retryBase<<min(failures-1, 16))
+		} else {
+			failures = 0
+		}
+		wait += time.Duration(rand.Int64N(int64(wait/10) + 1))
 		select {
 		case <-ctx.Done():
 			return nil
