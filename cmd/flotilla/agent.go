@@ -68,6 +68,7 @@ recorded) and exits. --once runs a single pass and exits 1 if it failed.`,
 	fs.StringVar(&src.URL, "repo", "", "URL of the fleet repository (https://, ssh://, file://)")
 	fs.StringVar(&src.Branch, "branch", "main", "branch to follow")
 	fs.StringVar(&src.Tag, "tag", "", "tag to follow instead of a branch")
+	fs.StringVar(&src.Commit, "commit", "", "pin this commit (full hash) instead of following a branch or tag")
 	fs.StringVar(&src.CacheDir, "cache-dir", "", "folder for checkouts (default: a temporary folder)")
 	fs.StringVar(&src.Auth.Username, "username", "", "HTTPS user name")
 	fs.StringVar(&src.Auth.PasswordFile, "password-file", "", "file holding the HTTPS password or token")

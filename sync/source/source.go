@@ -34,9 +34,11 @@ type Options struct {
 	// URL of the fleet repository: https://, http://, ssh://, git@host:path
 	// or file://.
 	URL string
-	// Branch to follow; default "main". Tag, when set, is followed instead.
+	// Branch to follow; default "main". Tag, when set, is followed instead;
+	// Commit, when set, pins one revision (nothing is followed).
 	Branch string
 	Tag    string
+	Commit string
 	// CacheDir keeps the checkouts, one folder per revision; default a new
 	// temporary folder.
 	CacheDir string
@@ -54,6 +56,9 @@ type Source struct {
 func New(opts Options) (*Source, error) {
 	if opts.URL == "" {
 		return nil, errors.New("a repository URL is required")
+	}
+	if opts.Commit != "" && !plumbing.IsHash(opts.Commit) {
+		return nil, fmt.Errorf("commit %q is not a full 40-character hash", opts.Commit)
 	}
 	if opts.Branch == "" && opts.Tag == "" {
 		opts.Branch = "main"
@@ -83,6 +88,9 @@ func (s *Source) ref() plumbing.ReferenceName {
 // Head asks the remote which commit the followed reference points at,
 // without fetching anything else.
 func (s *Source) Head(ctx context.Context) (string, error) {
+	if s.opts.Commit != "" {
+		return s.opts.Commit, nil
+	}
 	remote := git.NewRemote(memory.NewStorage(), &config.RemoteConfig{Name: "origin", URLs: []string{s.opts.URL}})
 	refs, err := remote.ListContext(ctx, &git.ListOptions{Auth: s.auth, PeelingOption: git.AppendPeeled})
 	if err != nil {
@@ -131,14 +139,7 @@ func (s *Source) Fetch(ctx context.Context, revision string) (*Checkout, error) 
 	}
 	tmp := dir + ".partial"
 	_ = os.RemoveAll(tmp)
-	repo, err := git.PlainCloneContext(ctx, tmp, false, &git.CloneOptions{
-		URL:           s.opts.URL,
-		Auth:          s.auth,
-		ReferenceName: s.ref(),
-		SingleBranch:  true,
-		Depth:         1,
-		Tags:          git.NoTags,
-	})
+	repo, err := s.clone(ctx, tmp)
 	if err != nil {
 		_ = os.RemoveAll(tmp)
 		return nil, s.explain(err)
@@ -160,6 +161,33 @@ func (s *Source) Fetch(ctx context.Context, revision string) (*Checkout, error) 
 		return nil, err
 	}
 	return &Checkout{Dir: dir, Revision: revision, Repository: repo}, nil
+}
+
+// clone clones the followed reference shallowly, or for a pinned commit
+// the whole repository, checked out at the commit.
+func (s *Source) clone(ctx context.Context, dir string) (*git.Repository, error) {
+	if s.opts.Commit == "" {
+		return git.PlainCloneContext(ctx, dir, false, &git.CloneOptions{
+			URL:           s.opts.URL,
+			Auth:          s.auth,
+			ReferenceName: s.ref(),
+			SingleBranch:  true,
+			Depth:         1,
+			Tags:          git.NoTags,
+		})
+	}
+	repo, err := git.PlainCloneContext(ctx, dir, false, &git.CloneOptions{URL: s.opts.URL, Auth: s.auth, NoCheckout: true})
+	if err != nil {
+		return nil, err
+	}
+	wt, err := repo.Worktree()
+	if err != nil {
+		return nil, err
+	}
+	if err := wt.Checkout(&git.CheckoutOptions{Hash: plumbing.NewHash(s.opts.Commit)}); err != nil {
+		return nil, fmt.Errorf("commit %s: %w", short(s.opts.Commit), err)
+	}
+	return repo, nil
 }
 
 // Prune removes the cached checkouts except the given revisions.

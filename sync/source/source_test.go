@@ -68,6 +68,31 @@ func TestHeadAndFetch(t *testing.T) {
 	}
 }
 
+// TestPinnedCommit checks out one commit, older than the tip.
+func TestPinnedCommit(t *testing.T) {
+	repo := gittest.New(t)
+	old := repo.Commit(map[string]string{"fleet.cue": "package fleet\n// old\n"})
+	repo.Commit(map[string]string{"fleet.cue": "package fleet\n// new\n"})
+	src, err := source.New(source.Options{URL: repo.URL, Commit: old, CacheDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	head, err := src.Head(context.Background())
+	if err != nil || head != old {
+		t.Fatalf("head %s %v", head, err)
+	}
+	co, err := src.Fetch(context.Background(), head)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if data, _ := os.ReadFile(filepath.Join(co.Dir, "fleet.cue")); !strings.Contains(string(data), "old") {
+		t.Errorf("checked out %q", data)
+	}
+	if _, err := source.New(source.Options{URL: repo.URL, Commit: "abc"}); err == nil {
+		t.Error("a short commit was accepted")
+	}
+}
+
 // TestMissingReference names the branch the remote lacks.
 func TestMissingReference(t *testing.T) {
 	repo := gittest.New(t)
