@@ -81,18 +81,24 @@ func (w *driftWatch) watch(ctx context.Context, kinds []schema.GroupVersionKind)
 	}
 }
 
-// changedByOthers reports whether the newest change of the object's main
-// resource was made by another field manager.
+// changedByOthers reports whether another field manager changed the
+// object's main resource at or after Flotilla's last apply. managedFields
+// times have one-second resolution: a change in the same second counts as
+// drift (the pass that follows finds nothing to do if it was not).
 func changedByOthers(o *metav1.PartialObjectMetadata, fieldManager string) bool {
-	var newest *metav1.ManagedFieldsEntry
-	var at time.Time
-	for i, e := range o.ManagedFields {
+	var ours, theirs *time.Time
+	for _, e := range o.ManagedFields {
 		if e.Subresource != "" || e.Time == nil {
 			continue
 		}
-		if newest == nil || !e.Time.Time.Before(at) {
-			newest, at = &o.ManagedFields[i], e.Time.Time
+		at := e.Time.Time
+		latest := &theirs
+		if e.Manager == fieldManager {
+			latest = &ours
+		}
+		if *latest == nil || at.After(**latest) {
+			*latest = &at
 		}
 	}
-	return newest != nil && newest.Manager != fieldManager
+	return theirs != nil && (ours == nil || !theirs.Before(*ours))
 }
