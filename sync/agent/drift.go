@@ -65,6 +65,13 @@ func (w *driftWatch) watch(ctx context.Context, kinds []schema.GroupVersionKind)
 		}
 		informer := w.factory.ForResource(m.Resource).Informer()
 		_, _ = informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+			// The first list may already show a change made between the
+			// apply and the start of the watch.
+			AddFunc: func(obj any) {
+				if n, ok := obj.(*metav1.PartialObjectMetadata); ok && changedByOthers(n, w.fieldManager) {
+					w.notify()
+				}
+			},
 			UpdateFunc: func(oldObj, newObj any) {
 				o, ok1 := oldObj.(*metav1.PartialObjectMetadata)
 				n, ok2 := newObj.(*metav1.PartialObjectMetadata)
