@@ -149,18 +149,28 @@ func TestAgentPasses(t *testing.T) {
 	}
 }
 
-// TestAgentBrokenCommitKeepsState checks that a commit that does not
-// evaluate fails the pass and leaves the cluster as it was, and that the
-// remote being gone fails the pass without touching the cluster.
-func TestAgentBrokenCommitKeepsState(t *testing.T) {
-	c := testenv.StartT(t, testenv.Options{Name: "agent-broken"})
+// syncedAgent starts a cluster, makes a repository with fleetV1, and runs a
+// first successful pass of an agent for prod-1 (env=prod).
+func syncedAgent(t *testing.T, name string) (*agent.Agent, client.Client, *gittest.Repo) {
+	t.Helper()
+	c := testenv.StartT(t, testenv.Options{Name: name})
 	repo := gittest.New(t)
 	repo.Commit(map[string]string{"fleet.cue": fleetV1})
 	a := newAgent(t, c.Config, repo, "prod-1", map[string]string{"env": "prod"})
-	kube, _ := client.New(c.Config, client.Options{})
-	if p := a.RunOnce(context.Background()); p.Failed() {
-		t.Fatal(p.Err)
+	kube, err := client.New(c.Config, client.Options{})
+	if err != nil {
+		t.Fatal(err)
 	}
+	if p := a.RunOnce(context.Background()); p.Failed() {
+		t.Fatalf("first pass: %v", p.Err)
+	}
+	return a, kube, repo
+}
+
+// TestAgentBrokenCommitKeepsState checks that a commit that does not
+// evaluate fails the pass and leaves the cluster as it was.
+func TestAgentBrokenCommitKeepsState(t *testing.T) {
+	a, kube, repo := syncedAgent(t, "agent-broken")
 	repo.Commit(map[string]string{"fleet.cue": "package fleet\n\nbundles: {\n"})
 	p := a.RunOnce(context.Background())
 	if p.Err == nil || !strings.Contains(p.Err.Error(), "nothing applied or pruned") || !strings.Contains(p.Err.Error(), "fleet.cue:") {
@@ -208,14 +218,7 @@ func TestAgentRequiresSignatures(t *testing.T) {
 // pass without touching the cluster, and that the next pass after it
 // returns applies the new tip.
 func TestRemoteDownThenBack(t *testing.T) {
-	c := testenv.StartT(t, testenv.Options{Name: "agent-down"})
-	repo := gittest.New(t)
-	repo.Commit(map[string]string{"fleet.cue": fleetV1})
-	a := newAgent(t, c.Config, repo, "prod-1", map[string]string{"env": "prod"})
-	kube, _ := client.New(c.Config, client.Options{})
-	if p := a.RunOnce(context.Background()); p.Failed() {
-		t.Fatal(p.Err)
-	}
+	a, kube, repo := syncedAgent(t, "agent-down")
 	rev := repo.Commit(map[string]string{"fleet.cue": strings.Replace(fleetV1, `v: "1"`, `v: "2"`, 1)})
 
 	// The server is gone.

@@ -2,9 +2,6 @@ package source_test
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
-	"encoding/pem"
 	"errors"
 	"os"
 	"path/filepath"
@@ -12,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/fluxcd/pkg/gittestserver"
-	"golang.org/x/crypto/ssh"
 
 	"github.com/flotilla-gitops/flotilla/internal/gittest"
 	"github.com/flotilla-gitops/flotilla/sync/source"
@@ -170,19 +166,8 @@ func TestHTTPBasicAuth(t *testing.T) {
 // TestSSHNeedsKnownHosts checks that SSH never silently accepts any host
 // key.
 func TestSSHNeedsKnownHosts(t *testing.T) {
-	_, private, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	block, err := ssh.MarshalPrivateKey(private, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	key := filepath.Join(t.TempDir(), "id")
-	if err := os.WriteFile(key, pem.EncodeToMemory(block), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	_, err = source.New(source.Options{URL: "ssh://git@example.com/fleet.git", Auth: source.Auth{SSHKeyFile: key}})
+	key, _ := sshClientKey(t)
+	_, err := source.New(source.Options{URL: "ssh://git@example.com/fleet.git", Auth: source.Auth{SSHKeyFile: key}})
 	if err == nil || !strings.Contains(err.Error(), "known_hosts") {
 		t.Errorf("error %v, want one asking for known_hosts", err)
 	}
