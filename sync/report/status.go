@@ -1,0 +1,53 @@
+// Package report publishes what each agent did to Git: one file per
+// cluster, clusters/<name>.yaml, on a status branch, so the fleet's real
+// state sits beside its desired state, with history and no hub. Files are
+// committed on the branch tip and pushed; a push rejected because another
+// cluster got there first is retried on the new tip, and never touches
+// another cluster's file.
+package report
+
+import (
+	"time"
+
+	"github.com/flotilla-gitops/flotilla/fleet"
+	"github.com/flotilla-gitops/flotilla/sync/apply"
+)
+
+// Version of the status file format (schemas/status.cue).
+const (
+	APIVersion = "flotilla.dev/v1alpha1"
+	Kind       = "ClusterStatus"
+)
+
+// Status is one cluster's status file. It holds names, phases, counts,
+// digests and messages: never an object's content, never a Secret, never
+// a credential.
+type Status struct {
+	APIVersion string        `json:"apiVersion"`
+	Kind       string        `json:"kind"`
+	Cluster    fleet.Cluster `json:"cluster"`
+	// Agent is the agent's version.
+	Agent string `json:"agent"`
+	// AppliedRevision is the revision last applied in full; SeenRevision
+	// the remote's tip at the last pass.
+	AppliedRevision string `json:"appliedRevision,omitempty"`
+	SeenRevision    string `json:"seenRevision,omitempty"`
+	// Phase is the cluster's: Ready, Progressing, Failed.
+	Phase   string         `json:"phase"`
+	Message string         `json:"message,omitempty"`
+	Bundles []BundleStatus `json:"bundles"`
+	// ReportedAt is when the file was written (a heartbeat moves it).
+	ReportedAt time.Time `json:"reportedAt"`
+}
+
+// BundleStatus is one bundle's part of the status.
+type BundleStatus struct {
+	Name           string       `json:"name"`
+	Phase          apply.Phase  `json:"phase"`
+	Message        string       `json:"message,omitempty"`
+	Counts         apply.Counts `json:"counts"`
+	RenderedDigest string       `json:"renderedDigest,omitempty"`
+	InputsDigest   string       `json:"inputsDigest,omitempty"`
+	// LastTransitionTime is when the phase last changed.
+	LastTransitionTime time.Time `json:"lastTransitionTime"`
+}
