@@ -23,6 +23,7 @@ import (
 	"github.com/flotilla-gitops/flotilla/internal/planrender"
 	"github.com/flotilla-gitops/flotilla/render"
 	"github.com/flotilla-gitops/flotilla/sync/apply"
+	"github.com/flotilla-gitops/flotilla/sync/report"
 	"github.com/flotilla-gitops/flotilla/sync/source"
 )
 
@@ -43,6 +44,8 @@ type Options struct {
 	// TrustedKeys are files of armored OpenPGP public keys; when given, a
 	// revision is applied only if its commit is signed by one of them.
 	TrustedKeys []string
+	// Status, when set, publishes each pass to a status branch.
+	Status *report.Options
 }
 
 // Agent syncs one cluster from the fleet repository.
@@ -66,6 +69,9 @@ type Agent struct {
 
 	drift          *driftWatch
 	driftSuspected atomic.Bool // a managed object was changed by someone else
+
+	reporter *report.Reporter // nil: no status branch
+	status   *report.Status   // the status last built
 }
 
 // New builds an agent for the cluster cfg names.
@@ -90,6 +96,11 @@ func New(cfg *rest.Config, opts Options, log logr.Logger) (*Agent, error) {
 	}
 	a := &Agent{opts: opts, cfg: cfg, kube: kube, src: src, verify: verify, mgr: mgr, log: log,
 		trigger: make(chan struct{}, 1), metrics: newMetrics()}
+	if opts.Status != nil {
+		if a.reporter, err = report.New(*opts.Status); err != nil {
+			return nil, err
+		}
+	}
 	a.drift, err = newDriftWatch(cfg, mgr.RESTMapper(), opts.Apply.FieldManager, func() {
 		a.driftSuspected.Store(true)
 		a.Trigger()
@@ -114,19 +125,29 @@ type Pass struct {
 	// apply. The last applied state stays.
 	Err error
 
-	gitErr bool                      // Err came from the remote
-	kinds  []schema.GroupVersionKind // the kinds applied, to watch for drift
+	// StatusErr is why the status could not be published (the pass itself
+	// is not failed by it).
+	StatusErr error
+
+	gitErr  bool                      // Err came from the remote
+	kinds   []schema.GroupVersionKind // the kinds applied, to watch for drift
+	digests map[string]bundleDigests  // per bundle, for the status file
 }
+
+// bundleDigests identify a bundle's rendered objects and its inputs.
+type bundleDigests struct{ rendered, inputs string }
 
 // Failed reports whether the pass failed or any bundle did.
 func (p *Pass) Failed() bool {
 	return p.Err != nil || (p.Result != nil && p.Result.Failed())
 }
 
-// RunOnce runs one pass and records it in the metrics.
+// RunOnce runs one pass, records it in the metrics and publishes the
+// cluster's status.
 func (a *Agent) RunOnce(ctx context.Context) *Pass {
 	p := a.pass(ctx)
 	a.metrics.observe(p)
+	p.StatusErr = a.publish(ctx, p, time.Now())
 	return p
 }
 
@@ -186,6 +207,10 @@ func (a *Agent) pass(ctx context.Context) *Pass {
 	})
 	bundles := r.ApplyBundles(ctx, plan, p.Revision)
 	p.kinds = kindsOf(bundles)
+	p.digests = map[string]bundleDigests{}
+	for i, b := range bundles {
+		p.digests[b.Name] = bundleDigests{rendered: b.Digest, inputs: plan.Bundles[i].InputsDigest}
+	}
 	p.Result, err = a.mgr.Sync(ctx, bundles)
 	if err != nil {
 		p.Err = fmt.Errorf("apply: %w", err)
@@ -242,6 +267,9 @@ func (a *Agent) Run(ctx context.Context) error {
 // Log logs a pass: constant messages, key/value pairs, never a secret.
 // Idle passes log at V(1).
 func (a *Agent) Log(p *Pass) {
+	if p.StatusErr != nil {
+		a.log.Error(p.StatusErr, "status not published; retried next pass", "cluster", p.Cluster.Name)
+	}
 	switch {
 	case p.Err != nil:
 		a.log.Error(p.Err, "pass failed", "revision", short(p.Revision), "cluster", p.Cluster.Name)

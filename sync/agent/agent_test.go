@@ -23,6 +23,7 @@ import (
 	"github.com/flotilla-gitops/flotilla/internal/testenv"
 	"github.com/flotilla-gitops/flotilla/sync/agent"
 	"github.com/flotilla-gitops/flotilla/sync/apply"
+	"github.com/flotilla-gitops/flotilla/sync/report"
 	"github.com/flotilla-gitops/flotilla/sync/source"
 )
 
@@ -283,5 +284,66 @@ bundles: app: {
 	}
 	if !strings.Contains(inv.Data["objects"], "never-ready") {
 		t.Errorf("inventory: %q", inv.Data["objects"])
+	}
+}
+
+// TestAgentPublishesStatus checks the status file an agent writes: phases,
+// revision and digests, a Secret's value nowhere on the branch, and a
+// status repository that is unreachable not failing the pass and catching
+// up once it is back.
+func TestAgentPublishesStatus(t *testing.T) {
+	c := testenv.StartT(t, testenv.Options{Name: "agent-status"})
+	repo := gittest.New(t)
+	rev := repo.Commit(map[string]string{"fleet.cue": fleetV1 + `
+bundles: creds: resources: [{apiVersion: "v1", kind: "Secret", metadata: {name: "creds", namespace: "default"}, stringData: token: "sup3r-s3cret-value"}]
+`})
+	statusRepo := gittest.New(t)
+	ctrllog.SetLogger(logr.Discard())
+	opts := agent.Options{
+		Source:   source.Options{URL: repo.URL, CacheDir: t.TempDir()},
+		Identity: agent.IdentityOptions{Name: "prod-1", Labels: map[string]string{"env": "prod"}},
+		Interval: time.Minute,
+		Apply:    apply.DefaultOptions(),
+		Status:   &report.Options{URL: statusRepo.URL},
+	}
+	a, err := agent.New(c.Config, opts, logr.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := a.RunOnce(context.Background()); p.Failed() || p.StatusErr != nil {
+		t.Fatalf("pass: %v, status: %v", p.Err, p.StatusErr)
+	}
+	statuses, err := report.Read(context.Background(), statusRepo.URL, "", nil)
+	if err != nil || len(statuses) != 1 {
+		t.Fatalf("statuses %v, %v", statuses, err)
+	}
+	st := statuses[0]
+	if st.Phase != agent.ClusterReady || st.AppliedRevision != rev || len(st.Bundles) != 3 || st.Bundles[0].RenderedDigest == "" || st.Bundles[0].InputsDigest == "" {
+		t.Errorf("status %+v", st)
+	}
+	if out := gittest.Git(t, statusRepo.Bare, "log", "-p", report.DefaultBranch); strings.Contains(out, "sup3r-s3cret") {
+		t.Error("a Secret's value reached the status branch")
+	}
+
+	// The status repository goes away: the pass still applies; the status
+	// is published when it is back.
+	away := statusRepo.Bare + ".away"
+	if err := os.Rename(statusRepo.Bare, away); err != nil {
+		t.Fatal(err)
+	}
+	rev2 := repo.Commit(map[string]string{"fleet.cue": strings.Replace(fleetV1, `v: "1"`, `v: "2"`, 1)})
+	p := a.RunOnce(context.Background())
+	if p.Failed() || p.StatusErr == nil {
+		t.Fatalf("pass with the status repository gone: err %v, status err %v", p.Err, p.StatusErr)
+	}
+	if err := os.Rename(away, statusRepo.Bare); err != nil {
+		t.Fatal(err)
+	}
+	if p = a.RunOnce(context.Background()); p.StatusErr != nil {
+		t.Fatal(p.StatusErr)
+	}
+	statuses, _ = report.Read(context.Background(), statusRepo.URL, "", nil)
+	if len(statuses) != 1 || statuses[0].AppliedRevision != rev2 {
+		t.Errorf("status after the repository came back: %+v", statuses)
 	}
 }

@@ -104,3 +104,24 @@ func TestUnchangedAndHeartbeat(t *testing.T) {
 		t.Errorf("%d commits, want 3", got)
 	}
 }
+
+// TestRead reads back what reporters wrote.
+func TestRead(t *testing.T) {
+	repo := gittest.New(t)
+	for _, c := range []string{"b", "a"} {
+		r, _ := report.New(report.Options{URL: repo.URL})
+		if _, err := r.Publish(context.Background(), status(c, "Ready"), time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := report.Read(context.Background(), repo.URL, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].Cluster.Name != "a" || got[1].Bundles[0].Name != "web" || got[0].APIVersion != report.APIVersion {
+		t.Errorf("read %+v", got)
+	}
+	if _, err := report.Read(context.Background(), gittest.New(t).URL, "", nil); err == nil {
+		t.Error("a repository without a status branch read fine")
+	}
+}

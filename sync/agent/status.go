@@ -1,0 +1,83 @@
+package agent
+
+import (
+	"context"
+	"time"
+
+	"github.com/flotilla-gitops/flotilla/internal/version"
+	"github.com/flotilla-gitops/flotilla/sync/apply"
+	"github.com/flotilla-gitops/flotilla/sync/report"
+)
+
+// Cluster phases in the status file.
+const (
+	ClusterReady       = "Ready"
+	ClusterProgressing = "Progressing"
+	ClusterFailed      = "Failed"
+)
+
+// publish writes the pass's status to the status branch when it changed
+// (or the heartbeat is due). A failure is returned for the log and
+// metrics; it never stops applying, and the next pass publishes again.
+func (a *Agent) publish(ctx context.Context, p *Pass, now time.Time) error {
+	if a.reporter == nil {
+		return nil
+	}
+	if p.Changed || p.Err != nil {
+		a.status = a.statusOf(p, now)
+	}
+	if a.status == nil {
+		return nil
+	}
+	_, err := a.reporter.Publish(ctx, a.status, now)
+	return err
+}
+
+// statusOf builds the status file of a pass: phases, counts, digests and
+// messages only.
+func (a *Agent) statusOf(p *Pass, now time.Time) *report.Status {
+	st := &report.Status{
+		Cluster:         p.Cluster,
+		Agent:           version.Get().Version,
+		AppliedRevision: a.appliedRevision,
+		SeenRevision:    p.Revision,
+		Phase:           ClusterReady,
+	}
+	if a.status != nil {
+		st.Bundles = a.status.Bundles // a failed pass keeps the bundles as they were
+	}
+	if p.Err != nil {
+		st.Phase, st.Message = ClusterFailed, p.Err.Error()
+	}
+	if p.Result == nil {
+		return st
+	}
+	previous := map[string]report.BundleStatus{}
+	for _, b := range st.Bundles {
+		previous[b.Name] = b
+	}
+	st.Bundles = nil
+	for _, b := range p.Result.Bundles {
+		bs := report.BundleStatus{
+			Name: b.Name, Phase: b.Phase, Message: b.Message, Counts: b.Counts,
+			RenderedDigest: p.digests[b.Name].rendered, InputsDigest: p.digests[b.Name].inputs,
+			LastTransitionTime: now,
+		}
+		if prev, ok := previous[b.Name]; ok && prev.Phase == b.Phase {
+			bs.LastTransitionTime = prev.LastTransitionTime
+		}
+		switch b.Phase {
+		case apply.PhaseFailed, apply.PhaseSkipped:
+			st.Phase = ClusterFailed
+		case apply.PhaseProgressing, apply.PhaseDrifted:
+			if st.Phase == ClusterReady {
+				st.Phase = ClusterProgressing
+			}
+		}
+		st.Bundles = append(st.Bundles, bs)
+	}
+	if p.Result.Guard != "" {
+		st.Phase, st.Message = ClusterFailed, p.Result.Guard
+	}
+	return st
+}
