@@ -17,10 +17,17 @@ import (
 
 	"github.com/flotilla-gitops/flotilla/sync/agent"
 	"github.com/flotilla-gitops/flotilla/sync/apply"
+	"github.com/flotilla-gitops/flotilla/sync/report"
+	"github.com/flotilla-gitops/flotilla/sync/source"
 )
 
 // agentFlags are the flags of `flotilla agent`.
 type agentFlags struct {
+	statusRepo    string
+	statusBranch  string
+	statusAuth    source.Auth
+	noStatus      bool
+	heartbeat     time.Duration
 	opts          agent.Options
 	labels        []string
 	once          bool
@@ -90,6 +97,14 @@ recorded) and exits. --once runs a single pass and exits 1 if it failed.`,
 	fs.StringVar(&af.opts.ChartCacheDir, "chart-cache-dir", "", "folder for charts from chart repositories (default: the user cache)")
 	fs.StringVar(&af.opts.Apply.InventoryNamespace, "inventory-namespace", af.opts.Apply.InventoryNamespace, "namespace of the bundles' inventories")
 	fs.BoolVar(&af.opts.Apply.AllowMassDeletion, "allow-mass-deletion", false, "let a pass delete more than half of the managed objects")
+	fs.StringVar(&af.statusRepo, "status-repo", "", "repository of the status branch (default: --repo, with its credentials)")
+	fs.StringVar(&af.statusBranch, "status-branch", report.DefaultBranch, "branch the cluster's status file is committed to")
+	fs.StringVar(&af.statusAuth.Username, "status-username", "", "HTTPS user name for --status-repo")
+	fs.StringVar(&af.statusAuth.PasswordFile, "status-password-file", "", "file holding the HTTPS password or token for --status-repo")
+	fs.StringVar(&af.statusAuth.SSHKeyFile, "status-ssh-key", "", "SSH private key file for --status-repo")
+	fs.StringVar(&af.statusAuth.KnownHostsFile, "status-known-hosts", "", "known_hosts file for --status-repo")
+	fs.BoolVar(&af.noStatus, "no-status", false, "do not publish the cluster's status to Git")
+	fs.DurationVar(&af.heartbeat, "heartbeat", 10*time.Minute, "commit an unchanged status this often, so a silent cluster stands out")
 	fs.StringVar(&af.listen, "listen", ":8080", "address of /healthz, /readyz and /trigger (empty: none)")
 	fs.StringVar(&af.webhookSecret, "webhook-secret-file", "", "file holding the shared secret of /trigger (no file: /trigger refuses all)")
 	fs.StringVar(&af.logFormat, "log-format", "json", "log format: json|console")
@@ -119,6 +134,13 @@ func (af *agentFlags) run(ctx context.Context, stderr io.Writer) error {
 	}
 	log := ctrlzap.New(ctrlzap.WriteTo(stderr), ctrlzap.UseDevMode(af.logFormat == "console"), ctrlzap.Level(zapLevel(level))).WithName("agent")
 
+	if !af.noStatus {
+		status, err := af.statusOptions()
+		if err != nil {
+			return err
+		}
+		af.opts.Status = status
+	}
 	cfg, err := af.kube.restConfig()
 	if err != nil {
 		return fmt.Errorf("loading kubeconfig: %w", err)
@@ -162,3 +184,17 @@ func (af *agentFlags) run(ctx context.Context, stderr io.Writer) error {
 
 // zapLevel maps -v to zap's levels (debug is -1).
 func zapLevel(verbosity int) zapcore.Level { return zapcore.Level(-verbosity) }
+
+// statusOptions are where the status goes: the fleet repository with its
+// credentials, unless another is given with its own.
+func (af *agentFlags) statusOptions() (*report.Options, error) {
+	url, auth := af.statusRepo, af.statusAuth
+	if url == "" {
+		url, auth = af.opts.Source.URL, af.opts.Source.Auth
+	}
+	method, err := auth.Method(url)
+	if err != nil {
+		return nil, fmt.Errorf("status repository: %w", err)
+	}
+	return &report.Options{URL: url, Branch: af.statusBranch, Auth: method, Heartbeat: af.heartbeat}, nil
+}

@@ -34,3 +34,41 @@ bundles: hello: resources: [{apiVersion: "v1", kind: "ConfigMap", metadata: {nam
 		t.Errorf("missing remote: exit %d\n%s", code, logs)
 	}
 }
+
+// TestStatusCommand runs two agents that report to the fleet repository's
+// status branch, then reads it with `flotilla status`: the table, one
+// cluster, and --wait for the revision.
+func TestStatusCommand(t *testing.T) {
+	clusters := testenv.StartFleetT(t, testenv.Options{Name: "st-a"}, testenv.Options{Name: "st-b"})
+	repo := gittest.New(t)
+	rev := repo.Commit(map[string]string{"fleet.cue": `package fleet
+
+bundles: hello: resources: [{apiVersion: "v1", kind: "ConfigMap", metadata: {name: "hello", namespace: "default"}}]
+`})
+	for i, c := range clusters {
+		var stdout, stderr bytes.Buffer
+		if code := run(t.Context(), []string{"agent", "--once", "--repo", repo.URL, "--name", []string{"lab-a", "lab-b"}[i],
+			"--region", "eu-west-1", "--kubeconfig", c.Kubeconfig, "--cache-dir", t.TempDir()}, &stdout, &stderr); code != exitOK {
+			t.Fatalf("agent: %s", stderr.String())
+		}
+	}
+	status := func(args ...string) (int, string, string) {
+		var stdout, stderr bytes.Buffer
+		code := run(t.Context(), append([]string{"status", "--repo", repo.Bare}, args...), &stdout, &stderr)
+		return code, stdout.String(), stderr.String()
+	}
+	code, out, errOut := status()
+	if code != exitOK || !strings.Contains(out, "lab-a") || !strings.Contains(out, "Ready") || !strings.Contains(out, "1/1") {
+		t.Fatalf("status: exit %d\n%s%s", code, out, errOut)
+	}
+	if code, out, _ = status("--cluster", "lab-b"); code != exitOK || !strings.Contains(out, "hello") {
+		t.Errorf("status --cluster: exit %d\n%s", code, out)
+	}
+	if code, _, errOut = status("--wait", "--revision", rev, "--timeout", "30s", "--poll", "100ms"); code != exitOK {
+		t.Errorf("status --wait: exit %d\n%s", code, errOut)
+	}
+	other := strings.Repeat("0", 40)
+	if code, _, errOut = status("--wait", "--revision", other, "--timeout", "1s", "--poll", "100ms"); code != exitFailed || !strings.Contains(errOut, "not Ready everywhere") {
+		t.Errorf("status --wait for a revision nobody applied: exit %d\n%s", code, errOut)
+	}
+}

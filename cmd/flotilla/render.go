@@ -116,7 +116,7 @@ func renderOne(ctx context.Context, stdout, stderr io.Writer, plan *fleet.Plan, 
 			fmt.Fprintln(stderr, b.Err)
 			continue
 		}
-		report(stderr, b)
+		reportBundle(stderr, b)
 		if rf.out != "" {
 			if err := writeBundle(filepath.Join(rf.out, b.Name+".yaml"), b.Result.Objects); err != nil {
 				return err
@@ -207,8 +207,8 @@ func renderAll(ctx context.Context, stderr io.Writer, f *fleet.Fleet, r *planren
 	return nil
 }
 
-// report tells stderr about hooks left out and warnings.
-func report(stderr io.Writer, b planrender.Bundle) {
+// reportBundle tells stderr about hooks left out and warnings.
+func reportBundle(stderr io.Writer, b planrender.Bundle) {
 	if n := len(b.Result.Hooks); n > 0 {
 		fmt.Fprintf(stderr, "bundle %s: %d Helm hooks rendered but not applied (set helm: includeHooks: true to apply them)\n", b.Name, n)
 	}

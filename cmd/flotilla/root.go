@@ -46,6 +46,7 @@ for every cluster before it merges.`,
 		newDiffCmd(),
 		newApplyCmd(),
 		newAgentCmd(),
+		newStatusCmd(),
 		newVersionCmd(),
 	)
 	return root

@@ -28,8 +28,9 @@ type Auth struct {
 	InsecureIgnoreHostKey bool
 }
 
-// method builds go-git's auth for the URL's transport.
-func (a Auth) method(url string) (transport.AuthMethod, error) {
+// Method builds go-git's auth for the URL's transport (nil when none
+// is needed), reading the credential files.
+func (a Auth) Method(url string) (transport.AuthMethod, error) {
 	switch {
 	case strings.HasPrefix(url, "http://"), strings.HasPrefix(url, "https://"):
 		if a.PasswordFile == "" {

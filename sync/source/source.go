@@ -70,7 +70,7 @@ func New(opts Options) (*Source, error) {
 		}
 		opts.CacheDir = dir
 	}
-	auth, err := opts.Auth.method(opts.URL)
+	auth, err := opts.Auth.Method(opts.URL)
 	if err != nil {
 		return nil, err
 	}

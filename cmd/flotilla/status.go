@@ -1,0 +1,225 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/go-git/go-git/v5/plumbing/transport"
+	"github.com/spf13/cobra"
+
+	"github.com/flotilla-gitops/flotilla/sync/agent"
+	"github.com/flotilla-gitops/flotilla/sync/apply"
+	"github.com/flotilla-gitops/flotilla/sync/report"
+	"github.com/flotilla-gitops/flotilla/sync/source"
+)
+
+// statusFlags are the flags of `flotilla status`.
+type statusFlags struct {
+	repo     string
+	branch   string
+	tip      string
+	auth     source.Auth
+	cluster  string
+	stale    time.Duration
+	wait     bool
+	revision string
+	timeout  time.Duration
+	every    time.Duration
+}
+
+func newStatusCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "status --repo URL [--cluster NAME] [--wait --revision SHA]",
+		Short: "Show the fleet's state from the status branch",
+		Long: `Read the status branch every agent writes to (one file per cluster) and
+show the fleet: each cluster's region, phase, the revision it applied
+against the tip of the fleet branch, its bundles ready out of total, and
+how long ago it reported — clusters silent for longer than --stale are
+flagged. --cluster NAME shows one cluster's bundles and errors.
+
+--wait --revision SHA blocks until every reporting cluster has applied that
+revision and is Ready (exit 0), or one failed at it, or --timeout passes
+(exit 1): a CI job can gate on a rollout.`,
+		Example: `  flotilla status --repo https://git.example.com/platform/fleet.git
+  flotilla status --repo ../fleet --cluster prod-eu-1
+  flotilla status --repo $REPO --wait --revision $(git rev-parse HEAD) --timeout 15m`,
+		Args: cobra.NoArgs,
+	}
+	out := addOutputFlag(cmd, "table", "json")
+	sf := &statusFlags{}
+	fs := cmd.Flags()
+	fs.StringVar(&sf.repo, "repo", "", "repository of the status branch (URL or local path)")
+	fs.StringVar(&sf.branch, "status-branch", report.DefaultBranch, "the status branch")
+	fs.StringVar(&sf.tip, "branch", "main", "the fleet branch whose tip the applied revisions are compared with")
+	fs.StringVar(&sf.auth.Username, "username", "", "HTTPS user name")
+	fs.StringVar(&sf.auth.PasswordFile, "password-file", "", "file holding the HTTPS password or token")
+	fs.StringVar(&sf.auth.SSHKeyFile, "ssh-key", "", "SSH private key file")
+	fs.StringVar(&sf.auth.KnownHostsFile, "known-hosts", "", "known_hosts file for SSH")
+	fs.StringVar(&sf.cluster, "cluster", "", "show one cluster's bundles and errors")
+	fs.DurationVar(&sf.stale, "stale", 30*time.Minute, "flag clusters that have not reported for this long")
+	fs.BoolVar(&sf.wait, "wait", false, "wait until every cluster reports --revision Ready")
+	fs.StringVar(&sf.revision, "revision", "", "the revision to wait for (full hash)")
+	fs.DurationVar(&sf.timeout, "timeout", 10*time.Minute, "how long --wait waits")
+	fs.DurationVar(&sf.every, "poll", 5*time.Second, "how often --wait reads the status branch")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if err := out.validate(); err != nil {
+			return err
+		}
+		if sf.repo == "" {
+			return errors.New("--repo is required")
+		}
+		if !strings.Contains(sf.repo, "://") && !strings.Contains(sf.repo, "@") {
+			sf.repo = "file://" + absPath(sf.repo)
+		}
+		auth, err := sf.auth.Method(sf.repo)
+		if err != nil {
+			return err
+		}
+		if sf.wait {
+			return sf.waitFor(cmd.Context(), cmd.ErrOrStderr(), auth)
+		}
+		statuses, err := report.Read(cmd.Context(), sf.repo, sf.branch, auth)
+		if err != nil {
+			return err
+		}
+		tip := sf.fleetTip(cmd.Context())
+		if sf.cluster != "" {
+			for _, st := range statuses {
+				if st.Cluster.Name == sf.cluster {
+					return out.write(cmd.OutOrStdout(), st, func(w io.Writer) error { return writeClusterStatus(w, st) })
+				}
+			}
+			return fmt.Errorf("no status for cluster %q on %s", sf.cluster, sf.branch)
+		}
+		return out.write(cmd.OutOrStdout(), statuses, func(w io.Writer) error {
+			return writeFleetStatus(w, statuses, tip, sf.stale, time.Now())
+		})
+	}
+	return cmd
+}
+
+// fleetTip is the fleet branch's tip, or "" when it cannot be asked.
+func (sf *statusFlags) fleetTip(ctx context.Context) string {
+	src, err := source.New(source.Options{URL: sf.repo, Branch: sf.tip, Auth: sf.auth})
+	if err != nil {
+		return ""
+	}
+	tip, err := src.Head(ctx)
+	if err != nil {
+		return ""
+	}
+	return tip
+}
+
+// waitFor polls the status branch until every cluster applied the revision
+// and is Ready.
+func (sf *statusFlags) waitFor(ctx context.Context, stderr io.Writer, auth transport.AuthMethod) error {
+	if len(sf.revision) != 40 {
+		return errors.New("--wait needs --revision with a full 40-character hash")
+	}
+	ctx, cancel := context.WithTimeout(ctx, sf.timeout)
+	defer cancel()
+	ticker := time.NewTicker(sf.every)
+	defer ticker.Stop()
+	for {
+		statuses, err := report.Read(ctx, sf.repo, sf.branch, auth)
+		if err == nil {
+			pending, failed := rollout(statuses, sf.revision)
+			if len(failed) > 0 {
+				return fmt.Errorf("revision %s failed on %s", short(sf.revision), strings.Join(failed, ", "))
+			}
+			if len(pending) == 0 && len(statuses) > 0 {
+				fmt.Fprintf(stderr, "revision %s is Ready on %d clusters\n", short(sf.revision), len(statuses))
+				return nil
+			}
+			fmt.Fprintf(stderr, "waiting for %s\n", strings.Join(pending, ", "))
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("revision %s not Ready everywhere within %s", short(sf.revision), sf.timeout)
+		case <-ticker.C:
+		}
+	}
+}
+
+// rollout splits clusters into those still to apply the revision and those
+// that failed at it.
+func rollout(statuses []report.Status, revision string) (pending, failed []string) {
+	for _, st := range statuses {
+		switch {
+		case st.SeenRevision == revision && st.Phase == agent.ClusterFailed:
+			failed = append(failed, st.Cluster.Name)
+		case st.AppliedRevision != revision || st.Phase != agent.ClusterReady:
+			pending = append(pending, st.Cluster.Name)
+		}
+	}
+	return pending, failed
+}
+
+// writeFleetStatus prints one line per cluster.
+func writeFleetStatus(w io.Writer, statuses []report.Status, tip string, stale time.Duration, now time.Time) error {
+	if len(statuses) == 0 {
+		_, err := fmt.Fprintln(w, "no cluster has reported yet")
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "CLUSTER\tREGION\tPHASE\tAPPLIED\tBUNDLES\tREPORTED")
+	for _, st := range statuses {
+		applied := short(st.AppliedRevision)
+		if tip != "" && st.AppliedRevision != tip {
+			applied += " (tip " + short(tip) + ")"
+		}
+		ready := 0
+		for _, b := range st.Bundles {
+			if b.Phase == apply.PhaseReady {
+				ready++
+			}
+		}
+		age := now.Sub(st.ReportedAt).Round(time.Second)
+		reported := age.String() + " ago"
+		if age > stale {
+			reported += " STALE"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%s\n", st.Cluster.Name, dash(st.Cluster.Region), st.Phase, applied, ready, len(st.Bundles), reported)
+	}
+	return tw.Flush()
+}
+
+// writeClusterStatus prints one cluster's bundles and errors.
+func writeClusterStatus(w io.Writer, st report.Status) error {
+	fmt.Fprintf(w, "cluster %s  region %s  phase %s  applied %s  seen %s  agent %s\n",
+		st.Cluster.Name, dash(st.Cluster.Region), st.Phase, short(st.AppliedRevision), short(st.SeenRevision), st.Agent)
+	if st.Message != "" {
+		fmt.Fprintf(w, "  %s\n", st.Message)
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "BUNDLE\tPHASE\tCREATED\tCONFIGURED\tDELETED\tDRIFTED\tSINCE\tMESSAGE")
+	for _, b := range st.Bundles {
+		c := b.Counts
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\n", b.Name, b.Phase, c.Created, c.Configured, c.Deleted, c.Drifted,
+			b.LastTransitionTime.UTC().Format(time.RFC3339), oneLine(b.Message))
+	}
+	return tw.Flush()
+}
+
+func short(rev string) string {
+	if len(rev) > 7 {
+		return rev[:7]
+	}
+	return dash(rev)
+}
+
+// absPath makes a local path absolute for a file:// URL.
+func absPath(p string) string {
+	if abs, err := filepath.Abs(p); err == nil {
+		return abs
+	}
+	return p
+}
