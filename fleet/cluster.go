@@ -36,10 +36,10 @@ type Facts struct {
 	Nodes             int      `json:"nodes"`
 }
 
-// normalized returns a copy whose nil maps and slices are empty, so that the
+// Normalized returns a copy whose nil maps and slices are empty, so that the
 // identity encodes to the same CUE (and the same digests) however it was
 // built.
-func (c Cluster) normalized() Cluster {
+func (c Cluster) Normalized() Cluster {
 	if c.Labels == nil {
 		c.Labels = map[string]string{}
 	}

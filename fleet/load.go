@@ -258,7 +258,7 @@ func (f *Fleet) readInventory() Diagnostics {
 	}
 	var ds Diagnostics
 	for _, name := range slices.Sorted(maps.Keys(inv)) {
-		c := inv[name].normalized()
+		c := inv[name].Normalized()
 		if err := c.Validate(); err != nil {
 			pos := userPos(lookup(v, name))
 			ds = append(ds, diagnostic(fieldClusters+"."+name, err.Error(), pos))

@@ -52,7 +52,7 @@ func (p *Plan) Bundle(name string) *Bundle {
 // nothing must be applied or pruned). A problem in one bundle is recorded
 // on that bundle and the others are planned normally.
 func (f *Fleet) Plan(c Cluster) (*Plan, error) {
-	c = c.normalized()
+	c = c.Normalized()
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}

@@ -69,6 +69,7 @@ func Path(cluster string) string { return "clusters/" + cluster + ".yaml" }
 // failure never blocks applying: the caller publishes again next pass.
 func (r *Reporter) Publish(ctx context.Context, st *Status, now time.Time) (bool, error) {
 	st.APIVersion, st.Kind = APIVersion, Kind
+	st.Cluster = st.Cluster.Normalized() // empty lists, not nulls (#Status)
 	content, err := encode(st, time.Time{})
 	if err != nil {
 		return false, err
