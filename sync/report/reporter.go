@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"strings"
 	"time"
 
 	"github.com/go-git/go-billy/v5/memfs"
@@ -176,29 +175,36 @@ func (r *Reporter) tryPush(ctx context.Context, path string, data []byte, msg st
 	}
 	spec := config.RefSpec(hash.String() + ":" + ref.String())
 	if err := repo.PushContext(ctx, &git.PushOptions{RemoteName: "origin", Auth: r.opts.Auth, RefSpecs: []config.RefSpec{spec}}); err != nil {
-		return fmt.Errorf("push: %w", err)
+		return &pushError{err}
 	}
 	return nil
 }
 
-// retryable reports a push rejected because the branch moved (or was
-// created meanwhile). go-git says so in several ways: a non-fast-forward
-// update; "object not found" when the remote's new tip is not in the
-// shallow clone; and, for a server-side rejection, only in the message
-// (no sentinel error exists for it).
+// pushError is a failed push: the branch moved under us, most often.
+type pushError struct{ err error }
+
+func (e *pushError) Error() string { return "push: " + e.err.Error() }
+func (e *pushError) Unwrap() error { return e.err }
+
+// retryable reports a failed push worth trying again on the new tip. When
+// another cluster pushed first, go-git says so in many ways (a
+// non-fast-forward update, "object not found" for a tip the shallow clone
+// lacks, a server's rejection, a malformed report from some servers), so
+// every push failure is retried — a push is only our file on the current
+// tip — except refused credentials and an ended context.
 func retryable(err error) bool {
-	return errors.Is(err, git.ErrNonFastForwardUpdate) ||
-		errors.Is(err, plumbing.ErrObjectNotFound) ||
-		strings.Contains(err.Error(), "non-fast-forward") ||
-		strings.Contains(err.Error(), "failed to update ref") ||
-		strings.Contains(err.Error(), "reference already exists")
+	var pe *pushError
+	return errors.As(err, &pe) &&
+		!errors.Is(err, transport.ErrAuthenticationRequired) &&
+		!errors.Is(err, transport.ErrAuthorizationFailed) &&
+		!errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded)
 }
 
 // isMissingBranch reports a clone that failed because the branch does not
 // exist yet (or the repository is empty).
 func isMissingBranch(err error) bool {
 	return errors.Is(err, plumbing.ErrReferenceNotFound) || errors.Is(err, transport.ErrEmptyRemoteRepository) ||
-		strings.Contains(err.Error(), "couldn't find remote ref")
+		errors.Is(err, git.NoMatchingRefSpecError{})
 }
 
 func short(rev string) string {

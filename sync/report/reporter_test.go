@@ -3,6 +3,8 @@ package report_test
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -12,6 +14,8 @@ import (
 	"github.com/flotilla-gitops/flotilla/internal/gittest"
 	"github.com/flotilla-gitops/flotilla/sync/apply"
 	"github.com/flotilla-gitops/flotilla/sync/report"
+	"github.com/fluxcd/pkg/gittestserver"
+	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
 )
 
 func status(cluster, phase string) *report.Status {
@@ -123,5 +127,55 @@ func TestRead(t *testing.T) {
 	}
 	if _, err := report.Read(context.Background(), gittest.New(t).URL, "", nil); err == nil {
 		t.Error("a repository without a status branch read fine")
+	}
+}
+
+// TestConcurrentReportersOverHTTP repeats the concurrent test on a real
+// git HTTP server with basic auth (gittestserver).
+func TestConcurrentReportersOverHTTP(t *testing.T) {
+	srv, err := gittestserver.NewTempGitServer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(srv.Root())
+	srv.Auth("reporter", "pass").AutoCreate()
+	if err := srv.StartHTTP(); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.StopHTTP()
+	fixture := t.TempDir()
+	if err := os.WriteFile(filepath.Join(fixture, "fleet.cue"), []byte("package fleet\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.InitRepo(fixture, "main", "fleet.git"); err != nil {
+		t.Fatal(err)
+	}
+	url := srv.HTTPAddress() + "/fleet.git"
+	auth := &githttp.BasicAuth{Username: "reporter", Password: "pass"}
+
+	const n = 20
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Go(func() {
+			r, err := report.New(report.Options{URL: url, Auth: auth})
+			if err == nil {
+				_, err = r.Publish(context.Background(), status(fmt.Sprintf("h%02d", i), "Ready"), time.Now())
+			}
+			errs[i] = err
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("reporter %d: %v", i, err)
+		}
+	}
+	got, err := report.Read(context.Background(), url, "", auth)
+	if err != nil || len(got) != n {
+		t.Fatalf("%d statuses on the branch, want %d (%v)", len(got), n, err)
+	}
+	if _, err := report.Read(context.Background(), url, "", &githttp.BasicAuth{Username: "reporter", Password: "wrong"}); err == nil {
+		t.Error("read with a wrong password")
 	}
 }
