@@ -41,7 +41,12 @@ type Reporter struct {
 	// last is what was last pushed, without its time; lastPush when.
 	last     []byte
 	lastPush time.Time
+	attempts int // pushes the last Publish needed
 }
+
+// Attempts is how many pushes the last Publish needed (1 when nobody else
+// pushed meanwhile).
+func (r *Reporter) Attempts() int { return r.attempts }
 
 // New returns a Reporter.
 func New(opts Options) (*Reporter, error) {
@@ -109,6 +114,7 @@ func (r *Reporter) push(ctx context.Context, path string, data []byte, msg strin
 			case <-time.After(backoff/2 + time.Duration(rand.Int64N(int64(backoff)))):
 			}
 		}
+		r.attempts = attempt + 1
 		err = r.tryPush(ctx, path, data, msg)
 		if err == nil || !retryable(err) {
 			return err

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -178,4 +179,40 @@ func TestConcurrentReportersOverHTTP(t *testing.T) {
 	if _, err := report.Read(context.Background(), url, "", &githttp.BasicAuth{Username: "reporter", Password: "wrong"}); err == nil {
 		t.Error("read with a wrong password")
 	}
+}
+
+// BenchmarkConcurrentReporters: 100 clusters report at once to one bare
+// repository; time until all landed, and pushes per report (1 is no
+// retry).
+func BenchmarkConcurrentReporters(b *testing.B) {
+	const n = 100
+	var pushes int64
+	for b.Loop() {
+		b.StopTimer()
+		repo := gittest.New(b)
+		reporters := make([]*report.Reporter, n)
+		for i := range reporters {
+			reporters[i], _ = report.New(report.Options{URL: repo.URL, Attempts: 100})
+		}
+		b.StartTimer()
+		var wg sync.WaitGroup
+		var failed atomic.Int64
+		for i, r := range reporters {
+			wg.Go(func() {
+				if _, err := r.Publish(context.Background(), status(fmt.Sprintf("c%03d", i), "Ready"), time.Now()); err != nil {
+					failed.Add(1)
+				}
+			})
+		}
+		wg.Wait()
+		b.StopTimer()
+		if failed.Load() > 0 {
+			b.Fatalf("%d reports did not land", failed.Load())
+		}
+		for _, r := range reporters {
+			pushes += int64(r.Attempts())
+		}
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(pushes)/float64(b.N*n), "pushes/report")
 }
