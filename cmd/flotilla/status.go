@@ -41,7 +41,9 @@ func newStatusCmd() *cobra.Command {
 show the fleet: each cluster's region, phase, the revision it applied
 against the tip of the fleet branch, its bundles ready out of total, and
 how long ago it reported — clusters silent for longer than --stale are
-flagged. --cluster NAME shows one cluster's bundles and errors.
+flagged. --cluster NAME shows one cluster's bundles and errors. -o html
+writes a self-contained page (a clusters × bundles matrix coloured by
+phase, with the errors) that opens without a server.
 
 --wait --revision SHA blocks until every reporting cluster has applied that
 revision and is Ready (exit 0), or one failed at it, or --timeout passes
@@ -51,7 +53,7 @@ revision and is Ready (exit 0), or one failed at it, or --timeout passes
   flotilla status --repo $REPO --wait --revision $(git rev-parse HEAD) --timeout 15m`,
 		Args: cobra.NoArgs,
 	}
-	out := addOutputFlag(cmd, "table", "json")
+	out := addOutputFlag(cmd, "table", "json", "html")
 	sf := &statusFlags{}
 	fs := cmd.Flags()
 	fs.StringVar(&sf.repo, "repo", "", "repository of the status branch (URL or local path)")
@@ -96,6 +98,9 @@ revision and is Ready (exit 0), or one failed at it, or --timeout passes
 				}
 			}
 			return fmt.Errorf("no status for cluster %q on %s", sf.cluster, sf.branch)
+		}
+		if out.format == "html" {
+			return writeStatusHTML(cmd.OutOrStdout(), statuses, tip, sf.stale, time.Now())
 		}
 		return out.write(cmd.OutOrStdout(), statuses, func(w io.Writer) error {
 			return writeFleetStatus(w, statuses, tip, sf.stale, time.Now())
