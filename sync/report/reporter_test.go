@@ -131,7 +131,7 @@ func TestRead(t *testing.T) {
 	}
 }
 
-// TestConcurrentReportersOverHTTP repeats the concurrent test on a real
+// TestConcurrentReportersOverHTTP repeats the concurrent test (50 reporters) on a real
 // git HTTP server with basic auth (gittestserver).
 func TestConcurrentReportersOverHTTP(t *testing.T) {
 	srv, err := gittestserver.NewTempGitServer()
@@ -154,7 +154,7 @@ func TestConcurrentReportersOverHTTP(t *testing.T) {
 	url := srv.HTTPAddress() + "/fleet.git"
 	auth := &githttp.BasicAuth{Username: "reporter", Password: "pass"}
 
-	const n = 20
+	const n = 50
 	var wg sync.WaitGroup
 	errs := make([]error, n)
 	for i := range n {
