@@ -41,10 +41,16 @@ vet: ## go vet and a gofmt check
 test: testenv vet ## Build what the tests need, vet, and run every test
 	go test $(GO_TEST_FLAGS) ./...
 
+DEMO_ARGS ?=
+
 .PHONY: demo
-demo: ## Run the fleet-in-a-box demo
-	@echo "make demo: not yet — the end-to-end demo lands with the 'Fleet in a box' issue."
-	@echo "Meanwhile: 'make test' runs real control planes; 'make build' builds bin/flotilla."
+demo: testenv build ## Run the fleet-in-a-box demo (DEMO_ARGS=--ci: unattended)
+	@echo "make demo: three local clusters, a git server and three agents (the first build takes minutes)"
+	go run ./internal/demo $(DEMO_ARGS)
+
+.PHONY: demo-down
+demo-down: ## Stop what a running demo started
+	@if [ -f .demo/demo.pid ]; then kill "$$(cat .demo/demo.pid)" && echo "stopping the demo"; else echo "no demo running"; fi
 
 .PHONY: clean
 clean: ## Remove bin/flotilla (keeps the cached control-plane binaries)
