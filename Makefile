@@ -38,8 +38,9 @@ vet: ## go vet and a gofmt check
 	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 
 .PHONY: test
-test: testenv vet ## Build what the tests need, vet, and run every test
+test: testenv vet ## Build what the tests need, vet, run every test, and the demo unattended (end to end)
 	go test $(GO_TEST_FLAGS) ./...
+	$(MAKE) demo DEMO_ARGS=--ci
 
 DEMO_ARGS ?=
 
