@@ -41,7 +41,7 @@ type agentFlags struct {
 func newAgentCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "agent --repo URL --name NAME [--region R] [--label k=v]...",
-		Short: "Run the pull loop in a cluster: Git → plan → render → apply",
+		Short: "Run the pull loop in a cluster: Git → plan → render → apply → status",
 		Long: `Run Flotilla's agent for one cluster. Every --interval (jittered), and at
 once when a Git host's webhook POSTs to /trigger, it asks the repository for
 the branch tip; when the revision, the cluster's identity or its discovered
@@ -58,6 +58,10 @@ every pass.
 Credentials come from files (mounted Secrets): --password-file for HTTPS,
 --ssh-key with --known-hosts for SSH. A remote that is down or refuses the
 credentials leaves the cluster as it is; the next pass retries.
+
+After each pass the cluster's status is committed to the status branch
+(flotilla/status of the fleet repository unless --status-repo): only when
+it changed, plus a --heartbeat.
 
 SIGTERM or Ctrl-C ends the pass under way cleanly (what was applied is
 recorded) and exits. --once runs a single pass and exits 1 if it failed.`,
