@@ -3,8 +3,6 @@ package report_test
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,7 +13,6 @@ import (
 	"github.com/flotilla-gitops/flotilla/internal/gittest"
 	"github.com/flotilla-gitops/flotilla/sync/apply"
 	"github.com/flotilla-gitops/flotilla/sync/report"
-	"github.com/fluxcd/pkg/gittestserver"
 	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
 )
 
@@ -134,24 +131,7 @@ func TestRead(t *testing.T) {
 // TestConcurrentReportersOverHTTP repeats the concurrent test (50 reporters) on a real
 // git HTTP server with basic auth (gittestserver).
 func TestConcurrentReportersOverHTTP(t *testing.T) {
-	srv, err := gittestserver.NewTempGitServer()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(srv.Root())
-	srv.Auth("reporter", "pass").AutoCreate()
-	if err := srv.StartHTTP(); err != nil {
-		t.Fatal(err)
-	}
-	defer srv.StopHTTP()
-	fixture := t.TempDir()
-	if err := os.WriteFile(filepath.Join(fixture, "fleet.cue"), []byte("package fleet\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.InitRepo(fixture, "main", "fleet.git"); err != nil {
-		t.Fatal(err)
-	}
-	url := srv.HTTPAddress() + "/fleet.git"
+	url := gittest.HTTPServer(t, "reporter", "pass")
 	auth := &githttp.BasicAuth{Username: "reporter", Password: "pass"}
 
 	const n = 50

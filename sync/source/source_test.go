@@ -8,8 +8,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/fluxcd/pkg/gittestserver"
-
 	"github.com/flotilla-gitops/flotilla/internal/gittest"
 	"github.com/flotilla-gitops/flotilla/sync/source"
 )
@@ -106,24 +104,7 @@ func TestMissingReference(t *testing.T) {
 // basic auth: the right password from a file works, a wrong one is
 // refused with ErrAuth and no password in the message.
 func TestHTTPBasicAuth(t *testing.T) {
-	srv, err := gittestserver.NewTempGitServer()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(srv.Root())
-	srv.Auth("fleet-reader", "s3cret-pass")
-	if err := srv.StartHTTP(); err != nil {
-		t.Fatal(err)
-	}
-	defer srv.StopHTTP()
-	fixture := t.TempDir()
-	if err := os.WriteFile(filepath.Join(fixture, "fleet.cue"), []byte("package fleet\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.InitRepo(fixture, "main", "fleet.git"); err != nil {
-		t.Fatal(err)
-	}
-	url := srv.HTTPAddress() + "/fleet.git"
+	url := gittest.HTTPServer(t, "fleet-reader", "s3cret-pass")
 	creds := t.TempDir()
 	write := func(name, content string) string {
 		p := filepath.Join(creds, name)
