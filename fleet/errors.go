@@ -87,14 +87,6 @@ func (ds Diagnostics) Error() string {
 
 func (ds Diagnostics) Unwrap() error { return ErrInvalid }
 
-// err returns ds as an error, or nil when it is empty.
-func (ds Diagnostics) err() error {
-	if len(ds) == 0 {
-		return nil
-	}
-	return ds
-}
-
 // AsDiagnostics extracts the diagnostics from an error returned by this
 // package.
 func AsDiagnostics(err error) Diagnostics {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -51,8 +52,8 @@ type Options struct {
 // Agent syncs one cluster from the fleet repository.
 type Agent struct {
 	opts   Options
-	cfg    *rest.Config
 	kube   client.Client
+	disc   discovery.DiscoveryInterface // made once: facts are read every pass
 	src    *source.Source
 	verify *source.Verifier // nil: signatures are not required
 	mgr    *apply.Manager
@@ -88,13 +89,17 @@ func New(cfg *rest.Config, opts Options, log logr.Logger) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
+	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
 	var verify *source.Verifier
 	if len(opts.TrustedKeys) > 0 {
 		if verify, err = source.NewVerifier(opts.TrustedKeys...); err != nil {
 			return nil, err
 		}
 	}
-	a := &Agent{opts: opts, cfg: cfg, kube: kube, src: src, verify: verify, mgr: mgr, log: log,
+	a := &Agent{opts: opts, kube: kube, disc: dc, src: src, verify: verify, mgr: mgr, log: log,
 		trigger: make(chan struct{}, 1), metrics: newMetrics()}
 	if opts.Status != nil {
 		if a.reporter, err = report.New(*opts.Status); err != nil {

@@ -10,8 +10,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/client-go/discovery"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/flotilla-gitops/flotilla/fleet"
@@ -85,16 +85,12 @@ func (a *Agent) identity(ctx context.Context) (fleet.Cluster, error) {
 // versions, and its nodes' regions and zones.
 func (a *Agent) discoverFacts(ctx context.Context) (fleet.Facts, error) {
 	var f fleet.Facts
-	dc, err := discovery.NewDiscoveryClientForConfig(a.cfg)
-	if err != nil {
-		return f, err
-	}
-	v, err := dc.ServerVersion()
+	v, err := a.disc.ServerVersion()
 	if err != nil {
 		return f, fmt.Errorf("discovering the Kubernetes version: %w", err)
 	}
 	f.KubernetesVersion = v.GitVersion
-	groups, err := dc.ServerGroups()
+	groups, err := a.disc.ServerGroups()
 	if err != nil {
 		return f, fmt.Errorf("discovering API groups: %w", err)
 	}
@@ -106,8 +102,11 @@ func (a *Agent) discoverFacts(ctx context.Context) (fleet.Facts, error) {
 			f.APIVersions = append(f.APIVersions, schema.GroupVersion{Group: g.Name, Version: gv.Version}.String())
 		}
 	}
-	var nodes corev1.NodeList
-	if err := a.kube.List(ctx, &nodes); err != nil {
+	// Metadata only: the labels are all that is read, and a pass must stay
+	// cheap on clusters with many nodes.
+	nodes := &metav1.PartialObjectMetadataList{}
+	nodes.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("NodeList"))
+	if err := a.kube.List(ctx, nodes); err != nil {
 		return f, fmt.Errorf("listing nodes: %w", err)
 	}
 	regions, zones := map[string]bool{}, map[string]bool{}

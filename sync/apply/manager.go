@@ -12,6 +12,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -86,6 +87,9 @@ type Manager struct {
 	manager  *ssa.ResourceManager
 	inv      *inventories
 	requests atomic.Int64
+
+	mu            sync.Mutex
+	impersonating map[string]*ssa.ResourceManager // by ServiceAccount user name
 }
 
 // New returns a Manager for the cluster cfg names. Client-side rate
@@ -131,14 +135,30 @@ func (m *Manager) resourceManager(cfg *rest.Config) (*ssa.ResourceManager, error
 }
 
 // managerFor returns the ssa manager a bundle applies with: impersonating
-// its ServiceAccount when it names one.
+// its ServiceAccount when it names one. Impersonating managers (each with
+// its own HTTP client) are made once per account and reused by every step
+// and sync.
 func (m *Manager) managerFor(namespace, serviceAccount string) (*ssa.ResourceManager, error) {
 	if serviceAccount == "" {
 		return m.manager, nil
 	}
+	user := fmt.Sprintf("system:serviceaccount:%s:%s", namespace, serviceAccount)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if rm, ok := m.impersonating[user]; ok {
+		return rm, nil
+	}
 	cfg := rest.CopyConfig(m.cfg)
-	cfg.Impersonate = rest.ImpersonationConfig{UserName: fmt.Sprintf("system:serviceaccount:%s:%s", namespace, serviceAccount)}
-	return m.resourceManager(cfg)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: user}
+	rm, err := m.resourceManager(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if m.impersonating == nil {
+		m.impersonating = map[string]*ssa.ResourceManager{}
+	}
+	m.impersonating[user] = rm
+	return rm, nil
 }
 
 // RESTMapper is the cluster's discovery, for rendering with the cluster's
