@@ -23,6 +23,9 @@ export KUBEBUILDER_ASSETS := $(TESTENV_DIR)
 
 GO_TEST_FLAGS ?= -count=1 -timeout=30m
 
+# make vet refuses tracked files above this size unless .large-files lists them.
+MAX_TRACKED_BYTES := 1048576
+
 .PHONY: build
 build: ## Build bin/flotilla
 	go build -ldflags "$(LDFLAGS)" -o $(BIN)/flotilla ./cmd/flotilla
@@ -32,10 +35,16 @@ testenv: ## Build the test control plane (kube-apiserver, etcd, controller-manag
 	internal/testenv/tools/build.sh $(TESTENV_DIR)
 
 .PHONY: vet
-vet: ## go vet and a gofmt check
+vet: ## go vet, a gofmt check, and no large tracked file (built artefacts stay out of Git)
 	go vet ./...
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
+	@big=$$(git ls-files -z | xargs -0 stat -c '%s %n' 2>/dev/null | \
+		awk -v max=$(MAX_TRACKED_BYTES) '$$1 > max {print $$2}' | \
+		grep -vxF -f <(grep -v '^#' .large-files) || true); \
+	if [ -n "$$big" ]; then \
+		echo "tracked files over $(MAX_TRACKED_BYTES) bytes (a built binary, a profile?):"; echo "$$big"; \
+		echo "remove them from Git, or list a deliberate fixture in .large-files"; exit 1; fi
 
 .PHONY: test
 test: testenv vet ## Build what the tests need, vet, run every test, and the demo unattended (end to end)
