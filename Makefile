@@ -46,8 +46,18 @@ vet: ## go vet, a gofmt check, and no large tracked file (built artefacts stay o
 		echo "tracked files over $(MAX_TRACKED_BYTES) bytes (a built binary, a profile?):"; echo "$$big"; \
 		echo "remove them from Git, or list a deliberate fixture in .large-files"; exit 1; fi
 
+.PHONY: chromium
+chromium: ## Install Debian's Chromium when missing (the status page is checked in it)
+	@if ! command -v chromium >/dev/null; then \
+		echo "make chromium: installing Debian's chromium (the status page test loads the page in it)"; \
+		sudo=""; [ "$$(id -u)" -eq 0 ] || sudo="sudo"; \
+		$$sudo apt-get update -qq; \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	fi
+	@chromium --version
+
 .PHONY: test
-test: testenv vet ## Build what the tests need, vet, run every test, and the demo unattended (end to end)
+test: testenv chromium vet ## Build what the tests need, vet, run every test, and the demo unattended (end to end)
 	go test $(GO_TEST_FLAGS) ./...
 	$(MAKE) demo DEMO_ARGS=--ci
 

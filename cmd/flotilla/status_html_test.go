@@ -16,7 +16,7 @@ import (
 	"github.com/flotilla-gitops/flotilla/sync/report"
 )
 
-// chromium is Debian's Chromium, which .ci/run installs.
+// chromium is Debian's Chromium, which `make test` installs when missing.
 const chromium = "/usr/bin/chromium"
 
 // TestStatusHTMLInChromium renders `flotilla status -o html` for a fleet
@@ -24,7 +24,7 @@ const chromium = "/usr/bin/chromium"
 // Chromium: the browser's DOM has a row per cluster and the error.
 func TestStatusHTMLInChromium(t *testing.T) {
 	if _, err := os.Stat(chromium); err != nil {
-		t.Fatalf("%s is needed to check the status page: apt-get install chromium (.ci/run does)", chromium)
+		t.Fatalf("%s is needed to check the status page: make chromium (make test does)", chromium)
 	}
 	repo := gittest.New(t)
 	for _, st := range []*report.Status{
