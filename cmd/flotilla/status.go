@@ -13,7 +13,6 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/spf13/cobra"
 
-	"github.com/flotilla-gitops/flotilla/sync/agent"
 	"github.com/flotilla-gitops/flotilla/sync/apply"
 	"github.com/flotilla-gitops/flotilla/sync/report"
 	"github.com/flotilla-gitops/flotilla/sync/source"
@@ -158,9 +157,9 @@ func (sf *statusFlags) waitFor(ctx context.Context, stderr io.Writer, auth trans
 func rollout(statuses []report.Status, revision string) (pending, failed []string) {
 	for _, st := range statuses {
 		switch {
-		case st.SeenRevision == revision && st.Phase == agent.ClusterFailed:
+		case st.SeenRevision == revision && st.Phase == report.ClusterFailed:
 			failed = append(failed, st.Cluster.Name)
-		case st.AppliedRevision != revision || st.Phase != agent.ClusterReady:
+		case st.AppliedRevision != revision || st.Phase != report.ClusterReady:
 			pending = append(pending, st.Cluster.Name)
 		}
 	}

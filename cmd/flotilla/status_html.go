@@ -6,6 +6,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/flotilla-gitops/flotilla/sync/apply"
 	"github.com/flotilla-gitops/flotilla/sync/report"
 )
 
@@ -82,12 +83,12 @@ func writeStatusHTML(w io.Writer, statuses []report.Status, tip string, stale ti
 		c := cluster{Status: st, Stale: now.Sub(st.ReportedAt) > stale, Cells: make([]string, len(bundles))}
 		for _, b := range st.Bundles {
 			c.Cells[slices.Index(bundles, b.Name)] = string(b.Phase)
-			if b.Message != "" && b.Phase != "Ready" {
+			if b.Message != "" && b.Phase != apply.PhaseReady {
 				data.Problems = append(data.Problems, problem{st.Cluster.Name, b.Name, string(b.Phase), b.Message})
 			}
 		}
 		if st.Message != "" {
-			data.Problems = append(data.Problems, problem{st.Cluster.Name, "", st.Phase, st.Message})
+			data.Problems = append(data.Problems, problem{st.Cluster.Name, "", string(st.Phase), st.Message})
 		}
 		data.Clusters = append(data.Clusters, c)
 	}

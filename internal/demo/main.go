@@ -11,6 +11,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -30,6 +31,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	appsv1 "k8s.io/api/apps/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
@@ -42,14 +44,18 @@ import (
 type cluster struct {
 	name, region string
 	labels       []string
+	// wantReplicas and wantPolicy are what the demo's change should leave:
+	// web's replicas, and whether the EU-only NetworkPolicy is there.
+	wantReplicas int32
+	wantPolicy   bool
 	env          *testenv.Cluster
 	agent        *exec.Cmd
 }
 
 var fleetClusters = []*cluster{
-	{name: "prod-eu-1", region: "eu-west-1", labels: []string{"env=prod", "class=regulated", "role=active"}},
-	{name: "prod-us-1", region: "us-east-1", labels: []string{"env=prod", "class=standard", "role=active"}},
-	{name: "staging-eu-1", region: "eu-west-1", labels: []string{"env=staging", "class=standard", "role=active"}},
+	{name: "prod-eu-1", region: "eu-west-1", labels: []string{"env=prod", "class=regulated", "role=active"}, wantReplicas: 5, wantPolicy: true},
+	{name: "prod-us-1", region: "us-east-1", labels: []string{"env=prod", "class=standard", "role=active"}, wantReplicas: 2},
+	{name: "staging-eu-1", region: "eu-west-1", labels: []string{"env=staging", "class=standard", "role=active"}, wantReplicas: 2, wantPolicy: true},
 }
 
 func main() {
@@ -77,85 +83,93 @@ type demo struct {
 	git      *gittestserver.GitServer
 	url      string
 	work     string
+	// rev1 is the first commit of the fleet, rev2 the demo's change.
+	rev1, rev2 string
 }
 
-func step(format string, args ...any) {
-	fmt.Printf("\n==> "+format+"\n", args...)
+// demoStep is one named step of the demo. A step that fails ends the demo,
+// and the error names the step.
+type demoStep struct {
+	name string
+	run  func(ctx context.Context) error
 }
 
 func (d *demo) run(ctx context.Context, dir string) error {
-	var err error
-	if d.root, err = os.Getwd(); err != nil {
+	if err := d.prepare(dir); err != nil {
 		return err
 	}
-	d.dir, _ = filepath.Abs(dir)
-	d.flotilla = filepath.Join(d.root, "bin", "flotilla")
-	if err := os.RemoveAll(d.dir); err != nil {
-		return err
+	for _, s := range d.steps() {
+		fmt.Printf("\n==> %s\n", s.name)
+		if err := s.run(ctx); err != nil {
+			return fmt.Errorf("step %q failed: %w", s.name, err)
+		}
 	}
-	if err := os.MkdirAll(d.dir, 0o755); err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(d.dir, "demo.pid"), []byte(fmt.Sprint(os.Getpid())), 0o644); err != nil {
-		return err
-	}
-
-	step("starting %d full clusters (apiserver, etcd, controller-manager, scheduler, kwok nodes)", len(fleetClusters))
-	if err := d.startClusters(ctx); err != nil {
-		return err
-	}
-	step("serving the fleet repository over HTTP")
-	rev1, err := d.startGit()
-	if err != nil {
-		return err
-	}
-	fmt.Printf("    %s at %s\n", d.url, rev1[:7])
-	step("starting one flotilla agent per cluster")
-	if err := d.startAgents(); err != nil {
-		return err
-	}
-	step("waiting for every cluster to report %s Ready on the status branch", rev1[:7])
-	if err := d.waitReady(ctx, rev1); err != nil {
-		return err
-	}
-	d.flotillaCmd("status", "--repo", d.url, "--branch", "main")
-
-	step("a change: 5 replicas of web in the active EU prod region, and an EU-only data-residency policy")
-	rev2, err := d.commitChange()
-	if err != nil {
-		return err
-	}
-	step("preview for every cluster before it lands: flotilla plan --all")
-	d.flotillaCmd("plan", d.work, "--all")
-	step("flotilla render --cluster staging-eu-1 --bundle eu-data-residency")
-	d.flotillaCmd("render", d.work, "--cluster", "staging-eu-1", "--bundle", "eu-data-residency")
-	if err := d.push(); err != nil {
-		return err
-	}
-	step("pushed %s; waiting for the agents to converge", rev2[:7])
-	if err := d.waitReady(ctx, rev2); err != nil {
-		return err
-	}
-	d.flotillaCmd("status", "--repo", d.url, "--branch", "main")
-	step("what changed, read from each cluster's API")
-	if err := d.showChanges(ctx); err != nil {
-		return err
-	}
-	page := filepath.Join(d.dir, "status.html")
-	if out, err := exec.Command(d.flotilla, "status", "--repo", d.url, "-o", "html").Output(); err == nil {
-		_ = os.WriteFile(page, out, 0o644)
-	}
-	step("done")
 	for _, c := range fleetClusters {
 		fmt.Printf("    kubectl --kubeconfig %s get deploy -A\n", c.env.Kubeconfig)
 	}
-	fmt.Printf("    status page: %s\n", page)
+	fmt.Printf("    status page: %s\n", filepath.Join(d.dir, "status.html"))
 	if d.ci {
 		return nil
 	}
 	fmt.Println("\nThe clusters and agents keep running: press Ctrl-C (or run `make demo-down`) to stop them.")
 	<-ctx.Done()
 	return nil
+}
+
+// prepare finds the checkout and bin/flotilla and makes a fresh demo folder.
+func (d *demo) prepare(dir string) error {
+	var err error
+	if d.root, err = os.Getwd(); err != nil {
+		return err
+	}
+	if d.dir, err = filepath.Abs(dir); err != nil {
+		return err
+	}
+	d.flotilla = filepath.Join(d.root, "bin", "flotilla")
+	if _, err := os.Stat(d.flotilla); err != nil {
+		return fmt.Errorf("%s is missing: run `make build` (make demo does)", d.flotilla)
+	}
+	if err := os.RemoveAll(d.dir); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(d.dir, 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(d.dir, "demo.pid"), []byte(fmt.Sprint(os.Getpid())), 0o644)
+}
+
+// steps are the demo, in order. Every step checks what it did: the demo
+// is `make test`'s end-to-end test, so a step that prints a wrong result
+// or whose command exits non-zero fails it.
+func (d *demo) steps() []demoStep {
+	return []demoStep{
+		{fmt.Sprintf("starting %d full clusters (apiserver, etcd, controller-manager, scheduler, kwok nodes)", len(fleetClusters)), d.startClusters},
+		{"serving the fleet repository over HTTP", d.startGit},
+		{"starting one flotilla agent per cluster", d.startAgents},
+		{"waiting for every cluster to report the first commit Ready on the status branch", func(ctx context.Context) error {
+			return d.waitReady(ctx, d.rev1)
+		}},
+		{"flotilla status", func(ctx context.Context) error {
+			return d.flotillaCmd(ctx, nil, "status", "--repo", d.url, "--branch", "main")
+		}},
+		{"a change: 5 replicas of web in the active EU prod region, and an EU-only data-residency policy", d.commitChange},
+		{"preview for every cluster before it lands: flotilla plan --all", func(ctx context.Context) error {
+			return d.flotillaCmd(ctx, []string{"eu-data-residency", "prod-eu-1", "prod-us-1", "staging-eu-1"}, "plan", d.work, "--all")
+		}},
+		{"flotilla render --cluster staging-eu-1 --bundle eu-data-residency", func(ctx context.Context) error {
+			return d.flotillaCmd(ctx, []string{"kind: NetworkPolicy", "name: eu-egress-only"},
+				"render", d.work, "--cluster", "staging-eu-1", "--bundle", "eu-data-residency")
+		}},
+		{"pushing the change", func(context.Context) error { return d.push() }},
+		{"waiting for the agents to converge on the change", func(ctx context.Context) error {
+			return d.waitReady(ctx, d.rev2)
+		}},
+		{"flotilla status", func(ctx context.Context) error {
+			return d.flotillaCmd(ctx, []string{d.rev2[:7]}, "status", "--repo", d.url, "--branch", "main")
+		}},
+		{"what changed, read from each cluster's API", d.showChanges},
+		{"the status page: flotilla status -o html", d.writeStatusPage},
+	}
 }
 
 // startClusters starts the full clusters in parallel.
@@ -176,14 +190,14 @@ func (d *demo) startClusters(ctx context.Context) error {
 
 // startGit makes the fleet repository from the checkout (fleet.cue,
 // examples/, deploy/) and serves it over HTTP.
-func (d *demo) startGit() (string, error) {
+func (d *demo) startGit(context.Context) error {
 	gitRoot := filepath.Join(d.dir, "git")
 	if err := os.MkdirAll(gitRoot, 0o755); err != nil {
-		return "", err
+		return err
 	}
 	d.git = gittestserver.NewGitServer(gitRoot)
 	if err := d.git.StartHTTP(); err != nil {
-		return "", err
+		return err
 	}
 	bare := filepath.Join(gitRoot, "fleet.git")
 	d.work = filepath.Join(d.dir, "fleet")
@@ -192,35 +206,40 @@ func (d *demo) startGit() (string, error) {
 		{"init", "-b", "main", d.work},
 	} {
 		if err := run(d.dir, args...); err != nil {
-			return "", err
+			return err
 		}
 	}
 	for _, p := range []string{"fleet.cue", "examples", "deploy"} {
-		if err := exec.Command("cp", "-r", filepath.Join(d.root, p), d.work).Run(); err != nil {
-			return "", err
+		if out, err := exec.Command("cp", "-r", filepath.Join(d.root, p), d.work).CombinedOutput(); err != nil {
+			return fmt.Errorf("copying %s: %v\n%s", p, err, out)
 		}
 	}
-	if err := run(d.work, "remote", "add", "origin", bare); err != nil {
-		return "", err
-	}
-	if err := run(d.work, "add", "-A"); err != nil {
-		return "", err
-	}
-	if err := run(d.work, "commit", "-q", "-m", "The demo fleet"); err != nil {
-		return "", err
+	for _, args := range [][]string{
+		{"remote", "add", "origin", bare},
+		{"add", "-A"},
+		{"commit", "-q", "-m", "The demo fleet"},
+	} {
+		if err := run(d.work, args...); err != nil {
+			return err
+		}
 	}
 	if err := d.push(); err != nil {
-		return "", err
+		return err
 	}
 	d.url = d.git.HTTPAddress() + "/fleet.git"
-	return revision(d.work)
+	var err error
+	if d.rev1, err = revision(d.work); err != nil {
+		return err
+	}
+	fmt.Printf("    %s at %s\n", d.url, d.rev1[:7])
+	return nil
 }
 
 func (d *demo) push() error { return run(d.work, "push", "-q", "origin", "main") }
 
 // startAgents starts `flotilla agent` for each cluster, logging to its
 // folder.
-func (d *demo) startAgents() error {
+func (d *demo) startAgents(context.Context) error {
 	for _, c := range fleetClusters {
 		args := []string{"agent", "--repo", d.url, "--name", c.name, "--region", c.region,
 			"--kubeconfig", c.env.Kubeconfig, "--interval", "5s", "--listen", "",
@@ -251,11 +270,12 @@ func (d *demo) waitReady(ctx context.Context, rev string) error {
 		statuses, err := report.Read(ctx, d.url, "", nil)
 		ready := 0
 		for _, st := range statuses {
-			if st.AppliedRevision == rev && st.Phase == "Ready" {
+			if st.AppliedRevision == rev && st.Phase == report.ClusterReady {
 				ready++
 			}
 		}
 		if err == nil && ready == len(fleetClusters) {
+			fmt.Printf("    %d clusters Ready at %s\n", ready, rev[:7])
 			return nil
 		}
 		select {
@@ -268,13 +288,17 @@ func (d *demo) waitReady(ctx context.Context, rev string) error {
 
 // commitChange edits the demo fleet and commits (the push comes after the
 // preview).
-func (d *demo) commitChange() (string, error) {
+func (d *demo) commitChange(context.Context) error {
 	path := filepath.Join(d.work, "fleet.cue")
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return "", err
+		return err
 	}
-	src := strings.Replace(string(data), "values: replicaCount: 4", "values: replicaCount: 5", 1)
+	const before, after = "values: replicaCount: 4", "values: replicaCount: 5"
+	if !strings.Contains(string(data), before) {
+		return fmt.Errorf("fleet.cue no longer sets %q: update the demo's change", before)
+	}
+	src := strings.Replace(string(data), before, after, 1)
 	src += `
 // Added by the demo: EU clusters keep a data-residency policy.
 bundles: "eu-data-residency": {
@@ -294,32 +318,69 @@ bundles: "eu-data-residency": {
 }
 `
 	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
-		return "", err
+		return err
 	}
 	if err := run(d.work, "commit", "-q", "-am", "web: 5 replicas in eu-west prod; EU data-residency policy"); err != nil {
-		return "", err
+		return err
 	}
-	return revision(d.work)
+	d.rev2, err = revision(d.work)
+	return err
 }
 
-// showChanges reads what changed from each cluster's API.
+// showChanges reads what changed from each cluster's API and checks it
+// against what the change asked for.
 func (d *demo) showChanges(ctx context.Context) error {
+	var wrong []string
 	for _, c := range fleetClusters {
 		kube, err := client.New(c.env.Config, client.Options{})
 		if err != nil {
 			return err
 		}
 		var web appsv1.Deployment
-		replicas := "none"
-		if err := kube.Get(ctx, client.ObjectKey{Namespace: "storefront", Name: "web"}, &web); err == nil && web.Spec.Replicas != nil {
-			replicas = fmt.Sprintf("%d (%d available)", *web.Spec.Replicas, web.Status.AvailableReplicas)
+		if err := kube.Get(ctx, client.ObjectKey{Namespace: "storefront", Name: "web"}, &web); err != nil {
+			return fmt.Errorf("%s: reading Deployment storefront/web: %w", c.name, err)
 		}
-		policy := "absent"
-		if err := kube.Get(ctx, client.ObjectKey{Namespace: "storefront", Name: "eu-egress-only"}, &networkingv1.NetworkPolicy{}); err == nil {
-			policy = "present"
+		replicas := int32(1)
+		if web.Spec.Replicas != nil {
+			replicas = *web.Spec.Replicas
 		}
-		fmt.Printf("    %-13s web replicas %-18s eu-egress-only NetworkPolicy %s\n", c.name, replicas, policy)
+		err = kube.Get(ctx, client.ObjectKey{Namespace: "storefront", Name: "eu-egress-only"}, &networkingv1.NetworkPolicy{})
+		if err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("%s: reading NetworkPolicy storefront/eu-egress-only: %w", c.name, err)
+		}
+		policy := err == nil
+		fmt.Printf("    %-13s web replicas %d (%d available)   eu-egress-only NetworkPolicy %s\n",
+			c.name, replicas, web.Status.AvailableReplicas, map[bool]string{true: "present", false: "absent"}[policy])
+		if replicas != c.wantReplicas || web.Status.AvailableReplicas != replicas || policy != c.wantPolicy {
+			wrong = append(wrong, fmt.Sprintf("%s: want web replicas %d (all available) and the NetworkPolicy %s",
+				c.name, c.wantReplicas, map[bool]string{true: "present", false: "absent"}[c.wantPolicy]))
+		}
 	}
+	if len(wrong) > 0 {
+		return errors.New(strings.Join(wrong, "; "))
+	}
+	return nil
+}
+
+// writeStatusPage writes .demo/status.html and checks that it shows every
+// cluster.
+func (d *demo) writeStatusPage(ctx context.Context) error {
+	var page bytes.Buffer
+	cmd := exec.CommandContext(ctx, d.flotilla, "status", "--repo", d.url, "-o", "html")
+	cmd.Stdout, cmd.Stderr = &page, os.Stdout
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("flotilla status -o html: %w", err)
+	}
+	for _, c := range fleetClusters {
+		if !bytes.Contains(page.Bytes(), []byte(c.name)) {
+			return fmt.Errorf("flotilla status -o html: the page does not show %s", c.name)
+		}
+	}
+	path := filepath.Join(d.dir, "status.html")
+	if err := os.WriteFile(path, page.Bytes(), 0o644); err != nil {
+		return err
+	}
+	fmt.Printf("    %s (%d bytes)\n", path, page.Len())
 	return nil
 }
 
@@ -342,10 +403,22 @@ func (d *demo) cleanup() {
 	_ = os.Remove(filepath.Join(d.dir, "demo.pid"))
 }
 
-func (d *demo) flotillaCmd(args ...string) {
-	cmd := exec.Command(d.flotilla, args...)
-	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stdout
-	_ = cmd.Run()
+// flotillaCmd runs bin/flotilla, its output shown, and fails when the
+// command fails or its output lacks one of want.
+func (d *demo) flotillaCmd(ctx context.Context, want []string, args ...string) error {
+	var out bytes.Buffer
+	cmd := exec.CommandContext(ctx, d.flotilla, args...)
+	cmd.Stdout = io.MultiWriter(os.Stdout, &out)
+	cmd.Stderr = io.MultiWriter(os.Stdout, &out)
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("flotilla %s: %w", strings.Join(args, " "), err)
+	}
+	for _, w := range want {
+		if !strings.Contains(out.String(), w) {
+			return fmt.Errorf("flotilla %s: the output does not show %q", strings.Join(args, " "), w)
+		}
+	}
+	return nil
 }
 
 func run(dir string, args ...string) error {
@@ -364,7 +437,7 @@ func revision(dir string) (string, error) {
 	cmd.Dir = dir
 	out, err := cmd.Output()
 	if err != nil {
-		return "", errors.New("git rev-parse failed")
+		return "", fmt.Errorf("git rev-parse HEAD in %s: %w", dir, err)
 	}
 	return strings.TrimSpace(string(out)), nil
 }

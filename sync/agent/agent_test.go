@@ -318,7 +318,7 @@ bundles: creds: resources: [{apiVersion: "v1", kind: "Secret", metadata: {name: 
 		t.Fatalf("statuses %v, %v", statuses, err)
 	}
 	st := statuses[0]
-	if st.Phase != agent.ClusterReady || st.AppliedRevision != rev || len(st.Bundles) != 3 || st.Bundles[0].RenderedDigest == "" || st.Bundles[0].InputsDigest == "" {
+	if st.Phase != report.ClusterReady || st.AppliedRevision != rev || len(st.Bundles) != 3 || st.Bundles[0].RenderedDigest == "" || st.Bundles[0].InputsDigest == "" {
 		t.Errorf("status %+v", st)
 	}
 	if out := gittest.Git(t, statusRepo.Bare, "log", "-p", report.DefaultBranch); strings.Contains(out, "sup3r-s3cret") {

@@ -81,9 +81,9 @@ func (m *metrics) observe(p *Pass) {
 	for _, b := range p.Result.Bundles {
 		phases[b.Phase]++
 		c := b.Counts
-		for action, n := range map[string]int{"created": c.Created, "configured": c.Configured, "deleted": c.Deleted} {
+		for action, n := range map[apply.Action]int{apply.ActionCreated: c.Created, apply.ActionConfigured: c.Configured, apply.ActionDeleted: c.Deleted} {
 			if n > 0 {
-				m.objects.WithLabelValues(b.Name, action).Add(float64(n))
+				m.objects.WithLabelValues(b.Name, string(action)).Add(float64(n))
 			}
 		}
 		if c.Drifted > 0 {

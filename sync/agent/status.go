@@ -9,13 +9,6 @@ import (
 	"github.com/flotilla-gitops/flotilla/sync/report"
 )
 
-// Cluster phases in the status file.
-const (
-	ClusterReady       = "Ready"
-	ClusterProgressing = "Progressing"
-	ClusterFailed      = "Failed"
-)
-
 // publish writes the pass's status to the status branch when it changed
 // (or the heartbeat is due). A failure is returned for the log and
 // metrics; it never stops applying, and the next pass publishes again.
@@ -41,13 +34,13 @@ func (a *Agent) statusOf(p *Pass, now time.Time) *report.Status {
 		Agent:           version.Get().Version,
 		AppliedRevision: a.appliedRevision,
 		SeenRevision:    p.Revision,
-		Phase:           ClusterReady,
+		Phase:           report.ClusterReady,
 	}
 	if a.status != nil {
 		st.Bundles = a.status.Bundles // a failed pass keeps the bundles as they were
 	}
 	if p.Err != nil {
-		st.Phase, st.Message = ClusterFailed, p.Err.Error()
+		st.Phase, st.Message = report.ClusterFailed, p.Err.Error()
 	}
 	if p.Result == nil {
 		return st
@@ -68,16 +61,16 @@ func (a *Agent) statusOf(p *Pass, now time.Time) *report.Status {
 		}
 		switch b.Phase {
 		case apply.PhaseFailed, apply.PhaseSkipped:
-			st.Phase = ClusterFailed
+			st.Phase = report.ClusterFailed
 		case apply.PhaseProgressing, apply.PhaseDrifted:
-			if st.Phase == ClusterReady {
-				st.Phase = ClusterProgressing
+			if st.Phase == report.ClusterReady {
+				st.Phase = report.ClusterProgressing
 			}
 		}
 		st.Bundles = append(st.Bundles, bs)
 	}
 	if p.Result.Guard != "" {
-		st.Phase, st.Message = ClusterFailed, p.Result.Guard
+		st.Phase, st.Message = report.ClusterFailed, p.Result.Guard
 	}
 	return st
 }

@@ -71,28 +71,28 @@ func (m *Manager) applyBundle(ctx context.Context, b Bundle, inv *Inventory, res
 			action := ObjectAction{Object: ssautils.FmtUnstructured(obj)}
 			switch d.Type {
 			case jsondiff.DiffTypeCreate:
-				action.Action = string(ssa.CreatedAction)
+				action.Action = ActionCreated
 				toApply = append(toApply, obj)
 			case jsondiff.DiffTypeUpdate:
 				action.Fields = patchPaths(d)
 				switch {
 				case m.opts.DryRun:
-					action.Action = string(ssa.ConfiguredAction)
+					action.Action = ActionConfigured
 				case b.DriftPolicy == DriftReport:
-					action.Action = "drifted"
+					action.Action = ActionDrifted
 					res.Counts.Drifted++
 				default:
-					action.Action = "corrected"
+					action.Action = ActionCorrected
 					res.Counts.Drifted++
 					toApply = append(toApply, obj)
 				}
 			case jsondiff.DiffTypeExclude:
-				action.Action = string(ssa.SkippedAction)
+				action.Action = ActionSkipped
 			default:
-				action.Action = string(ssa.UnchangedAction)
+				action.Action = ActionUnchanged
 				res.Counts.Unchanged++
 			}
-			if m.opts.DryRun || action.Action != string(ssa.UnchangedAction) {
+			if m.opts.DryRun || action.Action != ActionUnchanged {
 				res.Objects = append(res.Objects, action)
 			}
 		}
@@ -110,9 +110,9 @@ func (m *Manager) applyBundle(ctx context.Context, b Bundle, inv *Inventory, res
 			res.Counts.Unchanged++
 			continue
 		}
-		countAction(&res.Counts, string(e.Action))
+		countAction(&res.Counts, Action(e.Action))
 		if !hasAction(res.Objects, e.Subject) {
-			res.Objects = append(res.Objects, ObjectAction{Object: e.Subject, Action: string(e.Action)})
+			res.Objects = append(res.Objects, ObjectAction{Object: e.Subject, Action: Action(e.Action)})
 		}
 	}
 	if err != nil {
@@ -311,15 +311,15 @@ func patchPaths(d *jsondiff.Diff) []string {
 	return out
 }
 
-func countAction(c *Counts, action string) {
+func countAction(c *Counts, action Action) {
 	switch action {
-	case string(ssa.CreatedAction):
+	case ActionCreated:
 		c.Created++
-	case string(ssa.ConfiguredAction), "corrected":
+	case ActionConfigured, ActionCorrected:
 		c.Configured++
-	case string(ssa.DeletedAction):
+	case ActionDeleted:
 		c.Deleted++
-	case string(ssa.UnchangedAction):
+	case ActionUnchanged:
 		c.Unchanged++
 	}
 }

@@ -17,7 +17,7 @@ type ObjectDiff struct {
 	// Object is "Kind/namespace/name".
 	Object string `json:"object"`
 	// Action is what a sync would do: created, configured or deleted.
-	Action string `json:"action"`
+	Action Action `json:"action"`
 	// Changes are the field changes of a configured object.
 	Changes []Change `json:"changes,omitempty"`
 	// Desired is a created object. Secret values are masked.
@@ -66,9 +66,9 @@ func (m *Manager) Diff(ctx context.Context, bundles []Bundle) ([]ObjectDiff, err
 			od := ObjectDiff{Bundle: b.Name, Object: ssautils.FmtUnstructured(obj)}
 			switch d.Type {
 			case jsondiff.DiffTypeCreate:
-				od.Action, od.Desired = "created", maskSecret(obj)
+				od.Action, od.Desired = ActionCreated, maskSecret(obj)
 			case jsondiff.DiffTypeUpdate:
-				od.Action = "configured"
+				od.Action = ActionConfigured
 				for _, op := range d.Patch {
 					od.Changes = append(od.Changes, Change{Op: op.Type, Path: op.Path, Old: op.OldValue, New: op.Value})
 				}
@@ -83,13 +83,13 @@ func (m *Manager) Diff(ctx context.Context, bundles []Bundle) ([]ObjectDiff, err
 			out = append(out, od)
 		}
 		for _, e := range plan.stale[b.Name] {
-			out = append(out, ObjectDiff{Bundle: b.Name, Object: subject(e), Action: "deleted"})
+			out = append(out, ObjectDiff{Bundle: b.Name, Object: subject(e), Action: ActionDeleted})
 		}
 	}
 	for _, name := range slices.Sorted(maps.Keys(plan.bundles)) {
 		if inv := current[name]; inv.Prune {
 			for _, e := range inv.Entries {
-				out = append(out, ObjectDiff{Bundle: name, Object: subject(e), Action: "deleted"})
+				out = append(out, ObjectDiff{Bundle: name, Object: subject(e), Action: ActionDeleted})
 			}
 		}
 	}

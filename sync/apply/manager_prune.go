@@ -109,7 +109,7 @@ func (m *Manager) prune(ctx context.Context, b Bundle, stale []Entry, inUse map[
 	}
 	if m.opts.DryRun {
 		for _, e := range stale {
-			res.Objects = append(res.Objects, ObjectAction{Object: subject(e), Action: string(ssa.DeletedAction)})
+			res.Objects = append(res.Objects, ObjectAction{Object: subject(e), Action: ActionDeleted})
 			res.Counts.Deleted++
 		}
 		return nil, nil
@@ -164,7 +164,7 @@ func (m *Manager) deleteEntries(ctx context.Context, rm *ssa.ResourceManager, en
 	for _, e := range entries {
 		if isDefinition(e) {
 			if !e.Created || (e.ID.GroupKind.Kind == "Namespace" && inUse[e.ID.Name]) {
-				res.Objects = append(res.Objects, ObjectAction{Object: subject(e), Action: "orphaned"})
+				res.Objects = append(res.Objects, ObjectAction{Object: subject(e), Action: ActionOrphaned})
 				continue
 			}
 			last = append(last, e)
@@ -188,10 +188,10 @@ func (m *Manager) deleteEntries(ctx context.Context, rm *ssa.ResourceManager, en
 				errs = append(errs, err)
 				continue
 			case cs != nil && cs.Action == ssa.SkippedAction:
-				res.Objects = append(res.Objects, ObjectAction{Object: subject(e), Action: string(ssa.SkippedAction)})
+				res.Objects = append(res.Objects, ObjectAction{Object: subject(e), Action: ActionSkipped})
 				continue
 			}
-			res.Objects = append(res.Objects, ObjectAction{Object: subject(e), Action: string(ssa.DeletedAction)})
+			res.Objects = append(res.Objects, ObjectAction{Object: subject(e), Action: ActionDeleted})
 			res.Counts.Deleted++
 		}
 	}

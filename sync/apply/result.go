@@ -2,6 +2,8 @@ package apply
 
 import (
 	"time"
+
+	"github.com/fluxcd/pkg/ssa"
 )
 
 // Phase is where a bundle stands after a sync.
@@ -35,13 +37,33 @@ type Counts struct {
 	Drifted    int `json:"drifted"`
 }
 
+// Action is what a sync did, or a diff says it would do, to one object. The
+// values shared with fluxcd/pkg/ssa's Action are spelt as ssa spells them.
+type Action string
+
+// Actions.
+const (
+	ActionCreated    Action = Action(ssa.CreatedAction)
+	ActionConfigured Action = Action(ssa.ConfiguredAction)
+	ActionUnchanged  Action = Action(ssa.UnchangedAction)
+	ActionDeleted    Action = Action(ssa.DeletedAction)
+	// ActionSkipped: left alone (the reconcile-disabled annotation, or
+	// IfNotPresent on an object that exists).
+	ActionSkipped Action = Action(ssa.SkippedAction)
+	// ActionDrifted: changed outside Git and left so (driftPolicy: report).
+	ActionDrifted Action = "drifted"
+	// ActionCorrected: changed outside Git and put back.
+	ActionCorrected Action = "corrected"
+	// ActionOrphaned: a Namespace or CRD the bundle no longer has, left
+	// because Flotilla did not create it or other objects still use it.
+	ActionOrphaned Action = "orphaned"
+)
+
 // ObjectAction is what happened to one object.
 type ObjectAction struct {
 	// Object is "Kind/namespace/name".
 	Object string `json:"object"`
-	// Action is created, configured, unchanged, deleted, skipped, drifted
-	// (reported, left alone) or corrected (drift put back).
-	Action string `json:"action"`
+	Action Action `json:"action"`
 	// Fields are the JSON pointers of drifted fields.
 	Fields []string `json:"fields,omitempty"`
 }

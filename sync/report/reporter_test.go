@@ -16,7 +16,7 @@ import (
 	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
 )
 
-func status(cluster, phase string) *report.Status {
+func status(cluster string, phase report.ClusterPhase) *report.Status {
 	return &report.Status{
 		Cluster:         fleet.Cluster{Name: cluster, Region: "eu-west-1"},
 		Agent:           "test",
@@ -86,7 +86,7 @@ func TestUnchangedAndHeartbeat(t *testing.T) {
 	}
 	now := time.Now()
 	steps := []struct {
-		phase string
+		phase report.ClusterPhase
 		at    time.Time
 		push  bool
 	}{

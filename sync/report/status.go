@@ -19,6 +19,22 @@ const (
 	Kind       = "ClusterStatus"
 )
 
+// ClusterPhase is where a cluster stands after a pass, as its status file
+// says; a bundle's phase is an apply.Phase.
+type ClusterPhase string
+
+// Cluster phases.
+const (
+	// ClusterReady: the revision is applied and every bundle is Ready (or
+	// Pruned).
+	ClusterReady ClusterPhase = "Ready"
+	// ClusterProgressing: applied, some bundle not ready yet (or drifted).
+	ClusterProgressing ClusterPhase = "Progressing"
+	// ClusterFailed: the pass failed (fetch, evaluation, a bundle, the
+	// mass-deletion guard); the last good state stays applied.
+	ClusterFailed ClusterPhase = "Failed"
+)
+
 // Status is one cluster's status file. It holds names, phases, counts,
 // digests and messages: never an object's content, never a Secret, never
 // a credential.
@@ -33,7 +49,7 @@ type Status struct {
 	AppliedRevision string `json:"appliedRevision,omitempty"`
 	SeenRevision    string `json:"seenRevision,omitempty"`
 	// Phase is the cluster's: Ready, Progressing, Failed.
-	Phase   string         `json:"phase"`
+	Phase   ClusterPhase   `json:"phase"`
 	Message string         `json:"message,omitempty"`
 	Bundles []BundleStatus `json:"bundles"`
 	// ReportedAt is when the file was written (a heartbeat moves it).
