@@ -17,7 +17,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/flotilla-gitops/flotilla/fleet"
-	"github.com/flotilla-gitops/flotilla/internal/planrender"
+	"github.com/flotilla-gitops/flotilla/sync/planrender"
 )
 
 // renderFlags are the flags of `flotilla render`.

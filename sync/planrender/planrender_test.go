@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/flotilla-gitops/flotilla/fleet"
-	"github.com/flotilla-gitops/flotilla/internal/planrender"
+	"github.com/flotilla-gitops/flotilla/sync/planrender"
 )
 
 // TestDistinctInputsRenderOnce checks that clusters sharing a bundle's
