@@ -150,23 +150,9 @@ type ApplyOptions struct {
 // were applied. Every field must be concrete: an open constraint left by a
 // cluster class (`int & >=3`) without a value is an error here.
 func (b *Bundle) decodeInputs(v cue.Value) error {
-	var fields struct {
-		Namespace          string          `json:"namespace"`
-		DependsOn          []string        `json:"dependsOn"`
-		Prune              bool            `json:"prune"`
-		Wait               bool            `json:"wait"`
-		Timeout            string          `json:"timeout"`
-		ServiceAccountName string          `json:"serviceAccountName"`
-		DriftPolicy        string          `json:"driftPolicy"`
-		Force              bool            `json:"force"`
-		Helm               *Helm           `json:"helm"`
-		Kustomize          *Kustomize      `json:"kustomize"`
-		Manifests          *Manifests      `json:"manifests"`
-		Resources          json.RawMessage `json:"resources"`
-	}
+	var fields specInputs
 	var ds Diagnostics
-	for _, field := range []string{"namespace", "dependsOn", "prune", "wait", "timeout", "serviceAccountName", "driftPolicy", "force",
-		SourceHelm, SourceKustomize, SourceManifests, SourceResources, "values"} {
+	for _, field := range slices.Concat(specFields(), []string{"dependsOn"}) {
 		fv := lookup(v, field)
 		if !fv.Exists() {
 			continue

@@ -9,12 +9,6 @@ import (
 	"cuelang.org/go/cue/token"
 )
 
-// specFields are the fields of #Spec: what an overlay may add to a bundle.
-var specFields = []string{
-	"namespace", SourceHelm, SourceKustomize, SourceManifests, SourceResources,
-	"values", "prune", "wait", "timeout", "serviceAccountName", "driftPolicy", "force",
-}
-
 // matchOverlays finds every overlay of the bundle that matches the
 // cluster and returns, per spec field, the unification of what they set.
 // The caller fills that into the bundle with FillPath, so references
@@ -47,7 +41,7 @@ func matchOverlays(bundle cue.Value, c Cluster) ([]MatchedOverlay, map[string]cu
 			m.Position = &ps[0]
 		}
 		matched = append(matched, m)
-		for _, field := range specFields {
+		for _, field := range specFields() {
 			if fv := lookup(ov, field); fv.Exists() {
 				if prev, ok := patch[field]; ok {
 					fv = prev.Unify(fv)
