@@ -44,8 +44,11 @@ func BenchmarkPlanOneCluster(b *testing.B) {
 	}
 	for b.Loop() {
 		p, err := f.Plan(c)
-		if err != nil || len(p.Failed()) > 0 {
-			b.Fatalf("plan: %v %v", err, p.Failed()[0].Errors)
+		if err != nil {
+			b.Fatalf("plan: %v", err)
+		}
+		if failed := p.Failed(); len(failed) > 0 {
+			b.Fatalf("plan: bundle %s: %v", failed[0].Name, failed[0].Errors)
 		}
 	}
 }
@@ -55,9 +58,9 @@ func BenchmarkPlanOneCluster(b *testing.B) {
 func BenchmarkPlanInventory(b *testing.B) {
 	f := loadSynthetic(b, 1000, 50)
 	for b.Loop() {
-		plans, problems := f.PlanInventory()
-		if len(problems) > 0 || len(plans) != 1000 {
-			b.Fatalf("%d plans, problems: %v", len(plans), problems)
+		plans, problems, err := f.PlanInventory(b.Context(), nil)
+		if err != nil || len(problems) > 0 || len(plans) != 1000 {
+			b.Fatalf("%d plans, problems: %v %v", len(plans), problems, err)
 		}
 	}
 }

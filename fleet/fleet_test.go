@@ -1,11 +1,14 @@
 package fleet_test
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -432,9 +435,9 @@ func TestDeterministic(t *testing.T) {
 			t.Fatal(err)
 		}
 		for range 2 {
-			plans, problems := f.PlanInventory()
-			if len(problems) > 0 {
-				t.Fatal(problems)
+			plans, problems, err := f.PlanInventory(t.Context(), nil)
+			if err != nil || len(problems) > 0 {
+				t.Fatal(err, problems)
 			}
 			data, err := json.Marshal(plans)
 			if err != nil {
@@ -492,9 +495,9 @@ func TestPlanInventoryInParallel(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := mustLoad(t, dir)
-	plans, problems := f.PlanInventory()
-	if len(problems) > 0 || len(plans) != 64 {
-		t.Fatalf("%d plans, problems %v", len(plans), problems)
+	plans, problems, err := f.PlanInventory(t.Context(), nil)
+	if err != nil || len(problems) > 0 || len(plans) != 64 {
+		t.Fatalf("%d plans, problems %v %v", len(plans), problems, err)
 	}
 	for i, c := range f.Inventory() {
 		want, err := json.Marshal(mustPlan(t, f, c))
@@ -508,6 +511,43 @@ func TestPlanInventoryInParallel(t *testing.T) {
 		if string(got) != string(want) {
 			t.Fatalf("cluster %s: parallel plan differs from sequential plan", c.Name)
 		}
+	}
+}
+
+// TestPlanInventoryStops checks that ending the context stops planning
+// between clusters, sequentially and in parallel: the error is the
+// context's cause and no plan is returned, so a caller cannot mistake a
+// part of the inventory for all of it.
+func TestPlanInventoryStops(t *testing.T) {
+	dir := t.TempDir()
+	if err := synthfleet.Write(dir, 200, 10); err != nil {
+		t.Fatal(err)
+	}
+	for _, procs := range []int{1, 4} {
+		t.Run(fmt.Sprintf("GOMAXPROCS=%d", procs), func(t *testing.T) {
+			defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
+			f := mustLoad(t, dir)
+			stop := errors.New("interrupted by the test")
+			ctx, cancel := context.WithCancelCause(t.Context())
+			defer cancel(nil)
+			planned := 0
+			plans, problems, err := f.PlanInventory(ctx, func(done, total int) {
+				planned = done
+				if total != 200 {
+					t.Errorf("total %d, want 200", total)
+				}
+				if done == 10 {
+					cancel(stop)
+				}
+			})
+			if !errors.Is(err, stop) || plans != nil || problems != nil {
+				t.Fatalf("got %d plans, %v, error %v; want none and %v", len(plans), problems, err, stop)
+			}
+			// Workers finish the cluster they are planning, no more.
+			if planned < 10 || planned > 10+procs {
+				t.Errorf("%d clusters planned after the stop at 10", planned)
+			}
+		})
 	}
 }
 

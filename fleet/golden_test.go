@@ -23,9 +23,9 @@ func TestDemoFleetGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			plans, problems := f.PlanInventory()
-			if len(problems) > 0 {
-				t.Fatal(problems)
+			plans, problems, err := f.PlanInventory(t.Context(), nil)
+			if err != nil || len(problems) > 0 {
+				t.Fatal(err, problems)
 			}
 			for _, p := range plans {
 				if failed := p.Failed(); len(failed) > 0 {

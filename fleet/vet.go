@@ -1,6 +1,7 @@
 package fleet
 
 import (
+	"context"
 	"runtime"
 	"slices"
 	"sync"
@@ -11,40 +12,69 @@ import (
 // planning goroutine (each compiles the fleet once more).
 const clustersPerWorker = 16
 
+// Progress is told how many clusters are planned so far, of how many. It
+// is called from the planning goroutines, never two calls at once, and
+// must be quick.
+type Progress func(done, total int)
+
 // PlanInventory plans every cluster of the fleet's inventory, in name
 // order, on all CPUs. A cluster whose plan fails entirely has no plan; its
 // problems are returned.
-func (f *Fleet) PlanInventory() ([]*Plan, Diagnostics) {
+//
+// When ctx ends, planning stops between clusters (one cluster's CUE
+// evaluation cannot be interrupted, and takes milliseconds) and the error
+// is ctx's cause; nothing planned is returned then. progress may be nil.
+func (f *Fleet) PlanInventory(ctx context.Context, progress Progress) ([]*Plan, Diagnostics, error) {
 	n := len(f.inventory)
 	if n > 1 {
 		if err := f.withoutInventory(); err != nil {
-			return nil, Diagnostics{{Message: err.Error()}}
+			return nil, Diagnostics{{Message: err.Error()}}, nil
 		}
 	}
 	results := make([]*Plan, n)
 	errs := make([]error, n)
+	var mu sync.Mutex
+	done := 0
+	planned := func() {
+		if progress == nil {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		done++
+		progress(done, n)
+	}
 	workers := min(runtime.GOMAXPROCS(0), n/clustersPerWorker)
 	if workers <= 1 {
 		for i, c := range f.inventory {
+			if ctx.Err() != nil {
+				break
+			}
 			results[i], errs[i] = f.Plan(c)
+			planned()
 		}
 	} else {
 		// A CUE context is not safe for concurrent use: each worker plans
-		// with its own compiled copy of the fleet.
+		// with its own compiled copy of the fleet. The copies are compiled
+		// one after another (they share the parsed files).
 		fleets := []*Fleet{f}
-		for len(fleets) < workers {
+		for len(fleets) < workers && ctx.Err() == nil {
 			fleets = append(fleets, f.clone())
 		}
 		var next atomic.Int64
 		var wg sync.WaitGroup
 		for _, w := range fleets {
 			wg.Go(func() {
-				for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+				for i := int(next.Add(1) - 1); i < n && ctx.Err() == nil; i = int(next.Add(1) - 1) {
 					results[i], errs[i] = w.Plan(f.inventory[i])
+					planned()
 				}
 			})
 		}
 		wg.Wait()
+	}
+	if ctx.Err() != nil {
+		return nil, nil, context.Cause(ctx)
 	}
 
 	var plans []*Plan
@@ -61,14 +91,13 @@ func (f *Fleet) PlanInventory() ([]*Plan, Diagnostics) {
 		}
 		plans = append(plans, p)
 	}
-	return plans, problems
+	return plans, problems, nil
 }
 
-// Vet evaluates the fleet for every inventory cluster and returns every
-// problem found, each once: a problem that occurs for several clusters is
-// one diagnostic listing them.
-func (f *Fleet) Vet() Diagnostics {
-	plans, problems := f.PlanInventory()
+// Problems returns every problem of the inventory's plans, as
+// PlanInventory returned them, each once: a problem that occurs for
+// several clusters is one diagnostic listing them. This is `flotilla vet`.
+func Problems(plans []*Plan, problems Diagnostics) Diagnostics {
 	for _, p := range plans {
 		for _, b := range p.Failed() {
 			problems = append(problems, b.Errors...)

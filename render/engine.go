@@ -54,12 +54,32 @@ func NewEngine(renderers map[string]Renderer, scope Scope) *Engine {
 
 // Render renders one bundle. Any failure is an *Error naming the bundle and
 // the cluster.
+//
+// Helm's template engine, kustomize and CUE cannot observe ctx, so the
+// render runs on a goroutine of its own and Render stops waiting for it
+// when ctx ends, returning ctx's cause: a command interrupted in a template
+// that never finishes returns at once (the abandoned render ends with the
+// process).
 func (e *Engine) Render(ctx context.Context, req *Request) (*Result, error) {
-	res, err := e.render(ctx, req)
-	if err != nil {
-		return nil, &Error{Bundle: req.Bundle, Cluster: req.Cluster, Err: err}
+	type outcome struct {
+		res *Result
+		err error
 	}
-	return res, nil
+	done := make(chan outcome, 1)
+	go func() {
+		res, err := e.render(ctx, req)
+		done <- outcome{res, err}
+	}()
+	var o outcome
+	select {
+	case o = <-done:
+	case <-ctx.Done():
+		o.err = fmt.Errorf("rendering stopped: %w", context.Cause(ctx))
+	}
+	if o.err != nil {
+		return nil, &Error{Bundle: req.Bundle, Cluster: req.Cluster, Err: o.err}
+	}
+	return o.res, nil
 }
 
 func (e *Engine) render(ctx context.Context, req *Request) (*Result, error) {

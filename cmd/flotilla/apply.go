@@ -55,7 +55,7 @@ func (sf *syncFlags) start(cmd *cobra.Command, args []string, out *outputFlag) (
 // is applied and nothing is pruned.
 func (sf *syncFlags) prepare(ctx context.Context, args []string) (*clusterSync, error) {
 	opts := sf.opts
-	f, err := sf.fleet.load(args)
+	f, err := sf.fleet.load(ctx, args)
 	if err != nil {
 		return nil, err
 	}
@@ -63,7 +63,7 @@ func (sf *syncFlags) prepare(ctx context.Context, args []string) (*clusterSync, 
 	if err != nil {
 		return nil, err
 	}
-	plan, err := f.Plan(c)
+	plan, err := planCluster(ctx, f, c)
 	if err != nil {
 		return nil, fmt.Errorf("the fleet does not evaluate for cluster %s; nothing was applied or pruned:\n%w", c.Name, err)
 	}
@@ -84,7 +84,11 @@ func (sf *syncFlags) prepare(ctx context.Context, args []string) (*clusterSync, 
 		return nil, fmt.Errorf("connecting to %s: %w", cfg.Host, err)
 	}
 	r := planrender.New(repoDir(args), planrender.Options{AllowRemoteBases: sf.remote, Scope: render.MapperScope(m.RESTMapper())})
-	return &clusterSync{plan: plan, manager: m, bundles: r.ApplyBundles(ctx, plan, "local")}, nil
+	bundles, err := r.ApplyBundles(ctx, plan, "local")
+	if err != nil {
+		return nil, fmt.Errorf("nothing was applied or pruned: %w", err)
+	}
+	return &clusterSync{plan: plan, manager: m, bundles: bundles}, nil
 }
 
 func newApplyCmd() *cobra.Command {

@@ -1,12 +1,16 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime/debug"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	"github.com/spf13/cobra"
 	"sigs.k8s.io/yaml"
@@ -26,13 +30,65 @@ func addFleetFlags(cmd *cobra.Command) *fleetFlags {
 	return f
 }
 
-// load loads the fleet in the repository named by args (default ".").
-func (f *fleetFlags) load(args []string) (*fleet.Fleet, error) {
-	repo := "."
-	if len(args) > 0 {
-		repo = args[0]
+// load loads the fleet in the repository named by args (default "."). A
+// signal stops the command while the CUE is being compiled.
+func (f *fleetFlags) load(ctx context.Context, args []string) (*fleet.Fleet, error) {
+	dir := filepath.Join(repoDir(args), f.path)
+	return interruptible(ctx, "loading the fleet in "+dir, func() (*fleet.Fleet, error) {
+		return fleet.Load(repoDir(args), fleet.LoadOptions{Path: f.path, DisplayDir: dir})
+	})
+}
+
+// planCluster evaluates the fleet for one cluster; a signal stops the
+// command during the evaluation.
+func planCluster(ctx context.Context, f *fleet.Fleet, c fleet.Cluster) (*fleet.Plan, error) {
+	return interruptible(ctx, "evaluating the fleet for cluster "+c.Name, func() (*fleet.Plan, error) {
+		return f.Plan(c)
+	})
+}
+
+// planInventory plans every inventory cluster, telling stderr how far it
+// got every few seconds on a large fleet; a signal stops it between
+// clusters, and the error says how far it got.
+func planInventory(ctx context.Context, stderr io.Writer, f *fleet.Fleet) ([]*fleet.Plan, fleet.Diagnostics, error) {
+	total := len(f.Inventory())
+	var done atomic.Int64
+	stopProgress := everyFewSeconds(stderr, func() string {
+		return fmt.Sprintf("planned %d of %d clusters", done.Load(), total)
+	})
+	plans, problems, err := f.PlanInventory(ctx, func(n, _ int) { done.Store(int64(n)) })
+	stopProgress()
+	if err != nil {
+		return nil, nil, fmt.Errorf("planning %d clusters (%d planned): %w", total, done.Load(), err)
 	}
-	return fleet.Load(repo, fleet.LoadOptions{Path: f.path, DisplayDir: filepath.Join(repo, f.path)})
+	return plans, problems, nil
+}
+
+// progressEvery is how often long batch work says how far it got.
+const progressEvery = 5 * time.Second
+
+// everyFewSeconds prints what status says to w every progressEvery until
+// the returned function is called. Quick work prints nothing.
+func everyFewSeconds(w io.Writer, status func() string) (stop func()) {
+	ticker := time.NewTicker(progressEvery)
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		for {
+			select {
+			case <-ticker.C:
+				fmt.Fprintln(w, status())
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() {
+		ticker.Stop()
+		close(done)
+		<-finished
+	}
 }
 
 // identityFlags say which cluster to evaluate: an inventory entry, or an

@@ -47,7 +47,7 @@ evaluate.`,
 		if *all && id.given() {
 			return errors.New("--all plans the whole inventory; it takes no --cluster or identity flags")
 		}
-		f, err := ff.load(args)
+		f, err := ff.load(cmd.Context(), args)
 		if err != nil {
 			return err
 		}
@@ -55,7 +55,9 @@ evaluate.`,
 		var problems fleet.Diagnostics
 		if *all {
 			tuneGCForBatch()
-			plans, problems = f.PlanInventory()
+			if plans, problems, err = planInventory(cmd.Context(), cmd.ErrOrStderr(), f); err != nil {
+				return err
+			}
 			if len(plans) == 0 && len(problems) == 0 {
 				return missingIdentity(f)
 			}
@@ -64,7 +66,7 @@ evaluate.`,
 			if err != nil {
 				return err
 			}
-			p, err := f.Plan(c)
+			p, err := planCluster(cmd.Context(), f, c)
 			if err != nil {
 				return err
 			}

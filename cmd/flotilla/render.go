@@ -70,7 +70,7 @@ others are still rendered; the exit code is then 1.`,
 		if rf.all && (id.given() || rf.out == "") {
 			return errors.New("--all renders the whole inventory into --out DIR; it takes no --cluster or identity flags")
 		}
-		f, err := ff.load(args)
+		f, err := ff.load(cmd.Context(), args)
 		if err != nil {
 			return err
 		}
@@ -82,7 +82,7 @@ others are still rendered; the exit code is then 1.`,
 		if err != nil {
 			return err
 		}
-		plan, err := f.Plan(c)
+		plan, err := planCluster(cmd.Context(), f, c)
 		if err != nil {
 			return err
 		}
@@ -108,9 +108,13 @@ func renderOne(ctx context.Context, stdout, stderr io.Writer, plan *fleet.Plan, 
 		}
 		plan.Bundles = []*fleet.Bundle{b}
 	}
+	rendered, err := r.RenderPlan(ctx, plan)
+	if err != nil {
+		return err
+	}
 	var objects []*unstructured.Unstructured
 	failed := 0
-	for _, b := range r.RenderPlan(ctx, plan) {
+	for _, b := range rendered {
 		if b.Err != nil {
 			failed++
 			fmt.Fprintln(stderr, b.Err)
@@ -153,7 +157,10 @@ func unselectedBundle(plan *fleet.Plan, name string) error {
 // renderAll renders every inventory cluster into --out, in parallel.
 func renderAll(ctx context.Context, stderr io.Writer, f *fleet.Fleet, r *planrender.Renderer, rf *renderFlags) error {
 	tuneGCForBatch()
-	plans, problems := f.PlanInventory()
+	plans, problems, err := planInventory(ctx, stderr, f)
+	if err != nil {
+		return err
+	}
 	for _, d := range problems {
 		fmt.Fprintln(stderr, d.Error())
 	}
@@ -175,6 +182,9 @@ func renderAll(ctx context.Context, stderr io.Writer, f *fleet.Fleet, r *planren
 	g, ctx := errgroup.WithContext(ctx)
 	g.SetLimit(runtime.GOMAXPROCS(0))
 	for _, j := range jobs {
+		if ctx.Err() != nil {
+			break
+		}
 		g.Go(func() error {
 			defer func() {
 				if n := done.Add(1); n%500 == 0 {
@@ -188,6 +198,9 @@ func renderAll(ctx context.Context, stderr io.Writer, f *fleet.Fleet, r *planren
 				result, err := r.RenderBundle(ctx, j.plan.Cluster, j.bundle)
 				res = &planrender.Bundle{Name: j.bundle.Name, Result: result, Err: err}
 			}
+			if ctx.Err() != nil {
+				return context.Cause(ctx)
+			}
 			if res.Err != nil {
 				failed.Add(1)
 				fmt.Fprintln(stderr, res.Err)
@@ -197,7 +210,7 @@ func renderAll(ctx context.Context, stderr io.Writer, f *fleet.Fleet, r *planren
 		})
 	}
 	if err := g.Wait(); err != nil {
-		return err
+		return fmt.Errorf("rendering %d bundles for %d clusters into %s (%d done): %w", len(jobs), len(plans), rf.out, done.Load(), err)
 	}
 	fmt.Fprintf(stderr, "rendered %d bundles for %d clusters (%d distinct renders) into %s\n",
 		len(jobs)-int(failed.Load()), len(plans), r.Distinct(), rf.out)

@@ -41,7 +41,7 @@ can gate a pull request.`,
 		}
 		tuneGCForBatch()
 		res := vetResult{Diagnostics: fleet.Diagnostics{}}
-		f, err := ff.load(args)
+		f, err := ff.load(cmd.Context(), args)
 		if err != nil {
 			ds := fleet.AsDiagnostics(err)
 			if ds == nil {
@@ -53,7 +53,11 @@ can gate a pull request.`,
 				res.Clusters = append(res.Clusters, c.Name)
 			}
 			res.Bundles = f.Bundles()
-			res.Diagnostics = append(res.Diagnostics, f.Vet()...)
+			plans, problems, err := planInventory(cmd.Context(), cmd.ErrOrStderr(), f)
+			if err != nil {
+				return err
+			}
+			res.Diagnostics = append(res.Diagnostics, fleet.Problems(plans, problems)...)
 		}
 		if err := out.write(cmd.OutOrStdout(), res, func(w io.Writer) error {
 			return writeVetText(w, cmd.ErrOrStderr(), res, f != nil)

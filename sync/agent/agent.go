@@ -210,7 +210,11 @@ func (a *Agent) pass(ctx context.Context) *Pass {
 		Scope:            render.MapperScope(a.mgr.RESTMapper()),
 		ChartCacheDir:    a.opts.ChartCacheDir,
 	})
-	bundles := r.ApplyBundles(ctx, plan, p.Revision)
+	bundles, err := r.ApplyBundles(ctx, plan, p.Revision)
+	if err != nil {
+		p.Err = fmt.Errorf("nothing applied or pruned: %w", err)
+		return p
+	}
 	p.kinds = kindsOf(bundles)
 	p.digests = map[string]bundleDigests{}
 	for i, b := range bundles {

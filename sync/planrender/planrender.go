@@ -72,9 +72,14 @@ type Bundle struct {
 
 // RenderPlan renders every bundle of the plan, in plan order. A bundle
 // that failed to plan or to render carries its error; the others render.
-func (r *Renderer) RenderPlan(ctx context.Context, plan *fleet.Plan) []Bundle {
+// When ctx ends, rendering stops and the error is ctx's cause: the bundles
+// are then incomplete and must not be applied.
+func (r *Renderer) RenderPlan(ctx context.Context, plan *fleet.Plan) ([]Bundle, error) {
 	out := make([]Bundle, len(plan.Bundles))
 	for i, b := range plan.Bundles {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("rendering cluster %s (%d of %d bundles rendered): %w", plan.Cluster.Name, i, len(plan.Bundles), context.Cause(ctx))
+		}
 		out[i] = Bundle{Name: b.Name}
 		if b.Failed() {
 			out[i].Err = b.Errors
@@ -82,7 +87,10 @@ func (r *Renderer) RenderPlan(ctx context.Context, plan *fleet.Plan) []Bundle {
 		}
 		out[i].Result, out[i].Err = r.RenderBundle(ctx, plan.Cluster, b)
 	}
-	return out
+	if ctx.Err() != nil {
+		return nil, fmt.Errorf("rendering cluster %s: %w", plan.Cluster.Name, context.Cause(ctx))
+	}
+	return out, nil
 }
 
 // RenderBundle renders one planned bundle for a cluster, once per distinct
@@ -142,9 +150,14 @@ func Request(repoDir string, c fleet.Cluster, b *fleet.Bundle) (*render.Request,
 
 // ApplyBundles renders the plan into what the apply engine syncs: each
 // bundle's objects and apply options, or, for a bundle that failed to plan
-// or render, its error (so that nothing of it is applied or pruned).
-func (r *Renderer) ApplyBundles(ctx context.Context, plan *fleet.Plan, revision string) []apply.Bundle {
-	rendered := r.RenderPlan(ctx, plan)
+// or render, its error (so that nothing of it is applied or pruned). When
+// ctx ends during rendering it returns only ctx's cause: nothing is to be
+// applied, pruned or deleted from a half-rendered plan.
+func (r *Renderer) ApplyBundles(ctx context.Context, plan *fleet.Plan, revision string) ([]apply.Bundle, error) {
+	rendered, err := r.RenderPlan(ctx, plan)
+	if err != nil {
+		return nil, err
+	}
 	out := make([]apply.Bundle, len(plan.Bundles))
 	for i, b := range plan.Bundles {
 		out[i] = apply.Bundle{
@@ -164,5 +177,5 @@ func (r *Renderer) ApplyBundles(ctx context.Context, plan *fleet.Plan, revision 
 			out[i].Objects, out[i].Digest = res.Objects, res.Digest
 		}
 	}
-	return out
+	return out, nil
 }

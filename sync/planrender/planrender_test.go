@@ -3,10 +3,14 @@ package planrender_test
 import (
 	"context"
 	"encoding/json"
+	"maps"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/flotilla-gitops/flotilla/fleet"
+	"github.com/flotilla-gitops/flotilla/render"
 	"github.com/flotilla-gitops/flotilla/sync/planrender"
 )
 
@@ -25,7 +29,11 @@ func TestDistinctInputsRenderOnce(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, b := range r.RenderPlan(context.Background(), p) {
+		rendered, err := r.RenderPlan(context.Background(), p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, b := range rendered {
 			if b.Name == "team-storefront" {
 				if b.Err != nil {
 					t.Fatal(b.Err)
@@ -64,8 +72,12 @@ func TestRenderPlanReportsFailures(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	bundles, err := planrender.New("../..", planrender.Options{}).RenderPlan(context.Background(), p)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var failed, rendered int
-	for _, b := range planrender.New("../..", planrender.Options{}).RenderPlan(context.Background(), p) {
+	for _, b := range bundles {
 		switch {
 		case b.Err != nil:
 			failed++
@@ -79,6 +91,64 @@ func TestRenderPlanReportsFailures(t *testing.T) {
 	if failed != 1 || rendered == 0 {
 		t.Errorf("%d failed, %d rendered", failed, rendered)
 	}
+}
+
+// TestRenderTypesMirrorFleetTypes checks, level by level, that render's
+// Go form of a source has exactly the JSON fields of fleet's (whose own
+// fields fleet's tests check against the schema), so that a field added to
+// the schema and to fleet cannot be lost on its way to a renderer.
+func TestRenderTypesMirrorFleetTypes(t *testing.T) {
+	mirror(t, "source", reflect.TypeFor[fleet.Source](), reflect.TypeFor[render.Source]())
+	// A request carries the inputs a renderer needs, under the same names.
+	inputs := jsonNames(reflect.TypeFor[fleet.Inputs]())
+	for name := range jsonNames(reflect.TypeFor[render.Request]()) {
+		if _, ok := inputs[name]; !ok {
+			t.Errorf("render.Request field %q is not among fleet.Inputs'", name)
+		}
+	}
+}
+
+// mirror compares two struct types by JSON field names, recursing into
+// fields that hold structs.
+func mirror(t *testing.T, at string, a, b reflect.Type) {
+	t.Helper()
+	fa, fb := jsonNames(a), jsonNames(b)
+	if !slices.Equal(slices.Sorted(maps.Keys(fa)), slices.Sorted(maps.Keys(fb))) {
+		t.Errorf("%s: %s has %v, %s has %v", at, a, slices.Sorted(maps.Keys(fa)), b, slices.Sorted(maps.Keys(fb)))
+		return
+	}
+	for name, ta := range fa {
+		ta, tb := structOf(ta), structOf(fb[name])
+		if ta != nil && tb != nil {
+			mirror(t, at+"."+name, ta, tb)
+		} else if (ta == nil) != (tb == nil) || fa[name].Kind() != fb[name].Kind() {
+			t.Errorf("%s.%s: %s vs %s", at, name, fa[name], fb[name])
+		}
+	}
+}
+
+// jsonNames maps a struct's JSON field names to their types.
+func jsonNames(typ reflect.Type) map[string]reflect.Type {
+	out := map[string]reflect.Type{}
+	for f := range typ.Fields() {
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name != "" && name != "-" {
+			out[name] = f.Type
+		}
+	}
+	return out
+}
+
+// structOf is the struct a field holds, directly or through a pointer,
+// slice or map; nil for other types.
+func structOf(typ reflect.Type) reflect.Type {
+	for typ.Kind() == reflect.Pointer || typ.Kind() == reflect.Slice || typ.Kind() == reflect.Map {
+		typ = typ.Elem()
+	}
+	if typ.Kind() == reflect.Struct {
+		return typ
+	}
+	return nil
 }
 
 // TestRequestKeepsEverySourceField checks the JSON contract between the
