@@ -64,7 +64,8 @@ After each pass the cluster's status is committed to the status branch
 it changed, plus a --heartbeat.
 
 SIGTERM or Ctrl-C ends the pass under way cleanly (what was applied is
-recorded) and exits. --once runs a single pass and exits 1 if it failed.`,
+recorded) and exits 0: that is how Kubernetes stops a pod. A second signal
+exits at once. --once runs a single pass and exits 1 if it failed.`,
 		Example: `  flotilla agent --repo https://git.example.com/platform/fleet.git --name prod-eu-1 \
     --region eu-west-1 --label env=prod --label class=regulated \
     --username flotilla --password-file /etc/flotilla/git/token --interval 1m
@@ -72,6 +73,9 @@ recorded) and exits. --once runs a single pass and exits 1 if it failed.`,
   flotilla agent --repo ssh://git@git.example.com/platform/fleet.git --ssh-key /etc/flotilla/git/id \
     --known-hosts /etc/flotilla/git/known_hosts --name lab-1 --path examples/independent --once`,
 		Args: cobra.NoArgs,
+		// SIGTERM is how the agent is meant to stop: its exit status is its
+		// own, not 128 + the signal.
+		Annotations: map[string]string{cleanExitAnnotation: "true"},
 	}
 	af := &agentFlags{opts: agent.Options{Apply: apply.DefaultOptions()}, kube: addKubeFlags(cmd)}
 	fs := cmd.Flags()

@@ -19,6 +19,9 @@ func TestMain(m *testing.M) {
 	quietLibraries()
 	testscript.Main(m, map[string]func(){
 		"flotilla": func() { os.Exit(Main()) },
+		// stuck-on-signal: Main's signal handling around work that ignores
+		// the context (TestSecondSignalExitsAtOnce).
+		"stuck-on-signal": stuckOnSignal,
 	})
 }
 

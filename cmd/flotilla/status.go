@@ -127,26 +127,42 @@ func (sf *statusFlags) waitFor(ctx context.Context, stderr io.Writer, auth trans
 	if len(sf.revision) != 40 {
 		return errors.New("--wait needs --revision with a full 40-character hash")
 	}
+	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, sf.timeout)
 	defer cancel()
 	ticker := time.NewTicker(sf.every)
 	defer ticker.Stop()
+	waiting, said := "", ""
 	for {
 		statuses, err := report.Read(ctx, sf.repo, sf.branch, auth)
-		if err == nil {
+		switch {
+		case ctx.Err() != nil:
+			// Ended while reading: keep what was known.
+		case err != nil:
+			waiting = err.Error()
+		case len(statuses) == 0:
+			waiting = "no cluster has reported yet"
+		default:
 			pending, failed := rollout(statuses, sf.revision)
 			if len(failed) > 0 {
 				return fmt.Errorf("revision %s failed on %s", short(sf.revision), strings.Join(failed, ", "))
 			}
-			if len(pending) == 0 && len(statuses) > 0 {
+			if len(pending) == 0 {
 				fmt.Fprintf(stderr, "revision %s is Ready on %d clusters\n", short(sf.revision), len(statuses))
 				return nil
 			}
-			fmt.Fprintf(stderr, "waiting for %s\n", strings.Join(pending, ", "))
+			waiting = "pending: " + strings.Join(pending, ", ")
+		}
+		if waiting != said {
+			fmt.Fprintf(stderr, "waiting for revision %s: %s\n", short(sf.revision), waiting)
+			said = waiting
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("revision %s not Ready everywhere within %s", short(sf.revision), sf.timeout)
+			if parent.Err() != nil {
+				return fmt.Errorf("waiting for revision %s (%s): %w", short(sf.revision), waiting, context.Cause(parent))
+			}
+			return fmt.Errorf("revision %s not Ready everywhere within %s (%s)", short(sf.revision), sf.timeout, waiting)
 		case <-ticker.C:
 		}
 	}

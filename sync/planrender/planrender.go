@@ -77,18 +77,16 @@ type Bundle struct {
 func (r *Renderer) RenderPlan(ctx context.Context, plan *fleet.Plan) ([]Bundle, error) {
 	out := make([]Bundle, len(plan.Bundles))
 	for i, b := range plan.Bundles {
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("rendering cluster %s (%d of %d bundles rendered): %w", plan.Cluster.Name, i, len(plan.Bundles), context.Cause(ctx))
-		}
 		out[i] = Bundle{Name: b.Name}
 		if b.Failed() {
 			out[i].Err = b.Errors
 			continue
 		}
 		out[i].Result, out[i].Err = r.RenderBundle(ctx, plan.Cluster, b)
-	}
-	if ctx.Err() != nil {
-		return nil, fmt.Errorf("rendering cluster %s: %w", plan.Cluster.Name, context.Cause(ctx))
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("rendering bundle %s for cluster %s (%d of %d bundles rendered): %w",
+				b.Name, plan.Cluster.Name, i, len(plan.Bundles), context.Cause(ctx))
+		}
 	}
 	return out, nil
 }
@@ -157,6 +155,9 @@ func (r *Renderer) ApplyBundles(ctx context.Context, plan *fleet.Plan, revision 
 	rendered, err := r.RenderPlan(ctx, plan)
 	if err != nil {
 		return nil, err
+	}
+	if ctx.Err() != nil {
+		return nil, fmt.Errorf("rendering cluster %s: %w", plan.Cluster.Name, context.Cause(ctx))
 	}
 	out := make([]apply.Bundle, len(plan.Bundles))
 	for i, b := range plan.Bundles {

@@ -1,0 +1,246 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/flotilla-gitops/flotilla/internal/gittest"
+	"github.com/flotilla-gitops/flotilla/internal/synthfleet"
+)
+
+// These tests run the flotilla command (this test binary, as testscript
+// installs it on PATH) as a real process and signal it. The bounds on how
+// long it may take to stop are generous (a loaded CI machine); the time
+// actually taken is in bench/RESULTS.md (bench/interrupt.sh).
+
+// stopWithin is how long a signalled command may take to exit here.
+const stopWithin = 15 * time.Second
+
+// running is a flotilla process whose stderr is read line by line.
+type running struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	lines  chan string
+	stderr strings.Builder
+	exited chan error
+}
+
+// start runs a command of this test binary (flotilla, or a test helper).
+func start(t *testing.T, name string, args ...string) *running {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	cmd.Stdout = io.Discard
+	pipe, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r := &running{t: t, cmd: cmd, lines: make(chan string, 1000), exited: make(chan error, 1)}
+	go func() {
+		sc := bufio.NewScanner(pipe)
+		for sc.Scan() {
+			r.lines <- sc.Text()
+		}
+		close(r.lines)
+		r.exited <- cmd.Wait()
+	}()
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	return r
+}
+
+// waitFor reads stderr until a line contains want.
+func (r *running) waitFor(want string, within time.Duration) {
+	r.t.Helper()
+	deadline := time.After(within)
+	for {
+		select {
+		case line, ok := <-r.lines:
+			if !ok {
+				r.t.Fatalf("flotilla ended before printing %q:\n%s", want, r.stderr.String())
+			}
+			r.stderr.WriteString(line + "\n")
+			if strings.Contains(line, want) {
+				return
+			}
+		case <-deadline:
+			r.t.Fatalf("flotilla did not print %q within %s:\n%s", want, within, r.stderr.String())
+		}
+	}
+}
+
+// signalAndWait sends sig and returns the exit error, the rest of stderr
+// and how long the process took to end.
+func (r *running) signalAndWait(sig syscall.Signal) (*exec.ExitError, string, time.Duration) {
+	r.t.Helper()
+	start := time.Now()
+	if err := r.cmd.Process.Signal(sig); err != nil {
+		r.t.Fatal(err)
+	}
+	deadline := time.After(stopWithin)
+	for {
+		select {
+		case line, ok := <-r.lines:
+			if ok {
+				r.stderr.WriteString(line + "\n")
+				continue
+			}
+			err := <-r.exited
+			var exit *exec.ExitError
+			if !errors.As(err, &exit) {
+				r.t.Fatalf("flotilla exited with %v after %s, want a non-zero status:\n%s", err, sig, r.stderr.String())
+			}
+			return exit, r.stderr.String(), time.Since(start)
+		case <-deadline:
+			r.t.Fatalf("flotilla still running %s after %s:\n%s", stopWithin, sig, r.stderr.String())
+		}
+	}
+}
+
+// TestSIGINTStopsPlanAll interrupts `plan --all` on a 1,000-cluster fleet
+// (about half a minute of work here) once it reports progress: it stops
+// between clusters, exits 130 and says how far it got.
+func TestSIGINTStopsPlanAll(t *testing.T) {
+	dir := t.TempDir()
+	if err := synthfleet.Write(dir, 1000, 50); err != nil {
+		t.Fatal(err)
+	}
+	r := start(t, "flotilla", "plan", dir, "--all")
+	r.waitFor("planned ", 2*time.Minute)
+	exit, stderr, took := r.signalAndWait(syscall.SIGINT)
+	if exit.ExitCode() != 130 {
+		t.Errorf("exit code %d, want 130", exit.ExitCode())
+	}
+	if !strings.Contains(stderr, "planning 1000 clusters (") || !strings.Contains(stderr, "interrupted (SIGINT)") {
+		t.Errorf("stderr does not say what was interrupted:\n%s", stderr)
+	}
+	t.Logf("stopped %s after SIGINT", took)
+}
+
+// TestSIGTERMStopsARenderThatNeverEnds renders a chart whose templates
+// would run for days (an include fan-out of 2^40 calls): SIGTERM stops the
+// command at once, naming the bundle, with exit code 143.
+func TestSIGTERMStopsARenderThatNeverEnds(t *testing.T) {
+	repo := t.TempDir()
+	var helpers strings.Builder
+	for i := range 40 {
+		fmt.Fprintf(&helpers, "{{- define \"t%d\" -}}{{ include \"t%d\" . }}{{ include \"t%d\" . }}{{- end -}}\n", i, i+1, i+1)
+	}
+	helpers.WriteString("{{- define \"t40\" -}}{{- end -}}\n")
+	files := map[string]string{
+		"fleet.cue": `package fleet
+
+clusters: c1: {}
+bundles: slow: {
+	namespace: "slow"
+	helm: chart: "charts/slow"
+}
+`,
+		"charts/slow/Chart.yaml":            "apiVersion: v2\nname: slow\nversion: 0.1.0\n",
+		"charts/slow/templates/_helpers.tpl": helpers.String(),
+		"charts/slow/templates/cm.yaml":     "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: slow\ndata:\n  x: {{ include \"t0\" . | quote }}\n",
+	}
+	for name, content := range files {
+		p := filepath.Join(repo, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The render has started once the fleet is planned; there is no line
+	// to wait for, so signal when the process has used CPU for a while.
+	r := start(t, "flotilla", "render", repo, "--cluster", "c1")
+	waitForCPU(t, r.cmd.Process.Pid, 2*time.Second, time.Minute)
+	exit, stderr, took := r.signalAndWait(syscall.SIGTERM)
+	if exit.ExitCode() != 143 {
+		t.Errorf("exit code %d, want 143", exit.ExitCode())
+	}
+	if !strings.Contains(stderr, "bundle slow") || !strings.Contains(stderr, "terminated (SIGTERM)") {
+		t.Errorf("stderr does not name the interrupted bundle:\n%s", stderr)
+	}
+	t.Logf("stopped %s after SIGTERM", took)
+}
+
+// waitForCPU waits until the process has used cpu of CPU time, read from
+// /proc, or fails after within.
+func waitForCPU(t *testing.T, pid int, cpu, within time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	for {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Fields after the command name: utime and stime are the 12th and
+		// 13th, in clock ticks (100 per second on Linux).
+		_, rest, _ := strings.Cut(string(data), ") ")
+		f := strings.Fields(rest)
+		var utime, stime int64
+		fmt.Sscan(f[11], &utime)
+		fmt.Sscan(f[12], &stime)
+		if time.Duration(utime+stime)*10*time.Millisecond >= cpu {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("process %d used less than %s of CPU in %s", pid, cpu, within)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// stuckOnSignal installs Main's signal handling, then works on after the
+// first signal as uninterruptible work would.
+func stuckOnSignal() {
+	ctx, stop := notifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	fmt.Fprintln(os.Stderr, "ready")
+	<-ctx.Done()
+	fmt.Fprintf(os.Stderr, "cancelled: %v\n", context.Cause(ctx))
+	time.Sleep(time.Hour)
+}
+
+// TestSecondSignalExitsAtOnce checks that the first signal cancels the
+// context with the signal as cause and the second kills the process, even
+// when the work ignores the context.
+func TestSecondSignalExitsAtOnce(t *testing.T) {
+	r := start(t, "stuck-on-signal")
+	r.waitFor("ready", time.Minute)
+	if err := r.cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	r.waitFor("cancelled: interrupted (SIGINT)", stopWithin)
+	exit, _, _ := r.signalAndWait(syscall.SIGINT)
+	ws, ok := exit.Sys().(syscall.WaitStatus)
+	if !ok || !ws.Signaled() || ws.Signal() != syscall.SIGINT {
+		t.Errorf("after a second SIGINT: %v, want killed by SIGINT", exit)
+	}
+}
+
+// TestSIGINTStopsStatusWait interrupts `status --wait` while no cluster has
+// reported: it exits 130 saying what it waited for.
+func TestSIGINTStopsStatusWait(t *testing.T) {
+	repo := gittest.New(t)
+	repo.Commit(map[string]string{"fleet.cue": "package fleet\n"})
+	rev := strings.Repeat("a", 40)
+	r := start(t, "flotilla", "status", "--repo", repo.URL, "--wait", "--revision", rev, "--timeout", "1h")
+	r.waitFor("waiting for revision aaaaaaa", time.Minute)
+	exit, stderr, _ := r.signalAndWait(syscall.SIGINT)
+	if exit.ExitCode() != 130 || !strings.Contains(stderr, "flotilla: waiting for revision aaaaaaa (") || !strings.Contains(stderr, "interrupted (SIGINT)") {
+		t.Errorf("exit code %d, stderr:\n%s", exit.ExitCode(), stderr)
+	}
+}
