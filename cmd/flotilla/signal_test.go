@@ -147,9 +147,9 @@ bundles: slow: {
 	helm: chart: "charts/slow"
 }
 `,
-		"charts/slow/Chart.yaml":            "apiVersion: v2\nname: slow\nversion: 0.1.0\n",
+		"charts/slow/Chart.yaml":             "apiVersion: v2\nname: slow\nversion: 0.1.0\n",
 		"charts/slow/templates/_helpers.tpl": helpers.String(),
-		"charts/slow/templates/cm.yaml":     "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: slow\ndata:\n  x: {{ include \"t0\" . | quote }}\n",
+		"charts/slow/templates/cm.yaml":      "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: slow\ndata:\n  x: {{ include \"t0\" . | quote }}\n",
 	}
 	for name, content := range files {
 		p := filepath.Join(repo, name)
