@@ -6,23 +6,26 @@ import (
 	"testing"
 
 	"github.com/flotilla-gitops/flotilla/internal/gittest"
-	"github.com/flotilla-gitops/flotilla/internal/testenv"
 )
 
 // TestAgentOnce runs `flotilla agent --once` against a real cluster and a
 // real repository: a good pass exits 0 and logs JSON; a remote that does
 // not exist exits 1 and says so.
 func TestAgentOnce(t *testing.T) {
-	c := testenv.StartT(t, testenv.Options{Name: "cli-agent"})
+	c := controlPlane(t)
+	ns := testNamespace(t, c, "agent-once")
 	repo := gittest.New(t)
 	repo.Commit(map[string]string{"fleet.cue": `package fleet
 
-bundles: hello: resources: [{apiVersion: "v1", kind: "ConfigMap", metadata: {name: "hello", namespace: "default"}, data: "from": cluster.name}]
+bundles: hello: {
+	namespace: cluster.labels.ns
+	resources: [{apiVersion: "v1", kind: "ConfigMap", metadata: name: "hello", data: "from": cluster.name}]
+}
 `})
 	agent := func(url string) (int, string) {
 		var stdout, stderr bytes.Buffer
-		code := run(t.Context(), []string{"agent", "--once", "--repo", url, "--name", "lab-1", "--label", "env=lab",
-			"--kubeconfig", c.Kubeconfig, "--cache-dir", t.TempDir()}, &stdout, &stderr)
+		code := run(t.Context(), []string{"agent", "--once", "--repo", url, "--name", "lab-1", "--label", "env=lab", "--label", "ns=" + ns,
+			"--kubeconfig", c.Kubeconfig, "--cache-dir", t.TempDir(), "--inventory-namespace", ns, "--identity-namespace", ns}, &stdout, &stderr)
 		return code, stderr.String()
 	}
 	code, logs := agent(repo.URL)
@@ -39,16 +42,22 @@ bundles: hello: resources: [{apiVersion: "v1", kind: "ConfigMap", metadata: {nam
 // status branch, then reads it with `flotilla status`: the table, one
 // cluster, and --wait for the revision.
 func TestStatusCommand(t *testing.T) {
-	clusters := testenv.StartFleetT(t, testenv.Options{Name: "st-a"}, testenv.Options{Name: "st-b"})
+	c := controlPlane(t)
 	repo := gittest.New(t)
 	rev := repo.Commit(map[string]string{"fleet.cue": `package fleet
 
-bundles: hello: resources: [{apiVersion: "v1", kind: "ConfigMap", metadata: {name: "hello", namespace: "default"}}]
+bundles: hello: {
+	namespace: cluster.labels.ns
+	resources: [{apiVersion: "v1", kind: "ConfigMap", metadata: name: "hello"}]
+}
 `})
-	for i, c := range clusters {
+	// Two clusters' agents, kept apart on the control plane by namespace.
+	for _, name := range []string{"lab-a", "lab-b"} {
+		ns := testNamespace(t, c, "status-"+name)
 		var stdout, stderr bytes.Buffer
-		if code := run(t.Context(), []string{"agent", "--once", "--repo", repo.URL, "--name", []string{"lab-a", "lab-b"}[i],
-			"--region", "eu-west-1", "--kubeconfig", c.Kubeconfig, "--cache-dir", t.TempDir()}, &stdout, &stderr); code != exitOK {
+		if code := run(t.Context(), []string{"agent", "--once", "--repo", repo.URL, "--name", name, "--label", "ns=" + ns,
+			"--region", "eu-west-1", "--kubeconfig", c.Kubeconfig, "--cache-dir", t.TempDir(),
+			"--inventory-namespace", ns, "--identity-namespace", ns}, &stdout, &stderr); code != exitOK {
 			t.Fatalf("agent: %s", stderr.String())
 		}
 	}

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/flotilla-gitops/flotilla/internal/testenv"
 	"github.com/flotilla-gitops/flotilla/sync/apply"
 )
 
@@ -16,7 +15,8 @@ import (
 // API server with a small fleet: differences, a sync, no differences, a
 // change, a broken bundle that prunes nothing.
 func TestApplyAndDiff(t *testing.T) {
-	c := testenv.StartT(t, testenv.Options{Name: "cli"})
+	c := controlPlane(t)
+	inventories := testNamespace(t, c, "apply-inventories")
 	repo := t.TempDir()
 	writeFleetFile := func(src string) {
 		t.Helper()
@@ -27,7 +27,8 @@ func TestApplyAndDiff(t *testing.T) {
 	cli := func(args ...string) (int, string, string) {
 		t.Helper()
 		var stdout, stderr bytes.Buffer
-		code := run(t.Context(), append(args, repo, "--kubeconfig", c.Kubeconfig, "--name", "lab-1", "--label", "env=lab"), &stdout, &stderr)
+		code := run(t.Context(), append(args, repo, "--kubeconfig", c.Kubeconfig, "--inventory-namespace", inventories,
+			"--name", "lab-1", "--label", "env=lab"), &stdout, &stderr)
 		return code, stdout.String(), stderr.String()
 	}
 	writeFleetFile(`bundles: app: {

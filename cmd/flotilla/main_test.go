@@ -2,22 +2,29 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
+	"sync"
 	"testing"
 
 	"github.com/rogpeppe/go-internal/testscript"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/flotilla-gitops/flotilla/internal/testenv"
 )
 
 // TestMain lets testscript run this package's test binary as the flotilla
-// command, so scripts exercise the real argument parsing and exit codes.
+// command, so scripts exercise the real argument parsing and exit codes,
+// and stops the package's control plane once the tests are done.
 func TestMain(m *testing.M) {
 	quietLibraries()
-	testscript.Main(m, map[string]func(){
+	testscript.Main(stopControlPlane{m}, map[string]func(){
 		"flotilla": func() { os.Exit(Main()) },
 		// stuck-on-signal: Main's signal handling around work that ignores
 		// the context (TestSecondSignalExitsAtOnce).
@@ -44,10 +51,59 @@ func TestScripts(t *testing.T) {
 	})
 }
 
+// The package's one control plane, started by the first test that needs
+// it (controlPlane) and stopped by TestMain. Tests keep apart by namespace
+// and inventory namespace.
+var (
+	sharedPlane    *testenv.Cluster
+	sharedPlaneErr error
+	startPlaneOnce sync.Once
+)
+
+// controlPlane returns the package's control plane, starting it on first
+// use; the test fails (never skips) when it cannot start.
+func controlPlane(t *testing.T) *testenv.Cluster {
+	t.Helper()
+	startPlaneOnce.Do(func() {
+		sharedPlane, sharedPlaneErr = testenv.Start(context.Background(), testenv.Options{Name: "cli"})
+	})
+	if sharedPlaneErr != nil {
+		t.Fatal(sharedPlaneErr)
+	}
+	return sharedPlane
+}
+
+// stopControlPlane runs the tests, then stops the control plane if one
+// started.
+type stopControlPlane struct{ m *testing.M }
+
+func (s stopControlPlane) Run() int {
+	code := s.m.Run()
+	if sharedPlane != nil {
+		if err := sharedPlane.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+		}
+	}
+	return code
+}
+
+// testNamespace creates a namespace on the control plane for a test.
+func testNamespace(t *testing.T, c *testenv.Cluster, name string) string {
+	t.Helper()
+	kube, err := client.New(c.Config, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kube.Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}); err != nil {
+		t.Fatal(err)
+	}
+	return name
+}
+
 // TestVersionAsksTheCluster checks `flotilla version --kubeconfig` against a
 // real API server, which must report a stamped release, not v0.0.0-master.
 func TestVersionAsksTheCluster(t *testing.T) {
-	c := testenv.StartT(t, testenv.Options{Name: "version"})
+	c := controlPlane(t)
 	var stdout, stderr bytes.Buffer
 	if code := run(t.Context(), []string{"version", "--kubeconfig", c.Kubeconfig, "-o", "json"}, &stdout, &stderr); code != exitOK {
 		t.Fatalf("exit %d, stderr: %s", code, stderr.String())

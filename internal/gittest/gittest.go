@@ -17,7 +17,6 @@ import (
 
 	"github.com/ProtonMail/go-crypto/openpgp"
 	"github.com/ProtonMail/go-crypto/openpgp/armor"
-	"github.com/fluxcd/pkg/gittestserver"
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/hiddeco/sshsig"
@@ -175,29 +174,4 @@ func (r *Repo) SignedCommit(key any, files map[string]string) string {
 	}
 	Git(r.t, r.Work, "push", "origin", "main")
 	return hash.String()
-}
-
-// HTTPServer serves a repository fleet.git (one commit with fleet.cue on
-// main) over HTTP with basic auth, on fluxcd's gittestserver, until the
-// test ends; it returns the repository's URL.
-func HTTPServer(t testing.TB, username, password string) string {
-	t.Helper()
-	srv, err := gittestserver.NewTempGitServer()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = os.RemoveAll(srv.Root()) })
-	srv.Auth(username, password)
-	if err := srv.StartHTTP(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.StopHTTP)
-	fixture := t.TempDir()
-	if err := os.WriteFile(filepath.Join(fixture, "fleet.cue"), []byte("package fleet\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.InitRepo(fixture, "main", "fleet.git"); err != nil {
-		t.Fatal(err)
-	}
-	return srv.HTTPAddress() + "/fleet.git"
 }

@@ -3,8 +3,11 @@ package agent_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"maps"
 	"net/http"
 	"os"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -27,14 +30,48 @@ import (
 	"github.com/flotilla-gitops/flotilla/sync/source"
 )
 
+// fleetV1 is the tests' fleet. Its objects go to the namespace of the agent
+// that applies it, which every test agent has as its label ns (see
+// newAgent): agents of several tests share the package's control plane.
 const fleetV1 = `package fleet
 
-bundles: common: resources: [{apiVersion: "v1", kind: "ConfigMap", metadata: {name: "common", namespace: "default"}, data: "cluster": cluster.name}]
+bundles: [string]: namespace: cluster.labels.ns
+bundles: common: resources: [{apiVersion: "v1", kind: "ConfigMap", metadata: name: "common", data: "cluster": cluster.name}]
 bundles: "prod-only": {
 	target: clusterSelector: matchLabels: env: "prod"
-	resources: [{apiVersion: "v1", kind: "ConfigMap", metadata: {name: "prod-only", namespace: "default"}, data: v: "1"}]
+	resources: [{apiVersion: "v1", kind: "ConfigMap", metadata: name: "prod-only", data: v: "1"}]
 }
 `
+
+// The package's control plane, started once by TestMain (as sync/apply
+// does), and an administrator's client of it. Tests keep apart by
+// namespace: each agent applies, keeps its inventory and reads its identity
+// ConfigMap in a namespace of its own.
+var (
+	cluster *testenv.Cluster
+	kube    client.Client
+)
+
+func TestMain(m *testing.M) {
+	ctrllog.SetLogger(logr.Discard())
+	c, err := testenv.Start(context.Background(), testenv.Options{Name: "agent"})
+	if err != nil {
+		// Fail, never skip: these tests mean nothing without a real API
+		// server.
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	cluster = c
+	if kube, err = client.New(c.Config, client.Options{}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	if err := c.Stop(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+	}
+	os.Exit(code)
+}
 
 // writes counts the API requests that change something.
 type writes struct{ n atomic.Int64 }
@@ -56,26 +93,60 @@ type roundTrip func(*http.Request) (*http.Response, error)
 
 func (f roundTrip) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
-func newAgent(t testing.TB, cfg *rest.Config, repo *gittest.Repo, name string, labels map[string]string) *agent.Agent {
+// testAgent is an agent of a test and its namespace.
+type testAgent struct {
+	*agent.Agent
+	// NS holds the agent's objects, inventory and identity ConfigMap.
+	NS string
+}
+
+// namespaces counts the namespaces made, to keep their names unique.
+var namespaces atomic.Int64
+
+// newNamespace creates a namespace for a test and returns its name.
+func newNamespace(t testing.TB) string {
 	t.Helper()
-	ctrllog.SetLogger(logr.Discard())
+	name := fmt.Sprintf("t%d-%s", namespaces.Add(1), strings.ToLower(regexp.MustCompile(`[^A-Za-z0-9]+`).ReplaceAllString(t.Name(), "-")))
+	name = strings.TrimRight(name[:min(len(name), 50)], "-")
+	if err := kube.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}); err != nil {
+		t.Fatal(err)
+	}
+	return name
+}
+
+// newAgent makes an agent for the cluster name with labels, applying with
+// cfg (the package's control plane, maybe wrapped or impersonating), in a
+// new namespace of its own unless ns is given.
+func newAgent(t testing.TB, cfg *rest.Config, repo *gittest.Repo, name string, labels map[string]string, tweaks ...func(*agent.Options)) *testAgent {
+	t.Helper()
+	ns := newNamespace(t)
+	labels = maps.Clone(labels)
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	labels["ns"] = ns
 	opts := agent.Options{
 		Source:   source.Options{URL: repo.URL, CacheDir: t.TempDir()},
-		Identity: agent.IdentityOptions{Name: name, Labels: labels, ConfigMapNamespace: "flotilla-system", ConfigMapName: "flotilla-identity"},
+		Identity: agent.IdentityOptions{Name: name, Labels: labels, ConfigMapNamespace: ns, ConfigMapName: "flotilla-identity"},
 		Interval: time.Minute,
 		Apply:    apply.DefaultOptions(),
+	}
+	opts.Apply.InventoryNamespace = ns
+	for _, tweak := range tweaks {
+		tweak(&opts)
 	}
 	a, err := agent.New(cfg, opts, logr.Discard())
 	if err != nil {
 		t.Fatal(err)
 	}
-	return a
+	return &testAgent{Agent: a, NS: ns}
 }
 
-func configMapData(t *testing.T, c client.Client, name string) (map[string]string, bool) {
+// configMapData reads a ConfigMap of the agent's namespace.
+func (a *testAgent) configMapData(t *testing.T, name string) (map[string]string, bool) {
 	t.Helper()
 	var cm corev1.ConfigMap
-	err := c.Get(context.Background(), client.ObjectKey{Namespace: "default", Name: name}, &cm)
+	err := kube.Get(context.Background(), client.ObjectKey{Namespace: a.NS, Name: name}, &cm)
 	if apierrors.IsNotFound(err) {
 		return nil, false
 	}
@@ -85,31 +156,30 @@ func configMapData(t *testing.T, c client.Client, name string) (map[string]strin
 	return cm.Data, true
 }
 
-// TestAgentPasses runs agents for two clusters from one repository: each
-// gets its bundles; an unchanged remote makes no write; a commit is
-// applied; an identity ConfigMap change re-plans without a commit.
+// TestAgentPasses runs agents for two clusters from one repository (two
+// identities; their objects, inventories and identity ConfigMaps kept
+// apart by namespace on the package's control plane): each gets its
+// bundles; an unchanged remote makes no write; a commit is applied; an
+// identity ConfigMap change re-plans without a commit.
 func TestAgentPasses(t *testing.T) {
-	clusters := testenv.StartFleetT(t, testenv.Options{Name: "agent-prod"}, testenv.Options{Name: "agent-dev"})
 	repo := gittest.New(t)
 	repo.Commit(map[string]string{"fleet.cue": fleetV1})
 	var prodWrites writes
-	prod := newAgent(t, prodWrites.wrap(clusters[0].Config), repo, "prod-1", map[string]string{"env": "prod"})
-	dev := newAgent(t, clusters[1].Config, repo, "dev-1", map[string]string{"env": "dev"})
-	prodKube, _ := client.New(clusters[0].Config, client.Options{})
-	devKube, _ := client.New(clusters[1].Config, client.Options{})
+	prod := newAgent(t, prodWrites.wrap(cluster.Config), repo, "prod-1", map[string]string{"env": "prod"})
+	dev := newAgent(t, cluster.Config, repo, "dev-1", map[string]string{"env": "dev"})
 
-	for _, a := range []*agent.Agent{prod, dev} {
+	for _, a := range []*testAgent{prod, dev} {
 		if p := a.RunOnce(context.Background()); p.Failed() || !p.Changed {
 			t.Fatalf("first pass: changed %v, err %v, result %+v", p.Changed, p.Err, p.Result)
 		}
 	}
-	if data, ok := configMapData(t, prodKube, "common"); !ok || data["cluster"] != "prod-1" {
+	if data, ok := prod.configMapData(t, "common"); !ok || data["cluster"] != "prod-1" {
 		t.Errorf("prod common: %v %v", data, ok)
 	}
-	if _, ok := configMapData(t, prodKube, "prod-only"); !ok {
+	if _, ok := prod.configMapData(t, "prod-only"); !ok {
 		t.Error("prod lacks prod-only")
 	}
-	if _, ok := configMapData(t, devKube, "prod-only"); ok {
+	if _, ok := dev.configMapData(t, "prod-only"); ok {
 		t.Error("dev got prod-only")
 	}
 
@@ -128,56 +198,47 @@ func TestAgentPasses(t *testing.T) {
 	if p = prod.RunOnce(context.Background()); p.Failed() || !p.Changed || p.Revision != rev {
 		t.Fatalf("pass after commit: %+v", p)
 	}
-	if data, _ := configMapData(t, prodKube, "prod-only"); data["v"] != "2" {
+	if data, _ := prod.configMapData(t, "prod-only"); data["v"] != "2" {
 		t.Errorf("prod-only after commit: %v", data)
 	}
 
 	// The identity ConfigMap changes the cluster's labels: re-planned
 	// without a commit, prod-only leaves.
-	for _, obj := range []client.Object{
-		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "flotilla-system"}},
-		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "flotilla-system", Name: "flotilla-identity"}, Data: map[string]string{"label.env": "staging"}},
-	} {
-		if err := prodKube.Create(context.Background(), obj); err != nil && !apierrors.IsAlreadyExists(err) {
-			t.Fatal(err)
-		}
+	identity := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: prod.NS, Name: "flotilla-identity"}, Data: map[string]string{"label.env": "staging"}}
+	if err := kube.Create(context.Background(), identity); err != nil {
+		t.Fatal(err)
 	}
 	if p = prod.RunOnce(context.Background()); p.Failed() || !p.Changed || p.Cluster.Labels["env"] != "staging" {
 		t.Fatalf("pass after identity change: changed %v err %v labels %v", p.Changed, p.Err, p.Cluster.Labels)
 	}
-	if _, ok := configMapData(t, prodKube, "prod-only"); ok {
+	if _, ok := prod.configMapData(t, "prod-only"); ok {
 		t.Error("prod-only still on a cluster that is no longer prod")
 	}
 }
 
-// syncedAgent starts a cluster, makes a repository with fleetV1, and runs a
-// first successful pass of an agent for prod-1 (env=prod).
-func syncedAgent(t *testing.T, name string) (*agent.Agent, client.Client, *gittest.Repo) {
+// syncedAgent makes a repository with fleetV1 and runs a first successful
+// pass of an agent for prod-1 (env=prod).
+func syncedAgent(t *testing.T) (*testAgent, *gittest.Repo) {
 	t.Helper()
-	c := testenv.StartT(t, testenv.Options{Name: name})
 	repo := gittest.New(t)
 	repo.Commit(map[string]string{"fleet.cue": fleetV1})
-	a := newAgent(t, c.Config, repo, "prod-1", map[string]string{"env": "prod"})
-	kube, err := client.New(c.Config, client.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := newAgent(t, cluster.Config, repo, "prod-1", map[string]string{"env": "prod"})
 	if p := a.RunOnce(context.Background()); p.Failed() {
 		t.Fatalf("first pass: %v", p.Err)
 	}
-	return a, kube, repo
+	return a, repo
 }
 
 // TestAgentBrokenCommitKeepsState checks that a commit that does not
 // evaluate fails the pass and leaves the cluster as it was.
 func TestAgentBrokenCommitKeepsState(t *testing.T) {
-	a, kube, repo := syncedAgent(t, "agent-broken")
+	a, repo := syncedAgent(t)
 	repo.Commit(map[string]string{"fleet.cue": "package fleet\n\nbundles: {\n"})
 	p := a.RunOnce(context.Background())
 	if p.Err == nil || !strings.Contains(p.Err.Error(), "nothing applied or pruned") || !strings.Contains(p.Err.Error(), "fleet.cue:") {
 		t.Errorf("broken commit: %v", p.Err)
 	}
-	if _, ok := configMapData(t, kube, "prod-only"); !ok {
+	if _, ok := a.configMapData(t, "prod-only"); !ok {
 		t.Error("a broken commit removed objects")
 	}
 }
@@ -186,22 +247,12 @@ func TestAgentBrokenCommitKeepsState(t *testing.T) {
 // commit is applied and an unsigned one is not (the cluster keeps the
 // signed state).
 func TestAgentRequiresSignatures(t *testing.T) {
-	c := testenv.StartT(t, testenv.Options{Name: "agent-signed"})
 	key, keyFile := gittest.NewKey(t, "release")
 	repo := gittest.New(t)
 	repo.SignedCommit(key, map[string]string{"fleet.cue": fleetV1})
-	ctrllog.SetLogger(logr.Discard())
-	a, err := agent.New(c.Config, agent.Options{
-		Source:      source.Options{URL: repo.URL, CacheDir: t.TempDir()},
-		Identity:    agent.IdentityOptions{Name: "prod-1", Labels: map[string]string{"env": "prod"}},
-		Interval:    time.Minute,
-		Apply:       apply.DefaultOptions(),
-		TrustedKeys: []string{keyFile},
-	}, logr.Discard())
-	if err != nil {
-		t.Fatal(err)
-	}
-	kube, _ := client.New(c.Config, client.Options{})
+	a := newAgent(t, cluster.Config, repo, "prod-1", map[string]string{"env": "prod"}, func(o *agent.Options) {
+		o.TrustedKeys = []string{keyFile}
+	})
 	if p := a.RunOnce(context.Background()); p.Failed() {
 		t.Fatalf("signed commit: %v", p.Err)
 	}
@@ -210,7 +261,7 @@ func TestAgentRequiresSignatures(t *testing.T) {
 	if !errors.Is(p.Err, source.ErrUnsigned) {
 		t.Errorf("unsigned commit: %v", p.Err)
 	}
-	if data, _ := configMapData(t, kube, "prod-only"); data["v"] != "1" {
+	if data, _ := a.configMapData(t, "prod-only"); data["v"] != "1" {
 		t.Errorf("an unsigned commit changed the cluster: %v", data)
 	}
 }
@@ -219,7 +270,7 @@ func TestAgentRequiresSignatures(t *testing.T) {
 // pass without touching the cluster, and that the next pass after it
 // returns applies the new tip.
 func TestRemoteDownThenBack(t *testing.T) {
-	a, kube, repo := syncedAgent(t, "agent-down")
+	a, repo := syncedAgent(t)
 	rev := repo.Commit(map[string]string{"fleet.cue": strings.Replace(fleetV1, `v: "1"`, `v: "2"`, 1)})
 
 	// The server is gone.
@@ -231,7 +282,7 @@ func TestRemoteDownThenBack(t *testing.T) {
 	if p.Err == nil || !strings.Contains(p.Err.Error(), "git:") {
 		t.Fatalf("pass with the remote gone: %v", p.Err)
 	}
-	if data, _ := configMapData(t, kube, "prod-only"); data["v"] != "1" {
+	if data, _ := a.configMapData(t, "prod-only"); data["v"] != "1" {
 		t.Errorf("cluster changed while the remote was gone: %v", data)
 	}
 
@@ -242,7 +293,7 @@ func TestRemoteDownThenBack(t *testing.T) {
 	if p = a.RunOnce(context.Background()); p.Failed() || p.Revision != rev {
 		t.Fatalf("pass after the remote came back: %+v", p)
 	}
-	if data, _ := configMapData(t, kube, "prod-only"); data["v"] != "2" {
+	if data, _ := a.configMapData(t, "prod-only"); data["v"] != "2" {
 		t.Errorf("after recovery: %v", data)
 	}
 }
@@ -251,18 +302,17 @@ func TestRemoteDownThenBack(t *testing.T) {
 // readiness that cannot come (no controllers run in this cluster): Run
 // returns promptly and what was applied is recorded in the inventory.
 func TestShutdownMidApply(t *testing.T) {
-	c := testenv.StartT(t, testenv.Options{Name: "agent-sigterm"})
 	repo := gittest.New(t)
 	repo.Commit(map[string]string{"fleet.cue": `package fleet
 
 bundles: app: {
+	namespace: cluster.labels.ns
 	timeout: "1h"
-	resources: [{apiVersion: "apps/v1", kind: "Deployment", metadata: {name: "never-ready", namespace: "default"},
+	resources: [{apiVersion: "apps/v1", kind: "Deployment", metadata: name: "never-ready",
 		spec: {selector: matchLabels: app: "x", template: {metadata: labels: app: "x", spec: containers: [{name: "x", image: "x"}]}}}]
 }
 `})
-	a := newAgent(t, c.Config, repo, "prod-1", nil)
-	kube, _ := client.New(c.Config, client.Options{})
+	a := newAgent(t, cluster.Config, repo, "prod-1", nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- a.Run(ctx) }()
@@ -270,7 +320,7 @@ bundles: app: {
 	// Applied, now waiting: stop it (what SIGTERM does).
 	waitFor(t, func() bool {
 		var d appsv1.Deployment
-		return kube.Get(context.Background(), client.ObjectKey{Namespace: "default", Name: "never-ready"}, &d) == nil
+		return kube.Get(context.Background(), client.ObjectKey{Namespace: a.NS, Name: "never-ready"}, &d) == nil
 	})
 	cancel()
 	select {
@@ -279,7 +329,7 @@ bundles: app: {
 		t.Fatal("the agent did not stop within a minute of its context ending")
 	}
 	var inv corev1.ConfigMap
-	if err := kube.Get(context.Background(), client.ObjectKey{Namespace: "flotilla-system", Name: "flotilla-inv-app"}, &inv); err != nil {
+	if err := kube.Get(context.Background(), client.ObjectKey{Namespace: a.NS, Name: "flotilla-inv-app"}, &inv); err != nil {
 		t.Fatalf("inventory not recorded: %v", err)
 	}
 	if !strings.Contains(inv.Data["objects"], "never-ready") {
@@ -292,24 +342,14 @@ bundles: app: {
 // status repository that is unreachable not failing the pass and catching
 // up once it is back.
 func TestAgentPublishesStatus(t *testing.T) {
-	c := testenv.StartT(t, testenv.Options{Name: "agent-status"})
 	repo := gittest.New(t)
 	rev := repo.Commit(map[string]string{"fleet.cue": fleetV1 + `
-bundles: creds: resources: [{apiVersion: "v1", kind: "Secret", metadata: {name: "creds", namespace: "default"}, stringData: token: "sup3r-s3cret-value"}]
+bundles: creds: resources: [{apiVersion: "v1", kind: "Secret", metadata: name: "creds", stringData: token: "sup3r-s3cret-value"}]
 `})
 	statusRepo := gittest.New(t)
-	ctrllog.SetLogger(logr.Discard())
-	opts := agent.Options{
-		Source:   source.Options{URL: repo.URL, CacheDir: t.TempDir()},
-		Identity: agent.IdentityOptions{Name: "prod-1", Labels: map[string]string{"env": "prod"}},
-		Interval: time.Minute,
-		Apply:    apply.DefaultOptions(),
-		Status:   &report.Options{URL: statusRepo.URL},
-	}
-	a, err := agent.New(c.Config, opts, logr.Discard())
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := newAgent(t, cluster.Config, repo, "prod-1", map[string]string{"env": "prod"}, func(o *agent.Options) {
+		o.Status = &report.Options{URL: statusRepo.URL}
+	})
 	if p := a.RunOnce(context.Background()); p.Failed() || p.StatusErr != nil {
 		t.Fatalf("pass: %v, status: %v", p.Err, p.StatusErr)
 	}

@@ -13,7 +13,6 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/flotilla-gitops/flotilla/internal/gittest"
-	"github.com/flotilla-gitops/flotilla/internal/testenv"
 )
 
 // cpuTime is the process's user+system CPU time.
@@ -44,11 +43,10 @@ func (c *requestCounter) wrap(cfg *rest.Config) *rest.Config {
 // remote nor the cluster changed (CPU time, API requests, writes; the Git
 // cost is one ls-remote, no fetch).
 func BenchmarkIdlePass(b *testing.B) {
-	c := testenv.StartT(b, testenv.Options{Name: "bench-idle"})
 	repo := gittest.New(b)
 	repo.Commit(map[string]string{"fleet.cue": fleetV1})
 	var counter requestCounter
-	a := newAgent(b, counter.wrap(c.Config), repo, "prod-1", map[string]string{"env": "prod"})
+	a := newAgent(b, counter.wrap(cluster.Config), repo, "prod-1", map[string]string{"env": "prod"})
 	if p := a.RunOnce(context.Background()); p.Failed() {
 		b.Fatal(p.Err)
 	}
@@ -69,10 +67,9 @@ func BenchmarkIdlePass(b *testing.B) {
 // the change applied in the cluster, with a webhook-triggered pass (the
 // time the pass takes; the poll interval adds up to its length).
 func BenchmarkPushToApplied(b *testing.B) {
-	c := testenv.StartT(b, testenv.Options{Name: "bench-push"})
 	repo := gittest.New(b)
 	repo.Commit(map[string]string{"fleet.cue": fleetV1})
-	a := newAgent(b, c.Config, repo, "prod-1", map[string]string{"env": "prod"})
+	a := newAgent(b, cluster.Config, repo, "prod-1", map[string]string{"env": "prod"})
 	if p := a.RunOnce(context.Background()); p.Failed() {
 		b.Fatal(p.Err)
 	}

@@ -18,18 +18,15 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/flotilla-gitops/flotilla/internal/gittest"
-	"github.com/flotilla-gitops/flotilla/internal/testenv"
 )
 
 // TestRunTriggerAndShutdown runs the loop with a one-hour interval: a
 // webhook makes it pass at once, /readyz follows the first successful
 // pass, forged webhooks are refused, and ending the context stops it.
 func TestRunTriggerAndShutdown(t *testing.T) {
-	c := testenv.StartT(t, testenv.Options{Name: "agent-loop"})
 	repo := gittest.New(t)
 	repo.Commit(map[string]string{"fleet.cue": fleetV1})
-	a := newAgent(t, c.Config, repo, "prod-1", map[string]string{"env": "prod"})
-	kube, _ := client.New(c.Config, client.Options{})
+	a := newAgent(t, cluster.Config, repo, "prod-1", map[string]string{"env": "prod"})
 	srv := httptest.NewServer(a.Handler([]byte("hook-secret")))
 	defer srv.Close()
 
@@ -39,11 +36,11 @@ func TestRunTriggerAndShutdown(t *testing.T) {
 
 	// The first pass runs at start; /readyz turns 200 once it succeeded.
 	waitFor(t, func() bool { return status(t, srv.URL+"/readyz", nil, nil) == http.StatusOK })
-	if _, ok := configMapData(t, kube, "common"); !ok {
+	if _, ok := a.configMapData(t, "common"); !ok {
 		t.Fatal("first pass applied nothing")
 	}
 
-	repo.Commit(map[string]string{"fleet.cue": fleetV1 + "\nbundles: extra: resources: [{apiVersion: \"v1\", kind: \"ConfigMap\", metadata: {name: \"extra\", namespace: \"default\"}}]\n"})
+	repo.Commit(map[string]string{"fleet.cue": fleetV1 + "\nbundles: extra: resources: [{apiVersion: \"v1\", kind: \"ConfigMap\", metadata: name: \"extra\"}]\n"})
 	body := []byte(`{"ref":"refs/heads/main"}`)
 	mac := hmac.New(sha256.New, []byte("hook-secret"))
 	mac.Write(body)
@@ -61,7 +58,7 @@ func TestRunTriggerAndShutdown(t *testing.T) {
 		t.Fatalf("signed trigger: status %d", got)
 	}
 	// The interval is an hour: only the trigger can have applied this.
-	waitFor(t, func() bool { _, ok := configMapData(t, kube, "extra"); return ok })
+	waitFor(t, func() bool { _, ok := a.configMapData(t, "extra"); return ok })
 
 	// The metrics tell the passes apart, labelled by bundle. (They are
 	// recorded when a pass ends, which may be just after the object
@@ -136,18 +133,16 @@ func waitFor(t *testing.T, cond func() bool) {
 // back without a new commit and long before the poll interval, because the
 // agent watches the objects it manages.
 func TestDriftIsWatched(t *testing.T) {
-	c := testenv.StartT(t, testenv.Options{Name: "agent-drift"})
 	repo := gittest.New(t)
 	repo.Commit(map[string]string{"fleet.cue": fleetV1})
-	a := newAgent(t, c.Config, repo, "prod-1", map[string]string{"env": "prod"})
-	kube, _ := client.New(c.Config, client.Options{})
+	a := newAgent(t, cluster.Config, repo, "prod-1", map[string]string{"env": "prod"})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() { _ = a.Run(ctx) }()
-	waitFor(t, func() bool { _, ok := configMapData(t, kube, "prod-only"); return ok })
+	waitFor(t, func() bool { _, ok := a.configMapData(t, "prod-only"); return ok })
 
 	var cm corev1.ConfigMap
-	if err := kube.Get(ctx, client.ObjectKey{Namespace: "default", Name: "prod-only"}, &cm); err != nil {
+	if err := kube.Get(ctx, client.ObjectKey{Namespace: a.NS, Name: "prod-only"}, &cm); err != nil {
 		t.Fatal(err)
 	}
 	cm.Data["v"] = "edited-by-hand"
@@ -155,5 +150,5 @@ func TestDriftIsWatched(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The interval is an hour: only the watch can bring it back.
-	waitFor(t, func() bool { data, _ := configMapData(t, kube, "prod-only"); return data["v"] == "1" })
+	waitFor(t, func() bool { data, _ := a.configMapData(t, "prod-only"); return data["v"] == "1" })
 }

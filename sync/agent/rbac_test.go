@@ -12,9 +12,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/flotilla-gitops/flotilla/internal/gittest"
-	"github.com/flotilla-gitops/flotilla/internal/testenv"
 	"github.com/flotilla-gitops/flotilla/render"
 	"github.com/flotilla-gitops/flotilla/render/kustomize"
+	"github.com/flotilla-gitops/flotilla/sync/agent"
 	"github.com/flotilla-gitops/flotilla/sync/apply"
 )
 
@@ -23,7 +23,6 @@ import (
 // applied as the team's ServiceAccount succeeds, a bundle without one is
 // forbidden — the RBAC the project ships does what its comments say.
 func TestLeastPrivilegeDeployment(t *testing.T) {
-	c := testenv.StartT(t, testenv.Options{Name: "agent-rbac"})
 	ctx := context.Background()
 
 	// Install deploy/ as an administrator would (kubectl apply -k deploy/).
@@ -34,7 +33,12 @@ func TestLeastPrivilegeDeployment(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	admin, err := apply.New(c.Config, apply.DefaultOptions())
+	// The installation's own inventory is kept apart from the agent's
+	// (flotilla-system), so that the agent does not see it as a bundle
+	// that left its plan.
+	adminOpts := apply.DefaultOptions()
+	adminOpts.InventoryNamespace = "flotilla-install"
+	admin, err := apply.New(cluster.Config, adminOpts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +52,6 @@ func TestLeastPrivilegeDeployment(t *testing.T) {
 	}
 
 	// A team namespace whose ServiceAccount may manage ConfigMaps there.
-	kube, _ := client.New(c.Config, client.Options{})
 	for _, obj := range []client.Object{
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "team-a"}},
 		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "deployer", Namespace: "team-a"}},
@@ -74,10 +77,14 @@ bundles: team: {
 }
 bundles: platform: resources: [{apiVersion: "v1", kind: "Namespace", metadata: name: "platform"}]
 `})
-	// The agent runs as its ServiceAccount.
-	cfg := rest.CopyConfig(c.Config)
+	// The agent runs as its ServiceAccount, keeping its state where its
+	// RBAC lets it: flotilla-system.
+	cfg := rest.CopyConfig(cluster.Config)
 	cfg.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:flotilla-system:flotilla-agent"}
-	a := newAgent(t, cfg, repo, "lab-1", map[string]string{"env": "lab"})
+	a := newAgent(t, cfg, repo, "lab-1", map[string]string{"env": "lab"}, func(o *agent.Options) {
+		o.Apply.InventoryNamespace = "flotilla-system"
+		o.Identity.ConfigMapNamespace = "flotilla-system"
+	})
 	p := a.RunOnce(ctx)
 	if p.Err != nil {
 		t.Fatalf("pass: %v", p.Err)

@@ -196,21 +196,18 @@ func TestReadinessWait(t *testing.T) {
 	}
 
 	// The end of the context (a newer revision, shutdown) ends a wait at
-	// once, whatever the bundle's timeout.
+	// once, whatever the bundle's timeout: the message says the wait was
+	// cancelled, where an hour's timeout would say "not ready after 1h".
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	stuck.Timeout = time.Hour
 	stuck.Digest += "-2"
-	start := time.Now()
 	res, err = m.Sync(ctx, []apply.Bundle{stuck})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := res.Bundle("stuck"); got.Phase != apply.PhaseProgressing || !strings.Contains(got.Message, "cancelled") {
 		t.Errorf("after the context ended: %s %q", got.Phase, got.Message)
-	}
-	if time.Since(start) > time.Minute {
-		t.Errorf("the wait outlived its context: %s", time.Since(start))
 	}
 }
 

@@ -5,17 +5,15 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/pem"
-	"errors"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/fluxcd/gitkit"
-	"github.com/fluxcd/pkg/gittestserver"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/flotilla-gitops/flotilla/internal/gittest"
 	"github.com/flotilla-gitops/flotilla/sync/source"
 )
 
@@ -45,45 +43,14 @@ func sshClientKey(t *testing.T) (string, string) {
 // TestSSH follows a repository on gittestserver over SSH: the client key
 // must be authorised, and the server's host key must be in known_hosts.
 func TestSSH(t *testing.T) {
-	srv, err := gittestserver.NewTempGitServer()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(srv.Root())
-	keyDir := t.TempDir()
-	srv.KeyDir(keyDir)
-	srv.Auth("git", "unused")
 	keyFile, authorised := sshClientKey(t)
-	srv.PublicKeyLookupFunc(func(content string) (*gitkit.PublicKey, error) {
-		if content == authorised {
-			return &gitkit.PublicKey{Id: "fleet-reader"}, nil
-		}
-		return nil, errors.New("unknown key")
-	})
-	fixture := t.TempDir()
-	if err := os.WriteFile(filepath.Join(fixture, "fleet.cue"), []byte("package fleet\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.InitRepo(fixture, "main", "fleet.git"); err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.ListenSSH(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = srv.StartSSH() }()
-	defer srv.StopSSH()
-
-	repoURL := srv.SSHAddress() + "/fleet.git"
+	repoURL, hostLine := gittest.SSHServer(t, authorised)
 	u, err := url.Parse(repoURL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	hostKey, err := os.ReadFile(filepath.Join(keyDir, "gitkit.rsa.pub"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	knownHosts := filepath.Join(t.TempDir(), "known_hosts")
-	if err := os.WriteFile(knownHosts, []byte("["+u.Hostname()+"]:"+u.Port()+" "+string(hostKey)), 0o644); err != nil {
+	if err := os.WriteFile(knownHosts, []byte(hostLine), 0o644); err != nil {
 		t.Fatal(err)
 	}
 

@@ -1,0 +1,89 @@
+package gittest
+
+import (
+	"errors"
+	"io"
+	"log"
+	"net/url"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/fluxcd/gitkit"
+	"github.com/fluxcd/pkg/gittestserver"
+)
+
+// quiet silences the git servers' per-request log. gitkit, under
+// gittestserver, writes a line for every request to the standard library's
+// global logger (thousands of lines per test run); Flotilla logs through
+// logr and never through that logger, so it is turned off here, the one
+// place that starts these servers, before any starts.
+func quiet() { log.SetOutput(io.Discard) }
+
+// newServer makes a gittestserver holding fleet.git (one commit with
+// fleet.cue on main), removed when the test ends.
+func newServer(t testing.TB) *gittestserver.GitServer {
+	t.Helper()
+	quiet()
+	srv, err := gittestserver.NewTempGitServer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(srv.Root()) })
+	fixture := t.TempDir()
+	if err := os.WriteFile(filepath.Join(fixture, "fleet.cue"), []byte("package fleet\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.InitRepo(fixture, "main", "fleet.git"); err != nil {
+		t.Fatal(err)
+	}
+	return srv
+}
+
+// HTTPServer serves a repository fleet.git (one commit with fleet.cue on
+// main) over HTTP with basic auth, on fluxcd's gittestserver, until the
+// test ends; it returns the repository's URL.
+func HTTPServer(t testing.TB, username, password string) string {
+	t.Helper()
+	srv := newServer(t)
+	srv.Auth(username, password)
+	if err := srv.StartHTTP(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.StopHTTP)
+	return srv.HTTPAddress() + "/fleet.git"
+}
+
+// SSHServer serves fleet.git over SSH until the test ends, accepting only
+// the client key authorised (in authorized_keys format, without a
+// comment). It returns the repository's URL and a known_hosts line for the
+// server's host key.
+func SSHServer(t testing.TB, authorised string) (repoURL, knownHosts string) {
+	t.Helper()
+	srv := newServer(t)
+	keyDir := t.TempDir()
+	srv.KeyDir(keyDir)
+	srv.Auth("git", "unused")
+	srv.PublicKeyLookupFunc(func(content string) (*gitkit.PublicKey, error) {
+		if content == authorised {
+			return &gitkit.PublicKey{Id: "fleet-reader"}, nil
+		}
+		return nil, errors.New("unknown key")
+	})
+	if err := srv.ListenSSH(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.StartSSH() }()
+	t.Cleanup(func() { _ = srv.StopSSH() })
+
+	repoURL = srv.SSHAddress() + "/fleet.git"
+	u, err := url.Parse(repoURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostKey, err := os.ReadFile(filepath.Join(keyDir, "gitkit.rsa.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return repoURL, "[" + u.Hostname() + "]:" + u.Port() + " " + string(hostKey)
+}
