@@ -85,7 +85,7 @@ func (r *Renderer) Render(_ context.Context, req *render.Request) (out *render.O
 	defer root.Close()
 	fsys := newRepoFS(root)
 	if !r.opts.AllowRemoteBases {
-		if err := checkLocal(fsys, path.Join(repoMount, filepath.ToSlash(src.Path)), map[string]bool{}); err != nil {
+		if err := checkLocal(fsys, req.RepoDir, path.Join(repoMount, filepath.ToSlash(src.Path)), map[string]bool{}); err != nil {
 			return nil, err
 		}
 	}

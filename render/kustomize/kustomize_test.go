@@ -124,22 +124,61 @@ func TestPathsStayInTheRepository(t *testing.T) {
 		t.Fatal(err)
 	}
 	write(t, repo, "via-link/kustomization.yaml", "resources: [../link]\n")
+	write(t, repo, "absolute/kustomization.yaml", "resources: ["+outside+"]\n")
+	write(t, repo, "typo/kustomization.yaml", "resources: [../bsae]\n")
+	// A folder named like a remote is still fetched by kustomize, which
+	// tries a reference as a URL first.
+	write(t, repo, "github.com/org/repo/kustomization.yaml", "resources: []\n")
+	write(t, repo, "like-remote/kustomization.yaml", "resources: [github.com/org/repo]\n")
 
 	cases := []struct {
 		path string
 		want error
+		says string
 	}{
-		{"../" + filepath.Base(outside), render.ErrPathEscapes},
-		{"link", render.ErrPathEscapes},
-		{"up", kustomize.ErrRemoteBase},
-		{"via-link", kustomize.ErrRemoteBase},
+		{"../" + filepath.Base(outside), render.ErrPathEscapes, "must be a relative path inside the repository"},
+		{"link", render.ErrPathEscapes, "link is a symlink to outside the repository"},
+		{"up", render.ErrPathEscapes, `up/kustomization.yaml refers to "../../` + filepath.Base(outside) + `", which is outside the fleet repository`},
+		{"via-link", render.ErrPathEscapes, `via-link/kustomization.yaml refers to "../link": path leaves the fleet repository: link is a symlink to outside the repository`},
+		{"absolute", render.ErrPathEscapes, "which is outside the fleet repository"},
+		{"typo", nil, `typo/kustomization.yaml refers to "../bsae": bsae does not exist in the fleet repository`},
+		{"like-remote", kustomize.ErrRemoteBase, `refers to "github.com/org/repo", which kustomize would fetch`},
 	}
 	for _, tc := range cases {
 		req := request(&render.Kustomize{Path: tc.path})
 		req.RepoDir = repo
 		_, err := kustomize.New(kustomize.Options{}).Render(context.Background(), req)
-		if !errors.Is(err, tc.want) {
+		switch {
+		case err == nil:
+			t.Errorf("%s: no error", tc.path)
+		case tc.want != nil && !errors.Is(err, tc.want):
 			t.Errorf("%s: error %v, want %v", tc.path, err, tc.want)
+		case tc.want == nil && (errors.Is(err, kustomize.ErrRemoteBase) || errors.Is(err, render.ErrPathEscapes)):
+			t.Errorf("%s: error %v, want a missing path", tc.path, err)
+		case !strings.Contains(err.Error(), tc.says):
+			t.Errorf("%s: error %q does not say %q", tc.path, err, tc.says)
+		}
+	}
+}
+
+// TestRemoteRefs checks which references kustomize would fetch.
+func TestRemoteRefs(t *testing.T) {
+	for ref, remote := range map[string]bool{
+		"https://github.com/example/fleet//base?ref=v1": true,
+		"ssh://git@git.example.com/fleet.git//base":     true,
+		"git::https://example.com/fleet.git":            true,
+		"file:///srv/fleet.git":                         true,
+		"github.com/example/fleet/base":                 true,
+		"git@github.com:example/fleet.git":              true,
+		"deploy@git.example.com:fleet.git//base":        true,
+		"../base":                                       false,
+		"overlays/prod":                                 false,
+		"cm.yaml":                                       false,
+		"gitlab.example.com/group/repo":                 false, // no scheme: kustomize reads it as a folder
+		"team@a/b":                                      false,
+	} {
+		if got := kustomize.RemoteRef(ref); got != remote {
+			t.Errorf("%s: remote %v, want %v", ref, got, remote)
 		}
 	}
 }

@@ -9,13 +9,17 @@ import (
 	"sigs.k8s.io/kustomize/api/types"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
+
+	"github.com/flotilla-gitops/flotilla/render"
 )
 
 // checkLocal walks the kustomization in dir and every kustomization it
-// refers to, and refuses any resource, base or component that is not in
-// the repository: kustomize would fetch it with git or HTTP. (krusty has no
-// switch for this, so the check is done before the build.)
-func checkLocal(mem filesys.FileSystem, dir string, seen map[string]bool) error {
+// refers to, and refuses any resource, base or component that kustomize
+// would fetch with git or HTTP, or that is not in the repository: a path
+// that climbs out of it, is absolute, leads out through a symlink, or does
+// not exist. (krusty has no switch for remote bases, so the check is done
+// before the build.) repoDir is the repository on disk.
+func checkLocal(mem filesys.FileSystem, repoDir, dir string, seen map[string]bool) error {
 	if seen[dir] {
 		return nil
 	}
@@ -26,17 +30,41 @@ func checkLocal(mem filesys.FileSystem, dir string, seen map[string]bool) error 
 	}
 	refs := append(append(append([]string{}, k.Resources...), k.Components...), k.Bases...) //nolint:staticcheck // Bases is deprecated but still read by kustomize
 	for _, ref := range refs {
+		if remoteRef(ref) {
+			return fmt.Errorf("%w: %s refers to %q, which kustomize would fetch from outside the fleet repository (--allow-remote-bases allows it)",
+				ErrRemoteBase, display(file), ref)
+		}
 		p := path.Join(dir, ref)
-		switch {
-		case strings.Contains(ref, "://") || strings.HasPrefix(ref, "git@") || !mem.Exists(p):
-			return fmt.Errorf("%w: %s refers to %q, which is not in the fleet repository", ErrRemoteBase, display(file), ref)
-		case mem.IsDir(p):
-			if err := checkLocal(mem, p, seen); err != nil {
+		rel, inside := inRepo(p)
+		if path.IsAbs(ref) || !inside {
+			return fmt.Errorf("%w: %s refers to %q, which is outside the fleet repository", render.ErrPathEscapes, display(file), ref)
+		}
+		if _, err := render.RepoPath(repoDir, rel); err != nil {
+			return fmt.Errorf("%s refers to %q: %w", display(file), ref, err)
+		}
+		if mem.IsDir(p) {
+			if err := checkLocal(mem, repoDir, p, seen); err != nil {
 				return err
 			}
 		}
 	}
 	return nil
+}
+
+// remoteRef reports whether kustomize would fetch ref instead of reading
+// it from the repository. Kustomize tries a reference as a git URL before
+// it looks for a file or folder of that name (so a folder named like a URL
+// does not make it local), and takes as one: a URL with a scheme
+// (https://, ssh://, file://, or go-getter's git:: prefix), a github.com
+// path without a scheme, or SCP-style user@host:path.
+func remoteRef(ref string) bool {
+	r := strings.ToLower(strings.TrimSpace(ref))
+	r = strings.TrimPrefix(r, "git::")
+	if strings.Contains(r, "://") || strings.HasPrefix(r, "github.com/") || strings.HasPrefix(r, "github.com:") {
+		return true
+	}
+	user, rest, ok := strings.Cut(r, "@")
+	return ok && user != "" && !strings.Contains(user, "/") && strings.Contains(rest, ":")
 }
 
 // readKustomization reads the kustomization file of dir, if any.

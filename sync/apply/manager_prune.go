@@ -141,7 +141,9 @@ func (m *Manager) deleteBundle(ctx context.Context, inv *Inventory, inUse map[st
 			if err != nil {
 				res.Errors = append(res.Errors, err.Error())
 			}
-			_ = m.inv.write(ctx, &Inventory{Bundle: inv.Bundle, Digest: inv.Digest, Revision: inv.Revision, Prune: true, Entries: kept}, m.opts.FieldManager)
+			if err := m.record(ctx, &Inventory{Bundle: inv.Bundle, Digest: inv.Digest, Revision: inv.Revision, Prune: true, Entries: kept}); err != nil {
+				res.Errors = append(res.Errors, fmt.Sprintf("recording the objects left to delete: %v", err))
+			}
 			return res
 		}
 		res.Message = "deleted: the bundle no longer selects this cluster"

@@ -170,7 +170,9 @@ func (m *Manager) syncBundle(ctx context.Context, b Bundle, inv *Inventory, stal
 		if len(applied) > 0 && !m.opts.DryRun {
 			failed := mergeInventory(b, inv, applied, stale)
 			failed.Digest = ""
-			_ = m.record(ctx, failed)
+			if err := m.record(ctx, failed); err != nil {
+				res.Errors = append(res.Errors, fmt.Sprintf("recording what was applied: %v", err))
+			}
 		}
 		return res
 	}

@@ -1,0 +1,4 @@
+package kustomize
+
+// RemoteRef exposes remoteRef to the package's tests.
+var RemoteRef = remoteRef
