@@ -179,6 +179,9 @@ func renderAll(ctx context.Context, stderr io.Writer, f *fleet.Fleet, r *planren
 	fmt.Fprintf(stderr, "rendering %d bundles for %d clusters into %s\n", len(jobs), len(plans), rf.out)
 
 	var failed, done atomic.Int64
+	stopProgress := everyFewSeconds(stderr, func() string {
+		return fmt.Sprintf("rendered %d of %d bundles", done.Load(), len(jobs))
+	})
 	g, ctx := errgroup.WithContext(ctx)
 	g.SetLimit(runtime.GOMAXPROCS(0))
 	for _, j := range jobs {
@@ -186,11 +189,7 @@ func renderAll(ctx context.Context, stderr io.Writer, f *fleet.Fleet, r *planren
 			break
 		}
 		g.Go(func() error {
-			defer func() {
-				if n := done.Add(1); n%500 == 0 {
-					fmt.Fprintf(stderr, "  %d/%d\n", n, len(jobs))
-				}
-			}()
+			defer done.Add(1)
 			var res *planrender.Bundle
 			if j.bundle.Failed() {
 				res = &planrender.Bundle{Name: j.bundle.Name, Err: j.bundle.Errors}
@@ -209,7 +208,9 @@ func renderAll(ctx context.Context, stderr io.Writer, f *fleet.Fleet, r *planren
 			return writeBundle(filepath.Join(rf.out, j.plan.Cluster.Name, j.bundle.Name+".yaml"), res.Result.Objects)
 		})
 	}
-	if err := g.Wait(); err != nil {
+	err = g.Wait()
+	stopProgress()
+	if err != nil {
 		return fmt.Errorf("rendering %d bundles for %d clusters into %s (%d done): %w", len(jobs), len(plans), rf.out, done.Load(), err)
 	}
 	fmt.Fprintf(stderr, "rendered %d bundles for %d clusters (%d distinct renders) into %s\n",
