@@ -23,19 +23,22 @@ import (
 
 // agentFlags are the flags of `flotilla agent`.
 type agentFlags struct {
-	statusRepo    string
-	statusBranch  string
-	statusAuth    source.Auth
-	noStatus      bool
-	heartbeat     time.Duration
-	opts          agent.Options
-	labels        []string
-	once          bool
-	listen        string
-	webhookSecret string
-	logFormat     string
-	verbose       bool
-	kube          *kubeFlags
+	statusRepo   string
+	statusPrefix string
+	// legacyStatusBranch is the flag --status-prefix replaced; set, it
+	// explains.
+	legacyStatusBranch string
+	statusAuth         source.Auth
+	noStatus           bool
+	heartbeat          time.Duration
+	opts               agent.Options
+	labels             []string
+	once               bool
+	listen             string
+	webhookSecret      string
+	logFormat          string
+	verbose            bool
+	kube               *kubeFlags
 }
 
 func newAgentCmd() *cobra.Command {
@@ -59,9 +62,10 @@ Credentials come from files (mounted Secrets): --password-file for HTTPS,
 --ssh-key with --known-hosts for SSH. A remote that is down or refuses the
 credentials leaves the cluster as it is; the next pass retries.
 
-After each pass the cluster's status is committed to the status branch
-(flotilla/status of the fleet repository unless --status-repo): only when
-it changed, plus a --heartbeat.
+After each pass the cluster's status is committed to its own status branch,
+flotilla/status/<name> of the fleet repository (--status-prefix,
+--status-repo): one push, only when it changed, plus a --heartbeat that
+replaces the previous heartbeat commit.
 
 SIGTERM or Ctrl-C ends the pass under way cleanly (what was applied is
 recorded) and exits 0: that is how Kubernetes stops a pod. A second signal
@@ -106,7 +110,9 @@ exits at once. --once runs a single pass and exits 1 if it failed.`,
 	fs.StringVar(&af.opts.Apply.InventoryNamespace, "inventory-namespace", af.opts.Apply.InventoryNamespace, "namespace of the bundles' inventories")
 	fs.BoolVar(&af.opts.Apply.AllowMassDeletion, "allow-mass-deletion", false, "let a pass delete more than half of the managed objects")
 	fs.StringVar(&af.statusRepo, "status-repo", "", "repository of the status branch (default: --repo, with its credentials)")
-	fs.StringVar(&af.statusBranch, "status-branch", report.DefaultBranch, "branch the cluster's status file is committed to")
+	fs.StringVar(&af.statusPrefix, "status-prefix", report.DefaultPrefix, "prefix of the status branches: this cluster reports on PREFIX/<name>")
+	fs.StringVar(&af.legacyStatusBranch, "status-branch", "", "replaced by --status-prefix")
+	_ = fs.MarkHidden("status-branch")
 	fs.StringVar(&af.statusAuth.Username, "status-username", "", "HTTPS user name for --status-repo")
 	fs.StringVar(&af.statusAuth.PasswordFile, "status-password-file", "", "file holding the HTTPS password or token for --status-repo")
 	fs.StringVar(&af.statusAuth.SSHKeyFile, "status-ssh-key", "", "SSH private key file for --status-repo")
@@ -204,5 +210,8 @@ func (af *agentFlags) statusOptions() (*report.Options, error) {
 	if err != nil {
 		return nil, fmt.Errorf("status repository: %w", err)
 	}
-	return &report.Options{URL: url, Branch: af.statusBranch, Auth: method, Heartbeat: af.heartbeat}, nil
+	if af.legacyStatusBranch != "" {
+		return nil, errors.New("--status-branch was replaced by --status-prefix: each cluster reports on its own branch, PREFIX/<name>")
+	}
+	return &report.Options{URL: url, Prefix: af.statusPrefix, Auth: method, Heartbeat: af.heartbeat}, nil
 }

@@ -20,23 +20,26 @@ import (
 
 // statusFlags are the flags of `flotilla status`.
 type statusFlags struct {
-	repo     string
-	branch   string
-	tip      string
-	auth     source.Auth
-	cluster  string
-	stale    time.Duration
-	wait     bool
-	revision string
-	timeout  time.Duration
-	every    time.Duration
+	repo   string
+	prefix string
+	// legacyBranch is the flag --status-prefix replaced; set, it explains.
+	legacyBranch string
+	tip          string
+	auth         source.Auth
+	cluster      string
+	stale        time.Duration
+	wait         bool
+	revision     string
+	timeout      time.Duration
+	every        time.Duration
 }
 
 func newStatusCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "status --repo URL [--cluster NAME] [--wait --revision SHA]",
-		Short: "Show the fleet's state from the status branch",
-		Long: `Read the status branch every agent writes to (one file per cluster) and
+		Short: "Show the fleet's state from the clusters' status branches",
+		Long: `Read the status branches the agents write (one per cluster,
+flotilla/status/<cluster>, all read with one ls-remote and one fetch) and
 show the fleet: each cluster's region, phase, the revision it applied
 against the tip of the fleet branch, its bundles ready out of total, and
 how long ago it reported — clusters silent for longer than --stale are
@@ -55,8 +58,10 @@ revision and is Ready (exit 0), or one failed at it, or --timeout passes
 	out := addOutputFlag(cmd, "table", "json", "html")
 	sf := &statusFlags{}
 	fs := cmd.Flags()
-	fs.StringVar(&sf.repo, "repo", "", "repository of the status branch (URL or local path)")
-	fs.StringVar(&sf.branch, "status-branch", report.DefaultBranch, "the status branch")
+	fs.StringVar(&sf.repo, "repo", "", "repository of the status branches (URL or local path)")
+	fs.StringVar(&sf.prefix, "status-prefix", report.DefaultPrefix, "prefix of the status branches (each cluster's is PREFIX/<cluster>)")
+	fs.StringVar(&sf.legacyBranch, "status-branch", "", "replaced by --status-prefix")
+	_ = fs.MarkHidden("status-branch")
 	fs.StringVar(&sf.tip, "branch", "main", "the fleet branch whose tip the applied revisions are compared with")
 	fs.StringVar(&sf.auth.Username, "username", "", "HTTPS user name")
 	fs.StringVar(&sf.auth.PasswordFile, "password-file", "", "file holding the HTTPS password or token")
@@ -75,6 +80,9 @@ revision and is Ready (exit 0), or one failed at it, or --timeout passes
 		if sf.repo == "" {
 			return errors.New("--repo is required")
 		}
+		if sf.legacyBranch != "" {
+			return errors.New("--status-branch was replaced by --status-prefix: each cluster reports on its own branch, PREFIX/<cluster>")
+		}
 		if !strings.Contains(sf.repo, "://") && !strings.Contains(sf.repo, "@") {
 			sf.repo = "file://" + absPath(sf.repo)
 		}
@@ -85,19 +93,22 @@ revision and is Ready (exit 0), or one failed at it, or --timeout passes
 		if sf.wait {
 			return sf.waitFor(cmd.Context(), cmd.ErrOrStderr(), auth)
 		}
-		statuses, err := report.Read(cmd.Context(), sf.repo, sf.branch, auth)
+		if sf.cluster != "" {
+			st, err := report.ReadCluster(cmd.Context(), sf.repo, sf.prefix, sf.cluster, auth)
+			if err != nil {
+				return err
+			}
+			return out.write(cmd.OutOrStdout(), st, func(w io.Writer) error { return writeClusterStatus(w, *st) })
+		}
+		snap, err := report.Read(cmd.Context(), sf.repo, sf.prefix, auth)
 		if err != nil {
 			return err
 		}
-		tip := sf.fleetTip(cmd.Context())
-		if sf.cluster != "" {
-			for _, st := range statuses {
-				if st.Cluster.Name == sf.cluster {
-					return out.write(cmd.OutOrStdout(), st, func(w io.Writer) error { return writeClusterStatus(w, st) })
-				}
-			}
-			return fmt.Errorf("no status for cluster %q on %s", sf.cluster, sf.branch)
+		for _, p := range snap.Problems {
+			fmt.Fprintf(cmd.ErrOrStderr(), "warning: %v\n", p)
 		}
+		statuses := snap.Statuses
+		tip := sf.fleetTip(cmd.Context())
 		if out.format == "html" {
 			return writeStatusHTML(cmd.OutOrStdout(), statuses, tip, sf.stale, time.Now())
 		}
@@ -134,15 +145,16 @@ func (sf *statusFlags) waitFor(ctx context.Context, stderr io.Writer, auth trans
 	defer ticker.Stop()
 	waiting, said := "", ""
 	for {
-		statuses, err := report.Read(ctx, sf.repo, sf.branch, auth)
+		snap, err := report.Read(ctx, sf.repo, sf.prefix, auth)
 		switch {
 		case ctx.Err() != nil:
 			// Ended while reading: keep what was known.
 		case err != nil:
 			waiting = err.Error()
-		case len(statuses) == 0:
+		case len(snap.Statuses) == 0:
 			waiting = "no cluster has reported yet"
 		default:
+			statuses := snap.Statuses
 			pending, failed := rollout(statuses, sf.revision)
 			if len(failed) > 0 {
 				return fmt.Errorf("revision %s failed on %s", short(sf.revision), strings.Join(failed, ", "))

@@ -267,14 +267,15 @@ func (d *demo) waitReady(ctx context.Context, rev string) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 	for {
-		statuses, err := report.Read(ctx, d.url, "", nil)
 		ready := 0
-		for _, st := range statuses {
-			if st.AppliedRevision == rev && st.Phase == report.ClusterReady {
-				ready++
+		if snap, err := report.Read(ctx, d.url, "", nil); err == nil {
+			for _, st := range snap.Statuses {
+				if st.AppliedRevision == rev && st.Phase == report.ClusterReady {
+					ready++
+				}
 			}
 		}
-		if err == nil && ready == len(fleetClusters) {
+		if ready == len(fleetClusters) {
 			fmt.Printf("    %d clusters Ready at %s\n", ready, rev[:7])
 			return nil
 		}

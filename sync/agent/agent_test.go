@@ -353,15 +353,14 @@ bundles: creds: resources: [{apiVersion: "v1", kind: "Secret", metadata: name: "
 	if p := a.RunOnce(context.Background()); p.Failed() || p.StatusErr != nil {
 		t.Fatalf("pass: %v, status: %v", p.Err, p.StatusErr)
 	}
-	statuses, err := report.Read(context.Background(), statusRepo.URL, "", nil)
-	if err != nil || len(statuses) != 1 {
-		t.Fatalf("statuses %v, %v", statuses, err)
+	st, err := report.ReadCluster(context.Background(), statusRepo.URL, "", "prod-1", nil)
+	if err != nil {
+		t.Fatal(err)
 	}
-	st := statuses[0]
 	if st.Phase != report.ClusterReady || st.AppliedRevision != rev || len(st.Bundles) != 3 || st.Bundles[0].RenderedDigest == "" || st.Bundles[0].InputsDigest == "" {
 		t.Errorf("status %+v", st)
 	}
-	if out := gittest.Git(t, statusRepo.Bare, "log", "-p", report.DefaultBranch); strings.Contains(out, "sup3r-s3cret") {
+	if out := gittest.Git(t, statusRepo.Bare, "log", "-p", "--all"); strings.Contains(out, "sup3r-s3cret") {
 		t.Error("a Secret's value reached the status branch")
 	}
 
@@ -382,8 +381,7 @@ bundles: creds: resources: [{apiVersion: "v1", kind: "Secret", metadata: name: "
 	if p = a.RunOnce(context.Background()); p.StatusErr != nil {
 		t.Fatal(p.StatusErr)
 	}
-	statuses, _ = report.Read(context.Background(), statusRepo.URL, "", nil)
-	if len(statuses) != 1 || statuses[0].AppliedRevision != rev2 {
-		t.Errorf("status after the repository came back: %+v", statuses)
+	if st, err = report.ReadCluster(context.Background(), statusRepo.URL, "", "prod-1", nil); err != nil || st.AppliedRevision != rev2 {
+		t.Errorf("status after the repository came back: %+v, %v", st, err)
 	}
 }

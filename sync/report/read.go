@@ -2,60 +2,138 @@ package report
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"io"
-	"path"
-	"sort"
+	"slices"
+	"strings"
 
-	"github.com/go-git/go-billy/v5/memfs"
 	"github.com/go-git/go-git/v5"
+	"github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/go-git/go-git/v5/storage/memory"
 	"sigs.k8s.io/yaml"
 )
 
-// Read returns every cluster's status from the tip of the status branch,
-// by cluster name.
-func Read(ctx context.Context, url, branch string, auth transport.AuthMethod) ([]Status, error) {
-	if branch == "" {
-		branch = DefaultBranch
+// Snapshot is the fleet's status as its status branches say it.
+type Snapshot struct {
+	// Statuses are the clusters' statuses, by cluster name.
+	Statuses []Status
+	// Problems are branches left out of Statuses: unreadable, or whose
+	// file speaks for another cluster than the branch's (a cluster's
+	// branch only speaks for that cluster), and the legacy shared branch.
+	Problems []error
+}
+
+// Read returns every cluster's status: it lists the status branches under
+// prefix with one ls-remote and fetches them all in one fetch, in memory
+// and one commit deep, however many clusters there are. No branch yet is
+// an empty snapshot, not an error.
+func Read(ctx context.Context, url, prefix string, auth transport.AuthMethod) (*Snapshot, error) {
+	if prefix == "" {
+		prefix = DefaultPrefix
 	}
-	fs := memfs.New()
-	_, err := git.CloneContext(ctx, memory.NewStorage(), fs, &git.CloneOptions{
-		URL: url, Auth: auth, ReferenceName: plumbing.NewBranchReferenceName(branch),
-		SingleBranch: true, Depth: 1, Tags: git.NoTags,
-	})
-	if err != nil {
-		if isMissingBranch(err) {
-			return nil, fmt.Errorf("%s has no status branch %s yet: no agent has reported", url, branch)
+	refs, err := git.NewRemote(memory.NewStorage(), &config.RemoteConfig{Name: "origin", URLs: []string{url}}).
+		ListContext(ctx, &git.ListOptions{Auth: auth})
+	if err != nil && !errors.Is(err, transport.ErrEmptyRemoteRepository) {
+		return nil, fmt.Errorf("listing the status branches: %w", err)
+	}
+	snap := &Snapshot{}
+	var clusters []string
+	for _, ref := range refs {
+		name, ok := strings.CutPrefix(ref.Name().String(), "refs/heads/"+prefix+"/")
+		switch {
+		case ok && !strings.Contains(name, "/"):
+			clusters = append(clusters, name)
+		case ref.Name() == plumbing.NewBranchReferenceName(prefix):
+			snap.Problems = append(snap.Problems, fmt.Errorf("%w: branch %s holds the statuses of agents from before per-cluster branches; delete it once they are upgraded (git push origin --delete %s)",
+				ErrLegacyBranch, prefix, prefix))
 		}
-		return nil, fmt.Errorf("reading status branch %s: %w", branch, err)
 	}
-	entries, err := fs.ReadDir("clusters")
+	if len(clusters) == 0 {
+		return snap, nil
+	}
+	slices.Sort(clusters)
+
+	repo, err := fetchBranches(ctx, url, auth, config.RefSpec("+refs/heads/"+prefix+"/*:refs/remotes/origin/"+prefix+"/*"))
 	if err != nil {
-		return nil, nil
+		return nil, fmt.Errorf("fetching %d status branches: %w", len(clusters), err)
 	}
-	var out []Status
-	for _, e := range entries {
-		if e.IsDir() || path.Ext(e.Name()) != ".yaml" {
+	for _, name := range clusters {
+		st, err := readStatus(repo, plumbing.NewRemoteReferenceName("origin", prefix+"/"+name), name)
+		if err != nil {
+			snap.Problems = append(snap.Problems, fmt.Errorf("status branch %s: %w", Branch(prefix, name), err))
 			continue
 		}
-		f, err := fs.Open(path.Join("clusters", e.Name()))
-		if err != nil {
-			return nil, err
-		}
-		data, err := io.ReadAll(f)
-		_ = f.Close()
-		if err != nil {
-			return nil, err
-		}
-		var st Status
-		if err := yaml.Unmarshal(data, &st); err != nil {
-			return nil, fmt.Errorf("clusters/%s: %w", e.Name(), err)
-		}
-		out = append(out, st)
+		snap.Statuses = append(snap.Statuses, *st)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Cluster.Name < out[j].Cluster.Name })
-	return out, nil
+	return snap, nil
+}
+
+// ReadCluster returns one cluster's status, fetching only its branch.
+func ReadCluster(ctx context.Context, url, prefix, cluster string, auth transport.AuthMethod) (*Status, error) {
+	if err := ValidateClusterName(cluster); err != nil {
+		return nil, err
+	}
+	branch := Branch(prefix, cluster)
+	tracking := plumbing.NewRemoteReferenceName("origin", branch)
+	repo, err := fetchBranches(ctx, url, auth, config.RefSpec("+"+plumbing.NewBranchReferenceName(branch).String()+":"+tracking.String()))
+	if isMissingBranch(err) {
+		return nil, fmt.Errorf("cluster %s has not reported: no branch %s", cluster, branch)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("fetching status branch %s: %w", branch, err)
+	}
+	st, err := readStatus(repo, tracking, cluster)
+	if err != nil {
+		return nil, fmt.Errorf("status branch %s: %w", branch, err)
+	}
+	return st, nil
+}
+
+// fetchBranches fetches refspec one commit deep into a repository in
+// memory.
+func fetchBranches(ctx context.Context, url string, auth transport.AuthMethod, refspec config.RefSpec) (*git.Repository, error) {
+	repo, err := git.Init(memory.NewStorage(), nil)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := repo.CreateRemote(&config.RemoteConfig{Name: "origin", URLs: []string{url}}); err != nil {
+		return nil, err
+	}
+	err = repo.FetchContext(ctx, &git.FetchOptions{RemoteName: "origin", Auth: auth, Depth: 1, Tags: git.NoTags,
+		RefSpecs: []config.RefSpec{refspec}})
+	if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
+		return nil, err
+	}
+	return repo, nil
+}
+
+// readStatus reads the status file at the tip of a fetched branch, and
+// checks that it speaks for the branch's cluster.
+func readStatus(repo *git.Repository, ref plumbing.ReferenceName, cluster string) (*Status, error) {
+	r, err := repo.Reference(ref, true)
+	if err != nil {
+		return nil, err
+	}
+	commit, err := repo.CommitObject(r.Hash())
+	if err != nil {
+		return nil, err
+	}
+	f, err := commit.File(Path(cluster))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", Path(cluster), err)
+	}
+	data, err := f.Contents()
+	if err != nil {
+		return nil, err
+	}
+	var st Status
+	if err := yaml.Unmarshal([]byte(data), &st); err != nil {
+		return nil, fmt.Errorf("%s: %w", Path(cluster), err)
+	}
+	if st.Cluster.Name != cluster {
+		return nil, fmt.Errorf("%s speaks for cluster %q, not %q: ignored", Path(cluster), st.Cluster.Name, cluster)
+	}
+	return &st, nil
 }

@@ -6,9 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"time"
 
-	"github.com/go-git/go-billy/v5/memfs"
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
@@ -18,60 +18,88 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-// DefaultBranch is the status branch when none is configured.
-const DefaultBranch = "flotilla/status"
+// DefaultPrefix is where status branches live when no prefix is
+// configured: a cluster's branch is flotilla/status/<cluster>.
+const DefaultPrefix = "flotilla/status"
 
 // Options configure a Reporter.
 type Options struct {
-	// URL of the repository the status branch lives in (the fleet
+	// URL of the repository the status branches live in (the fleet
 	// repository or another one).
-	URL    string
-	Branch string
+	URL string
+	// Prefix of the status branches; a cluster's is Prefix/<cluster>.
+	// Default DefaultPrefix.
+	Prefix string
 	Auth   transport.AuthMethod
 	// Heartbeat commits an unchanged status this often, so a silent
 	// cluster can be told from a healthy one. Default 10 minutes.
 	Heartbeat time.Duration
-	// Attempts bounds the retries of a rejected push. Default 20.
+	// Attempts bounds the tries of one report when Git fails (down, or
+	// the branch moved under the reporter). Default 5, with back-off.
 	Attempts int
 }
 
-// Reporter writes one cluster's status file.
+// Reporter writes one cluster's status file on the cluster's own status
+// branch. A report is one fast-forward push of that branch: no other
+// cluster writes it, so there is nothing to contend with. A heartbeat
+// (only the report time changed) replaces the previous heartbeat commit,
+// so the branch's history holds changes, not every heartbeat.
 type Reporter struct {
 	opts Options
 	// last is what was last pushed, without its time; lastPush when.
 	last     []byte
 	lastPush time.Time
-	attempts int // pushes the last Publish needed
+	pushes   int // pushes the last Publish made
 }
 
-// Attempts is how many pushes the last Publish needed (1 when nobody else
-// pushed meanwhile).
-func (r *Reporter) Attempts() int { return r.attempts }
+// Pushes is how many pushes the last Publish made: 1 when Git is up, 0
+// when nothing needed publishing.
+func (r *Reporter) Pushes() int { return r.pushes }
 
 // New returns a Reporter.
 func New(opts Options) (*Reporter, error) {
 	if opts.URL == "" {
 		return nil, errors.New("a status repository URL is required")
 	}
-	if opts.Branch == "" {
-		opts.Branch = DefaultBranch
+	if opts.Prefix == "" {
+		opts.Prefix = DefaultPrefix
+	}
+	if err := validatePrefix(opts.Prefix); err != nil {
+		return nil, err
 	}
 	if opts.Heartbeat <= 0 {
 		opts.Heartbeat = 10 * time.Minute
 	}
 	if opts.Attempts <= 0 {
-		opts.Attempts = 20
+		opts.Attempts = 5
 	}
 	return &Reporter{opts: opts}, nil
 }
 
-// Path is the status file of a cluster on the branch.
+// Path is the status file of a cluster on its branch.
 func Path(cluster string) string { return "clusters/" + cluster + ".yaml" }
 
-// Publish commits st when it differs from what was last pushed, or when
-// the heartbeat is due, and pushes it. It reports whether it pushed. A
-// failure never blocks applying: the caller publishes again next pass.
+// Branch is a cluster's status branch.
+func Branch(prefix, cluster string) string {
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	return prefix + "/" + cluster
+}
+
+// heartbeatTrailer marks a commit whose only change is the report time:
+// the next heartbeat replaces it.
+const heartbeatTrailer = "Flotilla-Report: heartbeat"
+
+// Publish commits st on the cluster's status branch when it differs from
+// what was last pushed, or when the heartbeat is due, and pushes it. It
+// reports whether it pushed. A failure never blocks applying: the caller
+// publishes again next pass.
 func (r *Reporter) Publish(ctx context.Context, st *Status, now time.Time) (bool, error) {
+	r.pushes = 0
+	if err := ValidateClusterName(st.Cluster.Name); err != nil {
+		return false, err
+	}
 	st.APIVersion, st.Kind = APIVersion, Kind
 	st.Cluster = st.Cluster.Normalized() // empty lists, not nulls (#Status)
 	content, err := encode(st, time.Time{})
@@ -85,12 +113,124 @@ func (r *Reporter) Publish(ctx context.Context, st *Status, now time.Time) (bool
 	if err != nil {
 		return false, err
 	}
-	msg := fmt.Sprintf("status(%s): %s at %s", st.Cluster.Name, st.Phase, short(st.AppliedRevision))
-	if err := r.push(ctx, Path(st.Cluster.Name), data, msg); err != nil {
-		return false, err
+	report := &commitSpec{
+		branch:  Branch(r.opts.Prefix, st.Cluster.Name),
+		path:    Path(st.Cluster.Name),
+		content: content,
+		data:    data,
+		subject: fmt.Sprintf("status(%s): %s at %s", st.Cluster.Name, st.Phase, short(st.AppliedRevision)),
+	}
+	for attempt := range r.opts.Attempts {
+		if attempt > 0 {
+			backoff := time.Duration(1<<min(attempt, 6)) * 250 * time.Millisecond
+			select {
+			case <-ctx.Done():
+				return false, fmt.Errorf("status of %s not pushed: %w", st.Cluster.Name, context.Cause(ctx))
+			case <-time.After(backoff/2 + rand.N(backoff)):
+			}
+		}
+		if err = r.publishOnce(ctx, report); err == nil || !retryable(err) {
+			break
+		}
+	}
+	if err != nil {
+		return false, fmt.Errorf("status of %s not pushed to %s: %w", st.Cluster.Name, report.branch, err)
 	}
 	r.last, r.lastPush = content, now
 	return true, nil
+}
+
+// commitSpec is one report to commit.
+type commitSpec struct {
+	branch, path string
+	// content is the file without its report time, data with it.
+	content, data []byte
+	subject       string
+}
+
+// publishOnce fetches the tip of the cluster's branch (two commits deep,
+// in memory), commits the file on it — or, for a heartbeat over a
+// heartbeat, in its place — and pushes.
+func (r *Reporter) publishOnce(ctx context.Context, c *commitSpec) error {
+	repo, err := git.Init(memory.NewStorage(), nil)
+	if err != nil {
+		return err
+	}
+	if _, err := repo.CreateRemote(&config.RemoteConfig{Name: "origin", URLs: []string{r.opts.URL}}); err != nil {
+		return err
+	}
+	ref := plumbing.NewBranchReferenceName(c.branch)
+	tracking := plumbing.NewRemoteReferenceName("origin", c.branch)
+	err = repo.FetchContext(ctx, &git.FetchOptions{
+		RemoteName: "origin", Auth: r.opts.Auth, Depth: 2, Tags: git.NoTags,
+		RefSpecs: []config.RefSpec{config.RefSpec("+" + ref.String() + ":" + tracking.String())},
+	})
+	if err != nil && !isMissingBranch(err) && !errors.Is(err, git.NoErrAlreadyUpToDate) {
+		return &gitError{"fetch", err}
+	}
+
+	var tip *object.Commit
+	if tipRef, err := repo.Reference(tracking, true); err == nil {
+		if tip, err = repo.CommitObject(tipRef.Hash()); err != nil {
+			return err
+		}
+	}
+	parents, message, replace := r.placement(tip, c)
+	hash, err := commitFile(repo.Storer, c, parents, message)
+	if err != nil {
+		return err
+	}
+
+	push := &git.PushOptions{RemoteName: "origin", Auth: r.opts.Auth,
+		RefSpecs: []config.RefSpec{config.RefSpec(hash.String() + ":" + ref.String())}}
+	if replace {
+		// Only over the heartbeat just read: a report pushed meanwhile is
+		// never lost.
+		push.RefSpecs = []config.RefSpec{config.RefSpec("+" + hash.String() + ":" + ref.String())}
+		push.ForceWithLease = &git.ForceWithLease{RefName: ref, Hash: tip.Hash}
+	}
+	r.pushes++
+	if err := repo.PushContext(ctx, push); err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
+		return &gitError{"push", r.explainPush(ctx, err)}
+	}
+	return nil
+}
+
+// placement decides where the report goes: on the tip (a change, or the
+// first heartbeat after one), or in place of the tip when both the tip and
+// this report are heartbeats. It returns the parents, the message and
+// whether the tip is replaced.
+func (r *Reporter) placement(tip *object.Commit, c *commitSpec) ([]plumbing.Hash, string, bool) {
+	if tip == nil {
+		return nil, c.subject, false
+	}
+	if !sameContent(tip, c.path, c.content) {
+		return []plumbing.Hash{tip.Hash}, c.subject, false
+	}
+	message := c.subject + " (heartbeat)\n\n" + heartbeatTrailer + "\n"
+	if strings.Contains(tip.Message, heartbeatTrailer) && len(tip.ParentHashes) == 1 {
+		return tip.ParentHashes, message, true
+	}
+	return []plumbing.Hash{tip.Hash}, message, false
+}
+
+// sameContent reports whether the tip's status file says what content
+// says, the report time apart.
+func sameContent(tip *object.Commit, path string, content []byte) bool {
+	f, err := tip.File(path)
+	if err != nil {
+		return false
+	}
+	data, err := f.Contents()
+	if err != nil {
+		return false
+	}
+	var st Status
+	if err := yaml.Unmarshal([]byte(data), &st); err != nil {
+		return false
+	}
+	was, err := encode(&st, time.Time{})
+	return err == nil && bytes.Equal(was, content)
 }
 
 // encode is the file's YAML with the report time set.
@@ -100,113 +240,29 @@ func encode(st *Status, at time.Time) ([]byte, error) {
 	return yaml.Marshal(c)
 }
 
-// push commits one file on the tip of the branch and pushes, retrying on
-// the new tip (with back-off and jitter) when another writer got there
-// first. The branch is created when missing.
-func (r *Reporter) push(ctx context.Context, path string, data []byte, msg string) error {
-	var err error
-	for attempt := 0; attempt < r.opts.Attempts; attempt++ {
-		if attempt > 0 {
-			backoff := time.Duration(min(1<<attempt, 64)) * 25 * time.Millisecond
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(backoff/2 + time.Duration(rand.Int64N(int64(backoff)))):
-			}
-		}
-		r.attempts = attempt + 1
-		err = r.tryPush(ctx, path, data, msg)
-		if err == nil || !retryable(err) {
-			return err
-		}
-	}
-	return fmt.Errorf("status push kept being rejected after %d attempts: %w", r.opts.Attempts, err)
+// gitError is a failed fetch or push.
+type gitError struct {
+	op  string
+	err error
 }
 
-// tryPush clones the branch tip in memory, writes the file, commits and
-// pushes once.
-func (r *Reporter) tryPush(ctx context.Context, path string, data []byte, msg string) error {
-	ref := plumbing.NewBranchReferenceName(r.opts.Branch)
-	fs := memfs.New()
-	repo, err := git.CloneContext(ctx, memory.NewStorage(), fs, &git.CloneOptions{
-		URL: r.opts.URL, Auth: r.opts.Auth, ReferenceName: ref, SingleBranch: true, Depth: 1, Tags: git.NoTags,
-	})
-	var parents []plumbing.Hash
-	switch {
-	case err == nil:
-		head, err := repo.Head()
-		if err != nil {
-			return err
-		}
-		parents = []plumbing.Hash{head.Hash()}
-	case isMissingBranch(err):
-		// First report to this repository: start the branch.
-		fs = memfs.New()
-		if repo, err = git.Init(memory.NewStorage(), fs); err != nil {
-			return err
-		}
-		if _, err := repo.CreateRemote(&config.RemoteConfig{Name: "origin", URLs: []string{r.opts.URL}}); err != nil {
-			return err
-		}
-	default:
-		return fmt.Errorf("clone: %w", err)
-	}
-	wt, err := repo.Worktree()
-	if err != nil {
-		return err
-	}
-	if err := fs.MkdirAll("clusters", 0o755); err != nil {
-		return err
-	}
-	f, err := fs.Create(path)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if _, err := wt.Add(path); err != nil {
-		return err
-	}
-	who := &object.Signature{Name: "flotilla", Email: "flotilla@flotilla.dev", When: time.Now()}
-	hash, err := wt.Commit(msg, &git.CommitOptions{Author: who, Committer: who, Parents: parents, AllowEmptyCommits: false})
-	if err != nil {
-		if errors.Is(err, git.ErrEmptyCommit) {
-			return nil // the branch already says this
-		}
-		return err
-	}
-	spec := config.RefSpec(hash.String() + ":" + ref.String())
-	if err := repo.PushContext(ctx, &git.PushOptions{RemoteName: "origin", Auth: r.opts.Auth, RefSpecs: []config.RefSpec{spec}}); err != nil {
-		return &pushError{err}
-	}
-	return nil
-}
+func (e *gitError) Error() string { return e.op + ": " + e.err.Error() }
+func (e *gitError) Unwrap() error { return e.err }
 
-// pushError is a failed push: the branch moved under us, most often.
-type pushError struct{ err error }
-
-func (e *pushError) Error() string { return "push: " + e.err.Error() }
-func (e *pushError) Unwrap() error { return e.err }
-
-// retryable reports a failed push worth trying again on the new tip. When
-// another cluster pushed first, go-git says so in many ways (a
-// non-fast-forward update, "object not found" for a tip the shallow clone
-// lacks, a server's rejection, a malformed report from some servers), so
-// every push failure is retried — a push is only our file on the current
-// tip — except refused credentials and an ended context.
+// retryable reports a failure worth another try: Git down or slow, or the
+// branch moved under the reporter (a second agent with the same name, a
+// lease lost). Refused credentials, a legacy branch in the way and an ended
+// context are not.
 func retryable(err error) bool {
-	var pe *pushError
-	return errors.As(err, &pe) &&
+	var ge *gitError
+	return errors.As(err, &ge) &&
 		!errors.Is(err, transport.ErrAuthenticationRequired) &&
 		!errors.Is(err, transport.ErrAuthorizationFailed) &&
+		!errors.Is(err, ErrLegacyBranch) &&
 		!errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded)
 }
 
-// isMissingBranch reports a clone that failed because the branch does not
+// isMissingBranch reports a fetch that failed because the branch does not
 // exist yet (or the repository is empty).
 func isMissingBranch(err error) bool {
 	return errors.Is(err, plumbing.ErrReferenceNotFound) || errors.Is(err, transport.ErrEmptyRemoteRepository) ||

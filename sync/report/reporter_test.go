@@ -2,18 +2,20 @@ package report_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
+
+	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
 
 	"github.com/flotilla-gitops/flotilla/fleet"
 	"github.com/flotilla-gitops/flotilla/internal/gittest"
 	"github.com/flotilla-gitops/flotilla/sync/apply"
 	"github.com/flotilla-gitops/flotilla/sync/report"
-	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
 )
 
 func status(cluster string, phase report.ClusterPhase) *report.Status {
@@ -26,88 +28,198 @@ func status(cluster string, phase report.ClusterPhase) *report.Status {
 	}
 }
 
-// branchLog lists, per commit of the status branch, the files it touched.
-func branchLog(t *testing.T, repo *gittest.Repo) []string {
+// branchLog lists, per commit of a cluster's status branch (newest first),
+// its subject and the files of its tree.
+func branchLog(t *testing.T, bare, cluster string) []string {
 	t.Helper()
-	out := gittest.Git(t, repo.Bare, "log", "--format=@%s", "--name-only", report.DefaultBranch)
+	branch := report.Branch("", cluster)
 	var commits []string
-	for _, c := range strings.Split(out, "@")[1:] {
-		commits = append(commits, strings.Join(strings.Fields(c), " "))
+	for _, hash := range strings.Fields(gittest.Git(t, bare, "rev-list", branch)) {
+		subject := gittest.Git(t, bare, "log", "-1", "--format=%s", hash)
+		files := strings.Fields(gittest.Git(t, bare, "ls-tree", "-r", "--name-only", hash))
+		commits = append(commits, subject+" | "+strings.Join(files, " "))
 	}
 	return commits
 }
 
-// TestConcurrentReporters has many clusters report at once to one bare
-// repository: every file lands, and every commit touches only its own
-// cluster's file.
-func TestConcurrentReporters(t *testing.T) {
-	const n = 50
-	repo := gittest.New(t)
-	var wg sync.WaitGroup
+// TestConcurrentReportersOverHTTP has 200 clusters report at once to a
+// real git HTTP server with basic auth (gittestserver): every report
+// lands with exactly one push, on its cluster's own branch, whose commits
+// hold that cluster's file only; a reader sees all 200; a wrong password
+// reads nothing.
+func TestConcurrentReportersOverHTTP(t *testing.T) {
+	url := gittest.HTTPServer(t, "reporter", "pass")
+	auth := &githttp.BasicAuth{Username: "reporter", Password: "pass"}
+	const n = 200
+	reporters := make([]*report.Reporter, n)
 	errs := make([]error, n)
+	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() {
-			r, err := report.New(report.Options{URL: repo.URL})
-			if err != nil {
-				errs[i] = err
-				return
+			r, err := report.New(report.Options{URL: url, Auth: auth})
+			if err == nil {
+				_, err = r.Publish(context.Background(), status(fmt.Sprintf("c%03d", i), "Ready"), time.Now())
 			}
-			_, errs[i] = r.Publish(context.Background(), status(fmt.Sprintf("c%02d", i), "Ready"), time.Now())
+			reporters[i], errs[i] = r, err
 		})
 	}
 	wg.Wait()
 	for i, err := range errs {
 		if err != nil {
 			t.Errorf("reporter %d: %v", i, err)
+		} else if p := reporters[i].Pushes(); p != 1 {
+			t.Errorf("reporter %d pushed %d times, want 1", i, p)
 		}
 	}
-	files := gittest.Git(t, repo.Bare, "ls-tree", "-r", "--name-only", report.DefaultBranch)
-	if got := len(strings.Fields(files)); got != n {
-		t.Errorf("%d files on the branch, want %d:\n%s", got, n, files)
+	snap, err := report.Read(context.Background(), url, "", auth)
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, c := range branchLog(t, repo) {
-		// "status(cNN): Ready at 0123456 clusters/cNN.yaml"
-		fields := strings.Fields(c)
-		name := strings.TrimSuffix(strings.TrimPrefix(fields[0], "status("), "):")
-		if len(fields) != 5 || fields[4] != "clusters/"+name+".yaml" {
-			t.Errorf("commit touches more than its cluster's file: %q", c)
+	if len(snap.Statuses) != n || len(snap.Problems) > 0 {
+		t.Fatalf("read %d statuses, want %d (problems %v)", len(snap.Statuses), n, snap.Problems)
+	}
+	for i, st := range snap.Statuses {
+		if want := fmt.Sprintf("c%03d", i); st.Cluster.Name != want {
+			t.Fatalf("status %d is %s, want %s", i, st.Cluster.Name, want)
+		}
+	}
+	if _, err := report.Read(context.Background(), url, "", &githttp.BasicAuth{Username: "reporter", Password: "wrong"}); err == nil {
+		t.Error("read with a wrong password")
+	}
+}
+
+// TestBranchHoldsOnlyItsCluster checks the branches of concurrent
+// reporters over file://: each holds its own cluster's file and nothing
+// else, in every commit.
+func TestBranchHoldsOnlyItsCluster(t *testing.T) {
+	repo := gittest.New(t)
+	const n = 20
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			r, err := report.New(report.Options{URL: repo.URL})
+			if err == nil {
+				_, err = r.Publish(context.Background(), status(fmt.Sprintf("c%02d", i), "Ready"), time.Now())
+			}
+			if err != nil {
+				t.Errorf("reporter %d: %v", i, err)
+			}
+		})
+	}
+	wg.Wait()
+	for i := range n {
+		name := fmt.Sprintf("c%02d", i)
+		for _, c := range branchLog(t, repo.Bare, name) {
+			if want := "status(" + name + "): Ready at 0123456 | clusters/" + name + ".yaml"; c != want {
+				t.Errorf("branch of %s: commit %q, want %q", name, c, want)
+			}
 		}
 	}
 }
 
-// TestUnchangedAndHeartbeat checks that an unchanged status makes no
-// commit, a change does, and an unchanged one does again once the
-// heartbeat is due.
-func TestUnchangedAndHeartbeat(t *testing.T) {
+// TestHeartbeatReplacesChangeAppends checks the branch's history: an
+// unchanged status makes no commit; a change appends one; a heartbeat
+// appends once after a change, then replaces the previous heartbeat (so
+// history holds changes, not every heartbeat); a reporter started anew
+// (an agent restart) finds the same.
+func TestHeartbeatReplacesChangeAppends(t *testing.T) {
 	repo := gittest.New(t)
-	r, err := report.New(report.Options{URL: repo.URL, Heartbeat: time.Hour})
+	opts := report.Options{URL: repo.URL, Heartbeat: time.Hour}
+	r, err := report.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	now := time.Now()
 	steps := []struct {
-		phase report.ClusterPhase
-		at    time.Time
-		push  bool
+		phase   report.ClusterPhase
+		at      time.Duration
+		push    bool
+		commits int
 	}{
-		{"Ready", now, true},
-		{"Ready", now.Add(time.Minute), false},
-		{"Failed", now.Add(2 * time.Minute), true},
-		{"Failed", now.Add(30 * time.Minute), false},
-		{"Failed", now.Add(2*time.Minute + time.Hour), true},
+		{"Ready", 0, true, 1},
+		{"Ready", time.Minute, false, 1},
+		{"Failed", 2 * time.Minute, true, 2},
+		{"Failed", 30 * time.Minute, false, 2},
+		{"Failed", 2*time.Minute + time.Hour, true, 3},   // first heartbeat: appended
+		{"Failed", 2*time.Minute + 2*time.Hour, true, 3}, // replaces it
+		{"Failed", 2*time.Minute + 3*time.Hour, true, 3}, // and again
+		{"Ready", 4 * time.Hour, true, 4},                // a change appends
 	}
 	for i, s := range steps {
-		pushed, err := r.Publish(context.Background(), status("c1", s.phase), s.at)
+		pushed, err := r.Publish(context.Background(), status("c1", s.phase), now.Add(s.at))
 		if err != nil || pushed != s.push {
-			t.Errorf("step %d: pushed %v (%v), want %v", i, pushed, err, s.push)
+			t.Fatalf("step %d: pushed %v (%v), want %v", i, pushed, err, s.push)
+		}
+		if got := branchLog(t, repo.Bare, "c1"); len(got) != s.commits {
+			t.Fatalf("step %d: %d commits, want %d:\n%s", i, len(got), s.commits, strings.Join(got, "\n"))
 		}
 	}
-	if got := len(branchLog(t, repo)); got != 3 {
-		t.Errorf("%d commits, want 3", got)
+	log := branchLog(t, repo.Bare, "c1")
+	want := []string{"Ready at", "Failed at 0123456 (heartbeat)", "Failed at 0123456 |", "Ready at"}
+	for i, w := range want {
+		if !strings.Contains(log[i], w) {
+			t.Errorf("commit %d: %q, want %q in it", i, log[i], w)
+		}
+	}
+	// The last heartbeat's time is the one on the branch.
+	st, err := report.ReadCluster(context.Background(), repo.URL, "", "c1", nil)
+	if err != nil || st.Phase != report.ClusterReady {
+		t.Fatalf("read: %+v %v", st, err)
+	}
+
+	// A new reporter (agent restart) with the same status: a heartbeat.
+	r2, _ := report.New(opts)
+	if pushed, err := r2.Publish(context.Background(), status("c1", "Ready"), now.Add(5*time.Hour)); err != nil || !pushed {
+		t.Fatalf("after restart: pushed %v, %v", pushed, err)
+	}
+	if got := branchLog(t, repo.Bare, "c1"); len(got) != 5 || !strings.Contains(got[0], "(heartbeat)") {
+		t.Errorf("after restart:\n%s", strings.Join(got, "\n"))
 	}
 }
 
-// TestRead reads back what reporters wrote.
+// TestGitDownThenBack checks that a report fails while the repository is
+// gone (after a few tries) and lands once it is back.
+func TestGitDownThenBack(t *testing.T) {
+	repo := gittest.New(t)
+	r, err := report.New(report.Options{URL: repo.URL, Attempts: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	away := repo.Bare + ".away"
+	if err := os.Rename(repo.Bare, away); err != nil {
+		t.Fatal(err)
+	}
+	if pushed, err := r.Publish(context.Background(), status("c1", "Ready"), time.Now()); pushed || err == nil || !strings.Contains(err.Error(), "status of c1 not pushed") {
+		t.Fatalf("with the repository gone: pushed %v, %v", pushed, err)
+	}
+	if err := os.Rename(away, repo.Bare); err != nil {
+		t.Fatal(err)
+	}
+	if pushed, err := r.Publish(context.Background(), status("c1", "Ready"), time.Now()); !pushed || err != nil {
+		t.Fatalf("with the repository back: pushed %v, %v", pushed, err)
+	}
+}
+
+// TestClusterNamesAreChecked refuses names that are not safe branch and
+// file names before anything is written.
+func TestClusterNamesAreChecked(t *testing.T) {
+	repo := gittest.New(t)
+	r, _ := report.New(report.Options{URL: repo.URL})
+	for _, name := range []string{"../main", "a/b", "UPPER", "", "x\x00y", "a..b", strings.Repeat("a", 64)} {
+		if _, err := r.Publish(context.Background(), status(name, "Ready"), time.Now()); err == nil || !strings.Contains(err.Error(), "cannot name a status branch") {
+			t.Errorf("%q: %v", name, err)
+		}
+	}
+	if _, err := report.New(report.Options{URL: repo.URL, Prefix: "bad..prefix"}); err == nil {
+		t.Error("a prefix with .. was accepted")
+	}
+	if out := gittest.Git(t, repo.Bare, "branch", "--list"); out != "" {
+		t.Errorf("branches written: %s", out)
+	}
+}
+
+// TestRead reads back what reporters wrote, and leaves out a branch whose
+// file speaks for another cluster.
 func TestRead(t *testing.T) {
 	repo := gittest.New(t)
 	for _, c := range []string{"b", "a"} {
@@ -116,83 +228,49 @@ func TestRead(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	got, err := report.Read(context.Background(), repo.URL, "", nil)
+	// An agent for "evil" writes a file claiming to be cluster a.
+	gittest.Git(t, repo.Work, "fetch", "origin", report.Branch("", "a"))
+	gittest.Git(t, repo.Work, "checkout", "-b", "evil", "FETCH_HEAD")
+	if err := os.Rename(repo.Work+"/clusters/a.yaml", repo.Work+"/clusters/evil.yaml"); err != nil {
+		t.Fatal(err)
+	}
+	gittest.Git(t, repo.Work, "add", "-A")
+	gittest.Git(t, repo.Work, "commit", "-m", "impersonate a")
+	gittest.Git(t, repo.Work, "push", "origin", "evil:"+report.Branch("", "evil"))
+
+	snap, err := report.Read(context.Background(), repo.URL, "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	got := snap.Statuses
 	if len(got) != 2 || got[0].Cluster.Name != "a" || got[1].Bundles[0].Name != "web" || got[0].APIVersion != report.APIVersion {
 		t.Errorf("read %+v", got)
 	}
-	if _, err := report.Read(context.Background(), gittest.New(t).URL, "", nil); err == nil {
-		t.Error("a repository without a status branch read fine")
+	if len(snap.Problems) != 1 || !strings.Contains(snap.Problems[0].Error(), `speaks for cluster "a", not "evil"`) {
+		t.Errorf("problems %v", snap.Problems)
+	}
+	if snap, err := report.Read(context.Background(), gittest.New(t).URL, "", nil); err != nil || len(snap.Statuses) != 0 {
+		t.Errorf("a repository without status branches: %+v, %v", snap, err)
+	}
+	if _, err := report.ReadCluster(context.Background(), repo.URL, "", "nobody", nil); err == nil || !strings.Contains(err.Error(), "cluster nobody has not reported") {
+		t.Errorf("a cluster that never reported: %v", err)
 	}
 }
 
-// TestConcurrentReportersOverHTTP repeats the concurrent test (50 reporters) on a real
-// git HTTP server with basic auth (gittestserver).
-func TestConcurrentReportersOverHTTP(t *testing.T) {
-	url := gittest.HTTPServer(t, "reporter", "pass")
-	auth := &githttp.BasicAuth{Username: "reporter", Password: "pass"}
-
-	const n = 50
-	var wg sync.WaitGroup
-	errs := make([]error, n)
-	for i := range n {
-		wg.Go(func() {
-			r, err := report.New(report.Options{URL: url, Auth: auth})
-			if err == nil {
-				_, err = r.Publish(context.Background(), status(fmt.Sprintf("h%02d", i), "Ready"), time.Now())
-			}
-			errs[i] = err
-		})
+// TestLegacyBranchIsExplained checks that the shared status branch of
+// earlier versions, which Git cannot hold beside per-cluster branches,
+// is named with what to do, by the reporter and the reader.
+func TestLegacyBranchIsExplained(t *testing.T) {
+	repo := gittest.New(t)
+	repo.Commit(map[string]string{"README": "fleet\n"})
+	gittest.Git(t, repo.Work, "push", "origin", "main:"+report.DefaultPrefix)
+	r, _ := report.New(report.Options{URL: repo.URL})
+	_, err := r.Publish(context.Background(), status("c1", "Ready"), time.Now())
+	if !errors.Is(err, report.ErrLegacyBranch) || !strings.Contains(err.Error(), "git push origin --delete flotilla/status") {
+		t.Errorf("publish: %v", err)
 	}
-	wg.Wait()
-	for i, err := range errs {
-		if err != nil {
-			t.Errorf("reporter %d: %v", i, err)
-		}
+	snap, err := report.Read(context.Background(), repo.URL, "", nil)
+	if err != nil || len(snap.Problems) != 1 || !errors.Is(snap.Problems[0], report.ErrLegacyBranch) {
+		t.Errorf("read: %+v, %v", snap, err)
 	}
-	got, err := report.Read(context.Background(), url, "", auth)
-	if err != nil || len(got) != n {
-		t.Fatalf("%d statuses on the branch, want %d (%v)", len(got), n, err)
-	}
-	if _, err := report.Read(context.Background(), url, "", &githttp.BasicAuth{Username: "reporter", Password: "wrong"}); err == nil {
-		t.Error("read with a wrong password")
-	}
-}
-
-// BenchmarkConcurrentReporters: 100 clusters report at once to one bare
-// repository; time until all landed, and pushes per report (1 is no
-// retry).
-func BenchmarkConcurrentReporters(b *testing.B) {
-	const n = 100
-	var pushes int64
-	for b.Loop() {
-		b.StopTimer()
-		repo := gittest.New(b)
-		reporters := make([]*report.Reporter, n)
-		for i := range reporters {
-			reporters[i], _ = report.New(report.Options{URL: repo.URL, Attempts: 100})
-		}
-		b.StartTimer()
-		var wg sync.WaitGroup
-		var failed atomic.Int64
-		for i, r := range reporters {
-			wg.Go(func() {
-				if _, err := r.Publish(context.Background(), status(fmt.Sprintf("c%03d", i), "Ready"), time.Now()); err != nil {
-					failed.Add(1)
-				}
-			})
-		}
-		wg.Wait()
-		b.StopTimer()
-		if failed.Load() > 0 {
-			b.Fatalf("%d reports did not land", failed.Load())
-		}
-		for _, r := range reporters {
-			pushes += int64(r.Attempts())
-		}
-		b.StartTimer()
-	}
-	b.ReportMetric(float64(pushes)/float64(b.N*n), "pushes/report")
 }

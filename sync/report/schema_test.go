@@ -43,7 +43,7 @@ func TestStatusMatchesSchema(t *testing.T) {
 	if _, err := r.Publish(context.Background(), st, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	data := []byte(gittest.Git(t, repo.Bare, "show", report.DefaultBranch+":"+report.Path("prod-eu-1")))
+	data := []byte(gittest.Git(t, repo.Bare, "show", report.Branch("", "prod-eu-1")+":"+report.Path("prod-eu-1")))
 	file, err := cueyaml.Extract("status.yaml", data)
 	if err != nil {
 		t.Fatal(err)
