@@ -54,6 +54,21 @@ func HTTPServer(t testing.TB, username, password string) string {
 	return srv.HTTPAddress() + "/fleet.git"
 }
 
+// ServeHTTP serves the bare repository of r over HTTP with basic auth until
+// the test ends, and returns its URL: tests write to r (commits, or git
+// fast-import into r.Bare) and readers use the URL.
+func (r *Repo) ServeHTTP(username, password string) string {
+	r.t.Helper()
+	quiet()
+	srv := gittestserver.NewGitServer(filepath.Dir(r.Bare))
+	srv.Auth(username, password)
+	if err := srv.StartHTTP(); err != nil {
+		r.t.Fatal(err)
+	}
+	r.t.Cleanup(srv.StopHTTP)
+	return srv.HTTPAddress() + "/" + filepath.Base(r.Bare)
+}
+
 // SSHServer serves fleet.git over SSH until the test ends, accepting only
 // the client key authorised (in authorized_keys format, without a
 // comment). It returns the repository's URL and a known_hosts line for the

@@ -28,6 +28,10 @@ func status(cluster string, phase report.ClusterPhase) *report.Status {
 	}
 }
 
+func basicAuth(user, password string) *githttp.BasicAuth {
+	return &githttp.BasicAuth{Username: user, Password: password}
+}
+
 // branchLog lists, per commit of a cluster's status branch (newest first),
 // its subject and the files of its tree.
 func branchLog(t *testing.T, bare, cluster string) []string {
@@ -49,7 +53,7 @@ func branchLog(t *testing.T, bare, cluster string) []string {
 // reads nothing.
 func TestConcurrentReportersOverHTTP(t *testing.T) {
 	url := gittest.HTTPServer(t, "reporter", "pass")
-	auth := &githttp.BasicAuth{Username: "reporter", Password: "pass"}
+	auth := basicAuth("reporter", "pass")
 	const n = 200
 	reporters := make([]*report.Reporter, n)
 	errs := make([]error, n)
@@ -83,7 +87,7 @@ func TestConcurrentReportersOverHTTP(t *testing.T) {
 			t.Fatalf("status %d is %s, want %s", i, st.Cluster.Name, want)
 		}
 	}
-	if _, err := report.Read(context.Background(), url, "", &githttp.BasicAuth{Username: "reporter", Password: "wrong"}); err == nil {
+	if _, err := report.Read(context.Background(), url, "", basicAuth("reporter", "wrong")); err == nil {
 		t.Error("read with a wrong password")
 	}
 }

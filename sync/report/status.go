@@ -1,9 +1,10 @@
-// Package report publishes what each agent did to Git: one file per
-// cluster, clusters/<name>.yaml, on a status branch, so the fleet's real
-// state sits beside its desired state, with history and no hub. Files are
-// committed on the branch tip and pushed; a push rejected because another
-// cluster got there first is retried on the new tip, and never touches
-// another cluster's file.
+// Package report publishes what each agent did to Git, and reads it back
+// for the fleet: one file per cluster, clusters/<name>.yaml, on that
+// cluster's own branch, <prefix>/<name>, so the fleet's real state sits
+// beside its desired state, with history and no hub. No two clusters write
+// one branch: a report is one push, however many clusters report at once,
+// and every reader (status, rollout gates, previews) lists and fetches all
+// the branches in two round trips.
 package report
 
 import (
