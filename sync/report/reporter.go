@@ -40,16 +40,27 @@ type Options struct {
 }
 
 // Reporter writes one cluster's status file on the cluster's own status
-// branch. A report is one fast-forward push of that branch: no other
-// cluster writes it, so there is nothing to contend with. A heartbeat
-// (only the report time changed) replaces the previous heartbeat commit,
-// so the branch's history holds changes, not every heartbeat.
+// branch. A report is one push of that branch: no other cluster writes
+// it, so there is nothing to contend with. A heartbeat (only the report
+// time changed) replaces the previous heartbeat commit, so the branch's
+// history holds changes, not every heartbeat.
+//
+// Every push is a compare-and-swap: it names the tip it builds on
+// (force-with-lease), so a report is never lost to another writer of the
+// branch — the push fails, and the report is tried again on the new tip.
 type Reporter struct {
 	opts Options
 	// last is what was last pushed, without its time; lastPush when.
 	last     []byte
 	lastPush time.Time
 	pushes   int // pushes the last Publish made
+}
+
+// branchTip is what a report needs to know of the branch's tip.
+type branchTip struct {
+	hash, parent plumbing.Hash // parent: zero for a first commit
+	content      []byte        // its status file without the report time
+	heartbeat    bool
 }
 
 // Pushes is how many pushes the last Publish made: 1 when Git is up, 0
@@ -148,9 +159,14 @@ type commitSpec struct {
 	subject       string
 }
 
-// publishOnce fetches the tip of the cluster's branch (two commits deep,
-// in memory), commits the file on it — or, for a heartbeat over a
-// heartbeat, in its place — and pushes.
+// publishOnce fetches the branch's tip (two commits deep, in memory),
+// commits the file on it — or, for a heartbeat over a heartbeat, in its
+// place — and pushes it as a compare-and-swap on that tip.
+//
+// (The tip's commits must be at hand: go-git looks for the new commit's
+// parents in the local store to decide what to send, so a report cannot
+// be built on a tip it only knows by hash. Keeping the last commits in
+// memory between reports would save the fetch; not done yet.)
 func (r *Reporter) publishOnce(ctx context.Context, c *commitSpec) error {
 	repo, err := git.Init(memory.NewStorage(), nil)
 	if err != nil {
@@ -161,33 +177,25 @@ func (r *Reporter) publishOnce(ctx context.Context, c *commitSpec) error {
 	}
 	ref := plumbing.NewBranchReferenceName(c.branch)
 	tracking := plumbing.NewRemoteReferenceName("origin", c.branch)
-	err = repo.FetchContext(ctx, &git.FetchOptions{
-		RemoteName: "origin", Auth: r.opts.Auth, Depth: 2, Tags: git.NoTags,
-		RefSpecs: []config.RefSpec{config.RefSpec("+" + ref.String() + ":" + tracking.String())},
-	})
-	if err != nil && !isMissingBranch(err) && !errors.Is(err, git.NoErrAlreadyUpToDate) {
-		return &gitError{"fetch", err}
+	tip, err := fetchTip(ctx, repo, r.opts, ref, tracking, c.path)
+	if err != nil {
+		return err
 	}
-
-	var tip *object.Commit
-	if tipRef, err := repo.Reference(tracking, true); err == nil {
-		if tip, err = repo.CommitObject(tipRef.Hash()); err != nil {
-			return err
-		}
-	}
-	parents, message, replace := r.placement(tip, c)
+	parents, message := placement(tip, c)
 	hash, err := commitFile(repo.Storer, c, parents, message)
 	if err != nil {
 		return err
 	}
-
+	if err := repo.Storer.SetReference(plumbing.NewHashReference(ref, hash)); err != nil {
+		return err
+	}
+	// A new branch is created only if it still does not exist; an existing
+	// one is replaced only if its tip is still the one fetched.
 	push := &git.PushOptions{RemoteName: "origin", Auth: r.opts.Auth,
-		RefSpecs: []config.RefSpec{config.RefSpec(hash.String() + ":" + ref.String())}}
-	if replace {
-		// Only over the heartbeat just read: a report pushed meanwhile is
-		// never lost.
-		push.RefSpecs = []config.RefSpec{config.RefSpec("+" + hash.String() + ":" + ref.String())}
-		push.ForceWithLease = &git.ForceWithLease{RefName: ref, Hash: tip.Hash}
+		RefSpecs: []config.RefSpec{config.RefSpec(ref.String() + ":" + ref.String())}}
+	if tip != nil {
+		push.RefSpecs = []config.RefSpec{config.RefSpec("+" + ref.String() + ":" + ref.String())}
+		push.ForceWithLease = &git.ForceWithLease{RefName: ref, Hash: tip.hash}
 	}
 	r.pushes++
 	if err := repo.PushContext(ctx, push); err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
@@ -196,41 +204,71 @@ func (r *Reporter) publishOnce(ctx context.Context, c *commitSpec) error {
 	return nil
 }
 
-// placement decides where the report goes: on the tip (a change, or the
-// first heartbeat after one), or in place of the tip when both the tip and
-// this report are heartbeats. It returns the parents, the message and
-// whether the tip is replaced.
-func (r *Reporter) placement(tip *object.Commit, c *commitSpec) ([]plumbing.Hash, string, bool) {
-	if tip == nil {
-		return nil, c.subject, false
+// fetchTip fetches the tip of the branch and its parent, and reads what a
+// report needs of them; nil when the branch does not exist yet.
+func fetchTip(ctx context.Context, repo *git.Repository, opts Options, ref, tracking plumbing.ReferenceName, path string) (*branchTip, error) {
+	err := repo.FetchContext(ctx, &git.FetchOptions{
+		RemoteName: "origin", Auth: opts.Auth, Depth: 2, Tags: git.NoTags,
+		RefSpecs: []config.RefSpec{config.RefSpec("+" + ref.String() + ":" + tracking.String())},
+	})
+	switch {
+	case isMissingBranch(err):
+		return nil, nil
+	case err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate):
+		return nil, &gitError{"fetch", err}
 	}
-	if !sameContent(tip, c.path, c.content) {
-		return []plumbing.Hash{tip.Hash}, c.subject, false
+	tipRef, err := repo.Reference(tracking, true)
+	if err != nil {
+		return nil, err
 	}
-	message := c.subject + " (heartbeat)\n\n" + heartbeatTrailer + "\n"
-	if strings.Contains(tip.Message, heartbeatTrailer) && len(tip.ParentHashes) == 1 {
-		return tip.ParentHashes, message, true
+	commit, err := repo.CommitObject(tipRef.Hash())
+	if err != nil {
+		return nil, err
 	}
-	return []plumbing.Hash{tip.Hash}, message, false
+	tip := &branchTip{hash: commit.Hash, content: fileContent(commit, path), heartbeat: strings.Contains(commit.Message, heartbeatTrailer)}
+	if len(commit.ParentHashes) == 1 {
+		tip.parent = commit.ParentHashes[0]
+	}
+	return tip, nil
 }
 
-// sameContent reports whether the tip's status file says what content
-// says, the report time apart.
-func sameContent(tip *object.Commit, path string, content []byte) bool {
-	f, err := tip.File(path)
+// placement decides where the report goes: on the tip (a change, or the
+// first heartbeat after one), or in place of the tip when both the tip and
+// this report are heartbeats. It returns the parents and the message.
+func placement(tip *branchTip, c *commitSpec) ([]plumbing.Hash, string) {
+	if tip == nil {
+		return nil, c.subject
+	}
+	if !bytes.Equal(tip.content, c.content) {
+		return []plumbing.Hash{tip.hash}, c.subject
+	}
+	message := c.subject + " (heartbeat)\n\n" + heartbeatTrailer + "\n"
+	if tip.heartbeat && !tip.parent.IsZero() {
+		return []plumbing.Hash{tip.parent}, message
+	}
+	return []plumbing.Hash{tip.hash}, message
+}
+
+// fileContent is the status file of a commit without its report time, or
+// nil when it has none that reads.
+func fileContent(commit *object.Commit, path string) []byte {
+	f, err := commit.File(path)
 	if err != nil {
-		return false
+		return nil
 	}
 	data, err := f.Contents()
 	if err != nil {
-		return false
+		return nil
 	}
 	var st Status
 	if err := yaml.Unmarshal([]byte(data), &st); err != nil {
-		return false
+		return nil
 	}
-	was, err := encode(&st, time.Time{})
-	return err == nil && bytes.Equal(was, content)
+	content, err := encode(&st, time.Time{})
+	if err != nil {
+		return nil
+	}
+	return content
 }
 
 // encode is the file's YAML with the report time set.
