@@ -2,10 +2,13 @@ package main
 
 import (
 	"bytes"
+	"fmt"
+	"os/exec"
 	"strings"
 	"testing"
 
 	"github.com/flotilla-gitops/flotilla/internal/gittest"
+	"github.com/flotilla-gitops/flotilla/sync/report"
 )
 
 // TestAgentOnce runs `flotilla agent --once` against a real cluster and a
@@ -79,5 +82,55 @@ bundles: hello: {
 	other := strings.Repeat("0", 40)
 	if code, _, errOut = status("--wait", "--revision", other, "--timeout", "1s", "--poll", "100ms"); code != exitFailed || !strings.Contains(errOut, "not Ready everywhere") {
 		t.Errorf("status --wait for a revision nobody applied: exit %d\n%s", code, errOut)
+	}
+}
+
+// TestManyAgentsReportAtOnce starts 20 `flotilla agent --once` processes
+// together against one fleet repository (each a cluster of its own,
+// kept apart by namespace on the control plane): every one exits 0 and
+// every cluster's status is on its branch. (With one shared status branch,
+// 100 agents started together left 29 statuses, all exiting 0.)
+func TestManyAgentsReportAtOnce(t *testing.T) {
+	c := controlPlane(t)
+	repo := gittest.New(t)
+	repo.Commit(map[string]string{"fleet.cue": `package fleet
+
+bundles: hello: {
+	namespace: cluster.labels.ns
+	resources: [{apiVersion: "v1", kind: "ConfigMap", metadata: name: "hello", data: from: cluster.name}]
+}
+`})
+	const n = 20
+	cmds := make([]*exec.Cmd, n)
+	logs := make([]*bytes.Buffer, n)
+	for i := range n {
+		name := fmt.Sprintf("many-%02d", i)
+		ns := testNamespace(t, c, name)
+		logs[i] = &bytes.Buffer{}
+		cmds[i] = exec.Command("flotilla", "agent", "--once", "--repo", repo.URL, "--name", name, "--label", "ns="+ns,
+			"--kubeconfig", c.Kubeconfig, "--cache-dir", t.TempDir(), "--inventory-namespace", ns, "--identity-namespace", ns, "--listen", "")
+		cmds[i].Stdout, cmds[i].Stderr = logs[i], logs[i]
+	}
+	for _, cmd := range cmds {
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, cmd := range cmds {
+		if err := cmd.Wait(); err != nil {
+			t.Errorf("agent %d: %v\n%s", i, err, logs[i])
+		}
+	}
+	snap, err := report.Read(t.Context(), repo.URL, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(snap.Statuses) != n || len(snap.Problems) > 0 {
+		t.Fatalf("%d statuses on the status branches, want %d (problems %v)", len(snap.Statuses), n, snap.Problems)
+	}
+	for _, st := range snap.Statuses {
+		if st.Phase != report.ClusterReady {
+			t.Errorf("%s: %s %s", st.Cluster.Name, st.Phase, st.Message)
+		}
 	}
 }
