@@ -1,6 +1,8 @@
 package testenv
 
 import (
+	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -76,4 +78,34 @@ func tail(path string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// RunMain is a test package's TestMain with one control plane for all its
+// tests (as fluxcd/pkg/ssa's tests do): it starts the cluster, calls setup
+// with it (to keep it, make clients), runs the tests, stops the cluster,
+// and returns the exit code for os.Exit. A cluster that cannot start fails
+// the package, never skips it; when a test failed, the end of each
+// process's log is printed.
+func RunMain(m *testing.M, opts Options, setup func(*Cluster) error) int {
+	c, err := Start(context.Background(), opts)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	code := 1
+	if err := setup(c); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+	} else {
+		code = m.Run()
+	}
+	if code != 0 {
+		logs, _ := filepath.Glob(filepath.Join(c.Dir, "*.log"))
+		for _, l := range logs {
+			fmt.Fprintf(os.Stderr, "cluster %s, end of %s:\n%s\n", c.Name, filepath.Base(l), tail(l, logTailLines))
+		}
+	}
+	if err := c.Stop(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+	}
+	return code
 }

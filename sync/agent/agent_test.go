@@ -54,23 +54,12 @@ var (
 
 func TestMain(m *testing.M) {
 	ctrllog.SetLogger(logr.Discard())
-	c, err := testenv.Start(context.Background(), testenv.Options{Name: "agent"})
-	if err != nil {
-		// Fail, never skip: these tests mean nothing without a real API
-		// server.
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	cluster = c
-	if kube, err = client.New(c.Config, client.Options{}); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	if err := c.Stop(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-	}
-	os.Exit(code)
+	os.Exit(testenv.RunMain(m, testenv.Options{Name: "agent"}, func(c *testenv.Cluster) error {
+		cluster = c
+		var err error
+		kube, err = client.New(c.Config, client.Options{})
+		return err
+	}))
 }
 
 // writes counts the API requests that change something.

@@ -10,6 +10,7 @@ import (
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/go-git/go-git/v5/storage/memory"
 	"sigs.k8s.io/yaml"
@@ -120,9 +121,21 @@ func readStatus(repo *git.Repository, ref plumbing.ReferenceName, cluster string
 	if err != nil {
 		return nil, err
 	}
-	f, err := commit.File(Path(cluster))
+	st, err := statusAt(commit, Path(cluster))
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", Path(cluster), err)
+		return nil, err
+	}
+	if st.Cluster.Name != cluster {
+		return nil, fmt.Errorf("%s speaks for cluster %q, not %q: ignored", Path(cluster), st.Cluster.Name, cluster)
+	}
+	return st, nil
+}
+
+// statusAt reads the status file at path in a commit.
+func statusAt(commit *object.Commit, path string) (*Status, error) {
+	f, err := commit.File(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	data, err := f.Contents()
 	if err != nil {
@@ -130,10 +143,7 @@ func readStatus(repo *git.Repository, ref plumbing.ReferenceName, cluster string
 	}
 	var st Status
 	if err := yaml.Unmarshal([]byte(data), &st); err != nil {
-		return nil, fmt.Errorf("%s: %w", Path(cluster), err)
-	}
-	if st.Cluster.Name != cluster {
-		return nil, fmt.Errorf("%s speaks for cluster %q, not %q: ignored", Path(cluster), st.Cluster.Name, cluster)
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return &st, nil
 }

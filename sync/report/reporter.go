@@ -252,19 +252,11 @@ func placement(tip *branchTip, c *commitSpec) ([]plumbing.Hash, string) {
 // fileContent is the status file of a commit without its report time, or
 // nil when it has none that reads.
 func fileContent(commit *object.Commit, path string) []byte {
-	f, err := commit.File(path)
+	st, err := statusAt(commit, path)
 	if err != nil {
 		return nil
 	}
-	data, err := f.Contents()
-	if err != nil {
-		return nil
-	}
-	var st Status
-	if err := yaml.Unmarshal([]byte(data), &st); err != nil {
-		return nil
-	}
-	content, err := encode(&st, time.Time{})
+	content, err := encode(st, time.Time{})
 	if err != nil {
 		return nil
 	}
