@@ -17,7 +17,6 @@ import (
 
 	"helm.sh/helm/v3/pkg/action"
 	"helm.sh/helm/v3/pkg/chart"
-	"helm.sh/helm/v3/pkg/chart/loader"
 	"helm.sh/helm/v3/pkg/chartutil"
 	"helm.sh/helm/v3/pkg/releaseutil"
 
@@ -130,17 +129,16 @@ func newInstall(req *render.Request) (*action.Install, error) {
 }
 
 // loadChart loads the chart: from a chart repository, or a folder of the
-// fleet repository after checking that nothing in it leads outside.
+// fleet repository, read only through the repository root.
 func (r *Renderer) loadChart(ctx context.Context, req *render.Request) (*chart.Chart, error) {
 	src := req.Source.Helm
 	if src.Repo != "" {
 		return r.repoChart(ctx, src.Repo, src.Chart, src.Version)
 	}
-	dir, err := render.RepoPath(req.RepoDir, src.Chart)
-	if err != nil {
+	if _, err := render.RepoPath(req.RepoDir, src.Chart); err != nil {
 		return nil, err
 	}
-	chrt, err := loader.Load(dir)
+	chrt, err := loadRepoChart(req.RepoDir, src.Chart)
 	if err != nil {
 		return nil, fmt.Errorf("loading chart %s: %w", src.Chart, err)
 	}

@@ -3,6 +3,7 @@ package helm_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"maps"
 	"os"
 	"os/exec"
@@ -154,5 +155,88 @@ func BenchmarkRender(b *testing.B) {
 		if _, err := r.Render(context.Background(), req); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestChartSymlinksStayInTheRepository is the hostile case of the
+// adversarial review: a symlink to a folder inside the repository passes
+// the path check, and links inside that folder lead anywhere — for
+// templates, for .Files.Get and for subcharts. Every one is refused and the
+// canary outside the repository never reaches an object or an error; links
+// that stay inside the repository still work, and a link cycle ends.
+func TestChartSymlinksStayInTheRepository(t *testing.T) {
+	const canary = "CANARY-outside-the-repository"
+	outside := t.TempDir()
+	writeFile(t, outside, "cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: stolen\ndata:\n  x: "+canary+"\n")
+	writeFile(t, outside, "token", canary)
+	writeFile(t, outside, "evil/Chart.yaml", "apiVersion: v2\nname: evil\nversion: 0.1.0\n")
+	writeFile(t, outside, "evil/templates/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: evil\ndata:\n  x: "+canary+"\n")
+
+	repo := t.TempDir()
+	chartYAML := func(name string) string { return "apiVersion: v2\nname: " + name + "\nversion: 0.1.0\n" }
+	// templates/ -> lib/ (inside), lib/cm.yaml -> outside
+	writeFile(t, repo, "charts/a/Chart.yaml", chartYAML("a"))
+	symlink(t, "../../lib", repo, "charts/a/templates")
+	symlink(t, filepath.Join(outside, "cm.yaml"), repo, "lib/cm.yaml")
+	// files/ -> data/ (inside), data/token -> outside, read by .Files.Get
+	writeFile(t, repo, "charts/b/Chart.yaml", chartYAML("b"))
+	writeFile(t, repo, "charts/b/templates/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: b\ndata:\n  x: {{ .Files.Get \"files/token\" | quote }}\n")
+	symlink(t, "../../data", repo, "charts/b/files")
+	symlink(t, filepath.Join(outside, "token"), repo, "data/token")
+	// charts/ -> subs/ (inside), subs/evil -> a chart outside
+	writeFile(t, repo, "charts/c/Chart.yaml", chartYAML("c"))
+	symlink(t, "../../subs", repo, "charts/c/charts")
+	symlink(t, filepath.Join(outside, "evil"), repo, "subs/evil")
+	// Links that stay inside the repository are fine.
+	writeFile(t, repo, "charts/d/Chart.yaml", chartYAML("d"))
+	symlink(t, "../../shared", repo, "charts/d/templates")
+	writeFile(t, repo, "shared/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: shared\n")
+	// A cycle.
+	writeFile(t, repo, "charts/e/Chart.yaml", chartYAML("e"))
+	symlink(t, ".", repo, "charts/e/templates/loop")
+
+	r := helm.New(helm.Options{})
+	request := func(chart string) *render.Request {
+		return &render.Request{Bundle: "x", Namespace: "x", RepoDir: repo, Values: json.RawMessage(`{}`),
+			Source: render.Source{Kind: render.KindHelm, Helm: &render.Helm{Chart: chart}}}
+	}
+	for _, chart := range []string{"charts/a", "charts/b", "charts/c"} {
+		out, err := r.Render(context.Background(), request(chart))
+		if !errors.Is(err, render.ErrPathEscapes) {
+			t.Errorf("%s: error %v, want %v", chart, err, render.ErrPathEscapes)
+		}
+		if out != nil || (err != nil && strings.Contains(err.Error(), canary)) {
+			t.Errorf("%s: the canary leaked: %v %v", chart, out, err)
+		}
+	}
+	out, err := r.Render(context.Background(), request("charts/d"))
+	if err != nil || len(out.Objects) != 1 || out.Objects[0].Object.GetName() != "shared" {
+		t.Errorf("charts/d (links inside the repository): %v %v", out, err)
+	}
+	// The cycle ends, by Flotilla's depth bound or the system's link limit.
+	if _, err := r.Render(context.Background(), request("charts/e")); err == nil || !strings.Contains(err.Error(), "charts/e/templates/loop") {
+		t.Errorf("charts/e (a cycle): %v", err)
+	}
+}
+
+func writeFile(t *testing.T, dir, name, content string) {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func symlink(t *testing.T, target, dir, name string) {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(target, p); err != nil {
+		t.Fatal(err)
 	}
 }
