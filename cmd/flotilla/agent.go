@@ -192,7 +192,7 @@ func (af *agentFlags) run(ctx context.Context, stderr io.Writer) error {
 		}()
 		log.Info("serving", "address", ln.Addr().String())
 	}
-	log.Info("starting", "repo", af.opts.Source.URL, "cluster", af.opts.Identity.Name, "interval", af.opts.Interval.String())
+	log.Info("starting", "repo", source.RedactURL(af.opts.Source.URL), "cluster", af.opts.Identity.Name, "interval", af.opts.Interval.String())
 	return a.Run(ctx)
 }
 

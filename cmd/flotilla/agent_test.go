@@ -39,6 +39,12 @@ bundles: hello: {
 	if code != exitFailed || !strings.Contains(logs, "pass failed") {
 		t.Errorf("missing remote: exit %d\n%s", code, logs)
 	}
+	// A token in the URL (as the user name, as users write it) is in no
+	// log line: not at start, not in the failure.
+	code, logs = agent("http://s3cret-tok3n@127.0.0.1:1/fleet.git")
+	if code != exitFailed || strings.Contains(logs, "s3cret-tok3n") || !strings.Contains(logs, "http://***@127.0.0.1:1/fleet.git") {
+		t.Errorf("credentials in the URL: exit %d\n%s", code, logs)
+	}
 }
 
 // TestStatusCommand runs two agents that report to the fleet repository's

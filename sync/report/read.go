@@ -14,6 +14,8 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/go-git/go-git/v5/storage/memory"
 	"sigs.k8s.io/yaml"
+
+	"github.com/flotilla-gitops/flotilla/sync/source"
 )
 
 // Snapshot is the fleet's status as its status branches say it.
@@ -31,6 +33,11 @@ type Snapshot struct {
 // and one commit deep, however many clusters there are. No branch yet is
 // an empty snapshot, not an error.
 func Read(ctx context.Context, url, prefix string, auth transport.AuthMethod) (*Snapshot, error) {
+	snap, err := read(ctx, url, prefix, auth)
+	return snap, source.RedactError(err, url)
+}
+
+func read(ctx context.Context, url, prefix string, auth transport.AuthMethod) (*Snapshot, error) {
 	if prefix == "" {
 		prefix = DefaultPrefix
 	}
@@ -73,6 +80,11 @@ func Read(ctx context.Context, url, prefix string, auth transport.AuthMethod) (*
 
 // ReadCluster returns one cluster's status, fetching only its branch.
 func ReadCluster(ctx context.Context, url, prefix, cluster string, auth transport.AuthMethod) (*Status, error) {
+	st, err := readCluster(ctx, url, prefix, cluster, auth)
+	return st, source.RedactError(err, url)
+}
+
+func readCluster(ctx context.Context, url, prefix, cluster string, auth transport.AuthMethod) (*Status, error) {
 	if err := ValidateClusterName(cluster); err != nil {
 		return nil, err
 	}

@@ -16,6 +16,8 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/go-git/go-git/v5/storage/memory"
 	"sigs.k8s.io/yaml"
+
+	"github.com/flotilla-gitops/flotilla/sync/source"
 )
 
 // DefaultPrefix is where status branches live when no prefix is
@@ -136,7 +138,7 @@ func (r *Reporter) Publish(ctx context.Context, st *Status, now time.Time) (bool
 			backoff := time.Duration(1<<min(attempt, 6)) * 250 * time.Millisecond
 			select {
 			case <-ctx.Done():
-				return false, fmt.Errorf("status of %s not pushed: %w", st.Cluster.Name, context.Cause(ctx))
+				return false, source.RedactError(fmt.Errorf("status of %s not pushed: %w", st.Cluster.Name, errors.Join(err, context.Cause(ctx))), r.opts.URL)
 			case <-time.After(backoff/2 + rand.N(backoff)):
 			}
 		}
@@ -145,7 +147,7 @@ func (r *Reporter) Publish(ctx context.Context, st *Status, now time.Time) (bool
 		}
 	}
 	if err != nil {
-		return false, fmt.Errorf("status of %s not pushed to %s: %w", st.Cluster.Name, report.branch, err)
+		return false, source.RedactError(fmt.Errorf("status of %s not pushed to %s: %w", st.Cluster.Name, report.branch, err), r.opts.URL)
 	}
 	r.last, r.lastPush = content, now
 	return true, nil

@@ -204,6 +204,21 @@ func TestGitDownThenBack(t *testing.T) {
 	}
 }
 
+// TestErrorsNeverShowCredentials reads and writes status branches of a
+// repository that is not there, with a token in the URL: no error shows it.
+func TestErrorsNeverShowCredentials(t *testing.T) {
+	const url = "http://s3cret-tok3n@127.0.0.1:1/fleet.git"
+	r, _ := report.New(report.Options{URL: url, Attempts: 1})
+	_, perr := r.Publish(context.Background(), status("c1", "Ready"), time.Now())
+	_, rerr := report.Read(context.Background(), url, "", nil)
+	_, cerr := report.ReadCluster(context.Background(), url, "", "c1", nil)
+	for _, err := range []error{perr, rerr, cerr} {
+		if err == nil || strings.Contains(err.Error(), "s3cret-tok3n") {
+			t.Errorf("error %v", err)
+		}
+	}
+}
+
 // TestClusterNamesAreChecked refuses names that are not safe branch and
 // file names before anything is written.
 func TestClusterNamesAreChecked(t *testing.T) {

@@ -109,7 +109,7 @@ func (s *Source) Head(ctx context.Context) (string, error) {
 		}
 	}
 	if hash.IsZero() {
-		return "", fmt.Errorf("%w: %s has no %s", ErrRefNotFound, redact(s.opts.URL), want.Short())
+		return "", fmt.Errorf("%w: %s has no %s", ErrRefNotFound, RedactURL(s.opts.URL), want.Short())
 	}
 	return hash.String(), nil
 }
@@ -209,26 +209,16 @@ func (s *Source) Prune(keep ...string) error {
 // explain turns go-git's errors into ones a user can act on, without the
 // credentials.
 func (s *Source) explain(err error) error {
+	url := RedactURL(s.opts.URL)
 	switch {
 	case errors.Is(err, transport.ErrAuthenticationRequired), errors.Is(err, transport.ErrAuthorizationFailed):
-		return fmt.Errorf("%w: %s: %v", ErrAuth, redact(s.opts.URL), err)
+		err = fmt.Errorf("%w: %s: %v", ErrAuth, url, err)
 	case errors.Is(err, plumbing.ErrReferenceNotFound), errors.Is(err, git.NoMatchingRefSpecError{}):
-		return fmt.Errorf("%w: %s has no %s", ErrRefNotFound, redact(s.opts.URL), s.ref().Short())
+		err = fmt.Errorf("%w: %s has no %s", ErrRefNotFound, url, s.ref().Short())
+	default:
+		err = fmt.Errorf("%s: %w", url, err)
 	}
-	return fmt.Errorf("%s: %w", redact(s.opts.URL), err)
-}
-
-// redact removes a password from a URL for messages.
-func redact(url string) string {
-	scheme, rest, ok := strings.Cut(url, "://")
-	if !ok {
-		return url
-	}
-	if creds, host, ok := strings.Cut(rest, "@"); ok {
-		user, _, _ := strings.Cut(creds, ":")
-		return scheme + "://" + user + "@" + host
-	}
-	return url
+	return RedactError(err, s.opts.URL)
 }
 
 func short(rev string) string {
