@@ -14,13 +14,13 @@ import (
 // — a user name can be a token — and that SSH addresses keep their user.
 func TestRedactURL(t *testing.T) {
 	for raw, want := range map[string]string{
-		"https://git.example.com/fleet.git":                     "https://git.example.com/fleet.git",
-		"https://ghp_t0ken@git.example.com/fleet.git":           "https://***@git.example.com/fleet.git",
-		"https://x-access-token:s3cret@git.example.com/f.git":   "https://***@git.example.com/f.git",
-		"https://user:p@ss@word@git.example.com/fleet.git":      "https://***@git.example.com/fleet.git",
-		"ssh://git@git.example.com/fleet.git":                   "ssh://***@git.example.com/fleet.git",
-		"git@git.example.com:platform/fleet.git":                "git@git.example.com:platform/fleet.git",
-		"file:///srv/fleet.git":                                 "file:///srv/fleet.git",
+		"https://git.example.com/fleet.git":                    "https://git.example.com/fleet.git",
+		"https://ghp_t0ken@git.example.com/fleet.git":          "https://***@git.example.com/fleet.git",
+		"https://x-access-token:s3cret@git.example.com/f.git":  "https://***@git.example.com/f.git",
+		"https://user:p@ss@word@git.example.com/fleet.git":     "https://***@git.example.com/fleet.git",
+		"ssh://git@git.example.com/fleet.git":                  "ssh://***@git.example.com/fleet.git",
+		"git@git.example.com:platform/fleet.git":               "git@git.example.com:platform/fleet.git",
+		"file:///srv/fleet.git":                                "file:///srv/fleet.git",
 		"https://user:bad%zzpercent@git.example.com/fleet.git": "https://***@git.example.com/fleet.git",
 	} {
 		if got := source.RedactURL(raw); got != want {
