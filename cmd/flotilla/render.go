@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -112,6 +113,13 @@ func renderOne(ctx context.Context, stdout, stderr io.Writer, plan *fleet.Plan, 
 	if err != nil {
 		return err
 	}
+	var dir *outputDir
+	if rf.out != "" {
+		if dir, err = openOutput(rf.out); err != nil {
+			return err
+		}
+		defer dir.Close()
+	}
 	var objects []*unstructured.Unstructured
 	failed := 0
 	for _, b := range rendered {
@@ -121,8 +129,8 @@ func renderOne(ctx context.Context, stdout, stderr io.Writer, plan *fleet.Plan, 
 			continue
 		}
 		reportBundle(stderr, b)
-		if rf.out != "" {
-			if err := writeBundle(filepath.Join(rf.out, b.Name+".yaml"), b.Result.Objects); err != nil {
+		if dir != nil {
+			if err := dir.writeBundle(b.Name+".yaml", b.Result.Objects); err != nil {
 				return err
 			}
 			continue
@@ -177,6 +185,11 @@ func renderAll(ctx context.Context, stderr io.Writer, f *fleet.Fleet, r *planren
 		}
 	}
 	fmt.Fprintf(stderr, "rendering %d bundles for %d clusters into %s\n", len(jobs), len(plans), rf.out)
+	dir, err := openOutput(rf.out)
+	if err != nil {
+		return err
+	}
+	defer dir.Close()
 
 	var failed, done atomic.Int64
 	stopProgress := everyFewSeconds(stderr, func() string {
@@ -205,7 +218,7 @@ func renderAll(ctx context.Context, stderr io.Writer, f *fleet.Fleet, r *planren
 				fmt.Fprintln(stderr, res.Err)
 				return nil
 			}
-			return writeBundle(filepath.Join(rf.out, j.plan.Cluster.Name, j.bundle.Name+".yaml"), res.Result.Objects)
+			return dir.writeBundle(filepath.Join(j.plan.Cluster.Name, j.bundle.Name+".yaml"), res.Result.Objects)
 		})
 	}
 	err = g.Wait()
@@ -231,14 +244,42 @@ func reportBundle(stderr io.Writer, b planrender.Bundle) {
 	}
 }
 
-// writeBundle writes objects as a YAML stream to a file, creating folders.
-func writeBundle(path string, objects []*unstructured.Unstructured) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
+// outputDir is the --out folder, written only through its root: a symlink
+// already in it (a committed rendered/ folder is the fleet's to shape) can
+// never lead a write outside, and a file that is a symlink is replaced,
+// not written through.
+type outputDir struct {
+	root *os.Root
+	dir  string
+}
+
+// openOutput creates the --out folder if needed and opens it.
+func openOutput(dir string) (*outputDir, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
 	}
-	f, err := os.Create(path)
+	root, err := os.OpenRoot(dir)
 	if err != nil {
-		return err
+		return nil, err
+	}
+	return &outputDir{root: root, dir: dir}, nil
+}
+
+func (o *outputDir) Close() error { return o.root.Close() }
+
+// writeBundle writes objects as a YAML stream to rel, a file of the output
+// folder, creating folders.
+func (o *outputDir) writeBundle(rel string, objects []*unstructured.Unstructured) error {
+	if err := o.root.MkdirAll(filepath.Dir(rel), 0o755); err != nil {
+		return fmt.Errorf("writing %s: %w", filepath.Join(o.dir, rel), err)
+	}
+	// A link (or anything) in the way is removed, never followed.
+	if err := o.root.Remove(rel); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("writing %s: %w", filepath.Join(o.dir, rel), err)
+	}
+	f, err := o.root.OpenFile(rel, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", filepath.Join(o.dir, rel), err)
 	}
 	if err := writeYAMLStream(f, objects); err != nil {
 		_ = f.Close()

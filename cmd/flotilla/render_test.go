@@ -1,0 +1,64 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestRenderOutDoesNotFollowLinks renders into output folders that hold
+// symlinks leading outside (as a committed rendered/ folder of a pull
+// request may): a file that is a link is replaced, not written through, a
+// folder that leads outside is refused, and the canaries outside are
+// untouched.
+func TestRenderOutDoesNotFollowLinks(t *testing.T) {
+	repo := t.TempDir()
+	writeTestFile(t, filepath.Join(repo, "fleet.cue"), `package fleet
+
+clusters: c1: {}
+bundles: web: resources: [{apiVersion: "v1", kind: "ConfigMap", metadata: {name: "web", namespace: "default"}}]
+`)
+	outside := t.TempDir()
+	canary := filepath.Join(outside, "canary")
+	writeTestFile(t, canary, "untouched\n")
+
+	out := t.TempDir()
+	if err := os.Symlink(canary, filepath.Join(out, "web.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	if code := run(t.Context(), []string{"render", repo, "--cluster", "c1", "--out", out}, &stdout, &stderr); code != exitOK {
+		t.Fatalf("render --out: exit %d\n%s", code, stderr.String())
+	}
+	if got := mustRead(t, canary); got != "untouched\n" {
+		t.Errorf("the canary outside was written through a link: %q", got)
+	}
+	fi, err := os.Lstat(filepath.Join(out, "web.yaml"))
+	if err != nil || !fi.Mode().IsRegular() || !strings.Contains(mustRead(t, filepath.Join(out, "web.yaml")), "kind: ConfigMap") {
+		t.Errorf("web.yaml: %v %v", fi, err)
+	}
+
+	all := t.TempDir()
+	if err := os.Symlink(outside, filepath.Join(all, "c1")); err != nil {
+		t.Fatal(err)
+	}
+	stderr.Reset()
+	if code := run(t.Context(), []string{"render", repo, "--all", "--out", all}, &stdout, &stderr); code == exitOK {
+		t.Errorf("render --all wrote through a folder link:\n%s", stderr.String())
+	}
+	if _, err := os.Stat(filepath.Join(outside, "web.yaml")); err == nil {
+		t.Error("render --all wrote outside its folder")
+	}
+}
+
+func writeTestFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
