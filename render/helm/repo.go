@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 
 	"github.com/Masterminds/semver/v3"
@@ -36,10 +37,13 @@ func (r *Renderer) repoChart(ctx context.Context, repoURL, name, version string)
 	if version == "" {
 		return nil, fmt.Errorf("chart %s from %s: a version is required", name, repoURL)
 	}
+	if !chartName.MatchString(name) || strings.Contains(name, "..") {
+		return nil, fmt.Errorf("chart name %q from %s: want letters, digits, '.', '_' and '-' only", name, repoURL)
+	}
 	// An exact version is looked up in the cache first; a range needs the
 	// index to say which version it means.
 	if _, err := semver.StrictNewVersion(strings.TrimPrefix(version, "v")); err == nil {
-		if chrt, ok := r.cached(r.cachePath(repoURL, name, version)); ok {
+		if chrt, ok := r.cached(repoURL, name, version); ok {
 			return chrt, nil
 		}
 	}
@@ -70,26 +74,38 @@ func (r *Renderer) repoChart(ctx context.Context, repoURL, name, version string)
 	if err != nil {
 		return nil, fmt.Errorf("chart %s from %s: %w", name, url, err)
 	}
-	if err := r.store(r.cachePath(repoURL, name, cv.Version), data, cv.Digest); err != nil {
+	if err := r.store(repoURL, name, cv.Version, data); err != nil {
 		return nil, err
 	}
 	return chrt, nil
 }
 
-// cached loads a cached archive whose digest still matches the one recorded
-// when it was verified.
-func (r *Renderer) cached(path string) (*chart.Chart, bool) {
-	data, err := os.ReadFile(path)
+// chartName is what a chart repository's chart may be called here: a name
+// that cannot climb out of a folder or name a hidden file.
+var chartName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+
+// cached loads a cached chart: the reference says which archive, by
+// digest, and the archive is checked against that digest on every read, so
+// a cache file changed on disk is never used.
+func (r *Renderer) cached(repoURL, name, version string) (*chart.Chart, bool) {
+	ref, err := os.ReadFile(r.refPath(repoURL, name, version))
 	if err != nil {
 		return nil, false
 	}
-	sum, err := os.ReadFile(path + ".sha256")
-	if err != nil || digestOf(data) != strings.TrimSpace(string(sum)) {
+	digest := strings.TrimSpace(string(ref))
+	if !sha256Hex.MatchString(digest) {
+		return nil, false
+	}
+	data, err := os.ReadFile(r.archivePath(digest))
+	if err != nil || digestOf(data) != digest {
 		return nil, false
 	}
 	chrt, err := loader.LoadArchive(bytes.NewReader(data))
 	return chrt, err == nil
 }
+
+// sha256Hex is a digest as the cache records it.
+var sha256Hex = regexp.MustCompile(`^[0-9a-f]{64}$`)
 
 // fetchIndex downloads and parses a repository's index.yaml.
 func (r *Renderer) fetchIndex(ctx context.Context, repoURL string) (*repo.IndexFile, error) {
@@ -125,36 +141,50 @@ func (r *Renderer) get(ctx context.Context, url string) ([]byte, error) {
 	return io.ReadAll(io.LimitReader(resp.Body, maxDownload))
 }
 
-// cachePath is where a chart archive is kept: a folder per repository (its
-// URL hashed) and a file per name and version.
-func (r *Renderer) cachePath(repoURL, name, version string) string {
-	return filepath.Join(r.cacheDir, digestOf([]byte(repoURL))[:16], name+"-"+version+".tgz")
+// The cache is content-addressed: archives are kept by their digest
+// (sha256/<digest>.tgz), and a reference per repository, name and version
+// (refs/<hash of the three>) holds the digest of the archive the index
+// gave. No name or version from a repository becomes a path, and one
+// repository's chart can never stand in for another's.
+func (r *Renderer) archivePath(digest string) string {
+	return filepath.Join(r.cacheDir, "sha256", digest+".tgz")
 }
 
-// store writes an archive and its verified digest to the cache, atomically.
-func (r *Renderer) store(path string, data []byte, digest string) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return fmt.Errorf("chart cache: %w", err)
-	}
+func (r *Renderer) refPath(repoURL, name, version string) string {
+	return filepath.Join(r.cacheDir, "refs", digestOf([]byte(repoURL+"\x00"+name+"\x00"+version)))
+}
+
+// store writes a verified archive and its reference to the cache,
+// atomically each.
+func (r *Renderer) store(repoURL, name, version string, data []byte) error {
+	digest := digestOf(data)
 	for _, f := range []struct {
 		path string
 		data []byte
-	}{{path, data}, {path + ".sha256", []byte(digest + "\n")}} {
-		tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
-		if err != nil {
-			return fmt.Errorf("chart cache: %w", err)
-		}
-		_, werr := tmp.Write(f.data)
-		cerr := tmp.Close()
-		if err := errors.Join(werr, cerr); err != nil {
-			_ = os.Remove(tmp.Name())
-			return fmt.Errorf("chart cache: %w", err)
-		}
-		if err := os.Rename(tmp.Name(), f.path); err != nil {
+	}{{r.archivePath(digest), data}, {r.refPath(repoURL, name, version), []byte(digest + "\n")}} {
+		if err := writeAtomic(f.path, f.data); err != nil {
 			return fmt.Errorf("chart cache: %w", err)
 		}
 	}
 	return nil
+}
+
+// writeAtomic writes a file through a temporary file and a rename.
+func writeAtomic(path string, data []byte) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
+	if err != nil {
+		return err
+	}
+	_, werr := tmp.Write(data)
+	cerr := tmp.Close()
+	if err := errors.Join(werr, cerr); err != nil {
+		_ = os.Remove(tmp.Name())
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
 }
 
 func digestOf(data []byte) string {

@@ -119,3 +119,46 @@ func TestChartRepositoryErrors(t *testing.T) {
 		t.Errorf("no version: %v", err)
 	}
 }
+
+// TestChartCacheStaysInItself: a chart name that climbs out of the cache is
+// refused before anything is fetched or written, and an archive changed in
+// the cache is never served (the digest is checked on every read: the
+// chart is fetched and verified again).
+func TestChartCacheStaysInItself(t *testing.T) {
+	url, _, requests := chartRepo(t)
+	parent := t.TempDir()
+	cache := filepath.Join(parent, "cache")
+	r := helm.New(helm.Options{CacheDir: cache})
+	for _, name := range []string{"../x", "../../etc/passwd", ".hidden", "a/b"} {
+		req := repoRequest(url, "1.2.3")
+		req.Source.Helm.Chart = name
+		if _, err := r.Render(context.Background(), req); err == nil || !strings.Contains(err.Error(), "chart name") {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	if entries, _ := os.ReadDir(parent); len(entries) != 0 || requests.Load() != 0 {
+		t.Errorf("written beside the cache: %v; %d requests", entries, requests.Load())
+	}
+
+	if _, err := r.Render(context.Background(), repoRequest(url, "1.2.3")); err != nil {
+		t.Fatal(err)
+	}
+	archives, err := filepath.Glob(filepath.Join(cache, "sha256", "*.tgz"))
+	if err != nil || len(archives) != 1 {
+		t.Fatalf("cached archives %v %v", archives, err)
+	}
+	data, err := os.ReadFile(archives[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(archives[0], append(data, 0), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	before := requests.Load()
+	if _, err := r.Render(context.Background(), repoRequest(url, "1.2.3")); err != nil {
+		t.Fatal(err)
+	}
+	if requests.Load() != before+2 {
+		t.Errorf("a changed cache file was served (%d requests, want index + archive again)", requests.Load()-before)
+	}
+}
