@@ -68,6 +68,9 @@ func (r *Renderer) Render(ctx context.Context, req *render.Request) (*render.Out
 	if err != nil {
 		return nil, err
 	}
+	if err := checkSchemas(chrt); err != nil {
+		return nil, err
+	}
 	values := map[string]any{}
 	if len(req.Values) > 0 {
 		if err := json.Unmarshal(req.Values, &values); err != nil {

@@ -5,12 +5,15 @@ import (
 	"encoding/json"
 	"errors"
 	"maps"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -238,5 +241,57 @@ func symlink(t *testing.T, target, dir, name string) {
 	}
 	if err := os.Symlink(target, p); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestSchemaReferencesStayInTheSchema: a values.schema.json (of the chart
+// or a subchart) that refers to a host file or a URL is refused before
+// Helm's validator would load it — no request reaches a local server, the
+// canary file is not read — while references inside the schema and the
+// standard meta-schemas still validate.
+func TestSchemaReferencesStayInTheSchema(t *testing.T) {
+	const canary = "CANARY-outside-the-repository"
+	outside := t.TempDir()
+	writeFile(t, outside, "canary.json", `{"type": "object", "description": "`+canary+`"}`)
+	var requests atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		requests.Add(1)
+		_, _ = w.Write([]byte(`{"type": "object"}`))
+	}))
+	defer srv.Close()
+
+	repo := t.TempDir()
+	chart := func(dir, schema string) {
+		writeFile(t, repo, dir+"/Chart.yaml", "apiVersion: v2\nname: "+filepath.Base(dir)+"\nversion: 0.1.0\n")
+		writeFile(t, repo, dir+"/templates/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: "+filepath.Base(dir)+"\n")
+		writeFile(t, repo, dir+"/values.schema.json", schema)
+	}
+	chart("charts/file", `{"$ref": "file://`+filepath.Join(outside, "canary.json")+`"}`)
+	chart("charts/relative", `{"properties": {"a": {"$ref": "../../..`+filepath.Join(outside, "canary.json")+`"}}}`)
+	chart("charts/http", `{"$ref": "`+srv.URL+`/schema.json"}`)
+	chart("charts/meta", `{"$schema": "`+srv.URL+`/meta.json", "type": "object"}`)
+	chart("charts/sub", `{"type": "object"}`)
+	chart("charts/sub/charts/inner", `{"allOf": [{"$ref": "`+srv.URL+`/inner.json"}]}`)
+	chart("charts/fine", `{"$schema": "http://json-schema.org/draft-07/schema#", "definitions": {"n": {"type": "integer"}}, "properties": {"replicas": {"$ref": "#/definitions/n"}}}`)
+
+	r := helm.New(helm.Options{})
+	request := func(chart string, values string) *render.Request {
+		return &render.Request{Bundle: "x", Namespace: "x", RepoDir: repo, Values: json.RawMessage(values),
+			Source: render.Source{Kind: render.KindHelm, Helm: &render.Helm{Chart: chart}}}
+	}
+	for _, chart := range []string{"charts/file", "charts/relative", "charts/http", "charts/meta", "charts/sub"} {
+		_, err := r.Render(context.Background(), request(chart, `{}`))
+		if err == nil || !strings.Contains(err.Error(), "references outside the schema are not resolved") || strings.Contains(err.Error(), canary) {
+			t.Errorf("%s: %v", chart, err)
+		}
+	}
+	if n := requests.Load(); n != 0 {
+		t.Errorf("%d requests reached the server", n)
+	}
+	if _, err := r.Render(context.Background(), request("charts/fine", `{"replicas": 2}`)); err != nil {
+		t.Errorf("a schema with internal references: %v", err)
+	}
+	if _, err := r.Render(context.Background(), request("charts/fine", `{"replicas": "two"}`)); err == nil {
+		t.Error("the internal reference was not used to validate")
 	}
 }
