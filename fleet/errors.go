@@ -174,7 +174,7 @@ func message(e cueerrors.Error) string {
 			break
 		}
 		format, args := ce.Msg()
-		if msg := fmt.Sprintf(format, args...); msg != "" {
+		if msg := fmt.Sprintf(format, hideValues(args, ce.Path())...); msg != "" {
 			parts = append(parts, msg)
 		}
 	}
@@ -184,6 +184,40 @@ func message(e cueerrors.Error) string {
 			"keep shared CUE in the repository, as packages of its own module)"
 	}
 	return msg
+}
+
+// hideValues keeps out of a message what could be a Secret's data: a
+// struct or list, which CUE prints whole (a conflict over a bundle's
+// `resources` would print every object in it, Secrets included), and any
+// value under a data, stringData or binaryData field of an object. The
+// message keeps the path and positions, which say where to look.
+func hideValues(args []any, path []string) []any {
+	secret := false
+	for _, p := range path {
+		if p == "data" || p == "stringData" || p == "binaryData" {
+			secret = true
+		}
+	}
+	out := make([]any, len(args))
+	for i, a := range args {
+		out[i] = a
+		text, ok := a.(string)
+		if !ok {
+			if s, isStringer := a.(fmt.Stringer); isStringer {
+				text, ok = s.String(), true
+			}
+		}
+		switch {
+		case !ok:
+		case strings.HasPrefix(text, "{"):
+			out[i] = "{…}"
+		case strings.HasPrefix(text, "["):
+			out[i] = "[…]"
+		case secret:
+			out[i] = "(value hidden)"
+		}
+	}
+	return out
 }
 
 // dropSchemaPositions keeps only the fleet's own positions when there are

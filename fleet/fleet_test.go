@@ -602,3 +602,46 @@ bundles: web: overlays: {
 		t.Errorf("overlays %s", got)
 	}
 }
+
+// TestErrorsHideSecretValues: errors in a bundle's resources never print a
+// Secret's data, whether CUE prints the whole `resources` (a schema
+// conflict) or a conflict inside a Secret's stringData; the path and the
+// position still say where the problem is.
+func TestErrorsHideSecretValues(t *testing.T) {
+	for name, src := range map[string]string{
+		"whole resources printed": `clusters: c1: {}
+bundles: app: resources: {
+	creds: {apiVersion: "v1", kind: "Secret", metadata: name: "creds", stringData: token: "sup3r-s3cret"}
+	broken: 5
+}`,
+		"conflict in stringData": `clusters: c1: {}
+bundles: app: resources: {
+	creds: {apiVersion: "v1", kind: "Secret", metadata: name: "creds", stringData: token: "sup3r-s3cret"}
+	creds: stringData: token: "an0ther-s3cret"
+}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			var problems fleet.Diagnostics
+			f, err := fleet.Load(writeFleet(t, src), fleet.LoadOptions{})
+			if err != nil {
+				problems = fleet.AsDiagnostics(err)
+			} else {
+				plans, ps, err := f.PlanInventory(t.Context(), nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				problems = fleet.Problems(plans, ps)
+			}
+			if len(problems) == 0 {
+				t.Fatal("no problem reported")
+			}
+			text := problems.Error()
+			if strings.Contains(text, "s3cret") {
+				t.Errorf("a Secret's value in an error:\n%s", text)
+			}
+			if !strings.Contains(text, "fleet.cue:") || !strings.Contains(text, "resources") {
+				t.Errorf("the error lost its path or position:\n%s", text)
+			}
+		})
+	}
+}
