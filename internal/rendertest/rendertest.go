@@ -1,8 +1,11 @@
 // Package rendertest holds what the renderers' tests share: comparing
-// rendered objects with a reference tool's, and golden YAML.
+// rendered objects with a reference tool's, golden YAML, and writing test
+// repositories (hostile ones included).
 package rendertest
 
 import (
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -90,4 +93,30 @@ func Wrap(objs []*unstructured.Unstructured) []render.Object {
 		out[i] = render.Object{Object: o, Source: "rendered"}
 	}
 	return out
+}
+
+// WriteFile writes a file of a test repository (or of a folder outside
+// it), creating folders.
+func WriteFile(t testing.TB, dir, name, content string) {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Symlink makes dir/name a symlink to target, creating folders: the
+// hostile repositories of the path tests.
+func Symlink(t testing.TB, target, dir, name string) {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(target, p); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -170,33 +170,33 @@ func BenchmarkRender(b *testing.B) {
 func TestChartSymlinksStayInTheRepository(t *testing.T) {
 	const canary = "CANARY-outside-the-repository"
 	outside := t.TempDir()
-	writeFile(t, outside, "cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: stolen\ndata:\n  x: "+canary+"\n")
-	writeFile(t, outside, "token", canary)
-	writeFile(t, outside, "evil/Chart.yaml", "apiVersion: v2\nname: evil\nversion: 0.1.0\n")
-	writeFile(t, outside, "evil/templates/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: evil\ndata:\n  x: "+canary+"\n")
+	rendertest.WriteFile(t, outside, "cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: stolen\ndata:\n  x: "+canary+"\n")
+	rendertest.WriteFile(t, outside, "token", canary)
+	rendertest.WriteFile(t, outside, "evil/Chart.yaml", "apiVersion: v2\nname: evil\nversion: 0.1.0\n")
+	rendertest.WriteFile(t, outside, "evil/templates/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: evil\ndata:\n  x: "+canary+"\n")
 
 	repo := t.TempDir()
 	chartYAML := func(name string) string { return "apiVersion: v2\nname: " + name + "\nversion: 0.1.0\n" }
 	// templates/ -> lib/ (inside), lib/cm.yaml -> outside
-	writeFile(t, repo, "charts/a/Chart.yaml", chartYAML("a"))
-	symlink(t, "../../lib", repo, "charts/a/templates")
-	symlink(t, filepath.Join(outside, "cm.yaml"), repo, "lib/cm.yaml")
+	rendertest.WriteFile(t, repo, "charts/a/Chart.yaml", chartYAML("a"))
+	rendertest.Symlink(t, "../../lib", repo, "charts/a/templates")
+	rendertest.Symlink(t, filepath.Join(outside, "cm.yaml"), repo, "lib/cm.yaml")
 	// files/ -> data/ (inside), data/token -> outside, read by .Files.Get
-	writeFile(t, repo, "charts/b/Chart.yaml", chartYAML("b"))
-	writeFile(t, repo, "charts/b/templates/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: b\ndata:\n  x: {{ .Files.Get \"files/token\" | quote }}\n")
-	symlink(t, "../../data", repo, "charts/b/files")
-	symlink(t, filepath.Join(outside, "token"), repo, "data/token")
+	rendertest.WriteFile(t, repo, "charts/b/Chart.yaml", chartYAML("b"))
+	rendertest.WriteFile(t, repo, "charts/b/templates/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: b\ndata:\n  x: {{ .Files.Get \"files/token\" | quote }}\n")
+	rendertest.Symlink(t, "../../data", repo, "charts/b/files")
+	rendertest.Symlink(t, filepath.Join(outside, "token"), repo, "data/token")
 	// charts/ -> subs/ (inside), subs/evil -> a chart outside
-	writeFile(t, repo, "charts/c/Chart.yaml", chartYAML("c"))
-	symlink(t, "../../subs", repo, "charts/c/charts")
-	symlink(t, filepath.Join(outside, "evil"), repo, "subs/evil")
+	rendertest.WriteFile(t, repo, "charts/c/Chart.yaml", chartYAML("c"))
+	rendertest.Symlink(t, "../../subs", repo, "charts/c/charts")
+	rendertest.Symlink(t, filepath.Join(outside, "evil"), repo, "subs/evil")
 	// Links that stay inside the repository are fine.
-	writeFile(t, repo, "charts/d/Chart.yaml", chartYAML("d"))
-	symlink(t, "../../shared", repo, "charts/d/templates")
-	writeFile(t, repo, "shared/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: shared\n")
+	rendertest.WriteFile(t, repo, "charts/d/Chart.yaml", chartYAML("d"))
+	rendertest.Symlink(t, "../../shared", repo, "charts/d/templates")
+	rendertest.WriteFile(t, repo, "shared/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: shared\n")
 	// A cycle.
-	writeFile(t, repo, "charts/e/Chart.yaml", chartYAML("e"))
-	symlink(t, ".", repo, "charts/e/templates/loop")
+	rendertest.WriteFile(t, repo, "charts/e/Chart.yaml", chartYAML("e"))
+	rendertest.Symlink(t, ".", repo, "charts/e/templates/loop")
 
 	r := helm.New(helm.Options{})
 	request := func(chart string) *render.Request {
@@ -222,28 +222,6 @@ func TestChartSymlinksStayInTheRepository(t *testing.T) {
 	}
 }
 
-func writeFile(t *testing.T, dir, name, content string) {
-	t.Helper()
-	p := filepath.Join(dir, name)
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func symlink(t *testing.T, target, dir, name string) {
-	t.Helper()
-	p := filepath.Join(dir, name)
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(target, p); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // TestSchemaReferencesStayInTheSchema: a values.schema.json (of the chart
 // or a subchart) that refers to a host file or a URL is refused before
 // Helm's validator would load it — no request reaches a local server, the
@@ -252,7 +230,7 @@ func symlink(t *testing.T, target, dir, name string) {
 func TestSchemaReferencesStayInTheSchema(t *testing.T) {
 	const canary = "CANARY-outside-the-repository"
 	outside := t.TempDir()
-	writeFile(t, outside, "canary.json", `{"type": "object", "description": "`+canary+`"}`)
+	rendertest.WriteFile(t, outside, "canary.json", `{"type": "object", "description": "`+canary+`"}`)
 	var requests atomic.Int64
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		requests.Add(1)
@@ -262,9 +240,9 @@ func TestSchemaReferencesStayInTheSchema(t *testing.T) {
 
 	repo := t.TempDir()
 	chart := func(dir, schema string) {
-		writeFile(t, repo, dir+"/Chart.yaml", "apiVersion: v2\nname: "+filepath.Base(dir)+"\nversion: 0.1.0\n")
-		writeFile(t, repo, dir+"/templates/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: "+filepath.Base(dir)+"\n")
-		writeFile(t, repo, dir+"/values.schema.json", schema)
+		rendertest.WriteFile(t, repo, dir+"/Chart.yaml", "apiVersion: v2\nname: "+filepath.Base(dir)+"\nversion: 0.1.0\n")
+		rendertest.WriteFile(t, repo, dir+"/templates/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: "+filepath.Base(dir)+"\n")
+		rendertest.WriteFile(t, repo, dir+"/values.schema.json", schema)
 	}
 	chart("charts/file", `{"$ref": "file://`+filepath.Join(outside, "canary.json")+`"}`)
 	chart("charts/relative", `{"properties": {"a": {"$ref": "../../..`+filepath.Join(outside, "canary.json")+`"}}}`)

@@ -116,20 +116,20 @@ func TestRemoteBasesAreRefused(t *testing.T) {
 // a kustomization inside the repository can reach outside it.
 func TestPathsStayInTheRepository(t *testing.T) {
 	outside := t.TempDir()
-	write(t, outside, "kustomization.yaml", "resources: [cm.yaml]\n")
-	write(t, outside, "cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: secret}\n")
+	rendertest.WriteFile(t, outside, "kustomization.yaml", "resources: [cm.yaml]\n")
+	rendertest.WriteFile(t, outside, "cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: secret}\n")
 	repo := t.TempDir()
-	write(t, repo, "up/kustomization.yaml", "resources: [../../"+filepath.Base(outside)+"]\n")
+	rendertest.WriteFile(t, repo, "up/kustomization.yaml", "resources: [../../"+filepath.Base(outside)+"]\n")
 	if err := os.Symlink(outside, filepath.Join(repo, "link")); err != nil {
 		t.Fatal(err)
 	}
-	write(t, repo, "via-link/kustomization.yaml", "resources: [../link]\n")
-	write(t, repo, "absolute/kustomization.yaml", "resources: ["+outside+"]\n")
-	write(t, repo, "typo/kustomization.yaml", "resources: [../bsae]\n")
+	rendertest.WriteFile(t, repo, "via-link/kustomization.yaml", "resources: [../link]\n")
+	rendertest.WriteFile(t, repo, "absolute/kustomization.yaml", "resources: ["+outside+"]\n")
+	rendertest.WriteFile(t, repo, "typo/kustomization.yaml", "resources: [../bsae]\n")
 	// A folder named like a remote is still fetched by kustomize, which
 	// tries a reference as a URL first.
-	write(t, repo, "github.com/org/repo/kustomization.yaml", "resources: []\n")
-	write(t, repo, "like-remote/kustomization.yaml", "resources: [github.com/org/repo]\n")
+	rendertest.WriteFile(t, repo, "github.com/org/repo/kustomization.yaml", "resources: []\n")
+	rendertest.WriteFile(t, repo, "like-remote/kustomization.yaml", "resources: [github.com/org/repo]\n")
 
 	cases := []struct {
 		path string
@@ -180,17 +180,6 @@ func TestRemoteRefs(t *testing.T) {
 		if got := kustomize.RemoteRef(ref); got != remote {
 			t.Errorf("%s: remote %v, want %v", ref, got, remote)
 		}
-	}
-}
-
-func write(t *testing.T, dir, name, content string) {
-	t.Helper()
-	p := filepath.Join(dir, name)
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-		t.Fatal(err)
 	}
 }
 
