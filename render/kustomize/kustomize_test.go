@@ -3,10 +3,13 @@ package kustomize_test
 import (
 	"context"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -192,5 +195,71 @@ func BenchmarkRender(b *testing.B) {
 		if _, err := r.Render(context.Background(), req); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestNoNetworkFromAnyField: every field of a kustomization that kustomize
+// would fetch a URL or clone a repository from is refused before the
+// build — no request reaches a local server, no `git` runs (a fake one on
+// the PATH would leave a mark) — including from a plugin configuration
+// file, while URLs in data fields (annotations) are fine.
+func TestNoNetworkFromAnyField(t *testing.T) {
+	var requests atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		requests.Add(1)
+		_, _ = w.Write([]byte("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: fetched}\n"))
+	}))
+	defer srv.Close()
+	fakeGit := t.TempDir()
+	mark := filepath.Join(fakeGit, "git-ran")
+	rendertest.WriteFile(t, fakeGit, "git", "#!/bin/sh\ntouch "+mark+"\nexit 1\n")
+	if err := os.Chmod(filepath.Join(fakeGit, "git"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", fakeGit+string(os.PathListSeparator)+os.Getenv("PATH"))
+
+	url := srv.URL + "/x.yaml"
+	repo := t.TempDir()
+	rendertest.WriteFile(t, repo, "cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm}\n")
+	cases := map[string]string{
+		"patches path":          "patches: [{path: " + url + "}]",
+		"patchesJson6902":       "patchesJson6902: [{target: {kind: ConfigMap, name: cm}, path: " + url + "}]",
+		"patchesStrategicMerge": "patchesStrategicMerge: [" + url + "]",
+		"generator files":       "configMapGenerator: [{name: g, files: [" + url + "]}]",
+		"generator files key=":  "configMapGenerator: [{name: g, files: [creds=http://169.254.169.254/latest/meta-data]}]",
+		"generator envs":        "configMapGenerator: [{name: g, envs: [" + url + "]}]",
+		"openapi":               "openapi: {path: " + url + "}",
+		"replacements":          "replacements: [{path: " + url + "}]",
+		"crds":                  "crds: [" + url + "]",
+		"transformers":          "transformers: [" + url + "]",
+		"generators git":        "generators: ['github.com/org/repo//plugins?ref=v1']",
+		"validators":            "validators: [" + url + "]",
+		"configurations":        "configurations: [" + url + "]",
+		"plugin config file":    "generators: [../gen.yaml]",
+	}
+	rendertest.WriteFile(t, repo, "gen.yaml", "apiVersion: builtin\nkind: ConfigMapGenerator\nmetadata: {name: g}\nfiles: ["+url+"]\n")
+	for name, field := range cases {
+		dir := strings.ReplaceAll(name, " ", "-")
+		rendertest.WriteFile(t, repo, dir+"/kustomization.yaml", "resources: [../cm.yaml]\n"+field+"\n")
+		req := request(&render.Kustomize{Path: dir})
+		req.RepoDir = repo
+		if _, err := kustomize.New(kustomize.Options{}).Render(context.Background(), req); !errors.Is(err, kustomize.ErrRemoteBase) {
+			t.Errorf("%s: error %v, want %v", name, err, kustomize.ErrRemoteBase)
+		}
+	}
+	if n := requests.Load(); n != 0 {
+		t.Errorf("%d requests reached the server", n)
+	}
+	if _, err := os.Stat(mark); err == nil {
+		t.Error("git ran")
+	}
+
+	// URLs in data fields are data.
+	rendertest.WriteFile(t, repo, "docs/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm}\n")
+	rendertest.WriteFile(t, repo, "docs/kustomization.yaml", "resources: [cm.yaml]\ncommonAnnotations: {docs: "+url+"}\n")
+	req := request(&render.Kustomize{Path: "docs"})
+	req.RepoDir = repo
+	if _, err := kustomize.New(kustomize.Options{}).Render(context.Background(), req); err != nil {
+		t.Errorf("a URL in an annotation: %v", err)
 	}
 }
