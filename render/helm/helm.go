@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"time"
 
 	"helm.sh/helm/v3/pkg/action"
 	"helm.sh/helm/v3/pkg/chart"
@@ -29,10 +30,18 @@ type Options struct {
 	// repository, name and version. Defaults to the user's cache folder
 	// (~/.cache/flotilla/charts).
 	CacheDir string
-	// HTTPClient fetches from chart repositories; defaults to
-	// http.DefaultClient.
+	// HTTPClient fetches from chart repositories; defaults to a client of
+	// its own whose requests end after HTTPTimeout.
 	HTTPClient *http.Client
+	// HTTPTimeout bounds each request to a chart repository (index or
+	// archive) when HTTPClient is not given: a repository that never
+	// answers fails the bundle instead of hanging it. Default
+	// DefaultHTTPTimeout.
+	HTTPTimeout time.Duration
 }
+
+// DefaultHTTPTimeout bounds a request to a chart repository.
+const DefaultHTTPTimeout = time.Minute
 
 // Renderer renders Helm charts. It is safe for concurrent use.
 type Renderer struct {
@@ -53,7 +62,11 @@ func New(opts Options) *Renderer {
 		r.cacheDir = filepath.Join(base, "flotilla", "charts")
 	}
 	if r.client == nil {
-		r.client = http.DefaultClient
+		timeout := opts.HTTPTimeout
+		if timeout <= 0 {
+			timeout = DefaultHTTPTimeout
+		}
+		r.client = &http.Client{Timeout: timeout}
 	}
 	return r
 }
@@ -70,6 +83,13 @@ func (r *Renderer) Render(ctx context.Context, req *render.Request) (*render.Out
 	}
 	if err := checkSchemas(chrt); err != nil {
 		return nil, err
+	}
+	// As `helm template` does: a dependency Chart.yaml names must be in
+	// charts/ (Helm's renderer would silently leave it out).
+	if deps := chrt.Metadata.Dependencies; deps != nil {
+		if err := action.CheckDependencies(chrt, deps); err != nil {
+			return nil, fmt.Errorf("chart %s: %w", chrt.Name(), err)
+		}
 	}
 	values := map[string]any{}
 	if len(req.Values) > 0 {

@@ -273,3 +273,17 @@ func TestSchemaReferencesStayInTheSchema(t *testing.T) {
 		t.Error("the internal reference was not used to validate")
 	}
 }
+
+// TestMissingSubchartIsAnError: a dependency Chart.yaml names that is not
+// in charts/ fails the render, naming it, as `helm template` refuses it.
+func TestMissingSubchartIsAnError(t *testing.T) {
+	repo := t.TempDir()
+	rendertest.WriteFile(t, repo, "charts/app/Chart.yaml", "apiVersion: v2\nname: app\nversion: 0.1.0\ndependencies:\n- name: redis\n  version: 1.0.0\n  repository: https://charts.example.com\n")
+	rendertest.WriteFile(t, repo, "charts/app/templates/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app\n")
+	req := &render.Request{Bundle: "app", Namespace: "app", RepoDir: repo, Values: json.RawMessage(`{}`),
+		Source: render.Source{Kind: render.KindHelm, Helm: &render.Helm{Chart: "charts/app"}}}
+	_, err := helm.New(helm.Options{}).Render(context.Background(), req)
+	if err == nil || !strings.Contains(err.Error(), "missing in charts/ directory: redis") {
+		t.Errorf("error %v", err)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"helm.sh/helm/v3/pkg/chart/loader"
 	"helm.sh/helm/v3/pkg/chartutil"
@@ -160,5 +161,24 @@ func TestChartCacheStaysInItself(t *testing.T) {
 	}
 	if requests.Load() != before+2 {
 		t.Errorf("a changed cache file was served (%d requests, want index + archive again)", requests.Load()-before)
+	}
+}
+
+// TestChartRepositoryThatNeverAnswers: requests to a chart repository are
+// bounded in time, so a repository that never answers fails the bundle.
+func TestChartRepositoryThatNeverAnswers(t *testing.T) {
+	done := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-done:
+		case <-r.Context().Done():
+		}
+	}))
+	defer srv.Close()
+	defer close(done)
+	r := helm.New(helm.Options{CacheDir: t.TempDir(), HTTPTimeout: 200 * time.Millisecond})
+	_, err := r.Render(context.Background(), repoRequest(srv.URL, "1.2.3"))
+	if err == nil || !strings.Contains(err.Error(), "Client.Timeout exceeded") {
+		t.Errorf("error %v", err)
 	}
 }
