@@ -88,7 +88,41 @@ func (r *Renderer) RenderPlan(ctx context.Context, plan *fleet.Plan) ([]Bundle, 
 				b.Name, plan.Cluster.Name, i, len(plan.Bundles), context.Cause(ctx))
 		}
 	}
+	refuseSharedObjects(out)
 	return out, nil
+}
+
+// ErrSharedObject is wrapped when two bundles of one cluster render the
+// same object: they would fight over it, and pruning one would delete the
+// other's.
+var ErrSharedObject = errors.New("an object belongs to one bundle")
+
+// refuseSharedObjects fails every bundle that renders an object an earlier
+// bundle of the plan (in apply order) already renders, naming both; the
+// earlier one is applied as before. Nothing of the failed bundle is
+// applied or pruned.
+func refuseSharedObjects(bundles []Bundle) {
+	owner := map[string]string{}
+	for i, b := range bundles {
+		if b.Result == nil {
+			continue
+		}
+		var shared []string
+		for _, obj := range b.Result.Objects {
+			key := render.ObjectKey(obj)
+			if first, ok := owner[key]; ok {
+				shared = append(shared, fmt.Sprintf("%s (also in bundle %s)", key, first))
+			}
+		}
+		if len(shared) > 0 {
+			bundles[i].Result = nil
+			bundles[i].Err = fmt.Errorf("bundle %s: %w: %s", b.Name, ErrSharedObject, strings.Join(shared, ", "))
+			continue
+		}
+		for _, obj := range b.Result.Objects {
+			owner[render.ObjectKey(obj)] = b.Name
+		}
+	}
 }
 
 // RenderBundle renders one planned bundle for a cluster, once per distinct

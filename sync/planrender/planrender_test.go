@@ -3,7 +3,10 @@ package planrender_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"maps"
+	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -177,5 +180,49 @@ func TestRequestKeepsEverySourceField(t *testing.T) {
 	}
 	if req.Bundle != "b" || req.Namespace != "ns" || string(req.Values) != `{"a":1}` || req.RepoDir != "repo" || req.Cluster != "c" {
 		t.Errorf("request %+v", req)
+	}
+}
+
+// TestSharedObjectsAreRefused: two bundles of one cluster that render the
+// same object would fight over it; the later one (in apply order) fails,
+// naming the object and the other bundle, and the earlier one renders.
+func TestSharedObjectsAreRefused(t *testing.T) {
+	dir := t.TempDir()
+	src := `package fleet
+
+clusters: c1: {}
+bundles: a: resources: [{apiVersion: "v1", kind: "ConfigMap", metadata: {name: "shared", namespace: "default"}}]
+bundles: b: resources: [
+	{apiVersion: "v1", kind: "ConfigMap", metadata: {name: "shared", namespace: "default"}},
+	{apiVersion: "v1", kind: "ConfigMap", metadata: {name: "own", namespace: "default"}},
+]
+`
+	if err := os.WriteFile(filepath.Join(dir, "fleet.cue"), []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := fleet.Load(dir, fleet.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := f.InventoryCluster("c1")
+	p, err := f.Plan(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bundles, err := planrender.New(dir, planrender.Options{}).ApplyBundles(context.Background(), p, "rev")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range bundles {
+		switch b.Name {
+		case "a":
+			if b.Err != nil || len(b.Objects) != 1 {
+				t.Errorf("a: %v, %d objects", b.Err, len(b.Objects))
+			}
+		case "b":
+			if !errors.Is(b.Err, planrender.ErrSharedObject) || !strings.Contains(b.Err.Error(), "ConfigMap default/shared (also in bundle a)") || len(b.Objects) != 0 {
+				t.Errorf("b: %v, %d objects", b.Err, len(b.Objects))
+			}
+		}
 	}
 }
