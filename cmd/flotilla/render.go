@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/flotilla-gitops/flotilla/fleet"
+	"github.com/flotilla-gitops/flotilla/render"
 	"github.com/flotilla-gitops/flotilla/sync/planrender"
 )
 
@@ -191,34 +192,27 @@ func renderAll(ctx context.Context, stderr io.Writer, f *fleet.Fleet, r *planren
 	}
 	defer dir.Close()
 
-	var failed, done atomic.Int64
+	var done atomic.Int64
 	stopProgress := everyFewSeconds(stderr, func() string {
 		return fmt.Sprintf("rendered %d of %d bundles", done.Load(), len(jobs))
 	})
+	results := make([]planrender.Bundle, len(jobs))
 	g, ctx := errgroup.WithContext(ctx)
 	g.SetLimit(runtime.GOMAXPROCS(0))
-	for _, j := range jobs {
+	for i, j := range jobs {
 		if ctx.Err() != nil {
 			break
 		}
 		g.Go(func() error {
 			defer done.Add(1)
-			var res *planrender.Bundle
-			if j.bundle.Failed() {
-				res = &planrender.Bundle{Name: j.bundle.Name, Err: j.bundle.Errors}
-			} else {
-				result, err := r.RenderBundle(ctx, j.plan.Cluster, j.bundle)
-				res = &planrender.Bundle{Name: j.bundle.Name, Result: result, Err: err}
+			results[i] = planrender.Bundle{Name: j.bundle.Name, Err: j.bundle.Errors}
+			if !j.bundle.Failed() {
+				results[i].Result, results[i].Err = r.RenderBundle(ctx, j.plan.Cluster, j.bundle)
 			}
 			if ctx.Err() != nil {
 				return context.Cause(ctx)
 			}
-			if res.Err != nil {
-				failed.Add(1)
-				fmt.Fprintln(stderr, res.Err)
-				return nil
-			}
-			return dir.writeBundle(filepath.Join(j.plan.Cluster.Name, j.bundle.Name+".yaml"), res.Result.Objects)
+			return nil
 		})
 	}
 	err = g.Wait()
@@ -226,10 +220,37 @@ func renderAll(ctx context.Context, stderr io.Writer, f *fleet.Fleet, r *planren
 	if err != nil {
 		return fmt.Errorf("rendering %d bundles for %d clusters into %s (%d done): %w", len(jobs), len(plans), rf.out, done.Load(), err)
 	}
+
+	// Each cluster's bundles (consecutive jobs, in apply order): an object
+	// belongs to one bundle. Then write what rendered.
+	failed := 0
+	for start := 0; start < len(jobs); {
+		end := start + 1
+		for end < len(jobs) && jobs[end].plan == jobs[start].plan {
+			end++
+		}
+		planrender.RefuseSharedObjects(results[start:end])
+		for i := start; i < end; i++ {
+			res, cluster := results[i], jobs[i].plan.Cluster.Name
+			if res.Err != nil {
+				failed++
+				if fleet.AsDiagnostics(res.Err) == nil && !errors.As(res.Err, new(*render.Error)) {
+					fmt.Fprintf(stderr, "cluster %s: %v\n", cluster, res.Err)
+				} else {
+					fmt.Fprintln(stderr, res.Err)
+				}
+				continue
+			}
+			if err := dir.writeBundle(filepath.Join(cluster, res.Name+".yaml"), res.Result.Objects); err != nil {
+				return err
+			}
+		}
+		start = end
+	}
 	fmt.Fprintf(stderr, "rendered %d bundles for %d clusters (%d distinct renders) into %s\n",
-		len(jobs)-int(failed.Load()), len(plans), r.Distinct(), rf.out)
-	if failed.Load() > 0 || len(problems) > 0 {
-		return &reportedError{fmt.Errorf("%d bundles failed", failed.Load()+int64(len(problems)))}
+		len(jobs)-failed, len(plans), r.Distinct(), rf.out)
+	if failed > 0 || len(problems) > 0 {
+		return &reportedError{fmt.Errorf("%d bundles failed", failed+len(problems))}
 	}
 	return nil
 }

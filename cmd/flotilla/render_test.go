@@ -62,3 +62,28 @@ func writeTestFile(t *testing.T, path, content string) {
 		t.Fatal(err)
 	}
 }
+
+// TestRenderAllRefusesSharedObjects: render --all applies the one-bundle
+// rule per cluster, as the agent does: the later bundle fails, naming the
+// cluster, the object and the other bundle, and is not written.
+func TestRenderAllRefusesSharedObjects(t *testing.T) {
+	repo := t.TempDir()
+	writeTestFile(t, filepath.Join(repo, "fleet.cue"), `package fleet
+
+clusters: c1: {}
+bundles: a: resources: [{apiVersion: "v1", kind: "ConfigMap", metadata: {name: "shared", namespace: "default"}}]
+bundles: b: resources: [{apiVersion: "v1", kind: "ConfigMap", metadata: {name: "shared", namespace: "default"}}]
+`)
+	out := t.TempDir()
+	var stdout, stderr bytes.Buffer
+	code := run(t.Context(), []string{"render", repo, "--all", "--out", out}, &stdout, &stderr)
+	if code != exitFailed || !strings.Contains(stderr.String(), "cluster c1: bundle b: an object belongs to one bundle: ConfigMap default/shared (also in bundle a)") {
+		t.Errorf("exit %d\n%s", code, stderr.String())
+	}
+	if _, err := os.Stat(filepath.Join(out, "c1", "a.yaml")); err != nil {
+		t.Errorf("a not written: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(out, "c1", "b.yaml")); err == nil {
+		t.Error("b written")
+	}
+}

@@ -88,7 +88,7 @@ func (r *Renderer) RenderPlan(ctx context.Context, plan *fleet.Plan) ([]Bundle, 
 				b.Name, plan.Cluster.Name, i, len(plan.Bundles), context.Cause(ctx))
 		}
 	}
-	refuseSharedObjects(out)
+	RefuseSharedObjects(out)
 	return out, nil
 }
 
@@ -97,11 +97,12 @@ func (r *Renderer) RenderPlan(ctx context.Context, plan *fleet.Plan) ([]Bundle, 
 // other's.
 var ErrSharedObject = errors.New("an object belongs to one bundle")
 
-// refuseSharedObjects fails every bundle that renders an object an earlier
-// bundle of the plan (in apply order) already renders, naming both; the
-// earlier one is applied as before. Nothing of the failed bundle is
-// applied or pruned.
-func refuseSharedObjects(bundles []Bundle) {
+// RefuseSharedObjects fails every bundle of one cluster's rendered plan (in
+// apply order) that renders an object an earlier bundle already renders,
+// naming both; the earlier one is applied as before. Nothing of the failed
+// bundle is applied or pruned. RenderPlan does it; callers that render
+// bundle by bundle (render --all) call it on each cluster's bundles.
+func RefuseSharedObjects(bundles []Bundle) {
 	owner := map[string]string{}
 	for i, b := range bundles {
 		if b.Result == nil {
