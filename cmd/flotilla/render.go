@@ -18,7 +18,6 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/flotilla-gitops/flotilla/fleet"
-	"github.com/flotilla-gitops/flotilla/render"
 	"github.com/flotilla-gitops/flotilla/sync/planrender"
 )
 
@@ -229,16 +228,12 @@ func renderAll(ctx context.Context, stderr io.Writer, f *fleet.Fleet, r *planren
 		for end < len(jobs) && jobs[end].plan == jobs[start].plan {
 			end++
 		}
-		planrender.RefuseSharedObjects(results[start:end])
-		for i := start; i < end; i++ {
-			res, cluster := results[i], jobs[i].plan.Cluster.Name
+		cluster := jobs[start].plan.Cluster.Name
+		planrender.RefuseSharedObjects(cluster, results[start:end])
+		for _, res := range results[start:end] {
 			if res.Err != nil {
 				failed++
-				if fleet.AsDiagnostics(res.Err) == nil && !errors.As(res.Err, new(*render.Error)) {
-					fmt.Fprintf(stderr, "cluster %s: %v\n", cluster, res.Err)
-				} else {
-					fmt.Fprintln(stderr, res.Err)
-				}
+				fmt.Fprintln(stderr, res.Err)
 				continue
 			}
 			if err := dir.writeBundle(filepath.Join(cluster, res.Name+".yaml"), res.Result.Objects); err != nil {

@@ -97,7 +97,11 @@ func loadRepoChart(repoDir, dir string) (*chart.Chart, error) {
 	if err := walk("", 0); err != nil {
 		return nil, err
 	}
-	return loader.LoadFiles(files)
+	chrt, err := loader.LoadFiles(files)
+	if err != nil {
+		return nil, fmt.Errorf("loading chart %s: %w", dir, err)
+	}
+	return chrt, nil
 }
 
 // explain says why the repository root refused a path: most often a

@@ -158,14 +158,10 @@ func (r *Renderer) loadChart(ctx context.Context, req *render.Request) (*chart.C
 	if src.Repo != "" {
 		return r.repoChart(ctx, src.Repo, src.Chart, src.Version)
 	}
-	if _, err := render.RepoPath(req.RepoDir, src.Chart); err != nil {
-		return nil, err
-	}
-	chrt, err := loadRepoChart(req.RepoDir, src.Chart)
-	if err != nil {
-		return nil, fmt.Errorf("loading chart %s: %w", src.Chart, err)
-	}
-	return chrt, nil
+	// Every file is read through the repository root; a path that leaves it
+	// is explained by render.RepoPath (there is no need to walk the chart
+	// first).
+	return loadRepoChart(req.RepoDir, src.Chart)
 }
 
 // sourceLine is the comment Helm puts before each rendered template.

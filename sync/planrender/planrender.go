@@ -88,7 +88,7 @@ func (r *Renderer) RenderPlan(ctx context.Context, plan *fleet.Plan) ([]Bundle, 
 				b.Name, plan.Cluster.Name, i, len(plan.Bundles), context.Cause(ctx))
 		}
 	}
-	RefuseSharedObjects(out)
+	RefuseSharedObjects(plan.Cluster.Name, out)
 	return out, nil
 }
 
@@ -102,7 +102,7 @@ var ErrSharedObject = errors.New("an object belongs to one bundle")
 // naming both; the earlier one is applied as before. Nothing of the failed
 // bundle is applied or pruned. RenderPlan does it; callers that render
 // bundle by bundle (render --all) call it on each cluster's bundles.
-func RefuseSharedObjects(bundles []Bundle) {
+func RefuseSharedObjects(cluster string, bundles []Bundle) {
 	owner := map[string]string{}
 	for i, b := range bundles {
 		if b.Result == nil {
@@ -117,7 +117,7 @@ func RefuseSharedObjects(bundles []Bundle) {
 		}
 		if len(shared) > 0 {
 			bundles[i].Result = nil
-			bundles[i].Err = fmt.Errorf("bundle %s: %w: %s", b.Name, ErrSharedObject, strings.Join(shared, ", "))
+			bundles[i].Err = fmt.Errorf("cluster %s: bundle %s: %w: %s", cluster, b.Name, ErrSharedObject, strings.Join(shared, ", "))
 			continue
 		}
 		for _, obj := range b.Result.Objects {
