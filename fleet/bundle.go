@@ -31,6 +31,11 @@ type Bundle struct {
 	// unchanged digest means nothing to re-render.
 	InputsDigest string `json:"inputsDigest,omitempty"`
 
+	// Tenant is set for a tenant's bundle under the fleet's tenancy
+	// policy: what its rendered objects may be. Nil for platform bundles
+	// and in fleets without a policy.
+	Tenant *Grant `json:"tenant,omitempty"`
+
 	// Errors are set when the bundle could not be evaluated for this cluster.
 	Errors Diagnostics `json:"errors,omitempty"`
 

@@ -71,6 +71,11 @@ type Fleet struct {
 	// (a misspelt field, a wrong type): that bundle fails in every plan,
 	// the others are planned normally.
 	bundleErrs map[string]Diagnostics
+
+	// tenancy is the fleet's tenancy policy (nil without one), and owners
+	// each bundle's owner under it.
+	tenancy *Tenancy
+	owners  map[string]owner
 }
 
 // Load reads the fleet package of the repository at repoDir together with
@@ -104,6 +109,7 @@ func Load(repoDir string, opts LoadOptions) (*Fleet, error) {
 	}
 	if len(problems) == 0 {
 		problems = append(problems, f.readInventory()...)
+		problems = append(problems, f.readTenancy()...)
 	}
 	if len(problems) > 0 {
 		sortDiagnostics(problems)
@@ -192,11 +198,11 @@ func (f *Fleet) checkTopLevel() Diagnostics {
 	}
 	for iter.Next() {
 		switch name := iter.Selector().String(); name {
-		case fieldCluster, fieldClusters, fieldBundles:
+		case fieldCluster, fieldClusters, fieldBundles, fieldTenancy:
 		default:
 			ds = append(ds, diagnostic(name, fmt.Sprintf(
-				"unknown top-level field; a fleet has %q, %q and %q (use _%s or #%s for helpers)",
-				fieldClusters, fieldBundles, fieldCluster, name, name), userPos(iter.Value())))
+				"unknown top-level field; a fleet has %q, %q, %q and %q (use _%s or #%s for helpers)",
+				fieldClusters, fieldBundles, fieldTenancy, fieldCluster, name, name), userPos(iter.Value())))
 		}
 	}
 	return ds
@@ -332,5 +338,7 @@ func (f *Fleet) clone() *Fleet {
 		inventory:  f.inventory,
 		bundles:    f.bundles,
 		bundleErrs: f.bundleErrs,
+		tenancy:    f.tenancy,
+		owners:     f.owners,
 	}
 }

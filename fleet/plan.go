@@ -88,7 +88,11 @@ func (f *Fleet) Plan(c Cluster) (*Plan, error) {
 	bundles = lookup(f.fillOverlays(root, patches), fieldBundles)
 	for _, b := range selected {
 		if !b.Failed() {
-			b.finish(lookup(bundles, b.Name))
+			v := lookup(bundles, b.Name)
+			b.finish(v)
+			if !b.Failed() {
+				f.applyTenancy(b, v)
+			}
 		}
 	}
 

@@ -127,8 +127,13 @@ func finish(objects []Object, req *Request, scope Scope) ([]string, error) {
 				"%s is not a built-in kind and no CRD for it is rendered: assumed namespaced", gvk.GroupKind()))
 			namespaced = true
 		}
-		if namespaced && obj.GetNamespace() == "" {
+		switch {
+		case namespaced && obj.GetNamespace() == "":
 			obj.SetNamespace(req.Namespace)
+		case !namespaced && obj.GetNamespace() != "":
+			// The API ignores a cluster-scoped object's namespace; so does
+			// everything downstream (keys, inventories, tenancy checks).
+			unstructured.RemoveNestedField(obj.Object, "metadata", "namespace")
 		}
 		labels := obj.GetLabels()
 		if labels == nil {

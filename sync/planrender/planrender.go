@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 
+	"k8s.io/apimachinery/pkg/runtime/schema"
+
 	"github.com/flotilla-gitops/flotilla/fleet"
 	"github.com/flotilla-gitops/flotilla/render"
 	"github.com/flotilla-gitops/flotilla/render/cue"
@@ -151,7 +153,58 @@ func (r *Renderer) RenderBundle(ctx context.Context, c fleet.Cluster, b *fleet.B
 		}
 		return nil, entry.err
 	}
+	if err := checkGrant(c.Name, b, entry.res); err != nil {
+		return nil, err
+	}
 	return entry.res, nil
+}
+
+// ErrNotGranted is wrapped when a tenant's bundle renders an object its
+// tenant may not have: in a namespace not the tenant's, or cluster-scoped
+// of a kind not granted.
+var ErrNotGranted = errors.New("renders objects its tenant is not granted")
+
+// maxListed bounds how many objects an error lists.
+const maxListed = 10
+
+// checkGrant checks a tenant's rendered bundle against its grant (the
+// tenancy policy of the fleet): every namespaced object in one of the
+// tenant's namespaces, every cluster-scoped object of a granted kind (and
+// a Namespace one of the tenant's). The whole bundle fails otherwise, before
+// anything of it is applied: the objects' RBAC is the last line, this is
+// the one that names the tenant's mistake.
+func checkGrant(cluster string, b *fleet.Bundle, res *render.Result) error {
+	g := b.Tenant
+	if g == nil {
+		return nil
+	}
+	var refused []string
+	for _, obj := range res.Objects {
+		gk := obj.GroupVersionKind().GroupKind()
+		var why string
+		switch ns := obj.GetNamespace(); {
+		case ns != "" && !g.AllowsNamespace(ns):
+			why = fmt.Sprintf("namespace %s is not the tenant's", ns)
+		case ns == "" && !g.AllowsClusterKind(gk.String()):
+			why = fmt.Sprintf("cluster-scoped %s is not one of the tenant's clusterKinds", gk)
+		case ns == "" && gk == (schema.GroupKind{Kind: "Namespace"}) && !g.AllowsNamespace(obj.GetName()):
+			why = "the Namespace is not one of the tenant's"
+		default:
+			continue
+		}
+		refused = append(refused, fmt.Sprintf("%s (%s)", render.ObjectKey(obj), why))
+	}
+	if len(refused) == 0 {
+		return nil
+	}
+	more := ""
+	if len(refused) > maxListed {
+		more = fmt.Sprintf(" and %d more", len(refused)-maxListed)
+		refused = refused[:maxListed]
+	}
+	return fmt.Errorf("cluster %s: bundle %s: %w: tenant %s (namespaces [%s], clusterKinds [%s]) may not have %s%s",
+		cluster, b.Name, ErrNotGranted, g.Tenant, strings.Join(g.Namespaces, ", "), strings.Join(g.ClusterKinds, ", "),
+		strings.Join(refused, ", "), more)
 }
 
 // Distinct returns how many distinct renders were done (or tried).

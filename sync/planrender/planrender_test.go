@@ -226,3 +226,84 @@ bundles: b: resources: [
 		}
 	}
 }
+
+// TestTenantObjectsStayInTheirGrant renders tenants' bundles whose objects
+// leave the tenant: into another tenant's namespace, cluster-scoped kinds
+// not granted, a Namespace not the tenant's. Each fails whole, before
+// apply, naming the objects; a bundle within its grant, a platform bundle
+// and the same bundle rendered for a second cluster behave as they should.
+func TestTenantObjectsStayInTheirGrant(t *testing.T) {
+	dir := t.TempDir()
+	src := `package fleet
+
+clusters: {c1: {}, c2: {}}
+tenancy: {
+	platform: ["platform"]
+	tenants: "team-a": {
+		bundles: ["a-*"]
+		namespaces: ["team-a", "team-a-*"]
+		serviceAccounts: ["deployer"]
+		clusterKinds: ["Namespace"]
+	}
+}
+_team: {namespace: "team-a", serviceAccountName: "deployer"}
+bundles: "a-good": _team & {resources: [
+	{apiVersion: "v1", kind: "ConfigMap", metadata: name: "plain"},
+	{apiVersion: "v1", kind: "ConfigMap", metadata: {name: "other", namespace: "team-a-jobs"}},
+	{apiVersion: "v1", kind: "Namespace", metadata: name: "team-a-jobs"},
+	// A namespace on a cluster-scoped object means nothing.
+	{apiVersion: "v1", kind: "Namespace", metadata: {name: "team-a-x", namespace: "kube-system"}},
+]}
+bundles: "a-cross": _team & {resources: [
+	{apiVersion: "v1", kind: "ConfigMap", metadata: name: "fine"},
+	{apiVersion: "v1", kind: "Secret", metadata: {name: "steal", namespace: "team-b"}},
+]}
+bundles: "a-cluster": _team & {resources: [
+	{apiVersion: "rbac.authorization.k8s.io/v1", kind: "ClusterRoleBinding", metadata: name: "me-admin"
+	 roleRef: {apiGroup: "rbac.authorization.k8s.io", kind: "ClusterRole", name: "cluster-admin"}},
+]}
+bundles: "a-namespace": _team & {resources: [
+	{apiVersion: "v1", kind: "Namespace", metadata: name: "kube-public"},
+]}
+bundles: platform: {namespace: "kube-system", resources: [
+	{apiVersion: "v1", kind: "ConfigMap", metadata: name: "anywhere"},
+	{apiVersion: "rbac.authorization.k8s.io/v1", kind: "ClusterRole", metadata: name: "anything"},
+]}
+`
+	if err := os.WriteFile(filepath.Join(dir, "fleet.cue"), []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := fleet.Load(dir, fleet.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := planrender.New(dir, planrender.Options{})
+	for _, name := range []string{"c1", "c2"} {
+		c, _ := f.InventoryCluster(name)
+		p, err := f.Plan(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bundles, err := r.ApplyBundles(context.Background(), p, "rev")
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]string{
+			"a-cross":     "Secret team-b/steal (namespace team-b is not the tenant's)",
+			"a-cluster":   "ClusterRoleBinding.rbac.authorization.k8s.io me-admin (cluster-scoped ClusterRoleBinding.rbac.authorization.k8s.io is not one of the tenant's clusterKinds)",
+			"a-namespace": "Namespace kube-public (the Namespace is not one of the tenant's)",
+		}
+		for _, b := range bundles {
+			w, refused := want[b.Name]
+			switch {
+			case refused && (!errors.Is(b.Err, planrender.ErrNotGranted) || !strings.Contains(b.Err.Error(), w) ||
+				!strings.Contains(b.Err.Error(), "cluster "+name+": bundle "+b.Name) || len(b.Objects) != 0):
+				t.Errorf("%s: %s: %v, %d objects; want the error to name %q", name, b.Name, b.Err, len(b.Objects), w)
+			case refused && strings.Contains(b.Err.Error(), "fine"):
+				t.Errorf("%s: the error lists an object within the grant: %v", b.Name, b.Err)
+			case !refused && b.Err != nil:
+				t.Errorf("%s: %s failed: %v", name, b.Name, b.Err)
+			}
+		}
+	}
+}

@@ -1,0 +1,163 @@
+package fleet_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/flotilla-gitops/flotilla/fleet"
+)
+
+// policy is a tenancy policy as a platform team writes it: closed tenants,
+// concrete values.
+const policy = `tenancy: {
+	platform: ["platform-*"]
+	tenants: close({
+		"team-a": {
+			bundles: ["a-*"]
+			namespaces: ["team-a", "team-a-*"]
+			serviceAccounts: ["deployer"]
+			clusterKinds: ["Namespace"]
+		}
+		"team-b": {
+			bundles: ["b-*"]
+			namespaces: ["team-b"]
+			serviceAccounts: ["deployer"]
+			clusterKinds: []
+		}
+	})
+}
+`
+
+// TestTenancyGrants plans a fleet with a tenancy policy: a tenant's bundle
+// gets its grant, a platform bundle none.
+func TestTenancyGrants(t *testing.T) {
+	f := mustLoad(t, writeFleet(t, policy+`
+bundles: "a-web": {namespace: "team-a-web", serviceAccountName: "deployer", resources: []}
+bundles: "platform-dns": {namespace: "kube-system", resources: []}
+`))
+	p := mustPlan(t, f, euProd)
+	web, dns := p.Bundle("a-web"), p.Bundle("platform-dns")
+	if web == nil || web.Failed() || dns == nil || dns.Failed() {
+		t.Fatalf("plan: %+v / %+v", web, dns)
+	}
+	if web.Tenant == nil || web.Tenant.Tenant != "team-a" || !web.Tenant.AllowsNamespace("team-a-web") ||
+		web.Tenant.AllowsNamespace("team-b") || !web.Tenant.AllowsClusterKind("Namespace") || web.Tenant.AllowsClusterKind("ClusterRole.rbac.authorization.k8s.io") {
+		t.Errorf("team-a's grant: %+v", web.Tenant)
+	}
+	if dns.Tenant != nil {
+		t.Errorf("a platform bundle has a grant: %+v", dns.Tenant)
+	}
+}
+
+// TestTenancyRefusals checks each way a bundle can break the policy: the
+// bundle fails (for every cluster, or for the clusters it breaks it for)
+// with the policy's words and the position to fix.
+func TestTenancyRefusals(t *testing.T) {
+	cases := []struct {
+		name, bundles string
+		want          []string
+	}{
+		{"another tenant's namespace",
+			`bundles: "a-web": {namespace: "team-b", serviceAccountName: "deployer", resources: []}`,
+			[]string{"fleet.cue:21:", "cluster prod-eu-1", "bundle a-web", `namespace "team-b" is not one of tenant team-a's namespaces [team-a, team-a-*]`}},
+		{"the namespace only for some clusters",
+			`bundles: "a-web": {namespace: *"team-a" | string, serviceAccountName: "deployer", resources: []
+	overlays: [{regions: ["eu-*"], namespace: "kube-system"}]}`,
+			[]string{"bundle a-web", `namespace "kube-system"`}},
+		{"no ServiceAccount",
+			`bundles: "a-web": {namespace: "team-a", resources: []}`,
+			[]string{"fleet.cue:21:", "must name its serviceAccountName, one of [deployer]", "never applies with the agent's identity"}},
+		{"the agent's ServiceAccount",
+			`bundles: "a-web": {namespace: "team-a", serviceAccountName: "flotilla-agent", resources: []}`,
+			[]string{"fleet.cue:21:", `ServiceAccount "flotilla-agent" is not one of tenant team-a's accounts [deployer]`}},
+		{"owned by nobody",
+			`bundles: "c-web": {namespace: "team-a", serviceAccountName: "deployer", resources: []}`,
+			[]string{"fleet.cue:21:", "fleet.cue:3:", "belongs to no one", "tenancy.platform"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			f, err := fleet.Load(writeFleet(t, policy+"\n"+tc.bundles), fleet.LoadOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := mustPlan(t, f, euProd)
+			if len(p.Bundles) != 1 || !p.Bundles[0].Failed() {
+				t.Fatalf("the bundle did not fail: %+v", p.Bundles)
+			}
+			msg := p.Bundles[0].Errors.Error()
+			for _, w := range tc.want {
+				if !strings.Contains(msg, w) {
+					t.Errorf("error %q does not say %q", msg, w)
+				}
+			}
+			// vet reports it.
+			if ds := fleet.Problems([]*fleet.Plan{p}, nil); len(ds) == 0 {
+				t.Error("vet found nothing")
+			}
+		})
+	}
+}
+
+// TestTenancyOwnedTwice: two owners for one bundle fail it, naming both.
+func TestTenancyOwnedTwice(t *testing.T) {
+	f := mustLoad(t, writeFleet(t, `tenancy: {
+	platform: ["web"]
+	tenants: x: {bundles: ["w*"], namespaces: ["x"], serviceAccounts: ["d"], clusterKinds: []}
+}
+bundles: web: {resources: []}`))
+	b := mustPlan(t, f, euProd).Bundle("web")
+	if b == nil || !b.Failed() || !strings.Contains(b.Errors.Error(), "belongs to the platform (tenancy.platform) and tenant x") {
+		t.Fatalf("bundle owned twice: %+v", b)
+	}
+}
+
+// TestTenancyCannotBeWidenedFromAnotherFile: a team's file can neither add
+// a tenant to a closed policy nor widen its own tenant: the fleet fails to
+// load, so an agent applies nothing from that commit.
+func TestTenancyCannotBeWidenedFromAnotherFile(t *testing.T) {
+	for name, src := range map[string]string{
+		"new tenant":      `tenancy: tenants: evil: {bundles: ["e-*"], namespaces: ["kube-system"], serviceAccounts: ["default"]}`,
+		"wider namespace": `tenancy: tenants: "team-a": namespaces: ["kube-system"]`,
+		"more accounts":   `tenancy: tenants: "team-a": serviceAccounts: ["deployer", "admin"]`,
+		"platform grab":   `tenancy: platform: ["*"]`,
+		"cluster kinds":   `tenancy: tenants: "team-b": clusterKinds: ["ClusterRoleBinding.rbac.authorization.k8s.io"]`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := fleet.Load(writeFleet(t, policy, "team.cue", "package fleet\n\n"+src+"\n"), fleet.LoadOptions{})
+			if err == nil || !errors.Is(err, fleet.ErrInvalid) {
+				t.Fatalf("a team's file widened the policy: %v", err)
+			}
+			if !strings.Contains(err.Error(), "tenancy") {
+				t.Errorf("the error does not name the policy: %v", err)
+			}
+		})
+	}
+}
+
+// TestTenancyMustBeConcrete: a policy that depends on the cluster, or with
+// a bad pattern or kind, fails the fleet.
+func TestTenancyMustBeConcrete(t *testing.T) {
+	for name, tc := range map[string]struct{ src, want string }{
+		"depends on cluster": {`tenancy: tenants: x: {bundles: ["x"], namespaces: [cluster.name], serviceAccounts: ["d"]}`, "must be concrete"},
+		"bad pattern":        {`tenancy: platform: [], tenancy: tenants: x: {clusterKinds: [], bundles: ["x["], namespaces: ["x"], serviceAccounts: ["d"]}`, `tenancy.tenants.x.bundles: invalid pattern "x["`},
+		"bad kind":           {`tenancy: platform: [], tenancy: tenants: x: {bundles: ["x"], namespaces: ["x"], serviceAccounts: ["d"], clusterKinds: ["rbac.authorization.k8s.io/ClusterRole"]}`, "is not a kind"},
+		"missing field":      {`tenancy: platform: [], tenancy: tenants: x: {bundles: ["x"], namespaces: ["x"], serviceAccounts: ["d"]}`, "tenancy.tenants.x.clusterKinds: required: write it (`[]` for none)"},
+		"bad account":        {`tenancy: tenants: x: {bundles: ["x"], namespaces: ["x"], serviceAccounts: ["Admin"]}`, "serviceAccounts"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := fleet.Load(writeFleet(t, tc.src+"\nbundles: x: resources: []"), fleet.LoadOptions{})
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "fleet.cue:3:") {
+				t.Fatalf("got %v, want %q at fleet.cue:3", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestNoTenancyNoGrants: without a policy, nothing changes.
+func TestNoTenancyNoGrants(t *testing.T) {
+	p := mustPlan(t, mustLoad(t, writeFleet(t, `bundles: web: {namespace: "kube-system", serviceAccountName: "x", resources: []}`)), euProd)
+	if b := p.Bundle("web"); b == nil || b.Failed() || b.Tenant != nil {
+		t.Fatalf("%+v", b)
+	}
+}
