@@ -32,6 +32,10 @@ const (
 	keyPrune    = "prune"
 	keyShards   = "shards"
 	keyObjects  = "objects"
+	// keyNamespace and keyServiceAccount are the identity the bundle
+	// applied with, which deletes it when it leaves the plan.
+	keyNamespace      = "namespace"
+	keyServiceAccount = "serviceAccountName"
 
 	// entriesPerShard keeps each ConfigMap far below etcd's object size
 	// limit whatever the names' lengths.
@@ -84,7 +88,13 @@ type Inventory struct {
 	Digest   string
 	Revision string
 	Prune    bool
-	Entries  []Entry
+	// Namespace and ServiceAccountName are the bundle's, as last applied:
+	// when the bundle leaves the plan, its objects are deleted as that
+	// ServiceAccount (as they were applied), not with the agent's identity.
+	// Inventories written before they were recorded have neither.
+	Namespace          string
+	ServiceAccountName string
+	Entries            []Entry
 }
 
 // index maps entry IDs to entries.
@@ -142,7 +152,10 @@ func decodeInventory(bundle string, shards []corev1.ConfigMap) (*Inventory, erro
 		return ai - bi
 	})
 	head := shards[0].Data
-	inv := &Inventory{Bundle: bundle, Digest: head[keyDigest], Revision: head[keyRevision], Prune: head[keyPrune] != "false"}
+	inv := &Inventory{
+		Bundle: bundle, Digest: head[keyDigest], Revision: head[keyRevision], Prune: head[keyPrune] != "false",
+		Namespace: head[keyNamespace], ServiceAccountName: head[keyServiceAccount],
+	}
 	want, _ := strconv.Atoi(head[keyShards])
 	if want != len(shards) {
 		return nil, fmt.Errorf("inventory of bundle %s has %d shards, its head says %d", bundle, len(shards), want)
@@ -195,6 +208,10 @@ func (s *inventories) write(ctx context.Context, inv *Inventory, fieldManager st
 			cm.Data[keyRevision] = inv.Revision
 			cm.Data[keyPrune] = strconv.FormatBool(inv.Prune)
 			cm.Data[keyShards] = strconv.Itoa(shards)
+			if inv.ServiceAccountName != "" {
+				cm.Data[keyNamespace] = inv.Namespace
+				cm.Data[keyServiceAccount] = inv.ServiceAccountName
+			}
 		}
 		if err := s.client.Patch(ctx, cm, client.Apply, client.FieldOwner(fieldManager), client.ForceOwnership); err != nil {
 			return fmt.Errorf("writing inventory of bundle %s: %w", inv.Bundle, err)

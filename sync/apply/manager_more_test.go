@@ -156,6 +156,56 @@ func TestImpersonation(t *testing.T) {
 	}
 }
 
+// TestDeselectedBundleIsDeletedAsItsServiceAccount: a bundle that leaves
+// the plan is deleted with the identity it was applied with. Its
+// ServiceAccount may create but not delete, so the deletion is refused
+// naming the account (the administrator running this manager could have
+// deleted it) and the objects stay recorded; once the account may delete,
+// the next sync deletes them.
+func TestDeselectedBundleIsDeletedAsItsServiceAccount(t *testing.T) {
+	f := newFixture(t)
+	ns := f.ns("team")
+	ctx := context.Background()
+	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: "deployer", Namespace: ns}, Rules: []rbacv1.PolicyRule{{
+		APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get", "list", "watch", "create", "update", "patch"},
+	}}}
+	for _, obj := range []client.Object{
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}},
+		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "deployer", Namespace: ns}},
+		role,
+		&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "deployer", Namespace: ns},
+			RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "deployer"},
+			Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: "deployer", Namespace: ns}}},
+	} {
+		if err := kube.Create(ctx, obj); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cm := configMap(ns, "team-config", nil)
+	team := bundle("team", cm)
+	team.Namespace, team.ServiceAccountName = ns, "deployer"
+	phase(t, f.sync(team), "team", apply.PhaseReady)
+
+	// Deselected: deleted as deployer, who may not delete.
+	got := phase(t, f.sync(), "team", apply.PhaseFailed)
+	if msg := strings.Join(got.Errors, "; "); !strings.Contains(msg, "forbidden") || !strings.Contains(msg, "system:serviceaccount:"+ns+":deployer") {
+		t.Errorf("the deletion was not made as the bundle's ServiceAccount: %q", msg)
+	}
+	if !f.exists(cm) {
+		t.Fatal("the object is gone although its ServiceAccount may not delete it")
+	}
+
+	// Allowed to delete: the next sync (the bundle still recorded) deletes.
+	role.Rules[0].Verbs = append(role.Rules[0].Verbs, "delete")
+	if err := kube.Update(ctx, role); err != nil {
+		t.Fatal(err)
+	}
+	phase(t, f.sync(), "team", apply.PhasePruned)
+	if f.exists(cm) {
+		t.Error("the deselected bundle's object is still there")
+	}
+}
+
 // TestReadinessWait uses a full cluster: a Deployment that becomes
 // Available is Ready; one whose node selector matches no node stays
 // Progressing and says so after the bundle's timeout.

@@ -134,14 +134,25 @@ func (m *Manager) deleteBundle(ctx context.Context, inv *Inventory, inUse map[st
 		return res
 	}
 	if inv.Prune {
-		kept, err := m.deleteEntries(ctx, m.manager, inv.Entries, inUse, &res)
+		// As the bundle's ServiceAccount, as it was applied: a tenant's
+		// bundle is deleted with the tenant's rights (with least-privilege
+		// RBAC the agent's own identity could not delete it at all).
+		rm, err := m.managerFor(inv.Namespace, inv.ServiceAccountName)
+		if err != nil {
+			res.Phase = PhaseFailed
+			res.Errors = append(res.Errors, err.Error())
+			return res
+		}
+		kept, err := m.deleteEntries(ctx, rm, inv.Entries, inUse, &res)
 		if err != nil || len(kept) > 0 {
 			res.Phase = PhaseFailed
 			res.Message = fmt.Sprintf("%d objects could not be deleted", len(kept))
 			if err != nil {
 				res.Errors = append(res.Errors, err.Error())
 			}
-			if err := m.record(ctx, &Inventory{Bundle: inv.Bundle, Digest: inv.Digest, Revision: inv.Revision, Prune: true, Entries: kept}); err != nil {
+			left := *inv
+			left.Entries = kept
+			if err := m.record(ctx, &left); err != nil {
 				res.Errors = append(res.Errors, fmt.Sprintf("recording the objects left to delete: %v", err))
 			}
 			return res

@@ -217,7 +217,8 @@ func (m *Manager) record(ctx context.Context, inv *Inventory) error {
 // stale entries that were not deleted (kept for a later sync to prune).
 // Whether Flotilla created an object is remembered from the old inventory.
 func mergeInventory(b Bundle, old *Inventory, applied, kept []Entry) *Inventory {
-	inv := &Inventory{Bundle: b.Name, Digest: b.Digest, Revision: b.Revision, Prune: b.Prune}
+	inv := &Inventory{Bundle: b.Name, Digest: b.Digest, Revision: b.Revision, Prune: b.Prune,
+		Namespace: b.Namespace, ServiceAccountName: b.ServiceAccountName}
 	var was map[object.ObjMetadata]Entry
 	if old != nil {
 		was = old.index()
