@@ -158,6 +158,13 @@ func writePlanText(w io.Writer, p *fleet.Plan) error {
 			fmt.Fprintf(w, " as serviceaccount %s/%s", b.Namespace, b.Apply.ServiceAccountName)
 		}
 		fmt.Fprintln(w)
+		if g := b.Tenant; g != nil {
+			kinds := "none"
+			if len(g.ClusterKinds) > 0 {
+				kinds = strings.Join(g.ClusterKinds, ", ")
+			}
+			fmt.Fprintf(w, "  tenant %s: objects in namespaces [%s], cluster-scoped kinds: %s\n", g.Tenant, strings.Join(g.Namespaces, ", "), kinds)
+		}
 		if string(b.Values) != "{}" && len(b.Values) > 0 {
 			values, err := yaml.JSONToYAML(b.Values)
 			if err != nil {

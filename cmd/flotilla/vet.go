@@ -22,7 +22,8 @@ func newVetCmd() *cobra.Command {
 		Short: "Check a fleet against the schemas and evaluate it for every inventory cluster",
 		Long: `Check the fleet repository in DIR (default: the current folder): its CUE
 against Flotilla's schemas, then every bundle for every cluster of its
-` + "`clusters`" + ` inventory — selection, overlays, concrete values, dependsOn.
+` + "`clusters`" + ` inventory — selection, overlays, concrete values, dependsOn, and
+the tenancy policy (a team's bundle in its namespaces, as its accounts).
 
 Every problem is printed once, as file:line:column, with the clusters and
 bundle it concerns; a problem that occurs for several clusters is printed

@@ -149,6 +149,21 @@ func (c *Cluster) startControlPlane(opts Options) error {
 	return os.WriteFile(c.Kubeconfig, c.env.KubeConfig, 0o600)
 }
 
+// ServiceAccountConfig authenticates as the ServiceAccount itself (a client
+// certificate with its user name and groups), not as an administrator
+// impersonating it: what the account may do, including whom it may
+// impersonate, is decided by RBAC as for a real in-cluster client.
+func (c *Cluster) ServiceAccountConfig(namespace, name string) (*rest.Config, error) {
+	u, err := c.env.AddUser(envtest.User{
+		Name:   "system:serviceaccount:" + namespace + ":" + name,
+		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + namespace, "system:authenticated"},
+	}, nil)
+	if err != nil {
+		return nil, fmt.Errorf("credentials for ServiceAccount %s/%s: %w", namespace, name, err)
+	}
+	return u.Config(), nil
+}
+
 // Stop stops every process of the cluster, newest first, and removes its
 // folder when Start created it. It is safe to call more than once.
 func (c *Cluster) Stop() error {
