@@ -10,6 +10,8 @@ import (
 	"cuelang.org/go/cue"
 	cueerrors "cuelang.org/go/cue/errors"
 	"cuelang.org/go/cue/token"
+
+	"github.com/flotilla-gitops/flotilla/internal/errtext"
 )
 
 // ErrInvalid is wrapped by every error that describes a problem in the fleet
@@ -61,7 +63,7 @@ func (d *Diagnostic) Error() string {
 	if d.Path != "" {
 		b.WriteString(d.Path + ": ")
 	}
-	b.WriteString(d.Message)
+	b.WriteString(errtext.Clean(d.Message))
 	if len(d.Positions) > 1 {
 		others := make([]string, 0, len(d.Positions)-1)
 		for _, p := range d.Positions[1:] {

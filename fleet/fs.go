@@ -1,11 +1,13 @@
 package fleet
 
 import (
+	"fmt"
 	"io/fs"
 	"path"
 	"slices"
 	"strings"
 	"testing/fstest"
+	"unicode/utf8"
 )
 
 // overlayFS shows extra in-memory files on top of a base file system. The
@@ -28,7 +30,41 @@ func (o overlayFS) Open(name string) (fs.File, error) {
 	if _, ok := o.extra[name]; ok {
 		return o.extra.Open(name)
 	}
+	if strings.HasSuffix(name, ".cue") {
+		return openCUE(o.base, name)
+	}
 	return o.base.Open(name)
+}
+
+// openCUE reads a CUE file whole and refuses it unless it is valid UTF-8:
+// CUE's loader would replace a bad byte with U+FFFD and carry on, so a
+// value would silently differ from what the file says.
+func openCUE(base fs.FS, name string) (fs.File, error) {
+	data, err := fs.ReadFile(base, name)
+	if err != nil {
+		return nil, err
+	}
+	if !utf8.Valid(data) {
+		line, col, offset := 1, 1, 0
+		for offset < len(data) {
+			r, size := utf8.DecodeRune(data[offset:])
+			if r == utf8.RuneError && size <= 1 {
+				break
+			}
+			if r == '\n' {
+				line, col = line+1, 0
+			}
+			col++
+			offset += size
+		}
+		return nil, &fs.PathError{Op: "read", Path: name, Err: fmt.Errorf(
+			"line %d, column %d: invalid UTF-8 (byte 0x%02x): CUE files must be UTF-8", line, col, data[offset])}
+	}
+	info, err := fs.Stat(base, name)
+	if err != nil {
+		return nil, err
+	}
+	return fstest.MapFS{name: {Data: data, Mode: info.Mode(), ModTime: info.ModTime()}}.Open(name)
 }
 
 func (o overlayFS) Stat(name string) (fs.FileInfo, error) {

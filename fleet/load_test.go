@@ -95,3 +95,18 @@ func TestLoadSeveralFiles(t *testing.T) {
 		t.Errorf("bundles %s, want a,b (package other ignored)", got)
 	}
 }
+
+// TestLoadRefusesInvalidUTF8: a byte that is not UTF-8 is an error at its
+// line and column, not silently replaced (the value would differ from the
+// file), in the fleet's files and in files it imports.
+func TestLoadRefusesInvalidUTF8(t *testing.T) {
+	dir := writeFleet(t, "bundles: web: {resources: [], values: x: \"a\xffb\"}")
+	_, err := fleet.Load(dir, fleet.LoadOptions{})
+	if err == nil || !strings.Contains(err.Error(), "fleet.cue: line 3, column 44: invalid UTF-8 (byte 0xff)") {
+		t.Fatalf("got %v", err)
+	}
+	dir = writeFleet(t, "bundles: web: {resources: []}", "extra.cue", "package fleet\n// \xc3\x28\n")
+	if _, err := fleet.Load(dir, fleet.LoadOptions{}); err == nil || !strings.Contains(err.Error(), "extra.cue: line 2, column 4: invalid UTF-8 (byte 0xc3)") {
+		t.Fatalf("got %v", err)
+	}
+}

@@ -10,6 +10,8 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+
+	"github.com/flotilla-gitops/flotilla/internal/errtext"
 )
 
 // DecodeObjects reads every Kubernetes object of a YAML (multi-document)
@@ -55,11 +57,32 @@ func DecodeObjects(data []byte, source string) ([]Object, error) {
 	}
 }
 
-// decodeOne decodes one JSON object, expanding a List.
+// decodeOne decodes one JSON object, expanding a List. Its type is checked
+// first, with errors of our own: apimachinery's would print the whole
+// object, Secret values included.
 func decodeOne(raw []byte, source string) ([]Object, error) {
+	var head struct {
+		APIVersion any `json:"apiVersion"`
+		Kind       any `json:"kind"`
+		Metadata   struct {
+			Name any `json:"name"`
+		} `json:"metadata"`
+	}
+	if err := json.Unmarshal(raw, &head); err != nil {
+		return nil, fmt.Errorf("%s: not a Kubernetes object: a document must be a mapping with apiVersion, kind and metadata", source)
+	}
+	apiVersion, ok1 := orEmpty(head.APIVersion)
+	kind, ok2 := orEmpty(head.Kind)
+	name, ok3 := orEmpty(head.Metadata.Name)
+	if !ok1 || !ok2 || !ok3 {
+		return nil, fmt.Errorf("%s: not a Kubernetes object: apiVersion, kind and metadata.name must be strings", source)
+	}
+	if err := checkType(apiVersion, kind, name); err != nil {
+		return nil, fmt.Errorf("%s: %w", source, err)
+	}
 	obj, err := runtime.Decode(unstructured.UnstructuredJSONScheme, raw)
 	if err != nil {
-		return nil, fmt.Errorf("%s: not a Kubernetes object: %w", source, err)
+		return nil, fmt.Errorf("%s: not a Kubernetes object: %s", source, errtext.Error(err))
 	}
 	switch o := obj.(type) {
 	case *unstructured.Unstructured:
@@ -73,4 +96,13 @@ func decodeOne(raw []byte, source string) ([]Object, error) {
 	default:
 		return nil, fmt.Errorf("%s: unexpected %T", source, obj)
 	}
+}
+
+// orEmpty returns v as a string: "" when absent, false when not a string.
+func orEmpty(v any) (string, bool) {
+	if v == nil {
+		return "", true
+	}
+	s, ok := v.(string)
+	return s, ok
 }

@@ -93,8 +93,8 @@ func (e *Engine) render(ctx context.Context, req *Request) (*Result, error) {
 	}
 	res := &Result{Bundle: req.Bundle}
 	scope := withCRDs(e.scope, out.Objects)
-	for _, set := range []*[]Object{&out.Objects, &out.Hooks} {
-		warnings, err := finish(*set, req, scope)
+	for i, set := range []*[]Object{&out.Objects, &out.Hooks} {
+		warnings, err := finish(*set, req, scope, i == 1)
 		if err != nil {
 			return nil, err
 		}
@@ -110,16 +110,22 @@ func (e *Engine) render(ctx context.Context, req *Request) (*Result, error) {
 	return res, nil
 }
 
-// finish namespaces and labels objects, refuses duplicates (naming both
-// sources) and sorts them.
-func finish(objects []Object, req *Request, scope Scope) ([]string, error) {
+// finish checks, namespaces and labels objects, refuses duplicates (naming
+// both sources) and sorts them.
+func finish(objects []Object, req *Request, scope Scope, hooks bool) ([]string, error) {
 	var warnings []string
 	seen := map[string]string{}
 	for _, o := range objects {
 		obj := o.Object
 		gvk := obj.GroupVersionKind()
-		if obj.GetName() == "" && obj.GetGenerateName() == "" {
-			return nil, fmt.Errorf("%s: %s has no metadata.name", o.Source, gvk.Kind)
+		if hooks {
+			// Hooks are not applied unless the bundle opts in (and a
+			// hook's Job commonly has only a generateName).
+			if obj.GetName() == "" && obj.GetGenerateName() == "" {
+				return nil, fmt.Errorf("%s: %s has no metadata.name", o.Source, gvk.Kind)
+			}
+		} else if err := checkIdentity(obj); err != nil {
+			return nil, fmt.Errorf("%s: %w", o.Source, err)
 		}
 		namespaced, known := scope.Namespaced(gvk)
 		if !known {
@@ -127,13 +133,17 @@ func finish(objects []Object, req *Request, scope Scope) ([]string, error) {
 				"%s is not a built-in kind and no CRD for it is rendered: assumed namespaced", gvk.GroupKind()))
 			namespaced = true
 		}
-		switch {
-		case namespaced && obj.GetNamespace() == "":
+		switch ns := obj.GetNamespace(); {
+		case namespaced && ns == "":
 			obj.SetNamespace(req.Namespace)
-		case !namespaced && obj.GetNamespace() != "":
-			// The API ignores a cluster-scoped object's namespace; so does
-			// everything downstream (keys, inventories, tenancy checks).
+		case !namespaced && ns != "" && req.Source.Kind == KindHelm:
+			// Charts often template the release namespace onto every
+			// object, cluster-scoped ones included, and Helm and kubectl
+			// ignore it there: so do we, saying so.
 			unstructured.RemoveNestedField(obj.Object, "metadata", "namespace")
+			warnings = append(warnings, fmt.Sprintf("%s: %s %s is cluster-scoped: its namespace %q is ignored", o.Source, gvk.Kind, obj.GetName(), ns))
+		case !namespaced && ns != "":
+			return nil, fmt.Errorf("%s: %s %s is cluster-scoped but names namespace %q: remove it", o.Source, gvk.Kind, obj.GetName(), ns)
 		}
 		labels := obj.GetLabels()
 		if labels == nil {

@@ -15,6 +15,8 @@ import (
 	"fmt"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/flotilla-gitops/flotilla/internal/errtext"
 )
 
 // Source kinds, as in the fleet schema.
@@ -151,11 +153,13 @@ type Error struct {
 	Err     error
 }
 
+// Error is bounded in size and free of terminal escapes: what a template
+// prints (a recursion's trace, escape sequences) is the fleet's to choose.
 func (e *Error) Error() string {
 	if e.Cluster != "" {
-		return fmt.Sprintf("cluster %s: bundle %s: %v", e.Cluster, e.Bundle, e.Err)
+		return fmt.Sprintf("cluster %s: bundle %s: %s", e.Cluster, e.Bundle, errtext.Error(e.Err))
 	}
-	return fmt.Sprintf("bundle %s: %v", e.Bundle, e.Err)
+	return fmt.Sprintf("bundle %s: %s", e.Bundle, errtext.Error(e.Err))
 }
 
 func (e *Error) Unwrap() []error { return []error{ErrRender, e.Err} }

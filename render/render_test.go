@@ -152,6 +152,53 @@ func TestRenderErrors(t *testing.T) {
 	}
 }
 
+// TestRenderRefusesWhatTheAPIRefuses: an object the API server would
+// refuse for its identity fails the render, naming the object and its
+// source, instead of failing (or half-applying) later in the cluster.
+func TestRenderRefusesWhatTheAPIRefuses(t *testing.T) {
+	cases := []struct{ name, object, want string }{
+		{"no apiVersion", `{"kind":"ConfigMap","metadata":{"name":"c"}}`, `ConfigMap "c" has no apiVersion`},
+		{"bad apiVersion", `{"apiVersion":"apps/v1/x","kind":"Deployment","metadata":{"name":"d"}}`, `Deployment "d": apiVersion "apps/v1/x" is not group/version`},
+		{"empty kind", `{"apiVersion":"v1","kind":"","metadata":{"name":"c"}}`, `an object "c" has no kind`},
+		{"generateName only", `{"apiVersion":"batch/v1","kind":"Job","metadata":{"generateName":"migrate-"}}`, `Job has generateName "migrate-" but no name: server-side apply needs a name`},
+		{"no name", `{"apiVersion":"v1","kind":"ConfigMap","metadata":{}}`, `ConfigMap has no metadata.name`},
+		{"uppercase name", `{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"Web_Config"}}`, `ConfigMap "Web_Config": invalid name: a lowercase RFC 1123 subdomain`},
+		{"dotted Service", `{"apiVersion":"v1","kind":"Service","metadata":{"name":"web.internal"}}`, `Service "web.internal": invalid name: must not contain dots`},
+		{"bad namespace", `{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c","namespace":"Team_A"}}`, `ConfigMap "c": invalid namespace "Team_A"`},
+		{"namespace on a cluster-scoped kind", `{"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRole","metadata":{"name":"r","namespace":"team-a"}}`, `ClusterRole r is cluster-scoped but names namespace "team-a"`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			req := &render.Request{Bundle: "app", Cluster: "prod-eu-1", Namespace: "default", Source: render.Source{Kind: render.KindResources,
+				Resources: []byte(`[` + tc.object + `]`)}}
+			_, err := engine().Render(context.Background(), req)
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "cluster prod-eu-1: bundle app: ") || !strings.Contains(err.Error(), "resources[0]: ") {
+				t.Errorf("error %v, want it to say %q", err, tc.want)
+			}
+		})
+	}
+	// The errors never print the object (a Secret's data) nor the
+	// fleet's escape sequences.
+	for _, object := range []string{
+		`{"apiVersion":"v1","metadata":{"name":"s"},"data":{"token":"c2VjcmV0LXZhbHVl"}}`,
+		`{"apiVersion":"v1","kind":"Secret","metadata":{"name":"\u001b[2J\u001b]0;pwned\u0007s"},"data":{"token":"c2VjcmV0LXZhbHVl"}}`,
+	} {
+		req := &render.Request{Bundle: "app", Namespace: "default", Source: render.Source{Kind: render.KindResources, Resources: []byte(`[` + object + `]`)}}
+		_, err := engine().Render(context.Background(), req)
+		if err == nil || strings.Contains(err.Error(), "c2VjcmV0LXZhbHVl") || strings.ContainsRune(err.Error(), 0x1b) || strings.ContainsRune(err.Error(), 0x07) {
+			t.Errorf("error %q shows the object or escapes", err)
+		}
+	}
+
+	// What the API accepts passes: RBAC names with colons, dotted names.
+	req := &render.Request{Bundle: "app", Namespace: "default", Source: render.Source{Kind: render.KindResources,
+		Resources: []byte(`[{"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRole","metadata":{"name":"system:team:reader"}},
+			{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"web.config"}}]`)}}
+	if _, err := engine().Render(context.Background(), req); err != nil {
+		t.Errorf("valid objects refused: %v", err)
+	}
+}
+
 // TestPathsStayInTheRepository checks `..`, absolute paths and symlinks
 // leading outside.
 func TestPathsStayInTheRepository(t *testing.T) {

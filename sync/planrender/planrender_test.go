@@ -251,8 +251,6 @@ bundles: "a-good": _team & {resources: [
 	{apiVersion: "v1", kind: "ConfigMap", metadata: name: "plain"},
 	{apiVersion: "v1", kind: "ConfigMap", metadata: {name: "other", namespace: "team-a-jobs"}},
 	{apiVersion: "v1", kind: "Namespace", metadata: name: "team-a-jobs"},
-	// A namespace on a cluster-scoped object means nothing.
-	{apiVersion: "v1", kind: "Namespace", metadata: {name: "team-a-x", namespace: "kube-system"}},
 ]}
 bundles: "a-cross": _team & {resources: [
 	{apiVersion: "v1", kind: "ConfigMap", metadata: name: "fine"},

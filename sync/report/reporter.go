@@ -17,6 +17,7 @@ import (
 	"github.com/go-git/go-git/v5/storage/memory"
 	"sigs.k8s.io/yaml"
 
+	"github.com/flotilla-gitops/flotilla/internal/errtext"
 	"github.com/flotilla-gitops/flotilla/sync/source"
 )
 
@@ -115,6 +116,12 @@ func (r *Reporter) Publish(ctx context.Context, st *Status, now time.Time) (bool
 	}
 	st.APIVersion, st.Kind = APIVersion, Kind
 	st.Cluster = st.Cluster.Normalized() // empty lists, not nulls (#Status)
+	// Messages carry what the fleet wrote (template output, names): no
+	// terminal escapes, no runaway lengths, in Git.
+	st.Message = errtext.Clean(st.Message)
+	for i := range st.Bundles {
+		st.Bundles[i].Message = errtext.Clean(st.Bundles[i].Message)
+	}
 	content, err := encode(st, time.Time{})
 	if err != nil {
 		return false, err

@@ -1,0 +1,77 @@
+package render
+
+import (
+	"fmt"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/api/validation/path"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/validation"
+)
+
+// checkIdentity refuses, at render time, an object the API server would
+// refuse for its identity: no apiVersion or kind, no name (generateName
+// alone cannot be applied server-side: the object would be created anew
+// on every sync), a name or namespace the API's rules reject. The error
+// names the object as far as it can; the caller adds its source.
+func checkIdentity(obj *unstructured.Unstructured) error {
+	if err := checkType(obj.GetAPIVersion(), obj.GetKind(), obj.GetName()); err != nil {
+		return err
+	}
+	gv, _ := schema.ParseGroupVersion(obj.GetAPIVersion())
+	kind, name := obj.GetKind(), obj.GetName()
+	what := fmt.Sprintf("%s %q", kind, name)
+	if name == "" {
+		if g := obj.GetGenerateName(); g != "" {
+			return fmt.Errorf("%s has generateName %q but no name: server-side apply needs a name (the object would be created again on every sync)", kind, g)
+		}
+		return fmt.Errorf("%s has no metadata.name", kind)
+	}
+	if errs := nameRule(gv.WithKind(kind).GroupKind())(name); len(errs) > 0 {
+		return fmt.Errorf("%s: invalid name: %s", what, strings.Join(errs, "; "))
+	}
+	if ns := obj.GetNamespace(); ns != "" {
+		if errs := validation.IsDNS1123Label(ns); len(errs) > 0 {
+			return fmt.Errorf("%s: invalid namespace %q: %s", what, ns, strings.Join(errs, "; "))
+		}
+	}
+	return nil
+}
+
+// nameRule is the API server's rule for names of the kind: DNS labels for
+// Namespaces and Services, path segments for RBAC's kinds (which allow
+// "system:controller:x"), DNS subdomains otherwise (every other built-in
+// kind this cares about, and every custom resource).
+func nameRule(gk schema.GroupKind) func(string) []string {
+	switch gk {
+	case schema.GroupKind{Kind: "Namespace"}, schema.GroupKind{Kind: "Service"}:
+		return validation.IsDNS1123Label
+	}
+	if gk.Group == "rbac.authorization.k8s.io" {
+		return func(name string) []string { return path.IsValidPathSegmentName(name) }
+	}
+	return validation.IsDNS1123Subdomain
+}
+
+// checkType refuses an object without a usable apiVersion or kind.
+func checkType(apiVersion, kind, name string) error {
+	what := kind
+	if what == "" {
+		what = "an object"
+	}
+	if name != "" {
+		what += fmt.Sprintf(" %q", name)
+	}
+	if apiVersion == "" {
+		return fmt.Errorf("%s has no apiVersion", what)
+	}
+	gv, err := schema.ParseGroupVersion(apiVersion)
+	if err != nil || gv.Version == "" {
+		return fmt.Errorf("%s: apiVersion %q is not group/version or version", what, apiVersion)
+	}
+	if kind == "" {
+		return fmt.Errorf("%s has no kind", what)
+	}
+	return nil
+}
