@@ -18,9 +18,11 @@ import (
 
 // Inventory labels and keys. An inventory is one ConfigMap per bundle in
 // the inventory namespace (flotilla-inv-<bundle>), plus shards
-// (flotilla-inv-<bundle>-1, -2, …) when the bundle has more objects than
+// (flotilla-inv-<bundle>.1, .2, …) when the bundle has more objects than
 // fit one: readable with `kubectl get cm -n flotilla-system -l
-// flotilla.dev/inventory`.
+// flotilla.dev/inventory`. Bundle names are DNS labels, without dots, so
+// a shard's name is never another bundle's inventory (with "-1", bundle
+// web's second shard was bundle web-1's inventory).
 const (
 	InventoryLabel = "flotilla.dev/inventory"
 	shardLabel     = "flotilla.dev/inventory-shard"
@@ -36,11 +38,11 @@ const (
 	// applied with, which deletes it when it leaves the plan.
 	keyNamespace      = "namespace"
 	keyServiceAccount = "serviceAccountName"
-
-	// entriesPerShard keeps each ConfigMap far below etcd's object size
-	// limit whatever the names' lengths.
-	entriesPerShard = 1000
 )
+
+// entriesPerShard keeps each ConfigMap far below etcd's object size limit
+// whatever the names' lengths. A variable for tests.
+var entriesPerShard = 1000
 
 // Entry is one object a bundle applied.
 type Entry struct {
@@ -116,17 +118,19 @@ func shardName(bundle string, shard int) string {
 	if shard == 0 {
 		return inventoryName + bundle
 	}
-	return fmt.Sprintf("%s%s-%d", inventoryName, bundle, shard)
+	return fmt.Sprintf("%s%s.%d", inventoryName, bundle, shard)
 }
 
-// list reads every bundle's inventory, by bundle.
-func (s *inventories) list(ctx context.Context) (map[string]*Inventory, error) {
+// list reads every bundle's inventory, by bundle. An inventory that
+// cannot be decoded (a shard missing or foreign, an entry garbled) is
+// returned apart, with why: that bundle alone is stopped, not the sync.
+func (s *inventories) list(ctx context.Context) (map[string]*Inventory, map[string]error, error) {
 	var cms corev1.ConfigMapList
 	if err := s.client.List(ctx, &cms, client.InNamespace(s.namespace), client.HasLabels{InventoryLabel}); err != nil {
 		if apierrors.IsNotFound(err) {
-			return map[string]*Inventory{}, nil
+			return map[string]*Inventory{}, nil, nil
 		}
-		return nil, fmt.Errorf("listing inventories: %w", err)
+		return nil, nil, fmt.Errorf("listing inventories: %w", err)
 	}
 	byBundle := map[string][]corev1.ConfigMap{}
 	for _, cm := range cms.Items {
@@ -134,14 +138,17 @@ func (s *inventories) list(ctx context.Context) (map[string]*Inventory, error) {
 		byBundle[bundle] = append(byBundle[bundle], cm)
 	}
 	out := map[string]*Inventory{}
+	broken := map[string]error{}
 	for bundle, shards := range byBundle {
 		inv, err := decodeInventory(bundle, shards)
 		if err != nil {
-			return nil, err
+			broken[bundle] = fmt.Errorf("%w; nothing of the bundle is applied or deleted until it is repaired (or removed: kubectl -n %s delete configmap -l %s=%s, and the next sync adopts the bundle's objects again, pruning none)",
+				err, s.namespace, InventoryLabel, bundle)
+			continue
 		}
 		out[bundle] = inv
 	}
-	return out, nil
+	return out, broken, nil
 }
 
 // decodeInventory joins a bundle's shards; shard 0 holds the metadata.
@@ -225,17 +232,21 @@ func (s *inventories) remove(ctx context.Context, bundle string) error {
 	return s.deleteShards(ctx, bundle, 0)
 }
 
-// deleteShards deletes the bundle's shards numbered from and above.
-func (s *inventories) deleteShards(ctx context.Context, bundle string, from int) error {
+// deleteShards deletes the bundle's ConfigMaps other than its first keep
+// shards as this version names them (shards named by an earlier version,
+// "-1", go too).
+func (s *inventories) deleteShards(ctx context.Context, bundle string, keep int) error {
 	var cms corev1.ConfigMapList
 	if err := s.client.List(ctx, &cms, client.InNamespace(s.namespace), client.MatchingLabels{InventoryLabel: bundle}); err != nil {
 		return err
 	}
 	for _, cm := range cms.Items {
-		if n, _ := strconv.Atoi(cm.Labels[shardLabel]); n >= from {
-			if err := s.client.Delete(ctx, &cm); err != nil && !apierrors.IsNotFound(err) {
-				return fmt.Errorf("deleting inventory %s: %w", cm.Name, err)
-			}
+		n, err := strconv.Atoi(cm.Labels[shardLabel])
+		if err == nil && n < keep && cm.Name == shardName(bundle, n) {
+			continue
+		}
+		if err := s.client.Delete(ctx, &cm); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("deleting inventory %s: %w", cm.Name, err)
 		}
 	}
 	return nil

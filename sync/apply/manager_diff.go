@@ -40,10 +40,13 @@ const maskedValue = "*** (masked)"
 // has one), and the objects a sync would prune or delete. Bundles carrying
 // Err are left out.
 func (m *Manager) Diff(ctx context.Context, bundles []Bundle) ([]ObjectDiff, error) {
-	current, err := m.inv.list(ctx)
+	current, broken, err := m.inv.list(ctx)
 	if err != nil {
 		return nil, err
 	}
+	// A bundle whose inventory cannot be read is neither applied nor
+	// deleted by a sync: left out, like a bundle carrying Err.
+	bundles = slices.DeleteFunc(slices.Clone(bundles), func(b Bundle) bool { return broken[b.Name] != nil })
 	plan := planDeletions(bundles, current, !m.opts.KeepUnlisted)
 	var out []ObjectDiff
 	for _, b := range bundles {

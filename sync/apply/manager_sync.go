@@ -59,22 +59,37 @@ func (m *Manager) Sync(ctx context.Context, bundles []Bundle) (*Result, error) {
 	start := time.Now()
 	before := m.requests.Load()
 
-	// Step 1: what the cluster has.
-	current, err := m.inv.list(ctx)
+	// Step 1: what the cluster has. A bundle whose inventory cannot be
+	// read fails alone: nothing of it is applied, pruned or deleted.
+	current, broken, err := m.inv.list(ctx)
 	if err != nil {
 		return nil, err
+	}
+	res := &Result{}
+	if len(broken) > 0 {
+		bundles = slices.Clone(bundles)
+		for i, b := range bundles {
+			if err := broken[b.Name]; err != nil && b.Err == nil {
+				bundles[i].Err = err
+			}
+		}
+		for _, name := range slices.Sorted(maps.Keys(broken)) {
+			if !slices.ContainsFunc(bundles, func(b Bundle) bool { return b.Name == name }) {
+				res.Bundles = append(res.Bundles, BundleResult{Name: name, Phase: PhaseFailed,
+					Message: "left the plan, but is not deleted: its inventory cannot be read", Errors: []string{broken[name].Error()}})
+			}
+		}
 	}
 
 	// Step 2: the deletions this sync would make, and the guard.
 	plan := planDeletions(bundles, current, !m.opts.KeepUnlisted)
-	res := &Result{}
 	if reason := m.guard(plan, current); reason != "" {
 		res.Guard = reason
 		plan = deletions{}
 	}
 
 	// Step 3: the bundles, in dependency order.
-	res.Bundles = m.syncBundles(ctx, bundles, current, plan)
+	res.Bundles = append(m.syncBundles(ctx, bundles, current, plan), res.Bundles...)
 
 	// Step 4: bundles that left the plan.
 	for _, name := range slices.Sorted(maps.Keys(plan.bundles)) {

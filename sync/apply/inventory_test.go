@@ -1,0 +1,94 @@
+package apply_test
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/flotilla-gitops/flotilla/sync/apply"
+)
+
+// inventoryNames lists the inventory ConfigMaps of the fixture.
+func (f *fixture) inventoryNames() []string {
+	f.t.Helper()
+	var cms corev1.ConfigMapList
+	if err := kube.List(context.Background(), &cms, client.InNamespace(f.opts.InventoryNamespace), client.HasLabels{apply.InventoryLabel}); err != nil {
+		f.t.Fatal(err)
+	}
+	var names []string
+	for _, cm := range cms.Items {
+		names = append(names, cm.Name)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// TestInventoryNamesDoNotCollide: bundle web's second shard and bundle
+// web-1's inventory have different names, so each sync reads both back
+// whole (with "-1" shards, web-1 overwrote web's shard and every later
+// sync failed).
+func TestInventoryNamesDoNotCollide(t *testing.T) {
+	defer apply.SetEntriesPerShard(2)()
+	f := newFixture(t)
+	ns := f.ns("apps")
+	web := bundle("web", namespace(ns), configMap(ns, "a", nil), configMap(ns, "b", nil))
+	web1 := bundle("web-1", configMap(ns, "c", nil))
+	for range 2 {
+		res := f.sync(web, web1)
+		phase(t, res, "web", apply.PhaseReady)
+		phase(t, res, "web-1", apply.PhaseReady)
+	}
+	want := []string{"flotilla-inv-web", "flotilla-inv-web-1", "flotilla-inv-web.1"}
+	if got := f.inventoryNames(); !slices.Equal(got, want) {
+		t.Errorf("inventories %v, want %v", got, want)
+	}
+	// Both stay whole: dropping one object from each prunes just it.
+	web = bundle("web", namespace(ns), configMap(ns, "a", nil))
+	web1 = bundle("web-1")
+	res := f.sync(web, web1)
+	if got := phase(t, res, "web", apply.PhaseReady); got.Counts.Deleted != 1 {
+		t.Errorf("web: %+v", got)
+	}
+	if f.exists(configMap(ns, "b", nil)) || f.exists(configMap(ns, "c", nil)) || !f.exists(configMap(ns, "a", nil)) {
+		t.Error("the wrong objects were pruned")
+	}
+}
+
+// TestUnreadableInventoryStopsOnlyItsBundle: a bundle whose inventory is
+// damaged (a shard gone) fails alone and keeps its objects, in the plan or
+// out of it; the other bundles sync.
+func TestUnreadableInventoryStopsOnlyItsBundle(t *testing.T) {
+	defer apply.SetEntriesPerShard(1)()
+	f := newFixture(t)
+	ns := f.ns("apps")
+	a, b := configMap(ns, "a", nil), configMap(ns, "b", nil)
+	web := bundle("web", namespace(ns), a, b)
+	other := bundle("other", configMap(ns, "c", nil))
+	phase(t, f.sync(web, other), "web", apply.PhaseReady)
+	shard := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: f.opts.InventoryNamespace, Name: "flotilla-inv-web.2"}}
+	if err := kube.Delete(context.Background(), shard); err != nil {
+		t.Fatal(err)
+	}
+
+	// In the plan, changed: not applied, nothing pruned.
+	res := f.sync(bundle("web", namespace(ns), a), other)
+	got := phase(t, res, "web", apply.PhaseFailed)
+	if !strings.Contains(strings.Join(got.Errors, " ")+got.Message, "inventory of bundle web has 2 shards, its head says 3") {
+		t.Errorf("web: %+v", got)
+	}
+	phase(t, res, "other", apply.PhaseReady)
+	// Out of the plan: not deleted.
+	res = f.sync(other)
+	got = phase(t, res, "web", apply.PhaseFailed)
+	if !strings.Contains(got.Message, "not deleted") {
+		t.Errorf("web: %+v", got)
+	}
+	if !f.exists(a) || !f.exists(b) {
+		t.Error("objects of a bundle with an unreadable inventory were deleted")
+	}
+}
