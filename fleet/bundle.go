@@ -52,6 +52,9 @@ type Inputs struct {
 	Values    json.RawMessage `json:"values,omitempty"`
 	DependsOn []string        `json:"dependsOn,omitempty"`
 	Apply     ApplyOptions    `json:"apply"`
+	// RenderTimeout bounds the bundle's render (a Go duration); empty for
+	// the renderer's default.
+	RenderTimeout string `json:"renderTimeout,omitempty"`
 }
 
 // Failed reports whether the bundle could not be evaluated.
@@ -186,6 +189,13 @@ func (b *Bundle) decodeInputs(v cue.Value) error {
 	timeout, err := time.ParseDuration(fields.Timeout)
 	if err != nil {
 		return diagnostic("timeout", err.Error(), userPos(lookup(v, "timeout")))
+	}
+	if fields.RenderTimeout != "" {
+		d, err := time.ParseDuration(fields.RenderTimeout)
+		if err != nil || d <= 0 {
+			return diagnostic("renderTimeout", fmt.Sprintf("%q is not a positive duration", fields.RenderTimeout), userPos(lookup(v, "renderTimeout")))
+		}
+		b.RenderTimeout = d.String()
 	}
 	values, err := canonicalJSON(lookup(v, "values"))
 	if err != nil {

@@ -63,6 +63,7 @@ type specInputs struct {
 	Prune              bool            `json:"prune"`
 	Wait               bool            `json:"wait"`
 	Timeout            string          `json:"timeout"`
+	RenderTimeout      string          `json:"renderTimeout"`
 	ServiceAccountName string          `json:"serviceAccountName"`
 	DriftPolicy        string          `json:"driftPolicy"`
 	Force              bool            `json:"force"`

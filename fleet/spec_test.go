@@ -40,10 +40,11 @@ func TestSourceTypesMatchTheSchema(t *testing.T) {
 	} {
 		compareWithSchema(t, def, schema.LookupPath(cue.ParsePath(def)), typ)
 	}
-	// ApplyOptions are the apply fields of #Spec.
+	// ApplyOptions are the apply fields of #Spec (renderTimeout is the
+	// render's, a field of Inputs).
 	var apply []string
 	for _, f := range specFields() {
-		if !slices.Contains([]string{"namespace", "values", SourceHelm, SourceKustomize, SourceManifests, SourceResources}, f) {
+		if !slices.Contains([]string{"namespace", "values", "renderTimeout", SourceHelm, SourceKustomize, SourceManifests, SourceResources}, f) {
 			apply = append(apply, f)
 		}
 	}

@@ -6,9 +6,11 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 )
@@ -40,7 +42,35 @@ type Result struct {
 type Engine struct {
 	renderers map[string]Renderer
 	scope     Scope
+	limits    Limits
 }
+
+// Limits bound each render of an engine, so that one bundle cannot hold up
+// or exhaust the others.
+type Limits struct {
+	// Timeout bounds a render whose request names no RenderTimeout; zero
+	// for none. A render that ends later fails: an in-process render is
+	// abandoned (it cannot be stopped), a sandboxed one killed.
+	Timeout time.Duration
+	// MaxObjects bounds the objects (hooks included) one render may
+	// produce; zero for none.
+	MaxObjects int
+}
+
+// Defaults for the limits the commands and the agent apply.
+const (
+	DefaultTimeout    = time.Minute
+	DefaultMaxObjects = 10000
+)
+
+// WithLimits sets the engine's limits and returns it.
+func (e *Engine) WithLimits(l Limits) *Engine {
+	e.limits = l
+	return e
+}
+
+// ErrTimeout is wrapped when a render takes longer than its bound.
+var ErrTimeout = errors.New("took longer than its render timeout")
 
 // NewEngine returns an engine with the given renderers by source kind.
 // scope tells namespaced kinds from cluster-scoped ones; nil means the
@@ -61,6 +91,19 @@ func NewEngine(renderers map[string]Renderer, scope Scope) *Engine {
 // that never finishes returns at once (the abandoned render ends with the
 // process).
 func (e *Engine) Render(ctx context.Context, req *Request) (*Result, error) {
+	timeout := e.limits.Timeout
+	if req.RenderTimeout != "" {
+		d, err := time.ParseDuration(req.RenderTimeout)
+		if err != nil || d <= 0 {
+			return nil, &Error{Bundle: req.Bundle, Cluster: req.Cluster, Err: fmt.Errorf("renderTimeout %q is not a positive duration", req.RenderTimeout)}
+		}
+		timeout = d
+	}
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, timeout, fmt.Errorf("%w (%s): the bundle fails alone; raise renderTimeout in its fleet.cue or the --render-timeout flag if it is legitimately slow", ErrTimeout, timeout))
+		defer cancel()
+	}
 	type outcome struct {
 		res *Result
 		err error
@@ -90,6 +133,9 @@ func (e *Engine) render(ctx context.Context, req *Request) (*Result, error) {
 	out, err := r.Render(ctx, req)
 	if err != nil {
 		return nil, err
+	}
+	if n := len(out.Objects) + len(out.Hooks); e.limits.MaxObjects > 0 && n > e.limits.MaxObjects {
+		return nil, fmt.Errorf("renders %d objects, more than the %d a bundle may have (--max-objects)", n, e.limits.MaxObjects)
 	}
 	res := &Result{Bundle: req.Bundle}
 	scope := withCRDs(e.scope, out.Objects)

@@ -39,6 +39,9 @@ type Request struct {
 	Source    Source `json:"source"`
 	// Values are the bundle's values as JSON (Helm values).
 	Values json.RawMessage `json:"values"`
+	// RenderTimeout bounds this render (a Go duration), instead of the
+	// engine's default.
+	RenderTimeout string `json:"renderTimeout,omitempty"`
 
 	// Cluster names the cluster in errors.
 	Cluster string `json:"-"`

@@ -17,7 +17,15 @@ import (
 )
 
 // Renderer reads manifests. It has no state.
-type Renderer struct{}
+type Renderer struct {
+	// MaxFileSize bounds one manifest file; 0 means DefaultMaxFileSize. A
+	// larger file fails the bundle before it is read.
+	MaxFileSize int64
+}
+
+// DefaultMaxFileSize bounds a manifest file: far above any real manifest,
+// far below what would exhaust memory when decoded.
+const DefaultMaxFileSize = 16 << 20
 
 var _ render.Renderer = Renderer{}
 
@@ -26,7 +34,11 @@ var extensions = []string{".yaml", ".yml", ".json"}
 
 // Render reads the files of req.Source.Manifests.Path, in name order; with
 // Recursive, of its sub-folders too.
-func (Renderer) Render(_ context.Context, req *render.Request) (*render.Output, error) {
+func (r Renderer) Render(_ context.Context, req *render.Request) (*render.Output, error) {
+	limit := r.MaxFileSize
+	if limit <= 0 {
+		limit = DefaultMaxFileSize
+	}
 	src := req.Source.Manifests
 	if src == nil {
 		return nil, fmt.Errorf("no manifests source")
@@ -65,6 +77,11 @@ func (Renderer) Render(_ context.Context, req *render.Request) (*render.Output, 
 	}
 	out := &render.Output{}
 	for _, f := range files {
+		if info, err := fs.Stat(root.FS(), f); err != nil {
+			return nil, err
+		} else if info.Size() > limit {
+			return nil, fmt.Errorf("%s is %d bytes, more than the %d a manifest file may have (--max-manifest-size)", f, info.Size(), limit)
+		}
 		data, err := fs.ReadFile(root.FS(), f)
 		if err != nil {
 			return nil, err

@@ -34,6 +34,24 @@ type Options struct {
 	// ChartCacheDir keeps charts from chart repositories; empty means the
 	// user's cache folder.
 	ChartCacheDir string
+	// MaxManifestSize bounds a manifest file (0: the renderer's default).
+	MaxManifestSize int64
+	// Limits bound each render (see render.Limits).
+	Limits render.Limits
+	// Renderers replace the in-process renderers by source kind: a
+	// sandbox's, which render in child processes it can kill.
+	Renderers map[string]render.Renderer
+}
+
+// InProcess returns the renderers of every source kind, running in this
+// process, configured by opts: what a sandbox's workers run.
+func InProcess(opts Options) map[string]render.Renderer {
+	return map[string]render.Renderer{
+		render.KindHelm:      helm.New(helm.Options{CacheDir: opts.ChartCacheDir}),
+		render.KindKustomize: kustomize.New(kustomize.Options{AllowRemoteBases: opts.AllowRemoteBases}),
+		render.KindManifests: manifests.Renderer{MaxFileSize: opts.MaxManifestSize},
+		render.KindResources: cue.Renderer{},
+	}
 }
 
 // Renderer renders the plans of one fleet repository checkout. It is safe
@@ -56,12 +74,11 @@ type cached struct {
 // New returns a renderer for the repository at repoDir with every source
 // kind.
 func New(repoDir string, opts Options) *Renderer {
-	engine := render.NewEngine(map[string]render.Renderer{
-		render.KindHelm:      helm.New(helm.Options{CacheDir: opts.ChartCacheDir}),
-		render.KindKustomize: kustomize.New(kustomize.Options{AllowRemoteBases: opts.AllowRemoteBases}),
-		render.KindManifests: manifests.Renderer{},
-		render.KindResources: cue.Renderer{},
-	}, opts.Scope)
+	renderers := opts.Renderers
+	if renderers == nil {
+		renderers = InProcess(opts)
+	}
+	engine := render.NewEngine(renderers, opts.Scope).WithLimits(opts.Limits)
 	return &Renderer{repoDir: repoDir, engine: engine, cache: map[string]*cached{}}
 }
 

@@ -1,0 +1,443 @@
+// Package sandbox runs the work a fleet repository controls — evaluating
+// its CUE for a cluster, rendering a bundle — in child processes that can
+// be killed. Each job has a deadline and a memory bound; a job that
+// exceeds them, crashes its process or never ends fails alone, with a
+// message saying which bound it hit, and the next job gets a fresh
+// process. Helm's template engine, kustomize and CUE cannot be stopped
+// from inside a process (an exponential `include` ignores everything), so
+// a process boundary is the only bound that holds.
+//
+// Workers are this same program, started with an environment variable that
+// Main recognises: call Main first thing in main (and in TestMain of tests
+// that use a Pool). A worker serves jobs one at a time, read as JSON lines
+// on stdin and answered on stdout, and is reused until a job fails it.
+//
+// Workers for jobs that need no network (everything but Helm charts from
+// chart repositories and kustomize remote bases, when allowed) start in a
+// network namespace of their own, with no interface up, when the kernel
+// lets this process make one (root, or unprivileged user namespaces); and
+// always with an empty PATH (no `git`) and a proxy that answers nothing.
+package sandbox
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	utiljson "k8s.io/apimachinery/pkg/util/json"
+
+	"github.com/flotilla-gitops/flotilla/fleet"
+	"github.com/flotilla-gitops/flotilla/internal/errtext"
+	"github.com/flotilla-gitops/flotilla/render"
+)
+
+// Defaults of Options.
+const (
+	DefaultMemory      = 1 << 30
+	DefaultPlanTimeout = time.Minute
+)
+
+// Options configure a Pool.
+type Options struct {
+	// Command starts a worker: a program that calls Main, and its
+	// arguments. Defaults to this program, without arguments.
+	Command []string
+	// Workers bounds how many jobs run at once; defaults to GOMAXPROCS.
+	Workers int
+	// Memory bounds a worker's resident memory, in bytes; default
+	// DefaultMemory. A job that makes its worker exceed it fails.
+	Memory int64
+	// PlanTimeout bounds loading and evaluating the fleet for one cluster;
+	// default DefaultPlanTimeout. Render jobs are bounded by their ctx
+	// (render.Engine sets the render timeout).
+	PlanTimeout time.Duration
+
+	// What the workers' renderers are configured with.
+	AllowRemoteBases bool
+	ChartCacheDir    string
+	MaxManifestSize  int64
+}
+
+// ErrMemory is wrapped when a job made its worker exceed the memory bound.
+var ErrMemory = errors.New("exceeded its memory bound")
+
+// ErrCrashed is wrapped when a worker ended in the middle of a job.
+var ErrCrashed = errors.New("its process ended without finishing")
+
+// Pool runs jobs in worker processes. It is safe for concurrent use;
+// Close it to end the idle workers.
+type Pool struct {
+	opts  Options
+	slots chan struct{}
+
+	mu     sync.Mutex
+	idle   map[bool][]*worker // by online
+	closed bool
+
+	// netns is 0 until a worker was started: then 1 when offline workers
+	// get a network namespace of their own, 2 when they cannot.
+	netns atomic.Int32
+}
+
+// New returns a pool; no process starts until a job needs one.
+func New(opts Options) (*Pool, error) {
+	if len(opts.Command) == 0 {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("sandbox: finding this program to run workers: %w", err)
+		}
+		opts.Command = []string{exe}
+	}
+	if opts.Workers <= 0 {
+		opts.Workers = runtime.GOMAXPROCS(0)
+	}
+	if opts.Memory <= 0 {
+		opts.Memory = DefaultMemory
+	}
+	if opts.PlanTimeout <= 0 {
+		opts.PlanTimeout = DefaultPlanTimeout
+	}
+	return &Pool{opts: opts, slots: make(chan struct{}, opts.Workers), idle: map[bool][]*worker{}}, nil
+}
+
+// Close ends the idle workers; workers busy with a job end when it does.
+func (p *Pool) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closed = true
+	for _, ws := range p.idle {
+		for _, w := range ws {
+			w.stop()
+		}
+	}
+	p.idle = map[bool][]*worker{}
+	return nil
+}
+
+// Isolated reports whether offline workers get a network namespace of
+// their own (known once one has started).
+func (p *Pool) Isolated() (known, isolated bool) {
+	switch p.netns.Load() {
+	case 1:
+		return true, true
+	case 2:
+		return true, false
+	}
+	return false, false
+}
+
+// Renderers returns a renderer for every source kind that renders in the
+// pool's workers.
+func (p *Pool) Renderers() map[string]render.Renderer {
+	out := map[string]render.Renderer{}
+	for _, kind := range []string{render.KindHelm, render.KindKustomize, render.KindManifests, render.KindResources} {
+		out[kind] = kindRenderer{pool: p}
+	}
+	return out
+}
+
+type kindRenderer struct{ pool *Pool }
+
+// Render renders in a worker, until ctx ends (the engine's render
+// timeout): then the worker is killed.
+func (k kindRenderer) Render(ctx context.Context, req *render.Request) (*render.Output, error) {
+	online := (req.Source.Kind == render.KindHelm && req.Source.Helm != nil && req.Source.Helm.Repo != "") ||
+		(req.Source.Kind == render.KindKustomize && k.pool.opts.AllowRemoteBases)
+	rep, err := k.pool.run(ctx, online, &job{Render: &renderJob{
+		Request: req, Cluster: req.Cluster, RepoDir: req.RepoDir, Capabilities: req.Capabilities,
+	}})
+	if err != nil {
+		return nil, err
+	}
+	if rep.Output == nil {
+		return nil, fmt.Errorf("sandbox: a worker answered a render with no output")
+	}
+	return rep.Output.output(), nil
+}
+
+// Plan loads the fleet at repoDir and evaluates it for the cluster in a
+// worker, within the pool's PlanTimeout and memory bound. Problems of the
+// fleet come back as fleet.Diagnostics, as from fleet.Load and Plan.
+func (p *Pool) Plan(ctx context.Context, repoDir string, load fleet.LoadOptions, c fleet.Cluster) (*fleet.Plan, error) {
+	ctx, cancel := context.WithTimeoutCause(ctx, p.opts.PlanTimeout, fmt.Errorf(
+		"evaluating the fleet took longer than %s (--eval-timeout)", p.opts.PlanTimeout))
+	defer cancel()
+	rep, err := p.run(ctx, false, &job{Plan: &planJob{RepoDir: repoDir, Load: load, Cluster: c}})
+	if err != nil {
+		return nil, fmt.Errorf("evaluating the fleet for %s: %w", c.Name, err)
+	}
+	if rep.Plan == nil {
+		return nil, fmt.Errorf("sandbox: a worker answered a plan with no plan")
+	}
+	return rep.Plan, nil
+}
+
+// probe dials addr from an offline worker: how tests prove that the
+// network is out of reach.
+func (p *Pool) probe(ctx context.Context, addr string) error {
+	_, err := p.run(ctx, false, &job{Probe: addr})
+	return err
+}
+
+// run does one job in a worker: an idle one of the kind, or a new one.
+func (p *Pool) run(ctx context.Context, online bool, j *job) (*reply, error) {
+	select {
+	case p.slots <- struct{}{}:
+	case <-ctx.Done():
+		return nil, context.Cause(ctx)
+	}
+	defer func() { <-p.slots }()
+
+	w, err := p.take(online)
+	if err != nil {
+		return nil, err
+	}
+	rep, err := w.do(ctx, j, p.opts.Memory)
+	if err != nil {
+		w.stop()
+		return nil, err
+	}
+	p.give(w)
+	if rep.Error != "" {
+		if len(rep.Diagnostics) > 0 {
+			return nil, rep.Diagnostics
+		}
+		err := errors.New(rep.Error)
+		if rep.PathEscapes {
+			err = fmt.Errorf("%w: %s", render.ErrPathEscapes, rep.Error)
+		}
+		return nil, err
+	}
+	return rep, nil
+}
+
+func (p *Pool) take(online bool) (*worker, error) {
+	p.mu.Lock()
+	if ws := p.idle[online]; len(ws) > 0 {
+		w := ws[len(ws)-1]
+		p.idle[online] = ws[:len(ws)-1]
+		p.mu.Unlock()
+		return w, nil
+	}
+	p.mu.Unlock()
+	return p.start(online)
+}
+
+func (p *Pool) give(w *worker) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		w.stop()
+		return
+	}
+	p.idle[w.online] = append(p.idle[w.online], w)
+}
+
+// start starts a worker; an offline one in a network namespace of its own
+// when the kernel allows it.
+func (p *Pool) start(online bool) (*worker, error) {
+	cfg, err := json.Marshal(workerConfig{
+		AllowRemoteBases: p.opts.AllowRemoteBases, ChartCacheDir: p.opts.ChartCacheDir,
+		MaxManifestSize: p.opts.MaxManifestSize, Memory: p.opts.Memory,
+	})
+	if err != nil {
+		return nil, err
+	}
+	env := append(os.Environ(), workerEnv+"=1", configEnv+"="+string(cfg))
+	if !online {
+		// No `git` to run, and no proxy that answers (a last resort where
+		// no network namespace can be made: Go's HTTP clients use it for
+		// every host but localhost).
+		env = append(env, "PATH=", "HTTP_PROXY=http://127.0.0.1:9", "HTTPS_PROXY=http://127.0.0.1:9", "http_proxy=", "https_proxy=", "NO_PROXY=", "no_proxy=")
+	}
+	attr := netnsAttr()
+	if attr == nil {
+		p.netns.Store(2)
+	}
+	if online || p.netns.Load() == 2 {
+		return startWorker(p.opts.Command, env, online, nil)
+	}
+	w, err := startWorker(p.opts.Command, env, online, attr)
+	if err == nil {
+		p.netns.CompareAndSwap(0, 1)
+		return w, nil
+	}
+	p.netns.Store(2)
+	return startWorker(p.opts.Command, env, online, nil)
+}
+
+// worker is one worker process.
+type worker struct {
+	online bool
+	cmd    *exec.Cmd
+	in     io.WriteCloser
+	out    *bufio.Reader
+	stderr *tail
+	exited chan struct{} // closed once the process has been waited for
+}
+
+func startWorker(command, env []string, online bool, attr *syscall.SysProcAttr) (*worker, error) {
+	cmd := exec.Command(command[0], command[1:]...)
+	cmd.Env = env
+	cmd.SysProcAttr = attr
+	w := &worker{online: online, cmd: cmd, stderr: &tail{max: 4 << 10}, exited: make(chan struct{})}
+	cmd.Stderr = w.stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("sandbox: starting a worker: %w", err)
+	}
+	w.in, w.out = in, bufio.NewReaderSize(out, 64<<10)
+	go func() {
+		_ = cmd.Wait()
+		close(w.exited)
+	}()
+	return w, nil
+}
+
+// do sends one job and reads its reply, killing the worker when ctx ends
+// or its memory exceeds the bound.
+func (w *worker) do(ctx context.Context, j *job, memory int64) (*reply, error) {
+	data, err := json.Marshal(j)
+	if err != nil {
+		return nil, err
+	}
+	type result struct {
+		rep *reply
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		if _, err := w.in.Write(append(data, '\n')); err != nil {
+			done <- result{err: err}
+			return
+		}
+		line, err := w.out.ReadBytes('\n')
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		rep := &reply{}
+		// Numbers as Kubernetes decodes them: integers stay int64.
+		done <- result{rep: rep, err: utiljson.Unmarshal(line, rep)}
+	}()
+
+	watch := time.NewTicker(50 * time.Millisecond)
+	defer watch.Stop()
+	for {
+		select {
+		case r := <-done:
+			if r.err != nil {
+				w.kill()
+				return nil, w.crashed(r.err)
+			}
+			return r.rep, nil
+		case <-ctx.Done():
+			w.kill()
+			return nil, context.Cause(ctx)
+		case <-watch.C:
+			if rss := residentBytes(w.cmd.Process.Pid); rss > memory {
+				w.kill()
+				return nil, fmt.Errorf("%w: %s of memory, more than the %s allowed (--render-memory); the process was killed",
+					ErrMemory, size(rss), size(memory))
+			}
+		}
+	}
+}
+
+// crashed explains a worker that ended mid-job, with the end of what it
+// printed (a Go runtime error, usually).
+func (w *worker) crashed(err error) error {
+	<-w.exited
+	msg := strings.TrimSpace(w.stderr.String())
+	if i := strings.Index(msg, "\ngoroutine "); i > 0 {
+		msg = msg[:i] // the first line says what; the stacks do not help a user
+	}
+	if msg == "" {
+		msg = err.Error()
+	}
+	return fmt.Errorf("%w (%s): %s", ErrCrashed, w.cmd.ProcessState, errtext.Clean(msg))
+}
+
+func (w *worker) kill() {
+	_ = w.cmd.Process.Kill()
+	<-w.exited
+}
+
+func (w *worker) stop() {
+	_ = w.in.Close() // the worker ends at EOF
+	select {
+	case <-w.exited:
+	case <-time.After(5 * time.Second):
+		w.kill()
+	}
+}
+
+// residentBytes is a process's resident memory (Linux); 0 elsewhere.
+func residentBytes(pid int) int64 {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/statm")
+	if err != nil {
+		return 0
+	}
+	fields := bytes.Fields(data)
+	if len(fields) < 2 {
+		return 0
+	}
+	pages, _ := strconv.ParseInt(string(fields[1]), 10, 64)
+	return pages * int64(os.Getpagesize())
+}
+
+func size(b int64) string {
+	switch {
+	case b >= 1<<30 && b%(1<<30) == 0:
+		return fmt.Sprintf("%d GiB", b>>30)
+	case b >= 1<<20:
+		return fmt.Sprintf("%d MiB", b>>20)
+	}
+	return fmt.Sprintf("%d bytes", b)
+}
+
+// tail keeps the last max bytes written to it.
+type tail struct {
+	mu  sync.Mutex
+	max int
+	buf []byte
+}
+
+func (t *tail) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.buf = append(t.buf, p...)
+	if len(t.buf) > 2*t.max {
+		t.buf = append([]byte(nil), t.buf[len(t.buf)-t.max:]...)
+	}
+	return len(p), nil
+}
+
+func (t *tail) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.buf) > t.max {
+		return string(t.buf[len(t.buf)-t.max:])
+	}
+	return string(t.buf)
+}

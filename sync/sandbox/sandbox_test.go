@@ -1,0 +1,200 @@
+package sandbox_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/flotilla-gitops/flotilla/fleet"
+	"github.com/flotilla-gitops/flotilla/internal/rendertest"
+	"github.com/flotilla-gitops/flotilla/render"
+	"github.com/flotilla-gitops/flotilla/sync/planrender"
+	"github.com/flotilla-gitops/flotilla/sync/sandbox"
+)
+
+func TestMain(m *testing.M) {
+	sandbox.Main() // this test binary is also the workers' program
+	os.Exit(m.Run())
+}
+
+func newPool(t *testing.T, opts sandbox.Options) *sandbox.Pool {
+	t.Helper()
+	p, err := sandbox.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+// repo writes a repository with a well-behaved chart, a runaway chart
+// (a loop of 10^10 steps), a chart that wants 2 GB and a manifests folder.
+func repo(t *testing.T) string {
+	dir := t.TempDir()
+	chart := func(name, template string) {
+		rendertest.WriteFile(t, dir, "charts/"+name+"/Chart.yaml", "apiVersion: v2\nname: "+name+"\nversion: 0.1.0\n")
+		rendertest.WriteFile(t, dir, "charts/"+name+"/templates/cm.yaml", template)
+	}
+	chart("good", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}\ndata:\n  replicas: {{ .Values.replicas | quote }}\n")
+	chart("forever", "{{ range until 100000 }}{{ range until 100000 }}{{ end }}{{ end }}\n")
+	chart("hungry", "{{ $s := repeat 2000000000 \"x\" }}apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ len $s }}\n")
+	rendertest.WriteFile(t, dir, "manifests/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: plain\ndata:\n  n: \"1\"\n  big: 12345678901\n")
+	return dir
+}
+
+func helmRequest(dir, chart string) *render.Request {
+	return &render.Request{Bundle: chart, Namespace: "apps", Cluster: "c1", RepoDir: dir,
+		Values: json.RawMessage(`{"replicas": 3}`),
+		Source: render.Source{Kind: render.KindHelm, Helm: &render.Helm{Chart: "charts/" + chart}}}
+}
+
+// TestSandboxRendersAsInProcess: the same requests give the same objects
+// (integers stay integers across the process boundary).
+func TestSandboxRendersAsInProcess(t *testing.T) {
+	dir := repo(t)
+	pool := newPool(t, sandbox.Options{})
+	sandboxed := render.NewEngine(pool.Renderers(), nil)
+	local := render.NewEngine(planrender.InProcess(planrender.Options{}), nil)
+	for _, req := range []*render.Request{
+		helmRequest(dir, "good"),
+		{Bundle: "m", Namespace: "apps", RepoDir: dir, Source: render.Source{Kind: render.KindManifests, Manifests: &render.Manifests{Path: "manifests"}}},
+	} {
+		want, err := local.Render(context.Background(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := sandboxed.Render(context.Background(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Digest != want.Digest || len(got.Objects) != len(want.Objects) {
+			t.Errorf("%s: sandboxed digest %s (%d objects), in process %s (%d)", req.Bundle, got.Digest, len(got.Objects), want.Digest, len(want.Objects))
+		}
+	}
+	// Errors come back whole, path escapes recognisable.
+	_, err := sandboxed.Render(context.Background(), &render.Request{Bundle: "x", RepoDir: dir,
+		Source: render.Source{Kind: render.KindManifests, Manifests: &render.Manifests{Path: "../elsewhere"}}})
+	if !errors.Is(err, render.ErrPathEscapes) {
+		t.Errorf("path escape: %v", err)
+	}
+}
+
+// TestRunawayRenderFailsAlone: a chart that never finishes fails at its
+// deadline, one that wants 2 GB fails at the memory bound; each kills
+// only its own worker, and the next render succeeds.
+func TestRunawayRenderFailsAlone(t *testing.T) {
+	dir := repo(t)
+	pool := newPool(t, sandbox.Options{Workers: 1, Memory: 256 << 20})
+	engine := render.NewEngine(pool.Renderers(), nil).WithLimits(render.Limits{Timeout: 3 * time.Second})
+
+	start := time.Now()
+	_, err := engine.Render(context.Background(), helmRequest(dir, "forever"))
+	if !errors.Is(err, render.ErrTimeout) || !strings.Contains(err.Error(), "bundle forever: rendering stopped: took longer than its render timeout (3s)") {
+		t.Errorf("runaway: %v", err)
+	}
+	if took := time.Since(start); took > 30*time.Second {
+		t.Errorf("the runaway render held on for %s", took)
+	}
+	// A bundle's own renderTimeout wins.
+	req := helmRequest(dir, "forever")
+	req.RenderTimeout = "1s"
+	if _, err := engine.Render(context.Background(), req); err == nil || !strings.Contains(err.Error(), "(1s)") {
+		t.Errorf("bundle's renderTimeout: %v", err)
+	}
+
+	_, err = engine.Render(context.Background(), helmRequest(dir, "hungry"))
+	if !errors.Is(err, sandbox.ErrMemory) || !strings.Contains(err.Error(), "more than the 256 MiB allowed") {
+		t.Errorf("hungry: %v", err)
+	}
+
+	res, err := engine.Render(context.Background(), helmRequest(dir, "good"))
+	if err != nil || len(res.Objects) != 1 {
+		t.Fatalf("after the failures: %v", err)
+	}
+}
+
+// TestOfflineWorkersReachNoNetwork: a worker for a job that needs no
+// network cannot connect anywhere, not even to this machine. (Proof of
+// the isolation beneath the renderers' own refusals: kustomize's remote
+// checks, Helm's offline lookup, CUE without a registry.)
+func TestOfflineWorkersReachNoNetwork(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	pool := newPool(t, sandbox.Options{})
+	err = sandbox.Probe(pool, context.Background(), l.Addr().String())
+	if known, isolated := pool.Isolated(); !known || !isolated {
+		t.Fatalf("offline workers got no network namespace of their own on this machine (root, or unprivileged user namespaces, is needed); probe: %v", err)
+	}
+	if err == nil || !strings.Contains(err.Error(), "network is unreachable") {
+		t.Errorf("an offline worker reached %s: %v", l.Addr(), err)
+	}
+}
+
+// TestPlanInSandbox: the plan a worker returns is the one this process
+// would make; a fleet's problems come back as positioned diagnostics; an
+// evaluation that never ends fails at the deadline.
+func TestPlanInSandbox(t *testing.T) {
+	dir := t.TempDir()
+	rendertest.WriteFile(t, dir, "fleet.cue", `package fleet
+
+bundles: web: {namespace: "apps", values: replicas: *2 | int, resources: [{apiVersion: "v1", kind: "ConfigMap", metadata: name: "web"}]
+	overlays: [{regions: ["eu-*"], values: replicas: 3}]}
+`)
+	c := fleet.Cluster{Name: "eu-1", Region: "eu-west-1"}
+	f, err := fleet.Load(dir, fleet.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := f.Plan(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := newPool(t, sandbox.Options{PlanTimeout: 3 * time.Second})
+	got, err := pool.Plan(context.Background(), dir, fleet.LoadOptions{}, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wj, _ := json.Marshal(want)
+	gj, _ := json.Marshal(got)
+	if string(wj) != string(gj) {
+		t.Errorf("sandboxed plan\n%s\nin process\n%s", gj, wj)
+	}
+
+	rendertest.WriteFile(t, dir, "fleet.cue", "package fleet\n\nbundles: web: {resources: [], wait: \"yes\"}\nbundle: x: 1\n")
+	_, err = pool.Plan(context.Background(), dir, fleet.LoadOptions{}, c)
+	if ds := fleet.AsDiagnostics(err); len(ds) == 0 || !strings.Contains(err.Error(), "fleet.cue:4:1") {
+		t.Errorf("a broken fleet: %v", err)
+	}
+
+	rendertest.WriteFile(t, dir, "fleet.cue", `package fleet
+
+import "list"
+
+bundles: web: {resources: [], values: n: len([for i in list.Range(0, 2000000000, 1) {i}])}
+`)
+	start := time.Now()
+	_, err = pool.Plan(context.Background(), dir, fleet.LoadOptions{}, c)
+	if err == nil || !(strings.Contains(err.Error(), "took longer than 3s") || errors.Is(err, sandbox.ErrMemory)) {
+		t.Errorf("a runaway fleet: %v", err)
+	}
+	if took := time.Since(start); took > 30*time.Second {
+		t.Errorf("the runaway evaluation held on for %s", took)
+	}
+}

@@ -1,0 +1,202 @@
+package sandbox
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"time"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/flotilla-gitops/flotilla/fleet"
+	"github.com/flotilla-gitops/flotilla/render"
+	"github.com/flotilla-gitops/flotilla/sync/planrender"
+)
+
+// Environment variables a worker is started with.
+const (
+	workerEnv = "FLOTILLA_SANDBOX_WORKER"
+	configEnv = "FLOTILLA_SANDBOX_CONFIG"
+)
+
+// workerConfig is what a worker's renderers are configured with.
+type workerConfig struct {
+	AllowRemoteBases bool   `json:"allowRemoteBases"`
+	ChartCacheDir    string `json:"chartCacheDir"`
+	MaxManifestSize  int64  `json:"maxManifestSize"`
+	Memory           int64  `json:"memory"`
+}
+
+// job is one unit of work; exactly one field is set.
+type job struct {
+	Render *renderJob `json:"render,omitempty"`
+	Plan   *planJob   `json:"plan,omitempty"`
+	Probe  string     `json:"probe,omitempty"`
+}
+
+type renderJob struct {
+	Request      *render.Request     `json:"request"`
+	Cluster      string              `json:"cluster"`
+	RepoDir      string              `json:"repoDir"`
+	Capabilities render.Capabilities `json:"capabilities"`
+}
+
+type planJob struct {
+	RepoDir string            `json:"repoDir"`
+	Load    fleet.LoadOptions `json:"load"`
+	Cluster fleet.Cluster     `json:"cluster"`
+}
+
+// reply answers a job: its result, or its error.
+type reply struct {
+	Output      *wireOutput       `json:"output,omitempty"`
+	Plan        *fleet.Plan       `json:"plan,omitempty"`
+	Error       string            `json:"error,omitempty"`
+	Diagnostics fleet.Diagnostics `json:"diagnostics,omitempty"`
+	PathEscapes bool              `json:"pathEscapes,omitempty"`
+}
+
+type wireObject struct {
+	Object map[string]any `json:"object"`
+	Source string         `json:"source"`
+}
+
+type wireOutput struct {
+	Objects []wireObject `json:"objects"`
+	Hooks   []wireObject `json:"hooks"`
+}
+
+func toWire(objs []render.Object) []wireObject {
+	out := make([]wireObject, len(objs))
+	for i, o := range objs {
+		out[i] = wireObject{Object: o.Object.Object, Source: o.Source}
+	}
+	return out
+}
+
+func fromWire(objs []wireObject) []render.Object {
+	out := make([]render.Object, len(objs))
+	for i, o := range objs {
+		out[i] = render.Object{Object: &unstructured.Unstructured{Object: o.Object}, Source: o.Source}
+	}
+	return out
+}
+
+func (w *wireOutput) output() *render.Output {
+	return &render.Output{Objects: fromWire(w.Objects), Hooks: fromWire(w.Hooks)}
+}
+
+// Main makes this process a sandbox worker when it was started as one,
+// and never returns then; otherwise it returns at once.
+func Main() {
+	if os.Getenv(workerEnv) == "" {
+		return
+	}
+	os.Exit(serve())
+}
+
+// serve answers jobs from stdin until it closes.
+func serve() int {
+	var cfg workerConfig
+	if err := json.Unmarshal([]byte(os.Getenv(configEnv)), &cfg); err != nil {
+		fmt.Fprintf(os.Stderr, "sandbox worker: bad %s: %v\n", configEnv, err)
+		return 2
+	}
+	if cfg.Memory > 0 {
+		// The garbage collector works harder as the bound nears, so that
+		// only a job that really needs more memory is killed.
+		debug.SetMemoryLimit(cfg.Memory * 3 / 4)
+	}
+	// Libraries print warnings to stdout now and then: the replies get
+	// their own copy of it, and stdout becomes stderr.
+	out, err := protocolOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "sandbox worker: %v\n", err)
+		return 2
+	}
+	renderers := planrender.InProcess(planrender.Options{
+		AllowRemoteBases: cfg.AllowRemoteBases, ChartCacheDir: cfg.ChartCacheDir, MaxManifestSize: cfg.MaxManifestSize,
+	})
+	in := bufio.NewReaderSize(os.Stdin, 64<<10)
+	enc := json.NewEncoder(out)
+	for {
+		line, err := in.ReadBytes('\n')
+		if errors.Is(err, io.EOF) {
+			return 0
+		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "sandbox worker: reading a job: %v\n", err)
+			return 2
+		}
+		var j job
+		rep := &reply{}
+		if err := json.Unmarshal(line, &j); err != nil {
+			rep.Error = fmt.Sprintf("sandbox worker: bad job: %v", err)
+		} else {
+			do(&j, renderers, rep)
+		}
+		if err := enc.Encode(rep); err != nil {
+			fmt.Fprintf(os.Stderr, "sandbox worker: writing a reply: %v\n", err)
+			return 2
+		}
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		if cfg.Memory > 0 && int64(ms.HeapSys) > cfg.Memory/4 {
+			// Give a big job's memory back, so that the next job's use is
+			// measured from a low start.
+			debug.FreeOSMemory()
+		}
+	}
+}
+
+func do(j *job, renderers map[string]render.Renderer, rep *reply) {
+	fail := func(err error) {
+		rep.Error = err.Error()
+		rep.Diagnostics = fleet.AsDiagnostics(err)
+		rep.PathEscapes = errors.Is(err, render.ErrPathEscapes)
+	}
+	switch {
+	case j.Render != nil:
+		req := j.Render.Request
+		req.Cluster, req.RepoDir, req.Capabilities = j.Render.Cluster, j.Render.RepoDir, j.Render.Capabilities
+		r, ok := renderers[req.Source.Kind]
+		if !ok {
+			fail(fmt.Errorf("no renderer for source kind %q", req.Source.Kind))
+			return
+		}
+		out, err := r.Render(context.Background(), req)
+		if err != nil {
+			fail(err)
+			return
+		}
+		rep.Output = &wireOutput{Objects: toWire(out.Objects), Hooks: toWire(out.Hooks)}
+	case j.Plan != nil:
+		f, err := fleet.Load(j.Plan.RepoDir, j.Plan.Load)
+		if err != nil {
+			fail(err)
+			return
+		}
+		plan, err := f.Plan(j.Plan.Cluster)
+		if err != nil {
+			fail(err)
+			return
+		}
+		rep.Plan = plan
+	case j.Probe != "":
+		conn, err := net.DialTimeout("tcp", j.Probe, 5*time.Second)
+		if err != nil {
+			fail(err)
+			return
+		}
+		conn.Close()
+	default:
+		fail(errors.New("sandbox worker: empty job"))
+	}
+}
