@@ -4,7 +4,8 @@
 #   1. one bundle: Flotilla's in-process render (go test -bench) vs
 #      `helm template` v3.22.0 and `kustomize build` v5.8.1 (whole processes)
 #   2. `flotilla render --all` for the demo fleet with N extra clusters
-#      (default 1,000), each distinct bundle input rendered once.
+#      (default 1,000), each distinct bundle input rendered once, in render
+#      workers (the default) and in process.
 # Results go in bench/RESULTS.md by hand, with the machine and date printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,12 +48,17 @@ echo "one bundle, in-process (go test -bench):"
 go test -run '^$' -bench . -benchmem ./render/helm/ ./render/kustomize/ | grep -E '^(Benchmark|pkg)'
 
 mkdir -p "$work/fleet"
-cp -r fleet.cue examples "$work/fleet/"
+cp -r fleet.cue examples deploy "$work/fleet/"
 go run ./internal/synthfleet/cmd/synthfleet -dir "$work/fleet" -clusters "$clusters" -inventory-only
-start=$(date +%s%N)
-bin/flotilla render "$work/fleet" --all --out "$work/out" 2>"$work/log"
-end=$(date +%s%N)
-echo
-echo "render --all, demo fleet + $clusters clusters:"
-tail -1 "$work/log" | sed 's/^/  /'
-echo "  $(((end - start) / 1000000)) ms, $(find "$work/out" -name '*.yaml' | wc -l) files, $(du -sh "$work/out" | cut -f1)"
+# In render workers (the default: each render bounded in time and memory,
+# offline ones without network) and in process (--sandbox=false), same run.
+for sandbox in true false; do
+	rm -rf "$work/out"
+	start=$(date +%s%N)
+	bin/flotilla render "$work/fleet" --all --out "$work/out" --sandbox=$sandbox 2>"$work/log"
+	end=$(date +%s%N)
+	echo
+	echo "render --all --sandbox=$sandbox, demo fleet + $clusters clusters:"
+	tail -1 "$work/log" | sed 's/^/  /'
+	echo "  $(((end - start) / 1000000)) ms, $(find "$work/out" -name '*.yaml' | wc -l) files, $(du -sh "$work/out" | cut -f1)"
+done

@@ -23,6 +23,7 @@ import (
 
 // agentFlags are the flags of `flotilla agent`.
 type agentFlags struct {
+	limits       *limitFlags
 	statusRepo   string
 	statusPrefix string
 	// legacyStatusBranch is the flag --status-prefix replaced; set, it
@@ -123,6 +124,7 @@ exits at once. --once runs a single pass and exits 1 if it failed.`,
 	fs.StringVar(&af.webhookSecret, "webhook-secret-file", "", "file holding the shared secret of /trigger (no file: /trigger refuses all)")
 	fs.StringVar(&af.logFormat, "log-format", "json", "log format: json|console")
 	fs.BoolVarP(&af.verbose, "verbose", "v", false, "also log idle passes")
+	af.limits = addLimitFlags(cmd, true)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error { return af.run(cmd.Context(), cmd.ErrOrStderr()) }
 	return cmd
 }
@@ -155,6 +157,11 @@ func (af *agentFlags) run(ctx context.Context, stderr io.Writer) error {
 		}
 		af.opts.Status = status
 	}
+	limits, maxSize, sb, err := af.limits.resolve()
+	if err != nil {
+		return err
+	}
+	af.opts.Limits, af.opts.MaxManifestSize, af.opts.Sandbox = limits, maxSize, sb
 	cfg, err := af.kube.restConfig()
 	if err != nil {
 		return fmt.Errorf("loading kubeconfig: %w", err)
@@ -163,6 +170,7 @@ func (af *agentFlags) run(ctx context.Context, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	defer a.Close()
 	if af.once {
 		p := a.RunOnce(ctx)
 		a.Log(p)

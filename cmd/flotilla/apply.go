@@ -32,6 +32,7 @@ type syncFlags struct {
 	bundle   string
 	remote   bool
 	opts     apply.Options
+	limits   *limitFlags
 }
 
 func addSyncFlags(cmd *cobra.Command) *syncFlags {
@@ -39,6 +40,7 @@ func addSyncFlags(cmd *cobra.Command) *syncFlags {
 	cmd.Flags().StringVar(&sf.bundle, "bundle", "", "only this bundle (the cluster's other bundles are left alone)")
 	cmd.Flags().BoolVar(&sf.remote, "allow-remote-bases", false, "let kustomizations use remote (git, HTTP) bases")
 	cmd.Flags().StringVar(&sf.opts.InventoryNamespace, "inventory-namespace", sf.opts.InventoryNamespace, "namespace of the bundles' inventories")
+	sf.limits = addLimitFlags(cmd, false)
 	return sf
 }
 
@@ -83,7 +85,12 @@ func (sf *syncFlags) prepare(ctx context.Context, args []string) (*clusterSync, 
 	if err != nil {
 		return nil, fmt.Errorf("connecting to %s: %w", cfg.Host, err)
 	}
-	r := planrender.New(repoDir(args), planrender.Options{AllowRemoteBases: sf.remote, Scope: render.MapperScope(m.RESTMapper())})
+	ropts, closeWorkers, err := sf.limits.options(planrender.Options{AllowRemoteBases: sf.remote, Scope: render.MapperScope(m.RESTMapper())})
+	if err != nil {
+		return nil, err
+	}
+	defer closeWorkers()
+	r := planrender.New(repoDir(args), ropts)
 	bundles, err := r.ApplyBundles(ctx, plan, "local")
 	if err != nil {
 		return nil, fmt.Errorf("nothing was applied or pruned: %w", err)

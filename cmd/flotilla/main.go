@@ -17,9 +17,12 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/flotilla-gitops/flotilla/sync/sandbox"
 )
 
 func main() {
+	sandbox.Main() // a render worker of another flotilla process never returns
 	os.Exit(Main())
 }
 

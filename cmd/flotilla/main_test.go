@@ -17,12 +17,14 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/flotilla-gitops/flotilla/internal/testenv"
+	"github.com/flotilla-gitops/flotilla/sync/sandbox"
 )
 
 // TestMain lets testscript run this package's test binary as the flotilla
 // command, so scripts exercise the real argument parsing and exit codes,
 // and stops the package's control plane once the tests are done.
 func TestMain(m *testing.M) {
+	sandbox.Main() // the commands' render workers are this test binary
 	quietLibraries()
 	testscript.Main(stopControlPlane{m}, map[string]func(){
 		"flotilla": func() { os.Exit(Main()) },

@@ -27,6 +27,7 @@ type renderFlags struct {
 	out         string
 	all         bool
 	allowRemote bool
+	limits      *limitFlags
 }
 
 func newRenderCmd() *cobra.Command {
@@ -64,6 +65,7 @@ others are still rendered; the exit code is then 1.`,
 	cmd.Flags().StringVar(&rf.out, "out", "", "write DIR/<bundle>.yaml (with --all: DIR/<cluster>/<bundle>.yaml) instead of printing")
 	cmd.Flags().BoolVar(&rf.all, "all", false, "render every cluster of the inventory (needs --out)")
 	cmd.Flags().BoolVar(&rf.allowRemote, "allow-remote-bases", false, "let kustomizations use remote (git, HTTP) bases")
+	rf.limits = addLimitFlags(cmd, false)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		if err := out.validate(); err != nil {
 			return err
@@ -75,7 +77,12 @@ others are still rendered; the exit code is then 1.`,
 		if err != nil {
 			return err
 		}
-		r := planrender.New(repoDir(args), planrender.Options{AllowRemoteBases: rf.allowRemote})
+		opts, closeWorkers, err := rf.limits.options(planrender.Options{AllowRemoteBases: rf.allowRemote})
+		if err != nil {
+			return err
+		}
+		defer closeWorkers()
+		r := planrender.New(repoDir(args), opts)
 		if rf.all {
 			return renderAll(cmd.Context(), cmd.ErrOrStderr(), f, r, rf)
 		}

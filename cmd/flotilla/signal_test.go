@@ -160,39 +160,97 @@ bundles: slow: {
 			t.Fatal(err)
 		}
 	}
-	// The render has started once the fleet is planned; there is no line
-	// to wait for, so signal when the process has used CPU for a while.
-	r := start(t, "flotilla", "render", repo, "--cluster", "c1")
-	waitForCPU(t, r.cmd.Process.Pid, 2*time.Second, time.Minute)
-	exit, stderr, took := r.signalAndWait(syscall.SIGTERM)
-	if exit.ExitCode() != 143 {
-		t.Errorf("exit code %d, want 143", exit.ExitCode())
+	// In a render worker (the default), and in the command's own process.
+	for _, sandbox := range []string{"true", "false"} {
+		t.Run("sandbox="+sandbox, func(t *testing.T) {
+			// The render has started once the fleet is planned; there is no
+			// line to wait for, so signal when the process and its workers
+			// have used CPU for a while.
+			r := start(t, "flotilla", "render", repo, "--cluster", "c1", "--sandbox="+sandbox)
+			waitForCPU(t, r.cmd.Process.Pid, 2*time.Second, time.Minute)
+			workers := descendants(r.cmd.Process.Pid)
+			if (sandbox == "true") != (len(workers) > 0) {
+				t.Errorf("sandbox=%s, render workers %v", sandbox, workers)
+			}
+			exit, stderr, took := r.signalAndWait(syscall.SIGTERM)
+			if exit.ExitCode() != 143 {
+				t.Errorf("exit code %d, want 143", exit.ExitCode())
+			}
+			if !strings.Contains(stderr, "bundle slow") || !strings.Contains(stderr, "terminated (SIGTERM)") {
+				t.Errorf("stderr does not name the interrupted bundle:\n%s", stderr)
+			}
+			// The worker stuck in the template does not outlive the command.
+			for _, pid := range workers {
+				waitGone(t, pid, 10*time.Second)
+			}
+			t.Logf("stopped %s after SIGTERM", took)
+		})
 	}
-	if !strings.Contains(stderr, "bundle slow") || !strings.Contains(stderr, "terminated (SIGTERM)") {
-		t.Errorf("stderr does not name the interrupted bundle:\n%s", stderr)
-	}
-	t.Logf("stopped %s after SIGTERM", took)
 }
 
-// waitForCPU waits until the process has used cpu of CPU time, read from
-// /proc, or fails after within.
+// descendants lists a process's children and theirs (Linux /proc).
+func descendants(pid int) []int {
+	var out []int
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+	for _, f := range tasks {
+		data, _ := os.ReadFile(f)
+		for _, field := range strings.Fields(string(data)) {
+			var child int
+			if _, err := fmt.Sscan(field, &child); err == nil {
+				out = append(out, child)
+				out = append(out, descendants(child)...)
+			}
+		}
+	}
+	return out
+}
+
+// waitGone waits until the process no longer exists (or is a zombie
+// nobody waits for), or fails after within.
+func waitGone(t *testing.T, pid int, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return
+		}
+		if _, rest, _ := strings.Cut(string(data), ") "); strings.HasPrefix(rest, "Z") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("render worker %d still runs %s after the command ended", pid, within)
+		}
+		time.Sleep(50 * time.Millisecond) // polling /proc: no event to wait on
+	}
+}
+
+// waitForCPU waits until the process and its descendants have used cpu of
+// CPU time, read from /proc, or fails after within.
 func waitForCPU(t *testing.T, pid int, cpu, within time.Duration) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), within)
 	defer cancel()
 	for {
-		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			t.Fatal(err)
+		var ticks int64
+		for _, p := range append([]int{pid}, descendants(pid)...) {
+			data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p))
+			if err != nil {
+				if p == pid {
+					t.Fatal(err)
+				}
+				continue
+			}
+			// Fields after the command name: utime and stime are the 12th
+			// and 13th, in clock ticks (100 per second on Linux).
+			_, rest, _ := strings.Cut(string(data), ") ")
+			f := strings.Fields(rest)
+			var utime, stime int64
+			fmt.Sscan(f[11], &utime)
+			fmt.Sscan(f[12], &stime)
+			ticks += utime + stime
 		}
-		// Fields after the command name: utime and stime are the 12th and
-		// 13th, in clock ticks (100 per second on Linux).
-		_, rest, _ := strings.Cut(string(data), ") ")
-		f := strings.Fields(rest)
-		var utime, stime int64
-		fmt.Sscan(f[11], &utime)
-		fmt.Sscan(f[12], &stime)
-		if time.Duration(utime+stime)*10*time.Millisecond >= cpu {
+		if time.Duration(ticks)*10*time.Millisecond >= cpu {
 			return
 		}
 		select {

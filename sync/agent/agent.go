@@ -25,6 +25,7 @@ import (
 	"github.com/flotilla-gitops/flotilla/sync/apply"
 	"github.com/flotilla-gitops/flotilla/sync/planrender"
 	"github.com/flotilla-gitops/flotilla/sync/report"
+	"github.com/flotilla-gitops/flotilla/sync/sandbox"
 	"github.com/flotilla-gitops/flotilla/sync/source"
 )
 
@@ -42,6 +43,14 @@ type Options struct {
 	AllowRemoteBases bool
 	// ChartCacheDir keeps charts from chart repositories.
 	ChartCacheDir string
+	// Limits bound each bundle's render; MaxManifestSize a manifest file.
+	Limits          render.Limits
+	MaxManifestSize int64
+	// Sandbox, when set, evaluates the fleet and renders each bundle in
+	// worker processes that are killed at their deadline or memory bound
+	// (see package sandbox), so that one bundle cannot stop the others or
+	// the agent. Nil: in the agent's own process.
+	Sandbox *sandbox.Options
 	// TrustedKeys are files of armored OpenPGP public keys; when given, a
 	// revision is applied only if its commit is signed by one of them.
 	TrustedKeys []string
@@ -73,6 +82,8 @@ type Agent struct {
 
 	reporter *report.Reporter // nil: no status branch
 	status   *report.Status   // the status last built
+
+	pool *sandbox.Pool // nil: evaluate and render in process
 }
 
 // New builds an agent for the cluster cfg names.
@@ -101,6 +112,13 @@ func New(cfg *rest.Config, opts Options, log logr.Logger) (*Agent, error) {
 	}
 	a := &Agent{opts: opts, kube: kube, disc: dc, src: src, verify: verify, mgr: mgr, log: log,
 		trigger: make(chan struct{}, 1), metrics: newMetrics()}
+	if opts.Sandbox != nil {
+		sb := *opts.Sandbox
+		sb.AllowRemoteBases, sb.ChartCacheDir, sb.MaxManifestSize = opts.AllowRemoteBases, opts.ChartCacheDir, opts.MaxManifestSize
+		if a.pool, err = sandbox.New(sb); err != nil {
+			return nil, err
+		}
+	}
 	if opts.Status != nil {
 		if a.reporter, err = report.New(*opts.Status); err != nil {
 			return nil, err
@@ -193,23 +211,24 @@ func (a *Agent) pass(ctx context.Context) *Pass {
 			return p
 		}
 	}
-	f, err := fleet.Load(co.Dir, fleet.LoadOptions{Path: a.opts.Path})
-	if err != nil {
-		p.Err = fmt.Errorf("fleet at %s does not load; nothing applied or pruned: %w", short(p.Revision), err)
-		return p
-	}
-	plan, err := f.Plan(c)
+	plan, err := a.plan(ctx, co.Dir, c)
 	if err != nil {
 		p.Err = fmt.Errorf("fleet at %s does not evaluate for %s; nothing applied or pruned: %w", short(p.Revision), c.Name, err)
 		return p
 	}
 
 	// 4. Render each bundle with the cluster's own API scopes, and apply.
-	r := planrender.New(co.Dir, planrender.Options{
+	ropts := planrender.Options{
 		AllowRemoteBases: a.opts.AllowRemoteBases,
 		Scope:            render.MapperScope(a.mgr.RESTMapper()),
 		ChartCacheDir:    a.opts.ChartCacheDir,
-	})
+		MaxManifestSize:  a.opts.MaxManifestSize,
+		Limits:           a.opts.Limits,
+	}
+	if a.pool != nil {
+		ropts.Renderers = a.pool.Renderers()
+	}
+	r := planrender.New(co.Dir, ropts)
 	bundles, err := r.ApplyBundles(ctx, plan, p.Revision)
 	if err != nil {
 		p.Err = fmt.Errorf("nothing applied or pruned: %w", err)
@@ -233,6 +252,27 @@ func (a *Agent) pass(ctx context.Context) *Pass {
 	}
 	_ = a.src.Prune(p.Revision)
 	return p
+}
+
+// plan loads and evaluates the fleet for the cluster: in a sandbox worker
+// (bounded in time and memory) when the agent has a pool.
+func (a *Agent) plan(ctx context.Context, dir string, c fleet.Cluster) (*fleet.Plan, error) {
+	load := fleet.LoadOptions{Path: a.opts.Path}
+	if a.pool != nil {
+		return a.pool.Plan(ctx, dir, load, c)
+	}
+	f, err := fleet.Load(dir, load)
+	if err != nil {
+		return nil, err
+	}
+	return f.Plan(c)
+}
+
+// Close ends the agent's sandbox workers.
+func (a *Agent) Close() {
+	if a.pool != nil {
+		a.pool.Close()
+	}
 }
 
 // retryBase is the first wait after a failed pass.

@@ -27,6 +27,7 @@ import (
 	"github.com/flotilla-gitops/flotilla/sync/agent"
 	"github.com/flotilla-gitops/flotilla/sync/apply"
 	"github.com/flotilla-gitops/flotilla/sync/report"
+	"github.com/flotilla-gitops/flotilla/sync/sandbox"
 	"github.com/flotilla-gitops/flotilla/sync/source"
 )
 
@@ -53,6 +54,7 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	sandbox.Main() // the agents' render workers are this test binary
 	ctrllog.SetLogger(logr.Discard())
 	os.Exit(testenv.RunMain(m, testenv.Options{Name: "agent"}, func(c *testenv.Cluster) error {
 		cluster = c
@@ -128,6 +130,7 @@ func newAgent(t testing.TB, cfg *rest.Config, repo *gittest.Repo, name string, l
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(a.Close)
 	return &testAgent{Agent: a, NS: ns}
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/go-git/go-git/v5/storage/memory"
 	"sigs.k8s.io/yaml"
 
+	"github.com/flotilla-gitops/flotilla/internal/errtext"
 	"github.com/flotilla-gitops/flotilla/sync/source"
 )
 
@@ -153,9 +154,27 @@ func statusAt(commit *object.Commit, path string) (*Status, error) {
 	if err != nil {
 		return nil, err
 	}
-	var st Status
-	if err := yaml.Unmarshal([]byte(data), &st); err != nil {
+	st, err := ParseStatus([]byte(data))
+	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return st, nil
+}
+
+// ParseStatus reads a status file. Whatever a branch holds is read
+// defensively: a file of another kind or version, or without a valid
+// cluster name, is an error (bounded, without escapes), never a panic.
+func ParseStatus(data []byte) (*Status, error) {
+	var st Status
+	if err := yaml.Unmarshal(data, &st); err != nil {
+		return nil, errors.New(errtext.Error(err))
+	}
+	if st.APIVersion != APIVersion || st.Kind != Kind {
+		return nil, fmt.Errorf("not a status file: apiVersion %q, kind %q (want %s %s)",
+			errtext.Clean(st.APIVersion), errtext.Clean(st.Kind), APIVersion, Kind)
+	}
+	if err := ValidateClusterName(st.Cluster.Name); err != nil {
+		return nil, errors.New(errtext.Error(err))
 	}
 	return &st, nil
 }

@@ -85,6 +85,7 @@ type Pool struct {
 
 	mu     sync.Mutex
 	idle   map[bool][]*worker // by online
+	all    map[*worker]bool   // every live worker, idle or busy
 	closed bool
 
 	// netns is 0 until a worker was started: then 1 when offline workers
@@ -110,20 +111,32 @@ func New(opts Options) (*Pool, error) {
 	if opts.PlanTimeout <= 0 {
 		opts.PlanTimeout = DefaultPlanTimeout
 	}
-	return &Pool{opts: opts, slots: make(chan struct{}, opts.Workers), idle: map[bool][]*worker{}}, nil
+	return &Pool{opts: opts, slots: make(chan struct{}, opts.Workers), idle: map[bool][]*worker{}, all: map[*worker]bool{}}, nil
 }
 
-// Close ends the idle workers; workers busy with a job end when it does.
+// Close ends every worker: idle ones are told to stop, busy ones are
+// killed (their jobs fail). Workers also die with this process (Linux:
+// the parent-death signal), so that an abandoned render never outlives
+// the command that started it.
 func (p *Pool) Close() error {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	p.closed = true
+	idle := map[*worker]bool{}
 	for _, ws := range p.idle {
 		for _, w := range ws {
-			w.stop()
+			idle[w] = true
 		}
 	}
-	p.idle = map[bool][]*worker{}
+	all := p.all
+	p.idle, p.all = map[bool][]*worker{}, map[*worker]bool{}
+	p.mu.Unlock()
+	for w := range all {
+		if idle[w] {
+			w.stop()
+		} else {
+			w.kill()
+		}
+	}
 	return nil
 }
 
@@ -205,8 +218,13 @@ func (p *Pool) run(ctx context.Context, online bool, j *job) (*reply, error) {
 	if err != nil {
 		return nil, err
 	}
+	if !p.track(w) {
+		w.kill()
+		return nil, errors.New("sandbox: the pool is closed")
+	}
 	rep, err := w.do(ctx, j, p.opts.Memory)
 	if err != nil {
+		p.forget(w)
 		w.stop()
 		return nil, err
 	}
@@ -215,11 +233,10 @@ func (p *Pool) run(ctx context.Context, online bool, j *job) (*reply, error) {
 		if len(rep.Diagnostics) > 0 {
 			return nil, rep.Diagnostics
 		}
-		err := errors.New(rep.Error)
 		if rep.PathEscapes {
-			err = fmt.Errorf("%w: %s", render.ErrPathEscapes, rep.Error)
+			return nil, &wrapped{msg: rep.Error, err: render.ErrPathEscapes}
 		}
-		return nil, err
+		return nil, errors.New(rep.Error)
 	}
 	return rep, nil
 }
@@ -246,6 +263,23 @@ func (p *Pool) give(w *worker) {
 	p.idle[w.online] = append(p.idle[w.online], w)
 }
 
+func (p *Pool) forget(w *worker) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.all, w)
+}
+
+// track records a new worker; false when the pool closed meanwhile.
+func (p *Pool) track(w *worker) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return false
+	}
+	p.all[w] = true
+	return true
+}
+
 // start starts a worker; an offline one in a network namespace of its own
 // when the kernel allows it.
 func (p *Pool) start(online bool) (*worker, error) {
@@ -268,7 +302,7 @@ func (p *Pool) start(online bool) (*worker, error) {
 		p.netns.Store(2)
 	}
 	if online || p.netns.Load() == 2 {
-		return startWorker(p.opts.Command, env, online, nil)
+		return startWorker(p.opts.Command, env, online, baseAttr())
 	}
 	w, err := startWorker(p.opts.Command, env, online, attr)
 	if err == nil {
@@ -276,7 +310,7 @@ func (p *Pool) start(online bool) (*worker, error) {
 		return w, nil
 	}
 	p.netns.Store(2)
-	return startWorker(p.opts.Command, env, online, nil)
+	return startWorker(p.opts.Command, env, online, baseAttr())
 }
 
 // worker is one worker process.
@@ -441,3 +475,13 @@ func (t *tail) String() string {
 	}
 	return string(t.buf)
 }
+
+// wrapped is a worker's error message that still wraps the sentinel the
+// worker's error wrapped.
+type wrapped struct {
+	msg string
+	err error
+}
+
+func (w *wrapped) Error() string { return w.msg }
+func (w *wrapped) Unwrap() error { return w.err }

@@ -13,14 +13,22 @@ import (
 // takes; otherwise in a user namespace of its own too, mapping this user
 // to itself so that it reads the same files.
 func netnsAttr() *syscall.SysProcAttr {
-	if os.Geteuid() == 0 {
-		return &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}
+	attr := baseAttr()
+	attr.Cloneflags = syscall.CLONE_NEWNET
+	if os.Geteuid() != 0 {
+		attr.Cloneflags |= syscall.CLONE_NEWUSER
+		attr.UidMappings = []syscall.SysProcIDMap{{ContainerID: os.Geteuid(), HostID: os.Geteuid(), Size: 1}}
+		attr.GidMappings = []syscall.SysProcIDMap{{ContainerID: os.Getegid(), HostID: os.Getegid(), Size: 1}}
 	}
-	return &syscall.SysProcAttr{
-		Cloneflags:  syscall.CLONE_NEWNET | syscall.CLONE_NEWUSER,
-		UidMappings: []syscall.SysProcIDMap{{ContainerID: os.Geteuid(), HostID: os.Geteuid(), Size: 1}},
-		GidMappings: []syscall.SysProcIDMap{{ContainerID: os.Getegid(), HostID: os.Getegid(), Size: 1}},
-	}
+	return attr
+}
+
+// baseAttr makes a worker die with this process (SIGKILL when the thread
+// that started it ends: Go ends threads only in rare cases, and then a
+// worker is started again for the next job), so that an abandoned render
+// never outlives the command.
+func baseAttr() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 }
 
 // protocolOutput returns a copy of stdout for the replies, and points

@@ -11,5 +11,7 @@ import (
 // empty PATH and the dead proxy only.
 func netnsAttr() *syscall.SysProcAttr { return nil }
 
+func baseAttr() *syscall.SysProcAttr { return nil }
+
 // protocolOutput: the replies share stdout with whatever a library prints.
 func protocolOutput() (*os.File, error) { return os.Stdout, nil }

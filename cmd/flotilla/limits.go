@@ -1,0 +1,88 @@
+package main
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/flotilla-gitops/flotilla/render"
+	"github.com/flotilla-gitops/flotilla/sync/planrender"
+	"github.com/flotilla-gitops/flotilla/sync/sandbox"
+)
+
+// limitFlags bound the work a fleet controls, for every command that
+// renders and for the agent.
+type limitFlags struct {
+	sandbox         bool
+	renderTimeout   time.Duration
+	evalTimeout     time.Duration
+	memory          string
+	maxObjects      int
+	maxManifestSize string
+}
+
+func addLimitFlags(cmd *cobra.Command, agent bool) *limitFlags {
+	lf := &limitFlags{}
+	fs := cmd.Flags()
+	fs.BoolVar(&lf.sandbox, "sandbox", true, "render each bundle in a worker process that is killed at --render-timeout or --render-memory, with no network unless the bundle needs it (false: in this process, unbounded in memory)")
+	fs.DurationVar(&lf.renderTimeout, "render-timeout", render.DefaultTimeout, "bound of one bundle's render, unless the bundle sets renderTimeout; a slower bundle fails alone")
+	fs.StringVar(&lf.memory, "render-memory", "1Gi", "bound of a render worker's memory (Kubernetes quantity); a bundle that needs more fails alone")
+	fs.IntVar(&lf.maxObjects, "max-objects", render.DefaultMaxObjects, "most objects one bundle may render")
+	fs.StringVar(&lf.maxManifestSize, "max-manifest-size", "16Mi", "largest manifest file a bundle may read (Kubernetes quantity)")
+	if agent {
+		fs.DurationVar(&lf.evalTimeout, "eval-timeout", sandbox.DefaultPlanTimeout, "bound of evaluating the fleet for this cluster (in a worker, with --render-memory); longer applies and prunes nothing")
+	}
+	return lf
+}
+
+// resolve checks the flags: the render limits, the manifest size bound,
+// and the sandbox's options (nil without --sandbox).
+func (lf *limitFlags) resolve() (render.Limits, int64, *sandbox.Options, error) {
+	memory, err := quantity("--render-memory", lf.memory)
+	if err != nil {
+		return render.Limits{}, 0, nil, err
+	}
+	maxSize, err := quantity("--max-manifest-size", lf.maxManifestSize)
+	if err != nil {
+		return render.Limits{}, 0, nil, err
+	}
+	if lf.renderTimeout <= 0 || lf.maxObjects <= 0 {
+		return render.Limits{}, 0, nil, fmt.Errorf("--render-timeout and --max-objects must be positive")
+	}
+	limits := render.Limits{Timeout: lf.renderTimeout, MaxObjects: lf.maxObjects}
+	if !lf.sandbox {
+		return limits, maxSize, nil, nil
+	}
+	return limits, maxSize, &sandbox.Options{Memory: memory, PlanTimeout: lf.evalTimeout, MaxManifestSize: maxSize}, nil
+}
+
+// options fill planrender options with the limits and, with --sandbox,
+// renderers in a pool of workers, which close ends.
+func (lf *limitFlags) options(opts planrender.Options) (planrender.Options, func(), error) {
+	limits, maxSize, sb, err := lf.resolve()
+	if err != nil {
+		return opts, nil, err
+	}
+	opts.MaxManifestSize, opts.Limits = maxSize, limits
+	if sb == nil {
+		return opts, func() {}, nil
+	}
+	sb.AllowRemoteBases, sb.ChartCacheDir = opts.AllowRemoteBases, opts.ChartCacheDir
+	pool, err := sandbox.New(*sb)
+	if err != nil {
+		return opts, nil, err
+	}
+	opts.Renderers = pool.Renderers()
+	return opts, func() { pool.Close() }, nil
+}
+
+// quantity parses a size such as 1Gi or 512Mi.
+func quantity(flag, s string) (int64, error) {
+	q, err := resource.ParseQuantity(s)
+	if err != nil || q.Sign() <= 0 {
+		return 0, fmt.Errorf("%s %q: want a positive size such as 1Gi or 512Mi", flag, s)
+	}
+	return q.Value(), nil
+}
