@@ -34,7 +34,7 @@ bundles: ok: {namespace: cluster.labels.ns, resources: [{apiVersion: "v1", kind:
 `,
 	})
 	a := newAgent(t, cluster.Config, repo, "lab-1", nil, func(o *agent.Options) {
-		o.Sandbox = &sandbox.Options{PlanTimeout: 3 * time.Second}
+		o.Sandbox = &sandbox.Options{PlanTimeout: 10 * time.Second}
 		o.Limits = render.Limits{Timeout: time.Minute}
 	})
 	start := time.Now()
@@ -59,7 +59,7 @@ import "list"
 bundles: ok: {namespace: cluster.labels.ns, values: n: len([for i in list.Range(0, 2000000000, 1) {i}]), resources: []}
 `})
 	p = a.RunOnce(ctx)
-	if p.Err == nil || !(strings.Contains(p.Err.Error(), "took longer than 3s") || strings.Contains(p.Err.Error(), "memory")) ||
+	if p.Err == nil || !(strings.Contains(p.Err.Error(), "took longer than 10s") || strings.Contains(p.Err.Error(), "memory")) ||
 		!strings.Contains(p.Err.Error(), "nothing applied or pruned") {
 		t.Errorf("a runaway fleet: %v", p.Err)
 	}
