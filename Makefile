@@ -57,9 +57,22 @@ chromium: ## Install Debian's Chromium when missing (the status page is checked 
 	@chromium --version
 
 .PHONY: test
-test: testenv chromium vet ## Build what the tests need, vet, run every test, and the demo unattended (end to end)
+test: testenv chromium vet ## Build what the tests need, vet, run every test, a short fuzz run, and the demo unattended (end to end)
 	go test $(GO_TEST_FLAGS) ./...
+	$(MAKE) fuzz
 	$(MAKE) demo DEMO_ARGS=--ci
+
+FUZZTIME ?= 10s
+
+.PHONY: fuzz
+fuzz: ## Run every fuzz test for FUZZTIME (default 10s) each; the seed corpora (testdata/fuzz) also run in every go test
+	@for f in $$(grep -rl --include='*_test.go' '^func Fuzz' --exclude-dir=bin --exclude-dir=.git .); do \
+		pkg=$$(dirname $$f); \
+		for t in $$(grep -o '^func Fuzz[A-Za-z0-9_]*' $$f | cut -d' ' -f2); do \
+			echo "fuzz: $$pkg $$t ($(FUZZTIME))"; \
+			go test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+		done; \
+	done
 
 DEMO_ARGS ?=
 

@@ -76,13 +76,23 @@ func (d *Diagnostic) Error() string {
 
 func (d *Diagnostic) Unwrap() error { return ErrInvalid }
 
-// Diagnostics is a list of problems; as an error it prints one per line.
+// Diagnostics is a list of problems; as an error it prints one per line,
+// the first maxPrinted of them (a comprehension of 1,500 objects with one
+// mistake makes 1,500 diagnostics: the list itself, with -o json, has
+// them all).
 type Diagnostics []*Diagnostic
 
+// maxPrinted bounds how many diagnostics an error message shows.
+const maxPrinted = 10
+
 func (ds Diagnostics) Error() string {
-	lines := make([]string, len(ds))
+	lines := make([]string, 0, min(len(ds), maxPrinted+1))
 	for i, d := range ds {
-		lines[i] = d.Error()
+		if i == maxPrinted {
+			lines = append(lines, fmt.Sprintf("… and %d more problems", len(ds)-maxPrinted))
+			break
+		}
+		lines = append(lines, d.Error())
 	}
 	return strings.Join(lines, "\n")
 }

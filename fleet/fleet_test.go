@@ -645,3 +645,20 @@ bundles: app: resources: {
 		})
 	}
 }
+
+// TestManyProblemsAreBounded: one mistake in a comprehension of 1,500
+// objects is 1,500 diagnostics; the error message shows ten and counts the
+// rest (the agent logged 152 KB lines before).
+func TestManyProblemsAreBounded(t *testing.T) {
+	f := mustLoad(t, writeFleet(t, `import "list"
+
+bundles: web: resources: [for i in list.Range(0, 1500, 1) {apiVersion: "v1", kind: "ConfigMap", metadata: name: "cm-\(i)", data: i: "\(i)"}]`))
+	b := mustPlan(t, f, euProd).Bundle("web")
+	if b == nil || len(b.Errors) < 100 {
+		t.Fatalf("expected a problem per object: %+v", b)
+	}
+	msg := b.Errors.Error()
+	if !strings.Contains(msg, fmt.Sprintf("… and %d more problems", len(b.Errors)-10)) || len(msg) > 16<<10 {
+		t.Errorf("%d bytes:\n%.2000s", len(msg), msg)
+	}
+}

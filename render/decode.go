@@ -9,6 +9,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	utiljson "k8s.io/apimachinery/pkg/util/json"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 
 	"github.com/flotilla-gitops/flotilla/internal/errtext"
@@ -68,7 +69,9 @@ func decodeOne(raw []byte, source string) ([]Object, error) {
 			Name any `json:"name"`
 		} `json:"metadata"`
 	}
-	if err := json.Unmarshal(raw, &head); err != nil {
+	// Case-sensitive, as the object decoder is: "ApiVersion" is not
+	// apiVersion.
+	if err := utiljson.Unmarshal(raw, &head); err != nil {
 		return nil, fmt.Errorf("%s: not a Kubernetes object: a document must be a mapping with apiVersion, kind and metadata", source)
 	}
 	apiVersion, ok1 := orEmpty(head.APIVersion)
@@ -90,7 +93,11 @@ func decodeOne(raw []byte, source string) ([]Object, error) {
 	case *unstructured.UnstructuredList:
 		var out []Object
 		for i := range o.Items {
-			out = append(out, Object{Object: &o.Items[i], Source: source})
+			item := &o.Items[i]
+			if err := checkType(item.GetAPIVersion(), item.GetKind(), item.GetName()); err != nil {
+				return nil, fmt.Errorf("%s: item %d of the %s: %w", source, i, o.GetKind(), err)
+			}
+			out = append(out, Object{Object: item, Source: source})
 		}
 		return out, nil
 	default:

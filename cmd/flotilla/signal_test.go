@@ -50,10 +50,12 @@ func start(t *testing.T, name string, args ...string) *running {
 	r := &running{t: t, cmd: cmd, lines: make(chan string, 1000), exited: make(chan error, 1)}
 	go func() {
 		sc := bufio.NewScanner(pipe)
+		sc.Buffer(nil, 1<<20)
 		for sc.Scan() {
 			r.lines <- sc.Text()
 		}
 		close(r.lines)
+		_, _ = io.Copy(io.Discard, pipe) // a line too long for the scanner must not block the process
 		r.exited <- cmd.Wait()
 	}()
 	t.Cleanup(func() { _ = cmd.Process.Kill() })

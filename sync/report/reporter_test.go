@@ -293,3 +293,37 @@ func TestLegacyBranchIsExplained(t *testing.T) {
 		t.Errorf("read: %+v, %v", snap, err)
 	}
 }
+
+// TestDeletedBranchIsRecreated: a cluster's status branch deleted on the
+// server (by hand, or by a clean-up) comes back with the next report that
+// is pushed (a change, or at the latest the heartbeat), as a new history.
+func TestDeletedBranchIsRecreated(t *testing.T) {
+	repo := gittest.New(t)
+	r, err := report.New(report.Options{URL: repo.URL, Heartbeat: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	if pushed, err := r.Publish(context.Background(), status("c1", "Ready"), now); !pushed || err != nil {
+		t.Fatalf("first report: %v %v", pushed, err)
+	}
+	branch := "refs/heads/" + report.Branch(report.DefaultPrefix, "c1")
+	gittest.Git(t, repo.Bare, "update-ref", "-d", branch)
+
+	// The next change recreates it.
+	if pushed, err := r.Publish(context.Background(), status("c1", "Failed"), now.Add(time.Second)); !pushed || err != nil {
+		t.Fatalf("report after the deletion: %v %v", pushed, err)
+	}
+	if got := gittest.Git(t, repo.Bare, "show", report.Branch(report.DefaultPrefix, "c1")+":"+report.Path("c1")); !strings.Contains(got, "phase: Failed") {
+		t.Errorf("recreated branch holds:\n%s", got)
+	}
+
+	// Deleted again with nothing changing: the heartbeat recreates it.
+	gittest.Git(t, repo.Bare, "update-ref", "-d", branch)
+	if pushed, err := r.Publish(context.Background(), status("c1", "Failed"), now.Add(2*time.Minute)); !pushed || err != nil {
+		t.Fatalf("heartbeat after the deletion: %v %v", pushed, err)
+	}
+	if got := gittest.Git(t, repo.Bare, "rev-parse", "--verify", branch); got == "" {
+		t.Error("the heartbeat did not recreate the branch")
+	}
+}
