@@ -148,7 +148,10 @@ func (af *agentFlags) run(ctx context.Context, stderr io.Writer) error {
 	if af.verbose {
 		level = 1
 	}
-	log := ctrlzap.New(ctrlzap.WriteTo(stderr), ctrlzap.UseDevMode(af.logFormat == "console"), ctrlzap.Level(zapLevel(level))).WithName("agent")
+	// Errors the agent logs are the fleet's or the environment's (a bad
+	// commit, Git down), never the program's: no Go stack traces in them.
+	log := ctrlzap.New(ctrlzap.WriteTo(stderr), ctrlzap.UseDevMode(af.logFormat == "console"), ctrlzap.Level(zapLevel(level)),
+		ctrlzap.StacktraceLevel(zapcore.DPanicLevel)).WithName("agent")
 
 	if !af.noStatus {
 		status, err := af.statusOptions()

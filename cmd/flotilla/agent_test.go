@@ -39,6 +39,10 @@ bundles: hello: {
 	if code != exitFailed || !strings.Contains(logs, "pass failed") {
 		t.Errorf("missing remote: exit %d\n%s", code, logs)
 	}
+	// A user's error is a message, not a program's crash: no stack trace.
+	if strings.Contains(logs, "stacktrace") || strings.Contains(logs, "goroutine ") {
+		t.Errorf("the failure is logged with a stack trace:\n%s", logs)
+	}
 	// A token in the URL (as the user name, as users write it) is in no
 	// log line: not at start, not in the failure.
 	code, logs = agent("http://s3cret-tok3n@127.0.0.1:1/fleet.git")
