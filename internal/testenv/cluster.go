@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
+	"syscall"
+	"time"
 
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -56,6 +59,8 @@ type Cluster struct {
 	logs       []*os.File // envtest's process logs
 	components []*component
 	removeDir  bool
+	// restarted are API servers started again by RestartAPIServer.
+	restarted []*exec.Cmd
 }
 
 var namePattern = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
@@ -172,6 +177,15 @@ func (c *Cluster) Stop() error {
 		errs = append(errs, c.components[i].stop())
 	}
 	c.components = nil
+	for _, cmd := range c.restarted {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		if waitExited(ctx, cmd.Process.Pid) != nil {
+			_ = cmd.Process.Kill()
+		}
+		cancel()
+	}
+	c.restarted = nil
 	if c.env != nil {
 		errs = append(errs, c.env.Stop())
 		c.env = nil

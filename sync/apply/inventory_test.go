@@ -2,12 +2,15 @@ package apply_test
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/flotilla-gitops/flotilla/sync/apply"
@@ -90,5 +93,72 @@ func TestUnreadableInventoryStopsOnlyItsBundle(t *testing.T) {
 	}
 	if !f.exists(a) || !f.exists(b) {
 		t.Error("objects of a bundle with an unreadable inventory were deleted")
+	}
+}
+
+// TestAPIServerRestartMidApply restarts the kube-apiserver (SIGTERM, then
+// the same flags and etcd) while 1,500 objects are being applied: that
+// sync fails, nothing is lost, and the next one completes with the
+// objects and the inventory in agreement.
+func TestAPIServerRestartMidApply(t *testing.T) {
+	const total = 1500
+	f := newFixture(t)
+	ns := f.ns("restart")
+	objs := []*unstructured.Unstructured{namespace(ns)}
+	for i := range total {
+		objs = append(objs, configMap(ns, fmt.Sprintf("cm-%d", i), map[string]string{"i": fmt.Sprint(i)}))
+	}
+	b := bundle("big", objs...)
+	count := func() int {
+		var cms corev1.ConfigMapList
+		if err := kube.List(context.Background(), &cms, client.InNamespace(ns)); err != nil {
+			return -1 // the server is restarting
+		}
+		return len(cms.Items)
+	}
+
+	done := make(chan *apply.Result, 1)
+	go func() {
+		res, err := f.mgr.Sync(context.Background(), []apply.Bundle{b})
+		if err != nil {
+			res = &apply.Result{Bundles: []apply.BundleResult{{Name: "big", Phase: apply.PhaseFailed, Errors: []string{err.Error()}}}}
+		}
+		done <- res
+	}()
+	deadline := time.Now().Add(2 * time.Minute)
+	for count() < 200 {
+		if time.Now().After(deadline) {
+			t.Fatal("200 objects not applied in 2m")
+		}
+		time.Sleep(20 * time.Millisecond) // polling the API: the sync gives no signal mid-apply
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := cluster.RestartAPIServer(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if first := <-done; first.Bundle("big").Phase == apply.PhaseReady {
+		t.Fatal("the sync finished before the restart: nothing was tested")
+	}
+
+	res := f.sync(b)
+	phase(t, res, "big", apply.PhaseReady)
+	if n := count(); n != total {
+		t.Errorf("%d ConfigMaps after the next sync, want %d", n, total)
+	}
+	var inv corev1.ConfigMapList
+	if err := kube.List(context.Background(), &inv, client.InNamespace(f.opts.InventoryNamespace), client.MatchingLabels{apply.InventoryLabel: "big"}); err != nil {
+		t.Fatal(err)
+	}
+	entries := 0
+	for _, cm := range inv.Items {
+		for _, line := range strings.Split(cm.Data["objects"], "\n") {
+			if line != "" {
+				entries++
+			}
+		}
+	}
+	if entries != total+1 { // and the Namespace
+		t.Errorf("the inventory lists %d objects, want %d", entries, total+1)
 	}
 }
