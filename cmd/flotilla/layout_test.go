@@ -1,8 +1,11 @@
 package main
 
 import (
+	"io/fs"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -32,5 +35,53 @@ func TestREADMELayoutNamesEveryPackage(t *testing.T) {
 		if !strings.Contains(table, rel+"/`") && !strings.Contains(table, rel+"`") {
 			t.Errorf("README.md's layout table does not name %s", rel)
 		}
+	}
+}
+
+// TestDocsNameRealTests: the docs back each guarantee with a test by name
+// (docs/security-model.md, docs/what-happens-when.md); every name they
+// give is a test of the repository, so a renamed or removed test cannot
+// leave a guarantee unbacked in silence.
+func TestDocsNameRealTests(t *testing.T) {
+	var sources strings.Builder
+	err := filepath.WalkDir("../..", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (d.Name() == "bin" || d.Name() == ".git" || d.Name() == "node_modules") {
+			return filepath.SkipDir
+		}
+		if strings.HasSuffix(p, "_test.go") {
+			data, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			sources.Write(data)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	docs, err := filepath.Glob("../../docs/*.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	named := regexp.MustCompile("`((?:Test|Fuzz)[A-Z][A-Za-z0-9_]*)`")
+	found := 0
+	for _, doc := range docs {
+		data, err := os.ReadFile(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range named.FindAllStringSubmatch(string(data), -1) {
+			found++
+			if !strings.Contains(sources.String(), "func "+m[1]+"(") {
+				t.Errorf("%s names %s, which is no test of the repository", filepath.Base(doc), m[1])
+			}
+		}
+	}
+	if found < 20 {
+		t.Errorf("only %d tests named in docs/: is the pattern still right?", found)
 	}
 }
