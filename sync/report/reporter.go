@@ -40,6 +40,9 @@ type Options struct {
 	// Attempts bounds the tries of one report when Git fails (down, or
 	// the branch moved under the reporter). Default 5, with back-off.
 	Attempts int
+	// Timeout bounds each attempt (fetch the tip, commit, push); default
+	// source.DefaultTimeout. A server that never answers fails the attempt.
+	Timeout time.Duration
 }
 
 // Reporter writes one cluster's status file on the cluster's own status
@@ -86,6 +89,9 @@ func New(opts Options) (*Reporter, error) {
 	}
 	if opts.Attempts <= 0 {
 		opts.Attempts = 5
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = source.DefaultTimeout
 	}
 	return &Reporter{opts: opts}, nil
 }
@@ -149,7 +155,13 @@ func (r *Reporter) Publish(ctx context.Context, st *Status, now time.Time) (bool
 			case <-time.After(backoff/2 + rand.N(backoff)):
 			}
 		}
-		if err = r.publishOnce(ctx, report); err == nil || !retryable(err) {
+		attemptCtx, cancel := context.WithTimeoutCause(ctx, r.opts.Timeout, fmt.Errorf("no answer from the remote within %s", r.opts.Timeout))
+		err = r.publishOnce(attemptCtx, report)
+		if err != nil && attemptCtx.Err() != nil && ctx.Err() == nil {
+			err = fmt.Errorf("%w (%v)", context.Cause(attemptCtx), err)
+		}
+		cancel()
+		if err == nil || !retryable(err) {
 			break
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"strings"
 	"sync"
@@ -325,5 +326,43 @@ func TestDeletedBranchIsRecreated(t *testing.T) {
 	}
 	if got := gittest.Git(t, repo.Bare, "rev-parse", "--verify", branch); got == "" {
 		t.Error("the heartbeat did not recreate the branch")
+	}
+}
+
+// TestSilentRemoteTimesOut: a status remote that accepts connections and
+// never answers fails the report at the Timeout, once (the next pass
+// tries again), instead of holding the agent.
+func TestSilentRemoteTimesOut(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		var held []net.Conn // open, never answered
+		defer func() {
+			for _, c := range held {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	r, err := report.New(report.Options{URL: "http://" + l.Addr().String() + "/fleet.git", Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	pushed, err := r.Publish(context.Background(), status("c1", "Ready"), time.Now())
+	if pushed || err == nil || !strings.Contains(err.Error(), "no answer from the remote within 1s") {
+		t.Errorf("pushed %v, %v", pushed, err)
+	}
+	if took := time.Since(start); took > 30*time.Second {
+		t.Errorf("took %s", took)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/config"
@@ -44,7 +45,15 @@ type Options struct {
 	CacheDir string
 	// Auth are the credentials, if the remote needs any.
 	Auth Auth
+	// Timeout bounds each exchange with the remote (asking for the tip,
+	// fetching a revision); default DefaultTimeout. A server that accepts
+	// the connection and never answers fails the pass instead of hanging
+	// the agent.
+	Timeout time.Duration
 }
+
+// DefaultTimeout bounds an exchange with a Git remote.
+const DefaultTimeout = 2 * time.Minute
 
 // Source follows one branch or tag of a remote repository.
 type Source struct {
@@ -63,6 +72,9 @@ func New(opts Options) (*Source, error) {
 	if opts.Branch == "" && opts.Tag == "" {
 		opts.Branch = "main"
 	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = DefaultTimeout
+	}
 	if opts.CacheDir == "" {
 		dir, err := os.MkdirTemp("", "flotilla-source-")
 		if err != nil {
@@ -75,6 +87,22 @@ func New(opts Options) (*Source, error) {
 		return nil, err
 	}
 	return &Source{opts: opts, auth: auth}, nil
+}
+
+// bounded limits one exchange with the remote to the source's Timeout.
+func (s *Source) bounded(ctx context.Context, what string) (context.Context, context.CancelFunc) {
+	return context.WithTimeoutCause(ctx, s.opts.Timeout, fmt.Errorf("%s: no answer from the remote within %s", what, s.opts.Timeout))
+}
+
+// timedOut replaces an error by the exchange's bound when that is what
+// ended it ("context deadline exceeded" says nothing of what waited).
+func timedOut(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		if cause := context.Cause(ctx); cause != nil {
+			return fmt.Errorf("%w (%v)", cause, err)
+		}
+	}
+	return err
 }
 
 // ref is the reference the source follows.
@@ -91,10 +119,12 @@ func (s *Source) Head(ctx context.Context) (string, error) {
 	if s.opts.Commit != "" {
 		return s.opts.Commit, nil
 	}
+	ctx, cancel := s.bounded(ctx, "asking for the tip")
+	defer cancel()
 	remote := git.NewRemote(memory.NewStorage(), &config.RemoteConfig{Name: "origin", URLs: []string{s.opts.URL}})
 	refs, err := remote.ListContext(ctx, &git.ListOptions{Auth: s.auth, PeelingOption: git.AppendPeeled})
 	if err != nil {
-		return "", s.explain(err)
+		return "", s.explain(timedOut(ctx, err))
 	}
 	want := s.ref()
 	var hash plumbing.Hash
@@ -139,10 +169,12 @@ func (s *Source) Fetch(ctx context.Context, revision string) (*Checkout, error) 
 	}
 	tmp := dir + ".partial"
 	_ = os.RemoveAll(tmp)
+	ctx, cancel := s.bounded(ctx, "fetching "+revision)
+	defer cancel()
 	repo, err := s.clone(ctx, tmp)
 	if err != nil {
 		_ = os.RemoveAll(tmp)
-		return nil, s.explain(err)
+		return nil, s.explain(timedOut(ctx, err))
 	}
 	head, err := repo.Head()
 	if err != nil {

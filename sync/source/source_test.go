@@ -3,10 +3,12 @@ package source_test
 import (
 	"context"
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/flotilla-gitops/flotilla/internal/gittest"
 	"github.com/flotilla-gitops/flotilla/sync/source"
@@ -151,5 +153,37 @@ func TestSSHNeedsKnownHosts(t *testing.T) {
 	_, err := source.New(source.Options{URL: "ssh://git@example.com/fleet.git", Auth: source.Auth{SSHKeyFile: key}})
 	if err == nil || !strings.Contains(err.Error(), "known_hosts") {
 		t.Errorf("error %v, want one asking for known_hosts", err)
+	}
+}
+
+// TestSilentRemoteTimesOut: a server that accepts connections and never
+// answers fails the exchange at the source's Timeout, saying so, instead
+// of hanging the agent's pass.
+func TestSilentRemoteTimesOut(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // held open, never answered
+		}
+	}()
+	src, err := source.New(source.Options{URL: "http://" + l.Addr().String() + "/fleet.git", Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err = src.Head(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "asking for the tip: no answer from the remote within 1s") {
+		t.Errorf("got %v", err)
+	}
+	if took := time.Since(start); took > 30*time.Second {
+		t.Errorf("took %s", took)
 	}
 }
