@@ -95,6 +95,7 @@ func (sf *syncFlags) prepare(ctx context.Context, args []string) (*clusterSync, 
 	if err != nil {
 		return nil, fmt.Errorf("nothing was applied or pruned: %w", err)
 	}
+	sf.fleet.stopGuard() // evaluated and rendered: the rest is the cluster's time
 	return &clusterSync{plan: plan, manager: m, bundles: bundles}, nil
 }
 

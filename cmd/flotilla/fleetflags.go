@@ -21,22 +21,86 @@ import (
 // fleetFlags locate the fleet: the repository folder is the command's
 // argument (default "."), --path the fleet package inside it.
 type fleetFlags struct {
-	path string
+	path        string
+	evalTimeout time.Duration
+	evalMemory  string
+	// stopGuard ends the guard once the fleet is evaluated and rendered
+	// (apply then waits for readiness, which is the cluster's time).
+	stopGuard context.CancelFunc
 }
 
 func addFleetFlags(cmd *cobra.Command) *fleetFlags {
 	f := &fleetFlags{}
 	cmd.Flags().StringVar(&f.path, "path", ".", "folder of fleet.cue inside the repository (imports and files never leave the repository)")
+	cmd.Flags().DurationVar(&f.evalTimeout, "eval-timeout", 10*time.Minute, "stop the command when evaluating the fleet (and rendering) takes longer")
+	cmd.Flags().StringVar(&f.evalMemory, "eval-memory", "4Gi", "stop the command when evaluating the fleet takes more memory (Kubernetes quantity)")
 	return f
 }
 
 // load loads the fleet in the repository named by args (default "."). A
-// signal stops the command while the CUE is being compiled.
+// signal stops the command while the CUE is being compiled. From here on
+// the command's own evaluation of the fleet is bounded (guard).
 func (f *fleetFlags) load(ctx context.Context, args []string) (*fleet.Fleet, error) {
+	memory, err := quantity("--eval-memory", f.evalMemory)
+	if err != nil {
+		return nil, err
+	}
+	if f.evalTimeout <= 0 {
+		return nil, errors.New("--eval-timeout must be positive")
+	}
+	var guardCtx context.Context
+	guardCtx, f.stopGuard = context.WithCancel(ctx)
+	guard(guardCtx, f.evalTimeout, memory, f.evalMemory)
 	dir := filepath.Join(repoDir(args), f.path)
 	return interruptible(ctx, "loading the fleet in "+dir, func() (*fleet.Fleet, error) {
 		return fleet.Load(repoDir(args), fleet.LoadOptions{Path: f.path, DisplayDir: dir})
 	})
+}
+
+// guard stops the process when it has worked for longer than timeout, or
+// its resident memory passes memory, saying which bound it hit (exit 1).
+// A fleet is untrusted input (a pull request previewed in CI), and one
+// cluster's CUE evaluation can neither be interrupted nor bounded in
+// memory from inside: the command itself is. (The agent evaluates in a
+// sandbox worker instead.) The guard ends with ctx.
+func guard(ctx context.Context, timeout time.Duration, memory int64, memoryFlag string) {
+	deadline := time.Now().Add(timeout)
+	go func() {
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case now := <-tick.C:
+				var why string
+				if rss := residentBytes(); rss > memory {
+					why = fmt.Sprintf("evaluating the fleet took %d MiB of memory, more than --eval-memory %s", rss>>20, memoryFlag)
+				} else if now.After(deadline) {
+					why = fmt.Sprintf("evaluating the fleet took longer than --eval-timeout %s", timeout)
+				} else {
+					continue
+				}
+				fmt.Fprintf(os.Stderr, "flotilla: %s: stopped; raise the bound if the fleet legitimately needs it\n", why)
+				os.Exit(exitFailed)
+			}
+		}
+	}()
+}
+
+// residentBytes is this process's resident memory (Linux); 0 elsewhere.
+func residentBytes() int64 {
+	data, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return 0
+	}
+	fields := strings.Fields(string(data))
+	if len(fields) < 2 {
+		return 0
+	}
+	var pages int64
+	fmt.Sscan(fields[1], &pages)
+	return pages * int64(os.Getpagesize())
 }
 
 // planCluster evaluates the fleet for one cluster; a signal stops the

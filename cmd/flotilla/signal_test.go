@@ -304,3 +304,41 @@ func TestSIGINTStopsStatusWait(t *testing.T) {
 		t.Errorf("exit code %d, stderr:\n%s", exit.ExitCode(), stderr)
 	}
 }
+
+// TestEvaluationIsBounded: vet on a fleet whose evaluation runs away (a
+// comprehension of 2·10⁹ elements) stops at --eval-memory, or at
+// --eval-timeout, exit 1, saying which bound it hit — in CI, a pull
+// request cannot make the preview eat the machine.
+func TestEvaluationIsBounded(t *testing.T) {
+	repo := t.TempDir()
+	if err := os.WriteFile(filepath.Join(repo, "fleet.cue"), []byte(`package fleet
+
+import "list"
+
+clusters: c1: {}
+bundles: web: {resources: [], values: n: len([for i in list.Range(0, 2000000000, 1) {i}])}
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		flags []string
+		want  string
+	}{
+		{[]string{"--eval-memory", "300Mi"}, "more than --eval-memory 300Mi: stopped"},
+		{[]string{"--eval-timeout", "2s", "--eval-memory", "20Gi"}, "took longer than --eval-timeout 2s: stopped"},
+	} {
+		r := start(t, "flotilla", append([]string{"vet", repo}, tc.flags...)...)
+		select {
+		case err := <-r.exited:
+			var exit *exec.ExitError
+			if !errors.As(err, &exit) || exit.ExitCode() != exitFailed {
+				t.Errorf("%v: %v, want exit %d", tc.flags, err, exitFailed)
+			}
+		case <-time.After(2 * time.Minute):
+			t.Fatalf("%v: still running after 2m", tc.flags)
+		}
+		if out := logs(r); !strings.Contains(out, tc.want) {
+			t.Errorf("%v: stderr\n%s\nwant %q", tc.flags, out, tc.want)
+		}
+	}
+}
