@@ -89,19 +89,11 @@ bundles: other: {namespace: cluster.labels.ns, resources: [{apiVersion: "v1", ki
 		}
 	}
 	inventory := func() int {
-		var cms corev1.ConfigMapList
-		if err := kube.List(context.Background(), &cms, client.InNamespace(ns), client.MatchingLabels{apply.InventoryLabel: "many"}); err != nil {
-			t.Fatal(err)
+		invs, broken, err := apply.ReadInventories(context.Background(), kube, ns)
+		if err != nil || len(broken) > 0 || invs["many"] == nil {
+			t.Fatalf("reading the inventory: %v %v", err, broken)
 		}
-		n := 0
-		for _, cm := range cms.Items {
-			for _, line := range strings.Split(cm.Data["objects"], "\n") {
-				if line != "" {
-					n++
-				}
-			}
-		}
-		return n
+		return len(invs["many"].Entries)
 	}
 
 	// Killed mid-apply.

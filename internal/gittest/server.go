@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"log"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -101,4 +102,37 @@ func SSHServer(t testing.TB, authorised string) (repoURL, knownHosts string) {
 		t.Fatal(err)
 	}
 	return repoURL, "[" + u.Hostname() + "]:" + u.Port() + " " + string(hostKey)
+}
+
+// SilentServer listens on a local port, accepts every connection and
+// never answers (a Git host that hangs), until the test ends. It returns
+// an http:// repository URL on it.
+func SilentServer(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var held []net.Conn // open, never answered
+		defer func() {
+			for _, c := range held {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		<-done
+	})
+	return "http://" + l.Addr().String() + "/fleet.git"
 }

@@ -121,6 +121,13 @@ func shardName(bundle string, shard int) string {
 	return fmt.Sprintf("%s%s.%d", inventoryName, bundle, shard)
 }
 
+// ReadInventories reads every bundle's inventory in a namespace, by
+// bundle, as a sync does: what tools and tests check a cluster against.
+// Inventories that cannot be decoded are returned apart, with why.
+func ReadInventories(ctx context.Context, c client.Client, namespace string) (map[string]*Inventory, map[string]error, error) {
+	return (&inventories{client: c, namespace: namespace}).list(ctx)
+}
+
 // list reads every bundle's inventory, by bundle. An inventory that
 // cannot be decoded (a shard missing or foreign, an entry garbled) is
 // returned apart, with why: that bundle alone is stopped, not the sync.

@@ -146,18 +146,11 @@ func TestAPIServerRestartMidApply(t *testing.T) {
 	if n := count(); n != total {
 		t.Errorf("%d ConfigMaps after the next sync, want %d", n, total)
 	}
-	var inv corev1.ConfigMapList
-	if err := kube.List(context.Background(), &inv, client.InNamespace(f.opts.InventoryNamespace), client.MatchingLabels{apply.InventoryLabel: "big"}); err != nil {
-		t.Fatal(err)
+	invs, broken, err := apply.ReadInventories(context.Background(), kube, f.opts.InventoryNamespace)
+	if err != nil || len(broken) > 0 || invs["big"] == nil {
+		t.Fatalf("reading the inventory: %v %v", err, broken)
 	}
-	entries := 0
-	for _, cm := range inv.Items {
-		for _, line := range strings.Split(cm.Data["objects"], "\n") {
-			if line != "" {
-				entries++
-			}
-		}
-	}
+	entries := len(invs["big"].Entries)
 	if entries != total+1 { // and the Namespace
 		t.Errorf("the inventory lists %d objects, want %d", entries, total+1)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"strings"
 	"sync"
@@ -333,27 +332,7 @@ func TestDeletedBranchIsRecreated(t *testing.T) {
 // never answers fails the report at the Timeout, once (the next pass
 // tries again), instead of holding the agent.
 func TestSilentRemoteTimesOut(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	go func() {
-		var held []net.Conn // open, never answered
-		defer func() {
-			for _, c := range held {
-				c.Close()
-			}
-		}()
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			held = append(held, c)
-		}
-	}()
-	r, err := report.New(report.Options{URL: "http://" + l.Addr().String() + "/fleet.git", Timeout: time.Second})
+	r, err := report.New(report.Options{URL: gittest.SilentServer(t), Timeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

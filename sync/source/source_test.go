@@ -3,7 +3,6 @@ package source_test
 import (
 	"context"
 	"errors"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -160,21 +159,7 @@ func TestSSHNeedsKnownHosts(t *testing.T) {
 // answers fails the exchange at the source's Timeout, saying so, instead
 // of hanging the agent's pass.
 func TestSilentRemoteTimesOut(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close() // held open, never answered
-		}
-	}()
-	src, err := source.New(source.Options{URL: "http://" + l.Addr().String() + "/fleet.git", Timeout: time.Second})
+	src, err := source.New(source.Options{URL: gittest.SilentServer(t), Timeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
