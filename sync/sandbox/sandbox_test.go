@@ -34,7 +34,7 @@ func newPool(t *testing.T, opts sandbox.Options) *sandbox.Pool {
 
 // repo writes a repository with a well-behaved chart, a runaway chart
 // (a loop of 10^10 steps), a chart that wants 2 GB and a manifests folder.
-func repo(t *testing.T) string {
+func repo(t testing.TB) string {
 	dir := t.TempDir()
 	chart := func(name, template string) {
 		rendertest.WriteFile(t, dir, "charts/"+name+"/Chart.yaml", "apiVersion: v2\nname: "+name+"\nversion: 0.1.0\n")
