@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/flotilla-gitops/flotilla/fleet"
+	"github.com/flotilla-gitops/flotilla/internal/procfs"
 )
 
 // fleetFlags locate the fleet: the repository folder is the command's
@@ -74,7 +75,7 @@ func guard(ctx context.Context, timeout time.Duration, memory int64, memoryFlag 
 				return
 			case now := <-tick.C:
 				var why string
-				if rss := residentBytes(); rss > memory {
+				if rss := procfs.Resident(0); rss > memory {
 					why = fmt.Sprintf("evaluating the fleet took %d MiB of memory, more than --eval-memory %s", rss>>20, memoryFlag)
 				} else if now.After(deadline) {
 					why = fmt.Sprintf("evaluating the fleet took longer than --eval-timeout %s", timeout)
@@ -86,21 +87,6 @@ func guard(ctx context.Context, timeout time.Duration, memory int64, memoryFlag 
 			}
 		}
 	}()
-}
-
-// residentBytes is this process's resident memory (Linux); 0 elsewhere.
-func residentBytes() int64 {
-	data, err := os.ReadFile("/proc/self/statm")
-	if err != nil {
-		return 0
-	}
-	fields := strings.Fields(string(data))
-	if len(fields) < 2 {
-		return 0
-	}
-	var pages int64
-	fmt.Sscan(fields[1], &pages)
-	return pages * int64(os.Getpagesize())
 }
 
 // planCluster evaluates the fleet for one cluster; a signal stops the

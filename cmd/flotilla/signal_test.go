@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/flotilla-gitops/flotilla/internal/gittest"
+	"github.com/flotilla-gitops/flotilla/internal/procfs"
 	"github.com/flotilla-gitops/flotilla/internal/synthfleet"
 )
 
@@ -207,19 +208,11 @@ func descendants(pid int) []int {
 	return out
 }
 
-// waitGone waits until the process no longer exists (or is a zombie
-// nobody waits for), or fails after within.
+// waitGone waits until the process no longer runs, or fails after within.
 func waitGone(t *testing.T, pid int, within time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(within)
-	for {
-		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			return
-		}
-		if _, rest, _ := strings.Cut(string(data), ") "); strings.HasPrefix(rest, "Z") {
-			return
-		}
+	for procfs.Running(pid) {
 		if time.Now().After(deadline) {
 			t.Fatalf("render worker %d still runs %s after the command ended", pid, within)
 		}

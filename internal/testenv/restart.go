@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"k8s.io/client-go/discovery"
+
+	"github.com/flotilla-gitops/flotilla/internal/procfs"
 	"k8s.io/client-go/rest"
 )
 
@@ -80,20 +82,14 @@ func findProcess(binary, arg string) (int, []string, error) {
 // waitExited waits until the process is gone (or a zombie: its parent,
 // envtest, reaps it).
 func waitExited(ctx context.Context, pid int) error {
-	for {
-		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			return nil
-		}
-		if _, rest, _ := strings.Cut(string(data), ") "); strings.HasPrefix(rest, "Z") {
-			return nil
-		}
+	for procfs.Running(pid) {
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("kube-apiserver %d did not stop: %w", pid, ctx.Err())
 		case <-time.After(50 * time.Millisecond): // /proc gives no event to wait on
 		}
 	}
+	return nil
 }
 
 // waitReady polls the API server's /readyz until it answers ok.

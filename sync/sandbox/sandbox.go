@@ -21,7 +21,6 @@ package sandbox
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -30,7 +29,6 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -41,6 +39,7 @@ import (
 
 	"github.com/flotilla-gitops/flotilla/fleet"
 	"github.com/flotilla-gitops/flotilla/internal/errtext"
+	"github.com/flotilla-gitops/flotilla/internal/procfs"
 	"github.com/flotilla-gitops/flotilla/render"
 )
 
@@ -389,7 +388,7 @@ func (w *worker) do(ctx context.Context, j *job, memory int64) (*reply, error) {
 			w.kill()
 			return nil, context.Cause(ctx)
 		case <-watch.C:
-			if rss := residentBytes(w.cmd.Process.Pid); rss > memory {
+			if rss := procfs.Resident(w.cmd.Process.Pid); rss > memory {
 				w.kill()
 				return nil, fmt.Errorf("%w: %s of memory, more than the %s allowed (--render-memory); the process was killed",
 					ErrMemory, size(rss), size(memory))
@@ -424,20 +423,6 @@ func (w *worker) stop() {
 	case <-time.After(5 * time.Second):
 		w.kill()
 	}
-}
-
-// residentBytes is a process's resident memory (Linux); 0 elsewhere.
-func residentBytes(pid int) int64 {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/statm")
-	if err != nil {
-		return 0
-	}
-	fields := bytes.Fields(data)
-	if len(fields) < 2 {
-		return 0
-	}
-	pages, _ := strconv.ParseInt(string(fields[1]), 10, 64)
-	return pages * int64(os.Getpagesize())
 }
 
 func size(b int64) string {
