@@ -31,6 +31,10 @@ type Bundle struct {
 	// unchanged digest means nothing to re-render.
 	InputsDigest string `json:"inputsDigest,omitempty"`
 
+	// Rollout is set when the bundle has a rollout of its own (the plan's
+	// applies otherwise).
+	Rollout *Rollout `json:"rollout,omitempty"`
+
 	// Tenant is set for a tenant's bundle under the fleet's tenancy
 	// policy: what its rendered objects may be. Nil for platform bundles
 	// and in fleets without a policy.

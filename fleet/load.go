@@ -198,11 +198,11 @@ func (f *Fleet) checkTopLevel() Diagnostics {
 	}
 	for iter.Next() {
 		switch name := iter.Selector().String(); name {
-		case fieldCluster, fieldClusters, fieldBundles, fieldTenancy:
+		case fieldCluster, fieldClusters, fieldBundles, fieldTenancy, fieldRollout:
 		default:
 			ds = append(ds, diagnostic(name, fmt.Sprintf(
-				"unknown top-level field; a fleet has %q, %q, %q and %q (use _%s or #%s for helpers)",
-				fieldClusters, fieldBundles, fieldTenancy, fieldCluster, name, name), userPos(iter.Value())))
+				"unknown top-level field; a fleet has %q, %q, %q, %q and %q (use _%s or #%s for helpers)",
+				fieldClusters, fieldBundles, fieldRollout, fieldTenancy, fieldCluster, name, name), userPos(iter.Value())))
 		}
 	}
 	return ds

@@ -19,6 +19,9 @@ type Plan struct {
 	Bundles []*Bundle `json:"bundles"`
 	// NotSelected are the bundles that do not select this cluster.
 	NotSelected []NotSelected `json:"notSelected"`
+	// Rollout is the cluster's place in the fleet's rollout; nil without
+	// one (every cluster applies a new revision at once).
+	Rollout *Rollout `json:"rollout,omitempty"`
 }
 
 // NotSelected is a bundle the cluster does not get, and why.
@@ -66,11 +69,24 @@ func (f *Fleet) Plan(c Cluster) (*Plan, error) {
 		return nil, ds
 	}
 
+	var rollout *Rollout
+	if rv := lookup(root, fieldRollout); rv.Exists() {
+		r, err := rolloutFor(rv, c, fieldRollout)
+		if err != nil {
+			ds := AsDiagnostics(err)
+			for _, d := range ds {
+				d.Clusters = []string{c.Name}
+			}
+			return nil, ds
+		}
+		rollout = r
+	}
+
 	// Select bundles and match overlays on the fleet with the identity
 	// filled in, then fill every matched overlay into it at once (each fill
 	// re-evaluates what it touches, so one fill for all bundles is much
 	// cheaper than one per bundle), then read the concrete inputs.
-	plan := &Plan{Cluster: c, NotSelected: []NotSelected{}}
+	plan := &Plan{Cluster: c, NotSelected: []NotSelected{}, Rollout: rollout}
 	var selected []*Bundle
 	patches := map[string]map[string]cue.Value{}
 	bundles := lookup(root, fieldBundles)
@@ -92,6 +108,13 @@ func (f *Fleet) Plan(c Cluster) (*Plan, error) {
 			b.finish(v)
 			if !b.Failed() {
 				f.applyTenancy(b, v)
+			}
+			if rv := lookup(v, fieldRollout); rv.Exists() && !b.Failed() {
+				r, err := rolloutFor(rv, c, fieldRollout)
+				if err != nil {
+					b.Errors = append(b.Errors, AsDiagnostics(err)...)
+				}
+				b.Rollout = r
 			}
 		}
 	}

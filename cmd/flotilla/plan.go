@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -112,7 +113,11 @@ func writePlanText(w io.Writer, p *fleet.Plan) error {
 	if len(c.Labels) > 0 {
 		fmt.Fprintf(w, "  labels %s", fleet.LabelString(c.Labels))
 	}
-	fmt.Fprintf(w, "\n\n")
+	fmt.Fprintln(w)
+	if r := p.Rollout; r != nil {
+		fmt.Fprintf(w, "rollout: %s\n", rolloutText(r))
+	}
+	fmt.Fprintln(w)
 
 	if len(p.Bundles) == 0 {
 		fmt.Fprintln(w, "no bundle selects this cluster")
@@ -158,6 +163,9 @@ func writePlanText(w io.Writer, p *fleet.Plan) error {
 			fmt.Fprintf(w, " as serviceaccount %s/%s", b.Namespace, b.Apply.ServiceAccountName)
 		}
 		fmt.Fprintln(w)
+		if b.Rollout != nil {
+			fmt.Fprintf(w, "  rollout of its own: %s\n", rolloutText(b.Rollout))
+		}
 		if g := b.Tenant; g != nil {
 			kinds := "none"
 			if len(g.ClusterKinds) > 0 {
@@ -186,8 +194,13 @@ func writePlanText(w io.Writer, p *fleet.Plan) error {
 // writePlanMatrix prints clusters × bundles: ✓ selected (+N overlays),
 // - not selected, FAILED.
 func writePlanMatrix(w io.Writer, bundles []string, plans []*fleet.Plan) error {
+	waves := slices.ContainsFunc(plans, func(p *fleet.Plan) bool { return p.Rollout != nil })
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "CLUSTER\tREGION\t%s\n", strings.Join(bundles, "\t"))
+	if waves {
+		fmt.Fprintf(tw, "CLUSTER\tREGION\tWAVE\t%s\n", strings.Join(bundles, "\t"))
+	} else {
+		fmt.Fprintf(tw, "CLUSTER\tREGION\t%s\n", strings.Join(bundles, "\t"))
+	}
 	for _, p := range plans {
 		cells := make([]string, len(bundles))
 		for i, name := range bundles {
@@ -202,6 +215,14 @@ func writePlanMatrix(w io.Writer, bundles []string, plans []*fleet.Plan) error {
 			default:
 				cells[i] = "✓"
 			}
+		}
+		if waves {
+			wave := "-"
+			if r := p.Rollout; r != nil && r.Wave != "" {
+				wave = fmt.Sprintf("%d %s", r.WaveIndex+1, r.Wave)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", p.Cluster.Name, dash(p.Cluster.Region), wave, strings.Join(cells, "\t"))
+			continue
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\n", p.Cluster.Name, dash(p.Cluster.Region), strings.Join(cells, "\t"))
 	}
@@ -259,4 +280,23 @@ func indent(s, prefix string) string {
 		}
 	}
 	return strings.Join(lines, "")
+}
+
+// rolloutText says where a cluster (or a bundle) stands in a rollout.
+func rolloutText(r *fleet.Rollout) string {
+	if len(r.Waves) == 0 {
+		return "no waves: a new revision applies everywhere at once"
+	}
+	text := fmt.Sprintf("wave %s (%d of %d: %s), because %s; bake %s", r.Wave, r.WaveIndex+1, len(r.Waves),
+		strings.Join(r.Waves, " → "), strings.Join(r.Because, "; "), r.Bake)
+	if r.MaxUnavailable > 0 {
+		text += fmt.Sprintf(", at most %d applying at once", r.MaxUnavailable)
+	}
+	if r.Approve {
+		text += ", waits for approval"
+	}
+	if r.Paused {
+		text += ", paused"
+	}
+	return text
 }
