@@ -155,6 +155,7 @@ type Pass struct {
 	gitErr  bool                      // Err came from the remote
 	kinds   []schema.GroupVersionKind // the kinds applied, to watch for drift
 	digests map[string]bundleDigests  // per bundle, for the status file
+	wave    string                    // the cluster's wave in the fleet's rollout, for the status file
 }
 
 // bundleDigests identify a bundle's rendered objects and its inputs.
@@ -215,6 +216,9 @@ func (a *Agent) pass(ctx context.Context) *Pass {
 	if err != nil {
 		p.Err = fmt.Errorf("fleet at %s does not evaluate for %s; nothing applied or pruned: %w", short(p.Revision), c.Name, err)
 		return p
+	}
+	if plan.Rollout != nil {
+		p.wave = plan.Rollout.Wave
 	}
 
 	// 4. Render each bundle with the cluster's own API scopes, and apply.

@@ -352,6 +352,11 @@ bundles: creds: resources: [{apiVersion: "v1", kind: "Secret", metadata: name: "
 	if st.Phase != report.ClusterReady || st.AppliedRevision != rev || len(st.Bundles) != 3 || st.Bundles[0].RenderedDigest == "" || st.Bundles[0].InputsDigest == "" {
 		t.Errorf("status %+v", st)
 	}
+	// Ready since this pass (a rollout's bake counts from it).
+	if st.ReadySince == nil || time.Since(*st.ReadySince) > time.Minute {
+		t.Fatalf("readySince %v", st.ReadySince)
+	}
+	first := st.ReadySince
 	if out := gittest.Git(t, statusRepo.Bare, "log", "-p", "--all"); strings.Contains(out, "sup3r-s3cret") {
 		t.Error("a Secret's value reached the status branch")
 	}
@@ -375,5 +380,9 @@ bundles: creds: resources: [{apiVersion: "v1", kind: "Secret", metadata: name: "
 	}
 	if st, err = report.ReadCluster(context.Background(), statusRepo.URL, "", "prod-1", nil); err != nil || st.AppliedRevision != rev2 {
 		t.Errorf("status after the repository came back: %+v, %v", st, err)
+	}
+	// A new revision is a new Ready: readySince moves with it.
+	if st.ReadySince == nil || !st.ReadySince.After(*first) {
+		t.Errorf("readySince %v after a new revision, first %v", st.ReadySince, first)
 	}
 }

@@ -17,7 +17,9 @@ func (a *Agent) publish(ctx context.Context, p *Pass, now time.Time) error {
 		return nil
 	}
 	if p.Changed || p.Err != nil {
-		a.status = a.statusOf(p, now)
+		st := a.statusOf(p, now)
+		a.readiness(st, p, now)
+		a.status = st
 	}
 	if a.status == nil {
 		return nil
@@ -73,4 +75,19 @@ func (a *Agent) statusOf(p *Pass, now time.Time) *report.Status {
 		st.Phase, st.Message = report.ClusterFailed, p.Result.Guard
 	}
 	return st
+}
+
+// readiness records since when the cluster has been Ready at its applied
+// revision (kept from the previous status while that holds), and its wave.
+func (a *Agent) readiness(st *report.Status, p *Pass, now time.Time) {
+	st.Wave = p.wave
+	if st.Phase != report.ClusterReady {
+		return
+	}
+	if prev := a.status; prev != nil && prev.Phase == report.ClusterReady && prev.AppliedRevision == st.AppliedRevision && prev.ReadySince != nil {
+		st.ReadySince = prev.ReadySince
+		return
+	}
+	at := now.UTC()
+	st.ReadySince = &at
 }

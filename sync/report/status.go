@@ -50,8 +50,13 @@ type Status struct {
 	AppliedRevision string `json:"appliedRevision,omitempty"`
 	SeenRevision    string `json:"seenRevision,omitempty"`
 	// Phase is the cluster's: Ready, Progressing, Failed.
-	Phase   ClusterPhase   `json:"phase"`
-	Message string         `json:"message,omitempty"`
+	Phase   ClusterPhase `json:"phase"`
+	Message string       `json:"message,omitempty"`
+	// ReadySince is when the cluster became Ready at AppliedRevision (a
+	// rollout's bake counts from it); nil unless Ready.
+	ReadySince *time.Time `json:"readySince,omitempty"`
+	// Wave is the cluster's wave in the rollout of SeenRevision.
+	Wave    string         `json:"wave,omitempty"`
 	Bundles []BundleStatus `json:"bundles"`
 	// ReportedAt is when the file was written (a heartbeat moves it).
 	ReportedAt time.Time `json:"reportedAt"`
