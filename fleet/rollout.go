@@ -125,3 +125,28 @@ func diagnosticFrom(at string, err error, v cue.Value) error {
 	}
 	return ds
 }
+
+// RolloutOf evaluates only the fleet's rollout for a cluster: its wave,
+// without planning its bundles. An agent waiting in a rollout calls it
+// for every cluster it reads a status of, to know which waves come before
+// its own. Nil without a rollout.
+func (f *Fleet) RolloutOf(c Cluster) (*Rollout, error) {
+	c = c.Normalized()
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	rv := lookup(f.planRoot, fieldRollout)
+	if !rv.Exists() {
+		return nil, nil
+	}
+	root := f.planRoot.FillPath(cue.MakePath(cue.Str(fieldCluster)), f.ctx.Encode(c))
+	r, err := rolloutFor(lookup(root, fieldRollout), c, fieldRollout)
+	if err != nil {
+		ds := AsDiagnostics(err)
+		for _, d := range ds {
+			d.Clusters = []string{c.Name}
+		}
+		return nil, ds
+	}
+	return r, nil
+}

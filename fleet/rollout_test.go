@@ -71,3 +71,30 @@ bundles: web: resources: []`))
 		t.Error("offline: maybe was accepted")
 	}
 }
+
+// TestRolloutOf: the wave alone, as the plan has it, for any identity.
+func TestRolloutOf(t *testing.T) {
+	f := mustLoad(t, writeFleet(t, waves+`
+bundles: web: resources: []
+`))
+	for _, c := range []fleet.Cluster{
+		{Name: "staging-eu-1", Region: "eu-west-1"},
+		{Name: "prod-eu-1", Region: "eu-west-1"},
+		{Name: "prod-us-1", Region: "us-east-1", Labels: map[string]string{"env": "prod"}},
+	} {
+		r, err := f.RolloutOf(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p := mustPlan(t, f, c); p.Rollout == nil || r == nil || r.Wave != p.Rollout.Wave || r.WaveIndex != p.Rollout.WaveIndex {
+			t.Errorf("%s: RolloutOf %+v, plan %+v", c.Name, r, p.Rollout)
+		}
+	}
+	if _, err := f.RolloutOf(fleet.Cluster{Name: "Bad_Name"}); err == nil {
+		t.Error("an invalid identity was evaluated")
+	}
+	none := mustLoad(t, writeFleet(t, `bundles: web: resources: []`))
+	if r, err := none.RolloutOf(fleet.Cluster{Name: "a"}); r != nil || err != nil {
+		t.Errorf("no rollout: %+v %v", r, err)
+	}
+}
