@@ -202,3 +202,29 @@ bundles: web: {resources: [], values: n: len([for i in list.Range(0, 2000000000,
 		t.Errorf("the runaway evaluation held on for %s", took)
 	}
 }
+
+// TestRolloutsInSandbox: the waves a worker evaluates for many identities
+// are the fleet's own.
+func TestRolloutsInSandbox(t *testing.T) {
+	dir := t.TempDir()
+	rendertest.WriteFile(t, dir, "fleet.cue", `package fleet
+
+rollout: waves: [{name: "canary", names: ["staging-*"]}, {name: "rest"}]
+bundles: web: resources: []
+`)
+	pool := newPool(t, sandbox.Options{})
+	clusters := []fleet.Cluster{{Name: "staging-1"}, {Name: "prod-1"}, {Name: "prod-2", Region: "eu-west-1"}}
+	got, err := pool.Rollouts(context.Background(), dir, fleet.LoadOptions{}, clusters)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"canary", "rest", "rest"}
+	for i, r := range got {
+		if r == nil || r.Wave != want[i] {
+			t.Errorf("%s: %+v, want wave %s", clusters[i].Name, r, want[i])
+		}
+	}
+	if _, err := pool.Rollouts(context.Background(), dir, fleet.LoadOptions{}, []fleet.Cluster{{Name: "Bad_Name"}}); err == nil {
+		t.Error("an invalid identity was evaluated")
+	}
+}

@@ -36,9 +36,17 @@ type workerConfig struct {
 
 // job is one unit of work; exactly one field is set.
 type job struct {
-	Render *renderJob `json:"render,omitempty"`
-	Plan   *planJob   `json:"plan,omitempty"`
-	Probe  string     `json:"probe,omitempty"`
+	Render   *renderJob   `json:"render,omitempty"`
+	Plan     *planJob     `json:"plan,omitempty"`
+	Rollouts *rolloutsJob `json:"rollouts,omitempty"`
+	Probe    string       `json:"probe,omitempty"`
+}
+
+// rolloutsJob evaluates the fleet's rollout for many identities.
+type rolloutsJob struct {
+	RepoDir  string            `json:"repoDir"`
+	Load     fleet.LoadOptions `json:"load"`
+	Clusters []fleet.Cluster   `json:"clusters"`
 }
 
 type renderJob struct {
@@ -58,6 +66,7 @@ type planJob struct {
 type reply struct {
 	Output      *wireOutput       `json:"output,omitempty"`
 	Plan        *fleet.Plan       `json:"plan,omitempty"`
+	Rollouts    []*fleet.Rollout  `json:"rollouts,omitempty"`
 	Error       string            `json:"error,omitempty"`
 	Diagnostics fleet.Diagnostics `json:"diagnostics,omitempty"`
 	PathEscapes bool              `json:"pathEscapes,omitempty"`
@@ -189,6 +198,19 @@ func do(j *job, renderers map[string]render.Renderer, rep *reply) {
 			return
 		}
 		rep.Plan = plan
+	case j.Rollouts != nil:
+		f, err := fleet.Load(j.Rollouts.RepoDir, j.Rollouts.Load)
+		if err != nil {
+			fail(err)
+			return
+		}
+		rep.Rollouts = make([]*fleet.Rollout, len(j.Rollouts.Clusters))
+		for i, c := range j.Rollouts.Clusters {
+			if rep.Rollouts[i], err = f.RolloutOf(c); err != nil {
+				fail(err)
+				return
+			}
+		}
 	case j.Probe != "":
 		conn, err := net.DialTimeout("tcp", j.Probe, 5*time.Second)
 		if err != nil {
