@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -200,8 +201,13 @@ func writeFleetStatus(w io.Writer, statuses []report.Status, tip string, stale t
 		_, err := fmt.Fprintln(w, "no cluster has reported yet")
 		return err
 	}
+	waves := slices.ContainsFunc(statuses, func(st report.Status) bool { return st.Wave != "" })
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "CLUSTER\tREGION\tPHASE\tAPPLIED\tBUNDLES\tREPORTED")
+	if waves {
+		fmt.Fprintln(tw, "CLUSTER\tREGION\tWAVE\tPHASE\tAPPLIED\tBUNDLES\tREPORTED")
+	} else {
+		fmt.Fprintln(tw, "CLUSTER\tREGION\tPHASE\tAPPLIED\tBUNDLES\tREPORTED")
+	}
 	for _, st := range statuses {
 		applied := short(st.AppliedRevision)
 		if tip != "" && st.AppliedRevision != tip {
@@ -218,6 +224,10 @@ func writeFleetStatus(w io.Writer, statuses []report.Status, tip string, stale t
 		if age > stale {
 			reported += " STALE"
 		}
+		if waves {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d/%d\t%s\n", st.Cluster.Name, dash(st.Cluster.Region), dash(st.Wave), st.Phase, applied, ready, len(st.Bundles), reported)
+			continue
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%s\n", st.Cluster.Name, dash(st.Cluster.Region), st.Phase, applied, ready, len(st.Bundles), reported)
 	}
 	return tw.Flush()
@@ -227,6 +237,16 @@ func writeFleetStatus(w io.Writer, statuses []report.Status, tip string, stale t
 func writeClusterStatus(w io.Writer, st report.Status) error {
 	fmt.Fprintf(w, "cluster %s  region %s  phase %s  applied %s  seen %s  agent %s\n",
 		st.Cluster.Name, dash(st.Cluster.Region), st.Phase, short(st.AppliedRevision), short(st.SeenRevision), st.Agent)
+	if st.Wave != "" || st.ReadySince != nil {
+		var parts []string
+		if st.Wave != "" {
+			parts = append(parts, "wave "+st.Wave)
+		}
+		if st.ReadySince != nil {
+			parts = append(parts, "Ready since "+st.ReadySince.UTC().Format(time.RFC3339))
+		}
+		fmt.Fprintf(w, "  %s\n", strings.Join(parts, ", "))
+	}
 	if st.Message != "" {
 		fmt.Fprintf(w, "  %s\n", st.Message)
 	}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -67,5 +68,30 @@ func TestStatusHTMLInChromium(t *testing.T) {
 	}
 	if n := strings.Count(string(dom), `<tr class="cluster"`); n != 2 {
 		t.Errorf("%d cluster rows, want 2", n)
+	}
+}
+
+// TestStatusShowsWaves: with a rollout, the fleet table has each
+// cluster's wave, and a cluster's view says since when it is Ready.
+func TestStatusShowsWaves(t *testing.T) {
+	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	since := now.Add(-time.Hour)
+	statuses := []report.Status{
+		{Cluster: fleet.Cluster{Name: "canary-1"}, Wave: "canary", Phase: report.ClusterReady, ReadySince: &since, ReportedAt: now},
+		{Cluster: fleet.Cluster{Name: "prod-1"}, Wave: "rest", Phase: report.ClusterProgressing, ReportedAt: now},
+	}
+	var b strings.Builder
+	if err := writeFleetStatus(&b, statuses, "", time.Hour, now); err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`(?m)^CLUSTER +REGION +WAVE +PHASE`).MatchString(b.String()) || !regexp.MustCompile(`(?m)^canary-1 +- +canary +Ready`).MatchString(b.String()) {
+		t.Errorf("fleet table:\n%s", b.String())
+	}
+	b.Reset()
+	if err := writeClusterStatus(&b, statuses[0]); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "wave canary, Ready since 2026-11-27T11:00:00Z") {
+		t.Errorf("cluster view:\n%s", b.String())
 	}
 }
