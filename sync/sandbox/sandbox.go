@@ -214,6 +214,16 @@ func (p *Pool) Rollouts(ctx context.Context, repoDir string, load fleet.LoadOpti
 	return rep.Rollouts, nil
 }
 
+// getenv reads a variable of an offline worker's environment: how tests
+// prove what it does not inherit.
+func (p *Pool) getenv(ctx context.Context, name string) (string, error) {
+	rep, err := p.run(ctx, false, &job{Env: name})
+	if err != nil {
+		return "", err
+	}
+	return rep.Value, nil
+}
+
 // probe dials addr from an offline worker: how tests prove that the
 // network is out of reach.
 func (p *Pool) probe(ctx context.Context, addr string) error {
@@ -306,12 +316,12 @@ func (p *Pool) start(online bool) (*worker, error) {
 	if err != nil {
 		return nil, err
 	}
-	env := append(os.Environ(), workerEnv+"=1", configEnv+"="+string(cfg))
+	env := append(workerEnviron(online), workerEnv+"=1", configEnv+"="+string(cfg))
 	if !online {
 		// No `git` to run, and no proxy that answers (a last resort where
 		// no network namespace can be made: Go's HTTP clients use it for
 		// every host but localhost).
-		env = append(env, "PATH=", "HTTP_PROXY=http://127.0.0.1:9", "HTTPS_PROXY=http://127.0.0.1:9", "http_proxy=", "https_proxy=", "NO_PROXY=", "no_proxy=")
+		env = append(env, "PATH=", "HTTP_PROXY=http://127.0.0.1:9", "HTTPS_PROXY=http://127.0.0.1:9", "NO_PROXY=")
 	}
 	attr := netnsAttr()
 	if attr == nil {
@@ -327,6 +337,25 @@ func (p *Pool) start(online bool) (*worker, error) {
 	}
 	p.netns.Store(2)
 	return startWorker(p.opts.Command, env, online, baseAttr())
+}
+
+// workerEnviron is the part of this process's environment a worker gets:
+// what finding files, certificates and (online) proxies and `git` needs,
+// and nothing else. The agent's environment may hold what a fleet must
+// never see (cloud credentials of the node, tokens); no renderer should
+// expose it, and a worker does not have it to expose.
+func workerEnviron(online bool) []string {
+	keep := []string{"HOME", "TMPDIR", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "SSL_CERT_FILE", "SSL_CERT_DIR", "GODEBUG", "LANG", "LC_ALL"}
+	if online {
+		keep = append(keep, "PATH", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
+	}
+	var env []string
+	for _, name := range keep {
+		if v, ok := os.LookupEnv(name); ok {
+			env = append(env, name+"="+v)
+		}
+	}
+	return env
 }
 
 // worker is one worker process.

@@ -228,3 +228,19 @@ bundles: web: resources: []
 		t.Error("an invalid identity was evaluated")
 	}
 }
+
+// TestWorkersGetAMinimalEnvironment: what the agent's environment holds
+// (a cloud credential, say) is not in a worker's; HOME is.
+func TestWorkersGetAMinimalEnvironment(t *testing.T) {
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "canary-secret")
+	pool := newPool(t, sandbox.Options{})
+	if v, err := sandbox.Getenv(pool, context.Background(), "AWS_SECRET_ACCESS_KEY"); err != nil || v != "" {
+		t.Errorf("a worker sees AWS_SECRET_ACCESS_KEY=%q (%v)", v, err)
+	}
+	if v, err := sandbox.Getenv(pool, context.Background(), "HOME"); err != nil || v != os.Getenv("HOME") {
+		t.Errorf("a worker's HOME is %q (%v), want %q", v, err, os.Getenv("HOME"))
+	}
+	if v, err := sandbox.Getenv(pool, context.Background(), "PATH"); err != nil || v != "" {
+		t.Errorf("an offline worker's PATH is %q (%v)", v, err)
+	}
+}

@@ -40,6 +40,8 @@ type job struct {
 	Plan     *planJob     `json:"plan,omitempty"`
 	Rollouts *rolloutsJob `json:"rollouts,omitempty"`
 	Probe    string       `json:"probe,omitempty"`
+	// Env asks for the worker's environment variable of that name (tests).
+	Env string `json:"env,omitempty"`
 }
 
 // rolloutsJob evaluates the fleet's rollout for many identities.
@@ -67,6 +69,7 @@ type reply struct {
 	Output      *wireOutput       `json:"output,omitempty"`
 	Plan        *fleet.Plan       `json:"plan,omitempty"`
 	Rollouts    []*fleet.Rollout  `json:"rollouts,omitempty"`
+	Value       string            `json:"value,omitempty"`
 	Error       string            `json:"error,omitempty"`
 	Diagnostics fleet.Diagnostics `json:"diagnostics,omitempty"`
 	PathEscapes bool              `json:"pathEscapes,omitempty"`
@@ -211,6 +214,8 @@ func do(j *job, renderers map[string]render.Renderer, rep *reply) {
 				return
 			}
 		}
+	case j.Env != "":
+		rep.Value = os.Getenv(j.Env)
 	case j.Probe != "":
 		conn, err := net.DialTimeout("tcp", j.Probe, 5*time.Second)
 		if err != nil {
