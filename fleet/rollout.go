@@ -127,26 +127,99 @@ func diagnosticFrom(at string, err error, v cue.Value) error {
 }
 
 // RolloutOf evaluates only the fleet's rollout for a cluster: its wave,
-// without planning its bundles. An agent waiting in a rollout calls it
-// for every cluster it reads a status of, to know which waves come before
-// its own. Nil without a rollout.
+// without planning its bundles. Nil without a rollout.
 func (f *Fleet) RolloutOf(c Cluster) (*Rollout, error) {
+	return f.rolloutOf(c, "")
+}
+
+// rolloutOf evaluates the fleet's rollout (bundle empty) or a bundle's own
+// for a cluster; nil when there is none. A bundle's rollout is read as the
+// bundle declares it, before overlays (the plan's own evaluation is the
+// one that counts for the cluster itself).
+func (f *Fleet) rolloutOf(c Cluster, bundle string) (*Rollout, error) {
 	c = c.Normalized()
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
-	rv := lookup(f.planRoot, fieldRollout)
-	if !rv.Exists() {
+	path := []string{fieldRollout}
+	if bundle != "" {
+		path = []string{fieldBundles, bundle, fieldRollout}
+	}
+	if !lookupPath(f.planRoot, path).Exists() {
 		return nil, nil
 	}
 	root := f.planRoot.FillPath(cue.MakePath(cue.Str(fieldCluster)), f.ctx.Encode(c))
-	r, err := rolloutFor(lookup(root, fieldRollout), c, fieldRollout)
+	r, err := rolloutFor(lookupPath(root, path), c, strings.Join(path, "."))
 	if err != nil {
 		ds := AsDiagnostics(err)
 		for _, d := range ds {
 			d.Clusters = []string{c.Name}
+			d.Bundle = bundle
 		}
 		return nil, ds
 	}
 	return r, nil
+}
+
+// ClusterRollouts is one cluster's place in the rollouts of a revision,
+// as an agent's rollout gate needs it for every other cluster.
+type ClusterRollouts struct {
+	Cluster Cluster `json:"cluster"`
+	// Fleet is the cluster's place in the fleet's rollout (nil: none).
+	Fleet *Rollout `json:"fleet,omitempty"`
+	// Bundles is its place in the rollouts of the bundles asked for that
+	// have one of their own.
+	Bundles map[string]*Rollout `json:"bundles,omitempty"`
+	// Err says why the cluster has no place (no wave selects it, or its
+	// identity is invalid): the gate leaves it out.
+	Err string `json:"err,omitempty"`
+}
+
+// Rollouts evaluates the fleet's rollout, and the own rollouts of the
+// given bundles, for every known cluster (as reported on the status
+// branches) and every inventory cluster that is not among them.
+func (f *Fleet) Rollouts(known []Cluster, bundles []string) []ClusterRollouts {
+	seen := map[string]bool{}
+	all := slices.Clone(known)
+	for _, c := range known {
+		seen[c.Name] = true
+	}
+	for _, c := range f.inventory {
+		if !seen[c.Name] {
+			all = append(all, c)
+		}
+	}
+	out := make([]ClusterRollouts, 0, len(all))
+	for _, c := range all {
+		cr := ClusterRollouts{Cluster: c}
+		var err error
+		if cr.Fleet, err = f.rolloutOf(c, ""); err == nil {
+			for _, b := range bundles {
+				var r *Rollout
+				if r, err = f.rolloutOf(c, b); err != nil {
+					break
+				}
+				if r != nil {
+					if cr.Bundles == nil {
+						cr.Bundles = map[string]*Rollout{}
+					}
+					cr.Bundles[b] = r
+				}
+			}
+		}
+		if err != nil {
+			cr.Err = err.Error()
+		}
+		out = append(out, cr)
+	}
+	return out
+}
+
+// lookupPath looks a path of field names up.
+func lookupPath(v cue.Value, names []string) cue.Value {
+	sels := make([]cue.Selector, len(names))
+	for i, n := range names {
+		sels[i] = cue.Str(n)
+	}
+	return v.LookupPath(cue.MakePath(sels...))
 }

@@ -54,8 +54,12 @@ type Options struct {
 	// TrustedKeys are files of armored OpenPGP public keys; when given, a
 	// revision is applied only if its commit is signed by one of them.
 	TrustedKeys []string
-	// Status, when set, publishes each pass to a status branch.
+	// Status, when set, publishes each pass to a status branch; the
+	// rollout gate reads the other clusters' from the same repository.
 	Status *report.Options
+	// ApprovalsBranch holds rollout approvals, in the status repository
+	// (default report.DefaultApprovalsBranch).
+	ApprovalsBranch string
 }
 
 // Agent syncs one cluster from the fleet repository.
@@ -69,9 +73,15 @@ type Agent struct {
 	log    logr.Logger
 
 	// What the last complete pass applied; a pass with the same revision
-	// and identity does nothing.
+	// and identity does nothing. appliedRevision is set once the whole tip
+	// is applied; while part of it waits in the rollout, appliedGate says
+	// what the gate let through, and a pass that would let through the same
+	// applies nothing. fleetRevision is the revision of the bundles that
+	// follow the fleet's rollout (the status file's appliedRevision).
 	appliedRevision string
 	appliedIdentity string
+	appliedGate     string
+	fleetRevision   string
 
 	ready   atomic.Bool   // a pass has succeeded
 	trigger chan struct{} // a pass is asked for now (webhook)
@@ -156,10 +166,12 @@ type Pass struct {
 	kinds   []schema.GroupVersionKind // the kinds applied, to watch for drift
 	digests map[string]bundleDigests  // per bundle, for the status file
 	wave    string                    // the cluster's wave in the fleet's rollout, for the status file
+	gate    *gate                     // what the rollout let through of the tip
 }
 
-// bundleDigests identify a bundle's rendered objects and its inputs.
-type bundleDigests struct{ rendered, inputs string }
+// bundleDigests identify a bundle's rendered objects and its inputs, and
+// the revision they come from.
+type bundleDigests struct{ rendered, inputs, revision string }
 
 // Failed reports whether the pass failed or any bundle did.
 func (p *Pass) Failed() bool {
@@ -215,13 +227,106 @@ func (a *Agent) pass(ctx context.Context) *Pass {
 	plan, err := a.plan(ctx, co.Dir, c)
 	if err != nil {
 		p.Err = fmt.Errorf("fleet at %s does not evaluate for %s; nothing applied or pruned: %w", short(p.Revision), c.Name, err)
+		// The cluster took the revision and failed at it: a rollout halts.
+		p.gate = &gate{status: &report.RolloutStatus{Revision: p.Revision, State: report.RolloutApplied,
+			Message: "the fleet does not evaluate for this cluster at this revision"}}
 		return p
 	}
 	if plan.Rollout != nil {
 		p.wave = plan.Rollout.Wave
 	}
 
-	// 4. Render each bundle with the cluster's own API scopes, and apply.
+	// 4. The rollout: which of the tip this cluster may take now, from the
+	// other clusters' status branches. Held bundles keep their revision.
+	inv, _, err := apply.ReadInventories(ctx, a.kube, a.opts.Apply.InventoryNamespace)
+	if err != nil {
+		p.Err = fmt.Errorf("reading the inventories: %w", err)
+		return p
+	}
+	if p.gate, err = a.decideRollout(ctx, co.Dir, plan, p.Revision, inv, time.Now()); err != nil {
+		p.Err = fmt.Errorf("rollout of %s; nothing applied or pruned: %w", short(p.Revision), err)
+		return p
+	}
+	if p.gate.key == a.appliedGate && key == a.appliedIdentity && !drift {
+		p.Changed = false // still waiting: nothing new to apply
+		return p
+	}
+
+	// 5. Render each bundle the tip may change with the cluster's own API
+	// scopes, the held ones at their revision, and apply.
+	tip := &fleet.Plan{Cluster: plan.Cluster, Rollout: plan.Rollout}
+	for _, b := range plan.Bundles {
+		if _, held := p.gate.held[b.Name]; !held {
+			tip.Bundles = append(tip.Bundles, b)
+		}
+	}
+	rendered, err := a.renderer(co.Dir).ApplyBundles(ctx, tip, p.Revision)
+	if err != nil {
+		p.Err = fmt.Errorf("nothing applied or pruned: %w", err)
+		return p
+	}
+	byName := map[string]apply.Bundle{}
+	for _, b := range rendered {
+		byName[b.Name] = b
+	}
+	var bundles []apply.Bundle
+	for _, b := range plan.Bundles {
+		if r, ok := byName[b.Name]; ok {
+			bundles = append(bundles, r)
+		} else {
+			bundles = append(bundles, apply.Bundle{Name: b.Name}) // held: replaced below
+		}
+	}
+	bundles, keep, err := a.heldBundles(ctx, c, p.gate, bundles, inv)
+	if err != nil {
+		p.Err = fmt.Errorf("nothing applied or pruned: %w", err)
+		return p
+	}
+	p.kinds = kindsOf(bundles)
+	p.digests = map[string]bundleDigests{}
+	for _, b := range bundles {
+		d := bundleDigests{rendered: b.Digest, revision: b.Revision}
+		if pb := plan.Bundle(b.Name); pb != nil && b.Revision == p.Revision {
+			d.inputs = pb.InputsDigest
+		}
+		p.digests[b.Name] = d
+	}
+	p.Result, err = a.mgr.Sync(ctx, bundles)
+	if err != nil {
+		p.Err = fmt.Errorf("apply: %w", err)
+		return p
+	}
+
+	// 6. Remember what was applied; a failed bundle is retried next pass.
+	if !p.Result.Failed() {
+		a.appliedIdentity, a.appliedGate = key, p.gate.key
+		if !p.gate.waiting() {
+			a.appliedRevision = p.Revision
+		}
+		a.fleetRevision = fleetRevisionOf(p, plan, bundles)
+		a.ready.Store(true)
+	}
+	_ = a.src.Prune(append(keep, p.Revision)...)
+	return p
+}
+
+// fleetRevisionOf is the revision of the bundles that follow the fleet's
+// rollout after a pass: the tip unless they were held, then the revision
+// they were kept at.
+func fleetRevisionOf(p *Pass, plan *fleet.Plan, bundles []apply.Bundle) string {
+	if p.gate.status.State == report.RolloutApplied {
+		return p.Revision
+	}
+	for _, b := range bundles {
+		if pb := plan.Bundle(b.Name); (pb == nil || groupOf(pb) == "") && b.Revision != "" {
+			return b.Revision
+		}
+	}
+	return ""
+}
+
+// renderer renders bundles of the checkout in dir.
+func (a *Agent) renderer(dir string) *planrender.Renderer {
 	ropts := planrender.Options{
 		AllowRemoteBases: a.opts.AllowRemoteBases,
 		Scope:            render.MapperScope(a.mgr.RESTMapper()),
@@ -232,30 +337,7 @@ func (a *Agent) pass(ctx context.Context) *Pass {
 	if a.pool != nil {
 		ropts.Renderers = a.pool.Renderers()
 	}
-	r := planrender.New(co.Dir, ropts)
-	bundles, err := r.ApplyBundles(ctx, plan, p.Revision)
-	if err != nil {
-		p.Err = fmt.Errorf("nothing applied or pruned: %w", err)
-		return p
-	}
-	p.kinds = kindsOf(bundles)
-	p.digests = map[string]bundleDigests{}
-	for i, b := range bundles {
-		p.digests[b.Name] = bundleDigests{rendered: b.Digest, inputs: plan.Bundles[i].InputsDigest}
-	}
-	p.Result, err = a.mgr.Sync(ctx, bundles)
-	if err != nil {
-		p.Err = fmt.Errorf("apply: %w", err)
-		return p
-	}
-
-	// 5. Remember what was applied; a failed bundle is retried next pass.
-	if !p.Result.Failed() {
-		a.appliedRevision, a.appliedIdentity = p.Revision, key
-		a.ready.Store(true)
-	}
-	_ = a.src.Prune(p.Revision)
-	return p
+	return planrender.New(dir, ropts)
 }
 
 // plan loads and evaluates the fleet for the cluster: in a sandbox worker
@@ -308,6 +390,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			failures = 0
 		}
 		wait += time.Duration(rand.Int64N(int64(wait/10) + 1))
+		wait = p.gate.waitFor(wait, time.Now()) // a bake ends: look again then
 		select {
 		case <-ctx.Done():
 			return nil

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/flotilla-gitops/flotilla/internal/version"
@@ -16,10 +17,18 @@ func (a *Agent) publish(ctx context.Context, p *Pass, now time.Time) error {
 	if a.reporter == nil {
 		return nil
 	}
-	if p.Changed || p.Err != nil {
+	switch {
+	case p.Changed || p.Err != nil:
 		st := a.statusOf(p, now)
 		a.readiness(st, p, now)
 		a.status = st
+	case p.gate != nil && a.status != nil && rolloutChanged(a.status, p):
+		// Still waiting, for other clusters now (or no longer): only the
+		// rollout part changes.
+		st := *a.status
+		st.SeenRevision, st.Rollout = p.Revision, p.gate.status
+		st.Phase = waitingPhase(st.Phase, p.gate)
+		a.status = &st
 	}
 	if a.status == nil {
 		return nil
@@ -34,7 +43,7 @@ func (a *Agent) statusOf(p *Pass, now time.Time) *report.Status {
 	st := &report.Status{
 		Cluster:         p.Cluster,
 		Agent:           version.Get().Version,
-		AppliedRevision: a.appliedRevision,
+		AppliedRevision: a.fleetRevision,
 		SeenRevision:    p.Revision,
 		Phase:           report.ClusterReady,
 	}
@@ -43,6 +52,9 @@ func (a *Agent) statusOf(p *Pass, now time.Time) *report.Status {
 	}
 	if p.Err != nil {
 		st.Phase, st.Message = report.ClusterFailed, p.Err.Error()
+	}
+	if p.gate != nil {
+		st.Rollout = p.gate.status
 	}
 	if p.Result == nil {
 		return st
@@ -56,10 +68,21 @@ func (a *Agent) statusOf(p *Pass, now time.Time) *report.Status {
 		bs := report.BundleStatus{
 			Name: b.Name, Phase: b.Phase, Message: b.Message, Counts: b.Counts,
 			RenderedDigest: p.digests[b.Name].rendered, InputsDigest: p.digests[b.Name].inputs,
-			LastTransitionTime: now,
+			Revision: p.digests[b.Name].revision, LastTransitionTime: now,
 		}
-		if prev, ok := previous[b.Name]; ok && prev.Phase == b.Phase {
+		if p.gate != nil {
+			bs.Waiting = p.gate.held[b.Name]
+		}
+		prev, seen := previous[b.Name]
+		if seen && prev.Phase == b.Phase {
 			bs.LastTransitionTime = prev.LastTransitionTime
+		}
+		if b.Phase == apply.PhaseReady {
+			at := now.UTC()
+			bs.ReadySince = &at
+			if seen && prev.Phase == apply.PhaseReady && prev.Revision == bs.Revision && prev.ReadySince != nil {
+				bs.ReadySince = prev.ReadySince
+			}
 		}
 		switch b.Phase {
 		case apply.PhaseFailed, apply.PhaseSkipped:
@@ -74,17 +97,42 @@ func (a *Agent) statusOf(p *Pass, now time.Time) *report.Status {
 	if p.Result.Guard != "" {
 		st.Phase, st.Message = report.ClusterFailed, p.Result.Guard
 	}
+	st.Phase = waitingPhase(st.Phase, p.gate)
 	return st
+}
+
+// waitingPhase is Waiting for a cluster that is Ready at what it applied
+// while part of the tip waits in the rollout.
+func waitingPhase(phase report.ClusterPhase, g *gate) report.ClusterPhase {
+	switch {
+	case g.waiting() && phase == report.ClusterReady:
+		return report.ClusterWaiting
+	case !g.waiting() && phase == report.ClusterWaiting:
+		return report.ClusterReady
+	}
+	return phase
+}
+
+// rolloutChanged reports whether an idle pass changes the status's
+// rollout part (the tip, whom it waits for, the state).
+func rolloutChanged(st *report.Status, p *Pass) bool {
+	a, b := st.Rollout, p.gate.status
+	if a == nil || b == nil {
+		return a != b || st.SeenRevision != p.Revision
+	}
+	return st.SeenRevision != p.Revision || a.State != b.State || a.HaltedBy != b.HaltedBy || a.Message != b.Message ||
+		!slices.Equal(a.WaitingFor, b.WaitingFor)
 }
 
 // readiness records since when the cluster has been Ready at its applied
 // revision (kept from the previous status while that holds), and its wave.
 func (a *Agent) readiness(st *report.Status, p *Pass, now time.Time) {
 	st.Wave = p.wave
-	if st.Phase != report.ClusterReady {
+	ready := func(p report.ClusterPhase) bool { return p == report.ClusterReady || p == report.ClusterWaiting }
+	if !ready(st.Phase) {
 		return
 	}
-	if prev := a.status; prev != nil && prev.Phase == report.ClusterReady && prev.AppliedRevision == st.AppliedRevision && prev.ReadySince != nil {
+	if prev := a.status; prev != nil && ready(prev.Phase) && prev.AppliedRevision == st.AppliedRevision && prev.ReadySince != nil {
 		st.ReadySince = prev.ReadySince
 		return
 	}

@@ -67,6 +67,12 @@ func (r *Reporter) explainPush(ctx context.Context, err error) error {
 // directly (blob, the clusters/ tree, the root tree, the commit): there is
 // no work tree to check out.
 func commitFile(s storer.EncodedObjectStorer, c *commitSpec, parents []plumbing.Hash, message string) (plumbing.Hash, error) {
+	return commitFileAs(s, c, parents, message, object.Signature{Name: "flotilla", Email: "flotilla@flotilla.dev", When: time.Now()})
+}
+
+// commitFileAs is commitFile with the given author and committer; the
+// file's path is "dir/file".
+func commitFileAs(s storer.EncodedObjectStorer, c *commitSpec, parents []plumbing.Hash, message string, who object.Signature) (plumbing.Hash, error) {
 	dir, file, _ := strings.Cut(c.path, "/")
 	blob := s.NewEncodedObject()
 	blob.SetType(plumbing.BlobObject)
@@ -92,7 +98,6 @@ func commitFile(s storer.EncodedObjectStorer, c *commitSpec, parents []plumbing.
 	if err != nil {
 		return plumbing.ZeroHash, err
 	}
-	who := object.Signature{Name: "flotilla", Email: "flotilla@flotilla.dev", When: time.Now()}
 	return storeObject(s, &object.Commit{Author: who, Committer: who, Message: message, TreeHash: root, ParentHashes: parents})
 }
 

@@ -34,7 +34,37 @@ const (
 	// ClusterFailed: the pass failed (fetch, evaluation, a bundle, the
 	// mass-deletion guard); the last good state stays applied.
 	ClusterFailed ClusterPhase = "Failed"
+	// ClusterWaiting: the tip waits in the rollout (earlier waves, their
+	// bake, an approval, a halt); the cluster keeps its applied revision,
+	// Ready there, with drift correction running.
+	ClusterWaiting ClusterPhase = "Waiting"
 )
+
+// Rollout states, as a status file's rollout says them.
+const (
+	RolloutApplied = "Applied" // the cluster applied the revision (or applies it)
+	RolloutWaiting = "Waiting" // earlier waves, their bake, an approval, a turn in the wave
+	RolloutHalted  = "Halted"  // a cluster of an earlier wave failed at the revision
+)
+
+// RolloutStatus is where the cluster stands in the rollout of the tip it
+// saw (the fleet's rollout, as that revision writes it).
+type RolloutStatus struct {
+	// Revision is the tip the rollout is about.
+	Revision string `json:"revision"`
+	// Waves is how many waves the rollout has; 0 says the revision went
+	// everywhere at once (no rollout, or `waves: []`).
+	Waves int `json:"waves"`
+	// State is Applied, Waiting or Halted.
+	State string `json:"state"`
+	// WaitingFor names the clusters the wave waits for; Until is the end
+	// of the earlier waves' bake; HaltedBy the cluster whose failure at
+	// the revision halted the rollout.
+	WaitingFor []string   `json:"waitingFor,omitempty"`
+	Until      *time.Time `json:"until,omitempty"`
+	HaltedBy   string     `json:"haltedBy,omitempty"`
+	Message    string     `json:"message,omitempty"`
+}
 
 // Status is one cluster's status file. It holds names, phases, counts,
 // digests and messages: never an object's content, never a Secret, never
@@ -56,7 +86,9 @@ type Status struct {
 	// rollout's bake counts from it); nil unless Ready.
 	ReadySince *time.Time `json:"readySince,omitempty"`
 	// Wave is the cluster's wave in the rollout of SeenRevision.
-	Wave    string         `json:"wave,omitempty"`
+	Wave string `json:"wave,omitempty"`
+	// Rollout is where the cluster stands in the rollout of SeenRevision.
+	Rollout *RolloutStatus `json:"rollout,omitempty"`
 	Bundles []BundleStatus `json:"bundles"`
 	// ReportedAt is when the file was written (a heartbeat moves it).
 	ReportedAt time.Time `json:"reportedAt"`
@@ -70,6 +102,15 @@ type BundleStatus struct {
 	Counts         apply.Counts `json:"counts"`
 	RenderedDigest string       `json:"renderedDigest,omitempty"`
 	InputsDigest   string       `json:"inputsDigest,omitempty"`
+	// Revision is the revision the bundle's objects come from: the
+	// applied revision, or the tip for a bundle that goes everywhere at
+	// once or whose own rollout let it.
+	Revision string `json:"revision,omitempty"`
+	// ReadySince is when the bundle became Ready at Revision (its own
+	// rollout's bake counts from it).
+	ReadySince *time.Time `json:"readySince,omitempty"`
+	// Waiting says why the bundle keeps Revision while the tip is newer.
+	Waiting string `json:"waiting,omitempty"`
 	// LastTransitionTime is when the phase last changed.
 	LastTransitionTime time.Time `json:"lastTransitionTime"`
 }

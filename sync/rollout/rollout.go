@@ -118,7 +118,8 @@ func Decide(me Cluster, revision string, s Settings, clusters []Cluster, approve
 	if s.MaxUnavailable > 0 {
 		var pending []string
 		for _, c := range sorted(clusters) {
-			if c.Wave == me.Wave && !(c.Revision == revision && c.Ready) {
+			offline := c.Name != me.Name && (!c.Reported || now.Sub(c.ReportedAt) > s.Stale)
+			if c.Wave == me.Wave && !(c.Revision == revision && c.Ready) && (!offline || s.BlockOffline) {
 				pending = append(pending, c.Name)
 			}
 		}

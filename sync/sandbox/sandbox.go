@@ -197,19 +197,16 @@ func (p *Pool) Plan(ctx context.Context, repoDir string, load fleet.LoadOptions,
 	return rep.Plan, nil
 }
 
-// Rollouts evaluates the fleet's rollout for each cluster (nil entries
-// without a rollout) in a worker, within the PlanTimeout and memory
-// bound: the waves of the clusters an agent reads statuses of.
-func (p *Pool) Rollouts(ctx context.Context, repoDir string, load fleet.LoadOptions, clusters []fleet.Cluster) ([]*fleet.Rollout, error) {
+// Rollouts evaluates, in a worker bounded like a plan, each cluster's
+// place in the fleet's rollout and in the own rollouts of the given
+// bundles (fleet.Fleet.Rollouts): the known clusters and the inventory's.
+func (p *Pool) Rollouts(ctx context.Context, repoDir string, load fleet.LoadOptions, clusters []fleet.Cluster, bundles []string) ([]fleet.ClusterRollouts, error) {
 	ctx, cancel := context.WithTimeoutCause(ctx, p.opts.PlanTimeout, fmt.Errorf(
 		"evaluating the fleet's rollout took longer than %s (--eval-timeout)", p.opts.PlanTimeout))
 	defer cancel()
-	rep, err := p.run(ctx, false, &job{Rollouts: &rolloutsJob{RepoDir: repoDir, Load: load, Clusters: clusters}})
+	rep, err := p.run(ctx, false, &job{Rollouts: &rolloutsJob{RepoDir: repoDir, Load: load, Clusters: clusters, Bundles: bundles}})
 	if err != nil {
 		return nil, fmt.Errorf("evaluating the fleet's rollout for %d clusters: %w", len(clusters), err)
-	}
-	if len(rep.Rollouts) != len(clusters) {
-		return nil, fmt.Errorf("sandbox: a worker answered %d rollouts for %d clusters", len(rep.Rollouts), len(clusters))
 	}
 	return rep.Rollouts, nil
 }

@@ -204,28 +204,45 @@ bundles: web: {resources: [], values: n: len([for i in list.Range(0, 2000000000,
 }
 
 // TestRolloutsInSandbox: the waves a worker evaluates for many identities
-// are the fleet's own.
+// (and the inventory's clusters, and a bundle's own rollout) are the
+// fleet's own; an identity no wave takes is left out with why.
 func TestRolloutsInSandbox(t *testing.T) {
 	dir := t.TempDir()
 	rendertest.WriteFile(t, dir, "fleet.cue", `package fleet
 
-rollout: waves: [{name: "canary", names: ["staging-*"]}, {name: "rest"}]
+clusters: "edge-9": region: "ap-south-1"
+rollout: waves: [{name: "canary", names: ["staging-*"]}, {name: "rest", names: ["prod-*", "edge-*"]}]
 bundles: web: resources: []
+bundles: hotfix: {resources: [], rollout: waves: [{name: "all"}]}
 `)
 	pool := newPool(t, sandbox.Options{})
-	clusters := []fleet.Cluster{{Name: "staging-1"}, {Name: "prod-1"}, {Name: "prod-2", Region: "eu-west-1"}}
-	got, err := pool.Rollouts(context.Background(), dir, fleet.LoadOptions{}, clusters)
+	clusters := []fleet.Cluster{{Name: "staging-1"}, {Name: "prod-1"}, {Name: "prod-2", Region: "eu-west-1"}, {Name: "lab-1"}}
+	got, err := pool.Rollouts(context.Background(), dir, fleet.LoadOptions{}, clusters, []string{"web", "hotfix"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"canary", "rest", "rest"}
-	for i, r := range got {
-		if r == nil || r.Wave != want[i] {
-			t.Errorf("%s: %+v, want wave %s", clusters[i].Name, r, want[i])
+	want := map[string]string{"staging-1": "canary", "prod-1": "rest", "prod-2": "rest", "edge-9": "rest"}
+	if len(got) != 5 {
+		t.Fatalf("%d clusters evaluated, want the 4 known and the inventory's edge-9: %+v", len(got), got)
+	}
+	for _, r := range got {
+		name := r.Cluster.Name
+		if name == "lab-1" {
+			if !strings.Contains(r.Err, "no wave") {
+				t.Errorf("lab-1, in no wave: %+v", r)
+			}
+			continue
+		}
+		if r.Err != "" || r.Fleet == nil || r.Fleet.Wave != want[name] {
+			t.Errorf("%s: %+v, want wave %s", name, r, want[name])
+		}
+		if h := r.Bundles["hotfix"]; h == nil || h.Wave != "all" || r.Bundles["web"] != nil {
+			t.Errorf("%s: bundle rollouts %+v, want hotfix's own only", name, r.Bundles)
 		}
 	}
-	if _, err := pool.Rollouts(context.Background(), dir, fleet.LoadOptions{}, []fleet.Cluster{{Name: "Bad_Name"}}); err == nil {
-		t.Error("an invalid identity was evaluated")
+	bad, err := pool.Rollouts(context.Background(), dir, fleet.LoadOptions{}, []fleet.Cluster{{Name: "Bad_Name"}}, nil)
+	if err != nil || len(bad) != 2 || bad[0].Err == "" {
+		t.Errorf("an invalid identity: %+v, %v", bad, err)
 	}
 }
 

@@ -44,11 +44,13 @@ type job struct {
 	Env string `json:"env,omitempty"`
 }
 
-// rolloutsJob evaluates the fleet's rollout for many identities.
+// rolloutsJob evaluates the fleet's rollout, and the given bundles' own,
+// for many identities (and the inventory's).
 type rolloutsJob struct {
 	RepoDir  string            `json:"repoDir"`
 	Load     fleet.LoadOptions `json:"load"`
 	Clusters []fleet.Cluster   `json:"clusters"`
+	Bundles  []string          `json:"bundles,omitempty"`
 }
 
 type renderJob struct {
@@ -66,13 +68,13 @@ type planJob struct {
 
 // reply answers a job: its result, or its error.
 type reply struct {
-	Output      *wireOutput       `json:"output,omitempty"`
-	Plan        *fleet.Plan       `json:"plan,omitempty"`
-	Rollouts    []*fleet.Rollout  `json:"rollouts,omitempty"`
-	Value       string            `json:"value,omitempty"`
-	Error       string            `json:"error,omitempty"`
-	Diagnostics fleet.Diagnostics `json:"diagnostics,omitempty"`
-	PathEscapes bool              `json:"pathEscapes,omitempty"`
+	Output      *wireOutput             `json:"output,omitempty"`
+	Plan        *fleet.Plan             `json:"plan,omitempty"`
+	Rollouts    []fleet.ClusterRollouts `json:"rollouts,omitempty"`
+	Value       string                  `json:"value,omitempty"`
+	Error       string                  `json:"error,omitempty"`
+	Diagnostics fleet.Diagnostics       `json:"diagnostics,omitempty"`
+	PathEscapes bool                    `json:"pathEscapes,omitempty"`
 }
 
 type wireObject struct {
@@ -207,13 +209,7 @@ func do(j *job, renderers map[string]render.Renderer, rep *reply) {
 			fail(err)
 			return
 		}
-		rep.Rollouts = make([]*fleet.Rollout, len(j.Rollouts.Clusters))
-		for i, c := range j.Rollouts.Clusters {
-			if rep.Rollouts[i], err = f.RolloutOf(c); err != nil {
-				fail(err)
-				return
-			}
-		}
+		rep.Rollouts = f.Rollouts(j.Rollouts.Clusters, j.Rollouts.Bundles)
 	case j.Env != "":
 		rep.Value = os.Getenv(j.Env)
 	case j.Probe != "":

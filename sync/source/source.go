@@ -195,6 +195,47 @@ func (s *Source) Fetch(ctx context.Context, revision string) (*Checkout, error) 
 	return &Checkout{Dir: dir, Revision: revision, Repository: repo}, nil
 }
 
+// FetchRevision checks out an older revision of the followed reference
+// (one an agent keeps applied while the tip waits in a rollout) into the
+// cache, reusing it when there. It clones the reference's history to find
+// the commit: a revision no longer in it (a force-push) is an error.
+func (s *Source) FetchRevision(ctx context.Context, revision string) (*Checkout, error) {
+	dir := filepath.Join(s.opts.CacheDir, revision)
+	if repo, err := git.PlainOpen(dir); err == nil {
+		if head, err := repo.Head(); err == nil && head.Hash().String() == revision {
+			return &Checkout{Dir: dir, Revision: revision, Repository: repo}, nil
+		}
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return nil, err
+	}
+	tmp := dir + ".partial"
+	_ = os.RemoveAll(tmp)
+	ctx, cancel := s.bounded(ctx, "fetching "+revision)
+	defer cancel()
+	repo, err := git.PlainCloneContext(ctx, tmp, false, &git.CloneOptions{
+		URL: s.opts.URL, Auth: s.auth, ReferenceName: s.ref(), SingleBranch: true, Tags: git.NoTags, NoCheckout: true})
+	if err == nil {
+		var wt *git.Worktree
+		if wt, err = repo.Worktree(); err == nil {
+			if err = wt.Checkout(&git.CheckoutOptions{Hash: plumbing.NewHash(revision)}); err != nil {
+				err = fmt.Errorf("revision %s is not in the history of %s: %w", short(revision), s.ref().Short(), err)
+			}
+		}
+	}
+	if err != nil {
+		_ = os.RemoveAll(tmp)
+		return nil, s.explain(timedOut(ctx, err))
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		return nil, err
+	}
+	if repo, err = git.PlainOpen(dir); err != nil {
+		return nil, err
+	}
+	return &Checkout{Dir: dir, Revision: revision, Repository: repo}, nil
+}
+
 // clone clones the followed reference shallowly, or for a pinned commit
 // the whole repository, checked out at the commit.
 func (s *Source) clone(ctx context.Context, dir string) (*git.Repository, error) {

@@ -1,0 +1,365 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/flotilla-gitops/flotilla/fleet"
+	"github.com/flotilla-gitops/flotilla/sync/apply"
+	"github.com/flotilla-gitops/flotilla/sync/report"
+	"github.com/flotilla-gitops/flotilla/sync/rollout"
+)
+
+// The rollout gate (issue 15). When the tip's fleet has waves, the agent
+// reads every cluster's status branch and decides with rollout.Decide
+// whether its wave may take the tip. A rollout group is the fleet's
+// rollout (every bundle without one of its own, group "") or one bundle's
+// own rollout (group = the bundle's name); each is decided apart, so a
+// bundle with `rollout: waves: []` goes everywhere at once while the rest
+// of the tip waits. A bundle whose group may not take the tip keeps the
+// revision its inventory records: it is rendered again from that
+// revision, so drift correction keeps running on what is applied, and
+// nothing is applied or pruned from the tip for it.
+
+// ErrRolloutNeedsStatus is returned when the fleet has waves and the agent
+// publishes no status: it could neither read the others nor be read.
+var ErrRolloutNeedsStatus = errors.New("the fleet has rollout waves, which agents decide from each other's status branches: run the agent with a status repository")
+
+// gate is what the rollout lets this cluster do with the tip.
+type gate struct {
+	// status is the fleet rollout's, for the status file.
+	status *report.RolloutStatus
+	// held: bundle → why it keeps its revision.
+	held map[string]string
+	// key changes when what is allowed changes: the agent applies again.
+	key string
+	// until is the earliest end of a bake the cluster waits for.
+	until time.Time
+}
+
+// waiting reports whether something of the tip waits.
+func (g *gate) waiting() bool {
+	return g != nil && len(g.held) > 0
+}
+
+// groupOf is a bundle's rollout group.
+func groupOf(b *fleet.Bundle) string {
+	if b.Rollout != nil {
+		return b.Name
+	}
+	return ""
+}
+
+// settingsOf converts a fleet rollout into the decision's settings.
+func settingsOf(r *fleet.Rollout) (rollout.Settings, error) {
+	if r == nil {
+		return rollout.Settings{}, nil
+	}
+	s := rollout.Settings{Waves: r.Waves, BlockOffline: r.Offline == "block", Paused: r.Paused,
+		MaxUnavailable: r.MaxUnavailable, Approve: r.Approve}
+	var err error
+	if s.Bake, err = time.ParseDuration(r.Bake); err != nil {
+		return s, err
+	}
+	if s.Stale, err = time.ParseDuration(r.Stale); err != nil {
+		return s, err
+	}
+	return s, nil
+}
+
+// decideRollout runs the gate for the tip's plan. inv is the cluster's
+// inventories (the revision each bundle is at).
+func (a *Agent) decideRollout(ctx context.Context, dir string, plan *fleet.Plan, revision string, inv map[string]*apply.Inventory, now time.Time) (*gate, error) {
+	groups := map[string]*fleet.Rollout{"": plan.Rollout}
+	members := map[string][]string{}
+	for _, b := range plan.Bundles {
+		g := groupOf(b)
+		if g != "" {
+			groups[g] = b.Rollout
+		}
+		members[g] = append(members[g], b.Name)
+	}
+	// Bundles the tip no longer has: their deletion is the fleet's
+	// rollout's to gate.
+	for name := range inv {
+		if plan.Bundle(name) == nil {
+			members[""] = append(members[""], name)
+		}
+	}
+
+	g := &gate{held: map[string]string{}}
+	var owned []string // bundles with waves of their own, to evaluate for the others
+	gated := false
+	for name, r := range groups {
+		if r != nil && len(r.Waves) > 0 {
+			gated = true
+			if name != "" {
+				owned = append(owned, name)
+			}
+		}
+	}
+	fleetWaves := 0
+	if plan.Rollout != nil {
+		fleetWaves = len(plan.Rollout.Waves)
+	}
+	g.status = &report.RolloutStatus{Revision: revision, Waves: fleetWaves, State: report.RolloutApplied}
+	if !gated {
+		g.status.Message = "no waves: everywhere at once"
+		g.key = revision
+		return g, nil
+	}
+	if a.reporter == nil {
+		return nil, ErrRolloutNeedsStatus
+	}
+
+	// What the others say, and where each stands in the tip's rollouts.
+	st := a.opts.Status
+	snap, err := report.Read(ctx, st.URL, st.Prefix, st.Auth)
+	if err != nil {
+		return nil, fmt.Errorf("reading the status branches: %w", err)
+	}
+	statuses := map[string]*report.Status{}
+	var known []fleet.Cluster
+	for i := range snap.Statuses {
+		s := &snap.Statuses[i]
+		if s.Cluster.Name == plan.Cluster.Name {
+			continue
+		}
+		statuses[s.Cluster.Name] = s
+		known = append(known, s.Cluster)
+	}
+	known = append(known, plan.Cluster)
+	slices.Sort(owned)
+	places, err := a.rollouts(ctx, dir, known, owned)
+	if err != nil {
+		return nil, err
+	}
+	var approvals []report.Approval
+	approvalsRead := false
+
+	var keys []string
+	for _, name := range slices.Sorted(maps.Keys(groups)) {
+		r := groups[name]
+		settings, err := settingsOf(r)
+		if err != nil {
+			return nil, err
+		}
+		me := rollout.Cluster{Name: plan.Cluster.Name, Reported: true, ReportedAt: now, Wave: -1,
+			Revision: groupRevision(members[name], plan, inv, revision, name == "")}
+		if r != nil {
+			me.Wave = r.WaveIndex
+		}
+		var clusters []rollout.Cluster
+		for _, p := range places {
+			if p.Err != "" {
+				continue
+			}
+			if p.Cluster.Name == me.Name {
+				clusters = append(clusters, me)
+				continue
+			}
+			if c, ok := clusterIn(p, name, statuses[p.Cluster.Name], revision); ok {
+				clusters = append(clusters, c)
+			}
+		}
+		approved := false
+		if settings.Approve {
+			if !approvalsRead {
+				if approvals, err = report.ReadApprovals(ctx, st.URL, a.opts.ApprovalsBranch, st.Auth); err != nil {
+					return nil, err
+				}
+				approvalsRead = true
+			}
+			approved = report.Approved(approvals, r.Wave, revision)
+		}
+		d := rollout.Decide(me, revision, settings, clusters, approved, now)
+		if !d.Until.IsZero() && (g.until.IsZero() || d.Until.Before(g.until)) {
+			g.until = d.Until
+		}
+		if name == "" {
+			g.status.Message = d.Reason
+			switch {
+			case d.Halted != "":
+				g.status.State, g.status.HaltedBy = report.RolloutHalted, d.Halted
+			case !d.Apply:
+				g.status.State, g.status.WaitingFor = report.RolloutWaiting, d.WaitingFor
+				if !d.Until.IsZero() {
+					until := d.Until.UTC()
+					g.status.Until = &until
+				}
+			}
+		}
+		if d.Apply {
+			keys = append(keys, name)
+			continue
+		}
+		for _, b := range members[name] {
+			g.held[b] = d.Reason
+		}
+	}
+	g.key = revision + "|" + strings.Join(keys, ",")
+	return g, nil
+}
+
+// rollouts evaluates every known cluster's place in the tip's rollouts
+// (in a sandbox worker when the agent has a pool).
+func (a *Agent) rollouts(ctx context.Context, dir string, known []fleet.Cluster, owned []string) ([]fleet.ClusterRollouts, error) {
+	load := fleet.LoadOptions{Path: a.opts.Path}
+	if a.pool != nil {
+		return a.pool.Rollouts(ctx, dir, load, known, owned)
+	}
+	f, err := fleet.Load(dir, load)
+	if err != nil {
+		return nil, err
+	}
+	return f.Rollouts(known, owned), nil
+}
+
+// groupRevision is the tip when every bundle of the group is at it, as
+// the inventories say (and, for the fleet's group, nothing is left to
+// prune): the cluster has taken the tip, and keeps it.
+func groupRevision(members []string, plan *fleet.Plan, inv map[string]*apply.Inventory, revision string, fleetGroup bool) string {
+	for _, b := range members {
+		i := inv[b]
+		if plan.Bundle(b) == nil && fleetGroup && i != nil {
+			return "" // still to be pruned at the tip
+		}
+		if i == nil || i.Revision != revision {
+			return ""
+		}
+	}
+	return revision
+}
+
+// clusterIn is what the gate of group knows of another cluster: its wave
+// in the group's rollout and its status (fleet group: the cluster's
+// applied revision and phase; a bundle's own group: that bundle's). ok is
+// false when the cluster has no part in the group.
+func clusterIn(p fleet.ClusterRollouts, group string, st *report.Status, revision string) (rollout.Cluster, bool) {
+	r := p.Fleet
+	if group != "" {
+		r = p.Bundles[group]
+	}
+	if r == nil || r.Wave == "" {
+		return rollout.Cluster{}, false
+	}
+	c := rollout.Cluster{Name: p.Cluster.Name, Wave: r.WaveIndex}
+	if st == nil {
+		return c, true
+	}
+	c.Reported, c.ReportedAt, c.Seen = true, st.ReportedAt, st.SeenRevision
+	if group == "" {
+		c.Revision = st.AppliedRevision
+		c.Ready = st.Phase == report.ClusterReady || st.Phase == report.ClusterWaiting
+		if st.ReadySince != nil {
+			c.ReadySince = *st.ReadySince
+		}
+		// Failed at the tip: failed while taking it (its fleet did not
+		// evaluate, or it applied and failed), not while waiting nor for
+		// want of Git.
+		c.Failed = st.Phase == report.ClusterFailed && st.Rollout != nil &&
+			st.Rollout.Revision == st.SeenRevision && st.Rollout.State == report.RolloutApplied
+		return c, true
+	}
+	i := slices.IndexFunc(st.Bundles, func(b report.BundleStatus) bool { return b.Name == group })
+	if i < 0 {
+		// Not the cluster's bundle at the tip, once it has seen the tip.
+		return c, st.SeenRevision != revision
+	}
+	b := st.Bundles[i]
+	c.Revision, c.Ready = b.Revision, b.Phase == apply.PhaseReady
+	if b.ReadySince != nil {
+		c.ReadySince = *b.ReadySince
+	}
+	c.Failed = b.Revision == revision && (b.Phase == apply.PhaseFailed || b.Phase == apply.PhaseSkipped)
+	if c.Failed {
+		c.Seen = revision
+	}
+	return c, true
+}
+
+// heldBundles renders the bundles the gate holds from the revisions their
+// inventories record, and puts them in place of the tip's in bundles (or
+// after them, for bundles the tip no longer has). A held bundle that was
+// never applied is left out: it is new at the tip and waits. A bundle
+// that cannot be rendered at its revision fails the pass: nothing of the
+// tip is applied and nothing pruned.
+func (a *Agent) heldBundles(ctx context.Context, c fleet.Cluster, g *gate, bundles []apply.Bundle, inv map[string]*apply.Inventory) ([]apply.Bundle, []string, error) {
+	byRevision := map[string][]string{}
+	for b := range g.held {
+		if i := inv[b]; i != nil && i.Revision != "" {
+			byRevision[i.Revision] = append(byRevision[i.Revision], b)
+		}
+	}
+	held := map[string]apply.Bundle{}
+	var revisions []string
+	for _, rev := range slices.Sorted(maps.Keys(byRevision)) {
+		names := byRevision[rev]
+		revisions = append(revisions, rev)
+		co, err := a.src.FetchRevision(ctx, rev)
+		if err != nil {
+			return nil, nil, fmt.Errorf("keeping %s at %s while the tip waits: %w", strings.Join(names, ", "), short(rev), err)
+		}
+		if a.verify != nil {
+			if _, err := a.verify.Verify(co); err != nil {
+				return nil, nil, fmt.Errorf("keeping %s at %s: %w", strings.Join(names, ", "), short(rev), err)
+			}
+		}
+		plan, err := a.plan(ctx, co.Dir, c)
+		if err != nil {
+			return nil, nil, fmt.Errorf("keeping %s at %s: the fleet there does not evaluate for %s: %w", strings.Join(names, ", "), short(rev), c.Name, err)
+		}
+		keep := &fleet.Plan{Cluster: plan.Cluster, Rollout: plan.Rollout}
+		for _, b := range plan.Bundles {
+			if slices.Contains(names, b.Name) {
+				keep.Bundles = append(keep.Bundles, b)
+			}
+		}
+		if len(keep.Bundles) != len(names) {
+			var missing []string
+			for _, n := range names {
+				if keep.Bundle(n) == nil {
+					missing = append(missing, n)
+				}
+			}
+			return nil, nil, fmt.Errorf("keeping %s at %s: not selected for %s there any more", strings.Join(missing, ", "), short(rev), c.Name)
+		}
+		rendered, err := a.renderer(co.Dir).ApplyBundles(ctx, keep, rev)
+		if err != nil {
+			return nil, nil, fmt.Errorf("keeping bundles at %s: %w", short(rev), err)
+		}
+		for _, b := range rendered {
+			held[b.Name] = b
+		}
+	}
+	var out []apply.Bundle
+	for _, b := range bundles {
+		if _, ok := g.held[b.Name]; !ok {
+			out = append(out, b)
+		} else if h, ok := held[b.Name]; ok {
+			out = append(out, h)
+			delete(held, b.Name)
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(held)) {
+		out = append(out, held[name])
+	}
+	return out, revisions, nil
+}
+
+// waitFor shortens the wait before the next pass to the end of a bake.
+func (g *gate) waitFor(wait time.Duration, now time.Time) time.Duration {
+	if g == nil || g.until.IsZero() {
+		return wait
+	}
+	if d := g.until.Sub(now) + time.Second; d > 0 && d < wait {
+		return d
+	}
+	return wait
+}
+

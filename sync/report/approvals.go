@@ -1,0 +1,240 @@
+package report
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"time"
+
+	"github.com/go-git/go-git/v5"
+	"github.com/go-git/go-git/v5/config"
+	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/object"
+	"github.com/go-git/go-git/v5/plumbing/transport"
+	"github.com/go-git/go-git/v5/storage/memory"
+	"sigs.k8s.io/yaml"
+
+	"github.com/flotilla-gitops/flotilla/internal/errtext"
+	"github.com/flotilla-gitops/flotilla/sync/source"
+)
+
+// Approvals of rollout waves live on one branch, in one file: each
+// `flotilla rollout approve` is a commit that adds an entry, so who
+// approved what and when is in the branch's history, and agents read the
+// whole set with one fetch.
+const (
+	// DefaultApprovalsBranch is the approvals branch's default name.
+	DefaultApprovalsBranch = "flotilla/approvals"
+	// ApprovalsPath is the file on it.
+	ApprovalsPath = "rollout/approvals.yaml"
+	// ApprovalsKind is the file's kind.
+	ApprovalsKind = "RolloutApprovals"
+	// maxApprovals bounds the file: the oldest entries go first (the
+	// history keeps them).
+	maxApprovals = 500
+)
+
+// Approval lets one wave apply one revision.
+type Approval struct {
+	Revision string    `json:"revision"`
+	Wave     string    `json:"wave"`
+	By       string    `json:"by"`
+	At       time.Time `json:"at"`
+	Message  string    `json:"message,omitempty"`
+}
+
+// approvalsFile is the file's content.
+type approvalsFile struct {
+	APIVersion string     `json:"apiVersion"`
+	Kind       string     `json:"kind"`
+	Approvals  []Approval `json:"approvals"`
+}
+
+var fullRevision = regexp.MustCompile(`^[0-9a-f]{40}$`)
+
+// Approved reports whether approvals hold one for the wave at revision.
+func Approved(approvals []Approval, wave, revision string) bool {
+	return slices.ContainsFunc(approvals, func(a Approval) bool { return a.Wave == wave && a.Revision == revision })
+}
+
+// ReadApprovals reads the approvals on branch (default
+// DefaultApprovalsBranch): one fetch, one commit deep, in memory. No
+// branch yet is no approval.
+func ReadApprovals(ctx context.Context, url, branch string, auth transport.AuthMethod) ([]Approval, error) {
+	if branch == "" {
+		branch = DefaultApprovalsBranch
+	}
+	tracking := plumbing.NewRemoteReferenceName("origin", branch)
+	repo, err := fetchBranches(ctx, url, auth, config.RefSpec("+"+plumbing.NewBranchReferenceName(branch).String()+":"+tracking.String()))
+	if isMissingBranch(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, source.RedactError(fmt.Errorf("fetching the approvals branch %s: %w", branch, err), url)
+	}
+	ref, err := repo.Reference(tracking, true)
+	if err != nil {
+		return nil, err
+	}
+	commit, err := repo.CommitObject(ref.Hash())
+	if err != nil {
+		return nil, err
+	}
+	return approvalsAt(commit, branch)
+}
+
+// approvalsAt reads the approvals file of a commit.
+func approvalsAt(commit *object.Commit, branch string) ([]Approval, error) {
+	f, err := commit.File(ApprovalsPath)
+	if errors.Is(err, object.ErrFileNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	data, err := f.Contents()
+	if err != nil {
+		return nil, err
+	}
+	var file approvalsFile
+	if err := yaml.Unmarshal([]byte(data), &file); err != nil {
+		return nil, fmt.Errorf("%s on %s: %s", ApprovalsPath, branch, errtext.Error(err))
+	}
+	if file.APIVersion != APIVersion || file.Kind != ApprovalsKind {
+		return nil, fmt.Errorf("%s on %s is not an approvals file: apiVersion %q, kind %q", ApprovalsPath, branch,
+			errtext.Clean(file.APIVersion), errtext.Clean(file.Kind))
+	}
+	return file.Approvals, nil
+}
+
+// ApproveOptions say where an approval goes.
+type ApproveOptions struct {
+	URL  string
+	Auth transport.AuthMethod
+	// Branch defaults to DefaultApprovalsBranch.
+	Branch string
+	// Author signs the commit (the approver's Git identity).
+	Author object.Signature
+	// Attempts bounds the tries when the branch moves under the push
+	// (another approval at the same time); default 5.
+	Attempts int
+}
+
+// Approve adds an approval to the approvals branch, as a commit on its
+// tip pushed with a lease on that tip (an approval pushed at the same
+// moment is kept: the push fails and is tried again on the new tip). It
+// reports false when the approval was already there.
+func Approve(ctx context.Context, opts ApproveOptions, a Approval) (bool, error) {
+	added, err := approve(ctx, opts, a)
+	return added, source.RedactError(err, opts.URL)
+}
+
+func approve(ctx context.Context, opts ApproveOptions, a Approval) (bool, error) {
+	if !fullRevision.MatchString(a.Revision) {
+		return false, fmt.Errorf("revision %q: a full commit hash (40 hex digits) is required", a.Revision)
+	}
+	if a.Wave == "" || a.By == "" {
+		return false, errors.New("an approval needs a wave and an approver")
+	}
+	if opts.Branch == "" {
+		opts.Branch = DefaultApprovalsBranch
+	}
+	if opts.Attempts <= 0 {
+		opts.Attempts = 5
+	}
+	var err error
+	for attempt := range opts.Attempts {
+		if attempt > 0 {
+			select {
+			case <-ctx.Done():
+				return false, errors.Join(err, context.Cause(ctx))
+			case <-time.After(time.Duration(attempt) * 200 * time.Millisecond):
+			}
+		}
+		var added bool
+		added, err = approveOnce(ctx, opts, a)
+		if err == nil || !retryable(err) {
+			return added, err
+		}
+	}
+	return false, err
+}
+
+// approveOnce fetches the branch's tip, adds the approval to its file and
+// pushes a commit with a lease on the tip.
+func approveOnce(ctx context.Context, opts ApproveOptions, a Approval) (bool, error) {
+	repo, err := git.Init(memory.NewStorage(), nil)
+	if err != nil {
+		return false, err
+	}
+	if _, err := repo.CreateRemote(&config.RemoteConfig{Name: "origin", URLs: []string{opts.URL}}); err != nil {
+		return false, err
+	}
+	ref := plumbing.NewBranchReferenceName(opts.Branch)
+	tracking := plumbing.NewRemoteReferenceName("origin", opts.Branch)
+	err = repo.FetchContext(ctx, &git.FetchOptions{RemoteName: "origin", Auth: opts.Auth, Depth: 1, Tags: git.NoTags,
+		RefSpecs: []config.RefSpec{config.RefSpec("+" + ref.String() + ":" + tracking.String())}})
+	var tip *object.Commit
+	switch {
+	case isMissingBranch(err):
+	case err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate):
+		return false, &gitError{"fetch", err}
+	default:
+		r, err := repo.Reference(tracking, true)
+		if err != nil {
+			return false, err
+		}
+		if tip, err = repo.CommitObject(r.Hash()); err != nil {
+			return false, err
+		}
+	}
+	file := approvalsFile{APIVersion: APIVersion, Kind: ApprovalsKind}
+	if tip != nil {
+		if file.Approvals, err = approvalsAt(tip, opts.Branch); err != nil {
+			return false, err
+		}
+	}
+	if Approved(file.Approvals, a.Wave, a.Revision) {
+		return false, nil
+	}
+	file.Approvals = append(file.Approvals, a)
+	if n := len(file.Approvals); n > maxApprovals {
+		file.Approvals = file.Approvals[n-maxApprovals:]
+	}
+	data, err := yaml.Marshal(file)
+	if err != nil {
+		return false, err
+	}
+	var parents []plumbing.Hash
+	if tip != nil {
+		parents = []plumbing.Hash{tip.Hash}
+	}
+	subject := fmt.Sprintf("rollout: approve wave %s for %s\n\nApproved-By: %s\n", a.Wave, short(a.Revision), a.By)
+	if a.Message != "" {
+		subject = fmt.Sprintf("rollout: approve wave %s for %s\n\n%s\n\nApproved-By: %s\n", a.Wave, short(a.Revision), a.Message, a.By)
+	}
+	author := opts.Author
+	if author.Name == "" {
+		author = object.Signature{Name: a.By, Email: "flotilla@flotilla.dev"}
+	}
+	author.When = a.At
+	hash, err := commitFileAs(repo.Storer, &commitSpec{path: ApprovalsPath, data: data}, parents, subject, author)
+	if err != nil {
+		return false, err
+	}
+	if err := repo.Storer.SetReference(plumbing.NewHashReference(ref, hash)); err != nil {
+		return false, err
+	}
+	push := &git.PushOptions{RemoteName: "origin", Auth: opts.Auth,
+		RefSpecs: []config.RefSpec{config.RefSpec(ref.String() + ":" + ref.String())}}
+	if tip != nil {
+		push.RefSpecs = []config.RefSpec{config.RefSpec("+" + ref.String() + ":" + ref.String())}
+		push.ForceWithLease = &git.ForceWithLease{RefName: ref, Hash: tip.Hash}
+	}
+	if err := repo.PushContext(ctx, push); err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
+		return false, &gitError{"push", err}
+	}
+	return true, nil
+}
