@@ -362,4 +362,3 @@ func (g *gate) waitFor(wait time.Duration, now time.Time) time.Duration {
 	}
 	return wait
 }
-
