@@ -88,6 +88,7 @@ type Agent struct {
 	metrics *metrics
 
 	drift          *driftWatch
+	kinds          []schema.GroupVersionKind // the kinds last applied
 	driftSuspected atomic.Bool // a managed object was changed by someone else
 
 	reporter *report.Reporter // nil: no status branch
@@ -283,6 +284,7 @@ func (a *Agent) pass(ctx context.Context) *Pass {
 		return p
 	}
 	p.kinds = kindsOf(bundles)
+	a.kinds = p.kinds
 	p.digests = map[string]bundleDigests{}
 	for _, b := range bundles {
 		d := bundleDigests{rendered: b.Digest, revision: b.Revision}
@@ -378,9 +380,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	for {
 		p := a.RunOnce(ctx)
 		a.Log(p)
-		if len(p.kinds) > 0 {
-			a.drift.watch(ctx, p.kinds)
-		}
+		// Watched from the first pass of Run on, even when the kinds were
+		// applied before it (RunOnce) and Run's passes only wait.
+		a.drift.watch(ctx, a.kinds)
 		wait := a.opts.Interval
 		if p.Failed() {
 			// Retry sooner, backing off: 5s, 10s, 20s … up to the interval.
