@@ -68,6 +68,12 @@ flotilla/status/<name> of the fleet repository (--status-prefix,
 --status-repo): one push, only when it changed, plus a --heartbeat that
 replaces the previous heartbeat commit.
 
+When the fleet has a rollout (waves), the agent reads every cluster's status
+branch and applies a new revision only when its wave's turn has come: the
+earlier waves Ready at it for the bake time, no failure there, an approval
+when its wave asks for one (--approvals-branch). Until then it keeps what it
+applied, with drift correction, and reports phase Waiting.
+
 SIGTERM or Ctrl-C ends the pass under way cleanly (what was applied is
 recorded) and exits 0: that is how Kubernetes stops a pod. A second signal
 exits at once. --once runs a single pass and exits 1 if it failed.`,
@@ -118,7 +124,8 @@ exits at once. --once runs a single pass and exits 1 if it failed.`,
 	fs.StringVar(&af.statusAuth.PasswordFile, "status-password-file", "", "file holding the HTTPS password or token for --status-repo")
 	fs.StringVar(&af.statusAuth.SSHKeyFile, "status-ssh-key", "", "SSH private key file for --status-repo")
 	fs.StringVar(&af.statusAuth.KnownHostsFile, "status-known-hosts", "", "known_hosts file for --status-repo")
-	fs.BoolVar(&af.noStatus, "no-status", false, "do not publish the cluster's status to Git")
+	fs.StringVar(&af.opts.ApprovalsBranch, "approvals-branch", report.DefaultApprovalsBranch, "branch of the status repository holding rollout approvals (flotilla rollout approve)")
+	fs.BoolVar(&af.noStatus, "no-status", false, "do not publish the cluster's status to Git (a fleet with rollout waves needs it)")
 	fs.DurationVar(&af.heartbeat, "heartbeat", 10*time.Minute, "commit an unchanged status this often, so a silent cluster stands out")
 	fs.StringVar(&af.listen, "listen", ":8080", "address of /healthz, /readyz and /trigger (empty: none)")
 	fs.StringVar(&af.webhookSecret, "webhook-secret-file", "", "file holding the shared secret of /trigger (no file: /trigger refuses all)")

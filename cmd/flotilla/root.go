@@ -47,6 +47,7 @@ for every cluster before it merges.`,
 		newApplyCmd(),
 		newAgentCmd(),
 		newStatusCmd(),
+		newRolloutCmd(),
 		newVersionCmd(),
 	)
 	return root

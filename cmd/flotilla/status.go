@@ -44,7 +44,9 @@ flotilla/status/<cluster>, all read with one ls-remote and one fetch) and
 show the fleet: each cluster's region, phase, the revision it applied
 against the tip of the fleet branch, its bundles ready out of total, and
 how long ago it reported — clusters silent for longer than --stale are
-flagged. --cluster NAME shows one cluster's bundles and errors. -o html
+flagged. When the fleet has rollout waves, the rollout of the tip follows:
+per wave, clusters Ready at it over total, and whether it is done, baking
+(until when), waiting (for whom), halted (by whom) or failed. --cluster NAME shows one cluster's bundles and errors. -o html
 writes a self-contained page (a clusters × bundles matrix coloured by
 phase, with the errors) that opens without a server.
 
@@ -110,14 +112,30 @@ revision and is Ready (exit 0), or one failed at it, or --timeout passes
 		}
 		statuses := snap.Statuses
 		tip := sf.fleetTip(cmd.Context())
+		view := rolloutOf(statuses, tip)
 		if out.format == "html" {
-			return writeStatusHTML(cmd.OutOrStdout(), statuses, tip, sf.stale, time.Now())
+			return writeStatusHTML(cmd.OutOrStdout(), statuses, tip, view, sf.stale, time.Now())
 		}
-		return out.write(cmd.OutOrStdout(), statuses, func(w io.Writer) error {
-			return writeFleetStatus(w, statuses, tip, sf.stale, time.Now())
+		doc := fleetStatus{Tip: tip, Clusters: statuses, Rollout: view}
+		if doc.Clusters == nil {
+			doc.Clusters = []report.Status{}
+		}
+		return out.write(cmd.OutOrStdout(), doc, func(w io.Writer) error {
+			if err := writeFleetStatus(w, statuses, tip, sf.stale, time.Now()); err != nil || view == nil {
+				return err
+			}
+			return writeRollout(w, view)
 		})
 	}
 	return cmd
+}
+
+// fleetStatus is `status -o json`: the fleet tip, every cluster's status,
+// and the rollout of the tip when the fleet has waves.
+type fleetStatus struct {
+	Tip      string          `json:"tip,omitempty"`
+	Clusters []report.Status `json:"clusters"`
+	Rollout  *rolloutView    `json:"rollout,omitempty"`
 }
 
 // fleetTip is the fleet branch's tip, or "" when it cannot be asked.

@@ -4,6 +4,7 @@ import (
 	"html/template"
 	"io"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/flotilla-gitops/flotilla/sync/apply"
@@ -15,6 +16,7 @@ import (
 // script, no external resource: it opens from a file.
 var statusPage = template.Must(template.New("status").Funcs(template.FuncMap{
 	"short": short,
+	"join":  func(s []string) string { return strings.Join(s, ", ") },
 	"age":   func(t time.Time, now time.Time) string { return now.Sub(t).Round(time.Second).String() },
 }).Parse(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -27,6 +29,7 @@ th{background:#f6f8fa}
 .Ready{background:#dafbe1}.Progressing,.Drifted{background:#fff8c5}
 .Failed,.Skipped{background:#ffebe9}.Pruned,.none{background:#f6f8fa;color:#57606a}
 .stale{color:#cf222e;font-weight:600}
+.Done{background:#dafbe1}.Applying,.Baking,.Waiting,.Empty{background:#fff8c5}.Halted,.Failed{background:#ffebe9}
 pre{white-space:pre-wrap;margin:0}
 </style></head><body>
 <h1>Fleet status</h1>
@@ -44,6 +47,15 @@ pre{white-space:pre-wrap;margin:0}
 </tr>
 {{- end}}
 </tbody></table>
+{{- with .Rollout}}
+<h2>Rollout of {{short .Revision}}</h2>
+<table id="rollout"><thead><tr><th>Wave</th><th>Ready</th><th>State</th><th>Clusters</th><th>Detail</th></tr></thead><tbody>
+{{- range .Waves}}
+<tr data-wave="{{.Name}}"><td>{{.Name}}</td><td>{{.Ready}}/{{len .Clusters}}</td><td class="{{.State}}">{{.State}}</td><td>{{join .Clusters}}</td><td>{{.Detail}}</td></tr>
+{{- end}}
+</tbody></table>
+{{- if .NotSeen}}<p>Not yet seen by {{join .NotSeen}}.</p>{{end}}
+{{- end}}
 {{- if .Problems}}
 <h2>Problems</h2>
 <table id="problems"><thead><tr><th>Cluster</th><th>Bundle</th><th>Phase</th><th>Message</th></tr></thead><tbody>
@@ -56,7 +68,7 @@ pre{white-space:pre-wrap;margin:0}
 `))
 
 // writeStatusHTML writes the status page.
-func writeStatusHTML(w io.Writer, statuses []report.Status, tip string, stale time.Duration, now time.Time) error {
+func writeStatusHTML(w io.Writer, statuses []report.Status, tip string, view *rolloutView, stale time.Duration, now time.Time) error {
 	type cluster struct {
 		Status report.Status
 		Stale  bool
@@ -78,7 +90,14 @@ func writeStatusHTML(w io.Writer, statuses []report.Status, tip string, stale ti
 		Bundles  []string
 		Clusters []cluster
 		Problems []problem
+		Rollout  *rolloutHTML
 	}{Now: now, Tip: tip, Bundles: bundles}
+	if view != nil {
+		data.Rollout = &rolloutHTML{Revision: view.Revision, NotSeen: view.NotSeen}
+		for _, wv := range view.Waves {
+			data.Rollout.Waves = append(data.Rollout.Waves, waveHTML{waveView: wv, Detail: wv.detail()})
+		}
+	}
 	for _, st := range statuses {
 		c := cluster{Status: st, Stale: now.Sub(st.ReportedAt) > stale, Cells: make([]string, len(bundles))}
 		for _, b := range st.Bundles {
@@ -93,4 +112,16 @@ func writeStatusHTML(w io.Writer, statuses []report.Status, tip string, stale ti
 		data.Clusters = append(data.Clusters, c)
 	}
 	return statusPage.Execute(w, data)
+}
+
+// rolloutHTML is the rollout view as the page shows it.
+type rolloutHTML struct {
+	Revision string
+	Waves    []waveHTML
+	NotSeen  []string
+}
+
+type waveHTML struct {
+	waveView
+	Detail string
 }

@@ -229,7 +229,7 @@ func (a *Agent) pass(ctx context.Context) *Pass {
 	if err != nil {
 		p.Err = fmt.Errorf("fleet at %s does not evaluate for %s; nothing applied or pruned: %w", short(p.Revision), c.Name, err)
 		// The cluster took the revision and failed at it: a rollout halts.
-		p.gate = &gate{status: &report.RolloutStatus{Revision: p.Revision, State: report.RolloutApplied,
+		p.gate = &gate{status: &report.RolloutStatus{Revision: p.Revision, State: report.RolloutApplied, Waves: []string{},
 			Message: "the fleet does not evaluate for this cluster at this revision"}}
 		return p
 	}

@@ -103,9 +103,9 @@ func (a *Agent) decideRollout(ctx context.Context, dir string, plan *fleet.Plan,
 			}
 		}
 	}
-	fleetWaves := 0
+	fleetWaves := []string{}
 	if plan.Rollout != nil {
-		fleetWaves = len(plan.Rollout.Waves)
+		fleetWaves = plan.Rollout.Waves
 	}
 	g.status = &report.RolloutStatus{Revision: revision, Waves: fleetWaves, State: report.RolloutApplied}
 	if !gated {

@@ -38,8 +38,15 @@ func TestStatusMatchesSchema(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := status("prod-eu-1", "Ready")
-	st.Bundles[0].LastTransitionTime = time.Now()
+	st := status("prod-eu-1", "Waiting")
+	now := time.Now()
+	st.Bundles[0].LastTransitionTime = now
+	// Every field a waiting cluster of a rollout writes.
+	rev := strings.Repeat("ab", 20)
+	st.AppliedRevision, st.SeenRevision, st.ReadySince, st.Wave = rev, rev, &now, "eu"
+	st.Bundles[0].Revision, st.Bundles[0].ReadySince, st.Bundles[0].Waiting = rev, &now, "wave eu waits for an approval"
+	st.Rollout = &report.RolloutStatus{Revision: rev, Waves: []string{"canary", "eu"}, State: report.RolloutWaiting,
+		WaitingFor: []string{"canary-1"}, Until: &now, Message: "wave eu waits"}
 	if _, err := r.Publish(context.Background(), st, time.Now()); err != nil {
 		t.Fatal(err)
 	}

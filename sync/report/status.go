@@ -52,9 +52,9 @@ const (
 type RolloutStatus struct {
 	// Revision is the tip the rollout is about.
 	Revision string `json:"revision"`
-	// Waves is how many waves the rollout has; 0 says the revision went
-	// everywhere at once (no rollout, or `waves: []`).
-	Waves int `json:"waves"`
+	// Waves names the rollout's waves in order; none says the revision
+	// went everywhere at once (no rollout, or `waves: []`).
+	Waves []string `json:"waves"`
 	// State is Applied, Waiting or Halted.
 	State string `json:"state"`
 	// WaitingFor names the clusters the wave waits for; Until is the end

@@ -1,0 +1,125 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/flotilla-gitops/flotilla/fleet"
+	"github.com/flotilla-gitops/flotilla/internal/gittest"
+	"github.com/flotilla-gitops/flotilla/sync/report"
+)
+
+// publishRollout writes the statuses of a rollout of rev to repo: canary-1
+// Ready at it, eu-1 waiting for an approval, us-1 waiting for eu-1.
+func publishRollout(t *testing.T, repo *gittest.Repo, rev, old string) {
+	t.Helper()
+	now := time.Now().UTC()
+	waves := []string{"canary", "eu", "rest"}
+	for _, st := range []*report.Status{
+		{Cluster: fleet.Cluster{Name: "canary-1"}, Wave: "canary", Phase: report.ClusterReady, AppliedRevision: rev, SeenRevision: rev, ReadySince: &now,
+			Rollout: &report.RolloutStatus{Revision: rev, Waves: waves, State: report.RolloutApplied}},
+		{Cluster: fleet.Cluster{Name: "eu-1", Region: "eu-west-1"}, Wave: "eu", Phase: report.ClusterWaiting, AppliedRevision: old, SeenRevision: rev,
+			Rollout: &report.RolloutStatus{Revision: rev, Waves: waves, State: report.RolloutWaiting,
+				Message: "wave eu waits for an approval of " + rev[:7]}},
+		{Cluster: fleet.Cluster{Name: "us-1", Region: "us-east-1"}, Wave: "rest", Phase: report.ClusterWaiting, AppliedRevision: old, SeenRevision: rev,
+			Rollout: &report.RolloutStatus{Revision: rev, Waves: waves, State: report.RolloutWaiting, WaitingFor: []string{"eu-1"},
+				Message: "wave rest waits for the earlier waves: eu-1"}},
+	} {
+		r, err := report.New(report.Options{URL: repo.URL})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.Publish(context.Background(), st, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestRolloutStatusAndApprove: `flotilla status` shows the rollout of the
+// revision per wave (table, JSON, HTML); `flotilla rollout approve` pushes
+// an approval an agent reads, resolving a short revision, refusing an
+// unknown wave, and approving twice changes nothing.
+func TestRolloutStatusAndApprove(t *testing.T) {
+	repo := gittest.New(t)
+	rev, old := strings.Repeat("3f", 20), strings.Repeat("0a", 20)
+	publishRollout(t, repo, rev, old)
+
+	var stdout, stderr bytes.Buffer
+	if code := run(t.Context(), []string{"status", "--repo", repo.Bare}, &stdout, &stderr); code != exitOK {
+		t.Fatalf("status: %s", stderr.String())
+	}
+	for _, want := range []string{
+		`(?m)^rollout of 3f3f3f3, wave by wave:$`,
+		`(?m)^canary +1/1 +Done`,
+		`(?m)^eu +0/1 +Waiting +wave eu waits for an approval of 3f3f3f3$`,
+		`(?m)^rest +0/1 +Waiting +waiting for eu-1$`,
+	} {
+		if !regexp.MustCompile(want).MatchString(stdout.String()) {
+			t.Errorf("status lacks %s:\n%s", want, stdout.String())
+		}
+	}
+
+	stdout.Reset()
+	if code := run(t.Context(), []string{"status", "--repo", repo.Bare, "-o", "json"}, &stdout, &stderr); code != exitOK {
+		t.Fatalf("status -o json: %s", stderr.String())
+	}
+	var doc fleetStatus
+	if err := json.Unmarshal(stdout.Bytes(), &doc); err != nil {
+		t.Fatal(err)
+	}
+	if len(doc.Clusters) != 3 || doc.Rollout == nil || len(doc.Rollout.Waves) != 3 || doc.Rollout.Waves[0].State != "Done" ||
+		doc.Rollout.Waves[2].WaitingFor[0] != "eu-1" {
+		t.Errorf("status -o json: %s", stdout.String())
+	}
+
+	stdout.Reset()
+	if code := run(t.Context(), []string{"status", "--repo", repo.Bare, "-o", "html"}, &stdout, &stderr); code != exitOK {
+		t.Fatalf("status -o html: %s", stderr.String())
+	}
+	if page := stdout.String(); !strings.Contains(page, `<tr data-wave="eu"><td>eu</td><td>0/1</td><td class="Waiting">Waiting</td>`) ||
+		!strings.Contains(page, "Rollout of 3f3f3f3") {
+		t.Errorf("the page lacks the rollout:\n%s", page)
+	}
+
+	// Approve eu with a short revision.
+	approve := []string{"rollout", "approve", "--repo", repo.Bare, "--wave", "eu", "--revision", "3f3f3f3", "--by", "Ada Lovelace <ada@example.com>", "-m", "canary healthy"}
+	stdout.Reset()
+	if code := run(t.Context(), approve, &stdout, &stderr); code != exitOK {
+		t.Fatalf("rollout approve: %s", stderr.String())
+	}
+	approvals, err := report.ReadApprovals(context.Background(), repo.URL, "", nil)
+	if err != nil || !report.Approved(approvals, "eu", rev) || approvals[0].By != "Ada Lovelace <ada@example.com>" {
+		t.Fatalf("approvals %+v, %v", approvals, err)
+	}
+	if log := gittest.Git(t, repo.Bare, "log", "--format=%an <%ae>|%B", report.DefaultApprovalsBranch); !strings.Contains(log, "Ada Lovelace <ada@example.com>|rollout: approve wave eu for 3f3f3f3") ||
+		!strings.Contains(log, "canary healthy") {
+		t.Errorf("approvals history:\n%s", log)
+	}
+	stdout.Reset()
+	if code := run(t.Context(), approve, &stdout, &stderr); code != exitOK || !strings.Contains(stdout.String(), "already approved") {
+		t.Errorf("approving twice: %d %s %s", code, stdout.String(), stderr.String())
+	}
+	if n := len(strings.Fields(gittest.Git(t, repo.Bare, "log", "--format=%H", report.DefaultApprovalsBranch))); n != 1 {
+		t.Errorf("%d approval commits after approving twice, want 1", n)
+	}
+
+	for _, bad := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--wave", "apac", "--revision", rev}, `wave "apac" is not a wave of the rollout of 3f3f3f3 (canary, eu, rest)`},
+		{[]string{"--wave", "eu", "--revision", "beef"}, "revision beef is not one any cluster reports"},
+		{[]string{"--wave", "eu", "--revision", rev, "--by", "nobody"}, `give it as "Name <email>"`},
+	} {
+		stderr.Reset()
+		args := append([]string{"rollout", "approve", "--repo", repo.Bare, "--by", "Ada <ada@example.com>"}, bad.args...)
+		if code := run(t.Context(), args, &stdout, &stderr); code == exitOK || !strings.Contains(stderr.String(), bad.want) {
+			t.Errorf("%v: exit %d, %s; want %q", bad.args, code, stderr.String(), bad.want)
+		}
+	}
+}
