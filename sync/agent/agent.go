@@ -89,7 +89,7 @@ type Agent struct {
 
 	drift          *driftWatch
 	kinds          []schema.GroupVersionKind // the kinds last applied
-	driftSuspected atomic.Bool // a managed object was changed by someone else
+	driftSuspected atomic.Bool               // a managed object was changed by someone else
 
 	reporter *report.Reporter // nil: no status branch
 	status   *report.Status   // the status last built
