@@ -65,6 +65,12 @@ func TestRolloutStatusAndApprove(t *testing.T) {
 	}
 
 	stdout.Reset()
+	if code := run(t.Context(), []string{"status", "--repo", repo.Bare, "--cluster", "us-1"}, &stdout, &stderr); code != exitOK ||
+		!strings.Contains(stdout.String(), "rollout of 3f3f3f3: Waiting (wave rest waits for the earlier waves: eu-1)") {
+		t.Errorf("status --cluster us-1 (%d):\n%s%s", code, stdout.String(), stderr.String())
+	}
+
+	stdout.Reset()
 	if code := run(t.Context(), []string{"status", "--repo", repo.Bare, "-o", "json"}, &stdout, &stderr); code != exitOK {
 		t.Fatalf("status -o json: %s", stderr.String())
 	}

@@ -265,6 +265,9 @@ func writeClusterStatus(w io.Writer, st report.Status) error {
 		}
 		fmt.Fprintf(w, "  %s\n", strings.Join(parts, ", "))
 	}
+	if r := st.Rollout; r != nil && len(r.Waves) > 0 {
+		fmt.Fprintf(w, "  rollout of %s: %s (%s)\n", short(r.Revision), r.State, oneLine(r.Message))
+	}
 	if st.Message != "" {
 		fmt.Fprintf(w, "  %s\n", st.Message)
 	}

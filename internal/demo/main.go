@@ -3,9 +3,10 @@
 // scheduler, kwok nodes labelled with their region), serves a fleet
 // repository made from the checkout over HTTP, runs one `flotilla agent`
 // per cluster, waits for every cluster to report Ready on the status
-// branch, then commits a change, previews it with plan and render, waits
-// for the agents to converge and shows what changed in each cluster, read
-// from the clusters' API.
+// branch, then commits a change that also brings a rollout in waves,
+// previews it with plan and render, watches it reach the canary first,
+// wait for an approval, approves it, waits for the agents to converge and
+// shows what changed in each cluster, read from the clusters' API.
 //
 //	go run ./internal/demo [--ci] [--dir .demo]
 package main
@@ -161,11 +162,23 @@ func (d *demo) steps() []demoStep {
 				"render", d.work, "--cluster", "staging-eu-1", "--bundle", "eu-data-residency")
 		}},
 		{"pushing the change", func(context.Context) error { return d.push() }},
-		{"waiting for the agents to converge on the change", func(ctx context.Context) error {
-			return d.waitReady(ctx, d.rev2)
+		{"the canary wave first: staging-eu-1 takes the change, the prod clusters keep theirs and wait", d.waitCanary},
+		{"flotilla status: the rollout, wave by wave", func(ctx context.Context) error {
+			return d.flotillaCmd(ctx, []string{"rollout of " + d.rev2[:7], "canary", "Waiting"}, "status", "--repo", d.url, "--branch", "main")
+		}},
+		{fmt.Sprintf("after the canary's %s bake, wave eu waits for an approval", demoBake), d.waitApproval},
+		{"flotilla rollout approve --wave eu", func(ctx context.Context) error {
+			return d.flotillaCmd(ctx, []string{"approved wave eu"}, "rollout", "approve", "--repo", d.url, "--wave", "eu",
+				"--revision", d.rev2[:7], "--by", "Demo Operator <ops@example.com>", "-m", "canary healthy")
+		}},
+		{"waiting for eu, then (after its bake) the rest, to converge on the change", func(ctx context.Context) error {
+			if err := d.waitReady(ctx, d.rev2); err != nil {
+				return err
+			}
+			return d.checkOrder(ctx)
 		}},
 		{"flotilla status", func(ctx context.Context) error {
-			return d.flotillaCmd(ctx, []string{d.rev2[:7]}, "status", "--repo", d.url, "--branch", "main")
+			return d.flotillaCmd(ctx, []string{d.rev2[:7], "Done"}, "status", "--repo", d.url, "--branch", "main")
 		}},
 		{"what changed, read from each cluster's API", d.showChanges},
 		{"the status page: flotilla status -o html", d.writeStatusPage},
@@ -301,6 +314,17 @@ func (d *demo) commitChange(context.Context) error {
 	}
 	src := strings.Replace(string(data), before, after, 1)
 	src += `
+// Added by the demo: this commit and later ones reach the fleet in waves.
+rollout: {
+	waves: [
+		{name: "canary", names: ["staging-*"]},
+		{name: "eu", regions: ["eu-*"], approve: true},
+		{name: "rest"},
+	]
+	bake: "` + demoBake + `"
+}
+`
+	src += `
 // Added by the demo: EU clusters keep a data-residency policy.
 bundles: "eu-data-residency": {
 	namespace: "storefront"
@@ -326,6 +350,118 @@ bundles: "eu-data-residency": {
 	}
 	d.rev2, err = revision(d.work)
 	return err
+}
+
+// demoBake is the demo rollout's bake: short, to keep the demo short.
+const demoBake = "10s"
+
+// waitStatuses polls the status branches until cond holds for them.
+func (d *demo) waitStatuses(ctx context.Context, what string, cond func(map[string]report.Status) bool) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	for {
+		if snap, err := report.Read(ctx, d.url, "", nil); err == nil {
+			byName := map[string]report.Status{}
+			for _, st := range snap.Statuses {
+				byName[st.Cluster.Name] = st
+			}
+			if cond(byName) {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: not within 5 minutes (see the agent logs)", what)
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// waitCanary waits for the canary to be Ready at the change while the
+// prod clusters report they wait, still at the first commit.
+func (d *demo) waitCanary(ctx context.Context) error {
+	err := d.waitStatuses(ctx, "the canary at the change, the others waiting", func(s map[string]report.Status) bool {
+		canary := s["staging-eu-1"]
+		if canary.AppliedRevision != d.rev2 || canary.Phase != report.ClusterReady {
+			return false
+		}
+		for _, name := range []string{"prod-eu-1", "prod-us-1"} {
+			st := s[name]
+			if st.Rollout == nil || st.Rollout.Revision != d.rev2 || st.Rollout.State != report.RolloutWaiting {
+				return false
+			}
+		}
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	// Nothing of the change reached prod: its Deployment still has 4.
+	return d.checkReplicas(ctx, "prod-eu-1", 4)
+}
+
+// waitApproval waits for prod-eu-1 to say its wave waits for an approval
+// (the canary's bake is over), still at the first commit.
+func (d *demo) waitApproval(ctx context.Context) error {
+	var message string
+	err := d.waitStatuses(ctx, "wave eu waiting for an approval", func(s map[string]report.Status) bool {
+		st := s["prod-eu-1"]
+		if st.Rollout != nil {
+			message = st.Rollout.Message
+		}
+		return st.Rollout != nil && st.Rollout.Revision == d.rev2 && strings.Contains(st.Rollout.Message, "approval")
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Printf("    prod-eu-1: %s\n", message)
+	return d.checkReplicas(ctx, "prod-eu-1", 4)
+}
+
+// checkOrder checks that the rest wave became Ready at the change a bake
+// after the eu wave did.
+func (d *demo) checkOrder(ctx context.Context) error {
+	snap, err := report.Read(ctx, d.url, "", nil)
+	if err != nil {
+		return err
+	}
+	since := map[string]time.Time{}
+	for _, st := range snap.Statuses {
+		if st.ReadySince != nil {
+			since[st.Cluster.Name] = *st.ReadySince
+		}
+	}
+	bake, _ := time.ParseDuration(demoBake)
+	eu, us := since["prod-eu-1"], since["prod-us-1"]
+	fmt.Printf("    Ready at %s: staging-eu-1 %s, prod-eu-1 %s, prod-us-1 %s\n", d.rev2[:7],
+		since["staging-eu-1"].Format(time.TimeOnly), eu.Format(time.TimeOnly), us.Format(time.TimeOnly))
+	if us.Sub(eu) < bake {
+		return fmt.Errorf("prod-us-1 (wave rest) was Ready at %s, less than the bake after prod-eu-1 (wave eu) at %s", us, eu)
+	}
+	return nil
+}
+
+// checkReplicas checks web's replicas in a cluster.
+func (d *demo) checkReplicas(ctx context.Context, name string, want int32) error {
+	for _, c := range fleetClusters {
+		if c.name != name {
+			continue
+		}
+		kube, err := client.New(c.env.Config, client.Options{})
+		if err != nil {
+			return err
+		}
+		var web appsv1.Deployment
+		if err := kube.Get(ctx, client.ObjectKey{Namespace: "storefront", Name: "web"}, &web); err != nil {
+			return fmt.Errorf("%s: reading Deployment storefront/web: %w", name, err)
+		}
+		if web.Spec.Replicas == nil || *web.Spec.Replicas != want {
+			return fmt.Errorf("%s: web has %v replicas, want %d: the change went past the rollout", name, web.Spec.Replicas, want)
+		}
+		fmt.Printf("    %s keeps web at %d replicas\n", name, want)
+		return nil
+	}
+	return fmt.Errorf("no cluster %s", name)
 }
 
 // showChanges reads what changed from each cluster's API and checks it

@@ -195,7 +195,7 @@ func (a *Agent) decideRollout(ctx context.Context, dir string, plan *fleet.Plan,
 			}
 		}
 		if d.Apply {
-			keys = append(keys, name)
+			keys = append(keys, fmt.Sprintf("%q", name)) // the fleet's group is "": quoted, it still counts
 			continue
 		}
 		for _, b := range members[name] {
