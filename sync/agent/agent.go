@@ -82,6 +82,7 @@ type Agent struct {
 	appliedIdentity string
 	appliedGate     string
 	fleetRevision   string
+	loggedWait      string // the rollout reason last logged
 
 	ready   atomic.Bool   // a pass has succeeded
 	trigger chan struct{} // a pass is asked for now (webhook)
@@ -293,6 +294,13 @@ func (a *Agent) pass(ctx context.Context) *Pass {
 		}
 		p.digests[b.Name] = d
 	}
+	if p.gate.waiting() && key == a.appliedIdentity && !drift && unchanged(bundles, inv) {
+		// Waiting at a new tip with nothing of it let through: what is
+		// applied stays as it is, and the API server is not written to.
+		a.appliedGate = p.gate.key
+		p.Changed = false
+		return p
+	}
 	p.Result, err = a.mgr.Sync(ctx, bundles)
 	if err != nil {
 		p.Err = fmt.Errorf("apply: %w", err)
@@ -310,6 +318,22 @@ func (a *Agent) pass(ctx context.Context) *Pass {
 	}
 	_ = a.src.Prune(append(keep, p.Revision)...)
 	return p
+}
+
+// unchanged reports whether syncing bundles would change nothing: each is
+// applied in full as rendered now (its inventory's digest), and no other
+// bundle is recorded (nothing to prune).
+func unchanged(bundles []apply.Bundle, inv map[string]*apply.Inventory) bool {
+	if len(bundles) != len(inv) {
+		return false
+	}
+	for _, b := range bundles {
+		i := inv[b.Name]
+		if b.Err != nil || i == nil || i.Digest == "" || i.Digest != b.Digest {
+			return false
+		}
+	}
+	return true
 }
 
 // fleetRevisionOf is the revision of the bundles that follow the fleet's
@@ -407,6 +431,11 @@ func (a *Agent) Run(ctx context.Context) error {
 func (a *Agent) Log(p *Pass) {
 	if p.StatusErr != nil {
 		a.log.Error(p.StatusErr, "status not published; retried next pass", "cluster", p.Cluster.Name)
+	}
+	if p.gate.waiting() && p.gate.status.Message != a.loggedWait {
+		a.loggedWait = p.gate.status.Message
+		a.log.Info("waiting in the rollout", "revision", short(p.Revision), "cluster", p.Cluster.Name, "wave", p.wave,
+			"state", p.gate.status.State, "reason", p.gate.status.Message, "held", len(p.gate.held))
 	}
 	switch {
 	case p.Err != nil:

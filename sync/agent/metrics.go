@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/flotilla-gitops/flotilla/sync/apply"
+	"github.com/flotilla-gitops/flotilla/sync/report"
 	"github.com/flotilla-gitops/flotilla/sync/source"
 )
 
@@ -22,6 +23,7 @@ type metrics struct {
 	drift        *prometheus.CounterVec
 	gitErrors    *prometheus.CounterVec
 	passes       *prometheus.CounterVec
+	rollout      *prometheus.GaugeVec
 }
 
 func newMetrics() *metrics {
@@ -49,14 +51,26 @@ func newMetrics() *metrics {
 		passes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "flotilla_passes_total", Help: "Passes, by outcome: idle, applied, failed.",
 		}, []string{"outcome"}),
+		rollout: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "flotilla_rollout_state", Help: "Where the cluster stands in the rollout of the tip: 1 for its state (Applied, Waiting, Halted), 0 for the others.",
+		}, []string{"state"}),
 	}
-	m.registry.MustRegister(m.passDuration, m.revision, m.bundles, m.objects, m.drift, m.gitErrors, m.passes,
+	m.registry.MustRegister(m.passDuration, m.revision, m.bundles, m.objects, m.drift, m.gitErrors, m.passes, m.rollout,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
 // observe records a pass.
 func (m *metrics) observe(p *Pass) {
+	if p.gate != nil {
+		for _, state := range []string{report.RolloutApplied, report.RolloutWaiting, report.RolloutHalted} {
+			v := 0.0
+			if p.gate.status.State == state {
+				v = 1
+			}
+			m.rollout.WithLabelValues(state).Set(v)
+		}
+	}
 	switch {
 	case p.Err != nil:
 		m.passes.WithLabelValues("failed").Inc()
@@ -94,7 +108,7 @@ func (m *metrics) observe(p *Pass) {
 	for _, ph := range []apply.Phase{apply.PhaseReady, apply.PhaseProgressing, apply.PhaseFailed, apply.PhaseSkipped, apply.PhaseDrifted, apply.PhasePruned} {
 		m.bundles.WithLabelValues(string(ph)).Set(phases[ph])
 	}
-	if !p.Result.Failed() {
+	if !p.Result.Failed() && !p.gate.waiting() {
 		m.revision.Reset()
 		m.revision.WithLabelValues(p.Revision).Set(1)
 	}

@@ -3,6 +3,8 @@ package agent_test
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -78,9 +80,10 @@ bundles: hotfix: {namespace: "rollout-hotfix", rollout: waves: [], resources: [
 // rolloutCluster is one cluster of the rollout test: its agent and an
 // administrator's client of its API server.
 type rolloutCluster struct {
-	name  string
-	agent *agent.Agent
-	kube  client.Client
+	name   string
+	agent  *agent.Agent
+	kube   client.Client
+	writes *writes // the agent's API requests that change something
 }
 
 // configMap reads data.v of a ConfigMap, "" when there is none.
@@ -147,12 +150,13 @@ func newRolloutTest(t *testing.T) *rolloutTest {
 		if name == "eu-2" {
 			opts.Sandbox = &sandbox.Options{} // the gate's evaluation in a worker, too
 		}
-		a, err := agent.New(cfgs[i], opts, logr.Discard())
+		w := &writes{}
+		a, err := agent.New(w.wrap(cfgs[i]), opts, logr.Discard())
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(a.Close)
-		rt.clusters = append(rt.clusters, &rolloutCluster{name: name, agent: a, kube: kc})
+		rt.clusters = append(rt.clusters, &rolloutCluster{name: name, agent: a, kube: kc, writes: w})
 	}
 	return rt
 }
@@ -307,6 +311,13 @@ func TestRolloutWaves(t *testing.T) {
 		}
 	}
 
+	// The metrics say it too.
+	rec := httptest.NewRecorder()
+	rt.cluster("eu-1").agent.Handler(nil).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	if m := rec.Body.String(); !strings.Contains(m, `flotilla_rollout_state{state="Halted"} 1`) || !strings.Contains(m, `flotilla_rollout_state{state="Applied"} 0`) {
+		t.Errorf("eu-1's metrics while halted:\n%s", m)
+	}
+
 	// While halted, eu-1's drift correction keeps running at its revision:
 	// a hand edit is put back by the running agent.
 	eu := rt.cluster("eu-1")
@@ -366,9 +377,20 @@ func TestRolloutWaves(t *testing.T) {
 	rt.commit(rolloutFleet{Web: `"6"`, Offline: "skip", Inventory: `"canary-2": {}`})
 	rt.until("every cluster at 6, canary-2 skipped", all("6"))
 
-	// Paused: canary takes the commit, the later waves keep theirs.
+	// Paused: canary takes the commit, the later waves keep theirs — and,
+	// waiting, write nothing to their API servers, from the first pass at
+	// the new tip on.
 	rt.commit(rolloutFleet{Web: `"7"`, Paused: true})
+	before := map[string]int64{}
+	for _, c := range rt.clusters {
+		before[c.name] = c.writes.n.Load()
+	}
 	rt.passFor(5 * time.Second)
+	for _, c := range rt.clusters[1:] {
+		if n := c.writes.n.Load() - before[c.name]; n != 0 {
+			t.Errorf("%s made %d API writes while waiting", c.name, n)
+		}
+	}
 	if got := rt.web(); !slices.Equal(got, []string{"7", "6", "6", "6", "6"}) {
 		t.Fatalf("paused: web %v", got)
 	}
