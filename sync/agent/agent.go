@@ -84,6 +84,16 @@ type Agent struct {
 	fleetRevision   string
 	loggedWait      string // the rollout reason last logged
 
+	// cache keeps the tip's plan and the other clusters' places in its
+	// rollouts while the tip and the identities stay the same.
+	cache struct {
+		plan             *fleet.Plan
+		planKey          string
+		places           []fleet.ClusterRollouts
+		placesKey        string
+		placesEvaluation int // evaluations made, for tests
+	}
+
 	ready   atomic.Bool   // a pass has succeeded
 	trigger chan struct{} // a pass is asked for now (webhook)
 	metrics *metrics
@@ -226,7 +236,7 @@ func (a *Agent) pass(ctx context.Context) *Pass {
 			return p
 		}
 	}
-	plan, err := a.plan(ctx, co.Dir, c)
+	plan, err := a.tipPlan(ctx, co.Dir, c, p.Revision, key)
 	if err != nil {
 		p.Err = fmt.Errorf("fleet at %s does not evaluate for %s; nothing applied or pruned: %w", short(p.Revision), c.Name, err)
 		// The cluster took the revision and failed at it: a rollout halts.
@@ -364,6 +374,20 @@ func (a *Agent) renderer(dir string) *planrender.Renderer {
 		ropts.Renderers = a.pool.Renderers()
 	}
 	return planrender.New(dir, ropts)
+}
+
+// tipPlan is the plan of the tip for the cluster, kept while neither
+// changes: an agent waiting in a rollout polls without evaluating again.
+func (a *Agent) tipPlan(ctx context.Context, dir string, c fleet.Cluster, revision, key string) (*fleet.Plan, error) {
+	if a.cache.plan != nil && a.cache.planKey == revision+"|"+key {
+		return a.cache.plan, nil
+	}
+	plan, err := a.plan(ctx, dir, c)
+	if err != nil {
+		return nil, err
+	}
+	a.cache.plan, a.cache.planKey = plan, revision+"|"+key
+	return plan, nil
 }
 
 // plan loads and evaluates the fleet for the cluster: in a sandbox worker

@@ -135,7 +135,7 @@ func (a *Agent) decideRollout(ctx context.Context, dir string, plan *fleet.Plan,
 	}
 	known = append(known, plan.Cluster)
 	slices.Sort(owned)
-	places, err := a.rollouts(ctx, dir, known, owned)
+	places, err := a.rollouts(ctx, dir, revision, known, owned)
 	if err != nil {
 		return nil, err
 	}
@@ -207,17 +207,34 @@ func (a *Agent) decideRollout(ctx context.Context, dir string, plan *fleet.Plan,
 }
 
 // rollouts evaluates every known cluster's place in the tip's rollouts
-// (in a sandbox worker when the agent has a pool).
-func (a *Agent) rollouts(ctx context.Context, dir string, known []fleet.Cluster, owned []string) ([]fleet.ClusterRollouts, error) {
+// (in a sandbox worker when the agent has a pool), once for a tip and a
+// set of identities: polls while waiting reuse it.
+func (a *Agent) rollouts(ctx context.Context, dir, revision string, known []fleet.Cluster, owned []string) ([]fleet.ClusterRollouts, error) {
+	var key strings.Builder
+	key.WriteString(revision + "|" + strings.Join(owned, ",") + "|")
+	for _, c := range known {
+		key.WriteString(identityKey(c) + ";")
+	}
+	if a.cache.places != nil && a.cache.placesKey == key.String() {
+		return a.cache.places, nil
+	}
 	load := fleet.LoadOptions{Path: a.opts.Path}
+	var places []fleet.ClusterRollouts
 	if a.pool != nil {
-		return a.pool.Rollouts(ctx, dir, load, known, owned)
+		var err error
+		if places, err = a.pool.Rollouts(ctx, dir, load, known, owned); err != nil {
+			return nil, err
+		}
+	} else {
+		f, err := fleet.Load(dir, load)
+		if err != nil {
+			return nil, err
+		}
+		places = f.Rollouts(known, owned)
 	}
-	f, err := fleet.Load(dir, load)
-	if err != nil {
-		return nil, err
-	}
-	return f.Rollouts(known, owned), nil
+	a.cache.places, a.cache.placesKey = places, key.String()
+	a.cache.placesEvaluation++
+	return places, nil
 }
 
 // groupRevision is the tip when every bundle of the group is at it, as

@@ -1,10 +1,8 @@
 package report_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"os/exec"
 	"testing"
 	"time"
 
@@ -15,11 +13,10 @@ import (
 )
 
 // writeBranches gives the bare repository n status branches, c0000 …, one
-// commit each, in one `git fast-import` (what n agents' first reports
-// leave, made in a second).
+// commit each (what n agents' first reports leave, made in a second).
 func writeBranches(t testing.TB, bare string, n int) {
 	t.Helper()
-	var stream bytes.Buffer
+	branches := map[string]map[string][]byte{}
 	for i := range n {
 		name := fmt.Sprintf("c%04d", i)
 		st := status(name, report.ClusterReady)
@@ -29,16 +26,9 @@ func writeBranches(t testing.TB, bare string, n int) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		msg := fmt.Sprintf("status(%s): Ready", name)
-		fmt.Fprintf(&stream, "commit refs/heads/%s\ncommitter flotilla <flotilla@flotilla.dev> %d +0000\ndata %d\n%s\nM 100644 inline %s\ndata %d\n%s\n",
-			report.Branch("", name), time.Now().Unix(), len(msg), msg, report.Path(name), len(data), data)
+		branches[report.Branch("", name)] = map[string][]byte{report.Path(name): data}
 	}
-	cmd := exec.Command("git", "fast-import", "--quiet")
-	cmd.Dir = bare
-	cmd.Stdin = &stream
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("git fast-import: %v\n%s", err, out)
-	}
+	gittest.ImportBranches(t, bare, branches)
 }
 
 // TestReadThousandBranches reads the statuses of 1,000 clusters over HTTP
