@@ -36,6 +36,7 @@ import (
 type rolloutFleet struct {
 	Web, Hotfix string // CUE values of the two ConfigMaps' data.v
 	Offline     string
+	Stale       string // default 10m
 	Paused      bool
 	Approve     bool   // the eu wave asks for an approval
 	Inventory   string // CUE of `clusters`, when given
@@ -47,6 +48,9 @@ func (f rolloutFleet) cue() string {
 	}
 	if f.Hotfix == "" {
 		f.Hotfix = `"1"`
+	}
+	if f.Stale == "" {
+		f.Stale = "10m"
 	}
 	inventory := ""
 	if f.Inventory != "" {
@@ -62,7 +66,7 @@ rollout: {
 		{name: "rest"},
 	]
 	bake:    "2s"
-	stale:   "10m"
+	stale:   %q
 	offline: %q
 	paused:  %v
 }
@@ -74,7 +78,7 @@ bundles: hotfix: {namespace: "rollout-hotfix", rollout: waves: [], resources: [
 	{apiVersion: "v1", kind: "Namespace", metadata: name: "rollout-hotfix"},
 	{apiVersion: "v1", kind: "ConfigMap", metadata: name: "hotfix", data: v: %s},
 ]}
-`, inventory, f.Approve, f.Offline, f.Paused, f.Web, f.Hotfix)
+`, inventory, f.Approve, f.Stale, f.Offline, f.Paused, f.Web, f.Hotfix)
 }
 
 // rolloutCluster is one cluster of the rollout test: its agent and an
@@ -144,7 +148,9 @@ func newRolloutTest(t *testing.T) *rolloutTest {
 			Identity: agent.IdentityOptions{Name: name, Region: regions[i]},
 			Interval: time.Minute,
 			Apply:    apply.DefaultOptions(),
-			Status:   &report.Options{URL: rt.url, Auth: rt.auth},
+			// A heartbeat each second: a cluster whose agent runs is never
+			// stale, even with the short `stale` of the test's last step.
+			Status: &report.Options{URL: rt.url, Auth: rt.auth, Heartbeat: time.Second},
 		}
 		opts.Apply.InventoryNamespace = inventory
 		if name == "eu-2" {
@@ -241,7 +247,8 @@ func (rt *rolloutTest) status(name string) *report.Status {
 // on canary never reaches the others (halted, in their status); a newer
 // commit during a rollout supersedes it; a bundle with `waves: []` goes
 // everywhere at once while the rest waits; an inventory cluster that never
-// reported is skipped with `offline: skip` and blocks with `block`;
+// reported is skipped with `offline: skip` and blocks with `block`, and so
+// is a cluster whose agent stopped, once silent for `stale`;
 // `paused` keeps the later waves; an approval lets the eu wave go.
 func TestRolloutWaves(t *testing.T) {
 	rt := newRolloutTest(t)
@@ -416,5 +423,17 @@ func TestRolloutWaves(t *testing.T) {
 	rt.until("every cluster at 8 after the approval", all("8"))
 	if log := gittest.Git(t, rt.repo.Bare, "log", "--format=%an %s", report.DefaultApprovalsBranch); !strings.Contains(log, "Ada rollout: approve wave eu for "+rev8[:7]) {
 		t.Errorf("approvals history: %s", log)
+	}
+
+	// canary-1's agent stops. Once it has been silent for `stale`, with
+	// `offline: skip`, it no longer holds the others up.
+	rt.commit(rolloutFleet{Web: `"9"`, Stale: "6s"})
+	lastReport := rt.status("canary-1").ReportedAt
+	rt.until("the others at 9 without canary-1", func() bool {
+		rt.pass("eu-1", "eu-2", "us-1", "us-2")
+		return slices.Equal(rt.web(), []string{"8", "9", "9", "9", "9"})
+	})
+	if eu := rt.status("eu-1"); eu.ReadySince == nil || eu.ReadySince.Before(lastReport.Add(6*time.Second)) {
+		t.Errorf("eu-1 took 9 at %v, before canary-1 (last report %v) was stale", eu.ReadySince, lastReport)
 	}
 }
