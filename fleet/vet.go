@@ -25,10 +25,36 @@ type Progress func(done, total int)
 // evaluation cannot be interrupted, and takes milliseconds) and the error
 // is ctx's cause; nothing planned is returned then. progress may be nil.
 func (f *Fleet) PlanInventory(ctx context.Context, progress Progress) ([]*Plan, Diagnostics, error) {
-	n := len(f.inventory)
+	results, errs, err := f.PlanClusters(ctx, f.inventory, progress)
+	if err != nil {
+		return nil, nil, err
+	}
+	var plans []*Plan
+	var problems Diagnostics
+	for i, c := range f.inventory {
+		p, err := results[i], errs[i]
+		if err != nil {
+			ds := AsDiagnostics(err)
+			if ds == nil {
+				ds = Diagnostics{{Clusters: []string{c.Name}, Message: err.Error()}}
+			}
+			problems = append(problems, ds...)
+			continue
+		}
+		plans = append(plans, p)
+	}
+	return plans, problems, nil
+}
+
+// PlanClusters plans the given identities (the inventory's, or clusters
+// known from their status branches) on all CPUs: plans[i] or errs[i] for
+// clusters[i]. When ctx ends, it stops between clusters and returns ctx's
+// cause.
+func (f *Fleet) PlanClusters(ctx context.Context, clusters []Cluster, progress Progress) ([]*Plan, []error, error) {
+	n := len(clusters)
 	if n > 1 {
 		if err := f.withoutInventory(); err != nil {
-			return nil, Diagnostics{{Message: err.Error()}}, nil
+			return nil, nil, err
 		}
 	}
 	results := make([]*Plan, n)
@@ -46,7 +72,7 @@ func (f *Fleet) PlanInventory(ctx context.Context, progress Progress) ([]*Plan, 
 	}
 	workers := min(runtime.GOMAXPROCS(0), n/clustersPerWorker)
 	if workers <= 1 {
-		for i, c := range f.inventory {
+		for i, c := range clusters {
 			if ctx.Err() != nil {
 				break
 			}
@@ -66,7 +92,7 @@ func (f *Fleet) PlanInventory(ctx context.Context, progress Progress) ([]*Plan, 
 		for _, w := range fleets {
 			wg.Go(func() {
 				for i := int(next.Add(1) - 1); i < n && ctx.Err() == nil; i = int(next.Add(1) - 1) {
-					results[i], errs[i] = w.Plan(f.inventory[i])
+					results[i], errs[i] = w.Plan(clusters[i])
 					planned()
 				}
 			})
@@ -76,22 +102,7 @@ func (f *Fleet) PlanInventory(ctx context.Context, progress Progress) ([]*Plan, 
 	if ctx.Err() != nil {
 		return nil, nil, context.Cause(ctx)
 	}
-
-	var plans []*Plan
-	var problems Diagnostics
-	for i, c := range f.inventory {
-		p, err := results[i], errs[i]
-		if err != nil {
-			ds := AsDiagnostics(err)
-			if ds == nil {
-				ds = Diagnostics{{Clusters: []string{c.Name}, Message: err.Error()}}
-			}
-			problems = append(problems, ds...)
-			continue
-		}
-		plans = append(plans, p)
-	}
-	return plans, problems, nil
+	return results, errs, nil
 }
 
 // Problems returns every problem of the inventory's plans, as

@@ -42,20 +42,29 @@ func addFleetFlags(cmd *cobra.Command) *fleetFlags {
 // signal stops the command while the CUE is being compiled. From here on
 // the command's own evaluation of the fleet is bounded (guard).
 func (f *fleetFlags) load(ctx context.Context, args []string) (*fleet.Fleet, error) {
-	memory, err := quantity("--eval-memory", f.evalMemory)
-	if err != nil {
+	if err := f.startGuard(ctx); err != nil {
 		return nil, err
 	}
-	if f.evalTimeout <= 0 {
-		return nil, errors.New("--eval-timeout must be positive")
-	}
-	var guardCtx context.Context
-	guardCtx, f.stopGuard = context.WithCancel(ctx)
-	guard(guardCtx, f.evalTimeout, memory, f.evalMemory)
 	dir := filepath.Join(repoDir(args), f.path)
 	return interruptible(ctx, "loading the fleet in "+dir, func() (*fleet.Fleet, error) {
 		return fleet.Load(repoDir(args), fleet.LoadOptions{Path: f.path, DisplayDir: dir})
 	})
+}
+
+// startGuard bounds the command's own evaluation of the fleet from now on
+// (--eval-timeout, --eval-memory), until stopGuard or ctx ends.
+func (f *fleetFlags) startGuard(ctx context.Context) error {
+	memory, err := quantity("--eval-memory", f.evalMemory)
+	if err != nil {
+		return err
+	}
+	if f.evalTimeout <= 0 {
+		return errors.New("--eval-timeout must be positive")
+	}
+	var guardCtx context.Context
+	guardCtx, f.stopGuard = context.WithCancel(ctx)
+	guard(guardCtx, f.evalTimeout, memory, f.evalMemory)
+	return nil
 }
 
 // guard stops the process when it has worked for longer than timeout, or

@@ -122,8 +122,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if !errors.As(err, &reported) {
 		fmt.Fprintf(stderr, "flotilla: %v\n", err)
 	}
+	var coded *exitCodeError
+	if errors.As(err, &coded) {
+		return coded.code
+	}
 	return exitFailed
 }
+
+// exitCodeError makes the command exit with its code (preview exits as
+// diff(1): 1 for a difference, 2 for trouble).
+type exitCodeError struct {
+	code int
+	err  error
+}
+
+func (e *exitCodeError) Error() string { return e.err.Error() }
+func (e *exitCodeError) Unwrap() error { return e.err }
 
 // interruptible runs work that cannot observe ctx (loading and evaluating
 // CUE) on a goroutine of its own, and stops waiting for it when ctx ends:

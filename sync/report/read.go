@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -177,4 +178,49 @@ func ParseStatus(data []byte) (*Status, error) {
 		return nil, errors.New(errtext.Error(err))
 	}
 	return &st, nil
+}
+
+// ReadRepository returns the statuses a local repository holds: its status
+// branches (refs/heads/<prefix>/<name>) or, for clusters without one, the
+// remote-tracking branches a fetch brought (refs/remotes/<remote>/<prefix>/<name>).
+// A CI job that fetched the status branches previews with the clusters
+// they name. No status branch at all is an empty snapshot.
+func ReadRepository(repo *git.Repository, prefix string) (*Snapshot, error) {
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	refs, err := repo.References()
+	if err != nil {
+		return nil, err
+	}
+	found := map[string]plumbing.ReferenceName{}
+	err = refs.ForEach(func(ref *plumbing.Reference) error {
+		name := ref.Name().String()
+		if rest, ok := strings.CutPrefix(name, "refs/heads/"+prefix+"/"); ok && !strings.Contains(rest, "/") {
+			found[rest] = ref.Name() // a local branch wins
+			return nil
+		}
+		if rest, ok := strings.CutPrefix(name, "refs/remotes/"); ok {
+			_, branch, _ := strings.Cut(rest, "/")
+			if cluster, ok := strings.CutPrefix(branch, prefix+"/"); ok && !strings.Contains(cluster, "/") {
+				if _, local := found[cluster]; !local || !strings.HasPrefix(found[cluster].String(), "refs/heads/") {
+					found[cluster] = ref.Name()
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	snap := &Snapshot{}
+	for _, cluster := range slices.Sorted(maps.Keys(found)) {
+		st, err := readStatus(repo, found[cluster], cluster)
+		if err != nil {
+			snap.Problems = append(snap.Problems, fmt.Errorf("status branch %s: %w", found[cluster].Short(), err))
+			continue
+		}
+		snap.Statuses = append(snap.Statuses, *st)
+	}
+	return snap, nil
 }

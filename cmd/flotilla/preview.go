@@ -1,0 +1,137 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/flotilla-gitops/flotilla/preview"
+	"github.com/flotilla-gitops/flotilla/sync/planrender"
+	"github.com/flotilla-gitops/flotilla/sync/report"
+	"github.com/flotilla-gitops/flotilla/sync/source"
+)
+
+// Exit statuses of preview, as diff(1)'s.
+const (
+	exitPreviewChanges = 1
+	exitPreviewTrouble = 2
+)
+
+// previewFlags are the flags of `flotilla preview`.
+type previewFlags struct {
+	base, head   string
+	statusRepo   string
+	statusPrefix string
+	statusAuth   source.Auth
+	clusters     []string
+	bundles      []string
+	allowRemote  bool
+}
+
+func newPreviewCmd() *cobra.Command {
+	pf := &previewFlags{}
+	cmd := &cobra.Command{
+		Use:   "preview [DIR] --base REF [--head REF]",
+		Short: "Show which clusters a change touches, and how: the pull-request view",
+		Long: `Compare the fleet at --base with the fleet at --head (default: the work tree
+as it is) for every cluster the fleet knows: the inventories at both
+revisions and every cluster that reported on a status branch, with its real
+labels and facts (--status-repo URL, or the local repository's own status
+branches — refs/heads/flotilla/status/* or remote-tracking copies of them —
+when it has any). REFs are read from the local Git repository without
+checking anything out.
+
+For each cluster and bundle: added, removed (its objects would be pruned),
+changed (objects added, removed and changed, with a field-level diff;
+Secret values masked), unchanged, or failed (with the positioned error);
+and a cluster's move to another rollout wave. A bundle whose inputs are
+the same at both revisions is unchanged without rendering; each distinct
+input is rendered once for the whole fleet.
+
+-o markdown writes a pull-request comment (a summary table, then each
+changed cluster in a collapsible section, under 60,000 characters);
+-o json is for tools: {"clusters": [{"name", "changed", "bundles":
+[{"name", "change", ...}]}]}, every cluster listed.
+
+Exit status as diff(1): 0 nothing changes, 1 something changes, 2 an error
+— including a bundle or cluster that evaluates or renders at --base but
+fails at --head.`,
+		Example: `  flotilla preview --base origin/main                  # the work tree against main
+  flotilla preview --base main --head HEAD -o markdown > comment.md
+  git fetch origin 'refs/heads/flotilla/status/*:refs/remotes/origin/flotilla/status/*'
+  flotilla preview --base origin/main --cluster prod-eu-1 --bundle web`,
+		Args: cobra.MaximumNArgs(1),
+	}
+	out := addOutputFlag(cmd, "text", "markdown", "json")
+	ff := addFleetFlags(cmd)
+	limits := addLimitFlags(cmd, false)
+	fs := cmd.Flags()
+	fs.StringVar(&pf.base, "base", "", "the revision to compare against (branch, tag, commit, HEAD~1 …)")
+	fs.StringVar(&pf.head, "head", "", "the revision to preview (default: the work tree)")
+	fs.StringVar(&pf.statusRepo, "status-repo", "", "read the clusters' status branches from this repository (default: the local repository's)")
+	fs.StringVar(&pf.statusPrefix, "status-prefix", report.DefaultPrefix, "prefix of the status branches")
+	fs.StringVar(&pf.statusAuth.Username, "status-username", "", "HTTPS user name for --status-repo")
+	fs.StringVar(&pf.statusAuth.PasswordFile, "status-password-file", "", "file holding the HTTPS password or token for --status-repo")
+	fs.StringVar(&pf.statusAuth.SSHKeyFile, "status-ssh-key", "", "SSH private key file for --status-repo")
+	fs.StringVar(&pf.statusAuth.KnownHostsFile, "status-known-hosts", "", "known_hosts file for --status-repo")
+	fs.StringArrayVar(&pf.clusters, "cluster", nil, "preview only this cluster (repeatable)")
+	fs.StringArrayVar(&pf.bundles, "bundle", nil, "preview only this bundle (repeatable)")
+	fs.BoolVar(&pf.allowRemote, "allow-remote-bases", false, "let kustomizations use remote (git, HTTP) bases")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		trouble := func(err error) error { return &exitCodeError{code: exitPreviewTrouble, err: err} }
+		if err := out.validate(); err != nil {
+			return trouble(err)
+		}
+		if pf.base == "" {
+			return trouble(errors.New("--base is required: the revision the change is compared against (for example origin/main)"))
+		}
+		opts, closeWorkers, err := limits.options(planrender.Options{AllowRemoteBases: pf.allowRemote})
+		if err != nil {
+			return trouble(err)
+		}
+		defer closeWorkers()
+		po := preview.Options{Dir: repoDir(args), Path: ff.path, Base: pf.base, Head: pf.head,
+			StatusPrefix: pf.statusPrefix, Clusters: pf.clusters, Bundles: pf.bundles, Render: opts,
+			Progress: func(s string) { fmt.Fprintln(cmd.ErrOrStderr(), s) }}
+		if pf.statusRepo != "" {
+			po.StatusURL = pf.statusRepo
+			if !strings.Contains(po.StatusURL, "://") && !strings.Contains(po.StatusURL, "@") {
+				po.StatusURL = "file://" + absPath(po.StatusURL)
+			}
+			if po.StatusAuth, err = pf.statusAuth.Method(po.StatusURL); err != nil {
+				return trouble(err)
+			}
+		}
+		if err := ff.startGuard(cmd.Context()); err != nil {
+			return trouble(err)
+		}
+		tuneGCForBatch()
+		rep, err := preview.Run(cmd.Context(), po)
+		ff.stopGuard()
+		if err != nil {
+			return trouble(err)
+		}
+		w := cmd.OutOrStdout()
+		switch out.format {
+		case "markdown":
+			err = rep.WriteMarkdown(w)
+		case "json":
+			err = out.write(w, rep, nil)
+		default:
+			err = rep.WriteText(w)
+		}
+		if err != nil {
+			return trouble(err)
+		}
+		if failures := rep.NewFailures(); len(failures) > 0 {
+			return trouble(fmt.Errorf("%w: %s", preview.ErrNewFailure, strings.Join(failures, ", ")))
+		}
+		if rep.ChangedClusters() > 0 {
+			return &exitCodeError{code: exitPreviewChanges, err: &reportedError{errors.New("the change touches clusters")}}
+		}
+		return nil
+	}
+	return cmd
+}

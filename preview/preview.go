@@ -1,0 +1,455 @@
+// Package preview compares the fleet at two revisions for every cluster
+// the fleet knows — the inventories at both and every cluster that
+// reported on a status branch, with its real labels and facts — and says
+// which clusters a change touches and how: bundles added, removed,
+// changed (objects added, removed, changed, with field-level diffs, Secret
+// values masked) or newly failing, and moves between rollout waves. It is
+// `flotilla preview`, the pull-request view of a fleet change.
+//
+// A bundle whose inputs digest is the same at both revisions is unchanged
+// without rendering; every distinct input is rendered once for the whole
+// fleet (as `render --all`).
+package preview
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"runtime"
+	"slices"
+	"strings"
+	"sync/atomic"
+
+	"github.com/go-git/go-git/v5"
+	"github.com/go-git/go-git/v5/plumbing/transport"
+	"golang.org/x/sync/errgroup"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/flotilla-gitops/flotilla/fleet"
+	"github.com/flotilla-gitops/flotilla/render"
+	"github.com/flotilla-gitops/flotilla/sync/planrender"
+	"github.com/flotilla-gitops/flotilla/sync/report"
+)
+
+// Options say what to compare.
+type Options struct {
+	// Dir is the fleet's folder (the command's DIR), inside a Git
+	// repository; Path the folder of fleet.cue under it.
+	Dir  string
+	Path string
+	// Base is the revision compared against; Head the revision previewed,
+	// empty for the work tree as it is. Both are read from the local
+	// repository without checking anything out.
+	Base, Head string
+	// StatusURL, when set, is where the status branches are read
+	// (StatusPrefix, StatusAuth); otherwise the local repository's own
+	// status branches are, when it has any.
+	StatusURL    string
+	StatusPrefix string
+	StatusAuth   transport.AuthMethod
+	// Clusters and Bundles narrow the preview to those names.
+	Clusters, Bundles []string
+	// Render configures the renderers (limits, sandbox workers).
+	Render planrender.Options
+	// Progress, when set, hears what is being done.
+	Progress func(string)
+}
+
+// Change kinds of a bundle (and of an object: added, removed, changed).
+const (
+	Added     = "added"
+	Removed   = "removed"
+	Changed   = "changed"
+	Unchanged = "unchanged"
+	Failed    = "failed"
+)
+
+// Report is a preview's result.
+type Report struct {
+	// Base and Head are the commits compared ("" head: the work tree).
+	Base string `json:"base"`
+	Head string `json:"head"`
+	// Clusters are every cluster previewed, changed or not, by name.
+	Clusters []Cluster `json:"clusters"`
+	// Warnings are what was left out (unreadable status branches …).
+	Warnings []string `json:"warnings,omitempty"`
+	// Renders counts the distinct renders done, at base and at head.
+	Renders int `json:"renders"`
+}
+
+// Cluster is one cluster's part of the preview.
+type Cluster struct {
+	Name string `json:"name"`
+	// Known says where the cluster comes from: inventory, status, or both.
+	Known   string `json:"known"`
+	Changed bool   `json:"changed"`
+	// Wave is set when the change moves the cluster to another rollout
+	// wave.
+	Wave *WaveMove `json:"wave,omitempty"`
+	// Error is why the fleet does not evaluate for the cluster at head
+	// (positioned); NewError says that it did at base.
+	Error    string   `json:"error,omitempty"`
+	NewError bool     `json:"newError,omitempty"`
+	Bundles  []Bundle `json:"bundles"`
+}
+
+// WaveMove is a cluster's move between rollout waves.
+type WaveMove struct {
+	From string `json:"from"`
+	To   string `json:"to"`
+}
+
+// Bundle is one bundle's change for a cluster.
+type Bundle struct {
+	Name string `json:"name"`
+	// Change is added, removed, changed, unchanged or failed.
+	Change string `json:"change"`
+	// Error is why it fails at head (positioned for fleet errors);
+	// NewError says that it did not fail at base.
+	Error    string   `json:"error,omitempty"`
+	NewError bool     `json:"newError,omitempty"`
+	Objects  []Object `json:"objects,omitempty"`
+}
+
+// Object is one object's change in a bundle.
+type Object struct {
+	// Object is "group/version, Kind=…, namespace/name" as render names it.
+	Object string `json:"object"`
+	Change string `json:"change"`
+	// Fields are a changed object's changed fields; Secret values masked.
+	Fields []Field `json:"fields,omitempty"`
+}
+
+// Field is one changed field (a JSON patch operation).
+type Field struct {
+	Op   string `json:"op"`
+	Path string `json:"path"`
+	Old  any    `json:"old,omitempty"`
+	New  any    `json:"new,omitempty"`
+}
+
+// ChangedClusters counts the clusters that change.
+func (r *Report) ChangedClusters() int {
+	n := 0
+	for _, c := range r.Clusters {
+		if c.Changed {
+			n++
+		}
+	}
+	return n
+}
+
+// NewFailures lists what fails at head and did not at base, as
+// "cluster/bundle" (or "cluster" for a fleet that no longer evaluates).
+func (r *Report) NewFailures() []string {
+	var out []string
+	for _, c := range r.Clusters {
+		if c.NewError {
+			out = append(out, c.Name)
+		}
+		for _, b := range c.Bundles {
+			if b.NewError {
+				out = append(out, c.Name+"/"+b.Name)
+			}
+		}
+	}
+	return out
+}
+
+// side is the fleet at one revision.
+type side struct {
+	name  string // "base" or "head"
+	dir   string // the fleet folder at that revision
+	fleet *fleet.Fleet
+	plans map[string]*fleet.Plan
+	errs  map[string]error
+	r     *planrender.Renderer
+}
+
+// Run previews the change.
+func Run(ctx context.Context, opts Options) (*Report, error) {
+	say := opts.Progress
+	if say == nil {
+		say = func(string) {}
+	}
+	repo, sub, err := openRepository(opts.Dir)
+	if err != nil {
+		return nil, err
+	}
+	rep := &Report{}
+	tmp, err := os.MkdirTemp("", "flotilla-preview-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
+
+	// The fleet at both revisions: written out from Git (head: the work
+	// tree as it is, unless a revision is named).
+	sides := []*side{{name: "base"}, {name: "head", dir: opts.Dir}}
+	for i, ref := range []string{opts.Base, opts.Head} {
+		s := sides[i]
+		if ref == "" {
+			continue
+		}
+		commit, err := resolve(repo, ref)
+		if err != nil {
+			return nil, err
+		}
+		if i == 0 {
+			rep.Base = commit.Hash.String()
+		} else {
+			rep.Head = commit.Hash.String()
+		}
+		s.dir = fmt.Sprintf("%s/%s", tmp, s.name)
+		if err := os.Mkdir(s.dir, 0o700); err != nil {
+			return nil, err
+		}
+		if err := writeTree(commit, sub, s.dir); err != nil {
+			return nil, fmt.Errorf("reading the fleet at %s: %w", ref, err)
+		}
+	}
+	for _, s := range sides {
+		say(fmt.Sprintf("loading the fleet at %s", s.name))
+		if s.fleet, err = fleet.Load(s.dir, fleet.LoadOptions{Path: opts.Path}); err != nil {
+			if s.name == "base" {
+				return nil, fmt.Errorf("the fleet at base (%s) does not load: %w", opts.Base, err)
+			}
+			return nil, fmt.Errorf("the fleet at head does not load: %w", err)
+		}
+		s.r = planrender.New(s.dir, opts.Render)
+	}
+
+	// The clusters: both inventories and the status branches.
+	clusters, known, warnings, err := collectClusters(ctx, repo, opts, sides[0].fleet, sides[1].fleet)
+	if err != nil {
+		return nil, err
+	}
+	rep.Warnings = warnings
+	for _, s := range sides {
+		say(fmt.Sprintf("planning %d clusters at %s", len(clusters), s.name))
+		plans, errs, err := s.fleet.PlanClusters(ctx, clusters, nil)
+		if err != nil {
+			return nil, err
+		}
+		s.plans, s.errs = map[string]*fleet.Plan{}, map[string]error{}
+		for i, c := range clusters {
+			s.plans[c.Name], s.errs[c.Name] = plans[i], errs[i]
+		}
+	}
+
+	// Compare every cluster's bundles: what differs in its inputs is
+	// rendered (once per distinct input, at each side).
+	jobs := compare(rep, clusters, known, sides, opts.Bundles)
+	say(fmt.Sprintf("rendering %d bundles whose inputs changed", len(jobs)))
+	if err := renderJobs(ctx, jobs); err != nil {
+		return nil, err
+	}
+	for _, j := range jobs {
+		j.finish()
+	}
+	for i := range rep.Clusters {
+		c := &rep.Clusters[i]
+		for _, b := range c.Bundles {
+			if b.Change != Unchanged {
+				c.Changed = true
+			}
+		}
+		if c.Wave != nil || c.Error != "" {
+			c.Changed = true
+		}
+	}
+	rep.Renders = sides[0].r.Distinct() + sides[1].r.Distinct()
+	return rep, nil
+}
+
+// collectClusters is the union of both inventories and the reported
+// clusters (their reported identity wins), narrowed to opts.Clusters.
+func collectClusters(ctx context.Context, repo *git.Repository, opts Options, base, head *fleet.Fleet) ([]fleet.Cluster, map[string]string, []string, error) {
+	byName := map[string]fleet.Cluster{}
+	known := map[string]string{}
+	for _, f := range []*fleet.Fleet{base, head} {
+		for _, c := range f.Inventory() {
+			if _, ok := byName[c.Name]; !ok {
+				byName[c.Name], known[c.Name] = c, "inventory"
+			}
+		}
+	}
+	var snap *report.Snapshot
+	var err error
+	if opts.StatusURL != "" {
+		snap, err = report.Read(ctx, opts.StatusURL, opts.StatusPrefix, opts.StatusAuth)
+	} else {
+		snap, err = report.ReadRepository(repo, opts.StatusPrefix)
+	}
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	var warnings []string
+	if snap != nil {
+		for _, p := range snap.Problems {
+			warnings = append(warnings, p.Error())
+		}
+		for _, st := range snap.Statuses {
+			name := st.Cluster.Name
+			if known[name] == "inventory" {
+				known[name] = "both"
+			} else {
+				known[name] = "status"
+			}
+			byName[name] = st.Cluster
+		}
+	}
+	for _, want := range opts.Clusters {
+		if _, ok := byName[want]; !ok {
+			return nil, nil, nil, fmt.Errorf("cluster %q is in neither inventory nor on a status branch", want)
+		}
+	}
+	var out []fleet.Cluster
+	for _, name := range slices.Sorted(maps.Keys(byName)) {
+		if len(opts.Clusters) == 0 || slices.Contains(opts.Clusters, name) {
+			out = append(out, byName[name])
+		}
+	}
+	return out, known, warnings, nil
+}
+
+// job is a bundle whose inputs differ between base and head (or that is
+// only at one of them): rendered at the sides it is at, then compared.
+type job struct {
+	cluster    fleet.Cluster
+	out        *Bundle
+	base, head *fleet.Bundle
+	sides      []*side
+	res        [2]*render.Result
+	errs       [2]error
+}
+
+// compare fills rep with every cluster and its bundles, and returns the
+// bundles to render.
+func compare(rep *Report, clusters []fleet.Cluster, known map[string]string, sides []*side, only []string) []*job {
+	var jobs []*job
+	base, head := sides[0], sides[1]
+	for _, c := range clusters {
+		rc := Cluster{Name: c.Name, Known: known[c.Name], Bundles: []Bundle{}}
+		bp, bErr := base.plans[c.Name], base.errs[c.Name]
+		hp, hErr := head.plans[c.Name], head.errs[c.Name]
+		if hErr != nil {
+			rc.Error, rc.NewError = hErr.Error(), bErr == nil
+			rep.Clusters = append(rep.Clusters, rc)
+			continue
+		}
+		if bp != nil && bp.Rollout != nil && hp.Rollout != nil && bp.Rollout.Wave != hp.Rollout.Wave {
+			rc.Wave = &WaveMove{From: bp.Rollout.Wave, To: hp.Rollout.Wave}
+		}
+		bundles := map[string][2]*fleet.Bundle{}
+		if bp != nil {
+			for _, b := range bp.Bundles {
+				bundles[b.Name] = [2]*fleet.Bundle{b, nil}
+			}
+		}
+		for _, b := range hp.Bundles {
+			pair := bundles[b.Name]
+			pair[1] = b
+			bundles[b.Name] = pair
+		}
+		rc.Bundles = make([]Bundle, 0, len(bundles))
+		for _, name := range slices.Sorted(maps.Keys(bundles)) {
+			if len(only) > 0 && !slices.Contains(only, name) {
+				continue
+			}
+			pair := bundles[name]
+			rc.Bundles = append(rc.Bundles, Bundle{Name: name})
+			out := &rc.Bundles[len(rc.Bundles)-1]
+			switch b, h := pair[0], pair[1]; {
+			case h != nil && h.Failed():
+				out.Change, out.Error, out.NewError = Failed, h.Errors.Error(), b != nil && !b.Failed()
+			case b != nil && h != nil && !b.Failed() && b.InputsDigest == h.InputsDigest:
+				out.Change = Unchanged
+			default:
+				j := &job{cluster: c, out: out, base: b, head: h, sides: sides}
+				if b != nil && b.Failed() {
+					j.base = nil // nothing of it was applied: everything is new
+				}
+				jobs = append(jobs, j)
+			}
+		}
+		rep.Clusters = append(rep.Clusters, rc)
+	}
+	// Bundle pointers into rc.Bundles stay valid: each cluster's slice is
+	// made once, at its final size, before its jobs point into it.
+	return jobs
+}
+
+// renderJobs renders each job's sides on all CPUs.
+func renderJobs(ctx context.Context, jobs []*job) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(runtime.GOMAXPROCS(0))
+	var done atomic.Int64
+	for _, j := range jobs {
+		for i, b := range []*fleet.Bundle{j.base, j.head} {
+			if b == nil {
+				continue
+			}
+			g.Go(func() error {
+				j.res[i], j.errs[i] = j.sides[i].r.RenderBundle(ctx, j.cluster, b)
+				done.Add(1)
+				if ctx.Err() != nil {
+					return context.Cause(ctx)
+				}
+				return nil
+			})
+		}
+	}
+	return g.Wait()
+}
+
+// finish classifies a rendered job.
+func (j *job) finish() {
+	out := j.out
+	switch {
+	case j.head != nil && j.errs[1] != nil:
+		out.Change, out.Error = Failed, j.errs[1].Error()
+		out.NewError = j.base != nil && j.errs[0] == nil
+		return
+	case j.head == nil:
+		out.Change = Removed
+		if j.errs[0] == nil && j.res[0] != nil {
+			out.Objects = objectsAs(j.res[0].Objects, Removed)
+		}
+		return
+	case j.base == nil || j.errs[0] != nil:
+		out.Change = Added
+		if j.base != nil {
+			out.Change = Changed // it failed at base: all of it is new
+		}
+		out.Objects = objectsAs(j.res[1].Objects, Added)
+		return
+	}
+	out.Objects = diffObjects(j.res[0].Objects, j.res[1].Objects)
+	out.Change = Unchanged
+	if len(out.Objects) > 0 {
+		out.Change = Changed
+	}
+}
+
+func objectsAs(objs []*unstructured.Unstructured, change string) []Object {
+	out := make([]Object, len(objs))
+	for i, o := range objs {
+		out[i] = Object{Object: render.ObjectKey(o), Change: change}
+	}
+	return out
+}
+
+// ErrNewFailure is wrapped by the command's error when something fails at
+// head that did not at base.
+var ErrNewFailure = errors.New("the change makes the fleet fail")
+
+// joinNames is a short list for messages.
+func joinNames(names []string, max int) string {
+	if len(names) <= max {
+		return strings.Join(names, ", ")
+	}
+	return fmt.Sprintf("%s and %d more", strings.Join(names[:max], ", "), len(names)-max)
+}

@@ -1,0 +1,150 @@
+package preview
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/go-git/go-git/v5"
+	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/filemode"
+	"github.com/go-git/go-git/v5/plumbing/object"
+)
+
+// maxTreeBytes bounds what one revision's fleet folder may hold when
+// written out (a fleet repository is attacker-supplied: a pull request can
+// hold anything).
+const maxTreeBytes = 2 << 30
+
+// openRepository opens the Git repository holding dir, and says where dir
+// is inside it (slash-separated, "" for its root).
+func openRepository(dir string) (*git.Repository, string, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, "", err
+	}
+	repo, err := git.PlainOpenWithOptions(abs, &git.PlainOpenOptions{DetectDotGit: true})
+	if err != nil {
+		return nil, "", fmt.Errorf("%s is not in a Git repository: %w", dir, err)
+	}
+	wt, err := repo.Worktree()
+	if err != nil {
+		return nil, "", fmt.Errorf("%s: a preview needs a repository with a work tree: %w", dir, err)
+	}
+	root, err := filepath.EvalSymlinks(wt.Filesystem.Root())
+	if err != nil {
+		return nil, "", err
+	}
+	if abs, err = filepath.EvalSymlinks(abs); err != nil {
+		return nil, "", err
+	}
+	rel, err := filepath.Rel(root, abs)
+	if err != nil || strings.HasPrefix(rel, "..") {
+		return nil, "", fmt.Errorf("%s is outside its repository %s", dir, root)
+	}
+	if rel == "." {
+		rel = ""
+	}
+	return repo, filepath.ToSlash(rel), nil
+}
+
+// resolve finds the commit a revision (branch, tag, hash, HEAD~2 …) names.
+func resolve(repo *git.Repository, ref string) (*object.Commit, error) {
+	hash, err := repo.ResolveRevision(plumbing.Revision(ref))
+	if err != nil {
+		return nil, fmt.Errorf("revision %q: %w", ref, err)
+	}
+	c, err := repo.CommitObject(*hash)
+	if err != nil {
+		return nil, fmt.Errorf("revision %q: %w", ref, err)
+	}
+	return c, nil
+}
+
+// writeTree writes the folder sub of a commit into dest (which exists and
+// is empty), as a checkout would lay it out — regular files and symbolic
+// links (which the renderers then refuse when they leave the folder, as in
+// a checkout) — without touching the repository's work tree or index.
+func writeTree(c *object.Commit, sub, dest string) error {
+	tree, err := c.Tree()
+	if err != nil {
+		return err
+	}
+	if sub != "" {
+		if tree, err = tree.Tree(sub); err != nil {
+			if errors.Is(err, object.ErrDirectoryNotFound) {
+				return fmt.Errorf("commit %s has no folder %s", c.Hash.String()[:7], sub)
+			}
+			return err
+		}
+	}
+	var written int64
+	walker := object.NewTreeWalker(tree, true, nil)
+	defer walker.Close()
+	for {
+		name, entry, err := walker.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		// Tree entry names cannot hold "/" and git refuses ".." as one;
+		// the join is checked anyway: nothing is written outside dest.
+		path := filepath.Join(dest, filepath.FromSlash(name))
+		if !strings.HasPrefix(path, dest+string(filepath.Separator)) {
+			return fmt.Errorf("tree entry %q leaves the folder", name)
+		}
+		switch entry.Mode {
+		case filemode.Dir:
+			if err := os.MkdirAll(path, 0o755); err != nil {
+				return err
+			}
+		case filemode.Regular, filemode.Executable, filemode.Deprecated:
+			f, err := tree.TreeEntryFile(&object.TreeEntry{Name: name, Mode: entry.Mode, Hash: entry.Hash})
+			if err != nil {
+				return err
+			}
+			if written += f.Size; written > maxTreeBytes {
+				return fmt.Errorf("the fleet folder at %s holds more than %d bytes", c.Hash.String()[:7], maxTreeBytes)
+			}
+			if err := writeBlob(f, path); err != nil {
+				return err
+			}
+		case filemode.Symlink:
+			f, err := tree.TreeEntryFile(&object.TreeEntry{Name: name, Mode: entry.Mode, Hash: entry.Hash})
+			if err != nil {
+				return err
+			}
+			target, err := f.Contents()
+			if err != nil {
+				return err
+			}
+			if err := os.Symlink(target, path); err != nil {
+				return err
+			}
+		default:
+			// Submodules: not part of the fleet.
+		}
+	}
+}
+
+func writeBlob(f *object.File, path string) error {
+	r, err := f.Reader()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	out, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, r); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
