@@ -30,8 +30,11 @@ import (
 	"github.com/flotilla-gitops/flotilla/sync/source"
 )
 
+// bake is the rollout test's bake time.
+const bake = 3 * time.Second
+
 // rolloutFleet is the fleet of the rollout test: waves canary (1) → eu
-// (2, one at a time) → rest (2), a bake of two seconds; bundle web follows
+// (2, one at a time) → rest (2), a bake of three seconds; bundle web follows
 // the fleet's rollout, bundle hotfix goes everywhere at once.
 type rolloutFleet struct {
 	Web, Hotfix string // CUE values of the two ConfigMaps' data.v
@@ -65,7 +68,7 @@ rollout: {
 		{name: "eu", regions: ["eu-*"], maxUnavailable: 1, approve: %v},
 		{name: "rest"},
 	]
-	bake:    "2s"
+	bake:    "3s"
 	stale:   %q
 	offline: %q
 	paused:  %v
@@ -212,7 +215,7 @@ func (rt *rolloutTest) web() []string {
 }
 
 // until runs step (which runs passes) until it says done, for at most a
-// minute (a bake is two seconds; a loaded machine is slow).
+// minute (a bake is three seconds; a loaded machine is slow).
 func (rt *rolloutTest) until(what string, step func() bool) {
 	rt.t.Helper()
 	deadline := time.Now().Add(time.Minute)
@@ -223,12 +226,21 @@ func (rt *rolloutTest) until(what string, step func() bool) {
 	}
 }
 
-// passFor runs passes of every cluster for d.
-func (rt *rolloutTest) passFor(d time.Duration) {
+// waitsAfterBake runs passes of every cluster until the named cluster,
+// having reported after the canary's bake at revision, still waits and
+// its rollout message contains reason: the wait is not the bake's.
+func (rt *rolloutTest) waitsAfterBake(name, revision, reason string) *report.Status {
 	rt.t.Helper()
-	for deadline := time.Now().Add(d); time.Now().Before(deadline); {
+	var st *report.Status
+	rt.until(name+" waiting after the canary's bake: "+reason, func() bool {
 		rt.pass()
-	}
+		canary := rt.status("canary-1")
+		st = rt.status(name)
+		return canary.AppliedRevision == revision && canary.ReadySince != nil &&
+			st.ReportedAt.Sub(*canary.ReadySince) > bake && st.Rollout != nil && st.Rollout.Revision == revision &&
+			st.Rollout.State != report.RolloutApplied && strings.Contains(st.Rollout.Message, reason)
+	})
+	return st
 }
 
 func (rt *rolloutTest) status(name string) *report.Status {
@@ -242,7 +254,7 @@ func (rt *rolloutTest) status(name string) *report.Status {
 
 // TestRolloutWaves: five clusters with their own API servers and agents
 // and an HTTP Git server; waves canary (1) → eu (2, maxUnavailable 1) →
-// rest (2), a bake of two seconds. A commit reaches canary first and the
+// rest (2), a bake of three seconds. A commit reaches canary first and the
 // others only after canary's bake, eu one at a time; a commit that fails
 // on canary never reaches the others (halted, in their status); a newer
 // commit during a rollout supersedes it; a bundle with `waves: []` goes
@@ -286,7 +298,7 @@ func TestRolloutWaves(t *testing.T) {
 		st := rt.status("eu-2")
 		return st.Rollout != nil && slices.Equal(st.Rollout.WaitingFor, []string{"eu-1"})
 	})
-	if took := time.Since(*canary.ReadySince); took < 2*time.Second {
+	if took := time.Since(*canary.ReadySince); took < bake {
 		t.Errorf("eu's turn came %s after canary was Ready, before the bake", took)
 	}
 	if got := rt.web(); !slices.Equal(got, []string{"1", "", "", "", ""}) {
@@ -356,7 +368,7 @@ func TestRolloutWaves(t *testing.T) {
 	rt.pass("canary-1")
 	rt.commit(rolloutFleet{Web: `"4"`, Hotfix: `"2"`})
 	rt.pass()
-	if got := rt.web(); got[0] != "4" || got[4] != "1" {
+	if got := rt.web(); got[0] != "4" {
 		t.Fatalf("after a newer commit, web %v", got)
 	}
 	for _, c := range rt.clusters {
@@ -372,8 +384,8 @@ func TestRolloutWaves(t *testing.T) {
 	}
 
 	// An inventory cluster that never reported: `block` waits for it.
-	rt.commit(rolloutFleet{Web: `"5"`, Offline: "block", Inventory: `"canary-2": {}`})
-	rt.passFor(5 * time.Second) // more than twice the bake
+	rev5 := rt.commit(rolloutFleet{Web: `"5"`, Offline: "block", Inventory: `"canary-2": {}`})
+	rt.waitsAfterBake("eu-1", rev5, "canary-2 (offline)")
 	if got := rt.web(); !slices.Equal(got, []string{"5", "4", "4", "4", "4"}) {
 		t.Fatalf("with an offline canary-2 and offline: block, web %v", got)
 	}
@@ -387,12 +399,12 @@ func TestRolloutWaves(t *testing.T) {
 	// Paused: canary takes the commit, the later waves keep theirs — and,
 	// waiting, write nothing to their API servers, from the first pass at
 	// the new tip on.
-	rt.commit(rolloutFleet{Web: `"7"`, Paused: true})
+	rev7 := rt.commit(rolloutFleet{Web: `"7"`, Paused: true})
 	before := map[string]int64{}
 	for _, c := range rt.clusters {
 		before[c.name] = c.writes.n.Load()
 	}
-	rt.passFor(5 * time.Second)
+	rt.waitsAfterBake("us-1", rev7, "paused")
 	for _, c := range rt.clusters[1:] {
 		if n := c.writes.n.Load() - before[c.name]; n != 0 {
 			t.Errorf("%s made %d API writes while waiting", c.name, n)
@@ -407,7 +419,7 @@ func TestRolloutWaves(t *testing.T) {
 
 	// Approval: eu waits for one after canary's bake; rest waits for eu.
 	rev8 := rt.commit(rolloutFleet{Web: `"8"`, Approve: true})
-	rt.passFor(5 * time.Second)
+	rt.waitsAfterBake("eu-1", rev8, "approval")
 	if got := rt.web(); !slices.Equal(got, []string{"8", "6", "6", "6", "6"}) {
 		t.Fatalf("before the approval: web %v", got)
 	}
