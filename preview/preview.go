@@ -251,12 +251,13 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	}
 	for i := range rep.Clusters {
 		c := &rep.Clusters[i]
+		// A failure at both revisions is shown, but is no change.
 		for _, b := range c.Bundles {
-			if b.Change != Unchanged {
+			if b.Change != Unchanged && (b.Change != Failed || b.NewError) {
 				c.Changed = true
 			}
 		}
-		if c.Wave != nil || c.Error != "" {
+		if c.Wave != nil || c.NewError {
 			c.Changed = true
 		}
 	}

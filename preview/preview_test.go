@@ -1,0 +1,250 @@
+package preview_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/flotilla-gitops/flotilla/fleet"
+	"github.com/flotilla-gitops/flotilla/internal/gittest"
+	"github.com/flotilla-gitops/flotilla/preview"
+	"github.com/flotilla-gitops/flotilla/sync/report"
+)
+
+// baseFleet is the fleet before the change: three inventory clusters in
+// two rollout waves; web's replicas per region; a legacy bundle; a Secret;
+// a GPU driver for clusters whose facts show the GPU API.
+const baseFleet = `package fleet
+
+import "list"
+
+clusters: {
+	"eu-1": {region: "eu-west-1", labels: class: "standard"}
+	"eu-2": {region: "eu-central-1", labels: class: "regulated"}
+	"us-1": {region: "us-east-1", labels: class: "standard"}
+}
+rollout: waves: [{name: "eu", regions: ["eu-*"]}, {name: "rest"}]
+_replicas: {"eu-west-1": "2", "eu-central-1": "2", "us-east-1": "2", "ap-south-1": "2"}
+bundles: web: {namespace: "web", resources: [{apiVersion: "v1", kind: "ConfigMap", metadata: name: "web", data: replicas: _replicas[cluster.region]}]}
+bundles: legacy: {namespace: "web", resources: [{apiVersion: "v1", kind: "ConfigMap", metadata: name: "legacy", data: v: "1"}]}
+bundles: creds: {namespace: "web", resources: [{apiVersion: "v1", kind: "Secret", metadata: name: "creds", stringData: token: "old-token-value"}]}
+bundles: "gpu-driver": {
+	namespace: "gpu"
+	target: when: list.Contains(cluster.facts.apiVersions, "gpu.example.com/v1")
+	resources: [{apiVersion: "v1", kind: "ConfigMap", metadata: name: "driver", data: version: "1.0"}]
+}
+`
+
+// headFleet is the change: EU clusters get 3 replicas; legacy leaves;
+// monitoring arrives; the Secret's token changes; the GPU driver moves to
+// 1.1; regulated clusters get a web namespace that does not evaluate; and
+// us-1 becomes the canary of a new first wave.
+var headFleet = strings.NewReplacer(
+	`_replicas: {"eu-west-1": "2", "eu-central-1": "2"`, `_replicas: {"eu-west-1": "3", "eu-central-1": "3"`,
+	`rollout: waves: [{name: "eu"`, `rollout: waves: [{name: "canary", names: ["us-1"]}, {name: "eu"`,
+	"bundles: legacy:", "_legacy:",
+	"old-token-value", "new-token-value",
+	`version: "1.0"`, `version: "1.1"`,
+).Replace(baseFleet) + `
+bundles: monitoring: {namespace: "monitoring", resources: [{apiVersion: "v1", kind: "ConfigMap", metadata: name: "agent", data: name: cluster.name}]}
+if cluster.labels.class == "regulated" {
+	bundles: web: namespace: 5
+}
+`
+
+// fleetWithHistory is a repository with the two revisions, and a cluster
+// known only from its status branch (edge-7, whose facts select the GPU
+// driver), fetched into the work clone as CI would.
+func fleetWithHistory(t *testing.T) (repo *gittest.Repo, base, head string) {
+	t.Helper()
+	repo = gittest.New(t)
+	base = repo.Commit(map[string]string{"fleet.cue": baseFleet})
+	head = repo.Commit(map[string]string{"fleet.cue": headFleet})
+	r, err := report.New(report.Options{URL: repo.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	edge := &report.Status{Cluster: fleet.Cluster{Name: "edge-7", Region: "ap-south-1", Labels: map[string]string{"class": "standard"},
+		Facts: fleet.Facts{KubernetesVersion: "v1.36.3", APIVersions: []string{"v1", "apps/v1", "gpu.example.com/v1"}}},
+		Phase: report.ClusterReady, Bundles: []report.BundleStatus{}}
+	if _, err := r.Publish(context.Background(), edge, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	gittest.Git(t, repo.Work, "fetch", "origin", "refs/heads/flotilla/status/*:refs/remotes/origin/flotilla/status/*")
+	return repo, base, head
+}
+
+// find returns a cluster of the preview and, when bundle is given, its
+// bundle (nil when the cluster has none of that name).
+func find(t *testing.T, rep *preview.Report, cluster, bundle string) (*preview.Cluster, *preview.Bundle) {
+	t.Helper()
+	for i := range rep.Clusters {
+		c := &rep.Clusters[i]
+		if c.Name != cluster {
+			continue
+		}
+		if bundle == "" {
+			return c, nil
+		}
+		for j := range c.Bundles {
+			if c.Bundles[j].Name == bundle {
+				return c, &c.Bundles[j]
+			}
+		}
+		return c, nil
+	}
+	t.Fatalf("no cluster %s in the preview", cluster)
+	return nil, nil
+}
+
+// TestPreview: every kind of change a pull request makes, for the
+// inventory's clusters and one known from its status branch.
+func TestPreview(t *testing.T) {
+	repo, base, head := fleetWithHistory(t)
+	rep, err := preview.Run(context.Background(), preview.Options{Dir: repo.Work, Base: base, Head: head})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Base != base || rep.Head != head || len(rep.Clusters) != 4 {
+		t.Fatalf("base %s head %s, %d clusters: %+v", rep.Base, rep.Head, len(rep.Clusters), rep.Clusters)
+	}
+
+	// A values change that touches only the EU clusters.
+	_, web := find(t, rep, "eu-1", "web")
+	if web == nil || web.Change != preview.Changed || len(web.Objects) != 1 || web.Objects[0].Fields[0].Path != "/data/replicas" ||
+		web.Objects[0].Fields[0].Old != "2" || web.Objects[0].Fields[0].New != "3" {
+		t.Errorf("eu-1 web: %+v", web)
+	}
+	for _, name := range []string{"us-1", "edge-7"} {
+		if _, web := find(t, rep, name, "web"); web.Change != preview.Unchanged {
+			t.Errorf("%s web: %+v", name, web)
+		}
+	}
+	// A change that does not evaluate for regulated clusters: positioned,
+	// and new.
+	if _, web := find(t, rep, "eu-2", "web"); web.Change != preview.Failed || !web.NewError ||
+		!regexp.MustCompile(`fleet\.cue:\d+:\d+`).MatchString(web.Error) {
+		t.Errorf("eu-2 web: %+v", web)
+	}
+	if f := rep.NewFailures(); len(f) != 1 || f[0] != "eu-2/web" {
+		t.Errorf("new failures %v", f)
+	}
+	// A new bundle, a removed one (its objects would be pruned).
+	if _, m := find(t, rep, "us-1", "monitoring"); m.Change != preview.Added || len(m.Objects) != 1 || m.Objects[0].Change != preview.Added {
+		t.Errorf("us-1 monitoring: %+v", m)
+	}
+	if _, l := find(t, rep, "us-1", "legacy"); l.Change != preview.Removed || len(l.Objects) != 1 || !strings.Contains(l.Objects[0].Object, "legacy") {
+		t.Errorf("us-1 legacy: %+v", l)
+	}
+	// A Secret change, masked.
+	_, creds := find(t, rep, "eu-1", "creds")
+	if creds.Change != preview.Changed || len(creds.Objects) != 1 || creds.Objects[0].Fields[0].New != "*** (masked)" {
+		t.Errorf("eu-1 creds: %+v", creds)
+	}
+	// The cluster known only from its status branch, selected by its facts.
+	edge, gpu := find(t, rep, "edge-7", "gpu-driver")
+	if edge.Known != "status" || !edge.Changed || gpu.Change != preview.Changed {
+		t.Errorf("edge-7: %+v, gpu-driver %+v", edge, gpu)
+	}
+	if _, gpu := find(t, rep, "us-1", "gpu-driver"); gpu != nil {
+		t.Errorf("us-1 has no GPU API, got gpu-driver %+v", gpu)
+	}
+	// A move to another wave.
+	if us, _ := find(t, rep, "us-1", ""); us.Wave == nil || us.Wave.From != "rest" || us.Wave.To != "canary" || us.Known != "inventory" {
+		t.Errorf("us-1: %+v", us)
+	}
+
+	// Every output: no plaintext of the Secret anywhere.
+	var text, md, js bytes.Buffer
+	if err := rep.WriteText(&text); err != nil {
+		t.Fatal(err)
+	}
+	if err := rep.WriteMarkdown(&md); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.NewEncoder(&js).Encode(rep); err != nil {
+		t.Fatal(err)
+	}
+	for name, out := range map[string]string{"text": text.String(), "markdown": md.String(), "json": js.String()} {
+		if strings.Contains(out, "token-value") {
+			t.Errorf("the %s output shows the Secret's value", name)
+		}
+	}
+	if !strings.HasPrefix(text.String(), "preview "+base[:7]+" → "+head[:7]+": 4 of 4 clusters change; 1 newly fail") {
+		t.Errorf("text summary:\n%s", text.String())
+	}
+	for _, want := range []string{"| `web` | eu-1 (changed), eu-2 (failed) |", "<details><summary><b>eu-1</b>:", "Newly failing: eu-2/web", "```diff\n"} {
+		if !strings.Contains(md.String(), want) {
+			t.Errorf("markdown lacks %q:\n%s", want, md.String())
+		}
+	}
+}
+
+// TestPreviewRendersOnlyWhatChanged: a bundle whose inputs are the same
+// at both revisions is not rendered; one render per side for the one
+// cluster whose web changed (eu-2's fails before rendering).
+func TestPreviewRendersOnlyWhatChanged(t *testing.T) {
+	repo, base, head := fleetWithHistory(t)
+	rep, err := preview.Run(context.Background(), preview.Options{Dir: repo.Work, Base: base, Head: head, Bundles: []string{"web"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Renders != 2 {
+		t.Errorf("%d renders for web, want 2 (eu-1 at base and at head)", rep.Renders)
+	}
+	// The same revision twice: nothing changes.
+	same, err := preview.Run(context.Background(), preview.Options{Dir: repo.Work, Base: head, Head: head})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if same.ChangedClusters() != 0 || same.Renders != 0 || len(same.NewFailures()) != 0 {
+		t.Errorf("head against itself: %d changed, %d renders, failures %v", same.ChangedClusters(), same.Renders, same.NewFailures())
+	}
+	// The work tree (head by default) with an edit not committed.
+	gittest.Git(t, repo.Work, "checkout", "-q", base)
+	narrowed, err := preview.Run(context.Background(), preview.Options{Dir: repo.Work, Base: base, Clusters: []string{"us-1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(narrowed.Clusters) != 1 || narrowed.ChangedClusters() != 0 || narrowed.Head != "" {
+		t.Errorf("the work tree at base, us-1 only: %+v", narrowed)
+	}
+	if _, err := preview.Run(context.Background(), preview.Options{Dir: repo.Work, Base: "no-such-ref"}); err == nil || !strings.Contains(err.Error(), "no-such-ref") {
+		t.Errorf("an unknown base: %v", err)
+	}
+}
+
+// TestMarkdownStaysUnderTheLimit: a change to 300 clusters with big diffs
+// is cut to fit a pull-request comment, saying what was left out.
+func TestMarkdownStaysUnderTheLimit(t *testing.T) {
+	rep := &preview.Report{Base: strings.Repeat("a", 40)}
+	big := strings.Repeat("x", 500)
+	for i := range 300 {
+		rep.Clusters = append(rep.Clusters, preview.Cluster{Name: fmt.Sprintf("c-%03d", i), Changed: true, Bundles: []preview.Bundle{{
+			Name: "web", Change: preview.Changed, Objects: []preview.Object{{Object: "v1, Kind=ConfigMap, web/web", Change: preview.Changed,
+				Fields: []preview.Field{{Op: "replace", Path: "/data/blob", Old: big, New: big + "y"}}}}}}})
+	}
+	var md bytes.Buffer
+	if err := rep.WriteMarkdown(&md); err != nil {
+		t.Fatal(err)
+	}
+	out := md.String()
+	if len(out) > preview.MaxMarkdown {
+		t.Errorf("%d characters, more than %d", len(out), preview.MaxMarkdown)
+	}
+	shown := strings.Count(out, "<details>")
+	if shown == 0 || shown == 300 || strings.Count(out, "<details>") != strings.Count(out, "</details>") {
+		t.Errorf("%d sections shown (opened %d, closed %d)", shown, strings.Count(out, "<details>"), strings.Count(out, "</details>"))
+	}
+	if !strings.Contains(out, fmt.Sprintf("%d clusters' details are left out", 300-shown)) {
+		t.Errorf("no note of what was left out:\n%s", out[len(out)-500:])
+	}
+	if !strings.HasPrefix(out, "### Flotilla preview") || !strings.Contains(out, "**300 of 300 clusters change.**") {
+		t.Errorf("summary:\n%s", out[:300])
+	}
+}
