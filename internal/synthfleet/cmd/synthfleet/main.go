@@ -16,6 +16,7 @@ func main() {
 	clusters := flag.Int("clusters", 1000, "number of inventory clusters")
 	inventoryOnly := flag.Bool("inventory-only", false, "write only inventory.cue (demo-like labels), to add to a copy of the demo fleet")
 	bundles := flag.Int("bundles", 50, "number of bundles")
+	sources := flag.Bool("sources", false, "also write the charts and kustomizations the bundles refer to, so that the fleet renders")
 	flag.Parse()
 	if *dir == "" {
 		fmt.Fprintln(os.Stderr, "synthfleet: -dir is required")
@@ -25,7 +26,12 @@ func main() {
 		fmt.Fprintln(os.Stderr, "synthfleet:", err)
 		os.Exit(1)
 	}
-	write := func() error { return synthfleet.Write(*dir, *clusters, *bundles) }
+	write := func() error {
+		if err := synthfleet.Write(*dir, *clusters, *bundles); err != nil || !*sources {
+			return err
+		}
+		return synthfleet.WriteSources(*dir, *bundles)
+	}
 	if *inventoryOnly {
 		write = func() error { return synthfleet.WriteInventory(*dir, *clusters) }
 	}

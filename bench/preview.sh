@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# bench/preview.sh — time `flotilla preview` against the naive way of
+# previewing a fleet change (render --all at base and at head into folders,
+# then diff -r), on the synthetic fleet (1,000 clusters × 50 bundles by
+# default, with its charts and kustomizations) and a change to one overlay;
+# and `plan --all`, the floor of both. Results go in bench/RESULTS.md by
+# hand, with the machine and date this prints.
+#
+#   bench/preview.sh [CLUSTERS] [BUNDLES]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+clusters=${1:-1000}
+bundles=${2:-50}
+root=$PWD
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+echo "date:    $(date -u +%Y-%m-%d)"
+echo "fleet:   $clusters clusters x $bundles bundles, one overlay changed"
+
+make -s build
+flotilla=$root/bin/flotilla
+go run ./internal/synthfleet/cmd/synthfleet -dir "$work/fleet" -clusters "$clusters" -bundles "$bundles" -sources
+git() { command git -C "$work/fleet" -c user.name=bench -c user.email=bench@example.com "$@"; }
+git init -q -b main
+git add -A
+git commit -qm base
+# The change: app-000's overlay for regulated clusters asks for 4 replicas.
+sed -i '0,/podSecurity: "restricted", replicas: 3}/s//podSecurity: "restricted", replicas: 4}/' "$work/fleet/fleet.cue"
+git commit -qam "app-000: 4 replicas in regulated clusters"
+
+seconds() { local start end; start=$(date +%s.%N); "$@"; end=$(date +%s.%N); echo "$end - $start" | bc; }
+
+# preview exits 1 when something changes: that is the expected outcome.
+run_preview() { "$flotilla" preview "$work/fleet" --base HEAD~1 --head HEAD -o json >"$work/preview.json" 2>/dev/null || [ $? -eq 1 ]; }
+run_naive() {
+	mkdir -p "$work/base" "$work/head"
+	git archive HEAD~1 | tar -x -C "$work/base"
+	git archive HEAD | tar -x -C "$work/head"
+	"$flotilla" render "$work/base" --all --out "$work/out-base" 2>/dev/null
+	"$flotilla" render "$work/head" --all --out "$work/out-head" 2>/dev/null
+	diff -r "$work/out-base" "$work/out-head" >"$work/naive.diff" || [ $? -eq 1 ]
+}
+run_plan() { "$flotilla" plan "$work/fleet" --all -o json >/dev/null 2>&1; }
+
+plan=$(seconds run_plan)
+preview=$(seconds run_preview)
+naive=$(seconds run_naive)
+changed=$(python3 -c "import json,sys; r=json.load(open('$work/preview.json')); print(sum(c['changed'] for c in r['clusters']), len(r['clusters']), r['renders'])")
+echo
+echo "one run each (whole processes):"
+printf '  flotilla plan --all -o json                        %7.1f s\n' "$plan"
+printf '  flotilla preview --base HEAD~1 --head HEAD -o json %7.1f s   (changed clusters, clusters, renders: %s)\n' "$preview" "$changed"
+printf '  naive: render --all at both + diff -r (peer)       %7.1f s   (%s diff lines)\n' "$naive" "$(wc -l <"$work/naive.diff")"
+printf '  preview is %.1fx faster than the naive way\n' "$(echo "$naive / $preview" | bc -l)"
