@@ -27,7 +27,7 @@ bundles: web: namespace: 5
 `})
 	previewRun := func(args ...string) (int, string, string) {
 		var stdout, stderr bytes.Buffer
-		code := run(t.Context(), append([]string{"preview", repo.Work, "--sandbox=false"}, args...), &stdout, &stderr)
+		code := run(t.Context(), append([]string{"preview", repo.Work}, args...), &stdout, &stderr)
 		return code, stdout.String(), stderr.String()
 	}
 
