@@ -158,41 +158,20 @@ type Checkout struct {
 // there is reused. The revision must be the reference's tip (from Head):
 // it is checked after the clone, so a push in between is noticed.
 func (s *Source) Fetch(ctx context.Context, revision string) (*Checkout, error) {
-	dir := filepath.Join(s.opts.CacheDir, revision)
-	if repo, err := git.PlainOpen(dir); err == nil {
-		if head, err := repo.Head(); err == nil && head.Hash().String() == revision {
-			return &Checkout{Dir: dir, Revision: revision, Repository: repo}, nil
+	return s.checkout(ctx, revision, func(ctx context.Context, tmp string) error {
+		repo, err := s.clone(ctx, tmp)
+		if err != nil {
+			return s.explain(timedOut(ctx, err))
 		}
-	}
-	if err := os.RemoveAll(dir); err != nil {
-		return nil, err
-	}
-	tmp := dir + ".partial"
-	_ = os.RemoveAll(tmp)
-	ctx, cancel := s.bounded(ctx, "fetching "+revision)
-	defer cancel()
-	repo, err := s.clone(ctx, tmp)
-	if err != nil {
-		_ = os.RemoveAll(tmp)
-		return nil, s.explain(timedOut(ctx, err))
-	}
-	head, err := repo.Head()
-	if err != nil {
-		_ = os.RemoveAll(tmp)
-		return nil, err
-	}
-	if got := head.Hash().String(); got != revision {
-		_ = os.RemoveAll(tmp)
-		return nil, fmt.Errorf("%s moved while fetching: asked for %s, got %s; the next poll takes the new tip", s.ref().Short(), short(revision), short(got))
-	}
-	if err := os.Rename(tmp, dir); err != nil {
-		return nil, err
-	}
-	repo, err = git.PlainOpen(dir)
-	if err != nil {
-		return nil, err
-	}
-	return &Checkout{Dir: dir, Revision: revision, Repository: repo}, nil
+		head, err := repo.Head()
+		if err != nil {
+			return err
+		}
+		if got := head.Hash().String(); got != revision {
+			return fmt.Errorf("%s moved while fetching: asked for %s, got %s; the next poll takes the new tip", s.ref().Short(), short(revision), short(got))
+		}
+		return nil
+	})
 }
 
 // FetchRevision checks out an older revision of the followed reference
@@ -200,6 +179,28 @@ func (s *Source) Fetch(ctx context.Context, revision string) (*Checkout, error) 
 // cache, reusing it when there. It clones the reference's history to find
 // the commit: a revision no longer in it (a force-push) is an error.
 func (s *Source) FetchRevision(ctx context.Context, revision string) (*Checkout, error) {
+	return s.checkout(ctx, revision, func(ctx context.Context, tmp string) error {
+		repo, err := git.PlainCloneContext(ctx, tmp, false, &git.CloneOptions{
+			URL: s.opts.URL, Auth: s.auth, ReferenceName: s.ref(), SingleBranch: true, Tags: git.NoTags, NoCheckout: true})
+		if err == nil {
+			var wt *git.Worktree
+			if wt, err = repo.Worktree(); err == nil {
+				if err = wt.Checkout(&git.CheckoutOptions{Hash: plumbing.NewHash(revision)}); err != nil {
+					err = fmt.Errorf("revision %s is not in the history of %s: %w", short(revision), s.ref().Short(), err)
+				}
+			}
+		}
+		if err != nil {
+			return s.explain(timedOut(ctx, err))
+		}
+		return nil
+	})
+}
+
+// checkout returns the cache's folder of a revision, made by get in a
+// temporary folder (bounded by the Git timeout) and renamed into place
+// once complete; a folder already holding the revision is reused.
+func (s *Source) checkout(ctx context.Context, revision string, get func(ctx context.Context, tmp string) error) (*Checkout, error) {
 	dir := filepath.Join(s.opts.CacheDir, revision)
 	if repo, err := git.PlainOpen(dir); err == nil {
 		if head, err := repo.Head(); err == nil && head.Hash().String() == revision {
@@ -213,24 +214,15 @@ func (s *Source) FetchRevision(ctx context.Context, revision string) (*Checkout,
 	_ = os.RemoveAll(tmp)
 	ctx, cancel := s.bounded(ctx, "fetching "+revision)
 	defer cancel()
-	repo, err := git.PlainCloneContext(ctx, tmp, false, &git.CloneOptions{
-		URL: s.opts.URL, Auth: s.auth, ReferenceName: s.ref(), SingleBranch: true, Tags: git.NoTags, NoCheckout: true})
-	if err == nil {
-		var wt *git.Worktree
-		if wt, err = repo.Worktree(); err == nil {
-			if err = wt.Checkout(&git.CheckoutOptions{Hash: plumbing.NewHash(revision)}); err != nil {
-				err = fmt.Errorf("revision %s is not in the history of %s: %w", short(revision), s.ref().Short(), err)
-			}
-		}
-	}
-	if err != nil {
+	if err := get(ctx, tmp); err != nil {
 		_ = os.RemoveAll(tmp)
-		return nil, s.explain(timedOut(ctx, err))
+		return nil, err
 	}
 	if err := os.Rename(tmp, dir); err != nil {
 		return nil, err
 	}
-	if repo, err = git.PlainOpen(dir); err != nil {
+	repo, err := git.PlainOpen(dir)
+	if err != nil {
 		return nil, err
 	}
 	return &Checkout{Dir: dir, Revision: revision, Repository: repo}, nil

@@ -172,3 +172,38 @@ func TestSilentRemoteTimesOut(t *testing.T) {
 		t.Errorf("took %s", took)
 	}
 }
+
+// TestFetchRevision checks out an older revision of the branch (what an
+// agent keeps applied while the tip waits in a rollout), reuses it from
+// the cache, and refuses a commit that is not in the branch's history.
+func TestFetchRevision(t *testing.T) {
+	repo := gittest.New(t)
+	old := repo.Commit(map[string]string{"fleet.cue": "package fleet // old\n"})
+	repo.Commit(map[string]string{"fleet.cue": "package fleet // new\n"})
+	src, err := source.New(source.Options{URL: repo.URL, CacheDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	co, err := src.FetchRevision(context.Background(), old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(co.Dir, "fleet.cue"))
+	if err != nil || !strings.Contains(string(data), "// old") || co.Revision != old {
+		t.Fatalf("checkout of %s: %q, %v", old, data, err)
+	}
+	marker := filepath.Join(co.Dir, "marker")
+	if err := os.WriteFile(marker, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if again, err := src.FetchRevision(context.Background(), old); err != nil || again.Dir != co.Dir {
+		t.Errorf("fetching again: %+v, %v", again, err)
+	}
+	if _, err := os.Stat(marker); err != nil {
+		t.Errorf("the cached checkout was not reused: %v", err)
+	}
+	missing := strings.Repeat("ab", 20)
+	if _, err := src.FetchRevision(context.Background(), missing); err == nil || !strings.Contains(err.Error(), "not in the history of main") {
+		t.Errorf("a commit not in the history: %v", err)
+	}
+}
