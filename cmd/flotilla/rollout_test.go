@@ -114,6 +114,23 @@ func TestRolloutStatusAndApprove(t *testing.T) {
 		t.Errorf("%d approval commits after approving twice, want 1", n)
 	}
 
+	// A rollout halted at the revision: status --wait fails at once, naming
+	// where, instead of waiting for its timeout.
+	r, err := report.New(report.Options{URL: repo.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	halted := &report.Status{Cluster: fleet.Cluster{Name: "ap-1"}, Wave: "rest", Phase: report.ClusterWaiting, AppliedRevision: old, SeenRevision: rev,
+		Rollout: &report.RolloutStatus{Revision: rev, Waves: []string{"canary", "eu", "rest"}, State: report.RolloutHalted, HaltedBy: "canary-1"}}
+	if _, err := r.Publish(context.Background(), halted, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	stderr.Reset()
+	if code := run(t.Context(), []string{"status", "--repo", repo.Bare, "--wait", "--revision", rev, "--timeout", "1m", "--poll", "100ms"}, &stdout, &stderr); code != exitFailed ||
+		!strings.Contains(stderr.String(), "failed on ap-1 (rollout halted by canary-1)") {
+		t.Errorf("status --wait on a halted rollout: exit %d, %s", code, stderr.String())
+	}
+
 	for _, bad := range []struct {
 		args []string
 		want string

@@ -51,8 +51,8 @@ writes a self-contained page (a clusters × bundles matrix coloured by
 phase, with the errors) that opens without a server.
 
 --wait --revision SHA blocks until every reporting cluster has applied that
-revision and is Ready (exit 0), or one failed at it, or --timeout passes
-(exit 1): a CI job can gate on a rollout.`,
+revision and is Ready (exit 0), or one failed at it or its rollout halted,
+or --timeout passes (exit 1): a CI job can gate on a rollout.`,
 		Example: `  flotilla status --repo https://git.example.com/platform/fleet.git
   flotilla status --repo ../fleet --cluster prod-eu-1
   flotilla status --repo $REPO --wait --revision $(git rev-parse HEAD) --timeout 15m`,
@@ -200,12 +200,14 @@ func (sf *statusFlags) waitFor(ctx context.Context, stderr io.Writer, auth trans
 }
 
 // rollout splits clusters into those still to apply the revision and those
-// that failed at it.
+// that failed at it (or whose rollout of it halted: they never will).
 func rollout(statuses []report.Status, revision string) (pending, failed []string) {
 	for _, st := range statuses {
 		switch {
 		case st.SeenRevision == revision && st.Phase == report.ClusterFailed:
 			failed = append(failed, st.Cluster.Name)
+		case st.Rollout != nil && st.Rollout.Revision == revision && st.Rollout.State == report.RolloutHalted:
+			failed = append(failed, st.Cluster.Name+" (rollout halted by "+st.Rollout.HaltedBy+")")
 		case st.AppliedRevision != revision || st.Phase != report.ClusterReady:
 			pending = append(pending, st.Cluster.Name)
 		}
