@@ -6,9 +6,11 @@
 // values masked) or newly failing, and moves between rollout waves. It is
 // `flotilla preview`, the pull-request view of a fleet change.
 //
-// A bundle whose inputs digest is the same at both revisions is unchanged
-// without rendering; every distinct input is rendered once for the whole
-// fleet (as `render --all`).
+// A bundle whose inputs digest is the same at both revisions, and that
+// reads no file that changed (its chart or manifests folder; for a
+// kustomization, its folder or any file outside the fleet's charts and
+// manifests that is not CUE), is unchanged without rendering; every
+// distinct input is rendered once for the whole fleet (as `render --all`).
 package preview
 
 import (
@@ -239,9 +241,22 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		}
 	}
 
-	// Compare every cluster's bundles: what differs in its inputs is
-	// rendered (once per distinct input, at each side).
-	jobs := compare(rep, clusters, known, sides, opts.Bundles)
+	// Compare every cluster's bundles: what differs in its inputs, or
+	// reads a file that changed, is rendered (once per distinct input, at
+	// each side).
+	changed, err := changedFiles(sides[0].dir, sides[1].dir)
+	if err != nil {
+		return nil, err
+	}
+	var all []*fleet.Bundle
+	for _, s := range sides {
+		for _, p := range s.plans {
+			if p != nil {
+				all = append(all, p.Bundles...)
+			}
+		}
+	}
+	jobs := compare(rep, clusters, known, sides, opts.Bundles, newSourceChanges(changed, all))
 	say(fmt.Sprintf("rendering %d bundles whose inputs changed", len(jobs)))
 	if err := renderJobs(ctx, jobs); err != nil {
 		return nil, err
@@ -329,7 +344,7 @@ type job struct {
 
 // compare fills rep with every cluster and its bundles, and returns the
 // bundles to render.
-func compare(rep *Report, clusters []fleet.Cluster, known map[string]string, sides []*side, only []string) []*job {
+func compare(rep *Report, clusters []fleet.Cluster, known map[string]string, sides []*side, only []string, files *sourceChanges) []*job {
 	var jobs []*job
 	base, head := sides[0], sides[1]
 	for _, c := range clusters {
@@ -366,7 +381,7 @@ func compare(rep *Report, clusters []fleet.Cluster, known map[string]string, sid
 			switch b, h := pair[0], pair[1]; {
 			case h != nil && h.Failed():
 				out.Change, out.Error, out.NewError = Failed, h.Errors.Error(), b != nil && !b.Failed()
-			case b != nil && h != nil && !b.Failed() && b.InputsDigest == h.InputsDigest:
+			case b != nil && h != nil && !b.Failed() && b.InputsDigest == h.InputsDigest && !files.affects(h):
 				out.Change = Unchanged
 			default:
 				j := &job{cluster: c, out: out, base: b, head: h, sides: sides}

@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -246,5 +248,100 @@ func TestMarkdownStaysUnderTheLimit(t *testing.T) {
 	}
 	if !strings.HasPrefix(out, "### Flotilla preview") || !strings.Contains(out, "**300 of 300 clusters change.**") {
 		t.Errorf("summary:\n%s", out[:300])
+	}
+}
+
+// TestPreviewHostileHead: the head of a pull request is attacker-supplied.
+// A manifests folder whose file is a symbolic link to a file outside the
+// repository (a canary) fails its bundle at head — newly — and the
+// canary's content appears in no output; nothing is written outside the
+// preview's own folder.
+func TestPreviewHostileHead(t *testing.T) {
+	canary := filepath.Join(t.TempDir(), "canary.yaml")
+	const secret = "canary-content-must-not-leak"
+	if err := os.WriteFile(canary, []byte("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: leak}\ndata: {v: "+secret+"}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	const fleetCUE = `package fleet
+
+clusters: "eu-1": region: "eu-west-1"
+bundles: web: {namespace: "web", manifests: path: "m"}
+`
+	repo := gittest.New(t)
+	base := repo.Commit(map[string]string{"fleet.cue": fleetCUE,
+		"m/web.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: web}\ndata: {v: '1'}\n"})
+	if err := os.Remove(filepath.Join(repo.Work, "m", "web.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(canary, filepath.Join(repo.Work, "m", "web.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	gittest.Git(t, repo.Work, "add", "-A")
+	gittest.Git(t, repo.Work, "commit", "-m", "hostile")
+	head := gittest.Git(t, repo.Work, "rev-parse", "HEAD")
+
+	for _, h := range []string{head, ""} { // the commit, and the work tree
+		rep, err := preview.Run(context.Background(), preview.Options{Dir: repo.Work, Base: base, Head: h})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, web := find(t, rep, "eu-1", "web")
+		if web == nil || web.Change != preview.Failed || !web.NewError || !strings.Contains(web.Error, "outside") {
+			t.Errorf("head %q: web %+v", h, web)
+		}
+		var out bytes.Buffer
+		_ = rep.WriteText(&out)
+		_ = rep.WriteMarkdown(&out)
+		_ = json.NewEncoder(&out).Encode(rep)
+		if strings.Contains(out.String(), secret) {
+			t.Errorf("head %q: the canary's content reached the preview", h)
+		}
+	}
+}
+
+// TestPreviewSeesFileChanges: a change in a file a bundle reads (a
+// manifest, a chart's template, a base a kustomization refers to) changes
+// the bundle although its inputs digest stays the same; a bundle whose
+// files did not change is not rendered.
+func TestPreviewSeesFileChanges(t *testing.T) {
+	const fleetCUE = `package fleet
+
+clusters: "eu-1": region: "eu-west-1"
+bundles: plain: {namespace: "web", manifests: path: "m"}
+bundles: chart: {namespace: "web", helm: chart: "charts/web"}
+bundles: kust: {namespace: "web", kustomize: path: "k/overlay"}
+bundles: other: {namespace: "web", manifests: path: "other"}
+`
+	files := map[string]string{
+		"fleet.cue":                    fleetCUE,
+		"m/cm.yaml":                    "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: plain}\ndata: {v: '1'}\n",
+		"other/cm.yaml":                "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: other}\ndata: {v: '1'}\n",
+		"charts/web/Chart.yaml":        "apiVersion: v2\nname: web\nversion: 0.1.0\n",
+		"charts/web/templates/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: chart}\ndata: {v: '1'}\n",
+		"k/base/kustomization.yaml":    "resources: [cm.yaml]\n",
+		"k/base/cm.yaml":               "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: kust}\ndata: {v: '1'}\n",
+		"k/overlay/kustomization.yaml": "resources: [../base]\n",
+	}
+	repo := gittest.New(t)
+	base := repo.Commit(files)
+	head := repo.Commit(map[string]string{
+		"m/cm.yaml":                    strings.Replace(files["m/cm.yaml"], "'1'", "'2'", 1),
+		"charts/web/templates/cm.yaml": strings.Replace(files["charts/web/templates/cm.yaml"], "'1'", "'2'", 1),
+		"k/base/cm.yaml":               strings.Replace(files["k/base/cm.yaml"], "'1'", "'2'", 1),
+	})
+	rep, err := preview.Run(context.Background(), preview.Options{Dir: repo.Work, Base: base, Head: head})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"plain", "chart", "kust"} {
+		if _, b := find(t, rep, "eu-1", name); b == nil || b.Change != preview.Changed || len(b.Objects) != 1 || b.Objects[0].Fields[0].New != "2" {
+			t.Errorf("%s: %+v", name, b)
+		}
+	}
+	if _, b := find(t, rep, "eu-1", "other"); b == nil || b.Change != preview.Unchanged {
+		t.Errorf("other: %+v", b)
+	}
+	if rep.Renders != 6 {
+		t.Errorf("%d renders, want 6 (three bundles at both revisions; other not rendered)", rep.Renders)
 	}
 }

@@ -47,8 +47,10 @@ For each cluster and bundle: added, removed (its objects would be pruned),
 changed (objects added, removed and changed, with a field-level diff;
 Secret values masked), unchanged, or failed (with the positioned error);
 and a cluster's move to another rollout wave. A bundle whose inputs are
-the same at both revisions is unchanged without rendering; each distinct
-input is rendered once for the whole fleet.
+the same at both revisions, and that reads no file that changed (its chart
+or manifests folder; for a kustomization, also any non-CUE file outside
+those folders), is unchanged without rendering; each distinct input is
+rendered once for the whole fleet.
 
 -o markdown writes a pull-request comment (a summary table, then each
 changed cluster in a collapsible section, under 60,000 characters);

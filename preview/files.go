@@ -1,0 +1,164 @@
+package preview
+
+import (
+	"crypto/sha256"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+
+	"github.com/flotilla-gitops/flotilla/fleet"
+)
+
+// A bundle's inputs digest covers what the fleet says (paths, values), not
+// the files those paths hold: a chart's template or a manifest can change
+// while the digest stays the same. changedFiles finds the files that
+// differ between the two revisions' fleet folders, and sourcesChanged says
+// whether a bundle reads any of them, so that only such bundles are
+// rendered although their digest did not move.
+
+// changedFiles lists the files (slash paths) that differ between two
+// folders: added, removed, or with other content (a symbolic link by its
+// target). The .git folder is left out.
+func changedFiles(a, b string) ([]string, error) {
+	ha, err := hashTree(a)
+	if err != nil {
+		return nil, err
+	}
+	hb, err := hashTree(b)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for p, h := range ha {
+		if hb[p] != h {
+			out = append(out, p)
+		}
+	}
+	for p := range hb {
+		if _, ok := ha[p]; !ok {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+// hashTree maps every file below dir to a digest of its content.
+func hashTree(dir string) (map[string]string, error) {
+	out := map[string]string{}
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(dir, p)
+		if err != nil {
+			return err
+		}
+		rel = filepath.ToSlash(rel)
+		switch {
+		case d.IsDir() && d.Name() == ".git" && p != dir:
+			return filepath.SkipDir
+		case d.IsDir():
+			return nil
+		case d.Type()&fs.ModeSymlink != 0:
+			target, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			out[rel] = "symlink:" + target
+			return nil
+		case !d.Type().IsRegular():
+			return nil
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		h := sha256.New()
+		if _, err := io.Copy(h, f); err != nil {
+			return err
+		}
+		out[rel] = string(h.Sum(nil))
+		return nil
+	})
+	return out, err
+}
+
+// sourceChanges says which bundles read changed files.
+type sourceChanges struct {
+	changed []string // every changed file
+	// loose are changed files that are not fleet code (*.cue) and not in
+	// any chart or manifests folder of the fleet: a kustomization may
+	// refer to them (bases, components, generator files).
+	loose []string
+}
+
+func newSourceChanges(changed []string, plans ...[]*fleet.Bundle) *sourceChanges {
+	sc := &sourceChanges{changed: changed}
+	var owned []string
+	for _, bundles := range plans {
+		for _, b := range bundles {
+			if dir := ownFolder(b); dir != "" {
+				owned = append(owned, dir)
+			}
+		}
+	}
+	for _, f := range changed {
+		if strings.HasSuffix(f, ".cue") || underAny(f, owned) {
+			continue
+		}
+		sc.loose = append(sc.loose, f)
+	}
+	return sc
+}
+
+// ownFolder is the folder a local chart or manifests bundle reads all of
+// its files from; "" for other sources.
+func ownFolder(b *fleet.Bundle) string {
+	src := b.Source
+	switch {
+	case src.Helm != nil && src.Helm.Repo == "":
+		return path.Clean(src.Helm.Chart)
+	case src.Manifests != nil:
+		return path.Clean(src.Manifests.Path)
+	}
+	return ""
+}
+
+// affects reports whether the bundle reads a changed file.
+func (sc *sourceChanges) affects(b *fleet.Bundle) bool {
+	if sc == nil || len(sc.changed) == 0 {
+		return false
+	}
+	src := b.Source
+	switch {
+	case src.Kustomize != nil:
+		return len(sc.loose) > 0 || anyUnder(sc.changed, path.Clean(src.Kustomize.Path))
+	case ownFolder(b) != "":
+		return anyUnder(sc.changed, ownFolder(b))
+	}
+	return false // CUE objects, charts from a repository: all in the inputs
+}
+
+// anyUnder reports whether a file is dir or below it.
+func anyUnder(files []string, dir string) bool {
+	for _, f := range files {
+		if f == dir || dir == "." || strings.HasPrefix(f, dir+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+// underAny reports whether f is one of dirs or below one.
+func underAny(f string, dirs []string) bool {
+	for _, d := range dirs {
+		if f == d || d == "." || strings.HasPrefix(f, d+"/") {
+			return true
+		}
+	}
+	return false
+}
