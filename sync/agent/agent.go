@@ -250,12 +250,17 @@ func (a *Agent) pass(ctx context.Context) *Pass {
 
 	// 4. The rollout: which of the tip this cluster may take now, from the
 	// other clusters' status branches. Held bundles keep their revision.
-	inv, _, err := apply.ReadInventories(ctx, a.kube, a.opts.Apply.InventoryNamespace)
-	if err != nil {
-		p.Err = fmt.Errorf("reading the inventories: %w", err)
-		return p
+	var inv map[string]*apply.Inventory // read only when the fleet has waves
+	readInventories := func() (map[string]*apply.Inventory, error) {
+		var err error
+		if inv == nil {
+			if inv, _, err = apply.ReadInventories(ctx, a.kube, a.opts.Apply.InventoryNamespace); err != nil {
+				return nil, fmt.Errorf("reading the inventories: %w", err)
+			}
+		}
+		return inv, nil
 	}
-	if p.gate, err = a.decideRollout(ctx, co.Dir, plan, p.Revision, inv, time.Now()); err != nil {
+	if p.gate, err = a.decideRollout(ctx, co.Dir, plan, p.Revision, readInventories, time.Now()); err != nil {
 		p.Err = fmt.Errorf("rollout of %s; nothing applied or pruned: %w", short(p.Revision), err)
 		return p
 	}

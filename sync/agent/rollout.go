@@ -72,9 +72,11 @@ func settingsOf(r *fleet.Rollout) (rollout.Settings, error) {
 	return s, nil
 }
 
-// decideRollout runs the gate for the tip's plan. inv is the cluster's
-// inventories (the revision each bundle is at).
-func (a *Agent) decideRollout(ctx context.Context, dir string, plan *fleet.Plan, revision string, inv map[string]*apply.Inventory, now time.Time) (*gate, error) {
+// decideRollout runs the gate for the tip's plan. readInventories gives
+// the cluster's inventories (the revision each bundle is at); it is only
+// called when the fleet has waves, so a fleet without any costs nothing.
+func (a *Agent) decideRollout(ctx context.Context, dir string, plan *fleet.Plan, revision string,
+	readInventories func() (map[string]*apply.Inventory, error), now time.Time) (*gate, error) {
 	groups := map[string]*fleet.Rollout{"": plan.Rollout}
 	members := map[string][]string{}
 	for _, b := range plan.Bundles {
@@ -84,14 +86,6 @@ func (a *Agent) decideRollout(ctx context.Context, dir string, plan *fleet.Plan,
 		}
 		members[g] = append(members[g], b.Name)
 	}
-	// Bundles the tip no longer has: their deletion is the fleet's
-	// rollout's to gate.
-	for name := range inv {
-		if plan.Bundle(name) == nil {
-			members[""] = append(members[""], name)
-		}
-	}
-
 	g := &gate{held: map[string]string{}}
 	var owned []string // bundles with waves of their own, to evaluate for the others
 	gated := false
@@ -115,6 +109,17 @@ func (a *Agent) decideRollout(ctx context.Context, dir string, plan *fleet.Plan,
 	}
 	if a.reporter == nil {
 		return nil, ErrRolloutNeedsStatus
+	}
+	inv, err := readInventories()
+	if err != nil {
+		return nil, err
+	}
+	// Bundles the tip no longer has: their deletion is the fleet's
+	// rollout's to gate.
+	for name := range inv {
+		if plan.Bundle(name) == nil {
+			members[""] = append(members[""], name)
+		}
 	}
 
 	// What the others say, and where each stands in the tip's rollouts.
