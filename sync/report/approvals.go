@@ -13,7 +13,6 @@ import (
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/plumbing/transport"
-	"github.com/go-git/go-git/v5/storage/memory"
 	"sigs.k8s.io/yaml"
 
 	"github.com/flotilla-gitops/flotilla/internal/errtext"
@@ -165,11 +164,8 @@ func approve(ctx context.Context, opts ApproveOptions, a Approval) (bool, error)
 // approveOnce fetches the branch's tip, adds the approval to its file and
 // pushes a commit with a lease on the tip.
 func approveOnce(ctx context.Context, opts ApproveOptions, a Approval) (bool, error) {
-	repo, err := git.Init(memory.NewStorage(), nil)
+	repo, err := memoryRepository(opts.URL)
 	if err != nil {
-		return false, err
-	}
-	if _, err := repo.CreateRemote(&config.RemoteConfig{Name: "origin", URLs: []string{opts.URL}}); err != nil {
 		return false, err
 	}
 	ref := plumbing.NewBranchReferenceName(opts.Branch)
@@ -227,14 +223,16 @@ func approveOnce(ctx context.Context, opts ApproveOptions, a Approval) (bool, er
 	if err := repo.Storer.SetReference(plumbing.NewHashReference(ref, hash)); err != nil {
 		return false, err
 	}
-	push := &git.PushOptions{RemoteName: "origin", Auth: opts.Auth,
-		RefSpecs: []config.RefSpec{config.RefSpec(ref.String() + ":" + ref.String())}}
-	if tip != nil {
-		push.RefSpecs = []config.RefSpec{config.RefSpec("+" + ref.String() + ":" + ref.String())}
-		push.ForceWithLease = &git.ForceWithLease{RefName: ref, Hash: tip.Hash}
-	}
-	if err := repo.PushContext(ctx, push); err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
+	if err := pushLeased(ctx, repo, opts.Auth, ref, parentOf(parents)); err != nil {
 		return false, &gitError{"push", err}
 	}
 	return true, nil
+}
+
+// parentOf is the one parent of a commit, or zero for a first commit.
+func parentOf(parents []plumbing.Hash) plumbing.Hash {
+	if len(parents) == 0 {
+		return plumbing.ZeroHash
+	}
+	return parents[0]
 }

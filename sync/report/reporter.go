@@ -189,11 +189,8 @@ type commitSpec struct {
 // be built on a tip it only knows by hash. Keeping the last commits in
 // memory between reports would save the fetch; not done yet.)
 func (r *Reporter) publishOnce(ctx context.Context, c *commitSpec) error {
-	repo, err := git.Init(memory.NewStorage(), nil)
+	repo, err := memoryRepository(r.opts.URL)
 	if err != nil {
-		return err
-	}
-	if _, err := repo.CreateRemote(&config.RemoteConfig{Name: "origin", URLs: []string{r.opts.URL}}); err != nil {
 		return err
 	}
 	ref := plumbing.NewBranchReferenceName(c.branch)
@@ -210,17 +207,42 @@ func (r *Reporter) publishOnce(ctx context.Context, c *commitSpec) error {
 	if err := repo.Storer.SetReference(plumbing.NewHashReference(ref, hash)); err != nil {
 		return err
 	}
-	// A new branch is created only if it still does not exist; an existing
-	// one is replaced only if its tip is still the one fetched.
-	push := &git.PushOptions{RemoteName: "origin", Auth: r.opts.Auth,
-		RefSpecs: []config.RefSpec{config.RefSpec(ref.String() + ":" + ref.String())}}
+	var lease plumbing.Hash
 	if tip != nil {
-		push.RefSpecs = []config.RefSpec{config.RefSpec("+" + ref.String() + ":" + ref.String())}
-		push.ForceWithLease = &git.ForceWithLease{RefName: ref, Hash: tip.hash}
+		lease = tip.hash
 	}
 	r.pushes++
-	if err := repo.PushContext(ctx, push); err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
+	if err := pushLeased(ctx, repo, r.opts.Auth, ref, lease); err != nil {
 		return &gitError{"push", r.explainPush(ctx, err)}
+	}
+	return nil
+}
+
+// memoryRepository is an empty repository in memory whose remote origin
+// is url.
+func memoryRepository(url string) (*git.Repository, error) {
+	repo, err := git.Init(memory.NewStorage(), nil)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := repo.CreateRemote(&config.RemoteConfig{Name: "origin", URLs: []string{url}}); err != nil {
+		return nil, err
+	}
+	return repo, nil
+}
+
+// pushLeased pushes the local branch ref to origin as a compare-and-swap:
+// a new branch (lease zero) is created only if it still does not exist;
+// an existing one is replaced only if its tip is still lease.
+func pushLeased(ctx context.Context, repo *git.Repository, auth transport.AuthMethod, ref plumbing.ReferenceName, lease plumbing.Hash) error {
+	push := &git.PushOptions{RemoteName: "origin", Auth: auth,
+		RefSpecs: []config.RefSpec{config.RefSpec(ref.String() + ":" + ref.String())}}
+	if !lease.IsZero() {
+		push.RefSpecs = []config.RefSpec{config.RefSpec("+" + ref.String() + ":" + ref.String())}
+		push.ForceWithLease = &git.ForceWithLease{RefName: ref, Hash: lease}
+	}
+	if err := repo.PushContext(ctx, push); err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
+		return err
 	}
 	return nil
 }
