@@ -126,12 +126,6 @@ func diagnosticFrom(at string, err error, v cue.Value) error {
 	return ds
 }
 
-// RolloutOf evaluates only the fleet's rollout for a cluster: its wave,
-// without planning its bundles. Nil without a rollout.
-func (f *Fleet) RolloutOf(c Cluster) (*Rollout, error) {
-	return f.rolloutOf(c, "")
-}
-
 // rolloutOf evaluates the fleet's rollout (bundle empty) or a bundle's own
 // for a cluster; nil when there is none. A bundle's rollout is read as the
 // bundle declares it, before overlays (the plan's own evaluation is the

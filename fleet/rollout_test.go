@@ -72,29 +72,32 @@ bundles: web: resources: []`))
 	}
 }
 
-// TestRolloutOf: the wave alone, as the plan has it, for any identity.
-func TestRolloutOf(t *testing.T) {
+// TestRollouts: the waves of many identities alone, as their plans have
+// them; an invalid identity is left out with why; no rollout, none.
+func TestRollouts(t *testing.T) {
 	f := mustLoad(t, writeFleet(t, waves+`
 bundles: web: resources: []
 `))
-	for _, c := range []fleet.Cluster{
+	clusters := []fleet.Cluster{
 		{Name: "staging-eu-1", Region: "eu-west-1"},
 		{Name: "prod-eu-1", Region: "eu-west-1"},
 		{Name: "prod-us-1", Region: "us-east-1", Labels: map[string]string{"env": "prod"}},
-	} {
-		r, err := f.RolloutOf(c)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if p := mustPlan(t, f, c); p.Rollout == nil || r == nil || r.Wave != p.Rollout.Wave || r.WaveIndex != p.Rollout.WaveIndex {
-			t.Errorf("%s: RolloutOf %+v, plan %+v", c.Name, r, p.Rollout)
+	}
+	got := f.Rollouts(clusters, nil)
+	if len(got) != len(clusters) {
+		t.Fatalf("%d rollouts for %d clusters", len(got), len(clusters))
+	}
+	for i, c := range clusters {
+		r := got[i].Fleet
+		if p := mustPlan(t, f, c); got[i].Err != "" || p.Rollout == nil || r == nil || r.Wave != p.Rollout.Wave || r.WaveIndex != p.Rollout.WaveIndex {
+			t.Errorf("%s: Rollouts %+v, plan %+v", c.Name, got[i], p.Rollout)
 		}
 	}
-	if _, err := f.RolloutOf(fleet.Cluster{Name: "Bad_Name"}); err == nil {
+	if bad := f.Rollouts([]fleet.Cluster{{Name: "Bad_Name"}}, nil); bad[0].Err == "" {
 		t.Error("an invalid identity was evaluated")
 	}
 	none := mustLoad(t, writeFleet(t, `bundles: web: resources: []`))
-	if r, err := none.RolloutOf(fleet.Cluster{Name: "a"}); r != nil || err != nil {
-		t.Errorf("no rollout: %+v %v", r, err)
+	if r := none.Rollouts([]fleet.Cluster{{Name: "a"}}, nil); r[0].Fleet != nil || r[0].Err != "" {
+		t.Errorf("no rollout: %+v", r[0])
 	}
 }

@@ -19,10 +19,10 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
-	"sync/atomic"
 
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing/transport"
@@ -204,7 +204,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		} else {
 			rep.Head = commit.Hash.String()
 		}
-		s.dir = fmt.Sprintf("%s/%s", tmp, s.name)
+		s.dir = filepath.Join(tmp, s.name)
 		if err := os.Mkdir(s.dir, 0o700); err != nil {
 			return nil, err
 		}
@@ -402,7 +402,6 @@ func compare(rep *Report, clusters []fleet.Cluster, known map[string]string, sid
 func renderJobs(ctx context.Context, jobs []*job) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.SetLimit(runtime.GOMAXPROCS(0))
-	var done atomic.Int64
 	for _, j := range jobs {
 		for i, b := range []*fleet.Bundle{j.base, j.head} {
 			if b == nil {
@@ -410,7 +409,6 @@ func renderJobs(ctx context.Context, jobs []*job) error {
 			}
 			g.Go(func() error {
 				j.res[i], j.errs[i] = j.sides[i].r.RenderBundle(ctx, j.cluster, b)
-				done.Add(1)
 				if ctx.Err() != nil {
 					return context.Cause(ctx)
 				}
