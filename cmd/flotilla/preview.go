@@ -74,10 +74,7 @@ fails at --head.`,
 	fs.StringVar(&pf.head, "head", "", "the revision to preview (default: the work tree)")
 	fs.StringVar(&pf.statusRepo, "status-repo", "", "read the clusters' status branches from this repository (default: the local repository's)")
 	fs.StringVar(&pf.statusPrefix, "status-prefix", report.DefaultPrefix, "prefix of the status branches")
-	fs.StringVar(&pf.statusAuth.Username, "status-username", "", "HTTPS user name for --status-repo")
-	fs.StringVar(&pf.statusAuth.PasswordFile, "status-password-file", "", "file holding the HTTPS password or token for --status-repo")
-	fs.StringVar(&pf.statusAuth.SSHKeyFile, "status-ssh-key", "", "SSH private key file for --status-repo")
-	fs.StringVar(&pf.statusAuth.KnownHostsFile, "status-known-hosts", "", "known_hosts file for --status-repo")
+	addGitAuthFlags(cmd, &pf.statusAuth, "status-", " for --status-repo")
 	fs.StringArrayVar(&pf.clusters, "cluster", nil, "preview only this cluster (repeatable)")
 	fs.StringArrayVar(&pf.bundles, "bundle", nil, "preview only this bundle (repeatable)")
 	fs.BoolVar(&pf.allowRemote, "allow-remote-bases", false, "let kustomizations use remote (git, HTTP) bases")
@@ -98,10 +95,7 @@ fails at --head.`,
 			StatusPrefix: pf.statusPrefix, Clusters: pf.clusters, Bundles: pf.bundles, Render: opts,
 			Progress: func(s string) { fmt.Fprintln(cmd.ErrOrStderr(), s) }}
 		if pf.statusRepo != "" {
-			po.StatusURL = pf.statusRepo
-			if !strings.Contains(po.StatusURL, "://") && !strings.Contains(po.StatusURL, "@") {
-				po.StatusURL = "file://" + absPath(po.StatusURL)
-			}
+			po.StatusURL = repoURL(pf.statusRepo)
 			if po.StatusAuth, err = pf.statusAuth.Method(po.StatusURL); err != nil {
 				return trouble(err)
 			}

@@ -62,10 +62,7 @@ with --password-file, or --ssh-key); approving twice changes nothing.`,
 	fs.StringVar(&af.repo, "repo", "", "repository of the status branches and approvals (URL or local path)")
 	fs.StringVar(&af.branch, "approvals-branch", report.DefaultApprovalsBranch, "branch holding the approvals")
 	fs.StringVar(&af.prefix, "status-prefix", report.DefaultPrefix, "prefix of the status branches (to resolve a short --revision)")
-	fs.StringVar(&af.auth.Username, "username", "", "HTTPS user name")
-	fs.StringVar(&af.auth.PasswordFile, "password-file", "", "file holding the HTTPS password or token")
-	fs.StringVar(&af.auth.SSHKeyFile, "ssh-key", "", "SSH private key file")
-	fs.StringVar(&af.auth.KnownHostsFile, "known-hosts", "", "known_hosts file for SSH")
+	addGitAuthFlags(cmd, &af.auth, "", "")
 	fs.StringVar(&af.wave, "wave", "", "the wave to approve (its name in rollout.waves)")
 	fs.StringVar(&af.revision, "revision", "", "the revision the wave may take (full hash or a reported prefix)")
 	fs.StringVar(&af.by, "by", "", `who approves, as "Name <email>" (default: git config user.name and user.email)`)
@@ -74,10 +71,7 @@ with --password-file, or --ssh-key); approving twice changes nothing.`,
 		if af.repo == "" || af.wave == "" || af.revision == "" {
 			return errors.New("--repo, --wave and --revision are required")
 		}
-		repo := af.repo
-		if !strings.Contains(repo, "://") && !strings.Contains(repo, "@") {
-			repo = "file://" + absPath(repo)
-		}
+		repo := repoURL(af.repo)
 		auth, err := af.auth.Method(repo)
 		if err != nil {
 			return err

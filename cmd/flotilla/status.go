@@ -66,10 +66,7 @@ or --timeout passes (exit 1): a CI job can gate on a rollout.`,
 	fs.StringVar(&sf.legacyBranch, "status-branch", "", "replaced by --status-prefix")
 	_ = fs.MarkHidden("status-branch")
 	fs.StringVar(&sf.tip, "branch", "main", "the fleet branch whose tip the applied revisions are compared with")
-	fs.StringVar(&sf.auth.Username, "username", "", "HTTPS user name")
-	fs.StringVar(&sf.auth.PasswordFile, "password-file", "", "file holding the HTTPS password or token")
-	fs.StringVar(&sf.auth.SSHKeyFile, "ssh-key", "", "SSH private key file")
-	fs.StringVar(&sf.auth.KnownHostsFile, "known-hosts", "", "known_hosts file for SSH")
+	addGitAuthFlags(cmd, &sf.auth, "", "")
 	fs.StringVar(&sf.cluster, "cluster", "", "show one cluster's bundles and errors")
 	fs.DurationVar(&sf.stale, "stale", 30*time.Minute, "flag clusters that have not reported for this long")
 	fs.BoolVar(&sf.wait, "wait", false, "wait until every cluster reports --revision Ready")
@@ -86,9 +83,7 @@ or --timeout passes (exit 1): a CI job can gate on a rollout.`,
 		if sf.legacyBranch != "" {
 			return errors.New("--status-branch was replaced by --status-prefix: each cluster reports on its own branch, PREFIX/<cluster>")
 		}
-		if !strings.Contains(sf.repo, "://") && !strings.Contains(sf.repo, "@") {
-			sf.repo = "file://" + absPath(sf.repo)
-		}
+		sf.repo = repoURL(sf.repo)
 		auth, err := sf.auth.Method(sf.repo)
 		if err != nil {
 			return err
