@@ -73,11 +73,7 @@ func ReadApprovals(ctx context.Context, url, branch string, auth transport.AuthM
 	if err != nil {
 		return nil, source.RedactError(fmt.Errorf("fetching the approvals branch %s: %w", branch, err), url)
 	}
-	ref, err := repo.Reference(tracking, true)
-	if err != nil {
-		return nil, err
-	}
-	commit, err := repo.CommitObject(ref.Hash())
+	commit, err := tipCommit(repo, tracking)
 	if err != nil {
 		return nil, err
 	}
@@ -178,11 +174,7 @@ func approveOnce(ctx context.Context, opts ApproveOptions, a Approval) (bool, er
 	case err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate):
 		return false, &gitError{"fetch", err}
 	default:
-		r, err := repo.Reference(tracking, true)
-		if err != nil {
-			return false, err
-		}
-		if tip, err = repo.CommitObject(r.Hash()); err != nil {
+		if tip, err = tipCommit(repo, tracking); err != nil {
 			return false, err
 		}
 	}

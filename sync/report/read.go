@@ -127,11 +127,7 @@ func fetchBranches(ctx context.Context, url string, auth transport.AuthMethod, r
 // readStatus reads the status file at the tip of a fetched branch, and
 // checks that it speaks for the branch's cluster.
 func readStatus(repo *git.Repository, ref plumbing.ReferenceName, cluster string) (*Status, error) {
-	r, err := repo.Reference(ref, true)
-	if err != nil {
-		return nil, err
-	}
-	commit, err := repo.CommitObject(r.Hash())
+	commit, err := tipCommit(repo, ref)
 	if err != nil {
 		return nil, err
 	}
@@ -143,6 +139,15 @@ func readStatus(repo *git.Repository, ref plumbing.ReferenceName, cluster string
 		return nil, fmt.Errorf("%s speaks for cluster %q, not %q: ignored", Path(cluster), st.Cluster.Name, cluster)
 	}
 	return st, nil
+}
+
+// tipCommit is the commit a (fetched) reference points at.
+func tipCommit(repo *git.Repository, ref plumbing.ReferenceName) (*object.Commit, error) {
+	r, err := repo.Reference(ref, true)
+	if err != nil {
+		return nil, err
+	}
+	return repo.CommitObject(r.Hash())
 }
 
 // statusAt reads the status file at path in a commit.

@@ -260,11 +260,7 @@ func fetchTip(ctx context.Context, repo *git.Repository, opts Options, ref, trac
 	case err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate):
 		return nil, &gitError{"fetch", err}
 	}
-	tipRef, err := repo.Reference(tracking, true)
-	if err != nil {
-		return nil, err
-	}
-	commit, err := repo.CommitObject(tipRef.Hash())
+	commit, err := tipCommit(repo, tracking)
 	if err != nil {
 		return nil, err
 	}
