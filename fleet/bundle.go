@@ -222,6 +222,127 @@ func (b *Bundle) decodeInputs(v cue.Value) error {
 	return nil
 }
 
+// decodeInputsFast is decodeInputs without the error reporting: each
+// field is looked up and read on its own (scalars decoded, structs
+// exported as JSON), which costs a fraction of decoding the whole bundle
+// (every struct CUE decodes or exports has its fields sorted first). It
+// returns false, having set nothing, when anything is not as expected,
+// and decodeInputs then reads the bundle again and reports the problem
+// with its positions.
+func (b *Bundle) decodeInputsFast(v cue.Value) bool {
+	var fields specInputs
+	var kinds []string
+	raw := map[string][]byte{}
+	for _, field := range []string{"namespace", "prune", "wait", "timeout", "renderTimeout", "serviceAccountName", "driftPolicy", "force", "dependsOn",
+		SourceHelm, SourceKustomize, SourceManifests, SourceResources, "values"} {
+		fv := lookup(v, field)
+		if !fv.Exists() {
+			continue
+		}
+		var err error
+		switch field {
+		case "namespace":
+			fields.Namespace, err = fv.String()
+		case "timeout":
+			fields.Timeout, err = fv.String()
+		case "renderTimeout":
+			fields.RenderTimeout, err = fv.String()
+		case "serviceAccountName":
+			fields.ServiceAccountName, err = fv.String()
+		case "driftPolicy":
+			fields.DriftPolicy, err = fv.String()
+		case "prune":
+			fields.Prune, err = fv.Bool()
+		case "wait":
+			fields.Wait, err = fv.Bool()
+		case "force":
+			fields.Force, err = fv.Bool()
+		default:
+			if slices.Contains(sourceKinds, field) {
+				kinds = append(kinds, field)
+			}
+			raw[field], err = fv.MarshalJSON()
+		}
+		if err != nil {
+			return false
+		}
+	}
+	if len(kinds) != 1 {
+		return false
+	}
+	source := Source{Kind: kinds[0]}
+	var err error
+	switch source.Kind {
+	case SourceHelm:
+		err = json.Unmarshal(raw[SourceHelm], &source.Helm)
+	case SourceKustomize:
+		err = json.Unmarshal(raw[SourceKustomize], &source.Kustomize)
+	case SourceManifests:
+		err = json.Unmarshal(raw[SourceManifests], &source.Manifests)
+	case SourceResources:
+		source.Resources, err = resourceListJSON(raw[SourceResources])
+	}
+	if err != nil {
+		return false
+	}
+	if d, ok := raw["dependsOn"]; ok && json.Unmarshal(d, &fields.DependsOn) != nil {
+		return false
+	}
+	timeout, err := time.ParseDuration(fields.Timeout)
+	if err != nil {
+		return false
+	}
+	var renderTimeout string
+	if fields.RenderTimeout != "" {
+		d, err := time.ParseDuration(fields.RenderTimeout)
+		if err != nil || d <= 0 {
+			return false
+		}
+		renderTimeout = d.String()
+	}
+	values := json.RawMessage("{}")
+	if data, ok := raw["values"]; ok {
+		if values, err = canonicalize(data); err != nil {
+			return false
+		}
+	}
+	b.Namespace = fields.Namespace
+	b.Source = source
+	b.Values = values
+	b.RenderTimeout = renderTimeout
+	b.DependsOn = fields.DependsOn
+	b.dependsOnPos = userPos(lookup(v, "dependsOn"))
+	b.Apply = ApplyOptions{
+		Prune:              fields.Prune,
+		Wait:               fields.Wait,
+		Timeout:            metav1.Duration{Duration: timeout},
+		ServiceAccountName: fields.ServiceAccountName,
+		DriftPolicy:        fields.DriftPolicy,
+		Force:              fields.Force,
+	}
+	return true
+}
+
+// resourceListJSON is resourceList for `resources` exported as JSON.
+func resourceListJSON(raw json.RawMessage) (json.RawMessage, error) {
+	if bytes.HasPrefix(bytes.TrimSpace(raw), []byte("[")) {
+		return canonicalize(raw)
+	}
+	var byName map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &byName); err != nil {
+		return nil, err
+	}
+	list := make([]json.RawMessage, 0, len(byName))
+	for _, name := range slices.Sorted(maps.Keys(byName)) {
+		list = append(list, byName[name])
+	}
+	data, err := json.Marshal(list)
+	if err != nil {
+		return nil, err
+	}
+	return canonicalize(data)
+}
+
 // incompleteDiagnostics explains values left without a concrete value, at
 // every fleet position that constrains them (the base and each overlay).
 func incompleteDiagnostics(bundle cue.Value, err error) Diagnostics {

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing/fstest"
 
 	"cuelang.org/go/cue"
@@ -59,6 +60,11 @@ type Fleet struct {
 	// or after withoutInventory, the fleet without its inventory.
 	planInst *build.Instance
 	planRoot cue.Value
+	// onePass is how plans of planRoot take one evaluation (onepass.go),
+	// read on first use; noOnePass makes every plan take two (for tests).
+	onePassOnce sync.Once
+	onePass     *onePass
+	noOnePass   bool
 	// reloadWithoutInventory loads the fleet again without its inventory;
 	// nil when something refers to `clusters`, or once done. (The files are
 	// read again: a caller planning the inventory must not change the
@@ -319,6 +325,7 @@ func (f *Fleet) withoutInventory() error {
 		return err
 	}
 	f.planInst, f.planRoot = inst, f.ctx.BuildInstance(inst)
+	f.onePassOnce, f.onePass = sync.Once{}, nil
 	f.reloadWithoutInventory = nil // done
 	return nil
 }
@@ -340,5 +347,6 @@ func (f *Fleet) clone() *Fleet {
 		bundleErrs: f.bundleErrs,
 		tenancy:    f.tenancy,
 		owners:     f.owners,
+		noOnePass:  f.noOnePass,
 	}
 }

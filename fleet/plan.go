@@ -59,6 +59,16 @@ func (f *Fleet) Plan(c Cluster) (*Plan, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
+	if p := f.planOnePass(c); p != nil {
+		return p, nil
+	}
+	return f.planTwice(c)
+}
+
+// planTwice plans c the general way: it evaluates the fleet with the
+// cluster filled in, selects bundles and matches overlays there, then
+// evaluates it again with the matched overlays filled into their bundles.
+func (f *Fleet) planTwice(c Cluster) (*Plan, error) {
 	root := f.planRoot.FillPath(cue.MakePath(cue.Str(fieldCluster)), f.ctx.Encode(c))
 	if err := lookup(root, fieldCluster).Validate(cue.Concrete(true)); err != nil {
 		ds := fromCUE(err)
@@ -184,9 +194,11 @@ func (b *Bundle) finish(v cue.Value) {
 		b.Errors = bundleDiagnostics(err, v)
 		return
 	}
-	if err := b.decodeInputs(v); err != nil {
-		b.Errors = bundleDiagnostics(err, v)
-		return
+	if !b.decodeInputsFast(v) {
+		if err := b.decodeInputs(v); err != nil {
+			b.Errors = bundleDiagnostics(err, v)
+			return
+		}
 	}
 	b.InputsDigest = b.digest()
 }

@@ -1,0 +1,211 @@
+package fleet
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/flotilla-gitops/flotilla/internal/synthfleet"
+)
+
+const onePassClusters = `
+clusters: {
+	"eu-1": {region: "eu-west-1", labels: {env: "prod", class: "regulated"}}
+	"eu-2": {region: "eu-central-1", labels: {env: "staging", class: "standard"}}
+	"us-1": {region: "us-east-1", labels: {env: "prod", class: "standard", team: "search"}}
+}
+`
+
+// TestOnePassPlansLikeTwo plans fleets both ways — in one evaluation where
+// planOnePass can, and always in two — for every inventory cluster, and
+// requires the same plans. It also checks where one evaluation is used:
+// everywhere for ordinary fleets, and nowhere (or not for the clusters
+// concerned) where a fleet does what one evaluation cannot decide alike.
+func TestOnePassPlansLikeTwo(t *testing.T) {
+	cases := []struct {
+		name string
+		src  string
+		// onePass: "all", "none", or the clusters planned in one evaluation.
+		onePass string
+	}{
+		{"ordinary", `
+rollout: waves: [{name: "canary", names: ["eu-2"]}, {name: "rest"}]
+bundles: web: {
+	namespace: "web"
+	target: when: cluster.labels.env == "prod" || cluster.region =~ "^eu-"
+	values: {replicas: *2 | int, host: "web.\(cluster.region).example.com", tier: *"std" | string}
+	resources: cm: {apiVersion: "v1", kind: "ConfigMap", metadata: name: "web", data: {replicas: "\(values.replicas)", tier: values.tier}}
+	overlays: [
+		{clusterSelector: matchLabels: class: "regulated", values: {replicas: 3, tier: "gold"}},
+		{regions: ["eu-*"], values: residency: "eu-\(cluster.name)"},
+		{when: cluster.labels.env == "staging", values: replicas: 1},
+	]
+}
+bundles: db: {
+	namespace: "db"
+	dependsOn: ["web"]
+	target: clusterSelector: matchExpressions: [{key: "env", operator: "In", values: ["prod"]}]
+	helm: {chart: "charts/db", releaseName: "db-\(cluster.name)"}
+	values: size: *"small" | string
+	overlays: {
+		big: {names: ["us-*"], values: size: "large"}
+		eu: {regions: ["eu-*"], helm: version: "1.2.3"}
+	}
+}
+bundles: all: {namespace: "all", manifests: path: "m"}
+`, "all"},
+		{"an overlay reads its own bundle", `
+bundles: web: {
+	namespace: "web"
+	resources: cm: {apiVersion: "v1", kind: "ConfigMap", metadata: name: "web", data: n: "\(values.replicas)"}
+	values: {base: 2, replicas: *base | int}
+	overlays: [{regions: ["eu-*"], values: replicas: bundles.web.values.base + 1}]
+}
+`, "none"},
+		// Without a cluster, cluster.region is its default "": the `when`
+		// is concrete (false), and right only for us-1.
+		{"a when reads a helper", `
+_eu: ["eu-west-1", "eu-central-1"]
+bundles: web: {
+	namespace: "web"
+	target: when: list.Contains(_eu, cluster.region)
+	manifests: path: "m"
+}
+`, "us-1"},
+		{"a when reads a helper, with no default to read", `
+_prod: ["prod"]
+bundles: web: {
+	namespace: "web"
+	target: when: list.Contains(_prod, cluster.labels.env)
+	manifests: path: "m"
+}
+`, "none"},
+		{"the cluster brings an overlay", `
+bundles: web: {namespace: "web", manifests: path: "m", values: x: *0 | int}
+if cluster.region == "eu-west-1" {
+	bundles: web: overlays: [{values: x: 1}]
+}
+`, "eu-2 us-1"},
+		{"the cluster knocks out a default", `
+bundles: web: {namespace: "web", manifests: path: "m", target: regions: *["eu-*"] | [...string]}
+if cluster.labels.env == "staging" {
+	bundles: web: target: regions: ["*"]
+}
+`, "eu-1 us-1"},
+		{"the cluster brings an overlay field that reads another bundle", `
+bundles: other: {
+	namespace: "other"
+	manifests: path: "m"
+	values: x: *1 | int
+	overlays: [{regions: ["eu-*"], values: x: 2}]
+}
+bundles: web: {
+	namespace: "web"
+	resources: cm: {apiVersion: "v1", kind: "ConfigMap", metadata: name: "web", data: b: "\(values.b)"}
+	values: b: *0 | int
+	overlays: [{regions: ["eu-*"], values: a: 1}]
+}
+if cluster.region == "eu-west-1" {
+	bundles: web: overlays: [{values: b: bundles.other.values.x}]
+}
+`, "eu-2 us-1"},
+		{"the fleet adds to the schema", `
+#Overlay: values: extra: *1 | int
+bundles: web: {namespace: "web", manifests: path: "m", overlays: [{regions: ["eu-*"], values: a: 1}]}
+`, "none"},
+		{"a when reads a label some clusters lack", `
+bundles: web: {namespace: "web", manifests: path: "m", target: when: cluster.labels.team == "search"}
+`, "us-1"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			src := "package fleet\n\nimport \"list\"\n\n_list: list.Contains([], 1)\n" + onePassClusters + tc.src
+			dir := t.TempDir()
+			if err := os.WriteFile(filepath.Join(dir, "fleet.cue"), []byte(src), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			var once []string
+			for _, c := range comparePlans(t, dir) {
+				once = append(once, c)
+			}
+			want := tc.onePass
+			switch want {
+			case "all":
+				want = "eu-1 eu-2 us-1"
+			case "none":
+				want = ""
+			}
+			if got := join(once); got != want {
+				t.Errorf("planned in one evaluation: %q, want %q", got, want)
+			}
+		})
+	}
+}
+
+// TestOnePassOnRealFleets checks that the demo fleet, the example fleets
+// and the synthetic fleet plan in one evaluation, alike.
+func TestOnePassOnRealFleets(t *testing.T) {
+	synth := t.TempDir()
+	if err := synthfleet.Write(synth, 60, 20); err != nil {
+		t.Fatal(err)
+	}
+	for _, dir := range []string{"..", "../examples/independent", synth} {
+		f, err := Load(dir, LoadOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		once := comparePlans(t, dir)
+		if len(once) != len(f.Inventory()) || len(once) == 0 {
+			t.Errorf("%s: %d of %d clusters planned in one evaluation (%s)", dir, len(once), len(f.Inventory()), f.onePassInfo().why)
+		}
+	}
+}
+
+// comparePlans plans every inventory cluster of the fleet in dir both ways,
+// fails on any difference, and returns the clusters planned in one
+// evaluation.
+func comparePlans(t *testing.T, dir string) []string {
+	t.Helper()
+	one, err := Load(dir, LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	two, err := Load(dir, LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	two.noOnePass = true
+	var once []string
+	for _, c := range one.Inventory() {
+		p1, err1 := one.Plan(c)
+		p2, err2 := two.Plan(c)
+		j1, _ := json.MarshalIndent(struct {
+			P *Plan
+			E error
+		}{p1, err1}, "", " ")
+		j2, _ := json.MarshalIndent(struct {
+			P *Plan
+			E error
+		}{p2, err2}, "", " ")
+		if !bytes.Equal(j1, j2) {
+			t.Errorf("%s: cluster %s planned differently in one evaluation:\n%s\nin two:\n%s", dir, c.Name, j1, j2)
+		}
+		if one.planOnePass(c.Normalized()) != nil {
+			once = append(once, c.Name)
+		}
+	}
+	return once
+}
+
+func join(names []string) string {
+	var b bytes.Buffer
+	for i, n := range names {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(n)
+	}
+	return b.String()
+}
