@@ -70,6 +70,10 @@ type Fleet struct {
 	// read again: a caller planning the inventory must not change the
 	// repository meanwhile, as `plan --all` and `vet` do not.)
 	reloadWithoutInventory func() (*build.Instance, error)
+	// loadWith loads the fleet's files again, parsed by parse; variants
+	// are the fleet with bundles left out, for batch plans (prune.go).
+	loadWith func(parse func(string, any, parser.Config) (*ast.File, error)) (*build.Instance, error)
+	variants *variantCache
 
 	inventory []Cluster
 	bundles   []string
@@ -122,6 +126,9 @@ func Load(repoDir string, opts LoadOptions) (*Fleet, error) {
 		return nil, problems
 	}
 	f.planInst, f.planRoot = inst, f.root
+	f.loadWith = func(parse func(string, any, parser.Config) (*ast.File, error)) (*build.Instance, error) {
+		return loadInstance(repoDir, pkgDir, display, parse)
+	}
 	if !refersTo(inst.Files, fieldClusters) {
 		f.reloadWithoutInventory = func() (*build.Instance, error) {
 			return loadInstance(repoDir, pkgDir, display, dropInventory)
@@ -317,6 +324,12 @@ func lookup(v cue.Value, name string) cue.Value {
 // each of 1,000 plans made planning the inventory quadratic. It costs a
 // second load, so a single plan (an agent's) does not do it.
 func (f *Fleet) withoutInventory() error {
+	if f.variants == nil && f.loadWith != nil {
+		// Batch plans also leave out the bundles a cluster does not get.
+		f.variants = &variantCache{load: f.loadWith, insts: map[string]*build.Instance{}, errs: map[string]error{},
+			dropInventory: f.reloadWithoutInventory != nil}
+		f.onePassOnce, f.onePass = sync.Once{}, nil
+	}
 	if f.reloadWithoutInventory == nil {
 		return nil
 	}
@@ -348,5 +361,6 @@ func (f *Fleet) clone() *Fleet {
 		tenancy:    f.tenancy,
 		owners:     f.owners,
 		noOnePass:  f.noOnePass,
+		variants:   f.variants,
 	}
 }

@@ -71,8 +71,10 @@ type onePass struct {
 	whenExprs []any
 	// clusterLabels are the values of the declarations of `cluster`;
 	// pure remembers which overlay sources refer to nothing else.
-	clusterLabels map[ast.Node]bool
+	clusterLabels map[place]bool
 	pure          map[ast.Node]bool
+	// pruning leaves out the bundles a cluster does not get (prune.go).
+	pruning *pruning
 }
 
 // passBundle is a bundle's selectors, as stated without a cluster.
@@ -166,6 +168,7 @@ func (op *onePass) read(f *Fleet) error {
 		}
 		op.bundles[name] = pb
 	}
+	op.readPruning(f)
 	if len(op.whenExprs) > 0 {
 		decls := append([]any{ast.NewIdent(fieldCluster), ast.NewIdent("_")}, op.whenExprs...)
 		op.whens = f.ctx.BuildExpr(ast.NewStruct(decls...))
@@ -222,7 +225,7 @@ func decodeSelectorExcept(v cue.Value, noWhen bool) (selector, error) {
 // whenSource returns the source of a `when` written once, as one
 // expression that refers to nothing but `cluster`, its own names and
 // predeclared identifiers.
-func whenSource(when cue.Value, clusterLabels map[ast.Node]bool) (ast.Expr, []byte, error) {
+func whenSource(when cue.Value, clusterLabels map[place]bool) (ast.Expr, []byte, error) {
 	expr, err := whenExpr(when)
 	if err != nil {
 		return nil, nil, err
@@ -376,7 +379,14 @@ func (f *Fleet) planOnePass(c Cluster) *Plan {
 	if patch.Err() != nil {
 		return nil
 	}
-	root := f.planRoot.Unify(patch)
+	var out []string
+	for _, d := range decided {
+		if !d.selected && op.pruning.prunable[d.b.Name] {
+			out = append(out, d.b.Name)
+		}
+	}
+	slices.Sort(out)
+	root := op.pruning.root(f, out).Unify(patch)
 
 	// Check that the evaluated fleet says what the decision assumed.
 	if got, err := lookup(root, fieldCluster).MarshalJSON(); err != nil || !bytes.Equal(got, clusterJSON) {
@@ -468,7 +478,14 @@ func (s passSelector) sameWhen(v cue.Value) bool {
 		return true
 	}
 	expr, err := whenExpr(lookup(v, "when"))
-	return err == nil && expr == s.whenNode
+	return err == nil && samePlace(expr, s.whenNode)
+}
+
+// samePlace reports whether two syntax nodes are written at the same place
+// (the fleet's files may have been parsed again: see prune.go).
+func samePlace(a, b ast.Node) bool {
+	pa, pb := a.Pos(), b.Pos()
+	return pa.IsValid() && pa.Filename() == pb.Filename() && pa.Offset() == pb.Offset()
 }
 
 // sameSelector compares two selectors; an empty list is an empty list
@@ -593,11 +610,28 @@ var predeclared = map[string]bool{
 // pureSource reports whether the CUE source n refers to nothing outside
 // itself but the top-level `cluster` (whose declarations' values are
 // clusterLabels), predeclared identifiers and, with imports, imported
-// packages. Field labels and selectors are names, not references.
-func pureSource(n ast.Node, clusterLabels map[ast.Node]bool, imports bool) bool {
+// packages.
+func pureSource(n ast.Node, clusterLabels map[place]bool, imports bool) bool {
 	inside := map[ast.Node]bool{}
 	ast.Walk(n, func(x ast.Node) bool { inside[x] = true; return true }, nil)
-	pure := true
+	return references(n, func(x *ast.Ident) bool {
+		switch {
+		case x.Node == nil:
+			return predeclared[x.Name]
+		case inside[x.Node], clusterLabels[placeOf(x.Node)]:
+			return true
+		default:
+			_, isImport := x.Node.(*ast.ImportSpec)
+			return imports && isImport
+		}
+	})
+}
+
+// references calls ok for every identifier of n that refers to something
+// (field labels and selectors are names, not references), until ok returns
+// false; it reports whether ok held for all.
+func references(n ast.Node, ok func(*ast.Ident) bool) bool {
+	all := true
 	var visit func(x ast.Node) bool
 	walk := func(x ast.Node) {
 		if x != nil {
@@ -616,7 +650,7 @@ func pureSource(n ast.Node, clusterLabels map[ast.Node]bool, imports bool) bool 
 		}
 	}
 	visit = func(x ast.Node) bool {
-		if !pure {
+		if !all {
 			return false
 		}
 		switch x := x.(type) {
@@ -637,35 +671,43 @@ func pureSource(n ast.Node, clusterLabels map[ast.Node]bool, imports bool) bool 
 			walk(x.Expr)
 			return false
 		case *ast.Ident:
-			switch {
-			case x.Node == nil:
-				pure = predeclared[x.Name]
-			case inside[x.Node], clusterLabels[x.Node]:
-			default:
-				_, isImport := x.Node.(*ast.ImportSpec)
-				pure = imports && isImport
-			}
+			all = ok(x)
 		}
 		return true
 	}
 	walk(n)
-	return pure
+	return all
 }
 
-// topLevelDecls returns the values of the top-level declarations of a
-// field in the files of the fleet's package: what the loader resolves a
-// reference to that field to (ast.Ident.Node).
-func topLevelDecls(files []*ast.File, name string) map[ast.Node]bool {
-	out := map[ast.Node]bool{}
+// place is where a syntax node is written.
+type place struct {
+	file   string
+	offset int
+}
+
+func placeOf(n ast.Node) place {
+	p := n.Pos()
+	if !p.IsValid() {
+		return place{}
+	}
+	return place{p.Filename(), p.Offset()}
+}
+
+// topLevelDecls returns where the values of the top-level declarations of
+// a field in the files of the fleet's package are written: what the loader
+// resolves a reference to that field to (ast.Ident.Node).
+func topLevelDecls(files []*ast.File, name string) map[place]bool {
+	out := map[place]bool{}
 	for _, file := range files {
 		for _, decl := range file.Decls {
 			if f, ok := decl.(*ast.Field); ok {
 				if id, ok := f.Label.(*ast.Ident); ok && id.Name == name {
-					out[f.Value] = true
+					out[placeOf(f.Value)] = true
 				}
 			}
 		}
 	}
+	delete(out, place{})
 	return out
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/flotilla-gitops/flotilla/internal/synthfleet"
@@ -29,6 +30,9 @@ func TestOnePassPlansLikeTwo(t *testing.T) {
 		src  string
 		// onePass: "all", "none", or the clusters planned in one evaluation.
 		onePass string
+		// pruned: the bundles a cluster that does not get them may leave
+		// out (prune.go).
+		pruned string
 	}{
 		{"ordinary", `
 rollout: waves: [{name: "canary", names: ["eu-2"]}, {name: "rest"}]
@@ -55,7 +59,7 @@ bundles: db: {
 	}
 }
 bundles: all: {namespace: "all", manifests: path: "m"}
-`, "all"},
+`, "all", "all db web"},
 		{"an overlay reads its own bundle", `
 bundles: web: {
 	namespace: "web"
@@ -63,7 +67,7 @@ bundles: web: {
 	values: {base: 2, replicas: *base | int}
 	overlays: [{regions: ["eu-*"], values: replicas: bundles.web.values.base + 1}]
 }
-`, "none"},
+`, "none", ""},
 		// Without a cluster, cluster.region is its default "": the `when`
 		// is concrete (false), and right only for us-1.
 		{"a when reads a helper", `
@@ -73,7 +77,7 @@ bundles: web: {
 	target: when: list.Contains(_eu, cluster.region)
 	manifests: path: "m"
 }
-`, "us-1"},
+`, "us-1", ""},
 		{"a when reads a helper, with no default to read", `
 _prod: ["prod"]
 bundles: web: {
@@ -81,19 +85,19 @@ bundles: web: {
 	target: when: list.Contains(_prod, cluster.labels.env)
 	manifests: path: "m"
 }
-`, "none"},
+`, "none", ""},
 		{"the cluster brings an overlay", `
 bundles: web: {namespace: "web", manifests: path: "m", values: x: *0 | int}
 if cluster.region == "eu-west-1" {
 	bundles: web: overlays: [{values: x: 1}]
 }
-`, "eu-2 us-1"},
+`, "eu-2 us-1", ""},
 		{"the cluster knocks out a default", `
 bundles: web: {namespace: "web", manifests: path: "m", target: regions: *["eu-*"] | [...string]}
 if cluster.labels.env == "staging" {
 	bundles: web: target: regions: ["*"]
 }
-`, "eu-1 us-1"},
+`, "eu-1 us-1", ""},
 		{"the cluster brings an overlay field that reads another bundle", `
 bundles: other: {
 	namespace: "other"
@@ -110,14 +114,37 @@ bundles: web: {
 if cluster.region == "eu-west-1" {
 	bundles: web: overlays: [{values: b: bundles.other.values.x}]
 }
-`, "eu-2 us-1"},
+`, "eu-2 us-1", ""},
 		{"the fleet adds to the schema", `
 #Overlay: values: extra: *1 | int
 bundles: web: {namespace: "web", manifests: path: "m", overlays: [{regions: ["eu-*"], values: a: 1}]}
-`, "none"},
+`, "none", ""},
 		{"a when reads a label some clusters lack", `
 bundles: web: {namespace: "web", manifests: path: "m", target: when: cluster.labels.team == "search"}
-`, "us-1"},
+`, "us-1", "web"},
+		// A bundle that reads another: nothing may be left out, for the
+		// reader would see a bundle without values.
+		{"a bundle reads another", `
+bundles: eu: {namespace: "eu", target: regions: ["eu-*"], values: size: 3, manifests: path: "m"}
+bundles: web: {
+	namespace: "web"
+	resources: cm: {apiVersion: "v1", kind: "ConfigMap", metadata: name: "web", data: n: "\(bundles.eu.values.size)"}
+}
+`, "all", ""},
+		// A pattern over every bundle could read what is left out.
+		{"a pattern over every bundle", `
+bundles: [string]: values: region: cluster.region
+bundles: eu: {namespace: "eu", target: regions: ["eu-*"], manifests: path: "m"}
+bundles: us: {namespace: "us", target: regions: ["us-*"], manifests: path: "m"}
+`, "all", ""},
+		// A bundle whose target reads its own values is kept whole; a
+		// bundle with a comprehension in its body too.
+		{"bundles that must stay whole", `
+_eu: ["eu-*"]
+bundles: eu: {namespace: "eu", target: regions: _eu, manifests: path: "m"}
+bundles: us: {namespace: "us", target: regions: ["us-*"], manifests: path: "m", if cluster.labels.env == "prod" {values: big: true}}
+bundles: ap: {namespace: "ap", target: regions: ["ap-*"], manifests: path: "m"}
+`, "all", "ap"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -126,9 +153,12 @@ bundles: web: {namespace: "web", manifests: path: "m", target: when: cluster.lab
 			if err := os.WriteFile(filepath.Join(dir, "fleet.cue"), []byte(src), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			var once []string
-			for _, c := range comparePlans(t, dir) {
-				once = append(once, c)
+			once, pruned, _ := comparePlans(t, dir)
+			if tc.pruned == "all" {
+				tc.pruned = "all db web"
+			}
+			if got := join(pruned); got != tc.pruned {
+				t.Errorf("bundles that may be left out: %q, want %q", got, tc.pruned)
 			}
 			want := tc.onePass
 			switch want {
@@ -156,17 +186,25 @@ func TestOnePassOnRealFleets(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		once := comparePlans(t, dir)
+		once, pruned, roots := comparePlans(t, dir)
 		if len(once) != len(f.Inventory()) || len(once) == 0 {
 			t.Errorf("%s: %d of %d clusters planned in one evaluation (%s)", dir, len(once), len(f.Inventory()), f.onePassInfo().why)
+		}
+		if dir == synth && len(pruned) != 20 {
+			t.Errorf("synthetic fleet: %d of 20 bundles may be left out", len(pruned))
+		}
+		if dir == synth && roots == 0 {
+			t.Errorf("synthetic fleet: no cluster planned with bundles left out")
 		}
 	}
 }
 
-// comparePlans plans every inventory cluster of the fleet in dir both ways,
+// comparePlans plans every inventory cluster of the fleet in dir both ways
+// (one way as a batch does, leaving out the bundles a cluster does not get),
 // fails on any difference, and returns the clusters planned in one
-// evaluation.
-func comparePlans(t *testing.T, dir string) []string {
+// evaluation, the bundles that may be left out and how many sets of them
+// were.
+func comparePlans(t *testing.T, dir string) (once, pruned []string, roots int) {
 	t.Helper()
 	one, err := Load(dir, LoadOptions{})
 	if err != nil {
@@ -177,7 +215,9 @@ func comparePlans(t *testing.T, dir string) []string {
 		t.Fatal(err)
 	}
 	two.noOnePass = true
-	var once []string
+	if err := one.withoutInventory(); err != nil {
+		t.Fatal(err)
+	}
 	for _, c := range one.Inventory() {
 		p1, err1 := one.Plan(c)
 		p2, err2 := two.Plan(c)
@@ -196,7 +236,15 @@ func comparePlans(t *testing.T, dir string) []string {
 			once = append(once, c.Name)
 		}
 	}
-	return once
+	p := one.onePassInfo().pruning
+	if p == nil {
+		return once, nil, 0
+	}
+	for name := range p.prunable {
+		pruned = append(pruned, name)
+	}
+	slices.Sort(pruned)
+	return once, pruned, len(p.roots)
 }
 
 func join(names []string) string {
