@@ -7,6 +7,10 @@
 # hand, with the machine and date this prints.
 #
 #   bench/preview.sh [CLUSTERS] [BUNDLES]
+#
+# With BEFORE=<git revision>, that revision is built too and its
+# `plan --all` timed in the same run, alternating with this one's (two runs
+# each), for before/after ratios.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 clusters=${1:-1000}
@@ -45,6 +49,16 @@ run_naive() {
 run_plan() { "$flotilla" plan "$work/fleet" --all -o json >/dev/null 2>&1; }
 
 plan=$(seconds run_plan)
+if [ -n "${BEFORE:-}" ]; then
+	mkdir -p "$work/before"
+	command git archive "$BEFORE" | tar -x -C "$work/before"
+	(cd "$work/before" && go build -o "$work/flotilla-before" ./cmd/flotilla)
+	run_plan_before() { "$work/flotilla-before" plan "$work/fleet" --all -o json >/dev/null 2>&1; }
+	before1=$(seconds run_plan_before)
+	plan2=$(seconds run_plan)
+	before2=$(seconds run_plan_before)
+	plan3=$(seconds run_plan)
+fi
 preview=$(seconds run_preview)
 naive=$(seconds run_naive)
 changed=$(python3 -c "import json,sys; r=json.load(open('$work/preview.json')); print(sum(c['changed'] for c in r['clusters']), len(r['clusters']), r['renders'])")
@@ -54,3 +68,10 @@ printf '  flotilla plan --all -o json                        %7.1f s\n' "$plan"
 printf '  flotilla preview --base HEAD~1 --head HEAD -o json %7.1f s   (changed clusters, clusters, renders: %s)\n' "$preview" "$changed"
 printf '  naive: render --all at both + diff -r (peer)       %7.1f s   (%s diff lines)\n' "$naive" "$(wc -l <"$work/naive.diff")"
 printf '  preview is %.1fx faster than the naive way\n' "$(echo "$naive / $preview" | bc -l)"
+if [ -n "${BEFORE:-}" ]; then
+	echo
+	echo "plan --all, this revision against $BEFORE, alternating:"
+	printf '  %s: %.1f s, %.1f s\n' "$BEFORE" "$before1" "$before2"
+	printf '  this revision: %.1f s, %.1f s, %.1f s\n' "$plan" "$plan2" "$plan3"
+	printf '  ratio of the sums (last two of ours): %.2fx\n' "$(echo "($before1 + $before2) / ($plan2 + $plan3)" | bc -l)"
+fi
