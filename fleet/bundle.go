@@ -206,6 +206,13 @@ func (b *Bundle) decodeInputs(v cue.Value) error {
 		return err
 	}
 
+	b.setInputs(v, fields, source, values, timeout)
+	return nil
+}
+
+// setInputs sets what decodeInputs and decodeInputsFast read (RenderTimeout
+// apart).
+func (b *Bundle) setInputs(v cue.Value, fields specInputs, source Source, values json.RawMessage, timeout time.Duration) {
 	b.Namespace = fields.Namespace
 	b.Source = source
 	b.Values = values
@@ -219,7 +226,6 @@ func (b *Bundle) decodeInputs(v cue.Value) error {
 		DriftPolicy:        fields.DriftPolicy,
 		Force:              fields.Force,
 	}
-	return nil
 }
 
 // decodeInputsFast is decodeInputs without the error reporting: each
@@ -306,24 +312,12 @@ func (b *Bundle) decodeInputsFast(v cue.Value) bool {
 			return false
 		}
 	}
-	b.Namespace = fields.Namespace
-	b.Source = source
-	b.Values = values
 	b.RenderTimeout = renderTimeout
-	b.DependsOn = fields.DependsOn
-	b.dependsOnPos = userPos(lookup(v, "dependsOn"))
-	b.Apply = ApplyOptions{
-		Prune:              fields.Prune,
-		Wait:               fields.Wait,
-		Timeout:            metav1.Duration{Duration: timeout},
-		ServiceAccountName: fields.ServiceAccountName,
-		DriftPolicy:        fields.DriftPolicy,
-		Force:              fields.Force,
-	}
+	b.setInputs(v, fields, source, values, timeout)
 	return true
 }
 
-// resourceListJSON is resourceList for `resources` exported as JSON.
+// resourceListJSON is resourceList for `resources` already exported.
 func resourceListJSON(raw json.RawMessage) (json.RawMessage, error) {
 	if bytes.HasPrefix(bytes.TrimSpace(raw), []byte("[")) {
 		return canonicalize(raw)
@@ -385,22 +379,11 @@ func sourceOf(v cue.Value) (Source, error) {
 // resourceList returns the objects of `resources` as a JSON list: a struct
 // keyed by name becomes its values in key order.
 func resourceList(v cue.Value) (json.RawMessage, error) {
-	if v.Kind() == cue.ListKind {
-		return canonicalJSON(v)
-	}
-	var byName map[string]json.RawMessage
-	if err := v.Decode(&byName); err != nil {
-		return nil, err
-	}
-	list := make([]json.RawMessage, 0, len(byName))
-	for _, name := range slices.Sorted(maps.Keys(byName)) {
-		list = append(list, byName[name])
-	}
-	data, err := json.Marshal(list)
+	data, err := v.MarshalJSON()
 	if err != nil {
 		return nil, err
 	}
-	return canonicalize(data)
+	return resourceListJSON(data)
 }
 
 // canonicalJSON exports a concrete value as JSON with sorted keys, so equal
