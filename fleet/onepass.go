@@ -73,6 +73,10 @@ type onePass struct {
 	// pure remembers which overlay sources refer to nothing else.
 	clusterLabels map[place]bool
 	pure          map[ast.Node]bool
+	// evaluatedInVain are the clusters whose one evaluation did not check
+	// out: planning them again (an agent plans its cluster every pass)
+	// goes the general way at once instead of evaluating three times.
+	evaluatedInVain map[string]bool
 	// pruning leaves out the bundles a cluster does not get (prune.go).
 	pruning *pruning
 }
@@ -105,7 +109,7 @@ type passSelector struct {
 // evaluation.
 func (f *Fleet) onePassInfo() *onePass {
 	f.onePassOnce.Do(func() {
-		op := &onePass{bundles: map[string]*passBundle{}, pure: map[ast.Node]bool{}}
+		op := &onePass{bundles: map[string]*passBundle{}, pure: map[ast.Node]bool{}, evaluatedInVain: map[string]bool{}}
 		f.onePass = op
 		if err := op.read(f); err != nil {
 			op.why = err.Error()
@@ -274,11 +278,17 @@ func (s passSelector) resolve(whens cue.Value) (selector, bool) {
 
 // planOnePass plans c with one evaluation of the fleet, or returns nil when
 // it cannot be sure to plan as planTwice (which the caller then does).
-func (f *Fleet) planOnePass(c Cluster) *Plan {
+func (f *Fleet) planOnePass(c Cluster) (plan *Plan) {
 	op := f.onePassInfo()
 	if op.why != "" {
 		return nil
 	}
+	evaluated := false
+	defer func() {
+		if evaluated && plan == nil {
+			op.evaluatedInVain[c.Name] = true
+		}
+	}()
 	encoded := f.ctx.Encode(c)
 	clusterV := op.cluster.Unify(encoded)
 	clusterJSON, err := clusterV.MarshalJSON()
@@ -302,7 +312,7 @@ func (f *Fleet) planOnePass(c Cluster) *Plan {
 		overlays []selector
 		matched  []passOverlay
 	}
-	plan := &Plan{Cluster: c, NotSelected: []NotSelected{}}
+	plan = &Plan{Cluster: c, NotSelected: []NotSelected{}}
 	var decided []*decision
 	for _, name := range f.bundles {
 		if errs := f.bundleErrs[name]; len(errs) > 0 {
@@ -387,6 +397,7 @@ func (f *Fleet) planOnePass(c Cluster) *Plan {
 	}
 	slices.Sort(out)
 	root := op.pruning.root(f, out).Unify(patch)
+	evaluated = true
 
 	// Check that the evaluated fleet says what the decision assumed.
 	if got, err := lookup(root, fieldCluster).MarshalJSON(); err != nil || !bytes.Equal(got, clusterJSON) {

@@ -257,3 +257,35 @@ func join(names []string) string {
 	}
 	return b.String()
 }
+
+// TestOnePassIsNotRetriedInVain checks that a cluster whose one evaluation
+// did not check out is planned the general way at once the next time (an
+// agent plans its cluster every pass).
+func TestOnePassIsNotRetriedInVain(t *testing.T) {
+	dir := t.TempDir()
+	src := "package fleet\n" + onePassClusters + `
+bundles: web: {namespace: "web", manifests: path: "m", target: regions: *["eu-*"] | [...string]}
+if cluster.labels.env == "staging" {
+	bundles: web: target: regions: ["*"]
+}
+`
+	if err := os.WriteFile(filepath.Join(dir, "fleet.cue"), []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := Load(dir, LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"eu-1", "eu-2"} {
+		c, err := f.InventoryCluster(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.Plan(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := f.onePassInfo().evaluatedInVain; !got["eu-2"] || got["eu-1"] {
+		t.Errorf("clusters evaluated in vain: %v, want eu-2 only", got)
+	}
+}

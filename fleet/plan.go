@@ -59,8 +59,10 @@ func (f *Fleet) Plan(c Cluster) (*Plan, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
-	if p := f.planOnePass(c); p != nil {
-		return p, nil
+	if !f.onePassInfo().evaluatedInVain[c.Name] {
+		if p := f.planOnePass(c); p != nil {
+			return p, nil
+		}
 	}
 	return f.planTwice(c)
 }
