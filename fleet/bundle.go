@@ -156,6 +156,11 @@ type ApplyOptions struct {
 	DriftPolicy string `json:"driftPolicy"`
 	// Force recreates objects whose immutable fields change.
 	Force bool `json:"force"`
+	// Adopt lets the bundle take over objects that another GitOps
+	// controller (Argo CD, Flux, Helm) manages; without it the bundle
+	// fails naming the owner. Omitted when false, so that bundles that do
+	// not set it keep their inputs digest.
+	Adopt bool `json:"adopt,omitempty"`
 }
 
 // decodeInputs reads the concrete inputs of the bundle after its overlays
@@ -225,6 +230,7 @@ func (b *Bundle) setInputs(v cue.Value, fields specInputs, source Source, values
 		ServiceAccountName: fields.ServiceAccountName,
 		DriftPolicy:        fields.DriftPolicy,
 		Force:              fields.Force,
+		Adopt:              fields.Adopt,
 	}
 }
 
@@ -239,7 +245,7 @@ func (b *Bundle) decodeInputsFast(v cue.Value) bool {
 	var fields specInputs
 	var kinds []string
 	raw := map[string][]byte{}
-	for _, field := range []string{"namespace", "prune", "wait", "timeout", "renderTimeout", "serviceAccountName", "driftPolicy", "force", "dependsOn",
+	for _, field := range []string{"namespace", "prune", "wait", "timeout", "renderTimeout", "serviceAccountName", "driftPolicy", "force", "adopt", "dependsOn",
 		SourceHelm, SourceKustomize, SourceManifests, SourceResources, "values"} {
 		fv := lookup(v, field)
 		if !fv.Exists() {
@@ -263,6 +269,8 @@ func (b *Bundle) decodeInputsFast(v cue.Value) bool {
 			fields.Wait, err = fv.Bool()
 		case "force":
 			fields.Force, err = fv.Bool()
+		case "adopt":
+			fields.Adopt, err = fv.Bool()
 		default:
 			if slices.Contains(sourceKinds, field) {
 				kinds = append(kinds, field)

@@ -67,6 +67,7 @@ type specInputs struct {
 	ServiceAccountName string          `json:"serviceAccountName"`
 	DriftPolicy        string          `json:"driftPolicy"`
 	Force              bool            `json:"force"`
+	Adopt              bool            `json:"adopt"`
 	Helm               *Helm           `json:"helm"`
 	Kustomize          *Kustomize      `json:"kustomize"`
 	Manifests          *Manifests      `json:"manifests"`

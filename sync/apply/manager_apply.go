@@ -46,6 +46,11 @@ func (m *Manager) applyBundle(ctx context.Context, b Bundle, inv *Inventory, res
 	for i, o := range b.Objects {
 		objects[i] = o.DeepCopy()
 	}
+	if !b.Adopt {
+		if err := m.refuseForeign(ctx, rm.Client(), objects, inv); err != nil {
+			return nil, err
+		}
+	}
 	applyOpts := ssa.DefaultApplyOptions()
 	applyOpts.Force = b.Force
 	applyOpts.ExclusionSelector = map[string]string{ReconcileAnnotation: "disabled"}

@@ -33,6 +33,9 @@ type Bundle struct {
 	// DriftPolicy is "correct" (default) or "report".
 	DriftPolicy string
 	Force       bool
+	// Adopt lets the bundle take over objects another GitOps controller
+	// manages (see ForeignOwner); without it the bundle fails naming them.
+	Adopt bool
 	// Err is set when the bundle could not be evaluated or rendered.
 	Err error
 }

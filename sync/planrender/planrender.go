@@ -277,6 +277,7 @@ func (r *Renderer) ApplyBundles(ctx context.Context, plan *fleet.Plan, revision 
 			ServiceAccountName: b.Apply.ServiceAccountName,
 			DriftPolicy:        b.Apply.DriftPolicy,
 			Force:              b.Apply.Force,
+			Adopt:              b.Apply.Adopt,
 			Err:                rendered[i].Err,
 		}
 		if res := rendered[i].Result; res != nil {
