@@ -24,7 +24,6 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	"golang.org/x/sync/errgroup"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -33,6 +32,7 @@ import (
 	"github.com/flotilla-gitops/flotilla/render"
 	"github.com/flotilla-gitops/flotilla/sync/planrender"
 	"github.com/flotilla-gitops/flotilla/sync/report"
+	"github.com/flotilla-gitops/flotilla/sync/source"
 )
 
 // Options say what to compare.
@@ -176,7 +176,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	if say == nil {
 		say = func(string) {}
 	}
-	repo, sub, err := openRepository(opts.Dir)
+	repo, sub, err := source.OpenLocal(opts.Dir)
 	if err != nil {
 		return nil, err
 	}
@@ -195,7 +195,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		if ref == "" {
 			continue
 		}
-		commit, err := resolve(repo, ref)
+		commit, err := source.ResolveCommit(repo, ref)
 		if err != nil {
 			return nil, err
 		}
@@ -208,7 +208,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		if err := os.Mkdir(s.dir, 0o700); err != nil {
 			return nil, err
 		}
-		if err := writeTree(commit, sub, s.dir); err != nil {
+		if err := source.WriteTree(commit, sub, s.dir); err != nil {
 			return nil, fmt.Errorf("reading the fleet at %s: %w", ref, err)
 		}
 	}
@@ -224,11 +224,17 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	}
 
 	// The clusters: both inventories and the status branches.
-	clusters, known, warnings, err := collectClusters(ctx, repo, opts, sides[0].fleet, sides[1].fleet)
+	k, err := report.KnownClusters(ctx, repo, opts.StatusURL, opts.StatusPrefix, opts.StatusAuth,
+		sides[0].fleet.Inventory(), sides[1].fleet.Inventory())
 	if err != nil {
 		return nil, err
 	}
-	rep.Warnings = warnings
+	clusters, err := k.Narrow(opts.Clusters)
+	if err != nil {
+		return nil, err
+	}
+	known := k.Where
+	rep.Warnings = k.Warnings
 	for _, s := range sides {
 		say(fmt.Sprintf("planning %d clusters at %s", len(clusters), s.name))
 		plans, errs, err := s.fleet.PlanClusters(ctx, clusters, nil)
@@ -278,57 +284,6 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	}
 	rep.Renders = sides[0].r.Distinct() + sides[1].r.Distinct()
 	return rep, nil
-}
-
-// collectClusters is the union of both inventories and the reported
-// clusters (their reported identity wins), narrowed to opts.Clusters.
-func collectClusters(ctx context.Context, repo *git.Repository, opts Options, base, head *fleet.Fleet) ([]fleet.Cluster, map[string]string, []string, error) {
-	byName := map[string]fleet.Cluster{}
-	known := map[string]string{}
-	for _, f := range []*fleet.Fleet{base, head} {
-		for _, c := range f.Inventory() {
-			if _, ok := byName[c.Name]; !ok {
-				byName[c.Name], known[c.Name] = c, "inventory"
-			}
-		}
-	}
-	var snap *report.Snapshot
-	var err error
-	if opts.StatusURL != "" {
-		snap, err = report.Read(ctx, opts.StatusURL, opts.StatusPrefix, opts.StatusAuth)
-	} else {
-		snap, err = report.ReadRepository(repo, opts.StatusPrefix)
-	}
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	var warnings []string
-	if snap != nil {
-		for _, p := range snap.Problems {
-			warnings = append(warnings, p.Error())
-		}
-		for _, st := range snap.Statuses {
-			name := st.Cluster.Name
-			if known[name] == "inventory" {
-				known[name] = "both"
-			} else {
-				known[name] = "status"
-			}
-			byName[name] = st.Cluster
-		}
-	}
-	for _, want := range opts.Clusters {
-		if _, ok := byName[want]; !ok {
-			return nil, nil, nil, fmt.Errorf("cluster %q is in neither inventory nor on a status branch", want)
-		}
-	}
-	var out []fleet.Cluster
-	for _, name := range slices.Sorted(maps.Keys(byName)) {
-		if len(opts.Clusters) == 0 || slices.Contains(opts.Clusters, name) {
-			out = append(out, byName[name])
-		}
-	}
-	return out, known, warnings, nil
 }
 
 // job is a bundle whose inputs differ between base and head (or that is

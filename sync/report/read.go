@@ -16,6 +16,7 @@ import (
 	"github.com/go-git/go-git/v5/storage/memory"
 	"sigs.k8s.io/yaml"
 
+	"github.com/flotilla-gitops/flotilla/fleet"
 	"github.com/flotilla-gitops/flotilla/internal/errtext"
 	"github.com/flotilla-gitops/flotilla/sync/source"
 )
@@ -228,4 +229,81 @@ func ReadRepository(repo *git.Repository, prefix string) (*Snapshot, error) {
 		snap.Statuses = append(snap.Statuses, *st)
 	}
 	return snap, nil
+}
+
+// Known is every cluster a fleet knows: those of its inventories and those
+// that reported on a status branch (their reported identity, with real
+// labels and facts, wins over the inventory's), sorted by name.
+type Known struct {
+	Clusters []fleet.Cluster
+	// Where says where each cluster comes from: "inventory", "status" or
+	// "both".
+	Where map[string]string
+	// Warnings are status branches left out (unreadable, or speaking for
+	// another cluster).
+	Warnings []string
+}
+
+// KnownClusters reads the status branches — from url when it is set,
+// otherwise the local repository's own (repo may be nil: no status
+// branches) — and joins them with the inventories' clusters.
+func KnownClusters(ctx context.Context, repo *git.Repository, url, prefix string, auth transport.AuthMethod, inventories ...[]fleet.Cluster) (*Known, error) {
+	byName := map[string]fleet.Cluster{}
+	k := &Known{Where: map[string]string{}}
+	for _, inv := range inventories {
+		for _, c := range inv {
+			if _, ok := byName[c.Name]; !ok {
+				byName[c.Name], k.Where[c.Name] = c, "inventory"
+			}
+		}
+	}
+	var snap *Snapshot
+	var err error
+	switch {
+	case url != "":
+		snap, err = Read(ctx, url, prefix, auth)
+	case repo != nil:
+		snap, err = ReadRepository(repo, prefix)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if snap != nil {
+		for _, p := range snap.Problems {
+			k.Warnings = append(k.Warnings, p.Error())
+		}
+		for _, st := range snap.Statuses {
+			name := st.Cluster.Name
+			if k.Where[name] == "inventory" {
+				k.Where[name] = "both"
+			} else {
+				k.Where[name] = "status"
+			}
+			byName[name] = st.Cluster
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(byName)) {
+		k.Clusters = append(k.Clusters, byName[name])
+	}
+	return k, nil
+}
+
+// Narrow keeps the named clusters (all when names is empty), and fails
+// for a name the fleet does not know.
+func (k *Known) Narrow(names []string) ([]fleet.Cluster, error) {
+	if len(names) == 0 {
+		return k.Clusters, nil
+	}
+	for _, want := range names {
+		if _, ok := k.Where[want]; !ok {
+			return nil, fmt.Errorf("cluster %q is in neither inventory nor on a status branch", want)
+		}
+	}
+	var out []fleet.Cluster
+	for _, c := range k.Clusters {
+		if slices.Contains(names, c.Name) {
+			out = append(out, c)
+		}
+	}
+	return out, nil
 }

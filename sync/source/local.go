@@ -1,4 +1,4 @@
-package preview
+package source
 
 import (
 	"errors"
@@ -19,9 +19,9 @@ import (
 // hold anything).
 const maxTreeBytes = 2 << 30
 
-// openRepository opens the Git repository holding dir, and says where dir
+// OpenLocal opens the Git repository holding dir, and says where dir
 // is inside it (slash-separated, "" for its root).
-func openRepository(dir string) (*git.Repository, string, error) {
+func OpenLocal(dir string) (*git.Repository, string, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, "", err
@@ -32,7 +32,7 @@ func openRepository(dir string) (*git.Repository, string, error) {
 	}
 	wt, err := repo.Worktree()
 	if err != nil {
-		return nil, "", fmt.Errorf("%s: a preview needs a repository with a work tree: %w", dir, err)
+		return nil, "", fmt.Errorf("%s: reading a fleet revision needs a repository with a work tree: %w", dir, err)
 	}
 	root, err := filepath.EvalSymlinks(wt.Filesystem.Root())
 	if err != nil {
@@ -51,8 +51,8 @@ func openRepository(dir string) (*git.Repository, string, error) {
 	return repo, filepath.ToSlash(rel), nil
 }
 
-// resolve finds the commit a revision (branch, tag, hash, HEAD~2 …) names.
-func resolve(repo *git.Repository, ref string) (*object.Commit, error) {
+// ResolveCommit finds the commit a revision (branch, tag, hash, HEAD~2 …) names.
+func ResolveCommit(repo *git.Repository, ref string) (*object.Commit, error) {
 	hash, err := repo.ResolveRevision(plumbing.Revision(ref))
 	if err != nil {
 		return nil, fmt.Errorf("revision %q: %w", ref, err)
@@ -64,11 +64,11 @@ func resolve(repo *git.Repository, ref string) (*object.Commit, error) {
 	return c, nil
 }
 
-// writeTree writes the folder sub of a commit into dest (which exists and
+// WriteTree writes the folder sub of a commit into dest (which exists and
 // is empty), as a checkout would lay it out — regular files and symbolic
 // links (which the renderers then refuse when they leave the folder, as in
 // a checkout) — without touching the repository's work tree or index.
-func writeTree(c *object.Commit, sub, dest string) error {
+func WriteTree(c *object.Commit, sub, dest string) error {
 	tree, err := c.Tree()
 	if err != nil {
 		return err
