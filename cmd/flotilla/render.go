@@ -8,12 +8,10 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync/atomic"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/sync/errgroup"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
 
@@ -179,19 +177,16 @@ func renderAll(ctx context.Context, stderr io.Writer, f *fleet.Fleet, r *planren
 	for _, d := range problems {
 		fmt.Fprintln(stderr, d.Error())
 	}
-	type job struct {
-		plan   *fleet.Plan
-		bundle *fleet.Bundle
-	}
-	var jobs []job
+	keep := func(b *fleet.Bundle) bool { return rf.bundle == "" || b.Name == rf.bundle }
+	total := 0
 	for _, p := range plans {
 		for _, b := range p.Bundles {
-			if rf.bundle == "" || b.Name == rf.bundle {
-				jobs = append(jobs, job{p, b})
+			if keep(b) {
+				total++
 			}
 		}
 	}
-	fmt.Fprintf(stderr, "rendering %d bundles for %d clusters into %s\n", len(jobs), len(plans), rf.out)
+	fmt.Fprintf(stderr, "rendering %d bundles for %d clusters into %s\n", total, len(plans), rf.out)
 	dir, err := openOutput(rf.out)
 	if err != nil {
 		return err
@@ -200,57 +195,28 @@ func renderAll(ctx context.Context, stderr io.Writer, f *fleet.Fleet, r *planren
 
 	var done atomic.Int64
 	stopProgress := everyFewSeconds(stderr, func() string {
-		return fmt.Sprintf("rendered %d of %d bundles", done.Load(), len(jobs))
+		return fmt.Sprintf("rendered %d of %d bundles", done.Load(), total)
 	})
-	results := make([]planrender.Bundle, len(jobs))
-	g, ctx := errgroup.WithContext(ctx)
-	g.SetLimit(runtime.GOMAXPROCS(0))
-	for i, j := range jobs {
-		if ctx.Err() != nil {
-			break
-		}
-		g.Go(func() error {
-			defer done.Add(1)
-			results[i] = planrender.Bundle{Name: j.bundle.Name, Err: j.bundle.Errors}
-			if !j.bundle.Failed() {
-				results[i].Result, results[i].Err = r.RenderBundle(ctx, j.plan.Cluster, j.bundle)
-			}
-			if ctx.Err() != nil {
-				return context.Cause(ctx)
-			}
-			return nil
-		})
-	}
-	err = g.Wait()
+	rendered, err := r.RenderPlans(ctx, plans, keep, func() { done.Add(1) })
 	stopProgress()
 	if err != nil {
-		return fmt.Errorf("rendering %d bundles for %d clusters into %s (%d done): %w", len(jobs), len(plans), rf.out, done.Load(), err)
+		return fmt.Errorf("rendering %d bundles for %d clusters into %s (%d done): %w", total, len(plans), rf.out, done.Load(), err)
 	}
-
-	// Each cluster's bundles (consecutive jobs, in apply order): an object
-	// belongs to one bundle. Then write what rendered.
 	failed := 0
-	for start := 0; start < len(jobs); {
-		end := start + 1
-		for end < len(jobs) && jobs[end].plan == jobs[start].plan {
-			end++
-		}
-		cluster := jobs[start].plan.Cluster.Name
-		planrender.RefuseSharedObjects(cluster, results[start:end])
-		for _, res := range results[start:end] {
+	for i, p := range plans {
+		for _, res := range rendered[i] {
 			if res.Err != nil {
 				failed++
 				fmt.Fprintln(stderr, res.Err)
 				continue
 			}
-			if err := dir.writeBundle(filepath.Join(cluster, res.Name+".yaml"), res.Result.Objects); err != nil {
+			if err := dir.writeBundle(filepath.Join(p.Cluster.Name, res.Name+".yaml"), res.Result.Objects); err != nil {
 				return err
 			}
 		}
-		start = end
 	}
 	fmt.Fprintf(stderr, "rendered %d bundles for %d clusters (%d distinct renders) into %s\n",
-		len(jobs)-failed, len(plans), r.Distinct(), rf.out)
+		total-failed, len(plans), r.Distinct(), rf.out)
 	if failed > 0 || len(problems) > 0 {
 		return &reportedError{fmt.Errorf("%d bundles failed", failed+len(problems))}
 	}

@@ -9,10 +9,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
 
+	"golang.org/x/sync/errgroup"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/flotilla-gitops/flotilla/fleet"
@@ -108,6 +110,59 @@ func (r *Renderer) RenderPlan(ctx context.Context, plan *fleet.Plan) ([]Bundle, 
 		}
 	}
 	RefuseSharedObjects(plan.Cluster.Name, out)
+	return out, nil
+}
+
+// RenderPlans renders the bundles of many plans (only those keep accepts,
+// when it is set) on all CPUs, each distinct input once: out[i] are
+// plans[i]'s bundles in plan order, with each cluster's shared objects
+// refused as RenderPlan does. done is called after each bundle. When ctx
+// ends, rendering stops and the error is ctx's cause.
+func (r *Renderer) RenderPlans(ctx context.Context, plans []*fleet.Plan, keep func(*fleet.Bundle) bool, done func()) ([][]Bundle, error) {
+	out := make([][]Bundle, len(plans))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(runtime.GOMAXPROCS(0))
+	for i, p := range plans {
+		for _, b := range p.Bundles {
+			if keep == nil || keep(b) {
+				out[i] = append(out[i], Bundle{Name: b.Name})
+			}
+		}
+		j := 0
+		for _, b := range p.Bundles {
+			if keep != nil && !keep(b) {
+				continue
+			}
+			res := &out[i][j]
+			j++
+			if gctx.Err() != nil {
+				break
+			}
+			g.Go(func() error {
+				if done != nil {
+					defer done()
+				}
+				if b.Failed() {
+					res.Err = b.Errors
+					return nil
+				}
+				res.Result, res.Err = r.RenderBundle(gctx, p.Cluster, b)
+				if gctx.Err() != nil {
+					return context.Cause(gctx)
+				}
+				return nil
+			})
+		}
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	if ctx.Err() != nil {
+		return nil, context.Cause(ctx)
+	}
+	for i, p := range plans {
+		RefuseSharedObjects(p.Cluster.Name, out[i])
+	}
 	return out, nil
 }
 
