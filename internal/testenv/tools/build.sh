@@ -2,7 +2,10 @@
 # build.sh OUTDIR — build the binaries of Flotilla's real test clusters into
 # OUTDIR: kube-apiserver, kube-controller-manager, kube-scheduler (from
 # k8s.io/kubernetes), etcd, kwok, and kwok-stages.yaml (the Stage objects that
-# make kwok's fake nodes and pods become Ready).
+# make kwok's fake nodes and pods become Ready); for the companion-mode tests,
+# Flux's source-controller and kustomize-controller with their CRDs
+# (crds/flux/) and Argo CD's CRDs (crds/argocd/, read from the argo-cd module
+# at ARGOCD_VERSION: nothing of Argo CD is built).
 #
 # The versions are the ones pinned in the go.mod files of the three tools
 # modules beside this script. OUTDIR/.stamp records a hash of those files (and
@@ -15,7 +18,12 @@ out=${1:?usage: build.sh OUTDIR}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 
-binaries=(kube-apiserver kube-controller-manager kube-scheduler etcd kwok kwok-stages.yaml)
+# Argo CD's module is only downloaded, for its CRDs (it does not build on this
+# Go, and the tests need no Argo CD process).
+ARGOCD_VERSION=v3.5.7
+
+binaries=(kube-apiserver kube-controller-manager kube-scheduler etcd kwok kwok-stages.yaml
+	source-controller kustomize-controller crds/flux/kustomizations.yaml crds/argocd/applicationsets.yaml)
 stamp=$(cat "$0" "$here"/*/go.mod "$here"/*/go.sum | sha256sum | cut -d' ' -f1)
 
 complete() {
@@ -64,6 +72,24 @@ stages=(node/fast/node-initialize.yaml node/heartbeat/node-heartbeat.yaml
 	done
 } >"$out/kwok-stages.yaml.tmp"
 mv "$out/kwok-stages.yaml.tmp" "$out/kwok-stages.yaml"
+
+step "building Flux's source-controller and kustomize-controller (about 10 minutes on 2 cores the first time)"
+(cd "$here/flux" && go build "${build_flags[@]}" -o "$out/" github.com/fluxcd/source-controller github.com/fluxcd/kustomize-controller)
+
+# The CRDs of the same module versions, one file per kind.
+mkdir -p "$out/crds/flux" "$out/crds/argocd"
+for m in source-controller kustomize-controller; do
+	dir=$(cd "$here/flux" && go list -m -f '{{.Dir}}' "github.com/fluxcd/$m")
+	for f in "$dir"/config/crd/bases/*.yaml; do
+		kind=$(basename "$f" .yaml)
+		cp "$f" "$out/crds/flux/${kind#*_}.yaml"
+	done
+done
+argocd_dir=$(go mod download -json "github.com/argoproj/argo-cd/v3@$ARGOCD_VERSION" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+for kind in application applicationset appproject; do
+	cp "$argocd_dir/manifests/crds/$kind-crd.yaml" "$out/crds/argocd/${kind}s.yaml"
+done
+chmod -R u+w "$out/crds"
 
 echo "$stamp" >"$out/.stamp"
 step "done in $((SECONDS - start))s: $out"
