@@ -3,8 +3,10 @@ package main
 import (
 	"strings"
 
+	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/spf13/cobra"
 
+	"github.com/flotilla-gitops/flotilla/sync/report"
 	"github.com/flotilla-gitops/flotilla/sync/source"
 )
 
@@ -27,4 +29,32 @@ func repoURL(repo string) string {
 		return repo
 	}
 	return "file://" + absPath(repo)
+}
+
+// knownClusterFlags are the flags of commands that read every cluster the
+// fleet knows (preview, hydrate, generator serve): where the status
+// branches are.
+type knownClusterFlags struct {
+	repo, prefix string
+	auth         source.Auth
+}
+
+func addKnownClusterFlags(cmd *cobra.Command) *knownClusterFlags {
+	k := &knownClusterFlags{}
+	fs := cmd.Flags()
+	fs.StringVar(&k.repo, "status-repo", "", "read the clusters' status branches from this repository (default: the local repository's)")
+	fs.StringVar(&k.prefix, "status-prefix", report.DefaultPrefix, "prefix of the status branches")
+	addGitAuthFlags(cmd, &k.auth, "status-", " for --status-repo")
+	return k
+}
+
+// resolve returns the status repository's URL and credentials; no URL
+// means the local repository's branches.
+func (k *knownClusterFlags) resolve() (string, transport.AuthMethod, error) {
+	if k.repo == "" {
+		return "", nil, nil
+	}
+	url := repoURL(k.repo)
+	auth, err := k.auth.Method(url)
+	return url, auth, err
 }

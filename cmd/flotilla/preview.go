@@ -9,8 +9,6 @@ import (
 
 	"github.com/flotilla-gitops/flotilla/preview"
 	"github.com/flotilla-gitops/flotilla/sync/planrender"
-	"github.com/flotilla-gitops/flotilla/sync/report"
-	"github.com/flotilla-gitops/flotilla/sync/source"
 )
 
 // Exit statuses of preview, as diff(1)'s.
@@ -22,9 +20,6 @@ const (
 // previewFlags are the flags of `flotilla preview`.
 type previewFlags struct {
 	base, head   string
-	statusRepo   string
-	statusPrefix string
-	statusAuth   source.Auth
 	clusters     []string
 	bundles      []string
 	allowRemote  bool
@@ -72,9 +67,7 @@ fails at --head.`,
 	fs := cmd.Flags()
 	fs.StringVar(&pf.base, "base", "", "the revision to compare against (branch, tag, commit, HEAD~1 …)")
 	fs.StringVar(&pf.head, "head", "", "the revision to preview (default: the work tree)")
-	fs.StringVar(&pf.statusRepo, "status-repo", "", "read the clusters' status branches from this repository (default: the local repository's)")
-	fs.StringVar(&pf.statusPrefix, "status-prefix", report.DefaultPrefix, "prefix of the status branches")
-	addGitAuthFlags(cmd, &pf.statusAuth, "status-", " for --status-repo")
+	known := addKnownClusterFlags(cmd)
 	fs.StringArrayVar(&pf.clusters, "cluster", nil, "preview only this cluster (repeatable)")
 	fs.StringArrayVar(&pf.bundles, "bundle", nil, "preview only this bundle (repeatable)")
 	fs.BoolVar(&pf.allowRemote, "allow-remote-bases", false, "let kustomizations use remote (git, HTTP) bases")
@@ -92,13 +85,10 @@ fails at --head.`,
 		}
 		defer closeWorkers()
 		po := preview.Options{Dir: repoDir(args), Path: ff.path, Base: pf.base, Head: pf.head,
-			StatusPrefix: pf.statusPrefix, Clusters: pf.clusters, Bundles: pf.bundles, Render: opts,
+			StatusPrefix: known.prefix, Clusters: pf.clusters, Bundles: pf.bundles, Render: opts,
 			Progress: func(s string) { fmt.Fprintln(cmd.ErrOrStderr(), s) }}
-		if pf.statusRepo != "" {
-			po.StatusURL = repoURL(pf.statusRepo)
-			if po.StatusAuth, err = pf.statusAuth.Method(po.StatusURL); err != nil {
-				return trouble(err)
-			}
+		if po.StatusURL, po.StatusAuth, err = known.resolve(); err != nil {
+			return trouble(err)
 		}
 		if err := ff.startGuard(cmd.Context()); err != nil {
 			return trouble(err)

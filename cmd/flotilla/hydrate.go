@@ -1,0 +1,263 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/go-git/go-git/v5/plumbing/object"
+	"github.com/go-git/go-git/v5/plumbing/transport"
+	"github.com/spf13/cobra"
+
+	"github.com/flotilla-gitops/flotilla/companion"
+	"github.com/flotilla-gitops/flotilla/sync/planrender"
+	"github.com/flotilla-gitops/flotilla/sync/report"
+	"github.com/flotilla-gitops/flotilla/sync/source"
+)
+
+// hydrateFlags are the flags of `flotilla hydrate`.
+type hydrateFlags struct {
+	branch, out   string
+	push          bool
+	remote        string
+	auth          source.Auth
+	revision      string
+	repoURL       string
+	bootstrap     string
+	fluxSecret    string
+	flux          companion.FluxOptions
+	allowRemote   bool
+	pushTimeout   time.Duration
+	committerName string
+	committerMail string
+}
+
+func newHydrateCmd() *cobra.Command {
+	hf := &hydrateFlags{}
+	cmd := &cobra.Command{
+		Use:   "hydrate [DIR] (--branch B [--push] | --out DIR | --flux-bootstrap CLUSTER --branch B)",
+		Short: "Render every cluster into a hydrated branch for Argo CD or Flux to apply",
+		Long: `Render the fleet in DIR at a commit (--revision, default HEAD; read from Git,
+not from the work tree) for every cluster it knows — the inventory and every
+cluster that reported on a status branch — into one tree that Argo CD or
+Flux applies, Flotilla deciding and the other controller applying:
+
+  hydrator.metadata                      the source commit (Argo CD's format)
+  clusters/<cluster>/kustomization.yaml  all of the cluster's bundles, in
+                                         apply order: kustomize build gives
+                                         what flotilla render gives
+  clusters/<cluster>/<bundle>/           manifest.yaml, kustomization.yaml,
+                                         hydrator.metadata
+  clusters/<cluster>/flux/<bundle>.yaml  a Flux Kustomization per bundle
+                                         (path, dependsOn, prune, wait,
+                                         timeout, serviceAccountName, force;
+                                         the rollout wave as labels)
+  clusters/<cluster>/argocd/<bundle>.json
+                                         Argo CD Git files generator
+                                         parameters (cluster, bundle,
+                                         namespace, path, wave, labels, facts)
+
+With --branch, the tree is committed to that branch of the local repository
+(without checking it out) only when a file changed; a folder's
+hydrator.metadata names the source commit that last changed it, the commit
+carries the source commit as trailers (Flotilla-Dry-Sha, Flotilla-Dry-Repo),
+and the tip gets a note in refs/notes/hydrator.metadata — Argo CD's source
+hydrator and GitOps Promoter conventions. --push fetches the branch and
+notes from --remote first and pushes both (starting again on the new tip if
+another hydration pushed in between). With --out, the tree is written into
+a folder instead. Clusters and bundles that are gone are removed.
+
+A bundle that fails to render, or a cluster whose fleet does not evaluate,
+keeps what was hydrated for it before (nothing is pruned because something
+failed); the others are written and the exit status is 1.
+
+--flux-bootstrap CLUSTER prints the one-time GitRepository and root
+Kustomization that make Flux in that cluster follow its folder of the
+hydrated branch, and hydrates nothing.`,
+		Example: `  # In CI, on every commit to main:
+  flotilla hydrate --branch hydrated --push
+
+  # Look at the tree first
+  flotilla hydrate --out /tmp/hydrated
+
+  # Once per cluster, in the cluster
+  flotilla hydrate --flux-bootstrap prod-eu-1 --branch hydrated | kubectl apply -f -`,
+		Args: cobra.MaximumNArgs(1),
+	}
+	out := addOutputFlag(cmd, "text", "json")
+	ff := addFleetFlags(cmd)
+	limits := addLimitFlags(cmd, false)
+	known := addKnownClusterFlags(cmd)
+	fs := cmd.Flags()
+	fs.StringVar(&hf.branch, "branch", "", "commit the hydrated tree to this branch of the local repository")
+	fs.StringVar(&hf.out, "out", "", "write the hydrated tree into this folder instead of a branch")
+	fs.BoolVar(&hf.push, "push", false, "with --branch: fetch the branch from --remote first, then push it with its notes")
+	fs.StringVar(&hf.remote, "remote", "origin", "the remote --push uses")
+	addGitAuthFlags(cmd, &hf.auth, "", " for --push")
+	fs.DurationVar(&hf.pushTimeout, "push-timeout", 2*time.Minute, "bound of fetching and pushing, retries included")
+	fs.StringVar(&hf.revision, "revision", "HEAD", "the source commit to hydrate")
+	fs.StringVar(&hf.repoURL, "repo-url", "", "the source repository's URL as recorded in hydrator.metadata, and the URL Flux reads with --flux-bootstrap (default: the origin remote's, without credentials)")
+	fs.StringVar(&hf.committerName, "committer-name", "flotilla hydrate", "name on the hydrated commits")
+	fs.StringVar(&hf.committerMail, "committer-email", "flotilla@flotilla.dev", "email on the hydrated commits")
+	fs.StringVar(&hf.flux.Namespace, "flux-namespace", "flux-system", "namespace of the generated GitRepository and platform Kustomizations")
+	fs.StringVar(&hf.flux.SourceName, "flux-source", "flotilla", "name of the GitRepository serving the hydrated branch")
+	fs.DurationVar(&hf.flux.Interval, "flux-interval", 10*time.Minute, "reconcile interval of the generated Kustomizations")
+	fs.StringVar(&hf.bootstrap, "flux-bootstrap", "", "print the one-time Flux objects for this cluster (needs --branch) and exit")
+	fs.StringVar(&hf.fluxSecret, "flux-secret", "", "with --flux-bootstrap: the Secret holding Flux's Git credentials")
+	fs.BoolVar(&hf.allowRemote, "allow-remote-bases", false, "let kustomizations use remote (git, HTTP) bases")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if err := out.validate(); err != nil {
+			return err
+		}
+		dir := repoDir(args)
+		if hf.bootstrap != "" {
+			return fluxBootstrap(cmd.OutOrStdout(), dir, hf)
+		}
+		switch {
+		case hf.branch == "" && hf.out == "":
+			return errors.New("say where the hydrated tree goes: --branch B (a branch of the local repository, --push to push it) or --out DIR")
+		case hf.branch != "" && hf.out != "":
+			return errors.New("--branch and --out exclude each other")
+		case hf.push && hf.branch == "":
+			return errors.New("--push pushes the --branch; with --out there is nothing to push")
+		}
+		opts, closeWorkers, err := limits.options(planrender.Options{AllowRemoteBases: hf.allowRemote})
+		if err != nil {
+			return err
+		}
+		defer closeWorkers()
+		ho := companion.Options{Dir: dir, Path: ff.path, Revision: hf.revision, RepoURL: hf.repoURL,
+			StatusPrefix: known.prefix, Render: opts, Flux: hf.flux,
+			Progress: func(s string) { fmt.Fprintln(cmd.ErrOrStderr(), s) }}
+		if ho.StatusURL, ho.StatusAuth, err = known.resolve(); err != nil {
+			return err
+		}
+		if err := ff.startGuard(cmd.Context()); err != nil {
+			return err
+		}
+		tuneGCForBatch()
+		h, err := companion.Hydrate(cmd.Context(), ho)
+		ff.stopGuard()
+		if err != nil {
+			return err
+		}
+		for _, w := range h.Warnings {
+			fmt.Fprintln(cmd.ErrOrStderr(), "warning:", w)
+		}
+		for _, p := range h.Problems {
+			fmt.Fprintln(cmd.ErrOrStderr(), p)
+		}
+		var res *companion.Result
+		if hf.out != "" {
+			res, err = companion.WriteFolder(h, hf.out)
+		} else {
+			co := companion.CommitOptions{Branch: hf.branch, Push: hf.push, Remote: hf.remote, Timeout: hf.pushTimeout}
+			co.Committer = &object.Signature{Name: hf.committerName, Email: hf.committerMail}
+			if hf.push {
+				if co.Auth, err = hydrateAuth(dir, hf); err != nil {
+					return err
+				}
+			}
+			res, err = companion.CommitBranch(cmd.Context(), dir, h, co)
+		}
+		if err != nil {
+			return err
+		}
+		summary := hydrateSummary{Result: res, Source: h.Metadata.DrySHA, Clusters: h.Clusters, Bundles: h.Bundles,
+			Renders: h.Renders, Failed: len(h.Problems)}
+		if err := out.write(cmd.OutOrStdout(), summary, func(w io.Writer) error { return summary.text(w, hf) }); err != nil {
+			return err
+		}
+		if len(h.Problems) > 0 {
+			return &reportedError{fmt.Errorf("%d bundles or clusters failed and kept their last hydrated state", len(h.Problems))}
+		}
+		return nil
+	}
+	return cmd
+}
+
+// hydrateSummary is what hydrate prints.
+type hydrateSummary struct {
+	*companion.Result
+	Source   string `json:"source"`
+	Clusters int    `json:"clusters"`
+	Bundles  int    `json:"bundles"`
+	Renders  int    `json:"renders"`
+	Failed   int    `json:"failed"`
+}
+
+func (s hydrateSummary) text(w io.Writer, hf *hydrateFlags) error {
+	where := hf.out
+	if hf.branch != "" {
+		where = "branch " + hf.branch
+	}
+	fmt.Fprintf(w, "hydrated %d bundles for %d clusters (%d distinct renders) from %s into %s\n",
+		s.Bundles, s.Clusters, s.Renders, shortHash(s.Source), where)
+	switch {
+	case !s.Changed:
+		fmt.Fprintf(w, "nothing changed")
+	case hf.out != "":
+		fmt.Fprintf(w, "%d files added, %d updated, %d removed", s.Added, s.Updated, s.Removed)
+	default:
+		fmt.Fprintf(w, "committed %s: %d files added, %d updated, %d removed", shortHash(s.Commit), s.Added, s.Updated, s.Removed)
+	}
+	if hf.branch != "" {
+		fmt.Fprintf(w, "; %s noted on %s", shortHash(s.Source), shortHash(s.Commit))
+	}
+	if s.Pushed {
+		fmt.Fprintf(w, "; pushed to %s", hf.remote)
+	}
+	_, err := fmt.Fprintln(w)
+	return err
+}
+
+func shortHash(h string) string {
+	if len(h) > 12 {
+		return h[:12]
+	}
+	return h
+}
+
+// hydrateAuth is the credentials for --push, for the remote's URL.
+func hydrateAuth(dir string, hf *hydrateFlags) (transport.AuthMethod, error) {
+	repo, _, err := source.OpenLocal(dir)
+	if err != nil {
+		return nil, err
+	}
+	remote, err := repo.Remote(hf.remote)
+	if err != nil {
+		return nil, fmt.Errorf("--remote %s: %w", hf.remote, err)
+	}
+	urls := remote.Config().URLs
+	if len(urls) == 0 {
+		return nil, fmt.Errorf("--remote %s has no URL", hf.remote)
+	}
+	return hf.auth.Method(urls[0])
+}
+
+// fluxBootstrap prints the one-time Flux objects of a cluster.
+func fluxBootstrap(w io.Writer, dir string, hf *hydrateFlags) error {
+	if hf.branch == "" {
+		return errors.New("--flux-bootstrap needs --branch: the hydrated branch Flux is to follow")
+	}
+	if err := report.ValidateClusterName(hf.bootstrap); err != nil {
+		return fmt.Errorf("--flux-bootstrap: %w", err)
+	}
+	url := hf.repoURL
+	if url == "" {
+		repo, _, err := source.OpenLocal(dir)
+		if err != nil {
+			return fmt.Errorf("--flux-bootstrap needs the repository's URL: give --repo-url, or run it in the fleet's repository: %w", err)
+		}
+		if url = companion.RemoteURL(repo, hf.remote); url == "" {
+			return fmt.Errorf("the repository has no remote %s: give --repo-url, the URL Flux reads the hydrated branch from", hf.remote)
+		}
+	}
+	data, err := companion.FluxBootstrap(hf.bootstrap, companion.BootstrapOptions{FluxOptions: hf.flux, URL: url, Branch: hf.branch, SecretName: hf.fluxSecret})
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(data)
+	return err
+}

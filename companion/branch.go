@@ -1,0 +1,491 @@
+package companion
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"path"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/go-git/go-git/v5"
+	"github.com/go-git/go-git/v5/config"
+	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/filemode"
+	"github.com/go-git/go-git/v5/plumbing/object"
+	"github.com/go-git/go-git/v5/plumbing/storer"
+	"github.com/go-git/go-git/v5/plumbing/transport"
+
+	"github.com/flotilla-gitops/flotilla/sync/source"
+)
+
+// CommitOptions say where a hydration is committed.
+type CommitOptions struct {
+	// Branch is the hydrated branch, written in the local repository
+	// without a work tree (it must not be the branch checked out).
+	Branch string
+	// Push fetches the branch and its notes from Remote first (they are
+	// what the new commit builds on), then pushes both; when another
+	// hydration pushed in between, it starts again on the new tip, for at
+	// most Timeout (default 2 minutes).
+	Push    bool
+	Remote  string
+	Auth    transport.AuthMethod
+	Timeout time.Duration
+	// Committer signs the hydrated commit and the note (default
+	// "flotilla hydrate <flotilla@flotilla.dev>").
+	Committer *object.Signature
+}
+
+// Trailers of a hydrated commit's message, naming its source commit.
+const (
+	TrailerDrySHA  = "Flotilla-Dry-Sha"
+	TrailerDryRepo = "Flotilla-Dry-Repo"
+)
+
+// CommitBranch commits the hydrated fleet to a branch of the repository
+// holding dir: one commit when the files changed, none otherwise, and in
+// both cases a note on the branch's tip in NotesRef ({"drySha": …}, as
+// Argo CD's hydrator writes it) saying that the source commit is
+// hydrated there.
+func CommitBranch(ctx context.Context, dir string, out *Output, opts CommitOptions) (*Result, error) {
+	repo, _, err := source.OpenLocal(dir)
+	if err != nil {
+		return nil, err
+	}
+	if opts.Branch == "" {
+		return nil, errors.New("no branch to hydrate into")
+	}
+	branch := plumbing.NewBranchReferenceName(opts.Branch)
+	if err := branch.Validate(); err != nil {
+		return nil, fmt.Errorf("branch %q: %w", opts.Branch, err)
+	}
+	if head, err := repo.Head(); err == nil && head.Name() == branch {
+		return nil, fmt.Errorf("branch %s is checked out: hydrate writes it without a work tree, so check out another branch (or hydrate with --out)", opts.Branch)
+	}
+	who := object.Signature{Name: "flotilla hydrate", Email: "flotilla@flotilla.dev"}
+	if opts.Committer != nil {
+		who = *opts.Committer
+	}
+	if !opts.Push {
+		return commitOnce(repo, branch, out, who)
+	}
+	if opts.Remote == "" {
+		opts.Remote = "origin"
+	}
+	timeout := opts.Timeout
+	if timeout <= 0 {
+		timeout = 2 * time.Minute
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	remote, err := repo.Remote(opts.Remote)
+	if err != nil {
+		return nil, fmt.Errorf("remote %q: %w", opts.Remote, err)
+	}
+	url := ""
+	if urls := remote.Config().URLs; len(urls) > 0 {
+		url = urls[0]
+	}
+	for attempt := 1; ; attempt++ {
+		if err := fetchRefs(ctx, repo, opts, branch); err != nil {
+			return nil, source.RedactError(fmt.Errorf("fetching %s and its notes from %s: %w", opts.Branch, opts.Remote, err), url)
+		}
+		res, err := commitOnce(repo, branch, out, who)
+		if err != nil {
+			return nil, err
+		}
+		err = repo.PushContext(ctx, &git.PushOptions{
+			RemoteName: opts.Remote, Auth: opts.Auth,
+			RefSpecs: []config.RefSpec{
+				config.RefSpec(branch.String() + ":" + branch.String()),
+				config.RefSpec(NotesRef + ":" + NotesRef),
+			},
+		})
+		if err == nil || errors.Is(err, git.NoErrAlreadyUpToDate) {
+			res.Pushed = true
+			return res, nil
+		}
+		// Another hydration pushed first: build on its tip (after the
+		// deadline, say so).
+		if !isNonFastForward(err) || ctx.Err() != nil {
+			return nil, source.RedactError(fmt.Errorf("pushing %s and its notes to %s (attempt %d): %w", opts.Branch, opts.Remote, attempt, err), url)
+		}
+	}
+}
+
+func isNonFastForward(err error) bool {
+	return errors.Is(err, git.ErrNonFastForwardUpdate) || strings.Contains(err.Error(), "non-fast-forward") ||
+		strings.Contains(err.Error(), "fetch first") || strings.Contains(err.Error(), "stale info")
+}
+
+// fetchRefs sets the local branch and notes to the remote's (either may
+// not exist yet). The hydrated branch belongs to the hydration: the
+// remote's tip wins over a local one.
+func fetchRefs(ctx context.Context, repo *git.Repository, opts CommitOptions, branch plumbing.ReferenceName) error {
+	refs, err := remoteRefs(ctx, repo, opts)
+	if err != nil {
+		return err
+	}
+	var specs []config.RefSpec
+	for _, name := range []plumbing.ReferenceName{branch, NotesRef} {
+		if _, ok := refs[name]; ok {
+			specs = append(specs, config.RefSpec("+"+name.String()+":"+name.String()))
+		} else if err := repo.Storer.RemoveReference(name); err != nil {
+			return err
+		}
+	}
+	if len(specs) == 0 {
+		return nil
+	}
+	err = repo.FetchContext(ctx, &git.FetchOptions{RemoteName: opts.Remote, Auth: opts.Auth, RefSpecs: specs, Tags: git.NoTags, Force: true})
+	if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
+		return err
+	}
+	return nil
+}
+
+func remoteRefs(ctx context.Context, repo *git.Repository, opts CommitOptions) (map[plumbing.ReferenceName]plumbing.Hash, error) {
+	remote, err := repo.Remote(opts.Remote)
+	if err != nil {
+		return nil, err
+	}
+	list, err := remote.ListContext(ctx, &git.ListOptions{Auth: opts.Auth})
+	if err != nil && !errors.Is(err, transport.ErrEmptyRemoteRepository) {
+		return nil, err
+	}
+	out := map[plumbing.ReferenceName]plumbing.Hash{}
+	for _, r := range list {
+		out[r.Name()] = r.Hash()
+	}
+	return out, nil
+}
+
+// commitOnce commits out on the local branch's tip (when the files
+// changed) and notes the tip.
+func commitOnce(repo *git.Repository, branch plumbing.ReferenceName, out *Output, who object.Signature) (*Result, error) {
+	s := repo.Storer
+	who.When = time.Now()
+	var parent *object.Commit
+	ref, err := s.Reference(branch)
+	switch {
+	case errors.Is(err, plumbing.ErrReferenceNotFound):
+	case err != nil:
+		return nil, err
+	default:
+		if parent, err = repo.CommitObject(ref.Hash()); err != nil {
+			return nil, fmt.Errorf("branch %s: %w", branch.Short(), err)
+		}
+	}
+	old := &previous{hashes: map[string]plumbing.Hash{}, read: func(string) ([]byte, error) { return nil, errors.New("no such file") }}
+	if parent != nil {
+		tree, err := parent.Tree()
+		if err != nil {
+			return nil, err
+		}
+		if err := tree.Files().ForEach(func(f *object.File) error {
+			old.hashes[f.Name] = f.Hash
+			return nil
+		}); err != nil {
+			return nil, err
+		}
+		old.read = func(p string) ([]byte, error) {
+			f, err := tree.File(p)
+			if err != nil {
+				return nil, err
+			}
+			r, err := f.Reader()
+			if err != nil {
+				return nil, err
+			}
+			defer r.Close()
+			return io.ReadAll(r)
+		}
+	}
+	final, changed, err := assemble(out, old)
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{Changed: changed, Files: len(final)}
+	res.Added, res.Updated, res.Removed = diffCounts(old.hashes, final)
+	tip := plumbing.ZeroHash
+	if parent != nil {
+		tip = parent.Hash
+	}
+	if changed {
+		treeHash, err := storeTree(s, final)
+		if err != nil {
+			return nil, err
+		}
+		c := &object.Commit{Author: who, Committer: who, Message: commitMessage(out.Metadata), TreeHash: treeHash}
+		if parent != nil {
+			c.ParentHashes = []plumbing.Hash{parent.Hash}
+		}
+		if tip, err = storeObject(s, c); err != nil {
+			return nil, err
+		}
+		newRef := plumbing.NewHashReference(branch, tip)
+		if parent != nil {
+			err = s.CheckAndSetReference(newRef, ref)
+		} else {
+			err = s.SetReference(newRef)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("moving %s: %w", branch.Short(), err)
+		}
+	}
+	res.Commit = tip.String()
+	if err := addNote(repo, tip, out.Metadata.DrySHA, who); err != nil {
+		return nil, fmt.Errorf("noting %s on %s: %w", out.Metadata.DrySHA, short(tip.String()), err)
+	}
+	return res, nil
+}
+
+// commitMessage is a hydrated commit's message: the source commit's subject
+// and the trailers naming it.
+func commitMessage(m Metadata) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s: %s\n\nHydrated by flotilla hydrate from %s.\n\n", short(m.DrySHA), m.Subject, m.RepoURL)
+	fmt.Fprintf(&b, "%s: %s\n%s: %s\n", TrailerDrySHA, m.DrySHA, TrailerDryRepo, m.RepoURL)
+	return b.String()
+}
+
+// DrySHAOf reads the source commit a hydrated commit's message names, or
+// "" when it names none.
+func DrySHAOf(message string) string {
+	for _, line := range strings.Split(message, "\n") {
+		if v, ok := strings.CutPrefix(line, TrailerDrySHA+": "); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+// storeTree stores files (path → content) as trees and blobs, and returns
+// the root tree. Blobs the repository has already are not written again.
+func storeTree(s storer.EncodedObjectStorer, files map[string][]byte) (plumbing.Hash, error) {
+	hashes := make(map[string]plumbing.Hash, len(files))
+	for p, data := range files {
+		h, err := storeBlob(s, data)
+		if err != nil {
+			return plumbing.ZeroHash, err
+		}
+		hashes[p] = h
+	}
+	return storeTreeOf(s, hashes)
+}
+
+// storeBlob stores data as a blob, unless the repository has it already.
+func storeBlob(s storer.EncodedObjectStorer, data []byte) (plumbing.Hash, error) {
+	h := blobHash(data)
+	if s.HasEncodedObject(h) == nil {
+		return h, nil
+	}
+	obj := s.NewEncodedObject()
+	obj.SetType(plumbing.BlobObject)
+	w, err := obj.Writer()
+	if err != nil {
+		return plumbing.ZeroHash, err
+	}
+	if _, err := w.Write(data); err != nil {
+		return plumbing.ZeroHash, err
+	}
+	if err := w.Close(); err != nil {
+		return plumbing.ZeroHash, err
+	}
+	return s.SetEncodedObject(obj)
+}
+
+// storeTreeOf stores the trees holding blobs already stored (path → blob).
+func storeTreeOf(s storer.EncodedObjectStorer, blobs map[string]plumbing.Hash) (plumbing.Hash, error) {
+	type dir struct {
+		files map[string]plumbing.Hash
+		dirs  map[string]*dir
+	}
+	newDir := func() *dir { return &dir{files: map[string]plumbing.Hash{}, dirs: map[string]*dir{}} }
+	root := newDir()
+	for p, h := range blobs {
+		d := root
+		parts := strings.Split(p, "/")
+		for _, name := range parts[:len(parts)-1] {
+			next, ok := d.dirs[name]
+			if !ok {
+				next = newDir()
+				d.dirs[name] = next
+			}
+			d = next
+		}
+		d.files[parts[len(parts)-1]] = h
+	}
+	var store func(d *dir) (plumbing.Hash, error)
+	store = func(d *dir) (plumbing.Hash, error) {
+		var entries []object.TreeEntry
+		for name, h := range d.files {
+			entries = append(entries, object.TreeEntry{Name: name, Mode: filemode.Regular, Hash: h})
+		}
+		for name, sub := range d.dirs {
+			h, err := store(sub)
+			if err != nil {
+				return plumbing.ZeroHash, err
+			}
+			entries = append(entries, object.TreeEntry{Name: name, Mode: filemode.Dir, Hash: h})
+		}
+		sortTreeEntries(entries)
+		return storeObject(s, &object.Tree{Entries: entries})
+	}
+	return store(root)
+}
+
+// sortTreeEntries orders entries as Git does: by name, a folder's name
+// compared as if it ended with "/".
+func sortTreeEntries(entries []object.TreeEntry) {
+	key := func(e object.TreeEntry) string {
+		if e.Mode == filemode.Dir {
+			return e.Name + "/"
+		}
+		return e.Name
+	}
+	sort.Slice(entries, func(i, j int) bool { return key(entries[i]) < key(entries[j]) })
+}
+
+func storeObject(s storer.EncodedObjectStorer, o interface {
+	Encode(plumbing.EncodedObject) error
+}) (plumbing.Hash, error) {
+	obj := s.NewEncodedObject()
+	if err := o.Encode(obj); err != nil {
+		return plumbing.ZeroHash, err
+	}
+	return s.SetEncodedObject(obj)
+}
+
+// noteJSON is the note's content, Argo CD's CommitNote.
+type noteJSON struct {
+	DrySHA string `json:"drySha"`
+}
+
+// addNote sets target's note in NotesRef to name drySha, keeping every
+// other note; nothing is written when the note says so already. Notes
+// trees written by Git with fan-out folders (ab/cdef…) keep their
+// fan-out.
+func addNote(repo *git.Repository, target plumbing.Hash, drySha string, who object.Signature) error {
+	s := repo.Storer
+	content, err := jsonIndent(noteJSON{DrySHA: drySha})
+	if err != nil {
+		return err
+	}
+	files := map[string]plumbing.Hash{}
+	var parents []plumbing.Hash
+	fanout := false
+	ref, err := s.Reference(NotesRef)
+	switch {
+	case errors.Is(err, plumbing.ErrReferenceNotFound):
+		ref = nil
+	case err != nil:
+		return err
+	default:
+		notes, err := repo.CommitObject(ref.Hash())
+		if err != nil {
+			return err
+		}
+		parents = []plumbing.Hash{notes.Hash}
+		tree, err := notes.Tree()
+		if err != nil {
+			return err
+		}
+		for _, e := range tree.Entries {
+			if e.Mode == filemode.Dir && len(e.Name) == 2 {
+				fanout = true
+			}
+		}
+		if err := tree.Files().ForEach(func(f *object.File) error {
+			files[f.Name] = f.Hash
+			return nil
+		}); err != nil {
+			return err
+		}
+	}
+	name := target.String()
+	if fanout {
+		name = name[:2] + "/" + name[2:]
+	}
+	for _, p := range []string{target.String(), target.String()[:2] + "/" + target.String()[2:]} {
+		if h, ok := files[p]; ok {
+			if existing, err := readBlob(repo, h); err == nil {
+				var n noteJSON
+				if json.Unmarshal(existing, &n) == nil && n.DrySHA == drySha {
+					return nil
+				}
+			}
+			delete(files, p)
+		}
+	}
+	if files[name], err = storeBlob(s, content); err != nil {
+		return err
+	}
+	tree, err := storeTreeOf(s, files)
+	if err != nil {
+		return err
+	}
+	c, err := storeObject(s, &object.Commit{Author: who, Committer: who, TreeHash: tree, ParentHashes: parents,
+		Message: "Notes added by 'flotilla hydrate'\n"})
+	if err != nil {
+		return err
+	}
+	newRef := plumbing.NewHashReference(NotesRef, c)
+	if ref != nil {
+		return s.CheckAndSetReference(newRef, ref)
+	}
+	return s.SetReference(newRef)
+}
+
+func readBlob(repo *git.Repository, h plumbing.Hash) ([]byte, error) {
+	b, err := repo.BlobObject(h)
+	if err != nil {
+		return nil, err
+	}
+	r, err := b.Reader()
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	return io.ReadAll(r)
+}
+
+// Note reads the source commit noted on a hydrated commit, or "".
+func Note(repo *git.Repository, commit plumbing.Hash) (string, error) {
+	ref, err := repo.Storer.Reference(NotesRef)
+	if errors.Is(err, plumbing.ErrReferenceNotFound) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	notes, err := repo.CommitObject(ref.Hash())
+	if err != nil {
+		return "", err
+	}
+	tree, err := notes.Tree()
+	if err != nil {
+		return "", err
+	}
+	name := commit.String()
+	for _, p := range []string{name, path.Join(name[:2], name[2:])} {
+		f, err := tree.File(p)
+		if err != nil {
+			continue
+		}
+		data, err := f.Contents()
+		if err != nil {
+			return "", err
+		}
+		var n noteJSON
+		if err := json.Unmarshal([]byte(data), &n); err != nil {
+			return "", fmt.Errorf("note on %s: %w", short(name), err)
+		}
+		return n.DrySHA, nil
+	}
+	return "", nil
+}

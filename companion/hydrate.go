@@ -1,0 +1,415 @@
+// Package companion makes Flotilla a companion to Argo CD and Flux:
+// Flotilla decides (selection, overlays, tenancy, rollout waves) and
+// another controller applies.
+//
+//   - Hydrate renders every cluster the fleet knows into one tree with one
+//     path per cluster and bundle (clusters/<cluster>/<bundle>/), in the
+//     layout of Argo CD's source hydrator (manifest.yaml and
+//     hydrator.metadata in each path), with a kustomization.yaml per
+//     bundle and per cluster, Flux Kustomizations per bundle
+//     (clusters/<cluster>/flux/) and Argo CD Git files generator
+//     parameters (clusters/<cluster>/argocd/). WriteFolder and
+//     CommitBranch write it, keeping what did not change.
+//   - Params are the same parameters for Argo CD's ApplicationSet plugin
+//     generator (Generator serves them), for teams that do not hydrate.
+//   - Observe reads the Flux Kustomizations of a cluster and turns them
+//     into Flotilla's bundle status.
+package companion
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-git/go-git/v5"
+	"github.com/go-git/go-git/v5/plumbing/transport"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/yaml"
+
+	"github.com/flotilla-gitops/flotilla/fleet"
+	"github.com/flotilla-gitops/flotilla/sync/planrender"
+	"github.com/flotilla-gitops/flotilla/sync/report"
+	"github.com/flotilla-gitops/flotilla/sync/source"
+)
+
+// The hydrated layout.
+const (
+	// ClustersDir holds a folder per cluster.
+	ClustersDir = "clusters"
+	// MetadataFile is in the root and in every cluster and bundle folder:
+	// the source ("dry") commit that last changed the folder, in Argo CD's
+	// source hydrator format.
+	MetadataFile = "hydrator.metadata"
+	// ManifestFile holds a bundle's rendered objects.
+	ManifestFile = "manifest.yaml"
+	// KustomizationFile makes each bundle folder, and each cluster folder
+	// (all its bundles), a kustomization.
+	KustomizationFile = "kustomization.yaml"
+	// FluxDir, in a cluster's folder, holds a Flux Kustomization per bundle.
+	FluxDir = "flux"
+	// ArgoCDDir, in a cluster's folder, holds an Argo CD Git files
+	// generator parameters file per bundle.
+	ArgoCDDir = "argocd"
+	// NotesRef is where each hydrated commit gets a note naming the source
+	// commit it was hydrated from (also when the source commit changed
+	// nothing and no commit was made): Argo CD's hydrator and GitOps
+	// Promoter read it.
+	NotesRef = "refs/notes/hydrator.metadata"
+)
+
+// Metadata is a hydrator.metadata file: which source ("dry") commit the
+// folder was hydrated from. The field names are Argo CD's.
+type Metadata struct {
+	RepoURL string `json:"repoURL"`
+	DrySHA  string `json:"drySha"`
+	Author  string `json:"author,omitempty"`
+	Date    string `json:"date,omitempty"`
+	Subject string `json:"subject,omitempty"`
+	Body    string `json:"body,omitempty"`
+}
+
+// Options say what to hydrate.
+type Options struct {
+	// Dir is the fleet's folder, inside a Git repository; Path the folder
+	// of fleet.cue under it.
+	Dir, Path string
+	// Revision is the source commit hydrated (default HEAD), read from the
+	// local repository without touching its work tree: what is hydrated
+	// is exactly that commit.
+	Revision string
+	// RepoURL is the source repository's URL as recorded in the metadata;
+	// by default the repository's origin (credentials removed).
+	RepoURL string
+	// StatusURL, StatusPrefix and StatusAuth: where clusters known from
+	// their status branches are read (default: the local repository's
+	// status branches).
+	StatusURL    string
+	StatusPrefix string
+	StatusAuth   transport.AuthMethod
+	// Render configures the renderers (limits, sandbox workers).
+	Render planrender.Options
+	// Flux configures the generated Flux objects.
+	Flux FluxOptions
+	// Progress, when set, hears what is being done.
+	Progress func(string)
+}
+
+// Output is a fleet hydrated, before it is written: the files of every
+// path but the hydrator.metadata files, which the writers add by
+// comparing with what was there.
+type Output struct {
+	// Metadata describes the source commit.
+	Metadata Metadata
+	// Files are the hydrated files by slash-separated path.
+	Files map[string][]byte
+	// Dirs are the cluster and bundle folders, which carry a
+	// hydrator.metadata file.
+	Dirs []string
+	// Keep are the paths whose previous content stays as it was (a folder
+	// ends with "/"): the bundles that failed to plan or render, and the
+	// clusters whose fleet did not evaluate. A failure never removes what
+	// was hydrated before, so nothing is pruned because something failed.
+	Keep []string
+	// Problems are those failures (positioned), one per bundle or cluster.
+	Problems []error
+	// Clusters and Bundles count what was hydrated; Renders the distinct
+	// renders made.
+	Clusters, Bundles, Renders int
+	// listings are each cluster's bundles, for its kustomization.yaml and
+	// flux/kustomization.yaml, which list a failed bundle only when its
+	// previous folder is kept.
+	listings []listing
+	// Known says where each cluster comes from (inventory, status, both).
+	Known map[string]string
+	// Warnings are status branches left out.
+	Warnings []string
+}
+
+// listing is a cluster's bundles in apply order, and which failed.
+type listing struct {
+	cluster string
+	bundles []string
+	failed  map[string]bool
+}
+
+// files are the cluster's two listing files; has says whether the
+// destination held a path before.
+func (l listing) files(has func(string) bool) map[string][]byte {
+	var bundles, flux []string
+	for _, b := range l.bundles {
+		if l.failed[b] && !has(clusterDir(l.cluster)+"/"+b+"/"+KustomizationFile) {
+			continue
+		}
+		bundles = append(bundles, b+"/")
+		if !l.failed[b] || has(fluxPath(l.cluster, b)) {
+			flux = append(flux, b+".yaml")
+		}
+	}
+	dir := clusterDir(l.cluster)
+	return map[string][]byte{
+		dir + "/" + KustomizationFile:                 kustomization(bundles),
+		dir + "/" + FluxDir + "/" + KustomizationFile: kustomization(flux),
+	}
+}
+
+// ErrReservedName is wrapped when a bundle's name is a folder the layout
+// gives another meaning.
+var ErrReservedName = errors.New("reserved in the hydrated layout")
+
+// Hydrate renders every cluster the fleet knows at the source commit.
+func Hydrate(ctx context.Context, opts Options) (*Output, error) {
+	say := opts.Progress
+	if say == nil {
+		say = func(string) {}
+	}
+	repo, sub, err := source.OpenLocal(opts.Dir)
+	if err != nil {
+		return nil, err
+	}
+	rev := opts.Revision
+	if rev == "" {
+		rev = "HEAD"
+	}
+	commit, err := source.ResolveCommit(repo, rev)
+	if err != nil {
+		return nil, err
+	}
+	repoURL := opts.RepoURL
+	if repoURL == "" {
+		repoURL = originURL(repo)
+	}
+	out := &Output{Files: map[string][]byte{}, Metadata: commitMetadata(repoURL, commit.Hash.String(), commit.Author.String(), commit.Author.When, commit.Message)}
+
+	tmp, err := os.MkdirTemp("", "flotilla-hydrate-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
+	if err := source.WriteTree(commit, sub, tmp); err != nil {
+		return nil, fmt.Errorf("reading the fleet at %s: %w", rev, err)
+	}
+	say(fmt.Sprintf("loading the fleet at %s", short(commit.Hash.String())))
+	f, err := fleet.Load(tmp, fleet.LoadOptions{Path: opts.Path})
+	if err != nil {
+		return nil, err
+	}
+	known, err := report.KnownClusters(ctx, repo, opts.StatusURL, opts.StatusPrefix, opts.StatusAuth, f.Inventory())
+	if err != nil {
+		return nil, err
+	}
+	out.Known, out.Warnings = known.Where, known.Warnings
+	if len(known.Clusters) == 0 {
+		return nil, errors.New("the fleet knows no cluster: no inventory (`clusters`) and no status branch")
+	}
+
+	say(fmt.Sprintf("planning %d clusters", len(known.Clusters)))
+	plans, errs, err := f.PlanClusters(ctx, known.Clusters, nil)
+	if err != nil {
+		return nil, err
+	}
+	var ok []*fleet.Plan
+	for i, c := range known.Clusters {
+		if errs[i] != nil {
+			out.Problems = append(out.Problems, fmt.Errorf("cluster %s: %w (not hydrated: what was hydrated for it before stays)", c.Name, errs[i]))
+			out.Keep = append(out.Keep, clusterDir(c.Name)+"/")
+			continue
+		}
+		ok = append(ok, plans[i])
+	}
+
+	total := 0
+	for _, p := range ok {
+		total += len(p.Bundles)
+	}
+	say(fmt.Sprintf("rendering %d bundles for %d clusters", total, len(ok)))
+	r := planrender.New(tmp, opts.Render)
+	var done atomic.Int64
+	rendered, err := r.RenderPlans(ctx, ok, nil, func() { done.Add(1) })
+	if err != nil {
+		return nil, fmt.Errorf("rendering %d bundles for %d clusters (%d done): %w", total, len(ok), done.Load(), err)
+	}
+	out.Renders = r.Distinct()
+	for i, p := range ok {
+		if err := out.addCluster(p, rendered[i], opts.Flux); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// addCluster adds one cluster's folder.
+func (o *Output) addCluster(p *fleet.Plan, rendered []planrender.Bundle, flux FluxOptions) error {
+	c := p.Cluster.Name
+	dir := clusterDir(c)
+	o.Clusters++
+	o.Dirs = append(o.Dirs, dir)
+	l := listing{cluster: c, failed: map[string]bool{}}
+	for i, b := range p.Bundles {
+		if b.Name == FluxDir || b.Name == ArgoCDDir {
+			o.Problems = append(o.Problems, fmt.Errorf("cluster %s: bundle %s: the name is %w (a cluster's folder holds %s/ and %s/): rename the bundle to hydrate it",
+				c, b.Name, ErrReservedName, FluxDir, ArgoCDDir))
+			continue
+		}
+		bdir := dir + "/" + b.Name
+		l.bundles = append(l.bundles, b.Name)
+		if err := rendered[i].Err; err != nil {
+			o.Problems = append(o.Problems, fmt.Errorf("%w (not hydrated: what was hydrated for it before stays)", err))
+			o.Keep = append(o.Keep, bdir+"/", fluxPath(c, b.Name), argoPath(c, b.Name))
+			l.failed[b.Name] = true
+			continue
+		}
+		o.Bundles++
+		o.Dirs = append(o.Dirs, bdir)
+		objects := rendered[i].Result.Objects
+		resources := []string{}
+		if len(objects) > 0 {
+			data, err := yamlStream(objects)
+			if err != nil {
+				return fmt.Errorf("cluster %s: bundle %s: %w", c, b.Name, err)
+			}
+			o.Files[bdir+"/"+ManifestFile] = data
+			resources = []string{ManifestFile}
+		}
+		o.Files[bdir+"/"+KustomizationFile] = kustomization(resources)
+		fk, err := FluxKustomization(p, b, flux)
+		if err != nil {
+			return err
+		}
+		o.Files[fluxPath(c, b.Name)] = fk
+		params, err := jsonIndent(Params(p, b, bdir))
+		if err != nil {
+			return err
+		}
+		o.Files[argoPath(c, b.Name)] = params
+	}
+	o.listings = append(o.listings, l)
+	return nil
+}
+
+func clusterDir(cluster string) string { return ClustersDir + "/" + cluster }
+
+func fluxPath(cluster, bundle string) string {
+	return clusterDir(cluster) + "/" + FluxDir + "/" + bundle + ".yaml"
+}
+
+func argoPath(cluster, bundle string) string {
+	return clusterDir(cluster) + "/" + ArgoCDDir + "/" + bundle + ".json"
+}
+
+// kustomization is a kustomization.yaml listing resources in order. The
+// fifo sort order keeps Flotilla's apply order (dependencies first,
+// cluster definitions first within a bundle): `kustomize build` of a
+// cluster's folder gives the objects `flotilla render` gives, in order.
+func kustomization(resources []string) []byte {
+	var b strings.Builder
+	b.WriteString("# Generated by flotilla hydrate; do not edit.\n")
+	b.WriteString("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nsortOptions:\n  order: fifo\n")
+	if len(resources) == 0 {
+		b.WriteString("resources: []\n")
+		return []byte(b.String())
+	}
+	b.WriteString("resources:\n")
+	for _, r := range resources {
+		fmt.Fprintf(&b, "- %s\n", r)
+	}
+	return []byte(b.String())
+}
+
+// yamlStream is objects as a YAML stream, as `flotilla render` prints it.
+func yamlStream(objects []*unstructured.Unstructured) ([]byte, error) {
+	var b strings.Builder
+	for _, o := range objects {
+		data, err := yaml.Marshal(o.Object)
+		if err != nil {
+			return nil, err
+		}
+		b.WriteString("---\n")
+		b.Write(data)
+	}
+	return []byte(b.String()), nil
+}
+
+// commitMetadata is the metadata of a source commit, its message split as
+// Argo CD splits it: the subject is the first paragraph.
+func commitMetadata(repoURL, hash, author string, when time.Time, message string) Metadata {
+	subject, body, _ := strings.Cut(strings.TrimSpace(message), "\n\n")
+	return Metadata{
+		RepoURL: repoURL,
+		DrySHA:  hash,
+		Author:  author,
+		Date:    when.UTC().Format(time.RFC3339),
+		Subject: strings.ReplaceAll(subject, "\n", " "),
+		Body:    strings.TrimSpace(body),
+	}
+}
+
+// RemoteURL is the URL of a remote of the repository without its user
+// information, or "" when there is no such remote.
+func RemoteURL(repo *git.Repository, remote string) string {
+	if r, err := repo.Remote(remote); err == nil && len(r.Config().URLs) > 0 {
+		return withoutUser(r.Config().URLs[0])
+	}
+	return ""
+}
+
+// originURL is the URL of the repository's origin remote without
+// credentials, or a file URL of the repository itself when it has none.
+func originURL(repo *git.Repository) string {
+	if u := RemoteURL(repo, "origin"); u != "" {
+		return u
+	}
+	if wt, err := repo.Worktree(); err == nil {
+		if abs, err := filepath.Abs(wt.Filesystem.Root()); err == nil {
+			return "file://" + filepath.ToSlash(abs)
+		}
+	}
+	return ""
+}
+
+// withoutUser is a URL without its user information (a user name may be
+// a token as much as a password is): nothing secret is written to Git.
+func withoutUser(raw string) string {
+	if !strings.Contains(raw, "://") {
+		return raw
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return source.RedactURL(raw)
+	}
+	if u.User == nil {
+		return raw
+	}
+	u.User = nil
+	return u.String()
+}
+
+func short(hash string) string {
+	if len(hash) > 12 {
+		return hash[:12]
+	}
+	return hash
+}
+
+// under reports whether p is the path k or inside the folder k ("x/").
+func under(p, k string) bool {
+	if strings.HasSuffix(k, "/") {
+		return strings.HasPrefix(p, k)
+	}
+	return p == k
+}
+
+// parentDirs are the folders holding p, innermost first ("a/b/c" → "a/b", "a").
+func parentDirs(p string) []string {
+	var out []string
+	for d := path.Dir(p); d != "." && d != "/"; d = path.Dir(d) {
+		out = append(out, d)
+	}
+	return out
+}
