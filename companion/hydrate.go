@@ -377,6 +377,11 @@ func originURL(repo *git.Repository) string {
 // a token as much as a password is): nothing secret is written to Git.
 func withoutUser(raw string) string {
 	if !strings.Contains(raw, "://") {
+		// A local path is recorded as a file URL; an SCP-like SSH address
+		// (git@host:repo) as it is.
+		if filepath.IsAbs(raw) {
+			return "file://" + filepath.ToSlash(raw)
+		}
 		return raw
 	}
 	u, err := url.Parse(raw)
