@@ -1,0 +1,252 @@
+package companion
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-git/go-git/v5"
+	"github.com/go-git/go-git/v5/plumbing/transport"
+	"github.com/go-logr/logr"
+
+	"github.com/flotilla-gitops/flotilla/fleet"
+	"github.com/flotilla-gitops/flotilla/sync/report"
+)
+
+// GeneratorPath is where Argo CD's ApplicationSet plugin generator posts.
+const GeneratorPath = "/api/v1/getparams.execute"
+
+// maxRequestBytes bounds a generator request's body.
+const maxRequestBytes = 1 << 20
+
+// GeneratorOptions configure the plugin generator.
+type GeneratorOptions struct {
+	// Dir is the fleet's folder (kept up to date by whatever runs beside
+	// the server, a git-sync sidecar for example); Path the folder of
+	// fleet.cue under it.
+	Dir, Path string
+	// Token is the bearer token Argo CD must present (from the plugin's
+	// ConfigMap and Secret).
+	Token string
+	// Refresh is how old the plans may be before a request loads the fleet
+	// again (default 30s).
+	Refresh time.Duration
+	// StatusURL, StatusPrefix, StatusAuth: where clusters known from their
+	// status branches are read (default: the fleet folder's repository's
+	// status branches, when it is one).
+	StatusURL    string
+	StatusPrefix string
+	StatusAuth   transport.AuthMethod
+	Log          logr.Logger
+}
+
+// Generator serves Argo CD's ApplicationSet plugin generator protocol:
+// POST GeneratorPath with {"applicationSetName", "input": {"parameters":
+// {…}}} and a bearer token; the answer is {"output": {"parameters": [one
+// Params per cluster and bundle]}}. The input parameters narrow the
+// answer: cluster, bundle and wave, each a string or a list of strings.
+type Generator struct {
+	opts GeneratorOptions
+
+	mu      sync.Mutex
+	loaded  time.Time
+	params  []map[string]any
+	loadErr error
+}
+
+// NewGenerator returns a generator; it loads the fleet on the first
+// request.
+func NewGenerator(opts GeneratorOptions) (*Generator, error) {
+	if strings.TrimSpace(opts.Token) == "" {
+		return nil, errors.New("the plugin generator needs a token: Argo CD sends it as a bearer token")
+	}
+	if opts.Refresh <= 0 {
+		opts.Refresh = 30 * time.Second
+	}
+	return &Generator{opts: opts}, nil
+}
+
+// generatorRequest is what Argo CD posts.
+type generatorRequest struct {
+	ApplicationSetName string `json:"applicationSetName"`
+	Input              struct {
+		Parameters map[string]any `json:"parameters"`
+	} `json:"input"`
+}
+
+type generatorResponse struct {
+	Output struct {
+		Parameters []map[string]any `json:"parameters"`
+	} `json:"output"`
+}
+
+// ServeHTTP answers the plugin protocol (and /healthz).
+func (g *Generator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch r.URL.Path {
+	case "/healthz":
+		_, _ = io.WriteString(w, "ok\n")
+		return
+	case GeneratorPath:
+	default:
+		httpError(w, http.StatusNotFound, "not found: the plugin generator answers POST "+GeneratorPath)
+		return
+	}
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		httpError(w, http.StatusMethodNotAllowed, "use POST")
+		return
+	}
+	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || subtle.ConstantTimeCompare([]byte(token), []byte(g.opts.Token)) != 1 {
+		g.opts.Log.Info("refused a generator request with a missing or wrong token", "remote", r.RemoteAddr)
+		httpError(w, http.StatusUnauthorized, "missing or wrong bearer token")
+		return
+	}
+	var req generatorRequest
+	body := http.MaxBytesReader(w, r.Body, maxRequestBytes)
+	if err := json.NewDecoder(body).Decode(&req); err != nil {
+		httpError(w, http.StatusBadRequest, "the request is not the plugin generator's JSON: "+err.Error())
+		return
+	}
+	filters := map[string][]string{}
+	for _, key := range []string{"cluster", "bundle", "wave"} {
+		vals, err := stringList(req.Input.Parameters[key])
+		if err != nil {
+			httpError(w, http.StatusBadRequest, fmt.Sprintf("input parameter %s: %v", key, err))
+			return
+		}
+		if len(vals) > 0 {
+			filters[key] = vals
+		}
+	}
+	params, err := g.current(r.Context())
+	if err != nil {
+		g.opts.Log.Error(err, "the fleet does not load", "applicationSet", req.ApplicationSetName)
+		httpError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	var resp generatorResponse
+	resp.Output.Parameters = []map[string]any{}
+	for _, p := range params {
+		if matches(p, filters) {
+			resp.Output.Parameters = append(resp.Output.Parameters, p)
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(resp)
+}
+
+func matches(p map[string]any, filters map[string][]string) bool {
+	for key, vals := range filters {
+		s, _ := p[key].(string)
+		if !slices.Contains(vals, s) {
+			return false
+		}
+	}
+	return true
+}
+
+// stringList reads a parameter given as a string or a list of strings.
+func stringList(v any) ([]string, error) {
+	switch v := v.(type) {
+	case nil:
+		return nil, nil
+	case string:
+		if v == "" {
+			return nil, nil
+		}
+		return []string{v}, nil
+	case []any:
+		out := make([]string, 0, len(v))
+		for _, x := range v {
+			s, ok := x.(string)
+			if !ok {
+				return nil, fmt.Errorf("want a string or a list of strings, got %T in the list", x)
+			}
+			out = append(out, s)
+		}
+		return out, nil
+	default:
+		return nil, fmt.Errorf("want a string or a list of strings, got %T", v)
+	}
+}
+
+func httpError(w http.ResponseWriter, code int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
+}
+
+// current returns every cluster's bundles as parameters, planned again
+// when the last plans are older than Refresh. A fleet that fails to load
+// keeps the last good parameters if there are any (the error is logged),
+// so that a bad commit does not make Argo CD delete every Application.
+func (g *Generator) current(ctx context.Context) ([]map[string]any, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.loaded.IsZero() && time.Since(g.loaded) < g.opts.Refresh {
+		return g.params, g.loadErr
+	}
+	params, err := g.load(ctx)
+	g.loaded = time.Now()
+	if err != nil {
+		if g.params != nil {
+			g.opts.Log.Error(err, "the fleet does not load: serving the last good parameters")
+			return g.params, nil
+		}
+		g.loadErr = err
+		return nil, err
+	}
+	g.params, g.loadErr = params, nil
+	return params, nil
+}
+
+func (g *Generator) load(ctx context.Context) ([]map[string]any, error) {
+	f, err := fleet.Load(g.opts.Dir, fleet.LoadOptions{Path: g.opts.Path})
+	if err != nil {
+		return nil, err
+	}
+	repo, _ := git.PlainOpenWithOptions(g.opts.Dir, &git.PlainOpenOptions{DetectDotGit: true})
+	known, err := report.KnownClusters(ctx, repo, g.opts.StatusURL, g.opts.StatusPrefix, g.opts.StatusAuth, f.Inventory())
+	if err != nil {
+		return nil, err
+	}
+	plans, errs, err := f.PlanClusters(ctx, known.Clusters, nil)
+	if err != nil {
+		return nil, err
+	}
+	// A cluster or bundle that fails now keeps its last good parameters:
+	// left out, Argo CD would delete its Application.
+	last := map[string][]map[string]any{}
+	for _, p := range g.params {
+		c, _ := p["cluster"].(string)
+		b, _ := p["bundle"].(string)
+		last[c] = append(last[c], p)
+		last[c+"/"+b] = []map[string]any{p}
+	}
+	var out []map[string]any
+	for i, p := range plans {
+		if errs[i] != nil {
+			g.opts.Log.Error(errs[i], "cluster does not evaluate: its last good parameters stay", "cluster", known.Clusters[i].Name)
+			out = append(out, last[known.Clusters[i].Name]...)
+			continue
+		}
+		for _, b := range p.Bundles {
+			if b.Failed() {
+				g.opts.Log.Error(b.Errors, "bundle does not evaluate: its last good parameters stay", "cluster", p.Cluster.Name, "bundle", b.Name)
+				out = append(out, last[p.Cluster.Name+"/"+b.Name]...)
+				continue
+			}
+			out = append(out, Params(p, b, clusterDir(p.Cluster.Name)+"/"+b.Name))
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,110 @@
+package companion_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/flotilla-gitops/flotilla/companion"
+	"github.com/flotilla-gitops/flotilla/internal/gittest"
+)
+
+// post sends the plugin generator's documented request, as Argo CD's
+// ApplicationSet controller does, and decodes the answer.
+func post(t *testing.T, url, token string, input map[string]any) (int, []map[string]any, string) {
+	t.Helper()
+	body, _ := json.Marshal(map[string]any{"applicationSetName": "fleet", "input": map[string]any{"parameters": input}})
+	req, err := http.NewRequest(http.MethodPost, url+"/api/v1/getparams.execute", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var raw bytes.Buffer
+	_, _ = raw.ReadFrom(resp.Body)
+	var out struct {
+		Output struct {
+			Parameters []map[string]any `json:"parameters"`
+		} `json:"output"`
+	}
+	if resp.StatusCode == http.StatusOK {
+		if err := json.Unmarshal(raw.Bytes(), &out); err != nil {
+			t.Fatalf("answer is not the plugin's JSON: %v\n%s", err, raw.String())
+		}
+	}
+	return resp.StatusCode, out.Output.Parameters, raw.String()
+}
+
+// TestPluginGenerator speaks Argo CD's plugin generator protocol over
+// HTTP: every cluster's bundles as parameters, narrowed by the input; a
+// wrong or missing token refused; a bundle that stops evaluating keeps its
+// last good parameters.
+func TestPluginGenerator(t *testing.T) {
+	repo := gittest.New(t)
+	repo.Commit(map[string]string{"fleet.cue": fleetV1, "manifests/db/db.yaml": dbManifest})
+	g, err := companion.NewGenerator(companion.GeneratorOptions{Dir: repo.Work, Token: "t0ken", Refresh: time.Nanosecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(g)
+	defer srv.Close()
+
+	code, params, raw := post(t, srv.URL, "t0ken", nil)
+	if code != http.StatusOK || len(params) != 8 {
+		t.Fatalf("status %d, %d parameter sets (want 2 clusters × 4 bundles):\n%s", code, len(params), raw)
+	}
+	code, params, raw = post(t, srv.URL, "t0ken", map[string]any{"cluster": "eu-1", "bundle": []any{"web", "db"}})
+	if code != http.StatusOK || len(params) != 2 {
+		t.Fatalf("narrowed: status %d, %d sets:\n%s", code, len(params), raw)
+	}
+	web := params[0]
+	if web["bundle"] != "web" {
+		web = params[1]
+	}
+	if web["cluster"] != "eu-1" || web["namespace"] != "web" || web["path"] != "clusters/eu-1/web" || web["wave"] != "eu" ||
+		get(web, "source", "kind") != "resources" || get(web, "labels", "class") != "standard" {
+		t.Errorf("web's parameters: %v", web)
+	}
+	code, params, _ = post(t, srv.URL, "t0ken", map[string]any{"wave": "rest"})
+	if code != http.StatusOK || len(params) != 4 {
+		t.Errorf("wave rest: status %d, %d sets, want us-1's 4", code, len(params))
+	}
+
+	for _, token := range []string{"", "wrong", "t0ken-and-more"} {
+		code, _, raw := post(t, srv.URL, token, nil)
+		if code != http.StatusUnauthorized || strings.Contains(raw, "t0ken") {
+			t.Errorf("token %q: status %d, body %s", token, code, raw)
+		}
+	}
+	resp, err := http.Get(srv.URL + "/api/v1/getparams.execute")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("GET: status %d", resp.StatusCode)
+	}
+
+	// web stops evaluating in every cluster: its last parameters stay.
+	broken := strings.Replace(fleetV1, `namespace: "web"`, `namespace: 5`, 1)
+	if err := os.WriteFile(filepath.Join(repo.Work, "fleet.cue"), []byte(broken), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, params, raw = post(t, srv.URL, "t0ken", map[string]any{"bundle": "web"})
+	if code != http.StatusOK || len(params) != 2 || params[0]["namespace"] != "web" {
+		t.Errorf("a bundle that stops evaluating must keep its parameters: status %d\n%s", code, raw)
+	}
+}
