@@ -19,10 +19,10 @@ const (
 
 // previewFlags are the flags of `flotilla preview`.
 type previewFlags struct {
-	base, head   string
-	clusters     []string
-	bundles      []string
-	allowRemote  bool
+	base, head  string
+	clusters    []string
+	bundles     []string
+	allowRemote bool
 }
 
 func newPreviewCmd() *cobra.Command {
