@@ -18,6 +18,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/plumbing/storer"
 	"github.com/go-git/go-git/v5/plumbing/transport"
+	"github.com/go-git/go-git/v5/storage/memory"
 
 	"github.com/flotilla-gitops/flotilla/sync/source"
 )
@@ -488,4 +489,48 @@ func Note(repo *git.Repository, commit plumbing.Hash) (string, error) {
 		return n.DrySHA, nil
 	}
 	return "", nil
+}
+
+// SourceCommits reads the hydrated branch at url (its last depth commits)
+// and its notes, and returns the source commit of each hydrated commit:
+// its note, or its trailer when it has no note. An agent observing Flux
+// reads what Flux applied (a hydrated commit) as the source commit it
+// was hydrated from. tip is the branch's tip.
+func SourceCommits(ctx context.Context, url, branch string, auth transport.AuthMethod, depth int) (sources map[string]string, tip string, err error) {
+	repo, err := git.Init(memory.NewStorage(), nil)
+	if err != nil {
+		return nil, "", err
+	}
+	if _, err := repo.CreateRemote(&config.RemoteConfig{Name: "origin", URLs: []string{url}}); err != nil {
+		return nil, "", err
+	}
+	branchRef := plumbing.NewBranchReferenceName(branch)
+	err = repo.FetchContext(ctx, &git.FetchOptions{RemoteName: "origin", Auth: auth, Depth: depth, Tags: git.NoTags,
+		RefSpecs: []config.RefSpec{config.RefSpec("+" + branchRef.String() + ":" + branchRef.String())}})
+	if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
+		return nil, "", source.RedactError(fmt.Errorf("fetching the hydrated branch %s: %w", branch, err), url)
+	}
+	// No notes yet is no error: the trailers say enough.
+	_ = repo.FetchContext(ctx, &git.FetchOptions{RemoteName: "origin", Auth: auth, Depth: 1, Tags: git.NoTags,
+		RefSpecs: []config.RefSpec{config.RefSpec("+" + NotesRef + ":" + NotesRef)}})
+	ref, err := repo.Reference(branchRef, true)
+	if err != nil {
+		return nil, "", err
+	}
+	sources = map[string]string{}
+	c, err := repo.CommitObject(ref.Hash())
+	for n := 0; err == nil && n < depth; n++ {
+		dry, nerr := Note(repo, c.Hash)
+		if nerr != nil || dry == "" {
+			dry = DrySHAOf(c.Message)
+		}
+		if dry != "" {
+			sources[c.Hash.String()] = dry
+		}
+		if len(c.ParentHashes) == 0 {
+			break
+		}
+		c, err = repo.CommitObject(c.ParentHashes[0])
+	}
+	return sources, ref.Hash().String(), nil
 }

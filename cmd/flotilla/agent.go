@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
 	"go.uber.org/zap/zapcore"
 	ctrlzap "sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -40,6 +41,7 @@ type agentFlags struct {
 	logFormat          string
 	verbose            bool
 	kube               *kubeFlags
+	observe            string
 }
 
 func newAgentCmd() *cobra.Command {
@@ -73,6 +75,14 @@ branch and applies a new revision only when its wave's turn has come: the
 earlier waves Ready at it for the bake time, no failure there, an approval
 when its wave asks for one (--approvals-branch). Until then it keeps what it
 applied, with drift correction, and reports phase Waiting.
+
+With --observe flux the agent applies nothing: Flux applies what flotilla
+hydrate wrote to the hydrated branch (--repo, --branch: the branch Flux
+follows), and the agent publishes the state of the cluster's Flux
+Kustomizations (the ones hydrate generated, labelled
+flotilla.dev/cluster=<name>) to the cluster's status branch in Flotilla's
+format, each bundle at the source commit it was hydrated from, so that
+flotilla status, rollouts and previews work the same for a Flux fleet.
 
 SIGTERM or Ctrl-C ends the pass under way cleanly (what was applied is
 recorded) and exits 0: that is how Kubernetes stops a pod. A second signal
@@ -128,6 +138,7 @@ exits at once. --once runs a single pass and exits 1 if it failed.`,
 	fs.StringVar(&af.webhookSecret, "webhook-secret-file", "", "file holding the shared secret of /trigger (no file: /trigger refuses all)")
 	fs.StringVar(&af.logFormat, "log-format", "json", "log format: json|console")
 	fs.BoolVarP(&af.verbose, "verbose", "v", false, "also log idle passes")
+	fs.StringVar(&af.observe, "observe", "", "observe another controller instead of applying: flux (reads the Flux Kustomizations flotilla hydrate generated; --repo and --branch name the hydrated branch)")
 	af.limits = addLimitFlags(cmd, true)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error { return af.run(cmd.Context(), cmd.ErrOrStderr()) }
 	return cmd
@@ -163,6 +174,9 @@ func (af *agentFlags) run(ctx context.Context, stderr io.Writer) error {
 			return err
 		}
 		af.opts.Status = status
+	}
+	if af.observe != "" {
+		return af.runObserver(ctx, log)
 	}
 	limits, maxSize, sb, err := af.limits.resolve()
 	if err != nil {
@@ -209,6 +223,42 @@ func (af *agentFlags) run(ctx context.Context, stderr io.Writer) error {
 	}
 	log.Info("starting", "repo", source.RedactURL(af.opts.Source.URL), "cluster", af.opts.Identity.Name, "interval", af.opts.Interval.String())
 	return a.Run(ctx)
+}
+
+// runObserver runs the agent in --observe mode.
+func (af *agentFlags) runObserver(ctx context.Context, log logr.Logger) error {
+	if af.observe != "flux" {
+		return fmt.Errorf("--observe %q: the agent observes flux", af.observe)
+	}
+	if af.opts.Status == nil {
+		return errors.New("--observe publishes the status: it cannot run with --no-status")
+	}
+	hydratedAuth, err := af.opts.Source.Auth.Method(af.opts.Source.URL)
+	if err != nil {
+		return err
+	}
+	cfg, err := af.kube.restConfig()
+	if err != nil {
+		return fmt.Errorf("loading kubeconfig: %w", err)
+	}
+	o, err := agent.NewObserver(cfg, agent.ObserveOptions{Identity: af.opts.Identity, Interval: af.opts.Interval, Status: *af.opts.Status,
+		HydratedURL: af.opts.Source.URL, HydratedBranch: af.opts.Source.Branch, HydratedAuth: hydratedAuth}, log.WithName("observe"))
+	if err != nil {
+		return err
+	}
+	if af.once {
+		st, err := o.Observe(ctx)
+		if err != nil {
+			return err
+		}
+		log.Info("observed Flux", "cluster", st.Cluster.Name, "phase", st.Phase, "bundles", len(st.Bundles))
+		if st.Phase == report.ClusterFailed {
+			return &reportedError{errors.New(st.Message)}
+		}
+		return nil
+	}
+	log.Info("observing Flux", "repo", source.RedactURL(af.opts.Source.URL), "branch", af.opts.Source.Branch, "cluster", af.opts.Identity.Name)
+	return o.Run(ctx)
 }
 
 // zapLevel maps -v to zap's levels (debug is -1).

@@ -136,3 +136,18 @@ func SilentServer(t testing.TB) string {
 	})
 	return "http://" + l.Addr().String() + "/fleet.git"
 }
+
+// ServeHTTPOpen serves the bare repository of r over HTTP without
+// authentication until the test ends, and returns its URL (for clients,
+// such as Flux's source-controller, that refuse credentials over plain
+// HTTP).
+func (r *Repo) ServeHTTPOpen() string {
+	r.t.Helper()
+	quiet()
+	srv := gittestserver.NewGitServer(filepath.Dir(r.Bare))
+	if err := srv.StartHTTP(); err != nil {
+		r.t.Fatal(err)
+	}
+	r.t.Cleanup(srv.StopHTTP)
+	return srv.HTTPAddress() + "/" + filepath.Base(r.Bare)
+}

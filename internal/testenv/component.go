@@ -26,11 +26,20 @@ type component struct {
 // startComponent starts binary from the assets folder with args, logging to
 // <dir>/<name>.log.
 func startComponent(assets, dir, name string, args ...string) (*component, error) {
+	return startComponentEnv(assets, dir, name, nil, args...)
+}
+
+// startComponentEnv is startComponent with variables added to the
+// environment.
+func startComponentEnv(assets, dir, name string, env []string, args ...string) (*component, error) {
 	log, err := openLog(dir, name)
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(filepath.Join(assets, name), args...)
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = componentSysProcAttr()
 	if err := cmd.Start(); err != nil {
