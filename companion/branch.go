@@ -194,16 +194,11 @@ func commitOnce(repo *git.Repository, branch plumbing.ReferenceName, out *Output
 			return nil, err
 		}
 		old.read = func(p string) ([]byte, error) {
-			f, err := tree.File(p)
-			if err != nil {
-				return nil, err
+			h, ok := old.hashes[p]
+			if !ok {
+				return nil, fmt.Errorf("%s: no such file", p)
 			}
-			r, err := f.Reader()
-			if err != nil {
-				return nil, err
-			}
-			defer r.Close()
-			return io.ReadAll(r)
+			return readBlob(repo, h)
 		}
 	}
 	final, changed, err := assemble(out, old)
