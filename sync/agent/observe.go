@@ -54,6 +54,12 @@ type Observer struct {
 	log      logr.Logger
 	since    map[string]time.Time // when each bundle became Ready at its revision
 	sinceRev map[string]string
+	// sources maps the hydrated commits read so far to their source
+	// commits, and tip is the hydrated branch's tip when it was read: the
+	// branch is fetched again only when Flux applied a hydrated commit not
+	// in sources, so an idle observation makes no Git request.
+	sources map[string]string
+	tip     string
 }
 
 // NewObserver builds an observing agent for the cluster cfg names.
@@ -87,12 +93,6 @@ func (o *Observer) Observe(ctx context.Context) (*report.Status, error) {
 	}
 	st := &report.Status{APIVersion: report.APIVersion, Kind: report.Kind, Cluster: c,
 		Agent: version.Get().Version + " (observing flux)", Bundles: []report.BundleStatus{}, ReportedAt: now.UTC()}
-	sources, tip, err := companion.SourceCommits(ctx, o.opts.HydratedURL, o.opts.HydratedBranch, o.opts.HydratedAuth, 100)
-	if err != nil {
-		st.Phase, st.Message = report.ClusterFailed, err.Error()
-	} else {
-		st.SeenRevision = sources[tip]
-	}
 	list := &unstructured.UnstructuredList{}
 	list.SetGroupVersionKind(fluxKustomizations)
 	err = o.a.kube.List(ctx, list, client.MatchingLabels{companion.LabelCluster: c.Name})
@@ -104,12 +104,29 @@ func (o *Observer) Observe(ctx context.Context) (*report.Status, error) {
 		_, perr := o.reporter.Publish(ctx, st, now)
 		return st, errors.Join(err, perr)
 	}
-	revisions := map[string]bool{}
+	var items []unstructured.Unstructured
+	fetch := o.sources == nil
 	for _, k := range list.Items {
 		if k.GetLabels()[companion.LabelBundle] == "" {
 			continue // the root Kustomization of --flux-bootstrap
 		}
-		b := bundleOfKustomization(&k, sources)
+		items = append(items, k)
+		if h := hydratedCommit(&k); h != "" && o.sources[h] == "" {
+			fetch = true
+		}
+	}
+	if fetch {
+		sources, tip, err := companion.SourceCommits(ctx, o.opts.HydratedURL, o.opts.HydratedBranch, o.opts.HydratedAuth, 100)
+		if err != nil {
+			st.Phase, st.Message = report.ClusterFailed, err.Error()
+		} else {
+			o.sources, o.tip = sources, tip
+		}
+	}
+	st.SeenRevision = o.sources[o.tip]
+	revisions := map[string]bool{}
+	for _, k := range items {
+		b := bundleOfKustomization(&k, o.sources)
 		key := b.Name + "@" + b.Revision
 		if b.Phase == apply.PhaseReady {
 			if o.sinceRev[b.Name] != key {
@@ -163,9 +180,7 @@ func (o *Observer) Observe(ctx context.Context) (*report.Status, error) {
 // source commit of the hydrated commit Flux last applied.
 func bundleOfKustomization(k *unstructured.Unstructured, sources map[string]string) report.BundleStatus {
 	b := report.BundleStatus{Name: k.GetLabels()[companion.LabelBundle], Phase: apply.PhaseProgressing, Message: "Flux has not reconciled it yet"}
-	applied, _, _ := unstructured.NestedString(k.Object, "status", "lastAppliedRevision")
-	if i := strings.LastIndex(applied, ":"); i >= 0 {
-		hydrated := applied[i+1:]
+	if hydrated := hydratedCommit(k); hydrated != "" {
 		b.Revision = sources[hydrated]
 		if b.Revision == "" {
 			b.Revision = hydrated
@@ -195,6 +210,16 @@ func bundleOfKustomization(k *unstructured.Unstructured, sources map[string]stri
 		b.Phase, b.Message = apply.PhaseProgressing, "suspended in Flux; "+b.Message
 	}
 	return b
+}
+
+// hydratedCommit is the hydrated commit a Flux Kustomization last applied
+// ("hydrated@sha1:<hash>"), or "".
+func hydratedCommit(k *unstructured.Unstructured) string {
+	applied, _, _ := unstructured.NestedString(k.Object, "status", "lastAppliedRevision")
+	if i := strings.LastIndex(applied, ":"); i >= 0 {
+		return applied[i+1:]
+	}
+	return ""
 }
 
 // Run observes every Interval (jittered by up to a tenth) until ctx ends.
