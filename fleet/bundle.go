@@ -104,6 +104,9 @@ type Helm struct {
 	Version      string `json:"version,omitempty"`
 	ReleaseName  string `json:"releaseName,omitempty"`
 	IncludeHooks bool   `json:"includeHooks"`
+	// ValuesFiles are YAML files of the repository merged in order under
+	// the bundle's values.
+	ValuesFiles []string `json:"valuesFiles,omitempty"`
 }
 
 // Kustomize is the Go form of #Kustomize.

@@ -122,8 +122,6 @@ exits at once. --once runs a single pass and exits 1 if it failed.`,
 	fs.StringVar(&id.ConfigMapName, "identity-configmap", "flotilla-identity", "name of the identity ConfigMap (empty: none)")
 	fs.DurationVar(&af.opts.Interval, "interval", time.Minute, "time between polls of the repository")
 	fs.BoolVar(&af.once, "once", false, "run one pass and exit (1 if it failed)")
-	fs.BoolVar(&af.opts.AllowRemoteBases, "allow-remote-bases", false, "let kustomizations use remote (git, HTTP) bases")
-	fs.StringVar(&af.opts.ChartCacheDir, "chart-cache-dir", "", "folder for charts from chart repositories (default: the user cache)")
 	fs.StringVar(&af.opts.Apply.InventoryNamespace, "inventory-namespace", af.opts.Apply.InventoryNamespace, "namespace of the bundles' inventories")
 	fs.BoolVar(&af.opts.Apply.AllowMassDeletion, "allow-mass-deletion", false, "let a pass delete more than half of the managed objects")
 	fs.StringVar(&af.statusRepo, "status-repo", "", "repository of the status branch (default: --repo, with its credentials)")
@@ -182,7 +180,7 @@ func (af *agentFlags) run(ctx context.Context, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	af.opts.Limits, af.opts.MaxManifestSize, af.opts.Sandbox = limits, maxSize, sb
+	af.opts.Limits, af.opts.MaxManifestSize, af.opts.Sandbox, af.opts.Sources = limits, maxSize, sb, af.limits.sources
 	cfg, err := af.kube.restConfig()
 	if err != nil {
 		return fmt.Errorf("loading kubeconfig: %w", err)

@@ -30,7 +30,6 @@ type syncFlags struct {
 	identity *identityFlags
 	kube     *kubeFlags
 	bundle   string
-	remote   bool
 	opts     apply.Options
 	limits   *limitFlags
 }
@@ -38,7 +37,6 @@ type syncFlags struct {
 func addSyncFlags(cmd *cobra.Command) *syncFlags {
 	sf := &syncFlags{fleet: addFleetFlags(cmd), identity: addIdentityFlags(cmd), kube: addKubeFlags(cmd), opts: apply.DefaultOptions()}
 	cmd.Flags().StringVar(&sf.bundle, "bundle", "", "only this bundle (the cluster's other bundles are left alone)")
-	cmd.Flags().BoolVar(&sf.remote, "allow-remote-bases", false, "let kustomizations use remote (git, HTTP) bases")
 	cmd.Flags().StringVar(&sf.opts.InventoryNamespace, "inventory-namespace", sf.opts.InventoryNamespace, "namespace of the bundles' inventories")
 	sf.limits = addLimitFlags(cmd, false)
 	return sf
@@ -85,7 +83,7 @@ func (sf *syncFlags) prepare(ctx context.Context, args []string) (*clusterSync, 
 	if err != nil {
 		return nil, fmt.Errorf("connecting to %s: %w", cfg.Host, err)
 	}
-	ropts, closeWorkers, err := sf.limits.options(planrender.Options{AllowRemoteBases: sf.remote, Scope: render.MapperScope(m.RESTMapper())})
+	ropts, closeWorkers, err := sf.limits.options(planrender.Options{Scope: render.MapperScope(m.RESTMapper())})
 	if err != nil {
 		return nil, err
 	}

@@ -27,7 +27,6 @@ type hydrateFlags struct {
 	bootstrap     string
 	fluxSecret    string
 	flux          companion.FluxOptions
-	allowRemote   bool
 	pushTimeout   time.Duration
 	committerName string
 	committerMail string
@@ -105,7 +104,6 @@ hydrated branch, and hydrates nothing.`,
 	fs.DurationVar(&hf.flux.Interval, "flux-interval", 10*time.Minute, "reconcile interval of the generated Kustomizations")
 	fs.StringVar(&hf.bootstrap, "flux-bootstrap", "", "print the one-time Flux objects for this cluster (needs --branch) and exit")
 	fs.StringVar(&hf.fluxSecret, "flux-secret", "", "with --flux-bootstrap: the Secret holding Flux's Git credentials")
-	fs.BoolVar(&hf.allowRemote, "allow-remote-bases", false, "let kustomizations use remote (git, HTTP) bases")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		if err := out.validate(); err != nil {
 			return err
@@ -122,7 +120,7 @@ hydrated branch, and hydrates nothing.`,
 		case hf.push && hf.branch == "":
 			return errors.New("--push pushes the --branch; with --out there is nothing to push")
 		}
-		opts, closeWorkers, err := limits.options(planrender.Options{AllowRemoteBases: hf.allowRemote})
+		opts, closeWorkers, err := limits.options(planrender.Options{})
 		if err != nil {
 			return err
 		}

@@ -21,6 +21,9 @@ type limitFlags struct {
 	memory          string
 	maxObjects      int
 	maxManifestSize string
+	// sources say what rendering may fetch (remote bases, chart
+	// dependencies, registries) and with which credentials.
+	sources planrender.Sources
 }
 
 func addLimitFlags(cmd *cobra.Command, agent bool) *limitFlags {
@@ -34,7 +37,21 @@ func addLimitFlags(cmd *cobra.Command, agent bool) *limitFlags {
 	if agent {
 		fs.DurationVar(&lf.evalTimeout, "eval-timeout", sandbox.DefaultPlanTimeout, "bound of evaluating the fleet for this cluster (in a worker, with --render-memory); longer applies and prunes nothing")
 	}
+	addSourceFlags(cmd, &lf.sources, agent)
 	return lf
+}
+
+// addSourceFlags adds the flags saying what rendering may fetch from
+// outside the fleet repository. The agent fetches chart dependencies by
+// default (it needs them to apply anything); the commands, which also run
+// on pull requests in CI, only when asked.
+func addSourceFlags(cmd *cobra.Command, s *planrender.Sources, agent bool) {
+	fs := cmd.Flags()
+	fs.BoolVar(&s.AllowRemoteBases, "allow-remote-bases", false, "let kustomizations use remote (git, HTTP) bases")
+	fs.BoolVar(&s.AllowChartDownloads, "allow-chart-downloads", agent, "fetch the dependencies a chart's Chart.lock lists when they are not vendored in its charts/ folder (HTTP and OCI repositories; never written into the fleet repository)")
+	fs.StringVar(&s.ChartCacheDir, "chart-cache-dir", "", "folder for charts fetched from chart repositories and registries (default: the user cache, ~/.cache/flotilla/charts)")
+	fs.StringVar(&s.RegistryConfig, "registry-config", "", "file of OCI registry credentials in Docker's config.json format (`auths`); only this file is read (default: registries are asked anonymously)")
+	fs.StringSliceVar(&s.PlainHTTPRegistries, "plain-http-registry", nil, "OCI registry (host[:port]) to reach over plain HTTP instead of HTTPS (repeatable)")
 }
 
 // resolve checks the flags: the render limits, the manifest size bound,
@@ -65,11 +82,11 @@ func (lf *limitFlags) options(opts planrender.Options) (planrender.Options, func
 	if err != nil {
 		return opts, nil, err
 	}
-	opts.MaxManifestSize, opts.Limits = maxSize, limits
+	opts.MaxManifestSize, opts.Limits, opts.Sources = maxSize, limits, lf.sources
 	if sb == nil {
 		return opts, func() {}, nil
 	}
-	sb.AllowRemoteBases, sb.ChartCacheDir = opts.AllowRemoteBases, opts.ChartCacheDir
+	sb.Sources = opts.Sources
 	pool, err := sandbox.New(*sb)
 	if err != nil {
 		return opts, nil, err

@@ -22,7 +22,6 @@ type previewFlags struct {
 	base, head  string
 	clusters    []string
 	bundles     []string
-	allowRemote bool
 }
 
 func newPreviewCmd() *cobra.Command {
@@ -70,7 +69,6 @@ fails at --head.`,
 	known := addKnownClusterFlags(cmd)
 	fs.StringArrayVar(&pf.clusters, "cluster", nil, "preview only this cluster (repeatable)")
 	fs.StringArrayVar(&pf.bundles, "bundle", nil, "preview only this bundle (repeatable)")
-	fs.BoolVar(&pf.allowRemote, "allow-remote-bases", false, "let kustomizations use remote (git, HTTP) bases")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		trouble := func(err error) error { return &exitCodeError{code: exitPreviewTrouble, err: err} }
 		if err := out.validate(); err != nil {
@@ -79,7 +77,7 @@ fails at --head.`,
 		if pf.base == "" {
 			return trouble(errors.New("--base is required: the revision the change is compared against (for example origin/main)"))
 		}
-		opts, closeWorkers, err := limits.options(planrender.Options{AllowRemoteBases: pf.allowRemote})
+		opts, closeWorkers, err := limits.options(planrender.Options{})
 		if err != nil {
 			return trouble(err)
 		}

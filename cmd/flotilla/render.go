@@ -24,7 +24,6 @@ type renderFlags struct {
 	bundle      string
 	out         string
 	all         bool
-	allowRemote bool
 	limits      *limitFlags
 }
 
@@ -62,7 +61,6 @@ others are still rendered; the exit code is then 1.`,
 	cmd.Flags().StringVar(&rf.bundle, "bundle", "", "render only this bundle")
 	cmd.Flags().StringVar(&rf.out, "out", "", "write DIR/<bundle>.yaml (with --all: DIR/<cluster>/<bundle>.yaml) instead of printing")
 	cmd.Flags().BoolVar(&rf.all, "all", false, "render every cluster of the inventory (needs --out)")
-	cmd.Flags().BoolVar(&rf.allowRemote, "allow-remote-bases", false, "let kustomizations use remote (git, HTTP) bases")
 	rf.limits = addLimitFlags(cmd, false)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		if err := out.validate(); err != nil {
@@ -75,7 +73,7 @@ others are still rendered; the exit code is then 1.`,
 		if err != nil {
 			return err
 		}
-		opts, closeWorkers, err := rf.limits.options(planrender.Options{AllowRemoteBases: rf.allowRemote})
+		opts, closeWorkers, err := rf.limits.options(planrender.Options{})
 		if err != nil {
 			return err
 		}

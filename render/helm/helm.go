@@ -6,7 +6,6 @@ package helm
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -38,6 +37,19 @@ type Options struct {
 	// answers fails the bundle instead of hanging it. Default
 	// DefaultHTTPTimeout.
 	HTTPTimeout time.Duration
+	// RegistryConfig is a file of registry credentials in Docker's
+	// config.json format (`auths`), for OCI charts and dependencies. Only
+	// this file is read: not the user's Docker or Helm credentials, and no
+	// credential helper runs. Empty: registries are asked anonymously.
+	RegistryConfig string
+	// PlainHTTPRegistries are registries (host or host:port) reached over
+	// plain HTTP instead of HTTPS.
+	PlainHTTPRegistries []string
+	// AllowDownloads lets a chart of the fleet repository whose
+	// dependencies are not vendored in its charts/ folder have them
+	// fetched from the repositories its Chart.lock lists (what `helm
+	// dependency build` does), without writing into the repository.
+	AllowDownloads bool
 }
 
 // DefaultHTTPTimeout bounds a request to a chart repository.
@@ -45,15 +57,21 @@ const DefaultHTTPTimeout = time.Minute
 
 // Renderer renders Helm charts. It is safe for concurrent use.
 type Renderer struct {
-	cacheDir string
-	client   *http.Client
+	cacheDir       string
+	client         *http.Client
+	registryConfig string
+	plainHTTP      []string
+	allowDownloads bool
 }
 
 var _ render.Renderer = (*Renderer)(nil)
 
 // New returns a Helm renderer.
 func New(opts Options) *Renderer {
-	r := &Renderer{cacheDir: opts.CacheDir, client: opts.HTTPClient}
+	r := &Renderer{
+		cacheDir: opts.CacheDir, client: opts.HTTPClient, registryConfig: opts.RegistryConfig,
+		plainHTTP: opts.PlainHTTPRegistries, allowDownloads: opts.AllowDownloads,
+	}
 	if r.cacheDir == "" {
 		base, err := os.UserCacheDir()
 		if err != nil {
@@ -81,21 +99,15 @@ func (r *Renderer) Render(ctx context.Context, req *render.Request) (*render.Out
 	if err != nil {
 		return nil, err
 	}
+	if err := r.dependencies(ctx, req, chrt); err != nil {
+		return nil, err
+	}
 	if err := checkSchemas(chrt); err != nil {
 		return nil, err
 	}
-	// As `helm template` does: a dependency Chart.yaml names must be in
-	// charts/ (Helm's renderer would silently leave it out).
-	if deps := chrt.Metadata.Dependencies; deps != nil {
-		if err := action.CheckDependencies(chrt, deps); err != nil {
-			return nil, fmt.Errorf("chart %s: %w", chrt.Name(), err)
-		}
-	}
-	values := map[string]any{}
-	if len(req.Values) > 0 {
-		if err := json.Unmarshal(req.Values, &values); err != nil {
-			return nil, fmt.Errorf("values: %w", err)
-		}
+	values, err := bundleValues(req)
+	if err != nil {
+		return nil, err
 	}
 
 	install, err := newInstall(req)
@@ -151,12 +163,39 @@ func newInstall(req *render.Request) (*action.Install, error) {
 	return install, nil
 }
 
-// loadChart loads the chart: from a chart repository, or a folder of the
-// fleet repository, read only through the repository root.
+// NeedsNetwork reports whether rendering req may reach the network: a
+// chart from a chart repository or an OCI registry, or, when dependency
+// downloads are allowed, a chart of the fleet repository with a
+// Chart.lock. Anything else renders offline.
+func NeedsNetwork(req *render.Request, allowDownloads bool) bool {
+	src := req.Source.Helm
+	if src == nil {
+		return false
+	}
+	if src.Repo != "" || IsOCI(src.Chart) {
+		return true
+	}
+	if !allowDownloads {
+		return false
+	}
+	root, err := os.OpenRoot(req.RepoDir)
+	if err != nil {
+		return false
+	}
+	defer root.Close()
+	_, err = root.Stat(filepath.Join(filepath.FromSlash(src.Chart), "Chart.lock"))
+	return err == nil
+}
+
+// loadChart loads the chart: from a chart repository, an OCI registry, or
+// a folder of the fleet repository, read only through the repository root.
 func (r *Renderer) loadChart(ctx context.Context, req *render.Request) (*chart.Chart, error) {
 	src := req.Source.Helm
-	if src.Repo != "" {
+	switch {
+	case src.Repo != "":
 		return r.repoChart(ctx, src.Repo, src.Chart, src.Version)
+	case IsOCI(src.Chart):
+		return r.ociChart(ctx, src.Chart, src.Version)
 	}
 	// Every file is read through the repository root; a path that leaves it
 	// is explained by render.RepoPath (there is no need to walk the chart

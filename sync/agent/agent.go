@@ -39,10 +39,8 @@ type Options struct {
 	// Interval between polls; each wait is jittered by up to a tenth.
 	Interval time.Duration
 	Apply    apply.Options
-	// AllowRemoteBases lets kustomizations use remote bases.
-	AllowRemoteBases bool
-	// ChartCacheDir keeps charts from chart repositories.
-	ChartCacheDir string
+	// Sources say what rendering may fetch, and with which credentials.
+	Sources planrender.Sources
 	// Limits bound each bundle's render; MaxManifestSize a manifest file.
 	Limits          render.Limits
 	MaxManifestSize int64
@@ -136,7 +134,7 @@ func New(cfg *rest.Config, opts Options, log logr.Logger) (*Agent, error) {
 		trigger: make(chan struct{}, 1), metrics: newMetrics()}
 	if opts.Sandbox != nil {
 		sb := *opts.Sandbox
-		sb.AllowRemoteBases, sb.ChartCacheDir, sb.MaxManifestSize = opts.AllowRemoteBases, opts.ChartCacheDir, opts.MaxManifestSize
+		sb.Sources, sb.MaxManifestSize = opts.Sources, opts.MaxManifestSize
 		if a.pool, err = sandbox.New(sb); err != nil {
 			return nil, err
 		}
@@ -369,11 +367,10 @@ func fleetRevisionOf(p *Pass, plan *fleet.Plan, bundles []apply.Bundle) string {
 // renderer renders bundles of the checkout in dir.
 func (a *Agent) renderer(dir string) *planrender.Renderer {
 	ropts := planrender.Options{
-		AllowRemoteBases: a.opts.AllowRemoteBases,
-		Scope:            render.MapperScope(a.mgr.RESTMapper()),
-		ChartCacheDir:    a.opts.ChartCacheDir,
-		MaxManifestSize:  a.opts.MaxManifestSize,
-		Limits:           a.opts.Limits,
+		Sources:         a.opts.Sources,
+		Scope:           render.MapperScope(a.mgr.RESTMapper()),
+		MaxManifestSize: a.opts.MaxManifestSize,
+		Limits:          a.opts.Limits,
 	}
 	if a.pool != nil {
 		ropts.Renderers = a.pool.Renderers()

@@ -26,16 +26,34 @@ import (
 	"github.com/flotilla-gitops/flotilla/sync/apply"
 )
 
+// Sources say what renderers may fetch from outside the fleet repository,
+// where they keep it and with which credentials: the same for the
+// commands, the agent and the sandbox's workers (which receive it as
+// JSON).
+type Sources struct {
+	// AllowRemoteBases lets kustomizations use remote bases.
+	AllowRemoteBases bool `json:"allowRemoteBases,omitempty"`
+	// AllowChartDownloads lets a chart of the fleet repository have the
+	// dependencies its Chart.lock lists fetched when they are not
+	// vendored in its charts/ folder.
+	AllowChartDownloads bool `json:"allowChartDownloads,omitempty"`
+	// ChartCacheDir keeps charts from chart repositories and registries;
+	// empty means the user's cache folder.
+	ChartCacheDir string `json:"chartCacheDir,omitempty"`
+	// RegistryConfig is a file of OCI registry credentials (Docker's
+	// config.json format); empty: anonymous.
+	RegistryConfig string `json:"registryConfig,omitempty"`
+	// PlainHTTPRegistries are registries (host[:port]) reached over plain
+	// HTTP.
+	PlainHTTPRegistries []string `json:"plainHTTPRegistries,omitempty"`
+}
+
 // Options configure rendering.
 type Options struct {
-	// AllowRemoteBases lets kustomizations use remote bases.
-	AllowRemoteBases bool
+	Sources
 	// Scope tells namespaced kinds; nil means the built-in kinds plus the
 	// CRDs being rendered (offline rendering).
 	Scope render.Scope
-	// ChartCacheDir keeps charts from chart repositories; empty means the
-	// user's cache folder.
-	ChartCacheDir string
 	// MaxManifestSize bounds a manifest file (0: the renderer's default).
 	MaxManifestSize int64
 	// Limits bound each render (see render.Limits).
@@ -49,7 +67,10 @@ type Options struct {
 // process, configured by opts: what a sandbox's workers run.
 func InProcess(opts Options) map[string]render.Renderer {
 	return map[string]render.Renderer{
-		render.KindHelm:      helm.New(helm.Options{CacheDir: opts.ChartCacheDir}),
+		render.KindHelm: helm.New(helm.Options{
+			CacheDir: opts.ChartCacheDir, RegistryConfig: opts.RegistryConfig,
+			PlainHTTPRegistries: opts.PlainHTTPRegistries, AllowDownloads: opts.AllowChartDownloads,
+		}),
 		render.KindKustomize: kustomize.New(kustomize.Options{AllowRemoteBases: opts.AllowRemoteBases}),
 		render.KindManifests: manifests.Renderer{MaxFileSize: opts.MaxManifestSize},
 		render.KindResources: cue.Renderer{},

@@ -13,7 +13,9 @@
 // on stdin and answered on stdout, and is reused until a job fails it.
 //
 // Workers for jobs that need no network (everything but Helm charts from
-// chart repositories and kustomize remote bases, when allowed) start in a
+// chart repositories and OCI registries, charts whose Chart.lock
+// dependencies may be fetched, and kustomize remote bases, when allowed)
+// start in a
 // network namespace of their own, with no interface up, when the kernel
 // lets this process make one (root, or unprivileged user namespaces); and
 // always with an empty PATH (no `git`) and a proxy that answers nothing.
@@ -41,6 +43,8 @@ import (
 	"github.com/flotilla-gitops/flotilla/internal/errtext"
 	"github.com/flotilla-gitops/flotilla/internal/procfs"
 	"github.com/flotilla-gitops/flotilla/render"
+	"github.com/flotilla-gitops/flotilla/render/helm"
+	"github.com/flotilla-gitops/flotilla/sync/planrender"
 )
 
 // Defaults of Options.
@@ -65,9 +69,8 @@ type Options struct {
 	PlanTimeout time.Duration
 
 	// What the workers' renderers are configured with.
-	AllowRemoteBases bool
-	ChartCacheDir    string
-	MaxManifestSize  int64
+	planrender.Sources
+	MaxManifestSize int64
 }
 
 // ErrMemory is wrapped when a job made its worker exceed the memory bound.
@@ -166,7 +169,7 @@ type kindRenderer struct{ pool *Pool }
 // Render renders in a worker, until ctx ends (the engine's render
 // timeout): then the worker is killed.
 func (k kindRenderer) Render(ctx context.Context, req *render.Request) (*render.Output, error) {
-	online := (req.Source.Kind == render.KindHelm && req.Source.Helm != nil && req.Source.Helm.Repo != "") ||
+	online := (req.Source.Kind == render.KindHelm && helm.NeedsNetwork(req, k.pool.opts.AllowChartDownloads)) ||
 		(req.Source.Kind == render.KindKustomize && k.pool.opts.AllowRemoteBases)
 	rep, err := k.pool.run(ctx, online, &job{Render: &renderJob{
 		Request: req, Cluster: req.Cluster, RepoDir: req.RepoDir, Capabilities: req.Capabilities,
@@ -306,10 +309,7 @@ func (p *Pool) track(w *worker) bool {
 // start starts a worker; an offline one in a network namespace of its own
 // when the kernel allows it.
 func (p *Pool) start(online bool) (*worker, error) {
-	cfg, err := json.Marshal(workerConfig{
-		AllowRemoteBases: p.opts.AllowRemoteBases, ChartCacheDir: p.opts.ChartCacheDir,
-		MaxManifestSize: p.opts.MaxManifestSize, Memory: p.opts.Memory,
-	})
+	cfg, err := json.Marshal(workerConfig{Sources: p.opts.Sources, MaxManifestSize: p.opts.MaxManifestSize, Memory: p.opts.Memory})
 	if err != nil {
 		return nil, err
 	}

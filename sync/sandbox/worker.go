@@ -28,10 +28,9 @@ const (
 
 // workerConfig is what a worker's renderers are configured with.
 type workerConfig struct {
-	AllowRemoteBases bool   `json:"allowRemoteBases"`
-	ChartCacheDir    string `json:"chartCacheDir"`
-	MaxManifestSize  int64  `json:"maxManifestSize"`
-	Memory           int64  `json:"memory"`
+	planrender.Sources
+	MaxManifestSize int64 `json:"maxManifestSize"`
+	Memory          int64 `json:"memory"`
 }
 
 // job is one unit of work; exactly one field is set.
@@ -135,9 +134,7 @@ func serve() int {
 		fmt.Fprintf(os.Stderr, "sandbox worker: %v\n", err)
 		return 2
 	}
-	renderers := planrender.InProcess(planrender.Options{
-		AllowRemoteBases: cfg.AllowRemoteBases, ChartCacheDir: cfg.ChartCacheDir, MaxManifestSize: cfg.MaxManifestSize,
-	})
+	renderers := planrender.InProcess(planrender.Options{Sources: cfg.Sources, MaxManifestSize: cfg.MaxManifestSize})
 	in := bufio.NewReaderSize(os.Stdin, 64<<10)
 	enc := json.NewEncoder(out)
 	for {

@@ -1,0 +1,119 @@
+// Package registrytest runs a real OCI registry for tests: CNCF
+// Distribution's (the registry behind Docker Hub, GitLab's and Harbor's),
+// in this process, storing blobs in memory, optionally behind htpasswd
+// authentication, and pushes Helm charts to it with Helm's own registry
+// client.
+package registrytest
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/distribution/distribution/v3/configuration"
+	"github.com/distribution/distribution/v3/registry/handlers"
+	"github.com/sirupsen/logrus"
+	"golang.org/x/crypto/bcrypt"
+	"helm.sh/helm/v3/pkg/chart"
+	"helm.sh/helm/v3/pkg/chartutil"
+	"helm.sh/helm/v3/pkg/registry"
+
+	// The registry's parts, registered by import.
+	_ "github.com/distribution/distribution/v3/registry/auth/htpasswd"
+	_ "github.com/distribution/distribution/v3/registry/storage/driver/inmemory"
+)
+
+// Registry is a running registry.
+type Registry struct {
+	// Host is host:port, reached over plain HTTP.
+	Host string
+	// Username and Password are required when the registry was started
+	// with authentication.
+	Username, Password string
+	// Requests counts the HTTP requests the registry answered.
+	Requests atomic.Int64
+}
+
+// Start starts a registry for the test; with auth, every request needs
+// Username and Password.
+func Start(t testing.TB, auth bool) *Registry {
+	t.Helper()
+	logrus.SetLevel(logrus.ErrorLevel)
+	cfg := &configuration.Configuration{}
+	cfg.Storage = configuration.Storage{"inmemory": configuration.Parameters{}}
+	cfg.Log.AccessLog.Disabled = true
+	cfg.Log.Level = "error"
+	r := &Registry{}
+	if auth {
+		r.Username, r.Password = "fleet-ci", "s3cret-registry-pass"
+		hash, err := bcrypt.GenerateFromPassword([]byte(r.Password), bcrypt.MinCost)
+		if err != nil {
+			t.Fatal(err)
+		}
+		htpasswd := filepath.Join(t.TempDir(), "htpasswd")
+		if err := os.WriteFile(htpasswd, []byte(r.Username+":"+string(hash)+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg.Auth = configuration.Auth{"htpasswd": configuration.Parameters{"realm": "flotilla-test", "path": htpasswd}}
+	}
+	app := handlers.NewApp(context.Background(), cfg)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		r.Requests.Add(1)
+		app.ServeHTTP(w, req)
+	}))
+	t.Cleanup(srv.Close)
+	r.Host = strings.TrimPrefix(srv.URL, "http://")
+	return r
+}
+
+// ConfigFile writes a Docker config.json with the registry's credentials
+// and returns its path.
+func (r *Registry) ConfigFile(t testing.TB) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "config.json")
+	if err := os.WriteFile(path, []byte(r.config(r.Username, r.Password)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func (r *Registry) config(user, pass string) string {
+	return fmt.Sprintf(`{"auths": {%q: {"username": %q, "password": %q}}}`, r.Host, user, pass)
+}
+
+// Push packages the chart as `helm package` does and pushes it to
+// oci://HOST/repo/NAME:VERSION with Helm's registry client, returning the
+// manifest's digest.
+func (r *Registry) Push(t testing.TB, repo string, c *chart.Chart) string {
+	t.Helper()
+	dir := t.TempDir()
+	archive, err := chartutil.Save(c, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(archive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := []registry.ClientOption{registry.ClientOptPlainHTTP(),
+		registry.ClientOptCredentialsFile(filepath.Join(dir, "no-credentials.json"))}
+	if r.Username != "" {
+		opts = append(opts, registry.ClientOptBasicAuth(r.Username, r.Password))
+	}
+	client, err := registry.NewClient(opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := fmt.Sprintf("%s/%s/%s:%s", r.Host, repo, c.Name(), c.Metadata.Version)
+	res, err := client.Push(data, ref)
+	if err != nil {
+		t.Fatalf("pushing %s: %v", ref, err)
+	}
+	return res.Manifest.Digest
+}
