@@ -8,6 +8,7 @@ package registrytest
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -44,7 +45,8 @@ type Registry struct {
 // Username and Password.
 func Start(t testing.TB, auth bool) *Registry {
 	t.Helper()
-	logrus.SetLevel(logrus.ErrorLevel)
+	// The registry logs every 404 (a client's probe) as an error.
+	logrus.SetOutput(io.Discard)
 	cfg := &configuration.Configuration{}
 	cfg.Storage = configuration.Storage{"inmemory": configuration.Parameters{}}
 	cfg.Log.AccessLog.Disabled = true

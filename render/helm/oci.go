@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -108,7 +109,11 @@ func (r *Renderer) ociChart(ctx context.Context, chartRef, version string) (*cha
 		return nil, fmt.Errorf("chart %s %s: %w", chartRef, version, context.Cause(ctx))
 	}
 	if p.err != nil {
-		return nil, fmt.Errorf("chart %s %s: %w", chartRef, version, p.err)
+		hint := ""
+		if msg := p.err.Error(); strings.Contains(msg, "credential not found") || strings.Contains(msg, "401") {
+			hint = " (the registry wants credentials: give a --registry-config file with an `auths` entry for " + parsed.Registry + ")"
+		}
+		return nil, fmt.Errorf("chart %s %s: %w%s", chartRef, version, p.err, hint)
 	}
 	if pin != "" && p.res.Manifest.Digest != pin {
 		return nil, fmt.Errorf("%w: %s: pinned %s, registry gave %s", ErrOCIDigest, chartRef, pin, p.res.Manifest.Digest)
@@ -122,6 +127,9 @@ func (r *Renderer) ociChart(ctx context.Context, chartRef, version string) (*cha
 		return nil, fmt.Errorf("chart %s %s: %w", chartRef, version, err)
 	}
 	if got := chrt.Metadata.Version; strings.TrimPrefix(got, "v") != strings.TrimPrefix(strings.ReplaceAll(tag, "_", "+"), "v") {
+		if pin != "" {
+			return nil, fmt.Errorf("%w: %s: %s is chart version %s, not %s", ErrOCIDigest, chartRef, pin, got, tag)
+		}
 		return nil, fmt.Errorf("chart %s %s: the pulled chart is version %s", chartRef, version, got)
 	}
 	if want := filepathBase(repoRef); chrt.Name() != want {
@@ -141,6 +149,10 @@ func (r *Renderer) ociChart(ctx context.Context, chartRef, version string) (*cha
 func (r *Renderer) registryClient(host string) (*registry.Client, error) {
 	var credential auth.CredentialFunc // anonymous
 	if r.registryConfig != "" {
+		// A missing file would read as no credentials at all.
+		if _, err := os.Stat(r.registryConfig); err != nil {
+			return nil, fmt.Errorf("registry config: %w", err)
+		}
 		store, err := credentials.NewFileStore(r.registryConfig)
 		if err != nil {
 			return nil, fmt.Errorf("registry config %s: %w", r.registryConfig, err)
