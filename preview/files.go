@@ -7,9 +7,11 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/flotilla-gitops/flotilla/fleet"
+	"github.com/flotilla-gitops/flotilla/render/helm"
 )
 
 // A bundle's inputs digest covers what the fleet says (paths, values), not
@@ -120,7 +122,7 @@ func newSourceChanges(changed []string, plans ...[]*fleet.Bundle) *sourceChanges
 func ownFolder(b *fleet.Bundle) string {
 	src := b.Source
 	switch {
-	case src.Helm != nil && src.Helm.Repo == "":
+	case src.Helm != nil && src.Helm.Repo == "" && !helm.IsOCI(src.Helm.Chart):
 		return path.Clean(src.Helm.Chart)
 	case src.Manifests != nil:
 		return path.Clean(src.Manifests.Path)
@@ -134,13 +136,20 @@ func (sc *sourceChanges) affects(b *fleet.Bundle) bool {
 		return false
 	}
 	src := b.Source
+	if src.Helm != nil {
+		for _, f := range src.Helm.ValuesFiles {
+			if slices.Contains(sc.changed, path.Clean(f)) {
+				return true
+			}
+		}
+	}
 	switch {
 	case src.Kustomize != nil:
 		return len(sc.loose) > 0 || anyUnder(sc.changed, path.Clean(src.Kustomize.Path))
 	case ownFolder(b) != "":
 		return anyUnder(sc.changed, ownFolder(b))
 	}
-	return false // CUE objects, charts from a repository: all in the inputs
+	return false // CUE objects, charts from a repository or registry: all in the inputs
 }
 
 // anyUnder reports whether a file is dir or below it.

@@ -301,7 +301,8 @@ bundles: web: {namespace: "web", manifests: path: "m"}
 
 // TestPreviewSeesFileChanges: a change in a file a bundle reads (a
 // manifest, a chart's template, a base a kustomization refers to) changes
-// the bundle although its inputs digest stays the same; a bundle whose
+// the bundle although its inputs digest stays the same, as does a change
+// in one of its values files; a bundle whose
 // files did not change is not rendered.
 func TestPreviewSeesFileChanges(t *testing.T) {
 	const fleetCUE = `package fleet
@@ -311,6 +312,7 @@ bundles: plain: {namespace: "web", manifests: path: "m"}
 bundles: chart: {namespace: "web", helm: chart: "charts/web"}
 bundles: kust: {namespace: "web", kustomize: path: "k/overlay"}
 bundles: other: {namespace: "web", manifests: path: "other"}
+bundles: valued: {namespace: "web", helm: {chart: "charts/v", valuesFiles: ["vals/v.yaml"]}}
 `
 	files := map[string]string{
 		"fleet.cue":                    fleetCUE,
@@ -321,6 +323,9 @@ bundles: other: {namespace: "web", manifests: path: "other"}
 		"k/base/kustomization.yaml":    "resources: [cm.yaml]\n",
 		"k/base/cm.yaml":               "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: kust}\ndata: {v: '1'}\n",
 		"k/overlay/kustomization.yaml": "resources: [../base]\n",
+		"charts/v/Chart.yaml":          "apiVersion: v2\nname: v\nversion: 0.1.0\n",
+		"charts/v/templates/cm.yaml":   "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: valued}\ndata: {v: '{{ .Values.v }}'}\n",
+		"vals/v.yaml":                  "v: 1\n",
 	}
 	repo := gittest.New(t)
 	base := repo.Commit(files)
@@ -328,12 +333,13 @@ bundles: other: {namespace: "web", manifests: path: "other"}
 		"m/cm.yaml":                    strings.Replace(files["m/cm.yaml"], "'1'", "'2'", 1),
 		"charts/web/templates/cm.yaml": strings.Replace(files["charts/web/templates/cm.yaml"], "'1'", "'2'", 1),
 		"k/base/cm.yaml":               strings.Replace(files["k/base/cm.yaml"], "'1'", "'2'", 1),
+		"vals/v.yaml":                  "v: 2\n",
 	})
 	rep, err := preview.Run(context.Background(), preview.Options{Dir: repo.Work, Base: base, Head: head})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{"plain", "chart", "kust"} {
+	for _, name := range []string{"plain", "chart", "kust", "valued"} {
 		if _, b := find(t, rep, "eu-1", name); b == nil || b.Change != preview.Changed || len(b.Objects) != 1 || b.Objects[0].Fields[0].New != "2" {
 			t.Errorf("%s: %+v", name, b)
 		}
@@ -341,7 +347,7 @@ bundles: other: {namespace: "web", manifests: path: "other"}
 	if _, b := find(t, rep, "eu-1", "other"); b == nil || b.Change != preview.Unchanged {
 		t.Errorf("other: %+v", b)
 	}
-	if rep.Renders != 6 {
-		t.Errorf("%d renders, want 6 (three bundles at both revisions; other not rendered)", rep.Renders)
+	if rep.Renders != 8 {
+		t.Errorf("%d renders, want 8 (four bundles at both revisions; other not rendered)", rep.Renders)
 	}
 }

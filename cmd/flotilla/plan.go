@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/flotilla-gitops/flotilla/fleet"
+	"github.com/flotilla-gitops/flotilla/render/helm"
 )
 
 func newPlanCmd() *cobra.Command {
@@ -87,7 +88,7 @@ evaluate.`,
 			if *all {
 				return writePlanMatrix(w, f.Bundles(), plans)
 			}
-			return writePlanText(w, plans[0])
+			return writePlanText(w, plans[0], repoDir(args))
 		})
 		if err != nil {
 			return err
@@ -103,8 +104,9 @@ evaluate.`,
 	return cmd
 }
 
-// writePlanText explains one cluster's plan.
-func writePlanText(w io.Writer, p *fleet.Plan) error {
+// writePlanText explains one cluster's plan; repoDir is the fleet
+// repository, whose values files it reads to say what `values` overrides.
+func writePlanText(w io.Writer, p *fleet.Plan, repoDir string) error {
 	c := p.Cluster
 	fmt.Fprintf(w, "cluster %s", c.Name)
 	if c.Region != "" {
@@ -173,6 +175,9 @@ func writePlanText(w io.Writer, p *fleet.Plan) error {
 			}
 			fmt.Fprintf(w, "  tenant %s: objects in namespaces [%s], cluster-scoped kinds: %s\n", g.Tenant, strings.Join(g.Namespaces, ", "), kinds)
 		}
+		if b.Source.Kind == fleet.SourceHelm && len(b.Source.Helm.ValuesFiles) > 0 {
+			writeValuesFiles(w, repoDir, b)
+		}
 		if string(b.Values) != "{}" && len(b.Values) > 0 {
 			values, err := yaml.JSONToYAML(b.Values)
 			if err != nil {
@@ -189,6 +194,27 @@ func writePlanText(w io.Writer, p *fleet.Plan) error {
 		}
 	}
 	return nil
+}
+
+// writeValuesFiles lists a bundle's values files and, for each, the keys a
+// later file or the bundle's values replace (CUE wins).
+func writeValuesFiles(w io.Writer, repoDir string, b *fleet.Bundle) {
+	fmt.Fprintf(w, "  values files (merged in order, under values): %s\n", strings.Join(b.Source.Helm.ValuesFiles, ", "))
+	files, err := helm.ReadValuesFiles(repoDir, b.Source.Helm.ValuesFiles)
+	if err != nil {
+		fmt.Fprintf(w, "    cannot read them: %v (rendering fails)\n", err)
+		return
+	}
+	overrides, err := helm.Overrides(files, b.Values)
+	if err != nil {
+		fmt.Fprintf(w, "    cannot compare them with values: %v\n", err)
+		return
+	}
+	for _, f := range files {
+		if keys := overrides[f.Path]; len(keys) > 0 {
+			fmt.Fprintf(w, "    %s: overridden by a later file or values: %s\n", f.Path, strings.Join(keys, ", "))
+		}
+	}
 }
 
 // writePlanMatrix prints clusters × bundles: ✓ selected (+N overlays),
