@@ -19,9 +19,9 @@ const (
 
 // previewFlags are the flags of `flotilla preview`.
 type previewFlags struct {
-	base, head  string
-	clusters    []string
-	bundles     []string
+	base, head string
+	clusters   []string
+	bundles    []string
 }
 
 func newPreviewCmd() *cobra.Command {

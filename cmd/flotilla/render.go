@@ -21,10 +21,10 @@ import (
 
 // renderFlags are the flags of `flotilla render`.
 type renderFlags struct {
-	bundle      string
-	out         string
-	all         bool
-	limits      *limitFlags
+	bundle string
+	out    string
+	all    bool
+	limits *limitFlags
 }
 
 func newRenderCmd() *cobra.Command {
