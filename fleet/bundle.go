@@ -45,6 +45,10 @@ type Bundle struct {
 
 	dependsOnPos token.Pos
 	invalid      bool // Errors come from the schema, whatever the cluster
+	// values is the bundle's `values` as evaluated, with the positions
+	// that wrote each part, while Plan checks them against the chart's
+	// values schema; cleared before Plan returns.
+	values cue.Value
 }
 
 // Inputs are what a bundle's rendering and applying depend on.
@@ -224,6 +228,7 @@ func (b *Bundle) setInputs(v cue.Value, fields specInputs, source Source, values
 	b.Namespace = fields.Namespace
 	b.Source = source
 	b.Values = values
+	b.values = lookup(v, "values")
 	b.DependsOn = fields.DependsOn
 	b.dependsOnPos = userPos(lookup(v, "dependsOn"))
 	b.Apply = ApplyOptions{

@@ -86,6 +86,12 @@ type Fleet struct {
 	// each bundle's owner under it.
 	tenancy *Tenancy
 	owners  map[string]owner
+
+	// schemas gives Helm charts' values schemas when plans check values
+	// against them (CheckValues), and compiled keeps them compiled in
+	// this Fleet's CUE context (each clone has its own).
+	schemas  SchemaSource
+	compiled map[string]compiledSchema
 }
 
 // Load reads the fleet package of the repository at repoDir together with
@@ -362,5 +368,6 @@ func (f *Fleet) clone() *Fleet {
 		owners:     f.owners,
 		noOnePass:  f.noOnePass,
 		variants:   f.variants,
+		schemas:    f.schemas,
 	}
 }

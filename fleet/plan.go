@@ -59,12 +59,18 @@ func (f *Fleet) Plan(c Cluster) (*Plan, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
+	var p *Plan
 	if !f.onePassInfo().evaluatedInVain[c.Name] {
-		if p := f.planOnePass(c); p != nil {
-			return p, nil
+		p = f.planOnePass(c)
+	}
+	if p == nil {
+		var err error
+		if p, err = f.planTwice(c); err != nil {
+			return nil, err
 		}
 	}
-	return f.planTwice(c)
+	f.checkValues(p)
+	return p, nil
 }
 
 // planTwice plans c the general way: it evaluates the fleet with the

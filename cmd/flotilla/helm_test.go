@@ -80,3 +80,61 @@ func TestHelmSourcesThroughTheCommands(t *testing.T) {
 		}
 	}
 }
+
+// TestVetChecksValuesAgainstTheChartSchema: vet reports a value that
+// violates the chart's values.schema.json at the fleet.cue line that set
+// it, for a chart of the repository and for a registry's chart (cached or
+// fetched with --allow-chart-downloads; noted otherwise), before anything
+// renders.
+func TestVetChecksValuesAgainstTheChartSchema(t *testing.T) {
+	reg := registrytest.Start(t, false)
+	chartDir := t.TempDir()
+	const schema = `{"type": "object", "properties": {"replicas": {"type": "integer", "minimum": 1}, "tier": {"enum": ["web", "batch"]}}}`
+	writeTestFile(t, filepath.Join(chartDir, "Chart.yaml"), "apiVersion: v2\nname: api\nversion: 2.0.0\n")
+	writeTestFile(t, filepath.Join(chartDir, "values.schema.json"), schema)
+	writeTestFile(t, filepath.Join(chartDir, "templates/cm.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: api\n")
+	c, err := loader.Load(chartDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg.Push(t, "charts", c)
+
+	repo := t.TempDir()
+	writeTestFile(t, filepath.Join(repo, "charts/web/Chart.yaml"), "apiVersion: v2\nname: web\nversion: 0.1.0\n")
+	writeTestFile(t, filepath.Join(repo, "charts/web/values.schema.json"), schema)
+	writeTestFile(t, filepath.Join(repo, "charts/web/templates/cm.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web\n")
+	writeTestFile(t, filepath.Join(repo, "fleet.cue"), `package fleet
+
+clusters: {
+	"eu-1": {labels: class: "regulated"}
+	"us-1": {}
+}
+bundles: web: {
+	helm: chart: "charts/web"
+	values: replicas: *2 | int
+	overlays: [{clusterSelector: matchLabels: class: "regulated", values: replicas: 0}]
+}
+bundles: api: {
+	helm: {chart: "oci://`+reg.Host+`/charts/api", version: "2.0.0"}
+	values: tier: "frontend"
+}
+`)
+	var stdout, stderr bytes.Buffer
+	cache := t.TempDir()
+	args := []string{"vet", repo, "--chart-cache-dir", cache, "--plain-http-registry", reg.Host}
+	code := run(t.Context(), args, &stdout, &stderr)
+	if code != exitFailed || !strings.Contains(stderr.String(), "fleet.cue:10:") ||
+		!strings.Contains(stderr.String(), "cluster eu-1: bundle web: values.replicas: invalid value 0 (out of bound >=1) (the chart's values.schema.json) (and charts/web/values.schema.json:1:") {
+		t.Errorf("vet: exit %d\n%s", code, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "note: chart oci://"+reg.Host+"/charts/api 2.0.0 is not in the chart cache") || strings.Contains(stderr.String(), "bundle api") {
+		t.Errorf("vet without downloads:\n%s", stderr.String())
+	}
+
+	stderr.Reset()
+	code = run(t.Context(), append(args, "--allow-chart-downloads"), &stdout, &stderr)
+	if code != exitFailed || !strings.Contains(stderr.String(), "fleet.cue:14:") ||
+		!strings.Contains(stderr.String(), "clusters eu-1, us-1: bundle api: values.tier:") {
+		t.Errorf("vet --allow-chart-downloads: exit %d\n%s", code, stderr.String())
+	}
+}

@@ -46,8 +46,13 @@ func addLimitFlags(cmd *cobra.Command, agent bool) *limitFlags {
 // default (it needs them to apply anything); the commands, which also run
 // on pull requests in CI, only when asked.
 func addSourceFlags(cmd *cobra.Command, s *planrender.Sources, agent bool) {
+	cmd.Flags().BoolVar(&s.AllowRemoteBases, "allow-remote-bases", false, "let kustomizations use remote (git, HTTP) bases")
+	addChartFlags(cmd, s, agent)
+}
+
+// addChartFlags adds the flags saying where charts come from.
+func addChartFlags(cmd *cobra.Command, s *planrender.Sources, agent bool) {
 	fs := cmd.Flags()
-	fs.BoolVar(&s.AllowRemoteBases, "allow-remote-bases", false, "let kustomizations use remote (git, HTTP) bases")
 	fs.BoolVar(&s.AllowChartDownloads, "allow-chart-downloads", agent, "fetch the dependencies a chart's Chart.lock lists when they are not vendored in its charts/ folder (HTTP and OCI repositories; never written into the fleet repository)")
 	fs.StringVar(&s.ChartCacheDir, "chart-cache-dir", "", "folder for charts fetched from chart repositories and registries (default: the user cache, ~/.cache/flotilla/charts)")
 	fs.StringVar(&s.RegistryConfig, "registry-config", "", "file of OCI registry credentials in Docker's config.json format (`auths`); only this file is read (default: registries are asked anonymously)")

@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/flotilla-gitops/flotilla/fleet"
+	"github.com/flotilla-gitops/flotilla/sync/planrender"
 )
 
 // vetResult is what `flotilla vet -o json` prints.
@@ -25,6 +26,13 @@ against Flotilla's schemas, then every bundle for every cluster of its
 ` + "`clusters`" + ` inventory — selection, overlays, concrete values, dependsOn, and
 the tenancy policy (a team's bundle in its namespaces, as its accounts).
 
+A Helm bundle's values are checked against its chart's values.schema.json
+(lifted into CUE), so a violation is reported at the fleet.cue line that
+set the value. Charts of the repository are read from it; charts of chart
+repositories and registries come from the chart cache, or are fetched with
+--allow-chart-downloads (a chart not cached is noted and left to Helm's
+own check at render time).
+
 Every problem is printed once, as file:line:column, with the clusters and
 bundle it concerns; a problem that occurs for several clusters is printed
 once with all of them. The exit code is 1 if there is any problem, so vet
@@ -36,6 +44,8 @@ can gate a pull request.`,
 	}
 	out := addOutputFlag(cmd, "text", "json")
 	ff := addFleetFlags(cmd)
+	var sources planrender.Sources
+	addChartFlags(cmd, &sources, false)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		if err := out.validate(); err != nil {
 			return err
@@ -54,11 +64,16 @@ can gate a pull request.`,
 				res.Clusters = append(res.Clusters, c.Name)
 			}
 			res.Bundles = f.Bundles()
+			schemas := newChartSchemas(cmd.Context(), repoDir(args), sources)
+			f.CheckValues(schemas.source)
 			plans, problems, err := planInventory(cmd.Context(), cmd.ErrOrStderr(), f)
 			if err != nil {
 				return err
 			}
 			res.Diagnostics = append(res.Diagnostics, fleet.Problems(plans, problems)...)
+			for _, n := range schemas.Notes() {
+				fmt.Fprintf(cmd.ErrOrStderr(), "note: %s\n", n)
+			}
 		}
 		if err := out.write(cmd.OutOrStdout(), res, func(w io.Writer) error {
 			return writeVetText(w, cmd.ErrOrStderr(), res, f != nil)

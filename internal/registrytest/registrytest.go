@@ -77,16 +77,19 @@ func Start(t testing.TB, auth bool) *Registry {
 // ConfigFile writes a Docker config.json with the registry's credentials
 // and returns its path.
 func (r *Registry) ConfigFile(t testing.TB) string {
+	return r.ConfigFileWith(t, r.Username, r.Password)
+}
+
+// ConfigFileWith writes a Docker config.json with the given credentials
+// for the registry and returns its path.
+func (r *Registry) ConfigFileWith(t testing.TB, user, pass string) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "config.json")
-	if err := os.WriteFile(path, []byte(r.config(r.Username, r.Password)), 0o600); err != nil {
+	config := fmt.Sprintf(`{"auths": {%q: {"username": %q, "password": %q}}}`, r.Host, user, pass)
+	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return path
-}
-
-func (r *Registry) config(user, pass string) string {
-	return fmt.Sprintf(`{"auths": {%q: {"username": %q, "password": %q}}}`, r.Host, user, pass)
 }
 
 // Push packages the chart as `helm package` does and pushes it to

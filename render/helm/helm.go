@@ -6,9 +6,11 @@ package helm
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
+	"path"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -50,7 +52,15 @@ type Options struct {
 	// fetched from the repositories its Chart.lock lists (what `helm
 	// dependency build` does), without writing into the repository.
 	AllowDownloads bool
+	// CacheOnly takes charts of chart repositories and registries from the
+	// cache only: one that is not cached fails with ErrNotCached, and
+	// nothing reaches the network.
+	CacheOnly bool
 }
+
+// ErrNotCached is wrapped when a chart is not in the cache and the
+// renderer may take charts from the cache only.
+var ErrNotCached = errors.New("chart not in the cache")
 
 // DefaultHTTPTimeout bounds a request to a chart repository.
 const DefaultHTTPTimeout = time.Minute
@@ -62,6 +72,7 @@ type Renderer struct {
 	registryConfig string
 	plainHTTP      []string
 	allowDownloads bool
+	cacheOnly      bool
 }
 
 var _ render.Renderer = (*Renderer)(nil)
@@ -70,7 +81,7 @@ var _ render.Renderer = (*Renderer)(nil)
 func New(opts Options) *Renderer {
 	r := &Renderer{
 		cacheDir: opts.CacheDir, client: opts.HTTPClient, registryConfig: opts.RegistryConfig,
-		plainHTTP: opts.PlainHTTPRegistries, allowDownloads: opts.AllowDownloads,
+		plainHTTP: opts.PlainHTTPRegistries, allowDownloads: opts.AllowDownloads, cacheOnly: opts.CacheOnly,
 	}
 	if r.cacheDir == "" {
 		base, err := os.UserCacheDir()
@@ -161,6 +172,34 @@ func newInstall(req *render.Request) (*action.Install, error) {
 	install.KubeVersion = kv
 	install.APIVersions = chartutil.VersionSet(req.Capabilities.APIVersions)
 	return install, nil
+}
+
+// ValuesSchema returns the values.schema.json of a bundle's chart (nil when
+// it has none), loaded as Render loads it, and the name its positions are
+// given: the file's path in the repository, or the remote chart's
+// reference. A schema that refers outside itself is refused, as Render
+// refuses it.
+func (r *Renderer) ValuesSchema(ctx context.Context, repoDir string, src *render.Helm) (name string, schema []byte, err error) {
+	chrt, err := r.loadChart(ctx, &render.Request{RepoDir: repoDir, Source: render.Source{Kind: render.KindHelm, Helm: src}})
+	if err != nil {
+		return "", nil, err
+	}
+	if len(chrt.Schema) == 0 {
+		return "", nil, nil
+	}
+	c := &chart.Chart{Metadata: chrt.Metadata, Schema: chrt.Schema}
+	if err := checkSchemas(c); err != nil {
+		return "", nil, err
+	}
+	switch {
+	case src.Repo != "":
+		name = fmt.Sprintf("%s/%s %s values.schema.json", strings.TrimSuffix(src.Repo, "/"), src.Chart, src.Version)
+	case IsOCI(src.Chart):
+		name = fmt.Sprintf("%s %s values.schema.json", src.Chart, src.Version)
+	default:
+		name = path.Join(src.Chart, "values.schema.json")
+	}
+	return name, chrt.Schema, nil
 }
 
 // NeedsNetwork reports whether rendering req may reach the network: a

@@ -73,6 +73,9 @@ func (r *Renderer) ociChart(ctx context.Context, chartRef, version string) (*cha
 		}
 	}
 
+	if r.cacheOnly {
+		return nil, fmt.Errorf("%w: %s %s", ErrNotCached, chartRef, version)
+	}
 	client, err := r.registryClient(parsed.Registry)
 	if err != nil {
 		return nil, fmt.Errorf("chart %s: %w", chartRef, err)

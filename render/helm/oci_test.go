@@ -116,13 +116,12 @@ func TestOCIChartWithCredentials(t *testing.T) {
 	if err := render(reg.ConfigFile(t)); err != nil {
 		t.Errorf("with the registry config: %v", err)
 	}
-	wrong := *reg
-	wrong.Password = "not-the-password-31f"
-	err := render(wrong.ConfigFile(t))
+	const wrongPassword = "not-the-password-31f"
+	err := render(reg.ConfigFileWith(t, reg.Username, wrongPassword))
 	if err == nil {
 		t.Fatal("a wrong password was accepted")
 	}
-	for _, secret := range []string{wrong.Password, reg.Password} {
+	for _, secret := range []string{wrongPassword, reg.Password} {
 		if strings.Contains(err.Error(), secret) {
 			t.Errorf("the error shows a password: %v", err)
 		}

@@ -48,6 +48,9 @@ func (r *Renderer) repoChart(ctx context.Context, repoURL, name, version string)
 		}
 	}
 
+	if r.cacheOnly {
+		return nil, fmt.Errorf("%w: %s %s from %s", ErrNotCached, name, version, repoURL)
+	}
 	index, err := r.fetchIndex(ctx, repoURL)
 	if err != nil {
 		return nil, err
