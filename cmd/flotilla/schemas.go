@@ -16,8 +16,10 @@ import (
 // chartSchemas gives vet the values schemas of the fleet's charts, each
 // read once: charts of the repository always (through its root), charts
 // of chart repositories and registries from the cache, or fetched with
-// --allow-chart-downloads. What could not be checked is noted, not failed:
-// Helm checks the values again when it renders.
+// --allow-chart-downloads. What could not be checked (a chart not cached,
+// not found, or a schema CUE cannot read) is noted, not failed: rendering
+// reports a chart it cannot load, and Helm checks the values again when it
+// renders.
 type chartSchemas struct {
 	ctx     context.Context
 	repoDir string
@@ -71,7 +73,10 @@ func (c *chartSchemas) load(h *fleet.Helm) (*fleet.ChartSchema, error) {
 		c.note(fmt.Sprintf("chart %s is not in the chart cache: values not checked against its values.schema.json (--allow-chart-downloads fetches it)", chart))
 		return nil, nil
 	case err != nil:
-		return nil, err
+		// Rendering reports it, positioned at the bundle; vet checks the
+		// fleet's CUE and values.
+		c.note(fmt.Sprintf("chart %s: values not checked against its values.schema.json: %v", chart, err))
+		return nil, nil
 	case schema == nil:
 		return nil, nil
 	}
