@@ -55,7 +55,7 @@ func addChartFlags(cmd *cobra.Command, s *planrender.Sources, agent bool) {
 	fs := cmd.Flags()
 	fs.BoolVar(&s.AllowChartDownloads, "allow-chart-downloads", agent, "fetch the dependencies a chart's Chart.lock lists when they are not vendored in its charts/ folder (HTTP and OCI repositories; never written into the fleet repository)")
 	fs.StringVar(&s.ChartCacheDir, "chart-cache-dir", "", "folder for charts fetched from chart repositories and registries (default: the user cache, ~/.cache/flotilla/charts)")
-	fs.StringVar(&s.RegistryConfig, "registry-config", "", "file of OCI registry credentials in Docker's config.json format (`auths`); only this file is read (default: registries are asked anonymously)")
+	fs.StringVar(&s.RegistryConfig, "registry-config", "", "file of OCI registry credentials in Docker's config.json format (auths); only this file is read, never ~/.docker/config.json (default: registries are asked anonymously)")
 	fs.StringSliceVar(&s.PlainHTTPRegistries, "plain-http-registry", nil, "OCI registry (host[:port]) to reach over plain HTTP instead of HTTPS (repeatable)")
 }
 

@@ -46,6 +46,7 @@ can gate a pull request.`,
 	ff := addFleetFlags(cmd)
 	var sources planrender.Sources
 	addChartFlags(cmd, &sources, false)
+	cmd.Flags().Lookup("allow-chart-downloads").Usage = "fetch charts of chart repositories and registries that are not in the chart cache, to check values against their values.schema.json (without it they are noted and not checked)"
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		if err := out.validate(); err != nil {
 			return err
