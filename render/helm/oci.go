@@ -3,19 +3,22 @@ package helm
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
 
 	"github.com/Masterminds/semver/v3"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"helm.sh/helm/v3/pkg/chart"
 	"helm.sh/helm/v3/pkg/chart/loader"
 	"helm.sh/helm/v3/pkg/registry"
+	"oras.land/oras-go/v2/content"
 	orasregistry "oras.land/oras-go/v2/registry"
+	"oras.land/oras-go/v2/registry/remote"
 	"oras.land/oras-go/v2/registry/remote/auth"
 	"oras.land/oras-go/v2/registry/remote/credentials"
 )
@@ -46,12 +49,14 @@ func ociVersion(version string) (tag, digest string, err error) {
 	return tag, digest, nil
 }
 
-// ociChart pulls a chart from an OCI registry, as `helm pull oci://…`
-// does, with the credentials of the renderer's registry config only. An
-// exact version is looked up in the cache first; a range asks the
-// registry's tags. With a pinned digest, the manifest is pulled by digest
-// (the registry cannot substitute another chart under the tag), and the
-// chart's own version must be the one asked for.
+// ociChart pulls a chart from an OCI registry as `helm pull oci://…` does
+// (Helm's media types, its `+` → `_` tag convention), with oras-go, the
+// library Helm's own registry client is built on: with the credentials of
+// the renderer's registry config only, bounded in size, and stopped when
+// ctx ends. An exact version is looked up in the cache first; a range asks
+// the registry's tags. With a pinned digest the manifest is fetched by
+// digest (the registry cannot substitute another chart under the tag), and
+// the chart's own version must be the one asked for.
 func (r *Renderer) ociChart(ctx context.Context, chartRef, version string) (*chart.Chart, error) {
 	if version == "" {
 		return nil, fmt.Errorf("chart %s: a version is required", chartRef)
@@ -72,64 +77,46 @@ func (r *Renderer) ociChart(ctx context.Context, chartRef, version string) (*cha
 			return chrt, nil
 		}
 	}
-
 	if r.cacheOnly {
 		return nil, fmt.Errorf("%w: %s %s", ErrNotCached, chartRef, version)
 	}
-	client, err := r.registryClient(parsed.Registry)
+
+	repo, err := r.registryRepository(repoRef, parsed.Registry)
 	if err != nil {
 		return nil, fmt.Errorf("chart %s: %w", chartRef, err)
 	}
+	fail := func(err error) error {
+		hint := ""
+		if msg := err.Error(); strings.Contains(msg, "credential not found") || strings.Contains(msg, "401") {
+			hint = " (the registry wants credentials: give a --registry-config file with an `auths` entry for " + parsed.Registry + ")"
+		}
+		return fmt.Errorf("chart %s %s: %w%s", chartRef, version, err, hint)
+	}
 	if !exact {
-		tags, err := client.Tags(repoRef)
+		tags, err := semverTags(ctx, repo)
 		if err != nil {
-			return nil, fmt.Errorf("chart %s: listing its versions: %w", chartRef, err)
+			return nil, fail(fmt.Errorf("listing its versions: %w", err))
 		}
 		if tag, err = registry.GetTagMatchingVersionOrConstraint(tags, tag); err != nil {
 			return nil, fmt.Errorf("chart %s: no version matches %q (the registry has %s)", chartRef, version, strings.Join(firstN(tags, 10), ", "))
 		}
 	}
-	ref := repoRef + ":" + tag
+	ref := strings.ReplaceAll(tag, "+", "_")
 	if pin != "" {
-		ref = repoRef + "@" + pin
+		ref = pin
 	}
-	type pulled struct {
-		res *registry.PullResult
-		err error
+	data, manifestDigest, err := pullChartLayer(ctx, repo, ref)
+	if err != nil {
+		return nil, fail(err)
 	}
-	// Helm's client takes no context: the pull is abandoned when ctx ends
-	// (the render's timeout), and its requests end with the HTTP client's
-	// timeout.
-	done := make(chan pulled, 1)
-	go func() {
-		res, err := client.Pull(ref, registry.PullOptWithChart(true))
-		done <- pulled{res, err}
-	}()
-	var p pulled
-	select {
-	case p = <-done:
-	case <-ctx.Done():
-		return nil, fmt.Errorf("chart %s %s: %w", chartRef, version, context.Cause(ctx))
-	}
-	if p.err != nil {
-		hint := ""
-		if msg := p.err.Error(); strings.Contains(msg, "credential not found") || strings.Contains(msg, "401") {
-			hint = " (the registry wants credentials: give a --registry-config file with an `auths` entry for " + parsed.Registry + ")"
-		}
-		return nil, fmt.Errorf("chart %s %s: %w%s", chartRef, version, p.err, hint)
-	}
-	if pin != "" && p.res.Manifest.Digest != pin {
-		return nil, fmt.Errorf("%w: %s: pinned %s, registry gave %s", ErrOCIDigest, chartRef, pin, p.res.Manifest.Digest)
-	}
-	data := p.res.Chart.Data
-	if want := "sha256:" + digestOf(data); p.res.Chart.Digest != want {
-		return nil, fmt.Errorf("chart %s %s: the chart layer is %s, not %s", chartRef, version, want, p.res.Chart.Digest)
+	if pin != "" && manifestDigest != pin {
+		return nil, fmt.Errorf("%w: %s: pinned %s, registry gave %s", ErrOCIDigest, chartRef, pin, manifestDigest)
 	}
 	chrt, err := loader.LoadArchive(bytes.NewReader(data))
 	if err != nil {
 		return nil, fmt.Errorf("chart %s %s: %w", chartRef, version, err)
 	}
-	if got := chrt.Metadata.Version; strings.TrimPrefix(got, "v") != strings.TrimPrefix(strings.ReplaceAll(tag, "_", "+"), "v") {
+	if got := chrt.Metadata.Version; strings.TrimPrefix(got, "v") != strings.TrimPrefix(tag, "v") {
 		if pin != "" {
 			return nil, fmt.Errorf("%w: %s: %s is chart version %s, not %s", ErrOCIDigest, chartRef, pin, got, tag)
 		}
@@ -146,10 +133,75 @@ func (r *Renderer) ociChart(ctx context.Context, chartRef, version string) (*cha
 	return chrt, nil
 }
 
-// registryClient is Helm's registry client with only the credentials of
-// the renderer's registry config (Docker's config.json format): not the
-// user's Docker or Helm credentials, and no credential helper programs.
-func (r *Renderer) registryClient(host string) (*registry.Client, error) {
+// pullChartLayer fetches the manifest at ref (a tag or a digest) and the
+// chart archive it names, each checked against its digest and size.
+func pullChartLayer(ctx context.Context, repo *remote.Repository, ref string) (data []byte, manifestDigest string, err error) {
+	desc, rc, err := repo.FetchReference(ctx, ref)
+	if err != nil {
+		return nil, "", err
+	}
+	defer rc.Close()
+	if desc.Size > maxManifest {
+		return nil, "", fmt.Errorf("manifest of %d bytes, more than %d", desc.Size, maxManifest)
+	}
+	raw, err := content.ReadAll(rc, desc)
+	if err != nil {
+		return nil, "", err
+	}
+	var manifest ocispec.Manifest
+	if err := json.Unmarshal(raw, &manifest); err != nil {
+		return nil, "", fmt.Errorf("manifest: %w", err)
+	}
+	if manifest.Config.MediaType != registry.ConfigMediaType {
+		return nil, "", fmt.Errorf("not a Helm chart: its config is %q, not %q", manifest.Config.MediaType, registry.ConfigMediaType)
+	}
+	i := slices.IndexFunc(manifest.Layers, func(l ocispec.Descriptor) bool {
+		return l.MediaType == registry.ChartLayerMediaType || l.MediaType == registry.LegacyChartLayerMediaType
+	})
+	if i < 0 {
+		return nil, "", fmt.Errorf("the manifest has no layer of media type %s", registry.ChartLayerMediaType)
+	}
+	layer := manifest.Layers[i]
+	if layer.Size > maxDownload {
+		return nil, "", fmt.Errorf("chart archive of %d bytes, more than %d", layer.Size, maxDownload)
+	}
+	if data, err = content.FetchAll(ctx, repo, layer); err != nil {
+		return nil, "", err
+	}
+	return data, desc.Digest.String(), nil
+}
+
+// maxManifest bounds an OCI manifest.
+const maxManifest = 4 << 20
+
+// semverTags lists the repository's tags that are chart versions, newest
+// first, with Helm's `_` read back as `+`.
+func semverTags(ctx context.Context, repo *remote.Repository) ([]string, error) {
+	var versions []*semver.Version
+	err := repo.Tags(ctx, "", func(tags []string) error {
+		for _, t := range tags {
+			if v, err := semver.StrictNewVersion(strings.ReplaceAll(t, "_", "+")); err == nil {
+				versions = append(versions, v)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	slices.SortFunc(versions, func(a, b *semver.Version) int { return b.Compare(a) })
+	out := make([]string, len(versions))
+	for i, v := range versions {
+		out[i] = v.String()
+	}
+	return out, nil
+}
+
+// registryRepository is a registry repository reached with only the
+// credentials of the renderer's registry config (Docker's config.json
+// format): not the user's Docker or Helm credentials, and no credential
+// helper programs.
+func (r *Renderer) registryRepository(repoRef, host string) (*remote.Repository, error) {
 	var credential auth.CredentialFunc // anonymous
 	if r.registryConfig != "" {
 		// A missing file would read as no credentials at all.
@@ -162,19 +214,15 @@ func (r *Renderer) registryClient(host string) (*registry.Client, error) {
 		}
 		credential = credentials.Credential(store)
 	}
-	authorizer := &auth.Client{Client: r.client, Credential: credential, Cache: auth.NewCache()}
-	authorizer.SetUserAgent("flotilla")
-	opts := []registry.ClientOption{
-		registry.ClientOptHTTPClient(r.client),
-		registry.ClientOptAuthorizer(*authorizer),
-		// Helm reads this file when it makes its client (Pull never uses
-		// it: the authorizer above answers); it must not be the user's.
-		registry.ClientOptCredentialsFile(filepath.Join(r.cacheDir, "no-registry-config.json")),
+	repo, err := remote.NewRepository(repoRef)
+	if err != nil {
+		return nil, err
 	}
-	if slices.Contains(r.plainHTTP, host) {
-		opts = append(opts, registry.ClientOptPlainHTTP())
-	}
-	return registry.NewClient(opts...)
+	client := &auth.Client{Client: r.client, Credential: credential, Cache: auth.NewCache()}
+	client.SetUserAgent("flotilla")
+	repo.Client = client
+	repo.PlainHTTP = slices.Contains(r.plainHTTP, host)
+	return repo, nil
 }
 
 func firstN(s []string, n int) []string {

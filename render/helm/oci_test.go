@@ -3,6 +3,7 @@ package helm_test
 import (
 	"context"
 	"errors"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -110,8 +111,15 @@ func TestOCIChartWithCredentials(t *testing.T) {
 			Render(context.Background(), ociRequest(reg, "1.2.3"))
 		return err
 	}
+	// The user's Docker and Helm credentials are never used: only the
+	// file given.
+	home := t.TempDir()
+	docker := filepath.Dir(reg.ConfigFile(t))
+	t.Setenv("DOCKER_CONFIG", docker)
+	t.Setenv("HOME", home)
+	t.Setenv("HELM_REGISTRY_CONFIG", filepath.Join(docker, "config.json"))
 	if err := render(""); err == nil || !strings.Contains(err.Error(), "--registry-config") {
-		t.Errorf("anonymous: %v", err)
+		t.Errorf("anonymous (with credentials in the user's Docker config): %v", err)
 	}
 	if err := render(reg.ConfigFile(t)); err != nil {
 		t.Errorf("with the registry config: %v", err)
