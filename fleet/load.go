@@ -90,8 +90,9 @@ type Fleet struct {
 	// schemas gives Helm charts' values schemas when plans check values
 	// against them (CheckValues), and compiled keeps them compiled in
 	// this Fleet's CUE context (each clone has its own).
-	schemas  SchemaSource
-	compiled map[string]compiledSchema
+	schemas     SchemaSource
+	compiled    map[*ChartSchema]compiledSchema
+	validValues map[string]bool // schema and values that passed
 }
 
 // Load reads the fleet package of the repository at repoDir together with

@@ -44,10 +44,11 @@ func (f *Fleet) CheckValues(src SchemaSource) {
 }
 
 // compiledSchema is a chart schema in a Fleet's CUE context, or why it
-// could not be lifted into CUE.
+// could not be lifted into CUE; key identifies its content.
 type compiledSchema struct {
 	v   cue.Value
 	err error
+	key string
 }
 
 // CompileValuesSchema lifts a values schema into CUE, as plans do: an error
@@ -55,14 +56,14 @@ type compiledSchema struct {
 // time).
 func CompileValuesSchema(cs *ChartSchema) error {
 	f := &Fleet{ctx: cuecontext.New()}
-	_, err := f.compileSchema(cs)
-	return err
+	return f.compileSchema(cs).err
 }
 
-func (f *Fleet) compileSchema(cs *ChartSchema) (cue.Value, error) {
-	key := fmt.Sprintf("%s\x00%x", cs.Name, sha256.Sum256(cs.JSON))
-	if c, ok := f.compiled[key]; ok {
-		return c.v, c.err
+// compileSchema compiles a schema once per Fleet (per schema the source
+// gives: it gives the same one for a chart).
+func (f *Fleet) compileSchema(cs *ChartSchema) compiledSchema {
+	if c, ok := f.compiled[cs]; ok {
+		return c
 	}
 	v, err := func() (cue.Value, error) {
 		expr, err := cuejson.Extract(cs.Name, cs.JSON)
@@ -80,10 +81,11 @@ func (f *Fleet) compileSchema(cs *ChartSchema) (cue.Value, error) {
 		err = fmt.Errorf("%s cannot be read as CUE: %s", cs.Name, cueerrors.Details(err, nil))
 	}
 	if f.compiled == nil {
-		f.compiled = map[string]compiledSchema{}
+		f.compiled = map[*ChartSchema]compiledSchema{}
 	}
-	f.compiled[key] = compiledSchema{v, err}
-	return v, err
+	c := compiledSchema{v: v, err: err, key: fmt.Sprintf("%s\x00%x", cs.Name, sha256.Sum256(cs.JSON))}
+	f.compiled[cs] = c
+	return c
 }
 
 // checkValues checks the plan's Helm bundles against their charts' values
@@ -105,11 +107,25 @@ func (f *Fleet) checkValues(p *Plan) {
 		if cs == nil {
 			continue
 		}
-		schema, err := f.compileSchema(cs)
-		if err != nil {
+		schema := f.compileSchema(cs)
+		if schema.err != nil {
 			continue // not the fleet's problem: Helm checks the values when it renders
 		}
-		b.Errors = append(b.Errors, f.violations(b, values, schema, cs.Name, p.Cluster.Name)...)
+		// Clusters often get the same values: a check that passed for them
+		// passes again (a violation is worked out each time, for the
+		// positions of this cluster's evaluation).
+		valid := fmt.Sprintf("%s\x00%x", schema.key, sha256.Sum256(b.Values))
+		if f.validValues[valid] {
+			continue
+		}
+		ds := f.violations(b, values, schema.v, cs.Name, p.Cluster.Name)
+		if len(ds) == 0 {
+			if f.validValues == nil {
+				f.validValues = map[string]bool{}
+			}
+			f.validValues[valid] = true
+		}
+		b.Errors = append(b.Errors, ds...)
 	}
 }
 
