@@ -24,6 +24,9 @@ type Tool struct {
 var (
 	Helm      = Tool{Name: "helm", Package: "helm.sh/helm/v3/cmd/helm@v3.22.0"}
 	Kustomize = Tool{Name: "kustomize", Package: "sigs.k8s.io/kustomize/kustomize/v5@v5.8.1"}
+	// Sops encrypts the fleet's secrets in tests, as users do, at the
+	// version of the library Flotilla decrypts them with.
+	Sops = Tool{Name: "sops", Package: "github.com/getsops/sops/v3/cmd/sops@v3.13.3"}
 )
 
 var mu sync.Mutex
