@@ -143,6 +143,23 @@ type Output struct {
 	Hooks []Object
 }
 
+// Secrets decides what renderers read of a file of the repository that
+// may be SOPS-encrypted (manifests, kustomization trees, Helm values
+// files): Read returns the bytes to use — the file as it is when it is not
+// encrypted; decrypted in memory, masked, or an error when it is — and
+// never puts a file's content in its error. Implemented by render/sops.
+type Secrets interface {
+	Read(name string, data []byte) ([]byte, error)
+}
+
+// ReadSecrets is s.Read, or data as it is when s is nil.
+func ReadSecrets(s Secrets, name string, data []byte) ([]byte, error) {
+	if s == nil {
+		return data, nil
+	}
+	return s.Read(name, data)
+}
+
 // Renderer renders one kind of source.
 type Renderer interface {
 	Render(ctx context.Context, req *Request) (*Output, error)

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	ctrlzap "sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"github.com/flotilla-gitops/flotilla/render/sops"
 	"github.com/flotilla-gitops/flotilla/sync/agent"
 	"github.com/flotilla-gitops/flotilla/sync/apply"
 	"github.com/flotilla-gitops/flotilla/sync/report"
@@ -181,6 +182,12 @@ func (af *agentFlags) run(ctx context.Context, stderr io.Writer) error {
 		return err
 	}
 	af.opts.Limits, af.opts.MaxManifestSize, af.opts.Sandbox, af.opts.Sources = limits, maxSize, sb, af.limits.sources
+	// The agent applies: encrypted files are decrypted, or fail their
+	// bundle. A key file that cannot be read stops it now.
+	af.opts.Sources.Secrets = sops.ModeDecrypt
+	if err := checkKeys(&af.opts.Sources); err != nil {
+		return err
+	}
 	cfg, err := af.kube.restConfig()
 	if err != nil {
 		return fmt.Errorf("loading kubeconfig: %w", err)

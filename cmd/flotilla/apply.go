@@ -12,6 +12,7 @@ import (
 
 	"github.com/flotilla-gitops/flotilla/fleet"
 	"github.com/flotilla-gitops/flotilla/render"
+	"github.com/flotilla-gitops/flotilla/render/sops"
 	"github.com/flotilla-gitops/flotilla/sync/apply"
 	"github.com/flotilla-gitops/flotilla/sync/planrender"
 )
@@ -83,6 +84,8 @@ func (sf *syncFlags) prepare(ctx context.Context, args []string) (*clusterSync, 
 	if err != nil {
 		return nil, fmt.Errorf("connecting to %s: %w", cfg.Host, err)
 	}
+	// What is applied, or compared with the cluster, is decrypted.
+	sf.limits.sources.Secrets = sops.ModeDecrypt
 	ropts, closeWorkers, err := sf.limits.options(planrender.Options{Scope: render.MapperScope(m.RESTMapper())})
 	if err != nil {
 		return nil, err

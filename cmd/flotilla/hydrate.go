@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/flotilla-gitops/flotilla/companion"
+	"github.com/flotilla-gitops/flotilla/render/sops"
 	"github.com/flotilla-gitops/flotilla/sync/planrender"
 	"github.com/flotilla-gitops/flotilla/sync/report"
 	"github.com/flotilla-gitops/flotilla/sync/source"
@@ -120,6 +121,9 @@ hydrated branch, and hydrates nothing.`,
 		case hf.push && hf.branch == "":
 			return errors.New("--push pushes the --branch; with --out there is nothing to push")
 		}
+		// A hydrated branch is read by others: never a decrypted (or a
+		// masked, unusable) secret in it.
+		limits.sources.Secrets = sops.ModeRefuse
 		opts, closeWorkers, err := limits.options(planrender.Options{})
 		if err != nil {
 			return err

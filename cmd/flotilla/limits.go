@@ -8,6 +8,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/flotilla-gitops/flotilla/render"
+	"github.com/flotilla-gitops/flotilla/render/sops"
 	"github.com/flotilla-gitops/flotilla/sync/planrender"
 	"github.com/flotilla-gitops/flotilla/sync/sandbox"
 )
@@ -48,6 +49,7 @@ func addLimitFlags(cmd *cobra.Command, agent bool) *limitFlags {
 func addSourceFlags(cmd *cobra.Command, s *planrender.Sources, agent bool) {
 	cmd.Flags().BoolVar(&s.AllowRemoteBases, "allow-remote-bases", false, "let kustomizations use remote (git, HTTP) bases")
 	addChartFlags(cmd, s, agent)
+	cmd.Flags().StringSliceVar(&s.AgeKeyFiles, "age-key-file", nil, "age identity file (age-keygen output) to decrypt SOPS-encrypted files of the fleet with, in memory (repeatable; used by the agent, apply, diff and render --decrypt; never SOPS_AGE_KEY_FILE or ~/.config/sops)")
 }
 
 // addChartFlags adds the flags saying where charts come from.
@@ -87,6 +89,9 @@ func (lf *limitFlags) options(opts planrender.Options) (planrender.Options, func
 	if err != nil {
 		return opts, nil, err
 	}
+	if err := checkKeys(&lf.sources); err != nil {
+		return opts, nil, err
+	}
 	opts.MaxManifestSize, opts.Limits, opts.Sources = maxSize, limits, lf.sources
 	if sb == nil {
 		return opts, func() {}, nil
@@ -107,4 +112,14 @@ func quantity(flag, s string) (int64, error) {
 		return 0, fmt.Errorf("%s %q: want a positive size such as 1Gi or 512Mi", flag, s)
 	}
 	return q.Value(), nil
+}
+
+// checkKeys reads the age identity files now, when the command decrypts,
+// so that a wrong path or file fails the command at once, not each bundle.
+func checkKeys(s *planrender.Sources) error {
+	if s.Secrets != sops.ModeDecrypt || len(s.AgeKeyFiles) == 0 {
+		return nil
+	}
+	_, err := sops.LoadKeyFiles(s.AgeKeyFiles...)
+	return err
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/flotilla-gitops/flotilla/fleet"
 	"github.com/flotilla-gitops/flotilla/render/helm"
+	"github.com/flotilla-gitops/flotilla/render/sops"
 )
 
 func newPlanCmd() *cobra.Command {
@@ -200,7 +201,8 @@ func writePlanText(w io.Writer, p *fleet.Plan, repoDir string) error {
 // later file or the bundle's values replace (CUE wins).
 func writeValuesFiles(w io.Writer, repoDir string, b *fleet.Bundle) {
 	fmt.Fprintf(w, "  values files (merged in order, under values): %s\n", strings.Join(b.Source.Helm.ValuesFiles, ", "))
-	files, err := helm.ReadValuesFiles(repoDir, b.Source.Helm.ValuesFiles)
+	// Encrypted values files are masked: plan shows no secret.
+	files, err := helm.ReadValuesFiles(repoDir, b.Source.Helm.ValuesFiles, sops.Files{Mode: sops.ModeMask})
 	if err != nil {
 		fmt.Fprintf(w, "    cannot read them: %v (rendering fails)\n", err)
 		return

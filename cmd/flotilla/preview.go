@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/flotilla-gitops/flotilla/preview"
+	"github.com/flotilla-gitops/flotilla/render/sops"
 	"github.com/flotilla-gitops/flotilla/sync/planrender"
 )
 
@@ -77,6 +78,7 @@ fails at --head.`,
 		if pf.base == "" {
 			return trouble(errors.New("--base is required: the revision the change is compared against (for example origin/main)"))
 		}
+		limits.sources.Secrets = sops.ModeMask
 		opts, closeWorkers, err := limits.options(planrender.Options{})
 		if err != nil {
 			return trouble(err)

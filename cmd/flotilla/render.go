@@ -16,15 +16,17 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/flotilla-gitops/flotilla/fleet"
+	"github.com/flotilla-gitops/flotilla/render/sops"
 	"github.com/flotilla-gitops/flotilla/sync/planrender"
 )
 
 // renderFlags are the flags of `flotilla render`.
 type renderFlags struct {
-	bundle string
-	out    string
-	all    bool
-	limits *limitFlags
+	bundle  string
+	out     string
+	all     bool
+	decrypt bool
+	limits  *limitFlags
 }
 
 func newRenderCmd() *cobra.Command {
@@ -46,12 +48,18 @@ DIR/<cluster>/<bundle>.yaml, on all CPUs, rendering each distinct bundle
 input once however many clusters share it: commit the folder, or diff it
 in CI, to review a change for the whole fleet.
 
+SOPS-encrypted files (manifests, kustomization trees, values files) are
+shown masked: their structure, and "sops-encrypted:<hash>" for each
+encrypted value. --decrypt with --age-key-file shows them decrypted (in
+memory: nothing decrypted is written anywhere but the output asked for).
+
 A bundle that fails is reported (file:line for fleet problems) and the
 others are still rendered; the exit code is then 1.`,
 		Example: `  flotilla render --cluster prod-eu-1
   flotilla render --cluster prod-eu-1 --bundle web -o json
   flotilla render --name edge-7 --region eu-west-1 --label env=prod --out /tmp/edge-7
-  flotilla render --all --out rendered/`,
+  flotilla render --all --out rendered/
+  flotilla render --cluster prod-eu-1 --decrypt --age-key-file ~/.config/flotilla/prod.agekey`,
 		Args: cobra.MaximumNArgs(1),
 	}
 	out := addOutputFlag(cmd, "yaml", "json")
@@ -61,6 +69,7 @@ others are still rendered; the exit code is then 1.`,
 	cmd.Flags().StringVar(&rf.bundle, "bundle", "", "render only this bundle")
 	cmd.Flags().StringVar(&rf.out, "out", "", "write DIR/<bundle>.yaml (with --all: DIR/<cluster>/<bundle>.yaml) instead of printing")
 	cmd.Flags().BoolVar(&rf.all, "all", false, "render every cluster of the inventory (needs --out)")
+	cmd.Flags().BoolVar(&rf.decrypt, "decrypt", false, "show SOPS-encrypted files decrypted (needs --age-key-file); without it they are masked")
 	rf.limits = addLimitFlags(cmd, false)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		if err := out.validate(); err != nil {
@@ -68,6 +77,13 @@ others are still rendered; the exit code is then 1.`,
 		}
 		if rf.all && (id.given() || rf.out == "") {
 			return errors.New("--all renders the whole inventory into --out DIR; it takes no --cluster or identity flags")
+		}
+		rf.limits.sources.Secrets = sops.ModeMask
+		if rf.decrypt {
+			if len(rf.limits.sources.AgeKeyFiles) == 0 {
+				return errors.New("--decrypt needs the age identities to decrypt with: --age-key-file FILE")
+			}
+			rf.limits.sources.Secrets = sops.ModeDecrypt
 		}
 		f, err := ff.load(cmd.Context(), args)
 		if err != nil {

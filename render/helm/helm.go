@@ -52,6 +52,9 @@ type Options struct {
 	// fetched from the repositories its Chart.lock lists (what `helm
 	// dependency build` does), without writing into the repository.
 	AllowDownloads bool
+	// Secrets reads SOPS-encrypted values files; nil reads them as they
+	// are.
+	Secrets render.Secrets
 	// CacheOnly takes charts of chart repositories and registries from the
 	// cache only: one that is not cached fails with ErrNotCached, and
 	// nothing reaches the network.
@@ -73,6 +76,7 @@ type Renderer struct {
 	plainHTTP      []string
 	allowDownloads bool
 	cacheOnly      bool
+	secrets        render.Secrets
 }
 
 var _ render.Renderer = (*Renderer)(nil)
@@ -82,6 +86,7 @@ func New(opts Options) *Renderer {
 	r := &Renderer{
 		cacheDir: opts.CacheDir, client: opts.HTTPClient, registryConfig: opts.RegistryConfig,
 		plainHTTP: opts.PlainHTTPRegistries, allowDownloads: opts.AllowDownloads, cacheOnly: opts.CacheOnly,
+		secrets: opts.Secrets,
 	}
 	if r.cacheDir == "" {
 		base, err := os.UserCacheDir()
@@ -116,7 +121,7 @@ func (r *Renderer) Render(ctx context.Context, req *render.Request) (*render.Out
 	if err := checkSchemas(chrt); err != nil {
 		return nil, err
 	}
-	values, err := bundleValues(req)
+	values, err := r.bundleValues(req)
 	if err != nil {
 		return nil, err
 	}

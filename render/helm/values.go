@@ -31,7 +31,7 @@ type ValuesFile struct {
 // repository root: a path that leaves the repository (`..`, an absolute
 // path, a symlink at any depth) is refused with render.ErrPathEscapes.
 // Each file is a YAML (or JSON) mapping; an empty file is an empty map.
-func ReadValuesFiles(repoDir string, files []string) ([]ValuesFile, error) {
+func ReadValuesFiles(repoDir string, files []string, secrets render.Secrets) ([]ValuesFile, error) {
 	if len(files) == 0 {
 		return nil, nil
 	}
@@ -51,6 +51,9 @@ func ReadValuesFiles(repoDir string, files []string) ([]ValuesFile, error) {
 			if _, perr := render.RepoPath(repoDir, rel); perr != nil {
 				return nil, fmt.Errorf("values file %s: %w", name, perr)
 			}
+			return nil, fmt.Errorf("values file %s: %w", name, err)
+		}
+		if data, err = render.ReadSecrets(secrets, rel, data); err != nil {
 			return nil, fmt.Errorf("values file %s: %w", name, err)
 		}
 		values := map[string]any{}
@@ -125,9 +128,9 @@ func mergeValues(dst, src map[string]any) map[string]any {
 
 // bundleValues are the values a chart is rendered with: the values files
 // in order, then the bundle's own values over them.
-func bundleValues(req *render.Request) (map[string]any, error) {
+func (r *Renderer) bundleValues(req *render.Request) (map[string]any, error) {
 	values := map[string]any{}
-	files, err := ReadValuesFiles(req.RepoDir, req.Source.Helm.ValuesFiles)
+	files, err := ReadValuesFiles(req.RepoDir, req.Source.Helm.ValuesFiles, r.secrets)
 	if err != nil {
 		return nil, err
 	}

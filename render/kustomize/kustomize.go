@@ -42,6 +42,9 @@ type Options struct {
 	// AllowRemoteBases lets kustomizations refer to git or HTTP bases.
 	// Off by default: a fleet renders from its own repository only.
 	AllowRemoteBases bool
+	// Secrets reads SOPS-encrypted files of the repository (resources,
+	// patches, generator files); nil reads them as they are.
+	Secrets render.Secrets
 }
 
 // Renderer builds kustomizations. It reads the repository through
@@ -83,7 +86,7 @@ func (r *Renderer) Render(_ context.Context, req *render.Request) (out *render.O
 		return nil, err
 	}
 	defer root.Close()
-	fsys := newRepoFS(root)
+	fsys := newRepoFS(root, r.opts.Secrets)
 	if !r.opts.AllowRemoteBases {
 		if err := checkLocal(fsys, req.RepoDir, path.Join(repoMount, filepath.ToSlash(src.Path)), map[string]bool{}); err != nil {
 			return nil, err

@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"sigs.k8s.io/kustomize/kyaml/filesys"
+
+	"github.com/flotilla-gitops/flotilla/render"
 )
 
 // repoFS is the file system kustomize builds in: the repository, read-only
@@ -19,6 +21,9 @@ import (
 type repoFS struct {
 	root *os.Root
 	mem  filesys.FileSystem
+	// secrets reads the repository's SOPS-encrypted files (nil: as they
+	// are).
+	secrets render.Secrets
 }
 
 var _ filesys.FileSystem = (*repoFS)(nil)
@@ -26,8 +31,8 @@ var _ filesys.FileSystem = (*repoFS)(nil)
 // errReadOnly is returned for writes to the repository.
 var errReadOnly = errors.New("the fleet repository is read-only")
 
-func newRepoFS(root *os.Root) *repoFS {
-	return &repoFS{root: root, mem: filesys.MakeFsInMemory()}
+func newRepoFS(root *os.Root, secrets render.Secrets) *repoFS {
+	return &repoFS{root: root, mem: filesys.MakeFsInMemory(), secrets: secrets}
 }
 
 // inRepo maps an absolute path to a path of the repository (".", "a/b").
@@ -77,14 +82,31 @@ func (r *repoFS) WriteFile(p string, data []byte) error {
 
 func (r *repoFS) Open(p string) (filesys.File, error) {
 	if rel, ok := inRepo(p); ok {
-		return r.root.Open(rel)
+		if r.secrets == nil {
+			return r.root.Open(rel)
+		}
+		// What is read of an encrypted file is what Secrets gives:
+		// served from memory.
+		data, err := r.ReadFile(p)
+		if err != nil {
+			return nil, err
+		}
+		mem := filesys.MakeFsInMemory()
+		if err := mem.WriteFile(p, data); err != nil {
+			return nil, err
+		}
+		return mem.Open(p)
 	}
 	return r.mem.Open(p)
 }
 
 func (r *repoFS) ReadFile(p string) ([]byte, error) {
 	if rel, ok := inRepo(p); ok {
-		return fs.ReadFile(r.root.FS(), rel)
+		data, err := fs.ReadFile(r.root.FS(), rel)
+		if err != nil {
+			return nil, err
+		}
+		return render.ReadSecrets(r.secrets, rel, data)
 	}
 	return r.mem.ReadFile(p)
 }

@@ -21,6 +21,8 @@ type Renderer struct {
 	// MaxFileSize bounds one manifest file; 0 means DefaultMaxFileSize. A
 	// larger file fails the bundle before it is read.
 	MaxFileSize int64
+	// Secrets reads SOPS-encrypted files; nil reads them as they are.
+	Secrets render.Secrets
 }
 
 // DefaultMaxFileSize bounds a manifest file: far above any real manifest,
@@ -84,6 +86,9 @@ func (r Renderer) Render(_ context.Context, req *render.Request) (*render.Output
 		}
 		data, err := fs.ReadFile(root.FS(), f)
 		if err != nil {
+			return nil, err
+		}
+		if data, err = render.ReadSecrets(r.Secrets, f, data); err != nil {
 			return nil, err
 		}
 		objs, err := render.DecodeObjects(data, f)

@@ -31,6 +31,8 @@ import (
 	jsonstore "github.com/getsops/sops/v3/stores/json"
 	yamlstore "github.com/getsops/sops/v3/stores/yaml"
 	"github.com/sirupsen/logrus"
+
+	"github.com/flotilla-gitops/flotilla/render"
 )
 
 func init() {
@@ -256,4 +258,56 @@ func maskValue(v any) any {
 		}
 	}
 	return v
+}
+
+// Modes of Files: what renderers get of an encrypted file.
+const (
+	// ModeMask gives the file masked (Mask): for output that must not
+	// show secrets. The default.
+	ModeMask = "mask"
+	// ModeDecrypt gives it decrypted, or fails the bundle: for applying.
+	ModeDecrypt = "decrypt"
+	// ModeRefuse fails the bundle: for output written where a decrypted or
+	// masked secret must not go (a hydrated branch).
+	ModeRefuse = "refuse"
+)
+
+// Files is the render.Secrets of a mode: files that are not SOPS-encrypted
+// are read as they are.
+type Files struct {
+	Mode string
+	Keys *Keys
+	// KeysErr is why Keys could not be loaded: every encrypted file then
+	// fails with it.
+	KeysErr error
+}
+
+var _ render.Secrets = Files{}
+
+// NewFiles returns Files of the mode with the age identities of keyFiles
+// (read once, now).
+func NewFiles(mode string, keyFiles []string) Files {
+	f := Files{Mode: mode}
+	if len(keyFiles) > 0 {
+		f.Keys, f.KeysErr = LoadKeyFiles(keyFiles...)
+	}
+	return f
+}
+
+// Read implements render.Secrets.
+func (f Files) Read(name string, data []byte) ([]byte, error) {
+	if !Encrypted(name, data) {
+		return data, nil
+	}
+	switch f.Mode {
+	case ModeDecrypt:
+		if f.KeysErr != nil {
+			return nil, fmt.Errorf("%w %s: %v", ErrDecrypt, name, f.KeysErr)
+		}
+		return Decrypt(name, data, f.Keys)
+	case ModeRefuse:
+		return nil, fmt.Errorf("%s is SOPS-encrypted: this command does not carry encrypted files (it would write them decrypted or masked)", name)
+	default:
+		return Mask(name, data)
+	}
 }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/flotilla-gitops/flotilla/fleet"
 	"github.com/flotilla-gitops/flotilla/render"
+	"github.com/flotilla-gitops/flotilla/render/sops"
 	"github.com/flotilla-gitops/flotilla/sync/apply"
 	"github.com/flotilla-gitops/flotilla/sync/planrender"
 	"github.com/flotilla-gitops/flotilla/sync/report"
@@ -39,7 +40,9 @@ type Options struct {
 	// Interval between polls; each wait is jittered by up to a tenth.
 	Interval time.Duration
 	Apply    apply.Options
-	// Sources say what rendering may fetch, and with which credentials.
+	// Sources say what rendering may fetch, with which credentials, and
+	// which age identities decrypt SOPS-encrypted files (Secrets defaults
+	// to sops.ModeDecrypt).
 	Sources planrender.Sources
 	// Limits bound each bundle's render; MaxManifestSize a manifest file.
 	Limits          render.Limits
@@ -129,6 +132,11 @@ func New(cfg *rest.Config, opts Options, log logr.Logger) (*Agent, error) {
 		if verify, err = source.NewVerifier(opts.TrustedKeys...); err != nil {
 			return nil, err
 		}
+	}
+	// The agent applies what it renders: an encrypted file is decrypted
+	// (with Sources.AgeKeyFiles) or fails its bundle; never applied masked.
+	if opts.Sources.Secrets == "" {
+		opts.Sources.Secrets = sops.ModeDecrypt
 	}
 	a := &Agent{opts: opts, kube: kube, disc: dc, src: src, verify: verify, mgr: mgr, log: log,
 		trigger: make(chan struct{}, 1), metrics: newMetrics()}

@@ -23,6 +23,7 @@ import (
 	"github.com/flotilla-gitops/flotilla/render/helm"
 	"github.com/flotilla-gitops/flotilla/render/kustomize"
 	"github.com/flotilla-gitops/flotilla/render/manifests"
+	"github.com/flotilla-gitops/flotilla/render/sops"
 	"github.com/flotilla-gitops/flotilla/sync/apply"
 )
 
@@ -46,6 +47,11 @@ type Sources struct {
 	// PlainHTTPRegistries are registries (host[:port]) reached over plain
 	// HTTP.
 	PlainHTTPRegistries []string `json:"plainHTTPRegistries,omitempty"`
+	// Secrets is what renderers do with SOPS-encrypted files: mask them
+	// (sops.ModeMask, the default), decrypt them with the age identities of
+	// AgeKeyFiles (sops.ModeDecrypt) or refuse them (sops.ModeRefuse).
+	Secrets     string   `json:"secrets,omitempty"`
+	AgeKeyFiles []string `json:"ageKeyFiles,omitempty"`
 }
 
 // Options configure rendering.
@@ -66,13 +72,15 @@ type Options struct {
 // InProcess returns the renderers of every source kind, running in this
 // process, configured by opts: what a sandbox's workers run.
 func InProcess(opts Options) map[string]render.Renderer {
+	secrets := sops.NewFiles(opts.Secrets, opts.AgeKeyFiles)
 	return map[string]render.Renderer{
 		render.KindHelm: helm.New(helm.Options{
 			CacheDir: opts.ChartCacheDir, RegistryConfig: opts.RegistryConfig,
 			PlainHTTPRegistries: opts.PlainHTTPRegistries, AllowDownloads: opts.AllowChartDownloads,
+			Secrets: secrets,
 		}),
-		render.KindKustomize: kustomize.New(kustomize.Options{AllowRemoteBases: opts.AllowRemoteBases}),
-		render.KindManifests: manifests.Renderer{MaxFileSize: opts.MaxManifestSize},
+		render.KindKustomize: kustomize.New(kustomize.Options{AllowRemoteBases: opts.AllowRemoteBases, Secrets: secrets}),
+		render.KindManifests: manifests.Renderer{MaxFileSize: opts.MaxManifestSize, Secrets: secrets},
 		render.KindResources: cue.Renderer{},
 	}
 }
