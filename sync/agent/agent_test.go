@@ -110,6 +110,12 @@ func newNamespace(t testing.TB) string {
 // new namespace of its own unless ns is given.
 func newAgent(t testing.TB, cfg *rest.Config, repo *gittest.Repo, name string, labels map[string]string, tweaks ...func(*agent.Options)) *testAgent {
 	t.Helper()
+	return newLoggingAgent(t, cfg, repo, name, labels, logr.Discard(), tweaks...)
+}
+
+// newLoggingAgent is newAgent logging to log.
+func newLoggingAgent(t testing.TB, cfg *rest.Config, repo *gittest.Repo, name string, labels map[string]string, log logr.Logger, tweaks ...func(*agent.Options)) *testAgent {
+	t.Helper()
 	ns := newNamespace(t)
 	labels = maps.Clone(labels)
 	if labels == nil {
@@ -126,7 +132,7 @@ func newAgent(t testing.TB, cfg *rest.Config, repo *gittest.Repo, name string, l
 	for _, tweak := range tweaks {
 		tweak(&opts)
 	}
-	a, err := agent.New(cfg, opts, logr.Discard())
+	a, err := agent.New(cfg, opts, log)
 	if err != nil {
 		t.Fatal(err)
 	}
