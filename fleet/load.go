@@ -86,6 +86,8 @@ type Fleet struct {
 	// each bundle's owner under it.
 	tenancy *Tenancy
 	owners  map[string]owner
+	// secrets is the fleet's secrets policy (nil without one).
+	secrets *SecretsPolicy
 
 	// schemas gives Helm charts' values schemas when plans check values
 	// against them (CheckValues), and compiled keeps them compiled in
@@ -127,6 +129,7 @@ func Load(repoDir string, opts LoadOptions) (*Fleet, error) {
 	if len(problems) == 0 {
 		problems = append(problems, f.readInventory()...)
 		problems = append(problems, f.readTenancy()...)
+		problems = append(problems, f.readSecrets()...)
 	}
 	if len(problems) > 0 {
 		sortDiagnostics(problems)
@@ -218,11 +221,11 @@ func (f *Fleet) checkTopLevel() Diagnostics {
 	}
 	for iter.Next() {
 		switch name := iter.Selector().String(); name {
-		case fieldCluster, fieldClusters, fieldBundles, fieldTenancy, fieldRollout:
+		case fieldCluster, fieldClusters, fieldBundles, fieldTenancy, fieldRollout, fieldSecrets:
 		default:
 			ds = append(ds, diagnostic(name, fmt.Sprintf(
-				"unknown top-level field; a fleet has %q, %q, %q, %q and %q (use _%s or #%s for helpers)",
-				fieldClusters, fieldBundles, fieldRollout, fieldTenancy, fieldCluster, name, name), userPos(iter.Value())))
+				"unknown top-level field; a fleet has %q, %q, %q, %q, %q and %q (use _%s or #%s for helpers)",
+				fieldClusters, fieldBundles, fieldRollout, fieldTenancy, fieldSecrets, fieldCluster, name, name), userPos(iter.Value())))
 		}
 	}
 	return ds
@@ -366,6 +369,7 @@ func (f *Fleet) clone() *Fleet {
 		bundles:    f.bundles,
 		bundleErrs: f.bundleErrs,
 		tenancy:    f.tenancy,
+		secrets:    f.secrets,
 		owners:     f.owners,
 		noOnePass:  f.noOnePass,
 		variants:   f.variants,

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -10,6 +11,7 @@ import (
 	"github.com/flotilla-gitops/flotilla/fleet"
 	"github.com/flotilla-gitops/flotilla/render"
 	"github.com/flotilla-gitops/flotilla/render/helm"
+	"github.com/flotilla-gitops/flotilla/render/sops"
 	"github.com/flotilla-gitops/flotilla/sync/planrender"
 )
 
@@ -101,4 +103,35 @@ func (c *chartSchemas) Notes() []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return slices.Sorted(slices.Values(c.notes))
+}
+
+// encryptedFiles lists, for the secrets policy, the SOPS-encrypted files a
+// bundle gives its cluster, each bundle source read once.
+func encryptedFiles(repoDir string) func(*fleet.Bundle) ([]fleet.EncryptedFile, error) {
+	type read struct {
+		files []fleet.EncryptedFile
+		err   error
+	}
+	cache := map[string]read{}
+	return func(b *fleet.Bundle) ([]fleet.EncryptedFile, error) {
+		data, err := json.Marshal(b.Source)
+		if err != nil {
+			return nil, err
+		}
+		if r, ok := cache[string(data)]; ok {
+			return r.files, r.err
+		}
+		var src render.Source
+		if err := json.Unmarshal(data, &src); err != nil {
+			return nil, err
+		}
+		var r read
+		files, err := sops.EncryptedFiles(repoDir, src)
+		for _, f := range files {
+			r.files = append(r.files, fleet.EncryptedFile{Path: f.Path, Recipients: f.Recipients})
+		}
+		r.err = err
+		cache[string(data)] = r
+		return r.files, r.err
+	}
 }

@@ -86,3 +86,56 @@ func TestSecretsThroughTheCommands(t *testing.T) {
 		t.Errorf("hydrate: exit %d\n%s\n%s", code, out, errs)
 	}
 }
+
+// TestVetSecretsPolicy: vet checks every encrypted file each cluster would
+// receive — from a manifests folder, a kustomization's base, a values file
+// — against the recipients of the cluster's class, reading only the SOPS
+// metadata (no key is given).
+func TestVetSecretsPolicy(t *testing.T) {
+	reg, std := sopstest.NewKey(t), sopstest.NewKey(t)
+	repo := t.TempDir()
+	secret := "apiVersion: v1\nkind: Secret\nmetadata:\n  name: NAME\nstringData:\n  password: " + secretCanary + "\n"
+	enc := func(name string, recipients ...string) string {
+		return string(sopstest.Encrypt(t, filepath.Base(name), strings.Replace(secret, "NAME", strings.TrimSuffix(filepath.Base(name), ".yaml"), 1), "", recipients...))
+	}
+	writeTestFile(t, filepath.Join(repo, "secrets/reg/db.yaml"), enc("db.yaml", reg.Recipient))
+	writeTestFile(t, filepath.Join(repo, "secrets/shared/api.yaml"), enc("api.yaml", std.Recipient))
+	writeTestFile(t, filepath.Join(repo, "k/base/both.yaml"), enc("both.yaml", reg.Recipient, std.Recipient))
+	writeTestFile(t, filepath.Join(repo, "k/base/kustomization.yaml"), "resources: [both.yaml]\n")
+	writeTestFile(t, filepath.Join(repo, "k/overlay/kustomization.yaml"), "resources: [../base]\n")
+	writeTestFile(t, filepath.Join(repo, "fleet.cue"), `package fleet
+
+clusters: {
+	"eu-1": {labels: class: "regulated"}
+	"us-1": {labels: class: "standard"}
+	"lab-1": {}
+}
+secrets: {
+	by: "class"
+	recipients: {
+		regulated: ["`+reg.Recipient+`"]
+		standard: ["`+std.Recipient+`"]
+	}
+}
+bundles: [string]: namespace: "shop"
+bundles: db: {target: clusterSelector: matchLabels: class: "regulated", manifests: path: "secrets/reg"}
+bundles: shared: manifests: path: "secrets/shared"
+bundles: kust: {target: clusterSelector: matchLabels: class: "standard", kustomize: path: "k/overlay"}
+`)
+	var stdout, stderr bytes.Buffer
+	code := run(t.Context(), []string{"vet", repo}, &stdout, &stderr)
+	out := stderr.String()
+	for _, want := range []string{
+		"cluster eu-1: bundle shared: secrets: secrets/shared/api.yaml is not encrypted to " + reg.Recipient + " of class regulated, and is encrypted to " + std.Recipient + " (class standard), which class regulated must not share",
+		"cluster lab-1: bundle shared: secrets: secrets/shared/api.yaml is SOPS-encrypted, and the cluster has no class label",
+		"cluster us-1: bundle kust: secrets: k/base/both.yaml is encrypted to " + reg.Recipient + " (class regulated), which class standard must not share",
+		"fleet.cue:11:",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("vet lacks %q", want)
+		}
+	}
+	if code != exitFailed || strings.Count(out, "secrets:") != 3 || strings.Contains(out, "bundle db") {
+		t.Errorf("vet: exit %d\n%s", code, out)
+	}
+}

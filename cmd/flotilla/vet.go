@@ -33,6 +33,11 @@ repositories and registries come from the chart cache, or are fetched with
 --allow-chart-downloads (a chart not cached is noted and left to Helm's
 own check at render time).
 
+With a secrets policy (secrets: {by: "class", recipients: {...}}), every
+SOPS-encrypted file a cluster would receive must be encrypted to all the
+age recipients of the cluster's class and to none of another class's; vet
+reads the files' SOPS metadata and decrypts nothing.
+
 Every problem is printed once, as file:line:column, with the clusters and
 bundle it concerns; a problem that occurs for several clusters is printed
 once with all of them. The exit code is 1 if there is any problem, so vet
@@ -72,6 +77,9 @@ can gate a pull request.`,
 				return err
 			}
 			res.Diagnostics = append(res.Diagnostics, fleet.Problems(plans, problems)...)
+			if policy := f.Secrets(); policy != nil {
+				res.Diagnostics = append(res.Diagnostics, policy.CheckSecrets(plans, encryptedFiles(repoDir(args)))...)
+			}
 			for _, n := range schemas.Notes() {
 				fmt.Fprintf(cmd.ErrOrStderr(), "note: %s\n", n)
 			}
