@@ -85,6 +85,17 @@ func TestSecretsThroughTheCommands(t *testing.T) {
 	if code == exitOK || !strings.Contains(errs, "SOPS-encrypted") || strings.Contains(out+errs, secretCanary) {
 		t.Errorf("hydrate: exit %d\n%s\n%s", code, out, errs)
 	}
+
+	// A new password: preview says the Secret changed, and shows neither.
+	const newPassword = "n3w-s3cret-canary-77aa"
+	writeTestFile(t, filepath.Join(repo, "secrets/db.yaml"), string(sopstest.Encrypt(t, "db.yaml",
+		"apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\nstringData:\n  password: "+newPassword+"\n", "", key.Recipient)))
+	gittest.Git(t, repo, "add", ".")
+	gittest.Git(t, repo, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "rotate")
+	code, out, errs = cli("preview", repo, "--base", "HEAD~1", "--head", "HEAD", "--age-key-file", key.File)
+	if code != 1 || !strings.Contains(out, "bundle db: changed") || strings.Contains(out+errs, secretCanary) || strings.Contains(out+errs, newPassword) {
+		t.Errorf("preview: exit %d\n%s\n%s", code, out, errs)
+	}
 }
 
 // TestVetSecretsPolicy: vet checks every encrypted file each cluster would
