@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/flotilla-gitops/flotilla/internal/checkout"
@@ -44,6 +45,23 @@ func Path(t testing.TB, tool Tool) string {
 	}
 	dir := filepath.Join(root, "bin", "tools", filepath.Base(tool.Package))
 	bin := filepath.Join(dir, tool.Name)
+	if _, err := os.Stat(bin); err == nil {
+		return bin
+	}
+	// Test binaries of several packages run at once: one installs, the
+	// others wait for it (a lock file beside the tools).
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	lock, err := os.OpenFile(filepath.Join(filepath.Dir(dir), "."+filepath.Base(dir)+".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN) //nolint:errcheck
 	if _, err := os.Stat(bin); err == nil {
 		return bin
 	}
