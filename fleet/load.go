@@ -88,6 +88,10 @@ type Fleet struct {
 	owners  map[string]owner
 	// secrets is the fleet's secrets policy (nil without one).
 	secrets *SecretsPolicy
+	// policies are the fleet's policies, and policyMemo what matched what
+	// (CheckPolicies).
+	policies   []*Policy
+	policyMemo map[string]policyMatch
 
 	// schemas gives Helm charts' values schemas when plans check values
 	// against them (CheckValues), and compiled keeps them compiled in
@@ -130,6 +134,7 @@ func Load(repoDir string, opts LoadOptions) (*Fleet, error) {
 		problems = append(problems, f.readInventory()...)
 		problems = append(problems, f.readTenancy()...)
 		problems = append(problems, f.readSecrets()...)
+		problems = append(problems, f.readPolicies(inst.Files)...)
 	}
 	if len(problems) > 0 {
 		sortDiagnostics(problems)
@@ -221,11 +226,11 @@ func (f *Fleet) checkTopLevel() Diagnostics {
 	}
 	for iter.Next() {
 		switch name := iter.Selector().String(); name {
-		case fieldCluster, fieldClusters, fieldBundles, fieldTenancy, fieldRollout, fieldSecrets:
+		case fieldCluster, fieldClusters, fieldBundles, fieldTenancy, fieldRollout, fieldSecrets, fieldPolicies:
 		default:
 			ds = append(ds, diagnostic(name, fmt.Sprintf(
-				"unknown top-level field; a fleet has %q, %q, %q, %q, %q and %q (use _%s or #%s for helpers)",
-				fieldClusters, fieldBundles, fieldRollout, fieldTenancy, fieldSecrets, fieldCluster, name, name), userPos(iter.Value())))
+				"unknown top-level field; a fleet has %q, %q, %q, %q, %q, %q and %q (use _%s or #%s for helpers)",
+				fieldClusters, fieldBundles, fieldRollout, fieldTenancy, fieldSecrets, fieldPolicies, fieldCluster, name, name), userPos(iter.Value())))
 		}
 	}
 	return ds
