@@ -1,12 +1,15 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
+	"sync/atomic"
 
 	"github.com/spf13/cobra"
 
 	"github.com/flotilla-gitops/flotilla/fleet"
+	"github.com/flotilla-gitops/flotilla/render/sops"
 	"github.com/flotilla-gitops/flotilla/sync/planrender"
 )
 
@@ -38,19 +41,27 @@ SOPS-encrypted file a cluster would receive must be encrypted to all the
 age recipients of the cluster's class and to none of another class's; vet
 reads the files' SOPS metadata and decrypts nothing.
 
+--policies also renders every inventory cluster — each distinct bundle
+input once, in render workers — and checks the fleet's policies (require,
+forbid, constrain) over each cluster's objects; a violation names the
+policy's entry and its line, the cluster, the bundle, the object and the
+field.
+
 Every problem is printed once, as file:line:column, with the clusters and
 bundle it concerns; a problem that occurs for several clusters is printed
 once with all of them. The exit code is 1 if there is any problem, so vet
 can gate a pull request.`,
 		Example: `  flotilla vet
   flotilla vet examples/regions
-  flotilla vet . --path fleets/prod -o json`,
+  flotilla vet . --path fleets/prod -o json
+  flotilla vet --policies`,
 		Args: cobra.MaximumNArgs(1),
 	}
 	out := addOutputFlag(cmd, "text", "json")
 	ff := addFleetFlags(cmd)
-	var sources planrender.Sources
-	addChartFlags(cmd, &sources, false)
+	checkPolicies := cmd.Flags().Bool("policies", false, "render every inventory cluster (each distinct bundle input once, in render workers) and check the fleet's policies over its objects")
+	limits := addLimitFlags(cmd, false)
+	sources := &limits.sources
 	cmd.Flags().Lookup("allow-chart-downloads").Usage = "fetch charts of chart repositories and registries that are not in the chart cache, to check values against their values.schema.json (without it they are noted and not checked)"
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		if err := out.validate(); err != nil {
@@ -70,7 +81,7 @@ can gate a pull request.`,
 				res.Clusters = append(res.Clusters, c.Name)
 			}
 			res.Bundles = f.Bundles()
-			schemas := newChartSchemas(cmd.Context(), repoDir(args), sources)
+			schemas := newChartSchemas(cmd.Context(), repoDir(args), *sources)
 			f.CheckValues(schemas.source)
 			plans, problems, err := planInventory(cmd.Context(), cmd.ErrOrStderr(), f)
 			if err != nil {
@@ -79,6 +90,16 @@ can gate a pull request.`,
 			res.Diagnostics = append(res.Diagnostics, fleet.Problems(plans, problems)...)
 			if policy := f.Secrets(); policy != nil {
 				res.Diagnostics = append(res.Diagnostics, policy.CheckSecrets(plans, encryptedFiles(repoDir(args)))...)
+			}
+			switch {
+			case *checkPolicies:
+				ds, err := vetPolicies(cmd.Context(), cmd.ErrOrStderr(), f, repoDir(args), plans, limits)
+				if err != nil {
+					return err
+				}
+				res.Diagnostics = append(res.Diagnostics, ds...)
+			case len(f.Policies()) > 0:
+				fmt.Fprintf(cmd.ErrOrStderr(), "note: the fleet's %d policies are not checked: vet --policies renders every cluster to check them\n", len(f.Policies()))
 			}
 			for _, n := range schemas.Notes() {
 				fmt.Fprintf(cmd.ErrOrStderr(), "note: %s\n", n)
@@ -114,4 +135,48 @@ func writeVetText(stdout, stderr io.Writer, res vetResult, loaded bool) error {
 		fmt.Fprintf(stdout, "ok: %d bundles evaluated for %d clusters\n", len(res.Bundles), len(res.Clusters))
 	}
 	return nil
+}
+
+// vetPolicies renders the plans (each distinct input once) and checks the
+// fleet's policies over each cluster's objects. A bundle that does not
+// render is a problem too: its objects could not be checked.
+func vetPolicies(ctx context.Context, stderr io.Writer, f *fleet.Fleet, dir string, plans []*fleet.Plan, limits *limitFlags) (fleet.Diagnostics, error) {
+	// What is checked is what would be applied; encrypted values are
+	// masked (a policy over a Secret's values cannot hold here).
+	limits.sources.Secrets = sops.ModeMask
+	opts, closeWorkers, err := limits.options(planrender.Options{})
+	if err != nil {
+		return nil, err
+	}
+	defer closeWorkers()
+	total := 0
+	for _, p := range plans {
+		total += len(p.Bundles)
+	}
+	var done atomic.Int64
+	stopProgress := everyFewSeconds(stderr, func() string {
+		return fmt.Sprintf("rendered %d of %d bundles", done.Load(), total)
+	})
+	rendered, err := planrender.New(dir, opts).RenderPlans(ctx, plans, nil, func() { done.Add(1) })
+	stopProgress()
+	if err != nil {
+		return nil, fmt.Errorf("rendering %d bundles for %d clusters (%d done): %w", total, len(plans), done.Load(), err)
+	}
+	var ds fleet.Diagnostics
+	for i, p := range plans {
+		var bundles []fleet.RenderedBundle
+		for _, b := range rendered[i] {
+			if b.Err != nil {
+				if p.Bundle(b.Name).Failed() {
+					continue // already a problem of the plan
+				}
+				ds = append(ds, &fleet.Diagnostic{Clusters: []string{p.Cluster.Name}, Bundle: b.Name,
+					Message: "does not render, so the policies cannot be checked over it: " + b.Err.Error()})
+				continue
+			}
+			bundles = append(bundles, fleet.RenderedBundle{Name: b.Name, Objects: b.Result.Objects})
+		}
+		ds = append(ds, f.CheckPolicies(p.Cluster, bundles)...)
+	}
+	return fleet.Problems(nil, ds), nil
 }

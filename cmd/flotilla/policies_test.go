@@ -1,0 +1,70 @@
+package main
+
+import (
+	"bytes"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const policiesFleet = `package fleet
+
+clusters: {
+	"eu-1": {labels: class: "regulated"}
+	"us-1": {labels: class: "standard"}
+}
+bundles: [string]: namespace: "shop"
+bundles: netpol: {
+	target: clusterSelector: matchLabels: class: "regulated"
+	resources: [{apiVersion: "networking.k8s.io/v1", kind: "NetworkPolicy", metadata: name: "default-deny", spec: podSelector: {}}]
+}
+bundles: web: {
+	helm: chart: "charts/web"
+	values: serviceType: *"ClusterIP" | string
+	overlays: [{clusterSelector: matchLabels: class: "standard", values: serviceType: "LoadBalancer"}]
+}
+policies: "regulated-baseline": {
+	target: clusterSelector: matchLabels: class: "regulated"
+	require: [{apiVersion: "networking.k8s.io/v1", kind: "NetworkPolicy", metadata: name: "default-deny"}]
+	forbid: [{apiVersion: "v1", kind: "Service", spec: type: "LoadBalancer"}]
+}
+`
+
+// TestVetPolicies: vet --policies renders every cluster and checks the
+// fleet's policies over its objects: the fleet as written holds; a change
+// that gives the regulated class a LoadBalancer Service, or drops its
+// NetworkPolicy, fails with the policy's line, the cluster, the bundle,
+// the object and the field. Without --policies, vet says they were not
+// checked.
+func TestVetPolicies(t *testing.T) {
+	repo := t.TempDir()
+	writeTestFile(t, filepath.Join(repo, "charts/web/Chart.yaml"), "apiVersion: v2\nname: web\nversion: 0.1.0\n")
+	writeTestFile(t, filepath.Join(repo, "charts/web/templates/svc.yaml"), "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  type: {{ .Values.serviceType }}\n  ports: [{port: 80}]\n")
+	writeTestFile(t, filepath.Join(repo, "fleet.cue"), policiesFleet)
+	vet := func(args ...string) (int, string) {
+		var stdout, stderr bytes.Buffer
+		code := run(t.Context(), append([]string{"vet", repo}, args...), &stdout, &stderr)
+		return code, stdout.String() + stderr.String()
+	}
+	if code, out := vet(); code != exitOK || !strings.Contains(out, "note: the fleet's 1 policies are not checked") {
+		t.Errorf("vet: exit %d\n%s", code, out)
+	}
+	if code, out := vet("--policies"); code != exitOK {
+		t.Errorf("vet --policies on a fleet that holds: exit %d\n%s", code, out)
+	}
+
+	writeTestFile(t, filepath.Join(repo, "fleet.cue"), strings.Replace(policiesFleet, `matchLabels: class: "standard", values`, `matchLabels: class: "regulated", values`, 1))
+	code, out := vet("--policies")
+	if code != exitFailed || !strings.Contains(out, "fleet.cue:20:11: cluster eu-1: bundle web: policies.regulated-baseline.forbid[0]: policy regulated-baseline forbids") ||
+		!strings.Contains(out, "Service shop/web matches it (spec.type)") {
+		t.Errorf("a LoadBalancer for the regulated class: exit %d\n%s", code, out)
+	}
+
+	writeTestFile(t, filepath.Join(repo, "fleet.cue"), strings.Replace(policiesFleet, `class: "regulated"
+	resources`, `class: "nobody"
+	resources`, 1))
+	code, out = vet("--policies")
+	if code != exitFailed || !strings.Contains(out, "fleet.cue:19:12: cluster eu-1: policies.regulated-baseline.require[0]: policy regulated-baseline requires an object matching {apiVersion: \"networking.k8s.io/v1\", kind: \"NetworkPolicy\", metadata: name: \"default-deny\"}") {
+		t.Errorf("the NetworkPolicy dropped: exit %d\n%s", code, out)
+	}
+}
