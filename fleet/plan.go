@@ -22,6 +22,9 @@ type Plan struct {
 	// Rollout is the cluster's place in the fleet's rollout; nil without
 	// one (every cluster applies a new revision at once).
 	Rollout *Rollout `json:"rollout,omitempty"`
+	// Policies is the number of the fleet's policies: the agent checks the
+	// rendered objects against them before applying when there are any.
+	Policies int `json:"policies,omitempty"`
 }
 
 // NotSelected is a bundle the cluster does not get, and why.
@@ -60,6 +63,11 @@ func (f *Fleet) Plan(c Cluster) (*Plan, error) {
 		return nil, err
 	}
 	var p *Plan
+	defer func() {
+		if p != nil {
+			p.Policies = len(f.policies)
+		}
+	}()
 	if !f.onePassInfo().evaluatedInVain[c.Name] {
 		p = f.planOnePass(c)
 	}

@@ -260,6 +260,44 @@ func (f *Fleet) CheckPolicies(c Cluster, bundles []RenderedBundle) Diagnostics {
 	return ds
 }
 
+// PolicyViolations checks as CheckPolicies does and gives each bundle the
+// problems it must fail with before anything of it is applied: a forbid or
+// constrain problem fails the bundle whose object it names; a require
+// problem fails every bundle in the policy's scope (its bundles, or all),
+// as any of them may be the one that lost the required object.
+func (f *Fleet) PolicyViolations(c Cluster, bundles []RenderedBundle) map[string]Diagnostics {
+	ds := f.CheckPolicies(c, bundles)
+	if len(ds) == 0 {
+		return nil
+	}
+	out := map[string]Diagnostics{}
+	for _, d := range ds {
+		if d.Bundle != "" {
+			out[d.Bundle] = append(out[d.Bundle], d)
+			continue
+		}
+		p := f.policyOf(d.Path)
+		for _, b := range bundles {
+			if p == nil || len(p.bundles) == 0 || globAny(p.bundles, b.Name) {
+				c := *d
+				c.Bundle = b.Name
+				out[b.Name] = append(out[b.Name], &c)
+			}
+		}
+	}
+	return out
+}
+
+// policyOf is the policy of a rule's path (policies.<name>.<kind>[i]).
+func (f *Fleet) policyOf(path string) *Policy {
+	for _, p := range f.policies {
+		if strings.HasPrefix(path, fieldPolicies+"."+p.Name+".") {
+			return p
+		}
+	}
+	return nil
+}
+
 // inScope reports whether the policy's bundles and namespaces take in the
 // object.
 func (p *Policy) inScope(o *policyObject) bool {

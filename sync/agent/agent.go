@@ -305,6 +305,12 @@ func (a *Agent) pass(ctx context.Context) *Pass {
 		p.Err = fmt.Errorf("nothing applied or pruned: %w", err)
 		return p
 	}
+	if plan.Policies > 0 {
+		if err := a.checkPolicies(ctx, co.Dir, plan.Cluster, bundles, p.gate.held); err != nil {
+			p.Err = fmt.Errorf("nothing applied or pruned: %w", err)
+			return p
+		}
+	}
 	p.kinds = kindsOf(bundles)
 	a.kinds = p.kinds
 	p.digests = map[string]bundleDigests{}
@@ -412,6 +418,42 @@ func (a *Agent) plan(ctx context.Context, dir string, c fleet.Cluster) (*fleet.P
 		return nil, err
 	}
 	return f.Plan(c)
+}
+
+// checkPolicies checks the objects the cluster is about to have against
+// the tip's policies (in a sandbox worker, as a plan), and fails each
+// bundle of the tip that violates one, with the policy's message: the
+// apply manager then applies and prunes nothing of it, and the status says
+// why. Held bundles count for what the cluster has, but keep their own
+// revision's verdict.
+func (a *Agent) checkPolicies(ctx context.Context, dir string, c fleet.Cluster, bundles []apply.Bundle, held map[string]string) error {
+	var rendered []fleet.RenderedBundle
+	for _, b := range bundles {
+		if b.Err == nil {
+			rendered = append(rendered, fleet.RenderedBundle{Name: b.Name, Objects: b.Objects})
+		}
+	}
+	load := fleet.LoadOptions{Path: a.opts.Path}
+	var violations map[string]fleet.Diagnostics
+	if a.pool != nil {
+		var err error
+		if violations, err = a.pool.PolicyViolations(ctx, dir, load, c, rendered); err != nil {
+			return err
+		}
+	} else {
+		f, err := fleet.Load(dir, load)
+		if err != nil {
+			return err
+		}
+		violations = f.PolicyViolations(c, rendered)
+	}
+	for i, b := range bundles {
+		if _, isHeld := held[b.Name]; isHeld || b.Err != nil || len(violations[b.Name]) == 0 {
+			continue
+		}
+		bundles[i].Err = fmt.Errorf("violates the fleet's policies, so nothing of it is applied or pruned: %w", violations[b.Name])
+	}
+	return nil
 }
 
 // Close ends the agent's sandbox workers.

@@ -214,6 +214,21 @@ func (p *Pool) Rollouts(ctx context.Context, repoDir string, load fleet.LoadOpti
 	return rep.Rollouts, nil
 }
 
+// PolicyViolations checks, in a worker bounded like a plan, a cluster's
+// rendered objects against the fleet's policies
+// (fleet.Fleet.PolicyViolations): the problems each bundle must fail
+// with.
+func (p *Pool) PolicyViolations(ctx context.Context, repoDir string, load fleet.LoadOptions, c fleet.Cluster, bundles []fleet.RenderedBundle) (map[string]fleet.Diagnostics, error) {
+	ctx, cancel := context.WithTimeoutCause(ctx, p.opts.PlanTimeout, fmt.Errorf(
+		"checking the fleet's policies took longer than %s (--eval-timeout)", p.opts.PlanTimeout))
+	defer cancel()
+	rep, err := p.run(ctx, false, &job{Policies: &policiesJob{RepoDir: repoDir, Load: load, Cluster: c, Bundles: bundles}})
+	if err != nil {
+		return nil, fmt.Errorf("checking the fleet's policies for %s: %w", c.Name, err)
+	}
+	return rep.Violations, nil
+}
+
 // getenv reads a variable of an offline worker's environment: how tests
 // prove what it does not inherit.
 func (p *Pool) getenv(ctx context.Context, name string) (string, error) {

@@ -38,6 +38,7 @@ type job struct {
 	Render   *renderJob   `json:"render,omitempty"`
 	Plan     *planJob     `json:"plan,omitempty"`
 	Rollouts *rolloutsJob `json:"rollouts,omitempty"`
+	Policies *policiesJob `json:"policies,omitempty"`
 	Probe    string       `json:"probe,omitempty"`
 	// Env asks for the worker's environment variable of that name (tests).
 	Env string `json:"env,omitempty"`
@@ -59,6 +60,15 @@ type renderJob struct {
 	Capabilities render.Capabilities `json:"capabilities"`
 }
 
+// policiesJob checks a cluster's rendered objects against the fleet's
+// policies.
+type policiesJob struct {
+	RepoDir string                 `json:"repoDir"`
+	Load    fleet.LoadOptions      `json:"load"`
+	Cluster fleet.Cluster          `json:"cluster"`
+	Bundles []fleet.RenderedBundle `json:"bundles"`
+}
+
 type planJob struct {
 	RepoDir string            `json:"repoDir"`
 	Load    fleet.LoadOptions `json:"load"`
@@ -67,13 +77,14 @@ type planJob struct {
 
 // reply answers a job: its result, or its error.
 type reply struct {
-	Output      *wireOutput             `json:"output,omitempty"`
-	Plan        *fleet.Plan             `json:"plan,omitempty"`
-	Rollouts    []fleet.ClusterRollouts `json:"rollouts,omitempty"`
-	Value       string                  `json:"value,omitempty"`
-	Error       string                  `json:"error,omitempty"`
-	Diagnostics fleet.Diagnostics       `json:"diagnostics,omitempty"`
-	PathEscapes bool                    `json:"pathEscapes,omitempty"`
+	Output      *wireOutput                  `json:"output,omitempty"`
+	Plan        *fleet.Plan                  `json:"plan,omitempty"`
+	Rollouts    []fleet.ClusterRollouts      `json:"rollouts,omitempty"`
+	Violations  map[string]fleet.Diagnostics `json:"violations,omitempty"`
+	Value       string                       `json:"value,omitempty"`
+	Error       string                       `json:"error,omitempty"`
+	Diagnostics fleet.Diagnostics            `json:"diagnostics,omitempty"`
+	PathEscapes bool                         `json:"pathEscapes,omitempty"`
 }
 
 type wireObject struct {
@@ -207,6 +218,13 @@ func do(j *job, renderers map[string]render.Renderer, rep *reply) {
 			return
 		}
 		rep.Rollouts = f.Rollouts(j.Rollouts.Clusters, j.Rollouts.Bundles)
+	case j.Policies != nil:
+		f, err := fleet.Load(j.Policies.RepoDir, j.Policies.Load)
+		if err != nil {
+			fail(err)
+			return
+		}
+		rep.Violations = f.PolicyViolations(j.Policies.Cluster, j.Policies.Bundles)
 	case j.Env != "":
 		rep.Value = os.Getenv(j.Env)
 	case j.Probe != "":
