@@ -71,6 +71,9 @@ func (r *Report) WriteText(w io.Writer) error {
 		if c.Error != "" {
 			fmt.Fprintf(w, "  the fleet does not evaluate for it%s:\n%s\n", newly(c.NewError), indent(c.Error, "    "))
 		}
+		for _, v := range c.Violations {
+			fmt.Fprintf(w, "  breaks a policy (newly):\n%s\n", indent(v, "    "))
+		}
 		for _, b := range c.Bundles {
 			if b.Change == Unchanged {
 				continue
@@ -216,10 +219,16 @@ func clusterMarkdown(c Cluster) string {
 	if c.Error != "" {
 		changes = append(changes, "does not evaluate")
 	}
+	if len(c.Violations) > 0 {
+		changes = append(changes, fmt.Sprintf("breaks %d policies", len(c.Violations)))
+	}
 	fmt.Fprintf(&b, "<details><summary><b>%s</b>: %s</summary>\n\n", c.Name, mdEscape(strings.Join(changes, ", ")))
 	var text strings.Builder
 	if c.Error != "" {
 		fmt.Fprintf(&text, "the fleet does not evaluate for it%s:\n%s\n", newly(c.NewError), indent(c.Error, "  "))
+	}
+	for _, v := range c.Violations {
+		fmt.Fprintf(&text, "breaks a policy (newly):\n%s\n", indent(v, "  "))
 	}
 	for _, bd := range c.Bundles {
 		if bd.Change == Unchanged {

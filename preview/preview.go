@@ -95,6 +95,9 @@ type Cluster struct {
 	Error    string   `json:"error,omitempty"`
 	NewError bool     `json:"newError,omitempty"`
 	Bundles  []Bundle `json:"bundles"`
+	// Violations are the fleet's policies the cluster's objects break at
+	// head and did not at base (positioned); they count as new failures.
+	Violations []string `json:"violations,omitempty"`
 }
 
 // WaveMove is a cluster's move between rollout waves.
@@ -148,7 +151,7 @@ func (r *Report) ChangedClusters() int {
 func (r *Report) NewFailures() []string {
 	var out []string
 	for _, c := range r.Clusters {
-		if c.NewError {
+		if c.NewError || len(c.Violations) > 0 {
 			out = append(out, c.Name)
 		}
 		for _, b := range c.Bundles {
@@ -270,6 +273,12 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	for _, j := range jobs {
 		j.finish()
 	}
+	if len(sides[1].fleet.Policies()) > 0 {
+		say(fmt.Sprintf("checking the fleet's policies for %d clusters", len(clusters)))
+		if err := newViolations(ctx, rep, clusters, sides); err != nil {
+			return nil, err
+		}
+	}
 	for i := range rep.Clusters {
 		c := &rep.Clusters[i]
 		// A failure at both revisions is shown, but is no change.
@@ -278,7 +287,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 				c.Changed = true
 			}
 		}
-		if c.Wave != nil || c.NewError {
+		if c.Wave != nil || c.NewError || len(c.Violations) > 0 {
 			c.Changed = true
 		}
 	}

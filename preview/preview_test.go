@@ -351,3 +351,53 @@ bundles: valued: {namespace: "web", helm: {chart: "charts/v", valuesFiles: ["val
 		t.Errorf("%d renders, want 8 (four bundles at both revisions; other not rendered)", rep.Renders)
 	}
 }
+
+// TestPreviewReportsNewViolations: a change that breaks a policy for some
+// clusters is reported on those clusters (positioned, counted as a new
+// failure); a violation already at base, moved to another line, is not new.
+func TestPreviewReportsNewViolations(t *testing.T) {
+	const fleetCUE = `package fleet
+
+clusters: {
+	"eu-1": {labels: class: "regulated"}
+	"us-1": {labels: class: "standard"}
+}
+bundles: [string]: namespace: "web"
+bundles: web: resources: [{apiVersion: "v1", kind: "Service", metadata: name: "web", spec: type: TYPE}]
+bundles: old: resources: [{apiVersion: "v1", kind: "Service", metadata: name: "old", spec: type: "NodePort"}]
+policies: baseline: {
+	target: clusterSelector: matchLabels: class: "regulated"
+	forbid: [{kind: "Service", spec: type: "LoadBalancer" | "NodePort"}]
+}
+`
+	repo := gittest.New(t)
+	base := repo.Commit(map[string]string{"fleet.cue": strings.Replace(fleetCUE, "TYPE", `"ClusterIP"`, 1)})
+	head := repo.Commit(map[string]string{"fleet.cue": "// moved down a line\n" + strings.Replace(fleetCUE, "TYPE", `"LoadBalancer"`, 1)})
+	rep, err := preview.Run(context.Background(), preview.Options{Dir: repo.Work, Base: base, Head: head})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range rep.Clusters {
+		switch c.Name {
+		case "eu-1":
+			if len(c.Violations) != 1 || !strings.Contains(c.Violations[0], "bundle web: policies.baseline.forbid[0]") ||
+				!strings.Contains(c.Violations[0], "Service web/web matches it (spec.type)") || !regexp.MustCompile(`^fleet\.cue:13:\d+:`).MatchString(c.Violations[0]) {
+				t.Errorf("eu-1 violations %q", c.Violations)
+			}
+		case "us-1":
+			if len(c.Violations) != 0 {
+				t.Errorf("us-1 violations %q", c.Violations)
+			}
+		}
+	}
+	if f := rep.NewFailures(); len(f) != 1 || f[0] != "eu-1" {
+		t.Errorf("new failures %v", f)
+	}
+	var out strings.Builder
+	if err := rep.WriteText(&out); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "breaks a policy (newly):") {
+		t.Errorf("text:\n%s", out.String())
+	}
+}

@@ -1,0 +1,67 @@
+package preview
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/flotilla-gitops/flotilla/fleet"
+)
+
+// newViolations checks the fleet's policies over every cluster's objects
+// at head, and at base when the base has policies too, and records on each
+// cluster what breaks at head and did not at base. A policy holds over all
+// of a cluster's objects (a require over every bundle), and the policies
+// themselves may be what changed: every bundle of every cluster is
+// rendered at both sides, each distinct input once, as vet --policies
+// does.
+func newViolations(ctx context.Context, rep *Report, clusters []fleet.Cluster, sides []*side) error {
+	var before [2]map[string]map[string]bool // by cluster, problem (without positions)
+	for i, s := range sides {
+		if len(s.fleet.Policies()) == 0 {
+			continue
+		}
+		var plans []*fleet.Plan
+		for _, c := range clusters {
+			if p := s.plans[c.Name]; p != nil {
+				plans = append(plans, p)
+			}
+		}
+		rendered, err := s.r.RenderPlans(ctx, plans, nil, nil)
+		if err != nil {
+			return fmt.Errorf("rendering every cluster at %s to check the policies: %w", s.name, err)
+		}
+		before[i] = map[string]map[string]bool{}
+		for j, p := range plans {
+			var bundles []fleet.RenderedBundle
+			for _, b := range rendered[j] {
+				if b.Err == nil {
+					bundles = append(bundles, fleet.RenderedBundle{Name: b.Name, Objects: b.Result.Objects})
+				}
+			}
+			found := map[string]bool{}
+			for _, d := range s.fleet.CheckPolicies(p.Cluster, bundles) {
+				found[problemKey(d)] = true
+				if i == 1 && !before[0][p.Cluster.Name][problemKey(d)] {
+					rep.addViolation(p.Cluster.Name, d.Error())
+				}
+			}
+			before[i][p.Cluster.Name] = found
+		}
+	}
+	return nil
+}
+
+// problemKey is a problem without its positions: the same violation at
+// another line of a changed fleet.cue is not new.
+func problemKey(d *fleet.Diagnostic) string {
+	return d.Bundle + "\x00" + d.Path + "\x00" + d.Message
+}
+
+func (r *Report) addViolation(cluster, msg string) {
+	for i := range r.Clusters {
+		if r.Clusters[i].Name == cluster {
+			r.Clusters[i].Violations = append(r.Clusters[i].Violations, msg)
+			return
+		}
+	}
+}
