@@ -5,6 +5,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/flotilla-gitops/flotilla/fleet"
+	"github.com/flotilla-gitops/flotilla/internal/gittest"
+	"github.com/flotilla-gitops/flotilla/sync/report"
 )
 
 const policiesFleet = `package fleet
@@ -66,5 +71,30 @@ func TestVetPolicies(t *testing.T) {
 	code, out = vet("--policies")
 	if code != exitFailed || !strings.Contains(out, "fleet.cue:19:12: cluster eu-1: policies.regulated-baseline.require[0]: policy regulated-baseline requires an object matching {apiVersion: \"networking.k8s.io/v1\", kind: \"NetworkPolicy\", metadata: name: \"default-deny\"}") {
 		t.Errorf("the NetworkPolicy dropped: exit %d\n%s", code, out)
+	}
+
+	// A regulated cluster known only from its status branch is checked
+	// too, with its real labels.
+	writeTestFile(t, filepath.Join(repo, "fleet.cue"), policiesFleet)
+	statusRepo := gittest.New(t)
+	r, err := report.New(report.Options{URL: statusRepo.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	edge := &report.Status{Cluster: fleet.Cluster{Name: "edge-9", Labels: map[string]string{"class": "regulated"}},
+		Phase: report.ClusterReady, Bundles: []report.BundleStatus{}}
+	if _, err := r.Publish(t.Context(), edge, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	writeTestFile(t, filepath.Join(repo, "edge.cue"), `package fleet
+
+bundles: edge: {
+	target: names: ["edge-*"]
+	resources: [{apiVersion: "v1", kind: "Service", metadata: name: "edge", spec: {type: "LoadBalancer", ports: [{port: 80}]}}]
+}
+`)
+	code, out = vet("--policies", "--status-repo", statusRepo.URL)
+	if code != exitFailed || !strings.Contains(out, "cluster edge-9: bundle edge: policies.regulated-baseline.forbid[0]") || strings.Contains(out, "eu-1") {
+		t.Errorf("a cluster known from its status branch: exit %d\n%s", code, out)
 	}
 }

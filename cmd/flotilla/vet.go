@@ -11,6 +11,8 @@ import (
 	"github.com/flotilla-gitops/flotilla/fleet"
 	"github.com/flotilla-gitops/flotilla/render/sops"
 	"github.com/flotilla-gitops/flotilla/sync/planrender"
+	"github.com/flotilla-gitops/flotilla/sync/report"
+	"github.com/flotilla-gitops/flotilla/sync/source"
 )
 
 // vetResult is what `flotilla vet -o json` prints.
@@ -41,8 +43,10 @@ SOPS-encrypted file a cluster would receive must be encrypted to all the
 age recipients of the cluster's class and to none of another class's; vet
 reads the files' SOPS metadata and decrypts nothing.
 
---policies also renders every inventory cluster — each distinct bundle
-input once, in render workers — and checks the fleet's policies (require,
+--policies also renders every inventory cluster, and every cluster known
+only from its status branch (--status-repo, or the local repository's
+status branches), each distinct bundle input once, in render workers, and
+checks the fleet's policies (require,
 forbid, constrain) over each cluster's objects; a violation names the
 policy's entry and its line, the cluster, the bundle, the object and the
 field.
@@ -61,6 +65,7 @@ can gate a pull request.`,
 	ff := addFleetFlags(cmd)
 	checkPolicies := cmd.Flags().Bool("policies", false, "render every inventory cluster (each distinct bundle input once, in render workers) and check the fleet's policies over its objects")
 	limits := addLimitFlags(cmd, false)
+	known := addKnownClusterFlags(cmd)
 	sources := &limits.sources
 	cmd.Flags().Lookup("allow-chart-downloads").Usage = "fetch charts of chart repositories and registries that are not in the chart cache, to check values against their values.schema.json (without it they are noted and not checked)"
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
@@ -93,7 +98,12 @@ can gate a pull request.`,
 			}
 			switch {
 			case *checkPolicies:
-				ds, err := vetPolicies(cmd.Context(), cmd.ErrOrStderr(), f, repoDir(args), plans, limits)
+				more, ds, err := statusOnlyPlans(cmd.Context(), cmd.ErrOrStderr(), f, repoDir(args), known)
+				if err != nil {
+					return err
+				}
+				res.Diagnostics = append(res.Diagnostics, ds...)
+				ds, err = vetPolicies(cmd.Context(), cmd.ErrOrStderr(), f, repoDir(args), append(plans, more...), limits)
 				if err != nil {
 					return err
 				}
@@ -179,4 +189,53 @@ func vetPolicies(ctx context.Context, stderr io.Writer, f *fleet.Fleet, dir stri
 		ds = append(ds, f.CheckPolicies(p.Cluster, bundles)...)
 	}
 	return fleet.Problems(nil, ds), nil
+}
+
+// statusOnlyPlans plans the clusters that reported on a status branch and
+// are not in the inventory, with their real labels and facts: vet
+// --policies checks them too. Without a status repository and outside a
+// Git repository there are none.
+func statusOnlyPlans(ctx context.Context, stderr io.Writer, f *fleet.Fleet, dir string, known *knownClusterFlags) ([]*fleet.Plan, fleet.Diagnostics, error) {
+	url, auth, err := known.resolve()
+	if err != nil {
+		return nil, nil, err
+	}
+	repo, _, err := source.OpenLocal(dir)
+	if err != nil && url == "" {
+		return nil, nil, nil // not a Git repository: no status branches
+	}
+	k, err := report.KnownClusters(ctx, repo, url, known.prefix, auth, f.Inventory())
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading the status branches: %w", err)
+	}
+	for _, w := range k.Warnings {
+		fmt.Fprintf(stderr, "note: %s\n", w)
+	}
+	var only []fleet.Cluster
+	for _, c := range k.Clusters {
+		if k.Where[c.Name] == "status" {
+			only = append(only, c)
+		}
+	}
+	if len(only) == 0 {
+		return nil, nil, nil
+	}
+	plans, errs, err := f.PlanClusters(ctx, only, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	var out []*fleet.Plan
+	var problems fleet.Diagnostics
+	for i, p := range plans {
+		if errs[i] != nil {
+			ds := fleet.AsDiagnostics(errs[i])
+			if ds == nil {
+				ds = fleet.Diagnostics{{Clusters: []string{only[i].Name}, Message: errs[i].Error()}}
+			}
+			problems = append(problems, ds...)
+			continue
+		}
+		out = append(out, p)
+	}
+	return out, fleet.Problems(out, problems), nil
 }
