@@ -101,3 +101,30 @@ func TestPolicyErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestPolicyViolationsByBundle: what the agent fails — a forbid on the
+// bundle whose object breaks it; a require on every bundle in the
+// policy's scope (its bundles' patterns).
+func TestPolicyViolationsByBundle(t *testing.T) {
+	f := mustLoad(t, writeFleet(t, `
+bundles: web: resources: []
+policies: net: {
+	bundles: ["net*", "web"]
+	require: [{kind: "NetworkPolicy"}]
+}
+policies: lb: forbid: [{kind: "Service", spec: type: =~"^(LoadBalancer|NodePort)$"}]
+`))
+	lb := obj(t, "apiVersion: v1\nkind: Service\nmetadata: {name: edge, namespace: shop}\nspec: {type: NodePort}\n")
+	cm := obj(t, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c, namespace: shop}\n")
+	got := f.PolicyViolations(fleet.Cluster{Name: "c1"}, []fleet.RenderedBundle{
+		{Name: "netpol", Objects: []*unstructured.Unstructured{cm}},
+		{Name: "web", Objects: []*unstructured.Unstructured{cm}},
+		{Name: "edge", Objects: []*unstructured.Unstructured{lb}},
+	})
+	if len(got["netpol"]) != 1 || len(got["web"]) != 1 || !strings.Contains(got["web"].Error(), "policy net requires") {
+		t.Errorf("require: %v", got)
+	}
+	if len(got["edge"]) != 1 || !strings.Contains(got["edge"].Error(), "policy lb forbids") || !strings.Contains(got["edge"].Error(), "Service shop/edge") {
+		t.Errorf("edge: %v", got["edge"])
+	}
+}
