@@ -12,14 +12,14 @@
 #   bench/policies.sh [CLUSTERS] [BUNDLES]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 clusters=${1:-1000}
 bundles=${2:-50}
 runs=3
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-echo "date:    $(date -u +%Y-%m-%d)"
+machine
 echo "fleet:   $clusters clusters x $bundles bundles"
 make -s build
 go run ./internal/synthfleet/cmd/synthfleet -dir "$work/fleet" -clusters "$clusters" -bundles "$bundles" -sources
@@ -36,18 +36,6 @@ policies: {
 }
 CUE
 
-# median of $runs wall-clock runs, in seconds; the command must succeed
-measure() {
-	local times=()
-	for _ in $(seq $runs); do
-		local start end
-		start=$(date +%s.%N)
-		"$@" >/dev/null 2>&1
-		end=$(date +%s.%N)
-		times+=("$(echo "$end - $start" | bc)")
-	done
-	printf '%s\n' "${times[@]}" | sort -n | sed -n "$(((runs + 1) / 2))p"
-}
 
 render=$(measure bin/flotilla render "$work/fleet" --all --out "$work/out")
 vet=$(measure bin/flotilla vet "$work/fleet" --policies)

@@ -9,13 +9,13 @@
 #   bench/status.sh [CLUSTERS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 clusters=${1:-1000}
 runs=5
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-echo "date:    $(date -u +%Y-%m-%d)"
+machine
 echo "fleet:   $clusters status branches"
 make -s build
 
@@ -41,18 +41,6 @@ reportedAt: \"$now\"
 		"$name" "$(date +%s)" "${#msg}" "$msg" "$name" "$(printf '%s' "$file" | wc -c)" "$file"
 done | git -C "$work/fleet.git" fast-import --quiet
 
-# median of $runs wall-clock runs, in seconds
-measure() {
-	local times=()
-	for _ in $(seq $runs); do
-		local start end
-		start=$(date +%s.%N)
-		"$@" >/dev/null 2>&1
-		end=$(date +%s.%N)
-		times+=("$(echo "$end - $start" | bc)")
-	done
-	printf '%s\n' "${times[@]}" | sort -n | sed -n "$(((runs + 1) / 2))p"
-}
 
 peer() {
 	rm -rf "$work/peer"
