@@ -3,6 +3,7 @@ package render
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -91,4 +92,30 @@ func outside(repoDir, rel string) bool {
 	}
 	r, err := filepath.Rel(repo, target)
 	return err != nil || !filepath.IsLocal(r)
+}
+
+// ReadBounded reads a regular file of the repository through root (so no
+// symlink leads out of it), refusing one larger than max bytes before
+// reading it all.
+func ReadBounded(root *os.Root, rel string, max int64) ([]byte, error) {
+	f, err := root.Open(rel)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file", rel)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > max {
+		return nil, fmt.Errorf("%s is larger than %d bytes", rel, max)
+	}
+	return data, nil
 }

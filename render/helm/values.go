@@ -3,7 +3,6 @@ package helm
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"maps"
 	"os"
 	"path"
@@ -46,7 +45,7 @@ func ReadValuesFiles(repoDir string, files []string, secrets render.Secrets) ([]
 		if err != nil {
 			return nil, err
 		}
-		data, err := readBounded(root, rel)
+		data, err := render.ReadBounded(root, rel, maxValuesFile)
 		if err != nil {
 			if _, perr := render.RepoPath(repoDir, rel); perr != nil {
 				return nil, fmt.Errorf("values file %s: %w", name, perr)
@@ -79,31 +78,6 @@ func valuesPath(name string) (string, error) {
 		return "", fmt.Errorf("values file %s: %w: paths are relative to the fleet repository's root and stay inside it", name, render.ErrPathEscapes)
 	}
 	return path.Clean(slashed), nil
-}
-
-// readBounded reads a regular file through root, at most maxValuesFile
-// bytes.
-func readBounded(root *os.Root, rel string) ([]byte, error) {
-	f, err := root.Open(rel)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("not a regular file")
-	}
-	data, err := io.ReadAll(io.LimitReader(f, maxValuesFile+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(data) > maxValuesFile {
-		return nil, fmt.Errorf("larger than %d bytes", maxValuesFile)
-	}
-	return data, nil
 }
 
 // mergeValues merges src over dst as Helm merges `-f` files and `--set`

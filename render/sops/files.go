@@ -56,7 +56,7 @@ func EncryptedFiles(repoDir string, src render.Source) ([]File, error) {
 		if _, ok := store(p); !ok {
 			continue
 		}
-		data, err := readScanned(root, p)
+		data, err := render.ReadBounded(root, p, maxScanned)
 		if err != nil {
 			continue // rendering reports a file it cannot read
 		}
@@ -70,14 +70,6 @@ func EncryptedFiles(repoDir string, src render.Source) ([]File, error) {
 		out = append(out, File{Path: p, Recipients: rs})
 	}
 	return out, nil
-}
-
-func readScanned(root *os.Root, p string) ([]byte, error) {
-	fi, err := root.Stat(p)
-	if err != nil || !fi.Mode().IsRegular() || fi.Size() > maxScanned {
-		return nil, fs.ErrInvalid
-	}
-	return fs.ReadFile(root.FS(), p)
 }
 
 // walk lists the files of dir (and its sub-folders when recursive).
@@ -116,7 +108,7 @@ func kustomizationFiles(root *os.Root, dir string, seen map[string]bool) ([]stri
 		default:
 			continue
 		}
-		data, err := readScanned(root, f)
+		data, err := render.ReadBounded(root, f, maxScanned)
 		if err != nil {
 			continue
 		}

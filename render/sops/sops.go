@@ -11,6 +11,7 @@
 package sops
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -101,7 +102,7 @@ func (k *Keys) Public() []string {
 // SOPS-encrypted YAML or JSON document (a top-level `sops` mapping with a
 // `mac`).
 func Encrypted(name string, data []byte) bool {
-	if !strings.Contains(string(data), "sops") || !strings.Contains(string(data), "mac") {
+	if !bytes.Contains(data, []byte("sops")) || !bytes.Contains(data, []byte("mac")) {
 		return false
 	}
 	_, err := load(name, data)
