@@ -90,8 +90,9 @@ type Fleet struct {
 	secrets *SecretsPolicy
 	// policies are the fleet's policies, and policyMemo what matched what
 	// (CheckPolicies).
-	policies   []*Policy
-	policyMemo map[string]policyMatch
+	policies    []*Policy
+	policyCount int // len(policies), which clones share
+	policyMemo  map[string]policyMatch
 
 	// schemas gives Helm charts' values schemas when plans check values
 	// against them (CheckValues), and compiled keeps them compiled in
@@ -379,5 +380,8 @@ func (f *Fleet) clone() *Fleet {
 		noOnePass:  f.noOnePass,
 		variants:   f.variants,
 		schemas:    f.schemas,
+		// The clone plans; the policies (CUE values of this context) are
+		// checked by the Fleet that read them.
+		policyCount: f.policyCount,
 	}
 }

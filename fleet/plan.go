@@ -65,7 +65,7 @@ func (f *Fleet) Plan(c Cluster) (*Plan, error) {
 	var p *Plan
 	defer func() {
 		if p != nil {
-			p.Policies = len(f.policies)
+			p.Policies = f.policyCount
 		}
 	}()
 	if !f.onePassInfo().evaluatedInVain[c.Name] {

@@ -108,6 +108,7 @@ func (f *Fleet) readPolicies(files []*ast.File) Diagnostics {
 		}
 		f.policies = append(f.policies, p)
 	}
+	f.policyCount = len(f.policies)
 	return ds
 }
 

@@ -128,3 +128,24 @@ policies: lb: forbid: [{kind: "Service", spec: type: =~"^(LoadBalancer|NodePort)
 		t.Errorf("edge: %v", got["edge"])
 	}
 }
+
+// TestPlansSayTheFleetHasPolicies: every plan says so, also those made on
+// the parallel planners of a large inventory (the agent relies on it).
+func TestPlansSayTheFleetHasPolicies(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("clusters: {\n")
+	for i := range 40 {
+		b.WriteString("\t\"c" + strings.Repeat("x", i%3) + string(rune('a'+i%26)) + string(rune('a'+i/26)) + "\": {}\n")
+	}
+	b.WriteString("}\nbundles: web: resources: []\npolicies: p: forbid: [{kind: \"Service\"}]\n")
+	f := mustLoad(t, writeFleet(t, b.String()))
+	plans, problems, err := f.PlanInventory(t.Context(), nil)
+	if err != nil || len(problems) > 0 || len(plans) != 40 {
+		t.Fatal(err, problems, len(plans))
+	}
+	for _, p := range plans {
+		if p.Policies != 1 {
+			t.Fatalf("cluster %s: plan says %d policies", p.Cluster.Name, p.Policies)
+		}
+	}
+}
