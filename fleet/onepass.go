@@ -79,6 +79,9 @@ type onePass struct {
 	evaluatedInVain map[string]bool
 	// pruning leaves out the bundles a cluster does not get (prune.go).
 	pruning *pruning
+	// memo reuses bundles evaluated for earlier clusters (memo.go); nil
+	// when the fleet cannot be pruned.
+	memo *memo
 }
 
 // passBundle is a bundle's selectors, as stated without a cluster.
@@ -311,6 +314,10 @@ func (f *Fleet) planOnePass(c Cluster) (plan *Plan) {
 		target   *selector
 		overlays []selector
 		matched  []passOverlay
+		// key is the bundle's key for reuse (memo.go), or ""; reuse is an
+		// earlier plan's evaluation of it.
+		key   string
+		reuse *memoEntry
 	}
 	plan = &Plan{Cluster: c, NotSelected: []NotSelected{}}
 	var decided []*decision
@@ -359,11 +366,41 @@ func (f *Fleet) planOnePass(c Cluster) (plan *Plan) {
 		}
 	}
 
+	// Bundles evaluated alike for an earlier cluster are left out too.
+	var out []string
+	for _, d := range decided {
+		if !d.selected && op.pruning.prunable[d.b.Name] {
+			out = append(out, d.b.Name)
+		}
+	}
+	slices.Sort(out)
+	paths := map[string]string{}
+	withReused := slices.Clone(out)
+	for _, d := range decided {
+		if d.selected && !d.b.invalid {
+			if d.key = op.memo.key(d.b.Name, d.matched, clusterV, paths); d.key != "" {
+				if d.reuse = op.memo.entries[d.key]; d.reuse != nil {
+					withReused = append(withReused, d.b.Name)
+				}
+			}
+		}
+	}
+	if len(withReused) > len(out) {
+		slices.Sort(withReused)
+		if op.pruning.affordable(withReused) {
+			out = withReused
+		} else {
+			for _, d := range decided {
+				d.reuse = nil
+			}
+		}
+	}
+
 	// Evaluate once: the cluster, and every matched overlay's fields
 	// unified into its bundle by reference.
 	var patches []any
 	for _, d := range decided {
-		if !d.selected || d.b.invalid || len(d.matched) == 0 {
+		if !d.selected || d.b.invalid || len(d.matched) == 0 || d.reuse != nil {
 			continue
 		}
 		var fields []any
@@ -389,13 +426,6 @@ func (f *Fleet) planOnePass(c Cluster) (plan *Plan) {
 	if patch.Err() != nil {
 		return nil
 	}
-	var out []string
-	for _, d := range decided {
-		if !d.selected && op.pruning.prunable[d.b.Name] {
-			out = append(out, d.b.Name)
-		}
-	}
-	slices.Sort(out)
 	root := op.pruning.root(f, out).Unify(patch)
 	evaluated = true
 
@@ -419,6 +449,12 @@ func (f *Fleet) planOnePass(c Cluster) (plan *Plan) {
 	}
 	bundles := lookup(root, fieldBundles)
 	var selected []*Bundle
+	type entry struct {
+		key string
+		e   *memoEntry
+	}
+	var entries []entry
+	var reused []string
 	for _, d := range decided {
 		if d.b.invalid {
 			selected = append(selected, d.b)
@@ -430,6 +466,17 @@ func (f *Fleet) planOnePass(c Cluster) (plan *Plan) {
 			if !pb.sameTarget(v, d.target) {
 				return nil
 			}
+			continue
+		}
+		if d.reuse != nil {
+			// Left out but for its target: its overlays were checked
+			// when it was evaluated, and read the same cluster paths.
+			if !pb.sameTarget(v, d.target) {
+				return nil
+			}
+			d.reuse.reuse(d.b)
+			selected = append(selected, d.b)
+			reused = append(reused, d.b.Name)
 			continue
 		}
 		if !pb.sameTarget(v, d.target) || !f.sameOverlays(pb, v, d.overlays, d.matched) {
@@ -450,7 +497,20 @@ func (f *Fleet) planOnePass(c Cluster) (plan *Plan) {
 		if d.b.Failed() {
 			return nil
 		}
+		if d.key != "" {
+			if e := f.memoEntry(d.b, v); e != nil {
+				entries = append(entries, entry{d.key, e})
+			}
+		}
 		selected = append(selected, d.b)
+	}
+	if op.memo != nil {
+		for _, e := range entries {
+			op.memo.entries[e.key] = e.e
+		}
+		for _, name := range reused {
+			op.memo.hits[name]++
+		}
 	}
 	plan.Bundles = orderBundles(selected, f.bundles)
 	for _, b := range plan.Bundles {

@@ -289,3 +289,122 @@ if cluster.labels.env == "staging" {
 		t.Errorf("clusters evaluated in vain: %v, want eu-2 only", got)
 	}
 }
+
+// TestPlansReuseBundles plans a fleet as a batch does, where bundles
+// evaluated for one cluster are reused for the next cluster that reads the
+// same of `cluster` and matches the same overlays (memo.go), and requires
+// the general way's plans. It checks which bundles qualify and how often
+// each was reused: a bundle that reads what differs between two clusters
+// (a label, a label's default, an overlay's `when`) must not be.
+func TestPlansReuseBundles(t *testing.T) {
+	src := `package fleet
+
+cluster: labels: tier: *"std" | string
+cluster: _zone: "\(cluster.region)-a"
+_sizes: {regulated: "large", standard: "small"}
+
+clusters: {
+	"eu-1": {region: "eu-west-1", labels: {env: "prod", class: "regulated", team: "a"}}
+	"eu-2": {region: "eu-west-1", labels: {env: "prod", class: "regulated", team: "b"}}
+	"eu-3": {region: "eu-west-1", labels: {env: "staging", class: "regulated", team: "a"}}
+	"eu-4": {region: "eu-west-1", labels: {env: "prod", class: "standard", team: "a"}}
+	"eu-5": {region: "eu-west-1", labels: {env: "prod", class: "regulated", team: "a", tier: "gold"}}
+	"us-1": {region: "us-east-1", labels: {env: "prod", class: "regulated", team: "a"}}
+	"us-2": {region: "us-east-1", labels: {env: "prod", class: "regulated", team: "a"}}
+}
+
+bundles: region: {
+	namespace: "region"
+	values: {host: "x.\(cluster.region).example.com", replicas: *2 | int}
+	resources: cm: {apiVersion: "v1", kind: "ConfigMap", metadata: name: "region", data: {host: values.host, n: "\(values.replicas)"}}
+	overlays: [{clusterSelector: matchLabels: class: "regulated", values: replicas: 3}]
+}
+bundles: team: {
+	namespace: "team"
+	resources: cm: {apiVersion: "v1", kind: "ConfigMap", metadata: name: "team", data: team: cluster.labels["team"]}
+}
+bundles: tier: {
+	namespace: "tier"
+	resources: cm: {apiVersion: "v1", kind: "ConfigMap", metadata: name: "tier", data: tier: (cluster).labels.tier}
+}
+bundles: when: {
+	namespace: "when"
+	values: {region: cluster.region, replicas: *2 | int}
+	resources: cm: {apiVersion: "v1", kind: "ConfigMap", metadata: name: "when", data: {r: values.region, n: "\(values.replicas)"}}
+	overlays: [{when: cluster.labels.env == "staging", values: replicas: 1}]
+}
+bundles: named: {
+	namespace: "named"
+	resources: cm: {apiVersion: "v1", kind: "ConfigMap", metadata: name: "named", data: n: cluster.name}
+}
+bundles: helper: {
+	namespace: "helper"
+	resources: cm: {apiVersion: "v1", kind: "ConfigMap", metadata: name: "helper", data: s: _sizes[cluster.labels.class]}
+}
+bundles: whole: {
+	namespace: "whole"
+	resources: cm: {apiVersion: "v1", kind: "ConfigMap", metadata: name: "whole", data: {for k, v in cluster.labels {(k): v}}, metadata: annotations: c: "\(len(cluster))"}
+}
+bundles: hidden: {
+	namespace: "hidden"
+	resources: cm: {apiVersion: "v1", kind: "ConfigMap", metadata: name: "hidden", data: z: cluster._zone}
+}
+bundles: waves: {
+	namespace: "waves"
+	rollout: waves: [{name: "eu", regions: ["eu-*"]}, {name: "rest"}]
+	resources: cm: {apiVersion: "v1", kind: "ConfigMap", metadata: name: "waves", data: r: cluster.region}
+}
+`
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "fleet.cue"), []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	one, err := Load(dir, LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	two, err := Load(dir, LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	two.noOnePass = true
+	if err := one.withoutInventory(); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range one.Inventory() {
+		p1, err1 := one.Plan(c)
+		p2, err2 := two.Plan(c)
+		if err1 != nil || err2 != nil || len(p1.Failed()) > 0 {
+			t.Fatalf("%s: %v %v %v", c.Name, err1, err2, p1.Failed())
+		}
+		j1, _ := json.MarshalIndent(p1, "", " ")
+		j2, _ := json.MarshalIndent(p2, "", " ")
+		if !bytes.Equal(j1, j2) {
+			t.Errorf("cluster %s planned differently with bundles reused:\n%s\nthe general way:\n%s", c.Name, j1, j2)
+		}
+	}
+	m := one.onePassInfo().memo
+	if m == nil {
+		t.Fatalf("no reuse: %s", one.onePassInfo().why)
+	}
+	var qualify []string
+	for name := range m.reads {
+		qualify = append(qualify, name)
+	}
+	slices.Sort(qualify)
+	if got, want := join(qualify), "region team tier waves when"; got != want {
+		t.Errorf("bundles that may be reused: %q, want %q", got, want)
+	}
+	// Planned in inventory order: eu-1 … eu-5, us-1, us-2.
+	want := map[string]int{
+		"region": 4, // eu-2, eu-3, eu-5 as eu-1; us-2 as us-1 (eu-4 lacks the overlay)
+		"team":   5, // all but eu-1 and eu-2 (team b)
+		"tier":   5, // all but eu-1 and eu-5 (tier gold; the others the default)
+		"when":   4, // eu-2, eu-4, eu-5 as eu-1; us-2 as us-1 (eu-3 is staging)
+	}
+	for _, name := range []string{"region", "team", "tier", "when", "waves", "named", "helper", "whole", "hidden"} {
+		if m.hits[name] != want[name] {
+			t.Errorf("bundle %s reused %d times, want %d", name, m.hits[name], want[name])
+		}
+	}
+}

@@ -103,6 +103,7 @@ func (op *onePass) readPruning(f *Fleet) {
 			op.pruning.prunable[name] = true
 		}
 	}
+	op.readMemo(sites)
 }
 
 // plainField returns the name of a field with a plain label (an identifier
@@ -161,6 +162,18 @@ func (p *pruning) root(f *Fleet, out []string) cue.Value {
 	}
 	p.roots[key] = root
 	return root
+}
+
+// affordable reports whether planning with the given bundles (sorted) left
+// out costs no new copy of the fleet beyond half the bound: a set already
+// compiled, or room for it. Leaving out the bundles reused from earlier
+// plans (memo.go) makes more sets than selection alone; half the copies
+// stay for those.
+func (p *pruning) affordable(out []string) bool {
+	if _, ok := p.roots[strings.Join(out, "\x00")]; ok {
+		return true
+	}
+	return len(p.roots) < maxPrunedRoots/2
 }
 
 // variantCache loads the fleet's files again with bundles left out, once
