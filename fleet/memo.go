@@ -19,10 +19,12 @@ import (
 // schema, the overlays filled into it and the parts of `cluster` its
 // declarations read. So a bundle qualifies for reuse when every
 // declaration of it refers to nothing but `cluster`, its own names,
-// predeclared identifiers and imported packages (as a one-pass overlay
-// must), and every reference to `cluster` is a path of plain field names
-// (`cluster.labels.team`, `cluster.labels["team"]`), none of them the
-// cluster's name (which no other cluster shares) or the whole cluster.
+// predeclared identifiers, imported packages and top-level fields that
+// qualify in turn (helpers such as `_sizes`; not the bundles, nor the
+// inventory), and every reference to `cluster`, there or in those helpers,
+// is a path of field names (`cluster.labels.team`,
+// `cluster.labels["team"]`), none of them the cluster's name (which no
+// other cluster shares), a hidden field or the whole cluster.
 //
 // A plan then keys each such bundle it selects by its name, the overlays it
 // matched and the JSON of every cluster path it reads, as evaluated with
@@ -59,78 +61,126 @@ type memoEntry struct {
 }
 
 // readMemo finds the bundles whose evaluation may be reused: those that
-// may be left out (sites are their declarations) and read nothing but
-// plain paths of the cluster other than its name.
-func (op *onePass) readMemo(sites map[string][]*ast.Field) {
+// may be left out (sites are their declarations of the fleet's files) and
+// read nothing but plain paths of the cluster other than its name, their
+// own names, imports, and top-level fields that read nothing else either.
+func (op *onePass) readMemo(files []*ast.File, sites map[string][]*ast.Field) {
 	op.memo = &memo{reads: map[string][]cue.Path{}, entries: map[string]*memoEntry{}, hits: map[string]int{}}
+	r := &readsOf{op: op, decls: map[string][]*ast.Field{}, labels: map[place]string{}, done: map[string]readsResult{}}
+	for _, file := range files {
+		for _, decl := range file.Decls {
+			field, ok := decl.(*ast.Field)
+			if !ok {
+				continue
+			}
+			if name, _, err := ast.LabelName(field.Label); err == nil {
+				r.decls[name] = append(r.decls[name], field)
+				r.labels[placeOf(field.Value)] = name
+			}
+		}
+	}
 	for name, fields := range sites {
 		if !op.pruning.prunable[name] {
 			continue
 		}
-		var paths []cue.Path
-		seen := map[string]bool{}
-		ok := true
-		for _, field := range fields {
-			if !pureSource(field, op.clusterLabels, true) {
-				ok = false
-				break
-			}
-			reads, whole := op.clusterReads(field)
-			if whole {
-				ok = false
-				break
-			}
-			for _, p := range reads {
-				if !seen[p.String()] {
-					seen[p.String()] = true
-					paths = append(paths, p)
-				}
-			}
-		}
-		if ok {
+		if paths, ok := r.fields(fields); ok {
 			op.memo.reads[name] = paths
 		}
 	}
 }
 
-// clusterReads returns the paths of `cluster` that n reads, or whole when
-// one reference is not a path of plain field names, or reads the cluster's
-// name.
-func (op *onePass) clusterReads(n ast.Node) (reads []cue.Path, whole bool) {
-	// The longest chain of selections ending at each identifier: the
-	// walk meets the outermost selection first.
-	chains := map[*ast.Ident][]string{}
-	ast.Walk(n, func(x ast.Node) bool {
-		switch x.(type) {
-		case *ast.SelectorExpr, *ast.IndexExpr:
-			if root, chain, ok := selectionChain(x.(ast.Expr)); root != nil {
-				if _, done := chains[root]; !done {
-					if !ok {
-						chain = nil // read as a whole
+// readsOf works out the paths of `cluster` that declarations read.
+type readsOf struct {
+	op *onePass
+	// decls are the top-level declarations by label, labels the label of
+	// each (by where its value is written: what a reference resolves to).
+	decls  map[string][]*ast.Field
+	labels map[place]string
+	// done are the top-level fields worked out (or being worked out: a
+	// field that refers to itself, through others, does not qualify).
+	done map[string]readsResult
+}
+
+type readsResult struct {
+	paths []cue.Path
+	ok    bool
+}
+
+// fields returns the paths of `cluster` the declarations read, or false
+// when one refers to anything but `cluster` by a path of field names
+// other than its name, its own names, predeclared identifiers, imported
+// packages, and top-level fields (other than the cluster, the bundles and
+// the inventory) that qualify in turn.
+func (r *readsOf) fields(fields []*ast.Field) ([]cue.Path, bool) {
+	var paths []cue.Path
+	seen := map[string]bool{}
+	add := func(p cue.Path) {
+		if !seen[p.String()] {
+			seen[p.String()] = true
+			paths = append(paths, p)
+		}
+	}
+	for _, field := range fields {
+		// The longest chain of selections ending at each identifier:
+		// the walk meets the outermost selection first.
+		chains := map[*ast.Ident][]string{}
+		inside := map[ast.Node]bool{}
+		ast.Walk(field, func(x ast.Node) bool {
+			inside[x] = true
+			switch x.(type) {
+			case *ast.SelectorExpr, *ast.IndexExpr:
+				if root, chain, ok := selectionChain(x.(ast.Expr)); root != nil {
+					if _, done := chains[root]; !done {
+						if !ok {
+							chain = nil // read as a whole
+						}
+						chains[root] = chain
 					}
-					chains[root] = chain
 				}
 			}
-		}
-		return true
-	}, nil)
-	references(n, func(x *ast.Ident) bool {
-		if x.Node == nil || !op.clusterLabels[placeOf(x.Node)] {
 			return true
+		}, nil)
+		ok := references(field, func(x *ast.Ident) bool {
+			switch {
+			case x.Node == nil:
+				return predeclared[x.Name]
+			case inside[x.Node]:
+				return true
+			case r.op.clusterLabels[placeOf(x.Node)]:
+				chain := chains[x]
+				if len(chain) == 0 || chain[0] == "name" {
+					return false
+				}
+				sels := make([]cue.Selector, len(chain))
+				for i, label := range chain {
+					sels[i] = cue.Str(label)
+				}
+				add(cue.MakePath(sels...))
+				return true
+			}
+			if _, isImport := x.Node.(*ast.ImportSpec); isImport {
+				return true
+			}
+			label, ok := r.labels[placeOf(x.Node)]
+			if !ok || label == fieldBundles || label == fieldClusters || label == fieldCluster {
+				return false
+			}
+			res, known := r.done[label]
+			if !known {
+				r.done[label] = readsResult{} // a cycle does not qualify
+				res.paths, res.ok = r.fields(r.decls[label])
+				r.done[label] = res
+			}
+			for _, p := range res.paths {
+				add(p)
+			}
+			return res.ok
+		})
+		if !ok {
+			return nil, false
 		}
-		chain := chains[x]
-		if len(chain) == 0 || chain[0] == "name" {
-			whole = true
-			return false
-		}
-		sels := make([]cue.Selector, len(chain))
-		for i, label := range chain {
-			sels[i] = cue.Str(label)
-		}
-		reads = append(reads, cue.MakePath(sels...))
-		return true
-	})
-	return reads, whole
+	}
+	return paths, true
 }
 
 // selectionChain flattens x.a.b["c"] into the identifier x and [a b c], as

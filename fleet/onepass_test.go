@@ -302,6 +302,9 @@ func TestPlansReuseBundles(t *testing.T) {
 cluster: labels: tier: *"std" | string
 cluster: _zone: "\(cluster.region)-a"
 _sizes: {regulated: "large", standard: "small"}
+_host: "h.\(_domain)"
+_domain: "\(cluster.region).example.com"
+_id: "id-\(cluster.name)"
 
 clusters: {
 	"eu-1": {region: "eu-west-1", labels: {env: "prod", class: "regulated", team: "a"}}
@@ -340,6 +343,14 @@ bundles: named: {
 bundles: helper: {
 	namespace: "helper"
 	resources: cm: {apiVersion: "v1", kind: "ConfigMap", metadata: name: "helper", data: s: _sizes[cluster.labels.class]}
+}
+bundles: host: {
+	namespace: "host"
+	resources: cm: {apiVersion: "v1", kind: "ConfigMap", metadata: name: "host", data: h: _host}
+}
+bundles: id: {
+	namespace: "id"
+	resources: cm: {apiVersion: "v1", kind: "ConfigMap", metadata: name: "id", data: i: _id}
 }
 bundles: whole: {
 	namespace: "whole"
@@ -392,7 +403,7 @@ bundles: waves: {
 		qualify = append(qualify, name)
 	}
 	slices.Sort(qualify)
-	if got, want := join(qualify), "region team tier waves when"; got != want {
+	if got, want := join(qualify), "helper host region team tier waves when"; got != want {
 		t.Errorf("bundles that may be reused: %q, want %q", got, want)
 	}
 	// Planned in inventory order: eu-1 … eu-5, us-1, us-2.
@@ -401,8 +412,10 @@ bundles: waves: {
 		"team":   5, // all but eu-1 and eu-2 (team b)
 		"tier":   5, // all but eu-1 and eu-5 (tier gold; the others the default)
 		"when":   4, // eu-2, eu-4, eu-5 as eu-1; us-2 as us-1 (eu-3 is staging)
+		"helper": 5, // all but eu-1 and eu-4 (class standard): _sizes reads nothing
+		"host":   5, // eu-2 … eu-5 as eu-1, us-2 as us-1: _host reads the region through _domain
 	}
-	for _, name := range []string{"region", "team", "tier", "when", "waves", "named", "helper", "whole", "hidden"} {
+	for _, name := range []string{"region", "team", "tier", "when", "helper", "host", "waves", "named", "id", "whole", "hidden"} {
 		if m.hits[name] != want[name] {
 			t.Errorf("bundle %s reused %d times, want %d", name, m.hits[name], want[name])
 		}

@@ -103,7 +103,7 @@ func (op *onePass) readPruning(f *Fleet) {
 			op.pruning.prunable[name] = true
 		}
 	}
-	op.readMemo(sites)
+	op.readMemo(f.planInst.Files, sites)
 }
 
 // plainField returns the name of a field with a plain label (an identifier
