@@ -90,9 +90,11 @@ type Fleet struct {
 	secrets *SecretsPolicy
 	// policies are the fleet's policies, and policyMemo what matched what
 	// (CheckPolicies).
-	policies    []*Policy
-	policyCount int // len(policies), which clones share
-	policyMemo  map[string]policyMatch
+	policies []*Policy
+	// policiesDigest is PoliciesDigest.
+	policiesDigest string
+	policyCount    int // len(policies), which clones share
+	policyMemo     map[string]policyMatch
 
 	// schemas gives Helm charts' values schemas when plans check values
 	// against them (CheckValues), and compiled keeps them compiled in

@@ -45,6 +45,22 @@ type policyRule struct {
 // Policies returns the fleet's policies, by name.
 func (f *Fleet) Policies() []*Policy { return slices.Clone(f.policies) }
 
+// PoliciesDigest identifies what the fleet's policies say, wherever they
+// are written: two fleets with the same digest find the same violations in
+// the same objects. "" without policies.
+func (f *Fleet) PoliciesDigest() string { return f.policiesDigest }
+
+// digestPolicies digests the evaluated policies as CUE (references to
+// helpers resolved, no positions or comments).
+func digestPolicies(v cue.Value) string {
+	src, err := format.Node(v.Syntax(cue.Final(), cue.Docs(false)))
+	if err != nil {
+		return "" // compared as different from anything
+	}
+	sum := sha256.Sum256(src)
+	return hex.EncodeToString(sum[:])
+}
+
 // readPolicies reads `policies`. They are the same for every cluster:
 // one that depends on `cluster` is refused, as is a target with `when`.
 func (f *Fleet) readPolicies(files []*ast.File) Diagnostics {
@@ -109,6 +125,9 @@ func (f *Fleet) readPolicies(files []*ast.File) Diagnostics {
 		f.policies = append(f.policies, p)
 	}
 	f.policyCount = len(f.policies)
+	if len(ds) == 0 && len(f.policies) > 0 {
+		f.policiesDigest = digestPolicies(v)
+	}
 	return ds
 }
 

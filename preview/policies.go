@@ -7,13 +7,53 @@ import (
 	"github.com/flotilla-gitops/flotilla/fleet"
 )
 
-// newViolations checks the fleet's policies over every cluster's objects
-// at head, and at base when the base has policies too, and records on each
-// cluster what breaks at head and did not at base. A policy holds over all
-// of a cluster's objects (a require over every bundle), and the policies
-// themselves may be what changed: every bundle of every cluster is
-// rendered at both sides, each distinct input once, as vet --policies
-// does.
+// clustersToCheck returns the clusters whose policy violations may differ
+// between base and head. A policy holds over all of a cluster's objects (a
+// require over every bundle), and the policies themselves may be what
+// changed: then every cluster. When the policies say the same at both
+// sides, a cluster whose bundles are the same at both (the same bundles,
+// each with the same inputs and reading no file that changed, or failing
+// at both) gets the same objects, hence the same violations, and is left
+// out.
+func clustersToCheck(clusters []fleet.Cluster, sides []*side, files *sourceChanges) []fleet.Cluster {
+	digest := sides[1].fleet.PoliciesDigest()
+	if digest == "" || sides[0].fleet.PoliciesDigest() != digest {
+		return clusters
+	}
+	var out []fleet.Cluster
+	for _, c := range clusters {
+		if !sameObjects(sides[0].plans[c.Name], sides[1].plans[c.Name], files) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// sameObjects reports whether a cluster's plans at base and head render
+// the same objects.
+func sameObjects(base, head *fleet.Plan, files *sourceChanges) bool {
+	if base == nil || head == nil || len(base.Bundles) != len(head.Bundles) {
+		return false
+	}
+	for _, h := range head.Bundles {
+		b := base.Bundle(h.Name)
+		switch {
+		case b == nil || b.Failed() != h.Failed():
+			return false
+		case h.Failed():
+			// Neither side's objects include it.
+		case b.InputsDigest != h.InputsDigest || files.affects(h):
+			return false
+		}
+	}
+	return true
+}
+
+// newViolations checks the fleet's policies over the clusters' objects at
+// head, and at base when the base has policies too, and records on each
+// cluster what breaks at head and did not at base. Every bundle of those
+// clusters is rendered at both sides, each distinct input once, as vet
+// --policies does.
 func newViolations(ctx context.Context, rep *Report, clusters []fleet.Cluster, sides []*side) error {
 	var before [2]map[string]map[string]bool // by cluster, problem (without positions)
 	for i, s := range sides {

@@ -265,7 +265,8 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 			}
 		}
 	}
-	jobs := compare(rep, clusters, known, sides, opts.Bundles, newSourceChanges(changed, all))
+	files := newSourceChanges(changed, all)
+	jobs := compare(rep, clusters, known, sides, opts.Bundles, files)
 	say(fmt.Sprintf("rendering %d bundles whose inputs changed", len(jobs)))
 	if err := renderJobs(ctx, jobs); err != nil {
 		return nil, err
@@ -274,8 +275,9 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		j.finish()
 	}
 	if len(sides[1].fleet.Policies()) > 0 {
-		say(fmt.Sprintf("checking the fleet's policies for %d clusters", len(clusters)))
-		if err := newViolations(ctx, rep, clusters, sides); err != nil {
+		check := clustersToCheck(clusters, sides, files)
+		say(fmt.Sprintf("checking the fleet's policies for %d clusters", len(check)))
+		if err := newViolations(ctx, rep, check, sides); err != nil {
 			return nil, err
 		}
 	}

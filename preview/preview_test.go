@@ -401,3 +401,69 @@ policies: baseline: {
 		t.Errorf("text:\n%s", out.String())
 	}
 }
+
+// TestPreviewChecksPoliciesWhereObjectsChange: with the same policies at
+// both revisions, only the clusters whose bundles change are rendered to
+// check them (wherever the policies moved in the file); when the policies
+// change, every cluster is.
+func TestPreviewChecksPoliciesWhereObjectsChange(t *testing.T) {
+	const fleetCUE = `package fleet
+
+clusters: {
+	"eu-1": {labels: class: "regulated"}
+	"eu-2": {labels: class: "regulated"}
+	"us-1": {labels: class: "standard"}
+}
+bundles: [string]: namespace: "web"
+bundles: web: {
+	values: type: *"ClusterIP" | string
+	resources: [{apiVersion: "v1", kind: "Service", metadata: {name: "web", labels: c: cluster.name}, spec: type: values.type}]
+	overlays: [{names: ["eu-2"], values: type: TYPE}]
+}
+bundles: db: resources: [{apiVersion: "v1", kind: "Service", metadata: {name: "db", labels: c: cluster.name}, spec: type: "NodePort"}]
+policies: baseline: {
+	target: clusterSelector: matchLabels: class: "regulated"
+	forbid: [{kind: "Service", spec: type: FORBIDDEN}]
+}
+`
+	write := func(typ, forbidden string) map[string]string {
+		src := strings.Replace(strings.Replace(fleetCUE, "TYPE", typ, 1), "FORBIDDEN", forbidden, 1)
+		return map[string]string{"fleet.cue": src}
+	}
+	violations := func(rep *preview.Report) string {
+		var out []string
+		for _, c := range rep.Clusters {
+			for range c.Violations {
+				out = append(out, c.Name)
+			}
+		}
+		return strings.Join(out, " ")
+	}
+	repo := gittest.New(t)
+	base := repo.Commit(write(`"ClusterIP"`, `"LoadBalancer"`))
+	moved := write(`"LoadBalancer"`, `"LoadBalancer"`)
+	moved["fleet.cue"] = "// the policies move down a line\n" + moved["fleet.cue"]
+	head := repo.Commit(moved)
+	rep, err := preview.Run(context.Background(), preview.Options{Dir: repo.Work, Base: base, Head: head})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := violations(rep); got != "eu-2" {
+		t.Errorf("same policies: new violations on %q, want eu-2", got)
+	}
+	if rep.Renders != 4 {
+		t.Errorf("same policies: %d renders, want 4 (eu-2's two bundles at both revisions; its objects alone changed)", rep.Renders)
+	}
+
+	stricter := repo.Commit(write(`"ClusterIP"`, `"LoadBalancer" | "NodePort"`))
+	rep, err = preview.Run(context.Background(), preview.Options{Dir: repo.Work, Base: base, Head: stricter})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := violations(rep); got != "eu-1 eu-2" {
+		t.Errorf("stricter policies: new violations on %q, want eu-1 eu-2 (db is a NodePort)", got)
+	}
+	if rep.Renders != 12 {
+		t.Errorf("stricter policies: %d renders, want 12 (every bundle of every cluster at both revisions)", rep.Renders)
+	}
+}

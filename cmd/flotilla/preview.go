@@ -52,9 +52,14 @@ changed cluster in a collapsible section, under 60,000 characters);
 -o json is for tools: {"clusters": [{"name", "changed", "bundles":
 [{"name", "change", ...}]}]}, every cluster listed.
 
+When the fleet has policies, the objects of every cluster whose bundles
+change (of every cluster, when the policies change) are checked against
+them at both revisions; a violation found at --head only is reported on
+its cluster.
+
 Exit status as diff(1): 0 nothing changes, 1 something changes, 2 an error
 — including a bundle or cluster that evaluates or renders at --base but
-fails at --head.`,
+fails at --head, and a new policy violation.`,
 		Example: `  flotilla preview --base origin/main                  # the work tree against main
   flotilla preview --base main --head HEAD -o markdown > comment.md
   git fetch origin 'refs/heads/flotilla/status/*:refs/remotes/origin/flotilla/status/*'
