@@ -19,3 +19,14 @@ measure() {
 	done
 	printf '%s\n' "${times[@]}" | sort -n | sed -n "$(((runs + 1) / 2))p"
 }
+
+# fleet_git runs git in the benchmark's fleet repository ($work/fleet).
+fleet_git() { command git -C "$work/fleet" -c user.name=bench -c user.email=bench@example.com "$@"; }
+
+# commit_overlay_change commits the change the preview benchmarks preview:
+# app-000's overlay for regulated clusters asks for 4 replicas (500 of the
+# synthetic fleet's 1,000 clusters change).
+commit_overlay_change() {
+	sed -i '0,/podSecurity: "restricted", replicas: 3}/s//podSecurity: "restricted", replicas: 4}/' "$work/fleet/fleet.cue"
+	fleet_git commit -qam "app-000: 4 replicas in regulated clusters"
+}

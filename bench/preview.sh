@@ -19,20 +19,18 @@ root=$PWD
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-echo "date:    $(date -u +%Y-%m-%d)"
+source bench/lib.sh
+machine
 echo "fleet:   $clusters clusters x $bundles bundles, one overlay changed"
 
 make -s build
 flotilla=$root/bin/flotilla
 go run ./internal/synthfleet/cmd/synthfleet -dir "$work/fleet" -clusters "$clusters" -bundles "$bundles" -sources
-git() { command git -C "$work/fleet" -c user.name=bench -c user.email=bench@example.com "$@"; }
+git() { fleet_git "$@"; }
 git init -q -b main
 git add -A
 git commit -qm base
-# The change: app-000's overlay for regulated clusters asks for 4 replicas.
-sed -i '0,/podSecurity: "restricted", replicas: 3}/s//podSecurity: "restricted", replicas: 4}/' "$work/fleet/fleet.cue"
-git commit -qam "app-000: 4 replicas in regulated clusters"
+commit_overlay_change
 
 seconds() { local start end; start=$(date +%s.%N); "$@"; end=$(date +%s.%N); echo "$end - $start" | bc; }
 

@@ -34,9 +34,9 @@ import (
 // checked), and its inputs are taken from that plan; the reasons (targets
 // and overlays matched), which are per cluster, are this plan's own.
 // Left out of reuse: a bundle with a rollout of its own (its wave is worked
-// out per cluster from CUE), a Helm bundle while values are checked against
-// charts' schemas (vet positions a violation in this cluster's evaluation),
-// and anything that failed.
+// out per cluster from CUE) and anything that failed, including values a
+// chart's schema refuses (vet positions such a violation in the cluster's
+// own evaluation; values that pass pass for every cluster).
 //
 // Only plain data is kept (no CUE value, which would keep that plan's whole
 // evaluation alive). TestOnePassPlansLikeTwo and TestPlansReuseBundles
@@ -48,8 +48,39 @@ type memo struct {
 	// (possibly none).
 	reads   map[string][]cue.Path
 	entries map[string]*memoEntry
+	// pending are the entries of the plan being made, kept once Plan has
+	// checked its values against the charts' schemas (a bundle that fails
+	// there is not kept, and one kept passes for any cluster: the check
+	// depends on the values alone).
+	pending []pendingEntry
 	// hits counts, per bundle, the plans that took it from an earlier one.
 	hits map[string]int
+}
+
+type pendingEntry struct {
+	key    string
+	e      *memoEntry
+	bundle *Bundle
+}
+
+// keep keeps the pending entries of a plan whose bundles are final.
+func (m *memo) keep() {
+	if m == nil {
+		return
+	}
+	for _, p := range m.pending {
+		if !p.bundle.Failed() {
+			m.entries[p.key] = p.e
+		}
+	}
+	m.pending = nil
+}
+
+// drop forgets the pending entries (of a plan that was not used).
+func (m *memo) drop() {
+	if m != nil {
+		m.pending = nil
+	}
 }
 
 // memoEntry is a bundle as an earlier plan evaluated it.
@@ -269,7 +300,7 @@ func (m *memo) key(name string, matched []passOverlay, clusterV cue.Value, paths
 // entry returns what a finished bundle leaves for later plans, or nil when
 // it must not be reused.
 func (f *Fleet) memoEntry(b *Bundle, v cue.Value) *memoEntry {
-	if b.Failed() || b.Rollout != nil || lookup(v, fieldRollout).Exists() || (f.schemas != nil && b.Source.Helm != nil) {
+	if b.Failed() || b.Rollout != nil || lookup(v, fieldRollout).Exists() {
 		return nil
 	}
 	return &memoEntry{inputs: b.Inputs, digest: b.InputsDigest, tenant: b.Tenant, dependsOnPos: b.dependsOnPos}

@@ -449,11 +449,7 @@ func (f *Fleet) planOnePass(c Cluster) (plan *Plan) {
 	}
 	bundles := lookup(root, fieldBundles)
 	var selected []*Bundle
-	type entry struct {
-		key string
-		e   *memoEntry
-	}
-	var entries []entry
+	var entries []pendingEntry
 	var reused []string
 	for _, d := range decided {
 		if d.b.invalid {
@@ -499,15 +495,13 @@ func (f *Fleet) planOnePass(c Cluster) (plan *Plan) {
 		}
 		if d.key != "" {
 			if e := f.memoEntry(d.b, v); e != nil {
-				entries = append(entries, entry{d.key, e})
+				entries = append(entries, pendingEntry{d.key, e, d.b})
 			}
 		}
 		selected = append(selected, d.b)
 	}
 	if op.memo != nil {
-		for _, e := range entries {
-			op.memo.entries[e.key] = e.e
-		}
+		op.memo.pending = entries
 		for _, name := range reused {
 			op.memo.hits[name]++
 		}

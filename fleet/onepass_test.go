@@ -206,6 +206,29 @@ func TestOnePassOnRealFleets(t *testing.T) {
 // were.
 func comparePlans(t *testing.T, dir string) (once, pruned []string, roots int) {
 	t.Helper()
+	one := planBothWays(t, dir, func(one *Fleet, c Cluster, _ *Plan, _ error) {
+		if one.planOnePass(c.Normalized()) != nil {
+			once = append(once, c.Name)
+		}
+	})
+	p := one.onePassInfo().pruning
+	if p == nil {
+		return once, nil, 0
+	}
+	for name := range p.prunable {
+		pruned = append(pruned, name)
+	}
+	slices.Sort(pruned)
+	return once, pruned, len(p.roots)
+}
+
+// planBothWays loads the fleet in dir twice and plans every inventory
+// cluster with each, in order: as a batch does, and always the general way
+// (in two evaluations, nothing left out or reused); it fails on any
+// difference. after, if not nil, is called with each cluster's batch plan.
+// It returns the batch's Fleet.
+func planBothWays(t *testing.T, dir string, after func(*Fleet, Cluster, *Plan, error)) *Fleet {
+	t.Helper()
 	one, err := Load(dir, LoadOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -230,21 +253,13 @@ func comparePlans(t *testing.T, dir string) (once, pruned []string, roots int) {
 			E error
 		}{p2, err2}, "", " ")
 		if !bytes.Equal(j1, j2) {
-			t.Errorf("%s: cluster %s planned differently in one evaluation:\n%s\nin two:\n%s", dir, c.Name, j1, j2)
+			t.Errorf("%s: cluster %s planned differently as a batch:\n%s\nthe general way:\n%s", dir, c.Name, j1, j2)
 		}
-		if one.planOnePass(c.Normalized()) != nil {
-			once = append(once, c.Name)
+		if after != nil {
+			after(one, c, p1, err1)
 		}
 	}
-	p := one.onePassInfo().pruning
-	if p == nil {
-		return once, nil, 0
-	}
-	for name := range p.prunable {
-		pruned = append(pruned, name)
-	}
-	slices.Sort(pruned)
-	return once, pruned, len(p.roots)
+	return one
 }
 
 func join(names []string) string {
@@ -370,30 +385,11 @@ bundles: waves: {
 	if err := os.WriteFile(filepath.Join(dir, "fleet.cue"), []byte(src), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	one, err := Load(dir, LoadOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	two, err := Load(dir, LoadOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	two.noOnePass = true
-	if err := one.withoutInventory(); err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range one.Inventory() {
-		p1, err1 := one.Plan(c)
-		p2, err2 := two.Plan(c)
-		if err1 != nil || err2 != nil || len(p1.Failed()) > 0 {
-			t.Fatalf("%s: %v %v %v", c.Name, err1, err2, p1.Failed())
+	one := planBothWays(t, dir, func(_ *Fleet, c Cluster, p *Plan, err error) {
+		if err != nil || len(p.Failed()) > 0 {
+			t.Fatalf("%s: %v %v", c.Name, err, p.Failed())
 		}
-		j1, _ := json.MarshalIndent(p1, "", " ")
-		j2, _ := json.MarshalIndent(p2, "", " ")
-		if !bytes.Equal(j1, j2) {
-			t.Errorf("cluster %s planned differently with bundles reused:\n%s\nthe general way:\n%s", c.Name, j1, j2)
-		}
-	}
+	})
 	m := one.onePassInfo().memo
 	if m == nil {
 		t.Fatalf("no reuse: %s", one.onePassInfo().why)

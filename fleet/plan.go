@@ -68,16 +68,19 @@ func (f *Fleet) Plan(c Cluster) (*Plan, error) {
 			p.Policies = f.policyCount
 		}
 	}()
-	if !f.onePassInfo().evaluatedInVain[c.Name] {
+	op := f.onePassInfo()
+	if !op.evaluatedInVain[c.Name] {
 		p = f.planOnePass(c)
 	}
 	if p == nil {
+		op.memo.drop()
 		var err error
 		if p, err = f.planTwice(c); err != nil {
 			return nil, err
 		}
 	}
 	f.checkValues(p)
+	op.memo.keep()
 	return p, nil
 }
 

@@ -93,6 +93,49 @@ func TestValuesCheckedAgainstTheChartSchema(t *testing.T) {
 	}
 }
 
+// TestValuesCheckedWhenBundlesAreReused: in a batch, a bundle whose values
+// passed the chart's schema is reused for the next cluster with the same
+// inputs (no second check: it would pass), and one whose values do not is
+// evaluated, checked and positioned again for every cluster.
+func TestValuesCheckedWhenBundlesAreReused(t *testing.T) {
+	dir := t.TempDir()
+	src := strings.Replace(valuesSchemaFleet, `"us-1": {labels: class: "standard"}`,
+		`"us-1": {labels: class: "standard"}
+	"eu-2": {labels: class: "regulated"}
+	"us-2": {labels: class: "standard"}`, 1)
+	if err := os.WriteFile(filepath.Join(dir, "fleet.cue"), []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := Load(dir, LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var asked atomic.Int64
+	f.CheckValues(func(h *Helm) (*ChartSchema, error) {
+		asked.Add(1)
+		return &ChartSchema{Name: "charts/web/values.schema.json", JSON: []byte(valuesSchemaJSON)}, nil
+	})
+	plans, problems, err := f.PlanInventory(t.Context(), nil)
+	if err != nil || len(problems) > 0 {
+		t.Fatal(err, problems)
+	}
+	ds := Problems(plans, nil)
+	if len(ds) != 1 || strings.Join(ds[0].Clusters, " ") != "eu-1 eu-2" || !strings.Contains(ds[0].Error(), "fleet.cue:18:11:") {
+		t.Fatalf("problems %v, want one, for eu-1 and eu-2, at the overlay's line", ds)
+	}
+	if hits := f.onePassInfo().memo.hits["web"]; hits != 1 {
+		t.Errorf("web reused %d times, want once (us-2 as us-1)", hits)
+	}
+	if asked.Load() != 3 {
+		t.Errorf("schema asked %d times, want 3 (not for the reused bundle)", asked.Load())
+	}
+	for _, p := range plans {
+		if p.Cluster.Name[:2] == "us" && p.Bundle("web").Failed() {
+			t.Errorf("%s: %v", p.Cluster.Name, p.Bundle("web").Errors)
+		}
+	}
+}
+
 // TestValuesSchemaThatIsNotCUE: a schema CUE cannot read is not the
 // fleet's problem: nothing is reported (Helm checks at render), and
 // CompileValuesSchema says why for vet's note.
