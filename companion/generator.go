@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/go-git/go-git/v5"
-	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/go-logr/logr"
 
 	"github.com/flotilla-gitops/flotilla/fleet"
@@ -39,13 +38,11 @@ type GeneratorOptions struct {
 	// Refresh is how old the plans may be before a request loads the fleet
 	// again (default 30s).
 	Refresh time.Duration
-	// StatusURL, StatusPrefix, StatusAuth: where clusters known from their
-	// status branches are read (default: the fleet folder's repository's
-	// status branches, when it is one).
-	StatusURL    string
-	StatusPrefix string
-	StatusAuth   transport.AuthMethod
-	Log          logr.Logger
+	// Status is where clusters known from their status branches are read
+	// (no URL: the fleet folder's repository's status branches, when it is
+	// one).
+	Status report.Branches
+	Log    logr.Logger
 }
 
 // Generator serves Argo CD's ApplicationSet plugin generator protocol:
@@ -215,7 +212,7 @@ func (g *Generator) load(ctx context.Context) ([]map[string]any, error) {
 		return nil, err
 	}
 	repo, _ := git.PlainOpenWithOptions(g.opts.Dir, &git.PlainOpenOptions{DetectDotGit: true})
-	known, err := report.KnownClusters(ctx, repo, g.opts.StatusURL, g.opts.StatusPrefix, g.opts.StatusAuth, f.Inventory())
+	known, err := report.KnownClusters(ctx, repo, g.opts.Status, f.Inventory())
 	if err != nil {
 		return nil, err
 	}

@@ -29,7 +29,6 @@ import (
 	"time"
 
 	"github.com/go-git/go-git/v5"
-	"github.com/go-git/go-git/v5/plumbing/transport"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
 
@@ -87,12 +86,9 @@ type Options struct {
 	// RepoURL is the source repository's URL as recorded in the metadata;
 	// by default the repository's origin (credentials removed).
 	RepoURL string
-	// StatusURL, StatusPrefix and StatusAuth: where clusters known from
-	// their status branches are read (default: the local repository's
-	// status branches).
-	StatusURL    string
-	StatusPrefix string
-	StatusAuth   transport.AuthMethod
+	// Status is where clusters known from their status branches are read
+	// (no URL: the local repository's status branches).
+	Status report.Branches
 	// Render configures the renderers (limits, sandbox workers).
 	Render planrender.Options
 	// Flux configures the generated Flux objects.
@@ -200,7 +196,7 @@ func Hydrate(ctx context.Context, opts Options) (*Output, error) {
 	if err != nil {
 		return nil, err
 	}
-	known, err := report.KnownClusters(ctx, repo, opts.StatusURL, opts.StatusPrefix, opts.StatusAuth, f.Inventory())
+	known, err := report.KnownClusters(ctx, repo, opts.Status, f.Inventory())
 	if err != nil {
 		return nil, err
 	}

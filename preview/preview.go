@@ -24,7 +24,6 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/go-git/go-git/v5/plumbing/transport"
 	"golang.org/x/sync/errgroup"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
@@ -45,12 +44,9 @@ type Options struct {
 	// empty for the work tree as it is. Both are read from the local
 	// repository without checking anything out.
 	Base, Head string
-	// StatusURL, when set, is where the status branches are read
-	// (StatusPrefix, StatusAuth); otherwise the local repository's own
-	// status branches are, when it has any.
-	StatusURL    string
-	StatusPrefix string
-	StatusAuth   transport.AuthMethod
+	// Status is where the status branches are read (no URL: the local
+	// repository's own status branches, when it has any).
+	Status report.Branches
 	// Clusters and Bundles narrow the preview to those names.
 	Clusters, Bundles []string
 	// Render configures the renderers (limits, sandbox workers).
@@ -227,7 +223,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	}
 
 	// The clusters: both inventories and the status branches.
-	k, err := report.KnownClusters(ctx, repo, opts.StatusURL, opts.StatusPrefix, opts.StatusAuth,
+	k, err := report.KnownClusters(ctx, repo, opts.Status,
 		sides[0].fleet.Inventory(), sides[1].fleet.Inventory())
 	if err != nil {
 		return nil, err

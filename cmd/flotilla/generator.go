@@ -69,9 +69,8 @@ CD's plugin ConfigMap names the URL and the Secret key of the token.`,
 		if err != nil {
 			return fmt.Errorf("--token-file: %w", err)
 		}
-		opts := companion.GeneratorOptions{Dir: repoDir(args), Path: ff.path, Token: strings.TrimSpace(string(data)), Refresh: refresh,
-			StatusPrefix: known.prefix}
-		if opts.StatusURL, opts.StatusAuth, err = known.resolve(); err != nil {
+		opts := companion.GeneratorOptions{Dir: repoDir(args), Path: ff.path, Token: strings.TrimSpace(string(data)), Refresh: refresh}
+		if opts.Status, err = known.resolve(); err != nil {
 			return err
 		}
 		log := ctrlzap.New(ctrlzap.WriteTo(cmd.ErrOrStderr()), ctrlzap.StacktraceLevel(zapcore.DPanicLevel)).WithName("generator")

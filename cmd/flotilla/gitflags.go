@@ -3,7 +3,6 @@ package main
 import (
 	"strings"
 
-	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/spf13/cobra"
 
 	"github.com/flotilla-gitops/flotilla/sync/report"
@@ -48,13 +47,13 @@ func addKnownClusterFlags(cmd *cobra.Command) *knownClusterFlags {
 	return k
 }
 
-// resolve returns the status repository's URL and credentials; no URL
-// means the local repository's branches.
-func (k *knownClusterFlags) resolve() (string, transport.AuthMethod, error) {
+// resolve returns where the status branches are: the status repository's
+// URL and credentials, or no URL for the local repository's branches.
+func (k *knownClusterFlags) resolve() (report.Branches, error) {
 	if k.repo == "" {
-		return "", nil, nil
+		return report.Branches{Prefix: k.prefix}, nil
 	}
 	url := repoURL(k.repo)
 	auth, err := k.auth.Method(url)
-	return url, auth, err
+	return report.Branches{URL: url, Prefix: k.prefix, Auth: auth}, err
 }

@@ -130,9 +130,8 @@ hydrated branch, and hydrates nothing.`,
 		}
 		defer closeWorkers()
 		ho := companion.Options{Dir: dir, Path: ff.path, Revision: hf.revision, RepoURL: hf.repoURL,
-			StatusPrefix: known.prefix, Render: opts, Flux: hf.flux,
-			Progress: func(s string) { fmt.Fprintln(cmd.ErrOrStderr(), s) }}
-		if ho.StatusURL, ho.StatusAuth, err = known.resolve(); err != nil {
+			Render: opts, Flux: hf.flux, Progress: func(s string) { fmt.Fprintln(cmd.ErrOrStderr(), s) }}
+		if ho.Status, err = known.resolve(); err != nil {
 			return err
 		}
 		if err := ff.startGuard(cmd.Context()); err != nil {

@@ -90,9 +90,9 @@ fails at --head, and a new policy violation.`,
 		}
 		defer closeWorkers()
 		po := preview.Options{Dir: repoDir(args), Path: ff.path, Base: pf.base, Head: pf.head,
-			StatusPrefix: known.prefix, Clusters: pf.clusters, Bundles: pf.bundles, Render: opts,
+			Clusters: pf.clusters, Bundles: pf.bundles, Render: opts,
 			Progress: func(s string) { fmt.Fprintln(cmd.ErrOrStderr(), s) }}
-		if po.StatusURL, po.StatusAuth, err = known.resolve(); err != nil {
+		if po.Status, err = known.resolve(); err != nil {
 			return trouble(err)
 		}
 		if err := ff.startGuard(cmd.Context()); err != nil {

@@ -196,15 +196,15 @@ func vetPolicies(ctx context.Context, stderr io.Writer, f *fleet.Fleet, dir stri
 // --policies checks them too. Without a status repository and outside a
 // Git repository there are none.
 func statusOnlyPlans(ctx context.Context, stderr io.Writer, f *fleet.Fleet, dir string, known *knownClusterFlags) ([]*fleet.Plan, fleet.Diagnostics, error) {
-	url, auth, err := known.resolve()
+	branches, err := known.resolve()
 	if err != nil {
 		return nil, nil, err
 	}
 	repo, _, err := source.OpenLocal(dir)
-	if err != nil && url == "" {
+	if err != nil && branches.URL == "" {
 		return nil, nil, nil // not a Git repository: no status branches
 	}
-	k, err := report.KnownClusters(ctx, repo, url, known.prefix, auth, f.Inventory())
+	k, err := report.KnownClusters(ctx, repo, branches, f.Inventory())
 	if err != nil {
 		return nil, nil, fmt.Errorf("reading the status branches: %w", err)
 	}

@@ -244,10 +244,19 @@ type Known struct {
 	Warnings []string
 }
 
-// KnownClusters reads the status branches — from url when it is set,
+// Branches says where the clusters' status branches are read: from the
+// repository at URL with Auth when URL is set, otherwise from the local
+// repository's own status branches (or their remote-tracking copies).
+type Branches struct {
+	URL    string
+	Prefix string
+	Auth   transport.AuthMethod
+}
+
+// KnownClusters reads the status branches — from src.URL when it is set,
 // otherwise the local repository's own (repo may be nil: no status
 // branches) — and joins them with the inventories' clusters.
-func KnownClusters(ctx context.Context, repo *git.Repository, url, prefix string, auth transport.AuthMethod, inventories ...[]fleet.Cluster) (*Known, error) {
+func KnownClusters(ctx context.Context, repo *git.Repository, src Branches, inventories ...[]fleet.Cluster) (*Known, error) {
 	byName := map[string]fleet.Cluster{}
 	k := &Known{Where: map[string]string{}}
 	for _, inv := range inventories {
@@ -260,10 +269,10 @@ func KnownClusters(ctx context.Context, repo *git.Repository, url, prefix string
 	var snap *Snapshot
 	var err error
 	switch {
-	case url != "":
-		snap, err = Read(ctx, url, prefix, auth)
+	case src.URL != "":
+		snap, err = Read(ctx, src.URL, src.Prefix, src.Auth)
 	case repo != nil:
-		snap, err = ReadRepository(repo, prefix)
+		snap, err = ReadRepository(repo, src.Prefix)
 	}
 	if err != nil {
 		return nil, err
