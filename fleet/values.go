@@ -41,6 +41,10 @@ type SchemaSource func(h *Helm) (*ChartSchema, error)
 // Helm) is left to Helm too.
 func (f *Fleet) CheckValues(src SchemaSource) {
 	f.schemas = src
+	if f.onePass != nil && f.onePass.memo != nil {
+		// Bundles kept unchecked are not reused unchecked.
+		clear(f.onePass.memo.entries)
+	}
 }
 
 // compiledSchema is a chart schema in a Fleet's CUE context, or why it

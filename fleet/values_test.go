@@ -96,7 +96,8 @@ func TestValuesCheckedAgainstTheChartSchema(t *testing.T) {
 // TestValuesCheckedWhenBundlesAreReused: in a batch, a bundle whose values
 // passed the chart's schema is reused for the next cluster with the same
 // inputs (no second check: it would pass), and one whose values do not is
-// evaluated, checked and positioned again for every cluster.
+// evaluated, checked and positioned again for every cluster. Bundles
+// planned before the check was asked for are not reused unchecked.
 func TestValuesCheckedWhenBundlesAreReused(t *testing.T) {
 	dir := t.TempDir()
 	src := strings.Replace(valuesSchemaFleet, `"us-1": {labels: class: "standard"}`,
@@ -109,6 +110,12 @@ func TestValuesCheckedWhenBundlesAreReused(t *testing.T) {
 	f, err := Load(dir, LoadOptions{})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if _, _, err := f.PlanInventory(t.Context(), nil); err != nil {
+		t.Fatal(err)
+	}
+	if hits := f.onePassInfo().memo.hits["web"]; hits != 2 {
+		t.Fatalf("unchecked: web reused %d times, want twice (eu-2 as eu-1, us-2 as us-1)", hits)
 	}
 	var asked atomic.Int64
 	f.CheckValues(func(h *Helm) (*ChartSchema, error) {
@@ -123,8 +130,8 @@ func TestValuesCheckedWhenBundlesAreReused(t *testing.T) {
 	if len(ds) != 1 || strings.Join(ds[0].Clusters, " ") != "eu-1 eu-2" || !strings.Contains(ds[0].Error(), "fleet.cue:18:11:") {
 		t.Fatalf("problems %v, want one, for eu-1 and eu-2, at the overlay's line", ds)
 	}
-	if hits := f.onePassInfo().memo.hits["web"]; hits != 1 {
-		t.Errorf("web reused %d times, want once (us-2 as us-1)", hits)
+	if hits := f.onePassInfo().memo.hits["web"]; hits != 3 {
+		t.Errorf("web reused %d times in all, want once more (us-2 as us-1)", hits)
 	}
 	if asked.Load() != 3 {
 		t.Errorf("schema asked %d times, want 3 (not for the reused bundle)", asked.Load())
