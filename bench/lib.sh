@@ -30,3 +30,11 @@ commit_overlay_change() {
 	sed -i '0,/podSecurity: "restricted", replicas: 3}/s//podSecurity: "restricted", replicas: 4}/' "$work/fleet/fleet.cue"
 	fleet_git commit -qam "app-000: 4 replicas in regulated clusters"
 }
+
+# synth_fleet builds bin/flotilla and writes the synthetic fleet ($clusters
+# clusters x $bundles bundles, with its charts and kustomizations) into the
+# folder $1.
+synth_fleet() {
+	make -s build
+	go run ./internal/synthfleet/cmd/synthfleet -dir "$1" -clusters "$clusters" -bundles "$bundles" -sources
+}

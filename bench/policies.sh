@@ -25,8 +25,7 @@ trap 'rm -rf "$work"' EXIT
 
 machine
 echo "fleet:   $clusters clusters x $bundles bundles"
-make -s build
-go run ./internal/synthfleet/cmd/synthfleet -dir "$work/fleet" -clusters "$clusters" -bundles "$bundles" -sources
+synth_fleet "$work/fleet"
 cat >"$work/fleet/policies.cue" <<'CUE'
 package fleet
 

@@ -23,9 +23,8 @@ source bench/lib.sh
 machine
 echo "fleet:   $clusters clusters x $bundles bundles, one overlay changed"
 
-make -s build
+synth_fleet "$work/fleet"
 flotilla=$root/bin/flotilla
-go run ./internal/synthfleet/cmd/synthfleet -dir "$work/fleet" -clusters "$clusters" -bundles "$bundles" -sources
 git() { fleet_git "$@"; }
 git init -q -b main
 git add -A

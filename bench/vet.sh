@@ -22,8 +22,7 @@ trap 'rm -rf "$work"' EXIT
 
 machine
 echo "fleet:   $clusters clusters x $bundles bundles"
-make -s build
-go run ./internal/synthfleet/cmd/synthfleet -dir "$work/plain" -clusters "$clusters" -bundles "$bundles" -sources
+synth_fleet "$work/plain"
 cp -r "$work/plain" "$work/typed"
 for chart in "$work"/typed/charts/*/; do
 	cat >"$chart/values.schema.json" <<'SCHEMA'
