@@ -9,15 +9,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/flotilla-gitops/flotilla/fleet"
-)
-
-// Labels Flotilla puts on the Flux Kustomizations (and Argo CD
-// parameters) it generates.
-const (
-	LabelCluster   = "flotilla.dev/cluster"
-	LabelBundle    = "flotilla.dev/bundle"
-	LabelWave      = "flotilla.dev/wave"
-	LabelWaveIndex = "flotilla.dev/wave-index"
+	"github.com/flotilla-gitops/flotilla/schemas/spec"
 )
 
 // FluxOptions shape the generated Flux objects.
@@ -81,13 +73,13 @@ func wave(p *fleet.Plan, b *fleet.Bundle) *fleet.Rollout {
 func FluxKustomization(p *fleet.Plan, b *fleet.Bundle, opts FluxOptions) ([]byte, error) {
 	opts = opts.withDefaults()
 	labels := map[string]any{
-		LabelCluster:                   p.Cluster.Name,
-		LabelBundle:                    b.Name,
-		"app.kubernetes.io/managed-by": "flotilla",
+		spec.ClusterLabel:   p.Cluster.Name,
+		spec.BundleLabel:    b.Name,
+		spec.ManagedByLabel: spec.ManagedBy,
 	}
 	if w := wave(p, b); w != nil && w.Wave != "" {
-		labels[LabelWave] = w.Wave
-		labels[LabelWaveIndex] = strconv.Itoa(w.WaveIndex)
+		labels[spec.WaveLabel] = w.Wave
+		labels[spec.WaveIndexLabel] = strconv.Itoa(w.WaveIndex)
 	}
 	spec := map[string]any{
 		"interval":      opts.Interval.String(),
@@ -173,7 +165,7 @@ func FluxBootstrap(cluster string, opts BootstrapOptions) ([]byte, error) {
 			"kind":       "Kustomization",
 			"metadata": map[string]any{
 				"name": o.SourceName, "namespace": o.Namespace,
-				"labels": map[string]any{LabelCluster: cluster, "app.kubernetes.io/managed-by": "flotilla"},
+				"labels": map[string]any{spec.ClusterLabel: cluster, spec.ManagedByLabel: spec.ManagedBy},
 			},
 			"spec": map[string]any{
 				"interval":  o.Interval.String(),

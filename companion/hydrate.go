@@ -33,6 +33,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/flotilla-gitops/flotilla/fleet"
+	"github.com/flotilla-gitops/flotilla/internal/gitrev"
 	"github.com/flotilla-gitops/flotilla/sync/planrender"
 	"github.com/flotilla-gitops/flotilla/sync/report"
 	"github.com/flotilla-gitops/flotilla/sync/source"
@@ -123,7 +124,7 @@ type Output struct {
 	// previous folder is kept.
 	listings []listing
 	// Known says where each cluster comes from (inventory, status, both).
-	Known map[string]string
+	Known map[string]report.Origin
 	// Warnings are status branches left out.
 	Warnings []string
 }
@@ -391,12 +392,9 @@ func withoutUser(raw string) string {
 	return u.String()
 }
 
-func short(hash string) string {
-	if len(hash) > 12 {
-		return hash[:12]
-	}
-	return hash
-}
+// short is a commit in a hydrated commit's message, as long as Argo CD's
+// hydrator writes it.
+func short(hash string) string { return gitrev.Abbrev(hash, gitrev.HydratorLen) }
 
 // under reports whether p is the path k or inside the folder k ("x/").
 func under(p, k string) bool {

@@ -7,13 +7,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"reflect"
 	"slices"
 	"strings"
-	"time"
 
 	"cuelang.org/go/cue"
 	"cuelang.org/go/cue/token"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"github.com/flotilla-gitops/flotilla/schemas/spec"
 )
 
 // Bundle is one bundle as planned for one cluster: everything a renderer
@@ -53,13 +53,13 @@ type Bundle struct {
 
 // Inputs are what a bundle's rendering and applying depend on.
 type Inputs struct {
-	Name      string `json:"name"`
-	Namespace string `json:"namespace,omitempty"`
-	Source    Source `json:"source"`
+	Name      string      `json:"name"`
+	Namespace string      `json:"namespace,omitempty"`
+	Source    spec.Source `json:"source"`
 	// Values are the bundle's concrete values as JSON with sorted keys.
-	Values    json.RawMessage `json:"values,omitempty"`
-	DependsOn []string        `json:"dependsOn,omitempty"`
-	Apply     ApplyOptions    `json:"apply"`
+	Values    json.RawMessage   `json:"values,omitempty"`
+	DependsOn []string          `json:"dependsOn,omitempty"`
+	Apply     spec.ApplyOptions `json:"apply"`
 	// RenderTimeout bounds the bundle's render (a Go duration); empty for
 	// the renderer's default.
 	RenderTimeout string `json:"renderTimeout,omitempty"`
@@ -79,104 +79,13 @@ type MatchedOverlay struct {
 	Position *Position `json:"position,omitempty"`
 }
 
-// Source kinds.
-const (
-	SourceHelm      = "helm"
-	SourceKustomize = "kustomize"
-	SourceManifests = "manifests"
-	SourceResources = "resources"
-)
-
-var sourceKinds = []string{SourceHelm, SourceKustomize, SourceManifests, SourceResources}
-
-// Source is where the bundle's objects come from: exactly one of the
-// pointers (or Resources) is set, named by Kind.
-type Source struct {
-	Kind      string     `json:"kind"`
-	Helm      *Helm      `json:"helm,omitempty"`
-	Kustomize *Kustomize `json:"kustomize,omitempty"`
-	Manifests *Manifests `json:"manifests,omitempty"`
-	// Resources are the objects written in CUE, as a JSON list (a struct
-	// keyed by name becomes a list in key order).
-	Resources json.RawMessage `json:"resources,omitempty"`
-}
-
-// Helm is the Go form of #Helm.
-type Helm struct {
-	Chart        string `json:"chart"`
-	Repo         string `json:"repo,omitempty"`
-	Version      string `json:"version,omitempty"`
-	ReleaseName  string `json:"releaseName,omitempty"`
-	IncludeHooks bool   `json:"includeHooks"`
-	// ValuesFiles are YAML files of the repository merged in order under
-	// the bundle's values.
-	ValuesFiles []string `json:"valuesFiles,omitempty"`
-}
-
-// Kustomize is the Go form of #Kustomize.
-type Kustomize struct {
-	Path       string                    `json:"path"`
-	Images     []KustomizeImage          `json:"images,omitempty"`
-	Patches    map[string]KustomizePatch `json:"patches,omitempty"`
-	Labels     map[string]string         `json:"labels,omitempty"`
-	Components []string                  `json:"components,omitempty"`
-}
-
-// KustomizeImage overrides an image, as in kustomization.yaml `images`.
-type KustomizeImage struct {
-	Name    string `json:"name"`
-	NewName string `json:"newName,omitempty"`
-	NewTag  string `json:"newTag,omitempty"`
-	Digest  string `json:"digest,omitempty"`
-}
-
-// KustomizePatch is a patch, as in kustomization.yaml `patches`.
-type KustomizePatch struct {
-	Patch  string           `json:"patch"`
-	Target *KustomizeTarget `json:"target,omitempty"`
-}
-
-// KustomizeTarget selects what a patch applies to.
-type KustomizeTarget struct {
-	Group              string `json:"group,omitempty"`
-	Version            string `json:"version,omitempty"`
-	Kind               string `json:"kind,omitempty"`
-	Name               string `json:"name,omitempty"`
-	Namespace          string `json:"namespace,omitempty"`
-	LabelSelector      string `json:"labelSelector,omitempty"`
-	AnnotationSelector string `json:"annotationSelector,omitempty"`
-}
-
-// Manifests is the Go form of #Manifests.
-type Manifests struct {
-	Path      string `json:"path"`
-	Recursive bool   `json:"recursive"`
-}
-
-// ApplyOptions are how the bundle is applied.
-type ApplyOptions struct {
-	Prune              bool            `json:"prune"`
-	Wait               bool            `json:"wait"`
-	Timeout            metav1.Duration `json:"timeout"`
-	ServiceAccountName string          `json:"serviceAccountName,omitempty"`
-	// DriftPolicy is "correct" or "report".
-	DriftPolicy string `json:"driftPolicy"`
-	// Force recreates objects whose immutable fields change.
-	Force bool `json:"force"`
-	// Adopt lets the bundle take over objects that another GitOps
-	// controller (Argo CD, Flux, Helm) manages; without it the bundle
-	// fails naming the owner. Omitted when false, so that bundles that do
-	// not set it keep their inputs digest.
-	Adopt bool `json:"adopt,omitempty"`
-}
-
 // decodeInputs reads the concrete inputs of the bundle after its overlays
 // were applied. Every field must be concrete: an open constraint left by a
 // cluster class (`int & >=3`) without a value is an error here.
 func (b *Bundle) decodeInputs(v cue.Value) error {
 	var fields specInputs
 	var ds Diagnostics
-	for _, field := range slices.Concat(specFields(), []string{"dependsOn"}) {
+	for _, field := range inputFields() {
 		fv := lookup(v, field)
 		if !fv.Exists() {
 			continue
@@ -191,145 +100,99 @@ func (b *Bundle) decodeInputs(v cue.Value) error {
 	if err := v.Decode(&fields); err != nil {
 		return err
 	}
-
-	source, err := sourceOf(v)
-	if err != nil {
+	if _, err := sourceOf(v); err != nil {
 		return err
-	}
-	source.Helm, source.Kustomize, source.Manifests = fields.Helm, fields.Kustomize, fields.Manifests
-	if source.Kind == SourceResources {
-		if source.Resources, err = resourceList(lookup(v, SourceResources)); err != nil {
-			return err
-		}
-	}
-	timeout, err := time.ParseDuration(fields.Timeout)
-	if err != nil {
-		return diagnostic("timeout", err.Error(), userPos(lookup(v, "timeout")))
-	}
-	if fields.RenderTimeout != "" {
-		d, err := time.ParseDuration(fields.RenderTimeout)
-		if err != nil || d <= 0 {
-			return diagnostic("renderTimeout", fmt.Sprintf("%q is not a positive duration", fields.RenderTimeout), userPos(lookup(v, "renderTimeout")))
-		}
-		b.RenderTimeout = d.String()
 	}
 	values, err := canonicalJSON(lookup(v, "values"))
 	if err != nil {
 		return err
 	}
-
-	b.setInputs(v, fields, source, values, timeout)
+	in, problem := fields.inputs()
+	if problem != nil {
+		return diagnostic(problem.field, problem.message, userPos(lookup(v, problem.field)))
+	}
+	b.setInputs(v, in, values)
 	return nil
 }
 
-// setInputs sets what decodeInputs and decodeInputsFast read (RenderTimeout
-// apart).
-func (b *Bundle) setInputs(v cue.Value, fields specInputs, source Source, values json.RawMessage, timeout time.Duration) {
-	b.Namespace = fields.Namespace
-	b.Source = source
-	b.Values = values
+// setInputs sets what decodeInputs and decodeInputsFast read.
+func (b *Bundle) setInputs(v cue.Value, in Inputs, values json.RawMessage) {
+	in.Name = b.Name
+	in.Values = values
+	b.Inputs = in
 	b.values = lookup(v, "values")
-	b.DependsOn = fields.DependsOn
 	b.dependsOnPos = userPos(lookup(v, "dependsOn"))
-	b.Apply = ApplyOptions{
-		Prune:              fields.Prune,
-		Wait:               fields.Wait,
-		Timeout:            metav1.Duration{Duration: timeout},
-		ServiceAccountName: fields.ServiceAccountName,
-		DriftPolicy:        fields.DriftPolicy,
-		Force:              fields.Force,
-		Adopt:              fields.Adopt,
-	}
 }
 
 // decodeInputsFast is decodeInputs without the error reporting: each
-// field is looked up and read on its own (scalars decoded, structs
+// field is looked up and read on its own (scalars decoded, the rest
 // exported as JSON), which costs a fraction of decoding the whole bundle
-// (every struct CUE decodes or exports has its fields sorted first). It
-// returns false, having set nothing, when anything is not as expected,
-// and decodeInputs then reads the bundle again and reports the problem
-// with its positions.
+// (every struct CUE decodes or exports has its fields sorted first). The
+// fields are the schema's (inputFields), found in specInputs by their JSON
+// names. It returns false, having set nothing, when anything is not as
+// expected — a field the Go form does not know among them — and
+// decodeInputs then reads the bundle again and reports the problem with
+// its positions.
 func (b *Bundle) decodeInputsFast(v cue.Value) bool {
 	var fields specInputs
-	var kinds []string
-	raw := map[string][]byte{}
-	for _, field := range []string{"namespace", "prune", "wait", "timeout", "renderTimeout", "serviceAccountName", "driftPolicy", "force", "adopt", "dependsOn",
-		SourceHelm, SourceKustomize, SourceManifests, SourceResources, "values"} {
+	target := reflect.ValueOf(&fields).Elem()
+	index := specInputIndex()
+	for _, field := range inputFields() {
 		fv := lookup(v, field)
-		if !fv.Exists() {
+		if !fv.Exists() || field == "values" {
 			continue
 		}
-		var err error
-		switch field {
-		case "namespace":
-			fields.Namespace, err = fv.String()
-		case "timeout":
-			fields.Timeout, err = fv.String()
-		case "renderTimeout":
-			fields.RenderTimeout, err = fv.String()
-		case "serviceAccountName":
-			fields.ServiceAccountName, err = fv.String()
-		case "driftPolicy":
-			fields.DriftPolicy, err = fv.String()
-		case "prune":
-			fields.Prune, err = fv.Bool()
-		case "wait":
-			fields.Wait, err = fv.Bool()
-		case "force":
-			fields.Force, err = fv.Bool()
-		case "adopt":
-			fields.Adopt, err = fv.Bool()
-		default:
-			if slices.Contains(sourceKinds, field) {
-				kinds = append(kinds, field)
-			}
-			raw[field], err = fv.MarshalJSON()
+		i, ok := index[field]
+		if !ok || !readField(fv, target.Field(i)) {
+			return false
 		}
+	}
+	if len(fields.kinds()) != 1 {
+		return false
+	}
+	values := json.RawMessage("{}")
+	if fv := lookup(v, "values"); fv.Exists() {
+		data, err := fv.MarshalJSON()
 		if err != nil {
 			return false
 		}
-	}
-	if len(kinds) != 1 {
-		return false
-	}
-	source := Source{Kind: kinds[0]}
-	var err error
-	switch source.Kind {
-	case SourceHelm:
-		err = json.Unmarshal(raw[SourceHelm], &source.Helm)
-	case SourceKustomize:
-		err = json.Unmarshal(raw[SourceKustomize], &source.Kustomize)
-	case SourceManifests:
-		err = json.Unmarshal(raw[SourceManifests], &source.Manifests)
-	case SourceResources:
-		source.Resources, err = resourceListJSON(raw[SourceResources])
-	}
-	if err != nil {
-		return false
-	}
-	if d, ok := raw["dependsOn"]; ok && json.Unmarshal(d, &fields.DependsOn) != nil {
-		return false
-	}
-	timeout, err := time.ParseDuration(fields.Timeout)
-	if err != nil {
-		return false
-	}
-	var renderTimeout string
-	if fields.RenderTimeout != "" {
-		d, err := time.ParseDuration(fields.RenderTimeout)
-		if err != nil || d <= 0 {
-			return false
-		}
-		renderTimeout = d.String()
-	}
-	values := json.RawMessage("{}")
-	if data, ok := raw["values"]; ok {
 		if values, err = canonicalize(data); err != nil {
 			return false
 		}
 	}
-	b.RenderTimeout = renderTimeout
-	b.setInputs(v, fields, source, values, timeout)
+	in, problem := fields.inputs()
+	if problem != nil {
+		return false
+	}
+	b.setInputs(v, in, values)
+	return true
+}
+
+// readField reads a concrete CUE value into a field of specInputs: strings
+// and booleans directly, anything else through its JSON.
+func readField(v cue.Value, field reflect.Value) bool {
+	switch field.Kind() {
+	case reflect.String:
+		s, err := v.String()
+		if err != nil {
+			return false
+		}
+		field.SetString(s)
+	case reflect.Bool:
+		x, err := v.Bool()
+		if err != nil {
+			return false
+		}
+		field.SetBool(x)
+	default:
+		data, err := v.MarshalJSON()
+		if err != nil {
+			return false
+		}
+		if err := json.Unmarshal(data, field.Addr().Interface()); err != nil {
+			return false
+		}
+	}
 	return true
 }
 
@@ -372,34 +235,24 @@ func incompleteDiagnostics(bundle cue.Value, err error) Diagnostics {
 
 // sourceOf finds the bundle's one source; none or several is an error that
 // points at each.
-func sourceOf(v cue.Value) (Source, error) {
+func sourceOf(v cue.Value) (spec.Kind, error) {
 	var found []string
 	var at []token.Pos
-	for _, kind := range sourceKinds {
-		if fv := lookup(v, kind); fv.Exists() {
-			found = append(found, kind)
+	for _, kind := range spec.Kinds {
+		if fv := lookup(v, kind.String()); fv.Exists() {
+			found = append(found, kind.String())
 			at = append(at, userPos(fv))
 		}
 	}
 	switch len(found) {
 	case 1:
-		return Source{Kind: found[0]}, nil
+		return spec.Kind(found[0]), nil
 	case 0:
-		return Source{}, diagnostic("", "a bundle needs exactly one source (helm, kustomize, manifests or resources); it has none", userPos(v))
+		return "", diagnostic("", "a bundle needs exactly one source (helm, kustomize, manifests or resources); it has none", userPos(v))
 	default:
-		return Source{}, diagnostic("", fmt.Sprintf("a bundle needs exactly one source (helm, kustomize, manifests or resources); it has %s",
+		return "", diagnostic("", fmt.Sprintf("a bundle needs exactly one source (helm, kustomize, manifests or resources); it has %s",
 			strings.Join(found, " and ")), at...)
 	}
-}
-
-// resourceList returns the objects of `resources` as a JSON list: a struct
-// keyed by name becomes its values in key order.
-func resourceList(v cue.Value) (json.RawMessage, error) {
-	data, err := v.MarshalJSON()
-	if err != nil {
-		return nil, err
-	}
-	return resourceListJSON(data)
 }
 
 // canonicalJSON exports a concrete value as JSON with sorted keys, so equal

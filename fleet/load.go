@@ -65,6 +65,9 @@ type Fleet struct {
 	onePassOnce sync.Once
 	onePass     *onePass
 	noOnePass   bool
+	// slowDecode decodes every bundle with decodeInputs alone, never the
+	// fast path (for the test that compares them).
+	slowDecode bool
 	// reloadWithoutInventory loads the fleet again without its inventory;
 	// nil when something refers to `clusters`, or once done. (The files are
 	// read again: a caller planning the inventory must not change the
@@ -380,6 +383,7 @@ func (f *Fleet) clone() *Fleet {
 		secrets:    f.secrets,
 		owners:     f.owners,
 		noOnePass:  f.noOnePass,
+		slowDecode: f.slowDecode,
 		variants:   f.variants,
 		schemas:    f.schemas,
 		// The clone plans; the policies (CUE values of this context) are

@@ -478,7 +478,7 @@ func (f *Fleet) planOnePass(c Cluster) (plan *Plan) {
 		if !pb.sameTarget(v, d.target) || !f.sameOverlays(pb, v, d.overlays, d.matched) {
 			return nil
 		}
-		d.b.finish(v)
+		f.finish(d.b, v)
 		if d.b.Failed() {
 			return nil
 		}

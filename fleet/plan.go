@@ -134,7 +134,7 @@ func (f *Fleet) planTwice(c Cluster) (*Plan, error) {
 	for _, b := range selected {
 		if !b.Failed() {
 			v := lookup(bundles, b.Name)
-			b.finish(v)
+			f.finish(b, v)
 			if !b.Failed() {
 				f.applyTenancy(b, v)
 			}
@@ -208,12 +208,12 @@ func (f *Fleet) fillOverlays(root cue.Value, patches map[string]map[string]cue.V
 
 // finish reads the bundle's concrete inputs from its value with the
 // overlays applied, and computes their digest.
-func (b *Bundle) finish(v cue.Value) {
+func (f *Fleet) finish(b *Bundle, v cue.Value) {
 	if err := v.Validate(); err != nil {
 		b.Errors = bundleDiagnostics(err, v)
 		return
 	}
-	if !b.decodeInputsFast(v) {
+	if f.slowDecode || !b.decodeInputsFast(v) {
 		if err := b.decodeInputs(v); err != nil {
 			b.Errors = bundleDiagnostics(err, v)
 			return

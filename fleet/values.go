@@ -12,6 +12,7 @@ import (
 	"cuelang.org/go/cue/token"
 	cuejson "cuelang.org/go/encoding/json"
 	"cuelang.org/go/encoding/jsonschema"
+	"github.com/flotilla-gitops/flotilla/schemas/spec"
 )
 
 // ChartSchema is a Helm chart's values.schema.json.
@@ -26,7 +27,7 @@ type ChartSchema struct {
 // when the chart has none. Plans of several clusters call it at once, for
 // the same charts again and again: it must be safe for concurrent use, and
 // should remember what it read.
-type SchemaSource func(h *Helm) (*ChartSchema, error)
+type SchemaSource func(h *spec.Helm) (*ChartSchema, error)
 
 // CheckValues makes every plan of f check each Helm bundle's values
 // against its chart's values.schema.json, before anything renders: the

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+
+	"github.com/flotilla-gitops/flotilla/schemas/spec"
 )
 
 const valuesSchemaFleet = `package fleet
@@ -57,7 +59,7 @@ func TestValuesCheckedAgainstTheChartSchema(t *testing.T) {
 		}
 		f.noOnePass = !onePass
 		var asked atomic.Int64
-		f.CheckValues(func(h *Helm) (*ChartSchema, error) {
+		f.CheckValues(func(h *spec.Helm) (*ChartSchema, error) {
 			asked.Add(1)
 			if h.Chart != "charts/web" {
 				t.Errorf("asked for chart %q", h.Chart)
@@ -118,7 +120,7 @@ func TestValuesCheckedWhenBundlesAreReused(t *testing.T) {
 		t.Fatalf("unchecked: web reused %d times, want twice (eu-2 as eu-1, us-2 as us-1)", hits)
 	}
 	var asked atomic.Int64
-	f.CheckValues(func(h *Helm) (*ChartSchema, error) {
+	f.CheckValues(func(h *spec.Helm) (*ChartSchema, error) {
 		asked.Add(1)
 		return &ChartSchema{Name: "charts/web/values.schema.json", JSON: []byte(valuesSchemaJSON)}, nil
 	})
@@ -159,7 +161,7 @@ func TestValuesSchemaThatIsNotCUE(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.CheckValues(func(*Helm) (*ChartSchema, error) { return bad, nil })
+	f.CheckValues(func(*spec.Helm) (*ChartSchema, error) { return bad, nil })
 	p, err := f.Plan(Cluster{Name: "eu-1", Labels: map[string]string{"class": "regulated"}})
 	if err != nil || p.Bundle("web").Failed() {
 		t.Errorf("plan: %v %v", err, p.Bundle("web").Errors)

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/flotilla-gitops/flotilla/internal/gitrev"
 	"sigs.k8s.io/yaml"
 )
 
@@ -21,7 +22,7 @@ func (r *Report) bundleClusters() map[string][]string {
 	for _, c := range r.Clusters {
 		for _, b := range c.Bundles {
 			if b.Change != Unchanged {
-				out[b.Name] = append(out[b.Name], c.Name+" ("+b.Change+")")
+				out[b.Name] = append(out[b.Name], c.Name+" ("+b.Change.String()+")")
 			}
 		}
 	}
@@ -40,9 +41,9 @@ func (r *Report) summaryLine() string {
 func (r *Report) revisions() string {
 	head := "the work tree"
 	if r.Head != "" {
-		head = r.Head[:7]
+		head = gitrev.Short(r.Head)
 	}
-	return fmt.Sprintf("%s → %s", r.Base[:min(7, len(r.Base))], head)
+	return fmt.Sprintf("%s → %s", gitrev.Short(r.Base), head)
 }
 
 // WriteText writes the preview for a terminal: the summary, per bundle
@@ -100,7 +101,7 @@ func newly(b bool) string {
 	return ""
 }
 
-func sign(change string) string {
+func sign(change Change) string {
 	switch change {
 	case Added:
 		return "+"
@@ -210,7 +211,7 @@ func clusterMarkdown(c Cluster) string {
 	var changes []string
 	for _, bd := range c.Bundles {
 		if bd.Change != Unchanged {
-			changes = append(changes, bd.Name+" "+bd.Change)
+			changes = append(changes, bd.Name+" "+bd.Change.String())
 		}
 	}
 	if c.Wave != nil {

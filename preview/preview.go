@@ -55,14 +55,21 @@ type Options struct {
 	Progress func(string)
 }
 
-// Change kinds of a bundle (and of an object: added, removed, changed).
+// Change is what a change does to a bundle for a cluster (added,
+// removed, changed, unchanged, failed), or to one of its objects (added,
+// removed, changed).
+type Change string
+
+// Changes.
 const (
-	Added     = "added"
-	Removed   = "removed"
-	Changed   = "changed"
-	Unchanged = "unchanged"
-	Failed    = "failed"
+	Added     Change = "added"
+	Removed   Change = "removed"
+	Changed   Change = "changed"
+	Unchanged Change = "unchanged"
+	Failed    Change = "failed"
 )
+
+func (c Change) String() string { return string(c) }
 
 // Report is a preview's result.
 type Report struct {
@@ -81,8 +88,8 @@ type Report struct {
 type Cluster struct {
 	Name string `json:"name"`
 	// Known says where the cluster comes from: inventory, status, or both.
-	Known   string `json:"known"`
-	Changed bool   `json:"changed"`
+	Known   report.Origin `json:"known"`
+	Changed bool          `json:"changed"`
 	// Wave is set when the change moves the cluster to another rollout
 	// wave.
 	Wave *WaveMove `json:"wave,omitempty"`
@@ -106,7 +113,7 @@ type WaveMove struct {
 type Bundle struct {
 	Name string `json:"name"`
 	// Change is added, removed, changed, unchanged or failed.
-	Change string `json:"change"`
+	Change Change `json:"change"`
 	// Error is why it fails at head (positioned for fleet errors);
 	// NewError says that it did not fail at base.
 	Error    string   `json:"error,omitempty"`
@@ -118,7 +125,7 @@ type Bundle struct {
 type Object struct {
 	// Object is "group/version, Kind=…, namespace/name" as render names it.
 	Object string `json:"object"`
-	Change string `json:"change"`
+	Change Change `json:"change"`
 	// Fields are a changed object's changed fields; Secret values masked.
 	Fields []Field `json:"fields,omitempty"`
 }
@@ -306,7 +313,7 @@ type job struct {
 
 // compare fills rep with every cluster and its bundles, and returns the
 // bundles to render.
-func compare(rep *Report, clusters []fleet.Cluster, known map[string]string, sides []*side, only []string, files *sourceChanges) []*job {
+func compare(rep *Report, clusters []fleet.Cluster, known map[string]report.Origin, sides []*side, only []string, files *sourceChanges) []*job {
 	var jobs []*job
 	base, head := sides[0], sides[1]
 	for _, c := range clusters {
@@ -410,7 +417,7 @@ func (j *job) finish() {
 	}
 }
 
-func objectsAs(objs []*unstructured.Unstructured, change string) []Object {
+func objectsAs(objs []*unstructured.Unstructured, change Change) []Object {
 	out := make([]Object, len(objs))
 	for i, o := range objs {
 		out[i] = Object{Object: render.ObjectKey(o), Change: change}

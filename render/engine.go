@@ -12,14 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/flotilla-gitops/flotilla/schemas/spec"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-)
-
-// Ownership labels put on every rendered object.
-const (
-	ManagedByLabel = "app.kubernetes.io/managed-by"
-	ManagedBy      = "flotilla"
-	BundleLabel    = "flotilla.dev/bundle"
 )
 
 // Result is a bundle rendered for one cluster.
@@ -40,7 +34,7 @@ type Result struct {
 // Engine renders bundles with one Renderer per source kind and finishes
 // their output the same way whatever the kind.
 type Engine struct {
-	renderers map[string]Renderer
+	renderers map[spec.Kind]Renderer
 	scope     Scope
 	limits    Limits
 }
@@ -75,7 +69,7 @@ var ErrTimeout = errors.New("took longer than its render timeout")
 // NewEngine returns an engine with the given renderers by source kind.
 // scope tells namespaced kinds from cluster-scoped ones; nil means the
 // built-in kinds plus the CRDs being rendered.
-func NewEngine(renderers map[string]Renderer, scope Scope) *Engine {
+func NewEngine(renderers map[spec.Kind]Renderer, scope Scope) *Engine {
 	if scope == nil {
 		scope = BuiltinScope()
 	}
@@ -182,7 +176,7 @@ func finish(objects []Object, req *Request, scope Scope, hooks bool) ([]string, 
 		switch ns := obj.GetNamespace(); {
 		case namespaced && ns == "":
 			obj.SetNamespace(req.Namespace)
-		case !namespaced && ns != "" && req.Source.Kind == KindHelm:
+		case !namespaced && ns != "" && req.Source.Kind == spec.KindHelm:
 			// Charts often template the release namespace onto every
 			// object, cluster-scoped ones included, and Helm and kubectl
 			// ignore it there: so do we, saying so.
@@ -195,8 +189,8 @@ func finish(objects []Object, req *Request, scope Scope, hooks bool) ([]string, 
 		if labels == nil {
 			labels = map[string]string{}
 		}
-		labels[ManagedByLabel] = ManagedBy
-		labels[BundleLabel] = req.Bundle
+		labels[spec.ManagedByLabel] = spec.ManagedBy
+		labels[spec.BundleLabel] = req.Bundle
 		obj.SetLabels(labels)
 
 		key := ObjectKey(obj)

@@ -17,26 +17,20 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/flotilla-gitops/flotilla/internal/errtext"
+	"github.com/flotilla-gitops/flotilla/schemas/spec"
 )
 
-// Source kinds, as in the fleet schema.
-const (
-	KindHelm      = "helm"
-	KindKustomize = "kustomize"
-	KindManifests = "manifests"
-	KindResources = "resources"
-)
-
-// Request is one bundle to render for one cluster. Its JSON form matches
-// the fleet plan's bundle inputs, so a planned bundle converts by
-// marshalling.
+// Request is one bundle to render for one cluster: a planned bundle's
+// inputs (its source in the Go form of the fleet schema, package
+// schemas/spec) and where it is rendered. Its JSON form is what a sandbox
+// worker receives.
 type Request struct {
 	// Bundle is the bundle's name: the Helm release name by default, and
 	// the value of the bundle ownership label.
 	Bundle string `json:"name"`
 	// Namespace receives namespaced objects that name none.
-	Namespace string `json:"namespace"`
-	Source    Source `json:"source"`
+	Namespace string      `json:"namespace"`
+	Source    spec.Source `json:"source"`
 	// Values are the bundle's values as JSON (Helm values).
 	Values json.RawMessage `json:"values"`
 	// RenderTimeout bounds this render (a Go duration), instead of the
@@ -50,68 +44,6 @@ type Request struct {
 	RepoDir string `json:"-"`
 	// Capabilities describe the target cluster to Helm.
 	Capabilities Capabilities `json:"-"`
-}
-
-// Source is where the objects come from; Kind names the one that is set.
-type Source struct {
-	Kind      string          `json:"kind"`
-	Helm      *Helm           `json:"helm,omitempty"`
-	Kustomize *Kustomize      `json:"kustomize,omitempty"`
-	Manifests *Manifests      `json:"manifests,omitempty"`
-	Resources json.RawMessage `json:"resources,omitempty"`
-}
-
-// Helm renders a chart from a folder of the repository or an HTTP chart
-// repository.
-type Helm struct {
-	Chart        string `json:"chart"`
-	Repo         string `json:"repo,omitempty"`
-	Version      string `json:"version,omitempty"`
-	ReleaseName  string `json:"releaseName,omitempty"`
-	IncludeHooks bool   `json:"includeHooks"`
-	// ValuesFiles are YAML files of the repository merged in order under
-	// the bundle's values.
-	ValuesFiles []string `json:"valuesFiles,omitempty"`
-}
-
-// Kustomize builds a kustomization of the repository with additions.
-type Kustomize struct {
-	Path       string            `json:"path"`
-	Images     []Image           `json:"images,omitempty"`
-	Patches    map[string]Patch  `json:"patches,omitempty"`
-	Labels     map[string]string `json:"labels,omitempty"`
-	Components []string          `json:"components,omitempty"`
-}
-
-// Image overrides an image, as kustomization.yaml `images`.
-type Image struct {
-	Name    string `json:"name"`
-	NewName string `json:"newName,omitempty"`
-	NewTag  string `json:"newTag,omitempty"`
-	Digest  string `json:"digest,omitempty"`
-}
-
-// Patch is a kustomization.yaml `patches` entry with the patch inline.
-type Patch struct {
-	Patch  string       `json:"patch"`
-	Target *PatchTarget `json:"target,omitempty"`
-}
-
-// PatchTarget selects what a patch applies to.
-type PatchTarget struct {
-	Group              string `json:"group,omitempty"`
-	Version            string `json:"version,omitempty"`
-	Kind               string `json:"kind,omitempty"`
-	Name               string `json:"name,omitempty"`
-	Namespace          string `json:"namespace,omitempty"`
-	LabelSelector      string `json:"labelSelector,omitempty"`
-	AnnotationSelector string `json:"annotationSelector,omitempty"`
-}
-
-// Manifests reads YAML and JSON files of a repository folder.
-type Manifests struct {
-	Path      string `json:"path"`
-	Recursive bool   `json:"recursive"`
 }
 
 // Capabilities are what Helm's .Capabilities report.

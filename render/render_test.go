@@ -14,12 +14,13 @@ import (
 	"github.com/flotilla-gitops/flotilla/render"
 	"github.com/flotilla-gitops/flotilla/render/cue"
 	"github.com/flotilla-gitops/flotilla/render/manifests"
+	"github.com/flotilla-gitops/flotilla/schemas/spec"
 )
 
 func engine() *render.Engine {
-	return render.NewEngine(map[string]render.Renderer{
-		render.KindManifests: manifests.Renderer{},
-		render.KindResources: cue.Renderer{},
+	return render.NewEngine(map[spec.Kind]render.Renderer{
+		spec.KindManifests: manifests.Renderer{},
+		spec.KindResources: cue.Renderer{},
 	}, nil)
 }
 
@@ -29,7 +30,7 @@ func manifestsRequest(path string, recursive bool) *render.Request {
 		Namespace: "team-a",
 		Cluster:   "prod-eu-1",
 		RepoDir:   "testdata/repo",
-		Source:    render.Source{Kind: render.KindManifests, Manifests: &render.Manifests{Path: path, Recursive: recursive}},
+		Source:    spec.Source{Kind: spec.KindManifests, Manifests: &spec.Manifests{Path: path, Recursive: recursive}},
 	}
 }
 
@@ -54,7 +55,7 @@ func TestManifests(t *testing.T) {
 		t.Errorf("objects\n got %s\nwant %s", got, want)
 	}
 	for _, o := range res.Objects {
-		if l := o.GetLabels(); l[render.ManagedByLabel] != "flotilla" || l[render.BundleLabel] != "app" {
+		if l := o.GetLabels(); l[spec.ManagedByLabel] != "flotilla" || l[spec.BundleLabel] != "app" {
 			t.Errorf("%s labels %v", render.ObjectKey(o), l)
 		}
 	}
@@ -102,7 +103,7 @@ func TestScopeFromRenderedCRDs(t *testing.T) {
 // TestResources renders CUE objects, given as the JSON list the fleet
 // produces.
 func TestResources(t *testing.T) {
-	req := &render.Request{Bundle: "ns", Namespace: "default", Source: render.Source{Kind: render.KindResources,
+	req := &render.Request{Bundle: "ns", Namespace: "default", Source: spec.Source{Kind: spec.KindResources,
 		Resources: []byte(`[{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"web"}},
 			{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c"},"data":{"a":"1"}}]`)}}
 	res, err := engine().Render(context.Background(), req)
@@ -169,7 +170,7 @@ func TestRenderRefusesWhatTheAPIRefuses(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			req := &render.Request{Bundle: "app", Cluster: "prod-eu-1", Namespace: "default", Source: render.Source{Kind: render.KindResources,
+			req := &render.Request{Bundle: "app", Cluster: "prod-eu-1", Namespace: "default", Source: spec.Source{Kind: spec.KindResources,
 				Resources: []byte(`[` + tc.object + `]`)}}
 			_, err := engine().Render(context.Background(), req)
 			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "cluster prod-eu-1: bundle app: ") || !strings.Contains(err.Error(), "resources[0]: ") {
@@ -183,7 +184,7 @@ func TestRenderRefusesWhatTheAPIRefuses(t *testing.T) {
 		`{"apiVersion":"v1","metadata":{"name":"s"},"data":{"token":"c2VjcmV0LXZhbHVl"}}`,
 		`{"apiVersion":"v1","kind":"Secret","metadata":{"name":"\u001b[2J\u001b]0;pwned\u0007s"},"data":{"token":"c2VjcmV0LXZhbHVl"}}`,
 	} {
-		req := &render.Request{Bundle: "app", Namespace: "default", Source: render.Source{Kind: render.KindResources, Resources: []byte(`[` + object + `]`)}}
+		req := &render.Request{Bundle: "app", Namespace: "default", Source: spec.Source{Kind: spec.KindResources, Resources: []byte(`[` + object + `]`)}}
 		_, err := engine().Render(context.Background(), req)
 		if err == nil || strings.Contains(err.Error(), "c2VjcmV0LXZhbHVl") || strings.ContainsRune(err.Error(), 0x1b) || strings.ContainsRune(err.Error(), 0x07) {
 			t.Errorf("error %q shows the object or escapes", err)
@@ -191,7 +192,7 @@ func TestRenderRefusesWhatTheAPIRefuses(t *testing.T) {
 	}
 
 	// What the API accepts passes: RBAC names with colons, dotted names.
-	req := &render.Request{Bundle: "app", Namespace: "default", Source: render.Source{Kind: render.KindResources,
+	req := &render.Request{Bundle: "app", Namespace: "default", Source: spec.Source{Kind: spec.KindResources,
 		Resources: []byte(`[{"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRole","metadata":{"name":"system:team:reader"}},
 			{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"web.config"}}]`)}}
 	if _, err := engine().Render(context.Background(), req); err != nil {

@@ -11,7 +11,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/flotilla-gitops/flotilla/internal/gittest"
-	"github.com/flotilla-gitops/flotilla/render"
+	"github.com/flotilla-gitops/flotilla/schemas/spec"
 	"github.com/flotilla-gitops/flotilla/sync/apply"
 )
 
@@ -50,7 +50,7 @@ bundles: other: {namespace: cluster.labels.ns, resources: [{apiVersion: "v1", ki
 		"--no-status", "--listen", "", "--allow-mass-deletion"}
 	count := func() int {
 		var cms corev1.ConfigMapList
-		if err := kube.List(context.Background(), &cms, client.InNamespace(ns), client.MatchingLabels{render.BundleLabel: "many"}); err != nil {
+		if err := kube.List(context.Background(), &cms, client.InNamespace(ns), client.MatchingLabels{spec.BundleLabel: "many"}); err != nil {
 			t.Fatal(err)
 		}
 		return len(cms.Items)

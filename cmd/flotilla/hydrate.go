@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/flotilla-gitops/flotilla/companion"
+	"github.com/flotilla-gitops/flotilla/internal/gitrev"
 	"github.com/flotilla-gitops/flotilla/render/sops"
 	"github.com/flotilla-gitops/flotilla/sync/planrender"
 	"github.com/flotilla-gitops/flotilla/sync/report"
@@ -194,30 +195,23 @@ func (s hydrateSummary) text(w io.Writer, hf *hydrateFlags) error {
 		where = "branch " + hf.branch
 	}
 	fmt.Fprintf(w, "hydrated %d bundles for %d clusters (%d distinct renders) from %s into %s\n",
-		s.Bundles, s.Clusters, s.Renders, shortHash(s.Source), where)
+		s.Bundles, s.Clusters, s.Renders, gitrev.Abbrev(s.Source, gitrev.HydratorLen), where)
 	switch {
 	case !s.Changed:
 		fmt.Fprintf(w, "nothing changed")
 	case hf.out != "":
 		fmt.Fprintf(w, "%d files added, %d updated, %d removed", s.Added, s.Updated, s.Removed)
 	default:
-		fmt.Fprintf(w, "committed %s: %d files added, %d updated, %d removed", shortHash(s.Commit), s.Added, s.Updated, s.Removed)
+		fmt.Fprintf(w, "committed %s: %d files added, %d updated, %d removed", gitrev.Abbrev(s.Commit, gitrev.HydratorLen), s.Added, s.Updated, s.Removed)
 	}
 	if hf.branch != "" {
-		fmt.Fprintf(w, "; %s noted on %s", shortHash(s.Source), shortHash(s.Commit))
+		fmt.Fprintf(w, "; %s noted on %s", gitrev.Abbrev(s.Source, gitrev.HydratorLen), gitrev.Abbrev(s.Commit, gitrev.HydratorLen))
 	}
 	if s.Pushed {
 		fmt.Fprintf(w, "; pushed to %s", hf.remote)
 	}
 	_, err := fmt.Fprintln(w)
 	return err
-}
-
-func shortHash(h string) string {
-	if len(h) > 12 {
-		return h[:12]
-	}
-	return h
 }
 
 // hydrateAuth is the credentials for --push, for the remote's URL.

@@ -14,6 +14,7 @@ import (
 	"github.com/flotilla-gitops/flotilla/fleet"
 	"github.com/flotilla-gitops/flotilla/render/helm"
 	"github.com/flotilla-gitops/flotilla/render/sops"
+	"github.com/flotilla-gitops/flotilla/schemas/spec"
 )
 
 func newPlanCmd() *cobra.Command {
@@ -158,7 +159,7 @@ func writePlanText(w io.Writer, p *fleet.Plan, repoDir string) error {
 			}
 			continue
 		}
-		if b.Source.Kind == fleet.SourceHelm && !b.Source.Helm.IncludeHooks {
+		if b.Source.Kind == spec.KindHelm && !b.Source.Helm.IncludeHooks {
 			fmt.Fprintf(w, "  hooks: rendered but not applied (set helm: includeHooks: true to apply them)\n")
 		}
 		fmt.Fprintf(w, "  apply: prune=%t wait=%t timeout=%s", b.Apply.Prune, b.Apply.Wait, b.Apply.Timeout.Duration)
@@ -176,7 +177,7 @@ func writePlanText(w io.Writer, p *fleet.Plan, repoDir string) error {
 			}
 			fmt.Fprintf(w, "  tenant %s: objects in namespaces [%s], cluster-scoped kinds: %s\n", g.Tenant, strings.Join(g.Namespaces, ", "), kinds)
 		}
-		if b.Source.Kind == fleet.SourceHelm && len(b.Source.Helm.ValuesFiles) > 0 {
+		if b.Source.Kind == spec.KindHelm && len(b.Source.Helm.ValuesFiles) > 0 {
 			writeValuesFiles(w, repoDir, b)
 		}
 		if string(b.Values) != "{}" && len(b.Values) > 0 {
@@ -261,18 +262,18 @@ func writePlanMatrix(w io.Writer, bundles []string, plans []*fleet.Plan) error {
 	return err
 }
 
-func sourceText(s fleet.Source) string {
+func sourceText(s spec.Source) string {
 	switch s.Kind {
-	case fleet.SourceHelm:
+	case spec.KindHelm:
 		if s.Helm.Repo != "" {
 			return fmt.Sprintf("helm %s %s@%s", s.Helm.Repo, s.Helm.Chart, s.Helm.Version)
 		}
 		return "helm " + s.Helm.Chart
-	case fleet.SourceKustomize:
+	case spec.KindKustomize:
 		return "kustomize " + s.Kustomize.Path
-	case fleet.SourceManifests:
+	case spec.KindManifests:
 		return "manifests " + s.Manifests.Path
-	case fleet.SourceResources:
+	case spec.KindResources:
 		return "resources (cue)"
 	}
 	return "-"

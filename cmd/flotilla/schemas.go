@@ -9,9 +9,9 @@ import (
 	"sync"
 
 	"github.com/flotilla-gitops/flotilla/fleet"
-	"github.com/flotilla-gitops/flotilla/render"
 	"github.com/flotilla-gitops/flotilla/render/helm"
 	"github.com/flotilla-gitops/flotilla/render/sops"
+	"github.com/flotilla-gitops/flotilla/schemas/spec"
 	"github.com/flotilla-gitops/flotilla/sync/planrender"
 )
 
@@ -51,7 +51,7 @@ func newChartSchemas(ctx context.Context, repoDir string, s planrender.Sources) 
 }
 
 // source is the fleet.SchemaSource.
-func (c *chartSchemas) source(h *fleet.Helm) (*fleet.ChartSchema, error) {
+func (c *chartSchemas) source(h *spec.Helm) (*fleet.ChartSchema, error) {
 	key := h.Repo + "\x00" + h.Chart + "\x00" + h.Version
 	c.mu.Lock()
 	r, ok := c.read[key]
@@ -64,12 +64,12 @@ func (c *chartSchemas) source(h *fleet.Helm) (*fleet.ChartSchema, error) {
 	return r.schema, r.err
 }
 
-func (c *chartSchemas) load(h *fleet.Helm) (*fleet.ChartSchema, error) {
+func (c *chartSchemas) load(h *spec.Helm) (*fleet.ChartSchema, error) {
 	chart := h.Chart
 	if h.Repo != "" || helm.IsOCI(h.Chart) {
 		chart = fmt.Sprintf("%s %s", chart, h.Version)
 	}
-	name, schema, err := c.helm.ValuesSchema(c.ctx, c.repoDir, &render.Helm{Chart: h.Chart, Repo: h.Repo, Version: h.Version})
+	name, schema, err := c.helm.ValuesSchema(c.ctx, c.repoDir, &spec.Helm{Chart: h.Chart, Repo: h.Repo, Version: h.Version})
 	switch {
 	case errors.Is(err, helm.ErrNotCached):
 		c.note(fmt.Sprintf("chart %s is not in the chart cache: values not checked against its values.schema.json (--allow-chart-downloads fetches it)", chart))
@@ -121,12 +121,8 @@ func encryptedFiles(repoDir string) func(*fleet.Bundle) ([]fleet.EncryptedFile, 
 		if r, ok := cache[string(data)]; ok {
 			return r.files, r.err
 		}
-		var src render.Source
-		if err := json.Unmarshal(data, &src); err != nil {
-			return nil, err
-		}
 		var r read
-		files, err := sops.EncryptedFiles(repoDir, src)
+		files, err := sops.EncryptedFiles(repoDir, b.Source)
 		for _, f := range files {
 			r.files = append(r.files, fleet.EncryptedFile{Path: f.Path, Recipients: f.Recipients})
 		}

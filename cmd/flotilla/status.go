@@ -14,6 +14,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/spf13/cobra"
 
+	"github.com/flotilla-gitops/flotilla/internal/gitrev"
 	"github.com/flotilla-gitops/flotilla/sync/apply"
 	"github.com/flotilla-gitops/flotilla/sync/report"
 	"github.com/flotilla-gitops/flotilla/sync/source"
@@ -279,12 +280,8 @@ func writeClusterStatus(w io.Writer, st report.Status) error {
 	return tw.Flush()
 }
 
-func short(rev string) string {
-	if len(rev) > 7 {
-		return rev[:7]
-	}
-	return dash(rev)
-}
+// short is a revision in a table: "-" for none.
+func short(rev string) string { return dash(gitrev.Short(rev)) }
 
 // absPath makes a local path absolute for a file:// URL.
 func absPath(p string) string {

@@ -17,6 +17,7 @@ import (
 	"github.com/flotilla-gitops/flotilla/internal/rendertest"
 	"github.com/flotilla-gitops/flotilla/render"
 	"github.com/flotilla-gitops/flotilla/render/helm"
+	"github.com/flotilla-gitops/flotilla/schemas/spec"
 )
 
 // helmCLI runs the helm command line with its configuration, cache and
@@ -90,7 +91,7 @@ dependencies:
 
 func appRequest(repoDir string) *render.Request {
 	return &render.Request{Bundle: "app", Namespace: "app", RepoDir: repoDir, Values: json.RawMessage(`{}`),
-		Source: render.Source{Kind: render.KindHelm, Helm: &render.Helm{Chart: "charts/app"}}}
+		Source: spec.Source{Kind: spec.KindHelm, Helm: &spec.Helm{Chart: "charts/app"}}}
 }
 
 // TestChartLockDependencies: dependencies locked by `helm dependency

@@ -23,6 +23,7 @@ import (
 	"helm.sh/helm/v3/pkg/releaseutil"
 
 	"github.com/flotilla-gitops/flotilla/render"
+	"github.com/flotilla-gitops/flotilla/schemas/spec"
 )
 
 // Options configure the Helm renderer.
@@ -184,8 +185,8 @@ func newInstall(req *render.Request) (*action.Install, error) {
 // given: the file's path in the repository, or the remote chart's
 // reference. A schema that refers outside itself is refused, as Render
 // refuses it.
-func (r *Renderer) ValuesSchema(ctx context.Context, repoDir string, src *render.Helm) (name string, schema []byte, err error) {
-	chrt, err := r.loadChart(ctx, &render.Request{RepoDir: repoDir, Source: render.Source{Kind: render.KindHelm, Helm: src}})
+func (r *Renderer) ValuesSchema(ctx context.Context, repoDir string, src *spec.Helm) (name string, schema []byte, err error) {
+	chrt, err := r.loadChart(ctx, &render.Request{RepoDir: repoDir, Source: spec.Source{Kind: spec.KindHelm, Helm: src}})
 	if err != nil {
 		return "", nil, err
 	}

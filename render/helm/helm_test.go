@@ -22,6 +22,7 @@ import (
 	"github.com/flotilla-gitops/flotilla/internal/rendertest"
 	"github.com/flotilla-gitops/flotilla/render"
 	"github.com/flotilla-gitops/flotilla/render/helm"
+	"github.com/flotilla-gitops/flotilla/schemas/spec"
 )
 
 func shopRequest(values string, includeHooks bool) *render.Request {
@@ -31,7 +32,7 @@ func shopRequest(values string, includeHooks bool) *render.Request {
 		Cluster:   "prod-eu-1",
 		RepoDir:   "testdata/repo",
 		Values:    json.RawMessage(values),
-		Source: render.Source{Kind: render.KindHelm, Helm: &render.Helm{
+		Source: spec.Source{Kind: spec.KindHelm, Helm: &spec.Helm{
 			Chart: "charts/shop", IncludeHooks: includeHooks,
 		}},
 		Capabilities: render.Capabilities{KubeVersion: "v1.35.2", APIVersions: []string{"monitoring.coreos.com/v1"}},
@@ -90,7 +91,7 @@ func TestRenderChart(t *testing.T) {
 // TestValuesSchema checks that values.schema.json is enforced and that
 // the engine's error names the bundle and cluster.
 func TestValuesSchema(t *testing.T) {
-	engine := render.NewEngine(map[string]render.Renderer{render.KindHelm: helm.New(helm.Options{})}, nil)
+	engine := render.NewEngine(map[spec.Kind]render.Renderer{spec.KindHelm: helm.New(helm.Options{})}, nil)
 	_, err := engine.Render(context.Background(), shopRequest(`{"replicas": 0}`, false))
 	if err == nil {
 		t.Fatal("replicas 0 accepted")
@@ -201,7 +202,7 @@ func TestChartSymlinksStayInTheRepository(t *testing.T) {
 	r := helm.New(helm.Options{})
 	request := func(chart string) *render.Request {
 		return &render.Request{Bundle: "x", Namespace: "x", RepoDir: repo, Values: json.RawMessage(`{}`),
-			Source: render.Source{Kind: render.KindHelm, Helm: &render.Helm{Chart: chart}}}
+			Source: spec.Source{Kind: spec.KindHelm, Helm: &spec.Helm{Chart: chart}}}
 	}
 	for _, chart := range []string{"charts/a", "charts/b", "charts/c"} {
 		out, err := r.Render(context.Background(), request(chart))
@@ -255,7 +256,7 @@ func TestSchemaReferencesStayInTheSchema(t *testing.T) {
 	r := helm.New(helm.Options{})
 	request := func(chart string, values string) *render.Request {
 		return &render.Request{Bundle: "x", Namespace: "x", RepoDir: repo, Values: json.RawMessage(values),
-			Source: render.Source{Kind: render.KindHelm, Helm: &render.Helm{Chart: chart}}}
+			Source: spec.Source{Kind: spec.KindHelm, Helm: &spec.Helm{Chart: chart}}}
 	}
 	for _, chart := range []string{"charts/file", "charts/relative", "charts/http", "charts/meta", "charts/sub"} {
 		_, err := r.Render(context.Background(), request(chart, `{}`))
@@ -281,7 +282,7 @@ func TestMissingSubchartIsAnError(t *testing.T) {
 	rendertest.WriteFile(t, repo, "charts/app/Chart.yaml", "apiVersion: v2\nname: app\nversion: 0.1.0\ndependencies:\n- name: redis\n  version: 1.0.0\n  repository: https://charts.example.com\n")
 	rendertest.WriteFile(t, repo, "charts/app/templates/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app\n")
 	req := &render.Request{Bundle: "app", Namespace: "app", RepoDir: repo, Values: json.RawMessage(`{}`),
-		Source: render.Source{Kind: render.KindHelm, Helm: &render.Helm{Chart: "charts/app"}}}
+		Source: spec.Source{Kind: spec.KindHelm, Helm: &spec.Helm{Chart: "charts/app"}}}
 	_, err := helm.New(helm.Options{}).Render(context.Background(), req)
 	if err == nil || !strings.Contains(err.Error(), "missing in charts/ directory: redis") {
 		t.Errorf("error %v", err)

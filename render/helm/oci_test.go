@@ -13,6 +13,7 @@ import (
 	"github.com/flotilla-gitops/flotilla/internal/rendertest"
 	"github.com/flotilla-gitops/flotilla/render"
 	"github.com/flotilla-gitops/flotilla/render/helm"
+	"github.com/flotilla-gitops/flotilla/schemas/spec"
 )
 
 // pushShop pushes the test chart to the registry at each version and
@@ -33,7 +34,7 @@ func pushShop(t *testing.T, reg *registrytest.Registry, versions ...string) map[
 
 func ociRequest(reg *registrytest.Registry, version string) *render.Request {
 	req := shopRequest(shopValues, false)
-	req.Source.Helm = &render.Helm{Chart: "oci://" + reg.Host + "/charts/shop", Version: version}
+	req.Source.Helm = &spec.Helm{Chart: "oci://" + reg.Host + "/charts/shop", Version: version}
 	return req
 }
 

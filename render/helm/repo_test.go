@@ -19,6 +19,7 @@ import (
 	"github.com/flotilla-gitops/flotilla/internal/rendertest"
 	"github.com/flotilla-gitops/flotilla/render"
 	"github.com/flotilla-gitops/flotilla/render/helm"
+	"github.com/flotilla-gitops/flotilla/schemas/spec"
 )
 
 // chartRepo serves a real chart repository (index.yaml and archives made
@@ -55,7 +56,7 @@ func chartRepo(t *testing.T) (url, dir string, requests *atomic.Int64) {
 
 func repoRequest(url, version string) *render.Request {
 	req := shopRequest(`{"replicas": 1}`, false)
-	req.Source.Helm = &render.Helm{Repo: url, Chart: "shop", Version: version}
+	req.Source.Helm = &spec.Helm{Repo: url, Chart: "shop", Version: version}
 	return req
 }
 

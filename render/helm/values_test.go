@@ -15,6 +15,7 @@ import (
 	"github.com/flotilla-gitops/flotilla/internal/rendertest"
 	"github.com/flotilla-gitops/flotilla/render"
 	"github.com/flotilla-gitops/flotilla/render/helm"
+	"github.com/flotilla-gitops/flotilla/schemas/spec"
 )
 
 func valuesFilesRequest(values string, files ...string) *render.Request {
@@ -100,7 +101,7 @@ func TestValuesFilesStayInTheRepository(t *testing.T) {
 	rendertest.Symlink(t, outside, repo, "values/dir")
 	request := func(file string) *render.Request {
 		return &render.Request{Bundle: "app", Namespace: "app", RepoDir: repo, Values: json.RawMessage(`{}`),
-			Source: render.Source{Kind: render.KindHelm, Helm: &render.Helm{Chart: "charts/app", ValuesFiles: []string{file}}}}
+			Source: spec.Source{Kind: spec.KindHelm, Helm: &spec.Helm{Chart: "charts/app", ValuesFiles: []string{file}}}}
 	}
 	r := helm.New(helm.Options{})
 	out, err := r.Render(context.Background(), request("values/ok.yaml"))

@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/flotilla-gitops/flotilla/render"
+	"github.com/flotilla-gitops/flotilla/schemas/spec"
 )
 
 // repoMount is where the repository appears in the in-memory file system,
@@ -117,13 +118,13 @@ func (r *Renderer) Render(_ context.Context, req *render.Request) (out *render.O
 // path to add what the bundle sets in CUE. Its JSON names are
 // kustomization.yaml's.
 type wrapper struct {
-	APIVersion string         `json:"apiVersion"`
-	Kind       string         `json:"kind"`
-	Resources  []string       `json:"resources"`
-	Components []string       `json:"components,omitempty"`
-	Images     []render.Image `json:"images,omitempty"`
-	Patches    []render.Patch `json:"patches,omitempty"`
-	Labels     []types.Label  `json:"labels,omitempty"`
+	APIVersion string        `json:"apiVersion"`
+	Kind       string        `json:"kind"`
+	Resources  []string      `json:"resources"`
+	Components []string      `json:"components,omitempty"`
+	Images     []spec.Image  `json:"images,omitempty"`
+	Patches    []spec.Patch  `json:"patches,omitempty"`
+	Labels     []types.Label `json:"labels,omitempty"`
 }
 
 // writeWrapper writes the generated kustomization into a new folder of

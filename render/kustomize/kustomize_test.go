@@ -18,23 +18,24 @@ import (
 	"github.com/flotilla-gitops/flotilla/internal/rendertest"
 	"github.com/flotilla-gitops/flotilla/render"
 	"github.com/flotilla-gitops/flotilla/render/kustomize"
+	"github.com/flotilla-gitops/flotilla/schemas/spec"
 )
 
-func request(k *render.Kustomize) *render.Request {
+func request(k *spec.Kustomize) *render.Request {
 	return &render.Request{
 		Bundle: "shop", Namespace: "shop-ns", Cluster: "prod-eu-1", RepoDir: "testdata/repo",
-		Source: render.Source{Kind: render.KindKustomize, Kustomize: k},
+		Source: spec.Source{Kind: spec.KindKustomize, Kustomize: k},
 	}
 }
 
 // cueAdditions are what a bundle could add in CUE; overlays/like-cue is the
 // same written as a kustomization.
-var cueAdditions = &render.Kustomize{
+var cueAdditions = &spec.Kustomize{
 	Path:       "base",
 	Components: []string{"components/sidecar"},
-	Images:     []render.Image{{Name: "registry.example/shop", NewTag: "2.0.0"}},
-	Patches: map[string]render.Patch{
-		"replicas": {Target: &render.PatchTarget{Kind: "Deployment", Name: "shop-web"},
+	Images:     []spec.Image{{Name: "registry.example/shop", NewTag: "2.0.0"}},
+	Patches: map[string]spec.Patch{
+		"replicas": {Target: &spec.PatchTarget{Kind: "Deployment", Name: "shop-web"},
 			Patch: "- op: replace\n  path: /spec/replicas\n  value: 5"},
 		"region": {Patch: "apiVersion: v1\nkind: Service\nmetadata:\n  name: shop-web\n  annotations:\n    region: eu-west-1\n"},
 	},
@@ -49,9 +50,9 @@ func TestEquivalentToKustomizeBuild(t *testing.T) {
 	bin := peers.Path(t, peers.Kustomize)
 	for _, tc := range []struct {
 		name, cliDir string
-		src          *render.Kustomize
+		src          *spec.Kustomize
 	}{
-		{"overlay", "overlays/prod", &render.Kustomize{Path: "overlays/prod"}},
+		{"overlay", "overlays/prod", &spec.Kustomize{Path: "overlays/prod"}},
 		{"CUE additions", "overlays/like-cue", cueAdditions},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -109,7 +110,7 @@ func TestFeatures(t *testing.T) {
 // TestRemoteBasesAreRefused checks that a remote base fails clearly
 // instead of being fetched.
 func TestRemoteBasesAreRefused(t *testing.T) {
-	_, err := kustomize.New(kustomize.Options{}).Render(context.Background(), request(&render.Kustomize{Path: "remote"}))
+	_, err := kustomize.New(kustomize.Options{}).Render(context.Background(), request(&spec.Kustomize{Path: "remote"}))
 	if !errors.Is(err, kustomize.ErrRemoteBase) || !strings.Contains(err.Error(), "remote/kustomization.yaml refers to \"https://github.com/example/fleet//base?ref=v1.0.0\"") {
 		t.Errorf("error %v", err)
 	}
@@ -148,7 +149,7 @@ func TestPathsStayInTheRepository(t *testing.T) {
 		{"like-remote", kustomize.ErrRemoteBase, `refers to "github.com/org/repo", which kustomize would fetch`},
 	}
 	for _, tc := range cases {
-		req := request(&render.Kustomize{Path: tc.path})
+		req := request(&spec.Kustomize{Path: tc.path})
 		req.RepoDir = repo
 		_, err := kustomize.New(kustomize.Options{}).Render(context.Background(), req)
 		switch {
@@ -190,7 +191,7 @@ func TestRemoteRefs(t *testing.T) {
 // it with `kustomize build` on the same overlay.
 func BenchmarkRender(b *testing.B) {
 	r := kustomize.New(kustomize.Options{})
-	req := request(&render.Kustomize{Path: "overlays/prod"})
+	req := request(&spec.Kustomize{Path: "overlays/prod"})
 	for b.Loop() {
 		if _, err := r.Render(context.Background(), req); err != nil {
 			b.Fatal(err)
@@ -241,7 +242,7 @@ func TestNoNetworkFromAnyField(t *testing.T) {
 	for name, field := range cases {
 		dir := strings.ReplaceAll(name, " ", "-")
 		rendertest.WriteFile(t, repo, dir+"/kustomization.yaml", "resources: [../cm.yaml]\n"+field+"\n")
-		req := request(&render.Kustomize{Path: dir})
+		req := request(&spec.Kustomize{Path: dir})
 		req.RepoDir = repo
 		if _, err := kustomize.New(kustomize.Options{}).Render(context.Background(), req); !errors.Is(err, kustomize.ErrRemoteBase) {
 			t.Errorf("%s: error %v, want %v", name, err, kustomize.ErrRemoteBase)
@@ -257,7 +258,7 @@ func TestNoNetworkFromAnyField(t *testing.T) {
 	// URLs in data fields are data.
 	rendertest.WriteFile(t, repo, "docs/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm}\n")
 	rendertest.WriteFile(t, repo, "docs/kustomization.yaml", "resources: [cm.yaml]\ncommonAnnotations: {docs: "+url+"}\n")
-	req := request(&render.Kustomize{Path: "docs"})
+	req := request(&spec.Kustomize{Path: "docs"})
 	req.RepoDir = repo
 	if _, err := kustomize.New(kustomize.Options{}).Render(context.Background(), req); err != nil {
 		t.Errorf("a URL in an annotation: %v", err)

@@ -11,6 +11,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/flotilla-gitops/flotilla/render"
+	"github.com/flotilla-gitops/flotilla/schemas/spec"
 )
 
 // File is a SOPS-encrypted file of the repository and the recipients it
@@ -29,7 +30,7 @@ const maxScanned = 16 << 20
 // the resources, bases and components its kustomization files name, the
 // repository's folders those lead to; a Helm bundle's values files. Every
 // file is read through the repository root.
-func EncryptedFiles(repoDir string, src render.Source) ([]File, error) {
+func EncryptedFiles(repoDir string, src spec.Source) ([]File, error) {
 	root, err := os.OpenRoot(repoDir)
 	if err != nil {
 		return nil, err

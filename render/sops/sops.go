@@ -261,22 +261,27 @@ func maskValue(v any) any {
 	return v
 }
 
+// Mode is what renderers get of an encrypted file.
+type Mode string
+
+func (m Mode) String() string { return string(m) }
+
 // Modes of Files: what renderers get of an encrypted file.
 const (
 	// ModeMask gives the file masked (Mask): for output that must not
 	// show secrets. The default.
-	ModeMask = "mask"
+	ModeMask Mode = "mask"
 	// ModeDecrypt gives it decrypted, or fails the bundle: for applying.
-	ModeDecrypt = "decrypt"
+	ModeDecrypt Mode = "decrypt"
 	// ModeRefuse fails the bundle: for output written where a decrypted or
 	// masked secret must not go (a hydrated branch).
-	ModeRefuse = "refuse"
+	ModeRefuse Mode = "refuse"
 )
 
 // Files is the render.Secrets of a mode: files that are not SOPS-encrypted
 // are read as they are.
 type Files struct {
-	Mode string
+	Mode Mode
 	Keys *Keys
 	// KeysErr is why Keys could not be loaded: every encrypted file then
 	// fails with it.
@@ -287,7 +292,7 @@ var _ render.Secrets = Files{}
 
 // NewFiles returns Files of the mode with the age identities of keyFiles
 // (read once, now).
-func NewFiles(mode string, keyFiles []string) Files {
+func NewFiles(mode Mode, keyFiles []string) Files {
 	f := Files{Mode: mode}
 	if len(keyFiles) > 0 {
 		f.Keys, f.KeysErr = LoadKeyFiles(keyFiles...)

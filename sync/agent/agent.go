@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/flotilla-gitops/flotilla/fleet"
+	"github.com/flotilla-gitops/flotilla/internal/gitrev"
 	"github.com/flotilla-gitops/flotilla/render"
 	"github.com/flotilla-gitops/flotilla/render/sops"
 	"github.com/flotilla-gitops/flotilla/sync/apply"
@@ -238,13 +239,13 @@ func (a *Agent) pass(ctx context.Context) *Pass {
 	}
 	if a.verify != nil {
 		if _, err := a.verify.Verify(co); err != nil {
-			p.Err = fmt.Errorf("revision %s not applied: %w", short(p.Revision), err)
+			p.Err = fmt.Errorf("revision %s not applied: %w", gitrev.Short(p.Revision), err)
 			return p
 		}
 	}
 	plan, err := a.tipPlan(ctx, co.Dir, c, p.Revision, key)
 	if err != nil {
-		p.Err = fmt.Errorf("fleet at %s does not evaluate for %s; nothing applied or pruned: %w", short(p.Revision), c.Name, err)
+		p.Err = fmt.Errorf("fleet at %s does not evaluate for %s; nothing applied or pruned: %w", gitrev.Short(p.Revision), c.Name, err)
 		// The cluster took the revision and failed at it: a rollout halts.
 		p.gate = &gate{status: &report.RolloutStatus{Revision: p.Revision, State: report.RolloutApplied, Waves: []string{},
 			Message: "the fleet does not evaluate for this cluster at this revision"}}
@@ -267,7 +268,7 @@ func (a *Agent) pass(ctx context.Context) *Pass {
 		return inv, nil
 	}
 	if p.gate, err = a.decideRollout(ctx, co.Dir, plan, p.Revision, readInventories, time.Now()); err != nil {
-		p.Err = fmt.Errorf("rollout of %s; nothing applied or pruned: %w", short(p.Revision), err)
+		p.Err = fmt.Errorf("rollout of %s; nothing applied or pruned: %w", gitrev.Short(p.Revision), err)
 		return p
 	}
 	if p.gate.key == a.appliedGate && key == a.appliedIdentity && !drift {
@@ -510,20 +511,20 @@ func (a *Agent) Log(p *Pass) {
 	}
 	if p.gate.waiting() && p.gate.status.Message != a.loggedWait {
 		a.loggedWait = p.gate.status.Message
-		a.log.Info("waiting in the rollout", "revision", short(p.Revision), "cluster", p.Cluster.Name, "wave", p.wave,
+		a.log.Info("waiting in the rollout", "revision", gitrev.Short(p.Revision), "cluster", p.Cluster.Name, "wave", p.wave,
 			"state", p.gate.status.State, "reason", p.gate.status.Message, "held", len(p.gate.held))
 	}
 	switch {
 	case p.Err != nil:
-		a.log.Error(p.Err, "pass failed", "revision", short(p.Revision), "cluster", p.Cluster.Name)
+		a.log.Error(p.Err, "pass failed", "revision", gitrev.Short(p.Revision), "cluster", p.Cluster.Name)
 	case !p.Changed:
-		a.log.V(1).Info("up to date", "revision", short(p.Revision))
+		a.log.V(1).Info("up to date", "revision", gitrev.Short(p.Revision))
 	default:
 		for _, b := range p.Result.Bundles {
 			a.log.Info("bundle synced", "bundle", b.Name, "phase", b.Phase, "created", b.Counts.Created,
 				"configured", b.Counts.Configured, "deleted", b.Counts.Deleted, "drifted", b.Counts.Drifted, "message", b.Message)
 		}
-		a.log.Info("pass done", "revision", short(p.Revision), "cluster", p.Cluster.Name,
+		a.log.Info("pass done", "revision", gitrev.Short(p.Revision), "cluster", p.Cluster.Name,
 			"duration", p.Result.Duration.String(), "requests", p.Result.Requests, "guard", p.Result.Guard)
 	}
 }
@@ -541,11 +542,4 @@ func kindsOf(bundles []apply.Bundle) []schema.GroupVersionKind {
 		}
 	}
 	return out
-}
-
-func short(rev string) string {
-	if len(rev) > 7 {
-		return rev[:7]
-	}
-	return rev
 }

@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/flotilla-gitops/flotilla/schemas/spec"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -13,8 +14,6 @@ import (
 	"k8s.io/client-go/metadata/metadatainformer"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
-
-	"github.com/flotilla-gitops/flotilla/render"
 )
 
 // driftWatch notices, without polling, when an object Flotilla manages is
@@ -42,7 +41,7 @@ func newDriftWatch(cfg *rest.Config, mapper meta.RESTMapper, fieldManager string
 		return nil, err
 	}
 	factory := metadatainformer.NewFilteredSharedInformerFactory(c, 0, metav1.NamespaceAll, func(o *metav1.ListOptions) {
-		o.LabelSelector = render.ManagedByLabel + "=" + render.ManagedBy
+		o.LabelSelector = spec.ManagedByLabel + "=" + spec.ManagedBy
 	})
 	return &driftWatch{client: c, mapper: mapper, fieldManager: fieldManager, notify: notify, factory: factory,
 		watched: map[schema.GroupVersionResource]bool{}}, nil

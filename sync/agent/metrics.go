@@ -63,12 +63,12 @@ func newMetrics() *metrics {
 // observe records a pass.
 func (m *metrics) observe(p *Pass) {
 	if p.gate != nil {
-		for _, state := range []string{report.RolloutApplied, report.RolloutWaiting, report.RolloutHalted} {
+		for _, state := range []report.RolloutState{report.RolloutApplied, report.RolloutWaiting, report.RolloutHalted} {
 			v := 0.0
 			if p.gate.status.State == state {
 				v = 1
 			}
-			m.rollout.WithLabelValues(state).Set(v)
+			m.rollout.WithLabelValues(state.String()).Set(v)
 		}
 	}
 	switch {

@@ -20,7 +20,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/flotilla-gitops/flotilla/companion"
+	"github.com/flotilla-gitops/flotilla/internal/gitrev"
 	"github.com/flotilla-gitops/flotilla/internal/version"
+	"github.com/flotilla-gitops/flotilla/schemas/spec"
 	"github.com/flotilla-gitops/flotilla/sync/apply"
 	"github.com/flotilla-gitops/flotilla/sync/report"
 )
@@ -95,7 +97,7 @@ func (o *Observer) Observe(ctx context.Context) (*report.Status, error) {
 		Agent: version.Get().Version + " (observing flux)", Bundles: []report.BundleStatus{}, ReportedAt: now.UTC()}
 	list := &unstructured.UnstructuredList{}
 	list.SetGroupVersionKind(fluxKustomizations)
-	err = o.a.kube.List(ctx, list, client.MatchingLabels{companion.LabelCluster: c.Name})
+	err = o.a.kube.List(ctx, list, client.MatchingLabels{spec.ClusterLabel: c.Name})
 	if meta.IsNoMatchError(err) {
 		err = errors.New("Flux's Kustomization kind is not served: is Flux installed in the cluster?")
 	}
@@ -107,7 +109,7 @@ func (o *Observer) Observe(ctx context.Context) (*report.Status, error) {
 	var items []unstructured.Unstructured
 	fetch := o.sources == nil
 	for _, k := range list.Items {
-		if k.GetLabels()[companion.LabelBundle] == "" {
+		if k.GetLabels()[spec.BundleLabel] == "" {
 			continue // the root Kustomization of --flux-bootstrap
 		}
 		items = append(items, k)
@@ -179,7 +181,7 @@ func (o *Observer) Observe(ctx context.Context) (*report.Status, error) {
 // works or waits for a dependency; Failed otherwise. Its revision is the
 // source commit of the hydrated commit Flux last applied.
 func bundleOfKustomization(k *unstructured.Unstructured, sources map[string]string) report.BundleStatus {
-	b := report.BundleStatus{Name: k.GetLabels()[companion.LabelBundle], Phase: apply.PhaseProgressing, Message: "Flux has not reconciled it yet"}
+	b := report.BundleStatus{Name: k.GetLabels()[spec.BundleLabel], Phase: apply.PhaseProgressing, Message: "Flux has not reconciled it yet"}
 	if hydrated := hydratedCommit(k); hydrated != "" {
 		b.Revision = sources[hydrated]
 		if b.Revision == "" {
@@ -232,7 +234,7 @@ func (o *Observer) Run(ctx context.Context) error {
 		if err != nil {
 			o.log.Error(err, "observing Flux")
 		} else {
-			o.log.Info("observed Flux", "cluster", st.Cluster.Name, "phase", st.Phase, "bundles", len(st.Bundles), "revision", short(st.AppliedRevision))
+			o.log.Info("observed Flux", "cluster", st.Cluster.Name, "phase", st.Phase, "bundles", len(st.Bundles), "revision", gitrev.Short(st.AppliedRevision))
 		}
 		wait := o.opts.Interval + time.Duration(rand.Int64N(int64(o.opts.Interval/10)+1))
 		select {

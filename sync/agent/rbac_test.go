@@ -12,6 +12,7 @@ import (
 	"github.com/flotilla-gitops/flotilla/internal/gittest"
 	"github.com/flotilla-gitops/flotilla/render"
 	"github.com/flotilla-gitops/flotilla/render/kustomize"
+	"github.com/flotilla-gitops/flotilla/schemas/spec"
 	"github.com/flotilla-gitops/flotilla/sync/agent"
 	"github.com/flotilla-gitops/flotilla/sync/apply"
 )
@@ -24,7 +25,7 @@ func install(t *testing.T, path string) {
 	ctx := context.Background()
 	out, err := kustomize.New(kustomize.Options{}).Render(ctx, &render.Request{
 		Bundle: "install", Namespace: "flotilla-system", RepoDir: "../..",
-		Source: render.Source{Kind: render.KindKustomize, Kustomize: &render.Kustomize{Path: path}},
+		Source: spec.Source{Kind: spec.KindKustomize, Kustomize: &spec.Kustomize{Path: path}},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -36,7 +37,7 @@ func install(t *testing.T, path string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := apply.Bundle{Name: strings.ReplaceAll(path, "/", "-"), Namespace: "flotilla-system", Prune: true, Digest: path}
+	b := apply.Bundle{Name: strings.ReplaceAll(path, "/", "-"), Namespace: "flotilla-system", ApplyOptions: spec.ApplyOptions{Prune: true}, Digest: path}
 	for _, o := range out.Objects {
 		b.Objects = append(b.Objects, o.Object)
 	}

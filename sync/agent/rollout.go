@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/flotilla-gitops/flotilla/fleet"
+	"github.com/flotilla-gitops/flotilla/internal/gitrev"
 	"github.com/flotilla-gitops/flotilla/sync/apply"
 	"github.com/flotilla-gitops/flotilla/sync/report"
 	"github.com/flotilla-gitops/flotilla/sync/rollout"
@@ -325,16 +326,16 @@ func (a *Agent) heldBundles(ctx context.Context, c fleet.Cluster, g *gate, bundl
 		revisions = append(revisions, rev)
 		co, err := a.src.FetchRevision(ctx, rev)
 		if err != nil {
-			return nil, nil, fmt.Errorf("keeping %s at %s while the tip waits: %w", strings.Join(names, ", "), short(rev), err)
+			return nil, nil, fmt.Errorf("keeping %s at %s while the tip waits: %w", strings.Join(names, ", "), gitrev.Short(rev), err)
 		}
 		if a.verify != nil {
 			if _, err := a.verify.Verify(co); err != nil {
-				return nil, nil, fmt.Errorf("keeping %s at %s: %w", strings.Join(names, ", "), short(rev), err)
+				return nil, nil, fmt.Errorf("keeping %s at %s: %w", strings.Join(names, ", "), gitrev.Short(rev), err)
 			}
 		}
 		plan, err := a.plan(ctx, co.Dir, c)
 		if err != nil {
-			return nil, nil, fmt.Errorf("keeping %s at %s: the fleet there does not evaluate for %s: %w", strings.Join(names, ", "), short(rev), c.Name, err)
+			return nil, nil, fmt.Errorf("keeping %s at %s: the fleet there does not evaluate for %s: %w", strings.Join(names, ", "), gitrev.Short(rev), c.Name, err)
 		}
 		keep := &fleet.Plan{Cluster: plan.Cluster, Rollout: plan.Rollout}
 		for _, b := range plan.Bundles {
@@ -349,11 +350,11 @@ func (a *Agent) heldBundles(ctx context.Context, c fleet.Cluster, g *gate, bundl
 					missing = append(missing, n)
 				}
 			}
-			return nil, nil, fmt.Errorf("keeping %s at %s: not selected for %s there any more", strings.Join(missing, ", "), short(rev), c.Name)
+			return nil, nil, fmt.Errorf("keeping %s at %s: not selected for %s there any more", strings.Join(missing, ", "), gitrev.Short(rev), c.Name)
 		}
 		rendered, err := a.renderer(co.Dir).ApplyBundles(ctx, keep, rev)
 		if err != nil {
-			return nil, nil, fmt.Errorf("keeping bundles at %s: %w", short(rev), err)
+			return nil, nil, fmt.Errorf("keeping bundles at %s: %w", gitrev.Short(rev), err)
 		}
 		for _, b := range rendered {
 			held[b.Name] = b

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/flotilla-gitops/flotilla/schemas/spec"
 	"github.com/fluxcd/cli-utils/pkg/object"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -24,9 +25,7 @@ import (
 // a shard's name is never another bundle's inventory (with "-1", bundle
 // web's second shard was bundle web-1's inventory).
 const (
-	InventoryLabel = "flotilla.dev/inventory"
-	shardLabel     = "flotilla.dev/inventory-shard"
-	inventoryName  = "flotilla-inv-"
+	inventoryName = "flotilla-inv-"
 
 	keyBundle   = "bundle"
 	keyDigest   = "digest"
@@ -133,7 +132,7 @@ func ReadInventories(ctx context.Context, c client.Client, namespace string) (ma
 // returned apart, with why: that bundle alone is stopped, not the sync.
 func (s *inventories) list(ctx context.Context) (map[string]*Inventory, map[string]error, error) {
 	var cms corev1.ConfigMapList
-	if err := s.client.List(ctx, &cms, client.InNamespace(s.namespace), client.HasLabels{InventoryLabel}); err != nil {
+	if err := s.client.List(ctx, &cms, client.InNamespace(s.namespace), client.HasLabels{spec.InventoryLabel}); err != nil {
 		if apierrors.IsNotFound(err) {
 			return map[string]*Inventory{}, nil, nil
 		}
@@ -141,7 +140,7 @@ func (s *inventories) list(ctx context.Context) (map[string]*Inventory, map[stri
 	}
 	byBundle := map[string][]corev1.ConfigMap{}
 	for _, cm := range cms.Items {
-		bundle := cm.Labels[InventoryLabel]
+		bundle := cm.Labels[spec.InventoryLabel]
 		byBundle[bundle] = append(byBundle[bundle], cm)
 	}
 	out := map[string]*Inventory{}
@@ -150,7 +149,7 @@ func (s *inventories) list(ctx context.Context) (map[string]*Inventory, map[stri
 		inv, err := decodeInventory(bundle, shards)
 		if err != nil {
 			broken[bundle] = fmt.Errorf("%w; nothing of the bundle is applied or deleted until it is repaired (or removed: kubectl -n %s delete configmap -l %s=%s, and the next sync adopts the bundle's objects again, pruning none)",
-				err, s.namespace, InventoryLabel, bundle)
+				err, s.namespace, spec.InventoryLabel, bundle)
 			continue
 		}
 		out[bundle] = inv
@@ -161,8 +160,8 @@ func (s *inventories) list(ctx context.Context) (map[string]*Inventory, map[stri
 // decodeInventory joins a bundle's shards; shard 0 holds the metadata.
 func decodeInventory(bundle string, shards []corev1.ConfigMap) (*Inventory, error) {
 	slices.SortFunc(shards, func(a, b corev1.ConfigMap) int {
-		ai, _ := strconv.Atoi(a.Labels[shardLabel])
-		bi, _ := strconv.Atoi(b.Labels[shardLabel])
+		ai, _ := strconv.Atoi(a.Labels[spec.InventoryShardLabel])
+		bi, _ := strconv.Atoi(b.Labels[spec.InventoryShardLabel])
 		return ai - bi
 	})
 	head := shards[0].Data
@@ -209,9 +208,9 @@ func (s *inventories) write(ctx context.Context, inv *Inventory, fieldManager st
 				Name:      shardName(inv.Bundle, i),
 				Namespace: s.namespace,
 				Labels: map[string]string{
-					InventoryLabel:                 inv.Bundle,
-					shardLabel:                     strconv.Itoa(i),
-					"app.kubernetes.io/managed-by": "flotilla",
+					spec.InventoryLabel:      inv.Bundle,
+					spec.InventoryShardLabel: strconv.Itoa(i),
+					spec.ManagedByLabel:      spec.ManagedBy,
 				},
 			},
 			Data: map[string]string{keyObjects: strings.Join(lines, "\n")},
@@ -244,11 +243,11 @@ func (s *inventories) remove(ctx context.Context, bundle string) error {
 // "-1", go too).
 func (s *inventories) deleteShards(ctx context.Context, bundle string, keep int) error {
 	var cms corev1.ConfigMapList
-	if err := s.client.List(ctx, &cms, client.InNamespace(s.namespace), client.MatchingLabels{InventoryLabel: bundle}); err != nil {
+	if err := s.client.List(ctx, &cms, client.InNamespace(s.namespace), client.MatchingLabels{spec.InventoryLabel: bundle}); err != nil {
 		return err
 	}
 	for _, cm := range cms.Items {
-		n, err := strconv.Atoi(cm.Labels[shardLabel])
+		n, err := strconv.Atoi(cm.Labels[spec.InventoryShardLabel])
 		if err == nil && n < keep && cm.Name == shardName(bundle, n) {
 			continue
 		}
@@ -270,7 +269,7 @@ func (s *inventories) ensureNamespace(ctx context.Context, fieldManager string) 
 	}
 	ns := &corev1.Namespace{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"},
-		ObjectMeta: metav1.ObjectMeta{Name: s.namespace, Labels: map[string]string{"app.kubernetes.io/managed-by": "flotilla"}},
+		ObjectMeta: metav1.ObjectMeta{Name: s.namespace, Labels: map[string]string{spec.ManagedByLabel: spec.ManagedBy}},
 	}
 	if err := s.client.Patch(ctx, ns, client.Apply, client.FieldOwner(fieldManager)); err != nil {
 		return fmt.Errorf("creating inventory namespace %s: %w", s.namespace, err)

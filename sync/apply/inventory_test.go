@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/flotilla-gitops/flotilla/schemas/spec"
 	"github.com/flotilla-gitops/flotilla/sync/apply"
 )
 
@@ -20,7 +21,7 @@ import (
 func (f *fixture) inventoryNames() []string {
 	f.t.Helper()
 	var cms corev1.ConfigMapList
-	if err := kube.List(context.Background(), &cms, client.InNamespace(f.opts.InventoryNamespace), client.HasLabels{apply.InventoryLabel}); err != nil {
+	if err := kube.List(context.Background(), &cms, client.InNamespace(f.opts.InventoryNamespace), client.HasLabels{spec.InventoryLabel}); err != nil {
 		f.t.Fatal(err)
 	}
 	var names []string

@@ -24,20 +24,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
 )
 
-// Annotations an object may carry to opt out of parts of the sync.
-const (
-	// ReconcileAnnotation "disabled" leaves the object alone: never
-	// applied, never pruned (another controller owns it).
-	ReconcileAnnotation = "flotilla.dev/reconcile"
-	// SSAAnnotation "IfNotPresent" creates the object when missing and
-	// never changes it afterwards.
-	SSAAnnotation = "flotilla.dev/ssa"
-	// IgnoreFieldsAnnotation lists JSON pointers, comma-separated, of fields
-	// another controller owns (an HPA's /spec/replicas): Flotilla neither
-	// reverts them nor reports them as drift.
-	IgnoreFieldsAnnotation = "flotilla.dev/ignore-fields"
-)
-
 // Options configure a Manager; start from DefaultOptions.
 type Options struct {
 	// FieldManager owns the applied fields.

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/flotilla-gitops/flotilla/schemas/spec"
 	"github.com/fluxcd/cli-utils/pkg/object"
 	"github.com/fluxcd/pkg/ssa"
 	ssaerrors "github.com/fluxcd/pkg/ssa/errors"
@@ -17,12 +18,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-)
-
-// Drift policies.
-const (
-	DriftCorrect = "correct"
-	DriftReport  = "report"
 )
 
 // definitionsWait bounds the wait for CRDs and Namespaces to be established
@@ -53,8 +48,8 @@ func (m *Manager) applyBundle(ctx context.Context, b Bundle, inv *Inventory, res
 	}
 	applyOpts := ssa.DefaultApplyOptions()
 	applyOpts.Force = b.Force
-	applyOpts.ExclusionSelector = map[string]string{ReconcileAnnotation: "disabled"}
-	applyOpts.IfNotPresentSelector = map[string]string{SSAAnnotation: "IfNotPresent"}
+	applyOpts.ExclusionSelector = map[string]string{spec.ReconcileAnnotation: "disabled"}
+	applyOpts.IfNotPresentSelector = map[string]string{spec.SSAAnnotation: "IfNotPresent"}
 	applyOpts.DriftIgnoreRules = ignoreRules(objects)
 
 	toApply := objects
@@ -83,7 +78,7 @@ func (m *Manager) applyBundle(ctx context.Context, b Bundle, inv *Inventory, res
 				switch {
 				case m.opts.DryRun:
 					action.Action = ActionConfigured
-				case b.DriftPolicy == DriftReport:
+				case b.DriftPolicy == spec.DriftReport:
 					action.Action = ActionDrifted
 					res.Counts.Drifted++
 				default:
@@ -109,7 +104,7 @@ func (m *Manager) applyBundle(ctx context.Context, b Bundle, inv *Inventory, res
 		}
 	}
 
-	cs, err := m.applyStaged(ctx, rm, toApply, applyOpts, b.Timeout)
+	cs, err := m.applyStaged(ctx, rm, toApply, applyOpts, b.Timeout.Duration)
 	for _, e := range cs.Entries {
 		if e.Action == ssa.UnchangedAction {
 			res.Counts.Unchanged++
@@ -163,7 +158,7 @@ func (m *Manager) dryRun(ctx context.Context, rm *ssa.ResourceManager, objects [
 		g.Go(func() error {
 			diffs[i], errs[i] = jsondiff.Unstructured(gctx, rm.Client(), o,
 				jsondiff.FieldOwner(m.opts.FieldManager),
-				jsondiff.ExclusionSelector{ReconcileAnnotation: "disabled"},
+				jsondiff.ExclusionSelector{spec.ReconcileAnnotation: "disabled"},
 				jsondiff.IgnorePaths(ignoredFields(o)),
 				jsondiff.MaskSecrets(true),
 				jsondiff.Rationalize(true))
@@ -243,20 +238,20 @@ func (m *Manager) wait(ctx context.Context, b Bundle, applied []Entry) string {
 	if err != nil {
 		return err.Error()
 	}
-	err = rm.WaitForSetWithContext(ctx, set, ssa.WaitOptions{Interval: m.opts.WaitInterval, Timeout: b.Timeout})
+	err = rm.WaitForSetWithContext(ctx, set, ssa.WaitOptions{Interval: m.opts.WaitInterval, Timeout: b.Timeout.Duration})
 	if err == nil {
 		return ""
 	}
 	if ctx.Err() != nil {
 		return "readiness wait cancelled: " + ctx.Err().Error()
 	}
-	return fmt.Sprintf("not ready after %s: %s", b.Timeout, strings.TrimSpace(err.Error()))
+	return fmt.Sprintf("not ready after %s: %s", b.Timeout.Duration, strings.TrimSpace(err.Error()))
 }
 
-// ignoredFields reads an object's IgnoreFieldsAnnotation.
+// ignoredFields reads an object's spec.IgnoreFieldsAnnotation.
 func ignoredFields(o *unstructured.Unstructured) []string {
 	var out []string
-	for _, p := range strings.Split(o.GetAnnotations()[IgnoreFieldsAnnotation], ",") {
+	for _, p := range strings.Split(o.GetAnnotations()[spec.IgnoreFieldsAnnotation], ",") {
 		if p = strings.TrimSpace(p); p != "" {
 			out = append(out, p)
 		}
@@ -264,7 +259,7 @@ func ignoredFields(o *unstructured.Unstructured) []string {
 	return out
 }
 
-// ignoreRules turns the objects' IgnoreFieldsAnnotation into ssa's drift
+// ignoreRules turns the objects' spec.IgnoreFieldsAnnotation into ssa's drift
 // ignore rules, one per object.
 func ignoreRules(objects []*unstructured.Unstructured) []jsondiff.IgnoreRule {
 	var rules []jsondiff.IgnoreRule
@@ -299,7 +294,7 @@ func entriesFor(objects []*unstructured.Unstructured, cs *ssa.ChangeSet) []Entry
 	out := make([]Entry, 0, len(objects))
 	for _, o := range objects {
 		id := object.UnstructuredToObjMetadata(o)
-		if skipped[id] || o.GetAnnotations()[ReconcileAnnotation] == "disabled" {
+		if skipped[id] || o.GetAnnotations()[spec.ReconcileAnnotation] == "disabled" {
 			continue
 		}
 		out = append(out, Entry{ID: id, Version: o.GroupVersionKind().Version, Created: created[id]})

@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/flotilla-gitops/flotilla/internal/testenv"
+	"github.com/flotilla-gitops/flotilla/schemas/spec"
 	"github.com/flotilla-gitops/flotilla/sync/apply"
 )
 
@@ -44,16 +45,16 @@ func dataOf(t *testing.T, ns, name, key string) string {
 func TestDrift(t *testing.T) {
 	f := newFixture(t)
 	ns := f.ns("drift")
-	for _, policy := range []string{apply.DriftCorrect, apply.DriftReport} {
-		t.Run(policy, func(t *testing.T) {
-			name := "settings-" + policy
-			b := bundle("drift-"+policy, namespace(ns), configMap(ns, name, map[string]string{"mode": "git"}))
+	for _, policy := range []spec.DriftPolicy{spec.DriftCorrect, spec.DriftReport} {
+		t.Run(policy.String(), func(t *testing.T) {
+			name := "settings-" + policy.String()
+			b := bundle("drift-"+policy.String(), namespace(ns), configMap(ns, name, map[string]string{"mode": "git"}))
 			b.DriftPolicy = policy
 			f.sync(b)
 			editByHand(t, ns, name, "mode", "hand")
 
 			res := f.sync(b)
-			want := map[string]apply.Phase{apply.DriftCorrect: apply.PhaseReady, apply.DriftReport: apply.PhaseDrifted}[policy]
+			want := map[spec.DriftPolicy]apply.Phase{spec.DriftCorrect: apply.PhaseReady, spec.DriftReport: apply.PhaseDrifted}[policy]
 			got := phase(t, res, b.Name, want)
 			if got.Counts.Drifted != 1 {
 				t.Errorf("drifted %d, want 1: %+v", got.Counts.Drifted, got.Objects)
@@ -65,7 +66,7 @@ func TestDrift(t *testing.T) {
 			if !strings.Contains(strings.Join(fields, ","), "/data/mode") {
 				t.Errorf("drifted fields %v, want /data/mode", fields)
 			}
-			wantValue := map[string]string{apply.DriftCorrect: "git", apply.DriftReport: "hand"}[policy]
+			wantValue := map[spec.DriftPolicy]string{spec.DriftCorrect: "git", spec.DriftReport: "hand"}[policy]
 			if v := dataOf(t, ns, name, "mode"); v != wantValue {
 				t.Errorf("after sync the value is %q, want %q", v, wantValue)
 			}
@@ -80,7 +81,7 @@ func TestOptOutAnnotations(t *testing.T) {
 	f := newFixture(t)
 	ns := f.ns("opt")
 	once := configMap(ns, "once", map[string]string{"v": "git"})
-	once.SetAnnotations(map[string]string{apply.SSAAnnotation: "IfNotPresent"})
+	once.SetAnnotations(map[string]string{spec.SSAAnnotation: "IfNotPresent"})
 	f.sync(bundle("opt", namespace(ns), once))
 	editByHand(t, ns, "once", "v", "other-controller")
 
@@ -100,7 +101,7 @@ func TestIgnoredFields(t *testing.T) {
 	ns := f.ns("ignore")
 	scaled := func(a string) *unstructured.Unstructured {
 		cm := configMap(ns, "scaled", map[string]string{"a": a, "replicas": "3"})
-		cm.SetAnnotations(map[string]string{apply.IgnoreFieldsAnnotation: "/data/replicas"})
+		cm.SetAnnotations(map[string]string{spec.IgnoreFieldsAnnotation: "/data/replicas"})
 		return cm
 	}
 	f.sync(bundle("scaled", namespace(ns), scaled("1")))
@@ -231,9 +232,9 @@ func TestReadinessWait(t *testing.T) {
 		}}
 	}
 	ok := bundle("ok", deployment("ok", nil))
-	ok.Wait, ok.Timeout = true, 60*time.Second
+	ok.Wait, ok.Timeout.Duration = true, 60*time.Second
 	stuck := bundle("stuck", deployment("stuck", map[string]any{"topology.kubernetes.io/region": "mars-1"}))
-	stuck.Wait, stuck.Timeout = true, 3*time.Second
+	stuck.Wait, stuck.Timeout.Duration = true, 3*time.Second
 
 	res, err := m.Sync(context.Background(), []apply.Bundle{ok, stuck})
 	if err != nil {
@@ -250,7 +251,7 @@ func TestReadinessWait(t *testing.T) {
 	// cancelled, where an hour's timeout would say "not ready after 1h".
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	stuck.Timeout = time.Hour
+	stuck.Timeout.Duration = time.Hour
 	stuck.Digest += "-2"
 	res, err = m.Sync(ctx, []apply.Bundle{stuck})
 	if err != nil {
@@ -290,7 +291,7 @@ func TestLargeBundle(t *testing.T) {
 func shards(t *testing.T, f *fixture, bundle string) int {
 	t.Helper()
 	var cms corev1.ConfigMapList
-	if err := kube.List(context.Background(), &cms, client.InNamespace(f.opts.InventoryNamespace), client.MatchingLabels{apply.InventoryLabel: bundle}); err != nil {
+	if err := kube.List(context.Background(), &cms, client.InNamespace(f.opts.InventoryNamespace), client.MatchingLabels{spec.InventoryLabel: bundle}); err != nil {
 		t.Fatal(err)
 	}
 	return len(cms.Items)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/flotilla-gitops/flotilla/schemas/spec"
 	"github.com/fluxcd/cli-utils/pkg/object"
 	"github.com/fluxcd/pkg/ssa"
 	ssautils "github.com/fluxcd/pkg/ssa/utils"
@@ -192,7 +193,7 @@ func (m *Manager) deleteEntries(ctx context.Context, rm *ssa.ResourceManager, en
 			obj := e.Object()
 			cs, err := rm.Delete(ctx, obj, ssa.DeleteOptions{
 				PropagationPolicy: metav1.DeletePropagationBackground,
-				Exclusions:        map[string]string{ReconcileAnnotation: "disabled"},
+				Exclusions:        map[string]string{spec.ReconcileAnnotation: "disabled"},
 			})
 			switch {
 			case err != nil && apierrors.IsNotFound(err):

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/flotilla-gitops/flotilla/schemas/spec"
 	"github.com/fluxcd/cli-utils/pkg/object"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 )
@@ -24,18 +25,14 @@ type Bundle struct {
 	// Digest identifies Objects (the render digest).
 	Digest string
 	// Revision is the fleet revision the objects come from.
-	Revision           string
-	DependsOn          []string
-	Prune              bool
-	Wait               bool
-	Timeout            time.Duration
-	ServiceAccountName string
-	// DriftPolicy is "correct" (default) or "report".
-	DriftPolicy string
-	Force       bool
-	// Adopt lets the bundle take over objects another GitOps controller
-	// manages (see ForeignOwner); without it the bundle fails naming them.
-	Adopt bool
+	Revision  string
+	DependsOn []string
+	// ApplyOptions are the bundle's, as the fleet plans them: prune, wait
+	// and its timeout (DefaultTimeout when zero), the ServiceAccount to
+	// impersonate, the drift policy (DriftCorrect when empty), force, and
+	// adopt (take over objects another GitOps controller manages, see
+	// ForeignOwner; without it the bundle fails naming them).
+	spec.ApplyOptions
 	// Err is set when the bundle could not be evaluated or rendered.
 	Err error
 }
@@ -169,8 +166,8 @@ func (m *Manager) syncBundle(ctx context.Context, b Bundle, inv *Inventory, stal
 		res.Requests = requests.Load()
 	}()
 
-	if b.Timeout <= 0 {
-		b.Timeout = DefaultTimeout
+	if b.Timeout.Duration <= 0 {
+		b.Timeout.Duration = DefaultTimeout
 	}
 	if b.Err != nil {
 		res.Phase, res.Message = PhaseFailed, "not applied, last applied state kept: "+b.Err.Error()
@@ -196,7 +193,7 @@ func (m *Manager) syncBundle(ctx context.Context, b Bundle, inv *Inventory, stal
 	}
 
 	res.Phase = PhaseReady
-	if res.Counts.Drifted > 0 && b.DriftPolicy == "report" {
+	if res.Counts.Drifted > 0 && b.DriftPolicy == spec.DriftReport {
 		res.Phase, res.Message = PhaseDrifted, fmt.Sprintf("%d objects changed outside Git (driftPolicy: report)", res.Counts.Drifted)
 	}
 	if b.Wait && !m.opts.DryRun {

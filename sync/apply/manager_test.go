@@ -3,6 +3,8 @@ package apply_test
 import (
 	"context"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"fmt"
 	"os"
 	"strings"
@@ -20,6 +22,7 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/flotilla-gitops/flotilla/internal/testenv"
+	"github.com/flotilla-gitops/flotilla/schemas/spec"
 	"github.com/flotilla-gitops/flotilla/sync/apply"
 )
 
@@ -100,7 +103,8 @@ func bundle(name string, objects ...*unstructured.Unstructured) apply.Bundle {
 	for _, o := range objects {
 		fmt.Fprintf(&sig, "%s/%s/%s=%v;", o.GetKind(), o.GetNamespace(), o.GetName(), o.Object["data"])
 	}
-	return apply.Bundle{Name: name, Namespace: "default", Objects: objects, Digest: sig.String(), Prune: true, Timeout: 30 * time.Second}
+	return apply.Bundle{Name: name, Namespace: "default", Objects: objects, Digest: sig.String(),
+		ApplyOptions: spec.ApplyOptions{Prune: true, Timeout: metav1.Duration{Duration: 30 * time.Second}}}
 }
 
 func (f *fixture) sync(bundles ...apply.Bundle) *apply.Result {

@@ -6,7 +6,6 @@ package planrender
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"runtime"
@@ -24,6 +23,7 @@ import (
 	"github.com/flotilla-gitops/flotilla/render/kustomize"
 	"github.com/flotilla-gitops/flotilla/render/manifests"
 	"github.com/flotilla-gitops/flotilla/render/sops"
+	"github.com/flotilla-gitops/flotilla/schemas/spec"
 	"github.com/flotilla-gitops/flotilla/sync/apply"
 )
 
@@ -50,8 +50,8 @@ type Sources struct {
 	// Secrets is what renderers do with SOPS-encrypted files: mask them
 	// (sops.ModeMask, the default), decrypt them with the age identities of
 	// AgeKeyFiles (sops.ModeDecrypt) or refuse them (sops.ModeRefuse).
-	Secrets     string   `json:"secrets,omitempty"`
-	AgeKeyFiles []string `json:"ageKeyFiles,omitempty"`
+	Secrets     sops.Mode `json:"secrets,omitempty"`
+	AgeKeyFiles []string  `json:"ageKeyFiles,omitempty"`
 }
 
 // Options configure rendering.
@@ -66,22 +66,22 @@ type Options struct {
 	Limits render.Limits
 	// Renderers replace the in-process renderers by source kind: a
 	// sandbox's, which render in child processes it can kill.
-	Renderers map[string]render.Renderer
+	Renderers map[spec.Kind]render.Renderer
 }
 
 // InProcess returns the renderers of every source kind, running in this
 // process, configured by opts: what a sandbox's workers run.
-func InProcess(opts Options) map[string]render.Renderer {
+func InProcess(opts Options) map[spec.Kind]render.Renderer {
 	secrets := sops.NewFiles(opts.Secrets, opts.AgeKeyFiles)
-	return map[string]render.Renderer{
-		render.KindHelm: helm.New(helm.Options{
+	return map[spec.Kind]render.Renderer{
+		spec.KindHelm: helm.New(helm.Options{
 			CacheDir: opts.ChartCacheDir, RegistryConfig: opts.RegistryConfig,
 			PlainHTTPRegistries: opts.PlainHTTPRegistries, AllowDownloads: opts.AllowChartDownloads,
 			Secrets: secrets,
 		}),
-		render.KindKustomize: kustomize.New(kustomize.Options{AllowRemoteBases: opts.AllowRemoteBases, Secrets: secrets}),
-		render.KindManifests: manifests.Renderer{MaxFileSize: opts.MaxManifestSize, Secrets: secrets},
-		render.KindResources: cue.Renderer{},
+		spec.KindKustomize: kustomize.New(kustomize.Options{AllowRemoteBases: opts.AllowRemoteBases, Secrets: secrets}),
+		spec.KindManifests: manifests.Renderer{MaxFileSize: opts.MaxManifestSize, Secrets: secrets},
+		spec.KindResources: cue.Renderer{},
 	}
 }
 
@@ -233,10 +233,7 @@ func RefuseSharedObjects(cluster string, bundles []Bundle) {
 // inputs and capabilities. Results are shared between the clusters that
 // have them in common: callers must not modify them (deep-copy first).
 func (r *Renderer) RenderBundle(ctx context.Context, c fleet.Cluster, b *fleet.Bundle) (*render.Result, error) {
-	req, err := Request(r.repoDir, c, b)
-	if err != nil {
-		return nil, err
-	}
+	req := Request(r.repoDir, c, b)
 	key := b.InputsDigest + "|" + req.Capabilities.KubeVersion + "|" + strings.Join(req.Capabilities.APIVersions, ",")
 	r.mu.Lock()
 	entry, ok := r.cache[key]
@@ -315,24 +312,24 @@ func (r *Renderer) Distinct() int {
 	return len(r.cache)
 }
 
-// Request turns a planned bundle into a render request: the JSON of the
-// bundle's inputs is the request's.
-func Request(repoDir string, c fleet.Cluster, b *fleet.Bundle) (*render.Request, error) {
-	data, err := json.Marshal(b.Inputs)
-	if err != nil {
-		return nil, err
+// Request turns a planned bundle into a render request. The request holds
+// the bundle's source as the plan does (one Go form of the spec): renderers
+// read it and never change it, so bundles shared between clusters stay
+// intact.
+func Request(repoDir string, c fleet.Cluster, b *fleet.Bundle) *render.Request {
+	return &render.Request{
+		Bundle:        b.Name,
+		Namespace:     b.Namespace,
+		Source:        b.Source,
+		Values:        b.Values,
+		RenderTimeout: b.RenderTimeout,
+		Cluster:       c.Name,
+		RepoDir:       repoDir,
+		Capabilities: render.Capabilities{
+			KubeVersion: c.Facts.KubernetesVersion,
+			APIVersions: slices.Sorted(slices.Values(c.Facts.APIVersions)),
+		},
 	}
-	req := &render.Request{}
-	if err := json.Unmarshal(data, req); err != nil {
-		return nil, fmt.Errorf("bundle %s: %w", b.Name, err)
-	}
-	req.Cluster = c.Name
-	req.RepoDir = repoDir
-	req.Capabilities = render.Capabilities{
-		KubeVersion: c.Facts.KubernetesVersion,
-		APIVersions: slices.Sorted(slices.Values(c.Facts.APIVersions)),
-	}
-	return req, nil
 }
 
 // ApplyBundles renders the plan into what the apply engine syncs: each
@@ -351,18 +348,12 @@ func (r *Renderer) ApplyBundles(ctx context.Context, plan *fleet.Plan, revision 
 	out := make([]apply.Bundle, len(plan.Bundles))
 	for i, b := range plan.Bundles {
 		out[i] = apply.Bundle{
-			Name:               b.Name,
-			Namespace:          b.Namespace,
-			Revision:           revision,
-			DependsOn:          b.DependsOn,
-			Prune:              b.Apply.Prune,
-			Wait:               b.Apply.Wait,
-			Timeout:            b.Apply.Timeout.Duration,
-			ServiceAccountName: b.Apply.ServiceAccountName,
-			DriftPolicy:        b.Apply.DriftPolicy,
-			Force:              b.Apply.Force,
-			Adopt:              b.Apply.Adopt,
-			Err:                rendered[i].Err,
+			Name:         b.Name,
+			Namespace:    b.Namespace,
+			Revision:     revision,
+			DependsOn:    b.DependsOn,
+			ApplyOptions: b.Apply,
+			Err:          rendered[i].Err,
 		}
 		if res := rendered[i].Result; res != nil {
 			out[i].Objects, out[i].Digest = res.Objects, res.Digest

@@ -14,6 +14,7 @@ import (
 
 	"github.com/flotilla-gitops/flotilla/fleet"
 	"github.com/flotilla-gitops/flotilla/render"
+	"github.com/flotilla-gitops/flotilla/schemas/spec"
 	"github.com/flotilla-gitops/flotilla/sync/planrender"
 )
 
@@ -101,7 +102,7 @@ func TestRenderPlanReportsFailures(t *testing.T) {
 // fields fleet's tests check against the schema), so that a field added to
 // the schema and to fleet cannot be lost on its way to a renderer.
 func TestRenderTypesMirrorFleetTypes(t *testing.T) {
-	mirror(t, "source", reflect.TypeFor[fleet.Source](), reflect.TypeFor[render.Source]())
+	mirror(t, "source", reflect.TypeFor[spec.Source](), reflect.TypeFor[spec.Source]())
 	// A request carries the inputs a renderer needs, under the same names.
 	inputs := jsonNames(reflect.TypeFor[fleet.Inputs]())
 	for name := range jsonNames(reflect.TypeFor[render.Request]()) {
@@ -161,18 +162,15 @@ func structOf(typ reflect.Type) reflect.Type {
 func TestRequestKeepsEverySourceField(t *testing.T) {
 	b := &fleet.Bundle{Inputs: fleet.Inputs{
 		Name: "b", Namespace: "ns", Values: json.RawMessage(`{"a":1}`),
-		Source: fleet.Source{
-			Kind:      fleet.SourceKustomize,
-			Helm:      &fleet.Helm{Chart: "c", Repo: "https://charts.example", Version: "1.0.0", ReleaseName: "r", IncludeHooks: true},
-			Kustomize: &fleet.Kustomize{Path: "k", Images: []fleet.KustomizeImage{{Name: "i", NewName: "n", NewTag: "t", Digest: "d"}}, Patches: map[string]fleet.KustomizePatch{"p": {Patch: "x", Target: &fleet.KustomizeTarget{Group: "g", Version: "v", Kind: "K", Name: "n", Namespace: "ns", LabelSelector: "l", AnnotationSelector: "a"}}}, Labels: map[string]string{"l": "v"}, Components: []string{"c"}},
-			Manifests: &fleet.Manifests{Path: "m", Recursive: true},
+		Source: spec.Source{
+			Kind:      spec.KindKustomize,
+			Helm:      &spec.Helm{Chart: "c", Repo: "https://charts.example", Version: "1.0.0", ReleaseName: "r", IncludeHooks: true},
+			Kustomize: &spec.Kustomize{Path: "k", Images: []spec.Image{{Name: "i", NewName: "n", NewTag: "t", Digest: "d"}}, Patches: map[string]spec.Patch{"p": {Patch: "x", Target: &spec.PatchTarget{Group: "g", Version: "v", Kind: "K", Name: "n", Namespace: "ns", LabelSelector: "l", AnnotationSelector: "a"}}}, Labels: map[string]string{"l": "v"}, Components: []string{"c"}},
+			Manifests: &spec.Manifests{Path: "m", Recursive: true},
 			Resources: json.RawMessage(`[{"kind":"X"}]`),
 		},
 	}}
-	req, err := planrender.Request("repo", fleet.Cluster{Name: "c"}, b)
-	if err != nil {
-		t.Fatal(err)
-	}
+	req := planrender.Request("repo", fleet.Cluster{Name: "c"}, b)
 	want, _ := json.Marshal(b.Source)
 	got, _ := json.Marshal(req.Source)
 	if string(got) != string(want) {

@@ -236,13 +236,29 @@ func ReadRepository(repo *git.Repository, prefix string) (*Snapshot, error) {
 // labels and facts, wins over the inventory's), sorted by name.
 type Known struct {
 	Clusters []fleet.Cluster
-	// Where says where each cluster comes from: "inventory", "status" or
-	// "both".
-	Where map[string]string
+	// Where says where each cluster comes from.
+	Where map[string]Origin
 	// Warnings are status branches left out (unreadable, or speaking for
 	// another cluster).
 	Warnings []string
 }
+
+// Origin is where a known cluster comes from.
+type Origin string
+
+// Origins.
+const (
+	// OriginInventory: an inventory of the fleet names it, and no status
+	// branch has reported for it.
+	OriginInventory Origin = "inventory"
+	// OriginStatus: known only from its status branch.
+	OriginStatus Origin = "status"
+	// OriginBoth: in an inventory and on a status branch (the branch's
+	// identity wins).
+	OriginBoth Origin = "both"
+)
+
+func (o Origin) String() string { return string(o) }
 
 // Branches says where the clusters' status branches are read: from the
 // repository at URL with Auth when URL is set, otherwise from the local
@@ -258,11 +274,11 @@ type Branches struct {
 // branches) — and joins them with the inventories' clusters.
 func KnownClusters(ctx context.Context, repo *git.Repository, src Branches, inventories ...[]fleet.Cluster) (*Known, error) {
 	byName := map[string]fleet.Cluster{}
-	k := &Known{Where: map[string]string{}}
+	k := &Known{Where: map[string]Origin{}}
 	for _, inv := range inventories {
 		for _, c := range inv {
 			if _, ok := byName[c.Name]; !ok {
-				byName[c.Name], k.Where[c.Name] = c, "inventory"
+				byName[c.Name], k.Where[c.Name] = c, OriginInventory
 			}
 		}
 	}
@@ -283,10 +299,10 @@ func KnownClusters(ctx context.Context, repo *git.Repository, src Branches, inve
 		}
 		for _, st := range snap.Statuses {
 			name := st.Cluster.Name
-			if k.Where[name] == "inventory" {
-				k.Where[name] = "both"
+			if k.Where[name] == OriginInventory {
+				k.Where[name] = OriginBoth
 			} else {
-				k.Where[name] = "status"
+				k.Where[name] = OriginStatus
 			}
 			byName[name] = st.Cluster
 		}

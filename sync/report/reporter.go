@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/flotilla-gitops/flotilla/internal/errtext"
+	"github.com/flotilla-gitops/flotilla/internal/gitrev"
 	"github.com/flotilla-gitops/flotilla/sync/source"
 )
 
@@ -338,12 +339,10 @@ func isMissingBranch(err error) bool {
 		errors.Is(err, git.NoMatchingRefSpecError{})
 }
 
+// short is a revision in a commit subject.
 func short(rev string) string {
-	if len(rev) > 7 {
-		return rev[:7]
-	}
 	if rev == "" {
 		return "no revision"
 	}
-	return rev
+	return gitrev.Short(rev)
 }

@@ -40,12 +40,17 @@ const (
 	ClusterWaiting ClusterPhase = "Waiting"
 )
 
+// RolloutState is where a cluster stands in the rollout of a revision.
+type RolloutState string
+
 // Rollout states, as a status file's rollout says them.
 const (
-	RolloutApplied = "Applied" // the cluster applied the revision (or applies it)
-	RolloutWaiting = "Waiting" // earlier waves, their bake, an approval, a turn in the wave
-	RolloutHalted  = "Halted"  // a cluster of an earlier wave failed at the revision
+	RolloutApplied RolloutState = "Applied" // the cluster applied the revision (or applies it)
+	RolloutWaiting RolloutState = "Waiting" // earlier waves, their bake, an approval, a turn in the wave
+	RolloutHalted  RolloutState = "Halted"  // a cluster of an earlier wave failed at the revision
 )
+
+func (s RolloutState) String() string { return string(s) }
 
 // RolloutStatus is where the cluster stands in the rollout of the tip it
 // saw (the fleet's rollout, as that revision writes it).
@@ -56,7 +61,7 @@ type RolloutStatus struct {
 	// went everywhere at once (no rollout, or `waves: []`).
 	Waves []string `json:"waves"`
 	// State is Applied, Waiting or Halted.
-	State string `json:"state"`
+	State RolloutState `json:"state"`
 	// WaitingFor names the clusters the wave waits for; Until is the end
 	// of the earlier waves' bake; HaltedBy the cluster whose failure at
 	// the revision halted the rollout.

@@ -14,6 +14,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/flotilla-gitops/flotilla/internal/gitrev"
 )
 
 // Cluster is what the decision knows of one cluster of the fleet.
@@ -77,7 +79,7 @@ func Decide(me Cluster, revision string, s Settings, clusters []Cluster, approve
 		return Decision{Reason: fmt.Sprintf("the rollout is paused: wave %s keeps its revision", wave)}
 	}
 	if me.Revision == revision {
-		return Decision{Apply: true, Reason: "already at " + short(revision)}
+		return Decision{Apply: true, Reason: "already at " + gitrev.Short(revision)}
 	}
 
 	// Every cluster of the earlier waves: Ready at the revision, for bake.
@@ -94,7 +96,7 @@ func Decide(me Cluster, revision string, s Settings, clusters []Cluster, approve
 			continue
 		}
 		if c.Seen == revision && c.Failed {
-			return Decision{Halted: c.Name, Reason: fmt.Sprintf("halted: %s (wave %s) failed at %s", c.Name, s.Waves[c.Wave], short(revision))}
+			return Decision{Halted: c.Name, Reason: fmt.Sprintf("halted: %s (wave %s) failed at %s", c.Name, s.Waves[c.Wave], gitrev.Short(revision))}
 		}
 		if c.Revision != revision || !c.Ready {
 			waiting = append(waiting, c.Name)
@@ -111,7 +113,7 @@ func Decide(me Cluster, revision string, s Settings, clusters []Cluster, approve
 		return Decision{Until: until, Reason: fmt.Sprintf("wave %s waits for the earlier waves to bake until %s", wave, until.UTC().Format(time.RFC3339))}
 	}
 	if s.Approve && !approved {
-		return Decision{Reason: fmt.Sprintf("wave %s waits for an approval of %s (flotilla rollout approve --wave %s --revision %s)", wave, short(revision), wave, revision)}
+		return Decision{Reason: fmt.Sprintf("wave %s waits for an approval of %s (flotilla rollout approve --wave %s --revision %s)", wave, gitrev.Short(revision), wave, revision)}
 	}
 
 	// Within the wave: at most MaxUnavailable at a time, in name order.
@@ -127,18 +129,11 @@ func Decide(me Cluster, revision string, s Settings, clusters []Cluster, approve
 			return Decision{WaitingFor: pending[:i], Reason: fmt.Sprintf("wave %s applies %d at a time: after %s", wave, s.MaxUnavailable, strings.Join(pending[:i], ", "))}
 		}
 	}
-	return Decision{Apply: true, Reason: fmt.Sprintf("wave %s may apply %s", wave, short(revision))}
+	return Decision{Apply: true, Reason: fmt.Sprintf("wave %s may apply %s", wave, gitrev.Short(revision))}
 }
 
 func sorted(clusters []Cluster) []Cluster {
 	out := slices.Clone(clusters)
 	slices.SortFunc(out, func(a, b Cluster) int { return strings.Compare(a.Name, b.Name) })
 	return out
-}
-
-func short(rev string) string {
-	if len(rev) > 7 {
-		return rev[:7]
-	}
-	return rev
 }

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/flotilla-gitops/flotilla/render"
+	"github.com/flotilla-gitops/flotilla/schemas/spec"
 	"github.com/flotilla-gitops/flotilla/sync/planrender"
 	"github.com/flotilla-gitops/flotilla/sync/sandbox"
 )
@@ -21,7 +22,7 @@ func BenchmarkRender(b *testing.B) {
 	defer pool.Close()
 	for _, tc := range []struct {
 		name      string
-		renderers map[string]render.Renderer
+		renderers map[spec.Kind]render.Renderer
 	}{
 		{"sandbox", pool.Renderers()},
 		{"in-process", planrender.InProcess(planrender.Options{})},

@@ -44,6 +44,7 @@ import (
 	"github.com/flotilla-gitops/flotilla/internal/procfs"
 	"github.com/flotilla-gitops/flotilla/render"
 	"github.com/flotilla-gitops/flotilla/render/helm"
+	"github.com/flotilla-gitops/flotilla/schemas/spec"
 	"github.com/flotilla-gitops/flotilla/sync/planrender"
 )
 
@@ -156,9 +157,9 @@ func (p *Pool) Isolated() (known, isolated bool) {
 
 // Renderers returns a renderer for every source kind that renders in the
 // pool's workers.
-func (p *Pool) Renderers() map[string]render.Renderer {
-	out := map[string]render.Renderer{}
-	for _, kind := range []string{render.KindHelm, render.KindKustomize, render.KindManifests, render.KindResources} {
+func (p *Pool) Renderers() map[spec.Kind]render.Renderer {
+	out := map[spec.Kind]render.Renderer{}
+	for _, kind := range spec.Kinds {
 		out[kind] = kindRenderer{pool: p}
 	}
 	return out
@@ -169,8 +170,8 @@ type kindRenderer struct{ pool *Pool }
 // Render renders in a worker, until ctx ends (the engine's render
 // timeout): then the worker is killed.
 func (k kindRenderer) Render(ctx context.Context, req *render.Request) (*render.Output, error) {
-	online := (req.Source.Kind == render.KindHelm && helm.NeedsNetwork(req, k.pool.opts.AllowChartDownloads)) ||
-		(req.Source.Kind == render.KindKustomize && k.pool.opts.AllowRemoteBases)
+	online := (req.Source.Kind == spec.KindHelm && helm.NeedsNetwork(req, k.pool.opts.AllowChartDownloads)) ||
+		(req.Source.Kind == spec.KindKustomize && k.pool.opts.AllowRemoteBases)
 	rep, err := k.pool.run(ctx, online, &job{Render: &renderJob{
 		Request: req, Cluster: req.Cluster, RepoDir: req.RepoDir, Capabilities: req.Capabilities,
 	}})

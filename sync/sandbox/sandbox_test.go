@@ -13,6 +13,7 @@ import (
 	"github.com/flotilla-gitops/flotilla/fleet"
 	"github.com/flotilla-gitops/flotilla/internal/rendertest"
 	"github.com/flotilla-gitops/flotilla/render"
+	"github.com/flotilla-gitops/flotilla/schemas/spec"
 	"github.com/flotilla-gitops/flotilla/sync/planrender"
 	"github.com/flotilla-gitops/flotilla/sync/sandbox"
 )
@@ -50,7 +51,7 @@ func repo(t testing.TB) string {
 func helmRequest(dir, chart string) *render.Request {
 	return &render.Request{Bundle: chart, Namespace: "apps", Cluster: "c1", RepoDir: dir,
 		Values: json.RawMessage(`{"replicas": 3}`),
-		Source: render.Source{Kind: render.KindHelm, Helm: &render.Helm{Chart: "charts/" + chart}}}
+		Source: spec.Source{Kind: spec.KindHelm, Helm: &spec.Helm{Chart: "charts/" + chart}}}
 }
 
 // TestSandboxRendersAsInProcess: the same requests give the same objects
@@ -62,7 +63,7 @@ func TestSandboxRendersAsInProcess(t *testing.T) {
 	local := render.NewEngine(planrender.InProcess(planrender.Options{}), nil)
 	for _, req := range []*render.Request{
 		helmRequest(dir, "good"),
-		{Bundle: "m", Namespace: "apps", RepoDir: dir, Source: render.Source{Kind: render.KindManifests, Manifests: &render.Manifests{Path: "manifests"}}},
+		{Bundle: "m", Namespace: "apps", RepoDir: dir, Source: spec.Source{Kind: spec.KindManifests, Manifests: &spec.Manifests{Path: "manifests"}}},
 	} {
 		want, err := local.Render(context.Background(), req)
 		if err != nil {
@@ -78,7 +79,7 @@ func TestSandboxRendersAsInProcess(t *testing.T) {
 	}
 	// Errors come back whole, path escapes recognisable.
 	_, err := sandboxed.Render(context.Background(), &render.Request{Bundle: "x", RepoDir: dir,
-		Source: render.Source{Kind: render.KindManifests, Manifests: &render.Manifests{Path: "../elsewhere"}}})
+		Source: spec.Source{Kind: spec.KindManifests, Manifests: &spec.Manifests{Path: "../elsewhere"}}})
 	if !errors.Is(err, render.ErrPathEscapes) {
 		t.Errorf("path escape: %v", err)
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/flotilla-gitops/flotilla/fleet"
 	"github.com/flotilla-gitops/flotilla/render"
+	"github.com/flotilla-gitops/flotilla/schemas/spec"
 	"github.com/flotilla-gitops/flotilla/sync/planrender"
 )
 
@@ -178,7 +179,7 @@ func serve() int {
 	}
 }
 
-func do(j *job, renderers map[string]render.Renderer, rep *reply) {
+func do(j *job, renderers map[spec.Kind]render.Renderer, rep *reply) {
 	fail := func(err error) {
 		rep.Error = err.Error()
 		rep.Diagnostics = fleet.AsDiagnostics(err)

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/flotilla-gitops/flotilla/internal/gitrev"
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
@@ -76,7 +77,7 @@ func WriteTree(c *object.Commit, sub, dest string) error {
 	if sub != "" {
 		if tree, err = tree.Tree(sub); err != nil {
 			if errors.Is(err, object.ErrDirectoryNotFound) {
-				return fmt.Errorf("commit %s has no folder %s", c.Hash.String()[:7], sub)
+				return fmt.Errorf("commit %s has no folder %s", gitrev.Short(c.Hash.String()), sub)
 			}
 			return err
 		}
@@ -109,7 +110,7 @@ func WriteTree(c *object.Commit, sub, dest string) error {
 				return err
 			}
 			if written += f.Size; written > maxTreeBytes {
-				return fmt.Errorf("the fleet folder at %s holds more than %d bytes", c.Hash.String()[:7], maxTreeBytes)
+				return fmt.Errorf("the fleet folder at %s holds more than %d bytes", gitrev.Short(c.Hash.String()), maxTreeBytes)
 			}
 			if err := writeBlob(f, path); err != nil {
 				return err

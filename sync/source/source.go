@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/flotilla-gitops/flotilla/internal/gitrev"
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
@@ -168,7 +169,7 @@ func (s *Source) Fetch(ctx context.Context, revision string) (*Checkout, error) 
 			return err
 		}
 		if got := head.Hash().String(); got != revision {
-			return fmt.Errorf("%s moved while fetching: asked for %s, got %s; the next poll takes the new tip", s.ref().Short(), short(revision), short(got))
+			return fmt.Errorf("%s moved while fetching: asked for %s, got %s; the next poll takes the new tip", s.ref().Short(), gitrev.Short(revision), gitrev.Short(got))
 		}
 		return nil
 	})
@@ -186,7 +187,7 @@ func (s *Source) FetchRevision(ctx context.Context, revision string) (*Checkout,
 			var wt *git.Worktree
 			if wt, err = repo.Worktree(); err == nil {
 				if err = wt.Checkout(&git.CheckoutOptions{Hash: plumbing.NewHash(revision)}); err != nil {
-					err = fmt.Errorf("revision %s is not in the history of %s: %w", short(revision), s.ref().Short(), err)
+					err = fmt.Errorf("revision %s is not in the history of %s: %w", gitrev.Short(revision), s.ref().Short(), err)
 				}
 			}
 		}
@@ -250,7 +251,7 @@ func (s *Source) clone(ctx context.Context, dir string) (*git.Repository, error)
 		return nil, err
 	}
 	if err := wt.Checkout(&git.CheckoutOptions{Hash: plumbing.NewHash(s.opts.Commit)}); err != nil {
-		return nil, fmt.Errorf("commit %s: %w", short(s.opts.Commit), err)
+		return nil, fmt.Errorf("commit %s: %w", gitrev.Short(s.opts.Commit), err)
 	}
 	return repo, nil
 }
@@ -284,11 +285,4 @@ func (s *Source) explain(err error) error {
 		err = fmt.Errorf("%s: %w", url, err)
 	}
 	return RedactError(err, s.opts.URL)
-}
-
-func short(rev string) string {
-	if len(rev) > 7 {
-		return rev[:7]
-	}
-	return rev
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/flotilla-gitops/flotilla/internal/gitrev"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/hiddeco/sshsig"
@@ -74,14 +75,14 @@ func (v *Verifier) Verify(co *Checkout) (signer string, err error) {
 	sig := commit.PGPSignature
 	switch {
 	case sig == "":
-		return "", fmt.Errorf("%w: %s", ErrUnsigned, short(co.Revision))
+		return "", fmt.Errorf("%w: %s", ErrUnsigned, gitrev.Short(co.Revision))
 	case strings.Contains(sig, "BEGIN SSH SIGNATURE"):
 		signer, err = v.verifySSH(commit)
 	default:
 		signer, err = v.verifyPGP(commit)
 	}
 	if err != nil {
-		return "", fmt.Errorf("%w: %s: %v", ErrUntrusted, short(co.Revision), err)
+		return "", fmt.Errorf("%w: %s: %v", ErrUntrusted, gitrev.Short(co.Revision), err)
 	}
 	return signer, nil
 }
