@@ -22,8 +22,8 @@ import (
 	"github.com/flotilla-gitops/flotilla/companion"
 	"github.com/flotilla-gitops/flotilla/internal/gittest"
 	"github.com/flotilla-gitops/flotilla/internal/testenv"
-	"github.com/flotilla-gitops/flotilla/sync/agent"
 	"github.com/flotilla-gitops/flotilla/sync/apply"
+	"github.com/flotilla-gitops/flotilla/sync/identity"
 	"github.com/flotilla-gitops/flotilla/sync/report"
 )
 
@@ -107,8 +107,8 @@ func TestFluxAppliesTheHydratedBranch(t *testing.T) {
 		return nil
 	})
 
-	observer, err := agent.NewObserver(cluster.Config, agent.ObserveOptions{
-		Identity: agent.IdentityOptions{Name: "flux-1", Region: "eu-west-1", Labels: map[string]string{"class": "standard"}},
+	observer, err := companion.NewObserver(cluster.Config, companion.ObserveOptions{
+		Identity: identity.Options{Name: "flux-1", Region: "eu-west-1", Labels: map[string]string{"class": "standard"}},
 		Interval: time.Minute, Status: report.Options{URL: repo.URL},
 		HydratedURL: repo.URL, HydratedBranch: "hydrated",
 	}, logr.Discard())

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	ctrlzap "sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"github.com/flotilla-gitops/flotilla/companion"
 	"github.com/flotilla-gitops/flotilla/render/sops"
 	"github.com/flotilla-gitops/flotilla/sync/agent"
 	"github.com/flotilla-gitops/flotilla/sync/apply"
@@ -246,7 +247,7 @@ func (af *agentFlags) runObserver(ctx context.Context, log logr.Logger) error {
 	if err != nil {
 		return fmt.Errorf("loading kubeconfig: %w", err)
 	}
-	o, err := agent.NewObserver(cfg, agent.ObserveOptions{Identity: af.opts.Identity, Interval: af.opts.Interval, Status: *af.opts.Status,
+	o, err := companion.NewObserver(cfg, companion.ObserveOptions{Identity: af.opts.Identity, Interval: af.opts.Interval, Status: *af.opts.Status,
 		HydratedURL: af.opts.Source.URL, HydratedBranch: af.opts.Source.Branch, HydratedAuth: hydratedAuth}, log.WithName("observe"))
 	if err != nil {
 		return err

@@ -25,6 +25,7 @@ import (
 	"github.com/flotilla-gitops/flotilla/render"
 	"github.com/flotilla-gitops/flotilla/render/sops"
 	"github.com/flotilla-gitops/flotilla/sync/apply"
+	"github.com/flotilla-gitops/flotilla/sync/identity"
 	"github.com/flotilla-gitops/flotilla/sync/planrender"
 	"github.com/flotilla-gitops/flotilla/sync/report"
 	"github.com/flotilla-gitops/flotilla/sync/sandbox"
@@ -37,7 +38,7 @@ type Options struct {
 	Source source.Options
 	// Path is the folder of fleet.cue inside the repository.
 	Path     string
-	Identity IdentityOptions
+	Identity identity.Options
 	// Interval between polls; each wait is jittered by up to a tenth.
 	Interval time.Duration
 	Apply    apply.Options
@@ -68,7 +69,7 @@ type Options struct {
 type Agent struct {
 	opts   Options
 	kube   client.Client
-	disc   discovery.DiscoveryInterface // made once: facts are read every pass
+	ident  *identity.Resolver
 	src    *source.Source
 	verify *source.Verifier // nil: signatures are not required
 	mgr    *apply.Manager
@@ -139,7 +140,7 @@ func New(cfg *rest.Config, opts Options, log logr.Logger) (*Agent, error) {
 	if opts.Sources.Secrets == "" {
 		opts.Sources.Secrets = sops.ModeDecrypt
 	}
-	a := &Agent{opts: opts, kube: kube, disc: dc, src: src, verify: verify, mgr: mgr, log: log,
+	a := &Agent{opts: opts, kube: kube, ident: identity.New(opts.Identity, kube, dc), src: src, verify: verify, mgr: mgr, log: log,
 		trigger: make(chan struct{}, 1), metrics: newMetrics()}
 	if opts.Sandbox != nil {
 		sb := *opts.Sandbox
@@ -211,13 +212,13 @@ func (a *Agent) pass(ctx context.Context) *Pass {
 	p := &Pass{}
 
 	// 1. Who is this cluster now (flags, identity ConfigMap, facts)?
-	c, err := a.identity(ctx)
+	c, err := a.ident.Resolve(ctx)
 	if err != nil {
 		p.Err = fmt.Errorf("identity: %w", err)
 		return p
 	}
 	p.Cluster = c
-	key := identityKey(c)
+	key := identity.Key(c)
 
 	// 2. What does the remote have? One ls-remote, nothing fetched.
 	if p.Revision, err = a.src.Head(ctx); err != nil {

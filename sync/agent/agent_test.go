@@ -26,6 +26,7 @@ import (
 	"github.com/flotilla-gitops/flotilla/internal/testenv"
 	"github.com/flotilla-gitops/flotilla/sync/agent"
 	"github.com/flotilla-gitops/flotilla/sync/apply"
+	"github.com/flotilla-gitops/flotilla/sync/identity"
 	"github.com/flotilla-gitops/flotilla/sync/report"
 	"github.com/flotilla-gitops/flotilla/sync/sandbox"
 	"github.com/flotilla-gitops/flotilla/sync/source"
@@ -124,7 +125,7 @@ func newLoggingAgent(t testing.TB, cfg *rest.Config, repo *gittest.Repo, name st
 	labels["ns"] = ns
 	opts := agent.Options{
 		Source:   source.Options{URL: repo.URL, CacheDir: t.TempDir()},
-		Identity: agent.IdentityOptions{Name: name, Labels: labels, ConfigMapNamespace: ns, ConfigMapName: "flotilla-identity"},
+		Identity: identity.Options{Name: name, Labels: labels, ConfigMapNamespace: ns, ConfigMapName: "flotilla-identity"},
 		Interval: time.Minute,
 		Apply:    apply.DefaultOptions(),
 	}
@@ -322,7 +323,7 @@ bundles: app: {
 	})
 	cancel()
 	select {
-	case <-done:
+	case <-done: //nolint:errcheck // the run's error is not what this test is about
 	case <-time.After(time.Minute):
 		t.Fatal("the agent did not stop within a minute of its context ending")
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/flotilla-gitops/flotilla/fleet"
 	"github.com/flotilla-gitops/flotilla/internal/gitrev"
 	"github.com/flotilla-gitops/flotilla/sync/apply"
+	"github.com/flotilla-gitops/flotilla/sync/identity"
 	"github.com/flotilla-gitops/flotilla/sync/report"
 	"github.com/flotilla-gitops/flotilla/sync/rollout"
 )
@@ -219,7 +220,7 @@ func (a *Agent) rollouts(ctx context.Context, dir, revision string, known []flee
 	var key strings.Builder
 	key.WriteString(revision + "|" + strings.Join(owned, ",") + "|")
 	for _, c := range known {
-		key.WriteString(identityKey(c) + ";")
+		key.WriteString(identity.Key(c) + ";")
 	}
 	if a.cache.places != nil && a.cache.placesKey == key.String() {
 		return a.cache.places, nil

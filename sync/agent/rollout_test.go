@@ -25,6 +25,7 @@ import (
 	"github.com/flotilla-gitops/flotilla/internal/testenv"
 	"github.com/flotilla-gitops/flotilla/sync/agent"
 	"github.com/flotilla-gitops/flotilla/sync/apply"
+	"github.com/flotilla-gitops/flotilla/sync/identity"
 	"github.com/flotilla-gitops/flotilla/sync/report"
 	"github.com/flotilla-gitops/flotilla/sync/sandbox"
 	"github.com/flotilla-gitops/flotilla/sync/source"
@@ -148,7 +149,7 @@ func newRolloutTest(t *testing.T) *rolloutTest {
 		}
 		opts := agent.Options{
 			Source:   source.Options{URL: rt.url, CacheDir: t.TempDir(), Auth: source.Auth{Username: "fleet", PasswordFile: password}},
-			Identity: agent.IdentityOptions{Name: name, Region: regions[i]},
+			Identity: identity.Options{Name: name, Region: regions[i]},
 			Interval: time.Minute,
 			Apply:    apply.DefaultOptions(),
 			// A heartbeat each second: a cluster whose agent runs is never

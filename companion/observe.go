@@ -1,4 +1,4 @@
-package agent
+package companion
 
 import (
 	"context"
@@ -19,18 +19,18 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/flotilla-gitops/flotilla/companion"
 	"github.com/flotilla-gitops/flotilla/internal/gitrev"
 	"github.com/flotilla-gitops/flotilla/internal/version"
 	"github.com/flotilla-gitops/flotilla/schemas/spec"
 	"github.com/flotilla-gitops/flotilla/sync/apply"
+	"github.com/flotilla-gitops/flotilla/sync/identity"
 	"github.com/flotilla-gitops/flotilla/sync/report"
 )
 
 // ObserveOptions configure an agent that observes Flux instead of
 // applying.
 type ObserveOptions struct {
-	Identity IdentityOptions
+	Identity identity.Options
 	// Interval between observations.
 	Interval time.Duration
 	// Status is where the cluster's status is published.
@@ -50,7 +50,8 @@ var fluxKustomizations = schema.GroupVersionKind{Group: "kustomize.toolkit.fluxc
 // applies nothing. `flotilla status`, rollout gates and previews then work
 // for a Flux fleet as for one Flotilla applies.
 type Observer struct {
-	a        *Agent // for the identity and facts
+	ident    *identity.Resolver
+	kube     client.Client
 	opts     ObserveOptions
 	reporter *report.Reporter
 	log      logr.Logger
@@ -81,15 +82,14 @@ func NewObserver(cfg *rest.Config, opts ObserveOptions, log logr.Logger) (*Obser
 	if err != nil {
 		return nil, err
 	}
-	a := &Agent{opts: Options{Identity: opts.Identity}, kube: kube, disc: dc, log: log}
-	return &Observer{a: a, opts: opts, reporter: r, log: log, since: map[string]time.Time{}, sinceRev: map[string]string{}}, nil
+	return &Observer{ident: identity.New(opts.Identity, kube, dc), kube: kube, opts: opts, reporter: r, log: log, since: map[string]time.Time{}, sinceRev: map[string]string{}}, nil
 }
 
 // Observe reads the cluster's Flux Kustomizations once and publishes the
 // status; it returns the status built.
 func (o *Observer) Observe(ctx context.Context) (*report.Status, error) {
 	now := time.Now()
-	c, err := o.a.identity(ctx)
+	c, err := o.ident.Resolve(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("identity: %w", err)
 	}
@@ -97,9 +97,9 @@ func (o *Observer) Observe(ctx context.Context) (*report.Status, error) {
 		Agent: version.Get().Version + " (observing flux)", Bundles: []report.BundleStatus{}, ReportedAt: now.UTC()}
 	list := &unstructured.UnstructuredList{}
 	list.SetGroupVersionKind(fluxKustomizations)
-	err = o.a.kube.List(ctx, list, client.MatchingLabels{spec.ClusterLabel: c.Name})
+	err = o.kube.List(ctx, list, client.MatchingLabels{spec.ClusterLabel: c.Name})
 	if meta.IsNoMatchError(err) {
-		err = errors.New("Flux's Kustomization kind is not served: is Flux installed in the cluster?")
+		err = errors.New("the Flux Kustomization kind is not served: is Flux installed in the cluster?")
 	}
 	if err != nil {
 		st.Phase, st.Message = report.ClusterFailed, "reading Flux's Kustomizations: "+err.Error()
@@ -118,7 +118,7 @@ func (o *Observer) Observe(ctx context.Context) (*report.Status, error) {
 		}
 	}
 	if fetch {
-		sources, tip, err := companion.SourceCommits(ctx, o.opts.HydratedURL, o.opts.HydratedBranch, o.opts.HydratedAuth, 100)
+		sources, tip, err := SourceCommits(ctx, o.opts.HydratedURL, o.opts.HydratedBranch, o.opts.HydratedAuth, 100)
 		if err != nil {
 			st.Phase, st.Message = report.ClusterFailed, err.Error()
 		} else {

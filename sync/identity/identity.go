@@ -1,4 +1,9 @@
-package agent
+// Package identity says who a cluster is: its name, region and labels
+// (the agent's flags, overridden by the identity ConfigMap) and the facts
+// discovered from it (Kubernetes version, served API versions, node
+// regions and zones). The agent and the Flux observer resolve it the same
+// way, every pass.
+package identity
 
 import (
 	"context"
@@ -12,6 +17,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/discovery"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/flotilla-gitops/flotilla/fleet"
@@ -23,7 +29,7 @@ const (
 	zoneLabel   = "topology.kubernetes.io/zone"
 )
 
-// IdentityOptions say who the cluster is. Flags give a base; the identity
+// Options say who the cluster is. Flags give a base; the identity
 // ConfigMap, when it exists, overrides it, so a label change there is picked
 // up without restarting the agent:
 //
@@ -32,7 +38,7 @@ const (
 //	  region: eu-west-1
 //	  label.env: prod
 //	  label.class: regulated
-type IdentityOptions struct {
+type Options struct {
 	Name   string
 	Region string
 	Labels map[string]string
@@ -45,17 +51,31 @@ type IdentityOptions struct {
 // labelPrefix marks label keys in the identity ConfigMap.
 const labelPrefix = "label."
 
-// identity reads the cluster's identity (flags, then the ConfigMap) and
+// Resolver reads a cluster's identity and discovers its facts.
+type Resolver struct {
+	opts Options
+	kube client.Reader
+	disc discovery.DiscoveryInterface
+}
+
+// New returns a resolver reading the identity ConfigMap and the nodes
+// with kube, and the version and API groups with disc (made once by the
+// caller: the facts are read every pass).
+func New(opts Options, kube client.Reader, disc discovery.DiscoveryInterface) *Resolver {
+	return &Resolver{opts: opts, kube: kube, disc: disc}
+}
+
+// Resolve reads the cluster's identity (flags, then the ConfigMap) and
 // discovers its facts.
-func (a *Agent) identity(ctx context.Context) (fleet.Cluster, error) {
-	id := a.opts.Identity
+func (r *Resolver) Resolve(ctx context.Context) (fleet.Cluster, error) {
+	id := r.opts
 	c := fleet.Cluster{Name: id.Name, Region: id.Region, Labels: maps.Clone(id.Labels)}
 	if c.Labels == nil {
 		c.Labels = map[string]string{}
 	}
 	if id.ConfigMapName != "" {
 		var cm corev1.ConfigMap
-		err := a.kube.Get(ctx, client.ObjectKey{Namespace: id.ConfigMapNamespace, Name: id.ConfigMapName}, &cm)
+		err := r.kube.Get(ctx, client.ObjectKey{Namespace: id.ConfigMapNamespace, Name: id.ConfigMapName}, &cm)
 		switch {
 		case apierrors.IsNotFound(err):
 		case err != nil:
@@ -73,7 +93,7 @@ func (a *Agent) identity(ctx context.Context) (fleet.Cluster, error) {
 			}
 		}
 	}
-	facts, err := a.discoverFacts(ctx)
+	facts, err := r.discoverFacts(ctx)
 	if err != nil {
 		return c, err
 	}
@@ -83,14 +103,14 @@ func (a *Agent) identity(ctx context.Context) (fleet.Cluster, error) {
 
 // discoverFacts asks the cluster for its version, served API groups and
 // versions, and its nodes' regions and zones.
-func (a *Agent) discoverFacts(ctx context.Context) (fleet.Facts, error) {
+func (r *Resolver) discoverFacts(ctx context.Context) (fleet.Facts, error) {
 	var f fleet.Facts
-	v, err := a.disc.ServerVersion()
+	v, err := r.disc.ServerVersion()
 	if err != nil {
 		return f, fmt.Errorf("discovering the Kubernetes version: %w", err)
 	}
 	f.KubernetesVersion = v.GitVersion
-	groups, err := a.disc.ServerGroups()
+	groups, err := r.disc.ServerGroups()
 	if err != nil {
 		return f, fmt.Errorf("discovering API groups: %w", err)
 	}
@@ -106,7 +126,7 @@ func (a *Agent) discoverFacts(ctx context.Context) (fleet.Facts, error) {
 	// cheap on clusters with many nodes.
 	nodes := &metav1.PartialObjectMetadataList{}
 	nodes.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("NodeList"))
-	if err := a.kube.List(ctx, nodes); err != nil {
+	if err := r.kube.List(ctx, nodes); err != nil {
 		return f, fmt.Errorf("listing nodes: %w", err)
 	}
 	regions, zones := map[string]bool{}, map[string]bool{}
@@ -124,9 +144,9 @@ func (a *Agent) discoverFacts(ctx context.Context) (fleet.Facts, error) {
 	return f, nil
 }
 
-// identityKey is a stable string of an identity and its facts: a change is
-// a reason to plan again without a new commit.
-func identityKey(c fleet.Cluster) string {
+// Key is a stable string of an identity and its facts: a change is a
+// reason to plan again without a new commit.
+func Key(c fleet.Cluster) string {
 	var b strings.Builder
 	b.WriteString(c.Name + "|" + c.Region + "|")
 	for _, k := range slices.Sorted(maps.Keys(c.Labels)) {
