@@ -141,7 +141,7 @@ type BootstrapOptions struct {
 // Kustomization that applies the cluster's flux/ folder (the bundles'
 // Kustomizations, which then apply the bundles).
 func FluxBootstrap(cluster string, opts BootstrapOptions) ([]byte, error) {
-	o := opts.FluxOptions.withDefaults()
+	o := opts.withDefaults()
 	if opts.URL == "" || opts.Branch == "" {
 		return nil, fmt.Errorf("the Flux bootstrap needs the hydrated repository's URL and branch")
 	}

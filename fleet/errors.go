@@ -180,7 +180,9 @@ func fromCUE(err error) Diagnostics {
 func message(e cueerrors.Error) string {
 	var parts []string
 	for err := error(e); err != nil; err = errors.Unwrap(err) {
-		ce, ok := err.(cueerrors.Error)
+		// Each level of the chain in turn (errors.As would skip to the
+		// first CUE error and lose the levels before it).
+		ce, ok := err.(cueerrors.Error) //nolint:errorlint // walks the chain itself
 		if !ok {
 			parts = append(parts, err.Error())
 			break

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"strings"
 
-	"k8s.io/apimachinery/pkg/api/validation/path"
+	"k8s.io/apimachinery/pkg/api/validate/content"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -49,7 +49,7 @@ func nameRule(gk schema.GroupKind) func(string) []string {
 		return validation.IsDNS1123Label
 	}
 	if gk.Group == "rbac.authorization.k8s.io" {
-		return func(name string) []string { return path.IsValidPathSegmentName(name) }
+		return content.IsPathSegmentName
 	}
 	return validation.IsDNS1123Subdomain
 }

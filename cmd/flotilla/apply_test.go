@@ -92,7 +92,7 @@ func TestApplyAndDiff(t *testing.T) {
 		t.Errorf("diff of a broken bundle: exit %d, stderr %s", code, errOut)
 	}
 	// The namespace is still there: a broken bundle prunes nothing.
-	if code, out, _ = cli("diff"); strings.Contains(out, "deleted") {
+	if _, out, _ = cli("diff"); strings.Contains(out, "deleted") {
 		t.Errorf("a broken bundle would prune:\n%s", out)
 	}
 }

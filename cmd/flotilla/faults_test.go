@@ -74,7 +74,7 @@ bundles: other: {namespace: cluster.labels.ns, resources: [{apiVersion: "v1", ki
 		if err := r.cmd.Process.Kill(); err != nil {
 			t.Fatal(err)
 		}
-		<-r.exited
+		<-r.exited //nolint:errcheck // killed: the exit error says so, nothing more
 	}
 	finish := func() {
 		t.Helper()

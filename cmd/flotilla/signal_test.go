@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -240,9 +241,14 @@ func waitForCPU(t *testing.T, pid int, cpu, within time.Duration) {
 			// and 13th, in clock ticks (100 per second on Linux).
 			_, rest, _ := strings.Cut(string(data), ") ")
 			f := strings.Fields(rest)
-			var utime, stime int64
-			fmt.Sscan(f[11], &utime)
-			fmt.Sscan(f[12], &stime)
+			utime, err := strconv.ParseInt(f[11], 10, 64)
+			if err != nil {
+				t.Fatalf("process %d: utime %q: %v", p, f[11], err)
+			}
+			stime, err := strconv.ParseInt(f[12], 10, 64)
+			if err != nil {
+				t.Fatalf("process %d: stime %q: %v", p, f[12], err)
+			}
 			ticks += utime + stime
 		}
 		if time.Duration(ticks)*10*time.Millisecond >= cpu {

@@ -224,7 +224,7 @@ func (d *demo) startGit(context.Context) error {
 	}
 	for _, p := range []string{"fleet.cue", "examples", "deploy"} {
 		if out, err := exec.Command("cp", "-r", filepath.Join(d.root, p), d.work).CombinedOutput(); err != nil {
-			return fmt.Errorf("copying %s: %v\n%s", p, err, out)
+			return fmt.Errorf("copying %s: %w\n%s", p, err, out)
 		}
 	}
 	for _, args := range [][]string{
@@ -564,7 +564,7 @@ func run(dir string, args ...string) error {
 	cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=Demo", "GIT_AUTHOR_EMAIL=demo@example.com",
 		"GIT_COMMITTER_NAME=Demo", "GIT_COMMITTER_EMAIL=demo@example.com")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("git %s: %v\n%s", strings.Join(args, " "), err, out)
+		return fmt.Errorf("git %s: %w\n%s", strings.Join(args, " "), err, out)
 	}
 	return nil
 }

@@ -4,6 +4,7 @@
 package sopstest
 
 import (
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -60,7 +61,7 @@ func Encrypt(t testing.TB, name, plain string, regex string, recipients ...strin
 	out, err := cmd.Output()
 	if err != nil {
 		var stderr []byte
-		if ee, ok := err.(*exec.ExitError); ok {
+		if ee := (*exec.ExitError)(nil); errors.As(err, &ee) {
 			stderr = ee.Stderr
 		}
 		t.Fatalf("sops --encrypt %s: %v\n%s", name, err, stderr)

@@ -60,7 +60,7 @@ func startComponentEnv(assets, dir, name string, env []string, args ...string) (
 func (c *component) errExited() error {
 	select {
 	case <-c.exited:
-		return fmt.Errorf("%s exited early (%v); see %s", c.name, c.waitErr, c.log.Name())
+		return fmt.Errorf("%s exited early (%w); see %s", c.name, c.waitErr, c.log.Name())
 	default:
 		return nil
 	}

@@ -98,7 +98,7 @@ func waitReady(ctx context.Context, cfg *rest.Config) error {
 	if err != nil {
 		return err
 	}
-	last := "no answer"
+	var last string
 	for {
 		body, err := dc.RESTClient().Get().AbsPath("/readyz").Do(ctx).Raw()
 		if err == nil {

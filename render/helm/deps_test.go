@@ -30,7 +30,7 @@ func helmCLI(t *testing.T, home string, args ...string) []byte {
 	out, err := cmd.Output()
 	if err != nil {
 		var stderr []byte
-		if ee, ok := err.(*exec.ExitError); ok {
+		if ee := (*exec.ExitError)(nil); errors.As(err, &ee) {
 			stderr = ee.Stderr
 		}
 		t.Fatalf("helm %s: %v\n%s", strings.Join(args, " "), err, stderr)

@@ -67,8 +67,11 @@ func (r *Renderer) ociChart(ctx context.Context, chartRef, version string) (*cha
 	}
 	repoRef := strings.TrimPrefix(chartRef, OCIScheme)
 	parsed, err := orasregistry.ParseReference(repoRef)
-	if err != nil || parsed.Reference != "" {
-		return nil, fmt.Errorf("chart %s: want oci://HOST/PATH/NAME with the version in `version` (%v)", chartRef, err)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("chart %s: want oci://HOST/PATH/NAME with the version in `version` (%w)", chartRef, err)
+	case parsed.Reference != "":
+		return nil, fmt.Errorf("chart %s: want oci://HOST/PATH/NAME with the version in `version` (%v)", chartRef, parsed.Reference)
 	}
 	exact := false
 	if _, err := semver.StrictNewVersion(strings.TrimPrefix(tag, "v")); err == nil {

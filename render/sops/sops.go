@@ -308,7 +308,7 @@ func (f Files) Read(name string, data []byte) ([]byte, error) {
 	switch f.Mode {
 	case ModeDecrypt:
 		if f.KeysErr != nil {
-			return nil, fmt.Errorf("%w %s: %v", ErrDecrypt, name, f.KeysErr)
+			return nil, fmt.Errorf("%w %s: %w", ErrDecrypt, name, f.KeysErr)
 		}
 		return Decrypt(name, data, f.Keys)
 	case ModeRefuse:

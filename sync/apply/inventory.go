@@ -226,7 +226,8 @@ func (s *inventories) write(ctx context.Context, inv *Inventory, fieldManager st
 				cm.Data[keyServiceAccount] = inv.ServiceAccountName
 			}
 		}
-		if err := s.client.Patch(ctx, cm, client.Apply, client.FieldOwner(fieldManager), client.ForceOwnership); err != nil {
+		if err := s.client.Patch(ctx, cm, client.Apply, //nolint:staticcheck // SA1019: the typed Apply needs apply configurations; this ConfigMap is built as an object
+			client.FieldOwner(fieldManager), client.ForceOwnership); err != nil {
 			return fmt.Errorf("writing inventory of bundle %s: %w", inv.Bundle, err)
 		}
 	}
@@ -271,7 +272,7 @@ func (s *inventories) ensureNamespace(ctx context.Context, fieldManager string) 
 		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"},
 		ObjectMeta: metav1.ObjectMeta{Name: s.namespace, Labels: map[string]string{spec.ManagedByLabel: spec.ManagedBy}},
 	}
-	if err := s.client.Patch(ctx, ns, client.Apply, client.FieldOwner(fieldManager)); err != nil {
+	if err := s.client.Patch(ctx, ns, client.Apply, client.FieldOwner(fieldManager)); err != nil { //nolint:staticcheck // SA1019: as above
 		return fmt.Errorf("creating inventory namespace %s: %w", s.namespace, err)
 	}
 	return nil

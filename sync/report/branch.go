@@ -55,7 +55,7 @@ func (r *Reporter) explainPush(ctx context.Context, err error) error {
 	}
 	for _, ref := range refs {
 		if ref.Name() == plumbing.NewBranchReferenceName(r.opts.Prefix) {
-			return fmt.Errorf("%w: delete branch %s (git push origin --delete %s), or choose another prefix: %v",
+			return fmt.Errorf("%w: delete branch %s (git push origin --delete %s), or choose another prefix: %w",
 				ErrLegacyBranch, r.opts.Prefix, r.opts.Prefix, err)
 		}
 	}

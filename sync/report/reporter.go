@@ -159,7 +159,7 @@ func (r *Reporter) Publish(ctx context.Context, st *Status, now time.Time) (bool
 		attemptCtx, cancel := context.WithTimeoutCause(ctx, r.opts.Timeout, fmt.Errorf("no answer from the remote within %s", r.opts.Timeout))
 		err = r.publishOnce(attemptCtx, report)
 		if err != nil && attemptCtx.Err() != nil && ctx.Err() == nil {
-			err = fmt.Errorf("%w (%v)", context.Cause(attemptCtx), err)
+			err = fmt.Errorf("%w (%w)", context.Cause(attemptCtx), err)
 		}
 		cancel()
 		if err == nil || !retryable(err) {

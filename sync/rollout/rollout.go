@@ -121,7 +121,8 @@ func Decide(me Cluster, revision string, s Settings, clusters []Cluster, approve
 		var pending []string
 		for _, c := range sorted(clusters) {
 			offline := c.Name != me.Name && (!c.Reported || now.Sub(c.ReportedAt) > s.Stale)
-			if c.Wave == me.Wave && !(c.Revision == revision && c.Ready) && (!offline || s.BlockOffline) {
+			done := c.Revision == revision && c.Ready
+			if c.Wave == me.Wave && !done && (!offline || s.BlockOffline) {
 				pending = append(pending, c.Name)
 			}
 		}

@@ -87,7 +87,7 @@ func WriteTree(c *object.Commit, sub, dest string) error {
 	defer walker.Close()
 	for {
 		name, entry, err := walker.Next()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			return nil
 		}
 		if err != nil {

@@ -100,7 +100,7 @@ func (s *Source) bounded(ctx context.Context, what string) (context.Context, con
 func timedOut(ctx context.Context, err error) error {
 	if ctx.Err() != nil {
 		if cause := context.Cause(ctx); cause != nil {
-			return fmt.Errorf("%w (%v)", cause, err)
+			return fmt.Errorf("%w (%w)", cause, err)
 		}
 	}
 	return err
@@ -278,7 +278,7 @@ func (s *Source) explain(err error) error {
 	url := RedactURL(s.opts.URL)
 	switch {
 	case errors.Is(err, transport.ErrAuthenticationRequired), errors.Is(err, transport.ErrAuthorizationFailed):
-		err = fmt.Errorf("%w: %s: %v", ErrAuth, url, err)
+		err = fmt.Errorf("%w: %s: %w", ErrAuth, url, err)
 	case errors.Is(err, plumbing.ErrReferenceNotFound), errors.Is(err, git.NoMatchingRefSpecError{}):
 		err = fmt.Errorf("%w: %s has no %s", ErrRefNotFound, url, s.ref().Short())
 	default:

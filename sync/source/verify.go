@@ -82,7 +82,7 @@ func (v *Verifier) Verify(co *Checkout) (signer string, err error) {
 		signer, err = v.verifyPGP(commit)
 	}
 	if err != nil {
-		return "", fmt.Errorf("%w: %s: %v", ErrUntrusted, gitrev.Short(co.Revision), err)
+		return "", fmt.Errorf("%w: %s: %w", ErrUntrusted, gitrev.Short(co.Revision), err)
 	}
 	return signer, nil
 }
