@@ -6,8 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"path"
-	"sort"
 	"strings"
 	"time"
 
@@ -16,7 +16,6 @@ import (
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
 	"github.com/go-git/go-git/v5/plumbing/object"
-	"github.com/go-git/go-git/v5/plumbing/storer"
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/go-git/go-git/v5/storage/memory"
 
@@ -91,36 +90,37 @@ func CommitBranch(ctx context.Context, dir string, out *Output, opts CommitOptio
 	if urls := remote.Config().URLs; len(urls) > 0 {
 		url = urls[0]
 	}
-	for attempt := 1; ; attempt++ {
-		if err := fetchRefs(ctx, repo, opts, branch); err != nil {
-			return nil, source.RedactError(fmt.Errorf("fetching %s and its notes from %s: %w", opts.Branch, opts.Remote, err), url)
-		}
-		res, err := commitOnce(repo, branch, out, who)
-		if err != nil {
-			return nil, err
-		}
-		err = repo.PushContext(ctx, &git.PushOptions{
-			RemoteName: opts.Remote, Auth: opts.Auth,
-			RefSpecs: []config.RefSpec{
-				config.RefSpec(branch.String() + ":" + branch.String()),
-				config.RefSpec(NotesRef + ":" + NotesRef),
-			},
-		})
-		if err == nil || errors.Is(err, git.NoErrAlreadyUpToDate) {
+	// Another hydration that pushed first loses nobody's work: build on
+	// its tip and push again, until the deadline.
+	attempt := 0
+	var res *Result
+	err = source.Retry(ctx, source.RetryOptions{Attempts: math.MaxInt, Stop: func(err error) bool { return !errors.Is(err, source.ErrLeaseLost) }},
+		func(ctx context.Context) error {
+			attempt++
+			if err := fetchRefs(ctx, repo, opts, branch); err != nil {
+				return source.RedactError(fmt.Errorf("fetching %s and its notes from %s: %w", opts.Branch, opts.Remote, err), url)
+			}
+			var err error
+			if res, err = commitOnce(repo, branch, out, who); err != nil {
+				return err
+			}
+			err = repo.PushContext(ctx, &git.PushOptions{
+				RemoteName: opts.Remote, Auth: opts.Auth,
+				RefSpecs: []config.RefSpec{
+					config.RefSpec(branch.String() + ":" + branch.String()),
+					config.RefSpec(NotesRef + ":" + NotesRef),
+				},
+			})
+			if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
+				return source.RedactError(fmt.Errorf("pushing %s and its notes to %s (attempt %d): %w", opts.Branch, opts.Remote, attempt, source.PushFailed(err)), url)
+			}
 			res.Pushed = true
-			return res, nil
-		}
-		// Another hydration pushed first: build on its tip (after the
-		// deadline, say so).
-		if !isNonFastForward(err) || ctx.Err() != nil {
-			return nil, source.RedactError(fmt.Errorf("pushing %s and its notes to %s (attempt %d): %w", opts.Branch, opts.Remote, attempt, err), url)
-		}
+			return nil
+		})
+	if err != nil {
+		return nil, err
 	}
-}
-
-func isNonFastForward(err error) bool {
-	return errors.Is(err, git.ErrNonFastForwardUpdate) || strings.Contains(err.Error(), "non-fast-forward") ||
-		strings.Contains(err.Error(), "fetch first") || strings.Contains(err.Error(), "stale info")
+	return res, nil
 }
 
 // fetchRefs sets the local branch and notes to the remote's (either may
@@ -212,7 +212,7 @@ func commitOnce(repo *git.Repository, branch plumbing.ReferenceName, out *Output
 		tip = parent.Hash
 	}
 	if changed {
-		treeHash, err := storeTree(s, final)
+		treeHash, err := source.StoreTree(s, final)
 		if err != nil {
 			return nil, err
 		}
@@ -220,7 +220,7 @@ func commitOnce(repo *git.Repository, branch plumbing.ReferenceName, out *Output
 		if parent != nil {
 			c.ParentHashes = []plumbing.Hash{parent.Hash}
 		}
-		if tip, err = storeObject(s, c); err != nil {
+		if tip, err = source.StoreObject(s, c); err != nil {
 			return nil, err
 		}
 		newRef := plumbing.NewHashReference(branch, tip)
@@ -258,103 +258,6 @@ func DrySHAOf(message string) string {
 		}
 	}
 	return ""
-}
-
-// storeTree stores files (path → content) as trees and blobs, and returns
-// the root tree. Blobs the repository has already are not written again.
-func storeTree(s storer.EncodedObjectStorer, files map[string][]byte) (plumbing.Hash, error) {
-	hashes := make(map[string]plumbing.Hash, len(files))
-	for p, data := range files {
-		h, err := storeBlob(s, data)
-		if err != nil {
-			return plumbing.ZeroHash, err
-		}
-		hashes[p] = h
-	}
-	return storeTreeOf(s, hashes)
-}
-
-// storeBlob stores data as a blob, unless the repository has it already.
-func storeBlob(s storer.EncodedObjectStorer, data []byte) (plumbing.Hash, error) {
-	h := blobHash(data)
-	if s.HasEncodedObject(h) == nil {
-		return h, nil
-	}
-	obj := s.NewEncodedObject()
-	obj.SetType(plumbing.BlobObject)
-	w, err := obj.Writer()
-	if err != nil {
-		return plumbing.ZeroHash, err
-	}
-	if _, err := w.Write(data); err != nil {
-		return plumbing.ZeroHash, err
-	}
-	if err := w.Close(); err != nil {
-		return plumbing.ZeroHash, err
-	}
-	return s.SetEncodedObject(obj)
-}
-
-// storeTreeOf stores the trees holding blobs already stored (path → blob).
-func storeTreeOf(s storer.EncodedObjectStorer, blobs map[string]plumbing.Hash) (plumbing.Hash, error) {
-	type dir struct {
-		files map[string]plumbing.Hash
-		dirs  map[string]*dir
-	}
-	newDir := func() *dir { return &dir{files: map[string]plumbing.Hash{}, dirs: map[string]*dir{}} }
-	root := newDir()
-	for p, h := range blobs {
-		d := root
-		parts := strings.Split(p, "/")
-		for _, name := range parts[:len(parts)-1] {
-			next, ok := d.dirs[name]
-			if !ok {
-				next = newDir()
-				d.dirs[name] = next
-			}
-			d = next
-		}
-		d.files[parts[len(parts)-1]] = h
-	}
-	var store func(d *dir) (plumbing.Hash, error)
-	store = func(d *dir) (plumbing.Hash, error) {
-		var entries []object.TreeEntry
-		for name, h := range d.files {
-			entries = append(entries, object.TreeEntry{Name: name, Mode: filemode.Regular, Hash: h})
-		}
-		for name, sub := range d.dirs {
-			h, err := store(sub)
-			if err != nil {
-				return plumbing.ZeroHash, err
-			}
-			entries = append(entries, object.TreeEntry{Name: name, Mode: filemode.Dir, Hash: h})
-		}
-		sortTreeEntries(entries)
-		return storeObject(s, &object.Tree{Entries: entries})
-	}
-	return store(root)
-}
-
-// sortTreeEntries orders entries as Git does: by name, a folder's name
-// compared as if it ended with "/".
-func sortTreeEntries(entries []object.TreeEntry) {
-	key := func(e object.TreeEntry) string {
-		if e.Mode == filemode.Dir {
-			return e.Name + "/"
-		}
-		return e.Name
-	}
-	sort.Slice(entries, func(i, j int) bool { return key(entries[i]) < key(entries[j]) })
-}
-
-func storeObject(s storer.EncodedObjectStorer, o interface {
-	Encode(plumbing.EncodedObject) error
-}) (plumbing.Hash, error) {
-	obj := s.NewEncodedObject()
-	if err := o.Encode(obj); err != nil {
-		return plumbing.ZeroHash, err
-	}
-	return s.SetEncodedObject(obj)
 }
 
 // noteJSON is the note's content, Argo CD's CommitNote.
@@ -418,14 +321,14 @@ func addNote(repo *git.Repository, target plumbing.Hash, drySha string, who obje
 			delete(files, p)
 		}
 	}
-	if files[name], err = storeBlob(s, content); err != nil {
+	if files[name], err = source.StoreBlob(s, content); err != nil {
 		return err
 	}
-	tree, err := storeTreeOf(s, files)
+	tree, err := source.StoreTreeOf(s, files)
 	if err != nil {
 		return err
 	}
-	c, err := storeObject(s, &object.Commit{Author: who, Committer: who, TreeHash: tree, ParentHashes: parents,
+	c, err := source.StoreObject(s, &object.Commit{Author: who, Committer: who, TreeHash: tree, ParentHashes: parents,
 		Message: "Notes added by 'flotilla hydrate'\n"})
 	if err != nil {
 		return err

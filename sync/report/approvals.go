@@ -139,28 +139,19 @@ func approve(ctx context.Context, opts ApproveOptions, a Approval) (bool, error)
 	if opts.Attempts <= 0 {
 		opts.Attempts = 5
 	}
-	var err error
-	for attempt := range opts.Attempts {
-		if attempt > 0 {
-			select {
-			case <-ctx.Done():
-				return false, errors.Join(err, context.Cause(ctx))
-			case <-time.After(time.Duration(attempt) * 200 * time.Millisecond):
-			}
-		}
-		var added bool
+	var added bool
+	err := source.Retry(ctx, source.RetryOptions{Attempts: opts.Attempts, Backoff: 200 * time.Millisecond}, func(ctx context.Context) error {
+		var err error
 		added, err = approveOnce(ctx, opts, a)
-		if err == nil || !retryable(err) {
-			return added, err
-		}
-	}
-	return false, err
+		return err
+	})
+	return added, err
 }
 
 // approveOnce fetches the branch's tip, adds the approval to its file and
 // pushes a commit with a lease on the tip.
 func approveOnce(ctx context.Context, opts ApproveOptions, a Approval) (bool, error) {
-	repo, err := memoryRepository(opts.URL)
+	repo, err := source.MemoryRepository(opts.URL)
 	if err != nil {
 		return false, err
 	}
@@ -172,7 +163,7 @@ func approveOnce(ctx context.Context, opts ApproveOptions, a Approval) (bool, er
 	switch {
 	case isMissingBranch(err):
 	case err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate):
-		return false, &gitError{"fetch", err}
+		return false, &source.GitError{Op: "fetch", Err: err}
 	default:
 		if tip, err = tipCommit(repo, tracking); err != nil {
 			return false, err
@@ -208,15 +199,15 @@ func approveOnce(ctx context.Context, opts ApproveOptions, a Approval) (bool, er
 		author = object.Signature{Name: a.By, Email: "flotilla@flotilla.dev"}
 	}
 	author.When = a.At
-	hash, err := commitFileAs(repo.Storer, &commitSpec{path: ApprovalsPath, data: data}, parents, subject, author)
+	hash, err := source.CommitFiles(repo.Storer, map[string][]byte{ApprovalsPath: data}, parents, subject, author)
 	if err != nil {
 		return false, err
 	}
 	if err := repo.Storer.SetReference(plumbing.NewHashReference(ref, hash)); err != nil {
 		return false, err
 	}
-	if err := pushLeased(ctx, repo, opts.Auth, ref, parentOf(parents)); err != nil {
-		return false, &gitError{"push", err}
+	if err := source.PushLeased(ctx, repo, "origin", opts.Auth, ref, parentOf(parents)); err != nil {
+		return false, err
 	}
 	return true, nil
 }

@@ -5,14 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
-	"github.com/go-git/go-git/v5/plumbing/filemode"
-	"github.com/go-git/go-git/v5/plumbing/object"
-	"github.com/go-git/go-git/v5/plumbing/storer"
 	"github.com/go-git/go-git/v5/storage/memory"
 	"k8s.io/apimachinery/pkg/util/validation"
 )
@@ -60,54 +56,4 @@ func (r *Reporter) explainPush(ctx context.Context, err error) error {
 		}
 	}
 	return err
-}
-
-// commitFile writes the report's file as the only file of a new commit
-// with the given parents, and returns the commit. The objects are built
-// directly (blob, the clusters/ tree, the root tree, the commit): there is
-// no work tree to check out.
-func commitFile(s storer.EncodedObjectStorer, c *commitSpec, parents []plumbing.Hash, message string) (plumbing.Hash, error) {
-	return commitFileAs(s, c, parents, message, object.Signature{Name: "flotilla", Email: "flotilla@flotilla.dev", When: time.Now()})
-}
-
-// commitFileAs is commitFile with the given author and committer; the
-// file's path is "dir/file".
-func commitFileAs(s storer.EncodedObjectStorer, c *commitSpec, parents []plumbing.Hash, message string, who object.Signature) (plumbing.Hash, error) {
-	dir, file, _ := strings.Cut(c.path, "/")
-	blob := s.NewEncodedObject()
-	blob.SetType(plumbing.BlobObject)
-	w, err := blob.Writer()
-	if err != nil {
-		return plumbing.ZeroHash, err
-	}
-	if _, err := w.Write(c.data); err != nil {
-		return plumbing.ZeroHash, err
-	}
-	if err := w.Close(); err != nil {
-		return plumbing.ZeroHash, err
-	}
-	blobHash, err := s.SetEncodedObject(blob)
-	if err != nil {
-		return plumbing.ZeroHash, err
-	}
-	inner, err := storeObject(s, &object.Tree{Entries: []object.TreeEntry{{Name: file, Mode: filemode.Regular, Hash: blobHash}}})
-	if err != nil {
-		return plumbing.ZeroHash, err
-	}
-	root, err := storeObject(s, &object.Tree{Entries: []object.TreeEntry{{Name: dir, Mode: filemode.Dir, Hash: inner}}})
-	if err != nil {
-		return plumbing.ZeroHash, err
-	}
-	return storeObject(s, &object.Commit{Author: who, Committer: who, Message: message, TreeHash: root, ParentHashes: parents})
-}
-
-// storeObject encodes a tree or commit into the storer.
-func storeObject(s storer.EncodedObjectStorer, o interface {
-	Encode(plumbing.EncodedObject) error
-}) (plumbing.Hash, error) {
-	obj := s.NewEncodedObject()
-	if err := o.Encode(obj); err != nil {
-		return plumbing.ZeroHash, err
-	}
-	return s.SetEncodedObject(obj)
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"strings"
 	"time"
 
@@ -14,7 +13,6 @@ import (
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/plumbing/transport"
-	"github.com/go-git/go-git/v5/storage/memory"
 	"sigs.k8s.io/yaml"
 
 	"github.com/flotilla-gitops/flotilla/internal/errtext"
@@ -147,25 +145,9 @@ func (r *Reporter) Publish(ctx context.Context, st *Status, now time.Time) (bool
 		data:    data,
 		subject: fmt.Sprintf("status(%s): %s at %s", st.Cluster.Name, st.Phase, short(st.AppliedRevision)),
 	}
-	for attempt := range r.opts.Attempts {
-		if attempt > 0 {
-			backoff := time.Duration(1<<min(attempt, 6)) * 250 * time.Millisecond
-			select {
-			case <-ctx.Done():
-				return false, source.RedactError(fmt.Errorf("status of %s not pushed: %w", st.Cluster.Name, errors.Join(err, context.Cause(ctx))), r.opts.URL)
-			case <-time.After(backoff/2 + rand.N(backoff)):
-			}
-		}
-		attemptCtx, cancel := context.WithTimeoutCause(ctx, r.opts.Timeout, fmt.Errorf("no answer from the remote within %s", r.opts.Timeout))
-		err = r.publishOnce(attemptCtx, report)
-		if err != nil && attemptCtx.Err() != nil && ctx.Err() == nil {
-			err = fmt.Errorf("%w (%w)", context.Cause(attemptCtx), err)
-		}
-		cancel()
-		if err == nil || !retryable(err) {
-			break
-		}
-	}
+	err = source.Retry(ctx, source.RetryOptions{Attempts: r.opts.Attempts, Timeout: r.opts.Timeout, Backoff: 500 * time.Millisecond,
+		Stop: func(err error) bool { return errors.Is(err, ErrLegacyBranch) }},
+		func(ctx context.Context) error { return r.publishOnce(ctx, report) })
 	if err != nil {
 		return false, source.RedactError(fmt.Errorf("status of %s not pushed to %s: %w", st.Cluster.Name, report.branch, err), r.opts.URL)
 	}
@@ -190,7 +172,7 @@ type commitSpec struct {
 // be built on a tip it only knows by hash. Keeping the last commits in
 // memory between reports would save the fetch; not done yet.)
 func (r *Reporter) publishOnce(ctx context.Context, c *commitSpec) error {
-	repo, err := memoryRepository(r.opts.URL)
+	repo, err := source.MemoryRepository(r.opts.URL)
 	if err != nil {
 		return err
 	}
@@ -201,7 +183,8 @@ func (r *Reporter) publishOnce(ctx context.Context, c *commitSpec) error {
 		return err
 	}
 	parents, message := placement(tip, c)
-	hash, err := commitFile(repo.Storer, c, parents, message)
+	who := object.Signature{Name: "flotilla", Email: "flotilla@flotilla.dev", When: time.Now()}
+	hash, err := source.CommitFiles(repo.Storer, map[string][]byte{c.path: c.data}, parents, message, who)
 	if err != nil {
 		return err
 	}
@@ -213,37 +196,8 @@ func (r *Reporter) publishOnce(ctx context.Context, c *commitSpec) error {
 		lease = tip.hash
 	}
 	r.pushes++
-	if err := pushLeased(ctx, repo, r.opts.Auth, ref, lease); err != nil {
-		return &gitError{"push", r.explainPush(ctx, err)}
-	}
-	return nil
-}
-
-// memoryRepository is an empty repository in memory whose remote origin
-// is url.
-func memoryRepository(url string) (*git.Repository, error) {
-	repo, err := git.Init(memory.NewStorage(), nil)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := repo.CreateRemote(&config.RemoteConfig{Name: "origin", URLs: []string{url}}); err != nil {
-		return nil, err
-	}
-	return repo, nil
-}
-
-// pushLeased pushes the local branch ref to origin as a compare-and-swap:
-// a new branch (lease zero) is created only if it still does not exist;
-// an existing one is replaced only if its tip is still lease.
-func pushLeased(ctx context.Context, repo *git.Repository, auth transport.AuthMethod, ref plumbing.ReferenceName, lease plumbing.Hash) error {
-	push := &git.PushOptions{RemoteName: "origin", Auth: auth,
-		RefSpecs: []config.RefSpec{config.RefSpec(ref.String() + ":" + ref.String())}}
-	if !lease.IsZero() {
-		push.RefSpecs = []config.RefSpec{config.RefSpec("+" + ref.String() + ":" + ref.String())}
-		push.ForceWithLease = &git.ForceWithLease{RefName: ref, Hash: lease}
-	}
-	if err := repo.PushContext(ctx, push); err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
-		return err
+	if err := source.PushLeased(ctx, repo, "origin", r.opts.Auth, ref, lease); err != nil {
+		return r.explainPush(ctx, err)
 	}
 	return nil
 }
@@ -259,7 +213,7 @@ func fetchTip(ctx context.Context, repo *git.Repository, opts Options, ref, trac
 	case isMissingBranch(err):
 		return nil, nil
 	case err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate):
-		return nil, &gitError{"fetch", err}
+		return nil, &source.GitError{Op: "fetch", Err: err}
 	}
 	commit, err := tipCommit(repo, tracking)
 	if err != nil {
@@ -308,28 +262,6 @@ func encode(st *Status, at time.Time) ([]byte, error) {
 	c := *st
 	c.ReportedAt = at
 	return yaml.Marshal(c)
-}
-
-// gitError is a failed fetch or push.
-type gitError struct {
-	op  string
-	err error
-}
-
-func (e *gitError) Error() string { return e.op + ": " + e.err.Error() }
-func (e *gitError) Unwrap() error { return e.err }
-
-// retryable reports a failure worth another try: Git down or slow, or the
-// branch moved under the reporter (a second agent with the same name, a
-// lease lost). Refused credentials, a legacy branch in the way and an ended
-// context are not.
-func retryable(err error) bool {
-	var ge *gitError
-	return errors.As(err, &ge) &&
-		!errors.Is(err, transport.ErrAuthenticationRequired) &&
-		!errors.Is(err, transport.ErrAuthorizationFailed) &&
-		!errors.Is(err, ErrLegacyBranch) &&
-		!errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded)
 }
 
 // isMissingBranch reports a fetch that failed because the branch does not
