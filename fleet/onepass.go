@@ -281,83 +281,135 @@ func (s passSelector) resolve(whens cue.Value) (selector, bool) {
 
 // planOnePass plans c with one evaluation of the fleet, or returns nil when
 // it cannot be sure to plan as planTwice (which the caller then does).
-func (f *Fleet) planOnePass(c Cluster) (plan *Plan) {
+func (f *Fleet) planOnePass(c Cluster) *Plan {
 	op := f.onePassInfo()
 	if op.why != "" {
 		return nil
 	}
-	evaluated := false
-	defer func() {
-		if evaluated && plan == nil {
-			op.evaluatedInVain[c.Name] = true
-		}
-	}()
-	encoded := f.ctx.Encode(c)
-	clusterV := op.cluster.Unify(encoded)
-	clusterJSON, err := clusterV.MarshalJSON()
-	if err != nil {
+	r := &onePassRun{f: f, op: op, c: c}
+	plan := r.plan()
+	if r.evaluated && plan == nil {
+		op.evaluatedInVain[c.Name] = true
+	}
+	return plan
+}
+
+// onePassRun is one cluster's plan in one evaluation.
+type onePassRun struct {
+	f  *Fleet
+	op *onePass
+	c  Cluster
+
+	clusterV    cue.Value // the cluster, unified with #Cluster
+	clusterJSON []byte
+	clusterExpr ast.Expr
+	whens       cue.Value // the `when`s evaluated for the cluster
+
+	result    *Plan
+	decided   []*passDecision
+	out       []string // bundles the evaluation leaves out
+	evaluated bool     // the fleet was evaluated (a nil plan after it was in vain)
+}
+
+// passDecision is what the run decided of one bundle before evaluating.
+type passDecision struct {
+	b        *Bundle
+	selected bool
+	target   *selector
+	overlays []selector
+	matched  []passOverlay
+	// key is the bundle's key for reuse (memo.go), or ""; reuse is an
+	// earlier plan's evaluation of it.
+	key   string
+	reuse *memoEntry
+}
+
+// plan runs the steps; nil when one of them cannot be sure.
+func (r *onePassRun) plan() *Plan {
+	// 1. The cluster, as the fleet will see it.
+	if !r.encodeCluster() {
 		return nil
 	}
-	clusterExpr, ok := encoded.Syntax().(ast.Expr)
+	// 2. Decide selection and overlays on the cluster alone.
+	if !r.decide() {
+		return nil
+	}
+	// 3. Leave out of the evaluation what it need not compute: bundles
+	// not selected, and bundles evaluated alike for an earlier cluster.
+	r.leaveOut()
+	// 4. Evaluate once: the cluster, and every matched overlay's fields
+	// unified into its bundle by reference.
+	root, ok := r.evaluate()
 	if !ok {
 		return nil
 	}
-	var whens cue.Value
-	if op.whens.Exists() {
-		whens = op.whens.FillPath(cue.MakePath(cue.Str(fieldCluster)), clusterV)
+	// 5. Check that the evaluated fleet says what the decision assumed,
+	// and read each bundle's inputs.
+	if !r.checkFleet(root) || !r.readBundles(lookup(root, fieldBundles)) {
+		return nil
 	}
+	return r.result
+}
 
-	// Decide.
-	type decision struct {
-		b        *Bundle
-		selected bool
-		target   *selector
-		overlays []selector
-		matched  []passOverlay
-		// key is the bundle's key for reuse (memo.go), or ""; reuse is an
-		// earlier plan's evaluation of it.
-		key   string
-		reuse *memoEntry
+// encodeCluster encodes the cluster and evaluates the `when`s for it.
+func (r *onePassRun) encodeCluster() bool {
+	encoded := r.f.ctx.Encode(r.c)
+	r.clusterV = r.op.cluster.Unify(encoded)
+	var err error
+	if r.clusterJSON, err = r.clusterV.MarshalJSON(); err != nil {
+		return false
 	}
-	plan = &Plan{Cluster: c, NotSelected: []NotSelected{}}
-	var decided []*decision
-	for _, name := range f.bundles {
-		if errs := f.bundleErrs[name]; len(errs) > 0 {
+	var ok bool
+	if r.clusterExpr, ok = encoded.Syntax().(ast.Expr); !ok {
+		return false
+	}
+	if r.op.whens.Exists() {
+		r.whens = r.op.whens.FillPath(cue.MakePath(cue.Str(fieldCluster)), r.clusterV)
+	}
+	return true
+}
+
+// decide decides, for every bundle, whether its target selects the
+// cluster and which overlays match.
+func (r *onePassRun) decide() bool {
+	r.result = &Plan{Cluster: r.c, NotSelected: []NotSelected{}}
+	for _, name := range r.f.bundles {
+		if errs := r.f.bundleErrs[name]; len(errs) > 0 {
 			b := &Bundle{Inputs: Inputs{Name: name}, invalid: true, Errors: cloneDiagnostics(errs)}
 			b.SelectedBecause = []string{"unknown: the bundle does not match the schema"}
-			decided = append(decided, &decision{b: b, selected: true})
+			r.decided = append(r.decided, &passDecision{b: b, selected: true})
 			continue
 		}
-		pb := op.bundles[name]
-		d := &decision{b: &Bundle{Inputs: Inputs{Name: name}}}
-		decided = append(decided, d)
+		pb := r.op.bundles[name]
+		d := &passDecision{b: &Bundle{Inputs: Inputs{Name: name}}}
+		r.decided = append(r.decided, d)
 		d.b.SelectedBecause = []string{"no target: every cluster"}
 		if pb.target != nil {
-			sel, ok := pb.target.resolve(whens)
+			sel, ok := pb.target.resolve(r.whens)
 			if !ok {
-				return nil
+				return false
 			}
 			d.target = &sel
-			selected, because, err := sel.match(c)
+			selected, because, err := sel.match(r.c)
 			if err != nil {
-				return nil
+				return false
 			}
 			if !selected {
-				plan.NotSelected = append(plan.NotSelected, NotSelected{Name: name, Because: because})
+				r.result.NotSelected = append(r.result.NotSelected, NotSelected{Name: name, Because: because})
 				continue
 			}
 			d.b.SelectedBecause = because
 		}
 		d.selected = true
 		for i, o := range pb.overlays {
-			sel, ok := o.sel.resolve(whens)
+			sel, ok := o.sel.resolve(r.whens)
 			if !ok {
-				return nil
+				return false
 			}
 			d.overlays = append(d.overlays, sel)
-			matched, because, err := sel.match(c)
+			matched, because, err := sel.match(r.c)
 			if err != nil {
-				return nil
+				return false
 			}
 			if matched {
 				d.b.Overlays = append(d.b.Overlays, MatchedOverlay{Index: i, Name: o.name, Because: because, Position: o.position})
@@ -365,41 +417,47 @@ func (f *Fleet) planOnePass(c Cluster) (plan *Plan) {
 			}
 		}
 	}
+	return true
+}
 
-	// Bundles evaluated alike for an earlier cluster are left out too.
-	var out []string
-	for _, d := range decided {
-		if !d.selected && op.pruning.prunable[d.b.Name] {
-			out = append(out, d.b.Name)
+// leaveOut chooses the bundles the evaluation leaves out: those not
+// selected that can be, and those an earlier cluster's evaluation serves
+// (memo.go), when the variant of the fleet without them is affordable.
+func (r *onePassRun) leaveOut() {
+	for _, d := range r.decided {
+		if !d.selected && r.op.pruning.prunable[d.b.Name] {
+			r.out = append(r.out, d.b.Name)
 		}
 	}
-	slices.Sort(out)
+	slices.Sort(r.out)
 	paths := map[string]string{}
-	withReused := slices.Clone(out)
-	for _, d := range decided {
+	withReused := slices.Clone(r.out)
+	for _, d := range r.decided {
 		if d.selected && !d.b.invalid {
-			if d.key = op.memo.key(d.b.Name, d.matched, clusterV, paths); d.key != "" {
-				if d.reuse = op.memo.entries[d.key]; d.reuse != nil {
+			if d.key = r.op.memo.key(d.b.Name, d.matched, r.clusterV, paths); d.key != "" {
+				if d.reuse = r.op.memo.entries[d.key]; d.reuse != nil {
 					withReused = append(withReused, d.b.Name)
 				}
 			}
 		}
 	}
-	if len(withReused) > len(out) {
+	if len(withReused) > len(r.out) {
 		slices.Sort(withReused)
-		if op.pruning.affordable(withReused) {
-			out = withReused
+		if r.op.pruning.affordable(withReused) {
+			r.out = withReused
 		} else {
-			for _, d := range decided {
+			for _, d := range r.decided {
 				d.reuse = nil
 			}
 		}
 	}
+}
 
-	// Evaluate once: the cluster, and every matched overlay's fields
-	// unified into its bundle by reference.
+// evaluate fills the cluster and the matched overlays into the fleet
+// (less what is left out), in one unification.
+func (r *onePassRun) evaluate() (cue.Value, bool) {
 	var patches []any
-	for _, d := range decided {
+	for _, d := range r.decided {
 		if !d.selected || d.b.invalid || len(d.matched) == 0 || d.reuse != nil {
 			continue
 		}
@@ -419,100 +477,117 @@ func (f *Fleet) planOnePass(c Cluster) (plan *Plan) {
 			patches = append(patches, ast.NewString(d.b.Name), ast.NewStruct(fields...))
 		}
 	}
-	patch := f.ctx.BuildExpr(ast.NewStruct(
-		ast.NewIdent(fieldCluster), clusterExpr,
+	patch := r.f.ctx.BuildExpr(ast.NewStruct(
+		ast.NewIdent(fieldCluster), r.clusterExpr,
 		ast.NewIdent(fieldBundles), ast.NewStruct(patches...),
 	))
 	if patch.Err() != nil {
-		return nil
+		return cue.Value{}, false
 	}
-	root := op.pruning.root(f, out).Unify(patch)
-	evaluated = true
+	root := r.op.pruning.root(r.f, r.out).Unify(patch)
+	r.evaluated = true
+	return root, true
+}
 
-	// Check that the evaluated fleet says what the decision assumed.
-	if got, err := lookup(root, fieldCluster).MarshalJSON(); err != nil || !bytes.Equal(got, clusterJSON) {
-		return nil
+// checkFleet checks that the evaluated fleet has the cluster the decision
+// used and the rollout read when the fleet was prepared, and reads the
+// cluster's place in it.
+func (r *onePassRun) checkFleet(root cue.Value) bool {
+	if got, err := lookup(root, fieldCluster).MarshalJSON(); err != nil || !bytes.Equal(got, r.clusterJSON) {
+		return false
 	}
 	rv := lookup(root, fieldRollout)
-	if rv.Exists() != (op.rollout != nil) {
-		return nil
+	if rv.Exists() != (r.op.rollout != nil) {
+		return false
 	}
 	if rv.Exists() {
-		if got, err := rv.MarshalJSON(); err != nil || !bytes.Equal(got, op.rollout) {
-			return nil
+		if got, err := rv.MarshalJSON(); err != nil || !bytes.Equal(got, r.op.rollout) {
+			return false
 		}
-		r, err := rolloutFor(rv, c, fieldRollout)
+		ro, err := rolloutFor(rv, r.c, fieldRollout)
 		if err != nil {
-			return nil
+			return false
 		}
-		plan.Rollout = r
+		r.result.Rollout = ro
 	}
-	bundles := lookup(root, fieldBundles)
+	return true
+}
+
+// readBundles checks each bundle's target and overlays in the evaluated
+// fleet against the decision and reads the inputs of the selected ones
+// (or takes an earlier cluster's, for a reused bundle), in fleet order.
+func (r *onePassRun) readBundles(bundles cue.Value) bool {
 	var selected []*Bundle
 	var entries []pendingEntry
 	var reused []string
-	for _, d := range decided {
+	for _, d := range r.decided {
 		if d.b.invalid {
 			selected = append(selected, d.b)
 			continue
 		}
 		v := lookup(bundles, d.b.Name)
-		pb := op.bundles[d.b.Name]
-		if !d.selected {
+		pb := r.op.bundles[d.b.Name]
+		switch {
+		case !d.selected:
 			if !pb.sameTarget(v, d.target) {
-				return nil
+				return false
 			}
 			continue
-		}
-		if d.reuse != nil {
+		case d.reuse != nil:
 			// Left out but for its target: its overlays were checked
 			// when it was evaluated, and read the same cluster paths.
 			if !pb.sameTarget(v, d.target) {
-				return nil
+				return false
 			}
 			d.reuse.reuse(d.b)
 			selected = append(selected, d.b)
 			reused = append(reused, d.b.Name)
 			continue
 		}
-		if !pb.sameTarget(v, d.target) || !f.sameOverlays(pb, v, d.overlays, d.matched) {
-			return nil
-		}
-		f.finish(d.b, v)
-		if d.b.Failed() {
-			return nil
-		}
-		f.applyTenancy(d.b, v)
-		if rv := lookup(v, fieldRollout); rv.Exists() && !d.b.Failed() {
-			r, err := rolloutFor(rv, c, fieldRollout)
-			if err != nil {
-				return nil
-			}
-			d.b.Rollout = r
-		}
-		if d.b.Failed() {
-			return nil
+		if !r.readBundle(d, pb, v) {
+			return false
 		}
 		if d.key != "" {
-			if e := f.memoEntry(d.b, v); e != nil {
+			if e := r.f.memoEntry(d.b, v); e != nil {
 				entries = append(entries, pendingEntry{d.key, e, d.b})
 			}
 		}
 		selected = append(selected, d.b)
 	}
-	if op.memo != nil {
-		op.memo.pending = entries
+	if r.op.memo != nil {
+		r.op.memo.pending = entries
 		for _, name := range reused {
-			op.memo.hits[name]++
+			r.op.memo.hits[name]++
 		}
 	}
-	plan.Bundles = orderBundles(selected, f.bundles)
-	for _, b := range plan.Bundles {
+	r.result.Bundles = orderBundles(selected, r.f.bundles)
+	for _, b := range r.result.Bundles {
 		for _, d := range b.Errors {
 			d.Bundle = b.Name
 		}
 	}
-	return plan
+	return true
+}
+
+// readBundle reads one evaluated bundle: false when it is not as decided,
+// or fails (planTwice then plans it and positions the failure).
+func (r *onePassRun) readBundle(d *passDecision, pb *passBundle, v cue.Value) bool {
+	if !pb.sameTarget(v, d.target) || !r.f.sameOverlays(pb, v, d.overlays, d.matched) {
+		return false
+	}
+	r.f.finish(d.b, v)
+	if d.b.Failed() {
+		return false
+	}
+	r.f.applyTenancy(d.b, v)
+	if rv := lookup(v, fieldRollout); rv.Exists() && !d.b.Failed() {
+		ro, err := rolloutFor(rv, r.c, fieldRollout)
+		if err != nil {
+			return false
+		}
+		d.b.Rollout = ro
+	}
+	return !d.b.Failed()
 }
 
 // sameTarget reports whether the bundle's target in the evaluated fleet is

@@ -109,6 +109,7 @@ type Agent struct {
 	status   *report.Status   // the status last built
 
 	pool *sandbox.Pool // nil: evaluate and render in process
+	eval evaluator     // the pool's workers, or this process
 }
 
 // New builds an agent for the cluster cfg names.
@@ -148,6 +149,9 @@ func New(cfg *rest.Config, opts Options, log logr.Logger) (*Agent, error) {
 		if a.pool, err = sandbox.New(sb); err != nil {
 			return nil, err
 		}
+		a.eval = sandboxed{pool: a.pool, load: fleet.LoadOptions{Path: opts.Path}}
+	} else {
+		a.eval = newInProcess(fleet.LoadOptions{Path: opts.Path})
 	}
 	if opts.Status != nil {
 		if a.reporter, err = report.New(*opts.Status); err != nil {
@@ -231,44 +235,20 @@ func (a *Agent) pass(ctx context.Context) *Pass {
 	}
 	p.Changed = true
 
-	// 3. Fetch the revision and plan the fleet for this cluster. A fleet
+	// 3. The tip, and the fleet planned there for this cluster. A fleet
 	// that does not evaluate applies and prunes nothing.
-	co, err := a.src.Fetch(ctx, p.Revision)
-	if err != nil {
-		p.Err, p.gitErr = fmt.Errorf("git: %w", err), true
+	co, plan, ok := a.tip(ctx, p, key)
+	if !ok {
 		return p
-	}
-	if a.verify != nil {
-		if _, err := a.verify.Verify(co); err != nil {
-			p.Err = fmt.Errorf("revision %s not applied: %w", gitrev.Short(p.Revision), err)
-			return p
-		}
-	}
-	plan, err := a.tipPlan(ctx, co.Dir, c, p.Revision, key)
-	if err != nil {
-		p.Err = fmt.Errorf("fleet at %s does not evaluate for %s; nothing applied or pruned: %w", gitrev.Short(p.Revision), c.Name, err)
-		// The cluster took the revision and failed at it: a rollout halts.
-		p.gate = &gate{status: &report.RolloutStatus{Revision: p.Revision, State: report.RolloutApplied, Waves: []string{},
-			Message: "the fleet does not evaluate for this cluster at this revision"}}
-		return p
-	}
-	if plan.Rollout != nil {
-		p.wave = plan.Rollout.Wave
 	}
 
 	// 4. The rollout: which of the tip this cluster may take now, from the
 	// other clusters' status branches. Held bundles keep their revision.
-	var inv map[string]*apply.Inventory // read only when the fleet has waves
-	readInventories := func() (map[string]*apply.Inventory, error) {
-		var err error
-		if inv == nil {
-			if inv, _, err = apply.ReadInventories(ctx, a.kube, a.opts.Apply.InventoryNamespace); err != nil {
-				return nil, fmt.Errorf("reading the inventories: %w", err)
-			}
-		}
-		return inv, nil
-	}
-	if p.gate, err = a.decideRollout(ctx, co.Dir, plan, p.Revision, readInventories, time.Now()); err != nil {
+	inv := &inventories{read: func(ctx context.Context) (map[string]*apply.Inventory, error) {
+		inv, _, err := apply.ReadInventories(ctx, a.kube, a.opts.Apply.InventoryNamespace)
+		return inv, err
+	}}
+	if p.gate, err = a.decideRollout(ctx, co.Dir, plan, p.Revision, inv.get(ctx), time.Now()); err != nil {
 		p.Err = fmt.Errorf("rollout of %s; nothing applied or pruned: %w", gitrev.Short(p.Revision), err)
 		return p
 	}
@@ -277,18 +257,122 @@ func (a *Agent) pass(ctx context.Context) *Pass {
 		return p
 	}
 
-	// 5. Render each bundle the tip may change with the cluster's own API
-	// scopes, the held ones at their revision, and apply.
-	tip := &fleet.Plan{Cluster: plan.Cluster, Rollout: plan.Rollout}
-	for _, b := range plan.Bundles {
-		if _, held := p.gate.held[b.Name]; !held {
-			tip.Bundles = append(tip.Bundles, b)
-		}
-	}
-	rendered, err := a.renderer(co.Dir).ApplyBundles(ctx, tip, p.Revision)
+	// 5. Render what the tip may change with the cluster's own API scopes
+	// and the held bundles at their revisions, and check the policies.
+	bundles, kept, err := a.bundles(ctx, co, plan, p.gate, inv.current)
 	if err != nil {
 		p.Err = fmt.Errorf("nothing applied or pruned: %w", err)
 		return p
+	}
+	a.recordBundles(p, plan, bundles)
+	if p.gate.waiting() && key == a.appliedIdentity && !drift && unchanged(bundles, inv.current) {
+		// Waiting at a new tip with nothing of it let through: what is
+		// applied stays as it is, and the API server is not written to.
+		a.appliedGate = p.gate.key
+		p.Changed = false
+		return p
+	}
+
+	// 6. Apply.
+	if p.Result, err = a.mgr.Sync(ctx, bundles); err != nil {
+		p.Err = fmt.Errorf("apply: %w", err)
+		return p
+	}
+
+	// 7. Remember what was applied; a failed bundle is retried next pass.
+	if !p.Result.Failed() {
+		a.appliedIdentity, a.appliedGate = key, p.gate.key
+		if !p.gate.waiting() {
+			a.appliedRevision = p.Revision
+		}
+		a.fleetRevision = fleetRevisionOf(p, plan, bundles)
+		a.ready.Store(true)
+	}
+	revisions, dirs := []string{p.Revision}, []string{co.Dir}
+	for _, k := range kept {
+		revisions, dirs = append(revisions, k.Revision), append(dirs, k.Dir)
+	}
+	_ = a.src.Prune(revisions...)
+	a.eval.Keep(dirs...)
+	return p
+}
+
+// tip fetches the tip (verified) and plans the fleet there for the
+// cluster; on failure it records why on p and returns false.
+func (a *Agent) tip(ctx context.Context, p *Pass, key string) (*source.Checkout, *fleet.Plan, bool) {
+	co, err := a.atRevision(ctx, p.Revision, true)
+	if err != nil {
+		p.Err, p.gitErr = err, errors.Is(err, errFetch)
+		return nil, nil, false
+	}
+	plan, err := a.tipPlan(ctx, co.Dir, p.Cluster, p.Revision, key)
+	if err != nil {
+		p.Err = fmt.Errorf("fleet at %s does not evaluate for %s; nothing applied or pruned: %w", gitrev.Short(p.Revision), p.Cluster.Name, err)
+		// The cluster took the revision and failed at it: a rollout halts.
+		p.gate = &gate{status: &report.RolloutStatus{Revision: p.Revision, State: report.RolloutApplied, Waves: []string{},
+			Message: "the fleet does not evaluate for this cluster at this revision"}}
+		return nil, nil, false
+	}
+	if plan.Rollout != nil {
+		p.wave = plan.Rollout.Wave
+	}
+	return co, plan, true
+}
+
+// errFetch is wrapped when a revision could not be fetched from the remote
+// (a Git error for the metrics; reads "git: …").
+var errFetch = errors.New("git")
+
+// atRevision is a revision of the fleet repository at hand: the tip (a
+// shallow fetch) or an earlier revision the branch still has (a held
+// bundle's), its signature checked when the agent requires one. The pass
+// and the held bundles take the same step.
+func (a *Agent) atRevision(ctx context.Context, revision string, tip bool) (*source.Checkout, error) {
+	fetch := a.src.FetchRevision
+	if tip {
+		fetch = a.src.Fetch
+	}
+	co, err := fetch(ctx, revision)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errFetch, err)
+	}
+	if a.verify != nil {
+		if _, err := a.verify.Verify(co); err != nil {
+			return nil, fmt.Errorf("revision %s not applied: %w", gitrev.Short(revision), err)
+		}
+	}
+	return co, nil
+}
+
+// inventories reads the bundles' inventories once, when first needed (the
+// rollout gate of a fleet with waves, the held bundles).
+type inventories struct {
+	read    func(context.Context) (map[string]*apply.Inventory, error)
+	current map[string]*apply.Inventory
+}
+
+// get is the reader the rollout gate takes.
+func (i *inventories) get(ctx context.Context) func() (map[string]*apply.Inventory, error) {
+	return func() (map[string]*apply.Inventory, error) {
+		if i.current == nil {
+			inv, err := i.read(ctx)
+			if err != nil {
+				return nil, fmt.Errorf("reading the inventories: %w", err)
+			}
+			i.current = inv
+		}
+		return i.current, nil
+	}
+}
+
+// bundles is what the pass syncs, in plan order: the tip's bundles the
+// gate lets through, rendered at the tip, the held ones rendered at the
+// revisions their inventories record, each bundle that violates the
+// fleet's policies failed. kept are the held revisions' checkouts.
+func (a *Agent) bundles(ctx context.Context, co *source.Checkout, plan *fleet.Plan, g *gate, inv map[string]*apply.Inventory) ([]apply.Bundle, []*source.Checkout, error) {
+	rendered, err := a.renderAt(ctx, co, plan, func(b string) bool { _, held := g.held[b]; return !held })
+	if err != nil {
+		return nil, nil, err
 	}
 	byName := map[string]apply.Bundle{}
 	for _, b := range rendered {
@@ -302,17 +386,33 @@ func (a *Agent) pass(ctx context.Context) *Pass {
 			bundles = append(bundles, apply.Bundle{Name: b.Name}) // held: replaced below
 		}
 	}
-	bundles, keep, err := a.heldBundles(ctx, c, p.gate, bundles, inv)
+	bundles, kept, err := a.heldBundles(ctx, plan.Cluster, g, bundles, inv)
 	if err != nil {
-		p.Err = fmt.Errorf("nothing applied or pruned: %w", err)
-		return p
+		return nil, nil, err
 	}
 	if plan.Policies > 0 {
-		if err := a.checkPolicies(ctx, co.Dir, plan.Cluster, bundles, p.gate.held); err != nil {
-			p.Err = fmt.Errorf("nothing applied or pruned: %w", err)
-			return p
+		if err := a.checkPolicies(ctx, co.Dir, plan.Cluster, bundles, g.held); err != nil {
+			return nil, nil, err
 		}
 	}
+	return bundles, kept, nil
+}
+
+// renderAt renders the plan's bundles that keep accepts, of the checkout,
+// into what the apply engine syncs (tagged with the checkout's revision).
+func (a *Agent) renderAt(ctx context.Context, co *source.Checkout, plan *fleet.Plan, keep func(bundle string) bool) ([]apply.Bundle, error) {
+	some := &fleet.Plan{Cluster: plan.Cluster, Rollout: plan.Rollout}
+	for _, b := range plan.Bundles {
+		if keep(b.Name) {
+			some.Bundles = append(some.Bundles, b)
+		}
+	}
+	return a.renderer(co.Dir).ApplyBundles(ctx, some, co.Revision)
+}
+
+// recordBundles notes, for the status file and the drift watch, the kinds
+// of the bundles' objects and each bundle's digests.
+func (a *Agent) recordBundles(p *Pass, plan *fleet.Plan, bundles []apply.Bundle) {
 	p.kinds = kindsOf(bundles)
 	a.kinds = p.kinds
 	p.digests = map[string]bundleDigests{}
@@ -323,30 +423,6 @@ func (a *Agent) pass(ctx context.Context) *Pass {
 		}
 		p.digests[b.Name] = d
 	}
-	if p.gate.waiting() && key == a.appliedIdentity && !drift && unchanged(bundles, inv) {
-		// Waiting at a new tip with nothing of it let through: what is
-		// applied stays as it is, and the API server is not written to.
-		a.appliedGate = p.gate.key
-		p.Changed = false
-		return p
-	}
-	p.Result, err = a.mgr.Sync(ctx, bundles)
-	if err != nil {
-		p.Err = fmt.Errorf("apply: %w", err)
-		return p
-	}
-
-	// 6. Remember what was applied; a failed bundle is retried next pass.
-	if !p.Result.Failed() {
-		a.appliedIdentity, a.appliedGate = key, p.gate.key
-		if !p.gate.waiting() {
-			a.appliedRevision = p.Revision
-		}
-		a.fleetRevision = fleetRevisionOf(p, plan, bundles)
-		a.ready.Store(true)
-	}
-	_ = a.src.Prune(append(keep, p.Revision)...)
-	return p
 }
 
 // unchanged reports whether syncing bundles would change nothing: each is
@@ -388,9 +464,7 @@ func (a *Agent) renderer(dir string) *planrender.Renderer {
 		MaxManifestSize: a.opts.MaxManifestSize,
 		Limits:          a.opts.Limits,
 	}
-	if a.pool != nil {
-		ropts.Renderers = a.pool.Renderers()
-	}
+	ropts.Renderers = a.eval.Renderers()
 	return planrender.New(dir, ropts)
 }
 
@@ -400,26 +474,12 @@ func (a *Agent) tipPlan(ctx context.Context, dir string, c fleet.Cluster, revisi
 	if a.cache.plan != nil && a.cache.planKey == revision+"|"+key {
 		return a.cache.plan, nil
 	}
-	plan, err := a.plan(ctx, dir, c)
+	plan, err := a.eval.Plan(ctx, dir, c)
 	if err != nil {
 		return nil, err
 	}
 	a.cache.plan, a.cache.planKey = plan, revision+"|"+key
 	return plan, nil
-}
-
-// plan loads and evaluates the fleet for the cluster: in a sandbox worker
-// (bounded in time and memory) when the agent has a pool.
-func (a *Agent) plan(ctx context.Context, dir string, c fleet.Cluster) (*fleet.Plan, error) {
-	load := fleet.LoadOptions{Path: a.opts.Path}
-	if a.pool != nil {
-		return a.pool.Plan(ctx, dir, load, c)
-	}
-	f, err := fleet.Load(dir, load)
-	if err != nil {
-		return nil, err
-	}
-	return f.Plan(c)
 }
 
 // checkPolicies checks the objects the cluster is about to have against
@@ -435,19 +495,9 @@ func (a *Agent) checkPolicies(ctx context.Context, dir string, c fleet.Cluster, 
 			rendered = append(rendered, fleet.RenderedBundle{Name: b.Name, Objects: b.Objects})
 		}
 	}
-	load := fleet.LoadOptions{Path: a.opts.Path}
-	var violations map[string]fleet.Diagnostics
-	if a.pool != nil {
-		var err error
-		if violations, err = a.pool.PolicyViolations(ctx, dir, load, c, rendered); err != nil {
-			return err
-		}
-	} else {
-		f, err := fleet.Load(dir, load)
-		if err != nil {
-			return err
-		}
-		violations = f.PolicyViolations(c, rendered)
+	violations, err := a.eval.PolicyViolations(ctx, dir, c, rendered)
+	if err != nil {
+		return err
 	}
 	for i, b := range bundles {
 		if _, isHeld := held[b.Name]; isHeld || b.Err != nil || len(violations[b.Name]) == 0 {

@@ -15,6 +15,7 @@ import (
 	"github.com/flotilla-gitops/flotilla/sync/identity"
 	"github.com/flotilla-gitops/flotilla/sync/report"
 	"github.com/flotilla-gitops/flotilla/sync/rollout"
+	"github.com/flotilla-gitops/flotilla/sync/source"
 )
 
 // The rollout gate (issue 15). When the tip's fleet has waves, the agent
@@ -79,32 +80,16 @@ func settingsOf(r *fleet.Rollout) (rollout.Settings, error) {
 // called when the fleet has waves, so a fleet without any costs nothing.
 func (a *Agent) decideRollout(ctx context.Context, dir string, plan *fleet.Plan, revision string,
 	readInventories func() (map[string]*apply.Inventory, error), now time.Time) (*gate, error) {
-	groups := map[string]*fleet.Rollout{"": plan.Rollout}
-	members := map[string][]string{}
-	for _, b := range plan.Bundles {
-		g := groupOf(b)
-		if g != "" {
-			groups[g] = b.Rollout
-		}
-		members[g] = append(members[g], b.Name)
-	}
-	g := &gate{held: map[string]string{}}
-	var owned []string // bundles with waves of their own, to evaluate for the others
-	gated := false
-	for name, r := range groups {
-		if r != nil && len(r.Waves) > 0 {
-			gated = true
-			if name != "" {
-				owned = append(owned, name)
-			}
-		}
-	}
+	// 1. The rollout groups of the tip: the fleet's ("") and each bundle's
+	// own, with their bundles.
+	rg := groupsOf(plan)
 	fleetWaves := []string{}
 	if plan.Rollout != nil {
 		fleetWaves = plan.Rollout.Waves
 	}
-	g.status = &report.RolloutStatus{Revision: revision, Waves: fleetWaves, State: report.RolloutApplied}
-	if !gated {
+	g := &gate{held: map[string]string{},
+		status: &report.RolloutStatus{Revision: revision, Waves: fleetWaves, State: report.RolloutApplied}}
+	if !rg.gated {
 		g.status.Message = "no waves: everywhere at once"
 		g.key = revision
 		return g, nil
@@ -112,23 +97,80 @@ func (a *Agent) decideRollout(ctx context.Context, dir string, plan *fleet.Plan,
 	if a.reporter == nil {
 		return nil, ErrRolloutNeedsStatus
 	}
+
+	// 2. Where this cluster's bundles are; bundles the tip no longer has
+	// are the fleet's rollout's to delete.
 	inv, err := readInventories()
 	if err != nil {
 		return nil, err
 	}
-	// Bundles the tip no longer has: their deletion is the fleet's
-	// rollout's to gate.
 	for name := range inv {
 		if plan.Bundle(name) == nil {
-			members[""] = append(members[""], name)
+			rg.members[""] = append(rg.members[""], name)
 		}
 	}
 
-	// What the others say, and where each stands in the tip's rollouts.
+	// 3. What the others say, and where each stands in the tip's rollouts.
+	statuses, places, err := a.others(ctx, dir, plan, revision, rg.owned)
+	if err != nil {
+		return nil, err
+	}
+
+	// 4. Each group decides; a group that may not apply holds its bundles.
+	approvals := &approvalsOnce{read: func() ([]report.Approval, error) {
+		return report.ReadApprovals(ctx, a.opts.Status.URL, a.opts.ApprovalsBranch, a.opts.Status.Auth)
+	}}
+	var keys []string
+	for _, name := range slices.Sorted(maps.Keys(rg.rollouts)) {
+		d, err := decideGroup(plan, name, rg, inv, statuses, places, approvals, revision, now)
+		if err != nil {
+			return nil, err
+		}
+		if g.record(name, d, rg.members[name]) {
+			keys = append(keys, fmt.Sprintf("%q", name)) // the fleet's group is "": quoted, it still counts
+		}
+	}
+	g.key = revision + "|" + strings.Join(keys, ",")
+	return g, nil
+}
+
+// rolloutGroups are a plan's rollouts: the fleet's (group "") and those of
+// bundles with a rollout of their own, and the bundles of each.
+type rolloutGroups struct {
+	rollouts map[string]*fleet.Rollout
+	members  map[string][]string
+	owned    []string // bundles with waves of their own, to evaluate for the others
+	gated    bool     // some group has waves
+}
+
+func groupsOf(plan *fleet.Plan) rolloutGroups {
+	rg := rolloutGroups{rollouts: map[string]*fleet.Rollout{"": plan.Rollout}, members: map[string][]string{}}
+	for _, b := range plan.Bundles {
+		g := groupOf(b)
+		if g != "" {
+			rg.rollouts[g] = b.Rollout
+		}
+		rg.members[g] = append(rg.members[g], b.Name)
+	}
+	for name, r := range rg.rollouts {
+		if r != nil && len(r.Waves) > 0 {
+			rg.gated = true
+			if name != "" {
+				rg.owned = append(rg.owned, name)
+			}
+		}
+	}
+	slices.Sort(rg.owned)
+	return rg
+}
+
+// others reads the other clusters' statuses and places every known
+// cluster (them and this one) in the tip's rollouts.
+func (a *Agent) others(ctx context.Context, dir string, plan *fleet.Plan, revision string, owned []string) (map[string]*report.Status, []fleet.ClusterRollouts, error) {
 	st := a.opts.Status
 	snap, err := report.Read(ctx, st.URL, st.Prefix, st.Auth)
 	if err != nil {
-		return nil, fmt.Errorf("reading the status branches: %w", err)
+		return nil, nil, fmt.Errorf("reading the status branches: %w", err)
 	}
 	statuses := map[string]*report.Status{}
 	var known []fleet.Cluster
@@ -141,76 +183,99 @@ func (a *Agent) decideRollout(ctx context.Context, dir string, plan *fleet.Plan,
 		known = append(known, s.Cluster)
 	}
 	known = append(known, plan.Cluster)
-	slices.Sort(owned)
 	places, err := a.rollouts(ctx, dir, revision, known, owned)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	var approvals []report.Approval
-	approvalsRead := false
+	return statuses, places, nil
+}
 
-	var keys []string
-	for _, name := range slices.Sorted(maps.Keys(groups)) {
-		r := groups[name]
-		settings, err := settingsOf(r)
-		if err != nil {
+// approvalsOnce reads the rollout approvals once, when a wave first
+// needs them.
+type approvalsOnce struct {
+	read      func() ([]report.Approval, error)
+	approvals []report.Approval
+	done      bool
+}
+
+func (o *approvalsOnce) get() ([]report.Approval, error) {
+	if !o.done {
+		var err error
+		if o.approvals, err = o.read(); err != nil {
 			return nil, err
 		}
-		me := rollout.Cluster{Name: plan.Cluster.Name, Reported: true, ReportedAt: now, Wave: -1,
-			Revision: groupRevision(members[name], plan, inv, revision, name == "")}
-		if r != nil {
-			me.Wave = r.WaveIndex
-		}
-		var clusters []rollout.Cluster
-		for _, p := range places {
-			if p.Err != "" {
-				continue
-			}
-			if p.Cluster.Name == me.Name {
-				clusters = append(clusters, me)
-				continue
-			}
-			if c, ok := clusterIn(p, name, statuses[p.Cluster.Name], revision); ok {
-				clusters = append(clusters, c)
-			}
-		}
-		approved := false
-		if settings.Approve {
-			if !approvalsRead {
-				if approvals, err = report.ReadApprovals(ctx, st.URL, a.opts.ApprovalsBranch, st.Auth); err != nil {
-					return nil, err
-				}
-				approvalsRead = true
-			}
-			approved = report.Approved(approvals, r.Wave, revision)
-		}
-		d := rollout.Decide(me, revision, settings, clusters, approved, now)
-		if !d.Until.IsZero() && (g.until.IsZero() || d.Until.Before(g.until)) {
-			g.until = d.Until
-		}
-		if name == "" {
-			g.status.Message = d.Reason
-			switch {
-			case d.Halted != "":
-				g.status.State, g.status.HaltedBy = report.RolloutHalted, d.Halted
-			case !d.Apply:
-				g.status.State, g.status.WaitingFor = report.RolloutWaiting, d.WaitingFor
-				if !d.Until.IsZero() {
-					until := d.Until.UTC()
-					g.status.Until = &until
-				}
-			}
-		}
-		if d.Apply {
-			keys = append(keys, fmt.Sprintf("%q", name)) // the fleet's group is "": quoted, it still counts
+		o.done = true
+	}
+	return o.approvals, nil
+}
+
+// decideGroup decides whether this cluster may take the tip in one
+// rollout group, from every known cluster's place and status.
+func decideGroup(plan *fleet.Plan, name string, rg rolloutGroups, inv map[string]*apply.Inventory,
+	statuses map[string]*report.Status, places []fleet.ClusterRollouts, approvals *approvalsOnce,
+	revision string, now time.Time) (rollout.Decision, error) {
+	r := rg.rollouts[name]
+	settings, err := settingsOf(r)
+	if err != nil {
+		return rollout.Decision{}, err
+	}
+	me := rollout.Cluster{Name: plan.Cluster.Name, Reported: true, ReportedAt: now, Wave: -1,
+		Revision: groupRevision(rg.members[name], plan, inv, revision, name == "")}
+	if r != nil {
+		me.Wave = r.WaveIndex
+	}
+	var clusters []rollout.Cluster
+	for _, p := range places {
+		if p.Err != "" {
 			continue
 		}
-		for _, b := range members[name] {
-			g.held[b] = d.Reason
+		if p.Cluster.Name == me.Name {
+			clusters = append(clusters, me)
+			continue
+		}
+		if c, ok := clusterIn(p, name, statuses[p.Cluster.Name], revision); ok {
+			clusters = append(clusters, c)
 		}
 	}
-	g.key = revision + "|" + strings.Join(keys, ",")
-	return g, nil
+	approved := false
+	if settings.Approve {
+		list, err := approvals.get()
+		if err != nil {
+			return rollout.Decision{}, err
+		}
+		approved = report.Approved(list, r.Wave, revision)
+	}
+	return rollout.Decide(me, revision, settings, clusters, approved, now), nil
+}
+
+// record notes a group's decision on the gate: the end of a bake to look
+// again at, the fleet group's state for the status, and, when the group
+// may not apply, its bundles as held. It reports whether the group
+// applies.
+func (g *gate) record(name string, d rollout.Decision, members []string) bool {
+	if !d.Until.IsZero() && (g.until.IsZero() || d.Until.Before(g.until)) {
+		g.until = d.Until
+	}
+	if name == "" {
+		g.status.Message = d.Reason
+		switch {
+		case d.Halted != "":
+			g.status.State, g.status.HaltedBy = report.RolloutHalted, d.Halted
+		case !d.Apply:
+			g.status.State, g.status.WaitingFor = report.RolloutWaiting, d.WaitingFor
+			if !d.Until.IsZero() {
+				until := d.Until.UTC()
+				g.status.Until = &until
+			}
+		}
+	}
+	if d.Apply {
+		return true
+	}
+	for _, b := range members {
+		g.held[b] = d.Reason
+	}
+	return false
 }
 
 // rollouts evaluates every known cluster's place in the tip's rollouts
@@ -225,19 +290,9 @@ func (a *Agent) rollouts(ctx context.Context, dir, revision string, known []flee
 	if a.cache.places != nil && a.cache.placesKey == key.String() {
 		return a.cache.places, nil
 	}
-	load := fleet.LoadOptions{Path: a.opts.Path}
-	var places []fleet.ClusterRollouts
-	if a.pool != nil {
-		var err error
-		if places, err = a.pool.Rollouts(ctx, dir, load, known, owned); err != nil {
-			return nil, err
-		}
-	} else {
-		f, err := fleet.Load(dir, load)
-		if err != nil {
-			return nil, err
-		}
-		places = f.Rollouts(known, owned)
+	places, err := a.eval.Rollouts(ctx, dir, known, owned)
+	if err != nil {
+		return nil, err
 	}
 	a.cache.places, a.cache.placesKey = places, key.String()
 	a.cache.placesEvaluation++
@@ -312,8 +367,9 @@ func clusterIn(p fleet.ClusterRollouts, group string, st *report.Status, revisio
 // after them, for bundles the tip no longer has). A held bundle that was
 // never applied is left out: it is new at the tip and waits. A bundle
 // that cannot be rendered at its revision fails the pass: nothing of the
-// tip is applied and nothing pruned.
-func (a *Agent) heldBundles(ctx context.Context, c fleet.Cluster, g *gate, bundles []apply.Bundle, inv map[string]*apply.Inventory) ([]apply.Bundle, []string, error) {
+// tip is applied and nothing pruned. It returns the held revisions'
+// checkouts.
+func (a *Agent) heldBundles(ctx context.Context, c fleet.Cluster, g *gate, bundles []apply.Bundle, inv map[string]*apply.Inventory) ([]apply.Bundle, []*source.Checkout, error) {
 	byRevision := map[string][]string{}
 	for b := range g.held {
 		if i := inv[b]; i != nil && i.Revision != "" {
@@ -321,42 +377,14 @@ func (a *Agent) heldBundles(ctx context.Context, c fleet.Cluster, g *gate, bundl
 		}
 	}
 	held := map[string]apply.Bundle{}
-	var revisions []string
+	var kept []*source.Checkout
 	for _, rev := range slices.Sorted(maps.Keys(byRevision)) {
 		names := byRevision[rev]
-		revisions = append(revisions, rev)
-		co, err := a.src.FetchRevision(ctx, rev)
+		rendered, co, err := a.keepAt(ctx, c, rev, names)
 		if err != nil {
-			return nil, nil, fmt.Errorf("keeping %s at %s while the tip waits: %w", strings.Join(names, ", "), gitrev.Short(rev), err)
+			return nil, nil, err
 		}
-		if a.verify != nil {
-			if _, err := a.verify.Verify(co); err != nil {
-				return nil, nil, fmt.Errorf("keeping %s at %s: %w", strings.Join(names, ", "), gitrev.Short(rev), err)
-			}
-		}
-		plan, err := a.plan(ctx, co.Dir, c)
-		if err != nil {
-			return nil, nil, fmt.Errorf("keeping %s at %s: the fleet there does not evaluate for %s: %w", strings.Join(names, ", "), gitrev.Short(rev), c.Name, err)
-		}
-		keep := &fleet.Plan{Cluster: plan.Cluster, Rollout: plan.Rollout}
-		for _, b := range plan.Bundles {
-			if slices.Contains(names, b.Name) {
-				keep.Bundles = append(keep.Bundles, b)
-			}
-		}
-		if len(keep.Bundles) != len(names) {
-			var missing []string
-			for _, n := range names {
-				if keep.Bundle(n) == nil {
-					missing = append(missing, n)
-				}
-			}
-			return nil, nil, fmt.Errorf("keeping %s at %s: not selected for %s there any more", strings.Join(missing, ", "), gitrev.Short(rev), c.Name)
-		}
-		rendered, err := a.renderer(co.Dir).ApplyBundles(ctx, keep, rev)
-		if err != nil {
-			return nil, nil, fmt.Errorf("keeping bundles at %s: %w", gitrev.Short(rev), err)
-		}
+		kept = append(kept, co)
 		for _, b := range rendered {
 			held[b.Name] = b
 		}
@@ -373,7 +401,35 @@ func (a *Agent) heldBundles(ctx context.Context, c fleet.Cluster, g *gate, bundl
 	for _, name := range slices.Sorted(maps.Keys(held)) {
 		out = append(out, held[name])
 	}
-	return out, revisions, nil
+	return out, kept, nil
+}
+
+// keepAt renders the named bundles as the fleet at rev plans them for the
+// cluster: the same steps as the tip's (atRevision, plan, renderAt).
+func (a *Agent) keepAt(ctx context.Context, c fleet.Cluster, rev string, names []string) ([]apply.Bundle, *source.Checkout, error) {
+	what := strings.Join(names, ", ")
+	co, err := a.atRevision(ctx, rev, false)
+	if err != nil {
+		return nil, nil, fmt.Errorf("keeping %s at %s while the tip waits: %w", what, gitrev.Short(rev), err)
+	}
+	plan, err := a.eval.Plan(ctx, co.Dir, c)
+	if err != nil {
+		return nil, nil, fmt.Errorf("keeping %s at %s: the fleet there does not evaluate for %s: %w", what, gitrev.Short(rev), c.Name, err)
+	}
+	var missing []string
+	for _, n := range names {
+		if plan.Bundle(n) == nil {
+			missing = append(missing, n)
+		}
+	}
+	if len(missing) > 0 {
+		return nil, nil, fmt.Errorf("keeping %s at %s: not selected for %s there any more", strings.Join(missing, ", "), gitrev.Short(rev), c.Name)
+	}
+	rendered, err := a.renderAt(ctx, co, plan, func(b string) bool { return slices.Contains(names, b) })
+	if err != nil {
+		return nil, nil, fmt.Errorf("keeping bundles at %s: %w", gitrev.Short(rev), err)
+	}
+	return rendered, co, nil
 }
 
 // waitFor shortens the wait before the next pass to the end of a bake.
