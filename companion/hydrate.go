@@ -21,7 +21,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"os"
 	"path"
 	"path/filepath"
 	"strings"
@@ -36,6 +35,7 @@ import (
 	"github.com/flotilla-gitops/flotilla/internal/gitrev"
 	"github.com/flotilla-gitops/flotilla/sync/planrender"
 	"github.com/flotilla-gitops/flotilla/sync/report"
+	"github.com/flotilla-gitops/flotilla/sync/snapshot"
 	"github.com/flotilla-gitops/flotilla/sync/source"
 )
 
@@ -166,38 +166,31 @@ func Hydrate(ctx context.Context, opts Options) (*Output, error) {
 	if say == nil {
 		say = func(string) {}
 	}
-	repo, sub, err := source.OpenLocal(opts.Dir)
+	repo, err := snapshot.Open(opts.Dir)
 	if err != nil {
 		return nil, err
 	}
+	defer repo.Close()
 	rev := opts.Revision
 	if rev == "" {
 		rev = "HEAD"
 	}
-	commit, err := source.ResolveCommit(repo, rev)
+	snap, err := repo.At(rev)
 	if err != nil {
 		return nil, err
 	}
+	commit := snap.Commit
 	repoURL := opts.RepoURL
 	if repoURL == "" {
-		repoURL = originURL(repo)
+		repoURL = originURL(repo.Git)
 	}
 	out := &Output{Files: map[string][]byte{}, Metadata: commitMetadata(repoURL, commit.Hash.String(), commit.Author.String(), commit.Author.When, commit.Message)}
-
-	tmp, err := os.MkdirTemp("", "flotilla-hydrate-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(tmp)
-	if err := source.WriteTree(commit, sub, tmp); err != nil {
-		return nil, fmt.Errorf("reading the fleet at %s: %w", rev, err)
-	}
 	say(fmt.Sprintf("loading the fleet at %s", short(commit.Hash.String())))
-	f, err := fleet.Load(tmp, fleet.LoadOptions{Path: opts.Path})
-	if err != nil {
+	if err := snap.Load(fleet.LoadOptions{Path: opts.Path}); err != nil {
 		return nil, err
 	}
-	known, err := report.KnownClusters(ctx, repo, opts.Status, f.Inventory())
+	f := snap.Fleet
+	known, err := repo.Known(ctx, opts.Status, snap)
 	if err != nil {
 		return nil, err
 	}
@@ -226,7 +219,7 @@ func Hydrate(ctx context.Context, opts Options) (*Output, error) {
 		total += len(p.Bundles)
 	}
 	say(fmt.Sprintf("rendering %d bundles for %d clusters", total, len(ok)))
-	r := planrender.New(tmp, opts.Render)
+	r := planrender.New(snap.Dir, opts.Render)
 	var done atomic.Int64
 	rendered, err := r.RenderPlans(ctx, ok, nil, func() { done.Add(1) })
 	if err != nil {

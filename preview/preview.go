@@ -18,8 +18,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"os"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -31,7 +29,7 @@ import (
 	"github.com/flotilla-gitops/flotilla/render"
 	"github.com/flotilla-gitops/flotilla/sync/planrender"
 	"github.com/flotilla-gitops/flotilla/sync/report"
-	"github.com/flotilla-gitops/flotilla/sync/source"
+	"github.com/flotilla-gitops/flotilla/sync/snapshot"
 )
 
 // Options say what to compare.
@@ -169,6 +167,7 @@ func (r *Report) NewFailures() []string {
 // side is the fleet at one revision.
 type side struct {
 	name  string // "base" or "head"
+	snap  *snapshot.Snapshot
 	dir   string // the fleet folder at that revision
 	fleet *fleet.Fleet
 	plans map[string]*fleet.Plan
@@ -182,56 +181,37 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	if say == nil {
 		say = func(string) {}
 	}
-	repo, sub, err := source.OpenLocal(opts.Dir)
+	repo, err := snapshot.Open(opts.Dir)
 	if err != nil {
 		return nil, err
 	}
+	defer repo.Close()
 	rep := &Report{}
-	tmp, err := os.MkdirTemp("", "flotilla-preview-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(tmp)
 
 	// The fleet at both revisions: written out from Git (head: the work
 	// tree as it is, unless a revision is named).
-	sides := []*side{{name: "base"}, {name: "head", dir: opts.Dir}}
+	sides := []*side{{name: "base"}, {name: "head"}}
 	for i, ref := range []string{opts.Base, opts.Head} {
 		s := sides[i]
-		if ref == "" {
-			continue
-		}
-		commit, err := source.ResolveCommit(repo, ref)
+		snap, err := repo.At(ref)
 		if err != nil {
 			return nil, err
 		}
-		if i == 0 {
-			rep.Base = commit.Hash.String()
-		} else {
-			rep.Head = commit.Hash.String()
-		}
-		s.dir = filepath.Join(tmp, s.name)
-		if err := os.Mkdir(s.dir, 0o700); err != nil {
-			return nil, err
-		}
-		if err := source.WriteTree(commit, sub, s.dir); err != nil {
-			return nil, fmt.Errorf("reading the fleet at %s: %w", ref, err)
-		}
-	}
-	for _, s := range sides {
+		s.dir = snap.Dir
 		say(fmt.Sprintf("loading the fleet at %s", s.name))
-		if s.fleet, err = fleet.Load(s.dir, fleet.LoadOptions{Path: opts.Path}); err != nil {
+		if err := snap.Load(fleet.LoadOptions{Path: opts.Path}); err != nil {
 			if s.name == "base" {
 				return nil, fmt.Errorf("the fleet at base (%s) does not load: %w", opts.Base, err)
 			}
 			return nil, fmt.Errorf("the fleet at head does not load: %w", err)
 		}
+		s.snap, s.fleet = snap, snap.Fleet
 		s.r = planrender.New(s.dir, opts.Render)
 	}
+	rep.Base, rep.Head = sides[0].snap.Revision(), sides[1].snap.Revision()
 
 	// The clusters: both inventories and the status branches.
-	k, err := report.KnownClusters(ctx, repo, opts.Status,
-		sides[0].fleet.Inventory(), sides[1].fleet.Inventory())
+	k, err := repo.Known(ctx, opts.Status, sides[0].snap, sides[1].snap)
 	if err != nil {
 		return nil, err
 	}
@@ -243,13 +223,8 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	rep.Warnings = k.Warnings
 	for _, s := range sides {
 		say(fmt.Sprintf("planning %d clusters at %s", len(clusters), s.name))
-		plans, errs, err := s.fleet.PlanClusters(ctx, clusters, nil)
-		if err != nil {
+		if err := s.plan(ctx, clusters); err != nil {
 			return nil, err
-		}
-		s.plans, s.errs = map[string]*fleet.Plan{}, map[string]error{}
-		for i, c := range clusters {
-			s.plans[c.Name], s.errs[c.Name] = plans[i], errs[i]
 		}
 	}
 
@@ -284,9 +259,30 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 			return nil, err
 		}
 	}
+	rep.markChanged()
+	rep.Renders = sides[0].r.Distinct() + sides[1].r.Distinct()
+	return rep, nil
+}
+
+// plan plans the clusters at the side's revision.
+func (s *side) plan(ctx context.Context, clusters []fleet.Cluster) error {
+	plans, errs, err := s.fleet.PlanClusters(ctx, clusters, nil)
+	if err != nil {
+		return err
+	}
+	s.plans, s.errs = map[string]*fleet.Plan{}, map[string]error{}
+	for i, c := range clusters {
+		s.plans[c.Name], s.errs[c.Name] = plans[i], errs[i]
+	}
+	return nil
+}
+
+// markChanged marks the clusters the change changes: a bundle changed or
+// newly failing (a failure at both revisions is shown, but is no change),
+// a move between waves, a new evaluation failure, a new policy violation.
+func (rep *Report) markChanged() {
 	for i := range rep.Clusters {
 		c := &rep.Clusters[i]
-		// A failure at both revisions is shown, but is no change.
 		for _, b := range c.Bundles {
 			if b.Change != Unchanged && (b.Change != Failed || b.NewError) {
 				c.Changed = true
@@ -296,8 +292,6 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 			c.Changed = true
 		}
 	}
-	rep.Renders = sides[0].r.Distinct() + sides[1].r.Distinct()
-	return rep, nil
 }
 
 // job is a bundle whose inputs differ between base and head (or that is

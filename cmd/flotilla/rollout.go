@@ -88,7 +88,7 @@ with --password-file, or --ssh-key); approving twice changes nothing.`,
 		if err != nil {
 			return err
 		}
-		if waves := wavesOf(snap.Statuses, revision); len(waves) > 0 && !slices.Contains(waves, af.wave) {
+		if waves := report.WavesOf(snap.Statuses, revision); len(waves) > 0 && !slices.Contains(waves, af.wave) {
 			return fmt.Errorf("wave %q is not a wave of the rollout of %s (%s)", af.wave, short(revision), strings.Join(waves, ", "))
 		}
 		a := report.Approval{Revision: revision, Wave: af.wave, By: author.Name + " <" + author.Email + ">", At: time.Now().UTC(), Message: af.message}
@@ -149,124 +149,13 @@ func resolveRevision(rev string, statuses []report.Status) (string, error) {
 	return "", fmt.Errorf("revision %s is ambiguous (%s): give more of it", rev, strings.Join(found, ", "))
 }
 
-// wavesOf is the waves of a revision's rollout, as the clusters that saw
-// it report them.
-func wavesOf(statuses []report.Status, revision string) []string {
-	for _, st := range statuses {
-		if r := st.Rollout; r != nil && r.Revision == revision && len(r.Waves) > 0 {
-			return r.Waves
-		}
-	}
-	return nil
-}
-
-// rolloutView is where the rollout of one revision stands, from the
-// status files: per wave, which clusters are Ready at it, baking, waiting,
-// halted. The status command shows it as text, JSON and HTML.
-type rolloutView struct {
-	Revision string     `json:"revision"`
-	Waves    []waveView `json:"waves"`
-	// NotSeen are clusters that have not reported the revision yet.
-	NotSeen []string `json:"notSeen,omitempty"`
-}
-
-// waveView is one wave of a rolloutView.
-type waveView struct {
-	Name     string   `json:"name"`
-	Clusters []string `json:"clusters"`
-	// Ready counts the clusters Ready at the revision.
-	Ready int `json:"ready"`
-	// State: Done, Applying, Baking, Waiting, Halted, Failed, Empty.
-	State      string     `json:"state"`
-	Until      *time.Time `json:"until,omitempty"`
-	WaitingFor []string   `json:"waitingFor,omitempty"`
-	HaltedBy   string     `json:"haltedBy,omitempty"`
-	Failed     []string   `json:"failed,omitempty"`
-	Message    string     `json:"message,omitempty"`
-}
-
-// rolloutOf builds the view of revision's rollout (the fleet tip's); nil
-// when no cluster reports a rollout with waves for it.
-func rolloutOf(statuses []report.Status, revision string) *rolloutView {
-	if revision == "" {
-		// No tip known: the newest revision a cluster reports a rollout of.
-		var newest time.Time
-		for _, st := range statuses {
-			if st.Rollout != nil && st.ReportedAt.After(newest) {
-				revision, newest = st.Rollout.Revision, st.ReportedAt
-			}
-		}
-	}
-	waves := wavesOf(statuses, revision)
-	if len(waves) == 0 {
-		return nil
-	}
-	v := &rolloutView{Revision: revision}
-	byWave := map[string]*waveView{}
-	for _, w := range waves {
-		v.Waves = append(v.Waves, waveView{Name: w})
-	}
-	for i := range v.Waves {
-		byWave[v.Waves[i].Name] = &v.Waves[i]
-	}
-	for _, st := range statuses {
-		w := byWave[st.Wave]
-		if st.SeenRevision != revision || st.Rollout == nil || st.Rollout.Revision != revision || w == nil {
-			v.NotSeen = append(v.NotSeen, st.Cluster.Name)
-			continue
-		}
-		w.Clusters = append(w.Clusters, st.Cluster.Name)
-		r := st.Rollout
-		switch {
-		case st.AppliedRevision == revision && (st.Phase == report.ClusterReady || st.Phase == report.ClusterWaiting):
-			w.Ready++
-		case st.Phase == report.ClusterFailed && r.State == report.RolloutApplied:
-			w.Failed = append(w.Failed, st.Cluster.Name)
-		case r.State == report.RolloutHalted:
-			w.HaltedBy, w.Message = r.HaltedBy, r.Message
-		case r.State == report.RolloutWaiting:
-			for _, c := range r.WaitingFor {
-				if !slices.Contains(w.WaitingFor, c) {
-					w.WaitingFor = append(w.WaitingFor, c)
-				}
-			}
-			if r.Until != nil && (w.Until == nil || r.Until.After(*w.Until)) {
-				w.Until = r.Until
-			}
-			if w.Message == "" {
-				w.Message = r.Message
-			}
-		}
-	}
-	for i := range v.Waves {
-		w := &v.Waves[i]
-		switch {
-		case len(w.Clusters) == 0:
-			w.State = "Empty"
-		case len(w.Failed) > 0:
-			w.State = "Failed"
-		case w.HaltedBy != "":
-			w.State = "Halted"
-		case w.Ready == len(w.Clusters):
-			w.State = "Done"
-		case w.Until != nil && len(w.WaitingFor) == 0:
-			w.State = "Baking"
-		case len(w.WaitingFor) > 0 || w.Message != "":
-			w.State = "Waiting"
-		default:
-			w.State = "Applying"
-		}
-	}
-	return v
-}
-
 // writeRollout prints the rollout view under the fleet table.
-func writeRollout(w io.Writer, v *rolloutView) error {
+func writeRollout(w io.Writer, v *report.RolloutView) error {
 	fmt.Fprintf(w, "\nrollout of %s, wave by wave:\n", short(v.Revision))
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "WAVE\tREADY\tSTATE\tDETAIL")
 	for _, wv := range v.Waves {
-		fmt.Fprintf(tw, "%s\t%d/%d\t%s\t%s\n", wv.Name, wv.Ready, len(wv.Clusters), wv.State, oneLine(wv.detail()))
+		fmt.Fprintf(tw, "%s\t%d/%d\t%s\t%s\n", wv.Name, wv.Ready, len(wv.Clusters), wv.State, oneLine(wv.Detail()))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -275,22 +164,4 @@ func writeRollout(w io.Writer, v *rolloutView) error {
 		fmt.Fprintf(w, "not yet seen by: %s\n", strings.Join(v.NotSeen, ", "))
 	}
 	return nil
-}
-
-// detail says what a wave waits for, in a line.
-func (wv waveView) detail() string {
-	switch wv.State {
-	case "Failed":
-		return "failed on " + strings.Join(wv.Failed, ", ") + ": later waves are halted"
-	case "Halted":
-		return "halted by " + wv.HaltedBy
-	case "Baking":
-		return "the earlier waves bake until " + wv.Until.UTC().Format(time.RFC3339)
-	case "Waiting":
-		if len(wv.WaitingFor) > 0 {
-			return "waiting for " + strings.Join(wv.WaitingFor, ", ")
-		}
-		return wv.Message
-	}
-	return ""
 }

@@ -108,7 +108,7 @@ or --timeout passes (exit 1): a CI job can gate on a rollout.`,
 		}
 		statuses := snap.Statuses
 		tip := sf.fleetTip(cmd.Context())
-		view := rolloutOf(statuses, tip)
+		view := report.RolloutOf(statuses, tip)
 		if out.format == "html" {
 			return writeStatusHTML(cmd.OutOrStdout(), statuses, tip, view, sf.stale, time.Now())
 		}
@@ -129,9 +129,9 @@ or --timeout passes (exit 1): a CI job can gate on a rollout.`,
 // fleetStatus is `status -o json`: the fleet tip, every cluster's status,
 // and the rollout of the tip when the fleet has waves.
 type fleetStatus struct {
-	Tip      string          `json:"tip,omitempty"`
-	Clusters []report.Status `json:"clusters"`
-	Rollout  *rolloutView    `json:"rollout,omitempty"`
+	Tip      string              `json:"tip,omitempty"`
+	Clusters []report.Status     `json:"clusters"`
+	Rollout  *report.RolloutView `json:"rollout,omitempty"`
 }
 
 // fleetTip is the fleet branch's tip, or "" when it cannot be asked.
@@ -170,7 +170,7 @@ func (sf *statusFlags) waitFor(ctx context.Context, stderr io.Writer, auth trans
 			waiting = "no cluster has reported yet"
 		default:
 			statuses := snap.Statuses
-			pending, failed := rollout(statuses, sf.revision)
+			pending, failed := report.Progress(statuses, sf.revision)
 			if len(failed) > 0 {
 				return fmt.Errorf("revision %s failed on %s", short(sf.revision), strings.Join(failed, ", "))
 			}
@@ -193,22 +193,6 @@ func (sf *statusFlags) waitFor(ctx context.Context, stderr io.Writer, auth trans
 		case <-ticker.C:
 		}
 	}
-}
-
-// rollout splits clusters into those still to apply the revision and those
-// that failed at it (or whose rollout of it halted: they never will).
-func rollout(statuses []report.Status, revision string) (pending, failed []string) {
-	for _, st := range statuses {
-		switch {
-		case st.SeenRevision == revision && st.Phase == report.ClusterFailed:
-			failed = append(failed, st.Cluster.Name)
-		case st.Rollout != nil && st.Rollout.Revision == revision && st.Rollout.State == report.RolloutHalted:
-			failed = append(failed, st.Cluster.Name+" (rollout halted by "+st.Rollout.HaltedBy+")")
-		case st.AppliedRevision != revision || st.Phase != report.ClusterReady:
-			pending = append(pending, st.Cluster.Name)
-		}
-	}
-	return pending, failed
 }
 
 // writeFleetStatus prints one line per cluster.

@@ -68,7 +68,7 @@ pre{white-space:pre-wrap;margin:0}
 `))
 
 // writeStatusHTML writes the status page.
-func writeStatusHTML(w io.Writer, statuses []report.Status, tip string, view *rolloutView, stale time.Duration, now time.Time) error {
+func writeStatusHTML(w io.Writer, statuses []report.Status, tip string, view *report.RolloutView, stale time.Duration, now time.Time) error {
 	type cluster struct {
 		Status report.Status
 		Stale  bool
@@ -95,7 +95,7 @@ func writeStatusHTML(w io.Writer, statuses []report.Status, tip string, view *ro
 	if view != nil {
 		data.Rollout = &rolloutHTML{Revision: view.Revision, NotSeen: view.NotSeen}
 		for _, wv := range view.Waves {
-			data.Rollout.Waves = append(data.Rollout.Waves, waveHTML{waveView: wv, Detail: wv.detail()})
+			data.Rollout.Waves = append(data.Rollout.Waves, waveHTML{WaveView: wv, Detail: wv.Detail()})
 		}
 	}
 	for _, st := range statuses {
@@ -122,6 +122,6 @@ type rolloutHTML struct {
 }
 
 type waveHTML struct {
-	waveView
+	report.WaveView
 	Detail string
 }
