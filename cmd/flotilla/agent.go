@@ -46,11 +46,8 @@ type agentFlags struct {
 	observe            string
 }
 
-func newAgentCmd() *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "agent --repo URL --name NAME [--region R] [--label k=v]...",
-		Short: "Run the pull loop in a cluster: Git → plan → render → apply → status",
-		Long: `Run Flotilla's agent for one cluster. Every --interval (jittered), and at
+// agentLong is the command's --help.
+const agentLong = `Run Flotilla's agent for one cluster. Every --interval (jittered), and at
 once when a Git host's webhook POSTs to /trigger, it asks the repository for
 the branch tip; when the revision, the cluster's identity or its discovered
 facts changed (or the last pass failed), it fetches that revision, evaluates
@@ -88,7 +85,13 @@ flotilla status, rollouts and previews work the same for a Flux fleet.
 
 SIGTERM or Ctrl-C ends the pass under way cleanly (what was applied is
 recorded) and exits 0: that is how Kubernetes stops a pod. A second signal
-exits at once. --once runs a single pass and exits 1 if it failed.`,
+exits at once. --once runs a single pass and exits 1 if it failed.`
+
+func newAgentCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "agent --repo URL --name NAME [--region R] [--label k=v]...",
+		Short: "Run the pull loop in a cluster: Git → plan → render → apply → status",
+		Long:  agentLong,
 		Example: `  flotilla agent --repo https://git.example.com/platform/fleet.git --name prod-eu-1 \
     --region eu-west-1 --label env=prod --label class=regulated \
     --username flotilla --password-file /etc/flotilla/git/token --interval 1m

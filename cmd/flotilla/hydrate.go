@@ -20,18 +20,23 @@ import (
 
 // hydrateFlags are the flags of `flotilla hydrate`.
 type hydrateFlags struct {
-	branch, out   string
-	push          bool
-	remote        string
-	auth          source.Auth
-	revision      string
-	repoURL       string
-	bootstrap     string
-	fluxSecret    string
-	flux          companion.FluxOptions
-	pushTimeout   time.Duration
-	committerName string
-	committerMail string
+	out    *outputFlag
+	fleet  *fleetFlags
+	limits *limitFlags
+	known  *knownClusterFlags
+
+	branch, outDir string
+	push           bool
+	remote         string
+	auth           source.Auth
+	revision       string
+	repoURL        string
+	bootstrap      string
+	fluxSecret     string
+	flux           companion.FluxOptions
+	pushTimeout    time.Duration
+	committerName  string
+	committerMail  string
 }
 
 func newHydrateCmd() *cobra.Command {
@@ -39,7 +44,129 @@ func newHydrateCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "hydrate [DIR] (--branch B [--push] | --out DIR | --flux-bootstrap CLUSTER --branch B)",
 		Short: "Render every cluster into a hydrated branch for Argo CD or Flux to apply",
-		Long: `Render the fleet in DIR at a commit (--revision, default HEAD; read from Git,
+		Long:  hydrateLong,
+		Example: `  # In CI, on every commit to main:
+  flotilla hydrate --branch hydrated --push
+
+  # Look at the tree first
+  flotilla hydrate --out /tmp/hydrated
+
+  # Once per cluster, in the cluster
+  flotilla hydrate --flux-bootstrap prod-eu-1 --branch hydrated | kubectl apply -f -`,
+		Args: cobra.MaximumNArgs(1),
+	}
+	hf.out = addOutputFlag(cmd, "text", "json")
+	hf.fleet = addFleetFlags(cmd)
+	hf.limits = addLimitFlags(cmd, false)
+	hf.known = addKnownClusterFlags(cmd)
+	hf.addFlags(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error { return hf.run(cmd, repoDir(args)) }
+	return cmd
+}
+
+// addFlags adds hydrate's own flags.
+func (hf *hydrateFlags) addFlags(cmd *cobra.Command) {
+	fs := cmd.Flags()
+	fs.StringVar(&hf.branch, "branch", "", "commit the hydrated tree to this branch of the local repository")
+	fs.StringVar(&hf.outDir, "out", "", "write the hydrated tree into this folder instead of a branch")
+	fs.BoolVar(&hf.push, "push", false, "with --branch: fetch the branch from --remote first, then push it with its notes")
+	fs.StringVar(&hf.remote, "remote", "origin", "the remote --push uses")
+	addGitAuthFlags(cmd, &hf.auth, "", " for --push")
+	fs.DurationVar(&hf.pushTimeout, "push-timeout", 2*time.Minute, "bound of fetching and pushing, retries included")
+	fs.StringVar(&hf.revision, "revision", "HEAD", "the source commit to hydrate")
+	fs.StringVar(&hf.repoURL, "repo-url", "", "the source repository's URL as recorded in hydrator.metadata, and the URL Flux reads with --flux-bootstrap (default: the origin remote's, without credentials)")
+	fs.StringVar(&hf.committerName, "committer-name", "flotilla hydrate", "name on the hydrated commits")
+	fs.StringVar(&hf.committerMail, "committer-email", "flotilla@flotilla.dev", "email on the hydrated commits")
+	fs.StringVar(&hf.flux.Namespace, "flux-namespace", "flux-system", "namespace of the generated GitRepository and platform Kustomizations")
+	fs.StringVar(&hf.flux.SourceName, "flux-source", "flotilla", "name of the GitRepository serving the hydrated branch")
+	fs.DurationVar(&hf.flux.Interval, "flux-interval", 10*time.Minute, "reconcile interval of the generated Kustomizations")
+	fs.StringVar(&hf.bootstrap, "flux-bootstrap", "", "print the one-time Flux objects for this cluster (needs --branch) and exit")
+	fs.StringVar(&hf.fluxSecret, "flux-secret", "", "with --flux-bootstrap: the Secret holding Flux's Git credentials")
+}
+
+// run hydrates, or prints the Flux bootstrap.
+func (hf *hydrateFlags) run(cmd *cobra.Command, dir string) error {
+	if err := hf.out.validate(); err != nil {
+		return err
+	}
+	if hf.bootstrap != "" {
+		return fluxBootstrap(cmd.OutOrStdout(), dir, hf)
+	}
+	switch {
+	case hf.branch == "" && hf.outDir == "":
+		return errors.New("say where the hydrated tree goes: --branch B (a branch of the local repository, --push to push it) or --out DIR")
+	case hf.branch != "" && hf.outDir != "":
+		return errors.New("--branch and --out exclude each other")
+	case hf.push && hf.branch == "":
+		return errors.New("--push pushes the --branch; with --out there is nothing to push")
+	}
+	h, err := hf.hydrate(cmd, dir)
+	if err != nil {
+		return err
+	}
+	for _, w := range h.Warnings {
+		fmt.Fprintln(cmd.ErrOrStderr(), "warning:", w)
+	}
+	for _, p := range h.Problems {
+		fmt.Fprintln(cmd.ErrOrStderr(), p)
+	}
+	res, err := hf.write(cmd, dir, h)
+	if err != nil {
+		return err
+	}
+	summary := hydrateSummary{Result: res, Source: h.Metadata.DrySHA, Clusters: h.Clusters, Bundles: h.Bundles,
+		Renders: h.Renders, Failed: len(h.Problems)}
+	if err := hf.out.write(cmd.OutOrStdout(), summary, func(w io.Writer) error { return summary.text(w, hf) }); err != nil {
+		return err
+	}
+	if len(h.Problems) > 0 {
+		return &reportedError{fmt.Errorf("%d bundles or clusters failed and kept their last hydrated state", len(h.Problems))}
+	}
+	return nil
+}
+
+// hydrate renders every known cluster (secrets refused: a hydrated branch
+// is read by others, so never a decrypted or a masked, unusable secret in
+// it).
+func (hf *hydrateFlags) hydrate(cmd *cobra.Command, dir string) (*companion.Output, error) {
+	hf.limits.sources.Secrets = sops.ModeRefuse
+	opts, closeWorkers, err := hf.limits.options(planrender.Options{})
+	if err != nil {
+		return nil, err
+	}
+	defer closeWorkers()
+	ho := companion.Options{Dir: dir, Path: hf.fleet.path, Revision: hf.revision, RepoURL: hf.repoURL,
+		Render: opts, Flux: hf.flux, Progress: func(s string) { fmt.Fprintln(cmd.ErrOrStderr(), s) }}
+	if ho.Status, err = hf.known.resolve(); err != nil {
+		return nil, err
+	}
+	if err := hf.fleet.startGuard(cmd.Context()); err != nil {
+		return nil, err
+	}
+	tuneGCForBatch()
+	defer hf.fleet.stopGuard()
+	return companion.Hydrate(cmd.Context(), ho)
+}
+
+// write writes the hydrated tree into the folder, or commits it to the
+// branch (and pushes it).
+func (hf *hydrateFlags) write(cmd *cobra.Command, dir string, h *companion.Output) (*companion.Result, error) {
+	if hf.outDir != "" {
+		return companion.WriteFolder(h, hf.outDir)
+	}
+	co := companion.CommitOptions{Branch: hf.branch, Push: hf.push, Remote: hf.remote, Timeout: hf.pushTimeout}
+	co.Committer = &object.Signature{Name: hf.committerName, Email: hf.committerMail}
+	if hf.push {
+		var err error
+		if co.Auth, err = hydrateAuth(dir, hf); err != nil {
+			return nil, err
+		}
+	}
+	return companion.CommitBranch(cmd.Context(), dir, h, co)
+}
+
+// hydrateLong is hydrate's --help.
+const hydrateLong = `Render the fleet in DIR at a commit (--revision, default HEAD; read from Git,
 not from the work tree) for every cluster it knows — the inventory and every
 cluster that reported on a status branch — into one tree that Argo CD or
 Flux applies, Flotilla deciding and the other controller applying:
@@ -75,109 +202,7 @@ failed); the others are written and the exit status is 1.
 
 --flux-bootstrap CLUSTER prints the one-time GitRepository and root
 Kustomization that make Flux in that cluster follow its folder of the
-hydrated branch, and hydrates nothing.`,
-		Example: `  # In CI, on every commit to main:
-  flotilla hydrate --branch hydrated --push
-
-  # Look at the tree first
-  flotilla hydrate --out /tmp/hydrated
-
-  # Once per cluster, in the cluster
-  flotilla hydrate --flux-bootstrap prod-eu-1 --branch hydrated | kubectl apply -f -`,
-		Args: cobra.MaximumNArgs(1),
-	}
-	out := addOutputFlag(cmd, "text", "json")
-	ff := addFleetFlags(cmd)
-	limits := addLimitFlags(cmd, false)
-	known := addKnownClusterFlags(cmd)
-	fs := cmd.Flags()
-	fs.StringVar(&hf.branch, "branch", "", "commit the hydrated tree to this branch of the local repository")
-	fs.StringVar(&hf.out, "out", "", "write the hydrated tree into this folder instead of a branch")
-	fs.BoolVar(&hf.push, "push", false, "with --branch: fetch the branch from --remote first, then push it with its notes")
-	fs.StringVar(&hf.remote, "remote", "origin", "the remote --push uses")
-	addGitAuthFlags(cmd, &hf.auth, "", " for --push")
-	fs.DurationVar(&hf.pushTimeout, "push-timeout", 2*time.Minute, "bound of fetching and pushing, retries included")
-	fs.StringVar(&hf.revision, "revision", "HEAD", "the source commit to hydrate")
-	fs.StringVar(&hf.repoURL, "repo-url", "", "the source repository's URL as recorded in hydrator.metadata, and the URL Flux reads with --flux-bootstrap (default: the origin remote's, without credentials)")
-	fs.StringVar(&hf.committerName, "committer-name", "flotilla hydrate", "name on the hydrated commits")
-	fs.StringVar(&hf.committerMail, "committer-email", "flotilla@flotilla.dev", "email on the hydrated commits")
-	fs.StringVar(&hf.flux.Namespace, "flux-namespace", "flux-system", "namespace of the generated GitRepository and platform Kustomizations")
-	fs.StringVar(&hf.flux.SourceName, "flux-source", "flotilla", "name of the GitRepository serving the hydrated branch")
-	fs.DurationVar(&hf.flux.Interval, "flux-interval", 10*time.Minute, "reconcile interval of the generated Kustomizations")
-	fs.StringVar(&hf.bootstrap, "flux-bootstrap", "", "print the one-time Flux objects for this cluster (needs --branch) and exit")
-	fs.StringVar(&hf.fluxSecret, "flux-secret", "", "with --flux-bootstrap: the Secret holding Flux's Git credentials")
-	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		if err := out.validate(); err != nil {
-			return err
-		}
-		dir := repoDir(args)
-		if hf.bootstrap != "" {
-			return fluxBootstrap(cmd.OutOrStdout(), dir, hf)
-		}
-		switch {
-		case hf.branch == "" && hf.out == "":
-			return errors.New("say where the hydrated tree goes: --branch B (a branch of the local repository, --push to push it) or --out DIR")
-		case hf.branch != "" && hf.out != "":
-			return errors.New("--branch and --out exclude each other")
-		case hf.push && hf.branch == "":
-			return errors.New("--push pushes the --branch; with --out there is nothing to push")
-		}
-		// A hydrated branch is read by others: never a decrypted (or a
-		// masked, unusable) secret in it.
-		limits.sources.Secrets = sops.ModeRefuse
-		opts, closeWorkers, err := limits.options(planrender.Options{})
-		if err != nil {
-			return err
-		}
-		defer closeWorkers()
-		ho := companion.Options{Dir: dir, Path: ff.path, Revision: hf.revision, RepoURL: hf.repoURL,
-			Render: opts, Flux: hf.flux, Progress: func(s string) { fmt.Fprintln(cmd.ErrOrStderr(), s) }}
-		if ho.Status, err = known.resolve(); err != nil {
-			return err
-		}
-		if err := ff.startGuard(cmd.Context()); err != nil {
-			return err
-		}
-		tuneGCForBatch()
-		h, err := companion.Hydrate(cmd.Context(), ho)
-		ff.stopGuard()
-		if err != nil {
-			return err
-		}
-		for _, w := range h.Warnings {
-			fmt.Fprintln(cmd.ErrOrStderr(), "warning:", w)
-		}
-		for _, p := range h.Problems {
-			fmt.Fprintln(cmd.ErrOrStderr(), p)
-		}
-		var res *companion.Result
-		if hf.out != "" {
-			res, err = companion.WriteFolder(h, hf.out)
-		} else {
-			co := companion.CommitOptions{Branch: hf.branch, Push: hf.push, Remote: hf.remote, Timeout: hf.pushTimeout}
-			co.Committer = &object.Signature{Name: hf.committerName, Email: hf.committerMail}
-			if hf.push {
-				if co.Auth, err = hydrateAuth(dir, hf); err != nil {
-					return err
-				}
-			}
-			res, err = companion.CommitBranch(cmd.Context(), dir, h, co)
-		}
-		if err != nil {
-			return err
-		}
-		summary := hydrateSummary{Result: res, Source: h.Metadata.DrySHA, Clusters: h.Clusters, Bundles: h.Bundles,
-			Renders: h.Renders, Failed: len(h.Problems)}
-		if err := out.write(cmd.OutOrStdout(), summary, func(w io.Writer) error { return summary.text(w, hf) }); err != nil {
-			return err
-		}
-		if len(h.Problems) > 0 {
-			return &reportedError{fmt.Errorf("%d bundles or clusters failed and kept their last hydrated state", len(h.Problems))}
-		}
-		return nil
-	}
-	return cmd
-}
+hydrated branch, and hydrates nothing.`
 
 // hydrateSummary is what hydrate prints.
 type hydrateSummary struct {
@@ -190,7 +215,7 @@ type hydrateSummary struct {
 }
 
 func (s hydrateSummary) text(w io.Writer, hf *hydrateFlags) error {
-	where := hf.out
+	where := hf.outDir
 	if hf.branch != "" {
 		where = "branch " + hf.branch
 	}
@@ -199,7 +224,7 @@ func (s hydrateSummary) text(w io.Writer, hf *hydrateFlags) error {
 	switch {
 	case !s.Changed:
 		fmt.Fprintf(w, "nothing changed")
-	case hf.out != "":
+	case hf.outDir != "":
 		fmt.Fprintf(w, "%d files added, %d updated, %d removed", s.Added, s.Updated, s.Removed)
 	default:
 		fmt.Fprintf(w, "committed %s: %d files added, %d updated, %d removed", gitrev.Abbrev(s.Commit, gitrev.HydratorLen), s.Added, s.Updated, s.Removed)

@@ -17,11 +17,8 @@ import (
 	"github.com/flotilla-gitops/flotilla/schemas/spec"
 )
 
-func newPlanCmd() *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "plan [DIR] (--cluster NAME | --name NAME [--region R] [--label k=v]... | --all)",
-		Short: "Explain what a cluster gets from the fleet: bundles, reasons, overlays, values",
-		Long: `Evaluate the fleet in DIR (default: the current folder) for one cluster and
+// planLong is the command's --help.
+const planLong = `Evaluate the fleet in DIR (default: the current folder) for one cluster and
 explain the result: which bundles select it and why, which overlays matched,
 the final concrete values of each bundle, the order bundles are applied in
 (dependsOn), and which bundles do not select it and why.
@@ -33,7 +30,13 @@ ask "what if". --all plans every inventory cluster and prints a matrix of
 clusters by bundles.
 
 Nothing is rendered or applied. The exit code is 1 when a bundle fails to
-evaluate.`,
+evaluate.`
+
+func newPlanCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "plan [DIR] (--cluster NAME | --name NAME [--region R] [--label k=v]... | --all)",
+		Short: "Explain what a cluster gets from the fleet: bundles, reasons, overlays, values",
+		Long:  planLong,
 		Example: `  flotilla plan --cluster prod-eu-1
   flotilla plan --cluster prod-eu-1 --label class=regulated
   flotilla plan --name edge-7 --region eu-west-1 --label env=prod -o json

@@ -25,12 +25,8 @@ type previewFlags struct {
 	bundles    []string
 }
 
-func newPreviewCmd() *cobra.Command {
-	pf := &previewFlags{}
-	cmd := &cobra.Command{
-		Use:   "preview [DIR] --base REF [--head REF]",
-		Short: "Show which clusters a change touches, and how: the pull-request view",
-		Long: `Compare the fleet at --base with the fleet at --head (default: the work tree
+// previewLong is the command's --help.
+const previewLong = `Compare the fleet at --base with the fleet at --head (default: the work tree
 as it is) for every cluster the fleet knows: the inventories at both
 revisions and every cluster that reported on a status branch, with its real
 labels and facts (--status-repo URL, or the local repository's own status
@@ -59,7 +55,14 @@ its cluster.
 
 Exit status as diff(1): 0 nothing changes, 1 something changes, 2 an error
 — including a bundle or cluster that evaluates or renders at --base but
-fails at --head, and a new policy violation.`,
+fails at --head, and a new policy violation.`
+
+func newPreviewCmd() *cobra.Command {
+	pf := &previewFlags{}
+	cmd := &cobra.Command{
+		Use:   "preview [DIR] --base REF [--head REF]",
+		Short: "Show which clusters a change touches, and how: the pull-request view",
+		Long:  previewLong,
 		Example: `  flotilla preview --base origin/main                  # the work tree against main
   flotilla preview --base main --head HEAD -o markdown > comment.md
   git fetch origin 'refs/heads/flotilla/status/*:refs/remotes/origin/flotilla/status/*'

@@ -36,11 +36,8 @@ type statusFlags struct {
 	every        time.Duration
 }
 
-func newStatusCmd() *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "status --repo URL [--cluster NAME] [--wait --revision SHA]",
-		Short: "Show the fleet's state from the clusters' status branches",
-		Long: `Read the status branches the agents write (one per cluster,
+// statusLong is the command's --help.
+const statusLong = `Read the status branches the agents write (one per cluster,
 flotilla/status/<cluster>, all read with one ls-remote and one fetch) and
 show the fleet: each cluster's region, phase, the revision it applied
 against the tip of the fleet branch, its bundles ready out of total, and
@@ -53,7 +50,13 @@ phase, with the errors) that opens without a server.
 
 --wait --revision SHA blocks until every reporting cluster has applied that
 revision and is Ready (exit 0), or one failed at it or its rollout halted,
-or --timeout passes (exit 1): a CI job can gate on a rollout.`,
+or --timeout passes (exit 1): a CI job can gate on a rollout.`
+
+func newStatusCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "status --repo URL [--cluster NAME] [--wait --revision SHA]",
+		Short: "Show the fleet's state from the clusters' status branches",
+		Long:  statusLong,
 		Example: `  flotilla status --repo https://git.example.com/platform/fleet.git
   flotilla status --repo ../fleet --cluster prod-eu-1
   flotilla status --repo $REPO --wait --revision $(git rev-parse HEAD) --timeout 15m`,

@@ -22,11 +22,8 @@ type vetResult struct {
 	Diagnostics fleet.Diagnostics `json:"diagnostics"`
 }
 
-func newVetCmd() *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "vet [DIR]",
-		Short: "Check a fleet against the schemas and evaluate it for every inventory cluster",
-		Long: `Check the fleet repository in DIR (default: the current folder): its CUE
+// vetLong is the command's --help.
+const vetLong = `Check the fleet repository in DIR (default: the current folder): its CUE
 against Flotilla's schemas, then every bundle for every cluster of its
 ` + "`clusters`" + ` inventory — selection, overlays, concrete values, dependsOn, and
 the tenancy policy (a team's bundle in its namespaces, as its accounts).
@@ -54,7 +51,13 @@ field.
 Every problem is printed once, as file:line:column, with the clusters and
 bundle it concerns; a problem that occurs for several clusters is printed
 once with all of them. The exit code is 1 if there is any problem, so vet
-can gate a pull request.`,
+can gate a pull request.`
+
+func newVetCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "vet [DIR]",
+		Short: "Check a fleet against the schemas and evaluate it for every inventory cluster",
+		Long:  vetLong,
 		Example: `  flotilla vet
   flotilla vet examples/regions
   flotilla vet . --path fleets/prod -o json
