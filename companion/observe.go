@@ -143,6 +143,17 @@ func (o *Observer) Observe(ctx context.Context) (*report.Status, error) {
 		revisions[b.Revision] = true
 	}
 	slices.SortFunc(st.Bundles, func(x, y report.BundleStatus) int { return strings.Compare(x.Name, y.Name) })
+	summarize(st, revisions)
+	if _, err := o.reporter.Publish(ctx, st, now); err != nil {
+		return st, fmt.Errorf("publishing the status: %w", err)
+	}
+	return st, nil
+}
+
+// summarize sets the cluster's phase from its bundles' (unless the
+// observation failed), its applied revision when every bundle is at one,
+// and when it became Ready there.
+func summarize(st *report.Status, revisions map[string]bool) {
 	if st.Phase == "" {
 		st.Phase = report.ClusterReady
 		for _, b := range st.Bundles {
@@ -170,10 +181,6 @@ func (o *Observer) Observe(ctx context.Context) (*report.Status, error) {
 		}
 		st.ReadySince = &latest
 	}
-	if _, err := o.reporter.Publish(ctx, st, now); err != nil {
-		return st, fmt.Errorf("publishing the status: %w", err)
-	}
-	return st, nil
 }
 
 // bundleOfKustomization is a Flux Kustomization's state as a bundle's

@@ -122,6 +122,15 @@ func (f *Fleet) readTenancy() Diagnostics {
 	}
 
 	f.tenancy = &t
+	f.assignOwners(pos)
+	return nil
+}
+
+// assignOwners gives every bundle its one owner under the tenancy policy
+// (tenancy, positioned at pos): the platform or one tenant. A bundle that
+// belongs to no one, or to several, fails in every plan, naming them.
+func (f *Fleet) assignOwners(pos token.Pos) {
+	t := f.tenancy
 	f.owners = map[string]owner{}
 	bundles := lookup(f.root, fieldBundles)
 	for _, b := range f.bundles {
@@ -151,7 +160,6 @@ func (f *Fleet) readTenancy() Diagnostics {
 			Bundle: b, Message: msg, Positions: positionsOf([]token.Pos{userPos(lookup(bundles, b)), pos}),
 		})
 	}
-	return nil
 }
 
 // applyTenancy checks a tenant's bundle, evaluated for one cluster, against

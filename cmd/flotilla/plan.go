@@ -145,50 +145,8 @@ func writePlanText(w io.Writer, p *fleet.Plan, repoDir string) error {
 	}
 
 	for _, b := range p.Bundles {
-		fmt.Fprintf(w, "\n%s\n", b.Name)
-		for _, why := range b.SelectedBecause {
-			fmt.Fprintf(w, "  selected: %s\n", why)
-		}
-		for _, o := range b.Overlays {
-			at := ""
-			if o.Position != nil {
-				at = " (" + o.Position.String() + ")"
-			}
-			fmt.Fprintf(w, "  overlay %s%s: %s\n", o.Name, at, strings.Join(o.Because, "; "))
-		}
-		if b.Failed() {
-			for _, d := range b.Errors {
-				fmt.Fprintf(w, "  error: %s\n", d.Error())
-			}
-			continue
-		}
-		if b.Source.Kind == spec.KindHelm && !b.Source.Helm.IncludeHooks {
-			fmt.Fprintf(w, "  hooks: rendered but not applied (set helm: includeHooks: true to apply them)\n")
-		}
-		fmt.Fprintf(w, "  apply: prune=%t wait=%t timeout=%s", b.Apply.Prune, b.Apply.Wait, b.Apply.Timeout.Duration)
-		if b.Apply.ServiceAccountName != "" {
-			fmt.Fprintf(w, " as serviceaccount %s/%s", b.Namespace, b.Apply.ServiceAccountName)
-		}
-		fmt.Fprintln(w)
-		if b.Rollout != nil {
-			fmt.Fprintf(w, "  rollout of its own: %s\n", rolloutText(b.Rollout))
-		}
-		if g := b.Tenant; g != nil {
-			kinds := "none"
-			if len(g.ClusterKinds) > 0 {
-				kinds = strings.Join(g.ClusterKinds, ", ")
-			}
-			fmt.Fprintf(w, "  tenant %s: objects in namespaces [%s], cluster-scoped kinds: %s\n", g.Tenant, strings.Join(g.Namespaces, ", "), kinds)
-		}
-		if b.Source.Kind == spec.KindHelm && len(b.Source.Helm.ValuesFiles) > 0 {
-			writeValuesFiles(w, repoDir, b)
-		}
-		if string(b.Values) != "{}" && len(b.Values) > 0 {
-			values, err := yaml.JSONToYAML(b.Values)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(w, "  values:\n%s", indent(string(values), "    "))
+		if err := writeBundleText(w, b, repoDir); err != nil {
+			return err
 		}
 	}
 
@@ -197,6 +155,57 @@ func writePlanText(w io.Writer, p *fleet.Plan, repoDir string) error {
 		for _, n := range p.NotSelected {
 			fmt.Fprintf(w, "  %s: %s\n", n.Name, strings.Join(n.Because, "; "))
 		}
+	}
+	return nil
+}
+
+// writeBundleText explains one bundle of the plan: why it was selected,
+// its overlays, its errors or how it is applied, and its values.
+func writeBundleText(w io.Writer, b *fleet.Bundle, repoDir string) error {
+	fmt.Fprintf(w, "\n%s\n", b.Name)
+	for _, why := range b.SelectedBecause {
+		fmt.Fprintf(w, "  selected: %s\n", why)
+	}
+	for _, o := range b.Overlays {
+		at := ""
+		if o.Position != nil {
+			at = " (" + o.Position.String() + ")"
+		}
+		fmt.Fprintf(w, "  overlay %s%s: %s\n", o.Name, at, strings.Join(o.Because, "; "))
+	}
+	if b.Failed() {
+		for _, d := range b.Errors {
+			fmt.Fprintf(w, "  error: %s\n", d.Error())
+		}
+		return nil
+	}
+	if b.Source.Kind == spec.KindHelm && !b.Source.Helm.IncludeHooks {
+		fmt.Fprintf(w, "  hooks: rendered but not applied (set helm: includeHooks: true to apply them)\n")
+	}
+	fmt.Fprintf(w, "  apply: prune=%t wait=%t timeout=%s", b.Apply.Prune, b.Apply.Wait, b.Apply.Timeout.Duration)
+	if b.Apply.ServiceAccountName != "" {
+		fmt.Fprintf(w, " as serviceaccount %s/%s", b.Namespace, b.Apply.ServiceAccountName)
+	}
+	fmt.Fprintln(w)
+	if b.Rollout != nil {
+		fmt.Fprintf(w, "  rollout of its own: %s\n", rolloutText(b.Rollout))
+	}
+	if g := b.Tenant; g != nil {
+		kinds := "none"
+		if len(g.ClusterKinds) > 0 {
+			kinds = strings.Join(g.ClusterKinds, ", ")
+		}
+		fmt.Fprintf(w, "  tenant %s: objects in namespaces [%s], cluster-scoped kinds: %s\n", g.Tenant, strings.Join(g.Namespaces, ", "), kinds)
+	}
+	if b.Source.Kind == spec.KindHelm && len(b.Source.Helm.ValuesFiles) > 0 {
+		writeValuesFiles(w, repoDir, b)
+	}
+	if string(b.Values) != "{}" && len(b.Values) > 0 {
+		values, err := yaml.JSONToYAML(b.Values)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "  values:\n%s", indent(string(values), "    "))
 	}
 	return nil
 }

@@ -66,36 +66,7 @@ func (m *Manager) applyBundle(ctx context.Context, b Bundle, inv *Inventory, res
 			// Applying it says why it cannot be, or recreates it (force).
 			toApply = append(toApply, r.object)
 		}
-		for _, d := range diffs {
-			obj := d.DesiredObject.(*unstructured.Unstructured)
-			action := ObjectAction{Object: ssautils.FmtUnstructured(obj)}
-			switch d.Type {
-			case jsondiff.DiffTypeCreate:
-				action.Action = ActionCreated
-				toApply = append(toApply, obj)
-			case jsondiff.DiffTypeUpdate:
-				action.Fields = patchPaths(d)
-				switch {
-				case m.opts.DryRun:
-					action.Action = ActionConfigured
-				case b.DriftPolicy == spec.DriftReport:
-					action.Action = ActionDrifted
-					res.Counts.Drifted++
-				default:
-					action.Action = ActionCorrected
-					res.Counts.Drifted++
-					toApply = append(toApply, obj)
-				}
-			case jsondiff.DiffTypeExclude:
-				action.Action = ActionSkipped
-			default:
-				action.Action = ActionUnchanged
-				res.Counts.Unchanged++
-			}
-			if m.opts.DryRun || action.Action != ActionUnchanged {
-				res.Objects = append(res.Objects, action)
-			}
-		}
+		toApply = append(toApply, m.drifted(b, diffs, res)...)
 		if m.opts.DryRun {
 			for _, a := range res.Objects {
 				countAction(&res.Counts, a.Action)
@@ -119,6 +90,44 @@ func (m *Manager) applyBundle(ctx context.Context, b Bundle, inv *Inventory, res
 		return entriesFor(objects, cs), err
 	}
 	return entriesFor(objects, cs), nil
+}
+
+// drifted records what the dry run found of each object and returns those
+// to apply: the missing ones, and the ones changed by hand unless the
+// bundle only reports drift (a dry run applies nothing).
+func (m *Manager) drifted(b Bundle, diffs []*jsondiff.Diff, res *BundleResult) []*unstructured.Unstructured {
+	var toApply []*unstructured.Unstructured
+	for _, d := range diffs {
+		obj := d.DesiredObject.(*unstructured.Unstructured)
+		action := ObjectAction{Object: ssautils.FmtUnstructured(obj)}
+		switch d.Type {
+		case jsondiff.DiffTypeCreate:
+			action.Action = ActionCreated
+			toApply = append(toApply, obj)
+		case jsondiff.DiffTypeUpdate:
+			action.Fields = patchPaths(d)
+			switch {
+			case m.opts.DryRun:
+				action.Action = ActionConfigured
+			case b.DriftPolicy == spec.DriftReport:
+				action.Action = ActionDrifted
+				res.Counts.Drifted++
+			default:
+				action.Action = ActionCorrected
+				res.Counts.Drifted++
+				toApply = append(toApply, obj)
+			}
+		case jsondiff.DiffTypeExclude:
+			action.Action = ActionSkipped
+		default:
+			action.Action = ActionUnchanged
+			res.Counts.Unchanged++
+		}
+		if m.opts.DryRun || action.Action != ActionUnchanged {
+			res.Objects = append(res.Objects, action)
+		}
+	}
+	return toApply
 }
 
 // dryRun dry-run applies objects and compares each with the cluster's copy;
