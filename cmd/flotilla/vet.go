@@ -59,8 +59,8 @@ func newVetCmd() *cobra.Command {
 		Short: "Check a fleet against the schemas and evaluate it for every inventory cluster",
 		Long:  vetLong,
 		Example: `  flotilla vet
-  flotilla vet examples/regions
-  flotilla vet . --path fleets/prod -o json
+  flotilla vet examples/independent
+  flotilla vet . --path examples/independent -o json
   flotilla vet --policies`,
 		Args: cobra.MaximumNArgs(1),
 	}
