@@ -113,7 +113,7 @@ func TestHelpExamplesRun(t *testing.T) {
 			ran++
 		}
 	}
-	if ran < 8 {
+	if ran < 7 {
 		t.Fatalf("only %d examples found:\n%s", ran, script.String())
 	}
 	dir := t.TempDir()

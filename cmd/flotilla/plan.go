@@ -40,7 +40,7 @@ func newPlanCmd() *cobra.Command {
 		Example: `  flotilla plan --cluster prod-eu-1
   flotilla plan --cluster prod-eu-1 --label class=regulated
   flotilla plan --name edge-7 --region eu-west-1 --label env=prod -o json
-  flotilla plan examples/independent --all`,
+  flotilla plan . --path examples/independent --all`,
 		Args: cobra.MaximumNArgs(1),
 	}
 	out := addOutputFlag(cmd, "text", "json", "yaml")

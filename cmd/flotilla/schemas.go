@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/flotilla-gitops/flotilla/fleet"
+	"github.com/flotilla-gitops/flotilla/render"
 	"github.com/flotilla-gitops/flotilla/render/helm"
 	"github.com/flotilla-gitops/flotilla/render/sops"
 	"github.com/flotilla-gitops/flotilla/schemas/spec"
@@ -65,6 +66,10 @@ func (c *chartSchemas) source(h *spec.Helm) (*fleet.ChartSchema, error) {
 }
 
 func (c *chartSchemas) load(h *spec.Helm) (*fleet.ChartSchema, error) {
+	local := spec.Source{Kind: spec.KindHelm, Helm: &spec.Helm{Chart: h.Chart, Repo: h.Repo}}
+	if err := render.CheckSource(c.repoDir, local); err != nil {
+		return nil, nil // a chart that is not there: vet reports it as a problem of the bundle
+	}
 	chart := h.Chart
 	if h.Repo != "" || helm.IsOCI(h.Chart) {
 		chart = fmt.Sprintf("%s %s", chart, h.Version)

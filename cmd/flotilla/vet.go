@@ -9,7 +9,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/flotilla-gitops/flotilla/fleet"
+	"github.com/flotilla-gitops/flotilla/render"
 	"github.com/flotilla-gitops/flotilla/render/sops"
+	"github.com/flotilla-gitops/flotilla/schemas/spec"
 	"github.com/flotilla-gitops/flotilla/sync/planrender"
 	"github.com/flotilla-gitops/flotilla/sync/report"
 	"github.com/flotilla-gitops/flotilla/sync/source"
@@ -59,7 +61,6 @@ func newVetCmd() *cobra.Command {
 		Short: "Check a fleet against the schemas and evaluate it for every inventory cluster",
 		Long:  vetLong,
 		Example: `  flotilla vet
-  flotilla vet examples/independent
   flotilla vet . --path examples/independent -o json
   flotilla vet --policies`,
 		Args: cobra.MaximumNArgs(1),
@@ -96,6 +97,11 @@ func newVetCmd() *cobra.Command {
 				return err
 			}
 			res.Diagnostics = append(res.Diagnostics, fleet.Problems(plans, problems)...)
+			// Every source the plans name is in the repository (checked
+			// once per distinct source, without rendering).
+			res.Diagnostics = append(res.Diagnostics, f.CheckSources(plans, func(s spec.Source) error {
+				return render.CheckSource(repoDir(args), s)
+			})...)
 			if policy := f.Secrets(); policy != nil {
 				res.Diagnostics = append(res.Diagnostics, policy.CheckSecrets(plans, encryptedFiles(repoDir(args)))...)
 			}

@@ -1,0 +1,61 @@
+package fleet
+
+import (
+	"encoding/json"
+	"slices"
+
+	"cuelang.org/go/cue/token"
+
+	"github.com/flotilla-gitops/flotilla/schemas/spec"
+)
+
+// CheckSources checks the source of every planned bundle with check — once
+// per distinct source, however many clusters share it — and reports each
+// failure once per bundle and source: positioned at the bundle's source
+// field in the fleet, naming the clusters that get it. vet gives the check
+// (render.CheckSource: the paths are in the repository, of the right kind),
+// so that a bundle that cannot render anywhere fails before it reaches a
+// cluster. Bundles that failed to plan are left out (already a problem).
+func (f *Fleet) CheckSources(plans []*Plan, check func(spec.Source) error) Diagnostics {
+	type key struct{ bundle, source string }
+	checked := map[string]error{}
+	found := map[key]*Diagnostic{}
+	var ds Diagnostics
+	for _, p := range plans {
+		for _, b := range p.Bundles {
+			if b.Failed() {
+				continue
+			}
+			data, err := json.Marshal(b.Source)
+			if err != nil {
+				continue
+			}
+			err, done := checked[string(data)]
+			if !done {
+				err = check(b.Source)
+				checked[string(data)] = err
+			}
+			if err == nil {
+				continue
+			}
+			k := key{b.Name, string(data)}
+			if d := found[k]; d != nil {
+				if !slices.Contains(d.Clusters, p.Cluster.Name) {
+					d.Clusters = append(d.Clusters, p.Cluster.Name)
+				}
+				continue
+			}
+			d := &Diagnostic{Clusters: []string{p.Cluster.Name}, Bundle: b.Name, Path: b.Source.Kind.String(),
+				Message: err.Error(), Positions: positionsOf([]token.Pos{f.sourcePos(b.Name, b.Source.Kind)})}
+			found[k] = d
+			ds = append(ds, d)
+		}
+	}
+	return ds
+}
+
+// sourcePos is where the bundle's source is written: its field in the
+// bundle as the fleet declares it.
+func (f *Fleet) sourcePos(bundle string, kind spec.Kind) token.Pos {
+	return userPos(lookup(lookup(lookup(f.root, fieldBundles), bundle), kind.String()))
+}
