@@ -13,6 +13,7 @@ import (
 
 	"cuelang.org/go/cue"
 	"cuelang.org/go/cue/token"
+
 	"github.com/flotilla-gitops/flotilla/schemas/spec"
 )
 
@@ -100,7 +101,7 @@ func (b *Bundle) decodeInputs(v cue.Value) error {
 	if err := v.Decode(&fields); err != nil {
 		return err
 	}
-	if _, err := sourceOf(v); err != nil {
+	if err := oneSource(v); err != nil {
 		return err
 	}
 	values, err := canonicalJSON(lookup(v, "values"))
@@ -150,15 +151,9 @@ func (b *Bundle) decodeInputsFast(v cue.Value) bool {
 	if len(fields.kinds()) != 1 {
 		return false
 	}
-	values := json.RawMessage("{}")
-	if fv := lookup(v, "values"); fv.Exists() {
-		data, err := fv.MarshalJSON()
-		if err != nil {
-			return false
-		}
-		if values, err = canonicalize(data); err != nil {
-			return false
-		}
+	values, err := canonicalJSON(lookup(v, "values"))
+	if err != nil {
+		return false
 	}
 	in, problem := fields.inputs()
 	if problem != nil {
@@ -233,9 +228,9 @@ func incompleteDiagnostics(bundle cue.Value, err error) Diagnostics {
 	return ds
 }
 
-// sourceOf finds the bundle's one source; none or several is an error that
-// points at each.
-func sourceOf(v cue.Value) (spec.Kind, error) {
+// oneSource checks that the bundle has exactly one source; none or several
+// is an error that points at each.
+func oneSource(v cue.Value) error {
 	var found []string
 	var at []token.Pos
 	for _, kind := range spec.Kinds {
@@ -246,11 +241,11 @@ func sourceOf(v cue.Value) (spec.Kind, error) {
 	}
 	switch len(found) {
 	case 1:
-		return spec.Kind(found[0]), nil
+		return nil
 	case 0:
-		return "", diagnostic("", "a bundle needs exactly one source (helm, kustomize, manifests or resources); it has none", userPos(v))
+		return diagnostic("", "a bundle needs exactly one source (helm, kustomize, manifests or resources); it has none", userPos(v))
 	default:
-		return "", diagnostic("", fmt.Sprintf("a bundle needs exactly one source (helm, kustomize, manifests or resources); it has %s",
+		return diagnostic("", fmt.Sprintf("a bundle needs exactly one source (helm, kustomize, manifests or resources); it has %s",
 			strings.Join(found, " and ")), at...)
 	}
 }

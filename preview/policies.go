@@ -16,8 +16,8 @@ import (
 // at both) gets the same objects, hence the same violations, and is left
 // out.
 func clustersToCheck(clusters []fleet.Cluster, sides []*side, files *sourceChanges) []fleet.Cluster {
-	digest := sides[1].fleet.PoliciesDigest()
-	if digest == "" || sides[0].fleet.PoliciesDigest() != digest {
+	digest := sides[1].Fleet.PoliciesDigest()
+	if digest == "" || sides[0].Fleet.PoliciesDigest() != digest {
 		return clusters
 	}
 	var out []fleet.Cluster
@@ -57,7 +57,7 @@ func sameObjects(base, head *fleet.Plan, files *sourceChanges) bool {
 func newViolations(ctx context.Context, rep *Report, clusters []fleet.Cluster, sides []*side) error {
 	var before [2]map[string]map[string]bool // by cluster, problem (without positions)
 	for i, s := range sides {
-		if len(s.fleet.Policies()) == 0 {
+		if len(s.Fleet.Policies()) == 0 {
 			continue
 		}
 		var plans []*fleet.Plan
@@ -79,7 +79,7 @@ func newViolations(ctx context.Context, rep *Report, clusters []fleet.Cluster, s
 				}
 			}
 			found := map[string]bool{}
-			for _, d := range s.fleet.CheckPolicies(p.Cluster, bundles) {
+			for _, d := range s.Fleet.CheckPolicies(p.Cluster, bundles) {
 				found[problemKey(d)] = true
 				if i == 1 && !before[0][p.Cluster.Name][problemKey(d)] {
 					rep.addViolation(p.Cluster.Name, d.Error())

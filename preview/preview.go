@@ -166,10 +166,9 @@ func (r *Report) NewFailures() []string {
 
 // side is the fleet at one revision.
 type side struct {
-	name  string // "base" or "head"
-	snap  *snapshot.Snapshot
-	dir   string // the fleet folder at that revision
-	fleet *fleet.Fleet
+	name string // "base" or "head"
+	// Snapshot is the fleet folder at that revision (Dir) and its Fleet.
+	*snapshot.Snapshot
 	plans map[string]*fleet.Plan
 	errs  map[string]error
 	r     *planrender.Renderer
@@ -197,7 +196,6 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		if err != nil {
 			return nil, err
 		}
-		s.dir = snap.Dir
 		say(fmt.Sprintf("loading the fleet at %s", s.name))
 		if err := snap.Load(fleet.LoadOptions{Path: opts.Path}); err != nil {
 			if s.name == "base" {
@@ -205,13 +203,13 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 			}
 			return nil, fmt.Errorf("the fleet at head does not load: %w", err)
 		}
-		s.snap, s.fleet = snap, snap.Fleet
-		s.r = planrender.New(s.dir, opts.Render)
+		s.Snapshot = snap
+		s.r = planrender.New(snap.Dir, opts.Render)
 	}
-	rep.Base, rep.Head = sides[0].snap.Revision(), sides[1].snap.Revision()
+	rep.Base, rep.Head = sides[0].Revision(), sides[1].Revision()
 
 	// The clusters: both inventories and the status branches.
-	k, err := repo.Known(ctx, opts.Status, sides[0].snap, sides[1].snap)
+	k, err := repo.Known(ctx, opts.Status, sides[0].Snapshot, sides[1].Snapshot)
 	if err != nil {
 		return nil, err
 	}
@@ -231,7 +229,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	// Compare every cluster's bundles: what differs in its inputs, or
 	// reads a file that changed, is rendered (once per distinct input, at
 	// each side).
-	changed, err := changedFiles(sides[0].dir, sides[1].dir)
+	changed, err := changedFiles(sides[0].Dir, sides[1].Dir)
 	if err != nil {
 		return nil, err
 	}
@@ -252,7 +250,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	for _, j := range jobs {
 		j.finish()
 	}
-	if len(sides[1].fleet.Policies()) > 0 {
+	if len(sides[1].Fleet.Policies()) > 0 {
 		check := clustersToCheck(clusters, sides, files)
 		say(fmt.Sprintf("checking the fleet's policies for %d clusters", len(check)))
 		if err := newViolations(ctx, rep, check, sides); err != nil {
@@ -266,7 +264,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 
 // plan plans the clusters at the side's revision.
 func (s *side) plan(ctx context.Context, clusters []fleet.Cluster) error {
-	plans, errs, err := s.fleet.PlanClusters(ctx, clusters, nil)
+	plans, errs, err := s.Fleet.PlanClusters(ctx, clusters, nil)
 	if err != nil {
 		return err
 	}

@@ -214,6 +214,7 @@ func (a *Agent) RunOnce(ctx context.Context) *Pass {
 // pass is one pass, as named steps.
 func (a *Agent) pass(ctx context.Context) *Pass {
 	p := &Pass{}
+	defer a.eval.Release()
 
 	// 1. Who is this cluster now (flags, identity ConfigMap, facts)?
 	c, err := a.ident.Resolve(ctx)
@@ -244,11 +245,8 @@ func (a *Agent) pass(ctx context.Context) *Pass {
 
 	// 4. The rollout: which of the tip this cluster may take now, from the
 	// other clusters' status branches. Held bundles keep their revision.
-	inv := &inventories{read: func(ctx context.Context) (map[string]*apply.Inventory, error) {
-		inv, _, err := apply.ReadInventories(ctx, a.kube, a.opts.Apply.InventoryNamespace)
-		return inv, err
-	}}
-	if p.gate, err = a.decideRollout(ctx, co.Dir, plan, p.Revision, inv.get(ctx), time.Now()); err != nil {
+	inv := &inventories{kube: a.kube, namespace: a.opts.Apply.InventoryNamespace}
+	if p.gate, err = a.decideRollout(ctx, co.Dir, plan, p.Revision, func() (map[string]*apply.Inventory, error) { return inv.read(ctx) }, time.Now()); err != nil {
 		p.Err = fmt.Errorf("rollout of %s; nothing applied or pruned: %w", gitrev.Short(p.Revision), err)
 		return p
 	}
@@ -288,12 +286,7 @@ func (a *Agent) pass(ctx context.Context) *Pass {
 		a.fleetRevision = fleetRevisionOf(p, plan, bundles)
 		a.ready.Store(true)
 	}
-	revisions, dirs := []string{p.Revision}, []string{co.Dir}
-	for _, k := range kept {
-		revisions, dirs = append(revisions, k.Revision), append(dirs, k.Dir)
-	}
-	_ = a.src.Prune(revisions...)
-	a.eval.Keep(dirs...)
+	_ = a.src.Prune(append(kept, p.Revision)...)
 	return p
 }
 
@@ -347,29 +340,27 @@ func (a *Agent) atRevision(ctx context.Context, revision string, tip bool) (*sou
 // inventories reads the bundles' inventories once, when first needed (the
 // rollout gate of a fleet with waves, the held bundles).
 type inventories struct {
-	read    func(context.Context) (map[string]*apply.Inventory, error)
-	current map[string]*apply.Inventory
+	kube      client.Client
+	namespace string
+	current   map[string]*apply.Inventory
 }
 
-// get is the reader the rollout gate takes.
-func (i *inventories) get(ctx context.Context) func() (map[string]*apply.Inventory, error) {
-	return func() (map[string]*apply.Inventory, error) {
-		if i.current == nil {
-			inv, err := i.read(ctx)
-			if err != nil {
-				return nil, fmt.Errorf("reading the inventories: %w", err)
-			}
-			i.current = inv
+func (i *inventories) read(ctx context.Context) (map[string]*apply.Inventory, error) {
+	if i.current == nil {
+		inv, _, err := apply.ReadInventories(ctx, i.kube, i.namespace)
+		if err != nil {
+			return nil, fmt.Errorf("reading the inventories: %w", err)
 		}
-		return i.current, nil
+		i.current = inv
 	}
+	return i.current, nil
 }
 
 // bundles is what the pass syncs, in plan order: the tip's bundles the
 // gate lets through, rendered at the tip, the held ones rendered at the
 // revisions their inventories record, each bundle that violates the
-// fleet's policies failed. kept are the held revisions' checkouts.
-func (a *Agent) bundles(ctx context.Context, co *source.Checkout, plan *fleet.Plan, g *gate, inv map[string]*apply.Inventory) ([]apply.Bundle, []*source.Checkout, error) {
+// fleet's policies failed. kept are the held revisions.
+func (a *Agent) bundles(ctx context.Context, co *source.Checkout, plan *fleet.Plan, g *gate, inv map[string]*apply.Inventory) ([]apply.Bundle, []string, error) {
 	rendered, err := a.renderAt(ctx, co, plan, func(b string) bool { _, held := g.held[b]; return !held })
 	if err != nil {
 		return nil, nil, err

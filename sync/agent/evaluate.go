@@ -26,14 +26,17 @@ type evaluator interface {
 	// Renderers are the renderers by source kind; nil: planrender's, in
 	// this process.
 	Renderers() map[spec.Kind]render.Renderer
-	// Keep forgets what was kept of checkouts other than dirs.
-	Keep(dirs ...string)
+	// Release drops what was kept for the pass: called when a pass ends,
+	// so that an idle agent holds no compiled fleet.
+	Release()
 }
 
-// inProcess evaluates in the agent's process. Each checkout's fleet is
-// loaded once (a checkout's folder is one revision's, and never changes):
-// a pass that plans, places the rollout and checks policies compiles its
-// CUE once, and a held revision's once while it is held.
+// inProcess evaluates in the agent's process. Within a pass, each
+// checkout's fleet is loaded once (a checkout's folder is one revision's,
+// and never changes): a pass that plans, places the rollout and checks
+// policies compiles the tip's CUE once. Release drops them when the pass
+// ends: a waiting agent polls with its cached plan and rollout places, and
+// holds no compiled fleet while idle.
 type inProcess struct {
 	load fleet.LoadOptions
 
@@ -88,18 +91,10 @@ func (e *inProcess) PolicyViolations(_ context.Context, dir string, c fleet.Clus
 
 func (e *inProcess) Renderers() map[spec.Kind]render.Renderer { return nil }
 
-func (e *inProcess) Keep(dirs ...string) {
+func (e *inProcess) Release() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	for dir := range e.fleets {
-		kept := false
-		for _, d := range dirs {
-			kept = kept || d == dir
-		}
-		if !kept {
-			delete(e.fleets, dir)
-		}
-	}
+	clear(e.fleets)
 }
 
 // sandboxed evaluates and renders in the pool's workers. Each job loads
@@ -128,4 +123,4 @@ func (e sandboxed) PolicyViolations(ctx context.Context, dir string, c fleet.Clu
 
 func (e sandboxed) Renderers() map[spec.Kind]render.Renderer { return e.pool.Renderers() }
 
-func (e sandboxed) Keep(...string) {}
+func (e sandboxed) Release() {}

@@ -11,7 +11,7 @@ import (
 
 // TestInProcessLoadsACheckoutOnce: the in-process evaluator plans, places
 // rollouts and checks policies of one checkout with one loaded fleet, and
-// Keep forgets the checkouts a pass no longer uses.
+// Release (the end of a pass) drops every loaded fleet.
 func TestInProcessLoadsACheckoutOnce(t *testing.T) {
 	dirs := []string{t.TempDir(), t.TempDir()}
 	for i, dir := range dirs {
@@ -43,8 +43,11 @@ func TestInProcessLoadsACheckoutOnce(t *testing.T) {
 	if len(e.fleets) != 2 || plan.Bundles[0].Source.Resources == nil {
 		t.Fatalf("a second checkout: %d fleets", len(e.fleets))
 	}
-	e.Keep(dirs[1])
-	if len(e.fleets) != 1 || e.fleets[dirs[1]] == nil {
-		t.Errorf("Keep(%s) left %v", dirs[1], e.fleets)
+	e.Release()
+	if len(e.fleets) != 0 {
+		t.Errorf("Release left %v", e.fleets)
+	}
+	if _, err := e.Plan(ctx, dirs[0], c); err != nil || e.fleets[dirs[0]] == nil || e.fleets[dirs[0]] == first {
+		t.Errorf("after Release the checkout is loaded anew: %v", err)
 	}
 }

@@ -15,7 +15,6 @@ import (
 	"github.com/flotilla-gitops/flotilla/sync/identity"
 	"github.com/flotilla-gitops/flotilla/sync/report"
 	"github.com/flotilla-gitops/flotilla/sync/rollout"
-	"github.com/flotilla-gitops/flotilla/sync/source"
 )
 
 // The rollout gate (issue 15). When the tip's fleet has waves, the agent
@@ -367,9 +366,8 @@ func clusterIn(p fleet.ClusterRollouts, group string, st *report.Status, revisio
 // after them, for bundles the tip no longer has). A held bundle that was
 // never applied is left out: it is new at the tip and waits. A bundle
 // that cannot be rendered at its revision fails the pass: nothing of the
-// tip is applied and nothing pruned. It returns the held revisions'
-// checkouts.
-func (a *Agent) heldBundles(ctx context.Context, c fleet.Cluster, g *gate, bundles []apply.Bundle, inv map[string]*apply.Inventory) ([]apply.Bundle, []*source.Checkout, error) {
+// tip is applied and nothing pruned. It returns the held revisions.
+func (a *Agent) heldBundles(ctx context.Context, c fleet.Cluster, g *gate, bundles []apply.Bundle, inv map[string]*apply.Inventory) ([]apply.Bundle, []string, error) {
 	byRevision := map[string][]string{}
 	for b := range g.held {
 		if i := inv[b]; i != nil && i.Revision != "" {
@@ -377,14 +375,13 @@ func (a *Agent) heldBundles(ctx context.Context, c fleet.Cluster, g *gate, bundl
 		}
 	}
 	held := map[string]apply.Bundle{}
-	var kept []*source.Checkout
+	var revisions []string
 	for _, rev := range slices.Sorted(maps.Keys(byRevision)) {
-		names := byRevision[rev]
-		rendered, co, err := a.keepAt(ctx, c, rev, names)
+		rendered, err := a.keepAt(ctx, c, rev, byRevision[rev])
 		if err != nil {
 			return nil, nil, err
 		}
-		kept = append(kept, co)
+		revisions = append(revisions, rev)
 		for _, b := range rendered {
 			held[b.Name] = b
 		}
@@ -401,20 +398,20 @@ func (a *Agent) heldBundles(ctx context.Context, c fleet.Cluster, g *gate, bundl
 	for _, name := range slices.Sorted(maps.Keys(held)) {
 		out = append(out, held[name])
 	}
-	return out, kept, nil
+	return out, revisions, nil
 }
 
 // keepAt renders the named bundles as the fleet at rev plans them for the
 // cluster: the same steps as the tip's (atRevision, plan, renderAt).
-func (a *Agent) keepAt(ctx context.Context, c fleet.Cluster, rev string, names []string) ([]apply.Bundle, *source.Checkout, error) {
+func (a *Agent) keepAt(ctx context.Context, c fleet.Cluster, rev string, names []string) ([]apply.Bundle, error) {
 	what := strings.Join(names, ", ")
 	co, err := a.atRevision(ctx, rev, false)
 	if err != nil {
-		return nil, nil, fmt.Errorf("keeping %s at %s while the tip waits: %w", what, gitrev.Short(rev), err)
+		return nil, fmt.Errorf("keeping %s at %s while the tip waits: %w", what, gitrev.Short(rev), err)
 	}
 	plan, err := a.eval.Plan(ctx, co.Dir, c)
 	if err != nil {
-		return nil, nil, fmt.Errorf("keeping %s at %s: the fleet there does not evaluate for %s: %w", what, gitrev.Short(rev), c.Name, err)
+		return nil, fmt.Errorf("keeping %s at %s: the fleet there does not evaluate for %s: %w", what, gitrev.Short(rev), c.Name, err)
 	}
 	var missing []string
 	for _, n := range names {
@@ -423,13 +420,13 @@ func (a *Agent) keepAt(ctx context.Context, c fleet.Cluster, rev string, names [
 		}
 	}
 	if len(missing) > 0 {
-		return nil, nil, fmt.Errorf("keeping %s at %s: not selected for %s there any more", strings.Join(missing, ", "), gitrev.Short(rev), c.Name)
+		return nil, fmt.Errorf("keeping %s at %s: not selected for %s there any more", strings.Join(missing, ", "), gitrev.Short(rev), c.Name)
 	}
 	rendered, err := a.renderAt(ctx, co, plan, func(b string) bool { return slices.Contains(names, b) })
 	if err != nil {
-		return nil, nil, fmt.Errorf("keeping bundles at %s: %w", gitrev.Short(rev), err)
+		return nil, fmt.Errorf("keeping bundles at %s: %w", gitrev.Short(rev), err)
 	}
-	return rendered, co, nil
+	return rendered, nil
 }
 
 // waitFor shortens the wait before the next pass to the end of a bake.
