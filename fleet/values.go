@@ -3,15 +3,18 @@ package fleet
 import (
 	"crypto/sha256"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
 	"cuelang.org/go/cue"
+	"cuelang.org/go/cue/ast"
 	"cuelang.org/go/cue/cuecontext"
 	cueerrors "cuelang.org/go/cue/errors"
 	"cuelang.org/go/cue/token"
 	cuejson "cuelang.org/go/encoding/json"
 	"cuelang.org/go/encoding/jsonschema"
+	"github.com/flotilla-gitops/flotilla/internal/metaschema"
 	"github.com/flotilla-gitops/flotilla/schemas/spec"
 )
 
@@ -75,6 +78,7 @@ func (f *Fleet) compileSchema(cs *ChartSchema) compiledSchema {
 		if err != nil {
 			return cue.Value{}, err
 		}
+		canonicalMetaSchema(expr)
 		file, err := jsonschema.Extract(f.ctx.BuildExpr(expr), &jsonschema.Config{})
 		if err != nil {
 			return cue.Value{}, err
@@ -83,7 +87,7 @@ func (f *Fleet) compileSchema(cs *ChartSchema) compiledSchema {
 		return v, v.Err()
 	}()
 	if err != nil {
-		err = fmt.Errorf("%s cannot be read as CUE: %s", cs.Name, cueerrors.Details(err, nil))
+		err = schemaError(cs.Name, err)
 	}
 	if f.compiled == nil {
 		f.compiled = map[*ChartSchema]compiledSchema{}
@@ -91,6 +95,50 @@ func (f *Fleet) compileSchema(cs *ChartSchema) compiledSchema {
 	c := compiledSchema{v: v, err: err, key: fmt.Sprintf("%s\x00%x", cs.Name, sha256.Sum256(cs.JSON))}
 	f.compiled[cs] = c
 	return c
+}
+
+// schemaError is why a values schema cannot be lifted into CUE, on one
+// line: the first problem, at its place in the schema.
+func schemaError(name string, err error) error {
+	errs := cueerrors.Errors(err)
+	if len(errs) == 0 {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	format, args := errs[0].Msg()
+	msg := strings.TrimSuffix(fmt.Sprintf(format, args...), ":")
+	if pos := errs[0].Position(); pos.IsValid() {
+		return fmt.Errorf("%s:%d:%d: %s", name, pos.Line(), pos.Column(), msg)
+	}
+	return fmt.Errorf("%s: %s", name, msg)
+}
+
+// canonicalMetaSchema rewrites the schema's `$schema` to the spelling CUE
+// knows ("https://json-schema.org/draft-07/schema#" is the draft-07 that
+// CUE knows only as "http://…"), for every spelling of a standard
+// meta-schema that Helm's validator accepts offline. Positions stay.
+func canonicalMetaSchema(expr ast.Expr) {
+	root, ok := expr.(*ast.StructLit)
+	if !ok {
+		return
+	}
+	for _, d := range root.Elts {
+		field, ok := d.(*ast.Field)
+		if !ok {
+			continue
+		}
+		name, _, err := ast.LabelName(field.Label)
+		lit, isLit := field.Value.(*ast.BasicLit)
+		if err != nil || name != "$schema" || !isLit || lit.Kind != token.STRING {
+			continue
+		}
+		url, err := strconv.Unquote(lit.Value)
+		if err != nil {
+			continue
+		}
+		if c, ok := metaschema.Canonical(url); ok {
+			lit.Value = strconv.Quote(c)
+		}
+	}
 }
 
 // checkValues checks the plan's Helm bundles against their charts' values
@@ -106,7 +154,7 @@ func (f *Fleet) checkValues(p *Plan) {
 		cs, err := f.schemas(b.Source.Helm)
 		if err != nil {
 			b.Errors = append(b.Errors, &Diagnostic{Clusters: []string{p.Cluster.Name}, Bundle: b.Name, Path: "helm",
-				Message: "reading the chart's values schema: " + err.Error()})
+				Message: err.Error(), Positions: positionsOf([]token.Pos{f.sourcePos(b.Name, spec.KindHelm)})})
 			continue
 		}
 		if cs == nil {
@@ -152,7 +200,7 @@ func (f *Fleet) violations(b *Bundle, values, schema cue.Value, schemaFile, clus
 	for _, e := range cueerrors.Errors(verr) {
 		paths[strings.Join(e.Path(), ".")] = e.Path()
 	}
-	ds := fromCUE(verr)
+	ds := innermost(fromCUE(verr))
 	for _, d := range ds {
 		var schemaPos []Position
 		for _, pos := range d.Positions {
@@ -161,11 +209,29 @@ func (f *Fleet) violations(b *Bundle, values, schema cue.Value, schemaFile, clus
 			}
 		}
 		d.Positions = append(positionsOf(setters(values, paths[d.Path])), schemaPos...)
-		d.Path = "values." + d.Path
+		d.Path = strings.TrimSuffix("values."+d.Path, ".")
 		d.Clusters, d.Bundle = []string{cluster}, b.Name
 		d.Message += " (the chart's values.schema.json)"
 	}
 	return ds
+}
+
+// innermost leaves out a violation of a value that has a violation inside
+// it: with a schema that allows several types at a level ("no allowed
+// alternative accepts the value: conflicting values {…} and bool …"), the
+// inner violation is the one a person fixes; the outer is CUE's account of
+// every alternative it tried.
+func innermost(ds Diagnostics) Diagnostics {
+	inside := func(outer, inner string) bool {
+		return outer != inner && (outer == "" || strings.HasPrefix(inner, outer+"."))
+	}
+	var out Diagnostics
+	for _, d := range ds {
+		if !slices.ContainsFunc(ds, func(o *Diagnostic) bool { return inside(d.Path, o.Path) }) {
+			out = append(out, d)
+		}
+	}
+	return out
 }
 
 // setters are the places in the fleet that set the value at path of

@@ -2,7 +2,9 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -136,5 +138,90 @@ bundles: api: {
 	if code != exitFailed || !strings.Contains(stderr.String(), "fleet.cue:14:") ||
 		!strings.Contains(stderr.String(), "clusters eu-1, us-1: bundle api: values.tier:") {
 		t.Errorf("vet --allow-chart-downloads: exit %d\n%s", code, stderr.String())
+	}
+}
+
+// TestVetChecksCharts: what a chart is, vet checks without rendering, each
+// a problem positioned at the bundle's helm field: a local chart of
+// another version than the bundle asks for, dependencies neither vendored
+// nor locked, a registry version that is not there (with
+// --allow-chart-downloads). Every spelling of a standard meta-schema is
+// checked; a schema vet cannot read fails unless --allow-unchecked-schemas.
+func TestVetChecksCharts(t *testing.T) {
+	reg := registrytest.Start(t, false)
+	pushed := t.TempDir()
+	writeTestFile(t, filepath.Join(pushed, "Chart.yaml"), "apiVersion: v2\nname: api\nversion: 2.0.0\n")
+	writeTestFile(t, filepath.Join(pushed, "templates/cm.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: api\n")
+	c, err := loader.Load(pushed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg.Push(t, "charts", c)
+
+	repo := t.TempDir()
+	chart := func(name, version, schema, extra string) {
+		writeTestFile(t, filepath.Join(repo, "charts", name, "Chart.yaml"), "apiVersion: v2\nname: "+name+"\nversion: "+version+"\n"+extra)
+		writeTestFile(t, filepath.Join(repo, "charts", name, "templates/cm.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: "+name+"\n")
+		if schema != "" {
+			writeTestFile(t, filepath.Join(repo, "charts", name, "values.schema.json"), schema)
+		}
+	}
+	chart("web", "1.2.0", "", "")
+	chart("ranged", "1.4.2", "", "")
+	chart("app", "0.1.0", "", "dependencies:\n- name: redis\n  version: 1.0.0\n  repository: https://charts.example.com\n")
+	chart("draft7", "0.1.0", `{"$schema": "https://json-schema.org/draft-07/schema#", "properties": {"replicas": {"type": "integer"}}}`, "")
+	chart("latest", "0.1.0", `{"$schema": "http://json-schema.org/schema#", "properties": {"replicas": {"type": "integer"}}}`, "")
+	chart("odd", "0.1.0", `{"properties": {"name": {"type": "string", "pattern": "(?<=x)y"}}}`, "")
+	writeTestFile(t, filepath.Join(repo, "fleet.cue"), `package fleet
+
+clusters: {"eu-1": {}, "us-1": {}}
+bundles: {
+	web: helm: {chart: "charts/web", version: "1.3.0"}
+	ranged: helm: {chart: "charts/ranged", version: "^1.4.0"}
+	app: helm: chart: "charts/app"
+	api: helm: {chart: "oci://`+reg.Host+`/charts/api", version: "2.1.0"}
+	draft7: {helm: chart: "charts/draft7", values: replicas: "two"}
+	latest: {helm: chart: "charts/latest", values: replicas: "three"}
+	odd: {helm: chart: "charts/odd", values: name: "y"}
+}
+`)
+	var stdout, stderr bytes.Buffer
+	args := []string{"vet", repo, "--chart-cache-dir", t.TempDir(), "--plain-http-registry", reg.Host, "--allow-chart-downloads"}
+	code := run(t.Context(), args, &stdout, &stderr)
+	got := stderr.String()
+	for _, want := range []string{
+		`fleet.cue:5:7: clusters eu-1, us-1: bundle web: helm: version "1.3.0": the chart charts/web/Chart.yaml is version "1.2.0"`,
+		`fleet.cue:7:7: clusters eu-1, us-1: bundle app: helm: chart charts/app: found in Chart.yaml, but missing in charts/ directory: redis; and there is no Chart.lock`,
+		`fleet.cue:8:7: clusters eu-1, us-1: bundle api: helm: chart oci://` + reg.Host + `/charts/api: no version 2.1.0 (the registry has 2.0.0)`,
+		`clusters eu-1, us-1: bundle draft7: values.replicas: conflicting values "two" and int`,
+		`clusters eu-1, us-1: bundle latest: values.replicas: conflicting values "three" and int`,
+		`fleet.cue:11:8: clusters eu-1, us-1: bundle odd: helm: vet cannot check values against the chart's values.schema.json: charts/odd/values.schema.json:1:45: invalid regexp "(?<=x)y"`,
+		"--allow-unchecked-schemas",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("vet lacks %q", want)
+		}
+	}
+	if code != exitFailed || strings.Contains(got, "bundle ranged") || t.Failed() {
+		t.Errorf("vet: exit %d\n%s", code, got)
+	}
+
+	// In -o json too, and --allow-unchecked-schemas lets the odd schema
+	// pass with a note.
+	stdout.Reset()
+	stderr.Reset()
+	code = run(t.Context(), append(args, "-o", "json", "--allow-unchecked-schemas"), &stdout, &stderr)
+	var res vetResult
+	if err := json.Unmarshal(stdout.Bytes(), &res); err != nil {
+		t.Fatalf("vet -o json: %v\n%s", err, stdout.String())
+	}
+	var bundles []string
+	for _, d := range res.Diagnostics {
+		bundles = append(bundles, d.Bundle)
+	}
+	slices.Sort(bundles)
+	if code != exitFailed || !slices.Equal(bundles, []string{"api", "app", "draft7", "latest", "web"}) ||
+		!strings.Contains(stderr.String(), "note: values not checked against the chart's values.schema.json: charts/odd/values.schema.json:1:45: invalid regexp") {
+		t.Errorf("vet -o json --allow-unchecked-schemas: exit %d, problems of %v\n%s", code, bundles, stderr.String())
 	}
 }

@@ -19,14 +19,17 @@ import (
 // chartSchemas gives vet the values schemas of the fleet's charts, each
 // read once: charts of the repository always (through its root), charts
 // of chart repositories and registries from the cache, or fetched with
-// --allow-chart-downloads. What could not be checked (a chart not cached,
-// not found, or a schema CUE cannot read) is noted, not failed: rendering
-// reports a chart it cannot load, and Helm checks the values again when it
-// renders.
+// --allow-chart-downloads. A chart that is not what the bundle asks for
+// (a version its repository does not have, a local chart of another
+// version, dependencies neither vendored nor locked) is a problem of the
+// bundle, and so is a schema vet cannot read, unless
+// --allow-unchecked-schemas. What vet cannot know offline (a chart or a
+// dependency not in the cache) is noted.
 type chartSchemas struct {
-	ctx     context.Context
-	repoDir string
-	helm    *helm.Renderer
+	ctx            context.Context
+	repoDir        string
+	helm           *helm.Renderer
+	allowUnchecked bool
 
 	mu    sync.Mutex
 	read  map[string]*schemaRead
@@ -39,13 +42,14 @@ type schemaRead struct {
 	err    error
 }
 
-func newChartSchemas(ctx context.Context, repoDir string, s planrender.Sources) *chartSchemas {
+func newChartSchemas(ctx context.Context, repoDir string, s planrender.Sources, allowUnchecked bool) *chartSchemas {
 	return &chartSchemas{
-		ctx:     ctx,
-		repoDir: repoDir,
+		ctx:            ctx,
+		repoDir:        repoDir,
+		allowUnchecked: allowUnchecked,
 		helm: helm.New(helm.Options{
 			CacheDir: s.ChartCacheDir, RegistryConfig: s.RegistryConfig, PlainHTTPRegistries: s.PlainHTTPRegistries,
-			CacheOnly: !s.AllowChartDownloads,
+			CacheOnly: !s.AllowChartDownloads, AllowDownloads: s.AllowChartDownloads,
 		}),
 		read: map[string]*schemaRead{},
 	}
@@ -76,20 +80,23 @@ func (c *chartSchemas) load(h *spec.Helm) (*fleet.ChartSchema, error) {
 	}
 	name, schema, err := c.helm.ValuesSchema(c.ctx, c.repoDir, &spec.Helm{Chart: h.Chart, Repo: h.Repo, Version: h.Version})
 	switch {
+	case errors.Is(err, helm.ErrNotVendored):
+		c.note(fmt.Sprintf("chart %s: values not checked against its values.schema.json: %v", chart, err))
+		return nil, nil
 	case errors.Is(err, helm.ErrNotCached):
 		c.note(fmt.Sprintf("chart %s is not in the chart cache: values not checked against its values.schema.json (--allow-chart-downloads fetches it)", chart))
 		return nil, nil
 	case err != nil:
-		// Rendering reports it, positioned at the bundle; vet checks the
-		// fleet's CUE and values.
-		c.note(fmt.Sprintf("chart %s: values not checked against its values.schema.json: %v", chart, err))
-		return nil, nil
+		return nil, err // what rendering would fail on, or a version that is not there
 	case schema == nil:
 		return nil, nil
 	}
 	cs := &fleet.ChartSchema{Name: name, JSON: schema}
 	if err := fleet.CompileValuesSchema(cs); err != nil {
-		c.note(fmt.Sprintf("values not checked against %v (Helm checks them when it renders)", err))
+		if !c.allowUnchecked {
+			return nil, fmt.Errorf("vet cannot check values against the chart's values.schema.json: %w (--allow-unchecked-schemas lets it pass unchecked; Helm checks the values when it renders)", err)
+		}
+		c.note(fmt.Sprintf("values not checked against the chart's values.schema.json: %v (--allow-unchecked-schemas; Helm checks them when it renders)", err))
 		return nil, nil
 	}
 	return cs, nil

@@ -70,6 +70,7 @@ func newVetCmd() *cobra.Command {
 	checkPolicies := cmd.Flags().Bool("policies", false, "render every inventory cluster (each distinct bundle input once, in render workers) and check the fleet's policies over its objects")
 	limits := addLimitFlags(cmd, false)
 	known := addKnownClusterFlags(cmd)
+	allowUnchecked := cmd.Flags().Bool("allow-unchecked-schemas", false, "let a chart's values.schema.json that vet cannot read as CUE pass with a note (Helm still checks the values when it renders); without it such a schema is a problem")
 	sources := &limits.sources
 	cmd.Flags().Lookup("allow-chart-downloads").Usage = "fetch charts of chart repositories and registries that are not in the chart cache, to check values against their values.schema.json (without it they are noted and not checked)"
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
@@ -90,7 +91,7 @@ func newVetCmd() *cobra.Command {
 				res.Clusters = append(res.Clusters, c.Name)
 			}
 			res.Bundles = f.Bundles()
-			schemas := newChartSchemas(cmd.Context(), repoDir(args), *sources)
+			schemas := newChartSchemas(cmd.Context(), repoDir(args), *sources, *allowUnchecked)
 			f.CheckValues(schemas.source)
 			plans, problems, err := planInventory(cmd.Context(), cmd.ErrOrStderr(), f)
 			if err != nil {

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"path"
 	"slices"
@@ -82,7 +83,7 @@ func (r *Renderer) lockedDependency(ctx context.Context, req *render.Request, lo
 		return loadRepoChart(req.RepoDir, path.Join(req.Source.Helm.Chart, strings.TrimPrefix(repo, "file://")))
 	case IsOCI(repo), strings.HasPrefix(repo, "https://"), strings.HasPrefix(repo, "http://"):
 		if !r.allowDownloads {
-			return nil, fmt.Errorf("not in charts/: vendor it (`helm dependency build`) or let Flotilla fetch it from %s (--allow-chart-downloads)", repo)
+			return nil, notFetched(fmt.Sprintf("not in charts/: vendor it (`helm dependency build`) or let Flotilla fetch it from %s (--allow-chart-downloads)", repo))
 		}
 		if IsOCI(repo) {
 			return r.ociChart(ctx, strings.TrimSuffix(repo, "/")+"/"+locked.Name, locked.Version)
@@ -105,4 +106,18 @@ func hashDependencies(reqs, locked []*chart.Dependency) (string, error) {
 	}
 	sum := sha256.Sum256(data)
 	return "sha256:" + hex.EncodeToString(sum[:]), nil
+}
+
+// ErrNotVendored is wrapped when a chart's locked dependency is neither in
+// its charts/ folder nor may be downloaded. It is ErrNotCached too.
+var ErrNotVendored = errors.New("dependency not vendored")
+
+// notFetched is a dependency the renderer may not download: ErrNotVendored
+// and ErrNotCached to errors.Is (vet notes it rather than failing, as an
+// agent allowed to download would render it), with its own message.
+type notFetched string
+
+func (e notFetched) Error() string { return string(e) }
+func (e notFetched) Is(target error) bool {
+	return target == ErrNotVendored || target == ErrNotCached
 }

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/Masterminds/semver/v3"
 	"helm.sh/helm/v3/pkg/action"
 	"helm.sh/helm/v3/pkg/chart"
 	"helm.sh/helm/v3/pkg/chartutil"
@@ -183,18 +184,30 @@ func newInstall(req *render.Request) (*action.Install, error) {
 // ValuesSchema returns the values.schema.json of a bundle's chart (nil when
 // it has none), loaded as Render loads it, and the name its positions are
 // given: the file's path in the repository, or the remote chart's
-// reference. A schema that refers outside itself is refused, as Render
-// refuses it.
+// reference. It fails where Render would fail before templating (the chart
+// or its version not found, dependencies neither vendored nor locked, a
+// lock out of sync, a schema that refers outside itself), and where a
+// chart of the repository is not the `version` the bundle asks for (Render
+// takes such a chart as it is). What needs a download the renderer may
+// not make wraps ErrNotCached.
 func (r *Renderer) ValuesSchema(ctx context.Context, repoDir string, src *spec.Helm) (name string, schema []byte, err error) {
-	chrt, err := r.loadChart(ctx, &render.Request{RepoDir: repoDir, Source: spec.Source{Kind: spec.KindHelm, Helm: src}})
+	req := &render.Request{RepoDir: repoDir, Source: spec.Source{Kind: spec.KindHelm, Helm: src}}
+	chrt, err := r.loadChart(ctx, req)
 	if err != nil {
+		return "", nil, err
+	}
+	if src.Repo == "" && !IsOCI(src.Chart) {
+		if err := localVersion(src, chrt); err != nil {
+			return "", nil, err
+		}
+	}
+	if err := r.dependencies(ctx, req, chrt); err != nil {
 		return "", nil, err
 	}
 	if len(chrt.Schema) == 0 {
 		return "", nil, nil
 	}
-	c := &chart.Chart{Metadata: chrt.Metadata, Schema: chrt.Schema}
-	if err := checkSchemas(c); err != nil {
+	if err := checkSchemas(chrt); err != nil {
 		return "", nil, err
 	}
 	switch {
@@ -206,6 +219,25 @@ func (r *Renderer) ValuesSchema(ctx context.Context, repoDir string, src *spec.H
 		name = path.Join(src.Chart, "values.schema.json")
 	}
 	return name, chrt.Schema, nil
+}
+
+// localVersion checks that a chart of the fleet repository is the version
+// its bundle asks for, when it asks for one: the version itself, or a
+// range it is in.
+func localVersion(src *spec.Helm, chrt *chart.Chart) error {
+	if src.Version == "" {
+		return nil
+	}
+	have := chrt.Metadata.Version
+	if strings.TrimPrefix(have, "v") == strings.TrimPrefix(src.Version, "v") {
+		return nil
+	}
+	c, err := semver.NewConstraint(src.Version)
+	v, verr := semver.NewVersion(have)
+	if err == nil && verr == nil && c.Check(v) {
+		return nil
+	}
+	return fmt.Errorf("version %q: the chart %s is version %q (its Chart.yaml); a chart of the fleet repository renders as it is, so make them agree or leave version out", src.Version, path.Join(src.Chart, "Chart.yaml"), have)
 }
 
 // NeedsNetwork reports whether rendering req may reach the network: a

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"maps"
 	"net/http"
 	"net/http/httptest"
@@ -272,6 +273,25 @@ func TestSchemaReferencesStayInTheSchema(t *testing.T) {
 	}
 	if _, err := r.Render(context.Background(), request("charts/fine", `{"replicas": "two"}`)); err == nil {
 		t.Error("the internal reference was not used to validate")
+	}
+	// Every spelling of a standard meta-schema that Helm's validator knows
+	// offline renders (and validates) here too.
+	for i, meta := range []string{
+		"http://json-schema.org/schema#", "https://json-schema.org/schema", "https://json-schema.org/draft-07/schema#",
+		"http://json-schema.org/draft-04/schema", "https://json-schema.org/draft-06/schema#",
+		"http://json-schema.org/draft/2019-09/schema#", "https://json-schema.org/draft/2020-12/schema",
+	} {
+		dir := fmt.Sprintf("charts/meta%d", i)
+		chart(dir, `{"$schema": "`+meta+`", "properties": {"replicas": {"type": "integer"}}}`)
+		if _, err := r.Render(context.Background(), request(dir, `{"replicas": 2}`)); err != nil {
+			t.Errorf("$schema %s: %v", meta, err)
+		}
+		if _, err := r.Render(context.Background(), request(dir, `{"replicas": "two"}`)); err == nil {
+			t.Errorf("$schema %s: the schema was not used to validate", meta)
+		}
+	}
+	if n := requests.Load(); n != 0 {
+		t.Errorf("%d requests reached the server", n)
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"helm.sh/helm/v3/pkg/chart/loader"
 	"helm.sh/helm/v3/pkg/registry"
 	"oras.land/oras-go/v2/content"
+	"oras.land/oras-go/v2/errdef"
 	orasregistry "oras.land/oras-go/v2/registry"
 	"oras.land/oras-go/v2/registry/remote"
 	"oras.land/oras-go/v2/registry/remote/auth"
@@ -101,7 +102,7 @@ func (r *Renderer) ociChart(ctx context.Context, chartRef, version string) (*cha
 			return nil, fail(fmt.Errorf("listing its versions: %w", err))
 		}
 		if tag, err = registry.GetTagMatchingVersionOrConstraint(tags, tag); err != nil {
-			return nil, fmt.Errorf("chart %s: no version matches %q (the registry has %s)", chartRef, version, strings.Join(firstN(tags, 10), ", "))
+			return nil, fmt.Errorf("chart %s: no version matches %q (the registry has %s)", chartRef, version, orNone(firstN(tags, 10)))
 		}
 	}
 	ref := strings.ReplaceAll(tag, "+", "_")
@@ -109,6 +110,12 @@ func (r *Renderer) ociChart(ctx context.Context, chartRef, version string) (*cha
 		ref = pin
 	}
 	data, manifestDigest, err := pullChartLayer(ctx, repo, ref)
+	if errors.Is(err, errdef.ErrNotFound) && pin == "" {
+		// Say what the registry has, as for a range.
+		if tags, terr := semverTags(ctx, repo); terr == nil {
+			return nil, fmt.Errorf("chart %s: no version %s (the registry has %s)", chartRef, version, orNone(firstN(tags, 10)))
+		}
+	}
 	if err != nil {
 		return nil, fail(err)
 	}
@@ -226,6 +233,14 @@ func (r *Renderer) registryRepository(repoRef, host string) (*remote.Repository,
 	repo.Client = client
 	repo.PlainHTTP = slices.Contains(r.plainHTTP, host)
 	return repo, nil
+}
+
+// orNone lists versions, or says there are none.
+func orNone(versions []string) string {
+	if len(versions) == 0 {
+		return "no chart versions"
+	}
+	return strings.Join(versions, ", ")
 }
 
 func firstN(s []string, n int) []string {

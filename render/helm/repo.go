@@ -57,7 +57,14 @@ func (r *Renderer) repoChart(ctx context.Context, repoURL, name, version string)
 	}
 	cv, err := index.Get(name, version)
 	if err != nil {
-		return nil, fmt.Errorf("chart %s version %s is not in %s: %w", name, version, repoURL, err)
+		var have []string
+		for _, v := range index.Entries[name] {
+			have = append(have, v.Version)
+		}
+		if len(have) == 0 {
+			return nil, fmt.Errorf("chart %s is not in %s (its index has no chart of that name)", name, repoURL)
+		}
+		return nil, fmt.Errorf("chart %s: no version matches %q in %s (it has %s)", name, version, repoURL, strings.Join(firstN(have, 10), ", "))
 	}
 	if len(cv.URLs) == 0 || cv.Digest == "" {
 		return nil, fmt.Errorf("chart %s %s in %s: the index gives no URL or no digest to verify", name, cv.Version, repoURL)

@@ -101,7 +101,7 @@ func TestChartRepositoryErrors(t *testing.T) {
 	r := helm.New(helm.Options{CacheDir: t.TempDir()})
 
 	_, err := r.Render(context.Background(), repoRequest(url, "9.9.9"))
-	if err == nil || !strings.Contains(err.Error(), "chart shop version 9.9.9 is not in "+url) {
+	if err == nil || !strings.Contains(err.Error(), `chart shop: no version matches "9.9.9" in `+url+" (it has 1.3.0, 1.2.3)") {
 		t.Errorf("missing version: %v", err)
 	}
 

@@ -6,18 +6,9 @@ import (
 	"strings"
 
 	"helm.sh/helm/v3/pkg/chart"
-)
 
-// metaSchemas are the JSON Schema meta-schemas the validator Helm uses
-// knows without loading them. Any other $schema would be loaded, from the
-// network or the host's files.
-var metaSchemas = map[string]bool{
-	"json-schema.org/draft-04/schema":      true,
-	"json-schema.org/draft-06/schema":      true,
-	"json-schema.org/draft-07/schema":      true,
-	"json-schema.org/draft/2019-09/schema": true,
-	"json-schema.org/draft/2020-12/schema": true,
-}
+	"github.com/flotilla-gitops/flotilla/internal/metaschema"
+)
 
 // checkSchemas refuses a values.schema.json, of the chart or any subchart,
 // that refers outside itself. Helm's validator resolves such references
@@ -52,7 +43,7 @@ func checkSchemaRefs(v any) error {
 			switch {
 			case isString && (k == "$ref" || k == "$dynamicRef" || k == "$recursiveRef") && !strings.HasPrefix(s, "#"):
 				return fmt.Errorf("refers to %q", s)
-			case isString && k == "$schema" && !metaSchemas[metaSchemaKey(s)]:
+			case isString && k == "$schema" && !isMetaSchema(s):
 				return fmt.Errorf("names the meta-schema %q", s)
 			}
 			if err := checkSchemaRefs(child); err != nil {
@@ -69,13 +60,10 @@ func checkSchemaRefs(v any) error {
 	return nil
 }
 
-// metaSchemaKey is a $schema URL without its scheme and empty fragment.
-func metaSchemaKey(s string) string {
-	s = strings.TrimSuffix(s, "#")
-	for _, scheme := range []string{"https://", "http://"} {
-		if rest, ok := strings.CutPrefix(s, scheme); ok {
-			return rest
-		}
-	}
-	return "not a meta-schema URL: " + s
+// isMetaSchema reports whether a $schema names a standard meta-schema
+// (the validator Helm uses knows them without loading them; any other
+// would be loaded, from the network or the host's files).
+func isMetaSchema(url string) bool {
+	_, ok := metaschema.Canonical(url)
+	return ok
 }
