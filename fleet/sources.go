@@ -19,7 +19,7 @@ import (
 func (f *Fleet) CheckSources(plans []*Plan, check func(spec.Source) error) Diagnostics {
 	type key struct{ bundle, source string }
 	checked := map[string]error{}
-	found := map[key]*Diagnostic{}
+	found := map[key][]*Diagnostic{}
 	var ds Diagnostics
 	for _, p := range plans {
 		for _, b := range p.Bundles {
@@ -40,18 +40,31 @@ func (f *Fleet) CheckSources(plans []*Plan, check func(spec.Source) error) Diagn
 			}
 			k := key{b.Name, string(data)}
 			if d := found[k]; d != nil {
-				if !slices.Contains(d.Clusters, p.Cluster.Name) {
-					d.Clusters = append(d.Clusters, p.Cluster.Name)
+				for _, d := range d {
+					if !slices.Contains(d.Clusters, p.Cluster.Name) {
+						d.Clusters = append(d.Clusters, p.Cluster.Name)
+					}
 				}
 				continue
 			}
-			d := &Diagnostic{Clusters: []string{p.Cluster.Name}, Bundle: b.Name, Path: b.Source.Kind.String(),
-				Message: err.Error(), Positions: positionsOf([]token.Pos{f.sourcePos(b.Name, b.Source.Kind)})}
-			found[k] = d
-			ds = append(ds, d)
+			// One problem per line of a joined error: each is a path to fix.
+			for _, e := range unjoin(err) {
+				d := &Diagnostic{Clusters: []string{p.Cluster.Name}, Bundle: b.Name, Path: b.Source.Kind.String(),
+					Message: e.Error(), Positions: positionsOf([]token.Pos{f.sourcePos(b.Name, b.Source.Kind)})}
+				found[k] = append(found[k], d)
+				ds = append(ds, d)
+			}
 		}
 	}
 	return ds
+}
+
+// unjoin is the errors of errors.Join, or err alone.
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok { //nolint:errorlint // the join itself, not what it wraps
+		return j.Unwrap()
+	}
+	return []error{err}
 }
 
 // sourcePos is where the bundle's source is written: its field in the

@@ -66,10 +66,16 @@ func pathError(repoDir, rel string, err error) error {
 		return fmt.Errorf("%w: %s is a symlink to outside the repository", ErrPathEscapes, filepath.ToSlash(rel))
 	}
 	if errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("%s does not exist in the fleet repository", filepath.ToSlash(rel))
+		return notInRepo(filepath.ToSlash(rel))
 	}
 	return fmt.Errorf("%s: %w", filepath.ToSlash(rel), err)
 }
+
+// notInRepo is a path the repository does not have; it is fs.ErrNotExist.
+type notInRepo string
+
+func (e notInRepo) Error() string { return string(e) + " does not exist in the fleet repository" }
+func (e notInRepo) Unwrap() error { return fs.ErrNotExist }
 
 // outside reports whether rel resolves, through symlinks, to a place
 // outside repoDir.

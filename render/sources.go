@@ -111,9 +111,27 @@ func (c *sourceCheck) file(field, rel string) {
 	}
 }
 
-// similar names an entry of rel's folder whose name differs from rel's
-// by little (a typo: "wbe" for "web"), as " (did you mean …?)", or "".
+// Similar is an entry of the folder of rel (a path of the repository at
+// repoDir) whose name differs from rel's by little (a typo: "wbe" for
+// "web"), as a path of the repository, or "".
+func Similar(repoDir, rel string) string {
+	root, err := os.OpenRoot(repoDir)
+	if err != nil {
+		return ""
+	}
+	defer root.Close()
+	return similarPath(root, rel)
+}
+
+// similar is Similar as " (did you mean …?)", or "".
 func similar(root *os.Root, rel string) string {
+	if near := similarPath(root, rel); near != "" {
+		return fmt.Sprintf(" (did you mean %q?)", near)
+	}
+	return ""
+}
+
+func similarPath(root *os.Root, rel string) string {
 	dir, name := filepath.Split(filepath.FromSlash(rel))
 	if dir == "" {
 		dir = "."
@@ -124,7 +142,7 @@ func similar(root *os.Root, rel string) string {
 	}
 	for _, e := range entries {
 		if nearName(e.Name(), name) {
-			return fmt.Sprintf(" (did you mean %q?)", filepath.ToSlash(filepath.Join(filepath.Clean(dir), e.Name())))
+			return filepath.ToSlash(filepath.Join(filepath.Clean(dir), e.Name()))
 		}
 	}
 	return ""

@@ -10,6 +10,7 @@ import (
 
 	"github.com/flotilla-gitops/flotilla/fleet"
 	"github.com/flotilla-gitops/flotilla/render"
+	"github.com/flotilla-gitops/flotilla/render/kustomize"
 	"github.com/flotilla-gitops/flotilla/render/sops"
 	"github.com/flotilla-gitops/flotilla/schemas/spec"
 	"github.com/flotilla-gitops/flotilla/sync/planrender"
@@ -100,9 +101,7 @@ func newVetCmd() *cobra.Command {
 			res.Diagnostics = append(res.Diagnostics, fleet.Problems(plans, problems)...)
 			// Every source the plans name is in the repository (checked
 			// once per distinct source, without rendering).
-			res.Diagnostics = append(res.Diagnostics, f.CheckSources(plans, func(s spec.Source) error {
-				return render.CheckSource(repoDir(args), s)
-			})...)
+			res.Diagnostics = append(res.Diagnostics, f.CheckSources(plans, checkSource(repoDir(args), sources.AllowRemoteBases))...)
 			if policy := f.Secrets(); policy != nil {
 				res.Diagnostics = append(res.Diagnostics, policy.CheckSecrets(plans, encryptedFiles(repoDir(args)))...)
 			}
@@ -136,6 +135,19 @@ func newVetCmd() *cobra.Command {
 		return nil
 	}
 	return cmd
+}
+
+// checkSource checks, without rendering and without network, that a
+// bundle's source is in the repository and of its kind
+// (render.CheckSource), and that every kustomization it reaches locally
+// resolves (kustomize.Check).
+func checkSource(repoDir string, allowRemoteBases bool) func(spec.Source) error {
+	return func(s spec.Source) error {
+		if err := render.CheckSource(repoDir, s); err != nil || s.Kustomize == nil {
+			return err
+		}
+		return kustomize.Check(repoDir, s.Kustomize, allowRemoteBases)
+	}
 }
 
 // writeVetText prints problems to stderr (like a compiler) and the summary

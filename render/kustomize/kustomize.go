@@ -89,7 +89,7 @@ func (r *Renderer) Render(_ context.Context, req *render.Request) (out *render.O
 	defer root.Close()
 	fsys := newRepoFS(root, r.opts.Secrets)
 	if !r.opts.AllowRemoteBases {
-		if err := checkLocal(fsys, req.RepoDir, path.Join(repoMount, filepath.ToSlash(src.Path)), map[string]bool{}); err != nil {
+		if err := checkLocal(fsys, req.RepoDir, path.Join(repoMount, filepath.ToSlash(src.Path))); err != nil {
 			return nil, err
 		}
 	}

@@ -142,10 +142,10 @@ func TestPathsStayInTheRepository(t *testing.T) {
 	}{
 		{"../" + filepath.Base(outside), render.ErrPathEscapes, "must be a relative path inside the repository"},
 		{"link", render.ErrPathEscapes, "link is a symlink to outside the repository"},
-		{"up", render.ErrPathEscapes, `up/kustomization.yaml refers to "../../` + filepath.Base(outside) + `", which is outside the fleet repository`},
-		{"via-link", render.ErrPathEscapes, `via-link/kustomization.yaml refers to "../link": path leaves the fleet repository: link is a symlink to outside the repository`},
-		{"absolute", render.ErrPathEscapes, "which is outside the fleet repository"},
-		{"typo", nil, `typo/kustomization.yaml refers to "../bsae": bsae does not exist in the fleet repository`},
+		{"up", render.ErrPathEscapes, `up/kustomization.yaml: resources "../../` + filepath.Base(outside) + `": path leaves the fleet repository`},
+		{"via-link", render.ErrPathEscapes, `via-link/kustomization.yaml: resources "../link": path leaves the fleet repository: link is a symlink to outside the repository`},
+		{"absolute", render.ErrPathEscapes, `absolute/kustomization.yaml: resources "` + outside + `": path leaves the fleet repository`},
+		{"typo", nil, `typo/kustomization.yaml: resources "../bsae": not in the fleet repository`},
 		{"like-remote", kustomize.ErrRemoteBase, `refers to "github.com/org/repo", which kustomize would fetch`},
 	}
 	for _, tc := range cases {
@@ -262,5 +262,99 @@ func TestNoNetworkFromAnyField(t *testing.T) {
 	req.RepoDir = repo
 	if _, err := kustomize.New(kustomize.Options{}).Render(context.Background(), req); err != nil {
 		t.Errorf("a URL in an annotation: %v", err)
+	}
+}
+
+// TestCheckFindsEveryMissingReference: Check reports, in one pass and
+// without building, every path a tree of kustomizations names that the
+// repository lacks or that leaves it — resources, bases, components,
+// patches, generators' files and env files, CRDs, replacements — each
+// naming its kustomization file, field and path (with the near name of a
+// typo, as the kustomization would write it), and reads nothing outside
+// the repository (a canary there never shows).
+func TestCheckFindsEveryMissingReference(t *testing.T) {
+	const canary = "CANARY-outside-the-repository"
+	outside := t.TempDir()
+	rendertest.WriteFile(t, outside, "kustomization.yaml", "resources: [cm.yaml]\n")
+	rendertest.WriteFile(t, outside, "cm.yaml", "# "+canary+"\n")
+	repo := t.TempDir()
+	if err := os.Symlink(outside, filepath.Join(repo, "link")); err != nil {
+		t.Fatal(err)
+	}
+	rendertest.WriteFile(t, repo, "base/kustomization.yaml", "resources: [deploy.yaml, missing-in-base.yaml]\n")
+	rendertest.WriteFile(t, repo, "base/deploy.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n")
+	rendertest.WriteFile(t, repo, "empty/README", "no kustomization here\n")
+	rendertest.WriteFile(t, repo, "app/patch.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n")
+	rendertest.WriteFile(t, repo, "app/kustomization.yaml", `resources:
+- ../base
+- ../bsae
+- ../empty
+- ../link
+- ../../`+filepath.Base(outside)+`
+components: [../comp]
+patches:
+- path: patch.yaml
+- path: ptach.yaml
+- patch: |-
+    - op: add
+      path: /metadata/labels/x
+      value: y
+  target: {kind: ConfigMap}
+patchesStrategicMerge: [gone.yaml]
+configMapGenerator:
+- name: cfg
+  files: [app.properties, key=data/missing.txt]
+  envs: [missing.env]
+crds: [crds/thing.yaml]
+replacements:
+- path: repl.yaml
+`)
+	check := func(allowRemote bool) error {
+		return kustomize.Check(repo, &spec.Kustomize{Path: "app"}, allowRemote)
+	}
+	err := check(false)
+	if err == nil {
+		t.Fatal("no error")
+	}
+	got := err.Error()
+	for _, want := range []string{
+		`base/kustomization.yaml: resources "missing-in-base.yaml": not in the fleet repository`,
+		`app/kustomization.yaml: resources "../bsae": not in the fleet repository (did you mean "../base"?)`,
+		`app/kustomization.yaml: resources "../empty": the folder has no kustomization.yaml`,
+		`app/kustomization.yaml: resources "../link": path leaves the fleet repository: link is a symlink to outside the repository`,
+		`app/kustomization.yaml: resources "../../` + filepath.Base(outside) + `": path leaves the fleet repository`,
+		`app/kustomization.yaml: components "../comp": not in the fleet repository`,
+		`app/kustomization.yaml: patches.path "ptach.yaml": not in the fleet repository (did you mean "patch.yaml"?)`,
+		`app/kustomization.yaml: patchesStrategicMerge "gone.yaml": not in the fleet repository`,
+		`app/kustomization.yaml: files "app.properties": not in the fleet repository`,
+		`app/kustomization.yaml: files "data/missing.txt": not in the fleet repository`,
+		`app/kustomization.yaml: envs "missing.env": not in the fleet repository`,
+		`app/kustomization.yaml: crds "crds/thing.yaml": not in the fleet repository`,
+		`app/kustomization.yaml: replacements.path "repl.yaml": not in the fleet repository`,
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("Check lacks %q", want)
+		}
+	}
+	if n := strings.Count(got, "\n") + 1; n != 13 {
+		t.Errorf("%d problems, want 13:\n%s", n, got)
+	}
+	if strings.Contains(got, canary) || strings.Contains(got, `"patch.yaml"`+":") {
+		t.Errorf("Check says too much:\n%s", got)
+	}
+
+	// A remote base is refused unless remote content is allowed; allowed,
+	// it is not fetched and the local problems are still found.
+	rendertest.WriteFile(t, repo, "app/kustomization.yaml", "resources:\n- https://github.com/org/repo//base?ref=v1\n- ../bsae\n")
+	if err := check(false); !errors.Is(err, kustomize.ErrRemoteBase) {
+		t.Errorf("remote base: %v", err)
+	}
+	if err := check(true); err == nil || errors.Is(err, kustomize.ErrRemoteBase) || !strings.Contains(err.Error(), `"../bsae"`) {
+		t.Errorf("remote base allowed: %v", err)
+	}
+	rendertest.WriteFile(t, repo, "app/kustomization.yaml", "resources: [../base]\n")
+	rendertest.WriteFile(t, repo, "base/kustomization.yaml", "resources: [deploy.yaml]\n")
+	if err := check(false); err != nil {
+		t.Errorf("a complete tree: %v", err)
 	}
 }

@@ -2,8 +2,12 @@ package kustomize
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"path"
+	"path/filepath"
 	"slices"
 	"strings"
 
@@ -13,6 +17,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/flotilla-gitops/flotilla/render"
+	"github.com/flotilla-gitops/flotilla/schemas/spec"
 )
 
 // checkLocal walks the kustomization in dir and every kustomization and
@@ -30,51 +35,210 @@ import (
 // Resources, bases and components, and the plugin configurations of
 // generators, transformers and validators, must also be in the repository:
 // a path that climbs out, is absolute, leads out through a symlink, or
-// does not exist says so.
-func checkLocal(mem filesys.FileSystem, repoDir, dir string, seen map[string]bool) error {
-	if seen[dir] {
-		return nil
+// does not exist says so; and so must every file the kustomizations name
+// (patches, generators' files, CRDs, replacements: see fileRefs).
+func checkLocal(mem filesys.FileSystem, repoDir, dir string) error {
+	w := &walker{fs: mem, repoDir: repoDir, seen: map[string]bool{}}
+	w.kustomization(dir)
+	return errors.Join(w.errs...)
+}
+
+// Check checks, without building and without network, what the bundle's
+// kustomization and the kustomizations it reaches in the repository name:
+// every resource, base and component is there (a folder with a
+// kustomization file, or a file), every patch, generator file, CRD,
+// configuration and replacement file is a file of the repository, none
+// leaves it; and without allowRemote nothing would be fetched. Every
+// problem is returned (joined), each naming the kustomization file, the
+// field and the path, with a near name when one is there ("../bsae": did
+// you mean "../base"?). The bundle's path and components are checked by
+// render.CheckSource.
+func Check(repoDir string, src *spec.Kustomize, allowRemote bool) error {
+	root, err := os.OpenRoot(repoDir)
+	if err != nil {
+		return err
 	}
-	seen[dir] = true
-	file, data, k, err := readKustomization(mem, dir)
+	defer root.Close()
+	w := &walker{fs: newRepoFS(root, nil), repoDir: repoDir, allowRemote: allowRemote, seen: map[string]bool{}}
+	for _, p := range append([]string{src.Path}, src.Components...) {
+		if _, err := render.RepoPath(repoDir, p); err == nil {
+			w.kustomization(path.Join(repoMount, filepath.ToSlash(p)))
+		}
+	}
+	return errors.Join(w.errs...)
+}
+
+// walker checks a tree of kustomizations, collecting every problem.
+type walker struct {
+	fs          filesys.FileSystem
+	repoDir     string
+	allowRemote bool
+	seen        map[string]bool
+	errs        []error
+}
+
+func (w *walker) fail(err error) { w.errs = append(w.errs, err) }
+
+// kustomization checks the kustomization of dir (none: nothing to check)
+// and, recursively, what it refers to.
+func (w *walker) kustomization(dir string) {
+	if w.seen[dir] {
+		return
+	}
+	w.seen[dir] = true
+	file, data, k, err := readKustomization(w.fs, dir)
 	if err != nil || k == nil {
-		return err
+		if err != nil {
+			w.fail(err)
+		}
+		return
 	}
-	if err := checkNoRemote(display(file), data); err != nil {
-		return err
+	if !w.allowRemote {
+		if err := checkNoRemote(display(file), data); err != nil {
+			w.fail(err)
+			return
+		}
 	}
-	refs := slices.Concat(k.Resources, k.Components, k.Bases) //nolint:staticcheck // Bases is deprecated but still read by kustomize
 	plugins := slices.Concat(k.Generators, k.Transformers, k.Validators)
-	for _, ref := range slices.Concat(refs, plugins) {
-		if strings.Contains(ref, "\n") {
-			// An inline plugin configuration: its values were checked with
-			// the kustomization's.
-			continue
+	for _, field := range []struct {
+		name string
+		refs []string
+	}{
+		{"resources", k.Resources}, {"bases", k.Bases}, {"components", k.Components}, //nolint:staticcheck // Bases is deprecated but still read by kustomize
+		{"generators", k.Generators}, {"transformers", k.Transformers}, {"validators", k.Validators},
+	} {
+		for _, ref := range field.refs {
+			w.ref(file, dir, field.name, ref, slices.Contains(plugins, ref))
 		}
-		p := path.Join(dir, ref)
-		rel, inside := inRepo(p)
-		if path.IsAbs(ref) || !inside {
-			return fmt.Errorf("%w: %s refers to %q, which is outside the fleet repository", render.ErrPathEscapes, display(file), ref)
+	}
+	for _, f := range fileRefs(k) {
+		p := w.inside(file, dir, f.field, f.path)
+		if p != "" && (!w.fs.Exists(p) || w.fs.IsDir(p)) {
+			w.fail(fmt.Errorf("%s: %s %q: %w", display(file), f.field, f.path, missing(w.repoDir, dir, p, "a file")))
 		}
-		if _, err := render.RepoPath(repoDir, rel); err != nil {
-			return fmt.Errorf("%s refers to %q: %w", display(file), ref, err)
+	}
+}
+
+// inside is ref of the kustomization in dir as a path of the file
+// system, or "" (the problem noted) when it is not in the repository. A
+// remote reference is left alone: checkNoRemote refuses it unless remote
+// content is allowed.
+func (w *walker) inside(file, dir, field, ref string) string {
+	if remoteRef(ref) {
+		return ""
+	}
+	p := path.Join(dir, ref)
+	rel, ok := inRepo(p)
+	if path.IsAbs(ref) || !ok {
+		w.fail(fmt.Errorf("%s: %s %q: %w", display(file), field, ref, render.ErrPathEscapes))
+		return ""
+	}
+	if _, err := render.RepoPath(w.repoDir, rel); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		w.fail(fmt.Errorf("%s: %s %q: %w", display(file), field, ref, err))
+		return ""
+	}
+	return p
+}
+
+// ref checks a resource, base, component or plugin configuration: a
+// folder with a kustomization (walked in turn) or a file.
+func (w *walker) ref(file, dir, field, ref string, plugin bool) {
+	if strings.Contains(ref, "\n") {
+		return // an inline plugin configuration, checked with the kustomization
+	}
+	p := w.inside(file, dir, field, ref)
+	switch {
+	case p == "":
+	case w.fs.IsDir(p):
+		if _, _, k, err := readKustomization(w.fs, p); err == nil && k == nil {
+			w.fail(fmt.Errorf("%s: %s %q: the folder has no %s", display(file), field, ref, strings.Join(konfig.RecognizedKustomizationFileNames(), " or ")))
+			return
 		}
-		if mem.IsDir(p) {
-			if err := checkLocal(mem, repoDir, p, seen); err != nil {
-				return err
-			}
-		} else if slices.Contains(plugins, ref) {
-			// A plugin configuration names files of its own.
-			data, err := mem.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			if err := checkNoRemote(display(p), data); err != nil {
-				return err
+		w.kustomization(p)
+	case !w.fs.Exists(p):
+		w.fail(fmt.Errorf("%s: %s %q: %w", display(file), field, ref, missing(w.repoDir, dir, p, "")))
+	case plugin && !w.allowRemote:
+		// A plugin configuration names files of its own.
+		data, err := w.fs.ReadFile(p)
+		if err == nil {
+			err = checkNoRemote(display(p), data)
+		}
+		if err != nil {
+			w.fail(err)
+		}
+	}
+}
+
+// missing says that the repository has no p (a file system path, named
+// in the kustomization of dir), with a near name when there is one, as the
+// kustomization would write it.
+func missing(repoDir, dir, p, kind string) error {
+	rel, _ := inRepo(p)
+	if kind != "" {
+		if st, err := os.Stat(filepath.Join(repoDir, rel)); err == nil && st.IsDir() {
+			return fmt.Errorf("%w as %s (it is a folder)", render.ErrSourceMissing, kind)
+		}
+	}
+	near := render.Similar(repoDir, rel)
+	if near == "" {
+		return render.ErrSourceMissing
+	}
+	from, _ := inRepo(dir)
+	if r, err := filepath.Rel(filepath.FromSlash(from), filepath.FromSlash(near)); err == nil {
+		near = filepath.ToSlash(r)
+	}
+	return fmt.Errorf("%w (did you mean %q?)", render.ErrSourceMissing, near)
+}
+
+// fileRef is a file a kustomization names in one of its fields.
+type fileRef struct{ field, path string }
+
+// fileRefs are the files a kustomization names besides its resources and
+// plugins: patches, the files and env files of its generators, CRDs,
+// transformer configurations, replacements and the OpenAPI schema.
+// Inline patches (YAML in the field) are not files.
+func fileRefs(k *types.Kustomization) []fileRef {
+	var out []fileRef
+	add := func(field string, paths ...string) {
+		for _, p := range paths {
+			if p != "" {
+				out = append(out, fileRef{field, p})
 			}
 		}
 	}
-	return nil
+	for _, p := range slices.Concat(k.Patches, k.PatchesJson6902) { //nolint:staticcheck // deprecated but still read by kustomize
+		add("patches.path", p.Path)
+	}
+	for _, p := range k.PatchesStrategicMerge { //nolint:staticcheck // deprecated but still read by kustomize
+		if s := string(p); !strings.ContainsAny(s, "\n:{") {
+			add("patchesStrategicMerge", s)
+		}
+	}
+	generators := make([]types.GeneratorArgs, 0, len(k.ConfigMapGenerator)+len(k.SecretGenerator))
+	for _, g := range k.ConfigMapGenerator {
+		generators = append(generators, g.GeneratorArgs)
+	}
+	for _, g := range k.SecretGenerator {
+		generators = append(generators, g.GeneratorArgs)
+	}
+	for _, g := range generators {
+		for _, f := range g.FileSources {
+			_, file, ok := strings.Cut(f, "=")
+			if !ok {
+				file = f
+			}
+			add("files", file)
+		}
+		add("envs", g.EnvSources...)
+		add("envs", g.EnvSource) //nolint:staticcheck // deprecated but still read by kustomize
+	}
+	add("crds", k.Crds...)
+	add("configurations", k.Configurations...)
+	for _, r := range k.Replacements {
+		add("replacements.path", r.Path)
+	}
+	add("openapi.path", k.OpenAPI["path"])
+	return out
 }
 
 // dataFields are the kustomization fields whose values kustomize never
