@@ -45,11 +45,18 @@ type Diagnostic struct {
 
 // Error formats the diagnostic as `file:line:col: cluster c: bundle b:
 // path: message (also file:line:col)`, the form editors and CI logs link.
-func (d *Diagnostic) Error() string {
+func (d *Diagnostic) Error() string { return d.format("") }
+
+// Warning formats the diagnostic as Error does, as a warning:
+// `file:line:col: warning: bundle b: path: message`.
+func (d *Diagnostic) Warning() string { return d.format("warning: ") }
+
+func (d *Diagnostic) format(severity string) string {
 	var b strings.Builder
 	if len(d.Positions) > 0 {
 		b.WriteString(d.Positions[0].String() + ": ")
 	}
+	b.WriteString(severity)
 	switch len(d.Clusters) {
 	case 0:
 	case 1:

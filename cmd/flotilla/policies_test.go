@@ -51,7 +51,7 @@ func TestVetPolicies(t *testing.T) {
 		code := run(t.Context(), append([]string{"vet", repo}, args...), &stdout, &stderr)
 		return code, stdout.String() + stderr.String()
 	}
-	if code, out := vet(); code != exitOK || !strings.Contains(out, "note: the fleet's 1 policies are not checked") {
+	if code, out := vet(); code != exitOK || !strings.Contains(out, "note: the fleet's policy is not checked") {
 		t.Errorf("vet: exit %d\n%s", code, out)
 	}
 	if code, out := vet("--policies"); code != exitOK {
@@ -93,6 +93,14 @@ bundles: edge: {
 	resources: [{apiVersion: "v1", kind: "Service", metadata: name: "edge", spec: {type: "LoadBalancer", ports: [{port: 80}]}}]
 }
 `)
+	// The edge bundle selects no inventory cluster: a warning, unless the
+	// status branches know a cluster it selects.
+	if code, out := vet("--strict"); code != exitFailed || !strings.Contains(out, "bundle edge: target: selects none of the 2 clusters") {
+		t.Errorf("vet --strict without the status branches: exit %d\n%s", code, out)
+	}
+	if code, out := vet("--strict", "--status-repo", statusRepo.URL); code != exitOK || strings.Contains(out, "selects none") {
+		t.Errorf("vet --strict with the status branches: exit %d\n%s", code, out)
+	}
 	code, out = vet("--policies", "--status-repo", statusRepo.URL)
 	if code != exitFailed || !strings.Contains(out, "cluster edge-9: bundle edge: policies.regulated-baseline.forbid[0]") || strings.Contains(out, "eu-1") {
 		t.Errorf("a cluster known from its status branch: exit %d\n%s", code, out)

@@ -2,13 +2,16 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync/atomic"
 
 	"github.com/spf13/cobra"
 
 	"github.com/flotilla-gitops/flotilla/fleet"
+	"github.com/flotilla-gitops/flotilla/internal/english"
 	"github.com/flotilla-gitops/flotilla/render"
 	"github.com/flotilla-gitops/flotilla/render/kustomize"
 	"github.com/flotilla-gitops/flotilla/render/sops"
@@ -23,6 +26,10 @@ type vetResult struct {
 	Clusters    []string          `json:"clusters"`
 	Bundles     []string          `json:"bundles"`
 	Diagnostics fleet.Diagnostics `json:"diagnostics"`
+	// Warnings are what is likely a mistake but would not fail a cluster
+	// (a selector that selects no cluster); with --strict they are
+	// diagnostics.
+	Warnings fleet.Diagnostics `json:"warnings"`
 }
 
 // vetLong is the command's --help.
@@ -56,85 +63,117 @@ bundle it concerns; a problem that occurs for several clusters is printed
 once with all of them. The exit code is 1 if there is any problem, so vet
 can gate a pull request.`
 
+// vetOptions are vet's flags.
+type vetOptions struct {
+	out            *outputFlag
+	ff             *fleetFlags
+	policies       *bool
+	limits         *limitFlags
+	known          *knownClusterFlags
+	allowUnchecked *bool
+	strict         *bool
+}
+
 func newVetCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "vet [DIR]",
 		Short: "Check a fleet against the schemas and evaluate it for every inventory cluster",
 		Long:  vetLong,
 		Example: `  flotilla vet
+  flotilla vet --strict
   flotilla vet . --path examples/independent -o json
   flotilla vet --policies`,
 		Args: cobra.MaximumNArgs(1),
 	}
-	out := addOutputFlag(cmd, "text", "json")
-	ff := addFleetFlags(cmd)
-	checkPolicies := cmd.Flags().Bool("policies", false, "render every inventory cluster (each distinct bundle input once, in render workers) and check the fleet's policies over its objects")
-	limits := addLimitFlags(cmd, false)
-	known := addKnownClusterFlags(cmd)
-	allowUnchecked := cmd.Flags().Bool("allow-unchecked-schemas", false, "let a chart's values.schema.json that vet cannot read as CUE pass with a note (Helm still checks the values when it renders); without it such a schema is a problem")
-	sources := &limits.sources
+	o := &vetOptions{out: addOutputFlag(cmd, "text", "json"), ff: addFleetFlags(cmd)}
+	o.policies = cmd.Flags().Bool("policies", false, "render every inventory cluster (each distinct bundle input once, in render workers) and check the fleet's policies over its objects")
+	o.limits = addLimitFlags(cmd, false)
+	o.known = addKnownClusterFlags(cmd)
+	o.allowUnchecked = cmd.Flags().Bool("allow-unchecked-schemas", false, "let a chart's values.schema.json that vet cannot read as CUE pass with a note (Helm still checks the values when it renders); without it such a schema is a problem")
+	o.strict = cmd.Flags().Bool("strict", false, "make warnings (a target, overlay, wave or policy selector that selects no cluster) problems: exit 1 on them too")
 	cmd.Flags().Lookup("allow-chart-downloads").Usage = "fetch charts of chart repositories and registries that are not in the chart cache, to check values against their values.schema.json (without it they are noted and not checked)"
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		if err := out.validate(); err != nil {
+		if err := o.out.validate(); err != nil {
 			return err
 		}
-		tuneGCForBatch()
-		res := vetResult{Diagnostics: fleet.Diagnostics{}}
-		f, err := ff.load(cmd.Context(), args)
-		if err != nil {
-			ds := fleet.AsDiagnostics(err)
-			if ds == nil {
-				return err
-			}
-			res.Diagnostics = ds
-		} else {
-			for _, c := range f.Inventory() {
-				res.Clusters = append(res.Clusters, c.Name)
-			}
-			res.Bundles = f.Bundles()
-			schemas := newChartSchemas(cmd.Context(), repoDir(args), *sources, *allowUnchecked)
-			f.CheckValues(schemas.source)
-			plans, problems, err := planInventory(cmd.Context(), cmd.ErrOrStderr(), f)
-			if err != nil {
-				return err
-			}
-			res.Diagnostics = append(res.Diagnostics, fleet.Problems(plans, problems)...)
-			// Every source the plans name is in the repository (checked
-			// once per distinct source, without rendering).
-			res.Diagnostics = append(res.Diagnostics, f.CheckSources(plans, checkSource(repoDir(args), sources.AllowRemoteBases))...)
-			if policy := f.Secrets(); policy != nil {
-				res.Diagnostics = append(res.Diagnostics, policy.CheckSecrets(plans, encryptedFiles(repoDir(args)))...)
-			}
-			switch {
-			case *checkPolicies:
-				more, ds, err := statusOnlyPlans(cmd.Context(), cmd.ErrOrStderr(), f, repoDir(args), known)
-				if err != nil {
-					return err
-				}
-				res.Diagnostics = append(res.Diagnostics, ds...)
-				ds, err = vetPolicies(cmd.Context(), cmd.ErrOrStderr(), f, repoDir(args), append(plans, more...), limits)
-				if err != nil {
-					return err
-				}
-				res.Diagnostics = append(res.Diagnostics, ds...)
-			case len(f.Policies()) > 0:
-				fmt.Fprintf(cmd.ErrOrStderr(), "note: the fleet's %d policies are not checked: vet --policies renders every cluster to check them\n", len(f.Policies()))
-			}
-			for _, n := range schemas.Notes() {
-				fmt.Fprintf(cmd.ErrOrStderr(), "note: %s\n", n)
-			}
-		}
-		if err := out.write(cmd.OutOrStdout(), res, func(w io.Writer) error {
-			return writeVetText(w, cmd.ErrOrStderr(), res, f != nil)
-		}); err != nil {
-			return err
-		}
-		if len(res.Diagnostics) > 0 {
-			return &reportedError{fmt.Errorf("%d problems", len(res.Diagnostics))}
-		}
-		return nil
+		return o.run(cmd, args)
 	}
 	return cmd
+}
+
+// run vets the fleet and prints the result.
+func (o *vetOptions) run(cmd *cobra.Command, args []string) error {
+	tuneGCForBatch()
+	res := vetResult{Diagnostics: fleet.Diagnostics{}, Warnings: fleet.Diagnostics{}}
+	f, err := o.ff.load(cmd.Context(), args)
+	if err != nil {
+		ds := fleet.AsDiagnostics(err)
+		if ds == nil {
+			return err
+		}
+		res.Diagnostics = ds
+	} else if err := o.check(cmd, repoDir(args), f, &res); err != nil {
+		return err
+	}
+	if *o.strict {
+		res.Diagnostics = append(res.Diagnostics, res.Warnings...)
+		res.Warnings = fleet.Diagnostics{}
+	}
+	if err := o.out.write(cmd.OutOrStdout(), res, func(w io.Writer) error {
+		return writeVetText(w, cmd.ErrOrStderr(), res, f != nil)
+	}); err != nil {
+		return err
+	}
+	if len(res.Diagnostics) > 0 {
+		return &reportedError{errors.New(english.Count(len(res.Diagnostics), "problem"))}
+	}
+	return nil
+}
+
+// check runs every check on a fleet that loaded.
+func (o *vetOptions) check(cmd *cobra.Command, dir string, f *fleet.Fleet, res *vetResult) error {
+	ctx, stderr := cmd.Context(), cmd.ErrOrStderr()
+	for _, c := range f.Inventory() {
+		res.Clusters = append(res.Clusters, c.Name)
+	}
+	res.Bundles = f.Bundles()
+	sources := &o.limits.sources
+	schemas := newChartSchemas(ctx, dir, *sources, *o.allowUnchecked)
+	f.CheckValues(schemas.source)
+	plans, problems, err := planInventory(ctx, stderr, f)
+	if err != nil {
+		return err
+	}
+	res.Diagnostics = append(res.Diagnostics, fleet.Problems(plans, problems)...)
+	// Every source the plans name is in the repository (checked once per
+	// distinct source, without rendering).
+	res.Diagnostics = append(res.Diagnostics, f.CheckSources(plans, checkSource(dir, sources.AllowRemoteBases))...)
+	if policy := f.Secrets(); policy != nil {
+		res.Diagnostics = append(res.Diagnostics, policy.CheckSecrets(plans, encryptedFiles(dir))...)
+	}
+	// Clusters known only from their status branches count for selectors
+	// (and are checked against the policies with --policies).
+	more, ds, err := statusOnlyPlans(ctx, stderr, f, dir, o.known)
+	if err != nil {
+		return err
+	}
+	res.Warnings = append(res.Warnings, f.Unselected(append(slices.Clip(plans), more...))...)
+	switch {
+	case *o.policies:
+		res.Diagnostics = append(res.Diagnostics, ds...)
+		ds, err = vetPolicies(ctx, stderr, f, dir, append(plans, more...), o.limits)
+		if err != nil {
+			return err
+		}
+		res.Diagnostics = append(res.Diagnostics, ds...)
+	case len(f.Policies()) > 0:
+		fmt.Fprintf(stderr, "note: the fleet's %s not checked: vet --policies renders every cluster to check them\n",
+			map[bool]string{true: "policy is", false: english.Count(len(f.Policies()), "policy") + " are"}[len(f.Policies()) == 1])
+	}
+	for _, n := range schemas.Notes() {
+		fmt.Fprintf(stderr, "note: %s\n", n)
+	}
+	return nil
 }
 
 // checkSource checks, without rendering and without network, that a
@@ -150,21 +189,28 @@ func checkSource(repoDir string, allowRemoteBases bool) func(spec.Source) error 
 	}
 }
 
-// writeVetText prints problems to stderr (like a compiler) and the summary
-// of a clean fleet to stdout.
+// writeVetText prints problems and warnings to stderr (like a compiler)
+// and the summary of a clean fleet to stdout.
 func writeVetText(stdout, stderr io.Writer, res vetResult, loaded bool) error {
 	for _, d := range res.Diagnostics {
 		fmt.Fprintln(stderr, d.Error())
 	}
+	for _, d := range res.Warnings {
+		fmt.Fprintln(stderr, d.Warning())
+	}
+	warnings := ""
+	if len(res.Warnings) > 0 {
+		warnings = " (" + english.Count(len(res.Warnings), "warning") + "; --strict makes them problems)"
+	}
 	switch {
 	case len(res.Diagnostics) > 0:
-		fmt.Fprintf(stderr, "%d problem(s)\n", len(res.Diagnostics))
+		fmt.Fprintf(stderr, "%s%s\n", english.Count(len(res.Diagnostics), "problem"), warnings)
 	case !loaded:
 	case len(res.Clusters) == 0:
 		fmt.Fprintf(stderr, "note: the fleet has no `clusters` inventory, so only the schema was checked; add clusters to evaluate every bundle for them\n")
-		fmt.Fprintf(stdout, "ok: %d bundles\n", len(res.Bundles))
+		fmt.Fprintf(stdout, "ok: %s%s\n", english.Count(len(res.Bundles), "bundle"), warnings)
 	default:
-		fmt.Fprintf(stdout, "ok: %d bundles evaluated for %d clusters\n", len(res.Bundles), len(res.Clusters))
+		fmt.Fprintf(stdout, "ok: %s evaluated for %s%s\n", english.Count(len(res.Bundles), "bundle"), english.Count(len(res.Clusters), "cluster"), warnings)
 	}
 	return nil
 }
