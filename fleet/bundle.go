@@ -220,12 +220,45 @@ func incompleteDiagnostics(bundle cue.Value, err error) Diagnostics {
 		if !ok || len(d.Positions) > 0 {
 			continue
 		}
-		d.Positions = positionsOf(userPositions(bundle.LookupPath(cue.ParsePath(rest))))
-		if strings.HasPrefix(d.Message, "incomplete value") {
-			d.Message += "; no default or overlay gives it a value for this cluster"
+		v := bundle.LookupPath(cue.ParsePath(rest))
+		d.Positions = positionsOf(userPositions(v))
+		if len(d.Positions) == 0 && v.Pos().IsValid() && v.Pos().Filename() != schemaDisplay {
+			// (`uint` has no position of its own: the field's.)
+			d.Positions = positionsOf([]token.Pos{v.Pos()})
 		}
+		if !strings.HasPrefix(d.Message, "incomplete value") {
+			continue
+		}
+		if defaults := conflictingDefaults(v); len(defaults) > 1 {
+			texts := make([]string, len(defaults))
+			at := make([]token.Pos, len(defaults))
+			for i, dv := range defaults {
+				texts[i], at[i] = fmt.Sprint(dv), dv.Pos()
+			}
+			d.Message = fmt.Sprintf("defaults %s conflict, so it has none: keep one default, or give it a value", strings.Join(texts, " and "))
+			d.Positions = positionsOf(at)
+			continue
+		}
+		d.Message += "; no default or overlay gives it a value for this cluster"
 	}
 	return ds
+}
+
+// conflictingDefaults are the defaults of v's conjuncts when they differ
+// (`*"a" | string` in one file, `*"b" | string` in another): CUE then has
+// no default, and says only "incomplete value".
+func conflictingDefaults(v cue.Value) []cue.Value {
+	op, args := v.Expr()
+	if op != cue.AndOp {
+		return nil
+	}
+	var out []cue.Value
+	for _, a := range args {
+		if dv, ok := a.Default(); ok && dv.IsConcrete() && !slices.ContainsFunc(out, dv.Equals) {
+			out = append(out, dv)
+		}
+	}
+	return out
 }
 
 // oneSource checks that the bundle has exactly one source; none or several

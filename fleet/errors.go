@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -154,16 +155,22 @@ func fromCUE(err error) Diagnostics {
 	groups := map[string][]cueerrors.Error{}
 	for _, e := range cueerrors.Errors(err) {
 		path := strings.Join(e.Path(), ".")
-		if _, ok := groups[path]; !ok {
-			order = append(order, path)
+		key := path
+		if path == "" {
+			// Errors of no path (syntax errors, in several files) are
+			// each their own.
+			key = fmt.Sprint(cueerrors.Positions(e))
 		}
-		groups[path] = append(groups[path], e)
+		if _, ok := groups[key]; !ok {
+			order = append(order, key)
+		}
+		groups[key] = append(groups[key], e)
 	}
 	var ds Diagnostics
-	for _, path := range order {
-		errs := groups[path]
+	for _, key := range order {
+		errs := groups[key]
 		first := errs[0]
-		d := &Diagnostic{Path: path, Message: message(first), Positions: positionsOf(cueerrors.Positions(first))}
+		d := &Diagnostic{Path: strings.Join(first.Path(), "."), Message: message(first), Positions: positionsOf(cueerrors.Positions(first))}
 		if len(d.Positions) == 0 && len(errs) > 1 {
 			alternatives := make([]string, 0, len(errs)-1)
 			for _, e := range errs[1:] {
@@ -172,14 +179,109 @@ func fromCUE(err error) Diagnostics {
 				}
 				d.Positions = append(d.Positions, positionsOf(cueerrors.Positions(e))...)
 			}
-			d.Message = "no allowed alternative accepts the value: " + strings.Join(alternatives, "; ")
+			d.Message = alternativesMessage(alternatives)
 			d.Positions = positionsOf(nil, d.Positions...)
 		}
 		d.Positions = dropSchemaPositions(d.Positions)
 		ds = append(ds, d)
 	}
+	ds = withoutNoise(ds)
 	sortDiagnostics(ds)
 	return ds
+}
+
+// noAlternative starts the message of a value that fits no alternative of
+// a disjunction.
+const noAlternative = "no allowed alternative accepts the value: "
+
+// alternativesMessage explains why a value fits no alternative: the
+// alternatives' reasons, without those that only say a default was not
+// taken (`*"default" | #Name` given "Web_NS": "conflicting values
+// "default" and "Web_NS"") when another says more.
+func alternativesMessage(alternatives []string) string {
+	informative := slices.DeleteFunc(slices.Clone(alternatives), literalConflict.MatchString)
+	if len(informative) > 0 {
+		alternatives = informative
+	}
+	if len(alternatives) == 1 {
+		return alternatives[0]
+	}
+	return noAlternative + strings.Join(alternatives, "; ")
+}
+
+// literalConflict is a conflict between two literals.
+var literalConflict = regexp.MustCompile(`^conflicting values ("[^"]*"|-?[0-9.]+|true|false) and ("[^"]*"|-?[0-9.]+|true|false)$`)
+
+// withoutNoise leaves out what CUE reports about a value besides the
+// mistake in it. When a list-form overlay has an error, CUE also says the
+// list is not the struct form (`conflicting values […] and {…}
+// (mismatched types list and struct)`), and that each element is not
+// allowed in the empty list of the default (`overlays.0: field not
+// allowed`); a person reads the one error inside. So: a disjunction's
+// account or a list/struct mismatch at a path with a problem under it, an
+// element "not allowed" beside a problem inside the same list, and an
+// account that only lists kind mismatches when another problem is
+// reported, are dropped.
+func withoutNoise(ds Diagnostics) Diagnostics {
+	if len(ds) < 2 {
+		return ds
+	}
+	under := func(outer, inner string) bool {
+		return outer != inner && (outer == "" || strings.HasPrefix(inner, outer+"."))
+	}
+	hasUnder := func(d *Diagnostic, skip func(*Diagnostic) bool) bool {
+		return slices.ContainsFunc(ds, func(o *Diagnostic) bool { return o != d && !skip(o) && under(d.Path, o.Path) })
+	}
+	none := func(*Diagnostic) bool { return false }
+	var out Diagnostics
+	for _, d := range ds {
+		switch {
+		case (strings.HasPrefix(d.Message, noAlternative) || kindMismatch(d.Message)) && hasUnder(d, none):
+		case onlyListStruct(d.Message) && slices.ContainsFunc(ds, func(o *Diagnostic) bool { return o != d && sameBundle(o.Path, d.Path) }):
+		case d.Message == "field not allowed" && elementPath.MatchString(d.Path) &&
+			hasUnder(&Diagnostic{Path: elementPath.ReplaceAllString(d.Path, "")}, elementNotAllowed):
+		default:
+			out = append(out, d)
+		}
+	}
+	if len(out) == 0 {
+		return ds
+	}
+	return out
+}
+
+// elementPath is the path of a list element: its index is the last part.
+var elementPath = regexp.MustCompile(`\.[0-9]+$`)
+
+func elementNotAllowed(d *Diagnostic) bool {
+	return d.Message == "field not allowed" && elementPath.MatchString(d.Path)
+}
+
+func kindMismatch(msg string) bool { return strings.Contains(msg, "(mismatched types ") }
+
+// onlyListStruct reports whether a message says only that a list is not
+// a struct or a struct not a list, in every alternative: the value is of
+// the kind one alternative wants, and its mistake is reported on its own.
+func onlyListStruct(msg string) bool {
+	for _, alt := range strings.Split(strings.TrimPrefix(msg, noAlternative), "; ") {
+		if !strings.HasSuffix(alt, "(mismatched types list and struct)") && !strings.HasSuffix(alt, "(mismatched types struct and list)") {
+			return false
+		}
+	}
+	return true
+}
+
+// sameBundle reports whether two paths are of the same bundle (paths not
+// under bundles are all one).
+func sameBundle(a, b string) bool {
+	bundle := func(p string) string {
+		parts := strings.SplitN(p, ".", 3)
+		if len(parts) >= 2 && parts[0] == fieldBundles {
+			return parts[1]
+		}
+		return ""
+	}
+	return bundle(a) == bundle(b)
 }
 
 // message is a CUE error's text without its path prefix or positions,
@@ -199,13 +301,60 @@ func message(e cueerrors.Error) string {
 			parts = append(parts, msg)
 		}
 	}
-	msg := strings.Join(parts, ": ")
+	msg := readable(strings.Join(parts, ": "))
+	if ref := notFound.FindStringSubmatch(msg); ref != nil {
+		msg += fmt.Sprintf(" (if it is a string, write it in quotes, with any '-' inside: %q)", ref[1])
+	}
 	if strings.Contains(msg, "cannot fetch") {
 		msg += " (Flotilla evaluates fleets offline and never fetches CUE modules from a registry: " +
 			"keep shared CUE in the repository, as packages of its own module)"
 	}
 	return msg
 }
+
+// readable says in words what CUE says in its own terms: the parser's
+// token names ('IDENT'), the schema's regular expressions, builtin
+// validators, `uint`.
+func readable(msg string) string {
+	msg = tokenWithText.ReplaceAllString(msg, "")
+	for token, words := range tokenWords {
+		msg = strings.ReplaceAll(msg, token, words)
+	}
+	msg = outOfBoundRegexp.ReplaceAllStringFunc(msg, func(m string) string {
+		pattern := outOfBoundRegexp.FindStringSubmatch(m)[1]
+		if words, ok := patternWords[pattern]; ok {
+			return "(" + words + ")"
+		}
+		return "(does not match the regular expression " + pattern + ")"
+	})
+	msg = maxRunes.ReplaceAllString(msg, "(longer than $1 characters)")
+	return uintWord.ReplaceAllString(msg, "${1}an integer >= 0")
+}
+
+var (
+	// notFound is a reference to nothing, most often a string without
+	// its quotes (namespace: web, dependsOn: [cert-manager]).
+	notFound = regexp.MustCompile(`^reference "([^"]*)" not found$`)
+	// tokenWithText is a token name before the text found: "found 'IDENT'
+	// space" says "found space".
+	tokenWithText = regexp.MustCompile(`'(IDENT|INT|FLOAT|STRING|IMAG)' `)
+	// tokenWords are the token names left, in words.
+	tokenWords = map[string]string{
+		"'IDENT'": "a name", "'INT'": "a number", "'FLOAT'": "a number", "'STRING'": "a string",
+		"'EOF'": "the end of the file",
+	}
+	outOfBoundRegexp = regexp.MustCompile(`\(out of bound =~("(?:[^"\\]|\\.)*")\)`)
+	// patternWords are the schema's regular expressions, as
+	// `out of bound =~"…"` quotes them, in words.
+	patternWords = map[string]string{
+		`"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"`:            "a name must be lower-case letters, digits and '-', and start and end with a letter or digit",
+		`"^([0-9]+(\\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"`: "a duration must be a number and a unit, such as 30s, 5m or 1h30m",
+		`"^age1[0-9a-z]+$"`:                            "an age recipient is a public key starting with age1",
+		`"^[0-9a-f]{40}$"`:                             "a revision is a full 40-character commit hash",
+	}
+	maxRunes = regexp.MustCompile(`\(does not satisfy strings\.MaxRunes\(([0-9]+)\)\)`)
+	uintWord = regexp.MustCompile(`(^|[ (])uint\b`)
+)
 
 // hideValues keeps out of a message what could be a Secret's data: a
 // struct or list, which CUE prints whole (a conflict over a bundle's

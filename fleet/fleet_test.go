@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 
@@ -305,7 +306,7 @@ func TestSchemaErrors(t *testing.T) {
 			[]string{"name", "Web_App"}},
 		{"unknown top-level field", `bundle: b: {resources: []}`, true,
 			[]string{"fleet.cue:3:1", "unknown top-level field", `"bundles"`}},
-		{"syntax error", `bundles: b: {resources: []`, true, []string{"fleet.cue:3:", "expected '}'"}},
+		{"syntax error", `bundles: b: {resources: []`, true, []string{"fleet.cue:3:13:", "this '{' is never closed"}},
 		{"bad inventory entry", `clusters: "eu 1": {region: "x"}`, true, []string{"clusters", "eu 1"}},
 	}
 	for _, tc := range cases {
@@ -371,11 +372,12 @@ func TestDependsOn(t *testing.T) {
 	}{
 		{"unknown bundle", `bundles: a: {resources: [], dependsOn: ["nope"]}`, []string{"a"}, `depends on "nope", which is not a bundle of the fleet`},
 		{"cycle", `bundles: {
-	a: {resources: [], dependsOn: ["b"]}
 	b: {resources: [], dependsOn: ["c"]}
 	c: {resources: [], dependsOn: ["a"]}
-	d: {resources: []}
-}`, []string{"a", "b", "c"}, "dependency cycle among bundles a, b, c"},
+	a: {resources: [], dependsOn: ["b"]}
+	d: {resources: [], dependsOn: ["a"]}
+	e: {resources: []}
+}`, []string{"a", "b", "c", "d"}, "bundle a: dependsOn: dependency cycle a → b → c → a"},
 		{"self", `bundles: a: {resources: [], dependsOn: ["a"]}`, []string{"a"}, "cannot depend on itself"},
 		{"dependency not selected", `bundles: {
 	a: {resources: [], dependsOn: ["b"]}
@@ -394,6 +396,11 @@ func TestDependsOn(t *testing.T) {
 			}
 			if strings.Join(failed, ",") != strings.Join(tc.failed, ",") {
 				t.Errorf("failed bundles %v, want %v", failed, tc.failed)
+			}
+			// Each problem is reported once (a cycle too, not once per
+			// bundle in it or waiting on it), naming the cluster.
+			if ds := fleet.Problems([]*fleet.Plan{p}, nil); len(ds) != 1 || !slices.Equal(ds[0].Clusters, []string{euProd.Name}) {
+				t.Errorf("problems: %v", ds)
 			}
 		})
 	}

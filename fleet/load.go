@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"fmt"
+	"io/fs"
 	"maps"
 	"os"
 	"path"
@@ -17,6 +18,7 @@ import (
 	"cuelang.org/go/cue/cuecontext"
 	"cuelang.org/go/cue/load"
 	"cuelang.org/go/cue/parser"
+	"cuelang.org/go/cue/token"
 
 	"github.com/flotilla-gitops/flotilla/schemas"
 )
@@ -133,7 +135,8 @@ func Load(repoDir string, opts LoadOptions) (*Fleet, error) {
 	var problems Diagnostics
 	problems = append(problems, f.checkTopLevel()...)
 	problems = append(problems, f.splitValidation()...)
-	if err := f.readBundleNames(); err != nil {
+	if err := f.readBundleNames(); err != nil && len(problems) == 0 {
+		// (With other problems, bundles cannot be listed because of them.)
 		problems = append(problems, AsDiagnostics(err)...)
 	}
 	if len(problems) == 0 {
@@ -213,7 +216,20 @@ func loadInstance(repoDir, pkgDir, display string, parse func(string, any, parse
 	}
 	inst := insts[0]
 	if inst.Err != nil {
-		return nil, fromCUE(inst.Err)
+		return nil, withUnclosed(fromCUE(inst.Err), func(name string) ([]byte, bool) {
+			entries, err := fs.ReadDir(root.FS(), pkgDir)
+			if err != nil {
+				return nil, false
+			}
+			for _, e := range entries {
+				p := path.Join(pkgDir, e.Name())
+				if strings.HasSuffix(e.Name(), ".cue") && cfg.FromFSPath("/"+p) == name {
+					data, err := fs.ReadFile(root.FS(), p)
+					return data, err == nil
+				}
+			}
+			return nil, false
+		})
 	}
 	if !slices.ContainsFunc(inst.BuildFiles, func(f *build.File) bool { return f.Filename != schemaDisplay }) {
 		return nil, fmt.Errorf("%w: no CUE files of package %q in %s (expected fleet.cue)", ErrInvalid, PackageName, filepath.Join(repoDir, pkgDir))
@@ -252,6 +268,7 @@ func (f *Fleet) splitValidation() Diagnostics {
 	}
 	var global Diagnostics
 	for _, d := range fromCUE(err) {
+		f.ownPosition(d)
 		if name, rest, ok := bundlePath(d.Path); ok {
 			d.Bundle, d.Path = name, rest
 			f.bundleErrs[name] = append(f.bundleErrs[name], d)
@@ -260,6 +277,26 @@ func (f *Fleet) splitValidation() Diagnostics {
 		global = append(global, d)
 	}
 	return global
+}
+
+// ownPosition puts first, for a problem positioned only in the embedded
+// schema (a bundle or cluster name the schema's #Name refuses), where the
+// fleet writes the value or, failing that, the nearest field above it:
+// that is where the fix goes.
+func (f *Fleet) ownPosition(d *Diagnostic) {
+	if len(d.Positions) == 0 || slices.ContainsFunc(d.Positions, func(p Position) bool { return p.File != schemaDisplay }) {
+		return
+	}
+	parts := strings.Split(d.Path, ".")
+	if len(parts) > 0 && parts[len(parts)-1] == "name" {
+		parts = parts[:len(parts)-1] // the name is the field's label
+	}
+	for ; len(parts) > 0; parts = parts[:len(parts)-1] {
+		if pos := userPos(lookupPath(f.root, parts)); pos.IsValid() && pos.Filename() != schemaDisplay {
+			d.Positions = positionsOf([]token.Pos{pos})
+			return
+		}
+	}
 }
 
 // bundlePath splits "bundles.web.values.x" into "web" and "values.x".

@@ -561,11 +561,7 @@ func (r *onePassRun) readBundles(bundles cue.Value) bool {
 		}
 	}
 	r.result.Bundles = orderBundles(selected, r.f.bundles)
-	for _, b := range r.result.Bundles {
-		for _, d := range b.Errors {
-			d.Bundle = b.Name
-		}
-	}
+	attribute(r.result.Bundles, r.c.Name)
 	return true
 }
 

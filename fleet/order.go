@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"cuelang.org/go/cue/token"
 )
 
 // orderBundles validates dependsOn and returns the bundles dependencies
@@ -62,20 +64,62 @@ func orderBundles(bundles []*Bundle, fleetBundles []string) []*Bundle {
 			}
 		}
 	}
-	// What is left is in a cycle or depends on one.
-	var cyclic []string
+	// What is left is in a cycle or depends on one: one problem, the cycle
+	// (a → b → c → a, at each member's dependsOn), shared by every bundle
+	// left so that it is reported once.
+	var left []string
 	for _, name := range names {
 		if pending[name] > 0 {
-			cyclic = append(cyclic, name)
+			left = append(left, name)
 		}
 	}
-	for _, name := range cyclic {
-		b := byName[name]
-		b.Errors = append(b.Errors, b.dependsOnDiagnostic(fmt.Sprintf(
-			"dependency cycle among bundles %s", strings.Join(cyclic, ", "))))
-		ordered = append(ordered, b)
+	if len(left) > 0 {
+		cycle := findCycle(left, byName)
+		at := make([]token.Pos, 0, len(cycle))
+		for _, name := range cycle[:len(cycle)-1] {
+			at = append(at, byName[name].dependsOnPos)
+		}
+		for _, name := range left {
+			d := diagnostic("dependsOn", "dependency cycle "+strings.Join(cycle, " → "), at...)
+			d.Bundle = cycle[0]
+			byName[name].Errors = append(byName[name].Errors, d)
+			ordered = append(ordered, byName[name])
+		}
 	}
 	return ordered
+}
+
+// findCycle finds a cycle among bundles left over by a topological sort
+// (each is in a cycle or depends on one), as names from its smallest back
+// to it: [a b c a].
+func findCycle(left []string, byName map[string]*Bundle) []string {
+	// Walk dependencies among the left-over bundles from the first until a
+	// bundle repeats: what lies between is a cycle.
+	var walk []string
+	at := map[string]int{}
+	for name := left[0]; ; {
+		if i, seen := at[name]; seen {
+			walk = walk[i:]
+			break
+		}
+		at[name] = len(walk)
+		walk = append(walk, name)
+		next := ""
+		for _, dep := range byName[name].DependsOn {
+			if slices.Contains(left, dep) {
+				next = dep
+				break
+			}
+		}
+		if next == "" {
+			return append(slices.Clone(left), left[0]) // cannot happen: each left-over bundle waits on another
+		}
+		name = next
+	}
+	// Start at the smallest name, so the cycle reads the same every time.
+	start := slices.Index(walk, slices.Min(walk))
+	cycle := append(slices.Clone(walk[start:]), walk[:start]...)
+	return append(cycle, cycle[0])
 }
 
 // dependsOnDiagnostic is a problem with the bundle's dependsOn, at its

@@ -3,6 +3,7 @@ package fleet
 import (
 	"maps"
 	"slices"
+	"strings"
 
 	"cuelang.org/go/cue"
 	"cuelang.org/go/cue/token"
@@ -149,17 +150,25 @@ func (f *Fleet) planTwice(c Cluster) (*Plan, error) {
 	}
 
 	plan.Bundles = orderBundles(selected, f.bundles)
-	for _, b := range plan.Bundles {
+	attribute(plan.Bundles, c.Name)
+	return plan, nil
+}
+
+// attribute names the bundle (unless the problem is another's: a
+// dependency cycle) and the cluster in the bundles' problems. A bundle
+// that does not match the schema fails the same way for every cluster; its
+// problems name none.
+func attribute(bundles []*Bundle, cluster string) {
+	for _, b := range bundles {
 		for _, d := range b.Errors {
-			d.Bundle = b.Name
-			// A bundle that does not match the schema fails the same way
-			// for every cluster; its errors name none.
+			if d.Bundle == "" {
+				d.Bundle = b.Name
+			}
 			if !b.invalid {
-				d.Clusters = []string{c.Name}
+				d.Clusters = []string{cluster}
 			}
 		}
 	}
-	return plan, nil
 }
 
 // selectBundle decides whether the bundle selects the cluster and which of
@@ -253,6 +262,15 @@ func bundleDiagnostics(err error, at cue.Value) Diagnostics {
 		}
 		if len(d.Positions) == 0 {
 			d.Positions = positionsOf([]token.Pos{userPos(at)})
+		}
+	}
+	// A value left open also fails each string that interpolates it
+	// ("invalid interpolation: non-concrete value"): the open value is
+	// the one to fix.
+	if len(ds) > 1 {
+		interpolation := func(d *Diagnostic) bool { return strings.HasPrefix(d.Message, "invalid interpolation: ") }
+		if kept := slices.DeleteFunc(slices.Clone(ds), interpolation); len(kept) > 0 {
+			ds = kept
 		}
 	}
 	return ds
