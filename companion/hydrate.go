@@ -32,6 +32,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/flotilla-gitops/flotilla/fleet"
+	"github.com/flotilla-gitops/flotilla/internal/english"
 	"github.com/flotilla-gitops/flotilla/internal/gitrev"
 	"github.com/flotilla-gitops/flotilla/sync/planrender"
 	"github.com/flotilla-gitops/flotilla/sync/report"
@@ -199,7 +200,7 @@ func Hydrate(ctx context.Context, opts Options) (*Output, error) {
 		return nil, errors.New("the fleet knows no cluster: no inventory (`clusters`) and no status branch")
 	}
 
-	say(fmt.Sprintf("planning %d clusters", len(known.Clusters)))
+	say("planning " + english.Count(len(known.Clusters), "cluster"))
 	plans, errs, err := f.PlanClusters(ctx, known.Clusters, nil)
 	if err != nil {
 		return nil, err
@@ -218,12 +219,12 @@ func Hydrate(ctx context.Context, opts Options) (*Output, error) {
 	for _, p := range ok {
 		total += len(p.Bundles)
 	}
-	say(fmt.Sprintf("rendering %d bundles for %d clusters", total, len(ok)))
+	say(fmt.Sprintf("rendering %s for %s", english.Count(total, "bundle"), english.Count(len(ok), "cluster")))
 	r := planrender.New(snap.Dir, opts.Render)
 	var done atomic.Int64
 	rendered, err := r.RenderPlans(ctx, ok, nil, func() { done.Add(1) })
 	if err != nil {
-		return nil, fmt.Errorf("rendering %d bundles for %d clusters (%d done): %w", total, len(ok), done.Load(), err)
+		return nil, fmt.Errorf("rendering %s for %s (%d done): %w", english.Count(total, "bundle"), english.Count(len(ok), "cluster"), done.Load(), err)
 	}
 	out.Renders = r.Distinct()
 	for i, p := range ok {

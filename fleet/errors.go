@@ -12,6 +12,7 @@ import (
 	cueerrors "cuelang.org/go/cue/errors"
 	"cuelang.org/go/cue/token"
 
+	"github.com/flotilla-gitops/flotilla/internal/english"
 	"github.com/flotilla-gitops/flotilla/internal/errtext"
 )
 
@@ -97,7 +98,7 @@ func (ds Diagnostics) Error() string {
 	lines := make([]string, 0, min(len(ds), maxPrinted+1))
 	for i, d := range ds {
 		if i == maxPrinted {
-			lines = append(lines, fmt.Sprintf("… and %d more problems", len(ds)-maxPrinted))
+			lines = append(lines, fmt.Sprintf("… and %d more %s", len(ds)-maxPrinted, english.Noun(len(ds)-maxPrinted, "problem")))
 			break
 		}
 		lines = append(lines, d.Error())

@@ -13,6 +13,7 @@ import (
 	"cuelang.org/go/cue/format"
 	"cuelang.org/go/cue/parser"
 	"cuelang.org/go/cue/token"
+	"github.com/flotilla-gitops/flotilla/internal/english"
 )
 
 // Planning in one evaluation.
@@ -259,7 +260,7 @@ func whenExpr(when cue.Value) (ast.Expr, error) {
 		exprs = append(exprs, field.Value)
 	}
 	if len(exprs) != 1 {
-		return nil, fmt.Errorf("when is written %d times", len(exprs))
+		return nil, fmt.Errorf("when is written %s", english.Count(len(exprs), "time"))
 	}
 	return exprs[0], nil
 }

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/flotilla-gitops/flotilla/internal/english"
 	"github.com/flotilla-gitops/flotilla/internal/gitrev"
 	"sigs.k8s.io/yaml"
 )
@@ -31,11 +32,19 @@ func (r *Report) bundleClusters() map[string][]string {
 
 // summaryLine says how much changes.
 func (r *Report) summaryLine() string {
-	s := fmt.Sprintf("%d of %d clusters change", r.ChangedClusters(), len(r.Clusters))
+	s := fmt.Sprintf("%d of %s %s", r.ChangedClusters(), english.Count(len(r.Clusters), "cluster"), verb(r.ChangedClusters(), "changes", "change"))
 	if f := r.NewFailures(); len(f) > 0 {
-		s += fmt.Sprintf("; %d newly fail", len(f))
+		s += fmt.Sprintf("; %d newly %s", len(f), verb(len(f), "fails", "fail"))
 	}
 	return s
+}
+
+// verb is the verb agreeing with n things.
+func verb(n int, one, more string) string {
+	if n == 1 {
+		return one
+	}
+	return more
 }
 
 func (r *Report) revisions() string {
@@ -197,8 +206,8 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 		left = append(left, c.Name)
 	}
 	if len(left) > 0 {
-		note := fmt.Sprintf("\n_%d clusters' details are left out to keep this comment under %d characters: %s. Run `flotilla preview` locally, or with `-o json`, for all of it._\n",
-			len(left), MaxMarkdown, mdEscape(joinNames(left, 20)))
+		note := fmt.Sprintf("\n_The details of %s are left out to keep this comment under %d characters: %s. Run `flotilla preview` locally, or with `-o json`, for all of it._\n",
+			english.Count(len(left), "cluster"), MaxMarkdown, mdEscape(joinNames(left, 20)))
 		out += note
 	}
 	_, err := io.WriteString(w, out)
@@ -221,7 +230,7 @@ func clusterMarkdown(c Cluster) string {
 		changes = append(changes, "does not evaluate")
 	}
 	if len(c.Violations) > 0 {
-		changes = append(changes, fmt.Sprintf("breaks %d policies", len(c.Violations)))
+		changes = append(changes, "breaks "+english.Count(len(c.Violations), "policy"))
 	}
 	fmt.Fprintf(&b, "<details><summary><b>%s</b>: %s</summary>\n\n", c.Name, mdEscape(strings.Join(changes, ", ")))
 	var text strings.Builder

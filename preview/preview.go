@@ -26,6 +26,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/flotilla-gitops/flotilla/fleet"
+	"github.com/flotilla-gitops/flotilla/internal/english"
 	"github.com/flotilla-gitops/flotilla/render"
 	"github.com/flotilla-gitops/flotilla/sync/planrender"
 	"github.com/flotilla-gitops/flotilla/sync/report"
@@ -220,7 +221,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	known := k.Where
 	rep.Warnings = k.Warnings
 	for _, s := range sides {
-		say(fmt.Sprintf("planning %d clusters at %s", len(clusters), s.name))
+		say(fmt.Sprintf("planning %s at %s", english.Count(len(clusters), "cluster"), s.name))
 		if err := s.plan(ctx, clusters); err != nil {
 			return nil, err
 		}
@@ -243,7 +244,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	}
 	files := newSourceChanges(changed, all)
 	jobs := compare(rep, clusters, known, sides, opts.Bundles, files)
-	say(fmt.Sprintf("rendering %d bundles whose inputs changed", len(jobs)))
+	say(fmt.Sprintf("rendering %s whose inputs changed", english.Count(len(jobs), "bundle")))
 	if err := renderJobs(ctx, jobs); err != nil {
 		return nil, err
 	}
@@ -252,7 +253,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	}
 	if len(sides[1].Fleet.Policies()) > 0 {
 		check := clustersToCheck(clusters, sides, files)
-		say(fmt.Sprintf("checking the fleet's policies for %d clusters", len(check)))
+		say(fmt.Sprintf("checking the fleet's policies for %s", english.Count(len(check), "cluster")))
 		if err := newViolations(ctx, rep, check, sides); err != nil {
 			return nil, err
 		}

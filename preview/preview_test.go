@@ -177,7 +177,7 @@ func TestPreview(t *testing.T) {
 			t.Errorf("the %s output shows the Secret's value", name)
 		}
 	}
-	if !strings.HasPrefix(text.String(), "preview "+base[:7]+" → "+head[:7]+": 4 of 4 clusters change; 1 newly fail") {
+	if !strings.HasPrefix(text.String(), "preview "+base[:7]+" → "+head[:7]+": 4 of 4 clusters change; 1 newly fails") {
 		t.Errorf("text summary:\n%s", text.String())
 	}
 	for _, want := range []string{"| `web` | eu-1 (changed), eu-2 (failed) |", "<details><summary><b>eu-1</b>:", "Newly failing: eu-2/web", "```diff\n"} {
@@ -243,7 +243,7 @@ func TestMarkdownStaysUnderTheLimit(t *testing.T) {
 	if shown == 0 || shown == 300 || strings.Count(out, "<details>") != strings.Count(out, "</details>") {
 		t.Errorf("%d sections shown (opened %d, closed %d)", shown, strings.Count(out, "<details>"), strings.Count(out, "</details>"))
 	}
-	if !strings.Contains(out, fmt.Sprintf("%d clusters' details are left out", 300-shown)) {
+	if !strings.Contains(out, fmt.Sprintf("The details of %d clusters are left out", 300-shown)) {
 		t.Errorf("no note of what was left out:\n%s", out[len(out)-500:])
 	}
 	if !strings.HasPrefix(out, "### Flotilla preview") || !strings.Contains(out, "**300 of 300 clusters change.**") {

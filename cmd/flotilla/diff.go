@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 	"sigs.k8s.io/yaml"
 
+	"github.com/flotilla-gitops/flotilla/internal/english"
 	"github.com/flotilla-gitops/flotilla/sync/apply"
 )
 
@@ -50,7 +51,7 @@ bundle failed), 0 when the cluster matches the fleet.`,
 			return err
 		}
 		if len(diffs) > 0 || failed > 0 {
-			return &reportedError{fmt.Errorf("%d differences, %d bundles failed", len(diffs), failed)}
+			return &reportedError{fmt.Errorf("%s, %s failed", english.Count(len(diffs), "difference"), english.Count(failed, "bundle"))}
 		}
 		return nil
 	}

@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/flotilla-gitops/flotilla/fleet"
+	"github.com/flotilla-gitops/flotilla/internal/english"
 	"github.com/flotilla-gitops/flotilla/internal/procfs"
 )
 
@@ -113,12 +114,12 @@ func planInventory(ctx context.Context, stderr io.Writer, f *fleet.Fleet) ([]*fl
 	total := len(f.Inventory())
 	var done atomic.Int64
 	stopProgress := everyFewSeconds(stderr, func() string {
-		return fmt.Sprintf("planned %d of %d clusters", done.Load(), total)
+		return fmt.Sprintf("planned %d of %s", done.Load(), english.Count(total, "cluster"))
 	})
 	plans, problems, err := f.PlanInventory(ctx, func(n, _ int) { done.Store(int64(n)) })
 	stopProgress()
 	if err != nil {
-		return nil, nil, fmt.Errorf("planning %d clusters (%d planned): %w", total, done.Load(), err)
+		return nil, nil, fmt.Errorf("planning %s (%d planned): %w", english.Count(total, "cluster"), done.Load(), err)
 	}
 	return plans, problems, nil
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/flotilla-gitops/flotilla/companion"
+	"github.com/flotilla-gitops/flotilla/internal/english"
 	"github.com/flotilla-gitops/flotilla/internal/gitrev"
 	"github.com/flotilla-gitops/flotilla/render/sops"
 	"github.com/flotilla-gitops/flotilla/sync/planrender"
@@ -120,7 +121,7 @@ func (hf *hydrateFlags) run(cmd *cobra.Command, dir string) error {
 		return err
 	}
 	if len(h.Problems) > 0 {
-		return &reportedError{fmt.Errorf("%d bundles or clusters failed and kept their last hydrated state", len(h.Problems))}
+		return &reportedError{fmt.Errorf("%s failed and kept their last hydrated state", english.Count(len(h.Problems), "bundle or cluster"))}
 	}
 	return nil
 }
@@ -219,15 +220,15 @@ func (s hydrateSummary) text(w io.Writer, hf *hydrateFlags) error {
 	if hf.branch != "" {
 		where = "branch " + hf.branch
 	}
-	fmt.Fprintf(w, "hydrated %d bundles for %d clusters (%d distinct renders) from %s into %s\n",
-		s.Bundles, s.Clusters, s.Renders, gitrev.Abbrev(s.Source, gitrev.HydratorLen), where)
+	fmt.Fprintf(w, "hydrated %s for %s (%s) from %s into %s\n",
+		english.Count(s.Bundles, "bundle"), english.Count(s.Clusters, "cluster"), english.Count(s.Renders, "distinct render"), gitrev.Abbrev(s.Source, gitrev.HydratorLen), where)
 	switch {
 	case !s.Changed:
 		fmt.Fprintf(w, "nothing changed")
 	case hf.outDir != "":
-		fmt.Fprintf(w, "%d files added, %d updated, %d removed", s.Added, s.Updated, s.Removed)
+		fmt.Fprintf(w, "%s added, %d updated, %d removed", english.Count(s.Added, "file"), s.Updated, s.Removed)
 	default:
-		fmt.Fprintf(w, "committed %s: %d files added, %d updated, %d removed", gitrev.Abbrev(s.Commit, gitrev.HydratorLen), s.Added, s.Updated, s.Removed)
+		fmt.Fprintf(w, "committed %s: %s added, %d updated, %d removed", gitrev.Abbrev(s.Commit, gitrev.HydratorLen), english.Count(s.Added, "file"), s.Updated, s.Removed)
 	}
 	if hf.branch != "" {
 		fmt.Fprintf(w, "; %s noted on %s", gitrev.Abbrev(s.Source, gitrev.HydratorLen), gitrev.Abbrev(s.Commit, gitrev.HydratorLen))

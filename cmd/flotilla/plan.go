@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/flotilla-gitops/flotilla/fleet"
+	"github.com/flotilla-gitops/flotilla/internal/english"
 	"github.com/flotilla-gitops/flotilla/render/helm"
 	"github.com/flotilla-gitops/flotilla/render/sops"
 	"github.com/flotilla-gitops/flotilla/schemas/spec"
@@ -102,7 +103,7 @@ func newPlanCmd() *cobra.Command {
 			for _, d := range problems {
 				fmt.Fprintln(cmd.ErrOrStderr(), d.Error())
 			}
-			return &reportedError{fmt.Errorf("%d problems", len(problems))}
+			return &reportedError{errors.New(english.Count(len(problems), "problem"))}
 		}
 		return nil
 	}

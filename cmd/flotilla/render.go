@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/flotilla-gitops/flotilla/fleet"
+	"github.com/flotilla-gitops/flotilla/internal/english"
 	"github.com/flotilla-gitops/flotilla/render/sops"
 	"github.com/flotilla-gitops/flotilla/sync/planrender"
 )
@@ -166,7 +167,7 @@ func renderOne(ctx context.Context, stdout, stderr io.Writer, plan *fleet.Plan, 
 		}
 	}
 	if failed > 0 {
-		return &reportedError{fmt.Errorf("%d bundles failed", failed)}
+		return &reportedError{fmt.Errorf("%s failed", english.Count(failed, "bundle"))}
 	}
 	return nil
 }
@@ -200,7 +201,7 @@ func renderAll(ctx context.Context, stderr io.Writer, f *fleet.Fleet, r *planren
 			}
 		}
 	}
-	fmt.Fprintf(stderr, "rendering %d bundles for %d clusters into %s\n", total, len(plans), rf.out)
+	fmt.Fprintf(stderr, "rendering %s for %s into %s\n", english.Count(total, "bundle"), english.Count(len(plans), "cluster"), rf.out)
 	dir, err := openOutput(rf.out)
 	if err != nil {
 		return err
@@ -209,12 +210,12 @@ func renderAll(ctx context.Context, stderr io.Writer, f *fleet.Fleet, r *planren
 
 	var done atomic.Int64
 	stopProgress := everyFewSeconds(stderr, func() string {
-		return fmt.Sprintf("rendered %d of %d bundles", done.Load(), total)
+		return fmt.Sprintf("rendered %d of %s", done.Load(), english.Count(total, "bundle"))
 	})
 	rendered, err := r.RenderPlans(ctx, plans, keep, func() { done.Add(1) })
 	stopProgress()
 	if err != nil {
-		return fmt.Errorf("rendering %d bundles for %d clusters into %s (%d done): %w", total, len(plans), rf.out, done.Load(), err)
+		return fmt.Errorf("rendering %s for %s into %s (%d done): %w", english.Count(total, "bundle"), english.Count(len(plans), "cluster"), rf.out, done.Load(), err)
 	}
 	failed := 0
 	for i, p := range plans {
@@ -229,10 +230,10 @@ func renderAll(ctx context.Context, stderr io.Writer, f *fleet.Fleet, r *planren
 			}
 		}
 	}
-	fmt.Fprintf(stderr, "rendered %d bundles for %d clusters (%d distinct renders) into %s\n",
-		total-failed, len(plans), r.Distinct(), rf.out)
+	fmt.Fprintf(stderr, "rendered %s for %s (%s) into %s\n",
+		english.Count(total-failed, "bundle"), english.Count(len(plans), "cluster"), english.Count(r.Distinct(), "distinct render"), rf.out)
 	if failed > 0 || len(problems) > 0 {
-		return &reportedError{fmt.Errorf("%d bundles failed", failed+len(problems))}
+		return &reportedError{fmt.Errorf("%s failed", english.Count(failed+len(problems), "bundle"))}
 	}
 	return nil
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/spf13/cobra"
 
+	"github.com/flotilla-gitops/flotilla/internal/english"
 	"github.com/flotilla-gitops/flotilla/internal/gitrev"
 	"github.com/flotilla-gitops/flotilla/sync/apply"
 	"github.com/flotilla-gitops/flotilla/sync/report"
@@ -178,7 +179,7 @@ func (sf *statusFlags) waitFor(ctx context.Context, stderr io.Writer, auth trans
 				return fmt.Errorf("revision %s failed on %s", short(sf.revision), strings.Join(failed, ", "))
 			}
 			if len(pending) == 0 {
-				fmt.Fprintf(stderr, "revision %s is Ready on %d clusters\n", short(sf.revision), len(statuses))
+				fmt.Fprintf(stderr, "revision %s is Ready on %s\n", short(sf.revision), english.Count(len(statuses), "cluster"))
 				return nil
 			}
 			waiting = "pending: " + strings.Join(pending, ", ")

@@ -233,12 +233,12 @@ func vetPolicies(ctx context.Context, stderr io.Writer, f *fleet.Fleet, dir stri
 	}
 	var done atomic.Int64
 	stopProgress := everyFewSeconds(stderr, func() string {
-		return fmt.Sprintf("rendered %d of %d bundles", done.Load(), total)
+		return fmt.Sprintf("rendered %d of %s", done.Load(), english.Count(total, "bundle"))
 	})
 	rendered, err := planrender.New(dir, opts).RenderPlans(ctx, plans, nil, func() { done.Add(1) })
 	stopProgress()
 	if err != nil {
-		return nil, fmt.Errorf("rendering %d bundles for %d clusters (%d done): %w", total, len(plans), done.Load(), err)
+		return nil, fmt.Errorf("rendering %s for %s (%d done): %w", english.Count(total, "bundle"), english.Count(len(plans), "cluster"), done.Load(), err)
 	}
 	var ds fleet.Diagnostics
 	for i, p := range plans {

@@ -36,6 +36,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
+	"github.com/flotilla-gitops/flotilla/internal/english"
 	"github.com/flotilla-gitops/flotilla/internal/testenv"
 	"github.com/flotilla-gitops/flotilla/sync/report"
 )
@@ -289,7 +290,7 @@ func (d *demo) waitReady(ctx context.Context, rev string) error {
 			}
 		}
 		if ready == len(fleetClusters) {
-			fmt.Printf("    %d clusters Ready at %s\n", ready, rev[:7])
+			fmt.Printf("    %s Ready at %s\n", english.Count(ready, "cluster"), rev[:7])
 			return nil
 		}
 		select {

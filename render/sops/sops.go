@@ -33,6 +33,7 @@ import (
 	yamlstore "github.com/getsops/sops/v3/stores/yaml"
 	"github.com/sirupsen/logrus"
 
+	"github.com/flotilla-gitops/flotilla/internal/english"
 	"github.com/flotilla-gitops/flotilla/render"
 )
 
@@ -180,7 +181,7 @@ func Decrypt(name string, data []byte, keys *Keys) ([]byte, error) {
 		return fmt.Errorf("%w %s: %s; it is encrypted to %s, and %s", ErrDecrypt, name, why, strings.Join(recipients(tree), ", "), tried)
 	}
 	if len(tree.Metadata.KeyGroups) != 1 {
-		return nil, fail(fmt.Sprintf("it has %d key groups (Shamir secret sharing is not supported)", len(tree.Metadata.KeyGroups)))
+		return nil, fail(fmt.Sprintf("it has %s (Shamir secret sharing is not supported)", english.Count(len(tree.Metadata.KeyGroups), "key group")))
 	}
 	if keys == nil || len(keys.ids) == 0 {
 		return nil, fail("no age identity to decrypt with")

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/flotilla-gitops/flotilla/internal/english"
 	"github.com/flotilla-gitops/flotilla/schemas/spec"
 	"github.com/fluxcd/cli-utils/pkg/object"
 	"github.com/fluxcd/pkg/ssa"
@@ -147,7 +148,7 @@ func (m *Manager) deleteBundle(ctx context.Context, inv *Inventory, inUse map[st
 		kept, err := m.deleteEntries(ctx, rm, inv.Entries, inUse, &res)
 		if err != nil || len(kept) > 0 {
 			res.Phase = PhaseFailed
-			res.Message = fmt.Sprintf("%d objects could not be deleted", len(kept))
+			res.Message = fmt.Sprintf("%s could not be deleted", english.Count(len(kept), "object"))
 			if err != nil {
 				res.Errors = append(res.Errors, err.Error())
 			}

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/flotilla-gitops/flotilla/internal/english"
 	"github.com/flotilla-gitops/flotilla/schemas/spec"
 	"github.com/fluxcd/cli-utils/pkg/object"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -194,7 +195,7 @@ func (m *Manager) syncBundle(ctx context.Context, b Bundle, inv *Inventory, stal
 
 	res.Phase = PhaseReady
 	if res.Counts.Drifted > 0 && b.DriftPolicy == spec.DriftReport {
-		res.Phase, res.Message = PhaseDrifted, fmt.Sprintf("%d objects changed outside Git (driftPolicy: report)", res.Counts.Drifted)
+		res.Phase, res.Message = PhaseDrifted, fmt.Sprintf("%s changed outside Git (driftPolicy: report)", english.Count(res.Counts.Drifted, "object"))
 	}
 	if b.Wait && !m.opts.DryRun {
 		if msg := m.wait(ctx, b, applied); msg != "" {

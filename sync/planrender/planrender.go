@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/flotilla-gitops/flotilla/fleet"
+	"github.com/flotilla-gitops/flotilla/internal/english"
 	"github.com/flotilla-gitops/flotilla/render"
 	"github.com/flotilla-gitops/flotilla/render/cue"
 	"github.com/flotilla-gitops/flotilla/render/helm"
@@ -134,8 +135,8 @@ func (r *Renderer) RenderPlan(ctx context.Context, plan *fleet.Plan) ([]Bundle, 
 		}
 		out[i].Result, out[i].Err = r.RenderBundle(ctx, plan.Cluster, b)
 		if ctx.Err() != nil {
-			return nil, fmt.Errorf("rendering bundle %s for cluster %s (%d of %d bundles rendered): %w",
-				b.Name, plan.Cluster.Name, i, len(plan.Bundles), context.Cause(ctx))
+			return nil, fmt.Errorf("rendering bundle %s for cluster %s (%d of %s rendered): %w",
+				b.Name, plan.Cluster.Name, i, english.Count(len(plan.Bundles), "bundle"), context.Cause(ctx))
 		}
 	}
 	RefuseSharedObjects(plan.Cluster.Name, out)

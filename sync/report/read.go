@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/flotilla-gitops/flotilla/fleet"
+	"github.com/flotilla-gitops/flotilla/internal/english"
 	"github.com/flotilla-gitops/flotilla/internal/errtext"
 	"github.com/flotilla-gitops/flotilla/sync/source"
 )
@@ -68,7 +69,7 @@ func read(ctx context.Context, url, prefix string, auth transport.AuthMethod) (*
 
 	repo, err := fetchBranches(ctx, url, auth, config.RefSpec("+refs/heads/"+prefix+"/*:refs/remotes/origin/"+prefix+"/*"))
 	if err != nil {
-		return nil, fmt.Errorf("fetching %d status branches: %w", len(clusters), err)
+		return nil, fmt.Errorf("fetching %s: %w", english.Count(len(clusters), "status branch"), err)
 	}
 	for _, name := range clusters {
 		st, err := readStatus(repo, plumbing.NewRemoteReferenceName("origin", prefix+"/"+name), name)

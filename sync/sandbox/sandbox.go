@@ -40,6 +40,7 @@ import (
 	utiljson "k8s.io/apimachinery/pkg/util/json"
 
 	"github.com/flotilla-gitops/flotilla/fleet"
+	"github.com/flotilla-gitops/flotilla/internal/english"
 	"github.com/flotilla-gitops/flotilla/internal/errtext"
 	"github.com/flotilla-gitops/flotilla/internal/procfs"
 	"github.com/flotilla-gitops/flotilla/render"
@@ -210,7 +211,7 @@ func (p *Pool) Rollouts(ctx context.Context, repoDir string, load fleet.LoadOpti
 	defer cancel()
 	rep, err := p.run(ctx, false, &job{Rollouts: &rolloutsJob{RepoDir: repoDir, Load: load, Clusters: clusters, Bundles: bundles}})
 	if err != nil {
-		return nil, fmt.Errorf("evaluating the fleet's rollout for %d clusters: %w", len(clusters), err)
+		return nil, fmt.Errorf("evaluating the fleet's rollout for %s: %w", english.Count(len(clusters), "cluster"), err)
 	}
 	return rep.Rollouts, nil
 }
