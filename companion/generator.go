@@ -211,7 +211,7 @@ func (g *Generator) load(ctx context.Context) ([]map[string]any, error) {
 	if err != nil {
 		return nil, err
 	}
-	repo, _ := git.PlainOpenWithOptions(g.opts.Dir, &git.PlainOpenOptions{DetectDotGit: true})
+	repo, _ := git.PlainOpenWithOptions(g.opts.Dir, &git.PlainOpenOptions{DetectDotGit: true, EnableDotGitCommonDir: true})
 	known, err := report.KnownClusters(ctx, repo, g.opts.Status, f.Inventory())
 	if err != nil {
 		return nil, err

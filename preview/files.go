@@ -12,6 +12,7 @@ import (
 
 	"github.com/flotilla-gitops/flotilla/fleet"
 	"github.com/flotilla-gitops/flotilla/render/helm"
+	"github.com/flotilla-gitops/flotilla/sync/snapshot"
 )
 
 // A bundle's inputs digest covers what the fleet says (paths, values), not
@@ -22,14 +23,16 @@ import (
 // rendered although their digest did not move.
 
 // changedFiles lists the files (slash paths) that differ between two
-// folders: added, removed, or with other content (a symbolic link by its
-// target). The .git folder is left out.
-func changedFiles(a, b string) ([]string, error) {
-	ha, err := hashTree(a)
+// snapshots' folders: added, removed, or with other content (a symbolic
+// link by its target). The .git folder is left out, and so are the files
+// Git ignores in a work tree (what `make build` leaves there is no part of
+// the change).
+func changedFiles(a, b *snapshot.Snapshot) ([]string, error) {
+	ha, err := hashTree(a.Dir, a.Ignored)
 	if err != nil {
 		return nil, err
 	}
-	hb, err := hashTree(b)
+	hb, err := hashTree(b.Dir, b.Ignored)
 	if err != nil {
 		return nil, err
 	}
@@ -47,8 +50,9 @@ func changedFiles(a, b string) ([]string, error) {
 	return out, nil
 }
 
-// hashTree maps every file below dir to a digest of its content.
-func hashTree(dir string) (map[string]string, error) {
+// hashTree maps every file below dir to a digest of its content, but for
+// what ignored (when set) says to leave out.
+func hashTree(dir string, ignored func(string, bool) bool) (map[string]string, error) {
 	out := map[string]string{}
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -60,8 +64,15 @@ func hashTree(dir string) (map[string]string, error) {
 		}
 		rel = filepath.ToSlash(rel)
 		switch {
-		case d.IsDir() && d.Name() == ".git" && p != dir:
+		case d.Name() == ".git" && p != dir && d.IsDir():
 			return filepath.SkipDir
+		case d.Name() == ".git":
+			return nil // a `git worktree`'s pointer to its repository
+		case ignored != nil && p != dir && ignored(rel, d.IsDir()):
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
 		case d.IsDir():
 			return nil
 		case d.Type()&fs.ModeSymlink != 0:

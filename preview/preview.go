@@ -230,7 +230,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	// Compare every cluster's bundles: what differs in its inputs, or
 	// reads a file that changed, is rendered (once per distinct input, at
 	// each side).
-	changed, err := changedFiles(sides[0].Dir, sides[1].Dir)
+	changed, err := changedFiles(sides[0].Snapshot, sides[1].Snapshot)
 	if err != nil {
 		return nil, err
 	}

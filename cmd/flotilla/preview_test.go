@@ -3,6 +3,9 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -67,5 +70,57 @@ bundles: web: namespace: 5
 	// The work tree is the default head (at the broken commit now).
 	if code, out, _ := previewRun("--base", broken, "-o", "markdown"); code != exitOK || !strings.HasPrefix(out, "### Flotilla preview") {
 		t.Errorf("the work tree against its own commit: exit %d\n%s", code, out)
+	}
+}
+
+// TestPreviewWhereUsersRunIt: preview compares what a commit would hold —
+// files Git ignores in the work tree (a built binary) change nothing and
+// render nothing — and works from a subfolder of the fleet and inside a
+// `git worktree`, never naming its temporary folders.
+func TestPreviewWhereUsersRunIt(t *testing.T) {
+	repo := gittest.New(t)
+	base := repo.Commit(map[string]string{
+		"fleet.cue": `package fleet
+
+clusters: "eu-1": {}
+bundles: app: {namespace: "app", kustomize: path: "app"}
+`,
+		".gitignore":             "bin/\n",
+		"app/kustomization.yaml": "resources: [cm.yaml]\n",
+		"app/cm.yaml":            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app\n",
+	})
+	writeTestFile(t, filepath.Join(repo.Work, "bin/flotilla"), "a binary\n")
+	previewIn := func(dir string, args ...string) (int, string) {
+		t.Helper()
+		t.Chdir(dir)
+		var stdout, stderr bytes.Buffer
+		code := run(t.Context(), append([]string{"preview"}, args...), &stdout, &stderr)
+		out := stdout.String() + stderr.String()
+		if strings.Contains(out, os.TempDir()) || strings.Contains(out, "flotilla-snapshot-") {
+			t.Errorf("preview names a temporary folder:\n%s", out)
+		}
+		return code, out
+	}
+	if code, out := previewIn(repo.Work, "--base", base); code != exitOK || !strings.Contains(out, "rendering 0 bundles") || !strings.Contains(out, "0 of 1 cluster change") {
+		t.Errorf("an ignored file: exit %d\n%s", code, out)
+	}
+	if code, out := previewIn(filepath.Join(repo.Work, "app"), "--base", base); code != exitOK || !strings.Contains(out, "0 of 1 cluster change") {
+		t.Errorf("from a subfolder: exit %d\n%s", code, out)
+	}
+	// A file the commit would hold does count.
+	writeTestFile(t, filepath.Join(repo.Work, "app/cm.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app\ndata: {a: b}\n")
+	if code, out := previewIn(repo.Work, "--base", base); code != exitPreviewChanges || !strings.Contains(out, "1 of 1 cluster changes") {
+		t.Errorf("a changed file: exit %d\n%s", code, out)
+	}
+
+	wt := filepath.Join(t.TempDir(), "wt")
+	if out, err := exec.Command("git", "-C", repo.Work, "worktree", "add", "-q", wt, base).CombinedOutput(); err != nil {
+		t.Fatalf("git worktree add: %v\n%s", err, out)
+	}
+	if code, out := previewIn(filepath.Join(wt, "app"), "--base", base); code != exitOK || !strings.Contains(out, "0 of 1 cluster change") {
+		t.Errorf("in a git worktree: exit %d\n%s", code, out)
+	}
+	if code, out := previewIn(wt, "--base", base, "--path", "nope"); code != exitPreviewTrouble || !strings.Contains(out, `fleet path "nope" is not a folder`) {
+		t.Errorf("a fleet path that is not there: exit %d\n%s", code, out)
 	}
 }

@@ -117,7 +117,35 @@ func repoDir(args []string) string {
 	if len(args) > 0 {
 		return args[0]
 	}
-	return "."
+	return findRepoDir()
+}
+
+// findRepoDir is the fleet repository the current folder is in, as git
+// finds its repository: the current folder when it holds CUE files or is
+// the root of a Git work tree, else the nearest folder above that does
+// (so a command run in charts/web of the fleet works on the fleet), as a
+// path from here ("..", "../.."); "." when there is none.
+func findRepoDir() string {
+	here, err := os.Getwd()
+	if err != nil {
+		return "."
+	}
+	for dir := here; ; {
+		cue, _ := filepath.Glob(filepath.Join(dir, "*.cue"))
+		_, gitErr := os.Lstat(filepath.Join(dir, ".git"))
+		if len(cue) > 0 || gitErr == nil {
+			rel, err := filepath.Rel(here, dir)
+			if err != nil {
+				return "."
+			}
+			return rel
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "."
+		}
+		dir = parent
+	}
 }
 
 // renderOne renders one cluster's plan to stdout or --out.

@@ -10,9 +10,12 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
+	"strings"
 
 	"github.com/go-git/go-git/v5"
+	"github.com/go-git/go-git/v5/plumbing/format/gitignore"
 	"github.com/go-git/go-git/v5/plumbing/object"
 
 	"github.com/flotilla-gitops/flotilla/fleet"
@@ -54,13 +57,19 @@ type Snapshot struct {
 	Dir string
 	// Fleet is the fleet loaded there (after Load).
 	Fleet *fleet.Fleet
+	// Ignored reports, for the work tree, whether a path of Dir (slash
+	// separated) is one Git ignores (.gitignore, .git/info/exclude): built
+	// binaries and the like are no part of the fleet a commit would hold.
+	// nil for a revision, which has no such files.
+	Ignored func(rel string, isDir bool) bool
+	name    string // the revision as asked for, for messages
 }
 
 // At writes the fleet folder at ref out of Git into a folder of its own;
 // ref "" is the work tree as it is (nothing written).
 func (r *Repo) At(ref string) (*Snapshot, error) {
 	if ref == "" {
-		return &Snapshot{Dir: r.dir}, nil
+		return &Snapshot{Dir: r.dir, Ignored: r.ignored(), name: "the work tree"}, nil
 	}
 	commit, err := source.ResolveCommit(r.Git, ref)
 	if err != nil {
@@ -73,13 +82,32 @@ func (r *Repo) At(ref string) (*Snapshot, error) {
 	if err := source.WriteTree(commit, r.sub, filepath.Clean(dir)); err != nil {
 		return nil, fmt.Errorf("reading the fleet at %s: %w", ref, err)
 	}
-	return &Snapshot{Commit: commit, Dir: dir}, nil
+	return &Snapshot{Commit: commit, Dir: dir, name: ref}, nil
 }
 
-// Load loads the snapshot's fleet.
+// ignored is the work tree's ignore rules, for paths of the fleet folder.
+func (r *Repo) ignored() func(string, bool) bool {
+	wt, err := r.Git.Worktree()
+	if err != nil {
+		return nil
+	}
+	patterns, _ := gitignore.ReadPatterns(wt.Filesystem, nil)
+	m := gitignore.NewMatcher(append(patterns, wt.Excludes...))
+	return func(rel string, isDir bool) bool {
+		p := path.Join(r.sub, rel)
+		return p != "." && m.Match(strings.Split(p, "/"), isDir)
+	}
+}
+
+// Load loads the snapshot's fleet. An error names the revision, never the
+// folder it was written to.
 func (s *Snapshot) Load(opts fleet.LoadOptions) error {
 	f, err := fleet.Load(s.Dir, opts)
 	if err != nil {
+		if msg := err.Error(); s.Commit != nil && fleet.AsDiagnostics(err) == nil && strings.Contains(msg, s.Dir) {
+			msg = strings.ReplaceAll(msg, s.Dir+string(filepath.Separator), s.name+":")
+			return renamed{msg: strings.ReplaceAll(msg, s.Dir, s.name+":."), err: err}
+		}
 		return err
 	}
 	s.Fleet = f
@@ -103,3 +131,12 @@ func (r *Repo) Known(ctx context.Context, branches report.Branches, snaps ...*Sn
 	}
 	return report.KnownClusters(ctx, r.Git, branches, inventories...)
 }
+
+// renamed is an error said in other words.
+type renamed struct {
+	msg string
+	err error
+}
+
+func (e renamed) Error() string { return e.msg }
+func (e renamed) Unwrap() error { return e.err }

@@ -27,7 +27,9 @@ func OpenLocal(dir string) (*git.Repository, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	repo, err := git.PlainOpenWithOptions(abs, &git.PlainOpenOptions{DetectDotGit: true})
+	// EnableDotGitCommonDir: a `git worktree` keeps its refs (HEAD aside)
+	// in the main repository's .git.
+	repo, err := git.PlainOpenWithOptions(abs, &git.PlainOpenOptions{DetectDotGit: true, EnableDotGitCommonDir: true})
 	if err != nil {
 		return nil, "", fmt.Errorf("%s is not in a Git repository: %w", dir, err)
 	}
