@@ -55,10 +55,11 @@ or --timeout passes (exit 1): a CI job can gate on a rollout.`
 
 func newStatusCmd() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "status --repo URL [--cluster NAME] [--wait --revision SHA]",
+		Use:   "status [--repo URL] [--cluster NAME] [--wait --revision SHA]",
 		Short: "Show the fleet's state from the clusters' status branches",
 		Long:  statusLong,
-		Example: `  flotilla status --repo https://git.example.com/platform/fleet.git
+		Example: `  flotilla status
+  flotilla status --repo https://git.example.com/platform/fleet.git
   flotilla status --repo ../fleet --cluster prod-eu-1
   flotilla status --repo $REPO --wait --revision $(git rev-parse HEAD) --timeout 15m`,
 		Args: cobra.NoArgs,
@@ -66,7 +67,7 @@ func newStatusCmd() *cobra.Command {
 	out := addOutputFlag(cmd, "table", "json", "html")
 	sf := &statusFlags{}
 	fs := cmd.Flags()
-	fs.StringVar(&sf.repo, "repo", "", "repository of the status branches (URL or local path)")
+	fs.StringVar(&sf.repo, "repo", "", "repository of the status branches (URL or local path; default: inside a fleet checkout, its status branches as last fetched, or else its origin)")
 	fs.StringVar(&sf.prefix, "status-prefix", report.DefaultPrefix, "prefix of the status branches (each cluster's is PREFIX/<cluster>)")
 	fs.StringVar(&sf.legacyBranch, "status-branch", "", "replaced by --status-prefix")
 	_ = fs.MarkHidden("status-branch")
@@ -82,11 +83,15 @@ func newStatusCmd() *cobra.Command {
 		if err := out.validate(); err != nil {
 			return err
 		}
-		if sf.repo == "" {
-			return errors.New("--repo is required")
-		}
 		if sf.legacyBranch != "" {
 			return errors.New("--status-branch was replaced by --status-prefix: each cluster reports on its own branch, PREFIX/<cluster>")
+		}
+		var local *report.Snapshot
+		if sf.repo == "" {
+			var err error
+			if local, err = sf.fromCheckout(cmd.ErrOrStderr(), sf.wait || sf.cluster != ""); err != nil {
+				return err
+			}
 		}
 		sf.repo = repoURL(sf.repo)
 		auth, err := sf.auth.Method(sf.repo)
@@ -103,9 +108,11 @@ func newStatusCmd() *cobra.Command {
 			}
 			return out.write(cmd.OutOrStdout(), st, func(w io.Writer) error { return writeClusterStatus(w, *st) })
 		}
-		snap, err := report.Read(cmd.Context(), sf.repo, sf.prefix, auth)
-		if err != nil {
-			return err
+		snap := local
+		if snap == nil {
+			if snap, err = report.Read(cmd.Context(), sf.repo, sf.prefix, auth); err != nil {
+				return err
+			}
 		}
 		for _, p := range snap.Problems {
 			fmt.Fprintf(cmd.ErrOrStderr(), "warning: %v\n", p)
@@ -128,6 +135,36 @@ func newStatusCmd() *cobra.Command {
 		})
 	}
 	return cmd
+}
+
+// fromCheckout is where status reads without --repo, inside a fleet
+// checkout: its status branches as last fetched (refs/heads/PREFIX/* or a
+// remote's, as preview reads them), when it has any and live (--wait,
+// --cluster) is not asked for; else its origin, which the agents push to;
+// else the checkout itself. It says which on stderr (a URL's credentials
+// redacted).
+func (sf *statusFlags) fromCheckout(stderr io.Writer, live bool) (*report.Snapshot, error) {
+	repo, _, err := source.OpenLocal(findRepoDir())
+	if err != nil {
+		return nil, errors.New("--repo is required outside a fleet checkout: the repository the agents report to (URL or local path)")
+	}
+	if !live {
+		if snap, err := report.ReadRepository(repo, sf.prefix); err == nil && len(snap.Statuses)+len(snap.Problems) > 0 {
+			fmt.Fprintln(stderr, "note: the status branches of this checkout, as last fetched "+
+				"(git fetch origin 'refs/heads/"+sf.prefix+"/*:refs/remotes/origin/"+sf.prefix+"/*' updates them; --repo URL reads the server's)")
+			if wt, err := repo.Worktree(); err == nil {
+				sf.repo = wt.Filesystem.Root() // for the fleet branch's tip
+			}
+			return snap, nil
+		}
+	}
+	if remote, err := repo.Remote("origin"); err == nil && len(remote.Config().URLs) > 0 {
+		sf.repo = remote.Config().URLs[0]
+	} else if wt, err := repo.Worktree(); err == nil {
+		sf.repo = wt.Filesystem.Root()
+	}
+	fmt.Fprintf(stderr, "reading the status branches of %s\n", source.RedactURL(sf.repo))
+	return nil, nil
 }
 
 // fleetStatus is `status -o json`: the fleet tip, every cluster's status,
