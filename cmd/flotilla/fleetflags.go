@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,8 +14,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	yamlv3 "go.yaml.in/yaml/v3"
+
 	"github.com/spf13/cobra"
-	"sigs.k8s.io/yaml"
 
 	"github.com/flotilla-gitops/flotilla/fleet"
 	"github.com/flotilla-gitops/flotilla/internal/english"
@@ -215,13 +218,78 @@ func (i *identityFlags) resolve(f *fleet.Fleet) (fleet.Cluster, error) {
 		if err != nil {
 			return c, fmt.Errorf("--facts: %w", err)
 		}
-		var facts fleet.Facts
-		if err := yaml.UnmarshalStrict(data, &facts); err != nil {
+		facts, err := readFacts(data)
+		if err != nil {
 			return c, fmt.Errorf("--facts %s: %w", i.factsFile, err)
 		}
 		c.Facts = facts
 	}
 	return c, c.Validate()
+}
+
+// readFacts reads a facts file (YAML or JSON) keeping every string as
+// written: `kubernetesVersion: 1.30` is "1.30", not the number 1.3 that a
+// YAML-to-JSON conversion makes of it. Unknown fields are refused.
+func readFacts(data []byte) (fleet.Facts, error) {
+	var doc yamlv3.Node
+	var facts fleet.Facts
+	if err := yamlv3.Unmarshal(data, &doc); err != nil {
+		return facts, err
+	}
+	if len(doc.Content) == 0 {
+		return facts, nil
+	}
+	v, err := factsValue(doc.Content[0], "")
+	if err != nil {
+		return facts, err
+	}
+	j, err := json.Marshal(v)
+	if err != nil {
+		return facts, err
+	}
+	dec := json.NewDecoder(bytes.NewReader(j))
+	dec.DisallowUnknownFields()
+	return facts, dec.Decode(&facts)
+}
+
+// factsValue turns a YAML node into JSON values, every scalar a string
+// but for the count of nodes.
+func factsValue(n *yamlv3.Node, key string) (any, error) {
+	switch n.Kind {
+	case yamlv3.MappingNode:
+		m := map[string]any{}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := n.Content[i].Value
+			v, err := factsValue(n.Content[i+1], k)
+			if err != nil {
+				return nil, err
+			}
+			m[k] = v
+		}
+		return m, nil
+	case yamlv3.SequenceNode:
+		l := []any{}
+		for _, c := range n.Content {
+			v, err := factsValue(c, key)
+			if err != nil {
+				return nil, err
+			}
+			l = append(l, v)
+		}
+		return l, nil
+	case yamlv3.ScalarNode:
+		if key == "nodes" {
+			var count int
+			if err := n.Decode(&count); err != nil {
+				return nil, fmt.Errorf("line %d: nodes: %w", n.Line, err)
+			}
+			return count, nil
+		}
+		return n.Value, nil
+	case yamlv3.AliasNode:
+		return factsValue(n.Alias, key)
+	}
+	return nil, fmt.Errorf("line %d: not a value", n.Line)
 }
 
 // missingIdentity explains how to name a cluster, listing the inventory.
