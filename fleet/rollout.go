@@ -32,6 +32,9 @@ type Rollout struct {
 	Stale   string `json:"stale"`
 	Offline string `json:"offline"`
 	Paused  bool   `json:"paused,omitempty"`
+	// Approving names every wave with approve: true, whichever the
+	// cluster's (what `rollout approve` checks; not in plans).
+	Approving []string `json:"-"`
 }
 
 // rolloutSpec is the Go form of #Rollout's plain fields.
@@ -87,6 +90,9 @@ func rolloutFor(v cue.Value, c Cluster, at string) (*Rollout, error) {
 			return nil, diagnostic(wat+".name", fmt.Sprintf("wave %q is named twice", w.Name), userPos(lookup(wv, "name")))
 		}
 		r.Waves = append(r.Waves, w.Name)
+		if w.Approve {
+			r.Approving = append(r.Approving, w.Name)
+		}
 		if found {
 			continue
 		}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/go-git/go-git/v5/plumbing/object"
@@ -11,11 +12,13 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/flotilla-gitops/flotilla/companion"
+	"github.com/flotilla-gitops/flotilla/fleet"
 	"github.com/flotilla-gitops/flotilla/internal/english"
 	"github.com/flotilla-gitops/flotilla/internal/gitrev"
 	"github.com/flotilla-gitops/flotilla/render/sops"
 	"github.com/flotilla-gitops/flotilla/sync/planrender"
 	"github.com/flotilla-gitops/flotilla/sync/report"
+	"github.com/flotilla-gitops/flotilla/sync/snapshot"
 	"github.com/flotilla-gitops/flotilla/sync/source"
 )
 
@@ -91,6 +94,9 @@ func (hf *hydrateFlags) run(cmd *cobra.Command, dir string) error {
 		return err
 	}
 	if hf.bootstrap != "" {
+		if err := hf.knownCluster(cmd, dir); err != nil {
+			return err
+		}
 		return fluxBootstrap(cmd.OutOrStdout(), dir, hf)
 	}
 	switch {
@@ -255,6 +261,44 @@ func hydrateAuth(dir string, hf *hydrateFlags) (transport.AuthMethod, error) {
 		return nil, fmt.Errorf("--remote %s has no URL", hf.remote)
 	}
 	return hf.auth.Method(urls[0])
+}
+
+// knownCluster checks that --flux-bootstrap names a cluster the fleet
+// knows — of its inventory at --revision, or reporting on a status branch
+// — and names those it knows when not: bootstrapping a misspelt cluster
+// would have Flux follow a folder the hydrated branch never holds.
+func (hf *hydrateFlags) knownCluster(cmd *cobra.Command, dir string) error {
+	repo, err := snapshot.Open(dir)
+	if err != nil {
+		return nil // not a repository: --repo-url says where (fluxBootstrap asks for it)
+	}
+	defer repo.Close()
+	snap, err := repo.At(hf.revision)
+	if err == nil {
+		err = snap.Load(fleet.LoadOptions{Path: hf.fleet.path})
+	}
+	if err != nil {
+		return fmt.Errorf("--flux-bootstrap: reading the fleet at %s: %w", hf.revision, err)
+	}
+	branches, err := hf.known.resolve()
+	if err != nil {
+		return err
+	}
+	k, err := repo.Known(cmd.Context(), branches, snap)
+	if err != nil {
+		return err
+	}
+	names := make([]string, 0, len(k.Clusters))
+	for _, c := range k.Clusters {
+		if c.Name == hf.bootstrap {
+			return nil
+		}
+		names = append(names, c.Name)
+	}
+	if len(names) == 0 {
+		return fmt.Errorf("--flux-bootstrap %s: the fleet knows no cluster (no inventory, no status branch)", hf.bootstrap)
+	}
+	return fmt.Errorf("--flux-bootstrap %s: not a cluster of the fleet at %s; it knows %s", hf.bootstrap, hf.revision, strings.Join(names, ", "))
 }
 
 // fluxBootstrap prints the one-time Flux objects of a cluster.

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -13,6 +15,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/spf13/cobra"
 
+	"github.com/flotilla-gitops/flotilla/fleet"
 	"github.com/flotilla-gitops/flotilla/sync/report"
 	"github.com/flotilla-gitops/flotilla/sync/source"
 )
@@ -38,6 +41,9 @@ type approveFlags struct {
 	auth                 source.Auth
 	wave, revision       string
 	by, message          string
+	// fleetBranch and path locate the fleet at the revision, to check that
+	// the wave asks for an approval.
+	fleetBranch, path string
 }
 
 func newRolloutApproveCmd() *cobra.Command {
@@ -67,6 +73,8 @@ with --password-file, or --ssh-key); approving twice changes nothing.`,
 	fs.StringVar(&af.revision, "revision", "", "the revision the wave may take (full hash or a reported prefix)")
 	fs.StringVar(&af.by, "by", "", `who approves, as "Name <email>" (default: git config user.name and user.email)`)
 	fs.StringVarP(&af.message, "message", "m", "", "why, for the history")
+	fs.StringVar(&af.fleetBranch, "branch", "main", "the fleet branch whose history holds --revision (its rollout says which waves ask for approval)")
+	fs.StringVar(&af.path, "path", ".", "folder of fleet.cue inside the repository")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		if af.repo == "" || af.wave == "" || af.revision == "" {
 			return errors.New("--repo, --wave and --revision are required")
@@ -91,6 +99,9 @@ with --password-file, or --ssh-key); approving twice changes nothing.`,
 		if waves := report.WavesOf(snap.Statuses, revision); len(waves) > 0 && !slices.Contains(waves, af.wave) {
 			return fmt.Errorf("wave %q is not a wave of the rollout of %s (%s)", af.wave, short(revision), strings.Join(waves, ", "))
 		}
+		if err := af.checkWaveAsks(cmd.Context(), cmd.ErrOrStderr(), repo, revision, snap.Statuses); err != nil {
+			return err
+		}
 		a := report.Approval{Revision: revision, Wave: af.wave, By: author.Name + " <" + author.Email + ">", At: time.Now().UTC(), Message: af.message}
 		added, err := report.Approve(cmd.Context(), report.ApproveOptions{URL: repo, Auth: auth, Branch: af.branch, Author: author}, a)
 		if err != nil {
@@ -104,6 +115,77 @@ with --password-file, or --ssh-key); approving twice changes nothing.`,
 		return nil
 	}
 	return cmd
+}
+
+// checkWaveAsks refuses to approve a wave that asks for no approval in
+// the fleet at the revision (an approval there would change nothing), or
+// that is no wave of its rollout, naming the waves that do. A fleet that
+// cannot be read at the revision is noted and the approval goes ahead.
+func (af *approveFlags) checkWaveAsks(ctx context.Context, stderr io.Writer, repo, revision string, statuses []report.Status) error {
+	all, asking, err := af.wavesAt(ctx, repo, revision, statuses)
+	if err != nil {
+		fmt.Fprintf(stderr, "note: not checked that wave %s asks for approval: %v\n", af.wave, err)
+		return nil
+	}
+	switch {
+	case len(all) > 0 && !slices.Contains(all, af.wave):
+		return fmt.Errorf("wave %q is not a wave of the rollout at %s (its waves: %s)", af.wave, short(revision), strings.Join(all, ", "))
+	case slices.Contains(asking, af.wave):
+		return nil
+	case len(asking) == 0:
+		return fmt.Errorf("wave %q asks for no approval at %s: no wave of the rollout does (approve: true on a wave makes it wait for one)", af.wave, short(revision))
+	}
+	return fmt.Errorf("wave %q asks for no approval at %s: the waves that do are %s", af.wave, short(revision), strings.Join(asking, ", "))
+}
+
+// wavesAt reads the fleet at the revision and evaluates its rollouts (the
+// fleet's and the bundles' own) for the clusters it knows: every wave, and
+// those with approve: true.
+func (af *approveFlags) wavesAt(ctx context.Context, repo, revision string, statuses []report.Status) (all, asking []string, err error) {
+	cache, err := os.MkdirTemp("", "flotilla-approve-")
+	if err != nil {
+		return nil, nil, err
+	}
+	defer os.RemoveAll(cache)
+	src, err := source.New(source.Options{URL: repo, Branch: af.fleetBranch, Auth: af.auth, CacheDir: cache})
+	if err != nil {
+		return nil, nil, err
+	}
+	co, err := src.FetchRevision(ctx, revision)
+	if err != nil {
+		return nil, nil, err
+	}
+	f, err := fleet.Load(co.Dir, fleet.LoadOptions{Path: af.path})
+	if err != nil {
+		return nil, nil, fmt.Errorf("the fleet at %s does not load", short(revision))
+	}
+	known := make([]fleet.Cluster, 0, len(statuses))
+	for _, st := range statuses {
+		known = append(known, st.Cluster)
+	}
+	add := func(r *fleet.Rollout) {
+		if r == nil {
+			return
+		}
+		for _, w := range r.Waves {
+			if !slices.Contains(all, w) {
+				all = append(all, w)
+			}
+		}
+		for _, w := range r.Approving {
+			if !slices.Contains(asking, w) {
+				asking = append(asking, w)
+			}
+		}
+	}
+	for _, cr := range f.Rollouts(known, f.Bundles()) {
+		add(cr.Fleet)
+		for _, r := range cr.Bundles {
+			add(r)
+		}
+	}
+	slices.Sort(asking)
+	return all, asking, nil
 }
 
 // approver is who approves: --by, or the user's Git identity.

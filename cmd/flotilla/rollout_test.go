@@ -146,3 +146,32 @@ func TestRolloutStatusAndApprove(t *testing.T) {
 		}
 	}
 }
+
+// TestApproveOnlyWavesThatAsk: `rollout approve` reads the fleet at the
+// revision: a wave that asks for no approval is refused, naming the waves
+// that do; one that asks is approved.
+func TestApproveOnlyWavesThatAsk(t *testing.T) {
+	repo := gittest.New(t)
+	rev := repo.Commit(map[string]string{"fleet.cue": `package fleet
+
+clusters: {"canary-1": {}, "eu-1": {region: "eu-west-1"}, "us-1": {region: "us-east-1"}}
+rollout: waves: [
+	{name: "canary", names: ["canary-*"]},
+	{name: "eu", regions: ["eu-*"], approve: true},
+	{name: "rest"},
+]
+bundles: web: resources: []
+`})
+	publishRollout(t, repo, rev, strings.Repeat("0a", 20))
+	approve := func(wave string) (int, string) {
+		var stdout, stderr bytes.Buffer
+		code := run(t.Context(), []string{"rollout", "approve", "--repo", repo.Bare, "--wave", wave, "--revision", rev[:8], "--by", "Ada <ada@example.com>"}, &stdout, &stderr)
+		return code, stdout.String() + stderr.String()
+	}
+	if code, out := approve("rest"); code == exitOK || !strings.Contains(out, `wave "rest" asks for no approval at `+rev[:7]+`: the waves that do are eu`) {
+		t.Errorf("approving a wave that asks for none: exit %d\n%s", code, out)
+	}
+	if code, out := approve("eu"); code != exitOK || !strings.Contains(out, "approved wave eu") {
+		t.Errorf("approving eu: exit %d\n%s", code, out)
+	}
+}
