@@ -37,7 +37,8 @@ type syncFlags struct {
 
 func addSyncFlags(cmd *cobra.Command) *syncFlags {
 	sf := &syncFlags{fleet: addFleetFlags(cmd), identity: addIdentityFlags(cmd), kube: addKubeFlags(cmd), opts: apply.DefaultOptions()}
-	cmd.Flags().StringVar(&sf.bundle, "bundle", "", "only this bundle (the cluster's other bundles are left alone)")
+	cmd.Flags().StringVar(&sf.bundle, "bundle", "", "only the bundle `NAME` (the cluster's other bundles are left alone)")
+	completeFromFleet(cmd, "bundle", completeBundles)
 	cmd.Flags().StringVar(&sf.opts.InventoryNamespace, "inventory-namespace", sf.opts.InventoryNamespace, "namespace of the bundles' inventories")
 	sf.limits = addLimitFlags(cmd, false)
 	return sf

@@ -36,7 +36,7 @@ type fleetFlags struct {
 
 func addFleetFlags(cmd *cobra.Command) *fleetFlags {
 	f := &fleetFlags{}
-	cmd.Flags().StringVar(&f.path, "path", ".", "folder of fleet.cue inside the repository (imports and files never leave the repository)")
+	cmd.Flags().StringVar(&f.path, "path", ".", "`DIR` of fleet.cue inside the repository (imports and files never leave the repository)")
 	cmd.Flags().DurationVar(&f.evalTimeout, "eval-timeout", 10*time.Minute, "stop the command when evaluating the fleet (and rendering) takes longer")
 	cmd.Flags().StringVar(&f.evalMemory, "eval-memory", "4Gi", "stop the command when evaluating the fleet takes more memory (Kubernetes quantity)")
 	return f
@@ -167,11 +167,12 @@ type identityFlags struct {
 func addIdentityFlags(cmd *cobra.Command) *identityFlags {
 	i := &identityFlags{}
 	fs := cmd.Flags()
-	fs.StringVar(&i.cluster, "cluster", "", "evaluate this cluster of the fleet's `clusters` inventory")
-	fs.StringVar(&i.name, "name", "", "evaluate a cluster with this name (instead of --cluster)")
-	fs.StringVar(&i.region, "region", "", "the cluster's region (overrides the inventory's with --cluster)")
-	fs.StringArrayVar(&i.labels, "label", nil, "a cluster label as key=value, repeatable (added to the inventory's with --cluster)")
-	fs.StringVar(&i.factsFile, "facts", "", "a YAML or JSON file of discovered facts (kubernetesVersion, apiGroups, regions, zones, nodes)")
+	fs.StringVar(&i.cluster, "cluster", "", "evaluate the cluster `NAME` of the fleet's clusters inventory")
+	fs.StringVar(&i.name, "name", "", "evaluate a cluster named `NAME` (instead of --cluster)")
+	fs.StringVar(&i.region, "region", "", "the cluster's `REGION` (overrides the inventory's with --cluster)")
+	fs.StringArrayVar(&i.labels, "label", nil, "a cluster label as `KEY=VALUE`, repeatable (added to the inventory's with --cluster)")
+	fs.StringVar(&i.factsFile, "facts", "", "a YAML or JSON `FILE` of discovered facts (kubernetesVersion, apiGroups, regions, zones, nodes)")
+	completeFromFleet(cmd, "cluster", completeClusters)
 	return i
 }
 

@@ -58,8 +58,8 @@ CD's plugin ConfigMap names the URL and the Secret key of the token.`,
 	ff := addFleetFlags(cmd)
 	known := addKnownClusterFlags(cmd)
 	fs := cmd.Flags()
-	fs.StringVar(&listen, "listen", ":4355", "address to serve on")
-	fs.StringVar(&tokenFile, "token-file", "", "file holding the bearer token Argo CD presents (required)")
+	fs.StringVar(&listen, "listen", ":4355", "`ADDRESS` to serve on")
+	fs.StringVar(&tokenFile, "token-file", "", "`FILE` holding the bearer token Argo CD presents (required)")
 	fs.DurationVar(&refresh, "refresh", 30*time.Second, "how old the plans may be before a request plans the fleet again")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		if tokenFile == "" {

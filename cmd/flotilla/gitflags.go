@@ -15,10 +15,10 @@ import (
 // ("" or " for --status-repo").
 func addGitAuthFlags(cmd *cobra.Command, a *source.Auth, prefix, of string) {
 	fs := cmd.Flags()
-	fs.StringVar(&a.Username, prefix+"username", "", "HTTPS user name"+of)
-	fs.StringVar(&a.PasswordFile, prefix+"password-file", "", "file holding the HTTPS password or token"+of)
-	fs.StringVar(&a.SSHKeyFile, prefix+"ssh-key", "", "SSH private key file"+of)
-	fs.StringVar(&a.KnownHostsFile, prefix+"known-hosts", "", "known_hosts file for SSH"+of)
+	fs.StringVar(&a.Username, prefix+"username", "", "HTTPS user `NAME`"+of)
+	fs.StringVar(&a.PasswordFile, prefix+"password-file", "", "`FILE` holding the HTTPS password or token"+of)
+	fs.StringVar(&a.SSHKeyFile, prefix+"ssh-key", "", "SSH private key `FILE`"+of)
+	fs.StringVar(&a.KnownHostsFile, prefix+"known-hosts", "", "known_hosts `FILE` for SSH"+of)
 }
 
 // repoURL makes a repository given as a local path a file:// URL; URLs
@@ -41,7 +41,7 @@ type knownClusterFlags struct {
 func addKnownClusterFlags(cmd *cobra.Command) *knownClusterFlags {
 	k := &knownClusterFlags{}
 	fs := cmd.Flags()
-	fs.StringVar(&k.repo, "status-repo", "", "read the clusters' status branches from this repository (default: the local repository's)")
+	fs.StringVar(&k.repo, "status-repo", "", "read the clusters' status branches from the repository at `URL` (default: the local repository's)")
 	fs.StringVar(&k.prefix, "status-prefix", report.DefaultPrefix, "prefix of the status branches")
 	addGitAuthFlags(cmd, &k.auth, "status-", " for --status-repo")
 	return k

@@ -63,6 +63,7 @@ func newHydrateCmd() *cobra.Command {
 	hf.fleet = addFleetFlags(cmd)
 	hf.limits = addLimitFlags(cmd, false)
 	hf.known = addKnownClusterFlags(cmd)
+	addQuietFlag(cmd)
 	hf.addFlags(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error { return hf.run(cmd, repoDir(args)) }
 	return cmd
@@ -71,20 +72,21 @@ func newHydrateCmd() *cobra.Command {
 // addFlags adds hydrate's own flags.
 func (hf *hydrateFlags) addFlags(cmd *cobra.Command) {
 	fs := cmd.Flags()
-	fs.StringVar(&hf.branch, "branch", "", "commit the hydrated tree to this branch of the local repository")
-	fs.StringVar(&hf.outDir, "out", "", "write the hydrated tree into this folder instead of a branch")
+	fs.StringVar(&hf.branch, "branch", "", "commit the hydrated tree to the `BRANCH` of the local repository")
+	fs.StringVar(&hf.outDir, "out", "", "write the hydrated tree into the folder `DIR` instead of a branch")
 	fs.BoolVar(&hf.push, "push", false, "with --branch: fetch the branch from --remote first, then push it with its notes")
-	fs.StringVar(&hf.remote, "remote", "origin", "the remote --push uses")
+	fs.StringVar(&hf.remote, "remote", "origin", "the `REMOTE` --push uses")
 	addGitAuthFlags(cmd, &hf.auth, "", " for --push")
 	fs.DurationVar(&hf.pushTimeout, "push-timeout", 2*time.Minute, "bound of fetching and pushing, retries included")
-	fs.StringVar(&hf.revision, "revision", "HEAD", "the source commit to hydrate")
-	fs.StringVar(&hf.repoURL, "repo-url", "", "the source repository's URL as recorded in hydrator.metadata, and the URL Flux reads with --flux-bootstrap (default: the origin remote's, without credentials)")
+	fs.StringVar(&hf.revision, "revision", "HEAD", "the source commit to hydrate (a `REF`)")
+	fs.StringVar(&hf.repoURL, "repo-url", "", "the source repository's `URL` as recorded in hydrator.metadata, and the URL Flux reads with --flux-bootstrap (default: the origin remote's, without credentials)")
 	fs.StringVar(&hf.committerName, "committer-name", "flotilla hydrate", "name on the hydrated commits")
 	fs.StringVar(&hf.committerMail, "committer-email", "flotilla@flotilla.dev", "email on the hydrated commits")
 	fs.StringVar(&hf.flux.Namespace, "flux-namespace", "flux-system", "namespace of the generated GitRepository and platform Kustomizations")
 	fs.StringVar(&hf.flux.SourceName, "flux-source", "flotilla", "name of the GitRepository serving the hydrated branch")
 	fs.DurationVar(&hf.flux.Interval, "flux-interval", 10*time.Minute, "reconcile interval of the generated Kustomizations")
-	fs.StringVar(&hf.bootstrap, "flux-bootstrap", "", "print the one-time Flux objects for this cluster (needs --branch) and exit")
+	fs.StringVar(&hf.bootstrap, "flux-bootstrap", "", "print the one-time Flux objects for the cluster `NAME` (needs --branch) and exit")
+	completeFromFleet(cmd, "flux-bootstrap", completeClusters)
 	fs.StringVar(&hf.fluxSecret, "flux-secret", "", "with --flux-bootstrap: the Secret holding Flux's Git credentials")
 }
 
@@ -143,7 +145,7 @@ func (hf *hydrateFlags) hydrate(cmd *cobra.Command, dir string) (*companion.Outp
 	}
 	defer closeWorkers()
 	ho := companion.Options{Dir: dir, Path: hf.fleet.path, Revision: hf.revision, RepoURL: hf.repoURL,
-		Render: opts, Flux: hf.flux, Progress: func(s string) { fmt.Fprintln(cmd.ErrOrStderr(), s) }}
+		Render: opts, Flux: hf.flux, Progress: func(s string) { fmt.Fprintln(progressTo(cmd), s) }}
 	if ho.Status, err = hf.known.resolve(); err != nil {
 		return nil, err
 	}

@@ -16,8 +16,8 @@ type kubeFlags struct {
 
 func addKubeFlags(cmd *cobra.Command) *kubeFlags {
 	k := &kubeFlags{}
-	cmd.Flags().StringVar(&k.kubeconfig, "kubeconfig", "", "path of the kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster)")
-	cmd.Flags().StringVar(&k.context, "context", "", "kubeconfig context to use (default: the current context)")
+	cmd.Flags().StringVar(&k.kubeconfig, "kubeconfig", "", "the kubeconfig `FILE` (default: $KUBECONFIG, ~/.kube/config, or in-cluster)")
+	cmd.Flags().StringVar(&k.context, "context", "", "the kubeconfig context `NAME` to use (default: the current context)")
 	return k
 }
 

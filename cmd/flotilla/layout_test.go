@@ -2,16 +2,19 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/rogpeppe/go-internal/testscript"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 // TestREADMELayoutNamesEveryPackage keeps the README's layout table whole:
@@ -127,4 +130,40 @@ func TestHelpExamplesRun(t *testing.T) {
 			return nil
 		},
 	})
+}
+
+// TestTheCommandLineIsUniform: the conventions of the kubectl family hold
+// on every command — -o takes text, json and yaml wherever it exists; a
+// command that talks to a cluster takes both --kubeconfig and --context;
+// no flag's placeholder is a plural word lifted from its usage (pflag takes
+// the first backquoted word: "--cluster clusters").
+func TestTheCommandLineIsUniform(t *testing.T) {
+	var walk func(c *cobra.Command)
+	checked := 0
+	walk = func(c *cobra.Command) {
+		fs := c.Flags()
+		if o := fs.Lookup("output"); o != nil {
+			checked++
+			for _, format := range []string{"text", "json", "yaml"} {
+				if !regexp.MustCompile(`\b` + format + `\b`).MatchString(o.Usage) {
+					t.Errorf("%s -o lacks %s: %s", c.CommandPath(), format, o.Usage)
+				}
+			}
+		}
+		if (fs.Lookup("kubeconfig") == nil) != (fs.Lookup("context") == nil) {
+			t.Errorf("%s has one of --kubeconfig and --context without the other", c.CommandPath())
+		}
+		fs.VisitAll(func(f *pflag.Flag) {
+			if name, _ := pflag.UnquoteUsage(f); name != "" && strings.ToLower(name) == name && !slices.Contains([]string{"string", "strings", "stringArray", "duration", "int", "uint", "float"}, name) {
+				t.Errorf("%s --%s shows %q as its placeholder: backquote a NAME in its usage", c.CommandPath(), f.Name, name)
+			}
+		})
+		for _, s := range c.Commands() {
+			walk(s)
+		}
+	}
+	walk(newRootCmd(io.Discard, io.Discard))
+	if checked < 9 {
+		t.Errorf("only %d commands with -o found", checked)
+	}
 }

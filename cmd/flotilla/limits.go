@@ -49,15 +49,15 @@ func addLimitFlags(cmd *cobra.Command, agent bool) *limitFlags {
 func addSourceFlags(cmd *cobra.Command, s *planrender.Sources, agent bool) {
 	cmd.Flags().BoolVar(&s.AllowRemoteBases, "allow-remote-bases", false, "let kustomizations use remote (git, HTTP) bases")
 	addChartFlags(cmd, s, agent)
-	cmd.Flags().StringSliceVar(&s.AgeKeyFiles, "age-key-file", nil, "age identity file (age-keygen output) to decrypt SOPS-encrypted files of the fleet with, in memory (repeatable; used by the agent, apply, diff and render --decrypt; never SOPS_AGE_KEY_FILE or ~/.config/sops)")
+	cmd.Flags().StringSliceVar(&s.AgeKeyFiles, "age-key-file", nil, "age identity `FILE` (age-keygen output) to decrypt SOPS-encrypted files of the fleet with, in memory (repeatable; used by the agent, apply, diff and render --decrypt; never SOPS_AGE_KEY_FILE or ~/.config/sops)")
 }
 
 // addChartFlags adds the flags saying where charts come from.
 func addChartFlags(cmd *cobra.Command, s *planrender.Sources, agent bool) {
 	fs := cmd.Flags()
 	fs.BoolVar(&s.AllowChartDownloads, "allow-chart-downloads", agent, "fetch the dependencies a chart's Chart.lock lists when they are not vendored in its charts/ folder (HTTP and OCI repositories; never written into the fleet repository)")
-	fs.StringVar(&s.ChartCacheDir, "chart-cache-dir", "", "folder for charts fetched from chart repositories and registries (default: the user cache, ~/.cache/flotilla/charts)")
-	fs.StringVar(&s.RegistryConfig, "registry-config", "", "file of OCI registry credentials in Docker's config.json format (auths); only this file is read, never ~/.docker/config.json (default: registries are asked anonymously)")
+	fs.StringVar(&s.ChartCacheDir, "chart-cache-dir", "", "`DIR` for charts fetched from chart repositories and registries (default: the user cache, ~/.cache/flotilla/charts)")
+	fs.StringVar(&s.RegistryConfig, "registry-config", "", "`FILE` of OCI registry credentials in Docker's config.json format (auths); only this file is read, never ~/.docker/config.json (default: registries are asked anonymously)")
 	fs.StringSliceVar(&s.PlainHTTPRegistries, "plain-http-registry", nil, "OCI registry (host[:port]) to reach over plain HTTP instead of HTTPS (repeatable)")
 }
 

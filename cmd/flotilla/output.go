@@ -13,23 +13,62 @@ import (
 
 // outputFlag is the value of a command's -o/--output flag. Every command that
 // prints data registers it through addOutputFlag and prints through write, so
-// the formats behave the same everywhere.
+// the formats behave the same everywhere: text, json and yaml on every
+// command, as in the kubectl family, and a command's own where it has more
+// to show (markdown, html, wide).
 type outputFlag struct {
 	format  string
 	allowed []string
+	// aliases are other names of a format ("table" is status's text).
+	aliases map[string]string
 }
 
-// addOutputFlag registers -o with the formats the command supports; the first
-// is the default.
+// commonFormats are the formats of every command that prints data.
+var commonFormats = []string{"text", "json", "yaml"}
+
+// addOutputFlag registers -o with the command's formats: the first is the
+// default; text, json and yaml are always among them.
 func addOutputFlag(cmd *cobra.Command, formats ...string) *outputFlag {
+	for _, f := range commonFormats {
+		if !slices.Contains(formats, f) {
+			formats = append(formats, f)
+		}
+	}
 	o := &outputFlag{format: formats[0], allowed: formats}
 	cmd.Flags().StringVarP(&o.format, "output", "o", o.format,
-		"output format: "+strings.Join(formats, "|"))
+		"output `FORMAT`: "+strings.Join(formats, "|"))
+	_ = cmd.RegisterFlagCompletionFunc("output", cobra.FixedCompletions(formats, cobra.ShellCompDirectiveNoFileComp))
+	return o
+}
+
+// addQuietFlag adds -q to a command that prints progress.
+func addQuietFlag(cmd *cobra.Command) {
+	cmd.Flags().BoolP("quiet", "q", false, "print no progress and no notes: only the result, problems and warnings")
+}
+
+// progressTo is where a command says how far it got, and notes what it
+// did not check: stderr, or nowhere with -q.
+func progressTo(cmd *cobra.Command) io.Writer {
+	if q, err := cmd.Flags().GetBool("quiet"); err == nil && q {
+		return io.Discard
+	}
+	return cmd.ErrOrStderr()
+}
+
+// alias accepts another name for a format.
+func (o *outputFlag) alias(name, format string) *outputFlag {
+	if o.aliases == nil {
+		o.aliases = map[string]string{}
+	}
+	o.aliases[name] = format
 	return o
 }
 
 // validate reports an unsupported format before the command does any work.
 func (o *outputFlag) validate() error {
+	if f, ok := o.aliases[o.format]; ok {
+		o.format = f
+	}
 	if !slices.Contains(o.allowed, o.format) {
 		return fmt.Errorf("unknown output format %q: use one of %s", o.format, strings.Join(o.allowed, ", "))
 	}

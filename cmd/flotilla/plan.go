@@ -46,6 +46,7 @@ func newPlanCmd() *cobra.Command {
 	}
 	out := addOutputFlag(cmd, "text", "json", "yaml")
 	ff := addFleetFlags(cmd)
+	addQuietFlag(cmd)
 	id := addIdentityFlags(cmd)
 	all := cmd.Flags().Bool("all", false, "plan every cluster of the inventory")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
@@ -63,7 +64,7 @@ func newPlanCmd() *cobra.Command {
 		var problems fleet.Diagnostics
 		if *all {
 			tuneGCForBatch()
-			if plans, problems, err = planInventory(cmd.Context(), cmd.ErrOrStderr(), f); err != nil {
+			if plans, problems, err = planInventory(cmd.Context(), progressTo(cmd), f); err != nil {
 				return err
 			}
 			if len(plans) == 0 && len(problems) == 0 {

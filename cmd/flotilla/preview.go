@@ -73,11 +73,14 @@ func newPreviewCmd() *cobra.Command {
 	ff := addFleetFlags(cmd)
 	limits := addLimitFlags(cmd, false)
 	fs := cmd.Flags()
-	fs.StringVar(&pf.base, "base", "", "the revision to compare against (branch, tag, commit, HEAD~1 …)")
-	fs.StringVar(&pf.head, "head", "", "the revision to preview (default: the work tree)")
+	fs.StringVar(&pf.base, "base", "", "the revision to compare against, a `REF` (branch, tag, commit, HEAD~1 …)")
+	fs.StringVar(&pf.head, "head", "", "the revision to preview, a `REF` (default: the work tree)")
 	known := addKnownClusterFlags(cmd)
-	fs.StringArrayVar(&pf.clusters, "cluster", nil, "preview only this cluster (repeatable)")
-	fs.StringArrayVar(&pf.bundles, "bundle", nil, "preview only this bundle (repeatable)")
+	addQuietFlag(cmd)
+	fs.StringArrayVar(&pf.clusters, "cluster", nil, "preview only the cluster `NAME` (repeatable)")
+	fs.StringArrayVar(&pf.bundles, "bundle", nil, "preview only the bundle `NAME` (repeatable)")
+	completeFromFleet(cmd, "cluster", completeClusters)
+	completeFromFleet(cmd, "bundle", completeBundles)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		trouble := func(err error) error { return &exitCodeError{code: exitPreviewTrouble, err: err} }
 		if err := out.validate(); err != nil {
@@ -94,7 +97,7 @@ func newPreviewCmd() *cobra.Command {
 		defer closeWorkers()
 		po := preview.Options{Dir: repoDir(args), Path: ff.path, Base: pf.base, Head: pf.head,
 			Clusters: pf.clusters, Bundles: pf.bundles, Render: opts,
-			Progress: func(s string) { fmt.Fprintln(cmd.ErrOrStderr(), s) }}
+			Progress: func(s string) { fmt.Fprintln(progressTo(cmd), s) }}
 		if po.Status, err = known.resolve(); err != nil {
 			return trouble(err)
 		}
@@ -111,7 +114,7 @@ func newPreviewCmd() *cobra.Command {
 		switch out.format {
 		case "markdown":
 			err = rep.WriteMarkdown(w)
-		case "json":
+		case "json", "yaml":
 			err = out.write(w, rep, nil)
 		default:
 			err = rep.WriteText(w)

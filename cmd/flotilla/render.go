@@ -63,12 +63,14 @@ others are still rendered; the exit code is then 1.`,
   flotilla render --cluster prod-eu-1 --decrypt --age-key-file ~/.config/flotilla/prod.agekey`,
 		Args: cobra.MaximumNArgs(1),
 	}
-	out := addOutputFlag(cmd, "yaml", "json")
+	out := addOutputFlag(cmd, "yaml", "json").alias("text", "yaml") // manifests: their text is YAML
 	ff := addFleetFlags(cmd)
+	addQuietFlag(cmd)
 	id := addIdentityFlags(cmd)
 	rf := &renderFlags{}
-	cmd.Flags().StringVar(&rf.bundle, "bundle", "", "render only this bundle")
-	cmd.Flags().StringVar(&rf.out, "out", "", "write DIR/<bundle>.yaml (with --all: DIR/<cluster>/<bundle>.yaml) instead of printing")
+	cmd.Flags().StringVar(&rf.bundle, "bundle", "", "render only the bundle `NAME`")
+	completeFromFleet(cmd, "bundle", completeBundles)
+	cmd.Flags().StringVar(&rf.out, "out", "", "write `DIR`/<bundle>.yaml (with --all: DIR/<cluster>/<bundle>.yaml) instead of printing")
 	cmd.Flags().BoolVar(&rf.all, "all", false, "render every cluster of the inventory (needs --out)")
 	cmd.Flags().BoolVar(&rf.decrypt, "decrypt", false, "show SOPS-encrypted files decrypted (needs --age-key-file); without it they are masked")
 	rf.limits = addLimitFlags(cmd, false)
@@ -97,7 +99,7 @@ others are still rendered; the exit code is then 1.`,
 		defer closeWorkers()
 		r := planrender.New(repoDir(args), opts)
 		if rf.all {
-			return renderAll(cmd.Context(), cmd.ErrOrStderr(), f, r, rf)
+			return renderAll(cmd.Context(), cmd.ErrOrStderr(), progressTo(cmd), f, r, rf)
 		}
 		c, err := id.resolve(f)
 		if err != nil {
@@ -211,9 +213,9 @@ func unselectedBundle(plan *fleet.Plan, name string) error {
 }
 
 // renderAll renders every inventory cluster into --out, in parallel.
-func renderAll(ctx context.Context, stderr io.Writer, f *fleet.Fleet, r *planrender.Renderer, rf *renderFlags) error {
+func renderAll(ctx context.Context, stderr, progress io.Writer, f *fleet.Fleet, r *planrender.Renderer, rf *renderFlags) error {
 	tuneGCForBatch()
-	plans, problems, err := planInventory(ctx, stderr, f)
+	plans, problems, err := planInventory(ctx, progress, f)
 	if err != nil {
 		return err
 	}
@@ -229,7 +231,7 @@ func renderAll(ctx context.Context, stderr io.Writer, f *fleet.Fleet, r *planren
 			}
 		}
 	}
-	fmt.Fprintf(stderr, "rendering %s for %s into %s\n", english.Count(total, "bundle"), english.Count(len(plans), "cluster"), rf.out)
+	fmt.Fprintf(progress, "rendering %s for %s into %s\n", english.Count(total, "bundle"), english.Count(len(plans), "cluster"), rf.out)
 	dir, err := openOutput(rf.out)
 	if err != nil {
 		return err
@@ -237,7 +239,7 @@ func renderAll(ctx context.Context, stderr io.Writer, f *fleet.Fleet, r *planren
 	defer dir.Close()
 
 	var done atomic.Int64
-	stopProgress := everyFewSeconds(stderr, func() string {
+	stopProgress := everyFewSeconds(progress, func() string {
 		return fmt.Sprintf("rendered %d of %s", done.Load(), english.Count(total, "bundle"))
 	})
 	rendered, err := r.RenderPlans(ctx, plans, keep, func() { done.Add(1) })
@@ -258,7 +260,7 @@ func renderAll(ctx context.Context, stderr io.Writer, f *fleet.Fleet, r *planren
 			}
 		}
 	}
-	fmt.Fprintf(stderr, "rendered %s for %s (%s) into %s\n",
+	fmt.Fprintf(progress, "rendered %s for %s (%s) into %s\n",
 		english.Count(total-failed, "bundle"), english.Count(len(plans), "cluster"), english.Count(r.Distinct(), "distinct render"), rf.out)
 	if failed > 0 || len(problems) > 0 {
 		return &reportedError{fmt.Errorf("%s failed", english.Count(failed+len(problems), "bundle"))}

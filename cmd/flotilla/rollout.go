@@ -65,16 +65,17 @@ with --password-file, or --ssh-key); approving twice changes nothing.`,
 		Args: cobra.NoArgs,
 	}
 	fs := cmd.Flags()
-	fs.StringVar(&af.repo, "repo", "", "repository of the status branches and approvals (URL or local path)")
+	fs.StringVar(&af.repo, "repo", "", "repository of the status branches and approvals (`URL` or local path)")
 	fs.StringVar(&af.branch, "approvals-branch", report.DefaultApprovalsBranch, "branch holding the approvals")
 	fs.StringVar(&af.prefix, "status-prefix", report.DefaultPrefix, "prefix of the status branches (to resolve a short --revision)")
 	addGitAuthFlags(cmd, &af.auth, "", "")
-	fs.StringVar(&af.wave, "wave", "", "the wave to approve (its name in rollout.waves)")
-	fs.StringVar(&af.revision, "revision", "", "the revision the wave may take (full hash or a reported prefix)")
-	fs.StringVar(&af.by, "by", "", `who approves, as "Name <email>" (default: git config user.name and user.email)`)
+	fs.StringVar(&af.wave, "wave", "", "the wave to approve (its `NAME` in rollout.waves)")
+	completeFromFleet(cmd, "wave", completeWaves)
+	fs.StringVar(&af.revision, "revision", "", "the revision the wave may take (full hash or a reported prefix: `SHA`)")
+	fs.StringVar(&af.by, "by", "", "who approves, as `\"NAME <EMAIL>\"` (default: git config user.name and user.email)")
 	fs.StringVarP(&af.message, "message", "m", "", "why, for the history")
-	fs.StringVar(&af.fleetBranch, "branch", "main", "the fleet branch whose history holds --revision (its rollout says which waves ask for approval)")
-	fs.StringVar(&af.path, "path", ".", "folder of fleet.cue inside the repository")
+	fs.StringVar(&af.fleetBranch, "branch", "main", "the fleet `BRANCH` whose history holds --revision (its rollout says which waves ask for approval)")
+	fs.StringVar(&af.path, "path", ".", "`DIR` of fleet.cue inside the repository")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		if af.repo == "" || af.wave == "" || af.revision == "" {
 			return errors.New("--repo, --wave and --revision are required")

@@ -3,6 +3,7 @@ package main
 import (
 	"io"
 
+	"github.com/flotilla-gitops/flotilla/internal/version"
 	"github.com/spf13/cobra"
 )
 
@@ -36,7 +37,10 @@ for every cluster before it merges.`,
   flotilla version`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// --version, as `flotilla version` prints it in short.
+		Version: version.Get().String(),
 	}
+	root.SetVersionTemplate("{{.Version}}\n")
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.AddCommand(

@@ -14,6 +14,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/spf13/cobra"
 
+	"github.com/flotilla-gitops/flotilla/fleet"
 	"github.com/flotilla-gitops/flotilla/internal/english"
 	"github.com/flotilla-gitops/flotilla/internal/gitrev"
 	"github.com/flotilla-gitops/flotilla/sync/apply"
@@ -64,20 +65,22 @@ func newStatusCmd() *cobra.Command {
   flotilla status --repo $REPO --wait --revision $(git rev-parse HEAD) --timeout 15m`,
 		Args: cobra.NoArgs,
 	}
-	out := addOutputFlag(cmd, "table", "json", "html")
+	out := addOutputFlag(cmd, "text", "wide", "json", "yaml", "html").alias("table", "text")
 	sf := &statusFlags{}
 	fs := cmd.Flags()
-	fs.StringVar(&sf.repo, "repo", "", "repository of the status branches (URL or local path; default: inside a fleet checkout, its status branches as last fetched, or else its origin)")
+	fs.StringVar(&sf.repo, "repo", "", "repository of the status branches (`URL` or local path; default: inside a fleet checkout, its status branches as last fetched, or else its origin)")
 	fs.StringVar(&sf.prefix, "status-prefix", report.DefaultPrefix, "prefix of the status branches (each cluster's is PREFIX/<cluster>)")
 	fs.StringVar(&sf.legacyBranch, "status-branch", "", "replaced by --status-prefix")
 	_ = fs.MarkHidden("status-branch")
-	fs.StringVar(&sf.tip, "branch", "main", "the fleet branch whose tip the applied revisions are compared with")
+	fs.StringVar(&sf.tip, "branch", "main", "the fleet `BRANCH` whose tip the applied revisions are compared with")
 	addGitAuthFlags(cmd, &sf.auth, "", "")
-	fs.StringVar(&sf.cluster, "cluster", "", "show one cluster's bundles and errors")
+	fs.StringVar(&sf.cluster, "cluster", "", "show the bundles and errors of the cluster `NAME`")
+	completeFromFleet(cmd, "cluster", completeClusters)
 	fs.DurationVar(&sf.stale, "stale", 30*time.Minute, "flag clusters that have not reported for this long")
 	fs.BoolVar(&sf.wait, "wait", false, "wait until every cluster reports --revision Ready")
-	fs.StringVar(&sf.revision, "revision", "", "the revision to wait for (full hash)")
+	fs.StringVar(&sf.revision, "revision", "", "the revision to wait for (the full hash, `SHA`)")
 	fs.DurationVar(&sf.timeout, "timeout", 10*time.Minute, "how long --wait waits")
+	addQuietFlag(cmd)
 	fs.DurationVar(&sf.every, "poll", 5*time.Second, "how often --wait reads the status branch")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		if err := out.validate(); err != nil {
@@ -89,7 +92,7 @@ func newStatusCmd() *cobra.Command {
 		var local *report.Snapshot
 		if sf.repo == "" {
 			var err error
-			if local, err = sf.fromCheckout(cmd.ErrOrStderr(), sf.wait || sf.cluster != ""); err != nil {
+			if local, err = sf.fromCheckout(progressTo(cmd), sf.wait || sf.cluster != ""); err != nil {
 				return err
 			}
 		}
@@ -99,7 +102,7 @@ func newStatusCmd() *cobra.Command {
 			return err
 		}
 		if sf.wait {
-			return sf.waitFor(cmd.Context(), cmd.ErrOrStderr(), auth)
+			return sf.waitFor(cmd.Context(), progressTo(cmd), auth)
 		}
 		if sf.cluster != "" {
 			st, err := report.ReadCluster(cmd.Context(), sf.repo, sf.prefix, sf.cluster, auth)
@@ -128,7 +131,7 @@ func newStatusCmd() *cobra.Command {
 			doc.Clusters = []report.Status{}
 		}
 		return out.write(cmd.OutOrStdout(), doc, func(w io.Writer) error {
-			if err := writeFleetStatus(w, statuses, tip, sf.stale, time.Now()); err != nil || view == nil {
+			if err := writeFleetStatus(w, statuses, tip, sf.stale, time.Now(), out.format == "wide"); err != nil || view == nil {
 				return err
 			}
 			return writeRollout(w, view)
@@ -236,19 +239,24 @@ func (sf *statusFlags) waitFor(ctx context.Context, stderr io.Writer, auth trans
 	}
 }
 
-// writeFleetStatus prints one line per cluster.
-func writeFleetStatus(w io.Writer, statuses []report.Status, tip string, stale time.Duration, now time.Time) error {
+// writeFleetStatus prints one line per cluster; wide adds what a person
+// digging in asks next: the revision seen, the agent's version, the labels.
+func writeFleetStatus(w io.Writer, statuses []report.Status, tip string, stale time.Duration, now time.Time, wide bool) error {
 	if len(statuses) == 0 {
 		_, err := fmt.Fprintln(w, "no cluster has reported yet")
 		return err
 	}
 	waves := slices.ContainsFunc(statuses, func(st report.Status) bool { return st.Wave != "" })
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	header := []string{"CLUSTER", "REGION"}
 	if waves {
-		fmt.Fprintln(tw, "CLUSTER\tREGION\tWAVE\tPHASE\tAPPLIED\tBUNDLES\tREPORTED")
-	} else {
-		fmt.Fprintln(tw, "CLUSTER\tREGION\tPHASE\tAPPLIED\tBUNDLES\tREPORTED")
+		header = append(header, "WAVE")
 	}
+	header = append(header, "PHASE", "APPLIED", "BUNDLES", "REPORTED")
+	if wide {
+		header = append(header, "SEEN", "AGENT", "LABELS")
+	}
+	fmt.Fprintln(tw, strings.Join(header, "\t"))
 	for _, st := range statuses {
 		applied := short(st.AppliedRevision)
 		if tip != "" && st.AppliedRevision != tip {
@@ -265,11 +273,15 @@ func writeFleetStatus(w io.Writer, statuses []report.Status, tip string, stale t
 		if age > stale {
 			reported += " STALE"
 		}
+		row := []string{st.Cluster.Name, dash(st.Cluster.Region)}
 		if waves {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d/%d\t%s\n", st.Cluster.Name, dash(st.Cluster.Region), dash(st.Wave), st.Phase, applied, ready, len(st.Bundles), reported)
-			continue
+			row = append(row, dash(st.Wave))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%s\n", st.Cluster.Name, dash(st.Cluster.Region), st.Phase, applied, ready, len(st.Bundles), reported)
+		row = append(row, string(st.Phase), applied, fmt.Sprintf("%d/%d", ready, len(st.Bundles)), reported)
+		if wide {
+			row = append(row, dash(short(st.SeenRevision)), dash(st.Agent), dash(fleet.LabelString(st.Cluster.Labels)))
+		}
+		fmt.Fprintln(tw, strings.Join(row, "\t"))
 	}
 	return tw.Flush()
 }

@@ -81,7 +81,7 @@ func TestStatusShowsWaves(t *testing.T) {
 		{Cluster: fleet.Cluster{Name: "prod-1"}, Wave: "rest", Phase: report.ClusterProgressing, ReportedAt: now},
 	}
 	var b strings.Builder
-	if err := writeFleetStatus(&b, statuses, "", time.Hour, now); err != nil {
+	if err := writeFleetStatus(&b, statuses, "", time.Hour, now, false); err != nil {
 		t.Fatal(err)
 	}
 	if !regexp.MustCompile(`(?m)^CLUSTER +REGION +WAVE +PHASE`).MatchString(b.String()) || !regexp.MustCompile(`(?m)^canary-1 +- +canary +Ready`).MatchString(b.String()) {

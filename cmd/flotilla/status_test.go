@@ -43,6 +43,13 @@ func TestStatusInACheckout(t *testing.T) {
 	if code != exitOK || !strings.Contains(out, "edge-1") || !strings.Contains(errOut, "note: the status branches of this checkout, as last fetched") {
 		t.Errorf("status in a checkout: exit %d\n%s%s", code, out, errOut)
 	}
+	// -o as in the kubectl family: text (table, its old name), wide, json,
+	// yaml.
+	for format, want := range map[string]string{"wide": "LABELS", "table": "CLUSTER", "yaml": "clusters:", "json": `"clusters": [`} {
+		if code, out, errOut := status(checkout, "-o", format); code != exitOK || !strings.Contains(out, want) || !strings.Contains(out, "edge-1") {
+			t.Errorf("status -o %s: exit %d\n%s%s", format, code, out, errOut)
+		}
+	}
 	code, out, errOut = status(checkout, "--cluster", "edge-1")
 	if code != exitOK || !strings.Contains(out, "cluster edge-1") || !strings.Contains(errOut, "reading the status branches of "+repo.Bare) {
 		t.Errorf("status --cluster in a checkout: exit %d\n%s%s", code, out, errOut)

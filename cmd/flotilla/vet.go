@@ -90,6 +90,7 @@ func newVetCmd() *cobra.Command {
 	o.limits = addLimitFlags(cmd, false)
 	o.known = addKnownClusterFlags(cmd)
 	o.allowUnchecked = cmd.Flags().Bool("allow-unchecked-schemas", false, "let a chart's values.schema.json that vet cannot read as CUE pass with a note (Helm still checks the values when it renders); without it such a schema is a problem")
+	addQuietFlag(cmd)
 	o.strict = cmd.Flags().Bool("strict", false, "make warnings (a target, overlay, wave or policy selector that selects no cluster) problems: exit 1 on them too")
 	cmd.Flags().Lookup("allow-chart-downloads").Usage = "fetch charts of chart repositories and registries that are not in the chart cache, to check values against their values.schema.json (without it they are noted and not checked)"
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
@@ -132,7 +133,7 @@ func (o *vetOptions) run(cmd *cobra.Command, args []string) error {
 
 // check runs every check on a fleet that loaded.
 func (o *vetOptions) check(cmd *cobra.Command, dir string, f *fleet.Fleet, res *vetResult) error {
-	ctx, stderr := cmd.Context(), cmd.ErrOrStderr()
+	ctx, stderr := cmd.Context(), progressTo(cmd)
 	for _, c := range f.Inventory() {
 		res.Clusters = append(res.Clusters, c.Name)
 	}
