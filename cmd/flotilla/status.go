@@ -82,62 +82,65 @@ func newStatusCmd() *cobra.Command {
 	fs.DurationVar(&sf.timeout, "timeout", 10*time.Minute, "how long --wait waits")
 	addQuietFlag(cmd)
 	fs.DurationVar(&sf.every, "poll", 5*time.Second, "how often --wait reads the status branch")
-	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		if err := out.validate(); err != nil {
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error { return sf.run(cmd, out) }
+	return cmd
+}
+
+// run shows the fleet, one cluster, or waits for a revision.
+func (sf *statusFlags) run(cmd *cobra.Command, out *outputFlag) error {
+	if err := out.validate(); err != nil {
+		return err
+	}
+	if sf.legacyBranch != "" {
+		return errors.New("--status-branch was replaced by --status-prefix: each cluster reports on its own branch, PREFIX/<cluster>")
+	}
+	var local *report.Snapshot
+	if sf.repo == "" {
+		var err error
+		if local, err = sf.fromCheckout(progressTo(cmd), sf.wait || sf.cluster != ""); err != nil {
 			return err
 		}
-		if sf.legacyBranch != "" {
-			return errors.New("--status-branch was replaced by --status-prefix: each cluster reports on its own branch, PREFIX/<cluster>")
-		}
-		var local *report.Snapshot
-		if sf.repo == "" {
-			var err error
-			if local, err = sf.fromCheckout(progressTo(cmd), sf.wait || sf.cluster != ""); err != nil {
-				return err
-			}
-		}
-		sf.repo = repoURL(sf.repo)
-		auth, err := sf.auth.Method(sf.repo)
+	}
+	sf.repo = repoURL(sf.repo)
+	auth, err := sf.auth.Method(sf.repo)
+	if err != nil {
+		return err
+	}
+	if sf.wait {
+		return sf.waitFor(cmd.Context(), progressTo(cmd), auth)
+	}
+	if sf.cluster != "" {
+		st, err := report.ReadCluster(cmd.Context(), sf.repo, sf.prefix, sf.cluster, auth)
 		if err != nil {
 			return err
 		}
-		if sf.wait {
-			return sf.waitFor(cmd.Context(), progressTo(cmd), auth)
-		}
-		if sf.cluster != "" {
-			st, err := report.ReadCluster(cmd.Context(), sf.repo, sf.prefix, sf.cluster, auth)
-			if err != nil {
-				return err
-			}
-			return out.write(cmd.OutOrStdout(), st, func(w io.Writer) error { return writeClusterStatus(w, *st) })
-		}
-		snap := local
-		if snap == nil {
-			if snap, err = report.Read(cmd.Context(), sf.repo, sf.prefix, auth); err != nil {
-				return err
-			}
-		}
-		for _, p := range snap.Problems {
-			fmt.Fprintf(cmd.ErrOrStderr(), "warning: %v\n", p)
-		}
-		statuses := snap.Statuses
-		tip := sf.fleetTip(cmd.Context())
-		view := report.RolloutOf(statuses, tip)
-		if out.format == "html" {
-			return writeStatusHTML(cmd.OutOrStdout(), statuses, tip, view, sf.stale, time.Now())
-		}
-		doc := fleetStatus{Tip: tip, Clusters: statuses, Rollout: view}
-		if doc.Clusters == nil {
-			doc.Clusters = []report.Status{}
-		}
-		return out.write(cmd.OutOrStdout(), doc, func(w io.Writer) error {
-			if err := writeFleetStatus(w, statuses, tip, sf.stale, time.Now(), out.format == "wide"); err != nil || view == nil {
-				return err
-			}
-			return writeRollout(w, view)
-		})
+		return out.write(cmd.OutOrStdout(), st, func(w io.Writer) error { return writeClusterStatus(w, *st) })
 	}
-	return cmd
+	snap := local
+	if snap == nil {
+		if snap, err = report.Read(cmd.Context(), sf.repo, sf.prefix, auth); err != nil {
+			return err
+		}
+	}
+	for _, p := range snap.Problems {
+		fmt.Fprintf(cmd.ErrOrStderr(), "warning: %v\n", p)
+	}
+	statuses := snap.Statuses
+	tip := sf.fleetTip(cmd.Context())
+	view := report.RolloutOf(statuses, tip)
+	if out.format == "html" {
+		return writeStatusHTML(cmd.OutOrStdout(), statuses, tip, view, sf.stale, time.Now())
+	}
+	doc := fleetStatus{Tip: tip, Clusters: statuses, Rollout: view}
+	if doc.Clusters == nil {
+		doc.Clusters = []report.Status{}
+	}
+	return out.write(cmd.OutOrStdout(), doc, func(w io.Writer) error {
+		if err := writeFleetStatus(w, statuses, tip, sf.stale, time.Now(), out.format == "wide"); err != nil || view == nil {
+			return err
+		}
+		return writeRollout(w, view)
+	})
 }
 
 // fromCheckout is where status reads without --repo, inside a fleet

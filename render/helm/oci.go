@@ -110,14 +110,8 @@ func (r *Renderer) ociChart(ctx context.Context, chartRef, version string) (*cha
 		ref = pin
 	}
 	data, manifestDigest, err := pullChartLayer(ctx, repo, ref)
-	if errors.Is(err, errdef.ErrNotFound) && pin == "" {
-		// Say what the registry has, as for a range.
-		if tags, terr := semverTags(ctx, repo); terr == nil {
-			return nil, fmt.Errorf("chart %s: no version %s (the registry has %s)", chartRef, version, orNone(firstN(tags, 10)))
-		}
-	}
 	if err != nil {
-		return nil, fail(err)
+		return nil, notThere(ctx, repo, chartRef, version, pin, fail(err))
 	}
 	if pin != "" && manifestDigest != pin {
 		return nil, fmt.Errorf("%w: %s: pinned %s, registry gave %s", ErrOCIDigest, chartRef, pin, manifestDigest)
@@ -233,6 +227,17 @@ func (r *Renderer) registryRepository(repoRef, host string) (*remote.Repository,
 	repo.Client = client
 	repo.PlainHTTP = slices.Contains(r.plainHTTP, host)
 	return repo, nil
+}
+
+// notThere says, for a version the registry does not have, which it has
+// (as for a range); other errors are as they are.
+func notThere(ctx context.Context, repo *remote.Repository, chartRef, version, pin string, err error) error {
+	if errors.Is(err, errdef.ErrNotFound) && pin == "" {
+		if tags, terr := semverTags(ctx, repo); terr == nil {
+			return fmt.Errorf("chart %s: no version %s (the registry has %s)", chartRef, version, orNone(firstN(tags, 10)))
+		}
+	}
+	return err
 }
 
 // orNone lists versions, or says there are none.
