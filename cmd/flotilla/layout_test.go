@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -12,7 +11,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/rogpeppe/go-internal/testscript"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 )
@@ -91,45 +89,6 @@ func TestDocsNameRealTests(t *testing.T) {
 	if found < 20 {
 		t.Errorf("only %d tests named in docs/: is the pattern still right?", found)
 	}
-}
-
-// TestHelpExamplesRun runs every example of the --help of the commands
-// that need no cluster and no remote (plan, vet) in the checkout, whose
-// demo fleet and examples/ they name: the examples are read from the
-// commands themselves, so a folder that is gone, a flag that changed or a
-// fleet that no longer evaluates for an example's identity fails here.
-func TestHelpExamplesRun(t *testing.T) {
-	repo, err := filepath.Abs("../..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var script strings.Builder
-	script.WriteString("cd $REPO\n")
-	ran := 0
-	for _, cmd := range []*cobra.Command{newPlanCmd(), newVetCmd()} {
-		for _, line := range strings.Split(cmd.Example, "\n") {
-			line = strings.TrimSpace(line)
-			if !strings.HasPrefix(line, "flotilla ") {
-				continue
-			}
-			fmt.Fprintf(&script, "exec %s\n", line)
-			ran++
-		}
-	}
-	if ran < 7 {
-		t.Fatalf("only %d examples found:\n%s", ran, script.String())
-	}
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "help-examples.txtar"), []byte(script.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	testscript.Run(t, testscript.Params{
-		Dir: dir,
-		Setup: func(env *testscript.Env) error {
-			env.Setenv("REPO", repo)
-			return nil
-		},
-	})
 }
 
 // TestTheCommandLineIsUniform: the conventions of the kubectl family hold
