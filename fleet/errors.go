@@ -227,11 +227,8 @@ func withoutNoise(ds Diagnostics) Diagnostics {
 	if len(ds) < 2 {
 		return ds
 	}
-	under := func(outer, inner string) bool {
-		return outer != inner && (outer == "" || strings.HasPrefix(inner, outer+"."))
-	}
 	hasUnder := func(d *Diagnostic, skip func(*Diagnostic) bool) bool {
-		return slices.ContainsFunc(ds, func(o *Diagnostic) bool { return o != d && !skip(o) && under(d.Path, o.Path) })
+		return slices.ContainsFunc(ds, func(o *Diagnostic) bool { return o != d && !skip(o) && pathUnder(d.Path, o.Path) })
 	}
 	none := func(*Diagnostic) bool { return false }
 	var out Diagnostics
@@ -249,6 +246,12 @@ func withoutNoise(ds Diagnostics) Diagnostics {
 		return ds
 	}
 	return out
+}
+
+// pathUnder reports whether the dotted path inner is strictly inside
+// outer ("" is the root).
+func pathUnder(outer, inner string) bool {
+	return outer != inner && (outer == "" || strings.HasPrefix(inner, outer+"."))
 }
 
 // elementPath is the path of a list element: its index is the last part.

@@ -222,12 +222,9 @@ func (f *Fleet) violations(b *Bundle, values, schema cue.Value, schemaFile, clus
 // inner violation is the one a person fixes; the outer is CUE's account of
 // every alternative it tried.
 func innermost(ds Diagnostics) Diagnostics {
-	inside := func(outer, inner string) bool {
-		return outer != inner && (outer == "" || strings.HasPrefix(inner, outer+"."))
-	}
 	var out Diagnostics
 	for _, d := range ds {
-		if !slices.ContainsFunc(ds, func(o *Diagnostic) bool { return inside(d.Path, o.Path) }) {
+		if !slices.ContainsFunc(ds, func(o *Diagnostic) bool { return pathUnder(d.Path, o.Path) }) {
 			out = append(out, d)
 		}
 	}
