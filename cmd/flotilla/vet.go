@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"sync/atomic"
 
 	"github.com/spf13/cobra"
@@ -181,12 +182,21 @@ func (o *vetOptions) check(cmd *cobra.Command, dir string, f *fleet.Fleet, res *
 // bundle's source is in the repository and of its kind
 // (render.CheckSource), and that every kustomization it reaches locally
 // resolves (kustomize.Check).
+// A kustomization tree is checked once per path and components (what the
+// bundle's images, patches and labels are does not change what it reaches).
 func checkSource(repoDir string, allowRemoteBases bool) func(spec.Source) error {
+	trees := map[string]error{}
 	return func(s spec.Source) error {
 		if err := render.CheckSource(repoDir, s); err != nil || s.Kustomize == nil {
 			return err
 		}
-		return kustomize.Check(repoDir, s.Kustomize, allowRemoteBases)
+		key := strings.Join(append([]string{s.Kustomize.Path}, s.Kustomize.Components...), "\x00")
+		err, done := trees[key]
+		if !done {
+			err = kustomize.Check(repoDir, &spec.Kustomize{Path: s.Kustomize.Path, Components: s.Kustomize.Components}, allowRemoteBases)
+			trees[key] = err
+		}
+		return err
 	}
 }
 
