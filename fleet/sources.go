@@ -67,6 +67,27 @@ func unjoin(err error) []error {
 	return []error{err}
 }
 
+// RenderProblems turns the bundles that did not render into problems of
+// the fleet, each at the bundle's source field (its chart, kustomization,
+// manifests or resources), merged across the clusters they fail for.
+// failed gives, per plan, the failed bundles and why; bundles that failed
+// to plan are left out (already a problem). The messages should not name
+// the cluster (for the merge).
+func (f *Fleet) RenderProblems(plans []*Plan, failed func(i int) map[string]string) Diagnostics {
+	var ds Diagnostics
+	for i, p := range plans {
+		for name, msg := range failed(i) {
+			b := p.Bundle(name)
+			if b == nil || b.Failed() {
+				continue
+			}
+			ds = append(ds, &Diagnostic{Clusters: []string{p.Cluster.Name}, Bundle: name, Path: b.Source.Kind.String(),
+				Message: msg, Positions: positionsOf([]token.Pos{f.sourcePos(name, b.Source.Kind)})})
+		}
+	}
+	return mergeByCluster(ds)
+}
+
 // sourcePos is where the bundle's source is written: its field in the
 // bundle as the fleet declares it.
 func (f *Fleet) sourcePos(bundle string, kind spec.Kind) token.Pos {

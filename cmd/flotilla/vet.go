@@ -14,6 +14,7 @@ import (
 	"github.com/flotilla-gitops/flotilla/fleet"
 	"github.com/flotilla-gitops/flotilla/internal/english"
 	"github.com/flotilla-gitops/flotilla/render"
+	"github.com/flotilla-gitops/flotilla/render/helm"
 	"github.com/flotilla-gitops/flotilla/render/kustomize"
 	"github.com/flotilla-gitops/flotilla/render/sops"
 	"github.com/flotilla-gitops/flotilla/schemas/spec"
@@ -149,7 +150,21 @@ func (o *vetOptions) check(cmd *cobra.Command, dir string, f *fleet.Fleet, res *
 	res.Diagnostics = append(res.Diagnostics, fleet.Problems(plans, problems)...)
 	// Every source the plans name is in the repository (checked once per
 	// distinct source, without rendering).
-	res.Diagnostics = append(res.Diagnostics, f.CheckSources(plans, checkSource(dir, sources.AllowRemoteBases))...)
+	checker := newSourceChecker(dir, sources.AllowRemoteBases)
+	missing := f.CheckSources(plans, checker.check)
+	res.Diagnostics = append(res.Diagnostics, missing...)
+	reported := map[string]bool{} // bundles whose sources are not there: not rendered again
+	for _, d := range missing {
+		reported[d.Bundle] = true
+	}
+	// What vet does not render: charts of repositories and registries
+	// without --allow-chart-downloads (vet fetches nothing; not cached,
+	// they are noted), kustomizations with remote bases, and the bundles
+	// whose sources are not there (reported).
+	skip := func(b *fleet.Bundle) bool {
+		remoteChart := b.Source.Helm != nil && (b.Source.Helm.Repo != "" || helm.IsOCI(b.Source.Helm.Chart))
+		return remoteChart && !sources.AllowChartDownloads || checker.fetches(b.Source) || reported[b.Name]
+	}
 	if policy := f.Secrets(); policy != nil {
 		res.Diagnostics = append(res.Diagnostics, policy.CheckSecrets(plans, encryptedFiles(dir))...)
 	}
@@ -160,44 +175,88 @@ func (o *vetOptions) check(cmd *cobra.Command, dir string, f *fleet.Fleet, res *
 		return err
 	}
 	res.Warnings = append(res.Warnings, f.Unselected(append(slices.Clip(plans), more...))...)
-	switch {
-	case *o.policies:
+	if *o.policies {
 		res.Diagnostics = append(res.Diagnostics, ds...)
 		ds, err = vetPolicies(ctx, stderr, f, dir, append(plans, more...), o.limits)
-		if err != nil {
-			return err
+	} else {
+		// What fails to render fails on a cluster: render each distinct
+		// source at least once (the clusters that together get them all).
+		ds, err = renderProblems(ctx, stderr, f, dir, sampleOf(plans, skip), o.limits, nil)
+		if n := len(f.Policies()); n > 0 {
+			fmt.Fprintf(stderr, "note: the fleet's %s not checked: vet --policies renders every cluster to check them\n",
+				map[bool]string{true: "policy is", false: english.Count(n, "policy") + " are"}[n == 1])
 		}
-		res.Diagnostics = append(res.Diagnostics, ds...)
-	case len(f.Policies()) > 0:
-		fmt.Fprintf(stderr, "note: the fleet's %s not checked: vet --policies renders every cluster to check them\n",
-			map[bool]string{true: "policy is", false: english.Count(len(f.Policies()), "policy") + " are"}[len(f.Policies()) == 1])
 	}
+	if err != nil {
+		return err
+	}
+	res.Diagnostics = append(res.Diagnostics, ds...)
 	for _, n := range schemas.Notes() {
 		fmt.Fprintf(stderr, "note: %s\n", n)
 	}
 	return nil
 }
 
-// checkSource checks, without rendering and without network, that a
+// readKey is what a source reads from the repository or a registry — the
+// chart and its values files, the kustomization, the manifests folder —
+// without what the fleet fills in per cluster (values, images, labels).
+func readKey(s spec.Source) string {
+	switch {
+	case s.Helm != nil:
+		return strings.Join(append([]string{"helm", s.Helm.Repo, s.Helm.Chart, s.Helm.Version}, s.Helm.ValuesFiles...), "\x00")
+	case s.Kustomize != nil:
+		return strings.Join(append([]string{"kustomize", s.Kustomize.Path}, s.Kustomize.Components...), "\x00")
+	case s.Manifests != nil:
+		return "manifests\x00" + s.Manifests.Path
+	}
+	return s.Kind.String()
+}
+
+// sourceChecker checks, without rendering and without network, that a
 // bundle's source is in the repository and of its kind
 // (render.CheckSource), and that every kustomization it reaches locally
-// resolves (kustomize.Check).
-// A kustomization tree is checked once per path and components (what the
-// bundle's images, patches and labels are does not change what it reaches).
-func checkSource(repoDir string, allowRemoteBases bool) func(spec.Source) error {
-	trees := map[string]error{}
-	return func(s spec.Source) error {
-		if err := render.CheckSource(repoDir, s); err != nil || s.Kustomize == nil {
-			return err
-		}
-		key := strings.Join(append([]string{s.Kustomize.Path}, s.Kustomize.Components...), "\x00")
-		err, done := trees[key]
-		if !done {
-			err = kustomize.Check(repoDir, &spec.Kustomize{Path: s.Kustomize.Path, Components: s.Kustomize.Components}, allowRemoteBases)
-			trees[key] = err
-		}
+// resolves (kustomize.Check). A kustomization tree is checked once per
+// path and components (the bundle's images, patches and labels do not
+// change what it reaches). It remembers the trees that reach remote
+// content: with --allow-remote-bases they are allowed, and not rendered
+// by vet (which fetches nothing).
+type sourceChecker struct {
+	repoDir     string
+	allowRemote bool
+	trees       map[string]error
+	remote      map[string]bool
+}
+
+func newSourceChecker(repoDir string, allowRemote bool) *sourceChecker {
+	return &sourceChecker{repoDir: repoDir, allowRemote: allowRemote, trees: map[string]error{}, remote: map[string]bool{}}
+}
+
+func treeKey(k *spec.Kustomize) string {
+	return strings.Join(append([]string{k.Path}, k.Components...), "\x00")
+}
+
+// check is the fleet.CheckSources check.
+func (c *sourceChecker) check(s spec.Source) error {
+	if err := render.CheckSource(c.repoDir, s); err != nil || s.Kustomize == nil {
 		return err
 	}
+	key := treeKey(s.Kustomize)
+	err, done := c.trees[key]
+	if !done {
+		tree := &spec.Kustomize{Path: s.Kustomize.Path, Components: s.Kustomize.Components}
+		err = kustomize.Check(c.repoDir, tree, false)
+		if c.allowRemote && errors.Is(err, kustomize.ErrRemoteBase) {
+			c.remote[key] = true
+			err = kustomize.Check(c.repoDir, tree, true)
+		}
+		c.trees[key] = err
+	}
+	return err
+}
+
+// fetches reports whether rendering the source would fetch a remote base.
+func (c *sourceChecker) fetches(s spec.Source) bool {
+	return s.Kustomize != nil && c.remote[treeKey(s.Kustomize)]
 }
 
 // writeVetText prints problems and warnings to stderr (like a compiler)
@@ -228,10 +287,33 @@ func writeVetText(stdout, stderr io.Writer, res vetResult, loaded bool) error {
 
 // vetPolicies renders the plans (each distinct input once) and checks the
 // fleet's policies over each cluster's objects. A bundle that does not
-// render is a problem too: its objects could not be checked.
+// render is a problem too (renderProblems).
 func vetPolicies(ctx context.Context, stderr io.Writer, f *fleet.Fleet, dir string, plans []*fleet.Plan, limits *limitFlags) (fleet.Diagnostics, error) {
-	// What is checked is what would be applied; encrypted values are
-	// masked (a policy over a Secret's values cannot hold here).
+	var ds fleet.Diagnostics
+	problems, err := renderProblems(ctx, stderr, f, dir, plans, limits, func(p *fleet.Plan, rendered []planrender.Bundle) {
+		var bundles []fleet.RenderedBundle
+		for _, b := range rendered {
+			if b.Err == nil {
+				bundles = append(bundles, fleet.RenderedBundle{Name: b.Name, Objects: b.Result.Objects})
+			}
+		}
+		ds = append(ds, f.CheckPolicies(p.Cluster, bundles)...)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return append(problems, fleet.Problems(nil, ds)...), nil
+}
+
+// renderProblems renders the plans in render workers (each distinct input
+// once), as an agent would but with Secret values masked, and reports
+// every bundle that does not render — a template that does not parse, a
+// manifest that is not Kubernetes YAML, a kustomize patch that matches
+// nothing, two bundles with one object — at the bundle's source line,
+// merged across clusters. each, when set, sees every cluster's rendered
+// bundles.
+func renderProblems(ctx context.Context, stderr io.Writer, f *fleet.Fleet, dir string, plans []*fleet.Plan, limits *limitFlags,
+	each func(*fleet.Plan, []planrender.Bundle)) (fleet.Diagnostics, error) {
 	limits.sources.Secrets = sops.ModeMask
 	opts, closeWorkers, err := limits.options(planrender.Options{})
 	if err != nil {
@@ -251,23 +333,60 @@ func vetPolicies(ctx context.Context, stderr io.Writer, f *fleet.Fleet, dir stri
 	if err != nil {
 		return nil, fmt.Errorf("rendering %s for %s (%d done): %w", english.Count(total, "bundle"), english.Count(len(plans), "cluster"), done.Load(), err)
 	}
-	var ds fleet.Diagnostics
-	for i, p := range plans {
-		var bundles []fleet.RenderedBundle
+	if each != nil {
+		for i, p := range plans {
+			each(p, rendered[i])
+		}
+	}
+	return f.RenderProblems(plans, func(i int) map[string]string {
+		failed := map[string]string{}
 		for _, b := range rendered[i] {
 			if b.Err != nil {
-				if p.Bundle(b.Name).Failed() {
-					continue // already a problem of the plan
-				}
-				ds = append(ds, &fleet.Diagnostic{Clusters: []string{p.Cluster.Name}, Bundle: b.Name,
-					Message: "does not render, so the policies cannot be checked over it: " + b.Err.Error()})
+				failed[b.Name] = "does not render: " + renderMessage(b.Err, plans[i].Cluster.Name, b.Name)
+			}
+		}
+		return failed
+	}), nil
+}
+
+// renderMessage is a render error without the cluster and bundle it names
+// (the problem says them), so that clusters failing alike merge.
+func renderMessage(err error, cluster, bundle string) string {
+	var re *render.Error
+	if errors.As(err, &re) {
+		err = re.Err
+	}
+	return strings.TrimPrefix(err.Error(), fmt.Sprintf("cluster %s: bundle %s: ", cluster, bundle))
+}
+
+// sampleOf is the fewest plans, in order, that together hold every
+// distinct source of every bundle (what it reads: readKey): the first
+// cluster to get each, without the bundles skip says not to render.
+func sampleOf(plans []*fleet.Plan, skip func(*fleet.Bundle) bool) []*fleet.Plan {
+	seen := map[string]bool{}
+	var out []*fleet.Plan
+	for _, p := range plans {
+		added := false
+		var bundles []*fleet.Bundle
+		for _, b := range p.Bundles {
+			if skip(b) {
 				continue
 			}
-			bundles = append(bundles, fleet.RenderedBundle{Name: b.Name, Objects: b.Result.Objects})
+			bundles = append(bundles, b)
+			if b.Failed() {
+				continue
+			}
+			if key := b.Name + "\x00" + readKey(b.Source); !seen[key] {
+				seen[key], added = true, true
+			}
 		}
-		ds = append(ds, f.CheckPolicies(p.Cluster, bundles)...)
+		if added {
+			sample := *p
+			sample.Bundles = bundles
+			out = append(out, &sample)
+		}
 	}
-	return fleet.Problems(nil, ds), nil
+	return out
 }
 
 // statusOnlyPlans plans the clusters that reported on a status branch and

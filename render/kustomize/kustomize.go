@@ -16,6 +16,7 @@ import (
 	"path"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 
 	"sigs.k8s.io/kustomize/api/krusty"
@@ -101,7 +102,7 @@ func (r *Renderer) Render(_ context.Context, req *render.Request) (out *render.O
 	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
 	resMap, err := k.Run(fsys, dir)
 	if err != nil {
-		return nil, fmt.Errorf("kustomize build %s: %w", src.Path, err)
+		return nil, fmt.Errorf("kustomize build %s: %w", src.Path, inRepoTerms(err))
 	}
 	data, err := resMap.AsYaml()
 	if err != nil {
@@ -113,6 +114,27 @@ func (r *Renderer) Render(_ context.Context, req *render.Request) (out *render.O
 	}
 	return &render.Output{Objects: objs}, nil
 }
+
+// inRepoTerms is a kustomize error with the paths of the in-memory file
+// system ("/repo/apps/web", "../../repo/apps/web") said as the
+// repository's ("apps/web").
+func inRepoTerms(err error) error {
+	msg := err.Error()
+	clean := strings.NewReplacer("../.."+repoMount+"/", "", repoMount+"/", "", "../.."+wrapperDir+"/", "", wrapperDir+"/", "").Replace(msg)
+	if clean == msg {
+		return err
+	}
+	return reworded{msg: clean, err: err}
+}
+
+// reworded is an error said in other words.
+type reworded struct {
+	msg string
+	err error
+}
+
+func (e reworded) Error() string { return e.msg }
+func (e reworded) Unwrap() error { return e.err }
 
 // wrapper is the kustomization Flotilla generates around the bundle's
 // path to add what the bundle sets in CUE. Its JSON names are
