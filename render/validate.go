@@ -1,6 +1,7 @@
 package render
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 
@@ -8,6 +9,8 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/client-go/kubernetes/scheme"
+	kjson "sigs.k8s.io/json"
 )
 
 // checkIdentity refuses, at render time, an object the API server would
@@ -74,4 +77,38 @@ func checkType(apiVersion, kind, name string) error {
 		return fmt.Errorf("%s has no kind", what)
 	}
 	return nil
+}
+
+// CheckTypes refuses the objects of the Kubernetes API's own kinds that do
+// not fit their Go types, as the API server would refuse them: a field the
+// kind does not have, a value of the wrong type (replicas: "3", a port as
+// a string, a ConfigMap's data holding a number), Secret data that is not
+// base64. Kinds the client does not know (custom resources) are the
+// cluster's schema's to check. Every misfit is named (kind, namespace and
+// name), with what the decoder said; values are not repeated.
+func CheckTypes(objs []*unstructured.Unstructured) error {
+	var problems []string
+	for _, obj := range objs {
+		typed, err := scheme.Scheme.New(obj.GroupVersionKind())
+		if err != nil {
+			continue
+		}
+		data, err := obj.MarshalJSON()
+		if err != nil {
+			continue
+		}
+		// As the API server decodes: case-sensitive, unknown and duplicate
+		// fields reported, type errors with the field's path.
+		strict, err := kjson.UnmarshalStrict(data, typed, kjson.DisallowUnknownFields)
+		if err == nil && len(strict) > 0 {
+			err = errors.Join(strict...)
+		}
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("%s: %s", ObjectKey(obj), strings.ReplaceAll(strings.TrimPrefix(err.Error(), "json: "), "\n", "; ")))
+		}
+	}
+	if len(problems) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%s: %s", "objects the API server would refuse", strings.Join(problems, "; "))
 }

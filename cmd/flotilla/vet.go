@@ -309,8 +309,9 @@ func vetPolicies(ctx context.Context, stderr io.Writer, f *fleet.Fleet, dir stri
 // once), as an agent would but with Secret values masked, and reports
 // every bundle that does not render — a template that does not parse, a
 // manifest that is not Kubernetes YAML, a kustomize patch that matches
-// nothing, two bundles with one object — at the bundle's source line,
-// merged across clusters. each, when set, sees every cluster's rendered
+// nothing, two bundles with one object — or renders an object of a
+// built-in kind the API server would refuse (render.CheckTypes), at the
+// bundle's source line, merged across clusters. each, when set, sees every cluster's rendered
 // bundles.
 func renderProblems(ctx context.Context, stderr io.Writer, f *fleet.Fleet, dir string, plans []*fleet.Plan, limits *limitFlags,
 	each func(*fleet.Plan, []planrender.Bundle)) (fleet.Diagnostics, error) {
@@ -341,8 +342,13 @@ func renderProblems(ctx context.Context, stderr io.Writer, f *fleet.Fleet, dir s
 	return f.RenderProblems(plans, func(i int) map[string]string {
 		failed := map[string]string{}
 		for _, b := range rendered[i] {
-			if b.Err != nil {
+			switch {
+			case b.Err != nil:
 				failed[b.Name] = "does not render: " + renderMessage(b.Err, plans[i].Cluster.Name, b.Name)
+			case b.Result != nil:
+				if err := render.CheckTypes(b.Result.Objects); err != nil {
+					failed[b.Name] = "renders " + err.Error()
+				}
 			}
 		}
 		return failed
