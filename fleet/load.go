@@ -61,6 +61,8 @@ type Fleet struct {
 	// planInst and planRoot are what plans evaluate: the fleet as loaded,
 	// or after withoutInventory, the fleet without its inventory.
 	planInst *build.Instance
+	// display prefixes file names in positions (LoadOptions.DisplayDir).
+	display string
 	planRoot cue.Value
 	// onePass is how plans of planRoot take one evaluation (onepass.go),
 	// read on first use; noOnePass makes every plan take two (for tests).
@@ -128,7 +130,7 @@ func Load(repoDir string, opts LoadOptions) (*Fleet, error) {
 		return nil, err
 	}
 
-	f := &Fleet{ctx: cuecontext.New(), bundleErrs: map[string]Diagnostics{}}
+	f := &Fleet{ctx: cuecontext.New(), bundleErrs: map[string]Diagnostics{}, display: display}
 	// Build errors show up again, with their paths, in splitValidation, which
 	// keeps the ones confined to a bundle for that bundle.
 	f.root = f.ctx.BuildInstance(inst)

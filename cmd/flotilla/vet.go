@@ -140,6 +140,8 @@ func (o *vetOptions) check(cmd *cobra.Command, dir string, f *fleet.Fleet, res *
 		res.Clusters = append(res.Clusters, c.Name)
 	}
 	res.Bundles = f.Bundles()
+	// CUE files that look like the fleet's but are not loaded.
+	res.Diagnostics = append(res.Diagnostics, f.StrayFiles(dir, o.ff.path)...)
 	sources := &o.limits.sources
 	schemas := newChartSchemas(ctx, dir, *sources, *o.allowUnchecked)
 	f.CheckValues(schemas.source)
