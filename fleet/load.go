@@ -62,7 +62,7 @@ type Fleet struct {
 	// or after withoutInventory, the fleet without its inventory.
 	planInst *build.Instance
 	// display prefixes file names in positions (LoadOptions.DisplayDir).
-	display string
+	display  string
 	planRoot cue.Value
 	// onePass is how plans of planRoot take one evaluation (onepass.go),
 	// read on first use; noOnePass makes every plan take two (for tests).
