@@ -203,11 +203,33 @@ func alternativesMessage(alternatives []string) string {
 	informative := slices.DeleteFunc(slices.Clone(alternatives), literalConflict.MatchString)
 	if len(informative) > 0 {
 		alternatives = informative
+	} else if oneOf := notOneOf(alternatives); oneOf != "" {
+		return oneOf
 	}
 	if len(alternatives) == 1 {
 		return alternatives[0]
 	}
 	return noAlternative + strings.Join(alternatives, "; ")
+}
+
+// notOneOf says, when every alternative is a literal the value is not
+// (operator: "in" for "In" | "NotIn" | …), that the value is not one of
+// them; "" otherwise.
+func notOneOf(alternatives []string) string {
+	var allowed []string
+	value := ""
+	for _, alt := range alternatives {
+		m := literalConflict.FindStringSubmatch(alt)
+		if m == nil || value != "" && m[2] != value {
+			return ""
+		}
+		value = m[2]
+		allowed = append(allowed, m[1])
+	}
+	if len(allowed) < 2 {
+		return ""
+	}
+	return fmt.Sprintf("%s is not one of %s", value, strings.Join(allowed, ", "))
 }
 
 // literalConflict is a conflict between two literals.
@@ -301,11 +323,17 @@ func message(e cueerrors.Error) string {
 			break
 		}
 		format, args := ce.Msg()
-		if msg := fmt.Sprintf(format, hideValues(args, ce.Path())...); msg != "" {
+		if !strings.HasPrefix(format, "undefined field") {
+			args = hideValues(args, ce.Path()) // (a field's name is no value)
+		}
+		if msg := fmt.Sprintf(format, args...); msg != "" {
 			parts = append(parts, msg)
 		}
 	}
 	msg := readable(strings.Join(parts, ": "))
+	if field := undefinedField.FindStringSubmatch(msg); field != nil {
+		msg += fmt.Sprintf(" (if it reads a label or fact a cluster may not have, give a default: (*cluster.labels.%s | \"\"); inside a struct, a name refers to the nearest field of that name)", field[1])
+	}
 	if ref := notFound.FindStringSubmatch(msg); ref != nil {
 		msg += fmt.Sprintf(" (if it is a string, write it in quotes, with any '-' inside: %q)", ref[1])
 	}
@@ -339,6 +367,8 @@ var (
 	// notFound is a reference to nothing, most often a string without
 	// its quotes (namespace: web, dependsOn: [cert-manager]).
 	notFound = regexp.MustCompile(`^reference "([^"]*)" not found$`)
+	// undefinedField is a field read that is not there.
+	undefinedField = regexp.MustCompile(`undefined field: ([A-Za-z_][A-Za-z0-9_-]*)$`)
 	// tokenWithText is a token name before the text found: "found 'IDENT'
 	// space" says "found space".
 	tokenWithText = regexp.MustCompile(`'(IDENT|INT|FLOAT|STRING|IMAG)' `)

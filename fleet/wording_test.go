@@ -44,6 +44,10 @@ bundles: web: resources: []`, nil, []string{`rollout.bake: invalid value "5 min"
 			[]string{`fleet.cue:4:39: cluster eu-1: bundle web: values.tier: defaults "a" and "b" conflict, so it has none: keep one default, or give it a value (and team.cue:3:23)`}},
 		{"unquoted string", `bundles: web: {namespace: webapp, resources: []}`, nil,
 			[]string{`fleet.cue:4:27: bundles.web.namespace: reference "webapp" not found (if it is a string, write it in quotes, with any '-' inside: "webapp")`}},
+		{"operator", `bundles: web: {resources: [], target: clusterSelector: matchExpressions: [{key: "env", operator: "in", values: ["prod"]}]}`, nil,
+			[]string{`bundle web: target.clusterSelector.matchExpressions.0.operator: "in" is not one of "DoesNotExist", "Exists", "In", "NotIn"`}},
+		{"a label the cluster lacks", `bundles: web: {resources: [], values: team: cluster.labels.team}`, nil,
+			[]string{`cluster eu-1: bundle web: values.team: undefined field: team (if it reads a label or fact a cluster may not have, give a default: (*cluster.labels.team | ""); inside a struct`}},
 		{"unclosed brace", `bundles: web: {
 	resources: [{
 		apiVersion: "v1"
