@@ -228,15 +228,20 @@ func TestNoNetworkFromAnyField(t *testing.T) {
 		"patchesStrategicMerge": "patchesStrategicMerge: [" + url + "]",
 		"generator files":       "configMapGenerator: [{name: g, files: [" + url + "]}]",
 		"generator files key=":  "configMapGenerator: [{name: g, files: [creds=http://169.254.169.254/latest/meta-data]}]",
-		"generator envs":        "configMapGenerator: [{name: g, envs: [" + url + "]}]",
-		"openapi":               "openapi: {path: " + url + "}",
-		"replacements":          "replacements: [{path: " + url + "}]",
-		"crds":                  "crds: [" + url + "]",
-		"transformers":          "transformers: [" + url + "]",
-		"generators git":        "generators: ['github.com/org/repo//plugins?ref=v1']",
-		"validators":            "validators: [" + url + "]",
-		"configurations":        "configurations: [" + url + "]",
-		"plugin config file":    "generators: [../gen.yaml]",
+		// A space does not make a value an inline document: kustomize's
+		// loader fetches it all the same.
+		"patches path, a space":    "patches: [{path: '" + srv.URL + "/p b.json'}]",
+		"generator files, a space": "configMapGenerator: [{name: g, files: ['x=" + srv.URL + "/c b.txt']}]",
+		"resources, a space":       "resources: ['" + srv.URL + "/r b.yaml']",
+		"generator envs":           "configMapGenerator: [{name: g, envs: [" + url + "]}]",
+		"openapi":                  "openapi: {path: " + url + "}",
+		"replacements":             "replacements: [{path: " + url + "}]",
+		"crds":                     "crds: [" + url + "]",
+		"transformers":             "transformers: [" + url + "]",
+		"generators git":           "generators: ['github.com/org/repo//plugins?ref=v1']",
+		"validators":               "validators: [" + url + "]",
+		"configurations":           "configurations: [" + url + "]",
+		"plugin config file":       "generators: [../gen.yaml]",
 	}
 	rendertest.WriteFile(t, repo, "gen.yaml", "apiVersion: builtin\nkind: ConfigMapGenerator\nmetadata: {name: g}\nfiles: ["+url+"]\n")
 	for name, field := range cases {

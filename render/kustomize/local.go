@@ -264,9 +264,10 @@ func checkNoRemote(file string, data []byte) error {
 	return nil
 }
 
-// remoteValue finds a value kustomize would fetch: a single token (not an
-// inline patch or document) that is a remote reference, alone or after
-// `key=` (generator files).
+// remoteValue finds a value kustomize would fetch: a one-line value (not
+// an inline patch or document, which span lines) that is a remote
+// reference, alone or after `key=` (generator files), whatever spaces it
+// holds.
 func remoteValue(v any) (string, bool) {
 	switch v := v.(type) {
 	case map[string]any:
@@ -285,8 +286,11 @@ func remoteValue(v any) (string, bool) {
 			}
 		}
 	case string:
+		// One line is one reference, spaces and all: kustomize's loader
+		// fetches "http://host/p b.json" (url.Parse takes the space). Only
+		// a value of several lines is an inline document or patch.
 		tok := strings.TrimSpace(v)
-		if tok == "" || strings.ContainsAny(tok, " \t\n") {
+		if tok == "" || strings.Contains(tok, "\n") {
 			return "", false
 		}
 		_, after, _ := strings.Cut(tok, "=")
