@@ -71,6 +71,13 @@ func ResolveCommit(repo *git.Repository, ref string) (*object.Commit, error) {
 // is empty), as a checkout would lay it out — regular files and symbolic
 // links (which the renderers then refuse when they leave the folder, as in
 // a checkout) — without touching the repository's work tree or index.
+//
+// The commit is untrusted (a pull request's): everything is written
+// through an os.Root of dest, so no name and no link leads out of it;
+// links are made last, so no file is written through one (a tree with a
+// link "a" to a folder elsewhere and an entry "a/x" — which git's fsck
+// flags and hosts accept — fails instead of writing there); an entry
+// named twice, or a name that is not one path element, fails.
 func WriteTree(c *object.Commit, sub, dest string) error {
 	tree, err := c.Tree()
 	if err != nil {
@@ -84,64 +91,90 @@ func WriteTree(c *object.Commit, sub, dest string) error {
 			return err
 		}
 	}
-	var written int64
+	root, err := os.OpenRoot(dest)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	w := &treeWriter{root: root, tree: tree, commit: gitrev.Short(c.Hash.String()), seen: map[string]bool{}}
 	walker := object.NewTreeWalker(tree, true, nil)
 	defer walker.Close()
 	for {
 		name, entry, err := walker.Next()
 		if errors.Is(err, io.EOF) {
-			return nil
+			break
 		}
 		if err != nil {
 			return err
 		}
-		// Tree entry names cannot hold "/" and git refuses ".." as one;
-		// the join is checked anyway: nothing is written outside dest.
-		path := filepath.Join(dest, filepath.FromSlash(name))
-		if !strings.HasPrefix(path, dest+string(filepath.Separator)) {
-			return fmt.Errorf("tree entry %q leaves the folder", name)
-		}
-		switch entry.Mode {
-		case filemode.Dir:
-			if err := os.MkdirAll(path, 0o755); err != nil {
-				return err
-			}
-		case filemode.Regular, filemode.Executable, filemode.Deprecated:
-			f, err := tree.TreeEntryFile(&object.TreeEntry{Name: name, Mode: entry.Mode, Hash: entry.Hash})
-			if err != nil {
-				return err
-			}
-			if written += f.Size; written > maxTreeBytes {
-				return fmt.Errorf("the fleet folder at %s holds more than %d bytes", gitrev.Short(c.Hash.String()), maxTreeBytes)
-			}
-			if err := writeBlob(f, path); err != nil {
-				return err
-			}
-		case filemode.Symlink:
-			f, err := tree.TreeEntryFile(&object.TreeEntry{Name: name, Mode: entry.Mode, Hash: entry.Hash})
-			if err != nil {
-				return err
-			}
-			target, err := f.Contents()
-			if err != nil {
-				return err
-			}
-			if err := os.Symlink(target, path); err != nil {
-				return err
-			}
-		default:
-			// Submodules: not part of the fleet.
+		if err := w.entry(name, entry); err != nil {
+			return err
 		}
 	}
+	for _, l := range w.links {
+		if err := root.Symlink(l.target, l.name); err != nil {
+			return fmt.Errorf("commit %s: tree entry %q: %w", w.commit, l.name, err)
+		}
+	}
+	return nil
 }
 
-func writeBlob(f *object.File, path string) error {
+// treeWriter writes one tree's entries under a root; links wait.
+type treeWriter struct {
+	root    *os.Root
+	tree    *object.Tree
+	commit  string
+	written int64
+	seen    map[string]bool
+	links   []treeLink
+}
+
+type treeLink struct{ name, target string }
+
+func (w *treeWriter) entry(name string, entry object.TreeEntry) error {
+	for _, part := range strings.Split(name, "/") {
+		if part == "" || part == "." || part == ".." || strings.ContainsRune(part, '\\') {
+			return fmt.Errorf("commit %s: tree entry %q is not a path inside the folder", w.commit, name)
+		}
+	}
+	if w.seen[name] {
+		return fmt.Errorf("commit %s: tree entry %q is there twice (git fsck refuses such a tree)", w.commit, name)
+	}
+	w.seen[name] = true
+	path := filepath.FromSlash(name)
+	switch entry.Mode {
+	case filemode.Dir:
+		return w.root.MkdirAll(path, 0o755)
+	case filemode.Regular, filemode.Executable, filemode.Deprecated:
+		f, err := w.tree.TreeEntryFile(&object.TreeEntry{Name: name, Mode: entry.Mode, Hash: entry.Hash})
+		if err != nil {
+			return err
+		}
+		if w.written += f.Size; w.written > maxTreeBytes {
+			return fmt.Errorf("the fleet folder at %s holds more than %d bytes", w.commit, maxTreeBytes)
+		}
+		return writeBlob(f, w.root, path)
+	case filemode.Symlink:
+		f, err := w.tree.TreeEntryFile(&object.TreeEntry{Name: name, Mode: entry.Mode, Hash: entry.Hash})
+		if err != nil {
+			return err
+		}
+		target, err := f.Contents()
+		if err != nil {
+			return err
+		}
+		w.links = append(w.links, treeLink{name: path, target: target})
+	}
+	return nil // submodules: not part of the fleet
+}
+
+func writeBlob(f *object.File, root *os.Root, path string) error {
 	r, err := f.Reader()
 	if err != nil {
 		return err
 	}
 	defer r.Close()
-	out, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+	out, err := root.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
 	if err != nil {
 		return err
 	}
