@@ -32,6 +32,10 @@ type fleetFlags struct {
 	// stopGuard ends the guard once the fleet is evaluated and rendered
 	// (apply then waits for readiness, which is the cluster's time).
 	stopGuard context.CancelFunc
+	// boundExit is the exit code when a bound stops the command: 1, or
+	// preview's 2 ("trouble": a CI recipe must not read a stopped preview
+	// as "something changes").
+	boundExit int
 }
 
 func addFleetFlags(cmd *cobra.Command) *fleetFlags {
@@ -67,17 +71,22 @@ func (f *fleetFlags) startGuard(ctx context.Context) error {
 	}
 	var guardCtx context.Context
 	guardCtx, f.stopGuard = context.WithCancel(ctx)
-	guard(guardCtx, f.evalTimeout, memory, f.evalMemory)
+	exit := f.boundExit
+	if exit == 0 {
+		exit = exitFailed
+	}
+	guard(guardCtx, f.evalTimeout, memory, f.evalMemory, exit)
 	return nil
 }
 
 // guard stops the process when it has worked for longer than timeout, or
-// its resident memory passes memory, saying which bound it hit (exit 1).
+// its resident memory passes memory, saying which bound it hit (exit
+// code exit).
 // A fleet is untrusted input (a pull request previewed in CI), and one
 // cluster's CUE evaluation can neither be interrupted nor bounded in
 // memory from inside: the command itself is. (The agent evaluates in a
 // sandbox worker instead.) The guard ends with ctx.
-func guard(ctx context.Context, timeout time.Duration, memory int64, memoryFlag string) {
+func guard(ctx context.Context, timeout time.Duration, memory int64, memoryFlag string, exit int) {
 	deadline := time.Now().Add(timeout)
 	go func() {
 		tick := time.NewTicker(100 * time.Millisecond)
@@ -96,7 +105,7 @@ func guard(ctx context.Context, timeout time.Duration, memory int64, memoryFlag 
 					continue
 				}
 				fmt.Fprintf(os.Stderr, "flotilla: %s: stopped; raise the bound if the fleet legitimately needs it\n", why)
-				os.Exit(exitFailed)
+				os.Exit(exit)
 			}
 		}
 	}()

@@ -71,6 +71,7 @@ func newPreviewCmd() *cobra.Command {
 	}
 	out := addOutputFlag(cmd, "text", "markdown", "json")
 	ff := addFleetFlags(cmd)
+	ff.boundExit = exitPreviewTrouble // a stopped preview is trouble, not "changes"
 	limits := addLimitFlags(cmd, false)
 	fs := cmd.Flags()
 	fs.StringVar(&pf.base, "base", "", "the revision to compare against, a `REF` (branch, tag, commit, HEAD~1 …)")

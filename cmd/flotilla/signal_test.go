@@ -340,4 +340,27 @@ bundles: web: {resources: [], values: n: len([for i in list.Range(0, 2000000000,
 			t.Errorf("%v: stderr\n%s\nwant %q", tc.flags, out, tc.want)
 		}
 	}
+
+	// preview stopped by a bound exits 2, "trouble": the documented CI
+	// recipe fails the job instead of reading it as "something changes".
+	gitRepo := gittest.New(t)
+	base := gitRepo.Commit(map[string]string{"fleet.cue": "package fleet\n\nclusters: c1: {}\nbundles: web: resources: []\n"})
+	runaway, err := os.ReadFile(filepath.Join(repo, "fleet.cue"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeTestFile(t, filepath.Join(gitRepo.Work, "fleet.cue"), string(runaway))
+	r := start(t, "flotilla", "preview", gitRepo.Work, "--base", base, "--eval-timeout", "2s", "--eval-memory", "20Gi")
+	select {
+	case err := <-r.exited:
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != exitPreviewTrouble {
+			t.Errorf("preview: %v, want exit %d", err, exitPreviewTrouble)
+		}
+	case <-time.After(2 * time.Minute):
+		t.Fatal("preview still running after 2m")
+	}
+	if out := logs(r); !strings.Contains(out, "took longer than --eval-timeout 2s: stopped") {
+		t.Errorf("preview: stderr\n%s", out)
+	}
 }
