@@ -4,10 +4,12 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"regexp"
 	"slices"
 	"strings"
 
 	"github.com/flotilla-gitops/flotilla/internal/english"
+	"github.com/flotilla-gitops/flotilla/internal/errtext"
 	"github.com/flotilla-gitops/flotilla/internal/gitrev"
 	"sigs.k8s.io/yaml"
 )
@@ -74,7 +76,7 @@ func (r *Report) WriteText(w io.Writer) error {
 		if !c.Changed {
 			continue
 		}
-		fmt.Fprintf(w, "\ncluster %s\n", c.Name)
+		fmt.Fprintf(w, "\ncluster %s\n", errtext.Clean(c.Name))
 		if c.Wave != nil {
 			fmt.Fprintf(w, "  moves from wave %s to wave %s\n", dash(c.Wave.From), dash(c.Wave.To))
 		}
@@ -88,7 +90,7 @@ func (r *Report) WriteText(w io.Writer) error {
 			if b.Change == Unchanged {
 				continue
 			}
-			fmt.Fprintf(w, "  bundle %s: %s%s\n", b.Name, b.Change, newly(b.NewError))
+			fmt.Fprintf(w, "  bundle %s: %s%s\n", errtext.Clean(b.Name), b.Change, newly(b.NewError))
 			if b.Error != "" {
 				fmt.Fprintf(w, "%s\n", indent(b.Error, "    "))
 			}
@@ -173,7 +175,7 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	if len(byBundle) > 0 {
 		head.WriteString("| bundle | clusters |\n|---|---|\n")
 		for _, b := range slices.Sorted(maps.Keys(byBundle)) {
-			fmt.Fprintf(&head, "| `%s` | %s |\n", b, mdEscape(joinNames(byBundle[b], 30)))
+			fmt.Fprintf(&head, "| %s | %s |\n", mdCode(b), mdEscape(joinNames(byBundle[b], 30)))
 		}
 		head.WriteString("\n")
 	}
@@ -232,7 +234,7 @@ func clusterMarkdown(c Cluster) string {
 	if len(c.Violations) > 0 {
 		changes = append(changes, "breaks "+english.Count(len(c.Violations), "policy"))
 	}
-	fmt.Fprintf(&b, "<details><summary><b>%s</b>: %s</summary>\n\n", c.Name, mdEscape(strings.Join(changes, ", ")))
+	fmt.Fprintf(&b, "<details><summary><b>%s</b>: %s</summary>\n\n", mdEscape(c.Name), mdEscape(strings.Join(changes, ", ")))
 	var text strings.Builder
 	if c.Error != "" {
 		fmt.Fprintf(&text, "the fleet does not evaluate for it%s:\n%s\n", newly(c.NewError), indent(c.Error, "  "))
@@ -264,8 +266,22 @@ func clusterMarkdown(c Cluster) string {
 	return b.String()
 }
 
+// mdCode shows a name as code: in backticks when it is a plain name (a
+// fleet's own), escaped as text when it is not (a bundle key the schema
+// refuses, with backticks, pipes or HTML in it, is the fleet's to choose).
+func mdCode(s string) string {
+	if plainName.MatchString(s) {
+		return "`" + s + "`"
+	}
+	return mdEscape(s)
+}
+
+// plainName is a name as the fleet's schema allows it.
+var plainName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+
 // mdEscape keeps names and messages from being read as Markdown or HTML.
 func mdEscape(s string) string {
-	r := strings.NewReplacer("|", `\|`, "<", "&lt;", ">", "&gt;", "*", `\*`, "_", `\_`, "`", "\\`", "[", `\[`, "]", `\]`)
+	r := strings.NewReplacer("|", `\|`, "&", "&amp;", "<", "&lt;", ">", "&gt;", "*", `\*`, "_", `\_`, "`", "\\`", "[", `\[`, "]", `\]`,
+		"\n", " ", "\r", " ")
 	return r.Replace(s)
 }

@@ -467,3 +467,32 @@ policies: baseline: {
 		t.Errorf("stricter policies: %d renders, want 12 (every bundle of every cluster at both revisions)", rep.Renders)
 	}
 }
+
+// TestMarkdownKeepsNamesAsText: a bundle key or cluster name that is not
+// a plain name (the fleet chooses bundle keys; the schema refuses such a
+// bundle, and preview still lists it as failing) cannot put HTML, links or
+// table cells into the pull-request comment.
+func TestMarkdownKeepsNamesAsText(t *testing.T) {
+	hostile := "x`</b><img src=x onerror=alert(1)>|[a](https://evil.example)\nrow"
+	r := &preview.Report{Base: strings.Repeat("a", 40), Head: strings.Repeat("b", 40), Clusters: []preview.Cluster{{
+		Name: "eu-1<script>", Changed: true,
+		Bundles: []preview.Bundle{{Name: hostile, Change: preview.Failed, Error: "invalid name", NewError: true}},
+	}}}
+	var b strings.Builder
+	if err := r.WriteMarkdown(&b); err != nil {
+		t.Fatal(err)
+	}
+	// Outside the fenced diff blocks (their fence is longer than any
+	// backtick run inside, so what they hold is shown as text).
+	out := regexp.MustCompile("(?s)```+diff\n.*?\n```+\n").ReplaceAllString(b.String(), "")
+	for _, bad := range []string{"<img", "<script>", "[a](https", "|[a]"} {
+		if strings.Contains(out, bad) {
+			t.Errorf("the comment holds %q:\n%s", bad, out)
+		}
+	}
+	for _, line := range strings.Split(out, "\n") {
+		if strings.HasPrefix(line, "| ") && strings.Count(strings.ReplaceAll(line, `\|`, ""), "|") != 3 {
+			t.Errorf("a table row with other than two cells: %s", line)
+		}
+	}
+}
