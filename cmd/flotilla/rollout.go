@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/flotilla-gitops/flotilla/fleet"
+	"github.com/flotilla-gitops/flotilla/internal/errtext"
 	"github.com/flotilla-gitops/flotilla/sync/report"
 	"github.com/flotilla-gitops/flotilla/sync/source"
 )
@@ -238,13 +239,13 @@ func writeRollout(w io.Writer, v *report.RolloutView) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "WAVE\tREADY\tSTATE\tDETAIL")
 	for _, wv := range v.Waves {
-		fmt.Fprintf(tw, "%s\t%d/%d\t%s\t%s\n", wv.Name, wv.Ready, len(wv.Clusters), wv.State, oneLine(wv.Detail()))
+		fmt.Fprintf(tw, "%s\t%d/%d\t%s\t%s\n", errtext.Clean(wv.Name), wv.Ready, len(wv.Clusters), wv.State, oneLine(errtext.Clean(wv.Detail())))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 	if len(v.NotSeen) > 0 {
-		fmt.Fprintf(w, "not yet seen by: %s\n", strings.Join(v.NotSeen, ", "))
+		fmt.Fprintf(w, "not yet seen by: %s\n", errtext.Clean(strings.Join(v.NotSeen, ", ")))
 	}
 	return nil
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/flotilla-gitops/flotilla/fleet"
 	"github.com/flotilla-gitops/flotilla/internal/english"
+	"github.com/flotilla-gitops/flotilla/internal/errtext"
 	"github.com/flotilla-gitops/flotilla/internal/gitrev"
 	"github.com/flotilla-gitops/flotilla/sync/apply"
 	"github.com/flotilla-gitops/flotilla/sync/report"
@@ -261,6 +262,7 @@ func writeFleetStatus(w io.Writer, statuses []report.Status, tip string, stale t
 	}
 	fmt.Fprintln(tw, strings.Join(header, "\t"))
 	for _, st := range statuses {
+		st = cleanStatus(st)
 		applied := short(st.AppliedRevision)
 		if tip != "" && st.AppliedRevision != tip {
 			applied += " (tip " + short(tip) + ")"
@@ -282,7 +284,7 @@ func writeFleetStatus(w io.Writer, statuses []report.Status, tip string, stale t
 		}
 		row = append(row, string(st.Phase), applied, fmt.Sprintf("%d/%d", ready, len(st.Bundles)), reported)
 		if wide {
-			row = append(row, dash(short(st.SeenRevision)), dash(st.Agent), dash(fleet.LabelString(st.Cluster.Labels)))
+			row = append(row, dash(short(st.SeenRevision)), dash(st.Agent), dash(errtext.Clean(fleet.LabelString(st.Cluster.Labels))))
 		}
 		fmt.Fprintln(tw, strings.Join(row, "\t"))
 	}
@@ -291,6 +293,7 @@ func writeFleetStatus(w io.Writer, statuses []report.Status, tip string, stale t
 
 // writeClusterStatus prints one cluster's bundles and errors.
 func writeClusterStatus(w io.Writer, st report.Status) error {
+	st = cleanStatus(st)
 	fmt.Fprintf(w, "cluster %s  region %s  phase %s  applied %s  seen %s  agent %s\n",
 		st.Cluster.Name, dash(st.Cluster.Region), st.Phase, short(st.AppliedRevision), short(st.SeenRevision), st.Agent)
 	if st.Wave != "" || st.ReadySince != nil {
@@ -304,7 +307,7 @@ func writeClusterStatus(w io.Writer, st report.Status) error {
 		fmt.Fprintf(w, "  %s\n", strings.Join(parts, ", "))
 	}
 	if r := st.Rollout; r != nil && len(r.Waves) > 0 {
-		fmt.Fprintf(w, "  rollout of %s: %s (%s)\n", short(r.Revision), r.State, oneLine(r.Message))
+		fmt.Fprintf(w, "  rollout of %s: %s (%s)\n", short(r.Revision), r.State, oneLine(errtext.Clean(r.Message)))
 	}
 	if st.Message != "" {
 		fmt.Fprintf(w, "  %s\n", st.Message)
@@ -314,10 +317,21 @@ func writeClusterStatus(w io.Writer, st report.Status) error {
 	fmt.Fprintln(tw, "BUNDLE\tPHASE\tCREATED\tCONFIGURED\tDELETED\tDRIFTED\tSINCE\tMESSAGE")
 	for _, b := range st.Bundles {
 		c := b.Counts
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\n", b.Name, b.Phase, c.Created, c.Configured, c.Deleted, c.Drifted,
-			b.LastTransitionTime.UTC().Format(time.RFC3339), oneLine(b.Message))
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\n", errtext.Clean(b.Name), errtext.Clean(string(b.Phase)), c.Created, c.Configured, c.Deleted, c.Drifted,
+			b.LastTransitionTime.UTC().Format(time.RFC3339), oneLine(errtext.Clean(b.Message)))
 	}
 	return tw.Flush()
+}
+
+// cleanStatus is a status file's text as a terminal may show it: any agent
+// can write a status branch, so its strings may hold escape sequences that
+// rewrite a terminal, or megabytes (errtext.Clean: none, and bounded).
+func cleanStatus(st report.Status) report.Status {
+	for _, p := range []*string{&st.Cluster.Name, &st.Cluster.Region, &st.Agent, &st.Wave, &st.Message, &st.AppliedRevision, &st.SeenRevision} {
+		*p = errtext.Clean(*p)
+	}
+	st.Phase = report.ClusterPhase(errtext.Clean(string(st.Phase)))
+	return st
 }
 
 // short is a revision in a table: "-" for none.

@@ -58,3 +58,32 @@ func TestStatusInACheckout(t *testing.T) {
 		t.Errorf("status outside a checkout: exit %d\n%s", code, errOut)
 	}
 }
+
+// TestStatusShowsStatusFilesSafely: any agent's credential can write a
+// status branch, so what a status file says is shown without its escape
+// sequences and bounded: a terminal is not rewritten, a 20 MB message is
+// not printed whole.
+func TestStatusShowsStatusFilesSafely(t *testing.T) {
+	repo := gittest.New(t)
+	r, err := report.New(report.Options{URL: repo.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &report.Status{Cluster: fleet.Cluster{Name: "edge-1"}, Phase: report.ClusterFailed, Agent: "v1\x1b]0;pwned\x07",
+		Message: "\x1b[2J\x1b[Hall clear " + strings.Repeat("x", 20<<20),
+		Bundles: []report.BundleStatus{{Name: "web", Phase: "Failed", Message: "\x1b[31mred\x1b[0m"}}}
+	if _, err := r.Publish(t.Context(), st, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"status", "--repo", repo.Bare}, {"status", "--repo", repo.Bare, "--cluster", "edge-1"}, {"status", "--repo", repo.Bare, "-o", "wide"}} {
+		var stdout, stderr bytes.Buffer
+		code := run(t.Context(), args, &stdout, &stderr)
+		out := stdout.String() + stderr.String()
+		if code != exitOK || !strings.Contains(out, "edge-1") {
+			t.Errorf("%v: exit %d\n%.2000s", args, code, out)
+		}
+		if strings.ContainsRune(out, '\x1b') || strings.ContainsRune(out, '\x07') || len(out) > 64<<10 {
+			t.Errorf("%v: %d bytes, escape sequences: %v", args, len(out), strings.ContainsRune(out, '\x1b'))
+		}
+	}
+}
