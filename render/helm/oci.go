@@ -216,7 +216,16 @@ func (r *Renderer) registryRepository(repoRef, host string) (*remote.Repository,
 		if err != nil {
 			return nil, fmt.Errorf("registry config %s: %w", r.registryConfig, err)
 		}
-		credential = credentials.Credential(store)
+		read, config := credentials.Credential(store), r.registryConfig
+		credential = func(ctx context.Context, hostport string) (auth.Credential, error) {
+			c, err := read(ctx, hostport)
+			if err != nil {
+				// The reader's error quotes a malformed auth entry decoded:
+				// a token, in a message that reaches logs and status.
+				return auth.EmptyCredential, fmt.Errorf("registry config %s: the credentials for %s cannot be read: an auths entry holds \"auth\": base64 of \"user:password\"", config, hostport)
+			}
+			return c, nil
+		}
 	}
 	repo, err := remote.NewRepository(repoRef)
 	if err != nil {

@@ -2,7 +2,9 @@ package helm_test
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -137,5 +139,15 @@ func TestOCIChartWithCredentials(t *testing.T) {
 	}
 	if err := render("/nonexistent/config.json"); err == nil || !strings.Contains(err.Error(), "/nonexistent/config.json") {
 		t.Errorf("a missing registry config: %v", err)
+	}
+	// An auths entry that is a bare token, not base64(user:password): the
+	// reader's error would quote the token decoded.
+	const token = "ghp_token-in-a-malformed-entry-7a1"
+	malformed := filepath.Join(t.TempDir(), "config.json")
+	if err := os.WriteFile(malformed, []byte(`{"auths": {"`+reg.Host+`": {"auth": "`+base64.StdEncoding.EncodeToString([]byte(token))+`"}}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := render(malformed); err == nil || strings.Contains(err.Error(), token) || !strings.Contains(err.Error(), "cannot be read") {
+		t.Errorf("a malformed auth entry: %v", err)
 	}
 }
