@@ -109,7 +109,7 @@ func (p *SecretsPolicy) CheckSecrets(plans []*Plan, files func(*Bundle) ([]Encry
 
 // recipientProblem says what is wrong with a file for a class, or "".
 func (p *SecretsPolicy) recipientProblem(ef EncryptedFile, class string, own []string) string {
-	var missing, foreign []string
+	var missing, foreign, unknown []string
 	for _, r := range own {
 		if !slices.Contains(ef.Recipients, r) {
 			missing = append(missing, r)
@@ -119,11 +119,18 @@ func (p *SecretsPolicy) recipientProblem(ef EncryptedFile, class string, own []s
 		if slices.Contains(own, r) {
 			continue
 		}
+		found := false
 		for _, other := range slices.Sorted(maps.Keys(p.Recipients)) {
 			if other != class && slices.Contains(p.Recipients[other], r) {
 				foreign = append(foreign, fmt.Sprintf("%s (class %s)", r, other))
+				found = true
 				break
 			}
+		}
+		if !found {
+			// A key of no class: whoever holds it reads the secret, and the
+			// policy cannot say who that is.
+			unknown = append(unknown, r)
 		}
 	}
 	var parts []string
@@ -132,6 +139,9 @@ func (p *SecretsPolicy) recipientProblem(ef EncryptedFile, class string, own []s
 	}
 	if len(foreign) > 0 {
 		parts = append(parts, fmt.Sprintf("is encrypted to %s, which class %s must not share", strings.Join(foreign, ", "), class))
+	}
+	if len(unknown) > 0 {
+		parts = append(parts, fmt.Sprintf("is encrypted to %s, of no class of the secrets policy", strings.Join(unknown, ", ")))
 	}
 	if len(parts) == 0 {
 		return ""

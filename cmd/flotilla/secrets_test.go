@@ -114,6 +114,13 @@ func TestVetSecretsPolicy(t *testing.T) {
 	writeTestFile(t, filepath.Join(repo, "k/base/both.yaml"), enc("both.yaml", reg.Recipient, std.Recipient))
 	writeTestFile(t, filepath.Join(repo, "k/base/kustomization.yaml"), "resources: [both.yaml]\n")
 	writeTestFile(t, filepath.Join(repo, "k/overlay/kustomization.yaml"), "resources: [../base]\n")
+	// The bundle's own component: its files reach the cluster as the
+	// kustomization's do.
+	writeTestFile(t, filepath.Join(repo, "k/comp/cert.yaml"), enc("cert.yaml", reg.Recipient))
+	writeTestFile(t, filepath.Join(repo, "k/comp/kustomization.yaml"), "apiVersion: kustomize.config.k8s.io/v1alpha1\nkind: Component\nresources: [cert.yaml]\n")
+	// A key of no class.
+	stray := sopstest.NewKey(t)
+	writeTestFile(t, filepath.Join(repo, "secrets/extra/token.yaml"), enc("token.yaml", std.Recipient, stray.Recipient))
 	writeTestFile(t, filepath.Join(repo, "fleet.cue"), `package fleet
 
 clusters: {
@@ -131,7 +138,8 @@ secrets: {
 bundles: [string]: namespace: "shop"
 bundles: db: {target: clusterSelector: matchLabels: class: "regulated", manifests: path: "secrets/reg"}
 bundles: shared: manifests: path: "secrets/shared"
-bundles: kust: {target: clusterSelector: matchLabels: class: "standard", kustomize: path: "k/overlay"}
+bundles: kust: {target: clusterSelector: matchLabels: class: "standard", kustomize: {path: "k/overlay", components: ["k/comp"]}}
+bundles: extra: {target: clusterSelector: matchLabels: class: "standard", manifests: path: "secrets/extra"}
 `)
 	var stdout, stderr bytes.Buffer
 	code := run(t.Context(), []string{"vet", repo}, &stdout, &stderr)
@@ -140,13 +148,15 @@ bundles: kust: {target: clusterSelector: matchLabels: class: "standard", kustomi
 		"cluster eu-1: bundle shared: secrets: secrets/shared/api.yaml is not encrypted to " + reg.Recipient + " of class regulated, and is encrypted to " + std.Recipient + " (class standard), which class regulated must not share",
 		"cluster lab-1: bundle shared: secrets: secrets/shared/api.yaml is SOPS-encrypted, and the cluster has no class label",
 		"cluster us-1: bundle kust: secrets: k/base/both.yaml is encrypted to " + reg.Recipient + " (class regulated), which class standard must not share",
+		"cluster us-1: bundle kust: secrets: k/comp/cert.yaml is not encrypted to " + std.Recipient + " of class standard, and is encrypted to " + reg.Recipient + " (class regulated), which class standard must not share",
+		"cluster us-1: bundle extra: secrets: secrets/extra/token.yaml is encrypted to " + stray.Recipient + ", of no class of the secrets policy",
 		"fleet.cue:11:",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("vet lacks %q", want)
 		}
 	}
-	if code != exitFailed || strings.Count(out, "secrets:") != 3 || strings.Contains(out, "bundle db") {
+	if code != exitFailed || strings.Count(out, "secrets:") != 5 || strings.Contains(out, "bundle db") {
 		t.Errorf("vet: exit %d\n%s", code, out)
 	}
 }

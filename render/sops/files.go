@@ -1,6 +1,7 @@
 package sops
 
 import (
+	"errors"
 	"io/fs"
 	"os"
 	"path"
@@ -41,7 +42,12 @@ func EncryptedFiles(repoDir string, src spec.Source) ([]File, error) {
 	case src.Manifests != nil:
 		paths, err = walk(root, path.Clean(filepath.ToSlash(src.Manifests.Path)), src.Manifests.Recursive)
 	case src.Kustomize != nil:
-		paths, err = kustomizationFiles(root, path.Clean(filepath.ToSlash(src.Kustomize.Path)), map[string]bool{})
+		// The bundle's own components are read as its kustomization is.
+		seen := map[string]bool{}
+		for _, dir := range append([]string{src.Kustomize.Path}, src.Kustomize.Components...) {
+			more, werr := kustomizationFiles(root, path.Clean(filepath.ToSlash(dir)), seen)
+			paths, err = append(paths, more...), errors.Join(err, werr)
+		}
 	case src.Helm != nil:
 		for _, f := range src.Helm.ValuesFiles {
 			paths = append(paths, path.Clean(filepath.ToSlash(f)))
