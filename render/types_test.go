@@ -31,6 +31,8 @@ func TestCheckTypes(t *testing.T) {
 		obj(map[string]any{"apiVersion": "v1", "kind": "Secret", "metadata": meta("s"), "data": map[string]any{"password": "hunter2!"}}),
 		obj(map[string]any{"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta("c"), "data": map[string]any{"days": int64(365)}}),
 		obj(map[string]any{"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta("u"), "dta": map[string]any{}}),
+		obj(map[string]any{"apiVersion": "v1", "kind": "configmap", "metadata": meta("lower")}),
+		obj(map[string]any{"apiVersion": "V1", "kind": "Service", "metadata": meta("upper")}),
 	}
 	err := render.CheckTypes(bad)
 	if err == nil {
@@ -41,6 +43,8 @@ func TestCheckTypes(t *testing.T) {
 		"Secret x/s: illegal base64 data",
 		"ConfigMap x/c: cannot unmarshal number into Go struct field ConfigMap.data of type string",
 		`ConfigMap x/u: unknown field "dta"`,
+		`configmap x/lower: apiVersion "v1", kind "configmap": no such kind (apiVersion: v1, kind: ConfigMap?)`,
+		`Service x/upper: apiVersion "V1", kind "Service": no such kind (apiVersion: v1, kind: Service?)`,
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("%v\nlacks %q", err, want)

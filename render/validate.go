@@ -91,6 +91,9 @@ func CheckTypes(objs []*unstructured.Unstructured) error {
 	for _, obj := range objs {
 		typed, err := scheme.Scheme.New(obj.GroupVersionKind())
 		if err != nil {
+			if near := nearKind(obj.GroupVersionKind()); near != "" {
+				problems = append(problems, fmt.Sprintf("%s: apiVersion %q, kind %q: no such kind (%s?)", ObjectKey(obj), obj.GetAPIVersion(), obj.GetKind(), near))
+			}
 			continue
 		}
 		data, err := obj.MarshalJSON()
@@ -111,4 +114,16 @@ func CheckTypes(objs []*unstructured.Unstructured) error {
 		return nil
 	}
 	return fmt.Errorf("%s: %s", "objects the API server would refuse", strings.Join(problems, "; "))
+}
+
+// nearKind is the API's own kind a mistyped one means, by case alone
+// ("configmap" for ConfigMap, "V1" for v1), as "apiVersion: v1, kind:
+// ConfigMap"; "" when there is none (a custom resource).
+func nearKind(gvk schema.GroupVersionKind) string {
+	for known := range scheme.Scheme.AllKnownTypes() {
+		if known != gvk && strings.EqualFold(known.Kind, gvk.Kind) && strings.EqualFold(known.Group, gvk.Group) && strings.EqualFold(known.Version, gvk.Version) {
+			return fmt.Sprintf("apiVersion: %s, kind: %s", known.GroupVersion(), known.Kind)
+		}
+	}
+	return ""
 }
