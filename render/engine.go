@@ -14,6 +14,7 @@ import (
 
 	"github.com/flotilla-gitops/flotilla/schemas/spec"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 )
 
 // Result is a bundle rendered for one cluster.
@@ -193,9 +194,9 @@ func finish(objects []Object, req *Request, scope Scope, hooks bool) ([]string, 
 		labels[spec.BundleLabel] = req.Bundle
 		obj.SetLabels(labels)
 
-		key := ObjectKey(obj)
+		key := StoredKey(obj)
 		if prev, dup := seen[key]; dup {
-			return nil, fmt.Errorf("%s is rendered twice: by %s and by %s", key, prev, o.Source)
+			return nil, fmt.Errorf("%s is rendered twice: by %s and by %s", ObjectKey(obj), prev, o.Source)
 		}
 		seen[key] = o.Source
 	}
@@ -211,6 +212,26 @@ func ObjectKey(obj *unstructured.Unstructured) string {
 		name = ns + "/" + name
 	}
 	return gk.String() + " " + name
+}
+
+// servedTwice are the kinds the API serves in two groups over one stored
+// object: an Event of v1 and of events.k8s.io/v1 with one name are one.
+var servedTwice = map[schema.GroupKind]schema.GroupKind{
+	{Group: "events.k8s.io", Kind: "Event"}: {Kind: "Event"},
+}
+
+// StoredKey identifies the object the API server stores: ObjectKey, with a
+// kind served in two groups said in one. Two rendered objects with one
+// StoredKey are one object (for duplicates); ObjectKey stays what the
+// inventory records.
+func StoredKey(obj *unstructured.Unstructured) string {
+	gk := obj.GroupVersionKind().GroupKind()
+	if same, ok := servedTwice[gk]; ok {
+		c := obj.DeepCopy()
+		c.SetGroupVersionKind(same.WithVersion("v1"))
+		return ObjectKey(c)
+	}
+	return ObjectKey(obj)
 }
 
 // compareObjects orders by group, kind, namespace, name.

@@ -131,12 +131,16 @@ func TestRenderErrors(t *testing.T) {
 	write("dup/b.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c, namespace: team-a}\n")
 	write("bad/x.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n---\nkind: [\n")
 	write("noname/x.yaml", "apiVersion: v1\nkind: ConfigMap\n")
+	// One Event, served in two groups: the API stores one object.
+	write("events/a.yaml", "apiVersion: v1\nkind: Event\nmetadata: {name: e}\ninvolvedObject: {kind: Pod, name: p}\n")
+	write("events/b.yaml", "apiVersion: events.k8s.io/v1\nkind: Event\nmetadata: {name: e}\neventTime: null\n")
 	write("empty/README.md", "nothing")
 
 	cases := []struct{ path, want string }{
 		{"dup", "ConfigMap team-a/c is rendered twice: by dup/a.yaml (document 1) and by dup/b.yaml (document 1)"},
 		{"bad", "bad/x.yaml (document 2)"},
 		{"noname", "noname/x.yaml (document 1): ConfigMap has no metadata.name"},
+		{"events", "Event.events.k8s.io team-a/e is rendered twice: by events/a.yaml (document 1) and by events/b.yaml (document 1)"},
 		{"empty", "empty has no .yaml, .yml or .json files"},
 		{"missing", "missing does not exist in the fleet repository"},
 	}

@@ -214,9 +214,8 @@ func RefuseSharedObjects(cluster string, bundles []Bundle) {
 		}
 		var shared []string
 		for _, obj := range b.Result.Objects {
-			key := render.ObjectKey(obj)
-			if first, ok := owner[key]; ok {
-				shared = append(shared, fmt.Sprintf("%s (also in bundle %s)", key, first))
+			if first, ok := owner[render.StoredKey(obj)]; ok {
+				shared = append(shared, fmt.Sprintf("%s (also in bundle %s)", render.ObjectKey(obj), first))
 			}
 		}
 		if len(shared) > 0 {
@@ -225,7 +224,7 @@ func RefuseSharedObjects(cluster string, bundles []Bundle) {
 			continue
 		}
 		for _, obj := range b.Result.Objects {
-			owner[render.ObjectKey(obj)] = b.Name
+			owner[render.StoredKey(obj)] = b.Name
 		}
 	}
 }
