@@ -7,12 +7,12 @@ import (
 	"fmt"
 	"io/fs"
 	"maps"
-	"os"
 	"path"
 	"slices"
 	"sort"
 	"strings"
 
+	"github.com/flotilla-gitops/flotilla/internal/outdir"
 	"github.com/go-git/go-git/v5/plumbing"
 )
 
@@ -181,10 +181,7 @@ func diffCounts(old map[string]plumbing.Hash, final map[string][]byte) (added, u
 // Files of clusters and bundles that are gone are removed; other files of
 // the folder are left alone.
 func WriteFolder(out *Output, dir string) (*Result, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
-	}
-	root, err := os.OpenRoot(dir)
+	root, err := outdir.Open(dir)
 	if err != nil {
 		return nil, err
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/flotilla-gitops/flotilla/fleet"
 	"github.com/flotilla-gitops/flotilla/internal/english"
+	"github.com/flotilla-gitops/flotilla/internal/outdir"
 	"github.com/flotilla-gitops/flotilla/render/sops"
 	"github.com/flotilla-gitops/flotilla/sync/planrender"
 )
@@ -289,10 +290,7 @@ type outputDir struct {
 
 // openOutput creates the --out folder if needed and opens it.
 func openOutput(dir string) (*outputDir, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
-	}
-	root, err := os.OpenRoot(dir)
+	root, err := outdir.Open(dir)
 	if err != nil {
 		return nil, err
 	}

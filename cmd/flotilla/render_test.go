@@ -51,6 +51,25 @@ bundles: web: resources: [{apiVersion: "v1", kind: "ConfigMap", metadata: {name:
 	if _, err := os.Stat(filepath.Join(outside, "web.yaml")); err == nil {
 		t.Error("render --all wrote outside its folder")
 	}
+
+	// The output folder itself a committed link (`rendered -> elsewhere`),
+	// or under one: refused, nothing written there.
+	t.Chdir(t.TempDir())
+	if err := os.Symlink(outside, "rendered"); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"render", repo, "--cluster", "c1", "--out", "rendered"},
+		{"render", repo, "--all", "--out", "rendered/all"},
+	} {
+		stderr.Reset()
+		if code := run(t.Context(), args, &stdout, &stderr); code == exitOK || !strings.Contains(stderr.String(), "is a symbolic link") {
+			t.Errorf("%v: exit %d\n%s", args, code, stderr.String())
+		}
+	}
+	if list, _ := os.ReadDir(outside); len(list) != 1 {
+		t.Errorf("%d entries in the linked folder, want the canary alone", len(list))
+	}
 }
 
 func writeTestFile(t *testing.T, path, content string) {
