@@ -132,6 +132,11 @@ func TestRenderErrors(t *testing.T) {
 	write("bad/x.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n---\nkind: [\n")
 	write("noname/x.yaml", "apiVersion: v1\nkind: ConfigMap\n")
 	// One Event, served in two groups: the API stores one object.
+	write("linked/real/x.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n")
+	write("linked/top/y.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: y}\n")
+	if err := os.Symlink("../real", filepath.Join(dir, "linked/top/sub")); err != nil {
+		t.Fatal(err)
+	}
 	write("events/a.yaml", "apiVersion: v1\nkind: Event\nmetadata: {name: e}\ninvolvedObject: {kind: Pod, name: p}\n")
 	write("events/b.yaml", "apiVersion: events.k8s.io/v1\nkind: Event\nmetadata: {name: e}\neventTime: null\n")
 	write("empty/README.md", "nothing")
@@ -154,6 +159,13 @@ func TestRenderErrors(t *testing.T) {
 		if !errors.Is(err, render.ErrRender) {
 			t.Errorf("%s: error does not wrap ErrRender", tc.path)
 		}
+	}
+	// A link to a folder in a recursive path fails the bundle (skipped, its
+	// objects would be pruned from the cluster).
+	req := manifestsRequest("linked/top", true)
+	req.RepoDir = dir
+	if _, err := engine().Render(context.Background(), req); err == nil || !strings.Contains(err.Error(), "linked/top/sub is a link to a folder") {
+		t.Errorf("a linked folder: %v", err)
 	}
 }
 

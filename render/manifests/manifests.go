@@ -66,6 +66,13 @@ func (r Renderer) Render(_ context.Context, req *render.Request) (*render.Output
 			}
 			return nil
 		}
+		if d.Type()&fs.ModeSymlink != 0 && src.Recursive {
+			// A link to a folder is not walked: skipped silently, its
+			// objects would be missing, and pruned from the cluster.
+			if st, err := fs.Stat(root.FS(), p); err == nil && st.IsDir() {
+				return fmt.Errorf("%s is a link to a folder, which a recursive manifests path does not follow (its objects would be missing, and pruned): link the files, or name the folder in a bundle of its own", p)
+			}
+		}
 		if slices.Contains(extensions, strings.ToLower(path.Ext(p))) {
 			files = append(files, p)
 		}
