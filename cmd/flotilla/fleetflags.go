@@ -60,7 +60,8 @@ func (f *fleetFlags) load(ctx context.Context, args []string) (*fleet.Fleet, err
 }
 
 // startGuard bounds the command's own evaluation of the fleet from now on
-// (--eval-timeout, --eval-memory), until stopGuard or ctx ends.
+// (--eval-timeout, --eval-memory), until stopGuard (a signal does not
+// disarm it).
 func (f *fleetFlags) startGuard(ctx context.Context) error {
 	memory, err := quantity("--eval-memory", f.evalMemory)
 	if err != nil {
@@ -69,8 +70,22 @@ func (f *fleetFlags) startGuard(ctx context.Context) error {
 	if f.evalTimeout <= 0 {
 		return errors.New("--eval-timeout must be positive")
 	}
+	// Not ended by a signal: it cancels ctx while an evaluation that cannot
+	// observe it goes on, and the bounds must hold until the process exits
+	// (signalGrace at most). ctx ending otherwise (the command returned)
+	// ends the guard.
 	var guardCtx context.Context
-	guardCtx, f.stopGuard = context.WithCancel(ctx)
+	guardCtx, f.stopGuard = context.WithCancel(context.WithoutCancel(ctx))
+	go func() {
+		select {
+		case <-ctx.Done():
+			var sig *signalError
+			if !errors.As(context.Cause(ctx), &sig) {
+				f.stopGuard()
+			}
+		case <-guardCtx.Done():
+		}
+	}()
 	exit := f.boundExit
 	if exit == 0 {
 		exit = exitFailed

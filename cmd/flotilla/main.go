@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
@@ -73,10 +74,15 @@ func (e *signalError) exitCode() int {
 	return exitFailed
 }
 
+// signalGrace is how long a command may go on after a signal before the
+// process exits all the same.
+const signalGrace = 10 * time.Second
+
 // notifyContext returns a context that the first of the signals cancels,
 // with a *signalError as its cause. The first signal also restores the
 // signals' default handling, so that a second one ends the process at once
-// whatever it is doing (as Timoni's restoreSignalHandling does). stop
+// whatever it is doing (as Timoni's restoreSignalHandling does), and
+// signalGrace after it the process exits even if nothing returned. stop
 // releases the signals.
 func notifyContext(parent context.Context, sigs ...os.Signal) (context.Context, func()) {
 	ctx, cancel := context.WithCancelCause(parent)
@@ -86,7 +92,15 @@ func notifyContext(parent context.Context, sigs ...os.Signal) (context.Context, 
 		select {
 		case sig := <-ch:
 			signal.Stop(ch)
-			cancel(&signalError{sig})
+			e := &signalError{sig}
+			cancel(e)
+			// Work that cannot observe ctx (a CUE evaluation deep in a
+			// runaway comprehension) would keep the process: it ends
+			// after a grace, however deep it is.
+			time.AfterFunc(signalGrace, func() {
+				fmt.Fprintf(os.Stderr, "flotilla: %v, and still busy after %s (work that cannot be interrupted, such as a CUE evaluation): exiting\n", e, signalGrace)
+				os.Exit(e.exitCode())
+			})
 		case <-ctx.Done():
 		}
 	}()

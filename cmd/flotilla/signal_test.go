@@ -262,6 +262,46 @@ func waitForCPU(t *testing.T, pid int, cpu, within time.Duration) {
 	}
 }
 
+// TestSignalEndsARunawayEvaluation: SIGTERM during an evaluation that
+// cannot observe it (a comprehension of 2·10⁹ elements) ends preview within
+// the grace, exit 143, saying so — and until then the bounds stay armed
+// (a signal used to disarm them, letting one run take 14.6 GB).
+func TestSignalEndsARunawayEvaluation(t *testing.T) {
+	repo := t.TempDir()
+	writeTestFile(t, filepath.Join(repo, "fleet.cue"), `package fleet
+
+import "list"
+
+clusters: c1: {}
+bundles: web: {resources: [], values: n: len([for i in list.Range(0, 2000000000, 1) {i}])}
+`)
+	gitRepo := gittest.New(t)
+	base := gitRepo.Commit(map[string]string{"fleet.cue": "package fleet\n\nclusters: c1: {}\nbundles: web: resources: []\n"})
+	runaway, err := os.ReadFile(filepath.Join(repo, "fleet.cue"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeTestFile(t, filepath.Join(gitRepo.Work, "fleet.cue"), string(runaway))
+	r := start(t, "flotilla", "preview", gitRepo.Work, "--base", base, "--eval-memory", "20Gi", "--eval-timeout", "1h")
+	waitForCPU(t, r.cmd.Process.Pid, 2*time.Second, time.Minute) // deep in the evaluation
+	started := time.Now()
+	if err := r.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-r.exited:
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 143 {
+			t.Errorf("%v, want exit 143", err)
+		}
+	case <-time.After(signalGrace + 20*time.Second):
+		t.Fatalf("still running %s after SIGTERM", time.Since(started))
+	}
+	if out := logs(r); !strings.Contains(out, "terminated (SIGTERM)") {
+		t.Errorf("stderr:\n%s", out)
+	}
+}
+
 // stuckOnSignal installs Main's signal handling, then works on after the
 // first signal as uninterruptible work would.
 func stuckOnSignal() {
