@@ -262,27 +262,34 @@ func waitForCPU(t *testing.T, pid int, cpu, within time.Duration) {
 	}
 }
 
-// TestSignalEndsARunawayEvaluation: SIGTERM during an evaluation that
-// cannot observe it (a comprehension of 2·10⁹ elements) ends preview within
-// the grace, exit 143, saying so — and until then the bounds stay armed
-// (a signal used to disarm them, letting one run take 14.6 GB).
-func TestSignalEndsARunawayEvaluation(t *testing.T) {
-	repo := t.TempDir()
-	writeTestFile(t, filepath.Join(repo, "fleet.cue"), `package fleet
+// runawayFleet is a fleet whose evaluation runs away: a comprehension of
+// 2·10⁹ elements.
+const runawayFleet = `package fleet
 
 import "list"
 
 clusters: c1: {}
 bundles: web: {resources: [], values: n: len([for i in list.Range(0, 2000000000, 1) {i}])}
-`)
-	gitRepo := gittest.New(t)
-	base := gitRepo.Commit(map[string]string{"fleet.cue": "package fleet\n\nclusters: c1: {}\nbundles: web: resources: []\n"})
-	runaway, err := os.ReadFile(filepath.Join(repo, "fleet.cue"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	writeTestFile(t, filepath.Join(gitRepo.Work, "fleet.cue"), string(runaway))
-	r := start(t, "flotilla", "preview", gitRepo.Work, "--base", base, "--eval-memory", "20Gi", "--eval-timeout", "1h")
+`
+
+// runawayChange is a repository whose commit (base) is a plain fleet and
+// whose work tree changes it into runawayFleet: what a pull request could
+// make preview evaluate.
+func runawayChange(t *testing.T) (work, base string) {
+	t.Helper()
+	repo := gittest.New(t)
+	base = repo.Commit(map[string]string{"fleet.cue": "package fleet\n\nclusters: c1: {}\nbundles: web: resources: []\n"})
+	writeTestFile(t, filepath.Join(repo.Work, "fleet.cue"), runawayFleet)
+	return repo.Work, base
+}
+
+// TestSignalEndsARunawayEvaluation: SIGTERM during an evaluation that
+// cannot observe it (a comprehension of 2·10⁹ elements) ends preview within
+// the grace, exit 143, saying so — and until then the bounds stay armed
+// (a signal used to disarm them, letting one run take 14.6 GB).
+func TestSignalEndsARunawayEvaluation(t *testing.T) {
+	work, base := runawayChange(t)
+	r := start(t, "flotilla", "preview", work, "--base", base, "--eval-memory", "20Gi", "--eval-timeout", "1h")
 	waitForCPU(t, r.cmd.Process.Pid, 2*time.Second, time.Minute) // deep in the evaluation
 	started := time.Now()
 	if err := r.cmd.Process.Signal(syscall.SIGTERM); err != nil {
@@ -350,15 +357,7 @@ func TestSIGINTStopsStatusWait(t *testing.T) {
 // request cannot make the preview eat the machine.
 func TestEvaluationIsBounded(t *testing.T) {
 	repo := t.TempDir()
-	if err := os.WriteFile(filepath.Join(repo, "fleet.cue"), []byte(`package fleet
-
-import "list"
-
-clusters: c1: {}
-bundles: web: {resources: [], values: n: len([for i in list.Range(0, 2000000000, 1) {i}])}
-`), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeTestFile(t, filepath.Join(repo, "fleet.cue"), runawayFleet)
 	for _, tc := range []struct {
 		flags []string
 		want  string
@@ -383,14 +382,8 @@ bundles: web: {resources: [], values: n: len([for i in list.Range(0, 2000000000,
 
 	// preview stopped by a bound exits 2, "trouble": the documented CI
 	// recipe fails the job instead of reading it as "something changes".
-	gitRepo := gittest.New(t)
-	base := gitRepo.Commit(map[string]string{"fleet.cue": "package fleet\n\nclusters: c1: {}\nbundles: web: resources: []\n"})
-	runaway, err := os.ReadFile(filepath.Join(repo, "fleet.cue"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	writeTestFile(t, filepath.Join(gitRepo.Work, "fleet.cue"), string(runaway))
-	r := start(t, "flotilla", "preview", gitRepo.Work, "--base", base, "--eval-timeout", "2s", "--eval-memory", "20Gi")
+	work, base := runawayChange(t)
+	r := start(t, "flotilla", "preview", work, "--base", base, "--eval-timeout", "2s", "--eval-memory", "20Gi")
 	select {
 	case err := <-r.exited:
 		var exit *exec.ExitError
