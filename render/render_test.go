@@ -182,6 +182,8 @@ func TestRenderRefusesWhatTheAPIRefuses(t *testing.T) {
 		{"uppercase name", `{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"Web_Config"}}`, `ConfigMap "Web_Config": invalid name: a lowercase RFC 1123 subdomain`},
 		{"dotted Service", `{"apiVersion":"v1","kind":"Service","metadata":{"name":"web.internal"}}`, `Service "web.internal": invalid name: must not contain dots`},
 		{"bad namespace", `{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c","namespace":"Team_A"}}`, `ConfigMap "c": invalid namespace "Team_A"`},
+		{"CRD named otherwise", `{"apiVersion":"apiextensions.k8s.io/v1","kind":"CustomResourceDefinition","metadata":{"name":"widget.example.com"},"spec":{"group":"example.com","names":{"plural":"widgets","kind":"Widget"}}}`,
+			`CustomResourceDefinition "widget.example.com": the name must be <spec.names.plural>.<spec.group>, "widgets.example.com"`},
 		{"namespace on a cluster-scoped kind", `{"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRole","metadata":{"name":"r","namespace":"team-a"}}`, `ClusterRole r is cluster-scoped but names namespace "team-a"`},
 	}
 	for _, tc := range cases {
@@ -210,7 +212,8 @@ func TestRenderRefusesWhatTheAPIRefuses(t *testing.T) {
 	// What the API accepts passes: RBAC names with colons, dotted names.
 	req := &render.Request{Bundle: "app", Namespace: "default", Source: spec.Source{Kind: spec.KindResources,
 		Resources: []byte(`[{"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRole","metadata":{"name":"system:team:reader"}},
-			{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"web.config"}}]`)}}
+			{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"web.config"}},
+			{"apiVersion":"apiextensions.k8s.io/v1","kind":"CustomResourceDefinition","metadata":{"name":"widgets.example.com"},"spec":{"group":"example.com","names":{"plural":"widgets","kind":"Widget"}}}]`)}}
 	if _, err := engine().Render(context.Background(), req); err != nil {
 		t.Errorf("valid objects refused: %v", err)
 	}

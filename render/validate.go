@@ -39,6 +39,20 @@ func checkIdentity(obj *unstructured.Unstructured) error {
 			return fmt.Errorf("%s: invalid namespace %q: %s", what, ns, strings.Join(errs, "; "))
 		}
 	}
+	return checkCRDName(obj)
+}
+
+// checkCRDName refuses a CustomResourceDefinition whose name is not
+// <spec.names.plural>.<spec.group>, as the API server refuses it.
+func checkCRDName(obj *unstructured.Unstructured) error {
+	if obj.GroupVersionKind().GroupKind() != (schema.GroupKind{Group: "apiextensions.k8s.io", Kind: "CustomResourceDefinition"}) {
+		return nil
+	}
+	plural, _, _ := unstructured.NestedString(obj.Object, "spec", "names", "plural")
+	group, _, _ := unstructured.NestedString(obj.Object, "spec", "group")
+	if want := plural + "." + group; plural != "" && group != "" && obj.GetName() != want {
+		return fmt.Errorf("CustomResourceDefinition %q: the name must be <spec.names.plural>.<spec.group>, %q", obj.GetName(), want)
+	}
 	return nil
 }
 
