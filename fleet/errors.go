@@ -300,14 +300,9 @@ func onlyListStruct(msg string) bool {
 // sameBundle reports whether two paths are of the same bundle (paths not
 // under bundles are all one).
 func sameBundle(a, b string) bool {
-	bundle := func(p string) string {
-		parts := strings.SplitN(p, ".", 3)
-		if len(parts) >= 2 && parts[0] == fieldBundles {
-			return parts[1]
-		}
-		return ""
-	}
-	return bundle(a) == bundle(b)
+	na, _, _ := bundlePath(a)
+	nb, _, _ := bundlePath(b)
+	return na == nb
 }
 
 // message is a CUE error's text without its path prefix or positions,

@@ -11,7 +11,6 @@ import (
 	"strings"
 
 	"github.com/flotilla-gitops/flotilla/fleet"
-	"github.com/flotilla-gitops/flotilla/render/helm"
 	"github.com/flotilla-gitops/flotilla/sync/snapshot"
 )
 
@@ -133,7 +132,7 @@ func newSourceChanges(changed []string, plans ...[]*fleet.Bundle) *sourceChanges
 func ownFolder(b *fleet.Bundle) string {
 	src := b.Source
 	switch {
-	case src.Helm != nil && src.Helm.Repo == "" && !helm.IsOCI(src.Helm.Chart):
+	case src.Helm != nil && src.Helm.InRepository():
 		return path.Clean(src.Helm.Chart)
 	case src.Manifests != nil:
 		return path.Clean(src.Manifests.Path)

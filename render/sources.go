@@ -35,7 +35,7 @@ func CheckSource(repoDir string, src spec.Source) error {
 	switch src.Kind {
 	case spec.KindHelm:
 		if h := src.Helm; h != nil {
-			if h.Repo == "" && !strings.HasPrefix(h.Chart, "oci://") {
+			if h.InRepository() {
 				c.dir("helm.chart", h.Chart, "Chart.yaml")
 			}
 			for _, f := range h.ValuesFiles {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"slices"
 	"strings"
 
@@ -37,7 +38,7 @@ func completeFromFleet(cmd *cobra.Command, flag string, what int) {
 		var names []string
 		switch what {
 		case completeClusters:
-			names = clusterNames(f, dir)
+			names = clusterNames(cmd.Context(), f, dir)
 		case completeBundles:
 			names = f.Bundles()
 		case completeWaves:
@@ -48,22 +49,18 @@ func completeFromFleet(cmd *cobra.Command, flag string, what int) {
 }
 
 // clusterNames are the inventory's clusters and those that reported on the
-// local repository's status branches.
-func clusterNames(f *fleet.Fleet, dir string) []string {
-	var names []string
-	for _, c := range f.Inventory() {
+// local repository's status branches (report.KnownClusters, as preview
+// knows them).
+func clusterNames(ctx context.Context, f *fleet.Fleet, dir string) []string {
+	repo, _, _ := source.OpenLocal(dir) // none outside a Git repository
+	k, err := report.KnownClusters(ctx, repo, report.Branches{Prefix: report.DefaultPrefix}, f.Inventory())
+	if err != nil {
+		return nil
+	}
+	names := make([]string, 0, len(k.Clusters))
+	for _, c := range k.Clusters {
 		names = append(names, c.Name)
 	}
-	if repo, _, err := source.OpenLocal(dir); err == nil {
-		if snap, err := report.ReadRepository(repo, report.DefaultPrefix); err == nil {
-			for _, st := range snap.Statuses {
-				if !slices.Contains(names, st.Cluster.Name) {
-					names = append(names, st.Cluster.Name)
-				}
-			}
-		}
-	}
-	slices.Sort(names)
 	return names
 }
 

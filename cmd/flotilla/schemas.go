@@ -75,7 +75,7 @@ func (c *chartSchemas) load(h *spec.Helm) (*fleet.ChartSchema, error) {
 		return nil, nil // a chart that is not there: vet reports it as a problem of the bundle
 	}
 	chart := h.Chart
-	if h.Repo != "" || helm.IsOCI(h.Chart) {
+	if !h.InRepository() {
 		chart = fmt.Sprintf("%s %s", chart, h.Version)
 	}
 	name, schema, err := c.helm.ValuesSchema(c.ctx, c.repoDir, &spec.Helm{Chart: h.Chart, Repo: h.Repo, Version: h.Version})

@@ -13,8 +13,8 @@ import (
 
 	"github.com/flotilla-gitops/flotilla/fleet"
 	"github.com/flotilla-gitops/flotilla/internal/english"
+	"github.com/flotilla-gitops/flotilla/internal/errtext"
 	"github.com/flotilla-gitops/flotilla/render"
-	"github.com/flotilla-gitops/flotilla/render/helm"
 	"github.com/flotilla-gitops/flotilla/render/kustomize"
 	"github.com/flotilla-gitops/flotilla/render/sops"
 	"github.com/flotilla-gitops/flotilla/schemas/spec"
@@ -164,7 +164,7 @@ func (o *vetOptions) check(cmd *cobra.Command, dir string, f *fleet.Fleet, res *
 	// they are noted), kustomizations with remote bases, and the bundles
 	// whose sources are not there (reported).
 	skip := func(b *fleet.Bundle) bool {
-		remoteChart := b.Source.Helm != nil && (b.Source.Helm.Repo != "" || helm.IsOCI(b.Source.Helm.Chart))
+		remoteChart := b.Source.Helm != nil && !b.Source.Helm.InRepository()
 		return remoteChart && !sources.AllowChartDownloads || checker.fetches(b.Source) || reported[b.Name]
 	}
 	if policy := f.Secrets(); policy != nil {
@@ -184,9 +184,11 @@ func (o *vetOptions) check(cmd *cobra.Command, dir string, f *fleet.Fleet, res *
 		// What fails to render fails on a cluster: render each distinct
 		// source at least once (the clusters that together get them all).
 		ds, err = renderProblems(ctx, stderr, f, dir, sampleOf(plans, skip), o.limits, nil)
-		if n := len(f.Policies()); n > 0 {
-			fmt.Fprintf(stderr, "note: the fleet's %s not checked: vet --policies renders every cluster to check them\n",
-				map[bool]string{true: "policy is", false: english.Count(n, "policy") + " are"}[n == 1])
+		switch n := len(f.Policies()); {
+		case n == 1:
+			fmt.Fprintln(stderr, "note: the fleet's policy is not checked: vet --policies renders every cluster to check them")
+		case n > 1:
+			fmt.Fprintf(stderr, "note: the fleet's %d policies are not checked: vet --policies renders every cluster to check them\n", n)
 		}
 	}
 	if err != nil {
@@ -207,7 +209,7 @@ func readKey(s spec.Source) string {
 	case s.Helm != nil:
 		return strings.Join(append([]string{"helm", s.Helm.Repo, s.Helm.Chart, s.Helm.Version}, s.Helm.ValuesFiles...), "\x00")
 	case s.Kustomize != nil:
-		return strings.Join(append([]string{"kustomize", s.Kustomize.Path}, s.Kustomize.Components...), "\x00")
+		return "kustomize\x00" + treeKey(s.Kustomize)
 	case s.Manifests != nil:
 		return "manifests\x00" + s.Manifests.Path
 	}
@@ -346,7 +348,7 @@ func renderProblems(ctx context.Context, stderr io.Writer, f *fleet.Fleet, dir s
 		for _, b := range rendered[i] {
 			switch {
 			case b.Err != nil:
-				failed[b.Name] = "does not render: " + renderMessage(b.Err, plans[i].Cluster.Name, b.Name)
+				failed[b.Name] = "does not render: " + renderMessage(b.Err)
 			case b.Result != nil:
 				if err := render.CheckTypes(b.Result.Objects); err != nil {
 					failed[b.Name] = "renders " + err.Error()
@@ -359,12 +361,12 @@ func renderProblems(ctx context.Context, stderr io.Writer, f *fleet.Fleet, dir s
 
 // renderMessage is a render error without the cluster and bundle it names
 // (the problem says them), so that clusters failing alike merge.
-func renderMessage(err error, cluster, bundle string) string {
+func renderMessage(err error) string {
 	var re *render.Error
 	if errors.As(err, &re) {
 		err = re.Err
 	}
-	return strings.TrimPrefix(err.Error(), fmt.Sprintf("cluster %s: bundle %s: ", cluster, bundle))
+	return errtext.Error(err) // bounded and clean, as render.Error says it
 }
 
 // sampleOf is the fewest plans, in order, that together hold every

@@ -43,7 +43,7 @@ func (r *Renderer) dependencies(ctx context.Context, req *render.Request, chrt *
 		names[i] = d.Name
 	}
 	src := req.Source.Helm
-	if src.Repo != "" || IsOCI(src.Chart) {
+	if !src.InRepository() {
 		return fmt.Errorf("chart %s: found in Chart.yaml, but missing in charts/ directory: %s", chrt.Name(), strings.Join(names, ", "))
 	}
 	if chrt.Lock == nil {

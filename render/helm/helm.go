@@ -196,7 +196,7 @@ func (r *Renderer) ValuesSchema(ctx context.Context, repoDir string, src *spec.H
 	if err != nil {
 		return "", nil, err
 	}
-	if src.Repo == "" && !IsOCI(src.Chart) {
+	if src.InRepository() {
 		if err := localVersion(src, chrt); err != nil {
 			return "", nil, err
 		}
@@ -249,7 +249,7 @@ func NeedsNetwork(req *render.Request, allowDownloads bool) bool {
 	if src == nil {
 		return false
 	}
-	if src.Repo != "" || IsOCI(src.Chart) {
+	if !src.InRepository() {
 		return true
 	}
 	if !allowDownloads {

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/Masterminds/semver/v3"
+	"github.com/flotilla-gitops/flotilla/schemas/spec"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"helm.sh/helm/v3/pkg/chart"
 	"helm.sh/helm/v3/pkg/chart/loader"
@@ -25,7 +26,7 @@ import (
 )
 
 // OCIScheme prefixes a chart kept in an OCI registry.
-const OCIScheme = "oci://"
+const OCIScheme = spec.OCIScheme
 
 // ErrOCIDigest is wrapped when a pulled OCI chart is not the one its
 // version pins.

@@ -112,9 +112,12 @@ func (w *walker) kustomization(dir string) {
 		}
 	}
 	for _, f := range fileRefs(k) {
-		p := w.inside(file, dir, f.field, f.path)
-		if p != "" && (!w.fs.Exists(p) || w.fs.IsDir(p)) {
-			w.fail(fmt.Errorf("%s: %s %q: %w", display(file), f.field, f.path, missing(w.repoDir, dir, p, "a file")))
+		switch p := w.inside(file, dir, f.field, f.path); {
+		case p == "":
+		case w.fs.IsDir(p):
+			w.fail(fmt.Errorf("%s: %s %q: %w as a file (it is a folder)", display(file), f.field, f.path, render.ErrSourceMissing))
+		case !w.fs.Exists(p):
+			w.fail(fmt.Errorf("%s: %s %q: %w", display(file), f.field, f.path, missing(w.repoDir, dir, p)))
 		}
 	}
 }
@@ -156,7 +159,7 @@ func (w *walker) ref(file, dir, field, ref string, plugin bool) {
 		}
 		w.kustomization(p)
 	case !w.fs.Exists(p):
-		w.fail(fmt.Errorf("%s: %s %q: %w", display(file), field, ref, missing(w.repoDir, dir, p, "")))
+		w.fail(fmt.Errorf("%s: %s %q: %w", display(file), field, ref, missing(w.repoDir, dir, p)))
 	case plugin && !w.allowRemote:
 		// A plugin configuration names files of its own.
 		data, err := w.fs.ReadFile(p)
@@ -172,13 +175,8 @@ func (w *walker) ref(file, dir, field, ref string, plugin bool) {
 // missing says that the repository has no p (a file system path, named
 // in the kustomization of dir), with a near name when there is one, as the
 // kustomization would write it.
-func missing(repoDir, dir, p, kind string) error {
+func missing(repoDir, dir, p string) error {
 	rel, _ := inRepo(p)
-	if kind != "" {
-		if st, err := os.Stat(filepath.Join(repoDir, rel)); err == nil && st.IsDir() {
-			return fmt.Errorf("%w as %s (it is a folder)", render.ErrSourceMissing, kind)
-		}
-	}
 	near := render.Similar(repoDir, rel)
 	if near == "" {
 		return render.ErrSourceMissing

@@ -12,6 +12,7 @@ package spec
 
 import (
 	"encoding/json"
+	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -57,6 +58,15 @@ type Helm struct {
 	// ValuesFiles are YAML files of the repository merged in order under
 	// the bundle's values.
 	ValuesFiles []string `json:"valuesFiles,omitempty"`
+}
+
+// OCIScheme prefixes a chart kept in an OCI registry.
+const OCIScheme = "oci://"
+
+// InRepository reports whether the chart is a folder of the fleet
+// repository, not a chart of an HTTP chart repository or an OCI registry.
+func (h *Helm) InRepository() bool {
+	return h.Repo == "" && !strings.HasPrefix(h.Chart, OCIScheme)
 }
 
 // Kustomize is #Kustomize: a kustomization of the fleet repository, with

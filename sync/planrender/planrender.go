@@ -220,7 +220,7 @@ func RefuseSharedObjects(cluster string, bundles []Bundle) {
 		}
 		if len(shared) > 0 {
 			bundles[i].Result = nil
-			bundles[i].Err = fmt.Errorf("cluster %s: bundle %s: %w: %s", cluster, b.Name, ErrSharedObject, strings.Join(shared, ", "))
+			bundles[i].Err = &render.Error{Bundle: b.Name, Cluster: cluster, Err: fmt.Errorf("%w: %s", ErrSharedObject, strings.Join(shared, ", "))}
 			continue
 		}
 		for _, obj := range b.Result.Objects {
@@ -300,9 +300,9 @@ func checkGrant(cluster string, b *fleet.Bundle, res *render.Result) error {
 		more = fmt.Sprintf(" and %d more", len(refused)-maxListed)
 		refused = refused[:maxListed]
 	}
-	return fmt.Errorf("cluster %s: bundle %s: %w: tenant %s (namespaces [%s], clusterKinds [%s]) may not have %s%s",
-		cluster, b.Name, ErrNotGranted, g.Tenant, strings.Join(g.Namespaces, ", "), strings.Join(g.ClusterKinds, ", "),
-		strings.Join(refused, ", "), more)
+	return &render.Error{Bundle: b.Name, Cluster: cluster, Err: fmt.Errorf("%w: tenant %s (namespaces [%s], clusterKinds [%s]) may not have %s%s",
+		ErrNotGranted, g.Tenant, strings.Join(g.Namespaces, ", "), strings.Join(g.ClusterKinds, ", "),
+		strings.Join(refused, ", "), more)}
 }
 
 // Distinct returns how many distinct renders were done (or tried).
