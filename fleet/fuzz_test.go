@@ -23,7 +23,7 @@ func FuzzLoadAndPlan(f *testing.F) {
 		`bundles: web: {helm: chart: "charts/web", values: replicas: *2 | int, overlays: [{regions: ["eu-*"], values: replicas: 3}]}`,
 		`bundles: a: {resources: [], dependsOn: ["b"]}, bundles: b: {resources: [], dependsOn: ["a"]}`,
 		`clusters: c1: {region: "eu-west-1"}, bundles: x: {kustomize: path: "k", target: when: cluster.region == "eu-west-1"}`,
-		`tenancy: {platform: [], tenants: t: {bundles: ["*"], namespaces: ["t"], serviceAccounts: ["d"], clusterKinds: []}}, bundles: x: {namespace: "t", serviceAccountName: "d", resources: []}`,
+		`tenancy: {platform: [], tenants: t: {bundles: ["*"], namespaces: ["t"], serviceAccounts: ["d"], clusterKinds: [], files: []}}, bundles: x: {namespace: "t", serviceAccountName: "d", resources: []}`,
 		`bundles: x: {resources: [], values: s: "\x1b[2J"}`,
 		"bundles: {",
 	} {

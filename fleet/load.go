@@ -143,7 +143,7 @@ func Load(repoDir string, opts LoadOptions) (*Fleet, error) {
 	}
 	if len(problems) == 0 {
 		problems = append(problems, f.readInventory()...)
-		problems = append(problems, f.readTenancy()...)
+		problems = append(problems, f.readTenancy(inst.Files)...)
 		problems = append(problems, f.readSecrets()...)
 		problems = append(problems, f.readPolicies(inst.Files)...)
 	}

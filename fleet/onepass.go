@@ -377,7 +377,7 @@ func (r *onePassRun) decide() bool {
 	for _, name := range r.f.bundles {
 		if errs := r.f.bundleErrs[name]; len(errs) > 0 {
 			b := &Bundle{Inputs: Inputs{Name: name}, invalid: true, Errors: cloneDiagnostics(errs)}
-			b.SelectedBecause = []string{"unknown: the bundle does not match the schema"}
+			b.SelectedBecause = []string{invalidEverywhere}
 			r.decided = append(r.decided, &passDecision{b: b, selected: true})
 			continue
 		}

@@ -171,6 +171,11 @@ func attribute(bundles []*Bundle, cluster string) {
 	}
 }
 
+// invalidEverywhere is why a bundle that fails in every plan (it does not
+// match the schema, or breaks the tenancy policy) may or may not select
+// the cluster.
+const invalidEverywhere = "unknown: the bundle fails for every cluster (its errors say why)"
+
 // selectBundle decides whether the bundle selects the cluster and which of
 // its overlays match. It returns nil and the reasons when the bundle does
 // not select the cluster; otherwise the bundle (with Errors when it could
@@ -179,7 +184,7 @@ func (f *Fleet) selectBundle(name string, v cue.Value, c Cluster) (*Bundle, map[
 	b := &Bundle{Inputs: Inputs{Name: name}}
 	if errs := f.bundleErrs[name]; len(errs) > 0 {
 		b.Errors, b.invalid = cloneDiagnostics(errs), true
-		b.SelectedBecause = []string{"unknown: the bundle does not match the schema"}
+		b.SelectedBecause = []string{invalidEverywhere}
 		return b, nil, nil
 	}
 	selected, because, err := targetMatches(v, c)

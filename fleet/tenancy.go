@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"cuelang.org/go/cue"
+	"cuelang.org/go/cue/ast"
 	"cuelang.org/go/cue/token"
 )
 
@@ -29,6 +30,9 @@ type Tenant struct {
 	Namespaces      []string `json:"namespaces"`
 	ServiceAccounts []string `json:"serviceAccounts"`
 	ClusterKinds    []string `json:"clusterKinds"`
+	// Files are glob patterns of the fleet's CUE files (in the fleet's
+	// folder) the tenant writes: they may add only to its bundles.
+	Files []string `json:"files"`
 }
 
 // Grant is what the tenancy policy lets one tenant's bundle render: the
@@ -69,7 +73,7 @@ type owner struct {
 // bundle's owner. A bundle that belongs to nobody, or to more than one
 // owner, fails in every plan (as a schema error does): the fleet's other
 // bundles are planned normally.
-func (f *Fleet) readTenancy() Diagnostics {
+func (f *Fleet) readTenancy(files []*ast.File) Diagnostics {
 	v := lookup(f.root, fieldTenancy)
 	if !v.Exists() {
 		return nil
@@ -109,6 +113,7 @@ func (f *Fleet) readTenancy() Diagnostics {
 		tn := t.Tenants[name]
 		checkGlobs(at+".bundles", tn.Bundles, userPos(lookup(tv, "bundles")))
 		checkGlobs(at+".namespaces", tn.Namespaces, userPos(lookup(tv, "namespaces")))
+		checkGlobs(at+".files", tn.Files, userPos(lookup(tv, "files")))
 		for _, k := range tn.ClusterKinds {
 			if k == "" || strings.HasPrefix(k, ".") || strings.ContainsAny(k, "/ ") {
 				ds = append(ds, diagnostic(at+".clusterKinds", fmt.Sprintf(
@@ -123,7 +128,7 @@ func (f *Fleet) readTenancy() Diagnostics {
 
 	f.tenancy = &t
 	f.assignOwners(pos)
-	return nil
+	return f.checkContributions(files, pos)
 }
 
 // assignOwners gives every bundle its one owner under the tenancy policy

@@ -18,12 +18,14 @@ const policy = `tenancy: {
 			namespaces: ["team-a", "team-a-*"]
 			serviceAccounts: ["deployer"]
 			clusterKinds: ["Namespace"]
+			files: ["team-a*.cue"]
 		}
 		"team-b": {
 			bundles: ["b-*"]
 			namespaces: ["team-b"]
 			serviceAccounts: ["deployer"]
 			clusterKinds: []
+			files: ["team-b*.cue"]
 		}
 	})
 }
@@ -60,20 +62,20 @@ func TestTenancyRefusals(t *testing.T) {
 	}{
 		{"another tenant's namespace",
 			`bundles: "a-web": {namespace: "team-b", serviceAccountName: "deployer", resources: []}`,
-			[]string{"fleet.cue:21:", "cluster prod-eu-1", "bundle a-web", `namespace "team-b" is not one of tenant team-a's namespaces [team-a, team-a-*]`}},
+			[]string{"fleet.cue:23:", "cluster prod-eu-1", "bundle a-web", `namespace "team-b" is not one of tenant team-a's namespaces [team-a, team-a-*]`}},
 		{"the namespace only for some clusters",
 			`bundles: "a-web": {namespace: *"team-a" | string, serviceAccountName: "deployer", resources: []
 	overlays: [{regions: ["eu-*"], namespace: "kube-system"}]}`,
 			[]string{"bundle a-web", `namespace "kube-system"`}},
 		{"no ServiceAccount",
 			`bundles: "a-web": {namespace: "team-a", resources: []}`,
-			[]string{"fleet.cue:21:", "must name its serviceAccountName, one of [deployer]", "never applies with the agent's identity"}},
+			[]string{"fleet.cue:23:", "must name its serviceAccountName, one of [deployer]", "never applies with the agent's identity"}},
 		{"the agent's ServiceAccount",
 			`bundles: "a-web": {namespace: "team-a", serviceAccountName: "flotilla-agent", resources: []}`,
-			[]string{"fleet.cue:21:", `ServiceAccount "flotilla-agent" is not one of tenant team-a's accounts [deployer]`}},
+			[]string{"fleet.cue:23:", `ServiceAccount "flotilla-agent" is not one of tenant team-a's accounts [deployer]`}},
 		{"owned by nobody",
 			`bundles: "c-web": {namespace: "team-a", serviceAccountName: "deployer", resources: []}`,
-			[]string{"fleet.cue:21:", "fleet.cue:3:", "belongs to no one", "tenancy.platform"}},
+			[]string{"fleet.cue:23:", "fleet.cue:3:", "belongs to no one", "tenancy.platform"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -103,7 +105,7 @@ func TestTenancyRefusals(t *testing.T) {
 func TestTenancyOwnedTwice(t *testing.T) {
 	f := mustLoad(t, writeFleet(t, `tenancy: {
 	platform: ["web"]
-	tenants: x: {bundles: ["w*"], namespaces: ["x"], serviceAccounts: ["d"], clusterKinds: []}
+	tenants: x: {bundles: ["w*"], namespaces: ["x"], serviceAccounts: ["d"], clusterKinds: [], files: []}
 }
 bundles: web: {resources: []}`))
 	b := mustPlan(t, f, euProd).Bundle("web")
@@ -140,9 +142,9 @@ func TestTenancyCannotBeWidenedFromAnotherFile(t *testing.T) {
 func TestTenancyMustBeConcrete(t *testing.T) {
 	for name, tc := range map[string]struct{ src, want string }{
 		"depends on cluster": {`tenancy: tenants: x: {bundles: ["x"], namespaces: [cluster.name], serviceAccounts: ["d"]}`, "must be concrete"},
-		"bad pattern":        {`tenancy: platform: [], tenancy: tenants: x: {clusterKinds: [], bundles: ["x["], namespaces: ["x"], serviceAccounts: ["d"]}`, `tenancy.tenants.x.bundles: invalid pattern "x["`},
-		"bad kind":           {`tenancy: platform: [], tenancy: tenants: x: {bundles: ["x"], namespaces: ["x"], serviceAccounts: ["d"], clusterKinds: ["rbac.authorization.k8s.io/ClusterRole"]}`, "is not a kind"},
-		"missing field":      {`tenancy: platform: [], tenancy: tenants: x: {bundles: ["x"], namespaces: ["x"], serviceAccounts: ["d"]}`, "tenancy.tenants.x.clusterKinds: required: write it (`[]` for none)"},
+		"bad pattern":        {`tenancy: platform: [], tenancy: tenants: x: {files: [], clusterKinds: [], bundles: ["x["], namespaces: ["x"], serviceAccounts: ["d"]}`, `tenancy.tenants.x.bundles: invalid pattern "x["`},
+		"bad kind":           {`tenancy: platform: [], tenancy: tenants: x: {files: [], bundles: ["x"], namespaces: ["x"], serviceAccounts: ["d"], clusterKinds: ["rbac.authorization.k8s.io/ClusterRole"]}`, "is not a kind"},
+		"missing field":      {`tenancy: platform: [], tenancy: tenants: x: {bundles: ["x"], namespaces: ["x"], serviceAccounts: ["d"], files: []}`, "tenancy.tenants.x.clusterKinds: required: write it (`[]` for none)"},
 		"bad account":        {`tenancy: tenants: x: {bundles: ["x"], namespaces: ["x"], serviceAccounts: ["Admin"]}`, "serviceAccounts"},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -159,5 +161,127 @@ func TestNoTenancyNoGrants(t *testing.T) {
 	p := mustPlan(t, mustLoad(t, writeFleet(t, `bundles: web: {namespace: "kube-system", serviceAccountName: "x", resources: []}`)), euProd)
 	if b := p.Bundle("web"); b == nil || b.Failed() || b.Tenant != nil {
 		t.Fatalf("%+v", b)
+	}
+}
+
+// TestTenantFileAddsOnlyToItsOwnBundles: a tenant's file that adds to a
+// bundle of the platform or of another tenant — an overlay with a
+// ClusterRoleBinding to cluster-admin, applied with the agent's identity —
+// fails that bundle in every plan, positioned in the tenant's file; the
+// tenant's own bundles, and the rest of the fleet, are planned.
+func TestTenantFileAddsOnlyToItsOwnBundles(t *testing.T) {
+	const escalation = `{
+	apiVersion: "rbac.authorization.k8s.io/v1"
+	kind:       "ClusterRoleBinding"
+	metadata: name: "team-a-help"
+	roleRef: {apiGroup: "rbac.authorization.k8s.io", kind: "ClusterRole", name: "cluster-admin"}
+	subjects: [{kind: "ServiceAccount", name: "deployer", namespace: "team-a"}]
+}`
+	platform := policy + `
+bundles: "platform-dns": {namespace: "kube-system", resources: []}
+bundles: "b-web": {namespace: "team-b", serviceAccountName: "deployer", resources: []}
+`
+	for name, tc := range map[string]struct{ file, src, victim, whose string }{
+		"a platform bundle's keyed overlay": {"team-a.cue", `bundles: "a-web": {namespace: "team-a", serviceAccountName: "deployer", resources: []}
+bundles: "platform-dns": overlays: "team-a-help": {resources: [` + escalation + `]}`, "platform-dns", "the platform"},
+		"another tenant's bundle": {"team-a-extra.cue", `bundles: {
+	"a-web": {namespace: "team-a", serviceAccountName: "deployer", resources: []}
+	"b-web": values: x: 1
+}`, "b-web", "tenant team-b"},
+		"quoted differently": {"team-a.cue", `bundles: "a-web": {namespace: "team-a", serviceAccountName: "deployer", resources: []}
+bundles: "platform-\u0064ns": resources: [` + escalation + `]`, "platform-dns", "the platform"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := mustLoad(t, writeFleet(t, platform, tc.file, "package fleet\n\n"+tc.src+"\n"))
+			p := mustPlan(t, f, euProd)
+			victim := p.Bundle(tc.victim)
+			if victim == nil || !victim.Failed() {
+				t.Fatalf("%s took a tenant's contribution: %+v", tc.victim, victim)
+			}
+			msg := victim.Errors.Error()
+			for _, want := range []string{tc.file + ":", "tenant team-a's file " + tc.file, "belongs to " + tc.whose, "tenancy.tenants.team-a.files"} {
+				if !strings.Contains(msg, want) {
+					t.Errorf("error %q does not say %q", msg, want)
+				}
+			}
+			if web := p.Bundle("a-web"); web == nil || web.Failed() {
+				t.Errorf("the tenant's own bundle failed: %+v", web)
+			}
+			if tc.victim != "platform-dns" {
+				if dns := p.Bundle("platform-dns"); dns == nil || dns.Failed() {
+					t.Errorf("an untouched bundle failed: %+v", dns)
+				}
+			}
+		})
+	}
+}
+
+// TestTenantFileCannotReachFurther: a tenant's file whose top level could
+// add to any bundle or to the policy — a pattern, a computed label, a
+// top-level condition, a helper other files refer to, an embedding — fails
+// the fleet, positioned, so an agent applies nothing from that commit.
+func TestTenantFileCannotReachFurther(t *testing.T) {
+	platform := policy + `
+bundles: "platform-dns": {namespace: "kube-system", resources: [], overlays: _extra}
+_extra: [string]: {}
+`
+	for name, src := range map[string]string{
+		"pattern":            `bundles: [string]: overlays: x: {resources: []}`,
+		"pattern in struct":  `bundles: {[N=string]: overlays: x: {resources: []}}`,
+		"computed label":     `let n = "platform-dns"` + "\n" + `bundles: (n): overlays: x: {resources: []}`,
+		"interpolated label": `let n = "dns"` + "\n" + `bundles: "platform-\(n)": overlays: x: {resources: []}`,
+		"top-level if":       `if cluster.region == "eu-west-1" {bundles: "platform-dns": overlays: x: {resources: []}}`,
+		"comprehension":      `bundles: {for k, _ in bundles {(k): overlays: x: {resources: []}}}`,
+		"hidden helper":      `_extra: x: {resources: []}`,
+		"definition":         `#Bundle: overlays: x: {resources: []}`,
+		"embedding":          `{bundles: "platform-dns": overlays: x: {resources: []}}`,
+		"bundles reference":  `bundles: _b` + "\n" + `let _b = {}`,
+		"policy":             `tenancy: platform: ["platform-*"]`,
+		"rollout":            `rollout: waves: []`,
+		"quoted top level":   `"bundles": [string]: values: x: 1`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := fleet.Load(writeFleet(t, platform, "team-a.cue", "package fleet\n\n"+src+"\n"), fleet.LoadOptions{})
+			if err == nil {
+				t.Fatal("a tenant's file reached beyond its bundles and the fleet loaded")
+			}
+			if !errors.Is(err, fleet.ErrInvalid) {
+				t.Fatalf("not a fleet problem: %v", err)
+			}
+			if msg := err.Error(); !strings.Contains(msg, "team-a.cue:") || !strings.Contains(msg, "tenant team-a's file (tenancy.tenants.team-a.files) may add only to its own bundles") {
+				t.Errorf("the refusal does not name the tenant's file and the rule: %v", err)
+			}
+		})
+	}
+}
+
+// TestTenantFilesPolicy: a file two tenants claim fails the fleet; a
+// tenant's file of its own bundles, with imports and let clauses, loads.
+func TestTenantFilesPolicy(t *testing.T) {
+	twice := strings.Replace(policy, `files: ["team-b*.cue"]`, `files: ["team-*.cue"]`, 1)
+	_, err := fleet.Load(writeFleet(t, twice, "team-a.cue", "package fleet\n"), fleet.LoadOptions{})
+	if err == nil || !strings.Contains(err.Error(), "file team-a.cue belongs to tenants team-a and team-b") {
+		t.Fatalf("a file claimed twice: %v", err)
+	}
+	f := mustLoad(t, writeFleet(t, policy, "team-a.cue", `package fleet
+
+import "strings"
+
+let ns = strings.ToLower("TEAM-A")
+
+// The team's bundle.
+bundles: "a-web": {
+	namespace:          ns
+	serviceAccountName: "deployer"
+	if cluster.region == "eu-west-1" {values: eu: true}
+	resources: []
+}
+bundles: {"a-jobs": {namespace: ns, serviceAccountName: "deployer", resources: []}}
+`))
+	p := mustPlan(t, f, euProd)
+	for _, b := range []string{"a-web", "a-jobs"} {
+		if got := p.Bundle(b); got == nil || got.Failed() {
+			t.Errorf("the tenant's own bundle %s: %+v", b, got)
+		}
 	}
 }

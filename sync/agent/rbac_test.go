@@ -72,6 +72,7 @@ tenancy: {
 		namespaces: ["team-a"]
 		serviceAccounts: ["deployer"]
 		clusterKinds: []
+		files: []
 	}})
 }
 `

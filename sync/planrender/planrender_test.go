@@ -242,6 +242,7 @@ tenancy: {
 		namespaces: ["team-a", "team-a-*"]
 		serviceAccounts: ["deployer"]
 		clusterKinds: ["Namespace"]
+		files: []
 	}
 }
 _team: {namespace: "team-a", serviceAccountName: "deployer"}
