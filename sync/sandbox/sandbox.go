@@ -18,7 +18,10 @@
 // start in a
 // network namespace of their own, with no interface up, when the kernel
 // lets this process make one (root, or unprivileged user namespaces); and
-// always with an empty PATH (no `git`) and a proxy that answers nothing.
+// always with an empty PATH (no `git`), a proxy that answers nothing, an
+// HTTP transport and resolver that dial nothing, and a seccomp filter that
+// refuses IPv4 and IPv6 sockets (offline.go): where no namespace can be
+// made, loopback is as unreachable as the internet.
 package sandbox
 
 import (
@@ -326,7 +329,7 @@ func (p *Pool) track(w *worker) bool {
 // start starts a worker; an offline one in a network namespace of its own
 // when the kernel allows it.
 func (p *Pool) start(online bool) (*worker, error) {
-	cfg, err := json.Marshal(workerConfig{Sources: p.opts.Sources, MaxManifestSize: p.opts.MaxManifestSize, Memory: p.opts.Memory})
+	cfg, err := json.Marshal(workerConfig{Sources: p.opts.Sources, MaxManifestSize: p.opts.MaxManifestSize, Memory: p.opts.Memory, Offline: !online})
 	if err != nil {
 		return nil, err
 	}

@@ -4,9 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -148,6 +152,40 @@ func TestOfflineWorkersReachNoNetwork(t *testing.T) {
 	}
 	if err == nil || !strings.Contains(err.Error(), "network is unreachable") {
 		t.Errorf("an offline worker reached %s: %v", l.Addr(), err)
+	}
+}
+
+// TestOfflineWorkersWithoutNamespaceReachNothing: where no network
+// namespace can be made (a pod's default seccomp profile, many CI
+// runners), an offline worker's HTTP client and resolver still reach
+// nothing — loopback included, which the environment's dead proxy does
+// not cover (Go never proxies localhost): a server on this machine logs
+// no request.
+func TestOfflineWorkersWithoutNamespaceReachNothing(t *testing.T) {
+	var requests atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		fmt.Fprintln(w, "apiVersion: v1\nkind: ConfigMap")
+	}))
+	defer srv.Close()
+	pool := newPool(t, sandbox.Options{})
+	sandbox.WithoutNetworkNamespace(pool)
+	for addr, want := range map[string]string{
+		srv.URL + "/base.yaml":                                 "no network while rendering offline",
+		"flotilla.invalid":                                     "no network while rendering offline",
+		strings.TrimPrefix(srv.URL, "http://"):                 "network is unreachable", // a dial of its own
+		"[::1]:" + srv.URL[strings.LastIndex(srv.URL, ":")+1:]: "network is unreachable",
+	} {
+		err := sandbox.Probe(pool, context.Background(), addr)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("an offline worker without a namespace reached %s: %v (want %q)", addr, err, want)
+		}
+	}
+	if _, isolated := pool.Isolated(); isolated {
+		t.Fatal("the workers had a namespace: the test proves nothing")
+	}
+	if n := requests.Load(); n != 0 {
+		t.Errorf("the loopback server got %d requests from an offline worker", n)
 	}
 }
 

@@ -3,7 +3,9 @@ package sandbox
 import (
 	"fmt"
 	"os"
+	"runtime"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -42,4 +44,52 @@ func protocolOutput() (*os.File, error) {
 		return nil, fmt.Errorf("redirecting stdout: %w", err)
 	}
 	return os.NewFile(uintptr(fd), "replies"), nil
+}
+
+// denyInternetSockets installs a seccomp filter on every thread of this
+// process under which socket(2) for AF_INET and AF_INET6, and
+// io_uring_setup(2) (its rings can open sockets without socket(2)), fail
+// with ENETUNREACH. Beneath goOffline, it stops the libraries that dial
+// with transports of their own too, where no network namespace could be
+// made; an unprivileged process may install it (no_new_privs), and a
+// pod's default seccomp profile allows that.
+func denyInternetSockets() error {
+	var arch uint32
+	switch runtime.GOARCH {
+	case "amd64":
+		arch = unix.AUDIT_ARCH_X86_64
+	case "arm64":
+		arch = unix.AUDIT_ARCH_AARCH64
+	default:
+		return fmt.Errorf("no socket filter for %s", runtime.GOARCH)
+	}
+	const (
+		ld  = unix.BPF_LD | unix.BPF_W | unix.BPF_ABS
+		jeq = unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K
+		ret = unix.BPF_RET | unix.BPF_K
+	)
+	// struct seccomp_data: nr at 0, arch at 4, args[0] (low half on a
+	// little-endian machine) at 16.
+	prog := []unix.SockFilter{
+		{Code: ld, K: 4},
+		{Code: jeq, K: arch, Jf: 6}, // another ABI: allow
+		{Code: ld, K: 0},
+		{Code: jeq, K: unix.SYS_IO_URING_SETUP, Jt: 5},
+		{Code: jeq, K: unix.SYS_SOCKET, Jf: 3},
+		{Code: ld, K: 16},
+		{Code: jeq, K: unix.AF_INET, Jt: 2},
+		{Code: jeq, K: unix.AF_INET6, Jt: 1},
+		{Code: ret, K: unix.SECCOMP_RET_ALLOW},
+		{Code: ret, K: unix.SECCOMP_RET_ERRNO | uint32(unix.ENETUNREACH)},
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		return fmt.Errorf("no_new_privs: %w", err)
+	}
+	fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
+	if _, _, errno := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, unix.SECCOMP_FILTER_FLAG_TSYNC, uintptr(unsafe.Pointer(&fprog))); errno != 0 {
+		return fmt.Errorf("seccomp: %w", errno)
+	}
+	return nil
 }

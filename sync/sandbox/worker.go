@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"runtime"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -32,6 +34,8 @@ type workerConfig struct {
 	planrender.Sources
 	MaxManifestSize int64 `json:"maxManifestSize"`
 	Memory          int64 `json:"memory"`
+	// Offline workers reach no network (goOffline).
+	Offline bool `json:"offline,omitempty"`
 }
 
 // job is one unit of work; exactly one field is set.
@@ -134,6 +138,13 @@ func serve() int {
 		fmt.Fprintf(os.Stderr, "sandbox worker: bad %s: %v\n", configEnv, err)
 		return 2
 	}
+	if cfg.Offline {
+		goOffline()
+		if err := denyInternetSockets(); err != nil {
+			// The transport above still holds for Go's shared clients.
+			fmt.Fprintf(os.Stderr, "sandbox worker: no socket filter (%v): offline through the HTTP transport alone\n", err)
+		}
+	}
 	if cfg.Memory > 0 {
 		// The garbage collector works harder as the bound nears, so that
 		// only a job that really needs more memory is killed.
@@ -229,13 +240,40 @@ func do(j *job, renderers map[spec.Kind]render.Renderer, rep *reply) {
 	case j.Env != "":
 		rep.Value = os.Getenv(j.Env)
 	case j.Probe != "":
-		conn, err := net.DialTimeout("tcp", j.Probe, 5*time.Second)
-		if err != nil {
+		if err := probe(j.Probe); err != nil {
 			fail(err)
-			return
 		}
-		conn.Close()
 	default:
 		fail(errors.New("sandbox worker: empty job"))
+	}
+}
+
+// probe reaches addr as the renderers' libraries would (tests): an http://
+// URL with the shared HTTP client, a host name with the resolver, host:port
+// with a plain TCP dial.
+func probe(addr string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	switch {
+	case strings.HasPrefix(addr, "http://"):
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, addr, nil)
+		if err != nil {
+			return err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		return resp.Body.Close()
+	case !strings.Contains(addr, ":"):
+		_, err := net.DefaultResolver.LookupHost(ctx, addr)
+		return err
+	default:
+		var d net.Dialer
+		conn, err := d.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return err
+		}
+		return conn.Close()
 	}
 }
