@@ -387,14 +387,24 @@ var (
 
 // hideValues keeps out of a message what could be a Secret's data: a
 // struct or list, which CUE prints whole (a conflict over a bundle's
-// `resources` would print every object in it, Secrets included), and any
-// value under a data, stringData or binaryData field of an object. The
-// message keeps the path and positions, which say where to look.
+// `resources` would print every object in it, Secrets included); any value
+// under a data, stringData or binaryData field of an object; and any string
+// one hop or more before a Secret: in a bundle's resources (an annotation
+// derived from a password), in a helper (`_db.password`, `#Creds.token`),
+// which is where a Secret's data is computed from, or under a field whose
+// name says secret (`values.dbPassword`, `apiToken`). The message keeps
+// the path and positions, which say where to look (in a file the reader
+// has), and numbers and booleans (`conflicting values 5 and 3`), and the
+// strings of other values (`conflicting values "baseline" and
+// "restricted"`), which is what a reader needs to see.
 func hideValues(args []any, path []string) []any {
-	secret := false
+	secret, userData := false, false
 	for _, p := range path {
-		if p == "data" || p == "stringData" || p == "binaryData" {
+		switch {
+		case p == "data" || p == "stringData" || p == "binaryData":
 			secret = true
+		case p == "resources" || strings.HasPrefix(p, "_") || strings.HasPrefix(p, "#") || secretName.MatchString(p):
+			userData = true
 		}
 	}
 	out := make([]any, len(args))
@@ -414,9 +424,20 @@ func hideValues(args []any, path []string) []any {
 			out[i] = "[…]"
 		case secret:
 			out[i] = "(value hidden)"
+		case userData && isStringLiteral(text):
+			out[i] = "(a string, not shown)"
 		}
 	}
 	return out
+}
+
+// secretName matches field names that say they hold a secret.
+var secretName = regexp.MustCompile(`(?i)pass(word|wd|phrase)?|pwd|secret|token|credential|private|api_?key|access_?key|auth|cert|dsn|connection_?string|key$`)
+
+// isStringLiteral reports whether CUE printed a string or bytes value
+// (quoted), or an expression with one in it.
+func isStringLiteral(text string) bool {
+	return strings.ContainsAny(text, "\"'")
 }
 
 // dropSchemaPositions keeps only the fleet's own positions when there are

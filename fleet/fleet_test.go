@@ -626,6 +626,21 @@ bundles: app: resources: {
 	creds: {apiVersion: "v1", kind: "Secret", metadata: name: "creds", stringData: token: "sup3r-s3cret"}
 	creds: stringData: token: "an0ther-s3cret"
 }`,
+		// One hop before the Secret: the helper its data comes from.
+		"helper of a Secret": `clusters: c1: {}
+_db: password: "sup3r-s3cret" & =~"^[a-z]+$"
+bundles: app: resources: [{apiVersion: "v1", kind: "Secret", metadata: name: "db", stringData: password: _db.password}]`,
+		"values feeding a Secret": `clusters: c1: {}
+bundles: app: {
+	values: dbPassword: "sup3r-s3cret" & =~"^[a-z]+$"
+	resources: [{apiVersion: "v1", kind: "Secret", metadata: name: "db", stringData: password: values.dbPassword}]
+}`,
+		"annotation derived from a Secret": `clusters: c1: {}
+let pw = "sup3r-s3cret"
+bundles: app: resources: [
+	{apiVersion: "v1", kind: "Secret", metadata: name: "db", stringData: password: pw},
+	{apiVersion: "v1", kind: "ConfigMap", metadata: {name: "db", annotations: checksum: "\(pw)" & =~"^[0-9a-f]+$"}},
+]`,
 	} {
 		t.Run(name, func(t *testing.T) {
 			var problems fleet.Diagnostics
@@ -646,7 +661,7 @@ bundles: app: resources: {
 			if strings.Contains(text, "s3cret") {
 				t.Errorf("a Secret's value in an error:\n%s", text)
 			}
-			if !strings.Contains(text, "fleet.cue:") || !strings.Contains(text, "resources") {
+			if !strings.Contains(text, "fleet.cue:") || !strings.Contains(text, "resources") && !strings.Contains(text, "password") && !strings.Contains(text, "dbPassword") {
 				t.Errorf("the error lost its path or position:\n%s", text)
 			}
 		})

@@ -30,6 +30,9 @@ type Result struct {
 	// Warnings are things a user should know that did not stop rendering
 	// (a kind whose scope could only be assumed, for example).
 	Warnings []string
+	// Sensitive are the values the render decrypted (Output.Sensitive):
+	// whatever reports on the objects (an apply's errors) scrubs them.
+	Sensitive []string `json:"-"`
 }
 
 // Engine renders bundles with one Renderer per source kind and finishes
@@ -129,10 +132,16 @@ func (e *Engine) render(ctx context.Context, req *Request) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	res, err := e.finishAll(req, out)
+	return res, ScrubError(err, out.Sensitive)
+}
+
+// finishAll checks and finishes a renderer's output (finish) into a Result.
+func (e *Engine) finishAll(req *Request, out *Output) (*Result, error) {
 	if n := len(out.Objects) + len(out.Hooks); e.limits.MaxObjects > 0 && n > e.limits.MaxObjects {
 		return nil, fmt.Errorf("renders %d objects, more than the %d a bundle may have (--max-objects)", n, e.limits.MaxObjects)
 	}
-	res := &Result{Bundle: req.Bundle}
+	res := &Result{Bundle: req.Bundle, Sensitive: out.Sensitive}
 	scope := withCRDs(e.scope, out.Objects)
 	for i, set := range []*[]Object{&out.Objects, &out.Hooks} {
 		warnings, err := finish(*set, req, scope, i == 1)
@@ -143,6 +152,7 @@ func (e *Engine) render(ctx context.Context, req *Request) (*Result, error) {
 	}
 	res.Objects = objectsOf(out.Objects)
 	res.Hooks = objectsOf(out.Hooks)
+	var err error
 	if res.Digest, err = Digest(res.Objects); err != nil {
 		return nil, err
 	}

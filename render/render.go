@@ -73,6 +73,9 @@ type Output struct {
 	// Hooks are Helm hooks: rendered, and applied only when the bundle opts
 	// in.
 	Hooks []Object
+	// Sensitive are the values the render decrypted (Scrubbing): no
+	// message about the objects may show them.
+	Sensitive []string
 }
 
 // Secrets decides what renderers read of a file of the repository that
@@ -81,15 +84,22 @@ type Output struct {
 // encrypted; decrypted in memory, masked, or an error when it is — and
 // never puts a file's content in its error. Implemented by render/sops.
 type Secrets interface {
-	Read(name string, data []byte) ([]byte, error)
+	// Read returns the bytes to use and, when it decrypted the file, the
+	// scalars it decrypted.
+	Read(name string, data []byte) (out []byte, decrypted []string, err error)
 }
 
-// ReadSecrets is s.Read, or data as it is when s is nil.
-func ReadSecrets(s Secrets, name string, data []byte) ([]byte, error) {
+// ReadSecrets is s.Read, or data as it is when s is nil; what it
+// decrypts is recorded in ctx's Decrypted (WithDecrypted), if any.
+func ReadSecrets(ctx context.Context, s Secrets, name string, data []byte) ([]byte, error) {
 	if s == nil {
 		return data, nil
 	}
-	return s.Read(name, data)
+	out, decrypted, err := s.Read(name, data)
+	if d, ok := ctx.Value(decryptedKey{}).(*Decrypted); ok {
+		d.add(decrypted)
+	}
+	return out, err
 }
 
 // Renderer renders one kind of source.

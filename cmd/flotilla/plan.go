@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -217,7 +218,7 @@ func writeBundleText(w io.Writer, b *fleet.Bundle, repoDir string) error {
 func writeValuesFiles(w io.Writer, repoDir string, b *fleet.Bundle) {
 	fmt.Fprintf(w, "  values files (merged in order, under values): %s\n", strings.Join(b.Source.Helm.ValuesFiles, ", "))
 	// Encrypted values files are masked: plan shows no secret.
-	files, err := helm.ReadValuesFiles(repoDir, b.Source.Helm.ValuesFiles, sops.Files{Mode: sops.ModeMask})
+	files, err := helm.ReadValuesFiles(context.Background(), repoDir, b.Source.Helm.ValuesFiles, sops.Files{Mode: sops.ModeMask})
 	if err != nil {
 		fmt.Fprintf(w, "    cannot read them: %v (rendering fails)\n", err)
 		return

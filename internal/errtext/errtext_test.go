@@ -47,3 +47,23 @@ func FuzzClean(f *testing.F) {
 		}
 	})
 }
+
+// TestRedact: a secret goes from a message as it is, quoted, in base64 and
+// line by line; values too short to be secrets, and the rest of the
+// message, stay.
+func TestRedact(t *testing.T) {
+	const pem = "-----BEGIN KEY-----\nMIIBVwIBADANBgkqhkiG9w0BAQ\n-----END KEY-----"
+	msg := `at '/password': 'Hunter2"x' does not match; printf %q: "Hunter2\"x"; b64: SHVudGVyMiJ4; line: MIIBVwIBADANBgkqhkiG9w0BAQ; replicas: 3`
+	got := errtext.Redact(msg, []string{`Hunter2"x`, pem, "3"})
+	for _, leak := range []string{"Hunter2", "SHVudGVyMiJ4", "MIIBVwIBADANBgkqhkiG9w0BAQ"} {
+		if strings.Contains(got, leak) {
+			t.Errorf("%q left in %s", leak, got)
+		}
+	}
+	if !strings.Contains(got, "replicas: 3") || !strings.Contains(got, "at '/password': '"+errtext.Redacted+"' does not match") {
+		t.Errorf("too much went: %s", got)
+	}
+	if errtext.Redact(msg, nil) != msg {
+		t.Error("nothing to redact changed the message")
+	}
+}

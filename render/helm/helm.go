@@ -123,7 +123,7 @@ func (r *Renderer) Render(ctx context.Context, req *render.Request) (*render.Out
 	if err := checkSchemas(chrt); err != nil {
 		return nil, err
 	}
-	values, err := r.bundleValues(req)
+	values, err := r.bundleValues(ctx, req)
 	if err != nil {
 		return nil, err
 	}

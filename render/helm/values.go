@@ -1,6 +1,7 @@
 package helm
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -30,7 +31,7 @@ type ValuesFile struct {
 // repository root: a path that leaves the repository (`..`, an absolute
 // path, a symlink at any depth) is refused with render.ErrPathEscapes.
 // Each file is a YAML (or JSON) mapping; an empty file is an empty map.
-func ReadValuesFiles(repoDir string, files []string, secrets render.Secrets) ([]ValuesFile, error) {
+func ReadValuesFiles(ctx context.Context, repoDir string, files []string, secrets render.Secrets) ([]ValuesFile, error) {
 	if len(files) == 0 {
 		return nil, nil
 	}
@@ -52,7 +53,7 @@ func ReadValuesFiles(repoDir string, files []string, secrets render.Secrets) ([]
 			}
 			return nil, fmt.Errorf("values file %s: %w", name, err)
 		}
-		if data, err = render.ReadSecrets(secrets, rel, data); err != nil {
+		if data, err = render.ReadSecrets(ctx, secrets, rel, data); err != nil {
 			return nil, fmt.Errorf("values file %s: %w", name, err)
 		}
 		values := map[string]any{}
@@ -102,9 +103,9 @@ func mergeValues(dst, src map[string]any) map[string]any {
 
 // bundleValues are the values a chart is rendered with: the values files
 // in order, then the bundle's own values over them.
-func (r *Renderer) bundleValues(req *render.Request) (map[string]any, error) {
+func (r *Renderer) bundleValues(ctx context.Context, req *render.Request) (map[string]any, error) {
 	values := map[string]any{}
-	files, err := ReadValuesFiles(req.RepoDir, req.Source.Helm.ValuesFiles, r.secrets)
+	files, err := ReadValuesFiles(ctx, req.RepoDir, req.Source.Helm.ValuesFiles, r.secrets)
 	if err != nil {
 		return nil, err
 	}

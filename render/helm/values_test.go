@@ -69,7 +69,7 @@ func TestValuesFiles(t *testing.T) {
 // TestValuesFilesOverrides: what plan says the bundle's values (and later
 // files) replace.
 func TestValuesFilesOverrides(t *testing.T) {
-	files, err := helm.ReadValuesFiles("testdata/repo", []string{"values/base.yaml", "values/prod.yaml"}, nil)
+	files, err := helm.ReadValuesFiles(context.Background(), "testdata/repo", []string{"values/base.yaml", "values/prod.yaml"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

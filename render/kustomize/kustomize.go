@@ -64,7 +64,7 @@ func New(opts Options) *Renderer {
 }
 
 // Render builds req.Source.Kustomize.
-func (r *Renderer) Render(_ context.Context, req *render.Request) (out *render.Output, err error) {
+func (r *Renderer) Render(ctx context.Context, req *render.Request) (out *render.Output, err error) {
 	src := req.Source.Kustomize
 	if src == nil {
 		return nil, fmt.Errorf("no kustomize source")
@@ -88,7 +88,7 @@ func (r *Renderer) Render(_ context.Context, req *render.Request) (out *render.O
 		return nil, err
 	}
 	defer root.Close()
-	fsys := newRepoFS(root, r.opts.Secrets)
+	fsys := newRepoFS(ctx, root, r.opts.Secrets)
 	if !r.opts.AllowRemoteBases {
 		if err := checkLocal(fsys, req.RepoDir, path.Join(repoMount, filepath.ToSlash(src.Path))); err != nil {
 			return nil, err

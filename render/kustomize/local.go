@@ -2,6 +2,7 @@ package kustomize
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -59,7 +60,7 @@ func Check(repoDir string, src *spec.Kustomize, allowRemote bool) error {
 		return err
 	}
 	defer root.Close()
-	w := &walker{fs: newRepoFS(root, nil), repoDir: repoDir, allowRemote: allowRemote, seen: map[string]bool{}}
+	w := &walker{fs: newRepoFS(context.Background(), root, nil), repoDir: repoDir, allowRemote: allowRemote, seen: map[string]bool{}}
 	for _, p := range append([]string{src.Path}, src.Components...) {
 		if _, err := render.RepoPath(repoDir, p); err == nil {
 			w.kustomization(path.Join(repoMount, filepath.ToSlash(p)))

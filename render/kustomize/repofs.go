@@ -1,6 +1,7 @@
 package kustomize
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -24,6 +25,8 @@ type repoFS struct {
 	// secrets reads the repository's SOPS-encrypted files (nil: as they
 	// are).
 	secrets render.Secrets
+	// ctx is the render's, which records what secrets decrypts.
+	ctx context.Context //nolint:containedctx // a kustomize file system has no context of its own
 }
 
 var _ filesys.FileSystem = (*repoFS)(nil)
@@ -31,8 +34,8 @@ var _ filesys.FileSystem = (*repoFS)(nil)
 // errReadOnly is returned for writes to the repository.
 var errReadOnly = errors.New("the fleet repository is read-only")
 
-func newRepoFS(root *os.Root, secrets render.Secrets) *repoFS {
-	return &repoFS{root: root, mem: filesys.MakeFsInMemory(), secrets: secrets}
+func newRepoFS(ctx context.Context, root *os.Root, secrets render.Secrets) *repoFS {
+	return &repoFS{root: root, mem: filesys.MakeFsInMemory(), secrets: secrets, ctx: ctx}
 }
 
 // inRepo maps an absolute path to a path of the repository (".", "a/b").
@@ -106,7 +109,7 @@ func (r *repoFS) ReadFile(p string) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		return render.ReadSecrets(r.secrets, rel, data)
+		return render.ReadSecrets(r.ctx, r.secrets, rel, data)
 	}
 	return r.mem.ReadFile(p)
 }

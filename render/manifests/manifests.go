@@ -36,7 +36,7 @@ var extensions = []string{".yaml", ".yml", ".json"}
 
 // Render reads the files of req.Source.Manifests.Path, in name order; with
 // Recursive, of its sub-folders too.
-func (r Renderer) Render(_ context.Context, req *render.Request) (*render.Output, error) {
+func (r Renderer) Render(ctx context.Context, req *render.Request) (*render.Output, error) {
 	limit := r.MaxFileSize
 	if limit <= 0 {
 		limit = DefaultMaxFileSize
@@ -95,7 +95,7 @@ func (r Renderer) Render(_ context.Context, req *render.Request) (*render.Output
 		if err != nil {
 			return nil, err
 		}
-		if data, err = render.ReadSecrets(r.Secrets, f, data); err != nil {
+		if data, err = render.ReadSecrets(ctx, r.Secrets, f, data); err != nil {
 			return nil, err
 		}
 		objs, err := render.DecodeObjects(data, f)

@@ -169,9 +169,16 @@ func recipients(tree sops.Tree) []string {
 // checks its MAC. An error names the file, the recipients it is encrypted
 // to and the identities tried (public keys); never its content.
 func Decrypt(name string, data []byte, keys *Keys) ([]byte, error) {
+	out, _, err := decrypt(name, data, keys)
+	return out, err
+}
+
+// decrypt is Decrypt, which also returns the scalars it decrypted (the
+// values that were ENC[…] in the file), for messages to be scrubbed of.
+func decrypt(name string, data []byte, keys *Keys) ([]byte, []string, error) {
 	tree, err := load(name, data)
 	if err != nil {
-		return nil, fmt.Errorf("%s: not a SOPS file: %w", name, err)
+		return nil, nil, fmt.Errorf("%s: not a SOPS file: %w", name, err)
 	}
 	fail := func(why string) error {
 		tried := "no --age-key-file was given"
@@ -181,10 +188,10 @@ func Decrypt(name string, data []byte, keys *Keys) ([]byte, error) {
 		return fmt.Errorf("%w %s: %s; it is encrypted to %s, and %s", ErrDecrypt, name, why, strings.Join(recipients(tree), ", "), tried)
 	}
 	if len(tree.Metadata.KeyGroups) != 1 {
-		return nil, fail(fmt.Sprintf("it has %s (Shamir secret sharing is not supported)", english.Count(len(tree.Metadata.KeyGroups), "key group")))
+		return nil, nil, fail(fmt.Sprintf("it has %s (Shamir secret sharing is not supported)", english.Count(len(tree.Metadata.KeyGroups), "key group")))
 	}
 	if keys == nil || len(keys.ids) == 0 {
-		return nil, fail("no age identity to decrypt with")
+		return nil, nil, fail("no age identity to decrypt with")
 	}
 	var dataKey []byte
 	for _, k := range tree.Metadata.KeyGroups[0] {
@@ -202,19 +209,56 @@ func Decrypt(name string, data []byte, keys *Keys) ([]byte, error) {
 		}
 	}
 	if dataKey == nil {
-		return nil, fail("none of the identities given opens it")
+		return nil, nil, fail("none of the identities given opens it")
 	}
+	var encrypted []bool
+	leaves(tree.Branches, func(v any) {
+		s, ok := v.(string)
+		encrypted = append(encrypted, ok && strings.HasPrefix(s, "ENC["))
+	})
 	cipher := aes.NewCipher()
 	mac, err := tree.Decrypt(dataKey, cipher)
 	if err != nil {
-		return nil, fail("its values do not decrypt with its data key")
+		return nil, nil, fail("its values do not decrypt with its data key")
 	}
 	original, err := cipher.Decrypt(tree.Metadata.MessageAuthenticationCode, dataKey, tree.Metadata.LastModified.Format(time.RFC3339))
 	if err != nil || original != mac {
-		return nil, fail("its MAC does not match its content (it was changed after it was encrypted)")
+		return nil, nil, fail("its MAC does not match its content (it was changed after it was encrypted)")
 	}
+	var plain []string
+	i := 0
+	leaves(tree.Branches, func(v any) {
+		if i < len(encrypted) && encrypted[i] {
+			plain = append(plain, fmt.Sprint(v))
+		}
+		i++
+	})
 	st, _ := store(name)
-	return st.EmitPlainFile(tree.Branches)
+	out, err := st.EmitPlainFile(tree.Branches)
+	return out, plain, err
+}
+
+// leaves calls fn with every scalar of the branches, depth first.
+func leaves(branches sops.TreeBranches, fn func(any)) {
+	var walk func(v any)
+	walk = func(v any) {
+		switch v := v.(type) {
+		case sops.TreeBranch:
+			for _, item := range v {
+				walk(item.Value)
+			}
+		case []any:
+			for _, e := range v {
+				walk(e)
+			}
+		case sops.Comment:
+		default:
+			fn(v)
+		}
+	}
+	for _, b := range branches {
+		walk(b)
+	}
 }
 
 // Mask returns the file without its SOPS metadata and with every encrypted
@@ -302,19 +346,20 @@ func NewFiles(mode Mode, keyFiles []string) Files {
 }
 
 // Read implements render.Secrets.
-func (f Files) Read(name string, data []byte) ([]byte, error) {
+func (f Files) Read(name string, data []byte) ([]byte, []string, error) {
 	if !Encrypted(name, data) {
-		return data, nil
+		return data, nil, nil
 	}
 	switch f.Mode {
 	case ModeDecrypt:
 		if f.KeysErr != nil {
-			return nil, fmt.Errorf("%w %s: %w", ErrDecrypt, name, f.KeysErr)
+			return nil, nil, fmt.Errorf("%w %s: %w", ErrDecrypt, name, f.KeysErr)
 		}
-		return Decrypt(name, data, f.Keys)
+		return decrypt(name, data, f.Keys)
 	case ModeRefuse:
-		return nil, fmt.Errorf("%s is SOPS-encrypted: this command does not carry encrypted files (it would write them decrypted or masked)", name)
+		return nil, nil, fmt.Errorf("%s is SOPS-encrypted: this command does not carry encrypted files (it would write them decrypted or masked)", name)
 	default:
-		return Mask(name, data)
+		out, err := Mask(name, data)
+		return out, nil, err
 	}
 }

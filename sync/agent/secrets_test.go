@@ -146,3 +146,49 @@ func TestAgentDecryptsSecrets(t *testing.T) {
 		t.Errorf("the logs do not say which file failed:\n%s", logs.String())
 	}
 }
+
+// TestDecryptedValueRefusedByTheAPIServer: a decrypted value the API
+// server refuses (a Service's externalName, which it quotes in its error)
+// fails the bundle, and the refusal reaches the status branch and the log
+// redacted: the status says which field, never the value.
+func TestDecryptedValueRefusedByTheAPIServer(t *testing.T) {
+	key := sopstest.NewKey(t)
+	const secret = "Db.Internal!Hunter2-Pr0duction"
+	svc := "apiVersion: v1\nkind: Service\nmetadata:\n  name: db\nspec:\n  type: ExternalName\n  externalName: " + secret + "\n"
+	repo := gittest.New(t)
+	repo.Commit(map[string]string{
+		"fleet.cue":       secretsFleet,
+		"secrets/db.yaml": string(sopstest.Encrypt(t, "db.yaml", svc, "^externalName$", key.Recipient)),
+	})
+	statusRepo := gittest.New(t)
+	logs := &lockedBuffer{}
+	log := funcr.New(logs.write, funcr.Options{Verbosity: 2})
+	a := newLoggingAgent(t, cluster.Config, repo, "prod-1", nil, log, func(o *agent.Options) {
+		o.Status = &report.Options{URL: statusRepo.URL}
+		o.Sandbox = &sandbox.Options{PlanTimeout: 30 * time.Second}
+		o.Sources.AgeKeyFiles = []string{key.File}
+	})
+	p := a.RunOnce(context.Background())
+	a.Log(p)
+	if !p.Failed() || p.Result == nil {
+		t.Fatalf("the API server took the Service: %+v", p)
+	}
+	var dbErr string
+	for _, b := range p.Result.Bundles {
+		if b.Name == "db" {
+			dbErr = b.Message + " " + strings.Join(b.Errors, " ")
+		}
+	}
+	if !strings.Contains(dbErr, "externalName") || !strings.Contains(dbErr, "‹decrypted value›") {
+		t.Errorf("db's error does not say what the API server refused: %q", dbErr)
+	}
+	for where, text := range map[string]string{
+		"status branch": gittest.Git(t, statusRepo.Bare, "log", "-p", "--all"),
+		"logs":          logs.String(),
+		"result":        dbErr,
+	} {
+		if strings.Contains(text, secret) || strings.Contains(text, "Hunter2") {
+			t.Errorf("the %s show the decrypted value", where)
+		}
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/flotilla-gitops/flotilla/internal/english"
+	"github.com/flotilla-gitops/flotilla/internal/errtext"
 	"github.com/flotilla-gitops/flotilla/schemas/spec"
 	"github.com/fluxcd/cli-utils/pkg/object"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -36,6 +37,10 @@ type Bundle struct {
 	spec.ApplyOptions
 	// Err is set when the bundle could not be evaluated or rendered.
 	Err error
+	// Sensitive are values decrypted from SOPS files that Objects carry:
+	// the bundle's messages (an API server's error quoting a field) are
+	// redacted of them before they reach a log or the status branch.
+	Sensitive []string
 }
 
 // DefaultTimeout bounds a bundle's readiness wait when it gives none (the
@@ -97,6 +102,7 @@ func (m *Manager) Sync(ctx context.Context, bundles []Bundle) (*Result, error) {
 		res.Bundles = append(res.Bundles, m.deleteBundle(ctx, current[name], plan.inUse))
 	}
 
+	redact(res, bundles)
 	res.Duration = time.Since(start)
 	res.Requests = m.requests.Load() - before
 	return res, nil
@@ -247,4 +253,24 @@ func mergeInventory(b Bundle, old *Inventory, applied, kept []Entry) *Inventory 
 	}
 	inv.Entries = append(inv.Entries, kept...)
 	return inv
+}
+
+// redact removes from every bundle's messages the values decrypted for it
+// (Bundle.Sensitive).
+func redact(res *Result, bundles []Bundle) {
+	for _, b := range bundles {
+		if len(b.Sensitive) == 0 {
+			continue
+		}
+		for i := range res.Bundles {
+			r := &res.Bundles[i]
+			if r.Name != b.Name {
+				continue
+			}
+			r.Message = errtext.Redact(r.Message, b.Sensitive)
+			for j, e := range r.Errors {
+				r.Errors[j] = errtext.Redact(e, b.Sensitive)
+			}
+		}
+	}
 }

@@ -74,14 +74,16 @@ type Options struct {
 // process, configured by opts: what a sandbox's workers run.
 func InProcess(opts Options) map[spec.Kind]render.Renderer {
 	secrets := sops.NewFiles(opts.Secrets, opts.AgeKeyFiles)
+	// Every renderer's errors are scrubbed of what it decrypted, here in
+	// the process that rendered (a sandbox worker sends no plaintext).
 	return map[spec.Kind]render.Renderer{
-		spec.KindHelm: helm.New(helm.Options{
+		spec.KindHelm: render.Scrubbing(helm.New(helm.Options{
 			CacheDir: opts.ChartCacheDir, RegistryConfig: opts.RegistryConfig,
 			PlainHTTPRegistries: opts.PlainHTTPRegistries, AllowDownloads: opts.AllowChartDownloads,
 			Secrets: secrets,
-		}),
-		spec.KindKustomize: kustomize.New(kustomize.Options{AllowRemoteBases: opts.AllowRemoteBases, Secrets: secrets}),
-		spec.KindManifests: manifests.Renderer{MaxFileSize: opts.MaxManifestSize, Secrets: secrets},
+		})),
+		spec.KindKustomize: render.Scrubbing(kustomize.New(kustomize.Options{AllowRemoteBases: opts.AllowRemoteBases, Secrets: secrets})),
+		spec.KindManifests: render.Scrubbing(manifests.Renderer{MaxFileSize: opts.MaxManifestSize, Secrets: secrets}),
 		spec.KindResources: cue.Renderer{},
 	}
 }
@@ -252,7 +254,7 @@ func (r *Renderer) RenderBundle(ctx context.Context, c fleet.Cluster, b *fleet.B
 		return nil, entry.err
 	}
 	if err := checkGrant(c.Name, b, entry.res); err != nil {
-		return nil, err
+		return nil, render.ScrubError(err, entry.res.Sensitive)
 	}
 	return entry.res, nil
 }
@@ -356,7 +358,7 @@ func (r *Renderer) ApplyBundles(ctx context.Context, plan *fleet.Plan, revision 
 			Err:          rendered[i].Err,
 		}
 		if res := rendered[i].Result; res != nil {
-			out[i].Objects, out[i].Digest = res.Objects, res.Digest
+			out[i].Objects, out[i].Digest, out[i].Sensitive = res.Objects, res.Digest, res.Sensitive
 		}
 	}
 	return out, nil

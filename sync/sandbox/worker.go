@@ -100,6 +100,9 @@ type wireObject struct {
 type wireOutput struct {
 	Objects []wireObject `json:"objects"`
 	Hooks   []wireObject `json:"hooks"`
+	// Sensitive are the values the render decrypted, which the objects
+	// carry too: the agent scrubs them from what it says about the bundle.
+	Sensitive []string `json:"sensitive,omitempty"`
 }
 
 func toWire(objs []render.Object) []wireObject {
@@ -119,7 +122,7 @@ func fromWire(objs []wireObject) []render.Object {
 }
 
 func (w *wireOutput) output() *render.Output {
-	return &render.Output{Objects: fromWire(w.Objects), Hooks: fromWire(w.Hooks)}
+	return &render.Output{Objects: fromWire(w.Objects), Hooks: fromWire(w.Hooks), Sensitive: w.Sensitive}
 }
 
 // Main makes this process a sandbox worker when it was started as one,
@@ -210,7 +213,7 @@ func do(j *job, renderers map[spec.Kind]render.Renderer, rep *reply) {
 			fail(err)
 			return
 		}
-		rep.Output = &wireOutput{Objects: toWire(out.Objects), Hooks: toWire(out.Hooks)}
+		rep.Output = &wireOutput{Objects: toWire(out.Objects), Hooks: toWire(out.Hooks), Sensitive: out.Sensitive}
 	case j.Plan != nil:
 		f, err := fleet.Load(j.Plan.RepoDir, j.Plan.Load)
 		if err != nil {
