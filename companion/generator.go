@@ -18,6 +18,7 @@ import (
 
 	"github.com/flotilla-gitops/flotilla/fleet"
 	"github.com/flotilla-gitops/flotilla/sync/report"
+	"github.com/flotilla-gitops/flotilla/sync/sandbox"
 )
 
 // GeneratorPath is where Argo CD's ApplicationSet plugin generator posts.
@@ -43,6 +44,10 @@ type GeneratorOptions struct {
 	// one).
 	Status report.Branches
 	Log    logr.Logger
+	// Pool plans the fleet in a sandbox worker, within its PlanTimeout
+	// and memory bound (a fleet whose evaluation runs away fails that
+	// refresh alone); nil plans in this process.
+	Pool *sandbox.Pool
 }
 
 // Generator serves Argo CD's ApplicationSet plugin generator protocol:
@@ -54,9 +59,13 @@ type Generator struct {
 	opts GeneratorOptions
 
 	mu      sync.Mutex
-	loaded  time.Time
+	loaded  time.Time // when the last refresh ended
 	params  []map[string]any
-	loadErr error
+	loadErr error // what requests get while there are no parameters
+	lastErr error // the last refresh's
+	// refreshing is closed when the refresh under way ends; nil when none
+	// is.
+	refreshing chan struct{}
 }
 
 // NewGenerator returns a generator; it loads the fleet on the first
@@ -182,48 +191,111 @@ func httpError(w http.ResponseWriter, code int, msg string) {
 	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
 }
 
-// current returns every cluster's bundles as parameters, planned again
-// when the last plans are older than Refresh. A fleet that fails to load
-// keeps the last good parameters if there are any (the error is logged),
-// so that a bad commit does not make Argo CD delete every Application.
+// current returns every cluster's bundles as parameters. Plans older than
+// Refresh are made again in the background, and requests meanwhile get
+// the last good parameters at once: a fleet whose evaluation is slow or
+// runs away never holds up Argo CD. Only a request with nothing to serve
+// yet waits for the refresh under way.
 func (g *Generator) current(ctx context.Context) ([]map[string]any, error) {
 	g.mu.Lock()
-	defer g.mu.Unlock()
-	if !g.loaded.IsZero() && time.Since(g.loaded) < g.opts.Refresh {
+	if g.loaded.IsZero() || time.Since(g.loaded) >= g.opts.Refresh {
+		g.startRefresh()
+	}
+	done := g.refreshing
+	if g.params != nil || done == nil {
+		defer g.mu.Unlock()
 		return g.params, g.loadErr
 	}
-	params, err := g.load(ctx)
-	g.loaded = time.Now()
-	if err != nil {
-		if g.params != nil {
-			g.opts.Log.Error(err, "the fleet does not load: serving the last good parameters")
-			return g.params, nil
-		}
-		g.loadErr = err
-		return nil, err
+	g.mu.Unlock()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return nil, context.Cause(ctx)
 	}
-	g.params, g.loadErr = params, nil
-	return params, nil
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.params, g.loadErr
 }
 
-func (g *Generator) load(ctx context.Context) ([]map[string]any, error) {
-	f, err := fleet.Load(g.opts.Dir, fleet.LoadOptions{Path: g.opts.Path})
+// Refresh plans the fleet now (or waits for the refresh under way) and
+// returns its error; the generator keeps serving the last good parameters
+// if it fails. The command calls it before serving, so that Argo CD's
+// first request finds parameters ready.
+func (g *Generator) Refresh(ctx context.Context) error {
+	g.mu.Lock()
+	g.startRefresh()
+	done := g.refreshing
+	g.mu.Unlock()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.lastErr
+}
+
+// startRefresh starts a refresh unless one is under way (g.mu held).
+func (g *Generator) startRefresh() {
+	if g.refreshing != nil {
+		return
+	}
+	done := make(chan struct{})
+	g.refreshing = done
+	last := g.params
+	go func() {
+		// Not a request's context: a request that gives up does not end
+		// the refresh (the pool's PlanTimeout bounds it).
+		params, err := g.load(context.Background(), last)
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		g.loaded, g.refreshing, g.lastErr = time.Now(), nil, err
+		close(done)
+		switch {
+		case err == nil:
+			g.params, g.loadErr = params, nil
+		case g.params != nil:
+			g.opts.Log.Error(err, "the fleet does not plan: serving the last good parameters")
+		default:
+			g.loadErr = err
+		}
+	}()
+}
+
+// plan plans every known cluster: in a sandbox worker with a pool.
+func (g *Generator) plan(ctx context.Context, known []fleet.Cluster) (*sandbox.FleetPlans, error) {
+	load := fleet.LoadOptions{Path: g.opts.Path}
+	if g.opts.Pool != nil {
+		return g.opts.Pool.PlanFleet(ctx, g.opts.Dir, load, known)
+	}
+	f, err := fleet.Load(g.opts.Dir, load)
 	if err != nil {
 		return nil, err
 	}
+	out := &sandbox.FleetPlans{Clusters: fleet.JoinClusters(f.Inventory(), known)}
+	out.Plans, out.Errors, err = f.PlanClusters(ctx, out.Clusters, nil)
+	return out, err
+}
+
+// load plans the fleet for the clusters of its inventory and status
+// branches. A cluster or bundle that fails keeps its parameters of prev,
+// the last good ones.
+func (g *Generator) load(ctx context.Context, prev []map[string]any) ([]map[string]any, error) {
 	repo, _ := git.PlainOpenWithOptions(g.opts.Dir, &git.PlainOpenOptions{DetectDotGit: true, EnableDotGitCommonDir: true})
-	known, err := report.KnownClusters(ctx, repo, g.opts.Status, f.Inventory())
+	known, err := report.KnownClusters(ctx, repo, g.opts.Status)
 	if err != nil {
 		return nil, err
 	}
-	plans, errs, err := f.PlanClusters(ctx, known.Clusters, nil)
+	fp, err := g.plan(ctx, known.Clusters)
 	if err != nil {
 		return nil, err
 	}
+	plans, errs := fp.Plans, fp.Errors
 	// A cluster or bundle that fails now keeps its last good parameters:
 	// left out, Argo CD would delete its Application.
 	last := map[string][]map[string]any{}
-	for _, p := range g.params {
+	for _, p := range prev {
 		c, _ := p["cluster"].(string)
 		b, _ := p["bundle"].(string)
 		last[c] = append(last[c], p)
@@ -232,8 +304,8 @@ func (g *Generator) load(ctx context.Context) ([]map[string]any, error) {
 	var out []map[string]any
 	for i, p := range plans {
 		if errs[i] != nil {
-			g.opts.Log.Error(errs[i], "cluster does not evaluate: its last good parameters stay", "cluster", known.Clusters[i].Name)
-			out = append(out, last[known.Clusters[i].Name]...)
+			g.opts.Log.Error(errs[i], "cluster does not evaluate: its last good parameters stay", "cluster", fp.Clusters[i].Name)
+			out = append(out, last[fp.Clusters[i].Name]...)
 			continue
 		}
 		for _, b := range p.Bundles {

@@ -3,6 +3,7 @@ package companion_test
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -13,7 +14,18 @@ import (
 
 	"github.com/flotilla-gitops/flotilla/companion"
 	"github.com/flotilla-gitops/flotilla/internal/gittest"
+	"github.com/flotilla-gitops/flotilla/sync/sandbox"
 )
+
+// TestMain lets the test binary serve as the generator's sandbox workers.
+func TestMain(m *testing.M) {
+	sandbox.Main()
+	os.Exit(m.Run())
+}
+
+// httpClient gives up on an answer after a while: a generator that holds a
+// request while it plans would fail the request, not hang the test.
+var httpClient = &http.Client{Timeout: 10 * time.Second}
 
 // post sends the plugin generator's documented request, as Argo CD's
 // ApplicationSet controller does, and decodes the answer.
@@ -28,7 +40,7 @@ func post(t *testing.T, url, token string, input map[string]any) (int, []map[str
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := httpClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,8 +115,63 @@ func TestPluginGenerator(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(repo.Work, "fleet.cue"), []byte(broken), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	if err := g.Refresh(t.Context()); err != nil {
+		t.Fatal(err)
+	}
 	code, params, raw = post(t, srv.URL, "t0ken", map[string]any{"bundle": "web"})
 	if code != http.StatusOK || len(params) != 2 || params[0]["namespace"] != "web" {
 		t.Errorf("a bundle that stops evaluating must keep its parameters: status %d\n%s", code, raw)
+	}
+}
+
+// runawayFleet's evaluation runs away: a comprehension of 2·10⁹ elements.
+const runawayFleet = `package fleet
+
+import "list"
+
+clusters: c1: {}
+bundles: web: {resources: [], values: n: len([for i in list.Range(0, 2000000000, 1) {i}])}
+`
+
+// TestGeneratorOutlivesARunawayFleet: the generator plans in a sandbox
+// worker. A commit whose evaluation runs away holds up no request — each is
+// answered at once with the last good parameters while the refresh runs —
+// and the refresh fails at its bound (time or memory) in the worker, not
+// in the server, which keeps serving.
+func TestGeneratorOutlivesARunawayFleet(t *testing.T) {
+	repo := gittest.New(t)
+	repo.Commit(map[string]string{"fleet.cue": fleetV1, "manifests/db/db.yaml": dbManifest})
+	pool, err := sandbox.New(sandbox.Options{PlanTimeout: 30 * time.Second, Memory: 512 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	g, err := companion.NewGenerator(companion.GeneratorOptions{Dir: repo.Work, Token: "t0ken", Refresh: time.Nanosecond, Pool: pool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Refresh(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(g)
+	defer srv.Close()
+
+	if err := os.WriteFile(filepath.Join(repo.Work, "fleet.cue"), []byte(runawayFleet), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		// Each request starts (or finds) a refresh of the runaway fleet;
+		// none waits for it (client gives up after 10 s, the bound is 30).
+		code, params, raw := post(t, srv.URL, "t0ken", nil)
+		if code != 200 || len(params) != 8 {
+			t.Fatalf("during a runaway refresh: status %d, %d parameter sets:\n%s", code, len(params), raw)
+		}
+	}
+	err = g.Refresh(t.Context())
+	if err == nil || !strings.Contains(err.Error(), "--eval-timeout") && !errors.Is(err, sandbox.ErrMemory) {
+		t.Fatalf("the runaway refresh: %v", err)
+	}
+	if code, params, _ := post(t, srv.URL, "t0ken", nil); code != 200 || len(params) != 8 {
+		t.Errorf("after the runaway refresh: status %d, %d parameter sets", code, len(params))
 	}
 }

@@ -86,3 +86,23 @@ func LabelString(labels map[string]string) string {
 	}
 	return b.String()
 }
+
+// JoinClusters joins identities by name, in name order: those of known
+// (clusters as they reported themselves on their status branches) over
+// those of the inventory.
+func JoinClusters(inventory, known []Cluster) []Cluster {
+	byName := map[string]Cluster{}
+	for _, c := range inventory {
+		if _, ok := byName[c.Name]; !ok {
+			byName[c.Name] = c
+		}
+	}
+	for _, c := range known {
+		byName[c.Name] = c
+	}
+	out := make([]Cluster, 0, len(byName))
+	for _, name := range slices.Sorted(maps.Keys(byName)) {
+		out = append(out, byName[name])
+	}
+	return out
+}

@@ -274,12 +274,13 @@ type Branches struct {
 // otherwise the local repository's own (repo may be nil: no status
 // branches) — and joins them with the inventories' clusters.
 func KnownClusters(ctx context.Context, repo *git.Repository, src Branches, inventories ...[]fleet.Cluster) (*Known, error) {
-	byName := map[string]fleet.Cluster{}
 	k := &Known{Where: map[string]Origin{}}
+	var inventory, reported []fleet.Cluster
 	for _, inv := range inventories {
 		for _, c := range inv {
-			if _, ok := byName[c.Name]; !ok {
-				byName[c.Name], k.Where[c.Name] = c, OriginInventory
+			inventory = append(inventory, c)
+			if _, ok := k.Where[c.Name]; !ok {
+				k.Where[c.Name] = OriginInventory
 			}
 		}
 	}
@@ -305,12 +306,10 @@ func KnownClusters(ctx context.Context, repo *git.Repository, src Branches, inve
 			} else {
 				k.Where[name] = OriginStatus
 			}
-			byName[name] = st.Cluster
+			reported = append(reported, st.Cluster)
 		}
 	}
-	for _, name := range slices.Sorted(maps.Keys(byName)) {
-		k.Clusters = append(k.Clusters, byName[name])
-	}
+	k.Clusters = fleet.JoinClusters(inventory, reported)
 	return k, nil
 }
 

@@ -234,6 +234,38 @@ func (p *Pool) PolicyViolations(ctx context.Context, repoDir string, load fleet.
 	return rep.Violations, nil
 }
 
+// FleetPlans are every cluster's plans of a fleet: Plans[i], or Errors[i],
+// for Clusters[i].
+type FleetPlans struct {
+	Clusters []fleet.Cluster
+	Plans    []*fleet.Plan
+	Errors   []error
+}
+
+// PlanFleet loads the fleet at repoDir and plans it, in a worker bounded
+// like a plan (the pool's PlanTimeout for the whole fleet), for the
+// inventory's clusters joined with known (clusters known from their status
+// branches, which replace the inventory's identity of the same name).
+func (p *Pool) PlanFleet(ctx context.Context, repoDir string, load fleet.LoadOptions, known []fleet.Cluster) (*FleetPlans, error) {
+	ctx, cancel := context.WithTimeoutCause(ctx, p.opts.PlanTimeout, fmt.Errorf(
+		"planning the fleet took longer than %s (--eval-timeout)", p.opts.PlanTimeout))
+	defer cancel()
+	rep, err := p.run(ctx, false, &job{Fleet: &fleetJob{RepoDir: repoDir, Load: load, Known: known}})
+	if err != nil {
+		return nil, fmt.Errorf("planning the fleet: %w", err)
+	}
+	if rep.Fleet == nil || len(rep.Fleet.Plans) != len(rep.Fleet.Clusters) || len(rep.Fleet.Errors) != len(rep.Fleet.Clusters) {
+		return nil, errors.New("sandbox: a worker answered a fleet plan with no plans")
+	}
+	out := &FleetPlans{Clusters: rep.Fleet.Clusters, Plans: rep.Fleet.Plans, Errors: make([]error, len(rep.Fleet.Errors))}
+	for i, e := range rep.Fleet.Errors {
+		if e != "" {
+			out.Errors[i] = errors.New(e)
+		}
+	}
+	return out, nil
+}
+
 // getenv reads a variable of an offline worker's environment: how tests
 // prove what it does not inherit.
 func (p *Pool) getenv(ctx context.Context, name string) (string, error) {

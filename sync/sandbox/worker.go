@@ -44,6 +44,7 @@ type job struct {
 	Plan     *planJob     `json:"plan,omitempty"`
 	Rollouts *rolloutsJob `json:"rollouts,omitempty"`
 	Policies *policiesJob `json:"policies,omitempty"`
+	Fleet    *fleetJob    `json:"fleet,omitempty"`
 	Probe    string       `json:"probe,omitempty"`
 	// Env asks for the worker's environment variable of that name (tests).
 	Env string `json:"env,omitempty"`
@@ -56,6 +57,22 @@ type rolloutsJob struct {
 	Load     fleet.LoadOptions `json:"load"`
 	Clusters []fleet.Cluster   `json:"clusters"`
 	Bundles  []string          `json:"bundles,omitempty"`
+}
+
+// fleetJob plans the whole fleet: the inventory's clusters and the known
+// ones (status branches), the known over the inventory's.
+type fleetJob struct {
+	RepoDir string            `json:"repoDir"`
+	Load    fleet.LoadOptions `json:"load"`
+	Known   []fleet.Cluster   `json:"known,omitempty"`
+}
+
+// fleetPlans is a fleetJob's answer: Plans[i], or Errors[i], for
+// Clusters[i].
+type fleetPlans struct {
+	Clusters []fleet.Cluster `json:"clusters"`
+	Plans    []*fleet.Plan   `json:"plans"`
+	Errors   []string        `json:"errors"`
 }
 
 type renderJob struct {
@@ -86,6 +103,7 @@ type reply struct {
 	Plan        *fleet.Plan                  `json:"plan,omitempty"`
 	Rollouts    []fleet.ClusterRollouts      `json:"rollouts,omitempty"`
 	Violations  map[string]fleet.Diagnostics `json:"violations,omitempty"`
+	Fleet       *fleetPlans                  `json:"fleet,omitempty"`
 	Value       string                       `json:"value,omitempty"`
 	Error       string                       `json:"error,omitempty"`
 	Diagnostics fleet.Diagnostics            `json:"diagnostics,omitempty"`
@@ -240,6 +258,13 @@ func do(j *job, renderers map[spec.Kind]render.Renderer, rep *reply) {
 			return
 		}
 		rep.Violations = f.PolicyViolations(j.Policies.Cluster, j.Policies.Bundles)
+	case j.Fleet != nil:
+		plans, err := planFleet(j.Fleet)
+		if err != nil {
+			fail(err)
+			return
+		}
+		rep.Fleet = plans
 	case j.Env != "":
 		rep.Value = os.Getenv(j.Env)
 	case j.Probe != "":
@@ -279,4 +304,24 @@ func probe(addr string) error {
 		}
 		return conn.Close()
 	}
+}
+
+// planFleet does a fleetJob.
+func planFleet(j *fleetJob) (*fleetPlans, error) {
+	f, err := fleet.Load(j.RepoDir, j.Load)
+	if err != nil {
+		return nil, err
+	}
+	out := &fleetPlans{Clusters: fleet.JoinClusters(f.Inventory(), j.Known)}
+	plans, errs, err := f.PlanClusters(context.Background(), out.Clusters, nil)
+	if err != nil {
+		return nil, err
+	}
+	out.Plans, out.Errors = plans, make([]string, len(errs))
+	for i, e := range errs {
+		if e != nil {
+			out.Errors[i] = e.Error()
+		}
+	}
+	return out, nil
 }
