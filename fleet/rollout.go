@@ -8,6 +8,7 @@ import (
 
 	"cuelang.org/go/cue"
 	"cuelang.org/go/cue/token"
+	"golang.org/x/crypto/ssh"
 )
 
 // fieldRollout is the fleet's rollout (and a bundle's own).
@@ -32,6 +33,10 @@ type Rollout struct {
 	Stale   string `json:"stale"`
 	Offline string `json:"offline"`
 	Paused  bool   `json:"paused,omitempty"`
+	// Approvers are the SSH public keys (authorized_keys lines) whose
+	// signatures approve a wave; none: any approval on the approvals
+	// branch counts.
+	Approvers []string `json:"approvers,omitempty"`
 	// Approving names every wave with approve: true, whichever the
 	// cluster's (what `rollout approve` checks; not in plans).
 	Approving []string `json:"-"`
@@ -43,6 +48,8 @@ type rolloutSpec struct {
 	Offline string `json:"offline"`
 	Stale   string `json:"stale"`
 	Paused  bool   `json:"paused"`
+	// Approvers are SSH public keys (authorized_keys lines).
+	Approvers []string `json:"approvers"`
 }
 
 // waveSpec is the Go form of #Wave's fields other than the selector.
@@ -62,7 +69,14 @@ func rolloutFor(v cue.Value, c Cluster, at string) (*Rollout, error) {
 	if err := v.Decode(&spec); err != nil {
 		return nil, diagnosticFrom(at, err, v)
 	}
-	r := &Rollout{Offline: spec.Offline, Paused: spec.Paused, Waves: []string{}}
+	r := &Rollout{Offline: spec.Offline, Paused: spec.Paused, Waves: []string{}, Approvers: spec.Approvers}
+	for i, key := range spec.Approvers {
+		if _, _, _, _, err := ssh.ParseAuthorizedKey([]byte(key)); err != nil {
+			return nil, diagnostic(fmt.Sprintf("%s.approvers[%d]", at, i), fmt.Sprintf(
+				"not an SSH public key (an authorized_keys line such as \"ssh-ed25519 AAAA… ada@example.com\"): %v", err),
+				userPos(lookup(v, "approvers")))
+		}
+	}
 	for field, d := range map[string]string{"bake": spec.Bake, "stale": spec.Stale} {
 		parsed, err := time.ParseDuration(d)
 		if err != nil {

@@ -101,3 +101,20 @@ bundles: web: resources: []
 		t.Errorf("no rollout: %+v", r[0])
 	}
 }
+
+// TestRolloutApproversAreSSHKeys: approvers are SSH public keys; anything
+// else fails the plan at its line, and a valid key is in the plan.
+func TestRolloutApproversAreSSHKeys(t *testing.T) {
+	const key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHDmPA5WxydrmKJRjMc2glVRNdiCvSMsJPGY1QXNrNKc ada@example.com"
+	f := mustLoad(t, writeFleet(t, `rollout: {approvers: ["`+key+`"], waves: [{name: "all", approve: true}]}
+bundles: web: resources: []`))
+	if p := mustPlan(t, f, euProd); p.Rollout == nil || len(p.Rollout.Approvers) != 1 || p.Rollout.Approvers[0] != key {
+		t.Fatalf("approvers in the plan: %+v", p.Rollout)
+	}
+	f = mustLoad(t, writeFleet(t, `rollout: {approvers: ["Ada <ada@example.com>"], waves: [{name: "all", approve: true}]}
+bundles: web: resources: []`))
+	_, err := f.Plan(euProd)
+	if err == nil || !strings.Contains(err.Error(), "fleet.cue:3:") || !strings.Contains(err.Error(), "rollout.approvers[0]: not an SSH public key") {
+		t.Fatalf("a name as an approver: %v", err)
+	}
+}

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"slices"
 	"strings"
@@ -14,8 +16,11 @@ import (
 	"github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/spf13/cobra"
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/agent"
 
 	"github.com/flotilla-gitops/flotilla/fleet"
+	"github.com/flotilla-gitops/flotilla/internal/english"
 	"github.com/flotilla-gitops/flotilla/internal/errtext"
 	"github.com/flotilla-gitops/flotilla/sync/report"
 	"github.com/flotilla-gitops/flotilla/sync/source"
@@ -45,6 +50,9 @@ type approveFlags struct {
 	// fleetBranch and path locate the fleet at the revision, to check that
 	// the wave asks for an approval.
 	fleetBranch, path string
+	// signingKey signs the approval (an SSH private key, or a public key
+	// whose private key ssh-agent holds).
+	signingKey string
 }
 
 func newRolloutApproveCmd() *cobra.Command {
@@ -60,7 +68,13 @@ the branch's history. The agents of that wave read it at their next poll.
 
 --revision takes a full hash, or a prefix of a revision the clusters report
 on their status branches. The push uses your Git credentials (--username
-with --password-file, or --ssh-key); approving twice changes nothing.`,
+with --password-file, or --ssh-key); approving twice changes nothing.
+
+When the fleet's rollout names approvers (rollout.approvers: SSH public
+keys), agents count only an approval one of them signed: sign it with
+--signing-key, your SSH private key, or your .pub file when ssh-agent holds
+the key (as git's user.signingkey). Anyone who can push the branch can add
+an entry; only an approver can sign one.`,
 		Example: `  flotilla rollout approve --repo https://git.example.com/platform/fleet.git \
     --wave prod --revision 3f2a9c1 --message "canary and eu healthy for an hour"`,
 		Args: cobra.NoArgs,
@@ -77,6 +91,7 @@ with --password-file, or --ssh-key); approving twice changes nothing.`,
 	fs.StringVarP(&af.message, "message", "m", "", "why, for the history")
 	fs.StringVar(&af.fleetBranch, "branch", "main", "the fleet `BRANCH` whose history holds --revision (its rollout says which waves ask for approval)")
 	fs.StringVar(&af.path, "path", ".", "`DIR` of fleet.cue inside the repository")
+	fs.StringVar(&af.signingKey, "signing-key", "", "sign the approval with this SSH key `FILE`: a private key, or a .pub whose private key ssh-agent holds (required when the rollout names approvers)")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		if af.repo == "" || af.wave == "" || af.revision == "" {
 			return errors.New("--repo, --wave and --revision are required")
@@ -101,11 +116,15 @@ with --password-file, or --ssh-key); approving twice changes nothing.`,
 		if waves := report.WavesOf(snap.Statuses, revision); len(waves) > 0 && !slices.Contains(waves, af.wave) {
 			return fmt.Errorf("wave %q is not a wave of the rollout of %s (%s)", af.wave, short(revision), strings.Join(waves, ", "))
 		}
-		if err := af.checkWaveAsks(cmd.Context(), cmd.ErrOrStderr(), repo, revision, snap.Statuses); err != nil {
+		approvers, err := af.checkWaveAsks(cmd.Context(), cmd.ErrOrStderr(), repo, revision, snap.Statuses)
+		if err != nil {
 			return err
 		}
 		a := report.Approval{Revision: revision, Wave: af.wave, By: author.Name + " <" + author.Email + ">", At: time.Now().UTC(), Message: af.message}
-		added, err := report.Approve(cmd.Context(), report.ApproveOptions{URL: repo, Auth: auth, Branch: af.branch, Author: author}, a)
+		if err := af.sign(&a, approvers); err != nil {
+			return err
+		}
+		added, err := report.Approve(cmd.Context(), report.ApproveOptions{URL: repo, Auth: auth, Branch: af.branch, Author: author, Approvers: approvers}, a)
 		if err != nil {
 			return err
 		}
@@ -123,44 +142,52 @@ with --password-file, or --ssh-key); approving twice changes nothing.`,
 // the fleet at the revision (an approval there would change nothing), or
 // that is no wave of its rollout, naming the waves that do. A fleet that
 // cannot be read at the revision is noted and the approval goes ahead.
-func (af *approveFlags) checkWaveAsks(ctx context.Context, stderr io.Writer, repo, revision string, statuses []report.Status) error {
-	all, asking, err := af.wavesAt(ctx, repo, revision, statuses)
+func (af *approveFlags) checkWaveAsks(ctx context.Context, stderr io.Writer, repo, revision string, statuses []report.Status) ([]string, error) {
+	w, err := af.wavesAt(ctx, repo, revision, statuses)
 	if err != nil {
 		fmt.Fprintf(stderr, "note: not checked that wave %s asks for approval: %v\n", af.wave, err)
-		return nil
+		return nil, nil
 	}
 	switch {
-	case len(all) > 0 && !slices.Contains(all, af.wave):
-		return fmt.Errorf("wave %q is not a wave of the rollout at %s (its waves: %s)", af.wave, short(revision), strings.Join(all, ", "))
-	case slices.Contains(asking, af.wave):
-		return nil
-	case len(asking) == 0:
-		return fmt.Errorf("wave %q asks for no approval at %s: no wave of the rollout does (approve: true on a wave makes it wait for one)", af.wave, short(revision))
+	case len(w.all) > 0 && !slices.Contains(w.all, af.wave):
+		return nil, fmt.Errorf("wave %q is not a wave of the rollout at %s (its waves: %s)", af.wave, short(revision), strings.Join(w.all, ", "))
+	case slices.Contains(w.asking, af.wave):
+		return w.approvers, nil
+	case len(w.asking) == 0:
+		return nil, fmt.Errorf("wave %q asks for no approval at %s: no wave of the rollout does (approve: true on a wave makes it wait for one)", af.wave, short(revision))
 	}
-	return fmt.Errorf("wave %q asks for no approval at %s: the waves that do are %s", af.wave, short(revision), strings.Join(asking, ", "))
+	return nil, fmt.Errorf("wave %q asks for no approval at %s: the waves that do are %s", af.wave, short(revision), strings.Join(w.asking, ", "))
 }
 
 // wavesAt reads the fleet at the revision and evaluates its rollouts (the
 // fleet's and the bundles' own) for the clusters it knows: every wave, and
 // those with approve: true.
-func (af *approveFlags) wavesAt(ctx context.Context, repo, revision string, statuses []report.Status) (all, asking []string, err error) {
+// wavesOfRollouts are the waves of a fleet's rollouts at a revision: all
+// of them, those that ask for approval, and the approvers of the rollouts
+// whose wave --wave is.
+type wavesOfRollouts struct {
+	all, asking, approvers []string
+}
+
+func (af *approveFlags) wavesAt(ctx context.Context, repo, revision string, statuses []report.Status) (*wavesOfRollouts, error) {
 	cache, err := os.MkdirTemp("", "flotilla-approve-")
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	defer os.RemoveAll(cache)
 	src, err := source.New(source.Options{URL: repo, Branch: af.fleetBranch, Auth: af.auth, CacheDir: cache})
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	co, err := src.FetchRevision(ctx, revision)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	f, err := fleet.Load(co.Dir, fleet.LoadOptions{Path: af.path})
 	if err != nil {
-		return nil, nil, fmt.Errorf("the fleet at %s does not load", short(revision))
+		return nil, fmt.Errorf("the fleet at %s does not load", short(revision))
 	}
+	w := &wavesOfRollouts{}
 	known := make([]fleet.Cluster, 0, len(statuses))
 	for _, st := range statuses {
 		known = append(known, st.Cluster)
@@ -169,14 +196,21 @@ func (af *approveFlags) wavesAt(ctx context.Context, repo, revision string, stat
 		if r == nil {
 			return
 		}
-		for _, w := range r.Waves {
-			if !slices.Contains(all, w) {
-				all = append(all, w)
+		for _, name := range r.Waves {
+			if !slices.Contains(w.all, name) {
+				w.all = append(w.all, name)
 			}
 		}
-		for _, w := range r.Approving {
-			if !slices.Contains(asking, w) {
-				asking = append(asking, w)
+		for _, name := range r.Approving {
+			if !slices.Contains(w.asking, name) {
+				w.asking = append(w.asking, name)
+			}
+		}
+		if slices.Contains(r.Approving, af.wave) {
+			for _, key := range r.Approvers {
+				if !slices.Contains(w.approvers, key) {
+					w.approvers = append(w.approvers, key)
+				}
 			}
 		}
 	}
@@ -186,8 +220,73 @@ func (af *approveFlags) wavesAt(ctx context.Context, repo, revision string, stat
 			add(r)
 		}
 	}
-	slices.Sort(asking)
-	return all, asking, nil
+	slices.Sort(w.asking)
+	return w, nil
+}
+
+// sign signs the approval with --signing-key, checked against the
+// rollout's approvers before anything is pushed. Without the flag, a
+// rollout that names approvers is refused here: its agents would not count
+// the approval.
+func (af *approveFlags) sign(a *report.Approval, approvers []string) error {
+	if af.signingKey == "" {
+		if len(approvers) > 0 {
+			return fmt.Errorf("the rollout of wave %s names approvers (rollout.approvers): sign the approval with --signing-key, your SSH key (one of %s)",
+				af.wave, english.Count(len(approvers), "key"))
+		}
+		return nil
+	}
+	signer, err := sshSigner(af.signingKey)
+	if err != nil {
+		return err
+	}
+	if err := report.SignApproval(a, signer); err != nil {
+		return err
+	}
+	if len(approvers) > 0 {
+		if _, err := report.VerifyApproval(*a, approvers); err != nil {
+			return fmt.Errorf("--signing-key %s: %w (the rollout's approvers are its rollout.approvers keys)", af.signingKey, err)
+		}
+	}
+	return nil
+}
+
+// sshSigner reads an SSH private key file, or a public key file whose
+// private key ssh-agent ($SSH_AUTH_SOCK) holds.
+func sshSigner(file string) (ssh.Signer, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("--signing-key: %w", err)
+	}
+	if pub, _, _, _, perr := ssh.ParseAuthorizedKey(data); perr == nil {
+		sock := os.Getenv("SSH_AUTH_SOCK")
+		if sock == "" {
+			return nil, fmt.Errorf("--signing-key %s is a public key: its private key must be in ssh-agent, and SSH_AUTH_SOCK is not set", file)
+		}
+		conn, err := net.Dial("unix", sock)
+		if err != nil {
+			return nil, fmt.Errorf("--signing-key: reaching ssh-agent: %w", err)
+		}
+		signers, err := agent.NewClient(conn).Signers()
+		if err != nil {
+			return nil, fmt.Errorf("--signing-key: asking ssh-agent: %w", err)
+		}
+		for _, s := range signers {
+			if bytes.Equal(s.PublicKey().Marshal(), pub.Marshal()) {
+				return s, nil
+			}
+		}
+		return nil, fmt.Errorf("--signing-key %s: ssh-agent does not hold its private key (%s); ssh-add it", file, ssh.FingerprintSHA256(pub))
+	}
+	signer, err := ssh.ParsePrivateKey(data)
+	var missing *ssh.PassphraseMissingError
+	if errors.As(err, &missing) {
+		return nil, fmt.Errorf("--signing-key %s is protected by a passphrase: load it into ssh-agent (ssh-add) and give its .pub file", file)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("--signing-key %s is neither an SSH private key nor a public key: %w", file, err)
+	}
+	return signer, nil
 }
 
 // approver is who approves: --by, or the user's Git identity.

@@ -3,7 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -12,6 +17,8 @@ import (
 	"github.com/flotilla-gitops/flotilla/fleet"
 	"github.com/flotilla-gitops/flotilla/internal/gittest"
 	"github.com/flotilla-gitops/flotilla/sync/report"
+	"github.com/go-git/go-git/v5/plumbing/object"
+	"golang.org/x/crypto/ssh"
 )
 
 // publishRollout writes the statuses of a rollout of rev to repo: canary-1
@@ -99,7 +106,7 @@ func TestRolloutStatusAndApprove(t *testing.T) {
 		t.Fatalf("rollout approve: %s", stderr.String())
 	}
 	approvals, err := report.ReadApprovals(context.Background(), repo.URL, "", nil)
-	if err != nil || !report.Approved(approvals, "eu", rev) || approvals[0].By != "Ada Lovelace <ada@example.com>" {
+	if err != nil || !report.Approved(approvals, "eu", rev, nil) || approvals[0].By != "Ada Lovelace <ada@example.com>" {
 		t.Fatalf("approvals %+v, %v", approvals, err)
 	}
 	if log := gittest.Git(t, repo.Bare, "log", "--format=%an <%ae>|%B", report.DefaultApprovalsBranch); !strings.Contains(log, "Ada Lovelace <ada@example.com>|rollout: approve wave eu for 3f3f3f3") ||
@@ -173,5 +180,103 @@ bundles: web: resources: []
 	}
 	if code, out := approve("eu"); code != exitOK || !strings.Contains(out, "approved wave eu") {
 		t.Errorf("approving eu: exit %d\n%s", code, out)
+	}
+}
+
+// sshKey writes an ed25519 SSH key pair: the private key file, and the
+// public key as an authorized_keys line.
+func sshKey(t *testing.T, comment string) (privateFile, authorized string) {
+	t.Helper()
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, err := ssh.MarshalPrivateKey(priv, comment)
+	if err != nil {
+		t.Fatal(err)
+	}
+	privateFile = filepath.Join(t.TempDir(), "id_ed25519")
+	writeTestFile(t, privateFile, string(pem.EncodeToMemory(block)))
+	sshPub, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return privateFile, strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sshPub))) + " " + comment
+}
+
+// TestSignedApprovals: when the rollout names approvers, only an approval
+// signed by one of their keys lets the wave through. A plain push to the
+// approvals branch (any agent's credential can push there, and `by` is
+// free text) approves nothing; `rollout approve` refuses to push an
+// approval without --signing-key, or signed by a key that is no
+// approver's; an approver's signature is accepted, and it is bound to
+// its wave and revision (a copy for another wave does not verify).
+func TestSignedApprovals(t *testing.T) {
+	adaKey, adaPub := sshKey(t, "ada@example.com")
+	eveKey, _ := sshKey(t, "eve@example.com")
+	repo := gittest.New(t)
+	rev := repo.Commit(map[string]string{"fleet.cue": fmt.Sprintf(`package fleet
+
+clusters: {"canary-1": {}, "eu-1": {region: "eu-west-1"}, "us-1": {region: "us-east-1"}}
+rollout: {
+	approvers: [%q]
+	waves: [
+		{name: "canary", names: ["canary-*"]},
+		{name: "eu", regions: ["eu-*"], approve: true},
+		{name: "rest", approve: true},
+	]
+}
+bundles: web: resources: []
+`, adaPub)})
+	publishRollout(t, repo, rev, strings.Repeat("0a", 20))
+
+	// An unsigned entry pushed straight to the branch, as anyone who can
+	// push there could.
+	if _, err := report.Approve(t.Context(), report.ApproveOptions{URL: repo.Bare, Author: object.Signature{Name: "agent", Email: "a@b", When: time.Now()}},
+		report.Approval{Revision: rev, Wave: "eu", By: "Ada <ada@example.com>", At: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	read := func() []report.Approval {
+		list, err := report.ReadApprovals(t.Context(), repo.Bare, "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return list
+	}
+	if report.Approved(read(), "eu", rev, []string{adaPub}) {
+		t.Fatal("an unsigned approval counts under approvers")
+	}
+
+	approve := func(wave string, extra ...string) (int, string) {
+		var stdout, stderr bytes.Buffer
+		args := append([]string{"rollout", "approve", "--repo", repo.Bare, "--wave", wave, "--revision", rev[:8], "--by", "Ada <ada@example.com>"}, extra...)
+		code := run(t.Context(), args, &stdout, &stderr)
+		return code, stdout.String() + stderr.String()
+	}
+	if code, out := approve("eu"); code == exitOK || !strings.Contains(out, "names approvers (rollout.approvers): sign the approval with --signing-key") {
+		t.Errorf("an unsigned approval under approvers: exit %d\n%s", code, out)
+	}
+	if code, out := approve("eu", "--signing-key", eveKey); code == exitOK || !strings.Contains(out, "not signed by one of the rollout's approvers") {
+		t.Errorf("an approval signed by a key that is no approver's: exit %d\n%s", code, out)
+	}
+	if report.Approved(read(), "eu", rev, []string{adaPub}) {
+		t.Fatal("a refused approval was pushed")
+	}
+	if code, out := approve("eu", "--signing-key", adaKey); code != exitOK || !strings.Contains(out, "approved wave eu") {
+		t.Fatalf("an approver's signed approval: exit %d\n%s", code, out)
+	}
+	list := read()
+	if !report.Approved(list, "eu", rev, []string{adaPub}) || report.Approved(list, "rest", rev, []string{adaPub}) {
+		t.Fatalf("after the signed approval: %+v", list)
+	}
+	// The signature covers the wave: moved to another wave, it fails.
+	for _, a := range list {
+		if a.Signature == "" {
+			continue
+		}
+		a.Wave = "rest"
+		if by, err := report.VerifyApproval(a, []string{adaPub}); err == nil {
+			t.Errorf("a signature moved to another wave verified (by %s)", by)
+		}
 	}
 }

@@ -242,7 +242,7 @@ func decideGroup(plan *fleet.Plan, name string, rg rolloutGroups, inv map[string
 		if err != nil {
 			return rollout.Decision{}, err
 		}
-		approved = report.Approved(list, r.Wave, revision)
+		approved = report.Approved(list, r.Wave, revision, r.Approvers)
 	}
 	return rollout.Decide(me, revision, settings, clusters, approved, now), nil
 }

@@ -2,6 +2,8 @@ package agent_test
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -15,6 +17,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/object"
 	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
 	"github.com/go-logr/logr"
+	"golang.org/x/crypto/ssh"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -43,6 +46,7 @@ type rolloutFleet struct {
 	Stale       string // default 10m
 	Paused      bool
 	Approve     bool   // the eu wave asks for an approval
+	Approvers   string // an approver's SSH public key, when given
 	Inventory   string // CUE of `clusters`, when given
 }
 
@@ -59,6 +63,9 @@ func (f rolloutFleet) cue() string {
 	inventory := ""
 	if f.Inventory != "" {
 		inventory = "clusters: " + f.Inventory
+	}
+	if f.Approvers != "" {
+		inventory += fmt.Sprintf("\nrollout: approvers: [%q]", f.Approvers)
 	}
 	return fmt.Sprintf(`package fleet
 
@@ -419,7 +426,10 @@ func TestRolloutWaves(t *testing.T) {
 	}
 
 	// Approval: eu waits for one after canary's bake; rest waits for eu.
-	rev8 := rt.commit(rolloutFleet{Web: `"8"`, Approve: true})
+	// The rollout names an approver: an entry anyone pushed to the
+	// approvals branch approves nothing, the approver's signed one does.
+	signer, approver := approverKey(t)
+	rev8 := rt.commit(rolloutFleet{Web: `"8"`, Approve: true, Approvers: approver})
 	rt.waitsAfterBake("eu-1", rev8, "approval")
 	if got := rt.web(); !slices.Equal(got, []string{"8", "6", "6", "6", "6"}) {
 		t.Fatalf("before the approval: web %v", got)
@@ -427,9 +437,21 @@ func TestRolloutWaves(t *testing.T) {
 	if st := rt.status("eu-1"); st.Rollout == nil || !strings.Contains(st.Rollout.Message, "approval") {
 		t.Errorf("eu-1 before the approval: %+v", st.Rollout)
 	}
+	forged := report.Approval{Revision: rev8, Wave: "eu", By: "Ada <ada@example.com>", At: time.Now()}
+	if _, err := report.Approve(context.Background(), report.ApproveOptions{URL: rt.url, Auth: rt.auth,
+		Author: object.Signature{Name: "agent", Email: "agent@example.com"}}, forged); err != nil {
+		t.Fatal(err)
+	}
+	rt.pass("eu-1", "eu-2")
+	if got := rt.web(); !slices.Equal(got, []string{"8", "6", "6", "6", "6"}) {
+		t.Fatalf("an unsigned approval let eu through: web %v", got)
+	}
+	signed := report.Approval{Revision: rev8, Wave: "eu", By: "Ada <ada@example.com>", At: time.Now()}
+	if err := report.SignApproval(&signed, signer); err != nil {
+		t.Fatal(err)
+	}
 	added, err := report.Approve(context.Background(), report.ApproveOptions{URL: rt.url, Auth: rt.auth,
-		Author: object.Signature{Name: "Ada", Email: "ada@example.com"}},
-		report.Approval{Revision: rev8, Wave: "eu", By: "Ada <ada@example.com>", At: time.Now()})
+		Author: object.Signature{Name: "Ada", Email: "ada@example.com"}, Approvers: []string{approver}}, signed)
 	if err != nil || !added {
 		t.Fatalf("approve: %v %v", added, err)
 	}
@@ -449,4 +471,19 @@ func TestRolloutWaves(t *testing.T) {
 	if eu := rt.status("eu-1"); eu.ReadySince == nil || eu.ReadySince.Before(lastReport.Add(6*time.Second)) {
 		t.Errorf("eu-1 took 9 at %v, before canary-1 (last report %v) was stale", eu.ReadySince, lastReport)
 	}
+}
+
+// approverKey makes an approver's SSH key: its signer and its
+// authorized_keys line.
+func approverKey(t *testing.T) (ssh.Signer, string) {
+	t.Helper()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := ssh.NewSignerFromKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return signer, strings.TrimSpace(string(ssh.MarshalAuthorizedKey(signer.PublicKey()))) + " ada@example.com"
 }

@@ -1,6 +1,7 @@
 package report
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +14,8 @@ import (
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/plumbing/transport"
+	"github.com/hiddeco/sshsig"
+	"golang.org/x/crypto/ssh"
 	"sigs.k8s.io/yaml"
 
 	"github.com/flotilla-gitops/flotilla/internal/errtext"
@@ -42,6 +45,10 @@ type Approval struct {
 	By       string    `json:"by"`
 	At       time.Time `json:"at"`
 	Message  string    `json:"message,omitempty"`
+	// Signature is an armored SSH signature (SignApproval) of the
+	// revision and the wave: what a fleet whose rollout names approvers
+	// requires.
+	Signature string `json:"signature,omitempty"`
 }
 
 // approvalsFile is the file's content.
@@ -54,8 +61,71 @@ type approvalsFile struct {
 var fullRevision = regexp.MustCompile(`^[0-9a-f]{40}$`)
 
 // Approved reports whether approvals hold one for the wave at revision.
-func Approved(approvals []Approval, wave, revision string) bool {
-	return slices.ContainsFunc(approvals, func(a Approval) bool { return a.Wave == wave && a.Revision == revision })
+// With approvers (SSH public keys, authorized_keys lines: the rollout's),
+// only an approval signed by one of them counts (VerifyApproval); without,
+// any does.
+func Approved(approvals []Approval, wave, revision string, approvers []string) bool {
+	return slices.ContainsFunc(approvals, func(a Approval) bool {
+		if a.Wave != wave || a.Revision != revision {
+			return false
+		}
+		if len(approvers) == 0 {
+			return true
+		}
+		_, err := VerifyApproval(a, approvers)
+		return err == nil
+	})
+}
+
+// approvalNamespace is the SSH signature namespace of approvals (a
+// signature made for git or for a file cannot be replayed as one).
+const approvalNamespace = "flotilla-rollout-approval"
+
+// approvalMessage is what an approval's signature covers: the revision and
+// the wave it lets through, nothing a reader could change to widen it.
+func approvalMessage(a Approval) []byte {
+	return []byte("flotilla rollout approval\nrevision " + a.Revision + "\nwave " + a.Wave + "\n")
+}
+
+// SignApproval signs the approval's revision and wave with the signer (an
+// SSH key: a private key file, or one held by ssh-agent).
+func SignApproval(a *Approval, signer ssh.Signer) error {
+	sig, err := sshsig.Sign(bytes.NewReader(approvalMessage(*a)), signer, sshsig.HashSHA512, approvalNamespace)
+	if err != nil {
+		return fmt.Errorf("signing the approval: %w", err)
+	}
+	a.Signature = string(sshsig.Armor(sig))
+	return nil
+}
+
+// ErrUnsignedApproval is wrapped when an approval is not signed by one of
+// the rollout's approvers.
+var ErrUnsignedApproval = errors.New("not signed by one of the rollout's approvers")
+
+// VerifyApproval checks that the approval is signed by one of approvers
+// (authorized_keys lines) and returns that key's comment, or its
+// fingerprint when it has none.
+func VerifyApproval(a Approval, approvers []string) (string, error) {
+	if a.Signature == "" {
+		return "", fmt.Errorf("%w: it has no signature", ErrUnsignedApproval)
+	}
+	sig, err := sshsig.Unarmor([]byte(a.Signature))
+	if err != nil {
+		return "", fmt.Errorf("%w: its signature does not parse", ErrUnsignedApproval)
+	}
+	for _, line := range approvers {
+		key, comment, _, _, err := ssh.ParseAuthorizedKey([]byte(line))
+		if err != nil {
+			continue // the fleet refuses such a key when it is planned
+		}
+		if sshsig.Verify(bytes.NewReader(approvalMessage(a)), sig, key, sig.HashAlgorithm, approvalNamespace) == nil {
+			if comment == "" {
+				comment = ssh.FingerprintSHA256(key)
+			}
+			return comment, nil
+		}
+	}
+	return "", fmt.Errorf("%w: signed by %s", ErrUnsignedApproval, ssh.FingerprintSHA256(sig.PublicKey))
 }
 
 // ReadApprovals reads the approvals on branch (default
@@ -115,6 +185,9 @@ type ApproveOptions struct {
 	// Attempts bounds the tries when the branch moves under the push
 	// (another approval at the same time); default 5.
 	Attempts int
+	// Approvers are the rollout's (Approved): an approval already there
+	// counts only when one of them signed it.
+	Approvers []string
 }
 
 // Approve adds an approval to the approvals branch, as a commit on its
@@ -175,7 +248,7 @@ func approveOnce(ctx context.Context, opts ApproveOptions, a Approval) (bool, er
 			return false, err
 		}
 	}
-	if Approved(file.Approvals, a.Wave, a.Revision) {
+	if Approved(file.Approvals, a.Wave, a.Revision, opts.Approvers) {
 		return false, nil
 	}
 	file.Approvals = append(file.Approvals, a)

@@ -39,7 +39,7 @@ func TestConcurrentApprovals(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, w := range waves {
-		if !report.Approved(approvals, w, rev) {
+		if !report.Approved(approvals, w, rev, nil) {
 			t.Errorf("the approval of %s was lost: %+v", w, approvals)
 		}
 	}
