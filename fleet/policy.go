@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"reflect"
 	"slices"
 	"strconv"
@@ -262,10 +263,8 @@ func (f *Fleet) CheckPolicies(c Cluster, bundles []RenderedBundle) Diagnostics {
 	}
 	var ds Diagnostics
 	for _, p := range f.policies {
-		if p.target != nil {
-			if ok, _, err := p.target.match(c); err != nil || !ok {
-				continue
-			}
+		if !p.holdsFor(c) {
+			continue
 		}
 		var scope []*policyObject
 		for _, o := range objects {
@@ -284,28 +283,108 @@ func (f *Fleet) CheckPolicies(c Cluster, bundles []RenderedBundle) Diagnostics {
 // problems it must fail with before anything of it is applied: a forbid or
 // constrain problem fails the bundle whose object it names; a require
 // problem fails every bundle in the policy's scope (its bundles, or all),
-// as any of them may be the one that lost the required object.
+// as any of them may be the one that lost the required object. It is
+// JoinPolicyParts of every bundle's CheckBundlePolicies.
 func (f *Fleet) PolicyViolations(c Cluster, bundles []RenderedBundle) map[string]Diagnostics {
-	ds := f.CheckPolicies(c, bundles)
-	if len(ds) == 0 {
-		return nil
+	parts := map[string]PolicyPart{}
+	for _, b := range bundles {
+		parts[b.Name] = f.CheckBundlePolicies(c, b)
 	}
-	out := map[string]Diagnostics{}
-	for _, d := range ds {
+	return JoinPolicyParts(parts)
+}
+
+// PolicyPart is one bundle's share of a cluster's policy check, made
+// without the other bundles' objects: so that each bundle is checked in a
+// worker of its own, bounded alone (one bundle too large to check fails
+// alone, not the cluster).
+type PolicyPart struct {
+	// Violations are the bundle's forbid and constrain problems.
+	Violations Diagnostics `json:"violations,omitempty"`
+	// Required are the require entries whose policy takes in the bundle.
+	Required []Requirement `json:"required,omitempty"`
+}
+
+// Requirement is a require entry as one bundle sees it.
+type Requirement struct {
+	// Path is the entry's (policies.<name>.require[i]).
+	Path string `json:"path"`
+	// Met: one of the bundle's objects matches it.
+	Met bool `json:"met,omitempty"`
+	// Problem is what every bundle of the entry's scope fails with when no
+	// bundle of the cluster meets it.
+	Problem *Diagnostic `json:"problem"`
+}
+
+// CheckBundlePolicies checks one bundle's rendered objects against every
+// policy that holds for the cluster (see PolicyViolations).
+func (f *Fleet) CheckBundlePolicies(c Cluster, b RenderedBundle) PolicyPart {
+	var part PolicyPart
+	for _, d := range f.CheckPolicies(c, []RenderedBundle{b}) {
 		if d.Bundle != "" {
-			out[d.Bundle] = append(out[d.Bundle], d)
+			part.Violations = append(part.Violations, d)
 			continue
 		}
-		p := f.policyOf(d.Path)
-		for _, b := range bundles {
-			if p == nil || len(p.bundles) == 0 || globAny(p.bundles, b.Name) {
-				c := *d
-				c.Bundle = b.Name
-				out[b.Name] = append(out[b.Name], &c)
+		// A require entry none of this bundle's objects meets.
+		if p := f.policyOf(d.Path); p == nil || len(p.bundles) == 0 || globAny(p.bundles, b.Name) {
+			part.Required = append(part.Required, Requirement{Path: d.Path, Problem: d})
+		}
+	}
+	// The require entries it meets.
+	unmet := map[string]bool{}
+	for _, r := range part.Required {
+		unmet[r.Path] = true
+	}
+	for _, p := range f.policies {
+		if len(p.bundles) > 0 && !globAny(p.bundles, b.Name) || !p.holdsFor(c) {
+			continue
+		}
+		for _, r := range p.rules {
+			if r.kind == "require" && !unmet[r.id] {
+				part.Required = append(part.Required, Requirement{Path: r.id, Met: true})
 			}
 		}
 	}
+	return part
+}
+
+// JoinPolicyParts gives each bundle the problems it must fail with, from
+// every bundle's part: its own violations, and each require entry that no
+// bundle meets, for every bundle of its scope.
+func JoinPolicyParts(parts map[string]PolicyPart) map[string]Diagnostics {
+	met := map[string]bool{}
+	for _, part := range parts {
+		for _, r := range part.Required {
+			met[r.Path] = met[r.Path] || r.Met
+		}
+	}
+	out := map[string]Diagnostics{}
+	for _, name := range slices.Sorted(maps.Keys(parts)) {
+		part := parts[name]
+		out[name] = append(out[name], part.Violations...)
+		for _, r := range part.Required {
+			if !met[r.Path] && r.Problem != nil {
+				d := *r.Problem
+				d.Bundle = name
+				out[name] = append(out[name], &d)
+			}
+		}
+		if len(out[name]) == 0 {
+			delete(out, name)
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
 	return out
+}
+
+// holdsFor reports whether the policy's target selects the cluster.
+func (p *Policy) holdsFor(c Cluster) bool {
+	if p.target == nil {
+		return true
+	}
+	ok, _, err := p.target.match(c)
+	return err == nil && ok
 }
 
 // policyOf is the policy of a rule's path (policies.<name>.<kind>[i]).

@@ -31,6 +31,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"runtime"
@@ -219,19 +220,76 @@ func (p *Pool) Rollouts(ctx context.Context, repoDir string, load fleet.LoadOpti
 	return rep.Rollouts, nil
 }
 
-// PolicyViolations checks, in a worker bounded like a plan, a cluster's
-// rendered objects against the fleet's policies
-// (fleet.Fleet.PolicyViolations): the problems each bundle must fail
-// with.
+// PolicyViolations checks a cluster's rendered objects against the
+// fleet's policies (fleet.Fleet.PolicyViolations): the problems each bundle
+// must fail with. Bundles are checked in workers bounded like a plan, a
+// batch of small bundles per worker and a large one alone: a bundle whose
+// check exceeds the bounds fails alone, saying so, and the others are
+// checked and applied.
 func (p *Pool) PolicyViolations(ctx context.Context, repoDir string, load fleet.LoadOptions, c fleet.Cluster, bundles []fleet.RenderedBundle) (map[string]fleet.Diagnostics, error) {
-	ctx, cancel := context.WithTimeoutCause(ctx, p.opts.PlanTimeout, fmt.Errorf(
+	parts := map[string]fleet.PolicyPart{}
+	var batch []json.RawMessage
+	var names []string
+	size := 0
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		err := p.checkPolicies(ctx, repoDir, load, c, names, batch, parts)
+		batch, names, size = nil, nil, 0
+		return err
+	}
+	budget := int(p.opts.Memory / policyBatchShare)
+	for _, b := range bundles {
+		raw, err := json.Marshal(b)
+		if err != nil {
+			return nil, err
+		}
+		if size+len(raw) > budget {
+			if err := flush(); err != nil {
+				return nil, err
+			}
+		}
+		batch, names, size = append(batch, raw), append(names, b.Name), size+len(raw)
+	}
+	if err := flush(); err != nil {
+		return nil, err
+	}
+	return fleet.JoinPolicyParts(parts), nil
+}
+
+// policyBatchShare: a batch of bundles checked in one worker holds at most
+// its memory bound / policyBatchShare of rendered objects (as JSON; CUE
+// takes many times that to evaluate them).
+const policyBatchShare = 32
+
+// checkPolicies checks a batch of bundles in one worker, into parts. When
+// the worker fails (a bound), a batch of several is checked again one
+// bundle at a time; a single bundle that fails gets the failure as its
+// violation. Only the end of ctx is an error.
+func (p *Pool) checkPolicies(ctx context.Context, repoDir string, load fleet.LoadOptions, c fleet.Cluster,
+	names []string, batch []json.RawMessage, parts map[string]fleet.PolicyPart) error {
+	jctx, cancel := context.WithTimeoutCause(ctx, p.opts.PlanTimeout, fmt.Errorf(
 		"checking the fleet's policies took longer than %s (--eval-timeout)", p.opts.PlanTimeout))
 	defer cancel()
-	rep, err := p.run(ctx, false, &job{Policies: &policiesJob{RepoDir: repoDir, Load: load, Cluster: c, Bundles: bundles}})
-	if err != nil {
-		return nil, fmt.Errorf("checking the fleet's policies for %s: %w", c.Name, err)
+	rep, err := p.run(jctx, false, &job{Policies: &policiesJob{RepoDir: repoDir, Load: load, Cluster: c, Bundles: batch}})
+	switch {
+	case ctx.Err() != nil:
+		return fmt.Errorf("checking the fleet's policies for %s: %w", c.Name, context.Cause(ctx))
+	case err == nil:
+		maps.Copy(parts, rep.Parts)
+		return nil
+	case len(batch) > 1:
+		for i := range batch {
+			if err := p.checkPolicies(ctx, repoDir, load, c, names[i:i+1], batch[i:i+1], parts); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
-	return rep.Violations, nil
+	parts[names[0]] = fleet.PolicyPart{Violations: fleet.Diagnostics{{Bundle: names[0], Clusters: []string{c.Name},
+		Message: fmt.Sprintf("its objects could not be checked against the fleet's policies: %v", err)}}}
+	return nil
 }
 
 // FleetPlans are every cluster's plans of a fleet: Plans[i], or Errors[i],

@@ -20,6 +20,7 @@ import (
 	"github.com/flotilla-gitops/flotilla/schemas/spec"
 	"github.com/flotilla-gitops/flotilla/sync/planrender"
 	"github.com/flotilla-gitops/flotilla/sync/sandbox"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 )
 
 func TestMain(m *testing.M) {
@@ -298,5 +299,68 @@ func TestWorkersGetAMinimalEnvironment(t *testing.T) {
 	}
 	if v, err := sandbox.Getenv(pool, context.Background(), "PATH"); err != nil || v != "" {
 		t.Errorf("an offline worker's PATH is %q (%v)", v, err)
+	}
+}
+
+// TestPolicyCheckPerBundle: a cluster's policy check is made bundle by
+// bundle (small ones batched): one bundle whose objects are too many to
+// check within the memory bound fails alone, saying so; the others are
+// checked — a forbidden object still fails its bundle, a require entry met
+// by one bundle holds for all — and pass.
+func TestPolicyCheckPerBundle(t *testing.T) {
+	dir := t.TempDir()
+	rendertest.WriteFile(t, dir, "fleet.cue", `package fleet
+
+policies: {
+	"no-secrets": forbid: [{kind: "Secret"}]
+	"has-quota": require: [{kind: "ResourceQuota"}]
+}
+bundles: {
+	huge: resources: []
+	quota: resources: []
+	leaky: resources: []
+	clean: resources: []
+}
+`)
+	obj := func(kind, name string, data map[string]any) *unstructured.Unstructured {
+		o := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": kind, "metadata": map[string]any{"name": name, "namespace": "default"}}}
+		if data != nil {
+			o.Object["data"] = data
+		}
+		return o
+	}
+	var huge []*unstructured.Unstructured
+	for i := range 40000 {
+		huge = append(huge, obj("ConfigMap", fmt.Sprintf("cm-%d", i), map[string]any{"a": strings.Repeat("x", 200), "b": fmt.Sprint(i)}))
+	}
+	bundles := []fleet.RenderedBundle{
+		{Name: "huge", Objects: huge},
+		{Name: "quota", Objects: []*unstructured.Unstructured{obj("ResourceQuota", "q", nil)}},
+		{Name: "leaky", Objects: []*unstructured.Unstructured{obj("Secret", "s", nil)}},
+		{Name: "clean", Objects: []*unstructured.Unstructured{obj("ConfigMap", "c", nil)}},
+	}
+	pool := newPool(t, sandbox.Options{Memory: 300 << 20, PlanTimeout: time.Minute})
+	got, err := pool.PolicyViolations(context.Background(), dir, fleet.LoadOptions{}, fleet.Cluster{Name: "c1"}, bundles)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := got["huge"]; len(v) != 1 || !strings.Contains(v.Error(), "could not be checked against the fleet's policies") || !strings.Contains(v.Error(), "memory") {
+		t.Errorf("huge: %v", v)
+	}
+	if v := got["leaky"]; len(v) != 1 || !strings.Contains(v.Error(), "policy no-secrets forbids") {
+		t.Errorf("leaky: %v", v)
+	}
+	for _, name := range []string{"quota", "clean"} {
+		if v := got[name]; len(v) != 0 {
+			t.Errorf("%s failed: %v", name, v)
+		}
+	}
+	// Without the quota, the require entry fails every bundle checked.
+	got, err = pool.PolicyViolations(context.Background(), dir, fleet.LoadOptions{}, fleet.Cluster{Name: "c1"}, bundles[2:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := got["clean"]; len(v) != 1 || !strings.Contains(v.Error(), "policy has-quota requires") {
+		t.Errorf("clean without a quota anywhere: %v", v)
 	}
 }

@@ -85,10 +85,11 @@ type renderJob struct {
 // policiesJob checks a cluster's rendered objects against the fleet's
 // policies.
 type policiesJob struct {
-	RepoDir string                 `json:"repoDir"`
-	Load    fleet.LoadOptions      `json:"load"`
-	Cluster fleet.Cluster          `json:"cluster"`
-	Bundles []fleet.RenderedBundle `json:"bundles"`
+	RepoDir string            `json:"repoDir"`
+	Load    fleet.LoadOptions `json:"load"`
+	Cluster fleet.Cluster     `json:"cluster"`
+	// Bundles are fleet.RenderedBundles, decoded one at a time.
+	Bundles []json.RawMessage `json:"bundles"`
 }
 
 type planJob struct {
@@ -99,15 +100,15 @@ type planJob struct {
 
 // reply answers a job: its result, or its error.
 type reply struct {
-	Output      *wireOutput                  `json:"output,omitempty"`
-	Plan        *fleet.Plan                  `json:"plan,omitempty"`
-	Rollouts    []fleet.ClusterRollouts      `json:"rollouts,omitempty"`
-	Violations  map[string]fleet.Diagnostics `json:"violations,omitempty"`
-	Fleet       *fleetPlans                  `json:"fleet,omitempty"`
-	Value       string                       `json:"value,omitempty"`
-	Error       string                       `json:"error,omitempty"`
-	Diagnostics fleet.Diagnostics            `json:"diagnostics,omitempty"`
-	PathEscapes bool                         `json:"pathEscapes,omitempty"`
+	Output      *wireOutput                 `json:"output,omitempty"`
+	Plan        *fleet.Plan                 `json:"plan,omitempty"`
+	Rollouts    []fleet.ClusterRollouts     `json:"rollouts,omitempty"`
+	Parts       map[string]fleet.PolicyPart `json:"parts,omitempty"`
+	Fleet       *fleetPlans                 `json:"fleet,omitempty"`
+	Value       string                      `json:"value,omitempty"`
+	Error       string                      `json:"error,omitempty"`
+	Diagnostics fleet.Diagnostics           `json:"diagnostics,omitempty"`
+	PathEscapes bool                        `json:"pathEscapes,omitempty"`
 }
 
 type wireObject struct {
@@ -257,7 +258,15 @@ func do(j *job, renderers map[spec.Kind]render.Renderer, rep *reply) {
 			fail(err)
 			return
 		}
-		rep.Violations = f.PolicyViolations(j.Policies.Cluster, j.Policies.Bundles)
+		rep.Parts = map[string]fleet.PolicyPart{}
+		for _, raw := range j.Policies.Bundles {
+			var b fleet.RenderedBundle
+			if err := json.Unmarshal(raw, &b); err != nil {
+				fail(fmt.Errorf("sandbox worker: bad bundle: %w", err))
+				return
+			}
+			rep.Parts[b.Name] = f.CheckBundlePolicies(j.Policies.Cluster, b)
+		}
 	case j.Fleet != nil:
 		plans, err := planFleet(j.Fleet)
 		if err != nil {
