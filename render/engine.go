@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"time"
@@ -33,6 +34,8 @@ type Result struct {
 	// Sensitive are the values the render decrypted (Output.Sensitive):
 	// whatever reports on the objects (an apply's errors) scrubs them.
 	Sensitive []string `json:"-"`
+	// Size is the size of Objects as JSON, in bytes.
+	Size int64 `json:"-"`
 }
 
 // Engine renders bundles with one Renderer per source kind and finishes
@@ -53,13 +56,31 @@ type Limits struct {
 	// MaxObjects bounds the objects (hooks included) one render may
 	// produce; zero for none.
 	MaxObjects int
+	// MaxBytes bounds the size of one render's objects, as JSON; zero for
+	// none. (A sandbox worker refuses to send more: Options.MaxOutput.)
+	MaxBytes int64
+	// MaxClusterBytes bounds the size of all of one cluster's bundles'
+	// objects, which whoever applies them holds at once (planrender's
+	// RenderPlan); zero for none.
+	MaxClusterBytes int64
 }
 
 // Defaults for the limits the commands and the agent apply.
 const (
 	DefaultTimeout    = time.Minute
 	DefaultMaxObjects = 10000
+	// DefaultMaxBytes is a bundle's objects' size bound: far above a real
+	// bundle (a large operator's CRDs take a few MiB), far below what
+	// would exhaust the agent, which holds every bundle of a pass.
+	DefaultMaxBytes = 128 << 20
+	// DefaultMaxClusterBytes bounds a cluster's objects, as JSON (held as
+	// Go values they take more): what the agent holds to apply, within its
+	// deployment's 1.5 GiB memory limit.
+	DefaultMaxClusterBytes = 384 << 20
 )
+
+// ErrTooLarge is wrapped when a bundle's objects are larger than a bound.
+var ErrTooLarge = errors.New("renders more than a bundle may")
 
 // WithLimits sets the engine's limits and returns it.
 func (e *Engine) WithLimits(l Limits) *Engine {
@@ -153,8 +174,11 @@ func (e *Engine) finishAll(req *Request, out *Output) (*Result, error) {
 	res.Objects = objectsOf(out.Objects)
 	res.Hooks = objectsOf(out.Hooks)
 	var err error
-	if res.Digest, err = Digest(res.Objects); err != nil {
+	if res.Digest, res.Size, err = digest(res.Objects); err != nil {
 		return nil, err
+	}
+	if e.limits.MaxBytes > 0 && res.Size > e.limits.MaxBytes {
+		return nil, fmt.Errorf("%w: its objects take %s as JSON, more than %s (--max-bundle-size)", ErrTooLarge, MiB(res.Size), MiB(e.limits.MaxBytes))
 	}
 	slices.Sort(res.Warnings)
 	res.Warnings = slices.Compact(res.Warnings)
@@ -257,14 +281,36 @@ func compareObjects(a, b *unstructured.Unstructured) int {
 
 // Digest hashes objects in their order: "sha256:<hex>".
 func Digest(objects []*unstructured.Unstructured) (string, error) {
+	d, _, err := digest(objects)
+	return d, err
+}
+
+// digest is Digest and the objects' size as JSON.
+func digest(objects []*unstructured.Unstructured) (string, int64, error) {
 	h := sha256.New()
-	enc := json.NewEncoder(h)
+	n := &countingWriter{w: h}
+	enc := json.NewEncoder(n)
 	for _, o := range objects {
 		if err := enc.Encode(o.Object); err != nil {
-			return "", err
+			return "", 0, err
 		}
 	}
-	return "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
+	return "sha256:" + hex.EncodeToString(h.Sum(nil)), n.n, nil
+}
+
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	c.n += int64(len(p))
+	return c.w.Write(p)
+}
+
+// MiB shows a size in mebibytes, for messages.
+func MiB(n int64) string {
+	return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
 }
 
 func objectsOf(os []Object) []*unstructured.Unstructured {

@@ -22,6 +22,8 @@ type limitFlags struct {
 	memory          string
 	maxObjects      int
 	maxManifestSize string
+	maxBundleSize   string
+	maxClusterSize  string
 	// sources say what rendering may fetch (remote bases, chart
 	// dependencies, registries) and with which credentials.
 	sources planrender.Sources
@@ -35,6 +37,8 @@ func addLimitFlags(cmd *cobra.Command, agent bool) *limitFlags {
 	fs.StringVar(&lf.memory, "render-memory", "1Gi", "bound of a render worker's memory (Kubernetes quantity); a bundle that needs more fails alone")
 	fs.IntVar(&lf.maxObjects, "max-objects", render.DefaultMaxObjects, "most objects one bundle may render")
 	fs.StringVar(&lf.maxManifestSize, "max-manifest-size", "16Mi", "largest manifest file a bundle may read (Kubernetes quantity)")
+	fs.StringVar(&lf.maxBundleSize, "max-bundle-size", "128Mi", "largest size of one bundle's objects as JSON (Kubernetes quantity); a larger bundle fails alone")
+	fs.StringVar(&lf.maxClusterSize, "max-cluster-size", "384Mi", "largest size of one cluster's bundles' objects together as JSON, which are held at once to apply (Kubernetes quantity); past it, bundles fail in plan order")
 	if agent {
 		fs.DurationVar(&lf.evalTimeout, "eval-timeout", sandbox.DefaultPlanTimeout, "bound of evaluating the fleet for this cluster (in a worker, with --render-memory); longer applies and prunes nothing")
 	}
@@ -75,11 +79,19 @@ func (lf *limitFlags) resolve() (render.Limits, int64, *sandbox.Options, error) 
 	if lf.renderTimeout <= 0 || lf.maxObjects <= 0 {
 		return render.Limits{}, 0, nil, fmt.Errorf("--render-timeout and --max-objects must be positive")
 	}
-	limits := render.Limits{Timeout: lf.renderTimeout, MaxObjects: lf.maxObjects}
+	bundleSize, err := quantity("--max-bundle-size", lf.maxBundleSize)
+	if err != nil {
+		return render.Limits{}, 0, nil, err
+	}
+	clusterSize, err := quantity("--max-cluster-size", lf.maxClusterSize)
+	if err != nil {
+		return render.Limits{}, 0, nil, err
+	}
+	limits := render.Limits{Timeout: lf.renderTimeout, MaxObjects: lf.maxObjects, MaxBytes: bundleSize, MaxClusterBytes: clusterSize}
 	if !lf.sandbox {
 		return limits, maxSize, nil, nil
 	}
-	return limits, maxSize, &sandbox.Options{Memory: memory, PlanTimeout: lf.evalTimeout, MaxManifestSize: maxSize}, nil
+	return limits, maxSize, &sandbox.Options{Memory: memory, PlanTimeout: lf.evalTimeout, MaxManifestSize: maxSize, MaxOutput: bundleSize}, nil
 }
 
 // options fill planrender options with the limits and, with --sandbox,

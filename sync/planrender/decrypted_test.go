@@ -2,13 +2,16 @@ package planrender_test
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/flotilla-gitops/flotilla/fleet"
 	"github.com/flotilla-gitops/flotilla/internal/sopstest"
+	"github.com/flotilla-gitops/flotilla/render"
 	"github.com/flotilla-gitops/flotilla/render/sops"
 	"github.com/flotilla-gitops/flotilla/sync/planrender"
 )
@@ -28,7 +31,7 @@ func TestDecryptedValuesNeverInErrors(t *testing.T) {
 		return string(sopstest.Encrypt(t, name, plain, regex, key.Recipient))
 	}
 	chart := map[string]string{
-		"Chart.yaml": "apiVersion: v2\nname: db\nversion: 0.1.0\n",
+		"Chart.yaml":        "apiVersion: v2\nname: db\nversion: 0.1.0\n",
 		"templates/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: db\ndata:\n  user: {{ .Values.user | quote }}\n",
 	}
 	for name, tc := range map[string]struct {
@@ -121,4 +124,64 @@ func writeFile(t *testing.T, p, content string) {
 	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestRenderedSizeIsBounded: a bundle whose objects take more than
+// MaxBytes fails alone; the bundles of a cluster together hold at most
+// MaxClusterBytes, past which the next bundle fails (in plan order) and
+// the ones before it are kept.
+func TestRenderedSizeIsBounded(t *testing.T) {
+	dir := t.TempDir()
+	cm := func(name string, kib int) string {
+		return `{apiVersion: "v1", kind: "ConfigMap", metadata: name: "` + name + `", data: v: strings.Repeat("x", ` + strconv.Itoa(kib<<10) + `)}`
+	}
+	writeFile(t, filepath.Join(dir, "fleet.cue"), `package fleet
+
+import "strings"
+
+bundles: {
+	a: {namespace: "x", resources: [`+cm("a", 300)+`]}
+	b: {namespace: "x", resources: [`+cm("b", 300)+`], dependsOn: ["a"]}
+	c: {namespace: "x", resources: [`+cm("c", 300)+`], dependsOn: ["b"]}
+	huge: {namespace: "x", resources: [`+cm("huge", 600)+`, `+cm("huge2", 600)+`]}
+}
+`)
+	f, err := fleet.Load(dir, fleet.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := f.Plan(fleet.Cluster{Name: "prod-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := planrender.New(dir, planrender.Options{Limits: render.Limits{MaxBytes: 1 << 20, MaxClusterBytes: 700 << 10}})
+	bundles, err := r.RenderPlan(context.Background(), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, b := range bundles {
+		got[b.Name] = "ok"
+		if b.Err != nil {
+			got[b.Name] = b.Err.Error()
+		}
+	}
+	if got["a"] != "ok" || got["b"] != "ok" {
+		t.Errorf("the first bundles within the bound: %v", got)
+	}
+	if !strings.Contains(got["c"], "--max-cluster-size") || !errors.Is(bundlesErr(bundles, "c"), render.ErrTooLarge) {
+		t.Errorf("the bundle past the cluster's bound: %q", got["c"])
+	}
+	if !strings.Contains(got["huge"], "more than 1.0 MiB (--max-bundle-size)") {
+		t.Errorf("the bundle past its own bound: %q", got["huge"])
+	}
+}
+
+func bundlesErr(bundles []planrender.Bundle, name string) error {
+	for _, b := range bundles {
+		if b.Name == name {
+			return b.Err
+		}
+	}
+	return nil
 }

@@ -94,6 +94,8 @@ func InProcess(opts Options) map[spec.Kind]render.Renderer {
 type Renderer struct {
 	repoDir string
 	engine  *render.Engine
+	// maxClusterBytes is Limits.MaxClusterBytes.
+	maxClusterBytes int64
 
 	mu    sync.Mutex
 	cache map[string]*cached
@@ -113,7 +115,7 @@ func New(repoDir string, opts Options) *Renderer {
 		renderers = InProcess(opts)
 	}
 	engine := render.NewEngine(renderers, opts.Scope).WithLimits(opts.Limits)
-	return &Renderer{repoDir: repoDir, engine: engine, cache: map[string]*cached{}}
+	return &Renderer{repoDir: repoDir, engine: engine, cache: map[string]*cached{}, maxClusterBytes: opts.Limits.MaxClusterBytes}
 }
 
 // Bundle is one planned bundle rendered, or why it could not be.
@@ -129,6 +131,7 @@ type Bundle struct {
 // are then incomplete and must not be applied.
 func (r *Renderer) RenderPlan(ctx context.Context, plan *fleet.Plan) ([]Bundle, error) {
 	out := make([]Bundle, len(plan.Bundles))
+	var held int64
 	for i, b := range plan.Bundles {
 		out[i] = Bundle{Name: b.Name}
 		if b.Failed() {
@@ -136,6 +139,18 @@ func (r *Renderer) RenderPlan(ctx context.Context, plan *fleet.Plan) ([]Bundle, 
 			continue
 		}
 		out[i].Result, out[i].Err = r.RenderBundle(ctx, plan.Cluster, b)
+		if res := out[i].Result; res != nil && r.maxClusterBytes > 0 {
+			// What the cluster's bundles hold together is bounded: past
+			// the bound, a bundle fails (in plan order) and is let go.
+			if held+res.Size > r.maxClusterBytes {
+				out[i].Result, out[i].Err = nil, &render.Error{Bundle: b.Name, Cluster: plan.Cluster.Name, Err: fmt.Errorf(
+					"%w: its objects (%s as JSON) with the cluster's bundles before it (%s) take more than the %s a cluster's may (--max-cluster-size)",
+					render.ErrTooLarge, render.MiB(res.Size), render.MiB(held), render.MiB(r.maxClusterBytes))}
+				r.forget(plan.Cluster, b)
+			} else {
+				held += res.Size
+			}
+		}
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("rendering bundle %s for cluster %s (%d of %s rendered): %w",
 				b.Name, plan.Cluster.Name, i, english.Count(len(plan.Bundles), "bundle"), context.Cause(ctx))
@@ -236,7 +251,7 @@ func RefuseSharedObjects(cluster string, bundles []Bundle) {
 // have them in common: callers must not modify them (deep-copy first).
 func (r *Renderer) RenderBundle(ctx context.Context, c fleet.Cluster, b *fleet.Bundle) (*render.Result, error) {
 	req := Request(r.repoDir, c, b)
-	key := b.InputsDigest + "|" + req.Capabilities.KubeVersion + "|" + strings.Join(req.Capabilities.APIVersions, ",")
+	key := cacheKey(req, b)
 	r.mu.Lock()
 	entry, ok := r.cache[key]
 	if !ok {
@@ -257,6 +272,21 @@ func (r *Renderer) RenderBundle(ctx context.Context, c fleet.Cluster, b *fleet.B
 		return nil, render.ScrubError(err, entry.res.Sensitive)
 	}
 	return entry.res, nil
+}
+
+// forget drops a bundle's render from the cache, so that its objects can
+// be let go.
+func (r *Renderer) forget(c fleet.Cluster, b *fleet.Bundle) {
+	key := cacheKey(Request(r.repoDir, c, b), b)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.cache, key)
+}
+
+// cacheKey is what a render is remembered by: the bundle's inputs and the
+// cluster's capabilities.
+func cacheKey(req *render.Request, b *fleet.Bundle) string {
+	return b.InputsDigest + "|" + req.Capabilities.KubeVersion + "|" + strings.Join(req.Capabilities.APIVersions, ",")
 }
 
 // ErrNotGranted is wrapped when a tenant's bundle renders an object its

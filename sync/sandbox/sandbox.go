@@ -73,6 +73,10 @@ type Options struct {
 	// default DefaultPlanTimeout. Render jobs are bounded by their ctx
 	// (render.Engine sets the render timeout).
 	PlanTimeout time.Duration
+	// MaxOutput bounds what a worker sends of one render's objects, as
+	// JSON, in bytes (render.Limits.MaxBytes): a bundle larger fails in
+	// the worker, before this process reads any of it. Zero for none.
+	MaxOutput int64
 
 	// What the workers' renderers are configured with.
 	planrender.Sources
@@ -419,7 +423,7 @@ func (p *Pool) track(w *worker) bool {
 // start starts a worker; an offline one in a network namespace of its own
 // when the kernel allows it.
 func (p *Pool) start(online bool) (*worker, error) {
-	cfg, err := json.Marshal(workerConfig{Sources: p.opts.Sources, MaxManifestSize: p.opts.MaxManifestSize, Memory: p.opts.Memory, Offline: !online})
+	cfg, err := json.Marshal(workerConfig{Sources: p.opts.Sources, MaxManifestSize: p.opts.MaxManifestSize, Memory: p.opts.Memory, Offline: !online, MaxOutput: p.opts.MaxOutput})
 	if err != nil {
 		return nil, err
 	}

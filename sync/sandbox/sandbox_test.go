@@ -364,3 +364,21 @@ bundles: {
 		t.Errorf("clean without a quota anywhere: %v", v)
 	}
 }
+
+// TestWorkerSendsNoOversizedBundle: a render whose objects are larger than
+// MaxOutput fails in the worker, saying so, and this process reads none of
+// them; the worker serves the next render.
+func TestWorkerSendsNoOversizedBundle(t *testing.T) {
+	dir := repo(t)
+	rendertest.WriteFile(t, dir, "big/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: big\ndata:\n  v: "+strings.Repeat("x", 300<<10)+"\n")
+	pool := newPool(t, sandbox.Options{MaxOutput: 200 << 10})
+	engine := render.NewEngine(pool.Renderers(), nil)
+	_, err := engine.Render(context.Background(), &render.Request{Bundle: "big", Namespace: "apps", RepoDir: dir,
+		Source: spec.Source{Kind: spec.KindManifests, Manifests: &spec.Manifests{Path: "big"}}})
+	if err == nil || !strings.Contains(err.Error(), "more than 0.2 MiB (--max-bundle-size)") {
+		t.Fatalf("an oversized bundle: %v", err)
+	}
+	if _, err := engine.Render(context.Background(), helmRequest(dir, "good")); err != nil {
+		t.Errorf("the next render: %v", err)
+	}
+}

@@ -36,6 +36,8 @@ type workerConfig struct {
 	Memory          int64 `json:"memory"`
 	// Offline workers reach no network (goOffline).
 	Offline bool `json:"offline,omitempty"`
+	// MaxOutput is Options.MaxOutput.
+	MaxOutput int64 `json:"maxOutput,omitempty"`
 }
 
 // job is one unit of work; exactly one field is set.
@@ -198,7 +200,7 @@ func serve() int {
 		} else {
 			do(&j, renderers, rep)
 		}
-		if err := enc.Encode(rep); err != nil {
+		if err := send(enc, rep, cfg.MaxOutput); err != nil {
 			fmt.Fprintf(os.Stderr, "sandbox worker: writing a reply: %v\n", err)
 			return 2
 		}
@@ -333,4 +335,22 @@ func planFleet(j *fleetJob) (*fleetPlans, error) {
 		}
 	}
 	return out, nil
+}
+
+// send writes a reply; one that carries more objects than maxOutput bytes
+// (as JSON) becomes an error, so that the process that collects renders
+// never reads more.
+func send(enc *json.Encoder, rep *reply, maxOutput int64) error {
+	if rep.Output == nil || maxOutput <= 0 {
+		return enc.Encode(rep)
+	}
+	data, err := json.Marshal(rep)
+	if err != nil {
+		return err
+	}
+	if n := int64(len(data)); n > maxOutput {
+		return enc.Encode(&reply{Error: fmt.Sprintf("%v: its objects take %s as JSON, more than %s (--max-bundle-size)",
+			render.ErrTooLarge, render.MiB(n), render.MiB(maxOutput))})
+	}
+	return enc.Encode(json.RawMessage(data))
 }
