@@ -179,7 +179,11 @@ func TestRemoteRefs(t *testing.T) {
 		"overlays/prod":                                 false,
 		"cm.yaml":                                       false,
 		"gitlab.example.com/group/repo":                 false, // no scheme: kustomize reads it as a folder
-		"team@a/b":                                      false,
+		// user@host/org/repo is cloned over SSH; a folder named like it
+		// is taken for a remote too (kustomize would try git first).
+		"deploy@git.internal/org/app": true,
+		"team@a/b":                    true,
+		"team/a@b":                    false,
 	} {
 		if got := kustomize.RemoteRef(ref); got != remote {
 			t.Errorf("%s: remote %v, want %v", ref, got, remote)
@@ -242,6 +246,14 @@ func TestNoNetworkFromAnyField(t *testing.T) {
 		"validators":               "validators: [" + url + "]",
 		"configurations":           "configurations: [" + url + "]",
 		"plugin config file":       "generators: [../gen.yaml]",
+		// kustomize clones before it looks for a folder: a local folder
+		// named like user@host/org/repo is a git remote to it.
+		"resources, user@host/path": "resources: [deploy@git.internal/org/app]",
+		"resources, git:: scp":      "resources: ['git::Deploy@git.internal/org/app?ref=main']",
+	}
+	for _, local := range []string{"resources,-user@host/path/deploy@git.internal/org/app", "resources,-git::-scp/git::Deploy@git.internal/org/app?ref=main"} {
+		rendertest.WriteFile(t, repo, local+"/kustomization.yaml", "resources: [cm.yaml]\n")
+		rendertest.WriteFile(t, repo, local+"/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: local}\n")
 	}
 	rendertest.WriteFile(t, repo, "gen.yaml", "apiVersion: builtin\nkind: ConfigMapGenerator\nmetadata: {name: g}\nfiles: ["+url+"]\n")
 	for name, field := range cases {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -303,18 +304,25 @@ func remoteValue(v any) (string, bool) {
 // remoteRef reports whether kustomize would fetch ref instead of reading
 // it from the repository. Kustomize tries a reference as a git URL before
 // it looks for a file or folder of that name (so a folder named like a URL
-// does not make it local), and takes as one: a URL with a scheme
-// (https://, ssh://, file://, or go-getter's git:: prefix), a github.com
-// path without a scheme, or SCP-style user@host:path.
+// does not make it local), and takes as one (its internal/git repospec,
+// which no caller can import): a URL with a scheme (https://, ssh://,
+// file://, after go-getter's git:: prefix), a github.com path without a
+// scheme, or anything that starts with a user name and @ — user@host:path,
+// and user@host/org/repo too, which it clones over SSH. Any other scheme
+// counts as remote as well: whatever kustomize does with it, it is not a
+// file of the repository.
 func remoteRef(ref string) bool {
 	r := strings.ToLower(strings.TrimSpace(ref))
 	r = strings.TrimPrefix(r, "git::")
 	if strings.Contains(r, "://") || strings.HasPrefix(r, "github.com/") || strings.HasPrefix(r, "github.com:") {
 		return true
 	}
-	user, rest, ok := strings.Cut(r, "@")
-	return ok && user != "" && !strings.Contains(user, "/") && strings.Contains(rest, ":")
+	return gitUser.MatchString(r)
 }
+
+// gitUser is how kustomize recognises a git URL's user name: a letter,
+// then letters, digits and '-', then @.
+var gitUser = regexp.MustCompile(`^[a-z][a-z0-9-]*@`)
 
 // readKustomization reads the kustomization file of dir, if any: its name,
 // its bytes and what it says.
