@@ -34,6 +34,9 @@ func (a *Agent) publish(ctx context.Context, p *Pass, now time.Time) error {
 		return nil
 	}
 	_, err := a.reporter.Publish(ctx, a.status, now)
+	if d := a.reporter.Duplicate(); d != "" {
+		a.log.Error(nil, "another agent reports as this cluster: its status is overwritten by turns", "cluster", a.status.Cluster.Name, "reason", d)
+	}
 	return err
 }
 

@@ -3,6 +3,8 @@ package report
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -59,6 +61,21 @@ type Reporter struct {
 	last     []byte
 	lastPush time.Time
 	pushes   int // pushes the last Publish made
+
+	// instance tells this agent's commits from another's (a trailer):
+	// two agents started with the same cluster name would otherwise
+	// overwrite each other's status unnoticed. pushed is this reporter's
+	// last commit; interleaved counts the publishes in a row that found
+	// the branch written by another instance since it; duplicate, once
+	// that happened twice in a row, says so in every report.
+	instance    string
+	pushed      plumbing.Hash
+	interleaved int
+	duplicate   string
+	// tip and hash are the last attempt's: the tip it built on, the
+	// commit it pushed.
+	tip  *branchTip
+	hash plumbing.Hash
 }
 
 // branchTip is what a report needs to know of the branch's tip.
@@ -66,6 +83,7 @@ type branchTip struct {
 	hash, parent plumbing.Hash // parent: zero for a first commit
 	content      []byte        // its status file without the report time
 	heartbeat    bool
+	instance     string // the agent instance that wrote it
 }
 
 // Pushes is how many pushes the last Publish made: 1 when Git is up, 0
@@ -92,8 +110,51 @@ func New(opts Options) (*Reporter, error) {
 	if opts.Timeout <= 0 {
 		opts.Timeout = source.DefaultTimeout
 	}
-	return &Reporter{opts: opts}, nil
+	id := make([]byte, 6)
+	if _, err := rand.Read(id); err != nil {
+		return nil, err
+	}
+	return &Reporter{opts: opts, instance: hex.EncodeToString(id)}, nil
 }
+
+// instanceTrailer names the agent instance that wrote a status commit.
+const instanceTrailer = "Flotilla-Instance"
+
+// trailer reads a trailer's value from a commit message.
+func trailer(message, key string) string {
+	for line := range strings.SplitSeq(message, "\n") {
+		if v, ok := strings.CutPrefix(line, key+": "); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+// noteInterleaving notes whether another instance wrote the branch since
+// this reporter's last commit. A handover (a new pod, the old one's last
+// report) is once; another agent with the same name writes again and
+// again: twice in a row is a duplicate, said in every report until it
+// stops.
+func (r *Reporter) noteInterleaving(cluster string, tip *branchTip) {
+	if r.pushed.IsZero() || tip == nil || tip.hash == r.pushed {
+		r.interleaved = 0
+		r.duplicate = ""
+		return
+	}
+	if tip.instance == "" || tip.instance == r.instance {
+		return
+	}
+	r.interleaved++
+	if r.interleaved >= 2 {
+		r.duplicate = fmt.Sprintf("two agents report as cluster %s: agent instance %s writes its status branch too (each agent needs a cluster name of its own)",
+			cluster, tip.instance)
+	}
+}
+
+// Duplicate says, once this reporter has seen another agent write its
+// cluster's status branch between its own reports twice in a row, that
+// two agents share the cluster name; "" otherwise.
+func (r *Reporter) Duplicate() string { return r.duplicate }
 
 // Path is the status file of a cluster on its branch.
 func Path(cluster string) string { return "clusters/" + cluster + ".yaml" }
@@ -124,6 +185,11 @@ func (r *Reporter) Publish(ctx context.Context, st *Status, now time.Time) (bool
 	// Messages carry what the fleet wrote (template output, names): no
 	// terminal escapes, no runaway lengths, in Git.
 	st.Message = errtext.Clean(st.Message)
+	if r.duplicate != "" {
+		said := *st // the caller's status stays as it is
+		said.Message = strings.TrimSuffix(r.duplicate+"; "+st.Message, "; ")
+		st = &said
+	}
 	for i := range st.Bundles {
 		st.Bundles[i].Message = errtext.Clean(st.Bundles[i].Message)
 	}
@@ -152,6 +218,8 @@ func (r *Reporter) Publish(ctx context.Context, st *Status, now time.Time) (bool
 		return false, source.RedactError(fmt.Errorf("status of %s not pushed to %s: %w", st.Cluster.Name, report.branch, err), r.opts.URL)
 	}
 	r.last, r.lastPush = content, now
+	r.noteInterleaving(st.Cluster.Name, r.tip)
+	r.pushed = r.hash
 	return true, nil
 }
 
@@ -182,7 +250,13 @@ func (r *Reporter) publishOnce(ctx context.Context, c *commitSpec) error {
 	if err != nil {
 		return err
 	}
+	r.tip = tip
 	parents, message := placement(tip, c)
+	message = strings.TrimRight(message, "\n")
+	if !strings.Contains(message, "\n\n") {
+		message += "\n"
+	}
+	message += "\n" + instanceTrailer + ": " + r.instance + "\n"
 	who := object.Signature{Name: "flotilla", Email: "flotilla@flotilla.dev", When: time.Now()}
 	hash, err := source.CommitFiles(repo.Storer, map[string][]byte{c.path: c.data}, parents, message, who)
 	if err != nil {
@@ -199,6 +273,7 @@ func (r *Reporter) publishOnce(ctx context.Context, c *commitSpec) error {
 	if err := source.PushLeased(ctx, repo, "origin", r.opts.Auth, ref, lease); err != nil {
 		return r.explainPush(ctx, err)
 	}
+	r.hash = hash
 	return nil
 }
 
@@ -219,7 +294,8 @@ func fetchTip(ctx context.Context, repo *git.Repository, opts Options, ref, trac
 	if err != nil {
 		return nil, err
 	}
-	tip := &branchTip{hash: commit.Hash, content: fileContent(commit, path), heartbeat: strings.Contains(commit.Message, heartbeatTrailer)}
+	tip := &branchTip{hash: commit.Hash, content: fileContent(commit, path), heartbeat: strings.Contains(commit.Message, heartbeatTrailer),
+		instance: trailer(commit.Message, instanceTrailer)}
 	if len(commit.ParentHashes) == 1 {
 		tip.parent = commit.ParentHashes[0]
 	}

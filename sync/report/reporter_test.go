@@ -345,3 +345,58 @@ func TestSilentRemoteTimesOut(t *testing.T) {
 		t.Errorf("took %s", took)
 	}
 }
+
+// TestTwoAgentsWithOneName: two agents that report as the same cluster
+// overwrite each other's status; each notices the other writing its branch
+// between its own reports, and from the second time in a row says so in
+// its status. A handover (a new agent's first reports after the old one's
+// last) is not one.
+func TestTwoAgentsWithOneName(t *testing.T) {
+	repo := gittest.New(t)
+	newReporter := func() *report.Reporter {
+		r, err := report.New(report.Options{URL: repo.Bare})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	publish := func(r *report.Reporter, phase report.ClusterPhase, now time.Time) {
+		t.Helper()
+		// Each report differs (the agents see the cluster differently).
+		st := &report.Status{Cluster: fleet.Cluster{Name: "prod-1"}, Phase: phase, Message: now.String(), Bundles: []report.BundleStatus{}}
+		if _, err := r.Publish(context.Background(), st, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now := time.Now()
+	old, handover := newReporter(), newReporter()
+	publish(old, report.ClusterReady, now)
+	publish(handover, report.ClusterProgressing, now.Add(time.Second))
+	publish(handover, report.ClusterReady, now.Add(2*time.Second))
+	if old.Duplicate() != "" || handover.Duplicate() != "" {
+		t.Fatalf("a handover taken for two agents: %q %q", old.Duplicate(), handover.Duplicate())
+	}
+
+	a, b := handover, newReporter()
+	for i := range 3 {
+		phase := report.ClusterReady
+		if i%2 == 1 {
+			phase = report.ClusterProgressing
+		}
+		publish(b, phase, now.Add(time.Duration(10+2*i)*time.Second))
+		publish(a, phase, now.Add(time.Duration(11+2*i)*time.Second))
+	}
+	for name, r := range map[string]*report.Reporter{"a": a, "b": b} {
+		if !strings.Contains(r.Duplicate(), "two agents report as cluster prod-1") {
+			t.Errorf("%s did not notice the other: %q", name, r.Duplicate())
+		}
+	}
+	publish(a, report.ClusterReady, now.Add(time.Minute))
+	st, err := report.ReadCluster(context.Background(), repo.URL, "", "prod-1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(st.Message, "two agents report as cluster prod-1") {
+		t.Errorf("the status does not say so: %q", st.Message)
+	}
+}
