@@ -89,6 +89,11 @@ type Secrets interface {
 	Read(name string, data []byte) (out []byte, decrypted []string, err error)
 }
 
+// MaskedPrefix starts what an encrypted value is shown as when it is not
+// decrypted (render/sops's Mask): a placeholder, which render's checks
+// take as a value of the right kind (a Secret's base64 data).
+const MaskedPrefix = "sops-encrypted:"
+
 // ReadSecrets is s.Read, or data as it is when s is nil; what it
 // decrypts is recorded in ctx's Decrypted (WithDecrypted), if any.
 func ReadSecrets(ctx context.Context, s Secrets, name string, data []byte) ([]byte, error) {

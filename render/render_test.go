@@ -245,3 +245,33 @@ func TestPathsStayInTheRepository(t *testing.T) {
 		}
 	}
 }
+
+// TestRenderRefusesWhatEveryAPIServerRefuses: a built-in kind or
+// apiVersion in the wrong case, an invalid label key or value or
+// annotation key, and a Secret's data that is not base64 fail the render,
+// naming the object and the field, instead of the apply; a masked SOPS
+// value in a Secret's data is a placeholder, not a mistake.
+func TestRenderRefusesWhatEveryAPIServerRefuses(t *testing.T) {
+	for doc, want := range map[string]string{
+		"apiVersion: v1\nkind: configmap\nmetadata: {name: a}\n":                                         `no such kind (apiVersion: v1, kind: ConfigMap?)`,
+		"apiVersion: V1\nkind: ConfigMap\nmetadata: {name: a}\n":                                         `no such kind (apiVersion: v1, kind: ConfigMap?)`,
+		"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a, labels: {'bad key!': v}}\n":                `label key "bad key!"`,
+		"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a, labels: {team: 'has spaces'}}\n":           `label team: invalid value`,
+		"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a, annotations: {'-x': v}}\n":                 `annotation key "-x"`,
+		"apiVersion: v1\nkind: Secret\nmetadata: {name: a}\ndata: {pw: 'not base64!!'}\n":                `data.pw: not base64`,
+		"apiVersion: v1\nkind: Secret\nmetadata: {name: a}\ndata: {pw: 'sops-encrypted:0123456789ab'}\n": "",
+		"apiVersion: v1\nkind: Secret\nmetadata: {name: a, labels: {team: web}}\ndata: {pw: aGk=}\n":     "",
+	} {
+		dir := t.TempDir()
+		rendertest.WriteFile(t, dir, "m/x.yaml", doc)
+		engine := render.NewEngine(map[spec.Kind]render.Renderer{spec.KindManifests: manifests.Renderer{}}, nil)
+		_, err := engine.Render(context.Background(), &render.Request{Bundle: "b", Namespace: "apps", RepoDir: dir,
+			Source: spec.Source{Kind: spec.KindManifests, Manifests: &spec.Manifests{Path: "m"}}})
+		switch {
+		case want == "" && err != nil:
+			t.Errorf("%q: %v", doc, err)
+		case want != "" && (err == nil || !strings.Contains(err.Error(), want)):
+			t.Errorf("%q: %v, want %q", doc, err, want)
+		}
+	}
+}

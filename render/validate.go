@@ -1,8 +1,11 @@
 package render
 
 import (
+	"encoding/base64"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/api/validate/content"
@@ -39,7 +42,53 @@ func checkIdentity(obj *unstructured.Unstructured) error {
 			return fmt.Errorf("%s: invalid namespace %q: %s", what, ns, strings.Join(errs, "; "))
 		}
 	}
+	if err := checkMeta(obj); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
 	return checkCRDName(obj)
+}
+
+// checkMeta refuses what every API server refuses whatever its version,
+// so that a render fails (naming it) instead of the apply: a built-in kind
+// or apiVersion in the wrong case, label keys and values and annotation
+// keys that are not valid, and a Secret's data that is not base64. (vet
+// checks more, CheckTypes: every field of a built-in kind.)
+func checkMeta(obj *unstructured.Unstructured) error {
+	gvk := obj.GroupVersionKind()
+	if !scheme.Scheme.Recognizes(gvk) {
+		if near := nearKind(gvk); near != "" {
+			return fmt.Errorf("apiVersion %q, kind %q: no such kind (%s?)", obj.GetAPIVersion(), obj.GetKind(), near)
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(obj.GetLabels())) {
+		if errs := validation.IsQualifiedName(k); len(errs) > 0 {
+			return fmt.Errorf("label key %q: %s", k, strings.Join(errs, "; "))
+		}
+		if errs := validation.IsValidLabelValue(obj.GetLabels()[k]); len(errs) > 0 {
+			return fmt.Errorf("label %s: invalid value: %s", k, strings.Join(errs, "; "))
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(obj.GetAnnotations())) {
+		if errs := validation.IsQualifiedName(strings.ToLower(k)); len(errs) > 0 {
+			return fmt.Errorf("annotation key %q: %s", k, strings.Join(errs, "; "))
+		}
+	}
+	if gvk.GroupKind() == (schema.GroupKind{Kind: "Secret"}) {
+		data, _, _ := unstructured.NestedMap(obj.Object, "data")
+		for _, k := range slices.Sorted(maps.Keys(data)) {
+			v, ok := data[k].(string)
+			if !ok {
+				return fmt.Errorf("data.%s: not a base64 string", k)
+			}
+			if strings.HasPrefix(v, MaskedPrefix) {
+				continue
+			}
+			if _, err := base64.StdEncoding.DecodeString(v); err != nil {
+				return fmt.Errorf("data.%s: not base64 (%v); put plain text in stringData", k, err)
+			}
+		}
+	}
+	return nil
 }
 
 // checkCRDName refuses a CustomResourceDefinition whose name is not

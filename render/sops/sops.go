@@ -300,7 +300,7 @@ func maskValue(v any) any {
 	case string:
 		if strings.HasPrefix(v, "ENC[") {
 			sum := sha256.Sum256([]byte(v))
-			return "sops-encrypted:" + hex.EncodeToString(sum[:6])
+			return render.MaskedPrefix + hex.EncodeToString(sum[:6])
 		}
 	}
 	return v
