@@ -84,7 +84,7 @@ func checkMeta(obj *unstructured.Unstructured) error {
 				continue
 			}
 			if _, err := base64.StdEncoding.DecodeString(v); err != nil {
-				return fmt.Errorf("data.%s: not base64 (%v); put plain text in stringData", k, err)
+				return fmt.Errorf("data.%s: not base64 (%w); put plain text in stringData", k, err)
 			}
 		}
 	}
