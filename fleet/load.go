@@ -129,6 +129,7 @@ func Load(repoDir string, opts LoadOptions) (*Fleet, error) {
 	if err != nil {
 		return nil, err
 	}
+	files := inFleetFolder(inst, pkgDir)
 
 	f := &Fleet{ctx: cuecontext.New(), bundleErrs: map[string]Diagnostics{}, display: display}
 	// Build errors show up again, with their paths, in splitValidation, which
@@ -143,7 +144,7 @@ func Load(repoDir string, opts LoadOptions) (*Fleet, error) {
 	}
 	if len(problems) == 0 {
 		problems = append(problems, f.readInventory()...)
-		problems = append(problems, f.readTenancy(inst.Files)...)
+		problems = append(problems, f.readTenancy(inst.Files, files)...)
 		problems = append(problems, f.readSecrets()...)
 		problems = append(problems, f.readPolicies(inst.Files)...)
 	}
@@ -205,11 +206,9 @@ func loadInstance(repoDir, pkgDir, display string, parse func(string, any, parse
 			if p == overlay {
 				return schemaDisplay
 			}
-			rel := strings.TrimPrefix(strings.TrimPrefix(p, pkgDir), "/")
-			if pkgDir == "." || !strings.HasPrefix(p, pkgDir+"/") {
-				rel = p
-			}
-			return filepath.Join(display, rel)
+			// A file of a parent folder (CUE loads those of the package
+			// too when the repository has a cue.mod) shows where it is.
+			return filepath.Join(display, filepath.FromSlash(fleetFolderPath(pkgDir, p)))
 		},
 	}
 	insts := load.Instances([]string{"."}, cfg)
@@ -429,4 +428,37 @@ func (f *Fleet) clone() *Fleet {
 		// checked by the Fleet that read them.
 		policyCount: f.policyCount,
 	}
+}
+
+// fleetFolderPath is the path of the repository file p (slash-separated,
+// from the repository root) from the fleet's folder pkgDir: "x.cue" for
+// one in it, "../x.cue" for one of a parent folder.
+func fleetFolderPath(pkgDir, p string) string {
+	if pkgDir == "." {
+		return p
+	}
+	rel, err := filepath.Rel(filepath.FromSlash(pkgDir), filepath.FromSlash(p))
+	if err != nil {
+		return p
+	}
+	return filepath.ToSlash(rel)
+}
+
+// inFleetFolder maps the instance's files, by the name positions show, to
+// their paths from the fleet's folder (fleetFolderPath): what tenants'
+// files patterns match, however the fleet's path was spelt.
+func inFleetFolder(inst *build.Instance, pkgDir string) map[string]string {
+	out := map[string]string{}
+	for _, bf := range inst.BuildFiles {
+		if bf.Filename == schemaDisplay {
+			continue
+		}
+		out[bf.Filename] = fleetFolderPath(pkgDir, repoPathOf(bf))
+	}
+	return out
+}
+
+// repoPathOf is a loaded file's path from the repository root.
+func repoPathOf(bf *build.File) string {
+	return strings.TrimPrefix(bf.FilenameLoc.Path, "/")
 }

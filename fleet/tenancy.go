@@ -73,7 +73,7 @@ type owner struct {
 // bundle's owner. A bundle that belongs to nobody, or to more than one
 // owner, fails in every plan (as a schema error does): the fleet's other
 // bundles are planned normally.
-func (f *Fleet) readTenancy(files []*ast.File) Diagnostics {
+func (f *Fleet) readTenancy(files []*ast.File, inFolder map[string]string) Diagnostics {
 	v := lookup(f.root, fieldTenancy)
 	if !v.Exists() {
 		return nil
@@ -128,7 +128,7 @@ func (f *Fleet) readTenancy(files []*ast.File) Diagnostics {
 
 	f.tenancy = &t
 	f.assignOwners(pos)
-	return f.checkContributions(files, pos)
+	return f.checkContributions(files, inFolder, pos)
 }
 
 // assignOwners gives every bundle its one owner under the tenancy policy

@@ -2,6 +2,8 @@ package fleet_test
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -282,6 +284,32 @@ bundles: {"a-jobs": {namespace: ns, serviceAccountName: "deployer", resources: [
 	for _, b := range []string{"a-web", "a-jobs"} {
 		if got := p.Bundle(b); got == nil || got.Failed() {
 			t.Errorf("the tenant's own bundle %s: %+v", b, got)
+		}
+	}
+}
+
+// TestTenantFilesHoweverThePathIsSpelt: the fleet's path as the agent,
+// hydrate or preview are given it (./teams, teams/., teams//,
+// teams/../teams) changes nothing: a tenant's file is the tenant's, and
+// its addition to a platform bundle fails that bundle. A file named like
+// the tenant's but for case is the tenant's too.
+func TestTenantFilesHoweverThePathIsSpelt(t *testing.T) {
+	for _, file := range []string{"team-a-evil.cue", "Team-A-Evil.cue"} {
+		dir := writeFleet(t, "", "teams/fleet.cue", "package fleet\n\n"+policy+`
+bundles: "platform-dns": {namespace: "kube-system", resources: []}
+`, "teams/"+file, "package fleet\n\nbundles: \"platform-dns\": overlays: help: resources: []\n")
+		if err := os.Remove(filepath.Join(dir, "fleet.cue")); err != nil {
+			t.Fatal(err)
+		}
+		for _, path := range []string{"teams", "./teams", "teams/.", "teams//", "teams/../teams", "teams/"} {
+			f, err := fleet.Load(dir, fleet.LoadOptions{Path: path})
+			if err != nil {
+				t.Fatalf("%s: %v", path, err)
+			}
+			dns := mustPlan(t, f, euProd).Bundle("platform-dns")
+			if dns == nil || !dns.Failed() || !strings.Contains(dns.Errors.Error(), "tenant team-a's file "+file) {
+				t.Errorf("--path %s, %s: the platform bundle took a tenant's overlay: %+v", path, file, dns)
+			}
 		}
 	}
 }

@@ -40,7 +40,9 @@ func (f *Fleet) tenantFiles(names []string, policy token.Pos) (map[string]string
 	for _, name := range names {
 		var claims []string
 		for _, t := range tenants {
-			if ok, _, _ := matchGlobs("file", name, f.tenancy.Tenants[t].Files); ok {
+			// Case aside: a file a tenant's pattern matches but for case
+			// (Payments-x.cue) is the tenant's, not the platform's.
+			if ok, _, _ := matchGlobs("file", strings.ToLower(name), lower(f.tenancy.Tenants[t].Files)); ok {
 				claims = append(claims, t)
 			}
 		}
@@ -63,7 +65,7 @@ func (f *Fleet) tenantFiles(names []string, policy token.Pos) (map[string]string
 // last good state in every cluster; the fleet's other bundles go on); a
 // declaration that could add to anything (a pattern, an embedding, a
 // top-level field other than `bundles`) fails the fleet.
-func (f *Fleet) checkContributions(files []*ast.File, policy token.Pos) Diagnostics {
+func (f *Fleet) checkContributions(files []*ast.File, inFolder map[string]string, policy token.Pos) Diagnostics {
 	if f.tenancy == nil {
 		return nil
 	}
@@ -72,7 +74,13 @@ func (f *Fleet) checkContributions(files []*ast.File, policy token.Pos) Diagnost
 		if file.Filename == schemaDisplay {
 			continue
 		}
-		byName[f.fleetRelative(file.Filename)] = file
+		name, ok := inFolder[file.Filename]
+		if !ok {
+			// Every loaded file is in the map: one that is not could
+			// escape the check, so the fleet does not load.
+			return Diagnostics{diagnostic("", fmt.Sprintf("file %s: its place in the repository is unknown, so the tenancy policy cannot tell whose it is", file.Filename), policy)}
+		}
+		byName[name] = file
 	}
 	owners, ds := f.tenantFiles(slices.Sorted(maps.Keys(byName)), policy)
 	for _, name := range slices.Sorted(maps.Keys(owners)) {
@@ -82,16 +90,6 @@ func (f *Fleet) checkContributions(files []*ast.File, policy token.Pos) Diagnost
 		}
 	}
 	return ds
-}
-
-// fleetRelative turns a file name as positions show it (LoadOptions.
-// DisplayDir joined with the name) into the name inside the fleet's folder,
-// which tenants' files patterns match.
-func (f *Fleet) fleetRelative(name string) string {
-	if f.display == "" || f.display == "." {
-		return name
-	}
-	return strings.TrimPrefix(name, strings.TrimSuffix(f.display, "/")+"/")
 }
 
 // contribution checks the declarations of one tenant's file.
@@ -184,4 +182,12 @@ func labelText(l ast.Label) string {
 	default:
 		return "(computed)"
 	}
+}
+
+func lower(patterns []string) []string {
+	out := make([]string, len(patterns))
+	for i, p := range patterns {
+		out[i] = strings.ToLower(p)
+	}
+	return out
 }
