@@ -1,6 +1,7 @@
 package fleet
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -71,7 +72,7 @@ func rolloutFor(v cue.Value, c Cluster, at string) (*Rollout, error) {
 	}
 	r := &Rollout{Offline: spec.Offline, Paused: spec.Paused, Waves: []string{}, Approvers: spec.Approvers}
 	for i, key := range spec.Approvers {
-		if _, _, _, _, err := ssh.ParseAuthorizedKey([]byte(key)); err != nil {
+		if _, _, err := ParseApprover(key); err != nil {
 			return nil, diagnostic(fmt.Sprintf("%s.approvers[%d]", at, i), fmt.Sprintf(
 				"not an SSH public key (an authorized_keys line such as \"ssh-ed25519 AAAA… ada@example.com\"): %v", err),
 				userPos(lookup(v, "approvers")))
@@ -236,4 +237,26 @@ func lookupPath(v cue.Value, names []string) cue.Value {
 		sels[i] = cue.Str(n)
 	}
 	return v.LookupPath(cue.MakePath(sels...))
+}
+
+// ParseApprover reads one of a rollout's approvers: an authorized_keys
+// line of one plain SSH public key and an optional comment — no options
+// (an expiry or a forced command would be ignored, not honoured), no
+// certificate (its validity and principals would not be checked), one
+// line (a comment line could hide which key it is).
+func ParseApprover(line string) (ssh.PublicKey, string, error) {
+	if strings.ContainsAny(strings.TrimSpace(line), "\r\n") {
+		return nil, "", errors.New("one key per entry, on one line")
+	}
+	key, comment, options, _, err := ssh.ParseAuthorizedKey([]byte(line))
+	switch {
+	case err != nil:
+		return nil, "", err
+	case len(options) > 0:
+		return nil, "", fmt.Errorf("key options (%s) are not honoured here: give the key alone", strings.Join(options, ","))
+	}
+	if _, isCert := key.(*ssh.Certificate); isCert {
+		return nil, "", errors.New("a certificate's validity and principals are not checked here: give the plain public key")
+	}
+	return key, comment, nil
 }

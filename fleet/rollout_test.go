@@ -111,10 +111,16 @@ bundles: web: resources: []`))
 	if p := mustPlan(t, f, euProd); p.Rollout == nil || len(p.Rollout.Approvers) != 1 || p.Rollout.Approvers[0] != key {
 		t.Fatalf("approvers in the plan: %+v", p.Rollout)
 	}
-	f = mustLoad(t, writeFleet(t, `rollout: {approvers: ["Ada <ada@example.com>"], waves: [{name: "all", approve: true}]}
+	for entry, want := range map[string]string{
+		"Ada <ada@example.com>":                                  "not an SSH public key",
+		`expiry-time=\"20000101\" ` + key:                        "key options (expiry-time=",
+		"# " + key + "\\nssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE":  "one key per entry, on one line",
+	} {
+		f = mustLoad(t, writeFleet(t, `rollout: {approvers: ["`+entry+`"], waves: [{name: "all", approve: true}]}
 bundles: web: resources: []`))
-	_, err := f.Plan(euProd)
-	if err == nil || !strings.Contains(err.Error(), "fleet.cue:3:") || !strings.Contains(err.Error(), "rollout.approvers[0]: not an SSH public key") {
-		t.Fatalf("a name as an approver: %v", err)
+		_, err := f.Plan(euProd)
+		if err == nil || !strings.Contains(err.Error(), "fleet.cue:3:") || !strings.Contains(err.Error(), "rollout.approvers[0]: ") || !strings.Contains(err.Error(), want) {
+			t.Errorf("approver %q: %v, want %q", entry, err, want)
+		}
 	}
 }

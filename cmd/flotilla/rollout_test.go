@@ -274,9 +274,20 @@ bundles: web: resources: []
 		if a.Signature == "" {
 			continue
 		}
-		a.Wave = "rest"
-		if by, err := report.VerifyApproval(a, []string{adaPub}); err == nil {
+		moved := a
+		moved.Wave = "rest"
+		if by, err := report.VerifyApproval(moved, []string{adaPub}); err == nil {
 			t.Errorf("a signature moved to another wave verified (by %s)", by)
+		}
+		// Who, when and why are signed too: the history cannot be
+		// rewritten under the signature.
+		rewritten := a
+		rewritten.By = "Mallory <m@example.com>"
+		if _, err := report.VerifyApproval(rewritten, []string{adaPub}); err == nil {
+			t.Error("a signed approval verified with another approver's name")
+		}
+		if by, err := report.VerifyApproval(a, []string{adaPub}); err != nil || by != "ada@example.com" {
+			t.Errorf("the signed approval as pushed: %q %v", by, err)
 		}
 	}
 }

@@ -260,8 +260,14 @@ func NeedsNetwork(req *render.Request, allowDownloads bool) bool {
 		return false
 	}
 	defer root.Close()
-	_, err = root.Stat(filepath.Join(filepath.FromSlash(src.Chart), "Chart.lock"))
-	return err == nil
+	// A v2 chart's Chart.lock, or a v1 chart's requirements.lock (Helm's
+	// loader reads either as the chart's lock).
+	for _, lock := range []string{"Chart.lock", "requirements.lock"} {
+		if _, err := root.Stat(filepath.Join(filepath.FromSlash(src.Chart), lock)); err == nil {
+			return true
+		}
+	}
+	return false
 }
 
 // loadChart loads the chart: from a chart repository, an OCI registry, or

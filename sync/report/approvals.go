@@ -3,6 +3,7 @@ package report
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
@@ -18,6 +19,7 @@ import (
 	"golang.org/x/crypto/ssh"
 	"sigs.k8s.io/yaml"
 
+	"github.com/flotilla-gitops/flotilla/fleet"
 	"github.com/flotilla-gitops/flotilla/internal/errtext"
 	"github.com/flotilla-gitops/flotilla/sync/source"
 )
@@ -81,15 +83,25 @@ func Approved(approvals []Approval, wave, revision string, approvers []string) b
 // signature made for git or for a file cannot be replayed as one).
 const approvalNamespace = "flotilla-rollout-approval"
 
-// approvalMessage is what an approval's signature covers: the revision and
-// the wave it lets through, nothing a reader could change to widen it.
+// approvalMessage is what an approval's signature covers: every field but
+// the signature — the revision and the wave it lets through, and who,
+// when and why, so that the history cannot be rewritten under it — as
+// JSON, which no two approvals share (a field cannot run into the next).
 func approvalMessage(a Approval) []byte {
-	return []byte("flotilla rollout approval\nrevision " + a.Revision + "\nwave " + a.Wave + "\n")
+	a.Signature = ""
+	data, err := json.Marshal(a)
+	if err != nil {
+		return nil // a struct of strings and a time always encodes
+	}
+	return append([]byte("flotilla rollout approval v1\n"), data...)
 }
 
 // SignApproval signs the approval's revision and wave with the signer (an
 // SSH key: a private key file, or one held by ssh-agent).
 func SignApproval(a *Approval, signer ssh.Signer) error {
+	// Signed as it is stored and read back: in UTC, without the clock's
+	// monotonic reading.
+	a.At = a.At.UTC().Round(0)
 	sig, err := sshsig.Sign(bytes.NewReader(approvalMessage(*a)), signer, sshsig.HashSHA512, approvalNamespace)
 	if err != nil {
 		return fmt.Errorf("signing the approval: %w", err)
@@ -114,7 +126,7 @@ func VerifyApproval(a Approval, approvers []string) (string, error) {
 		return "", fmt.Errorf("%w: its signature does not parse", ErrUnsignedApproval)
 	}
 	for _, line := range approvers {
-		key, comment, _, _, err := ssh.ParseAuthorizedKey([]byte(line))
+		key, comment, err := fleet.ParseApprover(line)
 		if err != nil {
 			continue // the fleet refuses such a key when it is planned
 		}

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -169,12 +170,19 @@ func TestOfflineWorkersWithoutNamespaceReachNothing(t *testing.T) {
 		fmt.Fprintln(w, "apiVersion: v1\nkind: ConfigMap")
 	}))
 	defer srv.Close()
+	sock := filepath.Join(t.TempDir(), "proxy.sock")
+	ul, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ul.Close()
 	pool := newPool(t, sandbox.Options{})
 	sandbox.WithoutNetworkNamespace(pool)
 	for addr, want := range map[string]string{
-		srv.URL + "/base.yaml":                                 "no network while rendering offline",
-		"flotilla.invalid":                                     "no network while rendering offline",
-		strings.TrimPrefix(srv.URL, "http://"):                 "network is unreachable", // a dial of its own
+		"unix:" + sock:                         "network is unreachable", // a local proxy's socket
+		srv.URL + "/base.yaml":                 "no network while rendering offline",
+		"flotilla.invalid":                     "no network while rendering offline",
+		strings.TrimPrefix(srv.URL, "http://"): "network is unreachable", // a dial of its own
 		"[::1]:" + srv.URL[strings.LastIndex(srv.URL, ":")+1:]: "network is unreachable",
 	} {
 		err := sandbox.Probe(pool, context.Background(), addr)

@@ -47,12 +47,17 @@ func protocolOutput() (*os.File, error) {
 }
 
 // denyInternetSockets installs a seccomp filter on every thread of this
-// process under which socket(2) for AF_INET and AF_INET6, and
-// io_uring_setup(2) (its rings can open sockets without socket(2)), fail
-// with ENETUNREACH. Beneath goOffline, it stops the libraries that dial
-// with transports of their own too, where no network namespace could be
-// made; an unprivileged process may install it (no_new_privs), and a
-// pod's default seccomp profile allows that.
+// process under which no socket can be made and no other process's
+// network reached: socket(2) and socketpair(2) of any family, io_uring
+// (its rings open sockets without socket(2)), another process's file
+// descriptors (pidfd_getfd: the parent's connections), another namespace
+// (setns), and tracing or reading another process fail with ENETUNREACH
+// or EPERM; and so does every call of another ABI (i386's int 0x80 on
+// amd64, x32), which Go never makes. Beneath goOffline, it stops the
+// libraries that dial with transports of their own too (Helm's schema
+// loader has one), where no network namespace could be made; an
+// unprivileged process may install it (no_new_privs), and a pod's
+// default seccomp profile allows that.
 func denyInternetSockets() error {
 	var arch uint32
 	switch runtime.GOARCH {
@@ -66,30 +71,43 @@ func denyInternetSockets() error {
 	const (
 		ld  = unix.BPF_LD | unix.BPF_W | unix.BPF_ABS
 		jeq = unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K
+		jge = unix.BPF_JMP | unix.BPF_JGE | unix.BPF_K
 		ret = unix.BPF_RET | unix.BPF_K
 	)
-	// struct seccomp_data: nr at 0, arch at 4, args[0] (low half on a
-	// little-endian machine) at 16.
+	denied := []uint32{
+		unix.SYS_SOCKET, unix.SYS_SOCKETPAIR, unix.SYS_IO_URING_SETUP,
+		unix.SYS_PIDFD_GETFD, unix.SYS_PIDFD_OPEN, unix.SYS_SETNS,
+		unix.SYS_PTRACE, unix.SYS_PROCESS_VM_READV, unix.SYS_PROCESS_VM_WRITEV,
+	}
+	// struct seccomp_data: nr at 0, arch at 4.
 	prog := []unix.SockFilter{
 		{Code: ld, K: 4},
-		{Code: jeq, K: arch, Jf: 6}, // another ABI: allow
+		{Code: jeq, K: arch, Jt: 1}, // our ABI: go on
+		{Code: ret, K: unix.SECCOMP_RET_ERRNO | uint32(unix.EPERM)}, // another ABI
 		{Code: ld, K: 0},
-		{Code: jeq, K: unix.SYS_IO_URING_SETUP, Jt: 5},
-		{Code: jeq, K: unix.SYS_SOCKET, Jf: 3},
-		{Code: ld, K: 16},
-		{Code: jeq, K: unix.AF_INET, Jt: 2},
-		{Code: jeq, K: unix.AF_INET6, Jt: 1},
-		{Code: ret, K: unix.SECCOMP_RET_ALLOW},
-		{Code: ret, K: unix.SECCOMP_RET_ERRNO | uint32(unix.ENETUNREACH)},
+		{Code: jge, K: 0x40000000, Jt: uint8(len(denied)) + 1}, // x32 calls: deny
 	}
+	for i, nr := range denied {
+		// Jump to the deny at the end when equal.
+		prog = append(prog, unix.SockFilter{Code: jeq, K: nr, Jt: uint8(len(denied) - i)})
+	}
+	prog = append(prog,
+		unix.SockFilter{Code: ret, K: unix.SECCOMP_RET_ALLOW},
+		unix.SockFilter{Code: ret, K: unix.SECCOMP_RET_ERRNO | uint32(unix.ENETUNREACH)},
+	)
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 		return fmt.Errorf("no_new_privs: %w", err)
 	}
 	fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
-	if _, _, errno := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, unix.SECCOMP_FILTER_FLAG_TSYNC, uintptr(unsafe.Pointer(&fprog))); errno != 0 {
+	r1, _, errno := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, unix.SECCOMP_FILTER_FLAG_TSYNC, uintptr(unsafe.Pointer(&fprog)))
+	switch {
+	case errno != 0:
 		return fmt.Errorf("seccomp: %w", errno)
+	case r1 != 0:
+		// With TSYNC, a thread that could not take the filter.
+		return fmt.Errorf("seccomp: thread %d could not take the filter", r1)
 	}
 	return nil
 }

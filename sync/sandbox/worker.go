@@ -288,8 +288,9 @@ func do(j *job, renderers map[spec.Kind]render.Renderer, rep *reply) {
 }
 
 // probe reaches addr as the renderers' libraries would (tests): an http://
-// URL with the shared HTTP client, a host name with the resolver, host:port
-// with a plain TCP dial.
+// URL with the shared HTTP client, a host name with the resolver,
+// unix:PATH with a Unix socket (a local proxy), host:port with a plain TCP
+// dial.
 func probe(addr string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -307,6 +308,13 @@ func probe(addr string) error {
 	case !strings.Contains(addr, ":"):
 		_, err := net.DefaultResolver.LookupHost(ctx, addr)
 		return err
+	case strings.HasPrefix(addr, "unix:"):
+		var d net.Dialer
+		conn, err := d.DialContext(ctx, "unix", strings.TrimPrefix(addr, "unix:"))
+		if err != nil {
+			return err
+		}
+		return conn.Close()
 	default:
 		var d net.Dialer
 		conn, err := d.DialContext(ctx, "tcp", addr)
