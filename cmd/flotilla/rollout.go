@@ -254,7 +254,7 @@ func (af *approveFlags) sign(a *report.Approval, approvers []string) error {
 // sshSigner reads an SSH private key file, or a public key file whose
 // private key ssh-agent ($SSH_AUTH_SOCK) holds.
 func sshSigner(file string) (ssh.Signer, error) {
-	data, err := os.ReadFile(file)
+	data, err := readKeyFile(file)
 	if err != nil {
 		return nil, fmt.Errorf("--signing-key: %w", err)
 	}
@@ -347,4 +347,25 @@ func writeRollout(w io.Writer, v *report.RolloutView) error {
 		fmt.Fprintf(w, "not yet seen by: %s\n", errtext.Clean(strings.Join(v.NotSeen, ", ")))
 	}
 	return nil
+}
+
+// maxKeyFile bounds a key file: far above any SSH key, far below what a
+// mistaken path (/dev/zero) would read.
+const maxKeyFile = 64 << 10
+
+// readKeyFile reads a key file of at most maxKeyFile bytes.
+func readKeyFile(file string) ([]byte, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxKeyFile+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > maxKeyFile {
+		return nil, fmt.Errorf("%s is larger than any SSH key (%d bytes at most)", file, maxKeyFile)
+	}
+	return data, nil
 }

@@ -256,6 +256,9 @@ bundles: web: resources: []
 	if code, out := approve("eu"); code == exitOK || !strings.Contains(out, "names approvers (rollout.approvers): sign the approval with --signing-key") {
 		t.Errorf("an unsigned approval under approvers: exit %d\n%s", code, out)
 	}
+	if code, out := approve("eu", "--signing-key", "/dev/zero"); code == exitOK || !strings.Contains(out, "larger than any SSH key") {
+		t.Errorf("a signing key that never ends: exit %d\n%s", code, out)
+	}
 	if code, out := approve("eu", "--signing-key", eveKey); code == exitOK || !strings.Contains(out, "not signed by one of the rollout's approvers") {
 		t.Errorf("an approval signed by a key that is no approver's: exit %d\n%s", code, out)
 	}
