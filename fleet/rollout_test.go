@@ -114,7 +114,7 @@ bundles: web: resources: []`))
 	for entry, want := range map[string]string{
 		"Ada <ada@example.com>":                                  "not an SSH public key",
 		`expiry-time=\"20000101\" ` + key:                        "key options (expiry-time=",
-		"# " + key + "\\nssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE":  "one key per entry, on one line",
+		"# " + key + "\\nssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE": "one key per entry, on one line",
 	} {
 		f = mustLoad(t, writeFleet(t, `rollout: {approvers: ["`+entry+`"], waves: [{name: "all", approve: true}]}
 bundles: web: resources: []`))
