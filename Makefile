@@ -27,8 +27,8 @@ GO_TEST_FLAGS ?= -count=1 -timeout=30m
 MAX_TRACKED_BYTES := 1048576
 
 .PHONY: build
-build: ## Build bin/flotilla
-	go build -ldflags "$(LDFLAGS)" -o $(BIN)/flotilla ./cmd/flotilla
+build: ## Build bin/flotilla: static (no cgo) and stripped (no DWARF or symbol table; stack traces keep names and lines), 88 MB instead of 193
+	CGO_ENABLED=0 go build -ldflags "-s -w $(LDFLAGS)" -o $(BIN)/flotilla ./cmd/flotilla
 
 .PHONY: testenv
 testenv: ## Build the test control plane (kube-apiserver, etcd, controller-manager, scheduler, kwok) into bin/testenv, once
