@@ -207,10 +207,8 @@ func (g *Generator) current(ctx context.Context) ([]map[string]any, error) {
 		return g.params, g.loadErr
 	}
 	g.mu.Unlock()
-	select {
-	case <-done:
-	case <-ctx.Done():
-		return nil, context.Cause(ctx)
+	if err := waitFor(ctx, done); err != nil {
+		return nil, err
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -226,14 +224,22 @@ func (g *Generator) Refresh(ctx context.Context) error {
 	g.startRefresh()
 	done := g.refreshing
 	g.mu.Unlock()
-	select {
-	case <-done:
-	case <-ctx.Done():
-		return context.Cause(ctx)
+	if err := waitFor(ctx, done); err != nil {
+		return err
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.lastErr
+}
+
+// waitFor waits until done is closed (a refresh ended) or ctx ends.
+func waitFor(ctx context.Context, done <-chan struct{}) error {
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
 }
 
 // startRefresh starts a refresh unless one is under way (g.mu held).

@@ -325,7 +325,7 @@ func (f *Fleet) CheckBundlePolicies(c Cluster, b RenderedBundle) PolicyPart {
 			continue
 		}
 		// A require entry none of this bundle's objects meets.
-		if p := f.policyOf(d.Path); p == nil || len(p.bundles) == 0 || globAny(p.bundles, b.Name) {
+		if p := f.policyOf(d.Path); p == nil || p.covers(b.Name) {
 			part.Required = append(part.Required, Requirement{Path: d.Path, Problem: d})
 		}
 	}
@@ -335,7 +335,7 @@ func (f *Fleet) CheckBundlePolicies(c Cluster, b RenderedBundle) PolicyPart {
 		unmet[r.Path] = true
 	}
 	for _, p := range f.policies {
-		if len(p.bundles) > 0 && !globAny(p.bundles, b.Name) || !p.holdsFor(c) {
+		if !p.covers(b.Name) || !p.holdsFor(c) {
 			continue
 		}
 		for _, r := range p.rules {
@@ -378,6 +378,12 @@ func JoinPolicyParts(parts map[string]PolicyPart) map[string]Diagnostics {
 	return out
 }
 
+// covers reports whether the policy's bundles (all without them) take in
+// the bundle.
+func (p *Policy) covers(bundle string) bool {
+	return len(p.bundles) == 0 || globAny(p.bundles, bundle)
+}
+
 // holdsFor reports whether the policy's target selects the cluster.
 func (p *Policy) holdsFor(c Cluster) bool {
 	if p.target == nil {
@@ -400,7 +406,7 @@ func (f *Fleet) policyOf(path string) *Policy {
 // inScope reports whether the policy's bundles and namespaces take in the
 // object.
 func (p *Policy) inScope(o *policyObject) bool {
-	if len(p.bundles) > 0 && !globAny(p.bundles, o.bundle) {
+	if !p.covers(o.bundle) {
 		return false
 	}
 	if len(p.namespaces) > 0 {

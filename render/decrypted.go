@@ -22,23 +22,23 @@ import (
 // before it leaves the process that rendered: a sandbox worker sends no
 // plaintext in an error.
 
-// Decrypted records the values one render decrypted.
-type Decrypted struct {
+// decrypted records the values one render decrypted.
+type decrypted struct {
 	mu     sync.Mutex
 	values map[string]bool
 }
 
 type decryptedKey struct{}
 
-// WithDecrypted returns a context whose renders record, in the returned
-// Decrypted, every value ReadSecrets decrypts.
-func WithDecrypted(ctx context.Context) (context.Context, *Decrypted) {
-	d := &Decrypted{values: map[string]bool{}}
+// withDecrypted returns a context whose renders record, in the returned
+// decrypted, every value ReadSecrets decrypts.
+func withDecrypted(ctx context.Context) (context.Context, *decrypted) {
+	d := &decrypted{values: map[string]bool{}}
 	return context.WithValue(ctx, decryptedKey{}, d), d
 }
 
-// Values are the values recorded, sorted.
-func (d *Decrypted) Values() []string {
+// recorded are the values recorded, sorted.
+func (d *decrypted) recorded() []string {
 	if d == nil {
 		return nil
 	}
@@ -47,7 +47,7 @@ func (d *Decrypted) Values() []string {
 	return slices.Sorted(maps.Keys(d.values))
 }
 
-func (d *Decrypted) add(values []string) {
+func (d *decrypted) add(values []string) {
 	if d == nil || len(values) == 0 {
 		return
 	}
@@ -59,9 +59,9 @@ func (d *Decrypted) add(values []string) {
 }
 
 // ScrubError returns err, or, when its message shows a value, an error
-// with the scrubbed message that is still ErrPathEscapes or ErrTimeout
-// when err was (and wraps nothing else: what it wrapped may print the
-// value).
+// with the scrubbed message that is still ErrPathEscapes, ErrTimeout,
+// ErrRender or ErrTooLarge when err was (and wraps nothing else: what it
+// wrapped may print the value).
 func ScrubError(err error, values []string) error {
 	if err == nil || len(values) == 0 {
 		return err
@@ -72,7 +72,7 @@ func ScrubError(err error, values []string) error {
 		return err
 	}
 	s := &scrubbedError{msg: scrubbed}
-	for _, kind := range []error{ErrPathEscapes, ErrTimeout, ErrRender} {
+	for _, kind := range []error{ErrPathEscapes, ErrTimeout, ErrRender, ErrTooLarge} {
 		if errors.Is(err, kind) {
 			s.kinds = append(s.kinds, kind)
 		}
@@ -96,9 +96,9 @@ func Scrubbing(r Renderer) Renderer { return scrubbing{r} }
 type scrubbing struct{ r Renderer }
 
 func (s scrubbing) Render(ctx context.Context, req *Request) (*Output, error) {
-	ctx, d := WithDecrypted(ctx)
+	ctx, d := withDecrypted(ctx)
 	out, err := s.r.Render(ctx, req)
-	values := d.Values()
+	values := d.recorded()
 	if err != nil {
 		return nil, ScrubError(err, values)
 	}

@@ -95,14 +95,14 @@ type Secrets interface {
 const MaskedPrefix = "sops-encrypted:"
 
 // ReadSecrets is s.Read, or data as it is when s is nil; what it
-// decrypts is recorded in ctx's Decrypted (WithDecrypted), if any.
+// decrypts is recorded for the render that ctx is of (Scrubbing), if any.
 func ReadSecrets(ctx context.Context, s Secrets, name string, data []byte) ([]byte, error) {
 	if s == nil {
 		return data, nil
 	}
-	out, decrypted, err := s.Read(name, data)
-	if d, ok := ctx.Value(decryptedKey{}).(*Decrypted); ok {
-		d.add(decrypted)
+	out, values, err := s.Read(name, data)
+	if d, ok := ctx.Value(decryptedKey{}).(*decrypted); ok {
+		d.add(values)
 	}
 	return out, err
 }

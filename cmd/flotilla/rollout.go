@@ -196,22 +196,10 @@ func (af *approveFlags) wavesAt(ctx context.Context, repo, revision string, stat
 		if r == nil {
 			return
 		}
-		for _, name := range r.Waves {
-			if !slices.Contains(w.all, name) {
-				w.all = append(w.all, name)
-			}
-		}
-		for _, name := range r.Approving {
-			if !slices.Contains(w.asking, name) {
-				w.asking = append(w.asking, name)
-			}
-		}
+		w.all = appendNew(w.all, r.Waves...)
+		w.asking = appendNew(w.asking, r.Approving...)
 		if slices.Contains(r.Approving, af.wave) {
-			for _, key := range r.Approvers {
-				if !slices.Contains(w.approvers, key) {
-					w.approvers = append(w.approvers, key)
-				}
-			}
+			w.approvers = appendNew(w.approvers, r.Approvers...)
 		}
 	}
 	for _, cr := range f.Rollouts(known, f.Bundles()) {
@@ -222,6 +210,16 @@ func (af *approveFlags) wavesAt(ctx context.Context, repo, revision string, stat
 	}
 	slices.Sort(w.asking)
 	return w, nil
+}
+
+// appendNew appends the items list does not hold yet, in order.
+func appendNew(list []string, items ...string) []string {
+	for _, it := range items {
+		if !slices.Contains(list, it) {
+			list = append(list, it)
+		}
+	}
+	return list
 }
 
 // sign signs the approval with --signing-key, checked against the

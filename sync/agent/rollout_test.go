@@ -2,8 +2,6 @@ package agent_test
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -477,13 +475,10 @@ func TestRolloutWaves(t *testing.T) {
 // authorized_keys line.
 func approverKey(t *testing.T) (ssh.Signer, string) {
 	t.Helper()
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	signer, pub := gittest.NewSSHKey(t)
+	line, err := os.ReadFile(pub)
 	if err != nil {
 		t.Fatal(err)
 	}
-	signer, err := ssh.NewSignerFromKey(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return signer, strings.TrimSpace(string(ssh.MarshalAuthorizedKey(signer.PublicKey()))) + " ada@example.com"
+	return signer, strings.TrimSpace(string(line)) + " ada@example.com"
 }

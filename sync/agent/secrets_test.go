@@ -64,14 +64,7 @@ func TestAgentDecryptsSecrets(t *testing.T) {
 		"fleet.cue":       secretsFleet,
 		"secrets/db.yaml": string(sopstest.Encrypt(t, "db.yaml", secret(first), "", key.Recipient)),
 	})
-	statusRepo := gittest.New(t)
-	logs := &lockedBuffer{}
-	log := funcr.New(logs.write, funcr.Options{Verbosity: 2})
-	a := newLoggingAgent(t, cluster.Config, repo, "prod-1", nil, log, func(o *agent.Options) {
-		o.Status = &report.Options{URL: statusRepo.URL}
-		o.Sandbox = &sandbox.Options{PlanTimeout: 30 * time.Second}
-		o.Sources.AgeKeyFiles = []string{key.File}
-	})
+	a, statusRepo, logs := decryptingAgent(t, repo, key)
 	readSecret := func() string {
 		t.Helper()
 		var s corev1.Secret
@@ -160,14 +153,7 @@ func TestDecryptedValueRefusedByTheAPIServer(t *testing.T) {
 		"fleet.cue":       secretsFleet,
 		"secrets/db.yaml": string(sopstest.Encrypt(t, "db.yaml", svc, "^externalName$", key.Recipient)),
 	})
-	statusRepo := gittest.New(t)
-	logs := &lockedBuffer{}
-	log := funcr.New(logs.write, funcr.Options{Verbosity: 2})
-	a := newLoggingAgent(t, cluster.Config, repo, "prod-1", nil, log, func(o *agent.Options) {
-		o.Status = &report.Options{URL: statusRepo.URL}
-		o.Sandbox = &sandbox.Options{PlanTimeout: 30 * time.Second}
-		o.Sources.AgeKeyFiles = []string{key.File}
-	})
+	a, statusRepo, logs := decryptingAgent(t, repo, key)
 	p := a.RunOnce(context.Background())
 	a.Log(p)
 	if !p.Failed() || p.Result == nil {
@@ -191,4 +177,20 @@ func TestDecryptedValueRefusedByTheAPIServer(t *testing.T) {
 			t.Errorf("the %s show the decrypted value", where)
 		}
 	}
+}
+
+// decryptingAgent is an agent of cluster prod-1 for repo that decrypts
+// with key, renders in its sandbox workers, reports to a status
+// repository of its own and logs into the returned buffer.
+func decryptingAgent(t *testing.T, repo *gittest.Repo, key sopstest.Key) (*testAgent, *gittest.Repo, *lockedBuffer) {
+	t.Helper()
+	statusRepo := gittest.New(t)
+	logs := &lockedBuffer{}
+	log := funcr.New(logs.write, funcr.Options{Verbosity: 2})
+	a := newLoggingAgent(t, cluster.Config, repo, "prod-1", nil, log, func(o *agent.Options) {
+		o.Status = &report.Options{URL: statusRepo.URL}
+		o.Sandbox = &sandbox.Options{PlanTimeout: 30 * time.Second}
+		o.Sources.AgeKeyFiles = []string{key.File}
+	})
+	return a, statusRepo, logs
 }

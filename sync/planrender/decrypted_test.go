@@ -86,14 +86,7 @@ func TestDecryptedValuesNeverInErrors(t *testing.T) {
 			for p, c := range files {
 				writeFile(t, filepath.Join(dir, p), c)
 			}
-			f, err := fleet.Load(dir, fleet.LoadOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			p, err := f.Plan(fleet.Cluster{Name: "prod-1"})
-			if err != nil {
-				t.Fatal(err)
-			}
+			p := planOf(t, dir)
 			r := planrender.New(dir, planrender.Options{Sources: planrender.Sources{Secrets: sops.ModeDecrypt, AgeKeyFiles: []string{key.File}}})
 			bundles, err := r.ApplyBundles(context.Background(), p, "rev")
 			if err != nil {
@@ -146,14 +139,7 @@ bundles: {
 	huge: {namespace: "x", resources: [`+cm("huge", 600)+`, `+cm("huge2", 600)+`]}
 }
 `)
-	f, err := fleet.Load(dir, fleet.LoadOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := f.Plan(fleet.Cluster{Name: "prod-1"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := planOf(t, dir)
 	r := planrender.New(dir, planrender.Options{Limits: render.Limits{MaxBytes: 1 << 20, MaxClusterBytes: 700 << 10}})
 	bundles, err := r.RenderPlan(context.Background(), p)
 	if err != nil {
@@ -184,4 +170,18 @@ func bundlesErr(bundles []planrender.Bundle, name string) error {
 		}
 	}
 	return nil
+}
+
+// planOf loads the fleet in dir and plans it for cluster prod-1.
+func planOf(t *testing.T, dir string) *fleet.Plan {
+	t.Helper()
+	f, err := fleet.Load(dir, fleet.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := f.Plan(fleet.Cluster{Name: "prod-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

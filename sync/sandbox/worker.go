@@ -183,7 +183,6 @@ func serve() int {
 	}
 	renderers := planrender.InProcess(planrender.Options{Sources: cfg.Sources, MaxManifestSize: cfg.MaxManifestSize})
 	in := bufio.NewReaderSize(os.Stdin, 64<<10)
-	enc := json.NewEncoder(out)
 	for {
 		line, err := in.ReadBytes('\n')
 		if errors.Is(err, io.EOF) {
@@ -200,7 +199,7 @@ func serve() int {
 		} else {
 			do(&j, renderers, rep)
 		}
-		if err := send(enc, rep, cfg.MaxOutput); err != nil {
+		if err := send(out, rep, cfg.MaxOutput); err != nil {
 			fmt.Fprintf(os.Stderr, "sandbox worker: writing a reply: %v\n", err)
 			return 2
 		}
@@ -345,20 +344,21 @@ func planFleet(j *fleetJob) (*fleetPlans, error) {
 	return out, nil
 }
 
-// send writes a reply; one that carries more objects than maxOutput bytes
-// (as JSON) becomes an error, so that the process that collects renders
-// never reads more.
-func send(enc *json.Encoder, rep *reply, maxOutput int64) error {
-	if rep.Output == nil || maxOutput <= 0 {
-		return enc.Encode(rep)
-	}
+// send writes a reply as one JSON line, encoded once; one that carries
+// more objects than maxOutput bytes (as JSON) becomes an error, so that the
+// process that collects renders never reads more.
+func send(w io.Writer, rep *reply, maxOutput int64) error {
 	data, err := json.Marshal(rep)
 	if err != nil {
 		return err
 	}
-	if n := int64(len(data)); n > maxOutput {
-		return enc.Encode(&reply{Error: fmt.Sprintf("%v: its objects take %s as JSON, more than %s (--max-bundle-size)",
+	if n := int64(len(data)); rep.Output != nil && maxOutput > 0 && n > maxOutput {
+		data, err = json.Marshal(&reply{Error: fmt.Sprintf("%v: its objects take %s as JSON, more than %s (--max-bundle-size)",
 			render.ErrTooLarge, render.MiB(n), render.MiB(maxOutput))})
+		if err != nil {
+			return err
+		}
 	}
-	return enc.Encode(json.RawMessage(data))
+	_, err = w.Write(append(data, '\n'))
+	return err
 }
