@@ -20,7 +20,7 @@
 // lets this process make one (root, or unprivileged user namespaces); and
 // always with an empty PATH (no `git`), a proxy that answers nothing, an
 // HTTP transport and resolver that dial nothing, and a seccomp filter that
-// refuses IPv4 and IPv6 sockets (offline.go): where no namespace can be
+// refuses every socket (offline.go, sys_linux.go): where no namespace can be
 // made, loopback is as unreachable as the internet.
 package sandbox
 

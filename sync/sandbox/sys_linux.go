@@ -46,7 +46,7 @@ func protocolOutput() (*os.File, error) {
 	return os.NewFile(uintptr(fd), "replies"), nil
 }
 
-// denyInternetSockets installs a seccomp filter on every thread of this
+// denySockets installs a seccomp filter on every thread of this
 // process under which no socket can be made and no other process's
 // network reached: socket(2) and socketpair(2) of any family, io_uring
 // (its rings open sockets without socket(2)), another process's file
@@ -55,10 +55,10 @@ func protocolOutput() (*os.File, error) {
 // or EPERM; and so does every call of another ABI (i386's int 0x80 on
 // amd64, x32), which Go never makes. Beneath goOffline, it stops the
 // libraries that dial with transports of their own too (Helm's schema
-// loader has one), where no network namespace could be made; an
-// unprivileged process may install it (no_new_privs), and a pod's
-// default seccomp profile allows that.
-func denyInternetSockets() error {
+// loader has one), where no network namespace could be made. An
+// unprivileged process may install it (no_new_privs); where it cannot, the
+// worker says so on its stderr and goOffline alone holds.
+func denySockets() error {
 	var arch uint32
 	switch runtime.GOARCH {
 	case "amd64":

@@ -17,5 +17,5 @@ func baseAttr() *syscall.SysProcAttr { return nil }
 // protocolOutput: the replies share stdout with whatever a library prints.
 func protocolOutput() (*os.File, error) { return os.Stdout, nil }
 
-// denyInternetSockets: seccomp is Linux's.
-func denyInternetSockets() error { return errors.New("no socket filter outside Linux") }
+// denySockets: seccomp is Linux's.
+func denySockets() error { return errors.New("no socket filter outside Linux") }

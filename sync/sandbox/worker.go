@@ -164,7 +164,7 @@ func serve() int {
 	}
 	if cfg.Offline {
 		goOffline()
-		if err := denyInternetSockets(); err != nil {
+		if err := denySockets(); err != nil {
 			// The transport above still holds for Go's shared clients.
 			fmt.Fprintf(os.Stderr, "sandbox worker: no socket filter (%v): offline through the HTTP transport alone\n", err)
 		}
