@@ -55,6 +55,8 @@ for every cluster before it merges.`,
 		newAgentCmd(),
 		newStatusCmd(),
 		newRolloutCmd(),
+		newBootstrapCmd(),
+		newUninstallCmd(),
 		newVersionCmd(),
 	)
 	return root
