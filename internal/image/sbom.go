@@ -171,7 +171,7 @@ type blob struct {
 	mt   types.MediaType
 }
 
-func (b blob) Digest() (v1.Hash, error)             { return digest(b.data), nil }
-func (b blob) Size() (int64, error)                 { return int64(len(b.data)), nil }
-func (b blob) MediaType() (types.MediaType, error)  { return b.mt, nil }
-func (b blob) Compressed() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b.data)), nil }
+func (b blob) Digest() (v1.Hash, error)            { return digest(b.data), nil }
+func (b blob) Size() (int64, error)                { return int64(len(b.data)), nil }
+func (b blob) MediaType() (types.MediaType, error) { return b.mt, nil }
+func (b blob) Compressed() (io.ReadCloser, error)  { return io.NopCloser(bytes.NewReader(b.data)), nil }
