@@ -83,7 +83,7 @@ chromium: ## Install Debian's Chromium when missing (the status page is checked 
 	@chromium --version
 
 .PHONY: test
-test: testenv chromium vet ## Build what the tests need, vet, run every test, a short fuzz run, and the demo unattended (end to end)
+test: testenv chromium vet image ## Build what the tests need, vet, run every test, a short fuzz run, and the demo unattended (end to end)
 	go test $(GO_TEST_FLAGS) ./...
 	$(MAKE) fuzz
 	$(MAKE) demo DEMO_ARGS=--ci

@@ -52,9 +52,12 @@ type Options struct {
 	Password             []byte
 	SSHKey, KnownHosts   []byte
 	AgeKeys              []byte
-	ExtraArgs            []string
-	Interval             string
-	SkipCredentialSecret bool
+	ExtraArgs []string
+	Interval  string
+	// KeepAuth is the auth of the credential Secret already installed
+	// (password or ssh), used when no credential is given: a re-run that
+	// changes a label needs no password file, and keeps the Secret as it is.
+	KeepAuth string
 }
 
 // Validate checks what the cluster would refuse, before anything is
@@ -92,6 +95,8 @@ func (o *Options) auth() string {
 		return "ssh"
 	case len(o.Password) > 0:
 		return "password"
+	case o.KeepAuth != "":
+		return o.KeepAuth
 	}
 	return "none"
 }
@@ -186,10 +191,10 @@ func Objects(o *Options, redact bool) ([]*unstructured.Unstructured, error) {
 			objs = append(objs, &unstructured.Unstructured{Object: u})
 		}
 	}
-	switch o.auth() {
-	case "password":
+	switch {
+	case len(o.Password) > 0:
 		secret(GitSecret, map[string][]byte{"password": o.Password})
-	case "ssh":
+	case len(o.SSHKey) > 0:
 		secret(GitSecret, map[string][]byte{"identity": o.SSHKey, "known_hosts": o.KnownHosts})
 	}
 	if len(o.AgeKeys) > 0 {
@@ -242,6 +247,57 @@ func (c *Client) Apply(ctx context.Context, objs []*unstructured.Unstructured) (
 	var out []Change
 	for _, e := range cs.Entries {
 		out = append(out, Change{Object: e.Subject, Action: string(e.Action)})
+	}
+	return out, nil
+}
+
+// InstalledAuth tells how the installed agent authenticates, from the keys
+// of its credential Secret: password, ssh, or "" when there is none.
+func (c *Client) InstalledAuth(ctx context.Context) (string, error) {
+	var s corev1.Secret
+	err := c.Kube.Get(ctx, client.ObjectKey{Namespace: Namespace, Name: GitSecret}, &s)
+	switch {
+	case apierrors.IsNotFound(err):
+		return "", nil
+	case err != nil:
+		return "", err
+	case s.Data["identity"] != nil:
+		return "ssh", nil
+	case s.Data["password"] != nil:
+		return "password", nil
+	}
+	return "", nil
+}
+
+// Replaced deletes what an earlier install of another shape left that this
+// one does not have: the other RBAC mode's bindings (switching from
+// cluster-admin to least-privilege must take cluster-admin away).
+func (c *Client) Replaced(ctx context.Context, objs []*unstructured.Unstructured) ([]Change, error) {
+	keep := map[string]bool{}
+	for _, o := range objs {
+		keep[o.GetKind()+"/"+o.GetNamespace()+"/"+o.GetName()] = true
+	}
+	var out []Change
+	for _, mode := range []string{"least-privilege", "cluster-admin"} {
+		rendered, err := Render(map[string]any{"rbac": map[string]any{"mode": mode}})
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range rendered {
+			o := r.Object
+			key := o.GetKind() + "/" + o.GetNamespace() + "/" + o.GetName()
+			if keep[key] || !strings.HasPrefix(o.GetAPIVersion(), "rbac.authorization.k8s.io/") {
+				continue
+			}
+			keep[key] = true
+			action, err := c.delete(ctx, o, false)
+			if err != nil {
+				return out, fmt.Errorf("deleting %s: %w", key, err)
+			}
+			if action != "" {
+				out = append(out, Change{Object: strings.ReplaceAll(key, "//", "/"), Action: action})
+			}
+		}
 	}
 	return out, nil
 }

@@ -29,6 +29,7 @@ type bootstrapFlags struct {
 	passwordFile, sshKeyFile, knownHostsFile string
 	ageKeyFile                               string
 	dryRun, wait                             bool
+	credentialsRead                          bool
 	timeout                                  time.Duration
 }
 
@@ -87,14 +88,36 @@ wave by wave.`,
 		if err := out.validate(); err != nil {
 			return err
 		}
+		if bf.dryRun {
+			objs, err := bf.objects()
+			if err != nil {
+				return err
+			}
+			return printObjects(cmd.OutOrStdout(), out, objs)
+		}
+		// Credentials are read and checked before the cluster is asked
+		// anything; then a re-run without them keeps the installed ones.
+		if err := bf.readCredentials(); err != nil {
+			return err
+		}
+		cfg, err := bf.kube.restConfig()
+		if err != nil {
+			return err
+		}
+		c, err := deploy.NewClient(cfg)
+		if err != nil {
+			return err
+		}
+		if bf.passwordFile == "" && bf.sshKeyFile == "" {
+			if bf.opts.KeepAuth, err = c.InstalledAuth(cmd.Context()); err != nil {
+				return err
+			}
+		}
 		objs, err := bf.objects()
 		if err != nil {
 			return err
 		}
-		if bf.dryRun {
-			return printObjects(cmd.OutOrStdout(), out, objs)
-		}
-		return bf.install(cmd, objs)
+		return bf.install(cmd, c, objs)
 	}
 	return cmd
 }
@@ -114,8 +137,10 @@ func (bf *bootstrapFlags) objects() ([]*unstructured.Unstructured, error) {
 	if o.Image == "" {
 		o.Image = defaultImage()
 	}
-	if err := bf.readCredentials(); err != nil {
-		return nil, err
+	if !bf.credentialsRead {
+		if err := bf.readCredentials(); err != nil {
+			return nil, err
+		}
 	}
 	return deploy.Objects(o, bf.dryRun)
 }
@@ -133,6 +158,7 @@ func defaultImage() string {
 // readCredentials reads and checks each credential file, naming the flag
 // and the file (never its content) when it cannot.
 func (bf *bootstrapFlags) readCredentials() error {
+	bf.credentialsRead = true
 	o := &bf.opts
 	if bf.passwordFile != "" && bf.sshKeyFile != "" {
 		return errors.New("--git-password-file and --git-ssh-key-file: give one")
@@ -186,21 +212,17 @@ func (bf *bootstrapFlags) readCredentials() error {
 	return nil
 }
 
-func (bf *bootstrapFlags) install(cmd *cobra.Command, objs []*unstructured.Unstructured) error {
-	cfg, err := bf.kube.restConfig()
-	if err != nil {
-		return err
-	}
-	c, err := deploy.NewClient(cfg)
-	if err != nil {
-		return err
-	}
+func (bf *bootstrapFlags) install(cmd *cobra.Command, c *deploy.Client, objs []*unstructured.Unstructured) error {
 	w := cmd.OutOrStdout()
 	changes, err := c.Apply(cmd.Context(), objs)
 	if err != nil {
 		return err
 	}
-	writeChanges(w, changes)
+	replaced, err := c.Replaced(cmd.Context(), objs)
+	writeChanges(w, append(changes, replaced...))
+	if err != nil {
+		return err
+	}
 	if bf.wait {
 		fmt.Fprintf(progressTo(cmd), "waiting for the agent's Deployment to be available (--timeout %s)\n", bf.timeout)
 		if err := c.WaitAvailable(cmd.Context(), bf.timeout); err != nil {

@@ -256,6 +256,8 @@ func validate(args []string) (*cobra.Command, error) {
 func cannotRunHere(c *cobra.Command, args []string) string {
 	line := strings.Join(args, " ")
 	switch path := c.CommandPath(); {
+	case path == "flotilla bootstrap" && strings.Contains(line, "--dry-run") && !strings.Contains(line, "--context"):
+		return "" // prints the install; reads files, asks no cluster and no remote
 	case slices.Contains([]string{"flotilla agent", "flotilla apply", "flotilla diff"}, path),
 		strings.Contains(line, "--kubeconfig"), strings.Contains(line, "--context"):
 		return "needs a cluster"
