@@ -48,12 +48,12 @@ type Options struct {
 	Image string
 	// Username and Password, or SSHKey and KnownHosts: the Git credential
 	// Secret. None: the repository is public.
-	Username             string
-	Password             []byte
-	SSHKey, KnownHosts   []byte
-	AgeKeys              []byte
-	ExtraArgs []string
-	Interval  string
+	Username           string
+	Password           []byte
+	SSHKey, KnownHosts []byte
+	AgeKeys            []byte
+	ExtraArgs          []string
+	Interval           string
 	// KeepAuth is the auth of the credential Secret already installed
 	// (password or ssh), used when no credential is given: a re-run that
 	// changes a label needs no password file, and keeps the Secret as it is.
