@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -138,7 +139,7 @@ func newAgentCmd() *cobra.Command {
 	fs.BoolVar(&af.noStatus, "no-status", false, "do not publish the cluster's status to Git (a fleet with rollout waves needs it)")
 	fs.DurationVar(&af.heartbeat, "heartbeat", 10*time.Minute, "commit an unchanged status this often, so a silent cluster stands out")
 	fs.StringVar(&af.listen, "listen", ":8080", "`ADDRESS` of /healthz, /readyz, /trigger and /metrics (empty: none)")
-	fs.StringVar(&af.webhookSecret, "webhook-secret-file", "", "file holding the shared secret of /trigger (no file: /trigger refuses all)")
+	fs.StringVar(&af.webhookSecret, "webhook-secret-file", "", "file holding the shared secret of /trigger (none, or a file that does not exist, as when the optional flotilla-webhook Secret is absent: /trigger refuses all)")
 	fs.StringVar(&af.logFormat, "log-format", "json", "log format: json|console")
 	fs.BoolVarP(&af.verbose, "verbose", "v", false, "also log idle passes")
 	fs.StringVar(&af.observe, "observe", "", "observe another controller instead of applying: flux (reads the Flux Kustomizations flotilla hydrate generated; --repo and --branch name the hydrated branch)")
@@ -212,7 +213,13 @@ func (af *agentFlags) run(ctx context.Context, stderr io.Writer) error {
 	if af.listen != "" {
 		var secret []byte
 		if af.webhookSecret != "" {
-			if secret, err = os.ReadFile(af.webhookSecret); err != nil {
+			secret, err = os.ReadFile(af.webhookSecret)
+			switch {
+			case errors.Is(err, fs.ErrNotExist):
+				// deploy/ mounts the flotilla-webhook Secret as optional:
+				// without it, the file is not there and /trigger is off.
+				log.Info("no webhook secret: /trigger refuses every request", "file", af.webhookSecret)
+			case err != nil:
 				return fmt.Errorf("--webhook-secret-file: %w", err)
 			}
 			secret = []byte(strings.TrimSpace(string(secret)))

@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/flotilla-gitops/flotilla/internal/containertest"
 	"github.com/flotilla-gitops/flotilla/internal/testenv"
 	"github.com/flotilla-gitops/flotilla/sync/sandbox"
 )
@@ -24,7 +25,8 @@ import (
 // command, so scripts exercise the real argument parsing and exit codes,
 // and stops the package's control plane once the tests are done.
 func TestMain(m *testing.M) {
-	sandbox.Main() // the commands' render workers are this test binary
+	containertest.Main() // the agent "in a pod" (TestAgentRunsFromTheImageAsInProduction)
+	sandbox.Main()       // the commands' render workers are this test binary
 	quietLibraries()
 	testscript.Main(stopControlPlane{m}, map[string]func(){
 		"flotilla": func() { os.Exit(Main()) },
