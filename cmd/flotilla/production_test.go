@@ -301,7 +301,7 @@ func TestAgentRunsFromTheImageAsInProduction(t *testing.T) {
 bundles: hello: {
 	namespace: "team-a"
 	serviceAccountName: "deployer"
-	resources: [{apiVersion: "v1", kind: "ConfigMap", metadata: name: "hello", data: cluster: cluster.name}]
+	resources: [{apiVersion: "v1", kind: "ConfigMap", metadata: name: "hello", data: clusterName: cluster.name}]
 }
 `})
 	repoURL := repo.ServeHTTP("flotilla", "fleet-token")
@@ -343,13 +343,16 @@ bundles: hello: {
 			st = &snap.Statuses[0]
 			break
 		}
+		if err == nil && len(snap.Statuses) == 1 && snap.Statuses[0].Phase == report.ClusterFailed {
+			t.Fatalf("the agent reports Failed: %s\n%s", snap.Statuses[0].Message, lastLines(logs.String(), 20))
+		}
 		time.Sleep(500 * time.Millisecond)
 	}
 	if st == nil {
-		t.Fatalf("no Ready status at %s from the agent on its status branch within 3 minutes; its log:\n%s", head, logs)
+		t.Fatalf("no Ready status at %s from the agent on its status branch within 3 minutes; its log:\n%s", head, lastLines(logs.String(), 30))
 	}
 	var cm corev1.ConfigMap
-	if err := kube.Get(ctx, client.ObjectKey{Namespace: "team-a", Name: "hello"}, &cm); err != nil || cm.Data["cluster"] != "prod-1" {
+	if err := kube.Get(ctx, client.ObjectKey{Namespace: "team-a", Name: "hello"}, &cm); err != nil || cm.Data["clusterName"] != "prod-1" {
 		t.Errorf("the bundle's ConfigMap: %v %v", err, cm.Data)
 	}
 	if st.Agent != tag {
