@@ -32,8 +32,12 @@ const (
 	GitSecret     = "flotilla-git"
 	AgeSecret     = "flotilla-age"
 	WebhookSecret = "flotilla-webhook"
-	// FieldManager owns what `flotilla bootstrap` applies.
-	FieldManager = "flotilla-bootstrap"
+	// FieldManager owns what `flotilla bootstrap` applies: the agent's own
+	// field manager, so that when the fleet takes the agent's manifests
+	// over as a bundle, its server-side apply owns the same fields with no
+	// conflict (a field the bundle leaves out is then removed, as the fleet
+	// says).
+	FieldManager = "flotilla"
 )
 
 // Options are an agent's install: the chart's values from flags, and the

@@ -12,12 +12,15 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fluxcd/cli-utils/pkg/object"
 	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
 	"go.uber.org/zap/zapcore"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	ctrlzap "sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/flotilla-gitops/flotilla/companion"
+	"github.com/flotilla-gitops/flotilla/deploy"
 	"github.com/flotilla-gitops/flotilla/render/sops"
 	"github.com/flotilla-gitops/flotilla/sync/agent"
 	"github.com/flotilla-gitops/flotilla/sync/apply"
@@ -45,6 +48,7 @@ type agentFlags struct {
 	verbose            bool
 	kube               *kubeFlags
 	observe            string
+	self               string
 }
 
 // agentLong is the command's --help.
@@ -140,6 +144,8 @@ func newAgentCmd() *cobra.Command {
 	fs.DurationVar(&af.heartbeat, "heartbeat", 10*time.Minute, "commit an unchanged status this often, so a silent cluster stands out")
 	fs.StringVar(&af.listen, "listen", ":8080", "`ADDRESS` of /healthz, /readyz, /trigger and /metrics (empty: none)")
 	fs.StringVar(&af.webhookSecret, "webhook-secret-file", "", "file holding the shared secret of /trigger (none, or a file that does not exist, as when the optional flotilla-webhook Secret is absent: /trigger refuses all)")
+	fs.StringVar(&af.self, "self-deployment", "", "the agent's own Deployment as `NAMESPACE/NAME` (default: flotilla-system/flotilla-agent when running in a pod; none outside one); when a bundle changes its pod template, the agent publishes its status, then applies it last and is replaced")
+	fs.DurationVar(&af.opts.SelfUpdateDeadline, "self-update-deadline", 5*time.Minute, "after the agent applied its own new Deployment, how long the new agent has to report before readers take the cluster as Failed")
 	fs.StringVar(&af.logFormat, "log-format", "json", "log format: json|console")
 	fs.BoolVarP(&af.verbose, "verbose", "v", false, "also log idle passes")
 	fs.StringVar(&af.observe, "observe", "", "observe another controller instead of applying: flux (reads the Flux Kustomizations flotilla hydrate generated; --repo and --branch name the hydrated branch)")
@@ -196,6 +202,9 @@ func (af *agentFlags) run(ctx context.Context, stderr io.Writer) error {
 	cfg, err := af.kube.restConfig()
 	if err != nil {
 		return fmt.Errorf("loading kubeconfig: %w", err)
+	}
+	if af.opts.Apply.Self, err = selfDeployment(af.self); err != nil {
+		return err
 	}
 	a, err := agent.New(cfg, af.opts, log)
 	if err != nil {
@@ -295,4 +304,22 @@ func (af *agentFlags) statusOptions() (*report.Options, error) {
 		return nil, errors.New("--status-branch was replaced by --status-prefix: each cluster reports on its own branch, PREFIX/<name>")
 	}
 	return &report.Options{URL: url, Prefix: af.statusPrefix, Auth: method, Heartbeat: af.heartbeat}, nil
+}
+
+// selfDeployment is the Deployment running this agent: the flag's, or in
+// a pod (the kubelet sets KUBERNETES_SERVICE_HOST) the one deploy/, the
+// chart and bootstrap install. An agent run outside the cluster has none:
+// a Deployment of the same name there is not the one running it.
+func selfDeployment(flag string) (object.ObjMetadata, error) {
+	if flag == "" {
+		if os.Getenv("KUBERNETES_SERVICE_HOST") == "" {
+			return object.ObjMetadata{}, nil
+		}
+		flag = deploy.Namespace + "/" + deploy.AgentName
+	}
+	ns, name, ok := strings.Cut(flag, "/")
+	if !ok || ns == "" || name == "" {
+		return object.ObjMetadata{}, fmt.Errorf("--self-deployment %q: want NAMESPACE/NAME", flag)
+	}
+	return object.ObjMetadata{Namespace: ns, Name: name, GroupKind: schema.GroupKind{Group: "apps", Kind: "Deployment"}}, nil
 }

@@ -18,6 +18,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	authenticationv1 "k8s.io/api/authentication/v1"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -84,6 +85,7 @@ type kubelet struct {
 	cluster *testenv.Cluster
 	kube    client.Client
 	rootfs  string
+	dir     string // the volumes' files
 	// cfg is the image's configuration (entrypoint, env).
 	cfg *v1.ConfigFile
 }
@@ -101,20 +103,34 @@ func newKubelet(t *testing.T, c *testenv.Cluster, kube client.Client, img v1.Ima
 	if err := containertest.Unpack(img, rootfs); err != nil {
 		t.Fatal(err)
 	}
-	return &kubelet{t: t, cluster: c, kube: kube, rootfs: rootfs, cfg: cfg}
+	return &kubelet{t: t, cluster: c, kube: kube, rootfs: rootfs, cfg: cfg, dir: t.TempDir()}
 }
 
 // container turns the Deployment's pod template into a container spec.
 func (k *kubelet) container(ctx context.Context, dep string) containertest.Spec {
-	t := k.t
-	t.Helper()
-	d := getDeployment(t, k.kube)
+	k.t.Helper()
+	d := getDeployment(k.t, k.kube)
+	if d.Name != dep {
+		k.t.Fatalf("deployment %s, want %s", d.Name, dep)
+	}
+	spec, err := k.containerOf(ctx, d)
+	if err != nil {
+		k.t.Fatal(err)
+	}
+	return spec
+}
+
+// containerOf is container for any goroutine: it returns its errors.
+func (k *kubelet) containerOf(ctx context.Context, d *appsv1.Deployment) (containertest.Spec, error) {
 	pod := d.Spec.Template.Spec
 	ctr := pod.Containers[0]
 	sc := ctr.SecurityContext
-	uid := pod.SecurityContext.RunAsUser
+	var uid *int64
+	if pod.SecurityContext != nil {
+		uid = pod.SecurityContext.RunAsUser
+	}
 	if uid == nil || sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
-		t.Fatalf("the Deployment does not run as a fixed user with a read-only root: %+v %+v", pod.SecurityContext, sc)
+		return containertest.Spec{}, fmt.Errorf("the Deployment does not run as a fixed user with a read-only root: %+v %+v", pod.SecurityContext, sc)
 	}
 	spec := containertest.Spec{
 		Rootfs: k.rootfs, UID: int(*uid), GID: int(*uid), ReadOnlyRoot: true,
@@ -122,10 +138,10 @@ func (k *kubelet) container(ctx context.Context, dep string) containertest.Spec 
 	}
 	host, port, err := net.SplitHostPort(strings.TrimPrefix(k.cluster.Config.Host, "https://"))
 	if err != nil {
-		t.Fatal(err)
+		return spec, err
 	}
 	spec.Env = append(append([]string{}, k.cfg.Config.Env...),
-		"KUBERNETES_SERVICE_HOST="+host, "KUBERNETES_SERVICE_PORT="+port, "HOSTNAME="+dep+"-0")
+		"KUBERNETES_SERVICE_HOST="+host, "KUBERNETES_SERVICE_PORT="+port, "HOSTNAME="+d.Name+"-0")
 	for _, e := range ctr.Env {
 		spec.Env = append(spec.Env, e.Name+"="+e.Value)
 	}
@@ -134,20 +150,28 @@ func (k *kubelet) container(ctx context.Context, dep string) containertest.Spec 
 		volumes[v.Name] = v
 	}
 	for _, m := range ctr.VolumeMounts {
-		spec.Mounts = append(spec.Mounts, containertest.Mount{Source: k.volume(ctx, d.Namespace, volumes[m.Name]), Target: m.MountPath, ReadOnly: m.ReadOnly})
+		src, err := k.volume(ctx, d.Namespace, volumes[m.Name])
+		if err != nil {
+			return spec, err
+		}
+		spec.Mounts = append(spec.Mounts, containertest.Mount{Source: src, Target: m.MountPath, ReadOnly: m.ReadOnly})
 	}
-	spec.Mounts = append(spec.Mounts, containertest.Mount{
-		Source: k.serviceAccount(ctx, d.Namespace, pod.ServiceAccountName), Target: "/var/run/secrets/kubernetes.io/serviceaccount", ReadOnly: true,
-	})
-	return spec
+	sa, err := k.serviceAccount(ctx, d.Namespace, pod.ServiceAccountName)
+	if err != nil {
+		return spec, err
+	}
+	spec.Mounts = append(spec.Mounts, containertest.Mount{Source: sa, Target: "/var/run/secrets/kubernetes.io/serviceaccount", ReadOnly: true})
+	return spec, nil
 }
 
 // volume makes a volume's files as the kubelet does: a Secret's keys as
 // files (an optional Secret that is missing gives an empty folder), an
 // emptyDir writable by everyone.
-func (k *kubelet) volume(ctx context.Context, ns string, v corev1.Volume) string {
-	t := k.t
-	dir := t.TempDir()
+func (k *kubelet) volume(ctx context.Context, ns string, v corev1.Volume) (string, error) {
+	dir, err := os.MkdirTemp(k.dir, v.Name+"-")
+	if err != nil {
+		return "", err
+	}
 	switch {
 	case v.Secret != nil:
 		var s corev1.Secret
@@ -156,47 +180,49 @@ func (k *kubelet) volume(ctx context.Context, ns string, v corev1.Volume) string
 			break
 		}
 		if err != nil {
-			t.Fatalf("volume %s: %v", v.Name, err)
+			return "", fmt.Errorf("volume %s: %w", v.Name, err)
 		}
 		for key, val := range s.Data {
 			if err := os.WriteFile(filepath.Join(dir, key), val, 0o644); err != nil {
-				t.Fatal(err)
+				return "", err
 			}
 		}
 	case v.EmptyDir != nil:
 		if err := os.Chmod(dir, 0o777); err != nil {
-			t.Fatal(err)
+			return "", err
 		}
 	default:
-		t.Fatalf("volume %s: a kind this kubelet does not make", v.Name)
+		return "", fmt.Errorf("volume %s: a kind this kubelet does not make", v.Name)
 	}
-	return dir
+	return dir, nil
 }
 
 // serviceAccount writes the projected token volume: a token the
 // TokenRequest API minted for the account, the CA, the namespace.
-func (k *kubelet) serviceAccount(ctx context.Context, ns, name string) string {
-	t := k.t
+func (k *kubelet) serviceAccount(ctx context.Context, ns, name string) (string, error) {
 	cs, err := kubernetes.NewForConfig(k.cluster.Config)
 	if err != nil {
-		t.Fatal(err)
+		return "", err
 	}
 	expiry := int64(3600)
 	tr, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, name, &authenticationv1.TokenRequest{
 		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &expiry},
 	}, metav1.CreateOptions{})
 	if err != nil {
-		t.Fatalf("TokenRequest for %s/%s: %v", ns, name, err)
+		return "", fmt.Errorf("TokenRequest for %s/%s: %w", ns, name, err)
 	}
-	dir := t.TempDir()
+	dir, err := os.MkdirTemp(k.dir, "serviceaccount-")
+	if err != nil {
+		return "", err
+	}
 	for file, data := range map[string][]byte{
 		"token": []byte(tr.Status.Token), "ca.crt": k.cluster.Config.CAData, "namespace": []byte(ns),
 	} {
 		if err := os.WriteFile(filepath.Join(dir, file), data, 0o644); err != nil {
-			t.Fatal(err)
+			return "", err
 		}
 	}
-	return dir
+	return dir, nil
 }
 
 // run starts the container; the test's end kills it.

@@ -181,7 +181,7 @@ func become(s Spec) error {
 	}
 	for _, m := range s.Mounts {
 		dst := filepath.Join(r, m.Target)
-		if err := os.MkdirAll(dst, 0o755); err != nil {
+		if err := mountPoint(m.Source, dst); err != nil {
 			return err
 		}
 		if err := mount(m.Source, dst, "", unix.MS_BIND, ""); err != nil {
@@ -227,6 +227,26 @@ func become(s Spec) error {
 		return err
 	}
 	return syscall.Exec(s.Args[0], s.Args, s.Env)
+}
+
+// mountPoint makes dst a directory, or a file when src is one (a file
+// bound over another, as a kubelet's subPath mount).
+func mountPoint(src, dst string) error {
+	fi, err := os.Stat(src)
+	if err != nil {
+		return err
+	}
+	if fi.IsDir() {
+		return os.MkdirAll(dst, 0o755)
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(dst, os.O_CREATE|os.O_RDONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	return f.Close()
 }
 
 // devices gives the container the /dev a runtime gives every container:

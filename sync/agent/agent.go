@@ -63,6 +63,10 @@ type Options struct {
 	// ApprovalsBranch holds rollout approvals, in the status repository
 	// (default report.DefaultApprovalsBranch).
 	ApprovalsBranch string
+	// SelfUpdateDeadline is how long the new agent has to report after
+	// this one applied its own new Deployment (Apply.Self); past it,
+	// readers take the cluster as Failed. Default 5 minutes.
+	SelfUpdateDeadline time.Duration
 }
 
 // Agent syncs one cluster from the fleet repository.
@@ -110,6 +114,10 @@ type Agent struct {
 
 	pool *sandbox.Pool // nil: evaluate and render in process
 	eval evaluator     // the pool's workers, or this process
+
+	// replacedBy is set once this agent applied its own new Deployment:
+	// it waits to be replaced until the deadline, doing nothing.
+	replacedBy *report.AgentUpdate
 }
 
 // New builds an agent for the cluster cfg names.
@@ -186,6 +194,11 @@ type Pass struct {
 	// is not failed by it).
 	StatusErr error
 
+	// AgentUpdate is set when the pass held back the agent's own new
+	// Deployment: published first, then applied (RunOnce).
+	AgentUpdate *report.AgentUpdate
+	selfUpdate  *apply.SelfUpdate
+
 	gitErr  bool                      // Err came from the remote
 	kinds   []schema.GroupVersionKind // the kinds applied, to watch for drift
 	digests map[string]bundleDigests  // per bundle, for the status file
@@ -204,11 +217,55 @@ func (p *Pass) Failed() bool {
 
 // RunOnce runs one pass, records it in the metrics and publishes the
 // cluster's status.
+//
+// When the pass held back the agent's own new Deployment, the status says
+// so first (Progressing, with the image and the deadline of the new
+// agent's report), and only then is the Deployment applied: the agent is
+// replaced after its last word. Until the deadline it applies nothing
+// more; if it is still running then, passes resume.
 func (a *Agent) RunOnce(ctx context.Context) *Pass {
+	now := time.Now()
+	if a.replacedBy != nil && now.Before(a.replacedBy.Deadline) {
+		return &Pass{} // being replaced: nothing to do, nothing to publish
+	}
+	a.replacedBy = nil
 	p := a.pass(ctx)
 	a.metrics.observe(p)
-	p.StatusErr = a.publish(ctx, p, time.Now())
+	if p.Result != nil && p.Err == nil {
+		if p.selfUpdate = p.Result.SelfUpdate(); p.selfUpdate != nil {
+			p.AgentUpdate = &report.AgentUpdate{Image: p.selfUpdate.Image, Deadline: now.Add(a.selfUpdateDeadline()).UTC().Truncate(time.Second)}
+		}
+	}
+	p.StatusErr = a.publish(ctx, p, now)
+	if p.selfUpdate != nil {
+		a.applySelf(ctx, p)
+	}
 	return p
+}
+
+func (a *Agent) selfUpdateDeadline() time.Duration {
+	if a.opts.SelfUpdateDeadline > 0 {
+		return a.opts.SelfUpdateDeadline
+	}
+	return 5 * time.Minute
+}
+
+// applySelf applies the agent's own new Deployment, once its status is
+// published (without a status saying so, nobody would know why the
+// cluster went quiet, so it waits for the next pass). Whatever happens,
+// the next pass that runs applies the revision again.
+func (a *Agent) applySelf(ctx context.Context, p *Pass) {
+	a.appliedRevision, a.appliedGate = "", ""
+	if p.StatusErr != nil && a.reporter != nil {
+		return
+	}
+	if err := a.mgr.ApplySelf(ctx, p.selfUpdate); err != nil {
+		p.Err = err
+		return
+	}
+	a.replacedBy = p.AgentUpdate
+	a.log.Info("applied the agent's own new Deployment: this agent is being replaced", "image", p.AgentUpdate.Image,
+		"deadline", p.AgentUpdate.Deadline.Format(time.RFC3339), "cluster", p.Cluster.Name)
 }
 
 // pass is one pass, as named steps.

@@ -100,6 +100,11 @@ func (a *Agent) statusOf(p *Pass, now time.Time) *report.Status {
 	if p.Result.Guard != "" {
 		st.Phase, st.Message = report.ClusterFailed, p.Result.Guard
 	}
+	if u := p.AgentUpdate; u != nil && st.Phase != report.ClusterFailed {
+		st.AgentUpdate = u
+		st.Phase = report.ClusterProgressing
+		st.Message = "updating the agent to " + u.Image + ": the new agent reports by " + u.Deadline.Format(time.RFC3339) + ", or this cluster is Failed"
+	}
 	st.Phase = waitingPhase(st.Phase, p.gate)
 	return st
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/fluxcd/cli-utils/pkg/kstatus/polling"
+	"github.com/fluxcd/cli-utils/pkg/object"
 	"github.com/fluxcd/pkg/ssa"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/client-go/rest"
@@ -49,6 +50,11 @@ type Options struct {
 	// in this sync (a partial sync, `apply --bundle`), instead of deleting
 	// them as bundles that left the plan.
 	KeepUnlisted bool
+	// Self is the Deployment running this agent (the agent's own
+	// manifests may be a bundle of the fleet): never waited on, and when a
+	// sync would change its pod template, applied last by ApplySelf (see
+	// SelfUpdate).
+	Self object.ObjMetadata
 }
 
 // DefaultOptions are the agent's defaults.

@@ -75,6 +75,11 @@ func (m *Manager) applyBundle(ctx context.Context, b Bundle, inv *Inventory, res
 		}
 	}
 
+	if !m.opts.DryRun {
+		if toApply, res.SelfUpdate, err = m.holdSelf(ctx, b, rm, toApply, applyOpts); err != nil {
+			return nil, err
+		}
+	}
 	cs, err := m.applyStaged(ctx, rm, toApply, applyOpts, b.Timeout.Duration)
 	for _, e := range cs.Entries {
 		if e.Action == ssa.UnchangedAction {
@@ -239,6 +244,7 @@ func (m *Manager) applyStaged(ctx context.Context, rm *ssa.ResourceManager, obje
 // or until ctx ends (a newer revision, shutdown). It returns "" when ready,
 // else what is not.
 func (m *Manager) wait(ctx context.Context, b Bundle, applied []Entry) string {
+	applied = m.withoutSelf(applied)
 	set := make(object.ObjMetadataSet, 0, len(applied))
 	for _, e := range applied {
 		set = append(set, e.ID)

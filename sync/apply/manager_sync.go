@@ -208,6 +208,9 @@ func (m *Manager) syncBundle(ctx context.Context, b Bundle, inv *Inventory, stal
 			res.Phase, res.Message = PhaseProgressing, msg
 		}
 	}
+	if su := res.SelfUpdate; su != nil && res.Phase == PhaseReady {
+		res.Phase, res.Message = PhaseProgressing, "the agent updates itself to "+su.Image+": the new agent reports next"
+	}
 
 	kept, err := m.prune(ctx, b, stale, inUse, &res)
 	if err != nil {

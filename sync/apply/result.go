@@ -79,6 +79,9 @@ type BundleResult struct {
 	Duration time.Duration  `json:"duration"`
 	// Requests is the number of API requests the bundle's sync made.
 	Requests int64 `json:"requests"`
+	// SelfUpdate is the agent's own new Deployment, held back for the
+	// agent to apply last (Manager.ApplySelf).
+	SelfUpdate *SelfUpdate `json:"-"`
 }
 
 // Result is one sync of a cluster.
@@ -89,6 +92,17 @@ type Result struct {
 	Guard    string        `json:"guard,omitempty"`
 	Duration time.Duration `json:"duration"`
 	Requests int64         `json:"requests"`
+}
+
+// SelfUpdate is the agent's own new Deployment that a bundle held back,
+// if one did.
+func (r *Result) SelfUpdate() *SelfUpdate {
+	for _, b := range r.Bundles {
+		if b.SelfUpdate != nil {
+			return b.SelfUpdate
+		}
+	}
+	return nil
 }
 
 // Failed reports whether any bundle failed or was skipped.

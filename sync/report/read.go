@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/config"
@@ -184,6 +185,7 @@ func ParseStatus(data []byte) (*Status, error) {
 	if err := ValidateClusterName(st.Cluster.Name); err != nil {
 		return nil, errors.New(errtext.Error(err))
 	}
+	st.Settle(time.Now())
 	return &st, nil
 }
 

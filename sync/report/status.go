@@ -8,6 +8,7 @@
 package report
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/flotilla-gitops/flotilla/fleet"
@@ -94,9 +95,34 @@ type Status struct {
 	Wave string `json:"wave,omitempty"`
 	// Rollout is where the cluster stands in the rollout of SeenRevision.
 	Rollout *RolloutStatus `json:"rollout,omitempty"`
-	Bundles []BundleStatus `json:"bundles"`
+	// AgentUpdate is set while the agent is being replaced by the new
+	// Deployment it applied (see Settle).
+	AgentUpdate *AgentUpdate   `json:"agentUpdate,omitempty"`
+	Bundles     []BundleStatus `json:"bundles"`
 	// ReportedAt is when the file was written (a heartbeat moves it).
 	ReportedAt time.Time `json:"reportedAt"`
+}
+
+// AgentUpdate is an agent replacing itself: the image of its new
+// Deployment, and by when the new agent must have reported.
+type AgentUpdate struct {
+	Image    string    `json:"image"`
+	Deadline time.Time `json:"deadline"`
+}
+
+// Settle reads a status as of now: a cluster whose agent applied its own
+// new Deployment and whose new agent has not reported by the deadline is
+// Failed — nobody else can say so, since the agent that would is the one
+// that cannot start. Readers (status, the rollout gate, previews) see it
+// that way, so the rollout halts.
+func (s *Status) Settle(now time.Time) {
+	u := s.AgentUpdate
+	if u == nil || s.Phase != ClusterProgressing || now.Before(u.Deadline) {
+		return
+	}
+	s.Phase = ClusterFailed
+	s.Message = fmt.Sprintf("the agent applied its own new Deployment (%s) at %s and the new agent has not reported by %s: it cannot start (kubectl -n flotilla-system describe pods -l app.kubernetes.io/name=flotilla-agent)",
+		u.Image, s.ReportedAt.UTC().Format(time.RFC3339), u.Deadline.UTC().Format(time.RFC3339))
 }
 
 // BundleStatus is one bundle's part of the status.
