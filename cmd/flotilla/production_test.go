@@ -172,6 +172,10 @@ func (k *kubelet) volume(ctx context.Context, ns string, v corev1.Volume) (strin
 	if err != nil {
 		return "", err
 	}
+	// As a kubelet's Secret volume: readable by the container's user.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return "", err
+	}
 	switch {
 	case v.Secret != nil:
 		var s corev1.Secret
@@ -213,6 +217,9 @@ func (k *kubelet) serviceAccount(ctx context.Context, ns, name string) (string, 
 	}
 	dir, err := os.MkdirTemp(k.dir, "serviceaccount-")
 	if err != nil {
+		return "", err
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
 		return "", err
 	}
 	for file, data := range map[string][]byte{
