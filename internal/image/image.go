@@ -81,9 +81,12 @@ type Binary struct {
 // BuildBinary compiles ./cmd/flotilla of the module at dir for one
 // platform the way the image ships it: static (no cgo), -trimpath,
 // stripped, with the version stamped. Go builds are reproducible, so the
-// same commit and toolchain give the same bytes.
+// same commit and toolchain give the same bytes. The version and commit
+// are stamped by ldflags, not by Go's VCS stamping (-buildvcs=false),
+// which a git worktree or an exported tree does not get, and which would
+// make the digest depend on how the source was checked out.
 func BuildBinary(ctx context.Context, dir, out string, p v1.Platform, ldflags string) error {
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-buildvcs=true",
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-buildvcs=false",
 		"-ldflags", strings.TrimSpace("-s -w -buildid= "+ldflags), "-o", out, "./cmd/flotilla")
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS="+p.OS, "GOARCH="+p.Architecture, "GOFLAGS=-mod=readonly")

@@ -38,7 +38,7 @@ func SBOM(binary string, m Metadata) ([]byte, error) {
 		Version:    m.Version,
 		PackageURL: purl(bi.Main.Path, m.Version),
 	}
-	props := []cdx.Property{{Name: "go:version", Value: bi.GoVersion}}
+	props := []cdx.Property{{Name: "go:version", Value: bi.GoVersion}, {Name: "vcs:revision", Value: m.Revision}}
 	for _, s := range bi.Settings {
 		props = append(props, cdx.Property{Name: "go:build:" + s.Key, Value: s.Value})
 	}
