@@ -107,18 +107,7 @@ func (o *Options) auth() string {
 
 // values are the chart's values for o.
 func (o *Options) values() map[string]any {
-	// Helm merges maps with the chart's defaults: a default label this
-	// cluster does not have is removed with a null.
 	labels := map[string]any{}
-	if c, err := Chart(); err == nil {
-		if id, ok := c.Values["identity"].(map[string]any); ok {
-			if def, ok := id["labels"].(map[string]any); ok {
-				for k := range def {
-					labels[k] = nil
-				}
-			}
-		}
-	}
 	for k, v := range o.Labels {
 		labels[k] = v
 	}
