@@ -12,6 +12,7 @@ package image
 import (
 	"archive/tar"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/pem"
 	"fmt"
@@ -253,7 +254,10 @@ func layer(created time.Time, files []file) (v1.Layer, error) {
 	data := buf.Bytes()
 	return tarball.LayerFromOpener(func() (io.ReadCloser, error) {
 		return io.NopCloser(bytes.NewReader(data)), nil
-	}, tarball.WithMediaType(types.OCILayer))
+	}, tarball.WithMediaType(types.OCILayer),
+		// The smallest download (go-containerregistry's default is the
+		// fastest compression): 28.8 MB instead of 33.5 for amd64.
+		tarball.WithCompressionLevel(gzip.BestCompression))
 }
 
 // Platforms are the platforms `make image` builds.
