@@ -106,7 +106,7 @@ fuzz: ## Run every fuzz test for FUZZTIME (default 5000 executions) each; the se
 DEMO_ARGS ?=
 
 .PHONY: demo
-demo: testenv build ## Run the fleet-in-a-box demo (DEMO_ARGS=--ci: unattended)
+demo: testenv build image ## Run the fleet-in-a-box demo (DEMO_ARGS=--ci: unattended)
 	@echo "make demo: three local clusters, a git server and three agents (the first build takes minutes)"
 	go run ./internal/demo $(DEMO_ARGS)
 

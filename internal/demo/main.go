@@ -87,6 +87,10 @@ type demo struct {
 	work     string
 	// rev1 is the first commit of the fleet, rev2 the demo's change.
 	rev1, rev2 string
+	// agentBinary is the image's binary the agents run; stopRegistry
+	// stops the registry it came from.
+	agentBinary  string
+	stopRegistry func()
 }
 
 // demoStep is one named step of the demo. A step that fails ends the demo,
@@ -147,7 +151,8 @@ func (d *demo) steps() []demoStep {
 	return []demoStep{
 		{fmt.Sprintf("starting %d full clusters (apiserver, etcd, controller-manager, scheduler, kwok nodes)", len(fleetClusters)), d.startClusters},
 		{"serving the fleet repository over HTTP", d.startGit},
-		{"starting one flotilla agent per cluster", d.startAgents},
+		{"the agent's image in a local registry, and flotilla bootstrap in each cluster", d.installAgents},
+		{"starting one flotilla agent per cluster, from the image's binary (kwok's nodes run no process)", d.startAgents},
 		{"waiting for every cluster to report the first commit Ready on the status branch", func(ctx context.Context) error {
 			return d.waitReady(ctx, d.rev1)
 		}},
@@ -265,7 +270,7 @@ func (d *demo) startAgents(context.Context) error {
 		if err != nil {
 			return err
 		}
-		c.agent = exec.Command(d.flotilla, args...)
+		c.agent = exec.Command(d.agentBinary, args...)
 		c.agent.Stdout, c.agent.Stderr = log, log
 		if err := c.agent.Start(); err != nil {
 			return err
@@ -537,6 +542,9 @@ func (d *demo) cleanup() {
 	}
 	if d.git != nil {
 		d.git.StopHTTP()
+	}
+	if d.stopRegistry != nil {
+		d.stopRegistry()
 	}
 	_ = os.Remove(filepath.Join(d.dir, "demo.pid"))
 }

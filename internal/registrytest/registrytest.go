@@ -45,12 +45,7 @@ type Registry struct {
 // Username and Password.
 func Start(t testing.TB, auth bool) *Registry {
 	t.Helper()
-	// The registry logs every 404 (a client's probe) as an error.
-	logrus.SetOutput(io.Discard)
-	cfg := &configuration.Configuration{}
-	cfg.Storage = configuration.Storage{"inmemory": configuration.Parameters{}}
-	cfg.Log.AccessLog.Disabled = true
-	cfg.Log.Level = "error"
+	cfg := baseConfig()
 	r := &Registry{}
 	if auth {
 		r.Username, r.Password = "fleet-ci", "s3cret-registry-pass"
@@ -64,14 +59,36 @@ func Start(t testing.TB, auth bool) *Registry {
 		}
 		cfg.Auth = configuration.Auth{"htpasswd": configuration.Parameters{"realm": "flotilla-test", "path": htpasswd}}
 	}
+	t.Cleanup(r.serve(cfg))
+	return r
+}
+
+// Serve starts an open registry (no authentication) until stop is
+// called: for the demo, which is not a test.
+func Serve() (r *Registry, stop func()) {
+	r = &Registry{}
+	return r, r.serve(baseConfig())
+}
+
+// baseConfig is an in-memory registry's configuration, quiet.
+func baseConfig() *configuration.Configuration {
+	// The registry logs every 404 (a client's probe) as an error.
+	logrus.SetOutput(io.Discard)
+	cfg := &configuration.Configuration{}
+	cfg.Storage = configuration.Storage{"inmemory": configuration.Parameters{}}
+	cfg.Log.AccessLog.Disabled = true
+	cfg.Log.Level = "error"
+	return cfg
+}
+
+func (r *Registry) serve(cfg *configuration.Configuration) (stop func()) {
 	app := handlers.NewApp(context.Background(), cfg)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		r.Requests.Add(1)
 		app.ServeHTTP(w, req)
 	}))
-	t.Cleanup(srv.Close)
 	r.Host = strings.TrimPrefix(srv.URL, "http://")
-	return r
+	return srv.Close
 }
 
 // ConfigFile writes a Docker config.json with the registry's credentials
