@@ -15,7 +15,9 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/flotilla-gitops/flotilla/deploy"
+	"github.com/flotilla-gitops/flotilla/fleet"
 	"github.com/flotilla-gitops/flotilla/internal/version"
+	"github.com/flotilla-gitops/flotilla/sync/source"
 )
 
 // defaultImageRepository is the agent image's repository when --image is
@@ -57,8 +59,18 @@ before anything is applied.
 The image defaults to ` + defaultImageRepository + `:<this binary's version>,
 so an agent runs the release of the CLI that installed it. Afterwards the
 agent can manage its own manifests as a bundle of the fleet, and upgrade
-wave by wave.`,
+wave by wave.
+
+With --add-to-fleet it first commits the cluster into the fleet's
+inventory (a clusters: entry appended to fleet.cue, checked by loading
+the fleet before and after), on --branch or on a new --pr-branch, so that
+previews and rollouts name the cluster before its first status arrives.
+It pushes with the --fleet-* credential, or the agent's when none is
+given (an agent's token is often read-only).`,
 		Example: `  flotilla bootstrap --context prod-eu-3 --repo https://git.example.com/platform/fleet.git \
+    --cluster prod-eu-4 --region eu-west-3 --git-password-file ~/.secrets/fleet-token \
+    --add-to-fleet --pr-branch add-prod-eu-4
+  flotilla bootstrap --context prod-eu-3 --repo https://git.example.com/platform/fleet.git \
     --cluster prod-eu-3 --region eu-west-3 --label env=prod --label class=regulated \
     --git-password-file ~/.secrets/fleet-token
   flotilla bootstrap --repo https://git.example.com/platform/fleet.git --cluster dev-1 --dry-run -o yaml`,
@@ -83,9 +95,13 @@ wave by wave.`,
 	fs.BoolVar(&bf.dryRun, "dry-run", false, "print the objects instead of applying them (credentials redacted)")
 	fs.BoolVar(&bf.wait, "wait", true, "wait until the agent's Deployment is available")
 	fs.DurationVar(&bf.timeout, "timeout", 5*time.Minute, "how long to wait for the Deployment")
+	fe := addFleetEntryFlags(cmd)
 	out := addOutputFlag(cmd, "text", "json", "yaml")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		if err := out.validate(); err != nil {
+			return err
+		}
+		if err := bf.parseLabels(); err != nil {
 			return err
 		}
 		if bf.dryRun {
@@ -99,6 +115,17 @@ wave by wave.`,
 		// anything; then a re-run without them keeps the installed ones.
 		if err := bf.readCredentials(); err != nil {
 			return err
+		}
+		if fe.enabled {
+			o := &bf.opts
+			c := fleet.Cluster{Name: o.Cluster, Region: o.Region, Labels: o.Labels}
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			fallback := source.Auth{Username: o.Username, PasswordFile: bf.passwordFile, SSHKeyFile: bf.sshKeyFile, KnownHostsFile: bf.knownHostsFile}
+			if err := fe.add(cmd.Context(), cmd.OutOrStdout(), o.Repo, o.Branch, c, fallback); err != nil {
+				return err
+			}
 		}
 		cfg, err := bf.kube.restConfig()
 		if err != nil {
@@ -126,14 +153,6 @@ wave by wave.`,
 // touched the cluster yet.
 func (bf *bootstrapFlags) objects() ([]*unstructured.Unstructured, error) {
 	o := &bf.opts
-	o.Labels = map[string]string{}
-	for _, l := range bf.labels {
-		k, v, ok := strings.Cut(l, "=")
-		if !ok {
-			return nil, fmt.Errorf("--label %q: want KEY=VALUE", l)
-		}
-		o.Labels[k] = v
-	}
 	if o.Image == "" {
 		o.Image = defaultImage()
 	}
@@ -143,6 +162,18 @@ func (bf *bootstrapFlags) objects() ([]*unstructured.Unstructured, error) {
 		}
 	}
 	return deploy.Objects(o, bf.dryRun)
+}
+
+func (bf *bootstrapFlags) parseLabels() error {
+	bf.opts.Labels = map[string]string{}
+	for _, l := range bf.labels {
+		k, v, ok := strings.Cut(l, "=")
+		if !ok {
+			return fmt.Errorf("--label %q: want KEY=VALUE", l)
+		}
+		bf.opts.Labels[k] = v
+	}
+	return nil
 }
 
 // defaultImage is the image of this binary's release, or the chart's

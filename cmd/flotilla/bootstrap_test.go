@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/flotilla-gitops/flotilla/internal/gittest"
 	"github.com/flotilla-gitops/flotilla/internal/testenv"
 )
 
@@ -201,4 +202,93 @@ func getDeployment(t *testing.T, kube client.Client) *appsv1.Deployment {
 		t.Fatal(err)
 	}
 	return &d
+}
+
+// --add-to-fleet commits the cluster into the fleet's inventory before
+// installing: on the branch, or on a new branch for a pull request; again
+// with the same identity it commits nothing; with another identity it
+// fails before anything is pushed or applied.
+func TestBootstrapAddsTheClusterToTheFleet(t *testing.T) {
+	c, kube := bootstrapPlane(t)
+	repo := gittest.New(t)
+	repo.Commit(map[string]string{"fleet.cue": `package fleet
+
+clusters: {
+	"prod-eu-1": {region: "eu-west-1", labels: {env: "prod"}}
+}
+bundles: hello: resources: [{apiVersion: "v1", kind: "ConfigMap", metadata: {name: "hello", namespace: "default"}}]
+`})
+	url := repo.ServeHTTP("flotilla", "push-token")
+	token := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(token, []byte("push-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	base := []string{"bootstrap", "--kubeconfig", c.Kubeconfig, "--repo", url, "--git-password-file", token,
+		"--wait=false", "--add-to-fleet", "--by", "Platform Team <platform@example.com>"}
+	head := func(branch string) string { return gittest.Git(t, repo.Bare, "rev-parse", branch) }
+	before := head("main")
+
+	out := runOK(t, append(base, "--cluster", "prod-eu-2", "--region", "eu-central-1", "--label", "env=prod", "--label", "class=regulated")...)
+	if !strings.Contains(out, "added cluster prod-eu-2 to the fleet's inventory") || head("main") == before {
+		t.Fatalf("no commit on main:\n%s", out)
+	}
+	fleetFile := gittest.Git(t, repo.Bare, "show", "main:fleet.cue")
+	if !strings.Contains(fleetFile, `clusters: "prod-eu-2": {region: "eu-central-1", labels: {"class": "regulated", "env": "prod"}}`) {
+		t.Errorf("fleet.cue:\n%s", fleetFile)
+	}
+	if author := gittest.Git(t, repo.Bare, "log", "-1", "--format=%an <%ae>", "main"); author != "Platform Team <platform@example.com>" {
+		t.Errorf("author %s", author)
+	}
+	gittest.Git(t, repo.Work, "pull", "-q", "origin", "main")
+	plan := runOK(t, "plan", repo.Work, "--all", "-o", "json")
+	if !strings.Contains(plan, `"prod-eu-2"`) {
+		t.Errorf("plan --all does not name the new cluster:\n%s", lastLines(plan, 10))
+	}
+	if getDeployment(t, kube).Name != "flotilla-agent" {
+		t.Error("the agent was not installed")
+	}
+
+	// Again: nothing to commit.
+	at := head("main")
+	out = runOK(t, append(base, "--cluster", "prod-eu-2", "--region", "eu-central-1", "--label", "env=prod", "--label", "class=regulated")...)
+	if !strings.Contains(out, "already in the fleet's inventory") || head("main") != at {
+		t.Errorf("a second run committed:\n%s", out)
+	}
+	// Another identity: refused, nothing pushed.
+	msg := runFails(t, append(base, "--cluster", "prod-eu-2", "--region", "us-east-1")...)
+	if !strings.Contains(msg, `cluster prod-eu-2 is in the fleet's inventory as region "eu-central-1"`) || head("main") != at {
+		t.Errorf("another identity: %s", msg)
+	}
+	// A pull-request branch: main stays.
+	out = runOK(t, append(base, "--cluster", "prod-us-2", "--region", "us-east-1", "--pr-branch", "add-prod-us-2")...)
+	if head("main") != at || !strings.Contains(out, "open a pull request from add-prod-us-2 to main") {
+		t.Errorf("--pr-branch:\n%s", out)
+	}
+	if f := gittest.Git(t, repo.Bare, "show", "add-prod-us-2:fleet.cue"); !strings.Contains(f, `clusters: "prod-us-2"`) {
+		t.Errorf("the PR branch's fleet.cue:\n%s", f)
+	}
+}
+
+// A fleet whose fleet.cue is a link (to a canary outside the repository):
+// --add-to-fleet writes nothing through it and fails, naming the file.
+func TestBootstrapAddToFleetWritesNoLink(t *testing.T) {
+	c, _ := bootstrapPlane(t)
+	canary := filepath.Join(t.TempDir(), "canary.cue")
+	const canaryText = "package fleet\n\nclusters: {}\n"
+	if err := os.WriteFile(canary, []byte(canaryText), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	repo := gittest.New(t)
+	if err := os.Symlink(canary, filepath.Join(repo.Work, "fleet.cue")); err != nil {
+		t.Fatal(err)
+	}
+	repo.Commit(map[string]string{"other.cue": "package fleet\n"})
+	msg := runFails(t, "bootstrap", "--kubeconfig", c.Kubeconfig, "--repo", repo.URL, "--cluster", "x-1",
+		"--wait=false", "--add-to-fleet", "--by", "A <a@example.com>")
+	if data, _ := os.ReadFile(canary); string(data) != canaryText {
+		t.Errorf("the canary outside the repository was written:\n%s", data)
+	}
+	if !strings.Contains(msg, "--add-to-fleet") || !strings.Contains(msg, "fleet.cue") {
+		t.Errorf("the error: %s", msg)
+	}
 }

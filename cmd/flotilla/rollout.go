@@ -101,7 +101,7 @@ an entry; only an approver can sign one.`,
 		if err != nil {
 			return err
 		}
-		author, err := approver(af.by)
+		author, err := gitAuthor(af.by, "who approves?")
 		if err != nil {
 			return err
 		}
@@ -287,8 +287,10 @@ func sshSigner(file string) (ssh.Signer, error) {
 	return signer, nil
 }
 
-// approver is who approves: --by, or the user's Git identity.
-func approver(by string) (object.Signature, error) {
+// gitAuthor is who writes a commit (an approval, a cluster added to the
+// fleet): --by, or the user's Git identity; who is the question to ask when
+// neither is there.
+func gitAuthor(by, who string) (object.Signature, error) {
 	if by != "" {
 		name, email, ok := strings.Cut(by, "<")
 		if !ok || !strings.HasSuffix(email, ">") {
@@ -298,7 +300,7 @@ func approver(by string) (object.Signature, error) {
 	}
 	cfg, err := config.LoadConfig(config.GlobalScope)
 	if err != nil || cfg.User.Name == "" || cfg.User.Email == "" {
-		return object.Signature{}, errors.New(`who approves? give --by "Name <email>", or set git config --global user.name and user.email`)
+		return object.Signature{}, errors.New(who + ` give --by "Name <email>", or set git config --global user.name and user.email`)
 	}
 	return object.Signature{Name: cfg.User.Name, Email: cfg.User.Email}, nil
 }
