@@ -220,18 +220,9 @@ func (af *agentFlags) run(ctx context.Context, stderr io.Writer) error {
 		return nil
 	}
 	if af.listen != "" {
-		var secret []byte
-		if af.webhookSecret != "" {
-			secret, err = os.ReadFile(af.webhookSecret)
-			switch {
-			case errors.Is(err, fs.ErrNotExist):
-				// deploy/ mounts the flotilla-webhook Secret as optional:
-				// without it, the file is not there and /trigger is off.
-				log.Info("no webhook secret: /trigger refuses every request", "file", af.webhookSecret)
-			case err != nil:
-				return fmt.Errorf("--webhook-secret-file: %w", err)
-			}
-			secret = []byte(strings.TrimSpace(string(secret)))
+		secret, err := webhookSecret(af.webhookSecret, log)
+		if err != nil {
+			return err
 		}
 		srv := &http.Server{Addr: af.listen, Handler: a.Handler(secret), ReadHeaderTimeout: 10 * time.Second}
 		ln, err := net.Listen("tcp", af.listen)
@@ -322,4 +313,22 @@ func selfDeployment(flag string) (object.ObjMetadata, error) {
 		return object.ObjMetadata{}, fmt.Errorf("--self-deployment %q: want NAMESPACE/NAME", flag)
 	}
 	return object.ObjMetadata{Namespace: ns, Name: name, GroupKind: schema.GroupKind{Group: "apps", Kind: "Deployment"}}, nil
+}
+
+// webhookSecret reads --webhook-secret-file. deploy/ mounts the
+// flotilla-webhook Secret as optional: without it, the file is not there
+// and /trigger is off (refuses every request), which is said in the log.
+func webhookSecret(path string, log logr.Logger) ([]byte, error) {
+	if path == "" {
+		return nil, nil
+	}
+	secret, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		log.Info("no webhook secret: /trigger refuses every request", "file", path)
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("--webhook-secret-file: %w", err)
+	}
+	return []byte(strings.TrimSpace(string(secret))), nil
 }

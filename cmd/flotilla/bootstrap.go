@@ -77,6 +77,14 @@ given (an agent's token is often read-only).`,
 		Args: cobra.NoArgs,
 	}
 	bf.kube = addKubeFlags(cmd)
+	bf.addFlags(cmd)
+	fe := addFleetEntryFlags(cmd)
+	out := addOutputFlag(cmd, "text", "json", "yaml")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error { return bf.run(cmd, fe, out) }
+	return cmd
+}
+
+func (bf *bootstrapFlags) addFlags(cmd *cobra.Command) {
 	fs := cmd.Flags()
 	fs.StringVar(&bf.opts.Repo, "repo", "", "`URL` of the fleet repository (https://, ssh://)")
 	fs.StringVar(&bf.opts.Branch, "branch", "main", "`BRANCH` to follow")
@@ -95,58 +103,57 @@ given (an agent's token is often read-only).`,
 	fs.BoolVar(&bf.dryRun, "dry-run", false, "print the objects instead of applying them (credentials redacted)")
 	fs.BoolVar(&bf.wait, "wait", true, "wait until the agent's Deployment is available")
 	fs.DurationVar(&bf.timeout, "timeout", 5*time.Minute, "how long to wait for the Deployment")
-	fe := addFleetEntryFlags(cmd)
-	out := addOutputFlag(cmd, "text", "json", "yaml")
-	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		if err := out.validate(); err != nil {
-			return err
-		}
-		if err := bf.parseLabels(); err != nil {
-			return err
-		}
-		if bf.dryRun {
-			objs, err := bf.objects()
-			if err != nil {
-				return err
-			}
-			return printObjects(cmd.OutOrStdout(), out, objs)
-		}
-		// Credentials are read and checked before the cluster is asked
-		// anything; then a re-run without them keeps the installed ones.
-		if err := bf.readCredentials(); err != nil {
-			return err
-		}
-		if fe.enabled {
-			o := &bf.opts
-			c := fleet.Cluster{Name: o.Cluster, Region: o.Region, Labels: o.Labels}
-			if err := o.Validate(); err != nil {
-				return err
-			}
-			fallback := source.Auth{Username: o.Username, PasswordFile: bf.passwordFile, SSHKeyFile: bf.sshKeyFile, KnownHostsFile: bf.knownHostsFile}
-			if err := fe.add(cmd.Context(), cmd.OutOrStdout(), o.Repo, o.Branch, c, fallback); err != nil {
-				return err
-			}
-		}
-		cfg, err := bf.kube.restConfig()
-		if err != nil {
-			return err
-		}
-		c, err := deploy.NewClient(cfg)
-		if err != nil {
-			return err
-		}
-		if bf.passwordFile == "" && bf.sshKeyFile == "" {
-			if bf.opts.KeepAuth, err = c.InstalledAuth(cmd.Context()); err != nil {
-				return err
-			}
-		}
+}
+
+// run installs (or with --dry-run prints) the agent.
+func (bf *bootstrapFlags) run(cmd *cobra.Command, fe *fleetEntry, out *outputFlag) error {
+	if err := out.validate(); err != nil {
+		return err
+	}
+	if err := bf.parseLabels(); err != nil {
+		return err
+	}
+	if bf.dryRun {
 		objs, err := bf.objects()
 		if err != nil {
 			return err
 		}
-		return bf.install(cmd, c, objs)
+		return printObjects(cmd.OutOrStdout(), out, objs)
 	}
-	return cmd
+	// Credentials are read and checked before the cluster is asked
+	// anything; then a re-run without them keeps the installed ones.
+	if err := bf.readCredentials(); err != nil {
+		return err
+	}
+	if fe.enabled {
+		o := &bf.opts
+		c := fleet.Cluster{Name: o.Cluster, Region: o.Region, Labels: o.Labels}
+		if err := o.Validate(); err != nil {
+			return err
+		}
+		fallback := source.Auth{Username: o.Username, PasswordFile: bf.passwordFile, SSHKeyFile: bf.sshKeyFile, KnownHostsFile: bf.knownHostsFile}
+		if err := fe.add(cmd.Context(), cmd.OutOrStdout(), o.Repo, o.Branch, c, fallback); err != nil {
+			return err
+		}
+	}
+	cfg, err := bf.kube.restConfig()
+	if err != nil {
+		return err
+	}
+	c, err := deploy.NewClient(cfg)
+	if err != nil {
+		return err
+	}
+	if bf.passwordFile == "" && bf.sshKeyFile == "" {
+		if bf.opts.KeepAuth, err = c.InstalledAuth(cmd.Context()); err != nil {
+			return err
+		}
+	}
+	objs, err := bf.objects()
+	if err != nil {
+		return err
+	}
+	return bf.install(cmd, c, objs)
 }
 
 // objects reads the credential files and renders the install; nothing has

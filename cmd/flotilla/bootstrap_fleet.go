@@ -97,8 +97,12 @@ func (fe *fleetEntry) add(ctx context.Context, w io.Writer, repo, branch string,
 	if err != nil {
 		return fmt.Errorf("--add-to-fleet: the fleet does not accept the cluster: %w", err)
 	}
-	if have, err := f.InventoryCluster(c.Name); err != nil || !sameIdentity(have, c) {
-		return fmt.Errorf("--add-to-fleet: the fleet's inventory does not name cluster %s as given after the edit (%v)", c.Name, err)
+	have, err := f.InventoryCluster(c.Name)
+	if err != nil {
+		return fmt.Errorf("--add-to-fleet: after the edit: %w", err)
+	}
+	if !sameIdentity(have, c) {
+		return fmt.Errorf("--add-to-fleet: after the edit, the fleet's inventory names cluster %s with region %q, labels %v (another declaration adds to it)", c.Name, have.Region, have.Labels)
 	}
 	return fe.commit(ctx, w, r, branch, file, c.Name, who, auth)
 }

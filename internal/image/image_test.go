@@ -9,6 +9,7 @@ import (
 	"debug/elf"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"io"
 	"os"
 	"os/exec"
@@ -224,7 +225,7 @@ func extract(t *testing.T, img v1.Image) map[string]*entry {
 	files := map[string]*entry{}
 	for {
 		h, err := tr.Next()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			return files
 		}
 		if err != nil {
