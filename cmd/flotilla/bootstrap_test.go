@@ -24,7 +24,13 @@ import (
 // flotilla-system, which the package's shared plane's tests use.
 func bootstrapPlane(t *testing.T) (*testenv.Cluster, client.Client) {
 	t.Helper()
-	c, err := testenv.Start(context.Background(), testenv.Options{Name: "bootstrap"})
+	return ownPlane(t, "bootstrap")
+}
+
+// ownPlane starts a control plane for one test, stopped at its end.
+func ownPlane(t *testing.T, name string) (*testenv.Cluster, client.Client) {
+	t.Helper()
+	c, err := testenv.Start(context.Background(), testenv.Options{Name: name})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -46,20 +46,13 @@ func builtImage(t *testing.T) (v1.Image, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, tag, err := image.ReadLayout(image.LayoutDir(root))
+	b, tag, err := image.FromCheckout(root)
 	if err != nil {
-		t.Fatalf("%v\nrun `make image` first (make test does)", err)
+		t.Fatal(err)
 	}
 	im, err := b.Index.IndexManifest()
 	if err != nil {
 		t.Fatal(err)
-	}
-	head, err := exec.Command("git", "-C", root, "rev-parse", "HEAD").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if rev := im.Annotations["org.opencontainers.image.revision"]; rev != strings.TrimSpace(string(head)) {
-		t.Fatalf("bin/image/oci was built from %s, the checkout is at %s: run `make image`", rev, head)
 	}
 	for _, d := range im.Manifests {
 		if d.Platform != nil && d.Platform.Architecture == runtime.GOARCH {

@@ -219,15 +219,7 @@ func TestAgentUpgradesItselfThroughTheWaves(t *testing.T) {
 
 	var clusters []*selfCluster
 	for _, name := range []string{"canary", "later"} {
-		plane, err := testenv.Start(context.Background(), testenv.Options{Name: "self-" + name})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = plane.Stop() })
-		kube, err := client.New(plane.Config, client.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
+		plane, kube := ownPlane(t, "self-"+name)
 		port := strconv.Itoa(freePort(t))
 		runOK(t, "bootstrap", "--kubeconfig", plane.Kubeconfig, "--repo", repoURL, "--cluster", name, "--region", "eu-west-1",
 			"--label", "port="+port, "--git-password-file", token, "--image", "registry.test/flotilla:v1", "--rbac", "cluster-admin",

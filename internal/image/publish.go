@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 
@@ -163,6 +164,28 @@ func ReadLayout(dir string) (*Built, string, error) {
 func LDFlags(version, commit string) string {
 	const pkg = "github.com/flotilla-gitops/flotilla/internal/version"
 	return fmt.Sprintf("-X %s.version=%s -X %s.commit=%s", pkg, version, pkg, commit)
+}
+
+// FromCheckout reads the layout `make image` wrote into the checkout at
+// root, and refuses it when it was built from another commit than the
+// checkout's HEAD (tests of the image would test other code).
+func FromCheckout(root string) (*Built, string, error) {
+	b, tag, err := ReadLayout(LayoutDir(root))
+	if err != nil {
+		return nil, "", fmt.Errorf("%w\nrun `make image` first (make test does)", err)
+	}
+	im, err := b.Index.IndexManifest()
+	if err != nil {
+		return nil, "", err
+	}
+	head, err := exec.Command("git", "-C", root, "rev-parse", "HEAD").Output()
+	if err != nil {
+		return nil, "", fmt.Errorf("git rev-parse HEAD in %s: %w", root, err)
+	}
+	if rev := im.Annotations["org.opencontainers.image.revision"]; rev != strings.TrimSpace(string(head)) {
+		return nil, "", fmt.Errorf("bin/image/oci was built from %s, the checkout is at %s: run `make image`", rev, strings.TrimSpace(string(head)))
+	}
+	return b, tag, nil
 }
 
 // LayoutDir is where `make image` writes the layout in a checkout.
