@@ -28,6 +28,7 @@ import (
 	"github.com/flotilla-gitops/flotilla/sync/identity"
 	"github.com/flotilla-gitops/flotilla/sync/planrender"
 	"github.com/flotilla-gitops/flotilla/sync/report"
+	"github.com/flotilla-gitops/flotilla/sync/rollout"
 	"github.com/flotilla-gitops/flotilla/sync/sandbox"
 	"github.com/flotilla-gitops/flotilla/sync/source"
 )
@@ -497,7 +498,7 @@ func fleetRevisionOf(p *Pass, plan *fleet.Plan, bundles []apply.Bundle) string {
 		return p.Revision
 	}
 	for _, b := range bundles {
-		if pb := plan.Bundle(b.Name); (pb == nil || groupOf(pb) == "") && b.Revision != "" {
+		if pb := plan.Bundle(b.Name); (pb == nil || rollout.GroupOf(pb) == "") && b.Revision != "" {
 			return b.Revision
 		}
 	}

@@ -49,31 +49,6 @@ func (g *gate) waiting() bool {
 	return g != nil && len(g.held) > 0
 }
 
-// groupOf is a bundle's rollout group.
-func groupOf(b *fleet.Bundle) string {
-	if b.Rollout != nil {
-		return b.Name
-	}
-	return ""
-}
-
-// settingsOf converts a fleet rollout into the decision's settings.
-func settingsOf(r *fleet.Rollout) (rollout.Settings, error) {
-	if r == nil {
-		return rollout.Settings{}, nil
-	}
-	s := rollout.Settings{Waves: r.Waves, BlockOffline: r.Offline == "block", Paused: r.Paused,
-		MaxUnavailable: r.MaxUnavailable, Approve: r.Approve}
-	var err error
-	if s.Bake, err = time.ParseDuration(r.Bake); err != nil {
-		return s, err
-	}
-	if s.Stale, err = time.ParseDuration(r.Stale); err != nil {
-		return s, err
-	}
-	return s, nil
-}
-
 // decideRollout runs the gate for the tip's plan. readInventories gives
 // the cluster's inventories (the revision each bundle is at); it is only
 // called when the fleet has waves, so a fleet without any costs nothing.
@@ -81,14 +56,14 @@ func (a *Agent) decideRollout(ctx context.Context, dir string, plan *fleet.Plan,
 	readInventories func() (map[string]*apply.Inventory, error), now time.Time) (*gate, error) {
 	// 1. The rollout groups of the tip: the fleet's ("") and each bundle's
 	// own, with their bundles.
-	rg := groupsOf(plan)
+	rg := rollout.GroupsOf(plan)
 	fleetWaves := []string{}
 	if plan.Rollout != nil {
 		fleetWaves = plan.Rollout.Waves
 	}
 	g := &gate{held: map[string]string{},
 		status: &report.RolloutStatus{Revision: revision, Waves: fleetWaves, State: report.RolloutApplied}}
-	if !rg.gated {
+	if !rg.Gated {
 		g.status.Message = "no waves: everywhere at once"
 		g.key = revision
 		return g, nil
@@ -105,12 +80,12 @@ func (a *Agent) decideRollout(ctx context.Context, dir string, plan *fleet.Plan,
 	}
 	for name := range inv {
 		if plan.Bundle(name) == nil {
-			rg.members[""] = append(rg.members[""], name)
+			rg.Members[""] = append(rg.Members[""], name)
 		}
 	}
 
 	// 3. What the others say, and where each stands in the tip's rollouts.
-	statuses, places, err := a.others(ctx, dir, plan, revision, rg.owned)
+	statuses, places, err := a.others(ctx, dir, plan, revision, rg.Owned)
 	if err != nil {
 		return nil, err
 	}
@@ -120,47 +95,17 @@ func (a *Agent) decideRollout(ctx context.Context, dir string, plan *fleet.Plan,
 		return report.ReadApprovals(ctx, a.opts.Status.URL, a.opts.ApprovalsBranch, a.opts.Status.Auth)
 	}}
 	var keys []string
-	for _, name := range slices.Sorted(maps.Keys(rg.rollouts)) {
+	for _, name := range slices.Sorted(maps.Keys(rg.Rollouts)) {
 		d, err := decideGroup(plan, name, rg, inv, statuses, places, approvals, revision, now)
 		if err != nil {
 			return nil, err
 		}
-		if g.record(name, d, rg.members[name]) {
+		if g.record(name, d, rg.Members[name]) {
 			keys = append(keys, fmt.Sprintf("%q", name)) // the fleet's group is "": quoted, it still counts
 		}
 	}
 	g.key = revision + "|" + strings.Join(keys, ",")
 	return g, nil
-}
-
-// rolloutGroups are a plan's rollouts: the fleet's (group "") and those of
-// bundles with a rollout of their own, and the bundles of each.
-type rolloutGroups struct {
-	rollouts map[string]*fleet.Rollout
-	members  map[string][]string
-	owned    []string // bundles with waves of their own, to evaluate for the others
-	gated    bool     // some group has waves
-}
-
-func groupsOf(plan *fleet.Plan) rolloutGroups {
-	rg := rolloutGroups{rollouts: map[string]*fleet.Rollout{"": plan.Rollout}, members: map[string][]string{}}
-	for _, b := range plan.Bundles {
-		g := groupOf(b)
-		if g != "" {
-			rg.rollouts[g] = b.Rollout
-		}
-		rg.members[g] = append(rg.members[g], b.Name)
-	}
-	for name, r := range rg.rollouts {
-		if r != nil && len(r.Waves) > 0 {
-			rg.gated = true
-			if name != "" {
-				rg.owned = append(rg.owned, name)
-			}
-		}
-	}
-	slices.Sort(rg.owned)
-	return rg
 }
 
 // others reads the other clusters' statuses and places every known
@@ -197,6 +142,17 @@ type approvalsOnce struct {
 	done      bool
 }
 
+// approved answers rollout.DecideGroup for revision.
+func (o *approvalsOnce) approved(revision string) rollout.Approved {
+	return func(wave string, approvers []string) (bool, error) {
+		list, err := o.get()
+		if err != nil {
+			return false, err
+		}
+		return report.Approved(list, wave, revision, approvers), nil
+	}
+}
+
 func (o *approvalsOnce) get() ([]report.Approval, error) {
 	if !o.done {
 		var err error
@@ -210,41 +166,12 @@ func (o *approvalsOnce) get() ([]report.Approval, error) {
 
 // decideGroup decides whether this cluster may take the tip in one
 // rollout group, from every known cluster's place and status.
-func decideGroup(plan *fleet.Plan, name string, rg rolloutGroups, inv map[string]*apply.Inventory,
+func decideGroup(plan *fleet.Plan, name string, rg rollout.Groups, inv map[string]*apply.Inventory,
 	statuses map[string]*report.Status, places []fleet.ClusterRollouts, approvals *approvalsOnce,
 	revision string, now time.Time) (rollout.Decision, error) {
-	r := rg.rollouts[name]
-	settings, err := settingsOf(r)
-	if err != nil {
-		return rollout.Decision{}, err
-	}
-	me := rollout.Cluster{Name: plan.Cluster.Name, Reported: true, ReportedAt: now, Wave: -1,
-		Revision: groupRevision(rg.members[name], plan, inv, revision, name == "")}
-	if r != nil {
-		me.Wave = r.WaveIndex
-	}
-	var clusters []rollout.Cluster
-	for _, p := range places {
-		if p.Err != "" {
-			continue
-		}
-		if p.Cluster.Name == me.Name {
-			clusters = append(clusters, me)
-			continue
-		}
-		if c, ok := clusterIn(p, name, statuses[p.Cluster.Name], revision); ok {
-			clusters = append(clusters, c)
-		}
-	}
-	approved := false
-	if settings.Approve {
-		list, err := approvals.get()
-		if err != nil {
-			return rollout.Decision{}, err
-		}
-		approved = report.Approved(list, r.Wave, revision, r.Approvers)
-	}
-	return rollout.Decide(me, revision, settings, clusters, approved, now), nil
+	me := rollout.Cluster{Name: plan.Cluster.Name, Reported: true, ReportedAt: now,
+		Revision: groupRevision(rg.Members[name], plan, inv, revision, name == "")}
+	return rollout.DecideGroup(me, rg.Rollouts[name], name, places, statuses, approvals.approved(revision), revision, now)
 }
 
 // record notes a group's decision on the gate: the end of a bake to look
@@ -312,53 +239,6 @@ func groupRevision(members []string, plan *fleet.Plan, inv map[string]*apply.Inv
 		}
 	}
 	return revision
-}
-
-// clusterIn is what the gate of group knows of another cluster: its wave
-// in the group's rollout and its status (fleet group: the cluster's
-// applied revision and phase; a bundle's own group: that bundle's). ok is
-// false when the cluster has no part in the group.
-func clusterIn(p fleet.ClusterRollouts, group string, st *report.Status, revision string) (rollout.Cluster, bool) {
-	r := p.Fleet
-	if group != "" {
-		r = p.Bundles[group]
-	}
-	if r == nil || r.Wave == "" {
-		return rollout.Cluster{}, false
-	}
-	c := rollout.Cluster{Name: p.Cluster.Name, Wave: r.WaveIndex}
-	if st == nil {
-		return c, true
-	}
-	c.Reported, c.ReportedAt, c.Seen = true, st.ReportedAt, st.SeenRevision
-	if group == "" {
-		c.Revision = st.AppliedRevision
-		c.Ready = st.Phase == report.ClusterReady || st.Phase == report.ClusterWaiting
-		if st.ReadySince != nil {
-			c.ReadySince = *st.ReadySince
-		}
-		// Failed at the tip: failed while taking it (its fleet did not
-		// evaluate, or it applied and failed), not while waiting nor for
-		// want of Git.
-		c.Failed = st.Phase == report.ClusterFailed && st.Rollout != nil &&
-			st.Rollout.Revision == st.SeenRevision && st.Rollout.State == report.RolloutApplied
-		return c, true
-	}
-	i := slices.IndexFunc(st.Bundles, func(b report.BundleStatus) bool { return b.Name == group })
-	if i < 0 {
-		// Not the cluster's bundle at the tip, once it has seen the tip.
-		return c, st.SeenRevision != revision
-	}
-	b := st.Bundles[i]
-	c.Revision, c.Ready = b.Revision, b.Phase == apply.PhaseReady
-	if b.ReadySince != nil {
-		c.ReadySince = *b.ReadySince
-	}
-	c.Failed = b.Revision == revision && (b.Phase == apply.PhaseFailed || b.Phase == apply.PhaseSkipped)
-	if c.Failed {
-		c.Seen = revision
-	}
-	return c, true
 }
 
 // heldBundles renders the bundles the gate holds from the revisions their
