@@ -95,6 +95,11 @@ type Options struct {
 	Render planrender.Options
 	// Flux configures the generated Flux objects.
 	Flux FluxOptions
+	// ApprovalsBranch holds the rollout approvals (default
+	// report.DefaultApprovalsBranch), in the status repository.
+	ApprovalsBranch string
+	// Now is the time the rollout gate decides at (default time.Now).
+	Now func() time.Time
 	// Progress, when set, hears what is being done.
 	Progress func(string)
 }
@@ -128,6 +133,11 @@ type Output struct {
 	Known map[string]report.Origin
 	// Warnings are status branches left out.
 	Warnings []string
+	// Gates are the clusters and bundles the rollout holds at what was
+	// hydrated for them before.
+	Gates []Gate
+	// held: cluster → bundles with a rollout of their own held by it.
+	held map[string]map[string]bool
 }
 
 // listing is a cluster's bundles in apply order, and which failed.
@@ -214,6 +224,9 @@ func Hydrate(ctx context.Context, opts Options) (*Output, error) {
 		}
 		ok = append(ok, plans[i])
 	}
+	if ok, err = out.gate(ctx, opts, repo, f, known, ok, commit.Hash.String()); err != nil {
+		return nil, fmt.Errorf("the rollout gate: %w", err)
+	}
 
 	total := 0
 	for _, p := range ok {
@@ -250,6 +263,13 @@ func (o *Output) addCluster(p *fleet.Plan, rendered []planrender.Bundle, flux Fl
 		}
 		bdir := dir + "/" + b.Name
 		l.bundles = append(l.bundles, b.Name)
+		if o.held[c][b.Name] {
+			// Its own rollout holds it: what was hydrated stays, and the
+			// listings name it only if it was there before.
+			o.Keep = append(o.Keep, bdir+"/", fluxPath(c, b.Name), argoPath(c, b.Name))
+			l.failed[b.Name] = true
+			continue
+		}
 		if err := rendered[i].Err; err != nil {
 			o.Problems = append(o.Problems, fmt.Errorf("%w (not hydrated: what was hydrated for it before stays)", err))
 			o.Keep = append(o.Keep, bdir+"/", fluxPath(c, b.Name), argoPath(c, b.Name))

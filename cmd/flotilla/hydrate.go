@@ -41,6 +41,7 @@ type hydrateFlags struct {
 	pushTimeout    time.Duration
 	committerName  string
 	committerMail  string
+	approvals      string
 }
 
 func newHydrateCmd() *cobra.Command {
@@ -88,6 +89,7 @@ func (hf *hydrateFlags) addFlags(cmd *cobra.Command) {
 	fs.StringVar(&hf.bootstrap, "flux-bootstrap", "", "print the one-time Flux objects for the cluster `NAME` (needs --branch) and exit")
 	completeFromFleet(cmd, "flux-bootstrap", completeClusters)
 	fs.StringVar(&hf.fluxSecret, "flux-secret", "", "with --flux-bootstrap: the Secret holding Flux's Git credentials")
+	fs.StringVar(&hf.approvals, "approvals-branch", report.DefaultApprovalsBranch, "branch of the status repository holding rollout approvals (flotilla rollout approve)")
 }
 
 // run hydrates, or prints the Flux bootstrap.
@@ -124,7 +126,7 @@ func (hf *hydrateFlags) run(cmd *cobra.Command, dir string) error {
 		return err
 	}
 	summary := hydrateSummary{Result: res, Source: h.Metadata.DrySHA, Clusters: h.Clusters, Bundles: h.Bundles,
-		Renders: h.Renders, Failed: len(h.Problems)}
+		Renders: h.Renders, Failed: len(h.Problems), Held: h.Gates}
 	if err := hf.out.write(cmd.OutOrStdout(), summary, func(w io.Writer) error { return summary.text(w, hf) }); err != nil {
 		return err
 	}
@@ -145,7 +147,7 @@ func (hf *hydrateFlags) hydrate(cmd *cobra.Command, dir string) (*companion.Outp
 	}
 	defer closeWorkers()
 	ho := companion.Options{Dir: dir, Path: hf.fleet.path, Revision: hf.revision, RepoURL: hf.repoURL,
-		Render: opts, Flux: hf.flux, Progress: func(s string) { fmt.Fprintln(progressTo(cmd), s) }}
+		Render: opts, Flux: hf.flux, ApprovalsBranch: hf.approvals, Progress: func(s string) { fmt.Fprintln(progressTo(cmd), s) }}
 	if ho.Status, err = hf.known.resolve(); err != nil {
 		return nil, err
 	}
@@ -205,6 +207,14 @@ notes from --remote first and pushes both (starting again on the new tip if
 another hydration pushed in between). With --out, the tree is written into
 a folder instead. Clusters and bundles that are gone are removed.
 
+When the fleet has rollout waves, each cluster is hydrated at the
+revision its wave may take now, decided as the agents decide (the status
+branches, written by 'agent --observe flux' beside Flux, and the
+approvals branch): a later wave keeps what was hydrated for it before
+until the earlier waves are Ready and baked and its approval is there,
+and nothing reaches it while an earlier wave failed (halted). Run hydrate
+on a schedule too, not only on commits, so waves open without a commit.
+
 A bundle that fails to render, or a cluster whose fleet does not evaluate,
 keeps what was hydrated for it before (nothing is pruned because something
 failed); the others are written and the exit status is 1.
@@ -221,6 +231,9 @@ type hydrateSummary struct {
 	Bundles  int    `json:"bundles"`
 	Renders  int    `json:"renders"`
 	Failed   int    `json:"failed"`
+	// Held are the clusters and bundles the rollout keeps at what was
+	// hydrated for them before.
+	Held []companion.Gate `json:"held,omitempty"`
 }
 
 func (s hydrateSummary) text(w io.Writer, hf *hydrateFlags) error {
@@ -244,8 +257,15 @@ func (s hydrateSummary) text(w io.Writer, hf *hydrateFlags) error {
 	if s.Pushed {
 		fmt.Fprintf(w, "; pushed to %s", hf.remote)
 	}
-	_, err := fmt.Fprintln(w)
-	return err
+	fmt.Fprintln(w)
+	for _, g := range s.Held {
+		what := g.Cluster
+		if len(g.Bundles) > 0 {
+			what += " (" + strings.Join(g.Bundles, ", ") + ")"
+		}
+		fmt.Fprintf(w, "held at its last hydrated state: %s: %s\n", what, g.Reason)
+	}
+	return nil
 }
 
 // hydrateAuth is the credentials for --push, for the remote's URL.

@@ -162,6 +162,26 @@ func ReadApprovals(ctx context.Context, url, branch string, auth transport.AuthM
 	return approvalsAt(commit, branch)
 }
 
+// ReadApprovalsRepository reads the approvals on a local repository's
+// branch (or its remote-tracking branch origin/<branch>, as a CI job
+// that fetched it has it). No branch is no approval.
+func ReadApprovalsRepository(repo *git.Repository, branch string) ([]Approval, error) {
+	if branch == "" {
+		branch = DefaultApprovalsBranch
+	}
+	for _, ref := range []plumbing.ReferenceName{plumbing.NewBranchReferenceName(branch), plumbing.NewRemoteReferenceName("origin", branch)} {
+		commit, err := tipCommit(repo, ref)
+		if errors.Is(err, plumbing.ErrReferenceNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		return approvalsAt(commit, branch)
+	}
+	return nil, nil
+}
+
 // approvalsAt reads the approvals file of a commit.
 func approvalsAt(commit *object.Commit, branch string) ([]Approval, error) {
 	f, err := commit.File(ApprovalsPath)

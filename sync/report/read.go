@@ -244,6 +244,8 @@ type Known struct {
 	// Warnings are status branches left out (unreadable, or speaking for
 	// another cluster).
 	Warnings []string
+	// Statuses are the status files read, by cluster name.
+	Statuses map[string]*Status
 }
 
 // Origin is where a known cluster comes from.
@@ -276,7 +278,7 @@ type Branches struct {
 // otherwise the local repository's own (repo may be nil: no status
 // branches) — and joins them with the inventories' clusters.
 func KnownClusters(ctx context.Context, repo *git.Repository, src Branches, inventories ...[]fleet.Cluster) (*Known, error) {
-	k := &Known{Where: map[string]Origin{}}
+	k := &Known{Where: map[string]Origin{}, Statuses: map[string]*Status{}}
 	var inventory, reported []fleet.Cluster
 	for _, inv := range inventories {
 		for _, c := range inv {
@@ -301,8 +303,9 @@ func KnownClusters(ctx context.Context, repo *git.Repository, src Branches, inve
 		for _, p := range snap.Problems {
 			k.Warnings = append(k.Warnings, p.Error())
 		}
-		for _, st := range snap.Statuses {
+		for i, st := range snap.Statuses {
 			name := st.Cluster.Name
+			k.Statuses[name] = &snap.Statuses[i]
 			if k.Where[name] == OriginInventory {
 				k.Where[name] = OriginBoth
 			} else {
