@@ -8,6 +8,7 @@ import (
 	"io"
 	"math"
 	"path"
+	"slices"
 	"strings"
 	"time"
 
@@ -44,6 +45,10 @@ type CommitOptions struct {
 const (
 	TrailerDrySHA  = "Flotilla-Dry-Sha"
 	TrailerDryRepo = "Flotilla-Dry-Repo"
+	// TrailerHeld names a cluster ("eu-1") or a cluster's bundle
+	// ("eu-1/web") whose folder the rollout held at an earlier source
+	// commit in this hydration: its content is not the Dry-Sha's.
+	TrailerHeld = "Flotilla-Held"
 )
 
 // CommitBranch commits the hydrated fleet to a branch of the repository
@@ -216,7 +221,7 @@ func commitOnce(repo *git.Repository, branch plumbing.ReferenceName, out *Output
 		if err != nil {
 			return nil, err
 		}
-		c := &object.Commit{Author: who, Committer: who, Message: commitMessage(out.Metadata), TreeHash: treeHash}
+		c := &object.Commit{Author: who, Committer: who, Message: commitMessage(out.Metadata, out.HeldPaths()), TreeHash: treeHash}
 		if parent != nil {
 			c.ParentHashes = []plumbing.Hash{parent.Hash}
 		}
@@ -234,7 +239,7 @@ func commitOnce(repo *git.Repository, branch plumbing.ReferenceName, out *Output
 		}
 	}
 	res.Commit = tip.String()
-	if err := addNote(repo, tip, out.Metadata.DrySHA, who); err != nil {
+	if err := addNote(repo, tip, noteJSON{DrySHA: out.Metadata.DrySHA, Held: out.HeldPaths()}, who); err != nil {
 		return nil, fmt.Errorf("noting %s on %s: %w", out.Metadata.DrySHA, short(tip.String()), err)
 	}
 	return res, nil
@@ -242,11 +247,25 @@ func commitOnce(repo *git.Repository, branch plumbing.ReferenceName, out *Output
 
 // commitMessage is a hydrated commit's message: the source commit's subject
 // and the trailers naming it.
-func commitMessage(m Metadata) string {
+func commitMessage(m Metadata, held []string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s: %s\n\nHydrated by flotilla hydrate from %s.\n\n", short(m.DrySHA), m.Subject, m.RepoURL)
 	fmt.Fprintf(&b, "%s: %s\n%s: %s\n", TrailerDrySHA, m.DrySHA, TrailerDryRepo, m.RepoURL)
+	for _, h := range held {
+		fmt.Fprintf(&b, "%s: %s\n", TrailerHeld, h)
+	}
 	return b.String()
+}
+
+// heldOf reads the Flotilla-Held trailers of a hydrated commit's message.
+func heldOf(message string) []string {
+	var out []string
+	for _, line := range strings.Split(message, "\n") {
+		if v, ok := strings.CutPrefix(line, TrailerHeld+": "); ok {
+			out = append(out, strings.TrimSpace(v))
+		}
+	}
+	return out
 }
 
 // DrySHAOf reads the source commit a hydrated commit's message names, or
@@ -260,18 +279,20 @@ func DrySHAOf(message string) string {
 	return ""
 }
 
-// noteJSON is the note's content, Argo CD's CommitNote.
+// noteJSON is the note's content, Argo CD's CommitNote, with the
+// clusters and bundles the rollout held (Flotilla's own field).
 type noteJSON struct {
-	DrySHA string `json:"drySha"`
+	DrySHA string   `json:"drySha"`
+	Held   []string `json:"flotillaHeld,omitempty"`
 }
 
 // addNote sets target's note in NotesRef to name drySha, keeping every
 // other note; nothing is written when the note says so already. Notes
 // trees written by Git with fan-out folders (ab/cdef…) keep their
 // fan-out.
-func addNote(repo *git.Repository, target plumbing.Hash, drySha string, who object.Signature) error {
+func addNote(repo *git.Repository, target plumbing.Hash, note noteJSON, who object.Signature) error {
 	s := repo.Storer
-	content, err := jsonIndent(noteJSON{DrySHA: drySha})
+	content, err := jsonIndent(note)
 	if err != nil {
 		return err
 	}
@@ -314,7 +335,7 @@ func addNote(repo *git.Repository, target plumbing.Hash, drySha string, who obje
 		if h, ok := files[p]; ok {
 			if existing, err := readBlob(repo, h); err == nil {
 				var n noteJSON
-				if json.Unmarshal(existing, &n) == nil && n.DrySHA == drySha {
+				if json.Unmarshal(existing, &n) == nil && n.DrySHA == note.DrySHA && slices.Equal(n.Held, note.Held) {
 					return nil
 				}
 			}
@@ -355,20 +376,26 @@ func readBlob(repo *git.Repository, h plumbing.Hash) ([]byte, error) {
 
 // Note reads the source commit noted on a hydrated commit, or "".
 func Note(repo *git.Repository, commit plumbing.Hash) (string, error) {
+	n, err := readNote(repo, commit)
+	return n.DrySHA, err
+}
+
+// readNote reads the note on a hydrated commit (empty: none).
+func readNote(repo *git.Repository, commit plumbing.Hash) (noteJSON, error) {
 	ref, err := repo.Storer.Reference(NotesRef)
 	if errors.Is(err, plumbing.ErrReferenceNotFound) {
-		return "", nil
+		return noteJSON{}, nil
 	}
 	if err != nil {
-		return "", err
+		return noteJSON{}, err
 	}
 	notes, err := repo.CommitObject(ref.Hash())
 	if err != nil {
-		return "", err
+		return noteJSON{}, err
 	}
 	tree, err := notes.Tree()
 	if err != nil {
-		return "", err
+		return noteJSON{}, err
 	}
 	name := commit.String()
 	for _, p := range []string{name, path.Join(name[:2], name[2:])} {
@@ -378,23 +405,54 @@ func Note(repo *git.Repository, commit plumbing.Hash) (string, error) {
 		}
 		data, err := f.Contents()
 		if err != nil {
-			return "", err
+			return noteJSON{}, err
 		}
 		var n noteJSON
 		if err := json.Unmarshal([]byte(data), &n); err != nil {
-			return "", fmt.Errorf("note on %s: %w", short(name), err)
+			return noteJSON{}, fmt.Errorf("note on %s: %w", short(name), err)
 		}
-		return n.DrySHA, nil
+		return n, nil
 	}
-	return "", nil
+	return noteJSON{}, nil
+}
+
+// Hydration is what one hydrated commit holds: the source commit it was
+// hydrated from, the clusters and bundles the rollout held at an earlier
+// one (TrailerHeld), and the commit before it.
+type Hydration struct {
+	Dry    string
+	Held   map[string]bool
+	Parent string
+}
+
+// Hydrations are a hydrated branch's commits, by hash.
+type Hydrations map[string]Hydration
+
+// Revision is the source commit a cluster's bundle is hydrated from in
+// the hydrated commit: the commit's source commit, unless the rollout held
+// the cluster or the bundle there; then the one of the commit before,
+// and so on. "" when the history read does not say.
+func (h Hydrations) Revision(commit, cluster, bundle string) string {
+	for range len(h) + 1 {
+		c, ok := h[commit]
+		if !ok {
+			return ""
+		}
+		if !c.Held[cluster] && !c.Held[cluster+"/"+bundle] {
+			return c.Dry
+		}
+		commit = c.Parent
+	}
+	return ""
 }
 
 // SourceCommits reads the hydrated branch at url (its last depth commits)
-// and its notes, and returns the source commit of each hydrated commit:
-// its note, or its trailer when it has no note. An agent observing Flux
-// reads what Flux applied (a hydrated commit) as the source commit it
-// was hydrated from. tip is the branch's tip.
-func SourceCommits(ctx context.Context, url, branch string, auth transport.AuthMethod, depth int) (sources map[string]string, tip string, err error) {
+// and its notes: each hydrated commit's source commit and what the
+// rollout held there (its note, or its trailers when it has no note). An
+// agent observing Flux reads what Flux applied (a hydrated commit) as the
+// source commit each of its bundles was hydrated from. tip is the
+// branch's tip.
+func SourceCommits(ctx context.Context, url, branch string, auth transport.AuthMethod, depth int) (sources Hydrations, tip string, err error) {
 	repo, err := git.Init(memory.NewStorage(), nil)
 	if err != nil {
 		return nil, "", err
@@ -415,15 +473,23 @@ func SourceCommits(ctx context.Context, url, branch string, auth transport.AuthM
 	if err != nil {
 		return nil, "", err
 	}
-	sources = map[string]string{}
+	sources = Hydrations{}
 	c, err := repo.CommitObject(ref.Hash())
 	for n := 0; err == nil && n < depth; n++ {
-		dry, nerr := Note(repo, c.Hash)
-		if nerr != nil || dry == "" {
-			dry = DrySHAOf(c.Message)
+		h := Hydration{Held: map[string]bool{}}
+		note, nerr := readNote(repo, c.Hash)
+		held := note.Held
+		if h.Dry = note.DrySHA; nerr != nil || h.Dry == "" {
+			h.Dry, held = DrySHAOf(c.Message), heldOf(c.Message)
 		}
-		if dry != "" {
-			sources[c.Hash.String()] = dry
+		for _, x := range held {
+			h.Held[x] = true
+		}
+		if len(c.ParentHashes) > 0 {
+			h.Parent = c.ParentHashes[0].String()
+		}
+		if h.Dry != "" {
+			sources[c.Hash.String()] = h
 		}
 		if len(c.ParentHashes) == 0 {
 			break

@@ -10,6 +10,7 @@ import (
 
 	"github.com/fluxcd/pkg/ssa"
 	ssautils "github.com/fluxcd/pkg/ssa/utils"
+	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -231,5 +232,194 @@ func waitFor(t *testing.T, ctx context.Context, what string, c *testenv.Cluster,
 	})
 	if err != nil {
 		t.Fatalf("%s: %v (last: %v)\nlogs in %s", what, err, last, c.Dir)
+	}
+}
+
+const fluxWavesFleet = `package fleet
+
+clusters: {
+	"flux-canary": {region: "eu-west-1", labels: {}}
+	"flux-eu":     {region: "eu-west-2", labels: {}}
+}
+rollout: {
+	waves: [{name: "canary", names: ["flux-canary"]}, {name: "eu", approve: true}]
+	bake: "0s"
+}
+bundles: web: {namespace: "web", resources: [
+	{apiVersion: "v1", kind: "Namespace", metadata: name: "web"},
+	{apiVersion: "v1", kind: "ConfigMap", metadata: name: "web", data: version: "%s"},
+	%s
+]}
+`
+
+// TestFluxWavesFollowTheRollout: two clusters, each with the real Flux,
+// in two waves. A change reaches the canary's Flux; the eu cluster's Flux
+// applies the new hydrated commit but keeps its objects (its folder is
+// held) until the approval; an observer beside each reports what Flux
+// applied at the source commit of its own folder; a change that fails in
+// the canary's Flux halts the eu wave even approved.
+func TestFluxWavesFollowTheRollout(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
+	defer cancel()
+	repo := gittest.New(t)
+	commit := func(version, extra string) string {
+		return repo.Commit(map[string]string{"fleet.cue": fmt.Sprintf(fluxWavesFleet, version, extra)})
+	}
+	approve := func(rev string) {
+		t.Helper()
+		if _, err := report.Approve(ctx, report.ApproveOptions{URL: repo.URL, Author: object.Signature{Name: "Ops", Email: "ops@example.com", When: time.Now()}},
+			report.Approval{Revision: rev, Wave: "eu", By: "Ops <ops@example.com>", At: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	push := func() *companion.Output {
+		t.Helper()
+		out, err := companion.Hydrate(ctx, companion.Options{Dir: repo.Work, Status: report.Branches{URL: repo.URL}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := companion.CommitBranch(ctx, repo.Work, out, companion.CommitOptions{Branch: "hydrated", Push: true}); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	v1 := commit("1", "")
+	approve(v1)
+	push()
+	url := repo.ServeHTTPOpen()
+
+	type fluxCluster struct {
+		name     string
+		env      *testenv.Cluster
+		kube     client.Client
+		observer *companion.Observer
+	}
+	var clusters []*fluxCluster
+	for _, name := range []string{"flux-canary", "flux-eu"} {
+		env := testenv.StartT(t, testenv.Options{Name: name})
+		if err := env.StartFlux(ctx); err != nil {
+			t.Fatal(err)
+		}
+		kube, err := client.New(env.Config, client.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		boot, err := companion.FluxBootstrap(name, companion.BootstrapOptions{URL: url, Branch: "hydrated"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		objects, err := ssautils.ReadObjects(bytes.NewReader(boot))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ssa.NewResourceManager(kube, nil, ssa.Owner{Field: "test"}).ApplyAll(ctx, objects, ssa.DefaultApplyOptions()); err != nil {
+			t.Fatal(err)
+		}
+		region := map[string]string{"flux-canary": "eu-west-1", "flux-eu": "eu-west-2"}[name]
+		observer, err := companion.NewObserver(env.Config, companion.ObserveOptions{
+			Identity: identity.Options{Name: name, Region: region, Labels: map[string]string{}},
+			Interval: time.Minute, Status: report.Options{URL: repo.URL}, HydratedURL: repo.URL, HydratedBranch: "hydrated",
+		}, logr.Discard())
+		if err != nil {
+			t.Fatal(err)
+		}
+		clusters = append(clusters, &fluxCluster{name: name, env: env, kube: kube, observer: observer})
+	}
+	canary, eu := clusters[0], clusters[1]
+	configVersion := func(c *fluxCluster) string {
+		var cm corev1.ConfigMap
+		if err := c.kube.Get(ctx, client.ObjectKey{Namespace: "web", Name: "web"}, &cm); err != nil {
+			return "none"
+		}
+		return cm.Data["version"]
+	}
+	// reconciled waits until Flux in c applied the hydrated tip.
+	reconciled := func(c *fluxCluster, what string, check func() error) {
+		t.Helper()
+		requestReconcile(t, ctx, c.kube)
+		tip := gittest.Git(t, repo.Bare, "rev-parse", "hydrated")
+		waitFor(t, ctx, c.name+": "+what, c.env, func() error {
+			if err := kustomizationAt(ctx, c.kube, "flotilla-web", tip); err != nil && check == nil {
+				return err
+			}
+			if check != nil {
+				return check()
+			}
+			return nil
+		})
+	}
+	observe := func(c *fluxCluster) *report.Status {
+		t.Helper()
+		st, err := c.observer.Observe(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+
+	for _, c := range clusters {
+		reconciled(c, "Flux applies v1", nil)
+		if v := configVersion(c); v != "1" {
+			t.Fatalf("%s: version %s", c.name, v)
+		}
+		if st := observe(c); st.AppliedRevision != v1 || st.Phase != report.ClusterReady {
+			t.Fatalf("%s observed %s at %.7s", c.name, st.Phase, st.AppliedRevision)
+		}
+	}
+
+	// v2: the canary takes it; eu's Flux applies the new hydrated commit
+	// and keeps version 1; its observer says v1.
+	v2 := commit("2", "")
+	if out := push(); len(out.Gates) != 1 || out.Gates[0].Cluster != "flux-eu" {
+		t.Fatalf("held: %+v", out.Gates)
+	}
+	reconciled(canary, "Flux applies v2", nil)
+	reconciled(eu, "Flux applies the new hydrated commit", nil)
+	if configVersion(canary) != "2" || configVersion(eu) != "1" {
+		t.Fatalf("canary at %s, eu at %s", configVersion(canary), configVersion(eu))
+	}
+	if st := observe(eu); st.AppliedRevision != v1 {
+		t.Errorf("eu's observer says it applied %.7s, its folder is at v1 %.7s", st.AppliedRevision, v1)
+	}
+	if st := observe(canary); st.AppliedRevision != v2 || st.Phase != report.ClusterReady {
+		t.Fatalf("canary observed %s at %.7s", st.Phase, st.AppliedRevision)
+	}
+	if out := push(); len(out.Gates) != 1 || !strings.Contains(out.Gates[0].Reason, "waits for an approval") {
+		t.Fatalf("before the approval: %+v", out.Gates)
+	}
+	approve(v2)
+	if out := push(); len(out.Gates) != 0 {
+		t.Fatalf("approved: still held %+v", out.Gates)
+	}
+	reconciled(eu, "Flux applies v2 after the approval", func() error {
+		if v := configVersion(eu); v != "2" {
+			return fmt.Errorf("version %s", v)
+		}
+		return nil
+	})
+	if st := observe(eu); st.AppliedRevision != v2 {
+		t.Errorf("eu observed at %.7s, want v2", st.AppliedRevision)
+	}
+
+	// v3 fails in the canary's Flux: eu halts, approved or not.
+	v3 := commit("3", `{apiVersion: "v1", kind: "Service", metadata: name: "bad", spec: {type: "Bogus", ports: [{port: 80}]}},`)
+	approve(v3)
+	push()
+	reconciled(canary, "Flux fails v3", func() error {
+		if err := kustomizationReady(ctx, canary.kube, "flotilla-web"); err == nil {
+			return fmt.Errorf("still Ready")
+		}
+		if st := observe(canary); st.Phase != report.ClusterFailed || st.SeenRevision != v3 {
+			return fmt.Errorf("observed %s, seen %.7s", st.Phase, st.SeenRevision)
+		}
+		return nil
+	})
+	out := push()
+	if len(out.Gates) != 1 || out.Gates[0].Cluster != "flux-eu" || out.Gates[0].Halted != "flux-canary" {
+		t.Fatalf("after the canary failed: %+v", out.Gates)
+	}
+	reconciled(eu, "Flux keeps v2", nil)
+	if v := configVersion(eu); v != "2" {
+		t.Errorf("eu at %s after the halt", v)
 	}
 }

@@ -92,6 +92,22 @@ func (o *Output) gate(ctx context.Context, opts Options, repo *snapshot.Repo, f 
 	return out, nil
 }
 
+// HeldPaths are the held clusters and bundles as the hydrated commit and
+// its note record them ("cluster", "cluster/bundle"), sorted.
+func (o *Output) HeldPaths() []string {
+	var out []string
+	for _, g := range o.Gates {
+		if len(g.Bundles) == 0 {
+			out = append(out, g.Cluster)
+		}
+		for _, b := range g.Bundles {
+			out = append(out, g.Cluster+"/"+b)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
 // approvalsReader reads the approvals once, when a wave first asks: from
 // the status repository when it has a URL, else from the local
 // repository's approvals branch.

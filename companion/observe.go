@@ -61,7 +61,7 @@ type Observer struct {
 	// commits, and tip is the hydrated branch's tip when it was read: the
 	// branch is fetched again only when Flux applied a hydrated commit not
 	// in sources, so an idle observation makes no Git request.
-	sources map[string]string
+	sources Hydrations
 	tip     string
 }
 
@@ -113,8 +113,12 @@ func (o *Observer) Observe(ctx context.Context) (*report.Status, error) {
 			continue // the root Kustomization of --flux-bootstrap
 		}
 		items = append(items, k)
-		if h := hydratedCommit(&k); h != "" && o.sources[h] == "" {
-			fetch = true
+		// A commit Flux applied, or tried to and failed (it never becomes
+		// lastAppliedRevision), that was not read yet: the branch moved.
+		for _, h := range []string{hydratedCommit(&k), attemptedCommit(&k)} {
+			if h != "" && o.sources[h].Dry == "" {
+				fetch = true
+			}
 		}
 	}
 	if fetch {
@@ -125,10 +129,10 @@ func (o *Observer) Observe(ctx context.Context) (*report.Status, error) {
 			o.sources, o.tip = sources, tip
 		}
 	}
-	st.SeenRevision = o.sources[o.tip]
+	st.SeenRevision = o.sources.Revision(o.tip, c.Name, "")
 	revisions := map[string]bool{}
 	for _, k := range items {
-		b := bundleOfKustomization(&k, o.sources)
+		b := bundleOfKustomization(&k, c.Name, o.sources)
 		key := b.Name + "@" + b.Revision
 		if b.Phase == apply.PhaseReady {
 			if o.sinceRev[b.Name] != key {
@@ -144,6 +148,12 @@ func (o *Observer) Observe(ctx context.Context) (*report.Status, error) {
 	}
 	slices.SortFunc(st.Bundles, func(x, y report.BundleStatus) int { return strings.Compare(x.Name, y.Name) })
 	summarize(st, revisions)
+	// The cluster's folder at the hydrated tip is what the rollout let it
+	// take (gated hydration): a failure there is a failure while taking
+	// it, which halts the later waves as an agent's would.
+	if st.SeenRevision != "" {
+		st.Rollout = &report.RolloutStatus{Revision: st.SeenRevision, Waves: []string{}, State: report.RolloutApplied}
+	}
 	if _, err := o.reporter.Publish(ctx, st, now); err != nil {
 		return st, fmt.Errorf("publishing the status: %w", err)
 	}
@@ -186,11 +196,12 @@ func summarize(st *report.Status, revisions map[string]bool) {
 // bundleOfKustomization is a Flux Kustomization's state as a bundle's
 // status: Ready when its Ready condition is True; Progressing while Flux
 // works or waits for a dependency; Failed otherwise. Its revision is the
-// source commit of the hydrated commit Flux last applied.
-func bundleOfKustomization(k *unstructured.Unstructured, sources map[string]string) report.BundleStatus {
+// source commit the bundle's folder was hydrated from in the hydrated
+// commit Flux last applied (the rollout may have held it at an earlier one).
+func bundleOfKustomization(k *unstructured.Unstructured, cluster string, sources Hydrations) report.BundleStatus {
 	b := report.BundleStatus{Name: k.GetLabels()[spec.BundleLabel], Phase: apply.PhaseProgressing, Message: "Flux has not reconciled it yet"}
 	if hydrated := hydratedCommit(k); hydrated != "" {
-		b.Revision = sources[hydrated]
+		b.Revision = sources.Revision(hydrated, cluster, b.Name)
 		if b.Revision == "" {
 			b.Revision = hydrated
 		}
@@ -224,9 +235,19 @@ func bundleOfKustomization(k *unstructured.Unstructured, sources map[string]stri
 // hydratedCommit is the hydrated commit a Flux Kustomization last applied
 // ("hydrated@sha1:<hash>"), or "".
 func hydratedCommit(k *unstructured.Unstructured) string {
-	applied, _, _ := unstructured.NestedString(k.Object, "status", "lastAppliedRevision")
-	if i := strings.LastIndex(applied, ":"); i >= 0 {
-		return applied[i+1:]
+	return commitOf(k, "lastAppliedRevision")
+}
+
+// attemptedCommit is the hydrated commit a Flux Kustomization last tried
+// to apply, or "".
+func attemptedCommit(k *unstructured.Unstructured) string {
+	return commitOf(k, "lastAttemptedRevision")
+}
+
+func commitOf(k *unstructured.Unstructured, field string) string {
+	rev, _, _ := unstructured.NestedString(k.Object, "status", field)
+	if i := strings.LastIndex(rev, ":"); i >= 0 {
+		return rev[i+1:]
 	}
 	return ""
 }
