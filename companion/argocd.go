@@ -15,7 +15,9 @@ import (
 // (clusters/<cluster>/argocd/<bundle>.json) and from the plugin generator.
 //
 //	cluster, bundle, namespace  names
-//	path                        the bundle's hydrated folder
+//	hydratedPath                the bundle's hydrated folder (not "path":
+//	                            Argo CD's Git files generator sets its own
+//	                            "path" map over a parameter of that name)
 //	wave, waveIndex             the cluster's rollout wave for the bundle
 //	                            ("" and "0" without waves), for progressive
 //	                            sync steps (strings: labels are strings)
@@ -27,7 +29,10 @@ import (
 //	                            manifests, resources), path (chart or folder
 //	                            in the fleet repository), chart, repoURL,
 //	                            version, releaseName, and values (Helm
-//	                            values as YAML)
+//	                            values as YAML); every key is there for
+//	                            every kind, "" where it does not apply, so
+//	                            one template with missingkey=error serves
+//	                            every bundle
 func Params(p *fleet.Plan, b *fleet.Bundle, hydratedPath string) map[string]any {
 	w := wave(p, b)
 	waveName, waveIndex := "", 0
@@ -43,7 +48,7 @@ func Params(p *fleet.Plan, b *fleet.Bundle, hydratedPath string) map[string]any 
 		"cluster":            c.Name,
 		"bundle":             b.Name,
 		"namespace":          b.Namespace,
-		"path":               hydratedPath,
+		"hydratedPath":       hydratedPath,
 		"wave":               waveName,
 		"waveIndex":          strconv.Itoa(waveIndex),
 		"region":             c.Region,
@@ -57,7 +62,7 @@ func Params(p *fleet.Plan, b *fleet.Bundle, hydratedPath string) map[string]any 
 }
 
 func sourceParams(b *fleet.Bundle) map[string]any {
-	s := map[string]any{"kind": b.Source.Kind}
+	s := map[string]any{"kind": b.Source.Kind, "path": "", "chart": "", "repoURL": "", "version": "", "releaseName": "", "values": ""}
 	switch {
 	case b.Source.Helm != nil:
 		h := b.Source.Helm

@@ -86,7 +86,7 @@ func TestPluginGenerator(t *testing.T) {
 	if web["bundle"] != "web" {
 		web = params[1]
 	}
-	if web["cluster"] != "eu-1" || web["namespace"] != "web" || web["path"] != "clusters/eu-1/web" || web["wave"] != "eu" ||
+	if web["cluster"] != "eu-1" || web["namespace"] != "web" || web["hydratedPath"] != "clusters/eu-1/web" || web["wave"] != "eu" ||
 		get(web, "source", "kind") != "resources" || get(web, "labels", "class") != "standard" {
 		t.Errorf("web's parameters: %v", web)
 	}

@@ -177,7 +177,7 @@ func TestHydrateBranch(t *testing.T) {
 	if err := json.Unmarshal([]byte(show(t, bare, "hydrated", "clusters/eu-1/argocd/web.json")), &params); err != nil {
 		t.Fatal(err)
 	}
-	if params["cluster"] != "eu-1" || params["bundle"] != "web" || params["namespace"] != "web" || params["path"] != "clusters/eu-1/web" ||
+	if params["cluster"] != "eu-1" || params["bundle"] != "web" || params["namespace"] != "web" || params["hydratedPath"] != "clusters/eu-1/web" ||
 		params["wave"] != "eu" || params["waveIndex"] != "0" || get(params, "labels", "class") != "standard" || params["region"] != "eu-west-1" {
 		t.Errorf("web's parameters: %v", params)
 	}
