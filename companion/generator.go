@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"path"
 	"slices"
 	"strings"
 	"sync"
@@ -48,6 +49,10 @@ type GeneratorOptions struct {
 	// and memory bound (a fleet whose evaluation runs away fails that
 	// refresh alone); nil plans in this process.
 	Pool *sandbox.Pool
+	// PathPrefix is the path the server is reached under behind a proxy
+	// ("/flotilla": Argo CD's baseUrl ends with it, and it posts to
+	// PathPrefix + GeneratorPath).
+	PathPrefix string
 }
 
 // Generator serves Argo CD's ApplicationSet plugin generator protocol:
@@ -77,6 +82,12 @@ func NewGenerator(opts GeneratorOptions) (*Generator, error) {
 	if opts.Refresh <= 0 {
 		opts.Refresh = 30 * time.Second
 	}
+	if opts.PathPrefix != "" {
+		opts.PathPrefix = "/" + strings.Trim(path.Clean("/"+opts.PathPrefix), "/")
+		if opts.PathPrefix == "/" {
+			opts.PathPrefix = ""
+		}
+	}
 	return &Generator{opts: opts}, nil
 }
 
@@ -97,12 +108,12 @@ type generatorResponse struct {
 // ServeHTTP answers the plugin protocol (and /healthz).
 func (g *Generator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch r.URL.Path {
-	case "/healthz":
+	case g.opts.PathPrefix + "/healthz":
 		_, _ = io.WriteString(w, "ok\n")
 		return
-	case GeneratorPath:
+	case g.opts.PathPrefix + GeneratorPath:
 	default:
-		httpError(w, http.StatusNotFound, "not found: the plugin generator answers POST "+GeneratorPath)
+		httpError(w, http.StatusNotFound, "not found: the plugin generator answers POST "+g.opts.PathPrefix+GeneratorPath)
 		return
 	}
 	if r.Method != http.MethodPost {

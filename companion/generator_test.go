@@ -175,3 +175,30 @@ func TestGeneratorOutlivesARunawayFleet(t *testing.T) {
 		t.Errorf("after the runaway refresh: status %d, %d parameter sets", code, len(params))
 	}
 }
+
+// Behind a proxy, Argo CD's baseUrl carries a path: with PathPrefix the
+// generator answers under it, and only there.
+func TestGeneratorUnderAPathPrefix(t *testing.T) {
+	repo := gittest.New(t)
+	repo.Commit(map[string]string{"fleet.cue": fleetV1, "manifests/db/db.yaml": dbManifest})
+	g, err := companion.NewGenerator(companion.GeneratorOptions{Dir: repo.Work, Token: "t0ken", PathPrefix: "flotilla/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(g)
+	defer srv.Close()
+	if code, params, raw := post(t, srv.URL+"/flotilla", "t0ken", nil); code != http.StatusOK || len(params) != 8 {
+		t.Errorf("under the prefix: status %d, %d sets\n%s", code, len(params), raw)
+	}
+	if code, _, _ := post(t, srv.URL, "t0ken", nil); code != http.StatusNotFound {
+		t.Errorf("without the prefix: status %d, want 404", code)
+	}
+	resp, err := http.Get(srv.URL + "/flotilla/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("/flotilla/healthz: %d", resp.StatusCode)
+	}
+}

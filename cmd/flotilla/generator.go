@@ -29,7 +29,7 @@ func newGeneratorCmd() *cobra.Command {
 }
 
 func newGeneratorServeCmd() *cobra.Command {
-	var listen, tokenFile string
+	var listen, tokenFile, prefix string
 	var refresh time.Duration
 	cmd := &cobra.Command{
 		Use:   "serve [DIR] --token-file F [--listen ADDR]",
@@ -69,6 +69,7 @@ CD's plugin ConfigMap names the URL and the Secret key of the token.`,
 	fs.StringVar(&listen, "listen", ":4355", "`ADDRESS` to serve on")
 	fs.StringVar(&tokenFile, "token-file", "", "`FILE` holding the bearer token Argo CD presents (required)")
 	fs.DurationVar(&refresh, "refresh", 30*time.Second, "how old the plans may be before a request plans the fleet again")
+	fs.StringVar(&prefix, "path-prefix", "", "the `PATH` the server is reached under behind a proxy (Argo CD's baseUrl ends with it): it answers PATH/api/v1/getparams.execute and PATH/healthz")
 	// Here the bounds are each refresh's, in its worker, not the command's.
 	setFlag(fs, "eval-timeout", "2m", "bound each planning of the fleet (in a sandbox worker): a slower one fails, and the last good parameters stay")
 	setFlag(fs, "eval-memory", "2Gi", "bound the memory of each planning of the fleet (Kubernetes quantity): a larger one fails, and the last good parameters stay")
@@ -80,7 +81,7 @@ CD's plugin ConfigMap names the URL and the Secret key of the token.`,
 		if err != nil {
 			return fmt.Errorf("--token-file: %w", err)
 		}
-		opts := companion.GeneratorOptions{Dir: repoDir(args), Path: ff.path, Token: strings.TrimSpace(string(data)), Refresh: refresh}
+		opts := companion.GeneratorOptions{Dir: repoDir(args), Path: ff.path, Token: strings.TrimSpace(string(data)), Refresh: refresh, PathPrefix: prefix}
 		if opts.Status, err = known.resolve(); err != nil {
 			return err
 		}
@@ -136,7 +137,7 @@ func serveGenerator(ctx context.Context, opts companion.GeneratorOptions, ff *fl
 		defer cancel()
 		_ = srv.Shutdown(shutdown)
 	}()
-	opts.Log.Info("serving the Argo CD plugin generator", "address", ln.Addr().String(), "path", companion.GeneratorPath, "fleet", opts.Dir)
+	opts.Log.Info("serving the Argo CD plugin generator", "address", ln.Addr().String(), "path", opts.PathPrefix+companion.GeneratorPath, "fleet", opts.Dir)
 	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
