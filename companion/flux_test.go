@@ -423,3 +423,79 @@ func TestFluxWavesFollowTheRollout(t *testing.T) {
 		t.Errorf("eu at %s after the halt", v)
 	}
 }
+
+const fluxTenantFleet = `package fleet
+
+clusters: "flux-1": {region: "eu-west-1", labels: {}}
+bundles: "team-a-space": resources: [
+	{apiVersion: "v1", kind: "Namespace", metadata: name: "team-a"},
+	{apiVersion: "v1", kind: "ServiceAccount", metadata: {name: "deployer", namespace: "team-a"}},
+	{apiVersion: "rbac.authorization.k8s.io/v1", kind: "Role", metadata: {name: "deployer", namespace: "team-a"},
+		rules: [{apiGroups: [""], resources: ["configmaps"], verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]}]},
+	{apiVersion: "rbac.authorization.k8s.io/v1", kind: "RoleBinding", metadata: {name: "deployer", namespace: "team-a"},
+		roleRef: {apiGroup: "rbac.authorization.k8s.io", kind: "Role", name: "deployer"},
+		subjects: [{kind: "ServiceAccount", name: "deployer", namespace: "team-a"}]},
+]
+bundles: team: {
+	namespace: "team-a"
+	serviceAccountName: "deployer"
+	dependsOn: ["team-a-space"]
+	resources: [{apiVersion: "v1", kind: "ConfigMap", metadata: name: "team", data: owner: "team-a"}]
+}
+`
+
+// TestFluxTenantFromAnEmptyCluster: a bundle applied as a tenant's
+// ServiceAccount has its Kustomization in the tenant's namespace, which
+// another bundle creates. From an empty cluster, the root Kustomization
+// creates that namespace first (if absent, never pruned), so neither waits
+// for the other, and Flux applies the tenant's objects as the tenant.
+func TestFluxTenantFromAnEmptyCluster(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	cluster := testenv.StartT(t, testenv.Options{Name: "flux-tenant"})
+	if err := cluster.StartFlux(ctx); err != nil {
+		t.Fatal(err)
+	}
+	kube, err := client.New(cluster.Config, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo := gittest.New(t)
+	repo.Commit(map[string]string{"fleet.cue": fluxTenantFleet})
+	if _, err := companion.CommitBranch(ctx, repo.Work, hydrate(t, repo.Work), companion.CommitOptions{Branch: "hydrated", Push: true}); err != nil {
+		t.Fatal(err)
+	}
+	if ns := show(t, repo.Bare, "hydrated", "clusters/flux-1/flux/namespace-team-a.yaml"); !strings.Contains(ns, "IfNotPresent") {
+		t.Fatalf("no namespace beside the Kustomizations:\n%s", ns)
+	}
+	boot, err := companion.FluxBootstrap("flux-1", companion.BootstrapOptions{URL: repo.ServeHTTPOpen(), Branch: "hydrated"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	objects, err := ssautils.ReadObjects(bytes.NewReader(boot))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ssa.NewResourceManager(kube, nil, ssa.Owner{Field: "test"}).ApplyAll(ctx, objects, ssa.DefaultApplyOptions()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ctx, "Flux applies the tenant's bundle as the tenant", cluster, func() error {
+		k := &unstructured.Unstructured{}
+		k.SetGroupVersionKind(kustomizationKind)
+		if err := kube.Get(ctx, client.ObjectKey{Namespace: "team-a", Name: "flotilla-team"}, k); err != nil {
+			return err
+		}
+		conds, _, _ := unstructured.NestedSlice(k.Object, "status", "conditions")
+		ready := false
+		for _, c := range conds {
+			if m, ok := c.(map[string]any); ok && m["type"] == "Ready" && m["status"] == "True" {
+				ready = true
+			}
+		}
+		if !ready {
+			return fmt.Errorf("flotilla-team not Ready: %v", conds)
+		}
+		var cm corev1.ConfigMap
+		return kube.Get(ctx, client.ObjectKey{Namespace: "team-a", Name: "team"}, &cm)
+	})
+}

@@ -23,6 +23,7 @@ import (
 	"net/url"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -140,17 +141,22 @@ type Output struct {
 	held map[string]map[string]bool
 }
 
-// listing is a cluster's bundles in apply order, and which failed.
+// listing is a cluster's bundles in apply order, and which failed; and
+// the namespaces of its bundles' Kustomizations other than Flux's own.
 type listing struct {
-	cluster string
-	bundles []string
-	failed  map[string]bool
+	cluster    string
+	bundles    []string
+	failed     map[string]bool
+	namespaces []string
 }
 
 // files are the cluster's two listing files; has says whether the
 // destination held a path before.
 func (l listing) files(has func(string) bool) map[string][]byte {
 	var bundles, flux []string
+	for _, ns := range l.namespaces {
+		flux = append(flux, fluxNamespaceFile(ns))
+	}
 	for _, b := range l.bundles {
 		if l.failed[b] && !has(clusterDir(l.cluster)+"/"+b+"/"+KustomizationFile) {
 			continue
@@ -300,9 +306,32 @@ func (o *Output) addCluster(p *fleet.Plan, rendered []planrender.Bundle, flux Fl
 		}
 		o.Files[argoPath(c, b.Name)] = params
 	}
+	o.addFluxNamespaces(p, &l, flux)
 	o.listings = append(o.listings, l)
 	return nil
 }
+
+// addFluxNamespaces writes, beside the Kustomizations, the namespaces that
+// bundles applied as a ServiceAccount put theirs in (Flux looks for the
+// account in the Kustomization's namespace), created if absent and never
+// pruned: otherwise the root Kustomization's apply stops at the first
+// Kustomization whose namespace another bundle has yet to create, and
+// nothing is ever created (a first install deadlock).
+func (o *Output) addFluxNamespaces(p *fleet.Plan, l *listing, flux FluxOptions) {
+	seen := map[string]bool{}
+	for _, b := range p.Bundles {
+		ns := flux.withDefaults().fluxNamespace(b)
+		if ns == flux.withDefaults().Namespace || seen[ns] || !slices.Contains(l.bundles, b.Name) {
+			continue
+		}
+		seen[ns] = true
+		l.namespaces = append(l.namespaces, ns)
+		o.Files[clusterDir(l.cluster)+"/"+FluxDir+"/"+fluxNamespaceFile(ns)] = FluxNamespace(ns)
+	}
+	slices.Sort(l.namespaces)
+}
+
+func fluxNamespaceFile(ns string) string { return "namespace-" + ns + ".yaml" }
 
 func clusterDir(cluster string) string { return ClustersDir + "/" + cluster }
 
