@@ -14,6 +14,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"github.com/go-git/go-git/v5"
 	"github.com/go-logr/logr"
 
@@ -71,6 +74,37 @@ type Generator struct {
 	// refreshing is closed when the refresh under way ends; nil when none
 	// is.
 	refreshing chan struct{}
+	// kept counts the parameter sets the last refresh kept from before
+	// (their cluster or bundle stopped evaluating).
+	kept    int
+	metrics *generatorMetrics
+}
+
+// generatorMetrics are the generator's Prometheus metrics, on a registry
+// of its own, served at /metrics: what to alert on when the fleet stops
+// planning and Argo CD keeps getting the last good parameters.
+type generatorMetrics struct {
+	registry    *prometheus.Registry
+	failing     prometheus.Gauge
+	kept        prometheus.Gauge
+	sets        prometheus.Gauge
+	lastSuccess prometheus.Gauge
+}
+
+func newGeneratorMetrics() *generatorMetrics {
+	m := &generatorMetrics{
+		registry: prometheus.NewRegistry(),
+		failing: prometheus.NewGauge(prometheus.GaugeOpts{Name: "flotilla_generator_refresh_failing",
+			Help: "1 when the last planning of the fleet failed and the last good parameters are served."}),
+		kept: prometheus.NewGauge(prometheus.GaugeOpts{Name: "flotilla_generator_stale_parameter_sets",
+			Help: "Parameter sets served from an earlier planning because their cluster or bundle stopped evaluating."}),
+		sets: prometheus.NewGauge(prometheus.GaugeOpts{Name: "flotilla_generator_parameter_sets",
+			Help: "Parameter sets served."}),
+		lastSuccess: prometheus.NewGauge(prometheus.GaugeOpts{Name: "flotilla_generator_last_success_timestamp_seconds",
+			Help: "When the fleet last planned without failing (Unix time)."}),
+	}
+	m.registry.MustRegister(m.failing, m.kept, m.sets, m.lastSuccess)
+	return m
 }
 
 // NewGenerator returns a generator; it loads the fleet on the first
@@ -88,7 +122,7 @@ func NewGenerator(opts GeneratorOptions) (*Generator, error) {
 			opts.PathPrefix = ""
 		}
 	}
-	return &Generator{opts: opts}, nil
+	return &Generator{opts: opts, metrics: newGeneratorMetrics()}, nil
 }
 
 // generatorRequest is what Argo CD posts.
@@ -110,6 +144,9 @@ func (g *Generator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch r.URL.Path {
 	case g.opts.PathPrefix + "/healthz":
 		_, _ = io.WriteString(w, "ok\n")
+		return
+	case g.opts.PathPrefix + "/metrics":
+		promhttp.HandlerFor(g.metrics.registry, promhttp.HandlerOpts{}).ServeHTTP(w, r)
 		return
 	case g.opts.PathPrefix + GeneratorPath:
 	default:
@@ -269,6 +306,7 @@ func (g *Generator) startRefresh() {
 		defer g.mu.Unlock()
 		g.loaded, g.refreshing, g.lastErr = time.Now(), nil, err
 		close(done)
+		g.observe(err, len(params))
 		switch {
 		case err == nil:
 			g.params, g.loadErr = params, nil
@@ -278,6 +316,19 @@ func (g *Generator) startRefresh() {
 			g.loadErr = err
 		}
 	}()
+}
+
+// observe records a refresh in the metrics (g.mu held).
+func (g *Generator) observe(err error, sets int) {
+	m := g.metrics
+	if err != nil {
+		m.failing.Set(1)
+		return
+	}
+	m.failing.Set(0)
+	m.sets.Set(float64(sets))
+	m.kept.Set(float64(g.kept))
+	m.lastSuccess.Set(float64(time.Now().Unix()))
 }
 
 // plan plans every known cluster: in a sandbox worker with a pool.
@@ -319,16 +370,24 @@ func (g *Generator) load(ctx context.Context, prev []map[string]any) ([]map[stri
 		last[c+"/"+b] = []map[string]any{p}
 	}
 	var out []map[string]any
+	kept := 0
+	defer func() {
+		g.mu.Lock()
+		g.kept = kept
+		g.mu.Unlock()
+	}()
 	for i, p := range plans {
 		if errs[i] != nil {
 			g.opts.Log.Error(errs[i], "cluster does not evaluate: its last good parameters stay", "cluster", fp.Clusters[i].Name)
 			out = append(out, last[fp.Clusters[i].Name]...)
+			kept += len(last[fp.Clusters[i].Name])
 			continue
 		}
 		for _, b := range p.Bundles {
 			if b.Failed() {
 				g.opts.Log.Error(b.Errors, "bundle does not evaluate: its last good parameters stay", "cluster", p.Cluster.Name, "bundle", b.Name)
 				out = append(out, last[p.Cluster.Name+"/"+b.Name]...)
+				kept += len(last[p.Cluster.Name+"/"+b.Name])
 				continue
 			}
 			out = append(out, Params(p, b, clusterDir(p.Cluster.Name)+"/"+b.Name))

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -200,5 +201,61 @@ func TestGeneratorUnderAPathPrefix(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		t.Errorf("/flotilla/healthz: %d", resp.StatusCode)
+	}
+}
+
+// The metrics to alert on: parameter sets served from an earlier planning
+// because their bundle stopped evaluating, and a fleet that stops
+// planning at all while the last good parameters are served.
+func TestGeneratorMetricsSayWhatIsStale(t *testing.T) {
+	repo := gittest.New(t)
+	repo.Commit(map[string]string{"fleet.cue": fleetV1, "manifests/db/db.yaml": dbManifest})
+	g, err := companion.NewGenerator(companion.GeneratorOptions{Dir: repo.Work, Token: "t0ken", Refresh: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(g)
+	defer srv.Close()
+	metric := func(name string) string {
+		t.Helper()
+		resp, err := http.Get(srv.URL + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		for _, line := range strings.Split(string(body), "\n") {
+			if v, ok := strings.CutPrefix(line, name+" "); ok {
+				return v
+			}
+		}
+		return "absent"
+	}
+	if err := g.Refresh(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if metric("flotilla_generator_parameter_sets") != "8" || metric("flotilla_generator_stale_parameter_sets") != "0" || metric("flotilla_generator_refresh_failing") != "0" {
+		t.Errorf("healthy: sets %s, stale %s, failing %s", metric("flotilla_generator_parameter_sets"),
+			metric("flotilla_generator_stale_parameter_sets"), metric("flotilla_generator_refresh_failing"))
+	}
+	write := func(src string) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(repo.Work, "fleet.cue"), []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(strings.Replace(fleetV1, `namespace: "web"`, `namespace: 5`, 1))
+	if err := g.Refresh(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if got := metric("flotilla_generator_stale_parameter_sets"); got != "2" {
+		t.Errorf("web stopped evaluating in 2 clusters: stale %s", got)
+	}
+	write("package fleet\n\nbundles: {")
+	if err := g.Refresh(t.Context()); err == nil {
+		t.Fatal("a fleet that does not parse planned")
+	}
+	if got := metric("flotilla_generator_refresh_failing"); got != "1" {
+		t.Errorf("failing %s", got)
 	}
 }
