@@ -69,7 +69,7 @@ const (
 // Metadata is a hydrator.metadata file: which source ("dry") commit the
 // folder was hydrated from. The field names are Argo CD's.
 type Metadata struct {
-	RepoURL string `json:"repoURL"`
+	RepoURL string `json:"repoURL,omitempty"`
 	DrySHA  string `json:"drySha"`
 	Author  string `json:"author,omitempty"`
 	Date    string `json:"date,omitempty"`
