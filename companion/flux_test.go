@@ -391,7 +391,13 @@ func TestFluxWavesFollowTheRollout(t *testing.T) {
 	if out := push(); len(out.Gates) != 0 {
 		t.Fatalf("approved: still held %+v", out.Gates)
 	}
+	approvedTip := gittest.Git(t, repo.Bare, "rev-parse", "hydrated")
 	reconciled(eu, "Flux applies v2 after the approval", func() error {
+		// Applied and recorded: the status Flux writes after the apply
+		// is what the observer reads.
+		if err := kustomizationAt(ctx, eu.kube, "flotilla-web", approvedTip); err != nil {
+			return err
+		}
 		if v := configVersion(eu); v != "2" {
 			return fmt.Errorf("version %s", v)
 		}
