@@ -81,18 +81,7 @@ func TestFluxAppliesTheHydratedBranch(t *testing.T) {
 	push()
 	url := repo.ServeHTTPOpen()
 
-	boot, err := companion.FluxBootstrap("flux-1", companion.BootstrapOptions{URL: url, Branch: "hydrated"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	objects, err := ssautils.ReadObjects(bytes.NewReader(boot))
-	if err != nil {
-		t.Fatal(err)
-	}
-	rm := ssa.NewResourceManager(kube, nil, ssa.Owner{Field: "test"})
-	if _, err := rm.ApplyAll(ctx, objects, ssa.DefaultApplyOptions()); err != nil {
-		t.Fatal(err)
-	}
+	bootstrapFlux(t, ctx, kube, "flux-1", url)
 
 	waitFor(t, ctx, "Flux applies web and db, and their Kustomizations are Ready", cluster, func() error {
 		for _, name := range []string{"flotilla-db", "flotilla-web"} {
@@ -144,6 +133,23 @@ func TestFluxAppliesTheHydratedBranch(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkObserved(t, ctx, repo.URL, st, v2, "web")
+}
+
+// bootstrapFlux applies what --flux-bootstrap prints for cluster, as
+// `kubectl apply -f -` would.
+func bootstrapFlux(t *testing.T, ctx context.Context, kube client.Client, cluster, url string) {
+	t.Helper()
+	boot, err := companion.FluxBootstrap(cluster, companion.BootstrapOptions{URL: url, Branch: "hydrated"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	objects, err := ssautils.ReadObjects(bytes.NewReader(boot))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ssa.NewResourceManager(kube, nil, ssa.Owner{Field: "test"}).ApplyAll(ctx, objects, ssa.DefaultApplyOptions()); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // checkObserved checks the observer's status, and the same read back from
@@ -304,17 +310,7 @@ func TestFluxWavesFollowTheRollout(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		boot, err := companion.FluxBootstrap(name, companion.BootstrapOptions{URL: url, Branch: "hydrated"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		objects, err := ssautils.ReadObjects(bytes.NewReader(boot))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := ssa.NewResourceManager(kube, nil, ssa.Owner{Field: "test"}).ApplyAll(ctx, objects, ssa.DefaultApplyOptions()); err != nil {
-			t.Fatal(err)
-		}
+		bootstrapFlux(t, ctx, kube, name, url)
 		region := map[string]string{"flux-canary": "eu-west-1", "flux-eu": "eu-west-2"}[name]
 		observer, err := companion.NewObserver(env.Config, companion.ObserveOptions{
 			Identity: identity.Options{Name: name, Region: region, Labels: map[string]string{}},
@@ -474,17 +470,7 @@ func TestFluxTenantFromAnEmptyCluster(t *testing.T) {
 	if ns := show(t, repo.Bare, "hydrated", "clusters/flux-1/flux/namespace-team-a.yaml"); !strings.Contains(ns, "IfNotPresent") {
 		t.Fatalf("no namespace beside the Kustomizations:\n%s", ns)
 	}
-	boot, err := companion.FluxBootstrap("flux-1", companion.BootstrapOptions{URL: repo.ServeHTTPOpen(), Branch: "hydrated"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	objects, err := ssautils.ReadObjects(bytes.NewReader(boot))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := ssa.NewResourceManager(kube, nil, ssa.Owner{Field: "test"}).ApplyAll(ctx, objects, ssa.DefaultApplyOptions()); err != nil {
-		t.Fatal(err)
-	}
+	bootstrapFlux(t, ctx, kube, "flux-1", repo.ServeHTTPOpen())
 	waitFor(t, ctx, "Flux applies the tenant's bundle as the tenant", cluster, func() error {
 		k := &unstructured.Unstructured{}
 		k.SetGroupVersionKind(kustomizationKind)

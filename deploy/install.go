@@ -268,30 +268,69 @@ func (c *Client) InstalledAuth(ctx context.Context) (string, error) {
 func (c *Client) Replaced(ctx context.Context, objs []*unstructured.Unstructured) ([]Change, error) {
 	keep := map[string]bool{}
 	for _, o := range objs {
-		keep[o.GetKind()+"/"+o.GetNamespace()+"/"+o.GetName()] = true
+		keep[objectKey(o)] = true
 	}
-	var out []Change
+	all, err := everyMode()
+	if err != nil {
+		return nil, err
+	}
+	var gone []*unstructured.Unstructured
+	for _, o := range all {
+		if !keep[objectKey(o)] && strings.HasPrefix(o.GetAPIVersion(), "rbac.authorization.k8s.io/") {
+			gone = append(gone, o)
+		}
+	}
+	return c.deleteAll(ctx, gone, false)
+}
+
+// everyMode are the chart's objects in both RBAC modes, each once.
+func everyMode() ([]*unstructured.Unstructured, error) {
+	seen := map[string]bool{}
+	var out []*unstructured.Unstructured
 	for _, mode := range []string{"least-privilege", "cluster-admin"} {
 		rendered, err := Render(map[string]any{"rbac": map[string]any{"mode": mode}})
 		if err != nil {
 			return nil, err
 		}
 		for _, r := range rendered {
-			o := r.Object
-			key := o.GetKind() + "/" + o.GetNamespace() + "/" + o.GetName()
-			if keep[key] || !strings.HasPrefix(o.GetAPIVersion(), "rbac.authorization.k8s.io/") {
-				continue
-			}
-			keep[key] = true
-			action, err := c.delete(ctx, o, false)
-			if err != nil {
-				return out, fmt.Errorf("deleting %s: %w", key, err)
-			}
-			if action != "" {
-				out = append(out, Change{Object: strings.ReplaceAll(key, "//", "/"), Action: action})
+			if key := objectKey(r.Object); !seen[key] {
+				seen[key] = true
+				out = append(out, r.Object)
 			}
 		}
 	}
+	return out, nil
+}
+
+// objectKey is Kind/namespace/name ("Kind/name" for cluster objects), as
+// Change shows it.
+func objectKey(o *unstructured.Unstructured) string {
+	if o.GetNamespace() == "" {
+		return o.GetKind() + "/" + o.GetName()
+	}
+	return o.GetKind() + "/" + o.GetNamespace() + "/" + o.GetName()
+}
+
+// deleteAll deletes the targets that exist (dryRun: says it would), each
+// once, and says what it did in name order.
+func (c *Client) deleteAll(ctx context.Context, targets []*unstructured.Unstructured, dryRun bool) ([]Change, error) {
+	seen := map[string]bool{}
+	var out []Change
+	for _, t := range targets {
+		key := objectKey(t)
+		if seen[key] {
+			continue
+		}
+		seen[key] = true
+		action, err := c.delete(ctx, t, dryRun)
+		if err != nil {
+			return out, fmt.Errorf("deleting %s: %w", key, err)
+		}
+		if action != "" {
+			out = append(out, Change{Object: key, Action: action})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Object < out[j].Object })
 	return out, nil
 }
 
@@ -378,16 +417,14 @@ func (c *Client) events(ctx context.Context, pod string) []string {
 // agent applied nor their inventories: the namespace stays. dryRun lists
 // what it would delete.
 func (c *Client) Uninstall(ctx context.Context, dryRun bool) ([]Change, error) {
+	all, err := everyMode()
+	if err != nil {
+		return nil, err
+	}
 	var targets []*unstructured.Unstructured
-	for _, mode := range []string{"least-privilege", "cluster-admin"} {
-		objs, err := Render(map[string]any{"rbac": map[string]any{"mode": mode}})
-		if err != nil {
-			return nil, err
-		}
-		for _, o := range objs {
-			if o.Object.GetKind() != "Namespace" {
-				targets = append(targets, o.Object)
-			}
+	for _, o := range all {
+		if o.GetKind() != "Namespace" {
+			targets = append(targets, o)
 		}
 	}
 	for _, name := range []string{GitSecret, AgeSecret, WebhookSecret} {
@@ -402,25 +439,7 @@ func (c *Client) Uninstall(ctx context.Context, dryRun bool) ([]Change, error) {
 	if err != nil {
 		return nil, err
 	}
-	targets = append(targets, marks...)
-	seen := map[string]bool{}
-	var out []Change
-	for _, t := range targets {
-		key := t.GetKind() + "/" + t.GetNamespace() + "/" + t.GetName()
-		if seen[key] {
-			continue
-		}
-		seen[key] = true
-		action, err := c.delete(ctx, t, dryRun)
-		if err != nil {
-			return out, fmt.Errorf("deleting %s: %w", key, err)
-		}
-		if action != "" {
-			out = append(out, Change{Object: strings.TrimSuffix(strings.ReplaceAll(key, "//", "/"), "/"), Action: action})
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Object < out[j].Object })
-	return out, nil
+	return c.deleteAll(ctx, append(targets, marks...), dryRun)
 }
 
 func (c *Client) delete(ctx context.Context, t *unstructured.Unstructured, dryRun bool) (string, error) {
