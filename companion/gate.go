@@ -112,21 +112,10 @@ func (o *Output) HeldPaths() []string {
 // the status repository when it has a URL, else from the local
 // repository's approvals branch.
 func approvalsReader(ctx context.Context, opts Options, repo *snapshot.Repo, revision string) rollout.Approved {
-	var list []report.Approval
-	var err error
-	read := false
-	return func(wave string, approvers []string) (bool, error) {
-		if !read {
-			read = true
-			if opts.Status.URL != "" {
-				list, err = report.ReadApprovals(ctx, opts.Status.URL, opts.ApprovalsBranch, opts.Status.Auth)
-			} else {
-				list, err = report.ReadApprovalsRepository(repo.Git, opts.ApprovalsBranch)
-			}
+	return rollout.ReadApprovals(func() ([]report.Approval, error) {
+		if opts.Status.URL != "" {
+			return report.ReadApprovals(ctx, opts.Status.URL, opts.ApprovalsBranch, opts.Status.Auth)
 		}
-		if err != nil {
-			return false, err
-		}
-		return report.Approved(list, wave, revision, approvers), nil
-	}
+		return report.ReadApprovalsRepository(repo.Git, opts.ApprovalsBranch)
+	}, revision)
 }

@@ -91,12 +91,12 @@ func (a *Agent) decideRollout(ctx context.Context, dir string, plan *fleet.Plan,
 	}
 
 	// 4. Each group decides; a group that may not apply holds its bundles.
-	approvals := &approvalsOnce{read: func() ([]report.Approval, error) {
+	approved := rollout.ReadApprovals(func() ([]report.Approval, error) {
 		return report.ReadApprovals(ctx, a.opts.Status.URL, a.opts.ApprovalsBranch, a.opts.Status.Auth)
-	}}
+	}, revision)
 	var keys []string
 	for _, name := range slices.Sorted(maps.Keys(rg.Rollouts)) {
-		d, err := decideGroup(plan, name, rg, inv, statuses, places, approvals, revision, now)
+		d, err := decideGroup(plan, name, rg, inv, statuses, places, approved, revision, now)
 		if err != nil {
 			return nil, err
 		}
@@ -134,44 +134,14 @@ func (a *Agent) others(ctx context.Context, dir string, plan *fleet.Plan, revisi
 	return statuses, places, nil
 }
 
-// approvalsOnce reads the rollout approvals once, when a wave first
-// needs them.
-type approvalsOnce struct {
-	read      func() ([]report.Approval, error)
-	approvals []report.Approval
-	done      bool
-}
-
-// approved answers rollout.DecideGroup for revision.
-func (o *approvalsOnce) approved(revision string) rollout.Approved {
-	return func(wave string, approvers []string) (bool, error) {
-		list, err := o.get()
-		if err != nil {
-			return false, err
-		}
-		return report.Approved(list, wave, revision, approvers), nil
-	}
-}
-
-func (o *approvalsOnce) get() ([]report.Approval, error) {
-	if !o.done {
-		var err error
-		if o.approvals, err = o.read(); err != nil {
-			return nil, err
-		}
-		o.done = true
-	}
-	return o.approvals, nil
-}
-
 // decideGroup decides whether this cluster may take the tip in one
 // rollout group, from every known cluster's place and status.
 func decideGroup(plan *fleet.Plan, name string, rg rollout.Groups, inv map[string]*apply.Inventory,
-	statuses map[string]*report.Status, places []fleet.ClusterRollouts, approvals *approvalsOnce,
+	statuses map[string]*report.Status, places []fleet.ClusterRollouts, approved rollout.Approved,
 	revision string, now time.Time) (rollout.Decision, error) {
 	me := rollout.Cluster{Name: plan.Cluster.Name, Reported: true, ReportedAt: now,
 		Revision: groupRevision(rg.Members[name], plan, inv, revision, name == "")}
-	return rollout.DecideGroup(me, rg.Rollouts[name], name, places, statuses, approvals.approved(revision), revision, now)
+	return rollout.DecideGroup(me, rg.Rollouts[name], name, places, statuses, approved, revision, now)
 }
 
 // record notes a group's decision on the gate: the end of a bake to look

@@ -127,6 +127,25 @@ func ClusterIn(p fleet.ClusterRollouts, group string, st *report.Status, revisio
 // given approvers (report.Approved over the approvals branch).
 type Approved func(wave string, approvers []string) (bool, error)
 
+// ReadApprovals makes the Approved of a revision from a reader of the
+// approvals, which it calls once, when a wave first asks (a rollout
+// without approve reads nothing).
+func ReadApprovals(read func() ([]report.Approval, error), revision string) Approved {
+	var list []report.Approval
+	var err error
+	done := false
+	return func(wave string, approvers []string) (bool, error) {
+		if !done {
+			list, err = read()
+			done = true
+		}
+		if err != nil {
+			return false, err
+		}
+		return report.Approved(list, wave, revision, approvers), nil
+	}
+}
+
 // DecideGroup decides whether cluster me may take revision in the rollout
 // of group r, from every known cluster's place (places) and status
 // (statuses, by cluster name; me's own is me). me.Wave is set from r.
