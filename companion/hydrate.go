@@ -103,6 +103,9 @@ type Options struct {
 	Now func() time.Time
 	// Progress, when set, hears what is being done.
 	Progress func(string)
+	// PlanOnly stops after planning and the rollout gate: the Output has
+	// Rollouts, Gates and Problems but no files.
+	PlanOnly bool
 }
 
 // Output is a fleet hydrated, before it is written: the files of every
@@ -137,6 +140,9 @@ type Output struct {
 	// Gates are the clusters and bundles the rollout holds at what was
 	// hydrated for them before.
 	Gates []Gate
+	// Rollouts are the fleet's rollout groups and their waves with
+	// clusters, over every cluster planned (for ApplicationSets).
+	Rollouts []RolloutGroup
 	// held: cluster → bundles with a rollout of their own held by it.
 	held map[string]map[string]bool
 }
@@ -230,8 +236,12 @@ func Hydrate(ctx context.Context, opts Options) (*Output, error) {
 		}
 		ok = append(ok, plans[i])
 	}
+	out.Rollouts = rolloutGroups(ok)
 	if ok, err = out.gate(ctx, opts, repo, f, known, ok, commit.Hash.String()); err != nil {
 		return nil, fmt.Errorf("the rollout gate: %w", err)
+	}
+	if opts.PlanOnly {
+		return out, nil
 	}
 
 	total := 0

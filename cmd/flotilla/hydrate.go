@@ -42,6 +42,8 @@ type hydrateFlags struct {
 	committerName  string
 	committerMail  string
 	approvals      string
+	appsets        bool
+	argoNamespace  string
 }
 
 func newHydrateCmd() *cobra.Command {
@@ -57,7 +59,10 @@ func newHydrateCmd() *cobra.Command {
   flotilla hydrate --out /tmp/hydrated
 
   # Once per cluster, in the cluster
-  flotilla hydrate --flux-bootstrap prod-eu-1 --branch hydrated | kubectl apply -f -`,
+  flotilla hydrate --flux-bootstrap prod-eu-1 --branch hydrated | kubectl apply -f -
+
+  # Argo CD instead: the ApplicationSets, with the waves as progressive sync steps
+  flotilla hydrate --argocd-applicationsets --branch hydrated | kubectl -n argocd apply -f -`,
 		Args: cobra.MaximumNArgs(1),
 	}
 	hf.out = addOutputFlag(cmd, "text", "json")
@@ -89,6 +94,8 @@ func (hf *hydrateFlags) addFlags(cmd *cobra.Command) {
 	fs.StringVar(&hf.bootstrap, "flux-bootstrap", "", "print the one-time Flux objects for the cluster `NAME` (needs --branch) and exit")
 	completeFromFleet(cmd, "flux-bootstrap", completeClusters)
 	fs.StringVar(&hf.fluxSecret, "flux-secret", "", "with --flux-bootstrap: the Secret holding Flux's Git credentials")
+	fs.BoolVar(&hf.appsets, "argocd-applicationsets", false, "print the Argo CD ApplicationSets that apply the hydrated --branch with the fleet's rollout waves as progressive sync steps, and exit")
+	fs.StringVar(&hf.argoNamespace, "argocd-namespace", "argocd", "with --argocd-applicationsets: Argo CD's `NAMESPACE`")
 	fs.StringVar(&hf.approvals, "approvals-branch", report.DefaultApprovalsBranch, "branch of the status repository holding rollout approvals (flotilla rollout approve)")
 }
 
@@ -102,6 +109,9 @@ func (hf *hydrateFlags) run(cmd *cobra.Command, dir string) error {
 			return err
 		}
 		return fluxBootstrap(cmd.OutOrStdout(), dir, hf)
+	}
+	if hf.appsets {
+		return hf.applicationSets(cmd, dir)
 	}
 	switch {
 	case hf.branch == "" && hf.outDir == "":
@@ -221,7 +231,13 @@ failed); the others are written and the exit status is 1.
 
 --flux-bootstrap CLUSTER prints the one-time GitRepository and root
 Kustomization that make Flux in that cluster follow its folder of the
-hydrated branch, and hydrates nothing.`
+hydrated branch, and hydrates nothing.
+
+--argocd-applicationsets prints the Argo CD ApplicationSets that apply the
+hydrated branch, one per rollout (the fleet's, and each bundle's own), with
+the rollout's waves as progressive sync steps: a step per wave that has
+clusters, maxUpdate: 0 for a wave with approve: true, maxUnavailable as
+maxUpdate. It hydrates nothing; apply its output again when waves change.`
 
 // hydrateSummary is what hydrate prints.
 type hydrateSummary struct {
@@ -323,6 +339,52 @@ func (hf *hydrateFlags) knownCluster(cmd *cobra.Command, dir string) error {
 	return fmt.Errorf("--flux-bootstrap %s: not a cluster of the fleet at %s; it knows %s", hf.bootstrap, hf.revision, strings.Join(names, ", "))
 }
 
+// applicationSets prints the ApplicationSets for the fleet's waves, from
+// the plans of every known cluster at --revision.
+func (hf *hydrateFlags) applicationSets(cmd *cobra.Command, dir string) error {
+	if hf.branch == "" {
+		return errors.New("--argocd-applicationsets needs --branch: the hydrated branch Argo CD is to read")
+	}
+	url, err := hf.hydratedURL(dir, "--argocd-applicationsets")
+	if err != nil {
+		return err
+	}
+	ho := companion.Options{Dir: dir, Path: hf.fleet.path, Revision: hf.revision, ApprovalsBranch: hf.approvals, PlanOnly: true}
+	if ho.Status, err = hf.known.resolve(); err != nil {
+		return err
+	}
+	h, err := companion.Hydrate(cmd.Context(), ho)
+	if err != nil {
+		return err
+	}
+	for _, p := range h.Problems {
+		fmt.Fprintln(cmd.ErrOrStderr(), "warning:", p, "(its waves may be missing)")
+	}
+	data, err := companion.ApplicationSets(h.Rollouts, companion.ApplicationSetOptions{RepoURL: url, Branch: hf.branch, Namespace: hf.argoNamespace})
+	if err != nil {
+		return err
+	}
+	_, err = cmd.OutOrStdout().Write(data)
+	return err
+}
+
+// hydratedURL is the URL the hydrated branch is read from: --repo-url, or
+// the --remote's.
+func (hf *hydrateFlags) hydratedURL(dir, flag string) (string, error) {
+	if hf.repoURL != "" {
+		return hf.repoURL, nil
+	}
+	repo, _, err := source.OpenLocal(dir)
+	if err != nil {
+		return "", fmt.Errorf("%s needs the repository's URL: give --repo-url, or run it in the fleet's repository: %w", flag, err)
+	}
+	url := companion.RemoteURL(repo, hf.remote)
+	if url == "" {
+		return "", fmt.Errorf("the repository has no remote %s: give --repo-url, the URL the hydrated branch is read from", hf.remote)
+	}
+	return url, nil
+}
+
 // fluxBootstrap prints the one-time Flux objects of a cluster.
 func fluxBootstrap(w io.Writer, dir string, hf *hydrateFlags) error {
 	if hf.branch == "" {
@@ -331,15 +393,9 @@ func fluxBootstrap(w io.Writer, dir string, hf *hydrateFlags) error {
 	if err := report.ValidateClusterName(hf.bootstrap); err != nil {
 		return fmt.Errorf("--flux-bootstrap: %w", err)
 	}
-	url := hf.repoURL
-	if url == "" {
-		repo, _, err := source.OpenLocal(dir)
-		if err != nil {
-			return fmt.Errorf("--flux-bootstrap needs the repository's URL: give --repo-url, or run it in the fleet's repository: %w", err)
-		}
-		if url = companion.RemoteURL(repo, hf.remote); url == "" {
-			return fmt.Errorf("the repository has no remote %s: give --repo-url, the URL Flux reads the hydrated branch from", hf.remote)
-		}
+	url, err := hf.hydratedURL(dir, "--flux-bootstrap")
+	if err != nil {
+		return err
 	}
 	data, err := companion.FluxBootstrap(hf.bootstrap, companion.BootstrapOptions{FluxOptions: hf.flux, URL: url, Branch: hf.branch, SecretName: hf.fluxSecret})
 	if err != nil {

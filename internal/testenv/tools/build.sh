@@ -4,10 +4,10 @@
 # k8s.io/kubernetes), etcd, kwok, and kwok-stages.yaml (the Stage objects that
 # make kwok's fake nodes and pods become Ready); for the companion-mode tests,
 # Flux's source-controller and kustomize-controller with their CRDs
-# (crds/flux/) and Argo CD's CRDs (crds/argocd/, read from the argo-cd module
-# at ARGOCD_VERSION: nothing of Argo CD is built).
+# (crds/flux/); Argo CD's CRDs (crds/argocd/) and argocd-appset, a program
+# that renders ApplicationSets with Argo CD's own ApplicationSet code.
 #
-# The versions are the ones pinned in the go.mod files of the three tools
+# The versions are the ones pinned in the go.mod files of the tools
 # modules beside this script. OUTDIR/.stamp records a hash of those files (and
 # of this script); when it matches and every binary is present, nothing is
 # rebuilt, so `make testenv` is cheap after the first run.
@@ -18,13 +18,10 @@ out=${1:?usage: build.sh OUTDIR}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 
-# Argo CD's module is only downloaded, for its CRDs (it does not build on this
-# Go, and the tests need no Argo CD process).
-ARGOCD_VERSION=v3.5.7
 
 binaries=(kube-apiserver kube-controller-manager kube-scheduler etcd kwok kwok-stages.yaml
-	source-controller kustomize-controller crds/flux/kustomizations.yaml crds/argocd/applicationsets.yaml)
-stamp=$(cat "$0" "$here"/*/go.mod "$here"/*/go.sum | sha256sum | cut -d' ' -f1)
+	source-controller kustomize-controller argocd-appset crds/flux/kustomizations.yaml crds/argocd/applicationsets.yaml)
+stamp=$(cat "$0" "$here"/*/go.mod "$here"/*/go.sum "$here"/*/*.go | sha256sum | cut -d' ' -f1)
 
 complete() {
 	[ "$(cat "$out/.stamp" 2>/dev/null)" = "$stamp" ] || return 1
@@ -76,6 +73,9 @@ mv "$out/kwok-stages.yaml.tmp" "$out/kwok-stages.yaml"
 step "building Flux's source-controller and kustomize-controller (about 10 minutes on 2 cores the first time)"
 (cd "$here/flux" && go build "${build_flags[@]}" -o "$out/" github.com/fluxcd/source-controller github.com/fluxcd/kustomize-controller)
 
+step "building argocd-appset with Argo CD's ApplicationSet code (about 5 minutes on 2 cores the first time)"
+(cd "$here/argocd" && go build "${build_flags[@]}" -o "$out/argocd-appset" .)
+
 # The CRDs of the same module versions, one file per kind.
 mkdir -p "$out/crds/flux" "$out/crds/argocd"
 for m in source-controller kustomize-controller; do
@@ -85,7 +85,7 @@ for m in source-controller kustomize-controller; do
 		cp "$f" "$out/crds/flux/${kind#*_}.yaml"
 	done
 done
-argocd_dir=$(go mod download -json "github.com/argoproj/argo-cd/v3@$ARGOCD_VERSION" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+argocd_dir=$(cd "$here/argocd" && go list -m -f '{{.Dir}}' github.com/argoproj/argo-cd/v3)
 for kind in application applicationset appproject; do
 	cp "$argocd_dir/manifests/crds/$kind-crd.yaml" "$out/crds/argocd/${kind}s.yaml"
 done
