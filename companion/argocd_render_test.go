@@ -2,8 +2,10 @@ package companion_test
 
 import (
 	"context"
+	"encoding/json"
 	"net/http/httptest"
 	"os"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -304,4 +306,70 @@ func TestArgoCDRendersTheHydratedBranch(t *testing.T) {
 			t.Errorf("widened to every bundle: %d Applications, want 4 clusters × 6 bundles; eu-1-remote %v", len(apps), apps["eu-1-remote"])
 		}
 	})
+}
+
+// promotedMessage is a fleet commit as a CI job promoting a code commit
+// writes it: a two-line subject, a body, other trailers, the reference
+// trailers Argo CD and GitOps Promoter read — and one SHA that does not
+// validate (upper case), which stays in the body.
+const promotedMessage = `Promote api to 1.4.2
+for every region
+
+The api image moves to 1.4.2.
+
+Signed-off-by: Dev <dev@example.com>
+Argocd-reference-commit-author: Jane Doe <jane@example.com>
+Argocd-reference-commit-date: 2026-12-01T10:20:30+01:00
+Argocd-reference-commit-subject: Fix the cache "eviction"
+Argocd-reference-commit-body: "Line one.\n\nLine two."
+Argocd-reference-commit-sha: 0123456789abcdef0123456789abcdef01234567
+Argocd-reference-commit-repourl: https://git.example.com/team/api.git
+Argocd-reference-commit-sha: ABCDEF1`
+
+// TestHydratorMetadataIsArgoCDs compares the root hydrator.metadata that
+// hydrate writes with the one Argo CD's source hydrator code writes for
+// the same dry commit (its git client and util/hydrator, run from its
+// module): subject, body without the reference trailers, and references,
+// which GitOps Promoter shows as the code commit being promoted.
+func TestHydratorMetadataIsArgoCDs(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	repo := gittest.New(t)
+	repo.Commit(map[string]string{"fleet.cue": fleetV1, "manifests/db/db.yaml": dbManifest})
+	gittest.Git(t, repo.Work, "commit", "--allow-empty", "-m", promotedMessage)
+	gittest.Git(t, repo.Work, "push", "origin", "main")
+	dry := gittest.Git(t, repo.Work, "rev-parse", "HEAD")
+	url := repo.ServeHTTPOpen()
+
+	out, err := companion.Hydrate(ctx, companion.Options{Dir: repo.Work, RepoURL: url})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := companion.CommitBranch(ctx, repo.Work, out, companion.CommitOptions{Branch: "hydrated"}); err != nil {
+		t.Fatal(err)
+	}
+	ours := metadataOf(t, repo.Work, "hydrated", companion.MetadataFile)
+	argo, err := testenv.ArgoCDHydratorMetadata(ctx, t.TempDir(), url, dry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var theirs companion.Metadata
+	if err := json.Unmarshal(argo, &theirs); err != nil {
+		t.Fatal(err)
+	}
+	ourDate, err1 := time.Parse(time.RFC3339, ours.Date)
+	theirDate, err2 := time.Parse(time.RFC3339, theirs.Date)
+	if err1 != nil || err2 != nil || !ourDate.Equal(theirDate) {
+		t.Errorf("date: ours %q, Argo CD's %q", ours.Date, theirs.Date)
+	}
+	ours.Date, theirs.Date = "", ""
+	if !reflect.DeepEqual(ours, theirs) {
+		o, _ := json.MarshalIndent(ours, "", "  ")
+		t.Errorf("hydrator.metadata differs from Argo CD's:\nours:\n%s\nArgo CD's:\n%s", o, argo)
+	}
+	if len(ours.References) != 1 || ours.References[0].Commit.SHA != "0123456789abcdef0123456789abcdef01234567" ||
+		ours.References[0].Commit.Body != "Line one.\n\nLine two." || strings.Contains(ours.Body, "Argocd-reference-commit-subject") ||
+		!strings.Contains(ours.Body, "Argocd-reference-commit-sha: ABCDEF1") {
+		t.Errorf("references: %+v, body %q", ours.References, ours.Body)
+	}
 }

@@ -249,7 +249,7 @@ func commitOnce(repo *git.Repository, branch plumbing.ReferenceName, out *Output
 // and the trailers naming it.
 func commitMessage(m Metadata, held []string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s: %s\n\nHydrated by flotilla hydrate from %s.\n\n", short(m.DrySHA), m.Subject, m.RepoURL)
+	fmt.Fprintf(&b, "%s: %s\n\nHydrated by flotilla hydrate from %s.\n\n", short(m.DrySHA), strings.ReplaceAll(m.Subject, "\n", " "), m.RepoURL)
 	fmt.Fprintf(&b, "%s: %s\n%s: %s\n", TrailerDrySHA, m.DrySHA, TrailerDryRepo, m.RepoURL)
 	for _, h := range held {
 		fmt.Fprintf(&b, "%s: %s\n", TrailerHeld, h)

@@ -75,6 +75,9 @@ type Metadata struct {
 	Date    string `json:"date,omitempty"`
 	Subject string `json:"subject,omitempty"`
 	Body    string `json:"body,omitempty"`
+	// References are the commits the source commit refers to, from its
+	// Argocd-reference-commit-* trailers (removed from Body).
+	References []Reference `json:"references,omitempty"`
 }
 
 // Options say what to hydrate.
@@ -386,17 +389,21 @@ func yamlStream(objects []*unstructured.Unstructured) ([]byte, error) {
 	return []byte(b.String()), nil
 }
 
-// commitMetadata is the metadata of a source commit, its message split as
-// Argo CD splits it: the subject is the first paragraph.
+// commitMetadata is the metadata of a source commit as Argo CD's source
+// hydrator writes it: the subject is the first paragraph of the message,
+// the body the rest without its reference trailers (which become
+// References), each of its lines ending with a newline.
 func commitMetadata(repoURL, hash, author string, when time.Time, message string) Metadata {
-	subject, body, _ := strings.Cut(strings.TrimSpace(message), "\n\n")
+	message = strings.TrimSpace(message)
+	subject, body, _ := strings.Cut(message, "\n\n")
 	return Metadata{
-		RepoURL: repoURL,
-		DrySHA:  hash,
-		Author:  author,
-		Date:    when.UTC().Format(time.RFC3339),
-		Subject: strings.ReplaceAll(subject, "\n", " "),
-		Body:    strings.TrimSpace(body),
+		RepoURL:    repoURL,
+		DrySHA:     hash,
+		Author:     author,
+		Date:       when.UTC().Format(time.RFC3339),
+		Subject:    subject,
+		Body:       withoutReferences(body),
+		References: references(message),
 	}
 }
 

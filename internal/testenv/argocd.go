@@ -35,13 +35,9 @@ var appsetRuns atomic.Int64
 // repository over its URL with Argo CD's git client. An error carries
 // what Argo CD's code said.
 func (c *Cluster) ArgoCDApplicationSet(ctx context.Context, appset []byte, healthySteps int) (*ArgoCDResult, error) {
-	assets, err := AssetsDir()
+	bin, err := argoCDAppset()
 	if err != nil {
 		return nil, err
-	}
-	bin := filepath.Join(assets, "argocd-appset")
-	if fi, err := os.Stat(bin); err != nil || fi.Size() == 0 {
-		return nil, fmt.Errorf("%w: argocd-appset is not in %s; run make testenv", ErrBinariesMissing, assets)
 	}
 	file := filepath.Join(c.Dir, "applicationset-"+strconv.FormatInt(appsetRuns.Add(1), 10)+".yaml")
 	if err := os.WriteFile(file, appset, 0o600); err != nil {
@@ -59,4 +55,35 @@ func (c *Cluster) ArgoCDApplicationSet(ctx context.Context, appset []byte, healt
 		return nil, fmt.Errorf("argocd-appset's output: %w", err)
 	}
 	return &res, nil
+}
+
+// argoCDAppset is the path of argocd-appset.
+func argoCDAppset() (string, error) {
+	assets, err := AssetsDir()
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(assets, "argocd-appset")
+	if fi, err := os.Stat(bin); err != nil || fi.Size() == 0 {
+		return "", fmt.Errorf("%w: argocd-appset is not in %s; run make testenv", ErrBinariesMissing, assets)
+	}
+	return bin, nil
+}
+
+// ArgoCDHydratorMetadata is the root hydrator.metadata Argo CD's source
+// hydrator writes for the dry commit revision of the repository at
+// repoURL (read with Argo CD's git client into a clone under dir), as
+// JSON.
+func ArgoCDHydratorMetadata(ctx context.Context, dir, repoURL, revision string) ([]byte, error) {
+	bin, err := argoCDAppset()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.CommandContext(ctx, bin, "--hydrator-metadata", "--repo", repoURL, "--revision", revision, "--git-cache", dir)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return nil, fmt.Errorf("argocd-appset (Argo CD's hydrator code): %w: %s", err, bytes.TrimSpace(stderr.Bytes()))
+	}
+	return stdout.Bytes(), nil
 }

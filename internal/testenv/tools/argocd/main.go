@@ -20,6 +20,12 @@
 // done by the repo-server's own git client (util/git: fetch, checkout, git
 // ls-files of the pattern, as GetGitFiles does), without its cache.
 //
+// With --hydrator-metadata, it prints instead the root hydrator.metadata
+// Argo CD's source hydrator writes for the commit --revision of --repo:
+// the repo-server's RevisionMetadata (Argo CD's git client, trailers
+// parsed by git interpret-trailers) turned into the commit server's file
+// by util/hydrator.GetCommitMetadata.
+//
 // Output: one JSON object on stdout, {"applications": [...], "steps":
 // {app: step}, "pending": [app...]}. A generation or rendering error is
 // printed on stderr with exit status 1.
@@ -45,7 +51,9 @@ import (
 	"github.com/argoproj/argo-cd/v3/applicationset/utils"
 	argov1alpha1 "github.com/argoproj/argo-cd/v3/pkg/apis/application/v1alpha1"
 	"github.com/argoproj/argo-cd/v3/util/git"
+	"github.com/argoproj/argo-cd/v3/util/hydrator"
 	log "github.com/sirupsen/logrus"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/tools/clientcmd"
@@ -69,10 +77,19 @@ func main() {
 	namespace := flag.String("namespace", "argocd", "Argo CD's namespace")
 	cache := flag.String("git-cache", "", "folder for the git client's clones")
 	healthy := flag.Int("healthy-steps", 0, "take the Applications of the first N steps as synced and Healthy")
+	metadata := flag.Bool("hydrator-metadata", false, "print the hydrator.metadata of --revision of --repo")
+	repo := flag.String("repo", "", "with --hydrator-metadata: the dry repository's URL")
+	revision := flag.String("revision", "", "with --hydrator-metadata: the dry commit")
 	flag.Parse()
 	log.SetOutput(os.Stderr)
 	log.SetLevel(log.WarnLevel)
-	if err := run(*kubeconfig, *file, *namespace, *cache, *healthy); err != nil {
+	var err error
+	if *metadata {
+		err = hydratorMetadata(*repo, *revision, *cache)
+	} else {
+		err = run(*kubeconfig, *file, *namespace, *cache, *healthy)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "argocd-appset:", err)
 		os.Exit(1)
 	}
@@ -182,13 +199,43 @@ func (s *statusStore) SetApplicationSetStatusCondition(_ context.Context, appset
 	return nil
 }
 
-// gitRepos answers the Git generator's questions as the repo-server's
-// GetGitFiles does, with the repo-server's git client.
-type gitRepos struct{ root string }
+// hydratorMetadata prints what Argo CD's hydrator writes as the root
+// hydrator.metadata for a dry commit.
+func hydratorMetadata(repoURL, revision, cache string) error {
+	c, err := checkout(repoURL, revision, cache)
+	if err != nil {
+		return err
+	}
+	m, err := c.RevisionMetadata(revision)
+	if err != nil {
+		return err
+	}
+	// As the repo-server's RevisionMetadata answers it.
+	refs := make([]argov1alpha1.RevisionReference, len(m.References))
+	for i, r := range m.References {
+		if r.Commit == nil {
+			continue
+		}
+		refs[i] = argov1alpha1.RevisionReference{Commit: &argov1alpha1.CommitMetadata{
+			Author: r.Commit.Author.String(), Date: r.Commit.Date, Subject: r.Commit.Subject,
+			Body: r.Commit.Body, SHA: r.Commit.SHA, RepoURL: r.Commit.RepoURL,
+		}}
+	}
+	meta := &argov1alpha1.RevisionMetadata{Author: m.Author, Date: &metav1.Time{Time: m.Date}, Tags: m.Tags, Message: m.Message, References: refs}
+	file, err := hydrator.GetCommitMetadata(repoURL, revision, meta)
+	if err != nil {
+		return err
+	}
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(file)
+}
 
-func (r gitRepos) GetFiles(_ context.Context, repoURL, revision, _, pattern string, _ bool, _ *argov1alpha1.SourceIntegrity) (map[string][]byte, error) {
+// checkout clones the repository at the revision with Argo CD's git
+// client, as the repo-server does.
+func checkout(repoURL, revision, cache string) (git.Client, error) {
 	sum := sha256.Sum256([]byte(repoURL))
-	c, err := git.NewClientExt(repoURL, filepath.Join(r.root, hex.EncodeToString(sum[:8])), git.NopCreds{}, true, false, "", "")
+	c, err := git.NewClientExt(repoURL, filepath.Join(cache, hex.EncodeToString(sum[:8])), git.NopCreds{}, true, false, "", "")
 	if err != nil {
 		return nil, err
 	}
@@ -203,6 +250,18 @@ func (r gitRepos) GetFiles(_ context.Context, repoURL, revision, _, pattern stri
 		return nil, err
 	}
 	if _, err := c.Checkout(sha, false, true); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// gitRepos answers the Git generator's questions as the repo-server's
+// GetGitFiles does, with the repo-server's git client.
+type gitRepos struct{ root string }
+
+func (r gitRepos) GetFiles(_ context.Context, repoURL, revision, _, pattern string, _ bool, _ *argov1alpha1.SourceIntegrity) (map[string][]byte, error) {
+	c, err := checkout(repoURL, revision, r.root)
+	if err != nil {
 		return nil, err
 	}
 	files, err := c.LsFiles(pattern, false)
