@@ -265,7 +265,7 @@ func TestArgoCDRendersTheHydratedBranch(t *testing.T) {
 			t.Fatal(err)
 		}
 		const token = "replace-with-the-content-of-the-token-file"
-		g, err := companion.NewGenerator(companion.GeneratorOptions{Dir: repo.Work, Token: token, PathPrefix: "/flotilla"})
+		g, err := companion.NewGenerator(companion.GeneratorOptions{Dir: repo.Work, Token: token, PathPrefix: "/flotilla", Status: report.Branches{URL: repo.URL}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -287,7 +287,7 @@ func TestArgoCDRendersTheHydratedBranch(t *testing.T) {
 			t.Fatalf("the documented plugin ApplicationSet: %d Applications, want web in 4 clusters", len(apps))
 		}
 		for c, a := range map[string]map[string]any{"canary-1": apps["canary-1-web"], "us-1": apps["us-1-web"]} {
-			if field(a, "spec", "source", "path") != "charts/web" || field(a, "spec", "source", "helm", "releaseName") != "web" ||
+			if field(a, "spec", "source", "path") != "charts/web" || field(a, "spec", "source", "targetRevision") != rev || field(a, "spec", "source", "helm", "releaseName") != "web" ||
 				!strings.Contains(field(a, "spec", "source", "helm", "values"), "greeting: hi "+c) || field(a, "spec", "destination", "namespace") != "web" {
 				t.Errorf("%s-web: %v", c, a["spec"])
 			}

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/go-git/go-git/v5"
+
 	"github.com/flotilla-gitops/flotilla/fleet"
 	"github.com/flotilla-gitops/flotilla/sync/report"
 	"github.com/flotilla-gitops/flotilla/sync/rollout"
@@ -33,6 +35,46 @@ type Gate struct {
 // not keeps its paths. It returns the plans to hydrate.
 func (o *Output) gate(ctx context.Context, opts Options, repo *snapshot.Repo, f *fleet.Fleet, known *report.Known,
 	plans []*fleet.Plan, revision string) ([]*fleet.Plan, error) {
+	now := time.Now()
+	if opts.Now != nil {
+		now = opts.Now()
+	}
+	places := func(owned []string) ([]fleet.ClusterRollouts, error) { return f.Rollouts(known.Clusters, owned), nil }
+	approved := approvalsReader(ctx, opts.Status, opts.ApprovalsBranch, repo.Git, revision)
+	decisions, err := decide(plans, places, known, approved, revision, now)
+	if err != nil || decisions == nil {
+		return plans, err
+	}
+	o.held = map[string]map[string]bool{}
+	var out []*fleet.Plan
+	for i, p := range plans {
+		d := decisions[i]
+		o.Gates = append(o.Gates, d.gates...)
+		if d.whole {
+			o.Keep = append(o.Keep, clusterDir(p.Cluster.Name)+"/")
+			continue
+		}
+		if len(d.held) > 0 {
+			o.held[p.Cluster.Name] = d.held
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// decision is the rollout gate's answer for one cluster: the fleet's
+// rollout holds it whole, or its own rollouts hold some bundles.
+type decision struct {
+	whole bool
+	held  map[string]bool
+	gates []Gate
+}
+
+// decide runs the agents' gate (sync/rollout) for every plan at the
+// revision, the clusters' places in the rollouts coming from places (for
+// the bundles with rollouts of their own). nil: no rollout has waves.
+func decide(plans []*fleet.Plan, places func(owned []string) ([]fleet.ClusterRollouts, error), known *report.Known,
+	approved rollout.Approved, revision string, now time.Time) ([]decision, error) {
 	groups := make([]rollout.Groups, len(plans))
 	owned := map[string]bool{}
 	gated := false
@@ -44,50 +86,38 @@ func (o *Output) gate(ctx context.Context, opts Options, repo *snapshot.Repo, f 
 		}
 	}
 	if !gated {
-		return plans, nil
+		return nil, nil
 	}
-	places := f.Rollouts(known.Clusters, slices.Sorted(maps.Keys(owned)))
+	all, err := places(slices.Sorted(maps.Keys(owned)))
+	if err != nil {
+		return nil, err
+	}
 	placeOf := map[string]fleet.ClusterRollouts{}
-	for _, p := range places {
+	for _, p := range all {
 		placeOf[p.Cluster.Name] = p
 	}
-	approved := approvalsReader(ctx, opts, repo, revision)
-	now := time.Now()
-	if opts.Now != nil {
-		now = opts.Now()
-	}
-	o.held = map[string]map[string]bool{}
-	var out []*fleet.Plan
+	out := make([]decision, len(plans))
 	for i, p := range plans {
 		name := p.Cluster.Name
-		held := map[string]bool{}
-		whole := false
+		d := decision{held: map[string]bool{}}
 		for _, group := range slices.Sorted(maps.Keys(groups[i].Rollouts)) {
 			me, _ := rollout.ClusterIn(placeOf[name], group, known.Statuses[name], revision)
 			me.Name, me.Reported, me.ReportedAt = name, true, now
-			d, err := rollout.DecideGroup(me, groups[i].Rollouts[group], group, places, known.Statuses, approved, revision, now)
+			dg, err := rollout.DecideGroup(me, groups[i].Rollouts[group], group, all, known.Statuses, approved, revision, now)
 			if err != nil {
 				return nil, err
 			}
-			if d.Apply {
+			if dg.Apply {
 				continue
 			}
 			if group == "" {
-				o.Gates = append(o.Gates, Gate{Cluster: name, Reason: d.Reason, Halted: d.Halted})
-				o.Keep = append(o.Keep, clusterDir(name)+"/")
-				whole = true
+				d = decision{whole: true, gates: []Gate{{Cluster: name, Reason: dg.Reason, Halted: dg.Halted}}}
 				break
 			}
-			held[group] = true
-			o.Gates = append(o.Gates, Gate{Cluster: name, Bundles: []string{group}, Reason: d.Reason, Halted: d.Halted})
+			d.held[group] = true
+			d.gates = append(d.gates, Gate{Cluster: name, Bundles: []string{group}, Reason: dg.Reason, Halted: dg.Halted})
 		}
-		if whole {
-			continue
-		}
-		if len(held) > 0 {
-			o.held[name] = held
-		}
-		out = append(out, p)
+		out[i] = d
 	}
 	return out, nil
 }
@@ -111,11 +141,11 @@ func (o *Output) HeldPaths() []string {
 // approvalsReader reads the approvals once, when a wave first asks: from
 // the status repository when it has a URL, else from the local
 // repository's approvals branch.
-func approvalsReader(ctx context.Context, opts Options, repo *snapshot.Repo, revision string) rollout.Approved {
+func approvalsReader(ctx context.Context, status report.Branches, branch string, local *git.Repository, revision string) rollout.Approved {
 	return rollout.ReadApprovals(func() ([]report.Approval, error) {
-		if opts.Status.URL != "" {
-			return report.ReadApprovals(ctx, opts.Status.URL, opts.ApprovalsBranch, opts.Status.Auth)
+		if status.URL != "" {
+			return report.ReadApprovals(ctx, status.URL, branch, status.Auth)
 		}
-		return report.ReadApprovalsRepository(repo.Git, opts.ApprovalsBranch)
+		return report.ReadApprovalsRepository(local, branch)
 	}, revision)
 }

@@ -35,6 +35,25 @@ const oldBundle = `
 bundles: old: {namespace: "web", resources: [{apiVersion: "v1", kind: "ConfigMap", metadata: name: "old"}]}
 `
 
+// publishStatus publishes a cluster's status (us-1 in us-east-1, the
+// others in eu-west-1) as `agent --observe` would.
+func publishStatus(t *testing.T, repo *gittest.Repo, name, applied, seen string, phase report.ClusterPhase, readySince time.Time) {
+	t.Helper()
+	r, err := report.New(report.Options{URL: repo.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &report.Status{Cluster: fleet.Cluster{Name: name, Region: map[bool]string{true: "us-east-1", false: "eu-west-1"}[name == "us-1"], Labels: map[string]string{}},
+		AppliedRevision: applied, SeenRevision: seen, Phase: phase, Bundles: []report.BundleStatus{},
+		Rollout: &report.RolloutStatus{Revision: seen, State: report.RolloutApplied}}
+	if phase == report.ClusterReady {
+		st.ReadySince = &readySince
+	}
+	if _, err := r.Publish(context.Background(), st, readySince); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // Hydration takes the rollout gate the agents take: after a change, the
 // canary's folder gets it at once, the later waves keep what they had —
 // deletions included — until the canary is Ready and baked and the wave is
@@ -47,19 +66,7 @@ func TestHydrateIsGatedByTheRollout(t *testing.T) {
 	start := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
 	publish := func(name, applied, seen string, phase report.ClusterPhase, readySince time.Time) {
 		t.Helper()
-		r, err := report.New(report.Options{URL: repo.URL})
-		if err != nil {
-			t.Fatal(err)
-		}
-		st := &report.Status{Cluster: fleet.Cluster{Name: name, Region: map[bool]string{true: "us-east-1", false: "eu-west-1"}[name == "us-1"], Labels: map[string]string{}},
-			AppliedRevision: applied, SeenRevision: seen, Phase: phase, Bundles: []report.BundleStatus{},
-			Rollout: &report.RolloutStatus{Revision: seen, State: report.RolloutApplied}}
-		if phase == report.ClusterReady {
-			st.ReadySince = &readySince
-		}
-		if _, err := r.Publish(ctx, st, readySince); err != nil {
-			t.Fatal(err)
-		}
+		publishStatus(t, repo, name, applied, seen, phase, readySince)
 	}
 	hydrateAt := func(now time.Time) *companion.Output {
 		t.Helper()

@@ -23,6 +23,7 @@ import (
 	"github.com/flotilla-gitops/flotilla/fleet"
 	"github.com/flotilla-gitops/flotilla/sync/report"
 	"github.com/flotilla-gitops/flotilla/sync/sandbox"
+	"github.com/flotilla-gitops/flotilla/sync/snapshot"
 )
 
 // GeneratorPath is where Argo CD's ApplicationSet plugin generator posts.
@@ -56,6 +57,11 @@ type GeneratorOptions struct {
 	// ("/flotilla": Argo CD's baseUrl ends with it, and it posts to
 	// PathPrefix + GeneratorPath).
 	PathPrefix string
+	// ApprovalsBranch holds the rollout approvals (default
+	// report.DefaultApprovalsBranch), in the status repository.
+	ApprovalsBranch string
+	// Now is the time the rollout gate decides at (default time.Now).
+	Now func() time.Time
 }
 
 // Generator serves Argo CD's ApplicationSet plugin generator protocol:
@@ -115,6 +121,12 @@ func NewGenerator(opts GeneratorOptions) (*Generator, error) {
 	}
 	if opts.Refresh <= 0 {
 		opts.Refresh = 30 * time.Second
+	}
+	if opts.ApprovalsBranch == "" {
+		opts.ApprovalsBranch = report.DefaultApprovalsBranch
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
 	}
 	if opts.PathPrefix != "" {
 		opts.PathPrefix = "/" + strings.Trim(path.Clean("/"+opts.PathPrefix), "/")
@@ -331,13 +343,14 @@ func (g *Generator) observe(err error, sets int) {
 	m.lastSuccess.Set(float64(time.Now().Unix()))
 }
 
-// plan plans every known cluster: in a sandbox worker with a pool.
-func (g *Generator) plan(ctx context.Context, known []fleet.Cluster) (*sandbox.FleetPlans, error) {
+// plan plans every known cluster from the fleet in dir: in a sandbox
+// worker with a pool.
+func (g *Generator) plan(ctx context.Context, dir string, known []fleet.Cluster) (*sandbox.FleetPlans, error) {
 	load := fleet.LoadOptions{Path: g.opts.Path}
 	if g.opts.Pool != nil {
-		return g.opts.Pool.PlanFleet(ctx, g.opts.Dir, load, known)
+		return g.opts.Pool.PlanFleet(ctx, dir, load, known)
 	}
-	f, err := fleet.Load(g.opts.Dir, load)
+	f, err := fleet.Load(dir, load)
 	if err != nil {
 		return nil, err
 	}
@@ -347,28 +360,28 @@ func (g *Generator) plan(ctx context.Context, known []fleet.Cluster) (*sandbox.F
 }
 
 // load plans the fleet for the clusters of its inventory and status
-// branches. A cluster or bundle that fails keeps its parameters of prev,
-// the last good ones.
+// branches at the fleet folder's commit, and takes the rollout gate: a
+// cluster or bundle its wave holds gets the parameters of the revision it
+// applied last (from its status branch), or those served before. A
+// cluster or bundle that fails keeps its parameters of prev, the last
+// good ones.
 func (g *Generator) load(ctx context.Context, prev []map[string]any) ([]map[string]any, error) {
 	repo, _ := git.PlainOpenWithOptions(g.opts.Dir, &git.PlainOpenOptions{DetectDotGit: true, EnableDotGitCommonDir: true})
 	known, err := report.KnownClusters(ctx, repo, g.opts.Status)
 	if err != nil {
 		return nil, err
 	}
-	fp, err := g.plan(ctx, known.Clusters)
+	fp, err := g.plan(ctx, g.opts.Dir, known.Clusters)
 	if err != nil {
 		return nil, err
 	}
-	plans, errs := fp.Plans, fp.Errors
-	// A cluster or bundle that fails now keeps its last good parameters:
-	// left out, Argo CD would delete its Application.
-	last := map[string][]map[string]any{}
-	for _, p := range prev {
-		c, _ := p["cluster"].(string)
-		b, _ := p["bundle"].(string)
-		last[c] = append(last[c], p)
-		last[c+"/"+b] = []map[string]any{p}
+	revision := headOf(repo)
+	decisions, err := g.gate(ctx, repo, known, fp, revision)
+	if err != nil {
+		return nil, fmt.Errorf("the rollout gate: %w", err)
 	}
+	last := byClusterAndBundle(prev)
+	held := heldParams{g: g, ctx: ctx, known: known, last: last, plans: map[string]*sandbox.FleetPlans{}}
 	var out []map[string]any
 	kept := 0
 	defer func() {
@@ -376,22 +389,181 @@ func (g *Generator) load(ctx context.Context, prev []map[string]any) ([]map[stri
 		g.kept = kept
 		g.mu.Unlock()
 	}()
-	for i, p := range plans {
-		if errs[i] != nil {
-			g.opts.Log.Error(errs[i], "cluster does not evaluate: its last good parameters stay", "cluster", fp.Clusters[i].Name)
-			out = append(out, last[fp.Clusters[i].Name]...)
-			kept += len(last[fp.Clusters[i].Name])
+	for i, p := range fp.Plans {
+		name := fp.Clusters[i].Name
+		if fp.Errors[i] != nil {
+			g.opts.Log.Error(fp.Errors[i], "cluster does not evaluate: its last good parameters stay", "cluster", name)
+			out = append(out, last[name]...)
+			kept += len(last[name])
+			continue
+		}
+		var d decision
+		if decisions != nil {
+			d = decisions[i]
+		}
+		if d.whole {
+			out = append(out, held.of(name, "")...)
 			continue
 		}
 		for _, b := range p.Bundles {
-			if b.Failed() {
-				g.opts.Log.Error(b.Errors, "bundle does not evaluate: its last good parameters stay", "cluster", p.Cluster.Name, "bundle", b.Name)
-				out = append(out, last[p.Cluster.Name+"/"+b.Name]...)
-				kept += len(last[p.Cluster.Name+"/"+b.Name])
-				continue
+			switch {
+			case d.held[b.Name]:
+				out = append(out, held.of(name, b.Name)...)
+			case b.Failed():
+				g.opts.Log.Error(b.Errors, "bundle does not evaluate: its last good parameters stay", "cluster", name, "bundle", b.Name)
+				out = append(out, last[name+"/"+b.Name]...)
+				kept += len(last[name+"/"+b.Name])
+			default:
+				out = append(out, withRevision(Params(p, b, clusterDir(name)+"/"+b.Name), revision))
 			}
-			out = append(out, Params(p, b, clusterDir(p.Cluster.Name)+"/"+b.Name))
 		}
 	}
 	return out, nil
+}
+
+// withRevision adds the commit the parameters were planned at: the
+// "revision" parameter, for the Application's targetRevision, so that
+// what Argo CD renders from the fleet repository is the gated revision's
+// too.
+func withRevision(p map[string]any, revision string) map[string]any {
+	p["revision"] = revision
+	return p
+}
+
+// byClusterAndBundle indexes parameter sets by cluster and by
+// cluster/bundle.
+func byClusterAndBundle(params []map[string]any) map[string][]map[string]any {
+	out := map[string][]map[string]any{}
+	for _, p := range params {
+		c, _ := p["cluster"].(string)
+		b, _ := p["bundle"].(string)
+		out[c] = append(out[c], p)
+		out[c+"/"+b] = []map[string]any{p}
+	}
+	return out
+}
+
+// headOf is the commit checked out in the fleet folder's repository ("":
+// not a repository, and no gate).
+func headOf(repo *git.Repository) string {
+	if repo == nil {
+		return ""
+	}
+	head, err := repo.Head()
+	if err != nil {
+		return ""
+	}
+	return head.Hash().String()
+}
+
+// gate runs the agents' rollout gate over the plans (nil: no rollout
+// has waves, or the folder is not a repository).
+func (g *Generator) gate(ctx context.Context, repo *git.Repository, known *report.Known, fp *sandbox.FleetPlans, revision string) ([]decision, error) {
+	if revision == "" {
+		return nil, nil
+	}
+	plans := make([]*fleet.Plan, len(fp.Plans))
+	for i, p := range fp.Plans {
+		plans[i] = p
+		if p == nil {
+			// A cluster that does not evaluate is decided nothing for.
+			plans[i] = &fleet.Plan{Cluster: fp.Clusters[i]}
+		}
+	}
+	places := func(owned []string) ([]fleet.ClusterRollouts, error) {
+		load := fleet.LoadOptions{Path: g.opts.Path}
+		if g.opts.Pool != nil {
+			return g.opts.Pool.Rollouts(ctx, g.opts.Dir, load, known.Clusters, owned)
+		}
+		f, err := fleet.Load(g.opts.Dir, load)
+		if err != nil {
+			return nil, err
+		}
+		return f.Rollouts(known.Clusters, owned), nil
+	}
+	approved := approvalsReader(ctx, g.opts.Status, g.opts.ApprovalsBranch, repo, revision)
+	return decide(plans, places, known, approved, revision, g.opts.Now())
+}
+
+// heldParams are the parameters of clusters and bundles the rollout
+// holds: planned at the revision each applied last, as its status branch
+// says (each revision planned once), else the ones served before; none
+// for a cluster that has neither (it has nothing yet, and gets nothing
+// until its wave opens).
+type heldParams struct {
+	g     *Generator
+	ctx   context.Context
+	known *report.Known
+	last  map[string][]map[string]any
+	plans map[string]*sandbox.FleetPlans
+}
+
+// of is a held cluster's parameters (bundle "": the whole cluster), or a
+// held bundle's.
+func (h *heldParams) of(cluster, bundle string) []map[string]any {
+	key := cluster
+	if bundle != "" {
+		key += "/" + bundle
+	}
+	rev := appliedRevision(h.known.Statuses[cluster], bundle)
+	if rev == "" {
+		return h.last[key]
+	}
+	fp, err := h.planAt(rev)
+	if err != nil {
+		h.g.opts.Log.Error(err, "planning the revision a held cluster applied: its last parameters stay", "cluster", cluster, "revision", rev)
+		return h.last[key]
+	}
+	for i, p := range fp.Plans {
+		if fp.Clusters[i].Name != cluster || p == nil {
+			continue
+		}
+		var out []map[string]any
+		for _, b := range p.Bundles {
+			if (bundle == "" || b.Name == bundle) && !b.Failed() {
+				out = append(out, withRevision(Params(p, b, clusterDir(cluster)+"/"+b.Name), rev))
+			}
+		}
+		return out
+	}
+	return h.last[key]
+}
+
+// planAt plans the fleet at a revision of the folder's repository.
+func (h *heldParams) planAt(rev string) (*sandbox.FleetPlans, error) {
+	if fp := h.plans[rev]; fp != nil {
+		return fp, nil
+	}
+	repo, err := snapshot.Open(h.g.opts.Dir)
+	if err != nil {
+		return nil, err
+	}
+	defer repo.Close()
+	snap, err := repo.At(rev)
+	if err != nil {
+		return nil, err
+	}
+	fp, err := h.g.plan(h.ctx, snap.Dir, h.known.Clusters)
+	if err != nil {
+		return nil, err
+	}
+	h.plans[rev] = fp
+	return fp, nil
+}
+
+// appliedRevision is the revision a cluster's status says it applied
+// (bundle "": the cluster's; else that bundle's).
+func appliedRevision(st *report.Status, bundle string) string {
+	if st == nil {
+		return ""
+	}
+	if bundle == "" {
+		return st.AppliedRevision
+	}
+	for _, b := range st.Bundles {
+		if b.Name == bundle {
+			return b.Revision
+		}
+	}
+	return ""
 }

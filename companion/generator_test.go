@@ -4,17 +4,22 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/go-git/go-git/v5/plumbing/object"
+
 	"github.com/flotilla-gitops/flotilla/companion"
 	"github.com/flotilla-gitops/flotilla/internal/gittest"
+	"github.com/flotilla-gitops/flotilla/sync/report"
 	"github.com/flotilla-gitops/flotilla/sync/sandbox"
 )
 
@@ -258,4 +263,71 @@ func TestGeneratorMetricsSayWhatIsStale(t *testing.T) {
 	if got := metric("flotilla_generator_refresh_failing"); got != "1" {
 		t.Errorf("failing %s", got)
 	}
+}
+
+// TestGeneratorIsGatedByTheRollout: the plugin generator takes the gate
+// hydration takes. After a change, the canary's parameters are the new
+// commit's (revision, and its bundles: old is gone), the later waves keep
+// the parameters of the commit their status branches say they applied —
+// planned at that commit — until the canary is Ready and baked and the
+// wave approved.
+func TestGeneratorIsGatedByTheRollout(t *testing.T) {
+	repo := gittest.New(t)
+	v1 := repo.Commit(map[string]string{"fleet.cue": strings.Replace(gatedFleet, "%s", "1", 1) + oldBundle})
+	start := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
+	for _, c := range []string{"canary-1", "eu-1", "us-1"} {
+		publishStatus(t, repo, c, v1, v1, report.ClusterReady, start)
+	}
+	v2 := repo.Commit(map[string]string{"fleet.cue": strings.Replace(gatedFleet, "%s", "2", 1)})
+	now := start.Add(time.Minute)
+	g, err := companion.NewGenerator(companion.GeneratorOptions{Dir: repo.Work, Token: "t0ken", Refresh: time.Nanosecond,
+		Status: report.Branches{URL: repo.URL}, Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(g)
+	defer srv.Close()
+	// cluster → its bundles' revisions ("web@<rev>")
+	served := func() map[string][]string {
+		t.Helper()
+		if err := g.Refresh(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		code, params, raw := post(t, srv.URL, "t0ken", nil)
+		if code != http.StatusOK {
+			t.Fatalf("status %d: %s", code, raw)
+		}
+		out := map[string][]string{}
+		for _, p := range params {
+			c, _ := p["cluster"].(string)
+			out[c] = append(out[c], fmt.Sprintf("%s@%s", p["bundle"], p["revision"]))
+		}
+		for _, v := range out {
+			slices.Sort(v)
+		}
+		return out
+	}
+	want := func(got map[string][]string, cluster string, bundles ...string) {
+		t.Helper()
+		slices.Sort(bundles)
+		if !slices.Equal(got[cluster], bundles) {
+			t.Errorf("%s: served %v, want %v", cluster, got[cluster], bundles)
+		}
+	}
+	got := served()
+	want(got, "canary-1", "web@"+v2)
+	want(got, "eu-1", "old@"+v1, "web@"+v1)
+	want(got, "us-1", "old@"+v1, "web@"+v1)
+
+	// The canary Ready at v2 and baked, eu approved: eu-1 takes v2, us-1
+	// waits for eu-1.
+	publishStatus(t, repo, "canary-1", v2, v2, report.ClusterReady, start.Add(2*time.Minute))
+	if _, err := report.Approve(t.Context(), report.ApproveOptions{URL: repo.URL, Author: object.Signature{Name: "Ops", Email: "ops@example.com", When: time.Now()}},
+		report.Approval{Revision: v2, Wave: "eu", By: "Ops <ops@example.com>", At: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	now = start.Add(15 * time.Minute)
+	got = served()
+	want(got, "eu-1", "web@"+v2)
+	want(got, "us-1", "old@"+v1, "web@"+v1)
 }

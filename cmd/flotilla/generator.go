@@ -16,6 +16,7 @@ import (
 	ctrlzap "sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/flotilla-gitops/flotilla/companion"
+	"github.com/flotilla-gitops/flotilla/sync/report"
 	"github.com/flotilla-gitops/flotilla/sync/sandbox"
 )
 
@@ -29,7 +30,7 @@ func newGeneratorCmd() *cobra.Command {
 }
 
 func newGeneratorServeCmd() *cobra.Command {
-	var listen, tokenFile, prefix string
+	var listen, tokenFile, prefix, approvals string
 	var refresh time.Duration
 	cmd := &cobra.Command{
 		Use:   "serve [DIR] --token-file F [--listen ADDR]",
@@ -39,11 +40,19 @@ DIR (keep the folder up to date beside the server, with a git-sync sidecar
 for example): POST /api/v1/getparams.execute with the bearer token read from
 --token-file answers {"output": {"parameters": [...]}}, one set per cluster
 and bundle — the same parameters as the files flotilla hydrate writes to
-clusters/<cluster>/argocd/<bundle>.json: cluster, bundle, namespace, path,
-wave, waveIndex, region, labels, facts, dependsOn, prune,
+clusters/<cluster>/argocd/<bundle>.json: cluster, bundle, namespace,
+hydratedPath, wave, waveIndex, region, labels, facts, dependsOn, prune,
 serviceAccountName, and source (kind, path or chart, repoURL, version,
 releaseName, Helm values as YAML) for an Application that renders the
-bundle itself.
+bundle itself — and revision, the fleet commit they were planned at, for
+the Application's targetRevision.
+
+The rollout gates them as it gates agents and hydration: DIR's commit
+(its checkout) is the revision, and a cluster its wave holds (earlier
+waves not Ready or not baked, no approval on --approvals-branch, paused,
+halted) gets the parameters of the revision its status branch says it
+applied, planned at that commit, or those served before; a cluster that
+has neither gets none until its wave opens.
 
 The generator's input parameters narrow the answer: cluster, bundle and
 wave, each a string or a list. The clusters are the inventory's and those
@@ -69,6 +78,7 @@ CD's plugin ConfigMap names the URL and the Secret key of the token.`,
 	fs.StringVar(&listen, "listen", ":4355", "`ADDRESS` to serve on")
 	fs.StringVar(&tokenFile, "token-file", "", "`FILE` holding the bearer token Argo CD presents (required)")
 	fs.DurationVar(&refresh, "refresh", 30*time.Second, "how old the plans may be before a request plans the fleet again")
+	fs.StringVar(&approvals, "approvals-branch", report.DefaultApprovalsBranch, "branch of the status repository holding rollout approvals (flotilla rollout approve)")
 	fs.StringVar(&prefix, "path-prefix", "", "the `PATH` the server is reached under behind a proxy (Argo CD's baseUrl ends with it): it answers PATH/api/v1/getparams.execute and PATH/healthz")
 	// Here the bounds are each refresh's, in its worker, not the command's.
 	setFlag(fs, "eval-timeout", "2m", "bound each planning of the fleet (in a sandbox worker): a slower one fails, and the last good parameters stay")
@@ -81,7 +91,7 @@ CD's plugin ConfigMap names the URL and the Secret key of the token.`,
 		if err != nil {
 			return fmt.Errorf("--token-file: %w", err)
 		}
-		opts := companion.GeneratorOptions{Dir: repoDir(args), Path: ff.path, Token: strings.TrimSpace(string(data)), Refresh: refresh, PathPrefix: prefix}
+		opts := companion.GeneratorOptions{Dir: repoDir(args), Path: ff.path, Token: strings.TrimSpace(string(data)), Refresh: refresh, PathPrefix: prefix, ApprovalsBranch: approvals}
 		if opts.Status, err = known.resolve(); err != nil {
 			return err
 		}
