@@ -450,12 +450,27 @@ bundles: team: {
 // ServiceAccount has its Kustomization in the tenant's namespace, which
 // another bundle creates. From an empty cluster, the root Kustomization
 // creates that namespace first (if absent, never pruned), so neither waits
-// for the other, and Flux applies the tenant's objects as the tenant.
+// for the other, and Flux applies the tenant's objects as the tenant —
+// also under Flux's multi-tenancy lockdown (--no-cross-namespace-refs),
+// where the tenant's Kustomization reads a GitRepository of its own
+// namespace (hydrate --flux-no-cross-namespace-refs).
 func TestFluxTenantFromAnEmptyCluster(t *testing.T) {
+	for _, lockdown := range []bool{false, true} {
+		t.Run(map[bool]string{false: "default", true: "no-cross-namespace-refs"}[lockdown], func(t *testing.T) {
+			fluxTenant(t, lockdown)
+		})
+	}
+}
+
+func fluxTenant(t *testing.T, lockdown bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	cluster := testenv.StartT(t, testenv.Options{Name: "flux-tenant"})
-	if err := cluster.StartFlux(ctx); err != nil {
+	var flags []string
+	if lockdown {
+		flags = []string{"--no-cross-namespace-refs=true"}
+	}
+	if err := cluster.StartFlux(ctx, flags...); err != nil {
 		t.Fatal(err)
 	}
 	kube, err := client.New(cluster.Config, client.Options{})
@@ -463,14 +478,27 @@ func TestFluxTenantFromAnEmptyCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	repo := gittest.New(t)
+	url := repo.ServeHTTPOpen()
 	repo.Commit(map[string]string{"fleet.cue": fluxTenantFleet})
-	if _, err := companion.CommitBranch(ctx, repo.Work, hydrate(t, repo.Work), companion.CommitOptions{Branch: "hydrated", Push: true}); err != nil {
+	opts := companion.Options{Dir: repo.Work}
+	if lockdown {
+		opts.Flux.TenantSource = &companion.GitSource{URL: url, Branch: "hydrated"}
+	}
+	out, err := companion.Hydrate(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := companion.CommitBranch(ctx, repo.Work, out, companion.CommitOptions{Branch: "hydrated", Push: true}); err != nil {
 		t.Fatal(err)
 	}
 	if ns := show(t, repo.Bare, "hydrated", "clusters/flux-1/flux/namespace-team-a.yaml"); !strings.Contains(ns, "IfNotPresent") {
 		t.Fatalf("no namespace beside the Kustomizations:\n%s", ns)
 	}
-	bootstrapFlux(t, ctx, kube, "flux-1", repo.ServeHTTPOpen())
+	files := gittest.Git(t, repo.Bare, "ls-tree", "-r", "--name-only", "hydrated", "clusters/flux-1/flux/")
+	if strings.Contains(files, "source-team-a.yaml") != lockdown {
+		t.Fatalf("a GitRepository in team-a only under the lockdown (%v):\n%s", lockdown, files)
+	}
+	bootstrapFlux(t, ctx, kube, "flux-1", url)
 	waitFor(t, ctx, "Flux applies the tenant's bundle as the tenant", cluster, func() error {
 		k := &unstructured.Unstructured{}
 		k.SetGroupVersionKind(kustomizationKind)

@@ -146,6 +146,8 @@ type Output struct {
 	// Rollouts are the fleet's rollout groups and their waves with
 	// clusters, over every cluster planned (for ApplicationSets).
 	Rollouts []RolloutGroup
+	// waveOf: cluster → its wave in the fleet's rollout.
+	waveOf map[string]string
 	// held: cluster → bundles with a rollout of their own held by it.
 	held map[string]map[string]bool
 }
@@ -157,6 +159,9 @@ type listing struct {
 	bundles    []string
 	failed     map[string]bool
 	namespaces []string
+	// sources: each namespace has its GitRepository too (Flux's
+	// --no-cross-namespace-refs).
+	sources bool
 }
 
 // files are the cluster's two listing files; has says whether the
@@ -165,6 +170,9 @@ func (l listing) files(has func(string) bool) map[string][]byte {
 	var bundles, flux []string
 	for _, ns := range l.namespaces {
 		flux = append(flux, fluxNamespaceFile(ns))
+		if l.sources {
+			flux = append(flux, fluxSourceFile(ns))
+		}
 	}
 	for _, b := range l.bundles {
 		if l.failed[b] && !has(clusterDir(l.cluster)+"/"+b+"/"+KustomizationFile) {
@@ -240,6 +248,12 @@ func Hydrate(ctx context.Context, opts Options) (*Output, error) {
 		ok = append(ok, plans[i])
 	}
 	out.Rollouts = rolloutGroups(ok)
+	out.waveOf = map[string]string{}
+	for _, p := range ok {
+		if p.Rollout != nil {
+			out.waveOf[p.Cluster.Name] = p.Rollout.Wave
+		}
+	}
 	if ok, err = out.gate(ctx, opts, repo, f, known, ok, commit.Hash.String()); err != nil {
 		return nil, fmt.Errorf("the rollout gate: %w", err)
 	}
@@ -319,7 +333,9 @@ func (o *Output) addCluster(p *fleet.Plan, rendered []planrender.Bundle, flux Fl
 		}
 		o.Files[argoPath(c, b.Name)] = params
 	}
-	o.addFluxNamespaces(p, &l, flux)
+	if err := o.addFluxNamespaces(p, &l, flux); err != nil {
+		return err
+	}
 	o.listings = append(o.listings, l)
 	return nil
 }
@@ -330,8 +346,9 @@ func (o *Output) addCluster(p *fleet.Plan, rendered []planrender.Bundle, flux Fl
 // pruned: otherwise the root Kustomization's apply stops at the first
 // Kustomization whose namespace another bundle has yet to create, and
 // nothing is ever created (a first install deadlock).
-func (o *Output) addFluxNamespaces(p *fleet.Plan, l *listing, flux FluxOptions) {
+func (o *Output) addFluxNamespaces(p *fleet.Plan, l *listing, flux FluxOptions) error {
 	seen := map[string]bool{}
+	l.sources = flux.TenantSource != nil
 	for _, b := range p.Bundles {
 		ns := flux.withDefaults().fluxNamespace(b)
 		if ns == flux.withDefaults().Namespace || seen[ns] || !slices.Contains(l.bundles, b.Name) {
@@ -340,11 +357,21 @@ func (o *Output) addFluxNamespaces(p *fleet.Plan, l *listing, flux FluxOptions) 
 		seen[ns] = true
 		l.namespaces = append(l.namespaces, ns)
 		o.Files[clusterDir(l.cluster)+"/"+FluxDir+"/"+fluxNamespaceFile(ns)] = FluxNamespace(ns)
+		if l.sources {
+			src, err := FluxTenantSource(ns, flux)
+			if err != nil {
+				return err
+			}
+			o.Files[clusterDir(l.cluster)+"/"+FluxDir+"/"+fluxSourceFile(ns)] = src
+		}
 	}
 	slices.Sort(l.namespaces)
+	return nil
 }
 
 func fluxNamespaceFile(ns string) string { return "namespace-" + ns + ".yaml" }
+
+func fluxSourceFile(ns string) string { return "source-" + ns + ".yaml" }
 
 func clusterDir(cluster string) string { return ClustersDir + "/" + cluster }
 

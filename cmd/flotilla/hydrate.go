@@ -44,6 +44,8 @@ type hydrateFlags struct {
 	approvals      string
 	appsets        bool
 	argoNamespace  string
+	branchPerWave  bool
+	fluxLockdown   bool
 }
 
 func newHydrateCmd() *cobra.Command {
@@ -94,6 +96,8 @@ func (hf *hydrateFlags) addFlags(cmd *cobra.Command) {
 	fs.StringVar(&hf.bootstrap, "flux-bootstrap", "", "print the one-time Flux objects for the cluster `NAME` (needs --branch) and exit")
 	completeFromFleet(cmd, "flux-bootstrap", completeClusters)
 	fs.StringVar(&hf.fluxSecret, "flux-secret", "", "with --flux-bootstrap: the Secret holding Flux's Git credentials")
+	fs.BoolVar(&hf.branchPerWave, "branch-per-wave", false, "commit each rollout wave's clusters to a branch of its own, BRANCH-<wave>-next: a GitOps Promoter environment per wave (active branch BRANCH-<wave>)")
+	fs.BoolVar(&hf.fluxLockdown, "flux-no-cross-namespace-refs", false, "for Flux run with --no-cross-namespace-refs: give each tenant namespace a GitRepository of the hydrated --branch, read by its Kustomizations")
 	fs.BoolVar(&hf.appsets, "argocd-applicationsets", false, "print the Argo CD ApplicationSets that apply the hydrated --branch with the fleet's rollout waves as progressive sync steps, and exit")
 	fs.StringVar(&hf.argoNamespace, "argocd-namespace", "argocd", "with --argocd-applicationsets: Argo CD's `NAMESPACE`")
 	fs.StringVar(&hf.approvals, "approvals-branch", report.DefaultApprovalsBranch, "branch of the status repository holding rollout approvals (flotilla rollout approve)")
@@ -120,6 +124,10 @@ func (hf *hydrateFlags) run(cmd *cobra.Command, dir string) error {
 		return errors.New("--branch and --out exclude each other")
 	case hf.push && hf.branch == "":
 		return errors.New("--push pushes the --branch; with --out there is nothing to push")
+	case hf.branchPerWave && hf.branch == "":
+		return errors.New("--branch-per-wave names the branches after --branch: give --branch B (B-<wave>-next are written)")
+	case hf.fluxLockdown && hf.branch == "":
+		return errors.New("--flux-no-cross-namespace-refs writes GitRepositories of the hydrated branch: give --branch")
 	}
 	h, err := hf.hydrate(cmd, dir)
 	if err != nil {
@@ -131,12 +139,16 @@ func (hf *hydrateFlags) run(cmd *cobra.Command, dir string) error {
 	for _, p := range h.Problems {
 		fmt.Fprintln(cmd.ErrOrStderr(), p)
 	}
-	res, err := hf.write(cmd, dir, h)
+	summary := hydrateSummary{Source: h.Metadata.DrySHA, Clusters: h.Clusters, Bundles: h.Bundles,
+		Renders: h.Renders, Failed: len(h.Problems), Held: h.Gates}
+	if hf.branchPerWave {
+		summary.Result, summary.Waves, err = hf.writeWaves(cmd, dir, h)
+	} else {
+		summary.Result, err = hf.write(cmd, dir, h)
+	}
 	if err != nil {
 		return err
 	}
-	summary := hydrateSummary{Result: res, Source: h.Metadata.DrySHA, Clusters: h.Clusters, Bundles: h.Bundles,
-		Renders: h.Renders, Failed: len(h.Problems), Held: h.Gates}
 	if err := hf.out.write(cmd.OutOrStdout(), summary, func(w io.Writer) error { return summary.text(w, hf) }); err != nil {
 		return err
 	}
@@ -158,6 +170,13 @@ func (hf *hydrateFlags) hydrate(cmd *cobra.Command, dir string) (*companion.Outp
 	defer closeWorkers()
 	ho := companion.Options{Dir: dir, Path: hf.fleet.path, Revision: hf.revision, RepoURL: hf.repoURL,
 		Render: opts, Flux: hf.flux, ApprovalsBranch: hf.approvals, Progress: func(s string) { fmt.Fprintln(progressTo(cmd), s) }}
+	if hf.fluxLockdown {
+		url, err := hf.hydratedURL(dir, "--flux-no-cross-namespace-refs")
+		if err != nil {
+			return nil, err
+		}
+		ho.Flux.TenantSource = &companion.GitSource{URL: url, Branch: hf.branch, SecretName: hf.fluxSecret}
+	}
 	if ho.Status, err = hf.known.resolve(); err != nil {
 		return nil, err
 	}
@@ -169,13 +188,51 @@ func (hf *hydrateFlags) hydrate(cmd *cobra.Command, dir string) (*companion.Outp
 	return companion.Hydrate(cmd.Context(), ho)
 }
 
+// waveResult is one wave's branch as --branch-per-wave wrote it.
+type waveResult struct {
+	Wave   string `json:"wave"`
+	Branch string `json:"branch"`
+	Active string `json:"activeBranch"`
+	*companion.Result
+}
+
+// writeWaves commits each wave's clusters to its branch; the result adds
+// the waves' up.
+func (hf *hydrateFlags) writeWaves(cmd *cobra.Command, dir string, h *companion.Output) (*companion.Result, []waveResult, error) {
+	wbs, err := h.WaveBranches(hf.branch)
+	if err != nil {
+		return nil, nil, err
+	}
+	total := &companion.Result{}
+	var out []waveResult
+	for _, wb := range wbs {
+		res, err := hf.commit(cmd, dir, wb.Out, wb.Branch)
+		if err != nil {
+			return nil, nil, fmt.Errorf("wave %s: %w", wb.Wave, err)
+		}
+		out = append(out, waveResult{Wave: wb.Wave, Branch: wb.Branch, Active: wb.Active, Result: res})
+		total.Changed = total.Changed || res.Changed
+		total.Pushed = total.Pushed || res.Pushed
+		total.Files += res.Files
+		total.Added += res.Added
+		total.Updated += res.Updated
+		total.Removed += res.Removed
+	}
+	return total, out, nil
+}
+
 // write writes the hydrated tree into the folder, or commits it to the
 // branch (and pushes it).
 func (hf *hydrateFlags) write(cmd *cobra.Command, dir string, h *companion.Output) (*companion.Result, error) {
 	if hf.outDir != "" {
 		return companion.WriteFolder(h, hf.outDir)
 	}
-	co := companion.CommitOptions{Branch: hf.branch, Push: hf.push, Remote: hf.remote, Timeout: hf.pushTimeout}
+	return hf.commit(cmd, dir, h, hf.branch)
+}
+
+// commit commits a hydration to a branch (and pushes it).
+func (hf *hydrateFlags) commit(cmd *cobra.Command, dir string, h *companion.Output, branch string) (*companion.Result, error) {
+	co := companion.CommitOptions{Branch: branch, Push: hf.push, Remote: hf.remote, Timeout: hf.pushTimeout}
 	co.Committer = &object.Signature{Name: hf.committerName, Email: hf.committerMail}
 	if hf.push {
 		var err error
@@ -229,6 +286,15 @@ A bundle that fails to render, or a cluster whose fleet does not evaluate,
 keeps what was hydrated for it before (nothing is pruned because something
 failed); the others are written and the exit status is 1.
 
+With --flux-no-cross-namespace-refs (Flux run with that lockdown), the
+Kustomization of a bundle applied as a ServiceAccount reads a GitRepository
+of the hydrated --branch in its own namespace, written beside it.
+
+With --branch-per-wave, each rollout wave's clusters go to a branch of
+their own, BRANCH-<wave>-next, each with its root hydrator.metadata and
+notes: a GitOps Promoter environment per wave, whose active branch
+BRANCH-<wave> the wave's clusters follow.
+
 --flux-bootstrap CLUSTER prints the one-time GitRepository and root
 Kustomization that make Flux in that cluster follow its folder of the
 hydrated branch, and hydrates nothing.
@@ -250,15 +316,33 @@ type hydrateSummary struct {
 	// Held are the clusters and bundles the rollout keeps at what was
 	// hydrated for them before.
 	Held []companion.Gate `json:"held,omitempty"`
+	// Waves are the branches of --branch-per-wave.
+	Waves []waveResult `json:"waves,omitempty"`
 }
 
 func (s hydrateSummary) text(w io.Writer, hf *hydrateFlags) error {
 	where := hf.outDir
-	if hf.branch != "" {
+	switch {
+	case hf.branchPerWave:
+		where = "a branch per wave, " + hf.branch + "-<wave>-next"
+	case hf.branch != "":
 		where = "branch " + hf.branch
 	}
 	fmt.Fprintf(w, "hydrated %s for %s (%s) from %s into %s\n",
 		english.Count(s.Bundles, "bundle"), english.Count(s.Clusters, "cluster"), english.Count(s.Renders, "distinct render"), gitrev.Abbrev(s.Source, gitrev.HydratorLen), where)
+	if len(s.Waves) > 0 {
+		for _, wr := range s.Waves {
+			fmt.Fprintf(w, "wave %s: %s (GitOps Promoter promotes it to %s): ", wr.Wave, wr.Branch, wr.Active)
+			if wr.Changed {
+				fmt.Fprintf(w, "committed %s: %s added, %d updated, %d removed", gitrev.Abbrev(wr.Commit, gitrev.HydratorLen), english.Count(wr.Added, "file"), wr.Updated, wr.Removed)
+			} else {
+				fmt.Fprintf(w, "nothing changed")
+			}
+			fmt.Fprintf(w, "; %s noted on %s\n", gitrev.Abbrev(s.Source, gitrev.HydratorLen), gitrev.Abbrev(wr.Commit, gitrev.HydratorLen))
+		}
+		s.heldLines(w)
+		return nil
+	}
 	switch {
 	case !s.Changed:
 		fmt.Fprintf(w, "nothing changed")
@@ -274,6 +358,12 @@ func (s hydrateSummary) text(w io.Writer, hf *hydrateFlags) error {
 		fmt.Fprintf(w, "; pushed to %s", hf.remote)
 	}
 	fmt.Fprintln(w)
+	s.heldLines(w)
+	return nil
+}
+
+// heldLines says what the rollout held.
+func (s hydrateSummary) heldLines(w io.Writer) {
 	for _, g := range s.Held {
 		what := g.Cluster
 		if len(g.Bundles) > 0 {
@@ -281,7 +371,6 @@ func (s hydrateSummary) text(w io.Writer, hf *hydrateFlags) error {
 		}
 		fmt.Fprintf(w, "held at its last hydrated state: %s: %s\n", what, g.Reason)
 	}
-	return nil
 }
 
 // hydrateAuth is the credentials for --push, for the remote's URL.

@@ -75,8 +75,10 @@ func (c *Cluster) InstallCRDs(ctx context.Context, set string) error {
 
 // StartFlux installs Flux's CRDs and runs its source-controller and
 // kustomize-controller (built by make testenv) against the cluster until
-// Stop. source-controller serves artifacts on a free local port.
-func (c *Cluster) StartFlux(ctx context.Context) error {
+// Stop, kustomize-controller with the extra flags given (such as
+// --no-cross-namespace-refs=true, Flux's multi-tenancy lockdown).
+// source-controller serves artifacts on a free local port.
+func (c *Cluster) StartFlux(ctx context.Context, kustomizeFlags ...string) error {
 	assets, err := AssetsDir()
 	if err != nil {
 		return err
@@ -117,11 +119,11 @@ func (c *Cluster) StartFlux(ctx context.Context) error {
 		return err
 	}
 	c.components = append(c.components, source)
-	kustomize, err := startComponentEnv(assets, c.Dir, "kustomize-controller", env, append(common,
+	kustomize, err := startComponentEnv(assets, c.Dir, "kustomize-controller", env, append(append(common,
 		"--metrics-addr=127.0.0.1:"+strconv.Itoa(ports[3]),
 		"--health-addr=127.0.0.1:"+strconv.Itoa(ports[4]),
 		// A bundle waiting for its dependency is looked at again soon.
-		"--requeue-dependency=2s")...)
+		"--requeue-dependency=2s"), kustomizeFlags...)...)
 	if err != nil {
 		return err
 	}
