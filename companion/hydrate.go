@@ -247,13 +247,7 @@ func Hydrate(ctx context.Context, opts Options) (*Output, error) {
 		}
 		ok = append(ok, plans[i])
 	}
-	out.Rollouts = rolloutGroups(ok)
-	out.waveOf = map[string]string{}
-	for _, p := range ok {
-		if p.Rollout != nil {
-			out.waveOf[p.Cluster.Name] = p.Rollout.Wave
-		}
-	}
+	out.placeInWaves(ok)
 	if ok, err = out.gate(ctx, opts, repo, f, known, ok, commit.Hash.String()); err != nil {
 		return nil, fmt.Errorf("the rollout gate: %w", err)
 	}
@@ -279,6 +273,17 @@ func Hydrate(ctx context.Context, opts Options) (*Output, error) {
 		}
 	}
 	return out, nil
+}
+
+// placeInWaves records the rollout groups and each cluster's wave.
+func (o *Output) placeInWaves(plans []*fleet.Plan) {
+	o.Rollouts = rolloutGroups(plans)
+	o.waveOf = map[string]string{}
+	for _, p := range plans {
+		if p.Rollout != nil {
+			o.waveOf[p.Cluster.Name] = p.Rollout.Wave
+		}
+	}
 }
 
 // addCluster adds one cluster's folder.

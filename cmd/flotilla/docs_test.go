@@ -265,6 +265,10 @@ func cannotRunHere(c *cobra.Command, args []string) string {
 		return "serves until stopped"
 	case strings.Contains(line, "://"), strings.Contains(line, "git.example.com"):
 		return "needs a remote"
+	case strings.Contains(line, "--branch-per-wave"):
+		// The checkout's fleet has no waves; TestPromoterReadsABranchPerWave
+		// runs the same command on a fleet that has.
+		return "needs rollout waves"
 	case path == "flotilla rollout approve", path == "flotilla status" && (strings.Contains(line, "--cluster") || strings.Contains(line, "--wait") || strings.Contains(line, "--repo")):
 		return "needs agents' reports"
 	}
