@@ -8,11 +8,8 @@ import (
 	"time"
 
 	ssautils "github.com/fluxcd/pkg/ssa/utils"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-
-	"github.com/flotilla-gitops/flotilla/internal/testenv"
 )
 
 // TestArgoCDExamplesAreAccepted installs Argo CD's CRDs (from the argo-cd
@@ -22,17 +19,7 @@ import (
 func TestArgoCDExamplesAreAccepted(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	cluster := testenv.StartT(t, testenv.Options{Name: "argocd"})
-	if err := cluster.InstallCRDs(ctx, "argocd"); err != nil {
-		t.Fatal(err)
-	}
-	kube, err := client.New(cluster.Config, client.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := kube.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "argocd"}}); err != nil {
-		t.Fatal(err)
-	}
+	_, kube := argoCluster(t, ctx)
 	strict := client.FieldValidation(metav1.FieldValidationStrict)
 	sets := 0
 	for _, f := range []string{"../docs/argocd/applicationset-hydrated.yaml", "../docs/argocd/plugin-generator.yaml"} {
