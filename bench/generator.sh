@@ -6,14 +6,17 @@
 # peak memory with its planning worker. Argo CD's default client timeout is
 # 30 s and it polls every 120 s: a request must not wait for a planning.
 # Results go in bench/RESULTS.md by hand, with the machine and date this
-# prints.
+# prints. With "gated", the fleet gets rollout waves (a canary wave, an eu
+# wave behind an approval, the rest) and is a Git repository, so every
+# planning also takes the rollout gate.
 #
-#   bench/generator.sh [CLUSTERS] [BUNDLES]
+#   bench/generator.sh [CLUSTERS] [BUNDLES] [gated]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
 clusters=${1:-1000}
 bundles=${2:-50}
+gated=${3:-}
 runs=5
 work=$(mktemp -d)
 server=
@@ -22,6 +25,13 @@ trap '[ -n "$server" ] && kill "$server" 2>/dev/null; rm -rf "$work"' EXIT
 machine
 echo "fleet:   $clusters clusters x $bundles bundles"
 synth_fleet "$work/fleet"
+if [ "$gated" = gated ]; then
+	echo 'rollout: waves: [{name: "canary", names: ["c-000*"]}, {name: "eu", regions: ["eu-*"], approve: true}, {name: "rest"}]' >>"$work/fleet/fleet.cue"
+	git -C "$work/fleet" init -q -b main
+	git -C "$work/fleet" add -A
+	git -C "$work/fleet" -c user.name=bench -c user.email=bench@example.com commit -qm fleet
+	echo "gated:   rollout waves canary, eu (approve), rest; the fleet is a Git repository"
+fi
 echo bench-token >"$work/token"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 

@@ -33,15 +33,14 @@ type Gate struct {
 // the revision keeps its whole folder as it was (nothing of the revision
 // reaches it, deletions included), and a bundle whose own rollout may
 // not keeps its paths. It returns the plans to hydrate.
-func (o *Output) gate(ctx context.Context, opts Options, repo *snapshot.Repo, f *fleet.Fleet, known *report.Known,
+func (o *Output) gate(ctx context.Context, opts Options, repo *snapshot.Repo, known *report.Known,
 	plans []*fleet.Plan, revision string) ([]*fleet.Plan, error) {
 	now := time.Now()
 	if opts.Now != nil {
 		now = opts.Now()
 	}
-	places := func(owned []string) ([]fleet.ClusterRollouts, error) { return f.Rollouts(known.Clusters, owned), nil }
 	approved := approvalsReader(ctx, opts.Status, opts.ApprovalsBranch, repo.Git, revision)
-	decisions, err := decide(plans, places, known, approved, revision, now)
+	decisions, err := decide(plans, known, approved, revision, now)
 	if err != nil || decisions == nil {
 		return plans, err
 	}
@@ -71,10 +70,8 @@ type decision struct {
 }
 
 // decide runs the agents' gate (sync/rollout) for every plan at the
-// revision, the clusters' places in the rollouts coming from places (for
-// the bundles with rollouts of their own). nil: no rollout has waves.
-func decide(plans []*fleet.Plan, places func(owned []string) ([]fleet.ClusterRollouts, error), known *report.Known,
-	approved rollout.Approved, revision string, now time.Time) ([]decision, error) {
+// revision. nil: no rollout has waves.
+func decide(plans []*fleet.Plan, known *report.Known, approved rollout.Approved, revision string, now time.Time) ([]decision, error) {
 	groups := make([]rollout.Groups, len(plans))
 	owned := map[string]bool{}
 	gated := false
@@ -88,10 +85,7 @@ func decide(plans []*fleet.Plan, places func(owned []string) ([]fleet.ClusterRol
 	if !gated {
 		return nil, nil
 	}
-	all, err := places(slices.Sorted(maps.Keys(owned)))
-	if err != nil {
-		return nil, err
-	}
+	all := placesOf(plans, owned)
 	placeOf := map[string]fleet.ClusterRollouts{}
 	for _, p := range all {
 		placeOf[p.Cluster.Name] = p
@@ -120,6 +114,33 @@ func decide(plans []*fleet.Plan, places func(owned []string) ([]fleet.ClusterRol
 		out[i] = d
 	}
 	return out, nil
+}
+
+// placesOf are the clusters' places in the rollouts, read from their plans
+// at the revision — each plan carries its cluster's wave in the fleet's
+// rollout and in its bundles' own — rather than from a second evaluation
+// of the fleet for every cluster (fleet.Rollouts, which an agent needs
+// because it plans only itself): at 1,000 clusters that evaluation took
+// longer than the planning. A cluster that does not get a bundle has no
+// place in its rollout, as for an agent once it has seen the revision.
+func placesOf(plans []*fleet.Plan, owned map[string]bool) []fleet.ClusterRollouts {
+	out := make([]fleet.ClusterRollouts, 0, len(plans))
+	for _, p := range plans {
+		if p == nil {
+			continue
+		}
+		cr := fleet.ClusterRollouts{Cluster: p.Cluster, Fleet: p.Rollout}
+		for _, b := range p.Bundles {
+			if owned[b.Name] && b.Rollout != nil {
+				if cr.Bundles == nil {
+					cr.Bundles = map[string]*fleet.Rollout{}
+				}
+				cr.Bundles[b.Name] = b.Rollout
+			}
+		}
+		out = append(out, cr)
+	}
+	return out
 }
 
 // HeldPaths are the held clusters and bundles as the hydrated commit and

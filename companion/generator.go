@@ -470,19 +470,8 @@ func (g *Generator) gate(ctx context.Context, repo *git.Repository, known *repor
 			plans[i] = &fleet.Plan{Cluster: fp.Clusters[i]}
 		}
 	}
-	places := func(owned []string) ([]fleet.ClusterRollouts, error) {
-		load := fleet.LoadOptions{Path: g.opts.Path}
-		if g.opts.Pool != nil {
-			return g.opts.Pool.Rollouts(ctx, g.opts.Dir, load, known.Clusters, owned)
-		}
-		f, err := fleet.Load(g.opts.Dir, load)
-		if err != nil {
-			return nil, err
-		}
-		return f.Rollouts(known.Clusters, owned), nil
-	}
 	approved := approvalsReader(ctx, g.opts.Status, g.opts.ApprovalsBranch, repo, revision)
-	return decide(plans, places, known, approved, revision, g.opts.Now())
+	return decide(plans, known, approved, revision, g.opts.Now())
 }
 
 // heldParams are the parameters of clusters and bundles the rollout

@@ -248,7 +248,7 @@ func Hydrate(ctx context.Context, opts Options) (*Output, error) {
 		ok = append(ok, plans[i])
 	}
 	out.placeInWaves(ok)
-	if ok, err = out.gate(ctx, opts, repo, f, known, ok, commit.Hash.String()); err != nil {
+	if ok, err = out.gate(ctx, opts, repo, known, ok, commit.Hash.String()); err != nil {
 		return nil, fmt.Errorf("the rollout gate: %w", err)
 	}
 	if opts.PlanOnly {
