@@ -39,6 +39,7 @@ type agentFlags struct {
 	statusAuth         source.Auth
 	noStatus           bool
 	heartbeat          time.Duration
+	workerIdle         time.Duration
 	opts               agent.Options
 	labels             []string
 	once               bool
@@ -141,6 +142,7 @@ func newAgentCmd() *cobra.Command {
 	addGitAuthFlags(cmd, &af.statusAuth, "status-", " for --status-repo")
 	fs.StringVar(&af.opts.ApprovalsBranch, "approvals-branch", report.DefaultApprovalsBranch, "branch of the status repository holding rollout approvals (flotilla rollout approve)")
 	fs.BoolVar(&af.noStatus, "no-status", false, "do not publish the cluster's status to Git (a fleet with rollout waves needs it)")
+	fs.DurationVar(&af.workerIdle, "worker-idle-timeout", 30*time.Second, "end a render worker that has had nothing to do for this long (its memory goes back between the passes that render); 0 keeps it")
 	fs.DurationVar(&af.heartbeat, "heartbeat", 10*time.Minute, "commit an unchanged status this often, so a silent cluster stands out")
 	fs.StringVar(&af.listen, "listen", ":8080", "`ADDRESS` of /healthz, /readyz, /trigger and /metrics (empty: none)")
 	fs.StringVar(&af.webhookSecret, "webhook-secret-file", "", "file holding the shared secret of /trigger (none, or a file that does not exist, as when the optional flotilla-webhook Secret is absent: /trigger refuses all)")
@@ -188,15 +190,7 @@ func (af *agentFlags) run(ctx context.Context, stderr io.Writer) error {
 	if af.observe != "" {
 		return af.runObserver(ctx, log)
 	}
-	limits, maxSize, sb, err := af.limits.resolve()
-	if err != nil {
-		return err
-	}
-	af.opts.Limits, af.opts.MaxManifestSize, af.opts.Sandbox, af.opts.Sources = limits, maxSize, sb, af.limits.sources
-	// The agent applies: encrypted files are decrypted, or fail their
-	// bundle. A key file that cannot be read stops it now.
-	af.opts.Sources.Secrets = sops.ModeDecrypt
-	if err := checkKeys(&af.opts.Sources); err != nil {
+	if err := af.renderOptions(); err != nil {
 		return err
 	}
 	cfg, err := af.kube.restConfig()
@@ -313,6 +307,22 @@ func selfDeployment(flag string) (object.ObjMetadata, error) {
 		return object.ObjMetadata{}, fmt.Errorf("--self-deployment %q: want NAMESPACE/NAME", flag)
 	}
 	return object.ObjMetadata{Namespace: ns, Name: name, GroupKind: schema.GroupKind{Group: "apps", Kind: "Deployment"}}, nil
+}
+
+// renderOptions sets the agent's render limits, workers and sources.
+func (af *agentFlags) renderOptions() error {
+	limits, maxSize, sb, err := af.limits.resolve()
+	if err != nil {
+		return err
+	}
+	if sb != nil {
+		sb.IdleTimeout = af.workerIdle
+	}
+	af.opts.Limits, af.opts.MaxManifestSize, af.opts.Sandbox, af.opts.Sources = limits, maxSize, sb, af.limits.sources
+	// The agent applies: encrypted files are decrypted, or fail their
+	// bundle. A key file that cannot be read stops it now.
+	af.opts.Sources.Secrets = sops.ModeDecrypt
+	return checkKeys(&af.opts.Sources)
 }
 
 // webhookSecret reads --webhook-secret-file. deploy/ mounts the

@@ -81,3 +81,14 @@ func (c *component) stop() error {
 	}
 	return c.log.Close()
 }
+
+// PIDs are the process IDs of the cluster's components by name
+// (kube-controller-manager, kwok, source-controller, ...): what a
+// benchmark samples the CPU time and memory of.
+func (c *Cluster) PIDs() map[string]int {
+	out := map[string]int{}
+	for _, comp := range c.components {
+		out[comp.name] = comp.cmd.Process.Pid
+	}
+	return out
+}

@@ -35,6 +35,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -73,6 +74,11 @@ type Options struct {
 	// default DefaultPlanTimeout. Render jobs are bounded by their ctx
 	// (render.Engine sets the render timeout).
 	PlanTimeout time.Duration
+	// IdleTimeout, when positive, ends a worker that has had no job for
+	// that long: a long-running process (the agent) keeps no worker's
+	// memory between the passes that need one; the next job starts a new
+	// worker. Zero keeps idle workers until Close.
+	IdleTimeout time.Duration
 	// MaxOutput bounds what a worker sends of one render's objects, as
 	// JSON, in bytes (render.Limits.MaxBytes): a bundle larger fails in
 	// the worker, before this process reads any of it. Zero for none.
@@ -386,6 +392,11 @@ func (p *Pool) take(online bool) (*worker, error) {
 	if ws := p.idle[online]; len(ws) > 0 {
 		w := ws[len(ws)-1]
 		p.idle[online] = ws[:len(ws)-1]
+		if w.retire != nil {
+			// Out of the idle list: a retirement that fires now finds
+			// nothing to do.
+			w.retire.Stop()
+		}
 		p.mu.Unlock()
 		return w, nil
 	}
@@ -401,6 +412,32 @@ func (p *Pool) give(w *worker) {
 		return
 	}
 	p.idle[w.online] = append(p.idle[w.online], w)
+	if p.opts.IdleTimeout > 0 {
+		w.retire = time.AfterFunc(p.opts.IdleTimeout, func() { p.retire(w) })
+	}
+}
+
+// retire ends a worker that stayed idle for IdleTimeout, unless a job took
+// it meanwhile.
+func (p *Pool) retire(w *worker) {
+	p.mu.Lock()
+	ws := p.idle[w.online]
+	i := slices.Index(ws, w)
+	if i < 0 {
+		p.mu.Unlock()
+		return
+	}
+	p.idle[w.online] = slices.Delete(ws, i, i+1)
+	delete(p.all, w)
+	p.mu.Unlock()
+	w.stop()
+}
+
+// Workers counts the live worker processes, idle or busy.
+func (p *Pool) Workers() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.all)
 }
 
 func (p *Pool) forget(w *worker) {
@@ -477,6 +514,9 @@ type worker struct {
 	out    *bufio.Reader
 	stderr *tail
 	exited chan struct{} // closed once the process has been waited for
+	// retire ends the worker once it has been idle for the pool's
+	// IdleTimeout (nil without one); the pool's lock guards it.
+	retire *time.Timer
 }
 
 func startWorker(command, env []string, online bool, attr *syscall.SysProcAttr) (*worker, error) {

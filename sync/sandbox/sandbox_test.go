@@ -390,3 +390,36 @@ func TestWorkerSendsNoOversizedBundle(t *testing.T) {
 		t.Errorf("the next render: %v", err)
 	}
 }
+
+// TestIdleWorkersExit: with an IdleTimeout, a worker that has had no job
+// for that long exits (its memory goes back), and the next job starts a
+// new one.
+func TestIdleWorkersExit(t *testing.T) {
+	dir := t.TempDir()
+	rendertest.WriteFile(t, dir, "fleet.cue", "package fleet\n\nbundles: web: {namespace: \"apps\", resources: []}\n")
+	pool := newPool(t, sandbox.Options{IdleTimeout: 200 * time.Millisecond})
+	c := fleet.Cluster{Name: "eu-1", Region: "eu-west-1"}
+	plan := func() {
+		t.Helper()
+		if _, err := pool.Plan(context.Background(), dir, fleet.LoadOptions{}, c); err != nil {
+			t.Fatal(err)
+		}
+		if n := pool.Workers(); n != 1 {
+			t.Fatalf("%d workers after a job, want its 1", n)
+		}
+	}
+	gone := func() {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for pool.Workers() != 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d workers still live 30 s after their last job", pool.Workers())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	plan()
+	gone()
+	plan()
+	gone()
+}

@@ -1,0 +1,582 @@
+// Command fluxbench measures the Flotilla agent against its peer, Flux's
+// source-controller and kustomize-controller (built by make testenv), on
+// the same workload: one namespace with N ConfigMaps and 20 Deployments in
+// a Git repository served over HTTP, applied to a real control plane with
+// fake nodes (kwok: the Deployments become available), the same poll
+// interval, one tool after the other on a fresh control plane each,
+// repeated. For each run it prints:
+//
+//   - first sync: from the tool starting to every object applied and the
+//     tool saying so (Flux: the Kustomization Ready at the commit; the
+//     agent: its applied revision and its bundle Ready, from its /metrics);
+//   - change: 10 ConfigMaps changed in one commit, from the commit (and the
+//     tool's trigger: Flux's reconcile.fluxcd.io/requestedAt on the
+//     GitRepository, the agent's /trigger) to the tool reporting it applied;
+//   - API requests the API server served during the first sync and while
+//     idle (apiserver_request_total from its /metrics: the tool is the only
+//     client then, but for the control plane's own controllers, which run
+//     under both tools alike);
+//   - CPU seconds of the tool's processes while idle for -idle;
+//   - resident memory of every process the tool runs (the agent and its
+//     workers; both controllers) at the end of the idle time, and their
+//     peaks.
+//
+// bench/flux.sh runs it; results go in bench/RESULTS.md by hand.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/fluxcd/pkg/gittestserver"
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/flotilla-gitops/flotilla/internal/testenv"
+)
+
+type options struct {
+	objects, runs int
+	interval      time.Duration
+	idle          time.Duration
+	flotilla      string
+}
+
+func main() {
+	var o options
+	flag.IntVar(&o.objects, "objects", 1000, "ConfigMaps in the workload (plus 20 Deployments)")
+	flag.IntVar(&o.runs, "runs", 2, "runs of each tool, alternating")
+	flag.DurationVar(&o.interval, "interval", 30*time.Second, "poll interval of both tools")
+	flag.DurationVar(&o.idle, "idle", 3*time.Minute, "idle time measured after the change")
+	flag.StringVar(&o.flotilla, "flotilla", "bin/flotilla", "the agent's binary")
+	flag.Parse()
+	ctrllog.SetLogger(logr.Discard())
+	if err := run(o); err != nil {
+		fmt.Fprintln(os.Stderr, "fluxbench:", err)
+		os.Exit(1)
+	}
+}
+
+// result is one tool's run.
+type result struct {
+	tool                    string
+	firstSync, change       time.Duration
+	firstRequests, idleReqs int64
+	idleCPU                 float64
+	rss, peak               int64
+}
+
+func run(o options) error {
+	work, err := os.MkdirTemp("", "fluxbench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	repo, err := newRepo(work, o.objects)
+	if err != nil {
+		return err
+	}
+	log.SetOutput(io.Discard) // the Git server logs every request
+	srv := gittestserver.NewGitServer(filepath.Join(work, "git"))
+	if err := srv.StartHTTP(); err != nil {
+		return err
+	}
+	defer srv.StopHTTP()
+	repo.url = srv.HTTPAddress() + "/fleet.git"
+	fmt.Printf("workload: 1 namespace, %d ConfigMaps, 20 Deployments; interval %s; idle %s\n", o.objects, o.interval, o.idle)
+	fmt.Printf("%-9s %-4s %10s %10s %10s %10s %10s %10s %10s\n", "tool", "run", "first s", "change s", "first req", "idle req", "idle cpu", "rss MiB", "peak MiB")
+	for i := 1; i <= o.runs; i++ {
+		for _, tool := range []string{"flux", "flotilla"} {
+			r, err := measure(o, repo, tool)
+			if err != nil {
+				return fmt.Errorf("%s, run %d: %w", tool, i, err)
+			}
+			fmt.Printf("%-9s %-4d %10.1f %10.1f %10d %10d %10.2f %10.0f %10.0f\n", r.tool, i, r.firstSync.Seconds(), r.change.Seconds(),
+				r.firstRequests, r.idleReqs, r.idleCPU, float64(r.rss)/(1<<20), float64(r.peak)/(1<<20))
+		}
+	}
+	return nil
+}
+
+// measure runs one tool on a fresh control plane.
+func measure(o options, repo *gitRepo, tool string) (*result, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute+o.idle)
+	defer cancel()
+	if err := repo.reset(o.objects); err != nil {
+		return nil, err
+	}
+	cluster, err := testenv.Start(ctx, testenv.Options{Name: "bench-1", Full: true})
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = cluster.Stop() }()
+	kube, err := client.New(cluster.Config, client.Options{})
+	if err != nil {
+		return nil, err
+	}
+	var t toolRun
+	if tool == "flux" {
+		t = &fluxRun{cluster: cluster, kube: kube, interval: o.interval}
+	} else {
+		t = &agentRun{bin: o.flotilla, cluster: cluster, interval: o.interval}
+	}
+	r := &result{tool: tool}
+	before, err := apiRequests(ctx, cluster)
+	if err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	if err := t.start(ctx, repo.url); err != nil {
+		return nil, err
+	}
+	defer t.stop()
+	if err := until(ctx, 10*time.Minute, func() (bool, error) { return t.applied(ctx, repo.head) }); err != nil {
+		return nil, fmt.Errorf("first sync: %w", err)
+	}
+	r.firstSync = time.Since(start)
+	after, err := apiRequests(ctx, cluster)
+	if err != nil {
+		return nil, err
+	}
+	r.firstRequests = after - before
+
+	if err := repo.change(10); err != nil {
+		return nil, err
+	}
+	start = time.Now()
+	if err := t.trigger(ctx); err != nil {
+		return nil, err
+	}
+	if err := until(ctx, 5*time.Minute, func() (bool, error) { return t.applied(ctx, repo.head) }); err != nil {
+		return nil, fmt.Errorf("change: %w", err)
+	}
+	r.change = time.Since(start)
+	if err := checkChanged(ctx, kube, 10); err != nil {
+		return nil, err
+	}
+
+	pids := t.pids()
+	cpu0 := cpuSeconds(pids)
+	req0, err := apiRequests(ctx, cluster)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case <-time.After(o.idle):
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	pids = t.pids()
+	r.idleCPU = cpuSeconds(pids) - cpu0
+	req1, err := apiRequests(ctx, cluster)
+	if err != nil {
+		return nil, err
+	}
+	r.idleReqs = req1 - req0
+	r.rss, r.peak = memory(pids)
+	return r, nil
+}
+
+// toolRun is one tool running against a cluster.
+type toolRun interface {
+	start(ctx context.Context, url string) error
+	// applied says whether the tool reports the commit applied and Ready.
+	applied(ctx context.Context, commit string) (bool, error)
+	trigger(ctx context.Context) error
+	// pids are every process the tool runs now.
+	pids() []int
+	stop()
+}
+
+// until polls cond every 250 ms until it holds, fails, or within ends.
+func until(ctx context.Context, within time.Duration, cond func() (bool, error)) error {
+	deadline := time.Now().Add(within)
+	for {
+		ok, err := cond()
+		if err != nil || ok {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not done within %s", within)
+		}
+		select {
+		case <-time.After(250 * time.Millisecond):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// checkChanged checks the change reached the API server.
+func checkChanged(ctx context.Context, kube client.Client, n int) error {
+	for i := range n {
+		var cm corev1.ConfigMap
+		if err := kube.Get(ctx, client.ObjectKey{Namespace: "bench", Name: cmName(i)}, &cm); err != nil {
+			return err
+		}
+		if cm.Data["version"] != "2" {
+			return fmt.Errorf("%s: version %q after the change", cm.Name, cm.Data["version"])
+		}
+	}
+	return nil
+}
+
+// apiRequests sums apiserver_request_total from the API server's metrics.
+func apiRequests(ctx context.Context, cluster *testenv.Cluster) (int64, error) {
+	cs, err := kubernetes.NewForConfig(cluster.Config)
+	if err != nil {
+		return 0, err
+	}
+	data, err := cs.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	if err != nil {
+		return 0, err
+	}
+	var total float64
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, "apiserver_request_total{") {
+			continue
+		}
+		if v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64); err == nil {
+			total += v
+		}
+	}
+	return int64(total), nil
+}
+
+// cpuSeconds is the user and system CPU time of the processes, with that
+// of their children that ended (the agent's workers that exited while idle).
+func cpuSeconds(pids []int) float64 {
+	var ticks int64
+	for _, pid := range pids {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		// The fields after the command name (which may hold spaces).
+		fields := strings.Fields(string(data[bytes.LastIndexByte(data, ')')+1:]))
+		if len(fields) > 14 {
+			for _, f := range fields[11:15] { // utime, stime, cutime, cstime
+				n, _ := strconv.ParseInt(f, 10, 64)
+				ticks += n
+			}
+		}
+	}
+	return float64(ticks) / 100 // USER_HZ
+}
+
+// memory is the resident memory of the processes now, and the sum of
+// their peaks.
+func memory(pids []int) (rss, peak int64) {
+	for _, pid := range pids {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		if err != nil {
+			continue
+		}
+		for line := range strings.SplitSeq(string(data), "\n") {
+			f := strings.Fields(line)
+			if len(f) < 2 {
+				continue
+			}
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			switch f[0] {
+			case "VmRSS:":
+				rss += kb << 10
+			case "VmHWM:":
+				peak += kb << 10
+			}
+		}
+	}
+	return rss, peak
+}
+
+// children are the process's children (the agent's workers).
+func children(pid int) []int {
+	var out []int
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+	for _, t := range tasks {
+		data, _ := os.ReadFile(t)
+		for _, f := range strings.Fields(string(data)) {
+			if n, err := strconv.Atoi(f); err == nil {
+				out = append(out, n)
+			}
+		}
+	}
+	return out
+}
+
+// fluxRun is Flux's two controllers with a GitRepository and a
+// Kustomization of the workload.
+type fluxRun struct {
+	cluster  *testenv.Cluster
+	kube     client.Client
+	interval time.Duration
+}
+
+var (
+	gitRepositoryKind = schema.GroupVersionKind{Group: "source.toolkit.fluxcd.io", Version: "v1", Kind: "GitRepository"}
+	kustomizationKind = schema.GroupVersionKind{Group: "kustomize.toolkit.fluxcd.io", Version: "v1", Kind: "Kustomization"}
+)
+
+func (f *fluxRun) start(ctx context.Context, url string) error {
+	if err := f.cluster.StartFlux(ctx); err != nil {
+		return err
+	}
+	src := &unstructured.Unstructured{Object: map[string]any{
+		"metadata": map[string]any{"name": "bench", "namespace": testenv.FluxNamespace},
+		"spec":     map[string]any{"interval": f.interval.String(), "url": url, "ref": map[string]any{"branch": "main"}},
+	}}
+	src.SetGroupVersionKind(gitRepositoryKind)
+	ks := &unstructured.Unstructured{Object: map[string]any{
+		"metadata": map[string]any{"name": "bench", "namespace": testenv.FluxNamespace},
+		"spec": map[string]any{"interval": f.interval.String(), "path": "./manifests", "prune": true, "wait": true, "timeout": "5m",
+			"sourceRef": map[string]any{"kind": "GitRepository", "name": "bench"}},
+	}}
+	ks.SetGroupVersionKind(kustomizationKind)
+	for _, o := range []client.Object{src, ks} {
+		if err := f.kube.Create(ctx, o); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (f *fluxRun) applied(ctx context.Context, commit string) (bool, error) {
+	ks := &unstructured.Unstructured{}
+	ks.SetGroupVersionKind(kustomizationKind)
+	if err := f.kube.Get(ctx, client.ObjectKey{Namespace: testenv.FluxNamespace, Name: "bench"}, ks); err != nil {
+		return false, err
+	}
+	rev, _, _ := unstructured.NestedString(ks.Object, "status", "lastAppliedRevision")
+	if !strings.HasSuffix(rev, commit) {
+		return false, nil
+	}
+	conds, _, _ := unstructured.NestedSlice(ks.Object, "status", "conditions")
+	for _, c := range conds {
+		if m, ok := c.(map[string]any); ok && m["type"] == "Ready" {
+			return m["status"] == "True", nil
+		}
+	}
+	return false, nil
+}
+
+func (f *fluxRun) trigger(ctx context.Context) error {
+	src := &unstructured.Unstructured{}
+	src.SetGroupVersionKind(gitRepositoryKind)
+	if err := f.kube.Get(ctx, client.ObjectKey{Namespace: testenv.FluxNamespace, Name: "bench"}, src); err != nil {
+		return err
+	}
+	patch := client.MergeFrom(src.DeepCopy())
+	src.SetAnnotations(map[string]string{"reconcile.fluxcd.io/requestedAt": time.Now().Format(time.RFC3339Nano)})
+	return f.kube.Patch(ctx, src, patch)
+}
+
+func (f *fluxRun) pids() []int {
+	p := f.cluster.PIDs()
+	return []int{p["source-controller"], p["kustomize-controller"]}
+}
+
+func (f *fluxRun) stop() {}
+
+// agentRun is the Flotilla agent, as a process with its workers.
+type agentRun struct {
+	bin      string
+	cluster  *testenv.Cluster
+	interval time.Duration
+	cmd      *exec.Cmd
+	addr     string
+	token    string
+}
+
+func (a *agentRun) start(ctx context.Context, url string) error {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	a.addr = l.Addr().String()
+	l.Close()
+	a.token = "bench-token"
+	secret := filepath.Join(a.cluster.Dir, "webhook-secret")
+	if err := os.WriteFile(secret, []byte(a.token), 0o600); err != nil {
+		return err
+	}
+	logFile, err := os.Create(filepath.Join(a.cluster.Dir, "agent.log"))
+	if err != nil {
+		return err
+	}
+	a.cmd = exec.CommandContext(ctx, a.bin, "agent", "--kubeconfig", a.cluster.Kubeconfig, "--repo", url, "--branch", "main",
+		"--name", "bench-1", "--interval", a.interval.String(), "--listen", a.addr, "--webhook-secret-file", secret, "--log-format", "console")
+	a.cmd.Stdout, a.cmd.Stderr = logFile, logFile
+	return a.cmd.Start()
+}
+
+func (a *agentRun) applied(ctx context.Context, commit string) (bool, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+a.addr+"/metrics", nil)
+	if err != nil {
+		return false, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return false, nil // not listening yet
+	}
+	defer resp.Body.Close()
+	var buf bytes.Buffer
+	_, _ = buf.ReadFrom(resp.Body)
+	text := buf.String()
+	return strings.Contains(text, `flotilla_applied_revision_info{revision="`+commit+`"} 1`) &&
+		strings.Contains(text, `flotilla_bundles{phase="Ready"} 1`), nil
+}
+
+func (a *agentRun) trigger(ctx context.Context) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+a.addr+"/trigger", nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+a.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		return fmt.Errorf("/trigger: %s", resp.Status)
+	}
+	return nil
+}
+
+func (a *agentRun) pids() []int {
+	return append([]int{a.cmd.Process.Pid}, children(a.cmd.Process.Pid)...)
+}
+
+func (a *agentRun) stop() {
+	_ = a.cmd.Process.Signal(os.Interrupt)
+	done := make(chan struct{})
+	go func() { _ = a.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		_ = a.cmd.Process.Kill()
+		<-done
+	}
+}
+
+// gitRepo is the workload's repository: a bare repository the server
+// serves and a work tree.
+type gitRepo struct {
+	bare, work, url, head string
+}
+
+func newRepo(work string, objects int) (*gitRepo, error) {
+	r := &gitRepo{bare: filepath.Join(work, "git", "fleet.git"), work: filepath.Join(work, "work")}
+	if err := gitCmd(work, "init", "-q", "--bare", "-b", "main", r.bare); err != nil {
+		return nil, err
+	}
+	if err := gitCmd(work, "init", "-q", "-b", "main", r.work); err != nil {
+		return nil, err
+	}
+	if err := gitCmd(r.work, "remote", "add", "origin", r.bare); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// reset commits the workload at version 1 (and the fleet naming it).
+func (r *gitRepo) reset(objects int) error {
+	files := map[string]string{
+		"fleet.cue": "package fleet\n\nclusters: \"bench-1\": {}\nbundles: bench: {namespace: \"bench\", manifests: path: \"manifests\"}\n",
+		"manifests/namespace.yaml": "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: bench\n",
+	}
+	for i := range objects {
+		files[fmt.Sprintf("manifests/cm-%05d.yaml", i)] = configMap(i, 1)
+	}
+	for i := range 20 {
+		files[fmt.Sprintf("manifests/deploy-%02d.yaml", i)] = fmt.Sprintf(deployment, i, i, i)
+	}
+	_ = os.RemoveAll(filepath.Join(r.work, "manifests"))
+	return r.commit(files, "workload at version 1")
+}
+
+// change sets version 2 in the first n ConfigMaps.
+func (r *gitRepo) change(n int) error {
+	files := map[string]string{}
+	for i := range n {
+		files[fmt.Sprintf("manifests/cm-%05d.yaml", i)] = configMap(i, 2)
+	}
+	return r.commit(files, fmt.Sprintf("%d ConfigMaps at version 2", n))
+}
+
+func (r *gitRepo) commit(files map[string]string, message string) error {
+	for name, content := range files {
+		p := filepath.Join(r.work, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			return err
+		}
+	}
+	for _, args := range [][]string{{"add", "-A"}, {"-c", "user.name=bench", "-c", "user.email=bench@example.com", "commit", "-q", "--allow-empty", "-m", message},
+		{"push", "-q", "-f", "origin", "main"}} {
+		if err := gitCmd(r.work, args...); err != nil {
+			return err
+		}
+	}
+	out, err := exec.Command("git", "-C", r.work, "rev-parse", "HEAD").Output()
+	r.head = strings.TrimSpace(string(out))
+	return err
+}
+
+func gitCmd(dir string, args ...string) error {
+	cmd := exec.Command("git", args...)
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("git %s: %w: %s", strings.Join(args, " "), err, out)
+	}
+	return nil
+}
+
+func cmName(i int) string { return fmt.Sprintf("cm-%05d", i) }
+
+func configMap(i, version int) string {
+	return fmt.Sprintf("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: %s\n  namespace: bench\ndata:\n  version: \"%d\"\n  payload: %q\n",
+		cmName(i), version, strings.Repeat("x", 200))
+}
+
+const deployment = `apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web-%02d
+  namespace: bench
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {app: web-%02d}
+  template:
+    metadata:
+      labels: {app: web-%02d}
+    spec:
+      containers:
+      - name: web
+        image: registry.k8s.io/pause:3.10
+`
+
