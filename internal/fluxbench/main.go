@@ -58,6 +58,7 @@ type options struct {
 	interval      time.Duration
 	idle          time.Duration
 	flotilla      string
+	tools         string
 }
 
 func main() {
@@ -67,6 +68,7 @@ func main() {
 	flag.DurationVar(&o.interval, "interval", 30*time.Second, "poll interval of both tools")
 	flag.DurationVar(&o.idle, "idle", 3*time.Minute, "idle time measured after the change")
 	flag.StringVar(&o.flotilla, "flotilla", "bin/flotilla", "the agent's binary")
+	flag.StringVar(&o.tools, "tools", "flux,flotilla", "the tools to run, in order")
 	flag.Parse()
 	ctrllog.SetLogger(logr.Discard())
 	if err := run(o); err != nil {
@@ -81,7 +83,7 @@ type result struct {
 	firstSync, change       time.Duration
 	firstRequests, idleReqs int64
 	idleCPU                 float64
-	rss, peak               int64
+	rss, anon, peak         int64
 }
 
 func run(o options) error {
@@ -102,15 +104,15 @@ func run(o options) error {
 	defer srv.StopHTTP()
 	repo.url = srv.HTTPAddress() + "/fleet.git"
 	fmt.Printf("workload: 1 namespace, %d ConfigMaps, 20 Deployments; interval %s; idle %s\n", o.objects, o.interval, o.idle)
-	fmt.Printf("%-9s %-4s %10s %10s %10s %10s %10s %10s %10s\n", "tool", "run", "first s", "change s", "first req", "idle req", "idle cpu", "rss MiB", "peak MiB")
+	fmt.Printf("%-9s %-4s %10s %10s %10s %10s %10s %10s %10s %10s\n", "tool", "run", "first s", "change s", "first req", "idle req", "idle cpu", "rss MiB", "anon MiB", "peak MiB")
 	for i := 1; i <= o.runs; i++ {
-		for _, tool := range []string{"flux", "flotilla"} {
+		for _, tool := range strings.Split(o.tools, ",") {
 			r, err := measure(o, repo, tool)
 			if err != nil {
 				return fmt.Errorf("%s, run %d: %w", tool, i, err)
 			}
-			fmt.Printf("%-9s %-4d %10.1f %10.1f %10d %10d %10.2f %10.0f %10.0f\n", r.tool, i, r.firstSync.Seconds(), r.change.Seconds(),
-				r.firstRequests, r.idleReqs, r.idleCPU, float64(r.rss)/(1<<20), float64(r.peak)/(1<<20))
+			fmt.Printf("%-9s %-4d %10.1f %10.1f %10d %10d %10.2f %10.0f %10.0f %10.0f\n", r.tool, i, r.firstSync.Seconds(), r.change.Seconds(),
+				r.firstRequests, r.idleReqs, r.idleCPU, float64(r.rss)/(1<<20), float64(r.anon)/(1<<20), float64(r.peak)/(1<<20))
 		}
 	}
 	return nil
@@ -191,7 +193,7 @@ func measure(o options, repo *gitRepo, tool string) (*result, error) {
 		return nil, err
 	}
 	r.idleReqs = req1 - req0
-	r.rss, r.peak = memory(pids)
+	r.rss, r.anon, r.peak = memory(pids)
 	return r, nil
 }
 
@@ -285,9 +287,10 @@ func cpuSeconds(pids []int) float64 {
 	return float64(ticks) / 100 // USER_HZ
 }
 
-// memory is the resident memory of the processes now, and the sum of
-// their peaks.
-func memory(pids []int) (rss, peak int64) {
+// memory is the resident memory of the processes now, the part of it
+// that is not mapped from files (the heap, not the binary's code), and the
+// sum of their peaks.
+func memory(pids []int) (rss, anon, peak int64) {
 	for _, pid := range pids {
 		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 		if err != nil {
@@ -302,12 +305,14 @@ func memory(pids []int) (rss, peak int64) {
 			switch f[0] {
 			case "VmRSS:":
 				rss += kb << 10
+			case "RssAnon:":
+				anon += kb << 10
 			case "VmHWM:":
 				peak += kb << 10
 			}
 		}
 	}
-	return rss, peak
+	return rss, anon, peak
 }
 
 // children are the process's children (the agent's workers).

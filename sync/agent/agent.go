@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"runtime/debug"
 	"sync/atomic"
 	"time"
 
@@ -240,6 +241,13 @@ func (a *Agent) RunOnce(ctx context.Context) *Pass {
 	p.StatusErr = a.publish(ctx, p, now)
 	if p.selfUpdate != nil {
 		a.applySelf(ctx, p)
+	}
+	if p.Changed {
+		// A pass that applied leaves garbage (rendered objects, dry-run
+		// answers) that the next collection would free only when the heap
+		// grows again: give it back now, so an agent between changes holds
+		// its live data and no more (a few milliseconds, once per change).
+		debug.FreeOSMemory()
 	}
 	return p
 }
