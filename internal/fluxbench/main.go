@@ -508,7 +508,7 @@ func newRepo(work string, objects int) (*gitRepo, error) {
 // reset commits the workload at version 1 (and the fleet naming it).
 func (r *gitRepo) reset(objects int) error {
 	files := map[string]string{
-		"fleet.cue": "package fleet\n\nclusters: \"bench-1\": {}\nbundles: bench: {namespace: \"bench\", manifests: path: \"manifests\"}\n",
+		"fleet.cue":                "package fleet\n\nclusters: \"bench-1\": {}\nbundles: bench: {namespace: \"bench\", manifests: path: \"manifests\"}\n",
 		"manifests/namespace.yaml": "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: bench\n",
 	}
 	for i := range objects {
@@ -584,4 +584,3 @@ spec:
       - name: web
         image: registry.k8s.io/pause:3.10
 `
-
