@@ -35,39 +35,40 @@ var appsetRuns atomic.Int64
 // repository over its URL with Argo CD's git client. An error carries
 // what Argo CD's code said.
 func (c *Cluster) ArgoCDApplicationSet(ctx context.Context, appset []byte, healthySteps int) (*ArgoCDResult, error) {
-	bin, err := argoCDAppset()
-	if err != nil {
-		return nil, err
-	}
 	file := filepath.Join(c.Dir, "applicationset-"+strconv.FormatInt(appsetRuns.Add(1), 10)+".yaml")
 	if err := os.WriteFile(file, appset, 0o600); err != nil {
 		return nil, err
 	}
-	cmd := exec.CommandContext(ctx, bin, "--kubeconfig", c.Kubeconfig, "--appset", file,
+	out, err := argoCDAppset(ctx, "ApplicationSet", "--kubeconfig", c.Kubeconfig, "--appset", file,
 		"--git-cache", filepath.Join(c.Dir, "argocd-git"), "--healthy-steps", strconv.Itoa(healthySteps))
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		return nil, fmt.Errorf("argocd-appset (Argo CD's ApplicationSet code): %w: %s", err, bytes.TrimSpace(stderr.Bytes()))
+	if err != nil {
+		return nil, err
 	}
 	var res ArgoCDResult
-	if err := json.Unmarshal(stdout.Bytes(), &res); err != nil {
+	if err := json.Unmarshal(out, &res); err != nil {
 		return nil, fmt.Errorf("argocd-appset's output: %w", err)
 	}
 	return &res, nil
 }
 
-// argoCDAppset is the path of argocd-appset.
-func argoCDAppset() (string, error) {
+// argoCDAppset runs argocd-appset (built by make testenv) and returns what
+// it printed; an error carries what Argo CD's code (what) said.
+func argoCDAppset(ctx context.Context, what string, args ...string) ([]byte, error) {
 	assets, err := AssetsDir()
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	bin := filepath.Join(assets, "argocd-appset")
 	if fi, err := os.Stat(bin); err != nil || fi.Size() == 0 {
-		return "", fmt.Errorf("%w: argocd-appset is not in %s; run make testenv", ErrBinariesMissing, assets)
+		return nil, fmt.Errorf("%w: argocd-appset is not in %s; run make testenv", ErrBinariesMissing, assets)
 	}
-	return bin, nil
+	cmd := exec.CommandContext(ctx, bin, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return nil, fmt.Errorf("argocd-appset (Argo CD's %s code): %w: %s", what, err, bytes.TrimSpace(stderr.Bytes()))
+	}
+	return stdout.Bytes(), nil
 }
 
 // ArgoCDHydratorMetadata is the root hydrator.metadata Argo CD's source
@@ -75,15 +76,5 @@ func argoCDAppset() (string, error) {
 // repoURL (read with Argo CD's git client into a clone under dir), as
 // JSON.
 func ArgoCDHydratorMetadata(ctx context.Context, dir, repoURL, revision string) ([]byte, error) {
-	bin, err := argoCDAppset()
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.CommandContext(ctx, bin, "--hydrator-metadata", "--repo", repoURL, "--revision", revision, "--git-cache", dir)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		return nil, fmt.Errorf("argocd-appset (Argo CD's hydrator code): %w: %s", err, bytes.TrimSpace(stderr.Bytes()))
-	}
-	return stdout.Bytes(), nil
+	return argoCDAppset(ctx, "hydrator", "--hydrator-metadata", "--repo", repoURL, "--revision", revision, "--git-cache", dir)
 }
