@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/flotilla-gitops/flotilla/fleet"
@@ -518,6 +519,48 @@ func TestPlanInventoryInParallel(t *testing.T) {
 		if string(got) != string(want) {
 			t.Fatalf("cluster %s: parallel plan differs from sequential plan", c.Name)
 		}
+	}
+}
+
+// TestEachPlanHandsPlansInOrder checks that plans made on several
+// goroutines reach the caller one at a time, in the clusters' order, and
+// that an error of the caller stops planning and is returned.
+func TestEachPlanHandsPlansInOrder(t *testing.T) {
+	dir := t.TempDir()
+	if err := synthfleet.Write(dir, 96, 10); err != nil {
+		t.Fatal(err)
+	}
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(4))
+	f := mustLoad(t, dir)
+	clusters := f.Inventory()
+	var inside atomic.Int32
+	next := 0
+	err := f.EachPlan(t.Context(), clusters, nil, func(i int, p *fleet.Plan, err error) error {
+		if inside.Add(1) != 1 {
+			t.Error("use called while another call runs")
+		}
+		defer inside.Add(-1)
+		if i != next || err != nil || p.Cluster.Name != clusters[i].Name {
+			t.Errorf("handed cluster %d (%v, %v), want %d (%s)", i, p, err, next, clusters[next].Name)
+		}
+		next++
+		return nil
+	})
+	if err != nil || next != len(clusters) {
+		t.Fatalf("%d of %d plans handed over, error %v", next, len(clusters), err)
+	}
+
+	stop := errors.New("the output is closed")
+	handed := 0
+	err = f.EachPlan(t.Context(), clusters, nil, func(i int, _ *fleet.Plan, _ error) error {
+		handed++
+		if i == 9 {
+			return stop
+		}
+		return nil
+	})
+	if !errors.Is(err, stop) || handed != 10 {
+		t.Errorf("after an error at the 10th plan: %d handed over, error %v; want 10, %v", handed, err, stop)
 	}
 }
 

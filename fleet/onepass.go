@@ -89,6 +89,10 @@ type onePass struct {
 type passBundle struct {
 	target   *passSelector // nil without a target
 	overlays []passOverlay
+	// static is set when the bundle's target and overlays are the same
+	// for every cluster (prune.go: staticSelection); the evaluated fleet
+	// need not be checked against the decision then.
+	static bool
 }
 
 // passOverlay is one overlay's selector and what it sets.
@@ -595,7 +599,7 @@ func (pb *passBundle) sameTarget(v cue.Value, decided *selector) bool {
 	if tv.Exists() != (pb.target != nil) {
 		return false
 	}
-	if pb.target == nil {
+	if pb.target == nil || pb.static {
 		return true
 	}
 	return pb.target.sameIn(tv, *decided)
@@ -650,6 +654,9 @@ func sameSelector(a, b selector) bool {
 // cluster brought in through a comprehension was not there to be checked
 // before).
 func (f *Fleet) sameOverlays(pb *passBundle, v cue.Value, decided []selector, matched []passOverlay) bool {
+	if pb.static {
+		return true
+	}
 	list, err := overlayList(lookup(v, "overlays"))
 	if err != nil || len(list) != len(pb.overlays) {
 		return false

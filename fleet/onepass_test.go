@@ -174,6 +174,58 @@ bundles: ap: {namespace: "ap", target: regions: ["ap-*"], manifests: path: "m"}
 	}
 }
 
+// TestStaticSelection checks which bundles' targets and overlays count as
+// the same for every cluster (so that a plan does not read them back from
+// the evaluated fleet), and that plans of a fleet mixing both are the
+// general way's.
+func TestStaticSelection(t *testing.T) {
+	src := "package fleet\n\nimport \"list\"\n" + onePassClusters + `
+_eu: ["eu-*"]
+bundles: plain: {
+	namespace: "plain"
+	manifests: path: "m"
+	target: regions: ["eu-*", "us-*"]
+	overlays: [{clusterSelector: matchLabels: class: "regulated", values: replicas: 3}]
+}
+bundles: imports: {namespace: "imports", manifests: path: "m", target: when: list.Contains(["a"], "a")}
+bundles: when: {namespace: "when", manifests: path: "m", target: when: cluster.labels.env == "prod"}
+bundles: helper: {namespace: "helper", manifests: path: "m", target: regions: _eu}
+bundles: reads: {
+	namespace: "reads"
+	manifests: path: "m"
+	overlays: [{regions: ["eu-*"], values: region: cluster.region}]
+}
+bundles: split: {namespace: "split", manifests: path: "m", values: big: *false | bool}
+bundles: split: overlays: [{regions: ["eu-*"], values: zone: "\(cluster.region)-a"}]
+`
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "fleet.cue"), []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	once, _, _ := comparePlans(t, dir)
+	if len(once) != 3 {
+		f, _ := Load(dir, LoadOptions{})
+		t.Errorf("planned in one evaluation: %v, want every cluster (%s)", once, f.onePassInfo().why)
+	}
+	f, err := Load(dir, LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.withoutInventory(); err != nil {
+		t.Fatal(err)
+	}
+	var static []string
+	for name, pb := range f.onePassInfo().bundles {
+		if pb.static {
+			static = append(static, name)
+		}
+	}
+	slices.Sort(static)
+	if got := join(static); got != "imports plain" {
+		t.Errorf("bundles whose selection is the same for every cluster: %q, want %q", got, "imports plain")
+	}
+}
+
 // TestOnePassOnRealFleets checks that the demo fleet, the example fleets
 // and the synthetic fleet plan in one evaluation, alike.
 func TestOnePassOnRealFleets(t *testing.T) {

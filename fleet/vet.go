@@ -25,25 +25,36 @@ type Progress func(done, total int)
 // evaluation cannot be interrupted, and takes milliseconds) and the error
 // is ctx's cause; nothing planned is returned then. progress may be nil.
 func (f *Fleet) PlanInventory(ctx context.Context, progress Progress) ([]*Plan, Diagnostics, error) {
-	results, errs, err := f.PlanClusters(ctx, f.inventory, progress)
+	var plans []*Plan
+	problems, err := f.EachInventoryPlan(ctx, progress, func(p *Plan) error {
+		plans = append(plans, p)
+		return nil
+	})
 	if err != nil {
 		return nil, nil, err
 	}
-	var plans []*Plan
-	var problems Diagnostics
-	for i, c := range f.inventory {
-		p, err := results[i], errs[i]
-		if err != nil {
-			ds := AsDiagnostics(err)
-			if ds == nil {
-				ds = Diagnostics{{Clusters: []string{c.Name}, Message: err.Error()}}
-			}
-			problems = append(problems, ds...)
-			continue
-		}
-		plans = append(plans, p)
-	}
 	return plans, problems, nil
+}
+
+// EachInventoryPlan is PlanInventory for a caller that uses each plan as
+// it comes and keeps nothing (a batch command printing plans): each is
+// handed to use in name order, as soon as it and the plans before it are
+// made, while the other planning goroutines go on. use is never called
+// twice at once; its error stops planning and is returned.
+func (f *Fleet) EachInventoryPlan(ctx context.Context, progress Progress, use func(*Plan) error) (Diagnostics, error) {
+	var problems Diagnostics
+	err := f.EachPlan(ctx, f.inventory, progress, func(i int, p *Plan, err error) error {
+		if err == nil {
+			return use(p)
+		}
+		ds := AsDiagnostics(err)
+		if ds == nil {
+			ds = Diagnostics{{Clusters: []string{f.inventory[i].Name}, Message: err.Error()}}
+		}
+		problems = append(problems, ds...)
+		return nil
+	})
+	return problems, err
 }
 
 // PlanClusters plans the given identities (the inventory's, or clusters
@@ -51,33 +62,43 @@ func (f *Fleet) PlanInventory(ctx context.Context, progress Progress) ([]*Plan, 
 // clusters[i]. When ctx ends, it stops between clusters and returns ctx's
 // cause.
 func (f *Fleet) PlanClusters(ctx context.Context, clusters []Cluster, progress Progress) ([]*Plan, []error, error) {
+	results := make([]*Plan, len(clusters))
+	errs := make([]error, len(clusters))
+	err := f.EachPlan(ctx, clusters, progress, func(i int, p *Plan, err error) error {
+		results[i], errs[i] = p, err
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return results, errs, nil
+}
+
+// EachPlan plans the given identities on all CPUs and hands use the plan
+// or the error of clusters[i], for i in order, as soon as it and those
+// before it are done: a caller that keeps nothing holds a few plans at a
+// time, not the batch. use is never called twice at once; the planning
+// goroutines go on while it runs. When ctx ends, or use returns an error,
+// planning stops between clusters and EachPlan returns ctx's cause or that
+// error.
+func (f *Fleet) EachPlan(ctx context.Context, clusters []Cluster, progress Progress, use func(i int, p *Plan, err error) error) error {
 	n := len(clusters)
 	if n > 1 {
 		if err := f.withoutInventory(); err != nil {
-			return nil, nil, err
+			return err
 		}
 	}
-	results := make([]*Plan, n)
-	errs := make([]error, n)
-	var mu sync.Mutex
-	done := 0
-	planned := func() {
-		if progress == nil {
-			return
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		done++
-		progress(done, n)
-	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	out := &inOrder{use: use, progress: progress, total: n, cancel: cancel, waiting: map[int]planned{}}
 	workers := min(runtime.GOMAXPROCS(0), n/clustersPerWorker)
 	if workers <= 1 {
 		for i, c := range clusters {
 			if ctx.Err() != nil {
 				break
 			}
-			results[i], errs[i] = f.Plan(c)
-			planned()
+			p, err := f.Plan(c)
+			out.done(i, p, err)
 		}
 	} else {
 		// A CUE context is not safe for concurrent use: each worker plans
@@ -92,17 +113,69 @@ func (f *Fleet) PlanClusters(ctx context.Context, clusters []Cluster, progress P
 		for _, w := range fleets {
 			wg.Go(func() {
 				for i := int(next.Add(1) - 1); i < n && ctx.Err() == nil; i = int(next.Add(1) - 1) {
-					results[i], errs[i] = w.Plan(clusters[i])
-					planned()
+					p, err := w.Plan(clusters[i])
+					out.done(i, p, err)
 				}
 			})
 		}
 		wg.Wait()
 	}
-	if ctx.Err() != nil {
-		return nil, nil, context.Cause(ctx)
+	return context.Cause(ctx)
+}
+
+// inOrder hands plans made in any order to use in the order of their
+// clusters. The goroutine that completes the next one in order hands it
+// (and those after it that were waiting) over, outside the lock; the
+// others leave theirs and go on planning.
+type inOrder struct {
+	use      func(int, *Plan, error) error
+	progress Progress
+	total    int
+	cancel   context.CancelCauseFunc
+
+	mu       sync.Mutex
+	next     int
+	finished int
+	waiting  map[int]planned // done, not handed over yet
+	handing  bool            // a goroutine is handing plans over: use runs once at a time
+	failed   bool
+}
+
+type planned struct {
+	p   *Plan
+	err error
+}
+
+func (o *inOrder) done(i int, p *Plan, err error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.finished++
+	if o.progress != nil {
+		o.progress(o.finished, o.total)
 	}
-	return results, errs, nil
+	o.waiting[i] = planned{p, err}
+	if o.handing || o.failed {
+		return
+	}
+	o.handing = true
+	defer func() { o.handing = false }()
+	for {
+		r, ok := o.waiting[o.next]
+		if !ok {
+			return
+		}
+		delete(o.waiting, o.next)
+		at := o.next
+		o.next++
+		o.mu.Unlock()
+		err := o.use(at, r.p, r.err)
+		o.mu.Lock()
+		if err != nil {
+			o.failed = true
+			o.cancel(err)
+			return
+		}
+	}
 }
 
 // Problems returns every problem of the inventory's plans, as

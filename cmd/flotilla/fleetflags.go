@@ -140,17 +140,32 @@ func planCluster(ctx context.Context, f *fleet.Fleet, c fleet.Cluster) (*fleet.P
 // got every few seconds on a large fleet; a signal stops it between
 // clusters, and the error says how far it got.
 func planInventory(ctx context.Context, stderr io.Writer, f *fleet.Fleet) ([]*fleet.Plan, fleet.Diagnostics, error) {
+	var plans []*fleet.Plan
+	problems, err := eachInventoryPlan(ctx, stderr, f, func(p *fleet.Plan) error {
+		plans = append(plans, p)
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return plans, problems, nil
+}
+
+// eachInventoryPlan is planInventory handing each plan to use in name
+// order as it is made (fleet.EachInventoryPlan), for commands that print
+// plans and keep nothing.
+func eachInventoryPlan(ctx context.Context, stderr io.Writer, f *fleet.Fleet, use func(*fleet.Plan) error) (fleet.Diagnostics, error) {
 	total := len(f.Inventory())
 	var done atomic.Int64
 	stopProgress := everyFewSeconds(stderr, func() string {
 		return fmt.Sprintf("planned %d of %s", done.Load(), english.Count(total, "cluster"))
 	})
-	plans, problems, err := f.PlanInventory(ctx, func(n, _ int) { done.Store(int64(n)) })
+	problems, err := f.EachInventoryPlan(ctx, func(n, _ int) { done.Store(int64(n)) }, use)
 	stopProgress()
 	if err != nil {
-		return nil, nil, fmt.Errorf("planning %s (%d planned): %w", english.Count(total, "cluster"), done.Load(), err)
+		return nil, fmt.Errorf("planning %s (%d planned): %w", english.Count(total, "cluster"), done.Load(), err)
 	}
-	return plans, problems, nil
+	return problems, nil
 }
 
 // progressEvery is how often long batch work says how far it got.

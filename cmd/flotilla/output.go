@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -92,4 +93,68 @@ func (o *outputFlag) write(w io.Writer, v any, text func(io.Writer) error) error
 	default:
 		return text(w)
 	}
+}
+
+// listWriter prints a JSON or YAML list one element at a time, so that a
+// batch command prints each result as it is made instead of holding the
+// batch (and its whole encoding) in memory. The bytes are those write
+// prints for the whole list.
+type listWriter struct {
+	w      io.Writer
+	format string
+	n      int
+}
+
+// list starts a list printed element by element in the JSON or YAML
+// format; close ends it.
+func (o *outputFlag) list(w io.Writer) *listWriter {
+	return &listWriter{w: w, format: o.format}
+}
+
+// add prints one element.
+func (l *listWriter) add(v any) error {
+	var buf bytes.Buffer
+	switch l.format {
+	case "json":
+		// What json.Encoder with SetIndent("", "  ") prints for the
+		// element inside the list.
+		data, err := json.MarshalIndent(v, "  ", "  ")
+		if err != nil {
+			return err
+		}
+		if l.n == 0 {
+			buf.WriteString("[\n  ")
+		} else {
+			buf.WriteString(",\n  ")
+		}
+		buf.Write(data)
+	case "yaml":
+		// A one-element sequence is the element's entry in the whole
+		// sequence.
+		data, err := yaml.Marshal([]any{v})
+		if err != nil {
+			return err
+		}
+		buf.Write(data)
+	default:
+		return fmt.Errorf("a list in %s is not printed element by element", l.format)
+	}
+	l.n++
+	_, err := l.w.Write(buf.Bytes())
+	return err
+}
+
+// close ends the list ("[]" when it is empty).
+func (l *listWriter) close() error {
+	var end string
+	switch {
+	case l.n == 0:
+		end = "[]\n"
+	case l.format == "json":
+		end = "\n]\n"
+	default:
+		return nil
+	}
+	_, err := io.WriteString(l.w, end)
+	return err
 }

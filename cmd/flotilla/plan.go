@@ -1,11 +1,11 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -61,55 +61,85 @@ func newPlanCmd() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		var plans []*fleet.Plan
-		var problems fleet.Diagnostics
 		if *all {
-			tuneGCForBatch()
-			if plans, problems, err = planInventory(cmd.Context(), progressTo(cmd), f); err != nil {
-				return err
-			}
-			if len(plans) == 0 && len(problems) == 0 {
-				return missingIdentity(f)
-			}
-		} else {
-			c, err := id.resolve(f)
-			if err != nil {
-				return err
-			}
-			p, err := planCluster(cmd.Context(), f, c)
-			if err != nil {
-				return err
-			}
-			plans = []*fleet.Plan{p}
+			return planAll(cmd, f, out)
 		}
-		for _, p := range plans {
-			for _, b := range p.Failed() {
-				problems = append(problems, b.Errors...)
-			}
+		c, err := id.resolve(f)
+		if err != nil {
+			return err
 		}
-
-		var data any = plans
-		if !*all {
-			data = plans[0]
+		p, err := planCluster(cmd.Context(), f, c)
+		if err != nil {
+			return err
 		}
-		err = out.write(cmd.OutOrStdout(), data, func(w io.Writer) error {
-			if *all {
-				return writePlanMatrix(w, f.Bundles(), plans)
-			}
-			return writePlanText(w, plans[0], repoDir(args))
+		err = out.write(cmd.OutOrStdout(), p, func(w io.Writer) error {
+			return writePlanText(w, p, repoDir(args))
 		})
 		if err != nil {
 			return err
 		}
-		if len(problems) > 0 {
-			for _, d := range problems {
-				fmt.Fprintln(cmd.ErrOrStderr(), d.Error())
-			}
-			return &reportedError{errors.New(english.Count(len(problems), "problem"))}
+		var problems fleet.Diagnostics
+		for _, b := range p.Failed() {
+			problems = append(problems, b.Errors...)
 		}
-		return nil
+		return reportProblems(cmd.ErrOrStderr(), problems)
 	}
 	return cmd
+}
+
+// planAll plans every inventory cluster. JSON and YAML print each plan as
+// soon as it and those before it are made, so that memory holds a few
+// plans, not the fleet's (nor the whole encoding: 270 MB of JSON at 5,000
+// clusters × 50 bundles); the text matrix keeps its cells.
+func planAll(cmd *cobra.Command, f *fleet.Fleet, out *outputFlag) error {
+	if len(f.Inventory()) == 0 {
+		return missingIdentity(f)
+	}
+	tuneGCForBatch()
+	w := bufio.NewWriterSize(cmd.OutOrStdout(), 64<<10)
+	list := out.list(w)
+	matrix := newPlanMatrix(f.Bundles())
+	var failed fleet.Diagnostics
+	problems, err := eachInventoryPlan(cmd.Context(), progressTo(cmd), f, func(p *fleet.Plan) error {
+		for _, b := range p.Failed() {
+			failed = append(failed, b.Errors...)
+		}
+		if out.format == "text" {
+			matrix.add(p)
+			return nil
+		}
+		return list.add(p)
+	})
+	if err != nil {
+		// What was printed stays printed (a partial list): the exit code
+		// and the error say it is not the whole fleet.
+		_ = w.Flush()
+		return err
+	}
+	if out.format == "text" {
+		err = matrix.write(w)
+	} else {
+		err = list.close()
+	}
+	if err == nil {
+		err = w.Flush()
+	}
+	if err != nil {
+		return err
+	}
+	return reportProblems(cmd.ErrOrStderr(), append(problems, failed...))
+}
+
+// reportProblems prints each problem to stderr and, when there are any,
+// returns the error that sets the exit code.
+func reportProblems(stderr io.Writer, problems fleet.Diagnostics) error {
+	if len(problems) == 0 {
+		return nil
+	}
+	for _, d := range problems {
+		fmt.Fprintln(stderr, d.Error())
+	}
+	return &reportedError{errors.New(english.Count(len(problems), "problem"))}
 }
 
 // writePlanText explains one cluster's plan; repoDir is the fleet
@@ -235,40 +265,53 @@ func writeValuesFiles(w io.Writer, repoDir string, b *fleet.Bundle) {
 	}
 }
 
-// writePlanMatrix prints clusters × bundles: ✓ selected (+N overlays),
-// - not selected, FAILED.
-func writePlanMatrix(w io.Writer, bundles []string, plans []*fleet.Plan) error {
-	waves := slices.ContainsFunc(plans, func(p *fleet.Plan) bool { return p.Rollout != nil })
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	if waves {
-		fmt.Fprintf(tw, "CLUSTER\tREGION\tWAVE\t%s\n", strings.Join(bundles, "\t"))
-	} else {
-		fmt.Fprintf(tw, "CLUSTER\tREGION\t%s\n", strings.Join(bundles, "\t"))
+// planMatrix is the text of `plan --all`: clusters × bundles, ✓ selected
+// (+N overlays), - not selected, FAILED. It keeps each cluster's cells,
+// not its plan.
+type planMatrix struct {
+	bundles []string
+	rows    [][]string // cluster, region, wave, cells...
+	waves   bool
+}
+
+func newPlanMatrix(bundles []string) *planMatrix { return &planMatrix{bundles: bundles} }
+
+func (m *planMatrix) add(p *fleet.Plan) {
+	row := []string{p.Cluster.Name, dash(p.Cluster.Region), "-"}
+	if r := p.Rollout; r != nil {
+		m.waves = true
+		if r.Wave != "" {
+			row[2] = fmt.Sprintf("%d %s", r.WaveIndex+1, r.Wave)
+		}
 	}
-	for _, p := range plans {
-		cells := make([]string, len(bundles))
-		for i, name := range bundles {
-			b := p.Bundle(name)
-			switch {
-			case b == nil:
-				cells[i] = "-"
-			case b.Failed():
-				cells[i] = "FAILED"
-			case len(b.Overlays) > 0:
-				cells[i] = fmt.Sprintf("✓ +%d", len(b.Overlays))
-			default:
-				cells[i] = "✓"
-			}
+	for _, name := range m.bundles {
+		b := p.Bundle(name)
+		switch {
+		case b == nil:
+			row = append(row, "-")
+		case b.Failed():
+			row = append(row, "FAILED")
+		case len(b.Overlays) > 0:
+			row = append(row, fmt.Sprintf("✓ +%d", len(b.Overlays)))
+		default:
+			row = append(row, "✓")
 		}
-		if waves {
-			wave := "-"
-			if r := p.Rollout; r != nil && r.Wave != "" {
-				wave = fmt.Sprintf("%d %s", r.WaveIndex+1, r.Wave)
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", p.Cluster.Name, dash(p.Cluster.Region), wave, strings.Join(cells, "\t"))
-			continue
+	}
+	m.rows = append(m.rows, row)
+}
+
+func (m *planMatrix) write(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	header := []string{"CLUSTER", "REGION", "WAVE"}
+	line := func(cells []string) {
+		if !m.waves {
+			cells = append(cells[:2:2], cells[3:]...)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", p.Cluster.Name, dash(p.Cluster.Region), strings.Join(cells, "\t"))
+		fmt.Fprintln(tw, strings.Join(cells, "\t"))
+	}
+	line(append(header, m.bundles...))
+	for _, row := range m.rows {
+		line(row)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
