@@ -6,6 +6,8 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+
+	"github.com/flotilla-gitops/flotilla/internal/inorder"
 )
 
 // clustersPerWorker is the least number of clusters worth another
@@ -90,7 +92,18 @@ func (f *Fleet) EachPlan(ctx context.Context, clusters []Cluster, progress Progr
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	out := &inOrder{use: use, progress: progress, total: n, cancel: cancel, waiting: map[int]planned{}}
+	handoff := inorder.New(func(i int, r planned) error { return use(i, r.p, r.err) }, cancel)
+	var mu sync.Mutex
+	finished := 0
+	done := func(i int, p *Plan, err error) {
+		if progress != nil {
+			mu.Lock()
+			finished++
+			progress(finished, n)
+			mu.Unlock()
+		}
+		handoff.Done(i, planned{p, err})
+	}
 	workers := min(runtime.GOMAXPROCS(0), n/clustersPerWorker)
 	if workers <= 1 {
 		for i, c := range clusters {
@@ -98,7 +111,7 @@ func (f *Fleet) EachPlan(ctx context.Context, clusters []Cluster, progress Progr
 				break
 			}
 			p, err := f.Plan(c)
-			out.done(i, p, err)
+			done(i, p, err)
 		}
 	} else {
 		// A CUE context is not safe for concurrent use: each worker plans
@@ -114,7 +127,7 @@ func (f *Fleet) EachPlan(ctx context.Context, clusters []Cluster, progress Progr
 			wg.Go(func() {
 				for i := int(next.Add(1) - 1); i < n && ctx.Err() == nil; i = int(next.Add(1) - 1) {
 					p, err := w.Plan(clusters[i])
-					out.done(i, p, err)
+					done(i, p, err)
 				}
 			})
 		}
@@ -123,59 +136,10 @@ func (f *Fleet) EachPlan(ctx context.Context, clusters []Cluster, progress Progr
 	return context.Cause(ctx)
 }
 
-// inOrder hands plans made in any order to use in the order of their
-// clusters. The goroutine that completes the next one in order hands it
-// (and those after it that were waiting) over, outside the lock; the
-// others leave theirs and go on planning.
-type inOrder struct {
-	use      func(int, *Plan, error) error
-	progress Progress
-	total    int
-	cancel   context.CancelCauseFunc
-
-	mu       sync.Mutex
-	next     int
-	finished int
-	waiting  map[int]planned // done, not handed over yet
-	handing  bool            // a goroutine is handing plans over: use runs once at a time
-	failed   bool
-}
-
+// planned is one cluster's plan or error, on its way to the caller.
 type planned struct {
 	p   *Plan
 	err error
-}
-
-func (o *inOrder) done(i int, p *Plan, err error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.finished++
-	if o.progress != nil {
-		o.progress(o.finished, o.total)
-	}
-	o.waiting[i] = planned{p, err}
-	if o.handing || o.failed {
-		return
-	}
-	o.handing = true
-	defer func() { o.handing = false }()
-	for {
-		r, ok := o.waiting[o.next]
-		if !ok {
-			return
-		}
-		delete(o.waiting, o.next)
-		at := o.next
-		o.next++
-		o.mu.Unlock()
-		err := o.use(at, r.p, r.err)
-		o.mu.Lock()
-		if err != nil {
-			o.failed = true
-			o.cancel(err)
-			return
-		}
-	}
 }
 
 // Problems returns every problem of the inventory's plans, as

@@ -2,7 +2,12 @@ package main
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
+
+	"github.com/flotilla-gitops/flotilla/internal/version"
 )
 
 // TestListPrintsWhatWritePrints: a list printed element by element (batch
@@ -41,5 +46,29 @@ func TestListPrintsWhatWritePrints(t *testing.T) {
 				t.Errorf("%s, %d elements: element by element\n%s\nwhole\n%s", format, n, streamed.String(), whole.String())
 			}
 		}
+	}
+}
+
+// TestRequestsNameFlotilla: the client configuration of every command that
+// talks to a cluster names Flotilla and its version as the user agent,
+// whatever the binary is called (audit logs and request metrics show it).
+func TestRequestsNameFlotilla(t *testing.T) {
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	cfg := `apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:6443"}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: x, context: {cluster: c, user: u}}]
+current-context: x
+`
+	if err := os.WriteFile(kubeconfig, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rc, err := (&kubeFlags{kubeconfig: kubeconfig}).restConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "flotilla/" + version.Get().Version + " ("; !strings.HasPrefix(rc.UserAgent, want) {
+		t.Errorf("user agent %q, want it to start with %q", rc.UserAgent, want)
 	}
 }

@@ -243,23 +243,25 @@ func renderAll(ctx context.Context, stderr, progress io.Writer, f *fleet.Fleet, 
 	stopProgress := everyFewSeconds(progress, func() string {
 		return fmt.Sprintf("rendered %d of %s", done.Load(), english.Count(total, "bundle"))
 	})
-	rendered, err := r.RenderPlans(ctx, plans, keep, func() { done.Add(1) })
-	stopProgress()
-	if err != nil {
-		return fmt.Errorf("rendering %s for %s into %s (%d done): %w", english.Count(total, "bundle"), english.Count(len(plans), "cluster"), rf.out, done.Load(), err)
-	}
+	// Each cluster's files are written as soon as its bundles (and the
+	// clusters' before it) are rendered, and let go.
 	failed := 0
-	for i, p := range plans {
-		for _, res := range rendered[i] {
+	err = r.EachRendered(ctx, plans, keep, func() { done.Add(1) }, func(i int, bundles []planrender.Bundle) error {
+		for _, res := range bundles {
 			if res.Err != nil {
 				failed++
 				fmt.Fprintln(stderr, res.Err)
 				continue
 			}
-			if err := dir.writeBundle(filepath.Join(p.Cluster.Name, res.Name+".yaml"), res.Result.Objects); err != nil {
+			if err := dir.writeBundle(filepath.Join(plans[i].Cluster.Name, res.Name+".yaml"), res.Result.Objects); err != nil {
 				return err
 			}
 		}
+		return nil
+	})
+	stopProgress()
+	if err != nil {
+		return fmt.Errorf("rendering %s for %s into %s (%d done): %w", english.Count(total, "bundle"), english.Count(len(plans), "cluster"), rf.out, done.Load(), err)
 	}
 	fmt.Fprintf(progress, "rendered %s for %s (%s) into %s\n",
 		english.Count(total-failed, "bundle"), english.Count(len(plans), "cluster"), english.Count(r.Distinct(), "distinct render"), rf.out)

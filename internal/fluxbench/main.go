@@ -12,20 +12,22 @@
 //   - change: 10 ConfigMaps changed in one commit, from the commit (and the
 //     tool's trigger: Flux's reconcile.fluxcd.io/requestedAt on the
 //     GitRepository, the agent's /trigger) to the tool reporting it applied;
-//   - API requests the API server served during the first sync and while
-//     idle (apiserver_request_total from its /metrics: the tool is the only
-//     client then, but for the control plane's own controllers, which run
-//     under both tools alike);
+//   - API requests the tool made during the first sync, the change and
+//     while idle, by verb: the API server's audit log, counting the
+//     requests whose user agent names one of the tool's programs (not the
+//     control plane's own controllers, nor this harness's polling);
 //   - CPU seconds of the tool's processes while idle for -idle;
 //   - resident memory of every process the tool runs (the agent and its
 //     workers; both controllers) at the end of the idle time, and their
-//     peaks.
+//     peaks; and their proportional set size (PSS), at the end and the
+//     largest sum sampled every 200 ms: resident memory counts the pages
+//     of a binary once per process that maps them, so an agent and its
+//     worker (one binary) are counted twice where PSS counts them once.
 //
 // bench/flux.sh runs it; results go in bench/RESULTS.md by hand.
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"flag"
@@ -37,6 +39,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -46,7 +50,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
@@ -79,11 +82,50 @@ func main() {
 
 // result is one tool's run.
 type result struct {
-	tool                    string
-	firstSync, change       time.Duration
-	firstRequests, idleReqs int64
-	idleCPU                 float64
-	rss, anon, peak         int64
+	tool              string
+	firstSync, change time.Duration
+	// requests of the tool by verb, in the first sync, the change and
+	// the idle time.
+	firstReqs, changeReqs, idleReqs map[string]int
+	idleCPU                         float64
+	rss, anon, peak                 int64
+	// pss is the proportional set size of the processes at the end of the
+	// idle time, peakPSS the largest sum sampled: pages the processes
+	// share (the agent and its workers run one binary) count once.
+	pss, peakPSS int64
+}
+
+func mib(bytes int64) float64 { return float64(bytes) / (1 << 20) }
+
+// total is the number of requests of all verbs.
+func total(verbs map[string]int) int {
+	n := 0
+	for _, c := range verbs {
+		n += c
+	}
+	return n
+}
+
+// byVerb prints requests by verb, most first.
+func byVerb(verbs map[string]int) string {
+	names := make([]string, 0, len(verbs))
+	for v := range verbs {
+		names = append(names, v)
+	}
+	sort.Slice(names, func(i, j int) bool {
+		if verbs[names[i]] != verbs[names[j]] {
+			return verbs[names[i]] > verbs[names[j]]
+		}
+		return names[i] < names[j]
+	})
+	parts := make([]string, len(names))
+	for i, v := range names {
+		parts[i] = fmt.Sprintf("%s %d", v, verbs[v])
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, ", ")
 }
 
 func run(o options) error {
@@ -104,15 +146,17 @@ func run(o options) error {
 	defer srv.StopHTTP()
 	repo.url = srv.HTTPAddress() + "/fleet.git"
 	fmt.Printf("workload: 1 namespace, %d ConfigMaps, 20 Deployments; interval %s; idle %s\n", o.objects, o.interval, o.idle)
-	fmt.Printf("%-9s %-4s %10s %10s %10s %10s %10s %10s %10s %10s\n", "tool", "run", "first s", "change s", "first req", "idle req", "idle cpu", "rss MiB", "anon MiB", "peak MiB")
+	fmt.Printf("%-9s %-4s %10s %10s %10s %10s %10s %10s %10s %10s %10s %10s\n", "tool", "run", "first s", "change s", "first req", "idle req", "idle cpu", "rss MiB", "anon MiB", "peak MiB", "pss MiB", "peak pss")
 	for i := 1; i <= o.runs; i++ {
 		for _, tool := range strings.Split(o.tools, ",") {
 			r, err := measure(o, repo, tool)
 			if err != nil {
 				return fmt.Errorf("%s, run %d: %w", tool, i, err)
 			}
-			fmt.Printf("%-9s %-4d %10.1f %10.1f %10d %10d %10.2f %10.0f %10.0f %10.0f\n", r.tool, i, r.firstSync.Seconds(), r.change.Seconds(),
-				r.firstRequests, r.idleReqs, r.idleCPU, float64(r.rss)/(1<<20), float64(r.anon)/(1<<20), float64(r.peak)/(1<<20))
+			fmt.Printf("%-9s %-4d %10.1f %10.1f %10d %10d %10.2f %10.0f %10.0f %10.0f %10.0f %10.0f\n", r.tool, i, r.firstSync.Seconds(), r.change.Seconds(),
+				total(r.firstReqs), total(r.idleReqs), r.idleCPU, mib(r.rss), mib(r.anon), mib(r.peak), mib(r.pss), mib(r.peakPSS))
+			fmt.Printf("    requests of the first sync: %s\n    of the change (%d): %s\n    while idle: %s\n",
+				byVerb(r.firstReqs), total(r.changeReqs), byVerb(r.changeReqs), byVerb(r.idleReqs))
 		}
 	}
 	return nil
@@ -125,7 +169,7 @@ func measure(o options, repo *gitRepo, tool string) (*result, error) {
 	if err := repo.reset(o.objects); err != nil {
 		return nil, err
 	}
-	cluster, err := testenv.Start(ctx, testenv.Options{Name: "bench-1", Full: true})
+	cluster, err := testenv.Start(ctx, testenv.Options{Name: "bench-1", Full: true, Audit: true})
 	if err != nil {
 		return nil, err
 	}
@@ -141,8 +185,8 @@ func measure(o options, repo *gitRepo, tool string) (*result, error) {
 		t = &agentRun{bin: o.flotilla, cluster: cluster, interval: o.interval}
 	}
 	r := &result{tool: tool}
-	before, err := apiRequests(ctx, cluster)
-	if err != nil {
+	audit := &auditReader{cluster: cluster, clients: t.clients()}
+	if _, err := audit.since(); err != nil {
 		return nil, err
 	}
 	start := time.Now()
@@ -150,15 +194,14 @@ func measure(o options, repo *gitRepo, tool string) (*result, error) {
 		return nil, err
 	}
 	defer t.stop()
+	sampler := samplePSS(ctx, t.pids)
 	if err := until(ctx, 10*time.Minute, func() (bool, error) { return t.applied(ctx, repo.head) }); err != nil {
 		return nil, fmt.Errorf("first sync: %w", err)
 	}
 	r.firstSync = time.Since(start)
-	after, err := apiRequests(ctx, cluster)
-	if err != nil {
+	if r.firstReqs, err = audit.since(); err != nil {
 		return nil, err
 	}
-	r.firstRequests = after - before
 
 	if err := repo.change(10); err != nil {
 		return nil, err
@@ -174,13 +217,12 @@ func measure(o options, repo *gitRepo, tool string) (*result, error) {
 	if err := checkChanged(ctx, kube, 10); err != nil {
 		return nil, err
 	}
+	if r.changeReqs, err = audit.since(); err != nil {
+		return nil, err
+	}
 
 	pids := t.pids()
 	cpu0 := cpuSeconds(pids)
-	req0, err := apiRequests(ctx, cluster)
-	if err != nil {
-		return nil, err
-	}
 	select {
 	case <-time.After(o.idle):
 	case <-ctx.Done():
@@ -188,13 +230,87 @@ func measure(o options, repo *gitRepo, tool string) (*result, error) {
 	}
 	pids = t.pids()
 	r.idleCPU = cpuSeconds(pids) - cpu0
-	req1, err := apiRequests(ctx, cluster)
+	if r.idleReqs, err = audit.since(); err != nil {
+		return nil, err
+	}
+	r.rss, r.anon, r.peak = memory(pids)
+	r.pss, r.peakPSS = pss(pids), sampler.stop()
+	return r, nil
+}
+
+// pssSampler sums the proportional set size of a tool's processes every
+// 200 ms and keeps the largest sum.
+type pssSampler struct {
+	done chan struct{}
+	max  chan int64
+}
+
+func samplePSS(ctx context.Context, pids func() []int) *pssSampler {
+	s := &pssSampler{done: make(chan struct{}), max: make(chan int64, 1)}
+	go func() {
+		var most int64
+		tick := time.NewTicker(200 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			most = max(most, pss(pids()))
+			select {
+			case <-tick.C:
+			case <-s.done:
+				s.max <- most
+				return
+			case <-ctx.Done():
+				s.max <- most
+				return
+			}
+		}
+	}()
+	return s
+}
+
+func (s *pssSampler) stop() int64 {
+	close(s.done)
+	return <-s.max
+}
+
+// pss is the sum of the processes' proportional set sizes.
+func pss(pids []int) int64 {
+	var total int64
+	for _, pid := range pids {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+		if err != nil {
+			continue
+		}
+		for line := range strings.SplitSeq(string(data), "\n") {
+			if f := strings.Fields(line); len(f) >= 2 && f[0] == "Pss:" {
+				kb, _ := strconv.ParseInt(f[1], 10, 64)
+				total += kb << 10
+			}
+		}
+	}
+	return total
+}
+
+// auditReader counts a tool's requests in the API server's audit log.
+type auditReader struct {
+	cluster *testenv.Cluster
+	clients []string // the programs of the tool, as their user agents name them
+	at      int64
+}
+
+// since returns the tool's requests by verb since the last call.
+func (a *auditReader) since() (map[string]int, error) {
+	events, next, err := a.cluster.ReadAudit(a.at)
 	if err != nil {
 		return nil, err
 	}
-	r.idleReqs = req1 - req0
-	r.rss, r.anon, r.peak = memory(pids)
-	return r, nil
+	a.at = next
+	verbs := map[string]int{}
+	for _, e := range events {
+		if slices.Contains(a.clients, e.Client()) {
+			verbs[e.Verb]++
+		}
+	}
+	return verbs, nil
 }
 
 // toolRun is one tool running against a cluster.
@@ -205,6 +321,9 @@ type toolRun interface {
 	trigger(ctx context.Context) error
 	// pids are every process the tool runs now.
 	pids() []int
+	// clients are the programs of the tool that talk to the API server,
+	// as their user agents name them.
+	clients() []string
 	stop()
 }
 
@@ -239,31 +358,6 @@ func checkChanged(ctx context.Context, kube client.Client, n int) error {
 		}
 	}
 	return nil
-}
-
-// apiRequests sums apiserver_request_total from the API server's metrics.
-func apiRequests(ctx context.Context, cluster *testenv.Cluster) (int64, error) {
-	cs, err := kubernetes.NewForConfig(cluster.Config)
-	if err != nil {
-		return 0, err
-	}
-	data, err := cs.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
-	if err != nil {
-		return 0, err
-	}
-	var total float64
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, "apiserver_request_total{") {
-			continue
-		}
-		if v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64); err == nil {
-			total += v
-		}
-	}
-	return int64(total), nil
 }
 
 // cpuSeconds is the user and system CPU time of the processes, with that
@@ -403,6 +497,8 @@ func (f *fluxRun) pids() []int {
 
 func (f *fluxRun) stop() {}
 
+func (f *fluxRun) clients() []string { return []string{"source-controller", "kustomize-controller"} }
+
 // agentRun is the Flotilla agent, as a process with its workers.
 type agentRun struct {
 	bin      string
@@ -468,6 +564,8 @@ func (a *agentRun) trigger(ctx context.Context) error {
 	}
 	return nil
 }
+
+func (a *agentRun) clients() []string { return []string{"flotilla"} }
 
 func (a *agentRun) pids() []int {
 	return append([]int{a.cmd.Process.Pid}, children(a.cmd.Process.Pid)...)

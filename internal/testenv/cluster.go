@@ -42,6 +42,12 @@ type Options struct {
 
 	// AssetsDir holds the binaries. Defaults to AssetsDir().
 	AssetsDir string
+
+	// Audit makes the API server log every request it completes (audit
+	// level Metadata: who, with which user agent, which verb on which
+	// resource; no bodies) as JSON lines to Cluster.AuditLog, to count a
+	// client's requests (ReadAudit).
+	Audit bool
 }
 
 // Cluster is a running local cluster.
@@ -55,6 +61,8 @@ type Cluster struct {
 	Kubeconfig string
 	// Dir holds the kubeconfig and the processes' logs.
 	Dir string
+	// AuditLog is the API server's audit log with Options.Audit, or "".
+	AuditLog string
 
 	env        *envtest.Environment
 	logs       []*os.File // envtest's process logs
@@ -151,6 +159,11 @@ func (c *Cluster) startControlPlane(opts Options) error {
 		c.env = &envtest.Environment{BinaryAssetsDirectory: opts.AssetsDir, ControlPlaneStartTimeout: time.Minute}
 		api := c.env.ControlPlane.GetAPIServer()
 		api.Out, api.Err = apiLog, apiLog
+		if opts.Audit {
+			if err := c.configureAudit(api); err != nil {
+				return err
+			}
+		}
 		c.env.ControlPlane.Etcd = &envtest.Etcd{Out: etcdLog, Err: etcdLog}
 		cfg, err = c.env.Start()
 		if err == nil {

@@ -3,6 +3,7 @@ package testenv_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"slices"
 	"strings"
@@ -17,6 +18,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/flotilla-gitops/flotilla/internal/testenv"
@@ -173,5 +176,51 @@ func TestStartExplainsMissingBinaries(t *testing.T) {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not mention %q", err, want)
 		}
+	}
+}
+
+// TestAuditLogCountsAClientsRequests: with Audit, the API server logs the
+// requests of a client under its user agent, each once, with its verb and
+// resource; a reader picks up from where it stopped.
+func TestAuditLogCountsAClientsRequests(t *testing.T) {
+	c := testenv.StartT(t, testenv.Options{Name: "audited", Audit: true})
+	_, from, err := c.ReadAudit(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := rest.CopyConfig(c.Config)
+	cfg.UserAgent = "audit-probe/v1"
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("probe-%d", i), Namespace: "default"}}
+		if _, err := cs.CoreV1().ConfigMaps("default").Create(t.Context(), cm, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := cs.CoreV1().ConfigMaps("default").Get(t.Context(), "probe-0", metav1.GetOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// An event is written as its request completes, which may be just
+	// after the client has its response: read until the four are there.
+	verbs := map[string]int{}
+	deadline := time.Now().Add(30 * time.Second)
+	for verbs["create"]+verbs["get"] < 4 && time.Now().Before(deadline) {
+		events, next, err := c.ReadAudit(from)
+		if err != nil {
+			t.Fatal(err)
+		}
+		from = next
+		for _, e := range events {
+			if e.Client() == "audit-probe" && e.ObjectRef != nil && e.ObjectRef.Resource == "configmaps" {
+				verbs[e.Verb]++
+			}
+		}
+		time.Sleep(50 * time.Millisecond) // polling a file, bounded by the deadline
+	}
+	if verbs["create"] != 3 || verbs["get"] != 1 || len(verbs) != 2 {
+		t.Errorf("audited requests of the probe: %v, want 3 creates and 1 get", verbs)
 	}
 }

@@ -5,6 +5,7 @@
 package planrender
 
 import (
+	"container/list"
 	"context"
 	"errors"
 	"fmt"
@@ -12,12 +13,14 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sync/errgroup"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/flotilla-gitops/flotilla/fleet"
 	"github.com/flotilla-gitops/flotilla/internal/english"
+	"github.com/flotilla-gitops/flotilla/internal/inorder"
 	"github.com/flotilla-gitops/flotilla/render"
 	"github.com/flotilla-gitops/flotilla/render/cue"
 	"github.com/flotilla-gitops/flotilla/render/helm"
@@ -99,12 +102,30 @@ type Renderer struct {
 
 	mu    sync.Mutex
 	cache map[string]*cached
+	// lru orders the cached results (by key), least recently used first;
+	// held is the size of their objects as JSON, kept under
+	// maxCachedBytes.
+	lru       *list.List
+	held      int64
+	maxCached int64 // maxCachedBytes; tests lower it
+	renders   int
 }
+
+// maxCachedBytes bounds the renders a Renderer remembers, by the size of
+// their objects as JSON (several times that in memory): past it, the
+// least recently used are let go, and rendered again if asked for again.
+// A batch that renders a thousand clusters then holds the renders its
+// clusters share (which every cluster asks for again), not every
+// cluster's own.
+const maxCachedBytes = 64 << 20
 
 type cached struct {
 	once sync.Once
 	res  *render.Result
 	err  error
+	// elem is the entry's place in the Renderer's lru once its result
+	// counts in held.
+	elem *list.Element
 }
 
 // New returns a renderer for the repository at repoDir with every source
@@ -115,7 +136,7 @@ func New(repoDir string, opts Options) *Renderer {
 		renderers = InProcess(opts)
 	}
 	engine := render.NewEngine(renderers, opts.Scope).WithLimits(opts.Limits)
-	return &Renderer{repoDir: repoDir, engine: engine, cache: map[string]*cached{}, maxClusterBytes: opts.Limits.MaxClusterBytes}
+	return &Renderer{repoDir: repoDir, engine: engine, cache: map[string]*cached{}, lru: list.New(), maxCached: maxCachedBytes, maxClusterBytes: opts.Limits.MaxClusterBytes}
 }
 
 // Bundle is one planned bundle rendered, or why it could not be.
@@ -167,20 +188,51 @@ func (r *Renderer) RenderPlan(ctx context.Context, plan *fleet.Plan) ([]Bundle, 
 // ends, rendering stops and the error is ctx's cause.
 func (r *Renderer) RenderPlans(ctx context.Context, plans []*fleet.Plan, keep func(*fleet.Bundle) bool, done func()) ([][]Bundle, error) {
 	out := make([][]Bundle, len(plans))
+	err := r.EachRendered(ctx, plans, keep, done, func(i int, bundles []Bundle) error {
+		out[i] = bundles
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// EachRendered is RenderPlans for a caller that uses each cluster's
+// bundles as they come and keeps nothing (render --all writing files):
+// use gets plans[i]'s bundles, for i in order, as soon as they and the
+// earlier plans' are rendered, while rendering goes on; it is never called
+// twice at once. Its error, or ctx ending, stops rendering and is
+// returned.
+func (r *Renderer) EachRendered(ctx context.Context, plans []*fleet.Plan, keep func(*fleet.Bundle) bool, done func(), use func(i int, bundles []Bundle) error) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	handoff := inorder.New(func(i int, bundles []Bundle) error {
+		RefuseSharedObjects(plans[i].Cluster.Name, bundles)
+		return use(i, bundles)
+	}, cancel)
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(runtime.GOMAXPROCS(0))
 	for i, p := range plans {
+		var out []Bundle
 		for _, b := range p.Bundles {
 			if keep == nil || keep(b) {
-				out[i] = append(out[i], Bundle{Name: b.Name})
+				out = append(out, Bundle{Name: b.Name})
 			}
 		}
+		if len(out) == 0 {
+			handoff.Done(i, nil)
+			continue
+		}
+		// The last of the cluster's bundles to finish hands them over.
+		var left atomic.Int64
+		left.Store(int64(len(out)))
 		j := 0
 		for _, b := range p.Bundles {
 			if keep != nil && !keep(b) {
 				continue
 			}
-			res := &out[i][j]
+			res := &out[j]
 			j++
 			if gctx.Err() != nil {
 				break
@@ -191,26 +243,23 @@ func (r *Renderer) RenderPlans(ctx context.Context, plans []*fleet.Plan, keep fu
 				}
 				if b.Failed() {
 					res.Err = b.Errors
-					return nil
+				} else {
+					res.Result, res.Err = r.RenderBundle(gctx, p.Cluster, b)
 				}
-				res.Result, res.Err = r.RenderBundle(gctx, p.Cluster, b)
 				if gctx.Err() != nil {
 					return context.Cause(gctx)
+				}
+				if left.Add(-1) == 0 {
+					handoff.Done(i, out)
 				}
 				return nil
 			})
 		}
 	}
 	if err := g.Wait(); err != nil {
-		return nil, err
+		return err
 	}
-	if ctx.Err() != nil {
-		return nil, context.Cause(ctx)
-	}
-	for i, p := range plans {
-		RefuseSharedObjects(p.Cluster.Name, out[i])
-	}
-	return out, nil
+	return context.Cause(ctx)
 }
 
 // ErrSharedObject is wrapped when two bundles of one cluster render the
@@ -254,12 +303,19 @@ func (r *Renderer) RenderBundle(ctx context.Context, c fleet.Cluster, b *fleet.B
 	key := cacheKey(req, b)
 	r.mu.Lock()
 	entry, ok := r.cache[key]
-	if !ok {
+	switch {
+	case !ok:
 		entry = &cached{}
 		r.cache[key] = entry
+		r.renders++
+	case entry.elem != nil:
+		r.lru.MoveToBack(entry.elem)
 	}
 	r.mu.Unlock()
-	entry.once.Do(func() { entry.res, entry.err = r.engine.Render(ctx, req) })
+	entry.once.Do(func() {
+		entry.res, entry.err = r.engine.Render(ctx, req)
+		r.remember(key, entry)
+	})
 	if entry.err != nil {
 		// The error names the cluster that rendered first; say this one.
 		var re *render.Error
@@ -274,13 +330,43 @@ func (r *Renderer) RenderBundle(ctx context.Context, c fleet.Cluster, b *fleet.B
 	return entry.res, nil
 }
 
+// remember counts a new result in what the cache holds, and lets the
+// least recently used results go past maxCachedBytes (their objects stay
+// with whoever has them).
+func (r *Renderer) remember(key string, entry *cached) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if entry.res == nil || r.cache[key] != entry {
+		return // an error (kept: small), or forgotten meanwhile
+	}
+	entry.elem = r.lru.PushBack(key)
+	r.held += entry.res.Size
+	for r.held > r.maxCached && r.lru.Len() > 1 {
+		r.drop(r.lru.Front().Value.(string))
+	}
+}
+
+// drop lets a cached render go; r.mu is held.
+func (r *Renderer) drop(key string) {
+	entry, ok := r.cache[key]
+	if !ok {
+		return
+	}
+	delete(r.cache, key)
+	if entry.elem != nil {
+		r.lru.Remove(entry.elem)
+		r.held -= entry.res.Size
+		entry.elem = nil
+	}
+}
+
 // forget drops a bundle's render from the cache, so that its objects can
 // be let go.
 func (r *Renderer) forget(c fleet.Cluster, b *fleet.Bundle) {
 	key := cacheKey(Request(r.repoDir, c, b), b)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	delete(r.cache, key)
+	r.drop(key)
 }
 
 // cacheKey is what a render is remembered by: the bundle's inputs and the
@@ -337,11 +423,12 @@ func checkGrant(cluster string, b *fleet.Bundle, res *render.Result) error {
 		strings.Join(refused, ", "), more)}
 }
 
-// Distinct returns how many distinct renders were done (or tried).
+// Distinct returns how many renders were done (or tried): each distinct
+// input once, unless the cache let it go and it was asked for again.
 func (r *Renderer) Distinct() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return len(r.cache)
+	return r.renders
 }
 
 // Request turns a planned bundle into a render request. The request holds
