@@ -18,11 +18,14 @@
 //     control plane's own controllers, nor this harness's polling);
 //   - CPU seconds of the tool's processes while idle for -idle;
 //   - resident memory of every process the tool runs (the agent and its
-//     workers; both controllers) at the end of the idle time, and their
-//     peaks; and their proportional set size (PSS), at the end and the
-//     largest sum sampled every 200 ms: resident memory counts the pages
-//     of a binary once per process that maps them, so an agent and its
-//     worker (one binary) are counted twice where PSS counts them once.
+//     workers; both controllers) at the end of the idle time, and the
+//     peak of their sum (sampled every 200 ms, or the sum of the peaks the
+//     kernel kept for the processes still running at the end, whichever
+//     is larger: a worker that exited has no peak left to read); and
+//     their proportional set size (PSS), at the end and the largest sum
+//     sampled: resident memory counts the pages of a binary once per
+//     process that maps them, so an agent and its worker (one binary) are
+//     counted twice where PSS counts them once.
 //
 // bench/flux.sh runs it; results go in bench/RESULTS.md by hand.
 package main
@@ -92,7 +95,10 @@ type result struct {
 	// pss is the proportional set size of the processes at the end of the
 	// idle time, peakPSS the largest sum sampled: pages the processes
 	// share (the agent and its workers run one binary) count once.
-	pss, peakPSS int64
+	// peakRSS is the largest sum of resident memory sampled: unlike the
+	// peaks the kernel keeps (peak), it counts a worker that has exited
+	// by the end.
+	pss, peakPSS, peakRSS int64
 }
 
 func mib(bytes int64) float64 { return float64(bytes) / (1 << 20) }
@@ -146,7 +152,7 @@ func run(o options) error {
 	defer srv.StopHTTP()
 	repo.url = srv.HTTPAddress() + "/fleet.git"
 	fmt.Printf("workload: 1 namespace, %d ConfigMaps, 20 Deployments; interval %s; idle %s\n", o.objects, o.interval, o.idle)
-	fmt.Printf("%-9s %-4s %10s %10s %10s %10s %10s %10s %10s %10s %10s %10s\n", "tool", "run", "first s", "change s", "first req", "idle req", "idle cpu", "rss MiB", "anon MiB", "peak MiB", "pss MiB", "peak pss")
+	fmt.Printf("%-9s %-4s %10s %10s %10s %10s %10s %10s %10s %10s %10s %10s\n", "tool", "run", "first s", "change s", "first req", "idle req", "idle cpu", "rss MiB", "anon MiB", "peak rss", "pss MiB", "peak pss")
 	for i := 1; i <= o.runs; i++ {
 		for _, tool := range strings.Split(o.tools, ",") {
 			r, err := measure(o, repo, tool)
@@ -154,7 +160,7 @@ func run(o options) error {
 				return fmt.Errorf("%s, run %d: %w", tool, i, err)
 			}
 			fmt.Printf("%-9s %-4d %10.1f %10.1f %10d %10d %10.2f %10.0f %10.0f %10.0f %10.0f %10.0f\n", r.tool, i, r.firstSync.Seconds(), r.change.Seconds(),
-				total(r.firstReqs), total(r.idleReqs), r.idleCPU, mib(r.rss), mib(r.anon), mib(r.peak), mib(r.pss), mib(r.peakPSS))
+				total(r.firstReqs), total(r.idleReqs), r.idleCPU, mib(r.rss), mib(r.anon), mib(max(r.peak, r.peakRSS)), mib(r.pss), mib(r.peakPSS))
 			fmt.Printf("    requests of the first sync: %s\n    of the change (%d): %s\n    while idle: %s\n",
 				byVerb(r.firstReqs), total(r.changeReqs), byVerb(r.changeReqs), byVerb(r.idleReqs))
 		}
@@ -234,25 +240,28 @@ func measure(o options, repo *gitRepo, tool string) (*result, error) {
 		return nil, err
 	}
 	r.rss, r.anon, r.peak = memory(pids)
-	r.pss, r.peakPSS = pss(pids), sampler.stop()
+	r.pss = pss(pids)
+	r.peakRSS, r.peakPSS = sampler.stop()
 	return r, nil
 }
 
-// pssSampler sums the proportional set size of a tool's processes every
-// 200 ms and keeps the largest sum.
+// pssSampler sums the resident memory and the proportional set size of a
+// tool's processes every 200 ms and keeps the largest sums.
 type pssSampler struct {
 	done chan struct{}
-	max  chan int64
+	max  chan [2]int64
 }
 
 func samplePSS(ctx context.Context, pids func() []int) *pssSampler {
-	s := &pssSampler{done: make(chan struct{}), max: make(chan int64, 1)}
+	s := &pssSampler{done: make(chan struct{}), max: make(chan [2]int64, 1)}
 	go func() {
-		var most int64
+		var most [2]int64 // RSS, PSS
 		tick := time.NewTicker(200 * time.Millisecond)
 		defer tick.Stop()
 		for {
-			most = max(most, pss(pids()))
+			now := pids()
+			rss, _, _ := memory(now)
+			most[0], most[1] = max(most[0], rss), max(most[1], pss(now))
 			select {
 			case <-tick.C:
 			case <-s.done:
@@ -267,9 +276,11 @@ func samplePSS(ctx context.Context, pids func() []int) *pssSampler {
 	return s
 }
 
-func (s *pssSampler) stop() int64 {
+// stop returns the largest sums of resident memory and of PSS.
+func (s *pssSampler) stop() (rss, pss int64) {
 	close(s.done)
-	return <-s.max
+	most := <-s.max
+	return most[0], most[1]
 }
 
 // pss is the sum of the processes' proportional set sizes.
