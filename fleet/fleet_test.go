@@ -533,26 +533,42 @@ func TestEachPlanHandsPlansInOrder(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(4))
 	f := mustLoad(t, dir)
 	clusters := f.Inventory()
-	var inside atomic.Int32
-	next := 0
-	err := f.EachPlan(t.Context(), clusters, nil, func(i int, p *fleet.Plan, err error) error {
-		if inside.Add(1) != 1 {
-			t.Error("use called while another call runs")
+	// On every CPU, and on one planner (EachPlanOn: no copy of the fleet),
+	// the same plans in the same order.
+	var first []string
+	for _, workers := range []int{0, 1} {
+		var inside atomic.Int32
+		next := 0
+		var got []string
+		err := f.EachPlanOn(t.Context(), workers, clusters, nil, func(i int, p *fleet.Plan, err error) error {
+			if inside.Add(1) != 1 {
+				t.Error("use called while another call runs")
+			}
+			defer inside.Add(-1)
+			if i != next || err != nil || p.Cluster.Name != clusters[i].Name {
+				t.Fatalf("%d workers: handed cluster %d (%v, %v), want %d (%s)", workers, i, p, err, next, clusters[next].Name)
+			}
+			data, err := json.Marshal(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, string(data))
+			next++
+			return nil
+		})
+		if err != nil || next != len(clusters) {
+			t.Fatalf("%d workers: %d of %d plans handed over, error %v", workers, next, len(clusters), err)
 		}
-		defer inside.Add(-1)
-		if i != next || err != nil || p.Cluster.Name != clusters[i].Name {
-			t.Errorf("handed cluster %d (%v, %v), want %d (%s)", i, p, err, next, clusters[next].Name)
+		if first == nil {
+			first = got
+		} else if !slices.Equal(got, first) {
+			t.Errorf("%d workers planned otherwise than all CPUs", workers)
 		}
-		next++
-		return nil
-	})
-	if err != nil || next != len(clusters) {
-		t.Fatalf("%d of %d plans handed over, error %v", next, len(clusters), err)
 	}
 
 	stop := errors.New("the output is closed")
 	handed := 0
-	err = f.EachPlan(t.Context(), clusters, nil, func(i int, _ *fleet.Plan, _ error) error {
+	err := f.EachPlan(t.Context(), clusters, nil, func(i int, _ *fleet.Plan, _ error) error {
 		handed++
 		if i == 9 {
 			return stop

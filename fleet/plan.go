@@ -289,3 +289,18 @@ func cloneDiagnostics(ds Diagnostics) Diagnostics {
 	}
 	return out
 }
+
+// DropReasons lets go of why the plan's bundles were or were not selected
+// and why their overlays matched (NotSelected, SelectedBecause, the
+// overlays' Because): strings of each cluster's own, which a caller that
+// holds a batch of plans and never shows the reasons (preview) need not
+// keep.
+func (p *Plan) DropReasons() {
+	p.NotSelected = nil
+	for _, b := range p.Bundles {
+		b.SelectedBecause = nil
+		for i := range b.Overlays {
+			b.Overlays[i].Because = nil
+		}
+	}
+}

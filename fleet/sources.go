@@ -9,55 +9,68 @@ import (
 	"github.com/flotilla-gitops/flotilla/schemas/spec"
 )
 
-// CheckSources checks the source of every planned bundle with check — once
+// SourceCheck checks the source of every planned bundle with check — once
 // per distinct source, however many clusters share it — and reports each
 // failure once per bundle and source: positioned at the bundle's source
 // field in the fleet, naming the clusters that get it. vet gives the check
 // (render.CheckSource: the paths are in the repository, of the right kind),
 // so that a bundle that cannot render anywhere fails before it reaches a
 // cluster. Bundles that failed to plan are left out (already a problem).
-func (f *Fleet) CheckSources(plans []*Plan, check func(spec.Source) error) Diagnostics {
-	type key struct{ bundle, source string }
-	checked := map[string]error{}
-	found := map[key][]*Diagnostic{}
-	var ds Diagnostics
-	for _, p := range plans {
-		for _, b := range p.Bundles {
-			if b.Failed() {
-				continue
-			}
-			data, err := json.Marshal(b.Source)
-			if err != nil {
-				continue
-			}
-			err, done := checked[string(data)]
-			if !done {
-				err = check(b.Source)
-				checked[string(data)] = err
-			}
-			if err == nil {
-				continue
-			}
-			k := key{b.Name, string(data)}
-			if d := found[k]; d != nil {
-				for _, d := range d {
-					if !slices.Contains(d.Clusters, p.Cluster.Name) {
-						d.Clusters = append(d.Clusters, p.Cluster.Name)
-					}
+// Plans are added one at a time, as they are made; none is held.
+type SourceCheck struct {
+	f       *Fleet
+	check   func(spec.Source) error
+	checked map[string]error
+	found   map[sourceKey][]*Diagnostic
+	ds      Diagnostics
+}
+
+type sourceKey struct{ bundle, source string }
+
+// CheckSources starts a SourceCheck with check.
+func (f *Fleet) CheckSources(check func(spec.Source) error) *SourceCheck {
+	return &SourceCheck{f: f, check: check, checked: map[string]error{}, found: map[sourceKey][]*Diagnostic{}}
+}
+
+// Add checks the sources of one cluster's plan.
+func (sc *SourceCheck) Add(p *Plan) {
+	for _, b := range p.Bundles {
+		if b.Failed() {
+			continue
+		}
+		data, err := json.Marshal(b.Source)
+		if err != nil {
+			continue
+		}
+		err, done := sc.checked[string(data)]
+		if !done {
+			err = sc.check(b.Source)
+			sc.checked[string(data)] = err
+		}
+		if err == nil {
+			continue
+		}
+		k := sourceKey{b.Name, string(data)}
+		if d := sc.found[k]; d != nil {
+			for _, d := range d {
+				if !slices.Contains(d.Clusters, p.Cluster.Name) {
+					d.Clusters = append(d.Clusters, p.Cluster.Name)
 				}
-				continue
 			}
-			// One problem per line of a joined error: each is a path to fix.
-			for _, e := range unjoin(err) {
-				d := &Diagnostic{Clusters: []string{p.Cluster.Name}, Bundle: b.Name, Path: b.Source.Kind.String(),
-					Message: e.Error(), Positions: positionsOf([]token.Pos{f.sourcePos(b.Name, b.Source.Kind)})}
-				found[k] = append(found[k], d)
-				ds = append(ds, d)
-			}
+			continue
+		}
+		// One problem per line of a joined error: each is a path to fix.
+		for _, e := range unjoin(err) {
+			d := &Diagnostic{Clusters: []string{p.Cluster.Name}, Bundle: b.Name, Path: b.Source.Kind.String(),
+				Message: e.Error(), Positions: positionsOf([]token.Pos{sc.f.sourcePos(b.Name, b.Source.Kind)})}
+			sc.found[k] = append(sc.found[k], d)
+			sc.ds = append(sc.ds, d)
 		}
 	}
-	return ds
 }
+
+// Problems are the sources that failed the check so far.
+func (sc *SourceCheck) Problems() Diagnostics { return sc.ds }
 
 // unjoin is the errors of errors.Join, or err alone.
 func unjoin(err error) []error {

@@ -17,17 +17,19 @@ import (
 // bundle or an overlay; vet reports each as a warning at its line, and
 // --strict makes them problems. It works from the plans (which bundles and
 // overlays each cluster got, its wave), so it costs nothing per cluster
-// beyond planning. Bundles that failed for some cluster are left out
-// (their problems come first). Without clusters there is nothing to say.
+// beyond planning: what it needs of them is tallied in a Selection as
+// they are made, so that none needs to be held. Bundles that failed for
+// some cluster are left out (their problems come first). Without clusters
+// there is nothing to say.
 //
 // A selector meant to select nothing for now (a failover overlay for the
 // standby's labels) says so with the attribute @flotilla(unselected), on
 // its field or inside its struct.
-func (f *Fleet) Unselected(plans []*Plan) Diagnostics {
-	if len(plans) == 0 {
+func (f *Fleet) Unselected(sel *Selection) Diagnostics {
+	if len(sel.clusters) == 0 {
 		return nil
 	}
-	clusters := english.Count(len(plans), "cluster")
+	clusters := english.Count(len(sel.clusters), "cluster")
 	var ds Diagnostics
 	warn := func(path, bundle, msg string, v cue.Value) {
 		if onPurpose(v) {
@@ -35,7 +37,7 @@ func (f *Fleet) Unselected(plans []*Plan) Diagnostics {
 		}
 		ds = append(ds, &Diagnostic{Bundle: bundle, Path: path, Message: msg, Positions: positionsOf([]token.Pos{userPos(v)})})
 	}
-	got, failed, matched, waves := f.selectedBy(plans)
+	got, failed, matched, waves := sel.got, sel.failed, sel.matched, sel.waves
 	for _, name := range f.bundles {
 		bv := lookup(lookup(f.root, fieldBundles), name)
 		if t := lookup(bv, "target"); t.Exists() && got[name] == 0 {
@@ -59,7 +61,7 @@ func (f *Fleet) Unselected(plans []*Plan) Diagnostics {
 	}
 	ds = append(ds, unusedWaves(lookup(f.root, fieldRollout), fieldRollout, "", waves[""], clusters)...)
 	for _, p := range f.policies {
-		if p.target == nil || p.selectsAny(plans) {
+		if p.target == nil || p.selectsAny(sel.clusters) {
 			continue
 		}
 		t := lookup(lookup(lookup(f.root, fieldPolicies), p.Name), "target")
@@ -69,39 +71,51 @@ func (f *Fleet) Unselected(plans []*Plan) Diagnostics {
 	return ds
 }
 
-// selectedBy reads the plans: per bundle, how many clusters got it,
-// whether it failed for any, the positions of the overlays that matched,
-// and the waves clusters are in (per bundle with a rollout of its own; ""
-// the fleet's).
-func (f *Fleet) selectedBy(plans []*Plan) (got map[string]int, failed map[string]bool, matched map[string]map[Position]bool, waves map[string]map[string]bool) {
-	got, failed, matched = map[string]int{}, map[string]bool{}, map[string]map[Position]bool{}
-	waves = map[string]map[string]bool{"": {}}
-	for _, p := range plans {
-		if p.Rollout != nil {
-			waves[""][p.Rollout.Wave] = true
+// Selection is what the planned clusters got, tallied one plan at a time
+// (Add) for Unselected: per bundle, how many clusters got it, whether it
+// failed for any, the positions of the overlays that matched, and the
+// waves clusters are in (per bundle with a rollout of its own; "" the
+// fleet's); and the clusters' identities, for the policies' targets.
+type Selection struct {
+	clusters []Cluster
+	got      map[string]int
+	failed   map[string]bool
+	matched  map[string]map[Position]bool
+	waves    map[string]map[string]bool
+}
+
+// NewSelection returns an empty Selection.
+func NewSelection() *Selection {
+	return &Selection{got: map[string]int{}, failed: map[string]bool{}, matched: map[string]map[Position]bool{},
+		waves: map[string]map[string]bool{"": {}}}
+}
+
+// Add tallies one cluster's plan.
+func (s *Selection) Add(p *Plan) {
+	s.clusters = append(s.clusters, p.Cluster)
+	if p.Rollout != nil {
+		s.waves[""][p.Rollout.Wave] = true
+	}
+	for _, b := range p.Bundles {
+		s.got[b.Name]++
+		if b.Failed() {
+			s.failed[b.Name] = true
 		}
-		for _, b := range p.Bundles {
-			got[b.Name]++
-			if b.Failed() {
-				failed[b.Name] = true
+		if s.matched[b.Name] == nil {
+			s.matched[b.Name] = map[Position]bool{}
+		}
+		for _, o := range b.Overlays {
+			if o.Position != nil {
+				s.matched[b.Name][*o.Position] = true
 			}
-			if matched[b.Name] == nil {
-				matched[b.Name] = map[Position]bool{}
+		}
+		if b.Rollout != nil {
+			if s.waves[b.Name] == nil {
+				s.waves[b.Name] = map[string]bool{}
 			}
-			for _, o := range b.Overlays {
-				if o.Position != nil {
-					matched[b.Name][*o.Position] = true
-				}
-			}
-			if b.Rollout != nil {
-				if waves[b.Name] == nil {
-					waves[b.Name] = map[string]bool{}
-				}
-				waves[b.Name][b.Rollout.Wave] = true
-			}
+			s.waves[b.Name][b.Rollout.Wave] = true
 		}
 	}
-	return got, failed, matched, waves
 }
 
 // unusedWaves are the waves of a rollout that have a selector and no
@@ -134,11 +148,11 @@ func unusedWaves(rollout cue.Value, at, bundle string, used map[string]bool, clu
 	return ds
 }
 
-// selectsAny reports whether the policy's target selects a planned
-// cluster.
-func (p *Policy) selectsAny(plans []*Plan) bool {
-	for _, pl := range plans {
-		if ok, _, err := p.target.match(pl.Cluster); ok || err != nil {
+// selectsAny reports whether the policy's target selects one of the
+// planned clusters.
+func (p *Policy) selectsAny(clusters []Cluster) bool {
+	for _, c := range clusters {
+		if ok, _, err := p.target.match(c); ok || err != nil {
 			return true
 		}
 	}

@@ -49,14 +49,20 @@ func (f *Fleet) EachInventoryPlan(ctx context.Context, progress Progress, use fu
 		if err == nil {
 			return use(p)
 		}
-		ds := AsDiagnostics(err)
-		if ds == nil {
-			ds = Diagnostics{{Clusters: []string{f.inventory[i].Name}, Message: err.Error()}}
-		}
-		problems = append(problems, ds...)
+		problems = append(problems, PlanProblems(f.inventory[i], err)...)
 		return nil
 	})
 	return problems, err
+}
+
+// PlanProblems is the error of a cluster whose plan failed entirely, as
+// the problems vet reports.
+func PlanProblems(c Cluster, err error) Diagnostics {
+	ds := AsDiagnostics(err)
+	if ds == nil {
+		ds = Diagnostics{{Clusters: []string{c.Name}, Message: err.Error()}}
+	}
+	return ds
 }
 
 // PlanClusters plans the given identities (the inventory's, or clusters
@@ -84,6 +90,14 @@ func (f *Fleet) PlanClusters(ctx context.Context, clusters []Cluster, progress P
 // planning stops between clusters and EachPlan returns ctx's cause or that
 // error.
 func (f *Fleet) EachPlan(ctx context.Context, clusters []Cluster, progress Progress, use func(i int, p *Plan, err error) error) error {
+	return f.EachPlanOn(ctx, 0, clusters, progress, use)
+}
+
+// EachPlanOn is EachPlan on at most workers goroutines (0: one per CPU).
+// One planner plans with this Fleet and compiles no copy of it: a caller
+// whose own work on each plan (rendering it) takes the other CPUs holds
+// one evaluator's memory, not one per CPU, while its work keeps pace.
+func (f *Fleet) EachPlanOn(ctx context.Context, workers int, clusters []Cluster, progress Progress, use func(i int, p *Plan, err error) error) error {
 	n := len(clusters)
 	if n > 1 {
 		if err := f.withoutInventory(); err != nil {
@@ -104,7 +118,10 @@ func (f *Fleet) EachPlan(ctx context.Context, clusters []Cluster, progress Progr
 		}
 		handoff.Done(i, planned{p, err})
 	}
-	workers := min(runtime.GOMAXPROCS(0), n/clustersPerWorker)
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	workers = min(workers, n/clustersPerWorker)
 	if workers <= 1 {
 		for i, c := range clusters {
 			if ctx.Err() != nil {

@@ -220,11 +220,16 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	}
 	known := k.Where
 	rep.Warnings = k.Warnings
+	// Both sides plan at once, one planner each (no copy of either fleet
+	// is compiled), and keep their plans without the reasons, which the
+	// report does not show.
+	say(fmt.Sprintf("planning %s at base and head", english.Count(len(clusters), "cluster")))
+	g, gctx := errgroup.WithContext(ctx)
 	for _, s := range sides {
-		say(fmt.Sprintf("planning %s at %s", english.Count(len(clusters), "cluster"), s.name))
-		if err := s.plan(ctx, clusters); err != nil {
-			return nil, err
-		}
+		g.Go(func() error { return s.plan(gctx, clusters) })
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
 	}
 
 	// Compare every cluster's bundles: what differs in its inputs, or
@@ -263,17 +268,16 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	return rep, nil
 }
 
-// plan plans the clusters at the side's revision.
+// plan plans the clusters at the side's revision, on one goroutine.
 func (s *side) plan(ctx context.Context, clusters []fleet.Cluster) error {
-	plans, errs, err := s.Fleet.PlanClusters(ctx, clusters, nil)
-	if err != nil {
-		return err
-	}
 	s.plans, s.errs = map[string]*fleet.Plan{}, map[string]error{}
-	for i, c := range clusters {
-		s.plans[c.Name], s.errs[c.Name] = plans[i], errs[i]
-	}
-	return nil
+	return s.Fleet.EachPlanOn(ctx, 1, clusters, nil, func(i int, p *fleet.Plan, err error) error {
+		if p != nil {
+			p.DropReasons()
+		}
+		s.plans[clusters[i].Name], s.errs[clusters[i].Name] = p, err
+		return nil
+	})
 }
 
 // markChanged marks the clusters the change changes: a bundle changed or

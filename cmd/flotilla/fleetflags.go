@@ -136,34 +136,29 @@ func planCluster(ctx context.Context, f *fleet.Fleet, c fleet.Cluster) (*fleet.P
 	})
 }
 
-// planInventory plans every inventory cluster, telling stderr how far it
+// eachInventoryPlan plans every inventory cluster and hands each plan to
+// use in name order as it is made, keeping none, telling stderr how far it
 // got every few seconds on a large fleet; a signal stops it between
-// clusters, and the error says how far it got.
-func planInventory(ctx context.Context, stderr io.Writer, f *fleet.Fleet) ([]*fleet.Plan, fleet.Diagnostics, error) {
-	var plans []*fleet.Plan
-	problems, err := eachInventoryPlan(ctx, stderr, f, func(p *fleet.Plan) error {
-		plans = append(plans, p)
-		return nil
-	})
-	if err != nil {
-		return nil, nil, err
-	}
-	return plans, problems, nil
-}
-
-// eachInventoryPlan is planInventory handing each plan to use in name
-// order as it is made (fleet.EachInventoryPlan), for commands that print
-// plans and keep nothing.
-func eachInventoryPlan(ctx context.Context, stderr io.Writer, f *fleet.Fleet, use func(*fleet.Plan) error) (fleet.Diagnostics, error) {
-	total := len(f.Inventory())
+// clusters, and the error says how far it got. The clusters whose plan
+// fails entirely are returned as problems. workers bounds the planning
+// goroutines (fleet.EachPlanOn; 0: one per CPU).
+func eachInventoryPlan(ctx context.Context, stderr io.Writer, f *fleet.Fleet, workers int, use func(*fleet.Plan) error) (fleet.Diagnostics, error) {
+	clusters := f.Inventory()
 	var done atomic.Int64
 	stopProgress := everyFewSeconds(stderr, func() string {
-		return fmt.Sprintf("planned %d of %s", done.Load(), english.Count(total, "cluster"))
+		return fmt.Sprintf("planned %d of %s", done.Load(), english.Count(len(clusters), "cluster"))
 	})
-	problems, err := f.EachInventoryPlan(ctx, func(n, _ int) { done.Store(int64(n)) }, use)
+	var problems fleet.Diagnostics
+	err := f.EachPlanOn(ctx, workers, clusters, func(n, _ int) { done.Store(int64(n)) }, func(i int, p *fleet.Plan, err error) error {
+		if err != nil {
+			problems = append(problems, fleet.PlanProblems(clusters[i], err)...)
+			return nil
+		}
+		return use(p)
+	})
 	stopProgress()
 	if err != nil {
-		return nil, fmt.Errorf("planning %s (%d planned): %w", english.Count(total, "cluster"), done.Load(), err)
+		return nil, fmt.Errorf("planning %s (%d planned): %w", english.Count(len(clusters), "cluster"), done.Load(), err)
 	}
 	return problems, nil
 }

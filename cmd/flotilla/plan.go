@@ -100,7 +100,7 @@ func planAll(cmd *cobra.Command, f *fleet.Fleet, out *outputFlag) error {
 	list := out.list(w)
 	matrix := newPlanMatrix(f.Bundles())
 	var failed fleet.Diagnostics
-	problems, err := eachInventoryPlan(cmd.Context(), progressTo(cmd), f, func(p *fleet.Plan) error {
+	problems, err := eachInventoryPlan(cmd.Context(), progressTo(cmd), f, 0, func(p *fleet.Plan) error {
 		for _, b := range p.Failed() {
 			failed = append(failed, b.Errors...)
 		}

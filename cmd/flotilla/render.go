@@ -213,58 +213,62 @@ func unselectedBundle(plan *fleet.Plan, name string) error {
 	return fmt.Errorf("the fleet has no bundle %q", name)
 }
 
-// renderAll renders every inventory cluster into --out, in parallel.
+// renderAll renders every inventory cluster into --out, on all CPUs. One
+// goroutine plans the clusters in order while the others render what it
+// planned, and each cluster's files are written as soon as its bundles
+// (and the clusters' before it) are rendered: neither the plans nor the
+// renders of the inventory are held (5,000 clusters' plans alone are some
+// 150 MB), and one evaluator's memory is, not one per CPU.
 func renderAll(ctx context.Context, stderr, progress io.Writer, f *fleet.Fleet, r *planrender.Renderer, rf *renderFlags) error {
 	tuneGCForBatch()
-	plans, problems, err := planInventory(ctx, progress, f)
-	if err != nil {
-		return err
-	}
-	for _, d := range problems {
-		fmt.Fprintln(stderr, d.Error())
-	}
-	keep := func(b *fleet.Bundle) bool { return rf.bundle == "" || b.Name == rf.bundle }
-	total := 0
-	for _, p := range plans {
-		for _, b := range p.Bundles {
-			if keep(b) {
-				total++
-			}
-		}
-	}
-	fmt.Fprintf(progress, "rendering %s for %s into %s\n", english.Count(total, "bundle"), english.Count(len(plans), "cluster"), rf.out)
 	dir, err := openOutput(rf.out)
 	if err != nil {
 		return err
 	}
 	defer dir.Close()
-
-	var done atomic.Int64
+	keep := func(b *fleet.Bundle) bool { return rf.bundle == "" || b.Name == rf.bundle }
+	fmt.Fprintf(progress, "rendering %s into %s\n", english.Count(len(f.Inventory()), "cluster"), rf.out)
+	var rendered atomic.Int64
 	stopProgress := everyFewSeconds(progress, func() string {
-		return fmt.Sprintf("rendered %d of %s", done.Load(), english.Count(total, "bundle"))
+		return "rendered " + english.Count(int(rendered.Load()), "bundle")
 	})
-	// Each cluster's files are written as soon as its bundles (and the
-	// clusters' before it) are rendered, and let go.
-	failed := 0
-	err = r.EachRendered(ctx, plans, keep, func() { done.Add(1) }, func(i int, bundles []planrender.Bundle) error {
+	failed, total, planned := 0, 0, 0
+	s := r.Stream(ctx, keep, func() { rendered.Add(1) }, func(_ int, p *fleet.Plan, bundles []planrender.Bundle) error {
 		for _, res := range bundles {
 			if res.Err != nil {
 				failed++
 				fmt.Fprintln(stderr, res.Err)
 				continue
 			}
-			if err := dir.writeBundle(filepath.Join(plans[i].Cluster.Name, res.Name+".yaml"), res.Result.Objects); err != nil {
+			if err := dir.writeBundle(filepath.Join(p.Cluster.Name, res.Name+".yaml"), res.Result.Objects); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
+	problems, err := eachInventoryPlan(ctx, progress, f, 1, func(p *fleet.Plan) error {
+		for _, b := range p.Bundles {
+			if keep(b) {
+				total++
+			}
+		}
+		planned++
+		return s.Add(planned-1, p)
+	})
+	// The stream's error is why planning stopped, if it stopped it.
+	if serr := s.Wait(); serr != nil {
+		err = fmt.Errorf("rendering the bundles of %s into %s (%s rendered): %w",
+			english.Count(planned, "cluster"), rf.out, english.Count(int(rendered.Load()), "bundle"), serr)
+	}
 	stopProgress()
 	if err != nil {
-		return fmt.Errorf("rendering %s for %s into %s (%d done): %w", english.Count(total, "bundle"), english.Count(len(plans), "cluster"), rf.out, done.Load(), err)
+		return err
+	}
+	for _, d := range problems {
+		fmt.Fprintln(stderr, d.Error())
 	}
 	fmt.Fprintf(progress, "rendered %s for %s (%s) into %s\n",
-		english.Count(total-failed, "bundle"), english.Count(len(plans), "cluster"), english.Count(r.Distinct(), "distinct render"), rf.out)
+		english.Count(total-failed, "bundle"), english.Count(planned, "cluster"), english.Count(r.Distinct(), "distinct render"), rf.out)
 	if failed > 0 || len(problems) > 0 {
 		return &reportedError{fmt.Errorf("%s failed", english.Count(failed+len(problems), "bundle"))}
 	}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 	"strings"
 	"sync/atomic"
 
@@ -133,7 +132,9 @@ func (o *vetOptions) run(cmd *cobra.Command, args []string) error {
 	return nil
 }
 
-// check runs every check on a fleet that loaded.
+// check runs every check on a fleet that loaded. The inventory's plans
+// are checked as they are made and none is held (5,000 clusters' plans
+// are some 150 MB): vetTally keeps what the checks need of them.
 func (o *vetOptions) check(cmd *cobra.Command, dir string, f *fleet.Fleet, res *vetResult) error {
 	ctx, stderr := cmd.Context(), progressTo(cmd)
 	for _, c := range f.Inventory() {
@@ -145,45 +146,57 @@ func (o *vetOptions) check(cmd *cobra.Command, dir string, f *fleet.Fleet, res *
 	sources := &o.limits.sources
 	schemas := newChartSchemas(ctx, dir, *sources, *o.allowUnchecked)
 	f.CheckValues(schemas.source)
-	plans, problems, err := planInventory(ctx, stderr, f)
+	t := newVetTally(f, dir, sources.AllowRemoteBases)
+	// With --policies every cluster is rendered as it is planned: one
+	// goroutine plans, the others render.
+	var rendered *vetRender
+	workers := 0
+	if *o.policies {
+		var err error
+		if rendered, err = newVetRender(ctx, stderr, f, dir, o.limits, true); err != nil {
+			return err
+		}
+		workers = 1
+	}
+	problems, err := eachInventoryPlan(ctx, stderr, f, workers, func(p *fleet.Plan) error {
+		t.add(p)
+		if rendered != nil {
+			return rendered.add(p)
+		}
+		return nil
+	})
 	if err != nil {
+		if rendered != nil {
+			_, _ = rendered.wait() // stops the workers; planning's error says what happened
+		}
 		return err
 	}
-	res.Diagnostics = append(res.Diagnostics, fleet.Problems(plans, problems)...)
-	// Every source the plans name is in the repository (checked once per
-	// distinct source, without rendering).
-	checker := newSourceChecker(dir, sources.AllowRemoteBases)
-	missing := f.CheckSources(plans, checker.check)
-	res.Diagnostics = append(res.Diagnostics, missing...)
-	reported := map[string]bool{} // bundles whose sources are not there: not rendered again
-	for _, d := range missing {
-		reported[d.Bundle] = true
-	}
-	// What vet does not render: charts of repositories and registries
-	// without --allow-chart-downloads (vet fetches nothing; not cached,
-	// they are noted), kustomizations with remote bases, and the bundles
-	// whose sources are not there (reported).
-	skip := func(b *fleet.Bundle) bool {
-		remoteChart := b.Source.Helm != nil && !b.Source.Helm.InRepository()
-		return remoteChart && !sources.AllowChartDownloads || checker.fetches(b.Source) || reported[b.Name]
-	}
-	if policy := f.Secrets(); policy != nil {
-		res.Diagnostics = append(res.Diagnostics, policy.CheckSecrets(plans, encryptedFiles(dir))...)
-	}
+	res.Diagnostics = append(res.Diagnostics, t.problems(problems)...)
 	// Clusters known only from their status branches count for selectors
 	// (and are checked against the policies with --policies).
 	more, ds, err := statusOnlyPlans(ctx, stderr, f, dir, o.known)
 	if err != nil {
+		if rendered != nil {
+			_, _ = rendered.wait()
+		}
 		return err
 	}
-	res.Warnings = append(res.Warnings, f.Unselected(append(slices.Clip(plans), more...))...)
-	if *o.policies {
+	for _, p := range more {
+		t.selection.Add(p)
+	}
+	res.Warnings = append(res.Warnings, f.Unselected(t.selection)...)
+	if rendered != nil {
 		res.Diagnostics = append(res.Diagnostics, ds...)
-		ds, err = vetPolicies(ctx, stderr, f, dir, append(plans, more...), o.limits)
+		for _, p := range more {
+			if rendered.add(p) != nil {
+				break // wait says why
+			}
+		}
+		ds, err = rendered.wait()
 	} else {
 		// What fails to render fails on a cluster: render each distinct
 		// source at least once (the clusters that together get them all).
-		ds, err = renderProblems(ctx, stderr, f, dir, sampleOf(plans, skip), o.limits, nil)
+		ds, err = renderProblems(ctx, stderr, f, dir, t.sample(sources.AllowChartDownloads), o.limits)
 		switch n := len(f.Policies()); {
 		case n == 1:
 			fmt.Fprintln(stderr, "note: the fleet's policy is not checked: vet --policies renders every cluster to check them")
@@ -199,6 +212,104 @@ func (o *vetOptions) check(cmd *cobra.Command, dir string, f *fleet.Fleet, res *
 		fmt.Fprintf(stderr, "note: %s\n", n)
 	}
 	return nil
+}
+
+// vetTally is what vet keeps of each plan as it is made, for the checks
+// over the whole inventory: the problems of bundles that failed, every
+// source checked (once per distinct source), what the secrets policy
+// says, the selection (for selectors that select nothing), and the first
+// cluster to get each distinct source (to render).
+type vetTally struct {
+	failed    fleet.Diagnostics
+	checker   *sourceChecker
+	sources   *fleet.SourceCheck
+	secrets   *fleet.SecretsPolicy
+	files     func(*fleet.Bundle) ([]fleet.EncryptedFile, error)
+	secretDs  fleet.Diagnostics
+	selection *fleet.Selection
+	seen      map[string]bool // distinct sources (bundle and readKey)
+	samples   []*fleet.Plan
+	firsts    [][]string // the sources samples[i] was the first to get
+}
+
+func newVetTally(f *fleet.Fleet, dir string, allowRemote bool) *vetTally {
+	checker := newSourceChecker(dir, allowRemote)
+	return &vetTally{checker: checker, sources: f.CheckSources(checker.check), secrets: f.Secrets(),
+		files: encryptedFiles(dir), selection: fleet.NewSelection(), seen: map[string]bool{}}
+}
+
+// add tallies one inventory plan.
+func (t *vetTally) add(p *fleet.Plan) {
+	for _, b := range p.Failed() {
+		t.failed = append(t.failed, b.Errors...)
+	}
+	// Every source the plans name is in the repository (checked once
+	// per distinct source, without rendering).
+	t.sources.Add(p)
+	if t.secrets != nil {
+		t.secretDs = append(t.secretDs, t.secrets.CheckSecrets([]*fleet.Plan{p}, t.files)...)
+	}
+	t.selection.Add(p)
+	var first []string
+	for _, b := range p.Bundles {
+		if key := b.Name + "\x00" + readKey(b.Source); !b.Failed() && !t.seen[key] {
+			t.seen[key] = true
+			first = append(first, key)
+		}
+	}
+	if len(first) > 0 {
+		t.samples, t.firsts = append(t.samples, p), append(t.firsts, first)
+	}
+}
+
+// problems are the inventory's problems: the clusters that did not plan
+// (unplanned), the bundles that failed, the sources not there, what breaks
+// the secrets policy; each once.
+func (t *vetTally) problems(unplanned fleet.Diagnostics) fleet.Diagnostics {
+	ds := fleet.Problems(nil, append(unplanned, t.failed...))
+	ds = append(ds, t.sources.Problems()...)
+	if t.secrets != nil {
+		ds = append(ds, fleet.Problems(nil, t.secretDs)...)
+	}
+	return ds
+}
+
+// sample is the fewest plans, in order, that together hold every distinct
+// source of every bundle (what it reads: readKey), the first cluster to
+// get each, without what vet does not render: charts of repositories and
+// registries without --allow-chart-downloads (vet fetches nothing; not
+// cached, they are noted), kustomizations with remote bases, and the
+// bundles whose sources are not there (reported already).
+func (t *vetTally) sample(allowChartDownloads bool) []*fleet.Plan {
+	reported := map[string]bool{}
+	for _, d := range t.sources.Problems() {
+		reported[d.Bundle] = true
+	}
+	skip := func(b *fleet.Bundle) bool {
+		remoteChart := b.Source.Helm != nil && !b.Source.Helm.InRepository()
+		return remoteChart && !allowChartDownloads || t.checker.fetches(b.Source) || reported[b.Name]
+	}
+	// Whether a bundle is skipped depends on its name and its readKey
+	// alone: a plan is sampled when a source it was first to get is not.
+	var out []*fleet.Plan
+	for i, p := range t.samples {
+		var bundles []*fleet.Bundle
+		for _, b := range p.Bundles {
+			if !skip(b) {
+				bundles = append(bundles, b)
+			}
+		}
+		for _, key := range t.firsts[i] {
+			name, _, _ := strings.Cut(key, "\x00")
+			if b := p.Bundle(name); b != nil && !skip(b) {
+				sample := *p
+				sample.Bundles = bundles
+				out = append(out, &sample)
+				break
+			}
+		}
+	}
+	return out
 }
 
 // readKey is what a source reads from the repository or a registry — the
@@ -289,74 +400,98 @@ func writeVetText(stdout, stderr io.Writer, res vetResult, loaded bool) error {
 	return nil
 }
 
-// vetPolicies renders the plans (each distinct input once) and checks the
-// fleet's policies over each cluster's objects. A bundle that does not
-// render is a problem too (renderProblems).
-func vetPolicies(ctx context.Context, stderr io.Writer, f *fleet.Fleet, dir string, plans []*fleet.Plan, limits *limitFlags) (fleet.Diagnostics, error) {
-	var ds fleet.Diagnostics
-	problems, err := renderProblems(ctx, stderr, f, dir, plans, limits, func(p *fleet.Plan, rendered []planrender.Bundle) {
-		var bundles []fleet.RenderedBundle
-		for _, b := range rendered {
-			if b.Err == nil {
-				bundles = append(bundles, fleet.RenderedBundle{Name: b.Name, Objects: b.Result.Objects})
-			}
-		}
-		ds = append(ds, f.CheckPolicies(p.Cluster, bundles)...)
-	})
-	if err != nil {
-		return nil, err
-	}
-	return append(problems, fleet.Problems(nil, ds)...), nil
+// vetRender renders plans in render workers as they are added (each
+// distinct input once), as an agent would but with Secret values masked,
+// and reports every bundle that does not render — a template that does
+// not parse, a manifest that is not Kubernetes YAML, a kustomize patch that
+// matches nothing, two bundles with one object — or renders an object of a
+// built-in kind the API server would refuse (render.CheckTypes), at the
+// bundle's source line, merged across clusters; with policies, also what
+// breaks the fleet's policies over each cluster's objects. Neither the
+// plans nor the renders are kept.
+type vetRender struct {
+	f            *fleet.Fleet
+	policies     bool
+	stream       *planrender.Stream
+	closeWorkers func()
+	stopProgress func()
+	added        int
+	rendered     atomic.Int64
+	problems     fleet.Diagnostics // what does not render
+	violations   fleet.Diagnostics // what breaks the policies
 }
 
-// renderProblems renders the plans in render workers (each distinct input
-// once), as an agent would but with Secret values masked, and reports
-// every bundle that does not render — a template that does not parse, a
-// manifest that is not Kubernetes YAML, a kustomize patch that matches
-// nothing, two bundles with one object — or renders an object of a
-// built-in kind the API server would refuse (render.CheckTypes), at the
-// bundle's source line, merged across clusters. each, when set, sees every cluster's rendered
-// bundles.
-func renderProblems(ctx context.Context, stderr io.Writer, f *fleet.Fleet, dir string, plans []*fleet.Plan, limits *limitFlags,
-	each func(*fleet.Plan, []planrender.Bundle)) (fleet.Diagnostics, error) {
+func newVetRender(ctx context.Context, stderr io.Writer, f *fleet.Fleet, dir string, limits *limitFlags, policies bool) (*vetRender, error) {
 	limits.sources.Secrets = sops.ModeMask
 	opts, closeWorkers, err := limits.options(planrender.Options{})
 	if err != nil {
 		return nil, err
 	}
-	defer closeWorkers()
-	total := 0
-	for _, p := range plans {
-		total += len(p.Bundles)
-	}
-	var done atomic.Int64
-	stopProgress := everyFewSeconds(stderr, func() string {
-		return fmt.Sprintf("rendered %d of %s", done.Load(), english.Count(total, "bundle"))
-	})
-	rendered, err := planrender.New(dir, opts).RenderPlans(ctx, plans, nil, func() { done.Add(1) })
-	stopProgress()
-	if err != nil {
-		return nil, fmt.Errorf("rendering %s for %s (%d done): %w", english.Count(total, "bundle"), english.Count(len(plans), "cluster"), done.Load(), err)
-	}
-	if each != nil {
-		for i, p := range plans {
-			each(p, rendered[i])
-		}
-	}
-	return f.RenderProblems(plans, func(i int) map[string]string {
-		failed := map[string]string{}
-		for _, b := range rendered[i] {
-			switch {
-			case b.Err != nil:
-				failed[b.Name] = "does not render: " + renderMessage(b.Err)
-			case b.Result != nil:
-				if err := render.CheckTypes(b.Result.Objects); err != nil {
-					failed[b.Name] = "renders " + err.Error()
-				}
+	v := &vetRender{f: f, policies: policies, closeWorkers: closeWorkers}
+	v.stopProgress = everyFewSeconds(stderr, func() string { return "rendered " + english.Count(int(v.rendered.Load()), "bundle") })
+	v.stream = planrender.New(dir, opts).Stream(ctx, nil, func() { v.rendered.Add(1) }, v.check)
+	return v, nil
+}
+
+// add renders the next plan; its error means rendering stopped (wait says
+// why).
+func (v *vetRender) add(p *fleet.Plan) error {
+	v.added++
+	return v.stream.Add(v.added-1, p)
+}
+
+// check looks at one cluster's rendered bundles.
+func (v *vetRender) check(_ int, p *fleet.Plan, rendered []planrender.Bundle) error {
+	failed := map[string]string{}
+	var bundles []fleet.RenderedBundle
+	for _, b := range rendered {
+		switch {
+		case b.Err != nil:
+			failed[b.Name] = "does not render: " + renderMessage(b.Err)
+			continue
+		case b.Result != nil:
+			if err := render.CheckTypes(b.Result.Objects); err != nil {
+				failed[b.Name] = "renders " + err.Error()
 			}
 		}
-		return failed
-	}), nil
+		bundles = append(bundles, fleet.RenderedBundle{Name: b.Name, Objects: b.Result.Objects})
+	}
+	v.problems = append(v.problems, v.f.RenderProblems([]*fleet.Plan{p}, func(int) map[string]string { return failed })...)
+	if v.policies {
+		v.violations = append(v.violations, v.f.CheckPolicies(p.Cluster, bundles)...)
+	}
+	return nil
+}
+
+// wait waits for what was added, stops the render workers, and returns the
+// problems, each once.
+func (v *vetRender) wait() (fleet.Diagnostics, error) {
+	err := v.stream.Wait()
+	v.stopProgress()
+	v.closeWorkers()
+	if err != nil {
+		return nil, fmt.Errorf("rendering the bundles of %s (%s rendered): %w",
+			english.Count(v.added, "cluster"), english.Count(int(v.rendered.Load()), "bundle"), err)
+	}
+	ds := fleet.Problems(nil, v.problems)
+	if v.policies {
+		ds = append(ds, fleet.Problems(nil, v.violations)...)
+	}
+	return ds, nil
+}
+
+// renderProblems renders the plans (vetRender without the policies).
+func renderProblems(ctx context.Context, stderr io.Writer, f *fleet.Fleet, dir string, plans []*fleet.Plan, limits *limitFlags) (fleet.Diagnostics, error) {
+	v, err := newVetRender(ctx, stderr, f, dir, limits, false)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range plans {
+		if v.add(p) != nil {
+			break // wait says why
+		}
+	}
+	return v.wait()
 }
 
 // renderMessage is a render error without the cluster and bundle it names
@@ -367,36 +502,6 @@ func renderMessage(err error) string {
 		err = re.Err
 	}
 	return errtext.Error(err) // bounded and clean, as render.Error says it
-}
-
-// sampleOf is the fewest plans, in order, that together hold every
-// distinct source of every bundle (what it reads: readKey): the first
-// cluster to get each, without the bundles skip says not to render.
-func sampleOf(plans []*fleet.Plan, skip func(*fleet.Bundle) bool) []*fleet.Plan {
-	seen := map[string]bool{}
-	var out []*fleet.Plan
-	for _, p := range plans {
-		added := false
-		var bundles []*fleet.Bundle
-		for _, b := range p.Bundles {
-			if skip(b) {
-				continue
-			}
-			bundles = append(bundles, b)
-			if b.Failed() {
-				continue
-			}
-			if key := b.Name + "\x00" + readKey(b.Source); !seen[key] {
-				seen[key], added = true, true
-			}
-		}
-		if added {
-			sample := *p
-			sample.Bundles = bundles
-			out = append(out, &sample)
-		}
-	}
-	return out
 }
 
 // statusOnlyPlans plans the clusters that reported on a status branch and
@@ -436,11 +541,7 @@ func statusOnlyPlans(ctx context.Context, stderr io.Writer, f *fleet.Fleet, dir 
 	var problems fleet.Diagnostics
 	for i, p := range plans {
 		if errs[i] != nil {
-			ds := fleet.AsDiagnostics(errs[i])
-			if ds == nil {
-				ds = fleet.Diagnostics{{Clusters: []string{only[i].Name}, Message: errs[i].Error()}}
-			}
-			problems = append(problems, ds...)
+			problems = append(problems, fleet.PlanProblems(only[i], errs[i])...)
 			continue
 		}
 		out = append(out, p)

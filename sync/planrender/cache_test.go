@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/flotilla-gitops/flotilla/fleet"
 )
@@ -73,5 +74,70 @@ func TestCacheIsBounded(t *testing.T) {
 	})
 	if !errors.Is(err, stop) || handed != 1 {
 		t.Errorf("after an error: %d handed over, error %v", handed, err)
+	}
+}
+
+// TestStreamKeepsOrderAndStops: plans added one at a time are handed over
+// in order with their bundles, and once use fails Add refuses more and
+// Wait says why.
+func TestStreamKeepsOrderAndStops(t *testing.T) {
+	f, err := fleet.Load("../..", fleet.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plans, problems, err := f.PlanInventory(t.Context(), nil)
+	if err != nil || len(problems) > 0 || len(plans) < 2 {
+		t.Fatal(len(plans), err, problems)
+	}
+	want, err := New("../..", Options{}).RenderPlans(t.Context(), plans, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []int
+	s := New("../..", Options{}).Stream(t.Context(), nil, nil, func(i int, p *fleet.Plan, bundles []Bundle) error {
+		got = append(got, i)
+		if p != plans[i%len(plans)] {
+			t.Errorf("plan %d handed over with another plan", i)
+		}
+		for j, b := range bundles {
+			w := want[i%len(plans)][j]
+			if b.Name != w.Name || (b.Err == nil) != (w.Err == nil) || b.Err == nil && len(b.Result.Objects) != len(w.Result.Objects) {
+				t.Errorf("plan %d bundle %d: %s (%v), want %s (%v)", i, j, b.Name, b.Err, w.Name, w.Err)
+			}
+		}
+		if len(bundles) != len(want[i%len(plans)]) {
+			t.Errorf("plan %d: %d bundles, want %d", i, len(bundles), len(want[i%len(plans)]))
+		}
+		return nil
+	})
+	for i := range 3 * len(plans) { // each plan three times: the later ones from the cache
+		if err := s.Add(i, plans[i%len(plans)]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	for k, i := range got {
+		if i != k {
+			t.Fatalf("handed over %v, want 0 to %d in order", got, 3*len(plans)-1)
+		}
+	}
+	if len(got) != 3*len(plans) {
+		t.Fatalf("%d plans handed over, want %d", len(got), 3*len(plans))
+	}
+
+	stop := errors.New("the output folder is full")
+	s = New("../..", Options{}).Stream(t.Context(), nil, nil, func(int, *fleet.Plan, []Bundle) error { return stop })
+	// Add refuses plans soon after use failed on the first (bounded by
+	// time, not by a count of plans: the machine may be slow).
+	deadline := time.Now().Add(time.Minute)
+	for i := 0; s.Add(i, plans[i%len(plans)]) == nil; i++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("Add still takes plans a minute after use failed (%d added)", i)
+		}
+	}
+	if err := s.Wait(); !errors.Is(err, stop) {
+		t.Errorf("Wait after use failed: %v", err)
 	}
 }

@@ -112,12 +112,16 @@ type Renderer struct {
 }
 
 // maxCachedBytes bounds the renders a Renderer remembers, by the size of
-// their objects as JSON (several times that in memory): past it, the
-// least recently used are let go, and rendered again if asked for again.
-// A batch that renders a thousand clusters then holds the renders its
-// clusters share (which every cluster asks for again), not every
-// cluster's own.
-const maxCachedBytes = 64 << 20
+// their objects as JSON: past it, the least recently used are let go, and
+// rendered again if asked for again. A batch that renders a thousand
+// clusters then holds the renders its clusters share (which every cluster
+// asks for again, so they stay recent), not every cluster's own. Decoded
+// objects take about seven times their JSON in memory (measured with the
+// synthetic fleet's ConfigMaps and Deployments: 16 MiB of JSON held 110-130
+// MB of heap), so this is about 120 MB; at 64 MiB the renders remembered
+// were what made render --all of 5,000 clusters grow past a gigabyte, for
+// no render saved (the same 10,473 distinct renders at 1,000 clusters).
+const maxCachedBytes = 16 << 20
 
 type cached struct {
 	once sync.Once
@@ -205,61 +209,141 @@ func (r *Renderer) RenderPlans(ctx context.Context, plans []*fleet.Plan, keep fu
 // twice at once. Its error, or ctx ending, stops rendering and is
 // returned.
 func (r *Renderer) EachRendered(ctx context.Context, plans []*fleet.Plan, keep func(*fleet.Bundle) bool, done func(), use func(i int, bundles []Bundle) error) error {
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	handoff := inorder.New(func(i int, bundles []Bundle) error {
-		RefuseSharedObjects(plans[i].Cluster.Name, bundles)
-		return use(i, bundles)
-	}, cancel)
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(runtime.GOMAXPROCS(0))
+	s := r.Stream(ctx, keep, done, func(i int, _ *fleet.Plan, bundles []Bundle) error { return use(i, bundles) })
 	for i, p := range plans {
-		var out []Bundle
-		for _, b := range p.Bundles {
-			if keep == nil || keep(b) {
-				out = append(out, Bundle{Name: b.Name})
-			}
-		}
-		if len(out) == 0 {
-			handoff.Done(i, nil)
-			continue
-		}
-		// The last of the cluster's bundles to finish hands them over.
-		var left atomic.Int64
-		left.Store(int64(len(out)))
-		j := 0
-		for _, b := range p.Bundles {
-			if keep != nil && !keep(b) {
-				continue
-			}
-			res := &out[j]
-			j++
-			if gctx.Err() != nil {
-				break
-			}
-			g.Go(func() error {
-				if done != nil {
-					defer done()
-				}
-				if b.Failed() {
-					res.Err = b.Errors
-				} else {
-					res.Result, res.Err = r.RenderBundle(gctx, p.Cluster, b)
-				}
-				if gctx.Err() != nil {
-					return context.Cause(gctx)
-				}
-				if left.Add(-1) == 0 {
-					handoff.Done(i, out)
-				}
-				return nil
-			})
+		if s.Add(i, p) != nil {
+			break
 		}
 	}
-	if err := g.Wait(); err != nil {
+	return s.Wait()
+}
+
+// Stream renders plans as they are made, for a caller that plans and
+// renders at once and holds neither (render --all of a large inventory):
+// it is given plans 0, 1, 2... one at a time by Add, and hands each one's
+// bundles to use in that order, as EachRendered does. Add queues a plan's
+// bundles for the rendering goroutines (one per CPU) and waits only while
+// the queue is full, so whoever makes the plans runs a little ahead of the
+// renders and is held back rather than piling plans up: memory holds the
+// plans and renders in flight, not the batch.
+type Stream struct {
+	r       *Renderer
+	keep    func(*fleet.Bundle) bool
+	done    func()
+	cancel  context.CancelCauseFunc
+	ctx     context.Context //nolint:containedctx // the stream's own, ended by Wait
+	handoff *inorder.Handoff[renderedPlan]
+	g       *errgroup.Group
+	gctx    context.Context //nolint:containedctx // the renders', ended by their first error
+	queue   chan streamTask
+}
+
+// streamTask is one bundle of an added plan, to render into *res; the
+// last of the plan's bundles to finish hands out over.
+type streamTask struct {
+	i    int
+	p    *fleet.Plan
+	b    *fleet.Bundle
+	res  *Bundle
+	out  []Bundle
+	left *atomic.Int64
+}
+
+// renderedPlan is a plan and its bundles rendered, on their way to use.
+type renderedPlan struct {
+	p       *fleet.Plan
+	bundles []Bundle
+}
+
+// queuedPerCPU is how many bundles may wait per rendering goroutine: a few
+// clusters' worth, so that the renders do not wait while the next plan is
+// made.
+const queuedPerCPU = 64
+
+// Stream starts a Stream: keep (may be nil) chooses the bundles to render,
+// done (may be nil) is called after each bundle, use gets each plan with
+// its bundles in order and is never called twice at once. Wait must be
+// called.
+func (r *Renderer) Stream(ctx context.Context, keep func(*fleet.Bundle) bool, done func(), use func(i int, p *fleet.Plan, bundles []Bundle) error) *Stream {
+	ctx, cancel := context.WithCancelCause(ctx)
+	s := &Stream{r: r, keep: keep, done: done, cancel: cancel, ctx: ctx}
+	s.handoff = inorder.New(func(i int, rp renderedPlan) error { return use(i, rp.p, rp.bundles) }, cancel)
+	s.g, s.gctx = errgroup.WithContext(ctx)
+	cpus := runtime.GOMAXPROCS(0)
+	s.queue = make(chan streamTask, queuedPerCPU*cpus)
+	for range cpus {
+		s.g.Go(s.renderQueued)
+	}
+	return s
+}
+
+// renderQueued renders queued bundles until the queue is closed or
+// rendering stops.
+func (s *Stream) renderQueued() error {
+	for t := range s.queue {
+		if s.gctx.Err() != nil {
+			return context.Cause(s.gctx)
+		}
+		if t.b.Failed() {
+			t.res.Err = t.b.Errors
+		} else {
+			t.res.Result, t.res.Err = s.r.RenderBundle(s.gctx, t.p.Cluster, t.b)
+		}
+		if s.done != nil {
+			s.done()
+		}
+		if s.gctx.Err() != nil {
+			return context.Cause(s.gctx)
+		}
+		if t.left.Add(-1) == 0 {
+			RefuseSharedObjects(t.p.Cluster.Name, t.out)
+			s.handoff.Done(t.i, renderedPlan{t.p, t.out})
+		}
+	}
+	return nil
+}
+
+// Add renders plan p as the i-th (0, 1, 2... every index once), waiting
+// while the queue is full. It returns an error once rendering stopped (use
+// failed, or ctx ended): nothing more is rendered, and Wait says why.
+func (s *Stream) Add(i int, p *fleet.Plan) error {
+	if s.gctx.Err() != nil {
+		return context.Cause(s.gctx)
+	}
+	out := []Bundle{} // nothing to render is still handed over
+	var kept []*fleet.Bundle
+	for _, b := range p.Bundles {
+		if s.keep == nil || s.keep(b) {
+			out = append(out, Bundle{Name: b.Name})
+			kept = append(kept, b)
+		}
+	}
+	if len(kept) == 0 {
+		s.handoff.Done(i, renderedPlan{p, out})
+		return nil
+	}
+	left := new(atomic.Int64)
+	left.Store(int64(len(kept)))
+	for j, b := range kept {
+		select {
+		case s.queue <- streamTask{i: i, p: p, b: b, res: &out[j], out: out, left: left}:
+		case <-s.gctx.Done():
+			return context.Cause(s.gctx)
+		}
+	}
+	return nil
+}
+
+// Wait waits for what was added to be rendered and handed over, and
+// returns use's error or ctx's cause, if rendering stopped. Nothing may be
+// added after it.
+func (s *Stream) Wait() error {
+	defer s.cancel(nil)
+	close(s.queue)
+	if err := s.g.Wait(); err != nil {
 		return err
 	}
-	return context.Cause(ctx)
+	return context.Cause(s.ctx)
 }
 
 // ErrSharedObject is wrapped when two bundles of one cluster render the
