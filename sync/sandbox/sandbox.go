@@ -314,6 +314,8 @@ type FleetPlans struct {
 // like a plan (the pool's PlanTimeout for the whole fleet), for the
 // inventory's clusters joined with known (clusters known from their status
 // branches, which replace the inventory's identity of the same name).
+// The plans come without the reasons of their selection
+// (fleet.Plan.DropReasons): most of their size.
 func (p *Pool) PlanFleet(ctx context.Context, repoDir string, load fleet.LoadOptions, known []fleet.Cluster) (*FleetPlans, error) {
 	ctx, cancel := context.WithTimeoutCause(ctx, p.opts.PlanTimeout, fmt.Errorf(
 		"planning the fleet took longer than %s (--eval-timeout)", p.opts.PlanTimeout))

@@ -155,6 +155,11 @@ func Main() {
 	os.Exit(serve())
 }
 
+// releaseWhenIdle is how long a worker waits for its next job before it
+// gives the memory of its last one back to the system. Jobs of one pass
+// or batch follow each other within milliseconds.
+const releaseWhenIdle = time.Second
+
 // serve answers jobs from stdin until it closes.
 func serve() int {
 	var cfg workerConfig
@@ -183,8 +188,14 @@ func serve() int {
 	}
 	renderers := planrender.InProcess(planrender.Options{Sources: cfg.Sources, MaxManifestSize: cfg.MaxManifestSize})
 	in := bufio.NewReaderSize(os.Stdin, 64<<10)
+	// A worker waiting for work gives its memory back: an agent's first
+	// sync then holds the agent's objects being applied and not also the
+	// heap the worker rendered them with (until it exits, idle).
+	release := time.AfterFunc(time.Hour, debug.FreeOSMemory)
+	release.Stop()
 	for {
 		line, err := in.ReadBytes('\n')
+		release.Stop()
 		if errors.Is(err, io.EOF) {
 			return 0
 		}
@@ -209,6 +220,8 @@ func serve() int {
 			// Give a big job's memory back, so that the next job's use is
 			// measured from a low start.
 			debug.FreeOSMemory()
+		} else {
+			release.Reset(releaseWhenIdle)
 		}
 	}
 }
@@ -334,6 +347,11 @@ func planFleet(j *fleetJob) (*fleetPlans, error) {
 	plans, errs, err := f.PlanClusters(context.Background(), out.Clusters, nil)
 	if err != nil {
 		return nil, err
+	}
+	for _, p := range plans {
+		if p != nil {
+			p.DropReasons() // most of a plan's size, and no user of a fleet's plans shows them
+		}
 	}
 	out.Plans, out.Errors = plans, make([]string, len(errs))
 	for i, e := range errs {
