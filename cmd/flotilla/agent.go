@@ -160,6 +160,7 @@ func (af *agentFlags) run(ctx context.Context, stderr io.Writer) error {
 	if af.opts.Source.URL == "" || af.opts.Identity.Name == "" {
 		return errors.New("--repo and --name are required")
 	}
+	tuneGCForAgent()
 	if af.logFormat != "json" && af.logFormat != "console" {
 		return fmt.Errorf("unknown --log-format %q: use json or console", af.logFormat)
 	}

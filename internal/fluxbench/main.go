@@ -99,6 +99,7 @@ type result struct {
 	// peaks the kernel keeps (peak), it counts a worker that has exited
 	// by the end.
 	pss, peakPSS, peakRSS int64
+	peakProcs             []procPSS // at peakPSS
 }
 
 func mib(bytes int64) float64 { return float64(bytes) / (1 << 20) }
@@ -163,6 +164,11 @@ func run(o options) error {
 				total(r.firstReqs), total(r.idleReqs), r.idleCPU, mib(r.rss), mib(r.anon), mib(max(r.peak, r.peakRSS)), mib(r.pss), mib(r.peakPSS))
 			fmt.Printf("    requests of the first sync: %s\n    of the change (%d): %s\n    while idle: %s\n",
 				byVerb(r.firstReqs), total(r.changeReqs), byVerb(r.changeReqs), byVerb(r.idleReqs))
+			var at []string
+			for _, p := range r.peakProcs {
+				at = append(at, fmt.Sprintf("%s %.0f MiB (anonymous %.0f)", p.name, mib(p.pss), mib(p.anon)))
+			}
+			fmt.Printf("    at the peak of PSS: %s\n", strings.Join(at, ", "))
 		}
 	}
 	return nil
@@ -241,27 +247,39 @@ func measure(o options, repo *gitRepo, tool string) (*result, error) {
 	}
 	r.rss, r.anon, r.peak = memory(pids)
 	r.pss = pss(pids)
-	r.peakRSS, r.peakPSS = sampler.stop()
+	peak := sampler.stop()
+	r.peakRSS, r.peakPSS, r.peakProcs = peak.rss, peak.pss, peak.at
 	return r, nil
 }
 
 // pssSampler sums the resident memory and the proportional set size of a
-// tool's processes every 200 ms and keeps the largest sums.
+// tool's processes every 200 ms and keeps the largest sums, and what each
+// process held at the largest PSS.
 type pssSampler struct {
 	done chan struct{}
-	max  chan [2]int64
+	max  chan peakSample
+}
+
+// peakSample is the largest sums sampled, and the processes at the
+// largest PSS.
+type peakSample struct {
+	rss, pss int64
+	at       []procPSS
 }
 
 func samplePSS(ctx context.Context, pids func() []int) *pssSampler {
-	s := &pssSampler{done: make(chan struct{}), max: make(chan [2]int64, 1)}
+	s := &pssSampler{done: make(chan struct{}), max: make(chan peakSample, 1)}
 	go func() {
-		var most [2]int64 // RSS, PSS
+		var most peakSample
 		tick := time.NewTicker(200 * time.Millisecond)
 		defer tick.Stop()
 		for {
 			now := pids()
 			rss, _, _ := memory(now)
-			most[0], most[1] = max(most[0], rss), max(most[1], pss(now))
+			most.rss = max(most.rss, rss)
+			if total, procs := pssOf(now); total > most.pss {
+				most.pss, most.at = total, procs
+			}
 			select {
 			case <-tick.C:
 			case <-s.done:
@@ -276,29 +294,60 @@ func samplePSS(ctx context.Context, pids func() []int) *pssSampler {
 	return s
 }
 
-// stop returns the largest sums of resident memory and of PSS.
-func (s *pssSampler) stop() (rss, pss int64) {
+// stop returns the largest sums of resident memory and of PSS, and the
+// processes at the largest PSS.
+func (s *pssSampler) stop() peakSample {
 	close(s.done)
-	most := <-s.max
-	return most[0], most[1]
+	return <-s.max
+}
+
+// procPSS is one process's proportional set size, and of it the
+// anonymous memory (its own heap and stacks).
+type procPSS struct {
+	name      string
+	pss, anon int64
 }
 
 // pss is the sum of the processes' proportional set sizes.
 func pss(pids []int) int64 {
+	total, _ := pssOf(pids)
+	return total
+}
+
+// pssOf is pss with each process's part.
+func pssOf(pids []int) (int64, []procPSS) {
 	var total int64
+	var procs []procPSS
 	for _, pid := range pids {
 		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
 		if err != nil {
 			continue
 		}
-		for line := range strings.SplitSeq(string(data), "\n") {
-			if f := strings.Fields(line); len(f) >= 2 && f[0] == "Pss:" {
-				kb, _ := strconv.ParseInt(f[1], 10, 64)
-				total += kb << 10
+		p := procPSS{name: strconv.Itoa(pid)}
+		if comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil {
+			args := strings.Split(strings.TrimRight(string(comm), "\x00"), "\x00")
+			p.name = filepath.Base(args[0])
+			if len(args) > 1 {
+				p.name += " " + args[1]
 			}
 		}
+		for line := range strings.SplitSeq(string(data), "\n") {
+			f := strings.Fields(line)
+			if len(f) < 2 {
+				continue
+			}
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			switch f[0] {
+			case "Pss:":
+				p.pss = kb << 10
+			case "Pss_Anon:":
+				p.anon = kb << 10
+			}
+		}
+		total += p.pss
+		procs = append(procs, p)
 	}
-	return total
+	return total, procs
 }
 
 // auditReader counts a tool's requests in the API server's audit log.

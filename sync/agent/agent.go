@@ -337,7 +337,11 @@ func (a *Agent) pass(ctx context.Context) *Pass {
 		return p
 	}
 
-	// 6. Apply.
+	// 6. Apply. The render workers have done their part of the pass: they
+	// end now rather than idle through the apply (with their memory).
+	if a.pool != nil {
+		a.pool.RetireIdle()
+	}
 	if p.Result, err = a.mgr.Sync(ctx, bundles); err != nil {
 		p.Err = fmt.Errorf("apply: %w", err)
 		return p

@@ -435,6 +435,32 @@ func (p *Pool) retire(w *worker) {
 	w.stop()
 }
 
+// RetireIdle ends every idle worker now, as IdleTimeout would later: a
+// caller done with the workers for a while (an agent about to apply what
+// they rendered) gives their memory back at once, and a later job starts
+// a new one. Without an IdleTimeout (workers kept), it does nothing.
+func (p *Pool) RetireIdle() {
+	if p.opts.IdleTimeout <= 0 {
+		return
+	}
+	p.mu.Lock()
+	var idle []*worker
+	for online, ws := range p.idle {
+		idle = append(idle, ws...)
+		p.idle[online] = nil
+	}
+	for _, w := range idle {
+		if w.retire != nil {
+			w.retire.Stop()
+		}
+		delete(p.all, w)
+	}
+	p.mu.Unlock()
+	for _, w := range idle {
+		w.stop()
+	}
+}
+
 // Workers counts the live worker processes, idle or busy.
 func (p *Pool) Workers() int {
 	p.mu.Lock()

@@ -423,3 +423,32 @@ func TestIdleWorkersExit(t *testing.T) {
 	plan()
 	gone()
 }
+
+// TestRetireIdle: RetireIdle ends the idle workers at once when the pool
+// retires idle workers at all, and keeps them when it keeps workers.
+func TestRetireIdle(t *testing.T) {
+	dir := t.TempDir()
+	rendertest.WriteFile(t, dir, "fleet.cue", "package fleet\n\nbundles: web: {namespace: \"apps\", resources: []}\n")
+	c := fleet.Cluster{Name: "eu-1", Region: "eu-west-1"}
+	for _, keep := range []bool{false, true} {
+		opts := sandbox.Options{IdleTimeout: time.Hour}
+		if keep {
+			opts.IdleTimeout = 0
+		}
+		pool := newPool(t, opts)
+		if _, err := pool.Plan(context.Background(), dir, fleet.LoadOptions{}, c); err != nil {
+			t.Fatal(err)
+		}
+		pool.RetireIdle()
+		want := 0
+		if keep {
+			want = 1
+		}
+		if n := pool.Workers(); n != want {
+			t.Errorf("workers kept %v: %d live after RetireIdle, want %d", keep, n, want)
+		}
+		if _, err := pool.Plan(context.Background(), dir, fleet.LoadOptions{}, c); err != nil {
+			t.Fatalf("a job after RetireIdle: %v", err)
+		}
+	}
+}
