@@ -331,19 +331,8 @@ func pssOf(pids []int) (int64, []procPSS) {
 				p.name += " " + args[1]
 			}
 		}
-		for line := range strings.SplitSeq(string(data), "\n") {
-			f := strings.Fields(line)
-			if len(f) < 2 {
-				continue
-			}
-			kb, _ := strconv.ParseInt(f[1], 10, 64)
-			switch f[0] {
-			case "Pss:":
-				p.pss = kb << 10
-			case "Pss_Anon:":
-				p.anon = kb << 10
-			}
-		}
+		kb := kilobytes(data)
+		p.pss, p.anon = kb["Pss:"], kb["Pss_Anon:"]
 		total += p.pss
 		procs = append(procs, p)
 	}
@@ -450,23 +439,24 @@ func memory(pids []int) (rss, anon, peak int64) {
 		if err != nil {
 			continue
 		}
-		for line := range strings.SplitSeq(string(data), "\n") {
-			f := strings.Fields(line)
-			if len(f) < 2 {
-				continue
-			}
-			kb, _ := strconv.ParseInt(f[1], 10, 64)
-			switch f[0] {
-			case "VmRSS:":
-				rss += kb << 10
-			case "RssAnon:":
-				anon += kb << 10
-			case "VmHWM:":
-				peak += kb << 10
+		kb := kilobytes(data)
+		rss, anon, peak = rss+kb["VmRSS:"], anon+kb["RssAnon:"], peak+kb["VmHWM:"]
+	}
+	return rss, anon, peak
+}
+
+// kilobytes reads the "Name: N kB" lines of a /proc file, in bytes by
+// name (with its colon).
+func kilobytes(data []byte) map[string]int64 {
+	out := map[string]int64{}
+	for line := range strings.SplitSeq(string(data), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 {
+			if kb, err := strconv.ParseInt(f[1], 10, 64); err == nil {
+				out[f[0]] = kb << 10
 			}
 		}
 	}
-	return rss, anon, peak
+	return out
 }
 
 // children are the process's children (the agent's workers).
