@@ -54,6 +54,9 @@ sets=$(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["outp
 echo "answer:  $sets parameter sets, $(wc -c <"$work/answer.json") bytes"
 echo "request, every set (median of $runs): $(measure ask '{}') s"
 echo "request, one cluster (median of $runs): $(measure ask '{"cluster": "c-0500"}') s"
-rss() { awk '/VmHWM/ {printf "%.0f MiB", $2/1024}' "/proc/$1/status"; }
+# Peak and current resident memory: a worker gives its heap back a second
+# after its last job, and ends after --worker-idle-timeout.
+rss() { awk '/VmHWM/ {peak = $2} /VmRSS/ {now = $2} END {printf "%.0f MiB (now %.0f MiB)", peak/1024, now/1024}' "/proc/$1/status"; }
+sleep 2
 echo "server peak RSS: $(rss "$server")"
 for w in $(pgrep -P "$server" || true); do echo "worker $w peak RSS: $(rss "$w")"; done
