@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
@@ -104,27 +105,53 @@ type sourceChanges struct {
 	changed []string // every changed file
 	// loose are changed files that are not fleet code (*.cue) and not in
 	// any chart or manifests folder of the fleet: a kustomization may
-	// refer to them (bases, components, generator files).
-	loose []string
+	// refer to them (bases, components, generator files). Which they are
+	// is known once every planned bundle was seen (own, then settle);
+	// until then candidates are the changed files that are not fleet code.
+	loose      []string
+	candidates []string
+	owned      map[string]bool
+	settled    bool
 }
 
-func newSourceChanges(changed []string, plans ...[]*fleet.Bundle) *sourceChanges {
-	sc := &sourceChanges{changed: changed}
-	var owned []string
-	for _, bundles := range plans {
-		for _, b := range bundles {
-			if dir := ownFolder(b); dir != "" {
-				owned = append(owned, dir)
-			}
-		}
-	}
+// changesOf starts a sourceChanges to which bundles are shown as they are
+// planned (own), then settled.
+func changesOf(changed []string) *sourceChanges {
+	sc := &sourceChanges{changed: changed, owned: map[string]bool{}}
 	for _, f := range changed {
-		if strings.HasSuffix(f, ".cue") || underAny(f, owned) {
-			continue
+		if !strings.HasSuffix(f, ".cue") {
+			sc.candidates = append(sc.candidates, f)
 		}
-		sc.loose = append(sc.loose, f)
 	}
 	return sc
+}
+
+// own records the folder a planned bundle reads all of its files from.
+func (sc *sourceChanges) own(b *fleet.Bundle) {
+	if dir := ownFolder(b); dir != "" {
+		sc.owned[dir] = true
+	}
+}
+
+// settle works out the loose files, every bundle having been seen.
+func (sc *sourceChanges) settle() {
+	owned := slices.Sorted(maps.Keys(sc.owned))
+	for _, f := range sc.candidates {
+		if !underAny(f, owned) {
+			sc.loose = append(sc.loose, f)
+		}
+	}
+	sc.settled = true
+}
+
+// affectsYet is affects before settle: whether the bundle reads a changed
+// file, and false for known when that depends on the loose files (a
+// kustomization, with changed files that may be loose).
+func (sc *sourceChanges) affectsYet(b *fleet.Bundle) (affects, known bool) {
+	if !sc.settled && b.Source.Kustomize != nil && len(sc.candidates) > 0 && !sc.affects(b) {
+		return false, false
+	}
+	return sc.affects(b), true
 }
 
 // ownFolder is the folder a local chart or manifests bundle reads all of

@@ -221,34 +221,24 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	known := k.Where
 	rep.Warnings = k.Warnings
 	// Both sides plan at once, one planner each (no copy of either fleet
-	// is compiled), and keep their plans without the reasons, which the
-	// report does not show.
-	say(fmt.Sprintf("planning %s at base and head", english.Count(len(clusters), "cluster")))
-	g, gctx := errgroup.WithContext(ctx)
-	for _, s := range sides {
-		g.Go(func() error { return s.plan(gctx, clusters) })
-	}
-	if err := g.Wait(); err != nil {
-		return nil, err
-	}
-
-	// Compare every cluster's bundles: what differs in its inputs, or
-	// reads a file that changed, is rendered (once per distinct input, at
-	// each side).
+	// is compiled), and each cluster is compared as soon as both have
+	// planned it: what differs in its inputs, or reads a file that
+	// changed, is rendered (once per distinct input, at each side). Plans
+	// are let go once compared, unless the policies need them.
 	changed, err := changedFiles(sides[0].Snapshot, sides[1].Snapshot)
 	if err != nil {
 		return nil, err
 	}
-	var all []*fleet.Bundle
+	say(fmt.Sprintf("planning and comparing %s at base and head", english.Count(len(clusters), "cluster")))
+	cmp := &comparison{rep: rep, known: known, sides: sides, only: opts.Bundles, files: changesOf(changed),
+		keepPlans: len(sides[1].Fleet.Policies()) > 0}
 	for _, s := range sides {
-		for _, p := range s.plans {
-			if p != nil {
-				all = append(all, p.Bundles...)
-			}
-		}
+		s.plans, s.errs = map[string]*fleet.Plan{}, map[string]error{}
 	}
-	files := newSourceChanges(changed, all)
-	jobs := compare(rep, clusters, known, sides, opts.Bundles, files)
+	if err := planBoth(ctx, sides, clusters, cmp.add); err != nil {
+		return nil, err
+	}
+	files, jobs := cmp.finish()
 	say(fmt.Sprintf("rendering %s whose inputs changed", english.Count(len(jobs), "bundle")))
 	if err := renderJobs(ctx, jobs); err != nil {
 		return nil, err
@@ -266,18 +256,6 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	rep.markChanged()
 	rep.Renders = sides[0].r.Distinct() + sides[1].r.Distinct()
 	return rep, nil
-}
-
-// plan plans the clusters at the side's revision, on one goroutine.
-func (s *side) plan(ctx context.Context, clusters []fleet.Cluster) error {
-	s.plans, s.errs = map[string]*fleet.Plan{}, map[string]error{}
-	return s.Fleet.EachPlanOn(ctx, 1, clusters, nil, func(i int, p *fleet.Plan, err error) error {
-		if p != nil {
-			p.DropReasons()
-		}
-		s.plans[clusters[i].Name], s.errs[clusters[i].Name] = p, err
-		return nil
-	})
 }
 
 // markChanged marks the clusters the change changes: a bundle changed or
@@ -308,60 +286,150 @@ type job struct {
 	errs       [2]error
 }
 
-// compare fills rep with every cluster and its bundles, and returns the
-// bundles to render.
-func compare(rep *Report, clusters []fleet.Cluster, known map[string]report.Origin, sides []*side, only []string, files *sourceChanges) []*job {
-	var jobs []*job
-	base, head := sides[0], sides[1]
-	for _, c := range clusters {
-		rc := Cluster{Name: c.Name, Known: known[c.Name], Bundles: []Bundle{}}
-		bp, bErr := base.plans[c.Name], base.errs[c.Name]
-		hp, hErr := head.plans[c.Name], head.errs[c.Name]
-		if hErr != nil {
-			rc.Error, rc.NewError = hErr.Error(), bErr == nil
-			rep.Clusters = append(rep.Clusters, rc)
+// planBoth plans the clusters at both sides at once, one goroutine each,
+// and hands use each cluster's plans (or errors) in order as soon as both
+// sides have made them.
+func planBoth(ctx context.Context, sides []*side, clusters []fleet.Cluster, use func(c fleet.Cluster, base, head planned) error) error {
+	g, gctx := errgroup.WithContext(ctx)
+	var made [2]chan planned
+	for k, s := range sides {
+		made[k] = make(chan planned, 16)
+		g.Go(func() error {
+			defer close(made[k])
+			return s.Fleet.EachPlanOn(gctx, 1, clusters, nil, func(_ int, p *fleet.Plan, err error) error {
+				if p != nil {
+					p.DropReasons() // the report does not show them
+				}
+				select {
+				case made[k] <- planned{p, err}:
+					return nil
+				case <-gctx.Done():
+					return context.Cause(gctx)
+				}
+			})
+		})
+	}
+	g.Go(func() error {
+		for _, c := range clusters {
+			b, ok := <-made[0]
+			h, ok2 := <-made[1]
+			if !ok || !ok2 {
+				return nil // a side stopped: its error is the group's
+			}
+			if err := use(c, b, h); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return g.Wait()
+}
+
+// planned is one cluster's plan, or why it has none, at one side.
+type planned struct {
+	p   *fleet.Plan
+	err error
+}
+
+// comparison fills rep with every cluster and its bundles as both sides'
+// plans come, and collects the bundles to render. Whether a kustomize
+// bundle whose inputs did not change reads a changed file that belongs to
+// no chart or manifests folder is known only once every bundle was seen:
+// such bundles wait in pending until finish.
+type comparison struct {
+	rep       *Report
+	known     map[string]report.Origin
+	sides     []*side
+	only      []string
+	files     *sourceChanges
+	keepPlans bool // the policies need the plans afterwards
+	jobs      []*job
+	pending   []*job
+}
+
+// add compares one cluster's plans.
+func (cmp *comparison) add(c fleet.Cluster, base, head planned) error {
+	if cmp.keepPlans {
+		for k, pl := range []planned{base, head} {
+			cmp.sides[k].plans[c.Name], cmp.sides[k].errs[c.Name] = pl.p, pl.err
+		}
+	}
+	for _, p := range []*fleet.Plan{base.p, head.p} {
+		if p != nil {
+			for _, b := range p.Bundles {
+				cmp.files.own(b)
+			}
+		}
+	}
+	rc := Cluster{Name: c.Name, Known: cmp.known[c.Name], Bundles: []Bundle{}}
+	bp, bErr, hp, hErr := base.p, base.err, head.p, head.err
+	if hErr != nil {
+		rc.Error, rc.NewError = hErr.Error(), bErr == nil
+		cmp.rep.Clusters = append(cmp.rep.Clusters, rc)
+		return nil
+	}
+	if bp != nil && bp.Rollout != nil && hp.Rollout != nil && bp.Rollout.Wave != hp.Rollout.Wave {
+		rc.Wave = &WaveMove{From: bp.Rollout.Wave, To: hp.Rollout.Wave}
+	}
+	bundles := map[string][2]*fleet.Bundle{}
+	if bp != nil {
+		for _, b := range bp.Bundles {
+			bundles[b.Name] = [2]*fleet.Bundle{b, nil}
+		}
+	}
+	for _, b := range hp.Bundles {
+		pair := bundles[b.Name]
+		pair[1] = b
+		bundles[b.Name] = pair
+	}
+	rc.Bundles = make([]Bundle, 0, len(bundles))
+	for _, name := range slices.Sorted(maps.Keys(bundles)) {
+		if len(cmp.only) > 0 && !slices.Contains(cmp.only, name) {
 			continue
 		}
-		if bp != nil && bp.Rollout != nil && hp.Rollout != nil && bp.Rollout.Wave != hp.Rollout.Wave {
-			rc.Wave = &WaveMove{From: bp.Rollout.Wave, To: hp.Rollout.Wave}
-		}
-		bundles := map[string][2]*fleet.Bundle{}
-		if bp != nil {
-			for _, b := range bp.Bundles {
-				bundles[b.Name] = [2]*fleet.Bundle{b, nil}
-			}
-		}
-		for _, b := range hp.Bundles {
-			pair := bundles[b.Name]
-			pair[1] = b
-			bundles[b.Name] = pair
-		}
-		rc.Bundles = make([]Bundle, 0, len(bundles))
-		for _, name := range slices.Sorted(maps.Keys(bundles)) {
-			if len(only) > 0 && !slices.Contains(only, name) {
-				continue
-			}
-			pair := bundles[name]
-			rc.Bundles = append(rc.Bundles, Bundle{Name: name})
-			out := &rc.Bundles[len(rc.Bundles)-1]
-			switch b, h := pair[0], pair[1]; {
-			case h != nil && h.Failed():
-				out.Change, out.Error, out.NewError = Failed, h.Errors.Error(), b != nil && !b.Failed()
-			case b != nil && h != nil && !b.Failed() && b.InputsDigest == h.InputsDigest && !files.affects(h):
-				out.Change = Unchanged
-			default:
-				j := &job{cluster: c, out: out, base: b, head: h, sides: sides}
-				if b != nil && b.Failed() {
-					j.base = nil // nothing of it was applied: everything is new
-				}
-				jobs = append(jobs, j)
-			}
-		}
-		rep.Clusters = append(rep.Clusters, rc)
+		pair := bundles[name]
+		rc.Bundles = append(rc.Bundles, Bundle{Name: name})
+		cmp.bundle(c, &rc.Bundles[len(rc.Bundles)-1], pair[0], pair[1])
 	}
 	// Bundle pointers into rc.Bundles stay valid: each cluster's slice is
 	// made once, at its final size, before its jobs point into it.
-	return jobs
+	cmp.rep.Clusters = append(cmp.rep.Clusters, rc)
+	return nil
+}
+
+// bundle compares one bundle of a cluster at base (b) and head (h).
+func (cmp *comparison) bundle(c fleet.Cluster, out *Bundle, b, h *fleet.Bundle) {
+	if h != nil && h.Failed() {
+		out.Change, out.Error, out.NewError = Failed, h.Errors.Error(), b != nil && !b.Failed()
+		return
+	}
+	j := &job{cluster: c, out: out, base: b, head: h, sides: cmp.sides}
+	if b != nil && h != nil && !b.Failed() && b.InputsDigest == h.InputsDigest {
+		out.Change = Unchanged
+		switch affects, known := cmp.files.affectsYet(h); {
+		case !known:
+			cmp.pending = append(cmp.pending, j)
+			return
+		case !affects:
+			return
+		}
+	}
+	if b != nil && b.Failed() {
+		j.base = nil // nothing of it was applied: everything is new
+	}
+	cmp.jobs = append(cmp.jobs, j)
+}
+
+// finish settles which files are loose, and returns the changes and the
+// bundles to render (those pending that read a changed file among them).
+func (cmp *comparison) finish() (*sourceChanges, []*job) {
+	cmp.files.settle()
+	for _, j := range cmp.pending {
+		if cmp.files.affects(j.head) {
+			cmp.jobs = append(cmp.jobs, j)
+		}
+	}
+	return cmp.files, cmp.jobs
 }
 
 // renderJobs renders each job's sides on all CPUs.

@@ -350,6 +350,22 @@ bundles: valued: {namespace: "web", helm: {chart: "charts/v", valuesFiles: ["val
 	if rep.Renders != 8 {
 		t.Errorf("%d renders, want 8 (four bundles at both revisions; other not rendered)", rep.Renders)
 	}
+
+	// A changed file in a manifests folder is no file a kustomization
+	// refers to: only the bundle of that folder is rendered.
+	next := repo.Commit(map[string]string{"other/cm.yaml": strings.Replace(files["other/cm.yaml"], "'1'", "'3'", 1)})
+	if rep, err = preview.Run(context.Background(), preview.Options{Dir: repo.Work, Base: head, Head: next}); err != nil {
+		t.Fatal(err)
+	}
+	if _, b := find(t, rep, "eu-1", "kust"); b == nil || b.Change != preview.Unchanged {
+		t.Errorf("kust, when only other/ changed: %+v", b)
+	}
+	if _, b := find(t, rep, "eu-1", "other"); b == nil || b.Change != preview.Changed {
+		t.Errorf("other: %+v", b)
+	}
+	if rep.Renders != 2 {
+		t.Errorf("%d renders, want 2 (other at both revisions)", rep.Renders)
+	}
 }
 
 // TestPreviewReportsNewViolations: a change that breaks a policy for some
