@@ -22,7 +22,6 @@ trap 'rm -rf "$work"' EXIT
 source bench/lib.sh
 machine
 echo "commit:  $(command git rev-parse --short HEAD)"
-make -s build
 flotilla=$root/bin/flotilla
 
 # run NAME CMD...: prints "NAME seconds peak-MiB output-MB"; the command's
@@ -45,7 +44,7 @@ for clusters in "${sizes[@]}"; do
 	echo
 	echo "fleet:   $clusters clusters x $bundles bundles"
 	rm -rf "$work/fleet"
-	go run ./internal/synthfleet/cmd/synthfleet -dir "$work/fleet" -clusters "$clusters" -bundles "$bundles" -sources
+	synth_fleet "$work/fleet"
 	git() { fleet_git "$@"; }
 	git init -q -b main
 	git add -A

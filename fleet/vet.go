@@ -28,7 +28,7 @@ type Progress func(done, total int)
 // is ctx's cause; nothing planned is returned then. progress may be nil.
 func (f *Fleet) PlanInventory(ctx context.Context, progress Progress) ([]*Plan, Diagnostics, error) {
 	var plans []*Plan
-	problems, err := f.EachInventoryPlan(ctx, progress, func(p *Plan) error {
+	problems, err := f.EachInventoryPlan(ctx, 0, progress, func(p *Plan) error {
 		plans = append(plans, p)
 		return nil
 	})
@@ -42,10 +42,11 @@ func (f *Fleet) PlanInventory(ctx context.Context, progress Progress) ([]*Plan, 
 // it comes and keeps nothing (a batch command printing plans): each is
 // handed to use in name order, as soon as it and the plans before it are
 // made, while the other planning goroutines go on. use is never called
-// twice at once; its error stops planning and is returned.
-func (f *Fleet) EachInventoryPlan(ctx context.Context, progress Progress, use func(*Plan) error) (Diagnostics, error) {
+// twice at once; its error stops planning and is returned. workers bounds
+// the planning goroutines (EachPlanOn; 0: one per CPU).
+func (f *Fleet) EachInventoryPlan(ctx context.Context, workers int, progress Progress, use func(*Plan) error) (Diagnostics, error) {
 	var problems Diagnostics
-	err := f.EachPlan(ctx, f.inventory, progress, func(i int, p *Plan, err error) error {
+	err := f.EachPlanOn(ctx, workers, f.inventory, progress, func(i int, p *Plan, err error) error {
 		if err == nil {
 			return use(p)
 		}

@@ -143,22 +143,15 @@ func planCluster(ctx context.Context, f *fleet.Fleet, c fleet.Cluster) (*fleet.P
 // fails entirely are returned as problems. workers bounds the planning
 // goroutines (fleet.EachPlanOn; 0: one per CPU).
 func eachInventoryPlan(ctx context.Context, stderr io.Writer, f *fleet.Fleet, workers int, use func(*fleet.Plan) error) (fleet.Diagnostics, error) {
-	clusters := f.Inventory()
+	total := len(f.Inventory())
 	var done atomic.Int64
 	stopProgress := everyFewSeconds(stderr, func() string {
-		return fmt.Sprintf("planned %d of %s", done.Load(), english.Count(len(clusters), "cluster"))
+		return fmt.Sprintf("planned %d of %s", done.Load(), english.Count(total, "cluster"))
 	})
-	var problems fleet.Diagnostics
-	err := f.EachPlanOn(ctx, workers, clusters, func(n, _ int) { done.Store(int64(n)) }, func(i int, p *fleet.Plan, err error) error {
-		if err != nil {
-			problems = append(problems, fleet.PlanProblems(clusters[i], err)...)
-			return nil
-		}
-		return use(p)
-	})
+	problems, err := f.EachInventoryPlan(ctx, workers, func(n, _ int) { done.Store(int64(n)) }, use)
 	stopProgress()
 	if err != nil {
-		return nil, fmt.Errorf("planning %s (%d planned): %w", english.Count(len(clusters), "cluster"), done.Load(), err)
+		return nil, fmt.Errorf("planning %s (%d planned): %w", english.Count(total, "cluster"), done.Load(), err)
 	}
 	return problems, nil
 }

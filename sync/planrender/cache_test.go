@@ -13,7 +13,7 @@ import (
 
 // TestCacheIsBounded: a renderer remembers renders up to its bound and
 // lets the least recently used go; what it renders again is the same, and
-// EachRendered hands every cluster's bundles over in order either way.
+// a Stream hands every cluster's bundles over in order either way.
 func TestCacheIsBounded(t *testing.T) {
 	f, err := fleet.Load("../..", fleet.LoadOptions{})
 	if err != nil {
@@ -27,7 +27,7 @@ func TestCacheIsBounded(t *testing.T) {
 		var out bytes.Buffer
 		next := 0
 		for range 2 { // twice: the second time, what is remembered is not rendered again
-			err := r.EachRendered(t.Context(), plans, nil, nil, func(i int, bundles []Bundle) error {
+			err := renderEach(t.Context(), r, plans, func(i int, bundles []Bundle) error {
 				if i != next%len(plans) {
 					t.Errorf("cluster %d handed over at %d", i, next)
 				}
@@ -68,7 +68,7 @@ func TestCacheIsBounded(t *testing.T) {
 
 	stop := errors.New("the output folder is full")
 	handed := 0
-	err = New("../..", Options{}).EachRendered(context.Background(), plans, nil, nil, func(int, []Bundle) error {
+	err = renderEach(context.Background(), New("../..", Options{}), plans, func(int, []Bundle) error {
 		handed++
 		return stop
 	})
@@ -140,4 +140,15 @@ func TestStreamKeepsOrderAndStops(t *testing.T) {
 	if err := s.Wait(); !errors.Is(err, stop) {
 		t.Errorf("Wait after use failed: %v", err)
 	}
+}
+
+// renderEach streams plans through r, handing use each one's bundles.
+func renderEach(ctx context.Context, r *Renderer, plans []*fleet.Plan, use func(i int, bundles []Bundle) error) error {
+	s := r.Stream(ctx, nil, nil, func(i int, _ *fleet.Plan, bundles []Bundle) error { return use(i, bundles) })
+	for i, p := range plans {
+		if s.Add(i, p) != nil {
+			break
+		}
+	}
+	return s.Wait()
 }

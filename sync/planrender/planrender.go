@@ -189,39 +189,30 @@ func (r *Renderer) RenderPlan(ctx context.Context, plan *fleet.Plan) ([]Bundle, 
 // when it is set) on all CPUs, each distinct input once: out[i] are
 // plans[i]'s bundles in plan order, with each cluster's shared objects
 // refused as RenderPlan does. done is called after each bundle. When ctx
-// ends, rendering stops and the error is ctx's cause.
+// ends, rendering stops and the error is ctx's cause. A caller that uses
+// each cluster's bundles as they come and keeps nothing (render --all)
+// uses a Stream instead.
 func (r *Renderer) RenderPlans(ctx context.Context, plans []*fleet.Plan, keep func(*fleet.Bundle) bool, done func()) ([][]Bundle, error) {
 	out := make([][]Bundle, len(plans))
-	err := r.EachRendered(ctx, plans, keep, done, func(i int, bundles []Bundle) error {
+	s := r.Stream(ctx, keep, done, func(i int, _ *fleet.Plan, bundles []Bundle) error {
 		out[i] = bundles
 		return nil
 	})
-	if err != nil {
+	for i, p := range plans {
+		if s.Add(i, p) != nil {
+			break // Wait says why
+		}
+	}
+	if err := s.Wait(); err != nil {
 		return nil, err
 	}
 	return out, nil
 }
 
-// EachRendered is RenderPlans for a caller that uses each cluster's
-// bundles as they come and keeps nothing (render --all writing files):
-// use gets plans[i]'s bundles, for i in order, as soon as they and the
-// earlier plans' are rendered, while rendering goes on; it is never called
-// twice at once. Its error, or ctx ending, stops rendering and is
-// returned.
-func (r *Renderer) EachRendered(ctx context.Context, plans []*fleet.Plan, keep func(*fleet.Bundle) bool, done func(), use func(i int, bundles []Bundle) error) error {
-	s := r.Stream(ctx, keep, done, func(i int, _ *fleet.Plan, bundles []Bundle) error { return use(i, bundles) })
-	for i, p := range plans {
-		if s.Add(i, p) != nil {
-			break
-		}
-	}
-	return s.Wait()
-}
-
 // Stream renders plans as they are made, for a caller that plans and
 // renders at once and holds neither (render --all of a large inventory):
 // it is given plans 0, 1, 2... one at a time by Add, and hands each one's
-// bundles to use in that order, as EachRendered does. Add queues a plan's
+// bundles to use in that order. Add queues a plan's
 // bundles for the rendering goroutines (one per CPU) and waits only while
 // the queue is full, so whoever makes the plans runs a little ahead of the
 // renders and is held back rather than piling plans up: memory holds the

@@ -444,20 +444,10 @@ func (p *Pool) RetireIdle() {
 		return
 	}
 	p.mu.Lock()
-	var idle []*worker
-	for online, ws := range p.idle {
-		idle = append(idle, ws...)
-		p.idle[online] = nil
-	}
-	for _, w := range idle {
-		if w.retire != nil {
-			w.retire.Stop()
-		}
-		delete(p.all, w)
-	}
+	idle := slices.Concat(p.idle[false], p.idle[true])
 	p.mu.Unlock()
 	for _, w := range idle {
-		w.stop()
+		p.retire(w) // unless a job took it meanwhile; its timer then finds nothing to do
 	}
 }
 
