@@ -31,6 +31,15 @@ commit_overlay_change() {
 	fleet_git commit -qam "app-000: 4 replicas in regulated clusters"
 }
 
+# fleet_with_change makes the benchmark's fleet ($work/fleet) a Git
+# repository: the fleet as written, then commit_overlay_change on top.
+fleet_with_change() {
+	fleet_git init -q -b main
+	fleet_git add -A
+	fleet_git commit -qm base
+	commit_overlay_change
+}
+
 # synth_fleet builds bin/flotilla and writes the synthetic fleet ($clusters
 # clusters x $bundles bundles, with its charts and kustomizations) into the
 # folder $1.

@@ -45,10 +45,7 @@ vet=$(measure bin/flotilla vet "$work/fleet" --policies)
 
 # Previews: three commits on top of the fleet with its policies.
 git() { fleet_git "$@"; }
-git init -q -b main
-git add -A
-git commit -qm base
-commit_overlay_change
+fleet_with_change
 sed -i 's/>=1 \& <=50/>=1 \& <=40/' "$work/fleet/policies.cue"
 git commit -qam "sane-replicas: at most 40"
 # preview exits 1 when something changes, as it does here.

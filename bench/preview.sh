@@ -26,10 +26,7 @@ echo "fleet:   $clusters clusters x $bundles bundles, one overlay changed"
 synth_fleet "$work/fleet"
 flotilla=$root/bin/flotilla
 git() { fleet_git "$@"; }
-git init -q -b main
-git add -A
-git commit -qm base
-commit_overlay_change
+fleet_with_change
 
 seconds() { local start end; start=$(date +%s.%N); "$@"; end=$(date +%s.%N); echo "$end - $start" | bc; }
 

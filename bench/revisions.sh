@@ -27,11 +27,7 @@ machine
 echo "fleet:   $clusters clusters x $bundles bundles; $before against $(command git rev-parse --short HEAD)"
 
 synth_fleet "$work/fleet"
-git() { fleet_git "$@"; }
-git init -q -b main
-git add -A
-git commit -qm base
-commit_overlay_change
+fleet_with_change
 
 mkdir -p "$work/src-before"
 command git archive "$before" | tar -x -C "$work/src-before"

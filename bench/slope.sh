@@ -45,12 +45,7 @@ for clusters in "${sizes[@]}"; do
 	echo "fleet:   $clusters clusters x $bundles bundles"
 	rm -rf "$work/fleet"
 	synth_fleet "$work/fleet"
-	git() { fleet_git "$@"; }
-	git init -q -b main
-	git add -A
-	git commit -qm base
-	commit_overlay_change
-	unset -f git
+	fleet_with_change
 	fleet=$work/fleet
 	run "plan --all -o json" plan "$fleet" --all -o json -q
 	run "render --all" render "$fleet" --all --out @OUT@ -q
