@@ -2,6 +2,7 @@ package main
 
 import (
 	"runtime"
+	"runtime/debug"
 	"testing"
 	"time"
 )
@@ -29,6 +30,24 @@ func TestAfterEachGCHearsEveryCollection(t *testing.T) {
 		case <-deadline:
 			t.Fatalf("heard %d collections of 3", n)
 		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// TestAgentGCPercent: the agent collects at agentGCPercent unless GOGC is
+// set, which wins.
+func TestAgentGCPercent(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	for _, env := range []string{"", "200"} {
+		t.Setenv("GOGC", env)
+		debug.SetGCPercent(100)
+		tuneGCForAgent()
+		want := agentGCPercent
+		if env != "" {
+			want = 100 // left as the runtime read it from GOGC
+		}
+		if got := debug.SetGCPercent(100); got != want {
+			t.Errorf("GOGC=%q: the agent collects at %d%%, want %d%%", env, got, want)
 		}
 	}
 }
