@@ -57,6 +57,8 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/flotilla-gitops/flotilla/internal/testenv"
+	"github.com/flotilla-gitops/flotilla/schemas/spec"
+	"github.com/flotilla-gitops/flotilla/sync/report"
 )
 
 type options struct {
@@ -74,7 +76,7 @@ func main() {
 	flag.DurationVar(&o.interval, "interval", 30*time.Second, "poll interval of both tools")
 	flag.DurationVar(&o.idle, "idle", 3*time.Minute, "idle time measured after the change")
 	flag.StringVar(&o.flotilla, "flotilla", "bin/flotilla", "the agent's binary")
-	flag.StringVar(&o.tools, "tools", "flux,flotilla", "the tools to run, in order")
+	flag.StringVar(&o.tools, "tools", "flux,flotilla", "the tools to run, in order: flux, flotilla, and flux+observer (Flux with the agent in --observe flux mode beside it)")
 	flag.Parse()
 	ctrllog.SetLogger(logr.Discard())
 	if err := run(o); err != nil {
@@ -100,6 +102,7 @@ type result struct {
 	// by the end.
 	pss, peakPSS, peakRSS int64
 	peakProcs             []procPSS // at peakPSS
+	endProcs              []procPSS // at the end of the idle time
 }
 
 func mib(bytes int64) float64 { return float64(bytes) / (1 << 20) }
@@ -153,14 +156,14 @@ func run(o options) error {
 	defer srv.StopHTTP()
 	repo.url = srv.HTTPAddress() + "/fleet.git"
 	fmt.Printf("workload: 1 namespace, %d ConfigMaps, 20 Deployments; interval %s; idle %s\n", o.objects, o.interval, o.idle)
-	fmt.Printf("%-9s %-4s %10s %10s %10s %10s %10s %10s %10s %10s %10s %10s\n", "tool", "run", "first s", "change s", "first req", "idle req", "idle cpu", "rss MiB", "anon MiB", "peak rss", "pss MiB", "peak pss")
+	fmt.Printf("%-13s %-4s %10s %10s %10s %10s %10s %10s %10s %10s %10s %10s\n", "tool", "run", "first s", "change s", "first req", "idle req", "idle cpu", "rss MiB", "anon MiB", "peak rss", "pss MiB", "peak pss")
 	for i := 1; i <= o.runs; i++ {
 		for _, tool := range strings.Split(o.tools, ",") {
 			r, err := measure(o, repo, tool)
 			if err != nil {
 				return fmt.Errorf("%s, run %d: %w", tool, i, err)
 			}
-			fmt.Printf("%-9s %-4d %10.1f %10.1f %10d %10d %10.2f %10.0f %10.0f %10.0f %10.0f %10.0f\n", r.tool, i, r.firstSync.Seconds(), r.change.Seconds(),
+			fmt.Printf("%-13s %-4d %10.1f %10.1f %10d %10d %10.2f %10.0f %10.0f %10.0f %10.0f %10.0f\n", r.tool, i, r.firstSync.Seconds(), r.change.Seconds(),
 				total(r.firstReqs), total(r.idleReqs), r.idleCPU, mib(r.rss), mib(r.anon), mib(max(r.peak, r.peakRSS)), mib(r.pss), mib(r.peakPSS))
 			fmt.Printf("    requests of the first sync: %s\n    of the change (%d): %s\n    while idle: %s\n",
 				byVerb(r.firstReqs), total(r.changeReqs), byVerb(r.changeReqs), byVerb(r.idleReqs))
@@ -169,6 +172,11 @@ func run(o options) error {
 				at = append(at, fmt.Sprintf("%s %.0f MiB (anonymous %.0f)", p.name, mib(p.pss), mib(p.anon)))
 			}
 			fmt.Printf("    at the peak of PSS: %s\n", strings.Join(at, ", "))
+			at = at[:0]
+			for _, p := range r.endProcs {
+				at = append(at, fmt.Sprintf("%s %.0f MiB (anonymous %.0f)", p.name, mib(p.pss), mib(p.anon)))
+			}
+			fmt.Printf("    idle, at the end: %s\n", strings.Join(at, ", "))
 		}
 	}
 	return nil
@@ -191,10 +199,16 @@ func measure(o options, repo *gitRepo, tool string) (*result, error) {
 		return nil, err
 	}
 	var t toolRun
-	if tool == "flux" {
+	switch tool {
+	case "flux":
 		t = &fluxRun{cluster: cluster, kube: kube, interval: o.interval}
-	} else {
+	case "flux+observer":
+		t = &observedRun{fluxRun: fluxRun{cluster: cluster, kube: kube, interval: o.interval, labels: true},
+			agent: agentRun{bin: o.flotilla, cluster: cluster, interval: o.interval}}
+	case "flotilla":
 		t = &agentRun{bin: o.flotilla, cluster: cluster, interval: o.interval}
+	default:
+		return nil, fmt.Errorf("unknown tool %q: flux, flux+observer or flotilla", tool)
 	}
 	r := &result{tool: tool}
 	audit := &auditReader{cluster: cluster, clients: t.clients()}
@@ -229,6 +243,11 @@ func measure(o options, repo *gitRepo, tool string) (*result, error) {
 	if err := checkChanged(ctx, kube, 10); err != nil {
 		return nil, err
 	}
+	if o, ok := t.(*observedRun); ok {
+		if err := until(ctx, 3*o.interval, func() (bool, error) { return o.reported(ctx, repo.url, repo.head) }); err != nil {
+			return nil, fmt.Errorf("the observer's status: %w", err)
+		}
+	}
 	if r.changeReqs, err = audit.since(); err != nil {
 		return nil, err
 	}
@@ -246,7 +265,7 @@ func measure(o options, repo *gitRepo, tool string) (*result, error) {
 		return nil, err
 	}
 	r.rss, r.anon, r.peak = memory(pids)
-	r.pss = pss(pids)
+	r.pss, r.endProcs = pssOf(pids)
 	peak := sampler.stop()
 	r.peakRSS, r.peakPSS, r.peakProcs = peak.rss, peak.pss, peak.at
 	return r, nil
@@ -480,6 +499,9 @@ type fluxRun struct {
 	cluster  *testenv.Cluster
 	kube     client.Client
 	interval time.Duration
+	// labels marks the Kustomization as flotilla hydrate does (its
+	// cluster and bundle), for an observing agent to read.
+	labels bool
 }
 
 var (
@@ -502,6 +524,9 @@ func (f *fluxRun) start(ctx context.Context, url string) error {
 			"sourceRef": map[string]any{"kind": "GitRepository", "name": "bench"}},
 	}}
 	ks.SetGroupVersionKind(kustomizationKind)
+	if f.labels {
+		ks.SetLabels(map[string]string{spec.ClusterLabel: "bench-1", spec.BundleLabel: "bench"})
+	}
 	for _, o := range []client.Object{src, ks} {
 		if err := f.kube.Create(ctx, o); err != nil {
 			return err
@@ -549,6 +574,38 @@ func (f *fluxRun) stop() {}
 
 func (f *fluxRun) clients() []string { return []string{"source-controller", "kustomize-controller"} }
 
+// observedRun is Flux with the Flotilla agent beside it in --observe flux
+// mode, publishing Flux's progress as the cluster's status branch: what a
+// fleet that keeps Flux as its applier runs. Its times are Flux's; its
+// memory, CPU and requests are both controllers' and the observer's.
+type observedRun struct {
+	fluxRun
+	agent agentRun
+}
+
+func (o *observedRun) start(ctx context.Context, url string) error {
+	if err := o.fluxRun.start(ctx, url); err != nil {
+		return err
+	}
+	return o.agent.startWith(ctx, url, "--observe", "flux")
+}
+
+// reported says whether the observer's status branch says the cluster is
+// Ready at commit: it observed Flux apply it, and published that.
+func (o *observedRun) reported(ctx context.Context, url, commit string) (bool, error) {
+	st, err := report.ReadCluster(ctx, url, report.DefaultPrefix, "bench-1", nil)
+	if err != nil {
+		return false, nil // not reported yet
+	}
+	return st.Phase == report.ClusterReady && st.AppliedRevision == commit, nil
+}
+
+func (o *observedRun) pids() []int { return append(o.fluxRun.pids(), o.agent.pids()...) }
+
+func (o *observedRun) clients() []string { return append(o.fluxRun.clients(), o.agent.clients()...) }
+
+func (o *observedRun) stop() { o.agent.stop() }
+
 // agentRun is the Flotilla agent, as a process with its workers.
 type agentRun struct {
 	bin      string
@@ -559,7 +616,10 @@ type agentRun struct {
 	token    string
 }
 
-func (a *agentRun) start(ctx context.Context, url string) error {
+func (a *agentRun) start(ctx context.Context, url string) error { return a.startWith(ctx, url) }
+
+// startWith starts the agent with more flags.
+func (a *agentRun) startWith(ctx context.Context, url string, flags ...string) error {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
@@ -577,6 +637,7 @@ func (a *agentRun) start(ctx context.Context, url string) error {
 	}
 	a.cmd = exec.CommandContext(ctx, a.bin, "agent", "--kubeconfig", a.cluster.Kubeconfig, "--repo", url, "--branch", "main",
 		"--name", "bench-1", "--interval", a.interval.String(), "--listen", a.addr, "--webhook-secret-file", secret, "--log-format", "console")
+	a.cmd.Args = append(a.cmd.Args, flags...)
 	a.cmd.Stdout, a.cmd.Stderr = logFile, logFile
 	return a.cmd.Start()
 }

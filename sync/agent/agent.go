@@ -160,6 +160,7 @@ func New(cfg *rest.Config, opts Options, log logr.Logger) (*Agent, error) {
 			return nil, err
 		}
 		a.eval = sandboxed{pool: a.pool, load: fleet.LoadOptions{Path: opts.Path}}
+		a.metrics.countWorkers(a.pool)
 	} else {
 		a.eval = newInProcess(fleet.LoadOptions{Path: opts.Path})
 	}

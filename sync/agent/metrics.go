@@ -8,6 +8,7 @@ import (
 
 	"github.com/flotilla-gitops/flotilla/sync/apply"
 	"github.com/flotilla-gitops/flotilla/sync/report"
+	"github.com/flotilla-gitops/flotilla/sync/sandbox"
 	"github.com/flotilla-gitops/flotilla/sync/source"
 )
 
@@ -58,6 +59,14 @@ func newMetrics() *metrics {
 	m.registry.MustRegister(m.passDuration, m.revision, m.bundles, m.objects, m.drift, m.gitErrors, m.passes, m.rollout,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// countWorkers adds the number of the pool's render workers running now.
+func (m *metrics) countWorkers(pool *sandbox.Pool) {
+	m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "flotilla_render_workers",
+		Help: "Render workers running now: they end once a pass has rendered, before it applies (unless --worker-idle-timeout is 0).",
+	}, func() float64 { return float64(pool.Workers()) }))
 }
 
 // observe records a pass.

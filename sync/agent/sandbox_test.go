@@ -2,6 +2,8 @@ package agent_test
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -65,5 +67,33 @@ bundles: ok: {namespace: cluster.labels.ns, values: n: len([for i in list.Range(
 	}
 	if err := kube.Get(ctx, client.ObjectKey{Namespace: a.NS, Name: "ok"}, &corev1.ConfigMap{}); err != nil {
 		t.Errorf("the applied object is gone: %v", err)
+	}
+}
+
+// TestWorkersEndOnceRendered: a pass ends its render workers once it has
+// rendered (before it applies) even when they could idle for an hour, as
+// flotilla_render_workers shows; with --worker-idle-timeout 0 they stay.
+func TestWorkersEndOnceRendered(t *testing.T) {
+	repo := gittest.New(t)
+	repo.Commit(map[string]string{"fleet.cue": `package fleet
+
+bundles: ok: {namespace: cluster.labels.ns, resources: [{apiVersion: "v1", kind: "ConfigMap", metadata: name: "ok"}]}
+`})
+	for _, idle := range []time.Duration{time.Hour, 0} {
+		a := newAgent(t, cluster.Config, repo, "lab-1", nil, func(o *agent.Options) {
+			o.Sandbox = &sandbox.Options{IdleTimeout: idle}
+		})
+		if p := a.RunOnce(context.Background()); p.Err != nil || p.Result.Failed() {
+			t.Fatalf("idle timeout %s: pass: %v", idle, p.Err)
+		}
+		want := "flotilla_render_workers 0\n"
+		if idle == 0 {
+			want = "flotilla_render_workers 1\n"
+		}
+		rec := httptest.NewRecorder()
+		a.Handler(nil).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+		if !strings.Contains(rec.Body.String(), want) {
+			t.Errorf("idle timeout %s: want %q in the metrics, got:\n%s", idle, want, rec.Body.String())
+		}
 	}
 }
