@@ -11,7 +11,9 @@
 #
 #   bench/flux.sh [OBJECTS...]        default: 1000 5000
 #
-# RUNS (default 2), IDLE (default 3m) and INTERVAL (default 30s) tune it.
+# RUNS (default 2), IDLE (default 3m) and INTERVAL (default 30s) tune it;
+# TOOLS (default flux,flotilla) picks the tools, and flux+observer is Flux
+# with the agent beside it in --observe flux mode (a fleet that keeps Flux).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
@@ -21,6 +23,6 @@ export KUBEBUILDER_ASSETS=$PWD/bin/testenv
 go build -o bin/fluxbench ./internal/fluxbench
 for objects in "${@:-1000 5000}"; do
 	for n in $objects; do
-		bin/fluxbench -objects "$n" -runs "${RUNS:-2}" -idle "${IDLE:-3m}" -interval "${INTERVAL:-30s}" -flotilla bin/flotilla
+		bin/fluxbench -objects "$n" -runs "${RUNS:-2}" -idle "${IDLE:-3m}" -interval "${INTERVAL:-30s}" -tools "${TOOLS:-flux,flotilla}" -flotilla bin/flotilla
 	done
 done
