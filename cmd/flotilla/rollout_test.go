@@ -94,7 +94,7 @@ func TestRolloutStatusAndApprove(t *testing.T) {
 	if code := run(t.Context(), []string{"status", "--repo", repo.Bare, "-o", "html"}, &stdout, &stderr); code != exitOK {
 		t.Fatalf("status -o html: %s", stderr.String())
 	}
-	if page := stdout.String(); !strings.Contains(page, `<tr data-wave="eu"><td>eu</td><td>0/1</td><td class="Waiting">Waiting</td>`) ||
+	if page := stdout.String(); !strings.Contains(page, `<tr data-wave="eu"><td><a href="#" data-set-wave="eu">eu</a></td><td class="num">0/1</td><td class="Waiting">Waiting</td>`) ||
 		!strings.Contains(page, "Rollout of 3f3f3f3") {
 		t.Errorf("the page lacks the rollout:\n%s", page)
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/spf13/cobra"
+	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/flotilla-gitops/flotilla/fleet"
 	"github.com/flotilla-gitops/flotilla/internal/english"
@@ -37,19 +38,34 @@ type statusFlags struct {
 	revision     string
 	timeout      time.Duration
 	every        time.Duration
+	// The filters of the fleet view.
+	phases, waves, regions, bundles []string
+	selector                        string
 }
 
 // statusLong is the command's --help.
 const statusLong = `Read the status branches the agents write (one per cluster,
 flotilla/status/<cluster>, all read with one ls-remote and one fetch) and
-show the fleet: each cluster's region, phase, the revision it applied
-against the tip of the fleet branch, its bundles ready out of total, and
-how long ago it reported — clusters silent for longer than --stale are
-flagged. When the fleet has rollout waves, the rollout of the tip follows:
-per wave, clusters Ready at it over total, and whether it is done, baking
-(until when), waiting (for whom), halted (by whom) or failed. --cluster NAME shows one cluster's bundles and errors. -o html
-writes a self-contained page (a clusters × bundles matrix coloured by
-phase, with the errors) that opens without a server.
+show the fleet, what a person asks first at the top:
+
+  - how many clusters are Failed, Stale (silent for longer than --stale),
+    Progressing, Waiting and Ready;
+  - how far the fleet tip has gone: Ready on how many clusters, and how
+    long since it was committed (until the last cluster was Ready);
+  - when the fleet has rollout waves, the rollout of the tip: per wave,
+    clusters Ready at it over total, and whether it is done, baking (until
+    when), waiting (for whom), halted (by whom) or failed;
+  - each distinct problem once, with how many clusters and which bundles
+    have it (a cluster's own name in a message reads <cluster>);
+  - then a line per cluster, failed and stale ones first: region, wave,
+    phase, the revision it applied against the tip, bundles ready out of
+    total, and how long ago it reported.
+
+--phase, --wave, --region, --bundle and --selector narrow the clusters
+(the summary counts the ones left). --cluster NAME shows one cluster's
+bundles and errors. -o html writes a self-contained page of the same view
+— counts, rollout, problems, a bundle × phase table, and every cluster
+with filters, a search box and a detail view — that opens without a server.
 
 --wait --revision SHA blocks until every reporting cluster has applied that
 revision and is Ready (exit 0), or one failed at it or its rollout halted,
@@ -62,6 +78,9 @@ func newStatusCmd() *cobra.Command {
 		Long:  statusLong,
 		Example: `  flotilla status
   flotilla status --repo https://git.example.com/platform/fleet.git
+  flotilla status --repo ../fleet --phase Failed,Stale --region eu-west-1
+  flotilla status --repo ../fleet --bundle web --selector tier=prod
+  flotilla status --repo ../fleet -o html > status.html
   flotilla status --repo ../fleet --cluster prod-eu-1
   flotilla status --repo $REPO --wait --revision $(git rev-parse HEAD) --timeout 15m`,
 		Args: cobra.NoArgs,
@@ -78,6 +97,18 @@ func newStatusCmd() *cobra.Command {
 	fs.StringVar(&sf.cluster, "cluster", "", "show the bundles and errors of the cluster `NAME`")
 	completeFromFleet(cmd, "cluster", completeClusters)
 	fs.DurationVar(&sf.stale, "stale", 30*time.Minute, "flag clusters that have not reported for this long")
+	fs.StringSliceVar(&sf.phases, "phase", nil, "show only clusters in these `PHASES`: Failed, Stale, Progressing, Waiting, Ready")
+	_ = cmd.RegisterFlagCompletionFunc("phase", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+		var names []string
+		for _, s := range report.Standings {
+			names = append(names, string(s))
+		}
+		return names, cobra.ShellCompDirectiveNoFileComp
+	})
+	fs.StringSliceVar(&sf.waves, "wave", nil, "show only clusters in these rollout `WAVES`")
+	fs.StringSliceVar(&sf.regions, "region", nil, "show only clusters in these `REGIONS`")
+	fs.StringSliceVar(&sf.bundles, "bundle", nil, "show only clusters that have one of these `BUNDLES`")
+	fs.StringVarP(&sf.selector, "selector", "l", "", "show only clusters whose labels match this label `SELECTOR` (tier=prod,team!=data)")
 	fs.BoolVar(&sf.wait, "wait", false, "wait until every cluster reports --revision Ready")
 	fs.StringVar(&sf.revision, "revision", "", "the revision to wait for (the full hash, `SHA`)")
 	fs.DurationVar(&sf.timeout, "timeout", 10*time.Minute, "how long --wait waits")
@@ -126,22 +157,56 @@ func (sf *statusFlags) run(cmd *cobra.Command, out *outputFlag) error {
 	for _, p := range snap.Problems {
 		fmt.Fprintf(cmd.ErrOrStderr(), "warning: %v\n", p)
 	}
-	statuses := snap.Statuses
-	tip := sf.fleetTip(cmd.Context())
-	view := report.RolloutOf(statuses, tip)
-	if out.format == "html" {
-		return writeStatusHTML(cmd.OutOrStdout(), statuses, tip, view, sf.stale, time.Now())
+	filter, err := sf.filter()
+	if err != nil {
+		return err
 	}
-	doc := fleetStatus{Tip: tip, Clusters: statuses, Rollout: view}
+	now := time.Now()
+	opts := report.ViewOptions{Now: now, Stale: sf.stale}
+	opts.Tip, opts.TipTime = sf.fleetTip(cmd.Context())
+	statuses := filter.Apply(snap.Statuses, now, sf.stale)
+	report.SortForView(statuses, now, sf.stale)
+	view := report.NewFleetView(statuses, opts)
+	if out.format == "html" {
+		return writeStatusHTML(cmd.OutOrStdout(), statusPageOf(statuses, view, opts))
+	}
+	doc := fleetStatus{Tip: opts.Tip, Summary: view, Clusters: statuses, Rollout: view.Rollout}
 	if doc.Clusters == nil {
 		doc.Clusters = []report.Status{}
 	}
 	return out.write(cmd.OutOrStdout(), doc, func(w io.Writer) error {
-		if err := writeFleetStatus(w, statuses, tip, sf.stale, time.Now(), out.format == "wide"); err != nil || view == nil {
+		if len(snap.Statuses) == 0 {
+			return writeFleetStatus(w, nil, "", sf.stale, now, false)
+		}
+		if err := writeSummary(w, view, len(snap.Statuses), !filter.Empty()); err != nil {
 			return err
 		}
-		return writeRollout(w, view)
+		return writeFleetStatus(w, statuses, opts.Tip, sf.stale, now, out.format == "wide")
 	})
+}
+
+// filter is the fleet view's filter the flags ask for.
+func (sf *statusFlags) filter() (report.Filter, error) {
+	f := report.Filter{Waves: sf.waves, Regions: sf.regions, Bundles: sf.bundles}
+	for _, p := range sf.phases {
+		i := slices.IndexFunc(report.Standings, func(s report.Standing) bool { return strings.EqualFold(string(s), p) })
+		if i < 0 {
+			var names []string
+			for _, s := range report.Standings {
+				names = append(names, string(s))
+			}
+			return f, fmt.Errorf("--phase %q: a cluster's phase is one of %s", p, strings.Join(names, ", "))
+		}
+		f.Standings = append(f.Standings, report.Standings[i])
+	}
+	if sf.selector != "" {
+		sel, err := labels.Parse(sf.selector)
+		if err != nil {
+			return f, fmt.Errorf("--selector: %w", err)
+		}
+		f.Selector = sel
+	}
+	return f, nil
 }
 
 // fromCheckout is where status reads without --repo, inside a fleet
@@ -177,22 +242,26 @@ func (sf *statusFlags) fromCheckout(stderr io.Writer, live bool) (*report.Snapsh
 // fleetStatus is `status -o json`: the fleet tip, every cluster's status,
 // and the rollout of the tip when the fleet has waves.
 type fleetStatus struct {
-	Tip      string              `json:"tip,omitempty"`
+	Tip string `json:"tip,omitempty"`
+	// Summary is the fleet view of the clusters listed.
+	Summary  *report.FleetView   `json:"summary"`
 	Clusters []report.Status     `json:"clusters"`
 	Rollout  *report.RolloutView `json:"rollout,omitempty"`
 }
 
-// fleetTip is the fleet branch's tip, or "" when it cannot be asked.
-func (sf *statusFlags) fleetTip(ctx context.Context) string {
+// fleetTip is the fleet branch's tip and when it was committed: "" when it
+// cannot be asked, a zero time when its commit cannot be read.
+func (sf *statusFlags) fleetTip(ctx context.Context) (string, time.Time) {
 	src, err := source.New(source.Options{URL: sf.repo, Branch: sf.tip, Auth: sf.auth})
 	if err != nil {
-		return ""
+		return "", time.Time{}
 	}
 	tip, err := src.Head(ctx)
 	if err != nil {
-		return ""
+		return "", time.Time{}
 	}
-	return tip
+	when, _ := src.HeadTime(ctx, tip)
+	return tip, when
 }
 
 // waitFor polls the status branch until every cluster applied the revision
@@ -289,6 +358,64 @@ func writeFleetStatus(w io.Writer, statuses []report.Status, tip string, stale t
 		fmt.Fprintln(tw, strings.Join(row, "\t"))
 	}
 	return tw.Flush()
+}
+
+// maxNamed is how many clusters a line of the summary names before it
+// counts the rest.
+const maxNamed = 8
+
+// writeSummary prints the fleet view above the table: counts by phase, the
+// tip's progress, the rollout, and each distinct problem once.
+func writeSummary(w io.Writer, v *report.FleetView, all int, filtered bool) error {
+	var counts []string
+	for _, c := range v.Counts {
+		if c.Count > 0 || c.Standing == report.StandingFailed || c.Standing == report.StandingReady {
+			counts = append(counts, fmt.Sprintf("%d %s", c.Count, errtext.Clean(string(c.Standing))))
+		}
+	}
+	of := english.Count(v.Clusters, "cluster")
+	if filtered {
+		of = fmt.Sprintf("%d of %s (filtered)", v.Clusters, english.Count(all, "cluster"))
+	}
+	fmt.Fprintf(w, "%s: %s\n", of, strings.Join(counts, ", "))
+	if t := v.Tip; t != nil {
+		line := fmt.Sprintf("fleet tip %s: Ready on %d of %s", short(t.Revision), t.Ready, english.Count(t.Total, "cluster"))
+		if t.Committed != nil {
+			line += fmt.Sprintf(", committed %s", t.Committed.Format("2006-01-02 15:04 MST"))
+			if t.Done {
+				line += fmt.Sprintf(", all Ready %s after", t.Took)
+			} else {
+				line += fmt.Sprintf(", %s so far", t.Took)
+			}
+		}
+		fmt.Fprintln(w, line)
+	}
+	if v.Rollout != nil {
+		if err := writeRollout(w, v.Rollout); err != nil {
+			return err
+		}
+	}
+	if len(v.Problems) > 0 {
+		fmt.Fprintf(w, "\n%s:\n", english.Count(len(v.Problems), "distinct problem"))
+		for _, g := range v.Problems {
+			where := english.Count(len(g.Clusters), "cluster")
+			if len(g.Bundles) > 0 {
+				where += ", " + english.Noun(len(g.Bundles), "bundle") + " " + namedList(g.Bundles, maxNamed)
+			}
+			fmt.Fprintf(w, "  %s on %s: %s\n", errtext.Clean(string(g.Standing)), where, oneLine(errtext.Clean(g.Message)))
+			fmt.Fprintf(w, "    %s\n", namedList(g.Clusters, maxNamed))
+		}
+	}
+	fmt.Fprintln(w)
+	return nil
+}
+
+// namedList names the first n of names and counts the rest.
+func namedList(names []string, n int) string {
+	if len(names) <= n {
+		return errtext.Clean(strings.Join(names, ", "))
+	}
+	return errtext.Clean(strings.Join(names[:n], ", ")) + fmt.Sprintf(" and %d more", len(names)-n)
 }
 
 // writeClusterStatus prints one cluster's bundles and errors.

@@ -60,7 +60,7 @@ func TestStatusHTMLInChromium(t *testing.T) {
 	}
 	for _, want := range []string{
 		`data-cluster="prod-eu-1"`, `data-cluster="prod-us-1"`,
-		`<td class="Failed">Failed</td>`, "conflicting values 3 and 5", "<th>monitoring</th>",
+		`<td class="Failed">Failed</td>`, "conflicting values 3 and 5", `data-bundle="monitoring"`,
 	} {
 		if !strings.Contains(string(dom), want) {
 			t.Errorf("the page Chromium loaded lacks %q", want)

@@ -198,17 +198,9 @@ func measure(o options, repo *gitRepo, tool string) (*result, error) {
 	if err != nil {
 		return nil, err
 	}
-	var t toolRun
-	switch tool {
-	case "flux":
-		t = &fluxRun{cluster: cluster, kube: kube, interval: o.interval}
-	case "flux+observer":
-		t = &observedRun{fluxRun: fluxRun{cluster: cluster, kube: kube, interval: o.interval, labels: true},
-			agent: agentRun{bin: o.flotilla, cluster: cluster, interval: o.interval}}
-	case "flotilla":
-		t = &agentRun{bin: o.flotilla, cluster: cluster, interval: o.interval}
-	default:
-		return nil, fmt.Errorf("unknown tool %q: flux, flux+observer or flotilla", tool)
+	t, err := newTool(o, tool, cluster, kube)
+	if err != nil {
+		return nil, err
 	}
 	r := &result{tool: tool}
 	audit := &auditReader{cluster: cluster, clients: t.clients()}
@@ -271,6 +263,20 @@ func measure(o options, repo *gitRepo, tool string) (*result, error) {
 	return r, nil
 }
 
+// newTool is the named tool's run on cluster.
+func newTool(o options, tool string, cluster *testenv.Cluster, kube client.Client) (toolRun, error) {
+	switch tool {
+	case "flux":
+		return &fluxRun{cluster: cluster, kube: kube, interval: o.interval}, nil
+	case "flux+observer":
+		return &observedRun{fluxRun: fluxRun{cluster: cluster, kube: kube, interval: o.interval, labels: true},
+			agent: agentRun{bin: o.flotilla, cluster: cluster, interval: o.interval}}, nil
+	case "flotilla":
+		return &agentRun{bin: o.flotilla, cluster: cluster, interval: o.interval}, nil
+	}
+	return nil, fmt.Errorf("unknown tool %q: flux, flux+observer or flotilla", tool)
+}
+
 // pssSampler sums the resident memory and the proportional set size of a
 // tool's processes every 200 ms and keeps the largest sums, and what each
 // process held at the largest PSS.
@@ -327,13 +333,8 @@ type procPSS struct {
 	pss, anon int64
 }
 
-// pss is the sum of the processes' proportional set sizes.
-func pss(pids []int) int64 {
-	total, _ := pssOf(pids)
-	return total
-}
-
-// pssOf is pss with each process's part.
+// pssOf is the sum of the processes' proportional set sizes, and each
+// process's part.
 func pssOf(pids []int) (int64, []procPSS) {
 	var total int64
 	var procs []procPSS

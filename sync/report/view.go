@@ -1,6 +1,7 @@
 package report
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"time"
@@ -153,18 +154,30 @@ func RolloutOf(statuses []Status, revision string) *RolloutView {
 	return v
 }
 
+// detailNames is how many clusters a wave's detail names before it counts
+// the rest: a line, whatever the fleet's size.
+const detailNames = 5
+
+// names names the first detailNames clusters and counts the rest.
+func names(clusters []string) string {
+	if len(clusters) <= detailNames {
+		return strings.Join(clusters, ", ")
+	}
+	return fmt.Sprintf("%s and %d more", strings.Join(clusters[:detailNames], ", "), len(clusters)-detailNames)
+}
+
 // Detail says what a wave waits for, in a line.
 func (wv WaveView) Detail() string {
 	switch wv.State {
 	case WaveFailed:
-		return "failed on " + strings.Join(wv.Failed, ", ") + ": later waves are halted"
+		return "failed on " + names(wv.Failed) + ": later waves are halted"
 	case WaveHalted:
 		return "halted by " + wv.HaltedBy
 	case WaveBaking:
 		return "the earlier waves bake until " + wv.Until.UTC().Format(time.RFC3339)
 	case WaveWaiting:
 		if len(wv.WaitingFor) > 0 {
-			return "waiting for " + strings.Join(wv.WaitingFor, ", ")
+			return "waiting for " + names(wv.WaitingFor)
 		}
 		return wv.Message
 	}

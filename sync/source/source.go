@@ -145,6 +145,36 @@ func (s *Source) Head(ctx context.Context) (string, error) {
 	return hash.String(), nil
 }
 
+// HeadTime is when the followed reference's tip (hash, from Head) was
+// committed: a local repository is read in place; a remote's tip is
+// fetched one commit deep into memory (its tree comes with it).
+func (s *Source) HeadTime(ctx context.Context, hash string) (time.Time, error) {
+	ctx, cancel := s.bounded(ctx, "reading the tip's commit")
+	defer cancel()
+	if fi, err := os.Stat(s.opts.URL); err == nil && fi.IsDir() {
+		repo, err := git.PlainOpenWithOptions(s.opts.URL, &git.PlainOpenOptions{DetectDotGit: true, EnableDotGitCommonDir: true})
+		if err == nil {
+			if c, err := repo.CommitObject(plumbing.NewHash(hash)); err == nil {
+				return c.Committer.When, nil
+			}
+		}
+	}
+	repo, err := MemoryRepository(s.opts.URL)
+	if err != nil {
+		return time.Time{}, err
+	}
+	err = repo.FetchContext(ctx, &git.FetchOptions{RemoteName: "origin", Auth: s.auth, Depth: 1, Tags: git.NoTags,
+		RefSpecs: []config.RefSpec{config.RefSpec("+" + s.ref().String() + ":refs/remotes/origin/tip")}})
+	if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
+		return time.Time{}, s.explain(timedOut(ctx, err))
+	}
+	c, err := repo.CommitObject(plumbing.NewHash(hash))
+	if err != nil {
+		return time.Time{}, fmt.Errorf("the tip %s moved while it was read: %w", gitrev.Short(hash), err)
+	}
+	return c.Committer.When, nil
+}
+
 // Checkout is one revision of the repository on disk.
 type Checkout struct {
 	// Dir holds the files of the revision.
