@@ -179,8 +179,13 @@ func clusterOf(st report.Status, index map[string]int, opts report.ViewOptions) 
 	for _, b := range st.Bundles {
 		if b.Phase == apply.PhaseReady || b.Phase == apply.PhasePruned {
 			row.Ready++
-		} else if len(notReady) < maxNotReady {
-			notReady = append(notReady, b.Name)
+		} else {
+			if len(notReady) < maxNotReady {
+				notReady = append(notReady, b.Name)
+			}
+			if row.Message == "" && b.Message != "" {
+				row.Message = b.Name + ": " + oneLine(b.Message)
+			}
 		}
 		i, ok := index[b.Name]
 		if !ok {
