@@ -40,7 +40,8 @@ type docCommand struct {
 // cannot run here (counted by why, in the log) are validated all the same,
 // and run in the tests of what they need: a cluster (TestApplyAndDiff,
 // TestAgentOnce), agents' reports (TestStatusCommand,
-// TestRolloutStatusAndApprove), a server (TestPluginGenerator).
+// TestRolloutStatusAndApprove), a server (TestPluginGenerator,
+// TestStatusServe).
 func TestDocumentedCommandsRun(t *testing.T) {
 	checkout, err := filepath.Abs("../..")
 	if err != nil {
@@ -261,7 +262,7 @@ func cannotRunHere(c *cobra.Command, args []string) string {
 	case slices.Contains([]string{"flotilla agent", "flotilla apply", "flotilla diff"}, path),
 		strings.Contains(line, "--kubeconfig"), strings.Contains(line, "--context"):
 		return "needs a cluster"
-	case path == "flotilla generator serve":
+	case path == "flotilla generator serve", path == "flotilla status serve":
 		return "serves until stopped"
 	case strings.Contains(line, "://"), strings.Contains(line, "git.example.com"):
 		return "needs a remote"

@@ -87,16 +87,10 @@ func newStatusCmd() *cobra.Command {
 	}
 	out := addOutputFlag(cmd, "text", "wide", "json", "yaml", "html").alias("table", "text")
 	sf := &statusFlags{}
+	sf.addReadFlags(cmd)
 	fs := cmd.Flags()
-	fs.StringVar(&sf.repo, "repo", "", "repository of the status branches (`URL` or local path; default: inside a fleet checkout, its status branches as last fetched, or else its origin)")
-	fs.StringVar(&sf.prefix, "status-prefix", report.DefaultPrefix, "prefix of the status branches (each cluster's is PREFIX/<cluster>)")
-	fs.StringVar(&sf.legacyBranch, "status-branch", "", "replaced by --status-prefix")
-	_ = fs.MarkHidden("status-branch")
-	fs.StringVar(&sf.tip, "branch", "main", "the fleet `BRANCH` whose tip the applied revisions are compared with")
-	addGitAuthFlags(cmd, &sf.auth, "", "")
 	fs.StringVar(&sf.cluster, "cluster", "", "show the bundles and errors of the cluster `NAME`")
 	completeFromFleet(cmd, "cluster", completeClusters)
-	fs.DurationVar(&sf.stale, "stale", 30*time.Minute, "flag clusters that have not reported for this long")
 	fs.StringSliceVar(&sf.phases, "phase", nil, "show only clusters in these `PHASES`: Failed, Stale, Progressing, Waiting, Ready")
 	_ = cmd.RegisterFlagCompletionFunc("phase", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
 		var names []string
@@ -115,7 +109,21 @@ func newStatusCmd() *cobra.Command {
 	addQuietFlag(cmd)
 	fs.DurationVar(&sf.every, "poll", 5*time.Second, "how often --wait reads the status branch")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error { return sf.run(cmd, out) }
+	cmd.AddCommand(newStatusServeCmd())
 	return cmd
+}
+
+// addReadFlags registers where the status branches are read from, and
+// when a cluster is stale: the flags status and status serve share.
+func (sf *statusFlags) addReadFlags(cmd *cobra.Command) {
+	fs := cmd.Flags()
+	fs.StringVar(&sf.repo, "repo", "", "repository of the status branches (`URL` or local path; default: inside a fleet checkout, its status branches as last fetched, or else its origin)")
+	fs.StringVar(&sf.prefix, "status-prefix", report.DefaultPrefix, "prefix of the status branches (each cluster's is PREFIX/<cluster>)")
+	fs.StringVar(&sf.legacyBranch, "status-branch", "", "replaced by --status-prefix")
+	_ = fs.MarkHidden("status-branch")
+	fs.StringVar(&sf.tip, "branch", "main", "the fleet `BRANCH` whose tip the applied revisions are compared with")
+	addGitAuthFlags(cmd, &sf.auth, "", "")
+	fs.DurationVar(&sf.stale, "stale", 30*time.Minute, "count clusters that have not reported for this long as Stale")
 }
 
 // run shows the fleet, one cluster, or waits for a revision.

@@ -86,6 +86,10 @@ type pageData struct {
 	// Phases maps the letters to phases.
 	Phases   map[string]string `json:"phases"`
 	Clusters []pageCluster     `json:"clusters"`
+	// Reload is how often a served page reloads (seconds; 0: never), and
+	// History where a served page's clusters' reports are (NAME after it).
+	Reload  int    `json:"reload,omitempty"`
+	History string `json:"history,omitempty"`
 }
 
 type pageCluster struct {

@@ -109,9 +109,61 @@ func readCluster(ctx context.Context, url, prefix, cluster string, auth transpor
 	return st, nil
 }
 
+// MaxHistory bounds how many of a cluster's reports ReadHistory reads.
+const MaxHistory = 100
+
+// ReadHistory returns a cluster's last n reports, newest first: its
+// branch fetched n commits deep. A commit whose file is not a status of
+// this cluster is skipped (any agent can write its branch).
+func ReadHistory(ctx context.Context, url, prefix, cluster string, n int, auth transport.AuthMethod) ([]Status, error) {
+	out, err := readHistory(ctx, url, prefix, cluster, min(max(n, 1), MaxHistory), auth)
+	return out, source.RedactError(err, url)
+}
+
+func readHistory(ctx context.Context, url, prefix, cluster string, n int, auth transport.AuthMethod) ([]Status, error) {
+	if err := ValidateClusterName(cluster); err != nil {
+		return nil, err
+	}
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	branch := Branch(prefix, cluster)
+	tracking := plumbing.NewRemoteReferenceName("origin", branch)
+	repo, err := fetchDepth(ctx, url, auth, config.RefSpec("+"+plumbing.NewBranchReferenceName(branch).String()+":"+tracking.String()), n)
+	if isMissingBranch(err) {
+		return nil, fmt.Errorf("cluster %s has not reported: no branch %s", cluster, branch)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("fetching status branch %s: %w", branch, err)
+	}
+	commit, err := tipCommit(repo, tracking)
+	if err != nil {
+		return nil, fmt.Errorf("status branch %s: %w", branch, err)
+	}
+	var out []Status
+	for commit != nil && len(out) < n {
+		if st, err := statusAt(commit, Path(cluster)); err == nil && st.Cluster.Name == cluster {
+			out = append(out, *st)
+		}
+		if commit.NumParents() == 0 {
+			break
+		}
+		if commit, err = commit.Parent(0); err != nil {
+			break // the shallow fetch's end
+		}
+	}
+	return out, nil
+}
+
 // fetchBranches fetches refspec one commit deep into a repository in
 // memory.
 func fetchBranches(ctx context.Context, url string, auth transport.AuthMethod, refspec config.RefSpec) (*git.Repository, error) {
+	return fetchDepth(ctx, url, auth, refspec, 1)
+}
+
+// fetchDepth fetches refspec depth commits deep into a repository in
+// memory.
+func fetchDepth(ctx context.Context, url string, auth transport.AuthMethod, refspec config.RefSpec, depth int) (*git.Repository, error) {
 	repo, err := git.Init(memory.NewStorage(), nil)
 	if err != nil {
 		return nil, err
@@ -119,7 +171,7 @@ func fetchBranches(ctx context.Context, url string, auth transport.AuthMethod, r
 	if _, err := repo.CreateRemote(&config.RemoteConfig{Name: "origin", URLs: []string{url}}); err != nil {
 		return nil, err
 	}
-	err = repo.FetchContext(ctx, &git.FetchOptions{RemoteName: "origin", Auth: auth, Depth: 1, Tags: git.NoTags,
+	err = repo.FetchContext(ctx, &git.FetchOptions{RemoteName: "origin", Auth: auth, Depth: depth, Tags: git.NoTags,
 		RefSpecs: []config.RefSpec{refspec}})
 	if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
 		return nil, err
