@@ -81,6 +81,13 @@ func TestStatusPageInChromium(t *testing.T) {
 	now := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
 	tip, old := strings.Repeat("a1", 20), strings.Repeat("b2", 20)
 	all := syntheticFleet(1000, 50, now, tip, old)
+	// Any agent can write its status branch: what it says is text on the
+	// page, never markup or script, in the table and in the detail view.
+	hostile := `</script><script>window.pwned=1</script><img src=x onerror="window.pwned=2">`
+	all[1].Message, all[1].Phase = hostile, report.ClusterFailed
+	all[1].Bundles[2].Phase, all[1].Bundles[2].Message = apply.PhaseFailed, hostile
+	all[1].Cluster.Labels["x"] = `"><img src=x onerror="window.pwned=3">`
+	hostileName := all[1].Cluster.Name
 	opts := report.ViewOptions{Now: now, Stale: 30 * time.Minute, Tip: tip, TipTime: now.Add(-25 * time.Minute)}
 	report.SortForView(all, now, opts.Stale)
 	view := report.NewFleetView(all, opts)
@@ -105,8 +112,9 @@ func TestStatusPageInChromium(t *testing.T) {
 		return n
 	}
 	failed := want(func(st report.Status) bool { return report.StandingOf(st, now, opts.Stale) == report.StandingFailed })
-	if failed == 0 || len(view.Problems) == 0 || view.Problems[0].Standing != report.StandingFailed || len(view.Problems[0].Clusters) != failed {
-		t.Fatalf("the synthetic fleet's first problem should be its %d failed clusters' one error: %+v", failed, view.Problems[:1])
+	// Every failed cluster but the hostile one has the same error.
+	if failed < 2 || len(view.Problems) == 0 || view.Problems[0].Standing != report.StandingFailed || len(view.Problems[0].Clusters) != failed-1 {
+		t.Fatalf("the synthetic fleet's first problem should be its %d failed clusters' one error: %+v", failed-1, view.Problems[:1])
 	}
 
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
@@ -139,7 +147,10 @@ func TestStatusPageInChromium(t *testing.T) {
 		t.Errorf("the page is %d px wide in a 1,400 px window: it scrolls sideways", wide)
 	}
 	firstProblem := inChromium[string](t, ctx, chromedp.Text(chromedp.CSS("#problems .problem")))
-	if !strings.Contains(firstProblem, fmt.Sprintf("Failed on %d clusters", failed)) || !strings.Contains(firstProblem, "conflicting values 3 and 5 (cluster <cluster>)") {
+	if !strings.Contains(inChromium[string](t, ctx, chromedp.Text(chromedp.ID("problems"))), hostile) {
+		t.Errorf("the hostile message should show as text among the problems")
+	}
+	if !strings.Contains(firstProblem, fmt.Sprintf("Failed on %d clusters", failed-1)) || !strings.Contains(firstProblem, "conflicting values 3 and 5 (cluster <cluster>)") {
 		t.Errorf("the first problem on the page: %q", firstProblem)
 	}
 	shots["status-page.png"] = inChromium[[]byte](t, ctx, chromedp.CaptureScreenshot())
@@ -198,6 +209,14 @@ func TestStatusPageInChromium(t *testing.T) {
 		t.Errorf("the detail view of %s: %d bundle rows, text:\n%s", name, detailRows, detailText)
 	}
 	shots["status-page-cluster.png"] = inChromium[[]byte](t, ctx, chromedp.CaptureScreenshot())
+	inChromium[any](t, ctx, chromedp.Evaluate[any](`location.hash = "#cluster=`+hostileName+`"`))
+	do(chromedp.WaitVisible(chromedp.ID("detail")))
+	if text := inChromium[string](t, ctx, chromedp.Text(chromedp.ID("detail"))); !strings.Contains(text, hostile) {
+		t.Errorf("the hostile cluster's detail view should show its messages as text:\n%s", text)
+	}
+	if pwned := inChromium[string](t, ctx, chromedp.Evaluate[string](`typeof window.pwned + " " + document.images.length`)); pwned != "undefined 0" {
+		t.Errorf("a status file's text ran as script or made an element: %s", pwned)
+	}
 	if dir := os.Getenv("FLOTILLA_SCREENSHOTS"); dir != "" {
 		for f, png := range shots {
 			if err := os.WriteFile(filepath.Join(dir, f), png, 0o644); err != nil {
