@@ -77,6 +77,8 @@ type Report struct {
 	Head string `json:"head"`
 	// Clusters are every cluster previewed, changed or not, by name.
 	Clusters []Cluster `json:"clusters"`
+	// Waves are the rollout's waves at head, in order (none without).
+	Waves []string `json:"waves,omitempty"`
 	// Warnings are what was left out (unreadable status branches …).
 	Warnings []string `json:"warnings,omitempty"`
 	// Renders counts the distinct renders done, at base and at head.
@@ -86,6 +88,10 @@ type Report struct {
 // Cluster is one cluster's part of the preview.
 type Cluster struct {
 	Name string `json:"name"`
+	// Region is the cluster's region; InWave its rollout wave at head
+	// (at base when it does not evaluate at head).
+	Region string `json:"region,omitempty"`
+	InWave string `json:"inWave,omitempty"`
 	// Known says where the cluster comes from: inventory, status, or both.
 	Known   report.Origin `json:"known"`
 	Changed bool          `json:"changed"`
@@ -361,8 +367,16 @@ func (cmp *comparison) add(c fleet.Cluster, base, head planned) error {
 			}
 		}
 	}
-	rc := Cluster{Name: c.Name, Known: cmp.known[c.Name], Bundles: []Bundle{}}
+	rc := Cluster{Name: c.Name, Region: c.Region, Known: cmp.known[c.Name], Bundles: []Bundle{}}
 	bp, bErr, hp, hErr := base.p, base.err, head.p, head.err
+	for _, p := range []*fleet.Plan{bp, hp} {
+		if p != nil && p.Rollout != nil {
+			rc.InWave = p.Rollout.Wave
+		}
+	}
+	if hp != nil && hp.Rollout != nil && cmp.rep.Waves == nil {
+		cmp.rep.Waves = hp.Rollout.Waves
+	}
 	if hErr != nil {
 		rc.Error, rc.NewError = hErr.Error(), bErr == nil
 		cmp.rep.Clusters = append(cmp.rep.Clusters, rc)

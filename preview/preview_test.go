@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -180,7 +181,14 @@ func TestPreview(t *testing.T) {
 	if !strings.HasPrefix(text.String(), "preview "+base[:7]+" → "+head[:7]+": 4 of 4 clusters change; 1 newly fails") {
 		t.Errorf("text summary:\n%s", text.String())
 	}
-	for _, want := range []string{"| `web` | eu-1 (changed), eu-2 (failed) |", "<details><summary><b>eu-1</b>:", "Newly failing: eu-2/web", "```diff\n"} {
+	for _, want := range []string{
+		"| **the fleet** | 4 | 4 | 0 | 1 |",
+		"#### :x: New failures: 1 cluster\n\n**cluster `eu-2`** (region eu-central-1; wave eu): `web` failed (newly)",
+		"-fleet.cue:12:27: cluster <cluster>: bundle web: namespace: conflicting values",
+		"#### Changes: 6 distinct, on 4 clusters",
+		"**4 clusters** (regions ap-south-1, eu-central-1, eu-west-1, us-east-1; waves canary, eu, rest): the same change: `legacy` removed",
+		"```diff\n",
+	} {
 		if !strings.Contains(md.String(), want) {
 			t.Errorf("markdown lacks %q:\n%s", want, md.String())
 		}
@@ -225,8 +233,9 @@ func TestPreviewRendersOnlyWhatChanged(t *testing.T) {
 // is cut to fit a pull-request comment, saying what was left out.
 func TestMarkdownStaysUnderTheLimit(t *testing.T) {
 	rep := &preview.Report{Base: strings.Repeat("a", 40)}
-	big := strings.Repeat("x", 500)
 	for i := range 300 {
+		// Each cluster's change is its own: 300 groups of one.
+		big := strings.Repeat(fmt.Sprintf("x%d", i), 300)
 		rep.Clusters = append(rep.Clusters, preview.Cluster{Name: fmt.Sprintf("c-%03d", i), Changed: true, Bundles: []preview.Bundle{{
 			Name: "web", Change: preview.Changed, Objects: []preview.Object{{Object: "v1, Kind=ConfigMap, web/web", Change: preview.Changed,
 				Fields: []preview.Field{{Op: "replace", Path: "/data/blob", Old: big, New: big + "y"}}}}}}})
@@ -239,16 +248,32 @@ func TestMarkdownStaysUnderTheLimit(t *testing.T) {
 	if len(out) > preview.MaxMarkdown {
 		t.Errorf("%d characters, more than %d", len(out), preview.MaxMarkdown)
 	}
-	shown := strings.Count(out, "<details>")
-	if shown == 0 || shown == 300 || strings.Count(out, "<details>") != strings.Count(out, "</details>") {
-		t.Errorf("%d sections shown (opened %d, closed %d)", shown, strings.Count(out, "<details>"), strings.Count(out, "</details>"))
+	// Every changed cluster is accounted for: shown in a group, or counted
+	// among the groups not shown.
+	shown := strings.Count(out, "**cluster `c-")
+	counted := 0
+	if m := regexp.MustCompile(`\*\*(\d+) more distinct changes, on (\d+) clusters\*\*`).FindStringSubmatch(out); m != nil {
+		counted = atoi(t, m[2])
 	}
-	if !strings.Contains(out, fmt.Sprintf("The details of %d clusters are left out", 300-shown)) {
-		t.Errorf("no note of what was left out:\n%s", out[len(out)-500:])
+	if shown == 0 || shown+counted != 300 {
+		t.Errorf("%d groups shown, %d clusters counted apart: want 300 in all", shown, counted)
+	}
+	if !strings.Contains(out, "_Some details are cut to keep this comment under 60000 characters; every changed cluster is counted above.") {
+		t.Errorf("no note of what was cut:\n%s", out[len(out)-500:])
 	}
 	if !strings.HasPrefix(out, "### Flotilla preview") || !strings.Contains(out, "**300 of 300 clusters change.**") {
 		t.Errorf("summary:\n%s", out[:300])
 	}
+	checkMarkdown(t, "300 distinct changes", out)
+}
+
+func atoi(t *testing.T, s string) int {
+	t.Helper()
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 // TestPreviewHostileHead: the head of a pull request is attacker-supplied.
@@ -507,8 +532,9 @@ func TestMarkdownKeepsNamesAsText(t *testing.T) {
 		}
 	}
 	for _, line := range strings.Split(out, "\n") {
-		if strings.HasPrefix(line, "| ") && strings.Count(strings.ReplaceAll(line, `\|`, ""), "|") != 3 {
-			t.Errorf("a table row with other than two cells: %s", line)
+		if strings.HasPrefix(line, "| ") && strings.Count(strings.ReplaceAll(line, `\|`, ""), "|") != 6 {
+			t.Errorf("a table row with other than five cells: %s", line)
 		}
 	}
+	checkMarkdown(t, "hostile names", b.String())
 }

@@ -43,8 +43,11 @@ or manifests folder; for a kustomization, also any non-CUE file outside
 those folders), is unchanged without rendering; each distinct input is
 rendered once for the whole fleet.
 
--o markdown writes a pull-request comment (a summary table, then each
-changed cluster in a collapsible section, under 60,000 characters);
+-o markdown writes a pull-request comment: a table of the clusters that
+change, do not and newly fail (the fleet, per wave, per region), then new
+failures, then each distinct change once with its clusters (listed on
+demand), diffs in diff blocks (a multi-line string as a line diff), under
+60,000 characters with every changed cluster counted;
 -o json is for tools: {"clusters": [{"name", "changed", "bundles":
 [{"name", "change", ...}]}]}, every cluster listed.
 
