@@ -158,7 +158,7 @@ func (g *gate) record(name string, d rollout.Decision, members []string) bool {
 		case d.Halted != "":
 			g.status.State, g.status.HaltedBy = report.RolloutHalted, d.Halted
 		case !d.Apply:
-			g.status.State, g.status.WaitingFor = report.RolloutWaiting, d.WaitingFor
+			g.status.State, g.status.WaitingFor, g.status.AwaitsApproval = report.RolloutWaiting, d.WaitingFor, d.Approval
 			if !d.Until.IsZero() {
 				until := d.Until.UTC()
 				g.status.Until = &until

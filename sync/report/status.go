@@ -69,7 +69,10 @@ type RolloutStatus struct {
 	WaitingFor []string   `json:"waitingFor,omitempty"`
 	Until      *time.Time `json:"until,omitempty"`
 	HaltedBy   string     `json:"haltedBy,omitempty"`
-	Message    string     `json:"message,omitempty"`
+	// AwaitsApproval says the wave waits for an approval
+	// (flotilla rollout approve).
+	AwaitsApproval bool   `json:"awaitsApproval,omitempty"`
+	Message        string `json:"message,omitempty"`
 }
 
 // Status is one cluster's status file. It holds names, phases, counts,

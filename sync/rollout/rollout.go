@@ -59,6 +59,8 @@ type Decision struct {
 	// the end of the bake.
 	WaitingFor []string
 	Until      time.Time
+	// Approval says the wave waits for an approval.
+	Approval bool
 	// Reason says it in a sentence, for status and logs.
 	Reason string
 }
@@ -113,7 +115,7 @@ func Decide(me Cluster, revision string, s Settings, clusters []Cluster, approve
 		return Decision{Until: until, Reason: fmt.Sprintf("wave %s waits for the earlier waves to bake until %s", wave, until.UTC().Format(time.RFC3339))}
 	}
 	if s.Approve && !approved {
-		return Decision{Reason: fmt.Sprintf("wave %s waits for an approval of %s (flotilla rollout approve --wave %s --revision %s)", wave, gitrev.Short(revision), wave, revision)}
+		return Decision{Approval: true, Reason: fmt.Sprintf("wave %s waits for an approval of %s (flotilla rollout approve --wave %s --revision %s)", wave, gitrev.Short(revision), wave, revision)}
 	}
 
 	// Within the wave: at most MaxUnavailable at a time, in name order.
