@@ -24,6 +24,7 @@ import (
 	"github.com/flotilla-gitops/flotilla/render/sops"
 	"github.com/flotilla-gitops/flotilla/sync/agent"
 	"github.com/flotilla-gitops/flotilla/sync/apply"
+	"github.com/flotilla-gitops/flotilla/sync/notify"
 	"github.com/flotilla-gitops/flotilla/sync/report"
 	"github.com/flotilla-gitops/flotilla/sync/source"
 )
@@ -45,6 +46,7 @@ type agentFlags struct {
 	once               bool
 	listen             string
 	webhookSecret      string
+	notifyConfig       string
 	logFormat          string
 	verbose            bool
 	kube               *kubeFlags
@@ -145,6 +147,7 @@ func newAgentCmd() *cobra.Command {
 	fs.DurationVar(&af.workerIdle, "worker-idle-timeout", 30*time.Second, "end a render worker that has had nothing to do for this long (its memory goes back between the passes that render); 0 keeps it")
 	fs.DurationVar(&af.heartbeat, "heartbeat", 10*time.Minute, "commit an unchanged status this often, so a silent cluster stands out")
 	fs.StringVar(&af.listen, "listen", ":8080", "`ADDRESS` of /healthz, /readyz, /trigger and /metrics (empty: none)")
+	fs.StringVar(&af.notifyConfig, "notify-config", "", "`FILE` naming the webhook receivers of the agent's events (json, slack or cloudevents; see docs/agent-operations.md)")
 	fs.StringVar(&af.webhookSecret, "webhook-secret-file", "", "file holding the shared secret of /trigger (none, or a file that does not exist, as when the optional flotilla-webhook Secret is absent: /trigger refuses all)")
 	fs.StringVar(&af.self, "self-deployment", "", "the agent's own Deployment as `NAMESPACE/NAME` (default: flotilla-system/flotilla-agent when running in a pod; none outside one); when a bundle changes its pod template, the agent publishes its status, then applies it last and is replaced")
 	fs.DurationVar(&af.opts.SelfUpdateDeadline, "self-update-deadline", 5*time.Minute, "after the agent applied its own new Deployment, how long the new agent has to report before readers take the cluster as Failed")
@@ -191,6 +194,9 @@ func (af *agentFlags) run(ctx context.Context, stderr io.Writer) error {
 	if af.observe != "" {
 		return af.runObserver(ctx, log)
 	}
+	if err := af.loadNotify(); err != nil {
+		return err
+	}
 	if err := af.renderOptions(); err != nil {
 		return err
 	}
@@ -234,6 +240,16 @@ func (af *agentFlags) run(ctx context.Context, stderr io.Writer) error {
 	}
 	log.Info("starting", "repo", source.RedactURL(af.opts.Source.URL), "cluster", af.opts.Identity.Name, "interval", af.opts.Interval.String())
 	return a.Run(ctx)
+}
+
+// loadNotify reads --notify-config, when given.
+func (af *agentFlags) loadNotify() error {
+	if af.notifyConfig == "" {
+		return nil
+	}
+	cfg, err := notify.Load(af.notifyConfig)
+	af.opts.Notify = cfg
+	return err
 }
 
 // runObserver runs the agent in --observe mode.

@@ -27,6 +27,7 @@ import (
 	"github.com/flotilla-gitops/flotilla/render/sops"
 	"github.com/flotilla-gitops/flotilla/sync/apply"
 	"github.com/flotilla-gitops/flotilla/sync/identity"
+	"github.com/flotilla-gitops/flotilla/sync/notify"
 	"github.com/flotilla-gitops/flotilla/sync/planrender"
 	"github.com/flotilla-gitops/flotilla/sync/report"
 	"github.com/flotilla-gitops/flotilla/sync/rollout"
@@ -69,6 +70,11 @@ type Options struct {
 	// this one applied its own new Deployment (Apply.Self); past it,
 	// readers take the cluster as Failed. Default 5 minutes.
 	SelfUpdateDeadline time.Duration
+	// Notify, when set, sends the agent's events (Failed, recovered,
+	// drift corrected, waiting for an approval, halted) to its receivers;
+	// NotifyOptions tune the delivery.
+	Notify        *notify.Config
+	NotifyOptions notify.Options
 }
 
 // Agent syncs one cluster from the fleet repository.
@@ -113,6 +119,9 @@ type Agent struct {
 
 	reporter *report.Reporter // nil: no status branch
 	status   *report.Status   // the status last built
+
+	notifier   *notify.Notifier // nil: no receivers
+	stopNotify context.CancelFunc
 
 	pool *sandbox.Pool // nil: evaluate and render in process
 	eval evaluator     // the pool's workers, or this process
@@ -168,6 +177,13 @@ func New(cfg *rest.Config, opts Options, log logr.Logger) (*Agent, error) {
 		if a.reporter, err = report.New(*opts.Status); err != nil {
 			return nil, err
 		}
+	}
+	if opts.Notify != nil {
+		a.notifier = notify.New(opts.Notify, opts.NotifyOptions, log.WithName("notify"))
+		a.metrics.countNotifications(a.notifier)
+		ctx, cancel := context.WithCancel(context.Background())
+		a.stopNotify = cancel
+		go a.notifier.Run(ctx, opts.NotifyOptions)
 	}
 	a.drift, err = newDriftWatch(cfg, mgr.RESTMapper(), opts.Apply.FieldManager, func() {
 		a.driftSuspected.Store(true)
@@ -574,6 +590,9 @@ func (a *Agent) checkPolicies(ctx context.Context, dir string, c fleet.Cluster, 
 func (a *Agent) Close() {
 	if a.pool != nil {
 		a.pool.Close()
+	}
+	if a.stopNotify != nil {
+		a.stopNotify()
 	}
 }
 

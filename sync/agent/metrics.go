@@ -2,11 +2,13 @@ package agent
 
 import (
 	"errors"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/flotilla-gitops/flotilla/sync/apply"
+	"github.com/flotilla-gitops/flotilla/sync/notify"
 	"github.com/flotilla-gitops/flotilla/sync/report"
 	"github.com/flotilla-gitops/flotilla/sync/sandbox"
 	"github.com/flotilla-gitops/flotilla/sync/source"
@@ -67,6 +69,17 @@ func (m *metrics) countWorkers(pool *sandbox.Pool) {
 		Name: "flotilla_render_workers",
 		Help: "Render workers running now: they end once a pass has rendered, before it applies (unless --worker-idle-timeout is 0).",
 	}, func() float64 { return float64(pool.Workers()) }))
+}
+
+// countNotifications adds the notifier's deliveries, by outcome.
+func (m *metrics) countNotifications(n *notify.Notifier) {
+	for outcome, count := range map[string]*atomic.Int64{"sent": &n.Sent, "dropped": &n.Dropped, "failed": &n.Failed} {
+		m.registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name:        "flotilla_notifications_total",
+			Help:        "Events for the --notify-config receivers, by outcome: sent, dropped (a full queue), failed (after its retries).",
+			ConstLabels: prometheus.Labels{"outcome": outcome},
+		}, func() float64 { return float64(count.Load()) }))
+	}
 }
 
 // observe records a pass.

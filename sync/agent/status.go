@@ -14,9 +14,10 @@ import (
 // (or the heartbeat is due). A failure is returned for the log and
 // metrics; it never stops applying, and the next pass publishes again.
 func (a *Agent) publish(ctx context.Context, p *Pass, now time.Time) error {
-	if a.reporter == nil {
+	if a.reporter == nil && a.notifier == nil {
 		return nil
 	}
+	before := a.status
 	switch {
 	case p.Changed || p.Err != nil:
 		st := a.statusOf(p, now)
@@ -31,6 +32,12 @@ func (a *Agent) publish(ctx context.Context, p *Pass, now time.Time) error {
 		a.status = &st
 	}
 	if a.status == nil {
+		return nil
+	}
+	for _, e := range eventsOf(before, a.status, p, now) {
+		a.notifier.Send(e)
+	}
+	if a.reporter == nil {
 		return nil
 	}
 	_, err := a.reporter.Publish(ctx, a.status, now)
