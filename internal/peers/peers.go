@@ -28,6 +28,8 @@ var (
 	// Sops encrypts the fleet's secrets in tests, as users do, at the
 	// version of the library Flotilla decrypts them with.
 	Sops = Tool{Name: "sops", Package: "github.com/getsops/sops/v3/cmd/sops@v3.13.3"}
+	// Promtool is Prometheus's own checker of rule files.
+	Promtool = Tool{Name: "promtool", Package: "github.com/prometheus/prometheus/cmd/promtool@v0.316.0"}
 )
 
 var mu sync.Mutex

@@ -2,8 +2,11 @@ package agent
 
 import (
 	"errors"
+	"regexp"
+	"slices"
 	"sync/atomic"
 
+	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -62,6 +65,31 @@ func newMetrics() *metrics {
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
+
+// MetricNames are the names of every metric an agent can serve (its own,
+// with workers and receivers configured, and the Go and process
+// collectors'), for checking what dashboards and alerts name.
+func MetricNames() []string {
+	m := newMetrics()
+	m.countWorkers(nil)
+	m.countNotifications(notify.New(&notify.Config{}, notify.Options{}, logr.Discard()))
+	descs := make(chan *prometheus.Desc)
+	go func() {
+		m.registry.Describe(descs)
+		close(descs)
+	}()
+	var names []string
+	for d := range descs {
+		if m := fqName.FindStringSubmatch(d.String()); m != nil && !slices.Contains(names, m[1]) {
+			names = append(names, m[1])
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
+// fqName finds a metric's name in its description.
+var fqName = regexp.MustCompile(`fqName: "([a-zA-Z_:][a-zA-Z0-9_:]*)"`)
 
 // countWorkers adds the number of the pool's render workers running now.
 func (m *metrics) countWorkers(pool *sandbox.Pool) {
