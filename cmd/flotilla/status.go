@@ -41,6 +41,8 @@ type statusFlags struct {
 	// The filters of the fleet view.
 	phases, waves, regions, bundles []string
 	selector                        string
+	// history is how many of --cluster's last reports to show.
+	history int
 }
 
 // statusLong is the command's --help.
@@ -82,6 +84,7 @@ func newStatusCmd() *cobra.Command {
   flotilla status --repo ../fleet --bundle web --selector tier=prod
   flotilla status --repo ../fleet -o html > status.html
   flotilla status --repo ../fleet --cluster prod-eu-1
+  flotilla status --repo ../fleet --cluster prod-eu-1 --history 10
   flotilla status --repo $REPO --wait --revision $(git rev-parse HEAD) --timeout 15m`,
 		Args: cobra.NoArgs,
 	}
@@ -91,6 +94,7 @@ func newStatusCmd() *cobra.Command {
 	fs := cmd.Flags()
 	fs.StringVar(&sf.cluster, "cluster", "", "show the bundles and errors of the cluster `NAME`")
 	completeFromFleet(cmd, "cluster", completeClusters)
+	fs.IntVar(&sf.history, "history", 0, fmt.Sprintf("with --cluster: its last `N` reports, from its status branch (at most %d)", report.MaxHistory))
 	fs.StringSliceVar(&sf.phases, "phase", nil, "show only clusters in these `PHASES`: Failed, Stale, Progressing, Waiting, Ready")
 	_ = cmd.RegisterFlagCompletionFunc("phase", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
 		var names []string
@@ -148,6 +152,9 @@ func (sf *statusFlags) run(cmd *cobra.Command, out *outputFlag) error {
 	}
 	if sf.wait {
 		return sf.waitFor(cmd.Context(), progressTo(cmd), auth)
+	}
+	if sf.cluster != "" && sf.history > 0 {
+		return sf.writeHistory(cmd, out, auth)
 	}
 	if sf.cluster != "" {
 		st, err := report.ReadCluster(cmd.Context(), sf.repo, sf.prefix, sf.cluster, auth)
@@ -366,6 +373,31 @@ func writeFleetStatus(w io.Writer, statuses []report.Status, tip string, stale t
 		fmt.Fprintln(tw, strings.Join(row, "\t"))
 	}
 	return tw.Flush()
+}
+
+// writeHistory prints a cluster's last reports, newest first; reports
+// that say the same in a row (heartbeats) are one line.
+func (sf *statusFlags) writeHistory(cmd *cobra.Command, out *outputFlag, auth transport.AuthMethod) error {
+	if sf.history > report.MaxHistory {
+		return fmt.Errorf("--history: at most %d", report.MaxHistory)
+	}
+	reports, err := report.ReadHistory(cmd.Context(), sf.repo, sf.prefix, sf.cluster, sf.history, auth)
+	if err != nil {
+		return err
+	}
+	return out.write(cmd.OutOrStdout(), reports, func(w io.Writer) error {
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "REPORTED\tREPORTS\tPHASE\tAPPLIED\tSEEN\tBUNDLES\tMESSAGE")
+		for _, r := range historyRows(reports) {
+			msg := r.Message
+			if msg == "" {
+				msg, _, _ = strings.Cut(r.NotReadyText, "\n")
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%d/%d\t%s\n", r.To.UTC().Format(time.RFC3339), r.Count, r.Phase, dash(r.Applied), dash(r.Seen),
+				r.Ready, r.Total, oneLine(msg))
+		}
+		return tw.Flush()
+	})
 }
 
 // maxNamed is how many clusters a line of the summary names before it

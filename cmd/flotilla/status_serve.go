@@ -321,9 +321,19 @@ type historyRow struct {
 	Message, NotReadyText string
 }
 
-// historyOf folds a cluster's reports (newest first) into rows: reports
-// that say the same in a row are one, with their count and times.
+// historyOf is the history page's data.
 func historyOf(name string, reports []report.Status, now time.Time) any {
+	return struct {
+		Name string
+		Now  time.Time
+		Rows []historyRow
+		Read int
+	}{name, now, historyRows(reports), len(reports)}
+}
+
+// historyRows folds a cluster's reports (newest first) into rows: reports
+// that say the same in a row are one, with their count and times.
+func historyRows(reports []report.Status) []historyRow {
 	var rows []historyRow
 	for _, st := range reports {
 		st = cleanStatus(st)
@@ -348,12 +358,7 @@ func historyOf(name string, reports []report.Status, now time.Time) any {
 		}
 		rows = append(rows, row)
 	}
-	return struct {
-		Name string
-		Now  time.Time
-		Rows []historyRow
-		Read int
-	}{name, now, rows, len(reports)}
+	return rows
 }
 
 var historyPage = template.Must(template.New("history").Funcs(template.FuncMap{

@@ -122,6 +122,13 @@ func TestStatusServe(t *testing.T) {
 		!strings.Contains(hist, "Deployment/web: 1 of 3 available") || !regexp.MustCompile(`<td>2</td><td class="Ready">Ready</td>`).MatchString(hist) {
 		t.Errorf("GET /clusters/eu-1: %d\n%s", code, hist)
 	}
+	// The same history as text.
+	var stdout, stderr syncBuffer
+	if code := run(t.Context(), []string{"status", "--repo", repo.Bare, "--cluster", "eu-1", "--history", "5"}, &stdout, &stderr); code != exitOK ||
+		!regexp.MustCompile(`(?m)^REPORTED +REPORTS +PHASE`).MatchString(stdout.String()) || !regexp.MustCompile(`(?m) 2 +Ready +1111111 `).MatchString(stdout.String()) ||
+		!strings.Contains(stdout.String(), "web Progressing: Deployment/web: 1 of 3 available") {
+		t.Errorf("status --cluster eu-1 --history 5: exit %d\n%s%s", code, stdout.String(), stderr.String())
+	}
 	if code, _, _ := get(t, "GET", base+"/clusters/nobody"); code != http.StatusNotFound {
 		t.Errorf("GET /clusters/nobody: %d, want 404", code)
 	}
@@ -144,7 +151,7 @@ func TestStatusServe(t *testing.T) {
 	}
 
 	// Beyond loopback, only with a token; with one, only for who has it.
-	var stderr syncBuffer
+	stderr = syncBuffer{}
 	if code := run(t.Context(), []string{"status", "serve", "--repo", repo.Bare, "--listen", ":0"}, io.Discard, &stderr); code == exitOK ||
 		!strings.Contains(stderr.String(), "--listen :0 is reachable from other hosts: give --token-file") {
 		t.Errorf("serving beyond loopback without a token: exit %d\n%s", code, stderr.String())
