@@ -95,6 +95,7 @@ func TestChartValues(t *testing.T) {
 		"rbac":     map[string]any{"mode": "cluster-admin"},
 		"tenants":  []any{map[string]any{"namespace": "team-a", "serviceAccounts": []any{"deployer", "migrator"}}},
 		"age":      map[string]any{"enabled": true},
+		"notify":   map[string]any{"enabled": true},
 		"image":    map[string]any{"digest": "sha256:" + strings.Repeat("ab", 32)},
 	})
 	if err != nil {
@@ -115,7 +116,7 @@ func TestChartValues(t *testing.T) {
 	for _, want := range []string{
 		`--ssh-key=/etc/flotilla/git/identity`, `--known-hosts=/etc/flotilla/git/known_hosts`,
 		`--age-key-file=/etc/flotilla/age/keys.txt`, `"image":"ghcr.io/flotilla-gitops/flotilla@sha256:abab`,
-		`"value":"prod-eu-3"`,
+		`"value":"prod-eu-3"`, `--notify-config=/etc/flotilla/notify/notify.yaml`, `"secret":{"secretName":"flotilla-notify"}`,
 	} {
 		if !strings.Contains(dep, want) {
 			t.Errorf("the Deployment lacks %s:\n%s", want, dep)
