@@ -336,9 +336,17 @@ func resolveRevision(rev string, statuses []report.Status) (string, error) {
 func writeRollout(w io.Writer, v *report.RolloutView) error {
 	fmt.Fprintf(w, "\nrollout of %s, wave by wave:\n", short(v.Revision))
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "WAVE\tREADY\tSTATE\tDETAIL")
+	if v.Committed == nil {
+		fmt.Fprintln(tw, "WAVE\tREADY\tSTATE\tDETAIL")
+	} else {
+		fmt.Fprintln(tw, "WAVE\tREADY\tSTATE\tREADY AFTER THE COMMIT\tDETAIL")
+	}
 	for _, wv := range v.Waves {
-		fmt.Fprintf(tw, "%s\t%d/%d\t%s\t%s\n", errtext.Clean(wv.Name), wv.Ready, len(wv.Clusters), wv.State, oneLine(errtext.Clean(wv.Detail())))
+		after := ""
+		if v.Committed != nil {
+			after = dash(wv.ReadyAfter(v.Committed)) + "\t"
+		}
+		fmt.Fprintf(tw, "%s\t%d/%d\t%s\t%s%s\n", errtext.Clean(wv.Name), wv.Ready, len(wv.Clusters), wv.State, after, oneLine(errtext.Clean(wv.Detail())))
 	}
 	if err := tw.Flush(); err != nil {
 		return err

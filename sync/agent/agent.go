@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-logr/logr"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/discovery"
@@ -222,7 +223,9 @@ type Pass struct {
 	kinds   []schema.GroupVersionKind // the kinds applied, to watch for drift
 	digests map[string]bundleDigests  // per bundle, for the status file
 	wave    string                    // the cluster's wave in the fleet's rollout, for the status file
-	gate    *gate                     // what the rollout let through of the tip
+	// committed is when the tip was committed (zero: unknown).
+	committed time.Time
+	gate      *gate // what the rollout let through of the tip
 }
 
 // bundleDigests identify a bundle's rendered objects and its inputs, and
@@ -395,6 +398,11 @@ func (a *Agent) tip(ctx context.Context, p *Pass, key string) (*source.Checkout,
 	}
 	if plan.Rollout != nil {
 		p.wave = plan.Rollout.Wave
+	}
+	if co.Repository != nil {
+		if c, err := co.Repository.CommitObject(plumbing.NewHash(p.Revision)); err == nil {
+			p.committed = c.Committer.When
+		}
 	}
 	return co, plan, true
 }

@@ -30,6 +30,7 @@ type metrics struct {
 	gitErrors    *prometheus.CounterVec
 	passes       *prometheus.CounterVec
 	rollout      *prometheus.GaugeVec
+	took         *prometheus.HistogramVec
 }
 
 func newMetrics() *metrics {
@@ -57,11 +58,17 @@ func newMetrics() *metrics {
 		passes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "flotilla_passes_total", Help: "Passes, by outcome: idle, applied, failed.",
 		}, []string{"outcome"}),
+		took: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "flotilla_commit_to_ready_seconds",
+			Help: "From a revision's commit to this cluster Ready at it, by the cluster's rollout wave (observed when the agent sees the cluster take a new revision).",
+			// 10 s to about 45 hours.
+			Buckets: prometheus.ExponentialBuckets(10, 2, 15),
+		}, []string{"wave"}),
 		rollout: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "flotilla_rollout_state", Help: "Where the cluster stands in the rollout of the tip: 1 for its state (Applied, Waiting, Halted), 0 for the others.",
 		}, []string{"state"}),
 	}
-	m.registry.MustRegister(m.passDuration, m.revision, m.bundles, m.objects, m.drift, m.gitErrors, m.passes, m.rollout,
+	m.registry.MustRegister(m.passDuration, m.revision, m.bundles, m.objects, m.drift, m.gitErrors, m.passes, m.rollout, m.took,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

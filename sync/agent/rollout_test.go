@@ -315,6 +315,13 @@ func TestRolloutWaves(t *testing.T) {
 		t.Fatalf("eu-1 then eu-2: web %v", got)
 	}
 	rt.until("every cluster at 1", all("1"))
+	// eu-1 took the revision while its agent watched: the time from the
+	// commit is in its histogram, by wave.
+	rec := httptest.NewRecorder()
+	rt.cluster("eu-1").agent.Handler(nil).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	if m := rec.Body.String(); !strings.Contains(m, `flotilla_commit_to_ready_seconds_count{wave="eu"} 1`) {
+		t.Errorf("eu-1's commit-to-Ready histogram:\n%s", m)
+	}
 
 	// A commit that fails on canary (an invalid ConfigMap) never reaches
 	// the others: halted, their objects unchanged, canary's too.
@@ -337,7 +344,7 @@ func TestRolloutWaves(t *testing.T) {
 	}
 
 	// The metrics say it too.
-	rec := httptest.NewRecorder()
+	rec = httptest.NewRecorder()
 	rt.cluster("eu-1").agent.Handler(nil).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
 	if m := rec.Body.String(); !strings.Contains(m, `flotilla_rollout_state{state="Halted"} 1`) || !strings.Contains(m, `flotilla_rollout_state{state="Applied"} 0`) {
 		t.Errorf("eu-1's metrics while halted:\n%s", m)

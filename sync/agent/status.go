@@ -147,10 +147,17 @@ func (a *Agent) readiness(st *report.Status, p *Pass, now time.Time) {
 	if !ready(st.Phase) {
 		return
 	}
-	if prev := a.status; prev != nil && ready(prev.Phase) && prev.AppliedRevision == st.AppliedRevision && prev.ReadySince != nil {
+	prev := a.status
+	if prev != nil && ready(prev.Phase) && prev.AppliedRevision == st.AppliedRevision && prev.ReadySince != nil {
 		st.ReadySince = prev.ReadySince
 		return
 	}
 	at := now.UTC()
 	st.ReadySince = &at
+	// The cluster took the tip, and this agent saw it happen (not a
+	// revision it found applied when it started): how long since the
+	// commit, by wave.
+	if prev != nil && prev.AppliedRevision != st.AppliedRevision && st.AppliedRevision == p.Revision && !p.committed.IsZero() {
+		a.metrics.took.WithLabelValues(p.wave).Observe(max(0, now.Sub(p.committed).Seconds()))
+	}
 }

@@ -196,6 +196,10 @@ func NewFleetView(statuses []Status, opts ViewOptions) *FleetView {
 		v.Tip = tipProgress(statuses, opts)
 	}
 	v.Rollout = RolloutOf(statuses, opts.Tip)
+	if v.Rollout != nil && v.Rollout.Revision == opts.Tip && !opts.TipTime.IsZero() {
+		committed := opts.TipTime.UTC()
+		v.Rollout.Committed = &committed
+	}
 	return v
 }
 

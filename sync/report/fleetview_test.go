@@ -128,3 +128,33 @@ func TestSortAndFilterForView(t *testing.T) {
 		}
 	}
 }
+
+// TestWaveReadyAfter: each wave says when its first and last clusters
+// became Ready at the tip, counted from the tip's commit.
+func TestWaveReadyAfter(t *testing.T) {
+	committed := time.Date(2026, 12, 7, 9, 0, 0, 0, time.UTC)
+	at := func(d time.Duration) *time.Time { t := committed.Add(d); return &t }
+	waves := []string{"canary", "rest"}
+	st := func(name, wave string, since *time.Time) report.Status {
+		return report.Status{Cluster: fleet.Cluster{Name: name}, Wave: wave, Phase: report.ClusterReady, AppliedRevision: "tip", SeenRevision: "tip",
+			ReadySince: since, Rollout: &report.RolloutStatus{Revision: "tip", Waves: waves, State: report.RolloutApplied}}
+	}
+	v := report.NewFleetView([]report.Status{
+		st("c-1", "canary", at(2*time.Minute)),
+		st("r-1", "rest", at(20*time.Minute)),
+		st("r-2", "rest", at(35*time.Minute)),
+	}, report.ViewOptions{Now: committed.Add(time.Hour), Tip: "tip", TipTime: committed})
+	r := v.Rollout
+	if r == nil || r.Committed == nil || len(r.Waves) != 2 {
+		t.Fatalf("rollout: %+v", r)
+	}
+	if got := r.Waves[0].ReadyAfter(r.Committed); got != "2m0s" {
+		t.Errorf("canary: %q", got)
+	}
+	if got := r.Waves[1].ReadyAfter(r.Committed); got != "first 20m0s, last 35m0s" {
+		t.Errorf("rest: %q", got)
+	}
+	if got := r.Waves[1].ReadyAfter(nil); got != "" {
+		t.Errorf("without the commit time: %q", got)
+	}
+}

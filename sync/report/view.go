@@ -43,8 +43,11 @@ func WavesOf(statuses []Status, revision string) []string {
 // status files: per wave, which clusters are Ready at it, baking, waiting,
 // halted. `flotilla status` shows it as text, JSON and HTML.
 type RolloutView struct {
-	Revision string     `json:"revision"`
-	Waves    []WaveView `json:"waves"`
+	Revision string `json:"revision"`
+	// Committed is when the revision was committed, when known: the
+	// waves' Ready times count from it.
+	Committed *time.Time `json:"committed,omitempty"`
+	Waves     []WaveView `json:"waves"`
 	// NotSeen are clusters that have not reported the revision yet.
 	NotSeen []string `json:"notSeen,omitempty"`
 }
@@ -77,6 +80,10 @@ type WaveView struct {
 	HaltedBy   string     `json:"haltedBy,omitempty"`
 	Failed     []string   `json:"failed,omitempty"`
 	Message    string     `json:"message,omitempty"`
+	// FirstReady and LastReady are when the wave's first and last
+	// clusters Ready at the revision became so.
+	FirstReady *time.Time `json:"firstReady,omitempty"`
+	LastReady  *time.Time `json:"lastReady,omitempty"`
 }
 
 // RolloutOf builds the view of revision's rollout (the fleet tip's); nil
@@ -114,6 +121,14 @@ func RolloutOf(statuses []Status, revision string) *RolloutView {
 		switch {
 		case st.AppliedRevision == revision && (st.Phase == ClusterReady || st.Phase == ClusterWaiting):
 			w.Ready++
+			if t := st.ReadySince; t != nil {
+				if w.FirstReady == nil || t.Before(*w.FirstReady) {
+					w.FirstReady = t
+				}
+				if w.LastReady == nil || t.After(*w.LastReady) {
+					w.LastReady = t
+				}
+			}
 		case st.Phase == ClusterFailed && r.State == RolloutApplied:
 			w.Failed = append(w.Failed, st.Cluster.Name)
 		case r.State == RolloutHalted:
@@ -152,6 +167,20 @@ func RolloutOf(statuses []Status, revision string) *RolloutView {
 		}
 	}
 	return v
+}
+
+// ReadyAfter says when the wave's clusters became Ready at the revision,
+// counted from its commit: "" when none is, or the commit time is not
+// known.
+func (wv WaveView) ReadyAfter(committed *time.Time) string {
+	if committed == nil || wv.FirstReady == nil || wv.LastReady == nil {
+		return ""
+	}
+	first, last := wv.FirstReady.Sub(*committed).Round(time.Second), wv.LastReady.Sub(*committed).Round(time.Second)
+	if wv.Ready == 1 || first == last {
+		return last.String()
+	}
+	return fmt.Sprintf("first %s, last %s", first, last)
 }
 
 // detailNames is how many clusters a wave's detail names before it counts
