@@ -183,8 +183,8 @@ func (d *demo) steps() []demoStep {
 			}
 			return d.checkOrder(ctx)
 		}},
-		{"flotilla status", func(ctx context.Context) error {
-			return d.flotillaCmd(ctx, []string{d.rev2[:7], "Done"}, "status", "--repo", d.url, "--branch", "main")
+		{"flotilla status: how long the change took, wave by wave", func(ctx context.Context) error {
+			return d.flotillaCmd(ctx, []string{d.rev2[:7], "Done", "READY AFTER THE COMMIT", "all Ready"}, "status", "--repo", d.url, "--branch", "main")
 		}},
 		{"what changed, read from each cluster's API", d.showChanges},
 		{"the status page: flotilla status -o html", d.writeStatusPage},
