@@ -15,6 +15,7 @@ import (
 
 	"github.com/flotilla-gitops/flotilla/fleet"
 	"github.com/flotilla-gitops/flotilla/internal/gittest"
+	"github.com/flotilla-gitops/flotilla/internal/golden"
 	"github.com/flotilla-gitops/flotilla/preview"
 	"github.com/flotilla-gitops/flotilla/sync/report"
 )
@@ -193,6 +194,12 @@ func TestPreview(t *testing.T) {
 			t.Errorf("markdown lacks %q:\n%s", want, md.String())
 		}
 	}
+	// The whole comment of this real preview, its commits named by role
+	// (their hashes change with each run), kept as a golden file and
+	// read as GitHub-flavoured Markdown.
+	comment := strings.NewReplacer(base[:7], "<base>", head[:7], "<head>").Replace(md.String())
+	golden.Check(t, "testdata/comment-real.md", []byte(comment))
+	checkMarkdown(t, "the real preview", md.String())
 }
 
 // TestPreviewRendersOnlyWhatChanged: a bundle whose inputs are the same
