@@ -87,6 +87,7 @@ func TestMarkdownAtScale(t *testing.T) {
 			}
 			out := b.String()
 			golden.Check(t, fmt.Sprintf("testdata/comment-%d.md", n), b.Bytes())
+			t.Logf("the comment on %d clusters: %d characters", n, len(out))
 			if len(out) > preview.MaxMarkdown {
 				t.Errorf("%d characters, more than %d", len(out), preview.MaxMarkdown)
 			}
