@@ -184,7 +184,7 @@ func New(cfg *rest.Config, opts Options, log logr.Logger) (*Agent, error) {
 		a.metrics.countNotifications(a.notifier)
 		ctx, cancel := context.WithCancel(context.Background())
 		a.stopNotify = cancel
-		go a.notifier.Run(ctx, opts.NotifyOptions)
+		go a.notifier.Run(ctx)
 	}
 	a.drift, err = newDriftWatch(cfg, mgr.RESTMapper(), opts.Apply.FieldManager, func() {
 		a.driftSuspected.Store(true)

@@ -198,8 +198,8 @@ type Options struct {
 // Notifier sends events to its receivers.
 type Notifier struct {
 	senders []*sender
+	opts    Options
 	log     logr.Logger
-	wg      sync.WaitGroup
 	// Sent, Dropped and Failed count deliveries, for metrics and tests.
 	Sent, Dropped, Failed atomic.Int64
 }
@@ -211,18 +211,30 @@ type sender struct {
 	limiter *rate.Limiter
 }
 
-// New builds a notifier; Run sends.
+// New builds a notifier, its options defaulted; Run sends.
 func New(cfg *Config, opts Options, log logr.Logger) *Notifier {
 	if opts.QueueSize <= 0 {
 		opts.QueueSize = 100
 	}
 	if opts.Rate <= 0 {
-		opts.Rate, opts.Burst = 1, max(opts.Burst, 10)
+		opts.Rate = 1
 	}
 	if opts.Burst <= 0 {
 		opts.Burst = 10
 	}
-	n := &Notifier{log: log}
+	if opts.Timeout <= 0 {
+		opts.Timeout = 10 * time.Second
+	}
+	if opts.RetryFor <= 0 {
+		opts.RetryFor = 5 * time.Minute
+	}
+	if opts.Backoff <= 0 {
+		opts.Backoff = time.Second
+	}
+	if opts.Client == nil {
+		opts.Client = &http.Client{Timeout: opts.Timeout}
+	}
+	n := &Notifier{opts: opts, log: log}
 	for _, r := range cfg.Receivers {
 		if r.Format == "" {
 			r.Format = FormatJSON
@@ -252,24 +264,13 @@ func (n *Notifier) Send(e Event) {
 	}
 }
 
-// Run delivers queued events until ctx ends.
-func (n *Notifier) Run(ctx context.Context, opts Options) {
-	if opts.Timeout <= 0 {
-		opts.Timeout = 10 * time.Second
-	}
-	if opts.RetryFor <= 0 {
-		opts.RetryFor = 5 * time.Minute
-	}
-	if opts.Backoff <= 0 {
-		opts.Backoff = time.Second
-	}
-	if opts.Client == nil {
-		opts.Client = &http.Client{Timeout: opts.Timeout}
-	}
+// Run delivers queued events, one goroutine per receiver, until ctx ends.
+func (n *Notifier) Run(ctx context.Context) {
+	var wg sync.WaitGroup
 	for _, s := range n.senders {
-		n.wg.Add(1)
+		wg.Add(1)
 		go func() {
-			defer n.wg.Done()
+			defer wg.Done()
 			for {
 				select {
 				case <-ctx.Done():
@@ -278,7 +279,7 @@ func (n *Notifier) Run(ctx context.Context, opts Options) {
 					if err := s.limiter.Wait(ctx); err != nil {
 						return
 					}
-					if err := n.deliver(ctx, s, e, opts); err != nil {
+					if err := n.deliver(ctx, s, e); err != nil {
 						n.Failed.Add(1)
 						if ctx.Err() == nil {
 							n.log.Error(err, "an event was not delivered", "receiver", s.Name, "type", e.Type, "cluster", e.Cluster)
@@ -290,16 +291,16 @@ func (n *Notifier) Run(ctx context.Context, opts Options) {
 			}
 		}()
 	}
-	n.wg.Wait()
+	wg.Wait()
 }
 
 // deliver sends one event, retrying with back-off until RetryFor passes;
 // a receiver that refuses it (4xx, but 408 and 429) is not asked again.
-func (n *Notifier) deliver(ctx context.Context, s *sender, e Event, opts Options) error {
-	deadline := time.Now().Add(opts.RetryFor)
-	wait := opts.Backoff
+func (n *Notifier) deliver(ctx context.Context, s *sender, e Event) error {
+	deadline := time.Now().Add(n.opts.RetryFor)
+	wait := n.opts.Backoff
 	for attempt := 1; ; attempt++ {
-		err := s.post(ctx, e, opts)
+		err := s.post(ctx, e, n.opts.Client)
 		var refused *refusedError
 		if err == nil || errors.As(err, &refused) {
 			return err
@@ -325,7 +326,7 @@ func (e *refusedError) Error() string {
 
 // post sends one request. Its errors never hold the address (it may be
 // a secret).
-func (s *sender) post(ctx context.Context, e Event, opts Options) error {
+func (s *sender) post(ctx context.Context, e Event, client *http.Client) error {
 	address := s.URL
 	if s.URLFile != "" {
 		data, err := readFile(s.URLFile, 8<<10)
@@ -353,7 +354,7 @@ func (s *sender) post(ctx context.Context, e Event, opts Options) error {
 		}
 		req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(token)))
 	}
-	resp, err := opts.Client.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return fmt.Errorf("sending: %w", withoutAddress(err))
 	}

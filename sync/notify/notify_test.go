@@ -104,7 +104,7 @@ func TestDeliveryInEachFormat(t *testing.T) {
 	n := notify.New(c, notify.Options{}, logr.Discard())
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	go n.Run(ctx, notify.Options{})
+	go n.Run(ctx)
 	at := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
 	n.Send(notify.Event{Type: notify.ClusterFailed, Cluster: "prod-eu-1", Region: "eu-west-1", Time: at, Revision: strings.Repeat("ab", 20),
 		Message: "Failed: bundle web: fleet.cue:3:1: conflicting values", Bundles: []string{"web"}})
@@ -180,7 +180,7 @@ func TestReceiversThatFail(t *testing.T) {
 	n := notify.New(c, opts, log)
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	go n.Run(ctx, opts)
+	go n.Run(ctx)
 
 	var sends atomic.Int64
 	start := time.Now()
@@ -227,7 +227,7 @@ func TestRefusedOnce(t *testing.T) {
 	n := notify.New(c, opts, logr.Discard())
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	go n.Run(ctx, opts)
+	go n.Run(ctx)
 	n.Send(notify.Event{Type: notify.RolloutHalted, Cluster: "prod-eu-1", Message: "halted by canary-1"})
 	eventually(t, "the refused event counted failed", func() bool { return n.Failed.Load() == 1 })
 	if r, _ := refusing.got(); len(r) != 1 {
