@@ -179,7 +179,7 @@ func (r *Report) markdown(maxLen int) string {
 				}
 			}
 		}
-		out += fmt.Sprintf("**%d more distinct changes, on %s** (not shown): %s\n\n", len(rest), english.Count(len(names), "cluster"), mdEscape(joinNames(names, 20)))
+		out += fmt.Sprintf("**%d more distinct changes, on %s** (not shown): %s\n\n", len(rest), english.Count(len(names), "cluster"), mdEscape(english.Names(names, 20)))
 		cut = true
 	}
 	if cut {
@@ -303,11 +303,11 @@ func (g *changeGroup) header(order []string) string {
 	var where []string
 	if len(regions) > 0 {
 		slices.Sort(regions)
-		where = append(where, english.Noun(len(regions), "region")+" "+mdEscape(joinNames(regions, maxRegionsNamed)))
+		where = append(where, english.Noun(len(regions), "region")+" "+mdEscape(english.Names(regions, maxRegionsNamed)))
 	}
 	if len(waves) > 0 {
 		slices.SortStableFunc(waves, func(a, b string) int { return cmp.Compare(waveRank(order, a), waveRank(order, b)) })
-		where = append(where, english.Noun(len(waves), "wave")+" "+mdEscape(joinNames(waves, maxRegionsNamed)))
+		where = append(where, english.Noun(len(waves), "wave")+" "+mdEscape(english.Names(waves, maxRegionsNamed)))
 	}
 	line := "**" + who + "**"
 	if len(where) > 0 {
@@ -332,7 +332,7 @@ func (g *changeGroup) body(avail int) (string, bool) {
 		}
 		list := mdEscape(strings.Join(names, ", "))
 		if len(list) > avail/3 {
-			list = mdEscape(joinNames(names, 30))
+			list = mdEscape(english.Names(names, 30))
 			whole = false
 		}
 		fmt.Fprintf(&b, "<details><summary>the %s</summary>\n\n%s\n\n</details>\n\n", english.Count(len(names), "cluster"), list)

@@ -20,7 +20,6 @@ import (
 	"maps"
 	"runtime"
 	"slices"
-	"strings"
 
 	"golang.org/x/sync/errgroup"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -507,11 +506,3 @@ func objectsAs(objs []*unstructured.Unstructured, change Change) []Object {
 // ErrNewFailure is wrapped by the command's error when something fails at
 // head that did not at base.
 var ErrNewFailure = errors.New("the change makes the fleet fail")
-
-// joinNames is a short list for messages.
-func joinNames(names []string, max int) string {
-	if len(names) <= max {
-		return strings.Join(names, ", ")
-	}
-	return fmt.Sprintf("%s and %d more", strings.Join(names[:max], ", "), len(names)-max)
-}

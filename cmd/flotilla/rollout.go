@@ -352,7 +352,7 @@ func writeRollout(w io.Writer, v *report.RolloutView) error {
 		return err
 	}
 	if len(v.NotSeen) > 0 {
-		fmt.Fprintf(w, "not yet seen by: %s\n", namedList(v.NotSeen, maxNamed))
+		fmt.Fprintf(w, "not yet seen by: %s\n", errtext.Clean(english.Names(v.NotSeen, maxNamed)))
 	}
 	return nil
 }

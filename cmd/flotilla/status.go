@@ -43,6 +43,11 @@ type statusFlags struct {
 	selector                        string
 	// history is how many of --cluster's last reports to show.
 	history int
+	// lastTip and lastTipTime remember the tip's commit time: status serve
+	// asks for the tip every interval, and fetches its commit only when
+	// it moved.
+	lastTip     string
+	lastTipTime time.Time
 }
 
 // statusLong is the command's --help.
@@ -275,8 +280,14 @@ func (sf *statusFlags) fleetTip(ctx context.Context) (string, time.Time) {
 	if err != nil {
 		return "", time.Time{}
 	}
-	when, _ := src.HeadTime(ctx, tip)
-	return tip, when
+	if tip != sf.lastTip {
+		when, err := src.HeadTime(ctx, tip)
+		if err != nil {
+			return tip, time.Time{} // asked again next time
+		}
+		sf.lastTip, sf.lastTipTime = tip, when
+	}
+	return tip, sf.lastTipTime
 }
 
 // waitFor polls the status branch until every cluster applied the revision
@@ -440,22 +451,14 @@ func writeSummary(w io.Writer, v *report.FleetView, all int, filtered bool) erro
 		for _, g := range v.Problems {
 			where := english.Count(len(g.Clusters), "cluster")
 			if len(g.Bundles) > 0 {
-				where += ", " + english.Noun(len(g.Bundles), "bundle") + " " + namedList(g.Bundles, maxNamed)
+				where += ", " + english.Noun(len(g.Bundles), "bundle") + " " + errtext.Clean(english.Names(g.Bundles, maxNamed))
 			}
 			fmt.Fprintf(w, "  %s on %s: %s\n", errtext.Clean(string(g.Standing)), where, oneLine(errtext.Clean(g.Message)))
-			fmt.Fprintf(w, "    %s\n", namedList(g.Clusters, maxNamed))
+			fmt.Fprintf(w, "    %s\n", errtext.Clean(english.Names(g.Clusters, maxNamed)))
 		}
 	}
 	fmt.Fprintln(w)
 	return nil
-}
-
-// namedList names the first n of names and counts the rest.
-func namedList(names []string, n int) string {
-	if len(names) <= n {
-		return errtext.Clean(strings.Join(names, ", "))
-	}
-	return errtext.Clean(strings.Join(names[:n], ", ")) + fmt.Sprintf(" and %d more", len(names)-n)
 }
 
 // writeClusterStatus prints one cluster's bundles and errors.

@@ -63,6 +63,8 @@ type statusPageData struct {
 	Bundles []report.BundleCounts // worst first
 	// Data is the detail of every cluster, for the script.
 	Data pageData
+	// Warning, on a served page, says its last read failed.
+	Warning string
 }
 
 // clusterRow is a cluster's row in the page's table.

@@ -150,6 +150,7 @@ type statusServer struct {
 	page   []byte // the last page built
 	doc    []byte // the same as status -o json
 	readAt time.Time
+	data   statusPageData // what the page was built from
 }
 
 // refresh reads the status branches and builds the page; a failed read
@@ -163,9 +164,13 @@ func (s *statusServer) refresh(ctx context.Context) error {
 		if s.page == nil {
 			return err
 		}
-		warning := fmt.Sprintf("The read at %s failed (%s); this is the read of %s.",
+		// The last page again, saying that this read failed.
+		s.data.Warning = fmt.Sprintf("The read at %s failed (%s); this is the read of %s.",
 			now.UTC().Format("15:04:05 UTC"), errtext.Error(err), s.readAt.UTC().Format("15:04:05 UTC"))
-		s.page = withWarning(s.page, warning)
+		var page bytes.Buffer
+		if werr := writeStatusHTML(&page, s.data); werr == nil {
+			s.page = page.Bytes()
+		}
 		return err
 	}
 	opts := report.ViewOptions{Now: now, Stale: s.sv.stale}
@@ -185,29 +190,9 @@ func (s *statusServer) refresh(ctx context.Context) error {
 		return err
 	}
 	s.mu.Lock()
-	s.page, s.doc, s.readAt = page.Bytes(), doc, now
+	s.page, s.doc, s.readAt, s.data = page.Bytes(), doc, now, data
 	s.mu.Unlock()
 	return nil
-}
-
-// warningMark is where a failed read's warning goes on a page built.
-const warningMark = `<p class="meta">`
-
-// withWarning puts a warning at the top of a page built earlier (the page
-// escapes it).
-func withWarning(page []byte, warning string) []byte {
-	i := bytes.Index(page, []byte(warningMark))
-	if i < 0 {
-		return page
-	}
-	note := `<p class="warning" role="alert">` + template.HTMLEscapeString(warning) + "</p>\n"
-	// A warning already there is replaced.
-	rest := page[i:]
-	if j := bytes.Index(page, []byte(`<p class="warning"`)); j >= 0 && j < i {
-		end := bytes.Index(page[j:], []byte("</p>\n"))
-		return append(append(append([]byte{}, page[:j]...), note...), page[j+end+len("</p>\n"):]...)
-	}
-	return append(append(append([]byte{}, page[:i]...), note...), rest...)
 }
 
 // loop reads the status branches every interval until ctx ends.

@@ -46,3 +46,12 @@ func Plural(noun string) string {
 	}
 	return head + word + "s"
 }
+
+// Names lists at most n names, and counts the rest: Names([a b c d], 2)
+// is "a, b and 2 more". A list of any length stays a line.
+func Names(names []string, n int) string {
+	if len(names) <= n {
+		return strings.Join(names, ", ")
+	}
+	return strings.Join(names[:n], ", ") + " and " + strconv.Itoa(len(names)-n) + " more"
+}

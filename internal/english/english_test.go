@@ -19,3 +19,17 @@ func TestCount(t *testing.T) {
 		}
 	}
 }
+
+func TestNames(t *testing.T) {
+	for _, tc := range []struct {
+		names []string
+		n     int
+		want  string
+	}{
+		{nil, 3, ""}, {[]string{"a"}, 3, "a"}, {[]string{"a", "b", "c"}, 3, "a, b, c"}, {[]string{"a", "b", "c", "d"}, 2, "a, b and 2 more"},
+	} {
+		if got := Names(tc.names, tc.n); got != tc.want {
+			t.Errorf("Names(%v, %d) = %q, want %q", tc.names, tc.n, got, tc.want)
+		}
+	}
+}

@@ -3,8 +3,9 @@ package report
 import (
 	"fmt"
 	"slices"
-	"strings"
 	"time"
+
+	"github.com/flotilla-gitops/flotilla/internal/english"
 )
 
 // The fleet's views computed from the status files, next to the types they
@@ -187,26 +188,18 @@ func (wv WaveView) ReadyAfter(committed *time.Time) string {
 // the rest: a line, whatever the fleet's size.
 const detailNames = 5
 
-// names names the first detailNames clusters and counts the rest.
-func names(clusters []string) string {
-	if len(clusters) <= detailNames {
-		return strings.Join(clusters, ", ")
-	}
-	return fmt.Sprintf("%s and %d more", strings.Join(clusters[:detailNames], ", "), len(clusters)-detailNames)
-}
-
 // Detail says what a wave waits for, in a line.
 func (wv WaveView) Detail() string {
 	switch wv.State {
 	case WaveFailed:
-		return "failed on " + names(wv.Failed) + ": later waves are halted"
+		return "failed on " + english.Names(wv.Failed, detailNames) + ": later waves are halted"
 	case WaveHalted:
 		return "halted by " + wv.HaltedBy
 	case WaveBaking:
 		return "the earlier waves bake until " + wv.Until.UTC().Format(time.RFC3339)
 	case WaveWaiting:
 		if len(wv.WaitingFor) > 0 {
-			return "waiting for " + names(wv.WaitingFor)
+			return "waiting for " + english.Names(wv.WaitingFor, detailNames)
 		}
 		return wv.Message
 	}
