@@ -195,7 +195,6 @@ func (r *Report) writeSummaryTable(b *strings.Builder) {
 	type tally struct{ all, changed, unchanged, failing int }
 	total := tally{}
 	waves, regions := map[string]*tally{}, map[string]*tally{}
-	var waveOrder []string
 	count := func(t *tally, c Cluster) {
 		t.all++
 		switch {
@@ -213,7 +212,6 @@ func (r *Report) writeSummaryTable(b *strings.Builder) {
 		if c.InWave != "" {
 			if waves[c.InWave] == nil {
 				waves[c.InWave] = &tally{}
-				waveOrder = append(waveOrder, c.InWave)
 			}
 			count(waves[c.InWave], c)
 		}
@@ -231,16 +229,9 @@ func (r *Report) writeSummaryTable(b *strings.Builder) {
 	row("**the fleet**", total)
 	// Waves in the fleet's order, regions by name.
 	if len(waves) > 1 {
-		order := slices.Clone(r.Waves)
-		for _, w := range waveOrder {
-			if !slices.Contains(order, w) {
-				order = append(order, w)
-			}
-		}
+		order := slices.Sorted(maps.Keys(waves))
+		slices.SortStableFunc(order, func(a, b string) int { return cmp.Compare(waveRank(r.Waves, a), waveRank(r.Waves, b)) })
 		for _, w := range order {
-			if waves[w] == nil {
-				continue
-			}
 			row("wave "+mdCode(w), *waves[w])
 		}
 	}
