@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/flotilla-gitops/flotilla/fleet"
+	"github.com/flotilla-gitops/flotilla/internal/english"
 	"github.com/flotilla-gitops/flotilla/internal/errtext"
 	"github.com/flotilla-gitops/flotilla/internal/gitrev"
 	"github.com/flotilla-gitops/flotilla/sync/apply"
@@ -32,25 +33,15 @@ import (
 var statusPageHTML string
 
 var statusPage = template.Must(template.New("status").Funcs(template.FuncMap{
-	"short":    short,
-	"lower":    func(s fmt.Stringer) string { return strings.ToLower(s.String()) },
-	"count":    func(n int, noun string) string { return fmt.Sprintf("%d %s", n, noun+plural(n)) },
-	"time":     func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
-	"phases":   func() []apply.Phase { return bundlePhases },
-	"phaseOf":  func(b report.BundleCounts, p apply.Phase) int { return b.Phases[p] },
-	"oneLine":  oneLine,
-	"standing": func(s report.Standing) string { return string(s) },
+	"short":   short,
+	"count":   english.Count,
+	"time":    func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
+	"phases":  func() []apply.Phase { return bundlePhases },
+	"phaseOf": func(b report.BundleCounts, p apply.Phase) int { return b.Phases[p] },
 }).Parse(statusPageHTML))
 
 // bundlePhases are the columns of the bundle table.
 var bundlePhases = []apply.Phase{apply.PhaseFailed, apply.PhaseProgressing, apply.PhaseDrifted, apply.PhaseSkipped, apply.PhaseReady, apply.PhasePruned}
-
-func plural(n int) string {
-	if n == 1 {
-		return ""
-	}
-	return "s"
-}
 
 // statusPageData is what the page template reads.
 type statusPageData struct {
