@@ -90,23 +90,33 @@ func ReadCluster(ctx context.Context, url, prefix, cluster string, auth transpor
 }
 
 func readCluster(ctx context.Context, url, prefix, cluster string, auth transport.AuthMethod) (*Status, error) {
-	if err := ValidateClusterName(cluster); err != nil {
-		return nil, err
-	}
-	branch := Branch(prefix, cluster)
-	tracking := plumbing.NewRemoteReferenceName("origin", branch)
-	repo, err := fetchBranches(ctx, url, auth, config.RefSpec("+"+plumbing.NewBranchReferenceName(branch).String()+":"+tracking.String()))
-	if isMissingBranch(err) {
-		return nil, fmt.Errorf("cluster %s has not reported: no branch %s", cluster, branch)
-	}
+	repo, tracking, err := fetchCluster(ctx, url, prefix, cluster, 1, auth)
 	if err != nil {
-		return nil, fmt.Errorf("fetching status branch %s: %w", branch, err)
+		return nil, err
 	}
 	st, err := readStatus(repo, tracking, cluster)
 	if err != nil {
-		return nil, fmt.Errorf("status branch %s: %w", branch, err)
+		return nil, fmt.Errorf("status branch %s: %w", Branch(prefix, cluster), err)
 	}
 	return st, nil
+}
+
+// fetchCluster fetches a cluster's status branch depth commits deep, and
+// returns the reference it is at.
+func fetchCluster(ctx context.Context, url, prefix, cluster string, depth int, auth transport.AuthMethod) (*git.Repository, plumbing.ReferenceName, error) {
+	if err := ValidateClusterName(cluster); err != nil {
+		return nil, "", err
+	}
+	branch := Branch(prefix, cluster)
+	tracking := plumbing.NewRemoteReferenceName("origin", branch)
+	repo, err := fetchDepth(ctx, url, auth, config.RefSpec("+"+plumbing.NewBranchReferenceName(branch).String()+":"+tracking.String()), depth)
+	if isMissingBranch(err) {
+		return nil, "", fmt.Errorf("cluster %s has not reported: no branch %s", cluster, branch)
+	}
+	if err != nil {
+		return nil, "", fmt.Errorf("fetching status branch %s: %w", branch, err)
+	}
+	return repo, tracking, nil
 }
 
 // MaxHistory bounds how many of a cluster's reports ReadHistory reads.
@@ -121,24 +131,13 @@ func ReadHistory(ctx context.Context, url, prefix, cluster string, n int, auth t
 }
 
 func readHistory(ctx context.Context, url, prefix, cluster string, n int, auth transport.AuthMethod) ([]Status, error) {
-	if err := ValidateClusterName(cluster); err != nil {
-		return nil, err
-	}
-	if prefix == "" {
-		prefix = DefaultPrefix
-	}
-	branch := Branch(prefix, cluster)
-	tracking := plumbing.NewRemoteReferenceName("origin", branch)
-	repo, err := fetchDepth(ctx, url, auth, config.RefSpec("+"+plumbing.NewBranchReferenceName(branch).String()+":"+tracking.String()), n)
-	if isMissingBranch(err) {
-		return nil, fmt.Errorf("cluster %s has not reported: no branch %s", cluster, branch)
-	}
+	repo, tracking, err := fetchCluster(ctx, url, prefix, cluster, n, auth)
 	if err != nil {
-		return nil, fmt.Errorf("fetching status branch %s: %w", branch, err)
+		return nil, err
 	}
 	commit, err := tipCommit(repo, tracking)
 	if err != nil {
-		return nil, fmt.Errorf("status branch %s: %w", branch, err)
+		return nil, fmt.Errorf("status branch %s: %w", Branch(prefix, cluster), err)
 	}
 	var out []Status
 	for commit != nil && len(out) < n {

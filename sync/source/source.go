@@ -151,8 +151,10 @@ func (s *Source) Head(ctx context.Context) (string, error) {
 func (s *Source) HeadTime(ctx context.Context, hash string) (time.Time, error) {
 	ctx, cancel := s.bounded(ctx, "reading the tip's commit")
 	defer cancel()
-	if fi, err := os.Stat(s.opts.URL); err == nil && fi.IsDir() {
-		repo, err := git.PlainOpenWithOptions(s.opts.URL, &git.PlainOpenOptions{DetectDotGit: true, EnableDotGitCommonDir: true})
+	// A local repository (a path, or a file:// URL as commands make of
+	// one) is read in place.
+	if dir := strings.TrimPrefix(s.opts.URL, "file://"); isDir(dir) {
+		repo, err := git.PlainOpenWithOptions(dir, &git.PlainOpenOptions{DetectDotGit: true, EnableDotGitCommonDir: true})
 		if err == nil {
 			if c, err := repo.CommitObject(plumbing.NewHash(hash)); err == nil {
 				return c.Committer.When, nil
@@ -173,6 +175,12 @@ func (s *Source) HeadTime(ctx context.Context, hash string) (time.Time, error) {
 		return time.Time{}, fmt.Errorf("the tip %s moved while it was read: %w", gitrev.Short(hash), err)
 	}
 	return c.Committer.When, nil
+}
+
+// isDir says whether path is a folder.
+func isDir(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.IsDir()
 }
 
 // Checkout is one revision of the repository on disk.
