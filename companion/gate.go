@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/go-git/go-git/v5"
+	"github.com/go-git/go-git/v5/plumbing"
 
 	"github.com/flotilla-gitops/flotilla/fleet"
 	"github.com/flotilla-gitops/flotilla/sync/report"
@@ -40,7 +41,7 @@ func (o *Output) gate(ctx context.Context, opts Options, repo *snapshot.Repo, kn
 		now = opts.Now()
 	}
 	approved := approvalsReader(ctx, opts.Status, opts.ApprovalsBranch, repo.Git, revision)
-	decisions, err := decide(plans, known, approved, revision, now)
+	decisions, err := decide(plans, known, approved, tipOf(repo.Git, revision), now)
 	if err != nil || decisions == nil {
 		return plans, err
 	}
@@ -71,7 +72,8 @@ type decision struct {
 
 // decide runs the agents' gate (sync/rollout) for every plan at the
 // revision. nil: no rollout has waves.
-func decide(plans []*fleet.Plan, known *report.Known, approved rollout.Approved, revision string, now time.Time) ([]decision, error) {
+func decide(plans []*fleet.Plan, known *report.Known, approved rollout.Approved, tip rollout.Tip, now time.Time) ([]decision, error) {
+	revision := tip.Revision
 	groups := make([]rollout.Groups, len(plans))
 	owned := map[string]bool{}
 	gated := false
@@ -97,7 +99,7 @@ func decide(plans []*fleet.Plan, known *report.Known, approved rollout.Approved,
 		for _, group := range slices.Sorted(maps.Keys(groups[i].Rollouts)) {
 			me, _ := rollout.ClusterIn(placeOf[name], group, known.Statuses[name], revision)
 			me.Name, me.Reported, me.ReportedAt = name, true, now
-			dg, err := rollout.DecideGroup(me, groups[i].Rollouts[group], group, all, known.Statuses, approved, revision, now)
+			dg, err := rollout.DecideGroup(me, groups[i].Rollouts[group], group, all, known.Statuses, approved, tip, now)
 			if err != nil {
 				return nil, err
 			}
@@ -114,6 +116,19 @@ func decide(plans []*fleet.Plan, known *report.Known, approved rollout.Approved,
 		out[i] = d
 	}
 	return out, nil
+}
+
+// tipOf is the revision as the gate sees it: a revert or not (its
+// commit's trailer), as the agents read it.
+func tipOf(repo *git.Repository, revision string) rollout.Tip {
+	tip := rollout.Tip{Revision: revision}
+	if repo == nil {
+		return tip
+	}
+	if c, err := repo.CommitObject(plumbing.NewHash(revision)); err == nil {
+		tip.Revert = rollout.RevertOf(c.Message)
+	}
+	return tip
 }
 
 // placesOf are the clusters' places in the rollouts, read from their plans

@@ -471,7 +471,7 @@ func (g *Generator) gate(ctx context.Context, repo *git.Repository, known *repor
 		}
 	}
 	approved := approvalsReader(ctx, g.opts.Status, g.opts.ApprovalsBranch, repo, revision)
-	return decide(plans, known, approved, revision, g.opts.Now())
+	return decide(plans, known, approved, tipOf(repo, revision), g.opts.Now())
 }
 
 // heldParams are the parameters of clusters and bundles the rollout

@@ -34,6 +34,13 @@ type Rollout struct {
 	Stale   string `json:"stale"`
 	Offline string `json:"offline"`
 	Paused  bool   `json:"paused,omitempty"`
+	// OnFailure is "halt" or "rollback"; ProgressDeadline a Go duration;
+	// MaxFailures the failures of a wave past which it rolls back; Reverts
+	// "waves" or "immediate".
+	OnFailure        string `json:"onFailure,omitempty"`
+	ProgressDeadline string `json:"progressDeadline,omitempty"`
+	MaxFailures      int    `json:"maxFailures,omitempty"`
+	Reverts          string `json:"reverts,omitempty"`
 	// Approvers are the SSH public keys (authorized_keys lines) whose
 	// signatures approve a wave; none: any approval on the approvals
 	// branch counts.
@@ -49,6 +56,12 @@ type rolloutSpec struct {
 	Offline string `json:"offline"`
 	Stale   string `json:"stale"`
 	Paused  bool   `json:"paused"`
+	// OnFailure, ProgressDeadline, MaxFailures and Reverts are the
+	// rollout's answer to a failure and to a revert.
+	OnFailure        string `json:"onFailure"`
+	ProgressDeadline string `json:"progressDeadline"`
+	MaxFailures      int    `json:"maxFailures"`
+	Reverts          string `json:"reverts"`
 	// Approvers are SSH public keys (authorized_keys lines).
 	Approvers []string `json:"approvers"`
 }
@@ -70,7 +83,8 @@ func rolloutFor(v cue.Value, c Cluster, at string) (*Rollout, error) {
 	if err := v.Decode(&spec); err != nil {
 		return nil, diagnosticFrom(at, err, v)
 	}
-	r := &Rollout{Offline: spec.Offline, Paused: spec.Paused, Waves: []string{}, Approvers: spec.Approvers}
+	r := &Rollout{Offline: spec.Offline, Paused: spec.Paused, Waves: []string{}, Approvers: spec.Approvers,
+		OnFailure: spec.OnFailure, MaxFailures: spec.MaxFailures, Reverts: spec.Reverts}
 	for i, key := range spec.Approvers {
 		if _, _, err := ParseApprover(key); err != nil {
 			return nil, diagnostic(fmt.Sprintf("%s.approvers[%d]", at, i), fmt.Sprintf(
@@ -78,17 +92,14 @@ func rolloutFor(v cue.Value, c Cluster, at string) (*Rollout, error) {
 				userPos(lookup(v, "approvers")))
 		}
 	}
-	for field, d := range map[string]string{"bake": spec.Bake, "stale": spec.Stale} {
-		parsed, err := time.ParseDuration(d)
+	for field, d := range map[string]*string{"bake": &spec.Bake, "stale": &spec.Stale, "progressDeadline": &spec.ProgressDeadline} {
+		parsed, err := time.ParseDuration(*d)
 		if err != nil {
 			return nil, diagnostic(at+"."+field, err.Error(), userPos(lookup(v, field)))
 		}
-		if field == "bake" {
-			r.Bake = parsed.String()
-		} else {
-			r.Stale = parsed.String()
-		}
+		*d = parsed.String()
 	}
+	r.Bake, r.Stale, r.ProgressDeadline = spec.Bake, spec.Stale, spec.ProgressDeadline
 	iter, err := lookup(v, "waves").List()
 	if err != nil {
 		return nil, diagnosticFrom(at+".waves", err, v)

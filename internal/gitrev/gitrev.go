@@ -23,3 +23,17 @@ func Abbrev(rev string, n int) string {
 	}
 	return rev
 }
+
+// Full reports whether rev is a full commit hash (40 lowercase hex
+// digits), as approvals, status files and trailers require.
+func Full(rev string) bool {
+	if len(rev) != 40 {
+		return false
+	}
+	for _, c := range rev {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}

@@ -10,8 +10,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"runtime/debug"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -223,8 +225,10 @@ type Pass struct {
 	kinds   []schema.GroupVersionKind // the kinds applied, to watch for drift
 	digests map[string]bundleDigests  // per bundle, for the status file
 	wave    string                    // the cluster's wave in the fleet's rollout, for the status file
-	// committed is when the tip was committed (zero: unknown).
+	// committed is when the tip was committed (zero: unknown); revert
+	// the revision its commit reverts (flotilla rollout revert).
 	committed time.Time
+	revert    string
 	gate      *gate // what the rollout let through of the tip
 }
 
@@ -332,7 +336,8 @@ func (a *Agent) pass(ctx context.Context) *Pass {
 	// 4. The rollout: which of the tip this cluster may take now, from the
 	// other clusters' status branches. Held bundles keep their revision.
 	inv := &inventories{kube: a.kube, namespace: a.opts.Apply.InventoryNamespace}
-	if p.gate, err = a.decideRollout(ctx, co.Dir, plan, p.Revision, func() (map[string]*apply.Inventory, error) { return inv.read(ctx) }, time.Now()); err != nil {
+	tip := rollout.Tip{Revision: p.Revision, Revert: p.revert}
+	if p.gate, err = a.decideRollout(ctx, co.Dir, plan, tip, func() (map[string]*apply.Inventory, error) { return inv.read(ctx) }, time.Now()); err != nil {
 		p.Err = fmt.Errorf("rollout of %s; nothing applied or pruned: %w", gitrev.Short(p.Revision), err)
 		return p
 	}
@@ -364,6 +369,11 @@ func (a *Agent) pass(ctx context.Context) *Pass {
 	}
 	if p.Result, err = a.mgr.Sync(ctx, bundles); err != nil {
 		p.Err = fmt.Errorf("apply: %w", err)
+		return p
+	}
+	// With onFailure: rollback, what failed at the tip goes back.
+	if bundles, err = a.rollBack(ctx, p, plan, bundles, inv.current); err != nil {
+		p.Err = fmt.Errorf("rolling back from %s: %w", gitrev.Short(p.Revision), err)
 		return p
 	}
 
@@ -401,7 +411,7 @@ func (a *Agent) tip(ctx context.Context, p *Pass, key string) (*source.Checkout,
 	}
 	if co.Repository != nil {
 		if c, err := co.Repository.CommitObject(plumbing.NewHash(p.Revision)); err == nil {
-			p.committed = c.Committer.When
+			p.committed, p.revert = c.Committer.When, rollout.RevertOf(c.Message)
 		}
 	}
 	return co, plan, true
@@ -472,6 +482,7 @@ func (a *Agent) bundles(ctx context.Context, co *source.Checkout, plan *fleet.Pl
 			bundles = append(bundles, apply.Bundle{Name: b.Name}) // held: replaced below
 		}
 	}
+	boundByDeadline(plan, bundles, inv, co.Revision)
 	bundles, kept, err := a.heldBundles(ctx, plan.Cluster, g, bundles, inv)
 	if err != nil {
 		return nil, nil, err
@@ -531,11 +542,12 @@ func unchanged(bundles []apply.Bundle, inv map[string]*apply.Inventory) bool {
 // rollout after a pass: the tip unless they were held, then the revision
 // they were kept at.
 func fleetRevisionOf(p *Pass, plan *fleet.Plan, bundles []apply.Bundle) string {
-	if p.gate.status.State == report.RolloutApplied {
+	fleetGroup := func(name string) bool { pb := plan.Bundle(name); return pb == nil || rollout.GroupOf(pb) == "" }
+	if !slices.ContainsFunc(slices.Collect(maps.Keys(p.gate.held)), fleetGroup) {
 		return p.Revision
 	}
 	for _, b := range bundles {
-		if pb := plan.Bundle(b.Name); (pb == nil || rollout.GroupOf(pb) == "") && b.Revision != "" {
+		if _, held := p.gate.held[b.Name]; held && fleetGroup(b.Name) && b.Revision != "" {
 			return b.Revision
 		}
 	}

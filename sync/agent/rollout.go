@@ -38,9 +38,13 @@ type gate struct {
 	status *report.RolloutStatus
 	// held: bundle → why it keeps its revision.
 	held map[string]string
+	// back: bundle → the revision it goes back to, from the tip it
+	// failed at (onFailure: rollback); such a bundle is held too.
+	back map[string]string
 	// key changes when what is allowed changes: the agent applies again.
 	key string
-	// until is the earliest end of a bake the cluster waits for.
+	// until is the earliest end of a bake (or of a control) the cluster
+	// waits for.
 	until time.Time
 }
 
@@ -49,34 +53,43 @@ func (g *gate) waiting() bool {
 	return g != nil && len(g.held) > 0
 }
 
-// decideRollout runs the gate for the tip's plan. readInventories gives
-// the cluster's inventories (the revision each bundle is at); it is only
-// called when the fleet has waves, so a fleet without any costs nothing.
-func (a *Agent) decideRollout(ctx context.Context, dir string, plan *fleet.Plan, revision string,
+// rolledBack reports whether the cluster went back from the tip.
+func (g *gate) rolledBack() bool {
+	return g != nil && len(g.back) > 0
+}
+
+// decideRollout runs the gate for the tip's plan: the rollout groups'
+// waves (when the fleet has some), the bundles that went back from the
+// tip (onFailure: rollback), and the pause and holds on the approvals
+// branch. readInventories gives the cluster's inventories (the revision
+// each bundle is at); it is only called when one of these needs it, so a
+// fleet without any costs nothing but the read of the approvals branch.
+func (a *Agent) decideRollout(ctx context.Context, dir string, plan *fleet.Plan, tip rollout.Tip,
 	readInventories func() (map[string]*apply.Inventory, error), now time.Time) (*gate, error) {
-	// 1. The rollout groups of the tip: the fleet's ("") and each bundle's
-	// own, with their bundles.
+	revision := tip.Revision
 	rg := rollout.GroupsOf(plan)
 	fleetWaves := []string{}
 	if plan.Rollout != nil {
 		fleetWaves = plan.Rollout.Waves
 	}
-	g := &gate{held: map[string]string{},
-		status: &report.RolloutStatus{Revision: revision, Waves: fleetWaves, State: report.RolloutApplied}}
-	if !rg.Gated {
-		g.status.Message = "no waves: everywhere at once"
-		g.key = revision
-		return g, nil
-	}
-	if a.reporter == nil {
+	g := &gate{held: map[string]string{}, back: map[string]string{},
+		status: &report.RolloutStatus{Revision: revision, Waves: fleetWaves, State: report.RolloutApplied, Revert: tip.Revert}}
+	if rg.Gated && a.reporter == nil {
 		return nil, ErrRolloutNeedsStatus
 	}
-
-	// 2. Where this cluster's bundles are; bundles the tip no longer has
-	// are the fleet's rollout's to delete.
-	inv, err := readInventories()
+	controls, err := a.readControls(ctx)
 	if err != nil {
 		return nil, err
+	}
+	pause, holds := controls.Controls.Active(plan.Cluster.Name, now)
+
+	// Where this cluster's bundles are (when something needs it); bundles
+	// the tip no longer has are the fleet's rollout's to delete.
+	var inv map[string]*apply.Inventory
+	if rg.Gated || pause != nil || len(holds) > 0 || rollsBack(rg) {
+		if inv, err = readInventories(); err != nil {
+			return nil, err
+		}
 	}
 	for name := range inv {
 		if plan.Bundle(name) == nil {
@@ -84,28 +97,136 @@ func (a *Agent) decideRollout(ctx context.Context, dir string, plan *fleet.Plan,
 		}
 	}
 
-	// 3. What the others say, and where each stands in the tip's rollouts.
-	statuses, places, err := a.others(ctx, dir, plan, revision, rg.Owned)
-	if err != nil {
-		return nil, err
-	}
-
-	// 4. Each group decides; a group that may not apply holds its bundles.
-	approved := rollout.ReadApprovals(func() ([]report.Approval, error) {
-		return report.ReadApprovals(ctx, a.opts.Status.URL, a.opts.ApprovalsBranch, a.opts.Status.Auth)
-	}, revision)
-	var keys []string
-	for _, name := range slices.Sorted(maps.Keys(rg.Rollouts)) {
-		d, err := decideGroup(plan, name, rg, inv, statuses, places, approved, revision, now)
-		if err != nil {
+	if rg.Gated {
+		if err := a.decideGroups(ctx, dir, plan, tip, rg, inv, controls.Approvals, g, now); err != nil {
 			return nil, err
 		}
-		if g.record(name, d, rg.Members[name]) {
-			keys = append(keys, fmt.Sprintf("%q", name)) // the fleet's group is "": quoted, it still counts
+	} else {
+		g.status.Message = "no waves: everywhere at once"
+	}
+	g.rolledBackBefore(inv, revision)
+	g.control(rg, pause, holds, now)
+	g.setKey()
+	return g, nil
+}
+
+// setKey keys what the gate lets through: the tip, the bundles held, and
+// the revisions those going back go to.
+func (g *gate) setKey() {
+	g.key = g.status.Revision + "|" + strings.Join(slices.Sorted(maps.Keys(g.held)), ",") + "|" + fmt.Sprint(g.back)
+}
+
+// readControls reads the approvals branch (approvals, pause, holds), which
+// is in the status repository: none without one.
+func (a *Agent) readControls(ctx context.Context) (*report.ControlBranch, error) {
+	if a.reporter == nil {
+		return &report.ControlBranch{}, nil
+	}
+	cb, err := report.ReadControlBranch(ctx, a.opts.Status.URL, a.opts.ApprovalsBranch, a.opts.Status.Auth)
+	if err != nil {
+		return nil, fmt.Errorf("reading the approvals branch: %w", err)
+	}
+	return cb, nil
+}
+
+// decideGroups decides each rollout group from what the others say and
+// where each stands in the tip's rollouts; a group that may not apply
+// holds its bundles.
+func (a *Agent) decideGroups(ctx context.Context, dir string, plan *fleet.Plan, tip rollout.Tip, rg rollout.Groups,
+	inv map[string]*apply.Inventory, approvals []report.Approval, g *gate, now time.Time) error {
+	statuses, places, err := a.others(ctx, dir, plan, tip.Revision, rg.Owned)
+	if err != nil {
+		return err
+	}
+	approved := rollout.ReadApprovals(func() ([]report.Approval, error) { return approvals, nil }, tip.Revision)
+	for _, name := range slices.Sorted(maps.Keys(rg.Rollouts)) {
+		me := rollout.Cluster{Name: plan.Cluster.Name, Reported: true, ReportedAt: now,
+			Revision: groupRevision(rg.Members[name], plan, inv, tip.Revision, name == "")}
+		d, err := rollout.DecideGroup(me, rg.Rollouts[name], name, places, statuses, approved, tip, now)
+		if err != nil {
+			return err
+		}
+		g.record(name, d, rg.Members[name], inv)
+	}
+	return nil
+}
+
+// rollsBack reports whether a rollout group goes back on failure.
+func rollsBack(rg rollout.Groups) bool {
+	for _, r := range rg.Rollouts {
+		if r != nil && r.OnFailure == rollout.OnFailureRollback {
+			return true
 		}
 	}
-	g.key = revision + "|" + strings.Join(keys, ",")
-	return g, nil
+	return false
+}
+
+// rolledBackBefore holds the bundles that went back from the tip in an
+// earlier pass (their inventories say so): the tip is not tried again,
+// and a newer commit starts over.
+func (g *gate) rolledBackBefore(inv map[string]*apply.Inventory, revision string) {
+	for name, i := range inv {
+		if i.RolledBack != revision || revision == "" {
+			continue
+		}
+		g.back[name] = i.Revision
+		g.held[name] = fmt.Sprintf("rolled back from %s to %s: not tried again until a newer commit", gitrev.Short(revision), gitrev.Short(i.Revision))
+	}
+	if len(g.back) > 0 {
+		g.status.State = report.RolloutRolledBack
+		g.status.RolledBack = slices.Sorted(maps.Keys(g.back))
+		if !strings.HasPrefix(g.status.Message, "rolled back") {
+			g.status.Message = fmt.Sprintf("rolled back from %s: %s", gitrev.Short(revision), strings.Join(g.status.RolledBack, ", "))
+		}
+	}
+}
+
+// control holds what the pause and the holds on the approvals branch
+// keep: with a pause, every bundle; with a hold, the bundles it names.
+// The cluster keeps what it has, drift correction included.
+func (g *gate) control(rg rollout.Groups, pause *report.Control, holds []report.Control, now time.Time) {
+	var bundles []string
+	for _, members := range rg.Members {
+		bundles = append(bundles, members...)
+	}
+	slices.Sort(bundles)
+	wait := func(c report.Control) {
+		if c.Until != nil && (g.until.IsZero() || c.Until.Before(g.until)) && c.Until.After(now) {
+			g.until = *c.Until
+		}
+	}
+	var msgs []string
+	if pause != nil {
+		wait(*pause)
+		for _, b := range bundles {
+			if _, ok := g.held[b]; !ok {
+				g.held[b] = "the rollout is paused " + pause.Why()
+			}
+		}
+		g.status.Paused = pause
+		msgs = append(msgs, "the rollout is paused "+pause.Why())
+	}
+	for _, h := range holds {
+		hit := false
+		for _, b := range bundles {
+			if !h.Holds(h.Cluster, b) {
+				continue
+			}
+			hit = true
+			if _, ok := g.held[b]; !ok {
+				g.held[b] = h.Target() + " is held " + h.Why()
+			}
+		}
+		if hit {
+			wait(h)
+			g.status.Held = append(g.status.Held, h)
+			msgs = append(msgs, h.Target()+" is held "+h.Why())
+		}
+	}
+	if len(msgs) > 0 && g.status.State != report.RolloutRolledBack {
+		g.status.State = report.RolloutWaiting
+		g.status.Message = strings.Join(msgs, "; ")
+	}
 }
 
 // others reads the other clusters' statuses and places every known
@@ -134,27 +255,19 @@ func (a *Agent) others(ctx context.Context, dir string, plan *fleet.Plan, revisi
 	return statuses, places, nil
 }
 
-// decideGroup decides whether this cluster may take the tip in one
-// rollout group, from every known cluster's place and status.
-func decideGroup(plan *fleet.Plan, name string, rg rollout.Groups, inv map[string]*apply.Inventory,
-	statuses map[string]*report.Status, places []fleet.ClusterRollouts, approved rollout.Approved,
-	revision string, now time.Time) (rollout.Decision, error) {
-	me := rollout.Cluster{Name: plan.Cluster.Name, Reported: true, ReportedAt: now,
-		Revision: groupRevision(rg.Members[name], plan, inv, revision, name == "")}
-	return rollout.DecideGroup(me, rg.Rollouts[name], name, places, statuses, approved, revision, now)
-}
-
 // record notes a group's decision on the gate: the end of a bake to look
 // again at, the fleet group's state for the status, and, when the group
-// may not apply, its bundles as held. It reports whether the group
-// applies.
-func (g *gate) record(name string, d rollout.Decision, members []string) bool {
+// may not apply, its bundles as held (and, when its wave failed, going
+// back to the revisions they had).
+func (g *gate) record(name string, d rollout.Decision, members []string, inv map[string]*apply.Inventory) {
 	if !d.Until.IsZero() && (g.until.IsZero() || d.Until.Before(g.until)) {
 		g.until = d.Until
 	}
 	if name == "" {
 		g.status.Message = d.Reason
 		switch {
+		case d.RollBack:
+			g.status.State, g.status.HaltedBy = report.RolloutRolledBack, d.Halted
 		case d.Halted != "":
 			g.status.State, g.status.HaltedBy = report.RolloutHalted, d.Halted
 		case !d.Apply:
@@ -166,12 +279,14 @@ func (g *gate) record(name string, d rollout.Decision, members []string) bool {
 		}
 	}
 	if d.Apply {
-		return true
+		return
 	}
 	for _, b := range members {
 		g.held[b] = d.Reason
+		if i := inv[b]; d.RollBack && i != nil && i.Revision == g.status.Revision && i.Previous != "" {
+			g.back[b] = i.Previous // the wave failed: back to what it had
+		}
 	}
-	return false
 }
 
 // rollouts evaluates every known cluster's place in the tip's rollouts
@@ -212,7 +327,8 @@ func groupRevision(members []string, plan *fleet.Plan, inv map[string]*apply.Inv
 }
 
 // heldBundles renders the bundles the gate holds from the revisions their
-// inventories record, and puts them in place of the tip's in bundles (or
+// inventories record (or, going back from the tip, the revisions they
+// had), and puts them in place of the tip's in bundles (or
 // after them, for bundles the tip no longer has). A held bundle that was
 // never applied is left out: it is new at the tip and waits. A bundle
 // that cannot be rendered at its revision fails the pass: nothing of the
@@ -220,7 +336,9 @@ func groupRevision(members []string, plan *fleet.Plan, inv map[string]*apply.Inv
 func (a *Agent) heldBundles(ctx context.Context, c fleet.Cluster, g *gate, bundles []apply.Bundle, inv map[string]*apply.Inventory) ([]apply.Bundle, []string, error) {
 	byRevision := map[string][]string{}
 	for b := range g.held {
-		if i := inv[b]; i != nil && i.Revision != "" {
+		if rev := g.back[b]; rev != "" {
+			byRevision[rev] = append(byRevision[rev], b)
+		} else if i := inv[b]; i != nil && i.Revision != "" {
 			byRevision[i.Revision] = append(byRevision[i.Revision], b)
 		}
 	}
@@ -233,6 +351,9 @@ func (a *Agent) heldBundles(ctx context.Context, c fleet.Cluster, g *gate, bundl
 		}
 		revisions = append(revisions, rev)
 		for _, b := range rendered {
+			if _, ok := g.back[b.Name]; ok {
+				b.RolledBack = g.status.Revision // recorded: the tip is not tried again
+			}
 			held[b.Name] = b
 		}
 	}

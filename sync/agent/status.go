@@ -82,6 +82,9 @@ func (a *Agent) statusOf(p *Pass, now time.Time) *report.Status {
 		}
 		if p.gate != nil {
 			bs.Waiting = p.gate.held[b.Name]
+			if _, back := p.gate.back[b.Name]; back {
+				bs.RolledBack = p.Revision
+			}
 		}
 		prev, seen := previous[b.Name]
 		if seen && prev.Phase == b.Phase {
@@ -117,15 +120,19 @@ func (a *Agent) statusOf(p *Pass, now time.Time) *report.Status {
 }
 
 // waitingPhase is Waiting for a cluster that is Ready at what it applied
-// while part of the tip waits in the rollout.
+// while part of the tip waits in the rollout, and RolledBack for one that
+// went back from the tip.
 func waitingPhase(phase report.ClusterPhase, g *gate) report.ClusterPhase {
-	switch {
-	case g.waiting() && phase == report.ClusterReady:
-		return report.ClusterWaiting
-	case !g.waiting() && phase == report.ClusterWaiting:
-		return report.ClusterReady
+	if phase != report.ClusterReady && phase != report.ClusterWaiting && phase != report.ClusterRolledBack {
+		return phase
 	}
-	return phase
+	switch {
+	case g.rolledBack():
+		return report.ClusterRolledBack
+	case g.waiting():
+		return report.ClusterWaiting
+	}
+	return report.ClusterReady
 }
 
 // rolloutChanged reports whether an idle pass changes the status's

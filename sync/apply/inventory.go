@@ -30,6 +30,11 @@ const (
 	keyBundle   = "bundle"
 	keyDigest   = "digest"
 	keyRevision = "revision"
+	// keyPrevious is the revision the bundle was at before revision (what
+	// a rollback goes back to); keyRolledBack the revision it went back
+	// from, which it does not take again.
+	keyPrevious   = "previous"
+	keyRolledBack = "rolledBack"
 	keyPrune    = "prune"
 	keyShards   = "shards"
 	keyObjects  = "objects"
@@ -88,7 +93,11 @@ type Inventory struct {
 	Bundle   string
 	Digest   string
 	Revision string
-	Prune    bool
+	// Previous is the revision the bundle was at before Revision;
+	// RolledBack the revision it went back from (Bundle.RolledBack).
+	Previous   string
+	RolledBack string
+	Prune      bool
 	// Namespace and ServiceAccountName are the bundle's, as last applied:
 	// when the bundle leaves the plan, its objects are deleted as that
 	// ServiceAccount (as they were applied), not with the agent's identity.
@@ -167,6 +176,7 @@ func decodeInventory(bundle string, shards []corev1.ConfigMap) (*Inventory, erro
 	head := shards[0].Data
 	inv := &Inventory{
 		Bundle: bundle, Digest: head[keyDigest], Revision: head[keyRevision], Prune: head[keyPrune] != "false",
+		Previous: head[keyPrevious], RolledBack: head[keyRolledBack],
 		Namespace: head[keyNamespace], ServiceAccountName: head[keyServiceAccount],
 	}
 	want, _ := strconv.Atoi(head[keyShards])
@@ -221,6 +231,11 @@ func (s *inventories) write(ctx context.Context, inv *Inventory, fieldManager st
 			cm.Data[keyRevision] = inv.Revision
 			cm.Data[keyPrune] = strconv.FormatBool(inv.Prune)
 			cm.Data[keyShards] = strconv.Itoa(shards)
+			for key, v := range map[string]string{keyPrevious: inv.Previous, keyRolledBack: inv.RolledBack} {
+				if v != "" {
+					cm.Data[key] = v
+				}
+			}
 			if inv.ServiceAccountName != "" {
 				cm.Data[keyNamespace] = inv.Namespace
 				cm.Data[keyServiceAccount] = inv.ServiceAccountName

@@ -27,8 +27,11 @@ type Bundle struct {
 	// Digest identifies Objects (the render digest).
 	Digest string
 	// Revision is the fleet revision the objects come from.
-	Revision  string
-	DependsOn []string
+	Revision string
+	// RolledBack is the revision the bundle went back from (the rollout's
+	// onFailure: rollback), recorded in its inventory.
+	RolledBack string
+	DependsOn  []string
 	// ApplyOptions are the bundle's, as the fleet plans them: prune, wait
 	// and its timeout (DefaultTimeout when zero), the ServiceAccount to
 	// impersonate, the drift policy (DriftCorrect when empty), force, and
@@ -206,6 +209,7 @@ func (m *Manager) syncBundle(ctx context.Context, b Bundle, inv *Inventory, stal
 	if b.Wait && !m.opts.DryRun {
 		if msg := m.wait(ctx, b, applied); msg != "" {
 			res.Phase, res.Message = PhaseProgressing, msg
+			res.NotReady = ctx.Err() == nil
 		}
 	}
 	if su := res.SelfUpdate; su != nil && res.Phase == PhaseReady {
@@ -242,11 +246,15 @@ func (m *Manager) record(ctx context.Context, inv *Inventory) error {
 // stale entries that were not deleted (kept for a later sync to prune).
 // Whether Flotilla created an object is remembered from the old inventory.
 func mergeInventory(b Bundle, old *Inventory, applied, kept []Entry) *Inventory {
-	inv := &Inventory{Bundle: b.Name, Digest: b.Digest, Revision: b.Revision, Prune: b.Prune,
+	inv := &Inventory{Bundle: b.Name, Digest: b.Digest, Revision: b.Revision, RolledBack: b.RolledBack, Prune: b.Prune,
 		Namespace: b.Namespace, ServiceAccountName: b.ServiceAccountName}
 	var was map[object.ObjMetadata]Entry
 	if old != nil {
 		was = old.index()
+		inv.Previous = old.Previous
+		if old.Revision != b.Revision {
+			inv.Previous = old.Revision
+		}
 	}
 	for _, e := range applied {
 		if prev, ok := was[e.ID]; ok && prev.Created {

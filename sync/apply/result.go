@@ -82,6 +82,9 @@ type BundleResult struct {
 	// SelfUpdate is the agent's own new Deployment, held back for the
 	// agent to apply last (Manager.ApplySelf).
 	SelfUpdate *SelfUpdate `json:"-"`
+	// NotReady says the bundle is Progressing because its readiness wait
+	// ran out (not because it was cancelled).
+	NotReady bool `json:"-"`
 }
 
 // Result is one sync of a cluster.

@@ -6,12 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"regexp"
 	"slices"
 	"time"
 
 	"github.com/go-git/go-git/v5"
-	"github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/plumbing/transport"
@@ -21,7 +19,7 @@ import (
 
 	"github.com/flotilla-gitops/flotilla/fleet"
 	"github.com/flotilla-gitops/flotilla/internal/errtext"
-	"github.com/flotilla-gitops/flotilla/sync/source"
+	"github.com/flotilla-gitops/flotilla/internal/gitrev"
 )
 
 // Approvals of rollout waves live on one branch, in one file: each
@@ -59,8 +57,6 @@ type approvalsFile struct {
 	Kind       string     `json:"kind"`
 	Approvals  []Approval `json:"approvals"`
 }
-
-var fullRevision = regexp.MustCompile(`^[0-9a-f]{40}$`)
 
 // Approved reports whether approvals hold one for the wave at revision.
 // With approvers (SSH public keys, authorized_keys lines: the rollout's),
@@ -144,22 +140,11 @@ func VerifyApproval(a Approval, approvers []string) (string, error) {
 // DefaultApprovalsBranch): one fetch, one commit deep, in memory. No
 // branch yet is no approval.
 func ReadApprovals(ctx context.Context, url, branch string, auth transport.AuthMethod) ([]Approval, error) {
-	if branch == "" {
-		branch = DefaultApprovalsBranch
-	}
-	tracking := plumbing.NewRemoteReferenceName("origin", branch)
-	repo, err := fetchBranches(ctx, url, auth, config.RefSpec("+"+plumbing.NewBranchReferenceName(branch).String()+":"+tracking.String()))
-	if isMissingBranch(err) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, source.RedactError(fmt.Errorf("fetching the approvals branch %s: %w", branch, err), url)
-	}
-	commit, err := tipCommit(repo, tracking)
+	cb, err := ReadControlBranch(ctx, url, branch, auth)
 	if err != nil {
 		return nil, err
 	}
-	return approvalsAt(commit, branch)
+	return cb.Approvals, nil
 }
 
 // ReadApprovalsRepository reads the approvals on a local repository's
@@ -184,19 +169,12 @@ func ReadApprovalsRepository(repo *git.Repository, branch string) ([]Approval, e
 
 // approvalsAt reads the approvals file of a commit.
 func approvalsAt(commit *object.Commit, branch string) ([]Approval, error) {
-	f, err := commit.File(ApprovalsPath)
-	if errors.Is(err, object.ErrFileNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	data, err := f.Contents()
-	if err != nil {
+	data, err := fileAt(commit, ApprovalsPath)
+	if err != nil || data == nil {
 		return nil, err
 	}
 	var file approvalsFile
-	if err := yaml.Unmarshal([]byte(data), &file); err != nil {
+	if err := yaml.Unmarshal(data, &file); err != nil {
 		return nil, fmt.Errorf("%s on %s: %s", ApprovalsPath, branch, errtext.Error(err))
 	}
 	if file.APIVersion != APIVersion || file.Kind != ApprovalsKind {
@@ -227,94 +205,28 @@ type ApproveOptions struct {
 // moment is kept: the push fails and is tried again on the new tip). It
 // reports false when the approval was already there.
 func Approve(ctx context.Context, opts ApproveOptions, a Approval) (bool, error) {
-	added, err := approve(ctx, opts, a)
-	return added, source.RedactError(err, opts.URL)
+	return approve(ctx, opts, a)
 }
 
 func approve(ctx context.Context, opts ApproveOptions, a Approval) (bool, error) {
-	if !fullRevision.MatchString(a.Revision) {
+	if !gitrev.Full(a.Revision) {
 		return false, fmt.Errorf("revision %q: a full commit hash (40 hex digits) is required", a.Revision)
 	}
 	if a.Wave == "" || a.By == "" {
 		return false, errors.New("an approval needs a wave and an approver")
 	}
-	if opts.Branch == "" {
-		opts.Branch = DefaultApprovalsBranch
+	if opts.Author.Name == "" {
+		opts.Author = object.Signature{Name: a.By, Email: "flotilla@flotilla.dev"}
 	}
-	if opts.Attempts <= 0 {
-		opts.Attempts = 5
-	}
-	var added bool
-	err := source.Retry(ctx, source.RetryOptions{Attempts: opts.Attempts, Backoff: 200 * time.Millisecond}, func(ctx context.Context) error {
-		var err error
-		added, err = approveOnce(ctx, opts, a)
-		return err
+	opts.Author.When = a.At
+	return Update(ctx, opts, func(cb *ControlBranch) (string, error) {
+		if Approved(cb.Approvals, a.Wave, a.Revision, opts.Approvers) {
+			return "", nil
+		}
+		cb.Approvals = append(cb.Approvals, a)
+		subject := fmt.Sprintf("rollout: approve wave %s for %s", a.Wave, short(a.Revision))
+		return trailed(subject, a.Message, "Approved-By", a.By), nil
 	})
-	return added, err
-}
-
-// approveOnce fetches the branch's tip, adds the approval to its file and
-// pushes a commit with a lease on the tip.
-func approveOnce(ctx context.Context, opts ApproveOptions, a Approval) (bool, error) {
-	repo, err := source.MemoryRepository(opts.URL)
-	if err != nil {
-		return false, err
-	}
-	ref := plumbing.NewBranchReferenceName(opts.Branch)
-	tracking := plumbing.NewRemoteReferenceName("origin", opts.Branch)
-	err = repo.FetchContext(ctx, &git.FetchOptions{RemoteName: "origin", Auth: opts.Auth, Depth: 1, Tags: git.NoTags,
-		RefSpecs: []config.RefSpec{config.RefSpec("+" + ref.String() + ":" + tracking.String())}})
-	var tip *object.Commit
-	switch {
-	case isMissingBranch(err):
-	case err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate):
-		return false, &source.GitError{Op: "fetch", Err: err}
-	default:
-		if tip, err = tipCommit(repo, tracking); err != nil {
-			return false, err
-		}
-	}
-	file := approvalsFile{APIVersion: APIVersion, Kind: ApprovalsKind}
-	if tip != nil {
-		if file.Approvals, err = approvalsAt(tip, opts.Branch); err != nil {
-			return false, err
-		}
-	}
-	if Approved(file.Approvals, a.Wave, a.Revision, opts.Approvers) {
-		return false, nil
-	}
-	file.Approvals = append(file.Approvals, a)
-	if n := len(file.Approvals); n > maxApprovals {
-		file.Approvals = file.Approvals[n-maxApprovals:]
-	}
-	data, err := yaml.Marshal(file)
-	if err != nil {
-		return false, err
-	}
-	var parents []plumbing.Hash
-	if tip != nil {
-		parents = []plumbing.Hash{tip.Hash}
-	}
-	subject := fmt.Sprintf("rollout: approve wave %s for %s\n\nApproved-By: %s\n", a.Wave, short(a.Revision), a.By)
-	if a.Message != "" {
-		subject = fmt.Sprintf("rollout: approve wave %s for %s\n\n%s\n\nApproved-By: %s\n", a.Wave, short(a.Revision), a.Message, a.By)
-	}
-	author := opts.Author
-	if author.Name == "" {
-		author = object.Signature{Name: a.By, Email: "flotilla@flotilla.dev"}
-	}
-	author.When = a.At
-	hash, err := source.CommitFiles(repo.Storer, map[string][]byte{ApprovalsPath: data}, parents, subject, author)
-	if err != nil {
-		return false, err
-	}
-	if err := repo.Storer.SetReference(plumbing.NewHashReference(ref, hash)); err != nil {
-		return false, err
-	}
-	if err := source.PushLeased(ctx, repo, "origin", opts.Auth, ref, parentOf(parents)); err != nil {
-		return false, err
-	}
-	return true, nil
 }
 
 // parentOf is the one parent of a commit, or zero for a first commit.

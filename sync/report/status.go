@@ -39,6 +39,11 @@ const (
 	// bake, an approval, a halt); the cluster keeps its applied revision,
 	// Ready there, with drift correction running.
 	ClusterWaiting ClusterPhase = "Waiting"
+	// ClusterRolledBack: a bundle failed at the tip (or was not Ready
+	// within the rollout's progressDeadline) and, with `onFailure:
+	// rollback`, is back at what it had; the cluster does not try the tip
+	// again (rollout.rolledBack, bundles[].rolledBack).
+	ClusterRolledBack ClusterPhase = "RolledBack"
 )
 
 // RolloutState is where a cluster stands in the rollout of a revision.
@@ -49,6 +54,9 @@ const (
 	RolloutApplied RolloutState = "Applied" // the cluster applied the revision (or applies it)
 	RolloutWaiting RolloutState = "Waiting" // earlier waves, their bake, an approval, a turn in the wave
 	RolloutHalted  RolloutState = "Halted"  // a cluster of an earlier wave failed at the revision
+	// RolloutRolledBack: the cluster took the revision and went back
+	// (onFailure: rollback).
+	RolloutRolledBack RolloutState = "RolledBack"
 )
 
 func (s RolloutState) String() string { return string(s) }
@@ -71,8 +79,17 @@ type RolloutStatus struct {
 	HaltedBy   string     `json:"haltedBy,omitempty"`
 	// AwaitsApproval says the wave waits for an approval
 	// (flotilla rollout approve).
-	AwaitsApproval bool   `json:"awaitsApproval,omitempty"`
-	Message        string `json:"message,omitempty"`
+	AwaitsApproval bool `json:"awaitsApproval,omitempty"`
+	// RolledBack names the bundles that went back from the revision
+	// (state RolledBack).
+	RolledBack []string `json:"rolledBack,omitempty"`
+	// Paused and Held are the controls on the approvals branch that keep
+	// the cluster where it is (flotilla rollout pause, hold).
+	Paused *Control   `json:"paused,omitempty"`
+	Held   []Control  `json:"held,omitempty"`
+	// Revert is the revision the tip reverts (flotilla rollout revert).
+	Revert  string `json:"revert,omitempty"`
+	Message string `json:"message,omitempty"`
 }
 
 // Status is one cluster's status file. It holds names, phases, counts,
@@ -145,6 +162,9 @@ type BundleStatus struct {
 	ReadySince *time.Time `json:"readySince,omitempty"`
 	// Waiting says why the bundle keeps Revision while the tip is newer.
 	Waiting string `json:"waiting,omitempty"`
+	// RolledBack is the revision the bundle went back from (onFailure:
+	// rollback); it keeps Revision until a newer commit.
+	RolledBack string `json:"rolledBack,omitempty"`
 	// LastTransitionTime is when the phase last changed.
 	LastTransitionTime time.Time `json:"lastTransitionTime"`
 }

@@ -1,10 +1,13 @@
 package rollout
 
 import (
+	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/flotilla-gitops/flotilla/fleet"
+	"github.com/flotilla-gitops/flotilla/internal/gitrev"
 	"github.com/flotilla-gitops/flotilla/sync/apply"
 	"github.com/flotilla-gitops/flotilla/sync/report"
 )
@@ -17,13 +20,36 @@ import (
 // apart, so a bundle with `rollout: waves: []` goes everywhere at once
 // while the rest of the revision waits.
 
+// The rollout's answers to a failure and to a revert (fleet.cue's
+// rollout.onFailure and rollout.reverts), and the trailer that marks a
+// revert's commit.
+const (
+	OnFailureRollback = "rollback"
+	RevertsImmediate  = "immediate"
+	RevertTrailer     = "Flotilla-Revert"
+)
+
+// RevertOf is the revision a commit message says the commit reverts (its
+// Flotilla-Revert trailer, as `flotilla rollout revert` writes it: a full
+// hash), or "".
+func RevertOf(message string) string {
+	lines := strings.Split(strings.TrimRight(message, "\n"), "\n")
+	for i := len(lines) - 1; i >= 0 && strings.TrimSpace(lines[i]) != ""; i-- {
+		key, value, ok := strings.Cut(lines[i], ":")
+		if ok && strings.EqualFold(strings.TrimSpace(key), RevertTrailer) && gitrev.Full(strings.TrimSpace(value)) {
+			return strings.TrimSpace(value)
+		}
+	}
+	return ""
+}
+
 // SettingsOf converts a fleet rollout into the decision's settings.
 func SettingsOf(r *fleet.Rollout) (Settings, error) {
 	if r == nil {
 		return Settings{}, nil
 	}
 	s := Settings{Waves: r.Waves, BlockOffline: r.Offline == "block", Paused: r.Paused,
-		MaxUnavailable: r.MaxUnavailable, Approve: r.Approve}
+		MaxUnavailable: r.MaxUnavailable, Approve: r.Approve, Rollback: r.OnFailure == OnFailureRollback, MaxFailures: r.MaxFailures}
 	var err error
 	if s.Bake, err = time.ParseDuration(r.Bake); err != nil {
 		return s, err
@@ -104,6 +130,9 @@ func ClusterIn(p fleet.ClusterRollouts, group string, st *report.Status, revisio
 		// want of Git.
 		c.Failed = st.Phase == report.ClusterFailed && st.Rollout != nil &&
 			st.Rollout.Revision == st.SeenRevision && st.Rollout.State == report.RolloutApplied
+		if r := st.Rollout; r != nil && r.State == report.RolloutRolledBack && r.Revision == revision {
+			c.Failed, c.Seen = true, revision // rolled back from the revision: failed at it
+		}
 		return c, true
 	}
 	i := slices.IndexFunc(st.Bundles, func(b report.BundleStatus) bool { return b.Name == group })
@@ -116,7 +145,7 @@ func ClusterIn(p fleet.ClusterRollouts, group string, st *report.Status, revisio
 	if b.ReadySince != nil {
 		c.ReadySince = *b.ReadySince
 	}
-	c.Failed = b.Revision == revision && (b.Phase == apply.PhaseFailed || b.Phase == apply.PhaseSkipped)
+	c.Failed = (b.Revision == revision && (b.Phase == apply.PhaseFailed || b.Phase == apply.PhaseSkipped)) || b.RolledBack == revision
 	if c.Failed {
 		c.Seen = revision
 	}
@@ -146,14 +175,30 @@ func ReadApprovals(read func() ([]report.Approval, error), revision string) Appr
 	}
 }
 
+// Tip is the revision a rollout is about: its hash, and the revision it
+// reverts when its commit says so (RevertOf).
+type Tip struct {
+	Revision string
+	Revert   string
+}
+
 // DecideGroup decides whether cluster me may take revision in the rollout
 // of group r, from every known cluster's place (places) and status
 // (statuses, by cluster name; me's own is me). me.Wave is set from r.
+// A revert (Tip.Revert) goes through the waves without their bake, or
+// everywhere at once with `reverts: "immediate"`.
 func DecideGroup(me Cluster, r *fleet.Rollout, group string, places []fleet.ClusterRollouts,
-	statuses map[string]*report.Status, approved Approved, revision string, now time.Time) (Decision, error) {
+	statuses map[string]*report.Status, approved Approved, tip Tip, now time.Time) (Decision, error) {
+	revision := tip.Revision
 	settings, err := SettingsOf(r)
 	if err != nil {
 		return Decision{}, err
+	}
+	if tip.Revert != "" {
+		if r != nil && r.Reverts == RevertsImmediate {
+			return Decision{Apply: true, Reason: fmt.Sprintf("a revert of %s: everywhere at once (reverts: immediate)", gitrev.Short(tip.Revert))}, nil
+		}
+		settings.Revert = true
 	}
 	me.Wave = -1
 	if r != nil {

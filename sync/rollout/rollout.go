@@ -47,6 +47,13 @@ type Settings struct {
 	Paused         bool
 	MaxUnavailable int  // of this cluster's wave; 0: no limit
 	Approve        bool // this cluster's wave waits for an approval
+	// Rollback: a cluster that failed at the revision goes back (and,
+	// once more than MaxFailures of a wave failed, the wave does).
+	Rollback    bool
+	MaxFailures int
+	// Revert: the revision is a revert (flotilla rollout revert) that
+	// goes through the waves without their bake.
+	Revert bool
 }
 
 // Decision is what a cluster does with the revision.
@@ -61,6 +68,10 @@ type Decision struct {
 	Until      time.Time
 	// Approval says the wave waits for an approval.
 	Approval bool
+	// RollBack says the cluster, which took the revision, goes back to
+	// what it had: more than MaxFailures clusters of its wave failed at it
+	// (Halted names the first).
+	RollBack bool
 	// Reason says it in a sentence, for status and logs.
 	Reason string
 }
@@ -77,6 +88,9 @@ func Decide(me Cluster, revision string, s Settings, clusters []Cluster, approve
 		return Decision{Reason: fmt.Sprintf("cluster %s is in no wave of the rollout", me.Name)}
 	}
 	wave := s.Waves[me.Wave]
+	if d, ok := waveFailed(me, revision, s, clusters); ok {
+		return d
+	}
 	if s.Paused && me.Wave > 0 {
 		return Decision{Reason: fmt.Sprintf("the rollout is paused: wave %s keeps its revision", wave)}
 	}
@@ -111,7 +125,7 @@ func Decide(me Cluster, revision string, s Settings, clusters []Cluster, approve
 	if len(waiting) > 0 {
 		return Decision{WaitingFor: waiting, Reason: fmt.Sprintf("wave %s waits for the earlier waves: %s", wave, strings.Join(waiting, ", "))}
 	}
-	if until := readyAt.Add(s.Bake); !readyAt.IsZero() && now.Before(until) {
+	if until := readyAt.Add(s.Bake); !readyAt.IsZero() && now.Before(until) && !s.Revert {
 		return Decision{Until: until, Reason: fmt.Sprintf("wave %s waits for the earlier waves to bake until %s", wave, until.UTC().Format(time.RFC3339))}
 	}
 	if s.Approve && !approved {
@@ -133,6 +147,30 @@ func Decide(me Cluster, revision string, s Settings, clusters []Cluster, approve
 		}
 	}
 	return Decision{Apply: true, Reason: fmt.Sprintf("wave %s may apply %s", wave, gitrev.Short(revision))}
+}
+
+// waveFailed is the decision of a rollout with rollback once more than
+// MaxFailures clusters of me's wave failed at the revision: me goes back
+// if it took the revision, and does not take it otherwise.
+func waveFailed(me Cluster, revision string, s Settings, clusters []Cluster) (Decision, bool) {
+	if !s.Rollback {
+		return Decision{}, false
+	}
+	var failed []string
+	for _, c := range sorted(clusters) {
+		if c.Wave == me.Wave && c.Name != me.Name && c.Seen == revision && c.Failed {
+			failed = append(failed, c.Name)
+		}
+	}
+	if len(failed) <= s.MaxFailures {
+		return Decision{}, false
+	}
+	wave, short := s.Waves[me.Wave], gitrev.Short(revision)
+	why := fmt.Sprintf("%d of wave %s failed at %s (maxFailures %d): %s", len(failed), wave, short, s.MaxFailures, strings.Join(failed, ", "))
+	if me.Revision == revision {
+		return Decision{RollBack: true, Halted: failed[0], Reason: "rolled back: " + why}, true
+	}
+	return Decision{Halted: failed[0], Reason: "halted: " + why}, true
 }
 
 func sorted(clusters []Cluster) []Cluster {
