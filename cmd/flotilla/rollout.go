@@ -29,15 +29,22 @@ import (
 func newRolloutCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "rollout",
-		Short: "Act on the fleet's rollout: approve a wave",
+		Short: "Act on the fleet's rollout: approve, pause, hold, revert, explain",
 		Long: `A fleet with a rollout (rollout: waves in fleet.cue) takes each new revision
 wave by wave: every agent reads the other clusters' status branches and
 applies the revision only when the waves before its own are Ready at it for
 the bake time. A wave with approve: true also waits for an approval, which
-'flotilla rollout approve' pushes to the approvals branch. 'flotilla status'
+'flotilla rollout approve' pushes to the approvals branch.
+
+During an incident, 'pause' stops every cluster from taking anything new and
+'hold' keeps one cluster or bundle where it is: commits on the approvals
+branch, no edit of fleet.cue. 'revert' writes the commit that undoes a
+revision and previews it for every cluster. 'explain' says why a cluster
+applied, waited or rolled back a revision, from Git alone. 'flotilla status'
 shows where the rollout of the tip stands.`,
 	}
-	cmd.AddCommand(newRolloutApproveCmd())
+	cmd.AddCommand(newRolloutApproveCmd(), newRolloutPauseCmd(), newRolloutResumeCmd(), newRolloutHoldCmd(),
+		newRolloutReleaseCmd(), newRolloutRevertCmd(), newRolloutExplainCmd())
 	return cmd
 }
 

@@ -31,6 +31,7 @@ type statusFlags struct {
 	// legacyBranch is the flag --status-prefix replaced; set, it explains.
 	legacyBranch string
 	tip          string
+	approvals    string
 	auth         source.Auth
 	cluster      string
 	stale        time.Duration
@@ -133,6 +134,7 @@ func (sf *statusFlags) addReadFlags(cmd *cobra.Command) {
 	fs.StringVar(&sf.tip, "branch", "main", "the fleet `BRANCH` whose tip the applied revisions are compared with")
 	addGitAuthFlags(cmd, &sf.auth, "", "")
 	fs.DurationVar(&sf.stale, "stale", 30*time.Minute, "count clusters that have not reported for this long as Stale")
+	fs.StringVar(&sf.approvals, "approvals-branch", report.DefaultApprovalsBranch, "branch holding the rollout's approvals, pause and holds")
 }
 
 // run shows the fleet, one cluster, or waits for a revision.
@@ -182,8 +184,7 @@ func (sf *statusFlags) run(cmd *cobra.Command, out *outputFlag) error {
 		return err
 	}
 	now := time.Now()
-	opts := report.ViewOptions{Now: now, Stale: sf.stale}
-	opts.Tip, opts.TipTime = sf.fleetTip(cmd.Context())
+	opts := sf.viewOptions(cmd.Context(), cmd.ErrOrStderr(), auth, now)
 	statuses := filter.Apply(snap.Statuses, now, sf.stale)
 	report.SortForView(statuses, now, sf.stale)
 	view := report.NewFleetView(statuses, opts)
@@ -197,6 +198,9 @@ func (sf *statusFlags) run(cmd *cobra.Command, out *outputFlag) error {
 	return out.write(cmd.OutOrStdout(), doc, func(w io.Writer) error {
 		if len(snap.Statuses) == 0 {
 			return writeFleetStatus(w, nil, "", sf.stale, now, false)
+		}
+		if view.Controls != nil {
+			writeControls(w, *view.Controls)
 		}
 		if err := writeSummary(w, view, len(snap.Statuses), !filter.Empty()); err != nil {
 			return err
@@ -267,6 +271,20 @@ type fleetStatus struct {
 	Summary  *report.FleetView   `json:"summary"`
 	Clusters []report.Status     `json:"clusters"`
 	Rollout  *report.RolloutView `json:"rollout,omitempty"`
+}
+
+// viewOptions are the fleet view's: now, when a cluster is stale, the
+// fleet tip, and the pause and holds on the approvals branch (a failed
+// read of those is a warning).
+func (sf *statusFlags) viewOptions(ctx context.Context, warn io.Writer, auth transport.AuthMethod, now time.Time) report.ViewOptions {
+	opts := report.ViewOptions{Now: now, Stale: sf.stale}
+	opts.Tip, opts.TipTime = sf.fleetTip(ctx)
+	if cb, err := report.ReadControlBranch(ctx, sf.repo, sf.approvals, auth); err != nil {
+		fmt.Fprintf(warn, "warning: the rollout's pause and holds are not shown: %s\n", errtext.Error(err))
+	} else {
+		opts.Controls = &cb.Controls
+	}
+	return opts
 }
 
 // fleetTip is the fleet branch's tip and when it was committed: "" when it

@@ -173,8 +173,7 @@ func (s *statusServer) refresh(ctx context.Context) error {
 		}
 		return err
 	}
-	opts := report.ViewOptions{Now: now, Stale: s.sv.stale}
-	opts.Tip, opts.TipTime = s.sv.fleetTip(ctx)
+	opts := s.sv.viewOptions(ctx, io.Discard, s.auth, now)
 	statuses := snap.Statuses
 	report.SortForView(statuses, now, s.sv.stale)
 	view := report.NewFleetView(statuses, opts)

@@ -116,6 +116,9 @@ func (a *Agent) statusOf(p *Pass, now time.Time) *report.Status {
 		st.Message = "updating the agent to " + u.Image + ": the new agent reports by " + u.Deadline.Format(time.RFC3339) + ", or this cluster is Failed"
 	}
 	st.Phase = waitingPhase(st.Phase, p.gate)
+	if st.Phase == report.ClusterRolledBack && st.Message == "" {
+		st.Message = p.gate.status.Message
+	}
 	return st
 }
 

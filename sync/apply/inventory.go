@@ -35,9 +35,9 @@ const (
 	// from, which it does not take again.
 	keyPrevious   = "previous"
 	keyRolledBack = "rolledBack"
-	keyPrune    = "prune"
-	keyShards   = "shards"
-	keyObjects  = "objects"
+	keyPrune      = "prune"
+	keyShards     = "shards"
+	keyObjects    = "objects"
 	// keyNamespace and keyServiceAccount are the identity the bundle
 	// applied with, which deletes it when it leaves the plan.
 	keyNamespace      = "namespace"

@@ -359,3 +359,48 @@ func trailed(subject, reason, trailer, by string) string {
 	}
 	return fmt.Sprintf("%s\n\n%s: %s\n", subject, trailer, by)
 }
+
+// ControlCommit is one commit of the approvals branch: who made it, when,
+// its message, and what the branch held after it.
+type ControlCommit struct {
+	Hash    plumbing.Hash
+	By      string
+	At      time.Time
+	Message string
+	Branch  *ControlBranch
+}
+
+// ReadControlHistory reads the approvals branch's last n commits, newest
+// first (none without a branch). A commit whose files do not parse is
+// left out.
+func ReadControlHistory(ctx context.Context, url, branch string, n int, auth transport.AuthMethod) ([]ControlCommit, error) {
+	if branch == "" {
+		branch = DefaultApprovalsBranch
+	}
+	tracking := plumbing.NewRemoteReferenceName("origin", branch)
+	repo, err := fetchDepth(ctx, url, auth, config.RefSpec("+"+plumbing.NewBranchReferenceName(branch).String()+":"+tracking.String()), max(n, 1))
+	if isMissingBranch(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, source.RedactError(fmt.Errorf("fetching the approvals branch %s: %w", branch, err), url)
+	}
+	commit, err := tipCommit(repo, tracking)
+	if err != nil {
+		return nil, err
+	}
+	var out []ControlCommit
+	for commit != nil && len(out) < n {
+		if cb, err := controlBranchAt(commit, branch); err == nil {
+			out = append(out, ControlCommit{Hash: commit.Hash, By: commit.Author.Name + " <" + commit.Author.Email + ">",
+				At: commit.Author.When, Message: commit.Message, Branch: cb})
+		}
+		if commit.NumParents() == 0 {
+			break
+		}
+		if commit, err = commit.Parent(0); err != nil {
+			break // the shallow fetch's end
+		}
+	}
+	return out, nil
+}

@@ -28,6 +28,7 @@ type Standing string
 // Standings, in the order the view shows them: what needs a person first.
 const (
 	StandingFailed      Standing = "Failed"
+	StandingRolledBack  Standing = "RolledBack"
 	StandingStale       Standing = "Stale"
 	StandingProgressing Standing = "Progressing"
 	StandingWaiting     Standing = "Waiting"
@@ -35,7 +36,7 @@ const (
 )
 
 // Standings lists every standing in the view's order.
-var Standings = []Standing{StandingFailed, StandingStale, StandingProgressing, StandingWaiting, StandingReady}
+var Standings = []Standing{StandingFailed, StandingRolledBack, StandingStale, StandingProgressing, StandingWaiting, StandingReady}
 
 // rank is a standing's place in Standings (an unknown phase after them).
 func (s Standing) rank() int {
@@ -63,6 +64,9 @@ type ViewOptions struct {
 	// (zero when unknown).
 	Tip     string
 	TipTime time.Time
+	// Controls are the pause and holds on the approvals branch (nil: not
+	// read).
+	Controls *Controls
 }
 
 // FleetView is the fleet at a glance.
@@ -71,6 +75,9 @@ type FleetView struct {
 	// Counts are the clusters by standing, in Standings order, every
 	// standing present (zero included).
 	Counts []StandingCount `json:"counts"`
+	// Controls are the pause and holds in effect (flotilla rollout pause,
+	// hold): what keeps clusters where they are, shown first.
+	Controls *Controls `json:"controls,omitempty"`
 	// Tip is how far the fleet tip has gone; nil when it is not known.
 	Tip *TipProgress `json:"tip,omitempty"`
 	// Rollout is the rollout of the tip wave by wave, when it has waves
@@ -130,6 +137,11 @@ func (b BundleCounts) Total() int {
 // NewFleetView builds the view of statuses.
 func NewFleetView(statuses []Status, opts ViewOptions) *FleetView {
 	v := &FleetView{Clusters: len(statuses), Problems: []ProblemGroup{}, Bundles: []BundleCounts{}}
+	if opts.Controls != nil {
+		if c := opts.Controls.InEffect(opts.Now); c.Pause != nil || len(c.Holds) > 0 {
+			v.Controls = &c
+		}
+	}
 	counts := map[Standing]int{}
 	problems := map[string]*ProblemGroup{}
 	bundles := map[string]*BundleCounts{}

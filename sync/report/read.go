@@ -120,7 +120,7 @@ func fetchCluster(ctx context.Context, url, prefix, cluster string, depth int, a
 }
 
 // MaxHistory bounds how many of a cluster's reports ReadHistory reads.
-const MaxHistory = 100
+const MaxHistory = 1000
 
 // ReadHistory returns a cluster's last n reports, newest first: its
 // branch fetched n commits deep. A commit whose file is not a status of

@@ -85,8 +85,8 @@ type RolloutStatus struct {
 	RolledBack []string `json:"rolledBack,omitempty"`
 	// Paused and Held are the controls on the approvals branch that keep
 	// the cluster where it is (flotilla rollout pause, hold).
-	Paused *Control   `json:"paused,omitempty"`
-	Held   []Control  `json:"held,omitempty"`
+	Paused *Control  `json:"paused,omitempty"`
+	Held   []Control `json:"held,omitempty"`
 	// Revert is the revision the tip reverts (flotilla rollout revert).
 	Revert  string `json:"revert,omitempty"`
 	Message string `json:"message,omitempty"`
