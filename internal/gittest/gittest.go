@@ -69,6 +69,12 @@ func New(t testing.TB) *Repo {
 // pushes to main; it returns the new revision.
 func (r *Repo) Commit(files map[string]string) string {
 	r.t.Helper()
+	return r.CommitMessage(files, "change")
+}
+
+// CommitMessage is Commit with a commit message.
+func (r *Repo) CommitMessage(files map[string]string, message string) string {
+	r.t.Helper()
 	for name, content := range files {
 		p := filepath.Join(r.Work, name)
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
@@ -79,7 +85,7 @@ func (r *Repo) Commit(files map[string]string) string {
 		}
 	}
 	Git(r.t, r.Work, "add", "-A")
-	Git(r.t, r.Work, "commit", "-m", "change")
+	Git(r.t, r.Work, "commit", "--allow-empty", "-m", message)
 	Git(r.t, r.Work, "push", "origin", "main")
 	return Git(r.t, r.Work, "rev-parse", "HEAD")
 }

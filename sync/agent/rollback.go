@@ -112,6 +112,7 @@ func (a *Agent) rollBack(ctx context.Context, p *Pass, plan *fleet.Plan, bundles
 		return nil, err
 	}
 	p.Result = res
+	a.recordBundles(p, plan, out)
 	st := p.gate.status
 	st.State, st.RolledBack = report.RolloutRolledBack, names
 	var reasons []string

@@ -46,6 +46,11 @@ type rolloutFleet struct {
 	Approve     bool   // the eu wave asks for an approval
 	Approvers   string // an approver's SSH public key, when given
 	Inventory   string // CUE of `clusters`, when given
+	// OnFailure, ProgressDeadline and Reverts are the rollout's, when
+	// given; Bake defaults to 3s; Broken adds a Deployment to web that
+	// never becomes Ready (no controller runs in the test's clusters).
+	OnFailure, ProgressDeadline, Reverts, Bake string
+	Broken                                     bool
 }
 
 func (f rolloutFleet) cue() string {
@@ -65,6 +70,22 @@ func (f rolloutFleet) cue() string {
 	if f.Approvers != "" {
 		inventory += fmt.Sprintf("\nrollout: approvers: [%q]", f.Approvers)
 	}
+	for field, v := range map[string]string{"onFailure": f.OnFailure, "progressDeadline": f.ProgressDeadline, "reverts": f.Reverts} {
+		if v != "" {
+			inventory += fmt.Sprintf("\nrollout: %s: %q", field, v)
+		}
+	}
+	if f.Bake == "" {
+		f.Bake = "3s"
+	}
+	broken := ""
+	if f.Broken {
+		broken = `{apiVersion: "apps/v1", kind: "Deployment", metadata: name: "never-ready", spec: {
+		selector: matchLabels: app: "never-ready"
+		template: metadata: labels: app: "never-ready"
+		template: spec: containers: [{name: "c", image: "registry.example/never:1"}]
+	}},`
+	}
 	return fmt.Sprintf(`package fleet
 
 %s
@@ -74,7 +95,7 @@ rollout: {
 		{name: "eu", regions: ["eu-*"], maxUnavailable: 1, approve: %v},
 		{name: "rest"},
 	]
-	bake:    "3s"
+	bake:    %q
 	stale:   %q
 	offline: %q
 	paused:  %v
@@ -82,12 +103,13 @@ rollout: {
 bundles: web: {namespace: "rollout-web", resources: [
 	{apiVersion: "v1", kind: "Namespace", metadata: name: "rollout-web"},
 	{apiVersion: "v1", kind: "ConfigMap", metadata: name: "web", data: v: %s},
+	%s
 ]}
 bundles: hotfix: {namespace: "rollout-hotfix", rollout: waves: [], resources: [
 	{apiVersion: "v1", kind: "Namespace", metadata: name: "rollout-hotfix"},
 	{apiVersion: "v1", kind: "ConfigMap", metadata: name: "hotfix", data: v: %s},
 ]}
-`, inventory, f.Approve, f.Stale, f.Offline, f.Paused, f.Web, f.Hotfix)
+`, inventory, f.Approve, f.Bake, f.Stale, f.Offline, f.Paused, f.Web, broken, f.Hotfix)
 }
 
 // rolloutCluster is one cluster of the rollout test: its agent and an

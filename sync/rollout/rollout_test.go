@@ -39,6 +39,9 @@ func ready(c *rollout.Cluster, since time.Time) {
 
 var settings = rollout.Settings{Waves: []string{"canary", "eu", "rest"}, Bake: 10 * time.Minute, Stale: 30 * time.Minute}
 
+// rollbackSettings are settings with onFailure: rollback.
+var rollbackSettings = func() rollout.Settings { s := settings; s.Rollback = true; return s }()
+
 func find(cs []rollout.Cluster, name string) rollout.Cluster {
 	for _, c := range cs {
 		if c.Name == name {
@@ -88,14 +91,56 @@ func TestDecide(t *testing.T) {
 			ready(cs["canary"], now.Add(-time.Hour))
 		}, false, false, "applies 1 at a time: after eu-1"},
 		{"no waves", "us-1", rollout.Settings{}, nil, false, true, "everywhere at once"},
+		{"a revert skips the bake", "eu-1", func() rollout.Settings { s := settings; s.Revert = true; return s }(), func(cs map[string]*rollout.Cluster) {
+			ready(cs["canary"], now.Add(-time.Minute))
+		}, false, true, "wave eu may apply"},
+		{"a revert still waits for the earlier waves", "eu-1", func() rollout.Settings { s := settings; s.Revert = true; return s }(), nil, false, false, "waits for the earlier waves: canary"},
+		{"rollback: a wave-mate's failure sends back a cluster that took the revision", "eu-1", rollbackSettings, func(cs map[string]*rollout.Cluster) {
+			ready(cs["canary"], now.Add(-time.Hour))
+			ready(cs["eu-1"], now.Add(-time.Minute))
+			cs["eu-2"].Seen, cs["eu-2"].Failed = rev, true
+		}, false, false, "rolled back: 1 of wave eu failed at 2222222 (maxFailures 0): eu-2"},
+		{"rollback: and keeps one that did not take it", "eu-1", rollbackSettings, func(cs map[string]*rollout.Cluster) {
+			ready(cs["canary"], now.Add(-time.Hour))
+			cs["eu-2"].Seen, cs["eu-2"].Failed = rev, true
+		}, false, false, "halted: 1 of wave eu failed"},
+		{"rollback: up to maxFailures the wave goes on", "eu-1", func() rollout.Settings { s := rollbackSettings; s.MaxFailures = 1; return s }(), func(cs map[string]*rollout.Cluster) {
+			ready(cs["canary"], now.Add(-time.Hour))
+			cs["eu-2"].Seen, cs["eu-2"].Failed = rev, true
+		}, false, true, "wave eu may apply"},
+		{"halt: a wave-mate's failure does not send it back", "eu-1", settings, func(cs map[string]*rollout.Cluster) {
+			ready(cs["canary"], now.Add(-time.Hour))
+			ready(cs["eu-1"], now.Add(-time.Minute))
+			cs["eu-2"].Seen, cs["eu-2"].Failed = rev, true
+		}, false, true, "already at"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			cs := fleet(tc.mod)
 			d := rollout.Decide(find(cs, tc.me), rev, tc.s, cs, tc.approved, now)
+			if d.RollBack != strings.HasPrefix(tc.says, "rolled back") {
+				t.Errorf("%+v: RollBack %v", d, d.RollBack)
+			}
 			if d.Apply != tc.apply || !strings.Contains(d.Reason, tc.says) {
 				t.Errorf("%+v; want apply=%v saying %q", d, tc.apply, tc.says)
 			}
 		})
+	}
+}
+
+// TestRevertOf: the trailer `flotilla rollout revert` writes is read back;
+// a trailer that names no full hash, or is not in the trailers, is not.
+func TestRevertOf(t *testing.T) {
+	rev := strings.Repeat("ab", 20)
+	for msg, want := range map[string]string{
+		"Revert \"x\"\n\nThis reverts commit " + rev + ".\n\nFlotilla-Revert: " + rev + "\n": rev,
+		"Revert\n\nflotilla-revert: " + rev:                                                  rev,
+		"Revert\n\nFlotilla-Revert: 3f2a9c1\n":                                               "",
+		"Flotilla-Revert: " + rev + "\n\nbody after it\n":                                    "",
+		"a plain commit": "",
+	} {
+		if got := rollout.RevertOf(msg); got != want {
+			t.Errorf("RevertOf(%q) = %q, want %q", msg, got, want)
+		}
 	}
 }

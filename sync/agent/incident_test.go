@@ -1,0 +1,168 @@
+package agent_test
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-git/go-git/v5/plumbing/object"
+	appsv1 "k8s.io/api/apps/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/flotilla-gitops/flotilla/internal/gittest"
+	"github.com/flotilla-gitops/flotilla/sync/report"
+)
+
+// control writes a change to the approvals branch as the on-call person.
+func (rt *rolloutTest) control(change report.Change) {
+	rt.t.Helper()
+	changed, err := report.Update(context.Background(), report.ApproveOptions{URL: rt.url, Auth: rt.auth,
+		Author: object.Signature{Name: "Oncall", Email: "oncall@example.com", When: time.Now()}}, change)
+	if err != nil || !changed {
+		rt.t.Fatalf("approvals branch: changed %v, %v", changed, err)
+	}
+}
+
+// TestRolloutIncident: the rollout in an incident, on five real control
+// planes. With `onFailure: rollback`, a revision whose Deployment never
+// becomes Ready is rolled back on the canary in the pass that applied it,
+// once progressDeadline has passed — its ConfigMap back at the old value,
+// the Deployment gone — and is not tried again; the later waves never see
+// it (halted), and the fleet view counts the cluster RolledBack. A pause
+// on the approvals branch keeps every cluster where it is without a write;
+// a hold keeps one cluster while the others take the tip, and its release
+// lets it go. A revert (its commit's Flotilla-Revert trailer) goes through
+// the waves without their bake of an hour.
+func TestRolloutIncident(t *testing.T) {
+	rt := newRolloutTest(t)
+	base := rolloutFleet{Web: `"1"`, OnFailure: "rollback", ProgressDeadline: "4s"}
+	rev1 := rt.commit(base)
+	all := func(v string) func() bool {
+		return func() bool {
+			rt.pass()
+			return slices.Equal(rt.web(), []string{v, v, v, v, v})
+		}
+	}
+	rt.until("every cluster at 1", all("1"))
+
+	// Revision 2 adds a Deployment that never becomes Ready: the canary
+	// waits progressDeadline, then goes back to revision 1 in the same pass.
+	broken := base
+	broken.Web, broken.Broken = `"2"`, true
+	rev2 := rt.commit(broken)
+	canary := rt.cluster("canary-1")
+	start := time.Now()
+	rt.pass("canary-1")
+	if waited := time.Since(start); waited < 4*time.Second {
+		t.Errorf("the canary rolled back after %s, before its progressDeadline of 4s", waited)
+	}
+	if v := canary.configMap(t, "rollout-web", "web"); v != "1" {
+		t.Fatalf("canary's web after the rollback: %q, want 1", v)
+	}
+	err := canary.kube.Get(context.Background(), client.ObjectKey{Namespace: "rollout-web", Name: "never-ready"}, &appsv1.Deployment{})
+	if !apierrors.IsNotFound(err) {
+		t.Fatalf("the Deployment of revision 2 is still there after the rollback: %v", err)
+	}
+	st := rt.status("canary-1")
+	if st.Phase != report.ClusterRolledBack || st.Rollout == nil || st.Rollout.State != report.RolloutRolledBack ||
+		!slices.Equal(st.Rollout.RolledBack, []string{"web"}) || !strings.Contains(st.Message, "not ready after 4s") {
+		t.Fatalf("canary's status after the rollback: phase %s, message %q, rollout %+v", st.Phase, st.Message, st.Rollout)
+	}
+	if i := slices.IndexFunc(st.Bundles, func(b report.BundleStatus) bool { return b.Name == "web" }); i < 0 ||
+		st.Bundles[i].Revision != rev1 || st.Bundles[i].RolledBack != rev2 || st.Bundles[i].Phase != "Ready" {
+		t.Fatalf("canary's web bundle after the rollback: %+v", st.Bundles)
+	}
+	// It does not try revision 2 again.
+	writes := canary.writes.n.Load()
+	rt.pass("canary-1")
+	if n := canary.writes.n.Load() - writes; n != 0 || canary.configMap(t, "rollout-web", "web") != "1" {
+		t.Fatalf("the canary tried the rolled-back revision again: %d writes, web %q", n, canary.configMap(t, "rollout-web", "web"))
+	}
+	// The later waves never see it: halted by the canary.
+	rt.pass("eu-1", "eu-2", "us-1", "us-2")
+	for _, c := range rt.clusters[1:] {
+		st := rt.status(c.name)
+		if st.Rollout == nil || st.Rollout.State != report.RolloutHalted || st.Rollout.HaltedBy != "canary-1" || st.Rollout.Revision != rev2 {
+			t.Errorf("%s after the canary rolled back: phase %s, rollout %+v", c.name, st.Phase, st.Rollout)
+		}
+		if slices.Contains(rt.seen[c.name], "2") {
+			t.Errorf("%s applied the revision the canary rolled back: %v", c.name, rt.seen[c.name])
+		}
+	}
+	// The fleet view (flotilla status) counts and explains it.
+	snap, err := report.Read(context.Background(), rt.url, "", rt.auth)
+	if err != nil {
+		t.Fatal(err)
+	}
+	view := report.NewFleetView(snap.Statuses, report.ViewOptions{Now: time.Now(), Stale: time.Hour})
+	if i := slices.IndexFunc(view.Counts, func(c report.StandingCount) bool { return c.Standing == report.StandingRolledBack }); i < 0 || view.Counts[i].Count != 1 {
+		t.Errorf("the fleet view's counts: %+v", view.Counts)
+	}
+	if len(view.Problems) == 0 || view.Problems[0].Standing != report.StandingRolledBack || !strings.Contains(view.Problems[0].Message, "rolled back from "+rev2[:7]) {
+		t.Errorf("the fleet view's first problem: %+v", view.Problems)
+	}
+
+	// A pause: a newer good commit reaches nobody, and nobody writes.
+	rt.control(report.Pause(report.Control{By: "Oncall <oncall@example.com>", At: time.Now().UTC(), Reason: "INC-1: checkout errors"}))
+	good := base
+	good.Web = `"3"`
+	rt.commit(good)
+	before := map[string]int64{}
+	for _, c := range rt.clusters {
+		before[c.name] = c.writes.n.Load()
+	}
+	rt.pass()
+	rt.pass()
+	if got := rt.web(); !slices.Equal(got, []string{"1", "1", "1", "1", "1"}) {
+		t.Fatalf("paused: web %v", got)
+	}
+	for _, c := range rt.clusters {
+		if n := c.writes.n.Load() - before[c.name]; n != 0 {
+			t.Errorf("%s made %d API writes while paused", c.name, n)
+		}
+		st := rt.status(c.name)
+		if st.Phase != report.ClusterWaiting || st.Rollout == nil || st.Rollout.Paused == nil ||
+			st.Rollout.Paused.By != "Oncall <oncall@example.com>" || !strings.Contains(st.Rollout.Message, "paused by Oncall") ||
+			!strings.Contains(st.Rollout.Message, "INC-1") {
+			t.Errorf("%s while paused: phase %s, rollout %+v", c.name, st.Phase, st.Rollout)
+		}
+	}
+
+	// A hold of us-2, then the end of the pause: the others take 3.
+	rt.control(report.Hold(report.Control{Cluster: "us-2", By: "Oncall <oncall@example.com>", At: time.Now().UTC(), Reason: "migration"}))
+	rt.control(report.Resume("Oncall <oncall@example.com>", "mitigated"))
+	rt.until("every cluster but us-2 at 3", func() bool {
+		rt.pass()
+		return slices.Equal(rt.web(), []string{"3", "3", "3", "3", "1"})
+	})
+	if st := rt.status("us-2"); st.Phase != report.ClusterWaiting || st.Rollout == nil || len(st.Rollout.Held) != 1 ||
+		st.Rollout.Held[0].Cluster != "us-2" || !strings.Contains(st.Rollout.Message, "cluster us-2 is held by Oncall") {
+		t.Errorf("us-2 while held: phase %s, rollout %+v", st.Phase, st.Rollout)
+	}
+	rt.control(report.Release("us-2", "", "Oncall <oncall@example.com>", ""))
+	rt.until("every cluster at 3 once us-2 is released", all("3"))
+	if log := gittest.Git(t, rt.repo.Bare, "log", "--format=%an|%s", report.DefaultApprovalsBranch); !strings.Contains(log, "Oncall|rollout: pause") ||
+		!strings.Contains(log, "Oncall|rollout: hold cluster us-2") || !strings.Contains(log, "Oncall|rollout: release cluster us-2") {
+		t.Errorf("the approvals branch's history: %s", log)
+	}
+
+	// A revert goes through the waves without their bake: with a bake of
+	// an hour, revision 4 stops after the canary; its revert does not.
+	slow := base
+	slow.Web, slow.Bake = `"4"`, "1h"
+	rev4 := rt.commit(slow)
+	rt.pass()
+	rt.pass()
+	if got := rt.web(); !slices.Equal(got, []string{"4", "3", "3", "3", "3"}) {
+		t.Fatalf("revision 4 with a bake of an hour: web %v", got)
+	}
+	slow.Web = `"3"`
+	rt.repo.CommitMessage(map[string]string{"fleet.cue": slow.cue()}, "Revert \"4\"\n\nFlotilla-Revert: "+rev4+"\n")
+	rt.until("every cluster back at 3 through the waves, without the bake", all("3"))
+	if st := rt.status("us-1"); st.Rollout == nil || st.Rollout.Revert != rev4 {
+		t.Errorf("us-1's rollout of the revert: %+v", st.Rollout)
+	}
+}
