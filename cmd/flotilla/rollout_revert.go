@@ -229,7 +229,7 @@ func restoreOf(repo *git.Repository, target *object.Commit, head plumbing.Hash) 
 	var moved []string
 	for _, ch := range changes {
 		for _, p := range []string{ch.From.Name, ch.To.Name} {
-			if p == "" {
+			if _, done := out[p]; p == "" || done || slices.Contains(moved, p) {
 				continue
 			}
 			was, _ := before.File(p)
@@ -272,7 +272,7 @@ func cleanFor(wt *git.Worktree, r restore) error {
 	}
 	var dirty []string
 	for _, p := range r.paths() {
-		if s := st.File(p); s.Worktree != git.Unmodified || s.Staging != git.Unmodified {
+		if s, ok := st[p]; ok && (s.Worktree != git.Unmodified || s.Staging != git.Unmodified) {
 			dirty = append(dirty, p)
 		}
 	}

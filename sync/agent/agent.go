@@ -110,6 +110,8 @@ type Agent struct {
 		places           []fleet.ClusterRollouts
 		placesKey        string
 		placesEvaluation int // evaluations made, for tests
+		// controls are the approvals branch as last read.
+		controls *report.ControlBranch
 	}
 
 	ready   atomic.Bool   // a pass has succeeded
@@ -255,7 +257,7 @@ func (a *Agent) RunOnce(ctx context.Context) *Pass {
 		return &Pass{} // being replaced: nothing to do, nothing to publish
 	}
 	a.replacedBy = nil
-	p := a.pass(ctx)
+	p := a.pass(ctx, now)
 	a.metrics.observe(p)
 	if p.Result != nil && p.Err == nil {
 		if p.selfUpdate = p.Result.SelfUpdate(); p.selfUpdate != nil {
@@ -301,8 +303,9 @@ func (a *Agent) applySelf(ctx context.Context, p *Pass) {
 		"deadline", p.AgentUpdate.Deadline.Format(time.RFC3339), "cluster", p.Cluster.Name)
 }
 
-// pass is one pass, as named steps.
-func (a *Agent) pass(ctx context.Context) *Pass {
+// pass is one pass, as named steps. now is the pass's time: the rollout
+// decides at it, and the status says the cluster became Ready at it.
+func (a *Agent) pass(ctx context.Context, now time.Time) *Pass {
 	p := &Pass{}
 	defer a.eval.Release()
 
@@ -337,7 +340,7 @@ func (a *Agent) pass(ctx context.Context) *Pass {
 	// other clusters' status branches. Held bundles keep their revision.
 	inv := &inventories{kube: a.kube, namespace: a.opts.Apply.InventoryNamespace}
 	tip := rollout.Tip{Revision: p.Revision, Revert: p.revert}
-	if p.gate, err = a.decideRollout(ctx, co.Dir, plan, tip, func() (map[string]*apply.Inventory, error) { return inv.read(ctx) }, time.Now()); err != nil {
+	if p.gate, err = a.decideRollout(ctx, co.Dir, plan, tip, func() (map[string]*apply.Inventory, error) { return inv.read(ctx) }, now); err != nil {
 		p.Err = fmt.Errorf("rollout of %s; nothing applied or pruned: %w", gitrev.Short(p.Revision), err)
 		return p
 	}

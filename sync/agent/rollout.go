@@ -78,9 +78,16 @@ func (a *Agent) decideRollout(ctx context.Context, dir string, plan *fleet.Plan,
 		return nil, ErrRolloutNeedsStatus
 	}
 	controls, err := a.readControls(ctx)
-	if err != nil {
+	if err != nil && rg.Gated {
 		return nil, err
 	}
+	if err != nil {
+		// Without waves, applying never waited for the status repository:
+		// it does not now. The pause and holds last read still hold.
+		a.log.Error(err, "the pause and holds of the rollout could not be read: the last read stand", "cluster", plan.Cluster.Name)
+		controls = a.cache.controls
+	}
+	a.cache.controls = controls
 	pause, holds := controls.Controls.Active(plan.Cluster.Name, now)
 
 	// Where this cluster's bundles are (when something needs it); bundles
@@ -121,6 +128,9 @@ func (g *gate) setKey() {
 func (a *Agent) readControls(ctx context.Context) (*report.ControlBranch, error) {
 	if a.reporter == nil {
 		return &report.ControlBranch{}, nil
+	}
+	if a.cache.controls == nil {
+		a.cache.controls = &report.ControlBranch{}
 	}
 	cb, err := report.ReadControlBranch(ctx, a.opts.Status.URL, a.opts.ApprovalsBranch, a.opts.Status.Auth)
 	if err != nil {

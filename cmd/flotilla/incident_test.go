@@ -1,0 +1,205 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/flotilla-gitops/flotilla/fleet"
+	"github.com/flotilla-gitops/flotilla/internal/gittest"
+	"github.com/flotilla-gitops/flotilla/sync/report"
+)
+
+// cli runs flotilla with args; it returns the exit code, stdout and stderr.
+func cli(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	code := run(t.Context(), args, &stdout, &stderr)
+	return code, stdout.String(), stderr.String()
+}
+
+// TestRolloutControls: `rollout pause|resume|hold|release` write commits
+// authored by who acts on the approvals branch, which `flotilla status`
+// shows first (text and JSON); a second resume or release says there was
+// nothing to end; bad input is refused before anything is written.
+func TestRolloutControls(t *testing.T) {
+	repo := gittest.New(t)
+	rev, old := strings.Repeat("3f", 20), strings.Repeat("0a", 20)
+	publishRollout(t, repo, rev, old)
+	ada := "Ada <ada@example.com>"
+
+	if code, out, errOut := cli(t, "rollout", "pause", "--repo", repo.Bare, "--by", ada, "--reason", "INC-7: checkout errors"); code != exitOK ||
+		!strings.Contains(out, "paused the rollout (by "+ada+")") {
+		t.Fatalf("pause: exit %d\n%s%s", code, out, errOut)
+	}
+	code, out, errOut := cli(t, "status", "--repo", repo.Bare)
+	if code != exitOK || !strings.HasPrefix(out, "PAUSED by "+ada) || !strings.Contains(strings.SplitN(out, "\n", 2)[0], "INC-7: checkout errors") {
+		t.Fatalf("status while paused: exit %d\n%s%s", code, out, errOut)
+	}
+	if code, out, errOut := cli(t, "rollout", "hold", "--repo", repo.Bare, "--by", ada, "--cluster", "us-1", "--until", "2h", "--reason", "migration"); code != exitOK ||
+		!strings.Contains(out, "holding cluster us-1") {
+		t.Fatalf("hold: exit %d\n%s%s", code, out, errOut)
+	}
+	code, out, _ = cli(t, "status", "--repo", repo.Bare, "-o", "json")
+	var doc struct {
+		Summary struct {
+			Controls *report.Controls `json:"controls"`
+		} `json:"summary"`
+	}
+	if err := json.Unmarshal([]byte(out), &doc); code != exitOK || err != nil {
+		t.Fatalf("status -o json: exit %d, %v\n%s", code, err, out)
+	}
+	if c := doc.Summary.Controls; c == nil || c.Pause == nil || c.Pause.By != ada || len(c.Holds) != 1 || c.Holds[0].Cluster != "us-1" ||
+		c.Holds[0].Until == nil || c.Holds[0].Until.Sub(time.Now()) < time.Hour {
+		t.Errorf("the controls in status -o json: %+v", doc.Summary.Controls)
+	}
+
+	for _, step := range []struct {
+		args []string
+		code int
+		says string
+	}{
+		{[]string{"rollout", "resume"}, exitOK, "resumed the rollout"},
+		{[]string{"rollout", "resume"}, exitOK, "the rollout was not paused"},
+		{[]string{"rollout", "release", "--cluster", "us-1"}, exitOK, "released cluster us-1"},
+		{[]string{"rollout", "release", "--cluster", "us-1"}, exitFailed, "cluster us-1 is not held"},
+		{[]string{"rollout", "hold"}, exitFailed, "--cluster NAME, --bundle NAME, or both"},
+		{[]string{"rollout", "hold", "--cluster", "us-1", "--until", "2020-01-01T00:00:00Z"}, exitFailed, "is in the past"},
+		{[]string{"rollout", "hold", "--cluster", "us-1", "--until", "tomorrow"}, exitFailed, "give a time as"},
+		{[]string{"rollout", "hold", "--cluster", "../us-1"}, exitFailed, "../us-1"},
+	} {
+		code, out, errOut := cli(t, append(step.args, "--repo", repo.Bare, "--by", ada)...)
+		if code != step.code || !strings.Contains(out+errOut, step.says) {
+			t.Errorf("%v: exit %d, want %d saying %q\n%s%s", step.args, code, step.code, step.says, out, errOut)
+		}
+	}
+	if code, out, _ := cli(t, "status", "--repo", repo.Bare); code != exitOK || strings.Contains(out, "PAUSED") || strings.Contains(out, "HELD") {
+		t.Errorf("status once resumed and released: exit %d\n%s", code, out)
+	}
+	log := gittest.Git(t, repo.Bare, "log", "--format=%an <%ae>|%s", report.DefaultApprovalsBranch)
+	for _, want := range []string{ada + "|rollout: pause", ada + "|rollout: hold cluster us-1", ada + "|rollout: resume", ada + "|rollout: release cluster us-1"} {
+		if !strings.Contains(log, want) {
+			t.Errorf("the approvals branch's history lacks %q:\n%s", want, log)
+		}
+	}
+	if n := strings.Count(log, "\n") + 1; n != 4 {
+		t.Errorf("%d commits on the approvals branch, want 4 (nothing written by a refused or empty command):\n%s", n, log)
+	}
+}
+
+// TestRolloutRevert: `rollout revert` writes a commit restoring the files
+// the revision changed, with the Flotilla-Revert trailer, prints the
+// preview of it (the cluster it changes back), pushes a new branch with
+// --branch --push, and refuses a file changed again since, naming it.
+func TestRolloutRevert(t *testing.T) {
+	const fleetCUE = `package fleet
+
+clusters: {"eu-1": {region: "eu-west-1"}, "us-1": {region: "us-east-1"}}
+_v: {"eu-west-1": "1", "us-east-1": "1"}
+bundles: web: {namespace: "web", resources: [{apiVersion: "v1", kind: "ConfigMap", metadata: name: "web", data: v: _v[cluster.region]}]}
+`
+	repo := gittest.New(t)
+	gittest.Git(t, repo.Work, "config", "user.name", "Ada")
+	gittest.Git(t, repo.Work, "config", "user.email", "ada@example.com")
+	first := repo.Commit(map[string]string{"fleet.cue": fleetCUE})
+	bad := repo.Commit(map[string]string{"fleet.cue": strings.Replace(fleetCUE, `"eu-west-1": "1"`, `"eu-west-1": "2"`, 1), "notes.md": "eu gets 2\n"})
+	repo.Commit(map[string]string{"README.md": "the fleet\n"})
+	ada := "Ada <ada@example.com>"
+
+	code, out, errOut := cli(t, "rollout", "revert", bad[:8], repo.Work, "--by", ada, "--branch", "revert-eu", "--push")
+	if code != exitOK {
+		t.Fatalf("revert: exit %d\n%s%s", code, out, errOut)
+	}
+	for _, want := range []string{"on revert-eu: Revert \"change\"", "restores fleet.cue, notes.md", "pushed revert-eu to origin", "1 of 2 clusters change", "eu-1"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("revert's output lacks %q:\n%s", want, out)
+		}
+	}
+	msg := gittest.Git(t, repo.Bare, "log", "-1", "--format=%an|%B", "revert-eu")
+	if !strings.HasPrefix(msg, "Ada|Revert \"change\"") || !strings.Contains(msg, "Flotilla-Revert: "+bad) {
+		t.Errorf("the revert's commit: %s", msg)
+	}
+	if got := gittest.Git(t, repo.Work, "show", "revert-eu:fleet.cue"); strings.TrimSpace(got) != strings.TrimSpace(fleetCUE) {
+		t.Errorf("fleet.cue after the revert:\n%s", got)
+	}
+	if _, err := os.Stat(filepath.Join(repo.Work, "notes.md")); !os.IsNotExist(err) {
+		t.Errorf("notes.md, added by the reverted commit, is still there: %v", err)
+	}
+	if got := gittest.Git(t, repo.Work, "show", "revert-eu:README.md"); strings.TrimSpace(got) != "the fleet" {
+		t.Errorf("a later commit's file was touched: %q", got)
+	}
+	if main := gittest.Git(t, repo.Bare, "rev-parse", "main"); main == gittest.Git(t, repo.Bare, "rev-parse", "revert-eu") {
+		t.Errorf("--branch moved main")
+	}
+
+	// A file changed again since is not overwritten; the first commit has
+	// nothing before it.
+	gittest.Git(t, repo.Work, "checkout", "-q", "main")
+	repo.Commit(map[string]string{"fleet.cue": fleetCUE + "\n// again\n"})
+	if code, out, errOut := cli(t, "rollout", "revert", bad, repo.Work, "--by", ada); code == exitOK || !strings.Contains(errOut, "fleet.cue changed again since "+bad[:7]) {
+		t.Errorf("a file changed since: exit %d\n%s%s", code, out, errOut)
+	}
+	if code, _, errOut := cli(t, "rollout", "revert", first, repo.Work, "--by", ada); code == exitOK || !strings.Contains(errOut, "first commit") {
+		t.Errorf("the first commit: exit %d\n%s", code, errOut)
+	}
+}
+
+// TestRolloutExplain: `rollout explain` replays a cluster's reports about a
+// revision and the approvals branch meanwhile: it waited for an approval,
+// Ada approved, it applied and became Ready.
+func TestRolloutExplain(t *testing.T) {
+	repo := gittest.New(t)
+	rev, old := strings.Repeat("3f", 20), strings.Repeat("0a", 20)
+	waves := []string{"canary", "eu"}
+	reporter, err := report.New(report.Options{URL: repo.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Now().UTC().Add(-time.Hour).Truncate(time.Second)
+	publish := func(st *report.Status) {
+		t.Helper()
+		st.Cluster, st.Wave = fleet.Cluster{Name: "eu-1", Region: "eu-west-1"}, "eu"
+		at = at.Add(time.Minute)
+		if _, err := reporter.Publish(context.Background(), st, at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	publish(&report.Status{Phase: report.ClusterReady, AppliedRevision: old, SeenRevision: old})
+	publish(&report.Status{Phase: report.ClusterWaiting, AppliedRevision: old, SeenRevision: rev, Rollout: &report.RolloutStatus{
+		Revision: rev, Waves: waves, State: report.RolloutWaiting, WaitingFor: []string{"canary-1"}, Message: "wave eu waits for the earlier waves: canary-1"}})
+	publish(&report.Status{Phase: report.ClusterWaiting, AppliedRevision: old, SeenRevision: rev, Rollout: &report.RolloutStatus{
+		Revision: rev, Waves: waves, State: report.RolloutWaiting, AwaitsApproval: true, Message: "wave eu waits for an approval of 3f3f3f3"}})
+	approvedAt := at.Add(30 * time.Second)
+	if _, err := report.Approve(context.Background(), report.ApproveOptions{URL: repo.URL}, report.Approval{
+		Revision: rev, Wave: "eu", By: "Ada <ada@example.com>", At: approvedAt, Message: "canary healthy"}); err != nil {
+		t.Fatal(err)
+	}
+	publish(&report.Status{Phase: report.ClusterReady, AppliedRevision: rev, SeenRevision: rev, Rollout: &report.RolloutStatus{
+		Revision: rev, Waves: waves, State: report.RolloutApplied}})
+
+	code, out, errOut := cli(t, "rollout", "explain", "--repo", repo.Bare, "--cluster", "eu-1", "--revision", rev[:7])
+	if code != exitOK {
+		t.Fatalf("explain: exit %d\n%s%s", code, out, errOut)
+	}
+	want := []string{"cluster eu-1 and revision 3f3f3f3 (wave eu):", "saw 3f3f3f3", "waits for the earlier waves: canary-1",
+		"awaits an approval", "wave eu approved by Ada <ada@example.com> canary healthy", "applied; Ready",
+		"in short: eu-1 applied 3f3f3f3 and is Ready at it"}
+	last := -1
+	for _, w := range want {
+		i := strings.Index(out, w)
+		if i <= last {
+			t.Errorf("explain's output lacks %q after what came before:\n%s", w, out)
+			continue
+		}
+		last = i
+	}
+	if code, _, errOut := cli(t, "rollout", "explain", "--repo", repo.Bare, "--cluster", "eu-1", "--revision", "abcdef1"); code == exitOK ||
+		!strings.Contains(errOut, "not one any cluster reports") {
+		t.Errorf("an unknown revision: exit %d\n%s", code, errOut)
+	}
+}
