@@ -272,6 +272,10 @@ func cannotRunHere(c *cobra.Command, args []string) string {
 		return "needs rollout waves"
 	case path == "flotilla rollout approve", path == "flotilla status" && (strings.Contains(line, "--cluster") || strings.Contains(line, "--wait") || strings.Contains(line, "--repo")):
 		return "needs agents' reports"
+	case strings.HasPrefix(path, "flotilla rollout "):
+		// TestRolloutControls, TestRolloutRevert and TestRolloutExplain run
+		// them against a status repository and a fleet history.
+		return "needs agents' reports and the fleet's history"
 	}
 	return ""
 }
