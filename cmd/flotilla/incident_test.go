@@ -55,7 +55,7 @@ func TestRolloutControls(t *testing.T) {
 		t.Fatalf("status -o json: exit %d, %v\n%s", code, err, out)
 	}
 	if c := doc.Summary.Controls; c == nil || c.Pause == nil || c.Pause.By != ada || len(c.Holds) != 1 || c.Holds[0].Cluster != "us-1" ||
-		c.Holds[0].Until == nil || c.Holds[0].Until.Sub(time.Now()) < time.Hour {
+		c.Holds[0].Until == nil || time.Until(*c.Holds[0].Until) < time.Hour {
 		t.Errorf("the controls in status -o json: %+v", doc.Summary.Controls)
 	}
 

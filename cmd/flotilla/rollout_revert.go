@@ -93,30 +93,39 @@ would leave failing (as flotilla preview).`,
 			fmt.Fprintf(w, "not pushed: git push origin %s (or --push) when the preview below is what you want\n", rv.branch)
 		}
 		fmt.Fprintf(w, "\npreview of %s against %s:\n", gitrev.Short(rv.commit.String()), gitrev.Short(rv.base.String()))
-		limits.sources.Secrets = sops.ModeMask
-		opts, closeWorkers, err := limits.options(planrender.Options{})
-		if err != nil {
+		if err := previewRevert(cmd, rv, dir, ff.path, limits, known); err != nil {
 			return trouble(err)
-		}
-		defer closeWorkers()
-		po := preview.Options{Dir: dir, Path: ff.path, Base: rv.base.String(), Head: rv.commit.String(), Render: opts,
-			Progress: func(s string) { fmt.Fprintln(progressTo(cmd), s) }}
-		if po.Status, err = known.resolve(); err != nil {
-			return trouble(err)
-		}
-		rep, err := preview.Run(cmd.Context(), po)
-		if err != nil {
-			return trouble(fmt.Errorf("the commit is written; its preview failed: %w", err))
-		}
-		if err := rep.WriteText(w); err != nil {
-			return trouble(err)
-		}
-		if failures := rep.NewFailures(); len(failures) > 0 {
-			return trouble(fmt.Errorf("%w: %s", preview.ErrNewFailure, strings.Join(failures, ", ")))
 		}
 		return nil
 	}
 	return cmd
+}
+
+// previewRevert prints `flotilla preview` of the revert's commit against
+// the commit it was written on.
+func previewRevert(cmd *cobra.Command, rv *reverted, dir, path string, limits *limitFlags, known *knownClusterFlags) error {
+	limits.sources.Secrets = sops.ModeMask
+	opts, closeWorkers, err := limits.options(planrender.Options{})
+	if err != nil {
+		return err
+	}
+	defer closeWorkers()
+	po := preview.Options{Dir: dir, Path: path, Base: rv.base.String(), Head: rv.commit.String(), Render: opts,
+		Progress: func(s string) { fmt.Fprintln(progressTo(cmd), s) }}
+	if po.Status, err = known.resolve(); err != nil {
+		return err
+	}
+	rep, err := preview.Run(cmd.Context(), po)
+	if err != nil {
+		return fmt.Errorf("the commit is written; its preview failed: %w", err)
+	}
+	if err := rep.WriteText(cmd.OutOrStdout()); err != nil {
+		return err
+	}
+	if failures := rep.NewFailures(); len(failures) > 0 {
+		return fmt.Errorf("%w: %s", preview.ErrNewFailure, strings.Join(failures, ", "))
+	}
+	return nil
 }
 
 // reverted is the revert commit written.

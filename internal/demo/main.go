@@ -85,8 +85,10 @@ type demo struct {
 	git      *gittestserver.GitServer
 	url      string
 	work     string
-	// rev1 is the first commit of the fleet, rev2 the demo's change.
-	rev1, rev2 string
+	// rev1 is the first commit of the fleet, rev2 the demo's change, rev3
+	// its bad change (rolled back).
+	rev1, rev2, rev3 string
+
 	// agentBinary is the image's binary the agents run; stopRegistry
 	// stops the registry it came from.
 	agentBinary  string
@@ -187,6 +189,15 @@ func (d *demo) steps() []demoStep {
 			return d.flotillaCmd(ctx, []string{d.rev2[:7], "Done", "READY AFTER THE COMMIT", "all Ready"}, "status", "--repo", d.url, "--branch", "main")
 		}},
 		{"what changed, read from each cluster's API", d.showChanges},
+		{"a bad change: an audit Deployment whose pods fit no node (the rollout says onFailure: rollback)", d.commitBroken},
+		{fmt.Sprintf("the canary rolls it back once its %s progressDeadline passes; the prod waves halt and never take it", demoDeadline), d.waitRollback},
+		{"flotilla status: the canary RolledBack, the rollout halted", func(ctx context.Context) error {
+			return d.flotillaCmd(ctx, []string{"RolledBack", "rolled back from " + d.rev3[:7], "Halted"}, "status", "--repo", d.url, "--branch", "main")
+		}},
+		{"flotilla rollout explain: why, from Git alone", func(ctx context.Context) error {
+			return d.flotillaCmd(ctx, []string{"saw " + d.rev3[:7], "RolledBack", "took " + d.rev3[:7] + " and rolled back"},
+				"rollout", "explain", "--repo", d.url, "--cluster", "staging-eu-1", "--revision", d.rev3[:7])
+		}},
 		{"the status page: flotilla status -o html", d.writeStatusPage},
 	}
 }
@@ -328,6 +339,9 @@ rollout: {
 		{name: "rest"},
 	]
 	bake: "` + demoBake + `"
+	// A bundle not Ready within a minute of a new revision goes back.
+	onFailure:        "rollback"
+	progressDeadline: "` + demoDeadline + `"
 }
 `
 	src += `
@@ -358,8 +372,77 @@ bundles: "eu-data-residency": {
 	return err
 }
 
-// demoBake is the demo rollout's bake: short, to keep the demo short.
-const demoBake = "10s"
+// demoBake is the demo rollout's bake: short, to keep the demo short;
+// demoDeadline its progressDeadline.
+const (
+	demoBake     = "10s"
+	demoDeadline = "60s"
+)
+
+// commitBroken commits a bad change: a Deployment in the EU
+// data-residency bundle whose pods fit no node, so it is never Ready.
+func (d *demo) commitBroken(context.Context) error {
+	path := filepath.Join(d.work, "fleet.cue")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	const anchor = `egress: [{to: [{ipBlock: cidr: "10.0.0.0/8"}]}]
+		}
+	}`
+	if !strings.Contains(string(data), anchor) {
+		return errors.New("fleet.cue no longer has the demo's data-residency policy: update the demo's bad change")
+	}
+	src := strings.Replace(string(data), anchor, anchor+`, {
+		// Added by the demo: a bad change, whose pods fit no node.
+		apiVersion: "apps/v1"
+		kind:       "Deployment"
+		metadata: name: "eu-audit"
+		spec: {
+			selector: matchLabels: app: "eu-audit"
+			template: metadata: labels: app: "eu-audit"
+			template: spec: {
+				nodeSelector: "example.flotilla.dev/pool": "nowhere"
+				containers: [{name: "audit", image: "registry.example.com/eu-audit:1"}]
+			}
+		}
+	}`, 1)
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		return err
+	}
+	if err := run(d.work, "commit", "-q", "-am", "eu-data-residency: an audit Deployment (a bad change: its pods fit no node)"); err != nil {
+		return err
+	}
+	if d.rev3, err = revision(d.work); err != nil {
+		return err
+	}
+	return d.push()
+}
+
+// waitRollback waits for the canary to roll the bad change back, and
+// checks that the later waves halted without taking it.
+func (d *demo) waitRollback(ctx context.Context) error {
+	var message string
+	err := d.waitStatuses(ctx, "the canary rolled back, the others halted", func(s map[string]report.Status) bool {
+		canary := s["staging-eu-1"]
+		message = canary.Message
+		if canary.Phase != report.ClusterRolledBack || canary.Rollout == nil || canary.Rollout.Revision != d.rev3 {
+			return false
+		}
+		for _, name := range []string{"prod-eu-1", "prod-us-1"} {
+			st := s[name]
+			if st.Rollout == nil || st.Rollout.Revision != d.rev3 || st.Rollout.State != report.RolloutHalted || st.AppliedRevision != d.rev2 {
+				return false
+			}
+		}
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Printf("    staging-eu-1: %s\n", message)
+	return nil
+}
 
 // waitStatuses polls the status branches until cond holds for them.
 func (d *demo) waitStatuses(ctx context.Context, what string, cond func(map[string]report.Status) bool) error {

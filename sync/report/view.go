@@ -20,6 +20,8 @@ func Progress(statuses []Status, revision string) (pending, failed []string) {
 		switch {
 		case st.SeenRevision == revision && st.Phase == ClusterFailed:
 			failed = append(failed, st.Cluster.Name)
+		case st.Rollout != nil && st.Rollout.Revision == revision && st.Rollout.State == RolloutRolledBack:
+			failed = append(failed, st.Cluster.Name+" (rolled back)")
 		case st.Rollout != nil && st.Rollout.Revision == revision && st.Rollout.State == RolloutHalted:
 			failed = append(failed, st.Cluster.Name+" (rollout halted by "+st.Rollout.HaltedBy+")")
 		case st.AppliedRevision != revision || st.Phase != ClusterReady:
@@ -130,7 +132,7 @@ func RolloutOf(statuses []Status, revision string) *RolloutView {
 					w.LastReady = t
 				}
 			}
-		case st.Phase == ClusterFailed && r.State == RolloutApplied:
+		case (st.Phase == ClusterFailed && r.State == RolloutApplied) || r.State == RolloutRolledBack:
 			w.Failed = append(w.Failed, st.Cluster.Name)
 		case r.State == RolloutHalted:
 			w.HaltedBy, w.Message = r.HaltedBy, r.Message
