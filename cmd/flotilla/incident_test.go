@@ -97,12 +97,7 @@ func TestRolloutControls(t *testing.T) {
 // preview of it (the cluster it changes back), pushes a new branch with
 // --branch --push, and refuses a file changed again since, naming it.
 func TestRolloutRevert(t *testing.T) {
-	const fleetCUE = `package fleet
-
-clusters: {"eu-1": {region: "eu-west-1"}, "us-1": {region: "us-east-1"}}
-_v: {"eu-west-1": "1", "us-east-1": "1"}
-bundles: web: {namespace: "web", resources: [{apiVersion: "v1", kind: "ConfigMap", metadata: name: "web", data: v: _v[cluster.region]}]}
-`
+	const fleetCUE = twoRegionFleet
 	repo := gittest.New(t)
 	gittest.Git(t, repo.Work, "config", "user.name", "Ada")
 	gittest.Git(t, repo.Work, "config", "user.email", "ada@example.com")

@@ -15,13 +15,17 @@ import (
 // TestPreviewCommand: exit statuses as diff(1)'s (0 nothing changes, 1
 // something does, 2 trouble, a new failure included), the JSON tools rely
 // on, and the work tree as the default head.
-func TestPreviewCommand(t *testing.T) {
-	const fleetCUE = `package fleet
+// twoRegionFleet is a fleet of two clusters whose bundle web holds a value
+// per region: a change of eu-west-1's changes eu-1 only.
+const twoRegionFleet = `package fleet
 
 clusters: {"eu-1": {region: "eu-west-1"}, "us-1": {region: "us-east-1"}}
 _v: {"eu-west-1": "1", "us-east-1": "1"}
 bundles: web: {namespace: "web", resources: [{apiVersion: "v1", kind: "ConfigMap", metadata: name: "web", data: v: _v[cluster.region]}]}
 `
+
+func TestPreviewCommand(t *testing.T) {
+	const fleetCUE = twoRegionFleet
 	repo := gittest.New(t)
 	base := repo.Commit(map[string]string{"fleet.cue": fleetCUE})
 	changed := repo.Commit(map[string]string{"fleet.cue": strings.Replace(fleetCUE, `"eu-west-1": "1"`, `"eu-west-1": "2"`, 1)})

@@ -56,8 +56,9 @@ const statusLong = `Read the status branches the agents write (one per cluster,
 flotilla/status/<cluster>, all read with one ls-remote and one fetch) and
 show the fleet, what a person asks first at the top:
 
-  - how many clusters are Failed, Stale (silent for longer than --stale),
-    Progressing, Waiting and Ready;
+  - the rollout's pause and holds (flotilla rollout pause, hold), first;
+  - how many clusters are Failed, RolledBack, Stale (silent for longer than
+    --stale), Progressing, Waiting and Ready;
   - how far the fleet tip has gone: Ready on how many clusters, and how
     long since it was committed (until the last cluster was Ready);
   - when the fleet has rollout waves, the rollout of the tip: per wave,
@@ -101,7 +102,7 @@ func newStatusCmd() *cobra.Command {
 	fs.StringVar(&sf.cluster, "cluster", "", "show the bundles and errors of the cluster `NAME`")
 	completeFromFleet(cmd, "cluster", completeClusters)
 	fs.IntVar(&sf.history, "history", 0, fmt.Sprintf("with --cluster: its last `N` reports, from its status branch (at most %d)", report.MaxHistory))
-	fs.StringSliceVar(&sf.phases, "phase", nil, "show only clusters in these `PHASES`: Failed, Stale, Progressing, Waiting, Ready")
+	fs.StringSliceVar(&sf.phases, "phase", nil, "show only clusters in these `PHASES`: Failed, RolledBack, Stale, Progressing, Waiting, Ready")
 	_ = cmd.RegisterFlagCompletionFunc("phase", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
 		var names []string
 		for _, s := range report.Standings {

@@ -149,7 +149,7 @@ func TestStatusSummaryAndFilters(t *testing.T) {
 			t.Errorf("status %s: exit %d, rows %v, want %v\n%s", args, code, rows, want, out)
 		}
 	}
-	if code, out := status("--phase", "broken"); code == exitOK || !strings.Contains(out, `--phase "broken": a cluster's phase is one of Failed, Stale, Progressing, Waiting, Ready`) {
+	if code, out := status("--phase", "broken"); code == exitOK || !strings.Contains(out, `--phase "broken": a cluster's phase is one of Failed, RolledBack, Stale, Progressing, Waiting, Ready`) {
 		t.Errorf("status --phase broken: exit %d\n%s", code, out)
 	}
 }

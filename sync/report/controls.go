@@ -390,17 +390,13 @@ func ReadControlHistory(ctx context.Context, url, branch string, n int, auth tra
 		return nil, err
 	}
 	var out []ControlCommit
-	for commit != nil && len(out) < n {
-		if cb, err := controlBranchAt(commit, branch); err == nil {
-			out = append(out, ControlCommit{Hash: commit.Hash, By: commit.Author.Name + " <" + commit.Author.Email + ">",
-				At: commit.Author.When, Message: commit.Message, Branch: cb})
+	walkBack(commit, n, func(c *object.Commit) bool {
+		cb, err := controlBranchAt(c, branch)
+		if err == nil {
+			out = append(out, ControlCommit{Hash: c.Hash, By: c.Author.Name + " <" + c.Author.Email + ">",
+				At: c.Author.When, Message: c.Message, Branch: cb})
 		}
-		if commit.NumParents() == 0 {
-			break
-		}
-		if commit, err = commit.Parent(0); err != nil {
-			break // the shallow fetch's end
-		}
-	}
+		return err == nil
+	})
 	return out, nil
 }

@@ -140,18 +140,33 @@ func readHistory(ctx context.Context, url, prefix, cluster string, n int, auth t
 		return nil, fmt.Errorf("status branch %s: %w", Branch(prefix, cluster), err)
 	}
 	var out []Status
-	for commit != nil && len(out) < n {
-		if st, err := statusAt(commit, Path(cluster)); err == nil && st.Cluster.Name == cluster {
+	walkBack(commit, n, func(c *object.Commit) bool {
+		st, err := statusAt(c, Path(cluster))
+		if err == nil && st.Cluster.Name == cluster {
 			out = append(out, *st)
+			return true
+		}
+		return false
+	})
+	return out, nil
+}
+
+// walkBack calls keep on commit and its first parents, newest first,
+// until keep has taken n of them or the history (or the shallow fetch)
+// ends.
+func walkBack(commit *object.Commit, n int, keep func(*object.Commit) bool) {
+	for taken := 0; commit != nil && taken < n; {
+		if keep(commit) {
+			taken++
 		}
 		if commit.NumParents() == 0 {
-			break
+			return
 		}
+		var err error
 		if commit, err = commit.Parent(0); err != nil {
-			break // the shallow fetch's end
+			return // the shallow fetch's end
 		}
 	}
-	return out, nil
 }
 
 // fetchBranches fetches refspec one commit deep into a repository in
