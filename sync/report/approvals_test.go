@@ -51,3 +51,35 @@ func TestConcurrentApprovals(t *testing.T) {
 		t.Errorf("a short revision: %v", err)
 	}
 }
+
+// TestControlsActive: a hold names a cluster, a bundle on every cluster,
+// or a bundle on one cluster; a pause or hold past its until is over.
+func TestControlsActive(t *testing.T) {
+	now := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
+	past, future := now.Add(-time.Minute), now.Add(time.Hour)
+	c := report.Controls{
+		Pause: &report.Control{By: "Ada", Until: &past},
+		Holds: []report.Control{
+			{Cluster: "eu-1", By: "Ada"},
+			{Bundle: "payments", By: "Ada", Until: &future},
+			{Cluster: "us-1", Bundle: "web", By: "Ada"},
+			{Cluster: "us-2", By: "Ada", Until: &past},
+		},
+	}
+	pause, holds := c.Active("us-1", now)
+	if pause != nil || len(holds) != 2 || holds[0].Bundle != "payments" || holds[1].Bundle != "web" {
+		t.Fatalf("us-1: pause %v, holds %+v", pause, holds)
+	}
+	if !holds[1].Holds("us-1", "web") || holds[1].Holds("us-1", "api") || !holds[0].Holds("us-1", "payments") {
+		t.Errorf("which bundles the holds keep")
+	}
+	if _, holds := c.Active("us-2", now); len(holds) != 1 || holds[0].Bundle != "payments" {
+		t.Errorf("us-2's expired hold is over: %+v", holds)
+	}
+	if got := c.InEffect(now); got.Pause != nil || len(got.Holds) != 3 {
+		t.Errorf("in effect: %+v", got)
+	}
+	if got := (report.Control{Cluster: "us-1", Bundle: "web"}).Target(); got != "bundle web on cluster us-1" {
+		t.Errorf("target %q", got)
+	}
+}

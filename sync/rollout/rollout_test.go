@@ -5,6 +5,9 @@ import (
 	"testing"
 	"time"
 
+	flotillafleet "github.com/flotilla-gitops/flotilla/fleet"
+
+	"github.com/flotilla-gitops/flotilla/sync/report"
 	"github.com/flotilla-gitops/flotilla/sync/rollout"
 )
 
@@ -142,5 +145,29 @@ func TestRevertOf(t *testing.T) {
 		if got := rollout.RevertOf(msg); got != want {
 			t.Errorf("RevertOf(%q) = %q, want %q", msg, got, want)
 		}
+	}
+}
+
+// TestRevertsImmediate: with `reverts: "immediate"` a revert goes to a
+// later wave at once, whatever the earlier waves say; with the default it
+// waits for them (but not for their bake).
+func TestRevertsImmediate(t *testing.T) {
+	r := &flotillafleet.Rollout{Wave: "eu", WaveIndex: 1, Waves: []string{"canary", "eu"}, Bake: "1h", Stale: "30m", Offline: "skip", Reverts: rollout.RevertsImmediate}
+	places := []flotillafleet.ClusterRollouts{
+		{Cluster: flotillafleet.Cluster{Name: "canary"}, Fleet: &flotillafleet.Rollout{Wave: "canary", WaveIndex: 0, Waves: r.Waves}},
+		{Cluster: flotillafleet.Cluster{Name: "eu-1"}, Fleet: r},
+	}
+	statuses := map[string]*report.Status{"canary": {Cluster: flotillafleet.Cluster{Name: "canary"}, ReportedAt: now, Phase: report.ClusterReady, AppliedRevision: old, SeenRevision: rev}}
+	me := rollout.Cluster{Name: "eu-1", Reported: true, ReportedAt: now, Revision: old}
+	none := func(string, []string) (bool, error) { return false, nil }
+	tip := rollout.Tip{Revision: rev, Revert: old}
+	d, err := rollout.DecideGroup(me, r, "", places, statuses, none, tip, now)
+	if err != nil || !d.Apply || !strings.Contains(d.Reason, "everywhere at once (reverts: immediate)") {
+		t.Errorf("immediate revert: %+v, %v", d, err)
+	}
+	waves := *r
+	waves.Reverts = "waves"
+	if d, err := rollout.DecideGroup(me, &waves, "", places, statuses, none, tip, now); err != nil || d.Apply || !strings.Contains(d.Reason, "waits for the earlier waves: canary") {
+		t.Errorf("a revert through the waves: %+v, %v", d, err)
 	}
 }
