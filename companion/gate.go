@@ -40,8 +40,11 @@ func (o *Output) gate(ctx context.Context, opts Options, repo *snapshot.Repo, kn
 	if opts.Now != nil {
 		now = opts.Now()
 	}
-	approved := approvalsReader(ctx, opts.Status, opts.ApprovalsBranch, repo.Git, revision)
-	decisions, err := decide(plans, known, approved, tipOf(repo.Git, revision), now)
+	cb, err := controlBranch(ctx, opts.Status, opts.ApprovalsBranch, repo.Git)
+	if err != nil {
+		return nil, err
+	}
+	decisions, err := decide(plans, known, cb, tipOf(repo.Git, revision), now)
 	if err != nil || decisions == nil {
 		return plans, err
 	}
@@ -71,9 +74,10 @@ type decision struct {
 }
 
 // decide runs the agents' gate (sync/rollout) for every plan at the
-// revision. nil: no rollout has waves.
-func decide(plans []*fleet.Plan, known *report.Known, approved rollout.Approved, tip rollout.Tip, now time.Time) ([]decision, error) {
-	revision := tip.Revision
+// revision, and the pause and holds on the approvals branch
+// (rollout.KeptBy), as the agents do. nil: no rollout has waves and no
+// control keeps anything.
+func decide(plans []*fleet.Plan, known *report.Known, cb *report.ControlBranch, tip rollout.Tip, now time.Time) ([]decision, error) {
 	groups := make([]rollout.Groups, len(plans))
 	owned := map[string]bool{}
 	gated := false
@@ -84,38 +88,78 @@ func decide(plans []*fleet.Plan, known *report.Known, approved rollout.Approved,
 			owned[b] = true
 		}
 	}
-	if !gated {
+	controlled := cb.Controls.Pause != nil || len(cb.Controls.Holds) > 0
+	if !gated && !controlled {
 		return nil, nil
 	}
-	all := placesOf(plans, owned)
+	var all []fleet.ClusterRollouts
 	placeOf := map[string]fleet.ClusterRollouts{}
-	for _, p := range all {
-		placeOf[p.Cluster.Name] = p
+	if gated {
+		all = placesOf(plans, owned)
+		for _, p := range all {
+			placeOf[p.Cluster.Name] = p
+		}
 	}
+	approved := rollout.ReadApprovals(func() ([]report.Approval, error) { return cb.Approvals, nil }, tip.Revision)
 	out := make([]decision, len(plans))
 	for i, p := range plans {
-		name := p.Cluster.Name
-		d := decision{held: map[string]bool{}}
-		for _, group := range slices.Sorted(maps.Keys(groups[i].Rollouts)) {
-			me, _ := rollout.ClusterIn(placeOf[name], group, known.Statuses[name], revision)
-			me.Name, me.Reported, me.ReportedAt = name, true, now
-			dg, err := rollout.DecideGroup(me, groups[i].Rollouts[group], group, all, known.Statuses, approved, tip, now)
-			if err != nil {
-				return nil, err
-			}
-			if dg.Apply {
-				continue
-			}
-			if group == "" {
-				d = decision{whole: true, gates: []Gate{{Cluster: name, Reason: dg.Reason, Halted: dg.Halted}}}
-				break
-			}
-			d.held[group] = true
-			d.gates = append(d.gates, Gate{Cluster: name, Bundles: []string{group}, Reason: dg.Reason, Halted: dg.Halted})
+		d, err := decideCluster(p, groups[i], all, placeOf[p.Cluster.Name], known, approved, tip, now)
+		if err != nil {
+			return nil, err
 		}
-		out[i] = d
+		out[i] = keptBy(d, p, cb.Controls, now)
 	}
 	return out, nil
+}
+
+// decideCluster decides one cluster's rollout groups.
+func decideCluster(p *fleet.Plan, groups rollout.Groups, all []fleet.ClusterRollouts, place fleet.ClusterRollouts,
+	known *report.Known, approved rollout.Approved, tip rollout.Tip, now time.Time) (decision, error) {
+	name := p.Cluster.Name
+	d := decision{held: map[string]bool{}}
+	if !groups.Gated {
+		return d, nil
+	}
+	for _, group := range slices.Sorted(maps.Keys(groups.Rollouts)) {
+		me, _ := rollout.ClusterIn(place, group, known.Statuses[name], tip.Revision)
+		me.Name, me.Reported, me.ReportedAt = name, true, now
+		dg, err := rollout.DecideGroup(me, groups.Rollouts[group], group, all, known.Statuses, approved, tip, now)
+		if err != nil {
+			return d, err
+		}
+		if dg.Apply {
+			continue
+		}
+		if group == "" {
+			return decision{whole: true, gates: []Gate{{Cluster: name, Reason: dg.Reason, Halted: dg.Halted}}}, nil
+		}
+		d.held[group] = true
+		d.gates = append(d.gates, Gate{Cluster: name, Bundles: []string{group}, Reason: dg.Reason, Halted: dg.Halted})
+	}
+	return d, nil
+}
+
+// keptBy adds to a cluster's decision what the pause and holds keep of
+// it: the whole cluster, or bundles.
+func keptBy(d decision, p *fleet.Plan, controls report.Controls, now time.Time) decision {
+	if d.whole {
+		return d
+	}
+	var bundles []string
+	for _, b := range p.Bundles {
+		bundles = append(bundles, b.Name)
+	}
+	kept := rollout.KeptBy(controls, p.Cluster.Name, bundles, now)
+	if kept.Whole != "" {
+		return decision{whole: true, gates: []Gate{{Cluster: p.Cluster.Name, Reason: kept.Whole}}}
+	}
+	for _, b := range slices.Sorted(maps.Keys(kept.Bundles)) {
+		if !d.held[b] {
+			d.held[b] = true
+			d.gates = append(d.gates, Gate{Cluster: p.Cluster.Name, Bundles: []string{b}, Reason: kept.Bundles[b]})
+		}
+	}
+	return d
 }
 
 // tipOf is the revision as the gate sees it: a revert or not (its
@@ -174,14 +218,15 @@ func (o *Output) HeldPaths() []string {
 	return out
 }
 
-// approvalsReader reads the approvals once, when a wave first asks: from
+// controlBranch reads the approvals branch (approvals, pause, holds): from
 // the status repository when it has a URL, else from the local
 // repository's approvals branch.
-func approvalsReader(ctx context.Context, status report.Branches, branch string, local *git.Repository, revision string) rollout.Approved {
-	return rollout.ReadApprovals(func() ([]report.Approval, error) {
-		if status.URL != "" {
-			return report.ReadApprovals(ctx, status.URL, branch, status.Auth)
-		}
-		return report.ReadApprovalsRepository(local, branch)
-	}, revision)
+func controlBranch(ctx context.Context, status report.Branches, branch string, local *git.Repository) (*report.ControlBranch, error) {
+	if status.URL != "" {
+		return report.ReadControlBranch(ctx, status.URL, branch, status.Auth)
+	}
+	if local == nil {
+		return &report.ControlBranch{}, nil
+	}
+	return report.ReadControlBranchRepository(local, branch)
 }

@@ -145,3 +145,62 @@ func TestHydrateIsGatedByTheRollout(t *testing.T) {
 		t.Errorf("after eu-1 failed: us-1 at %s, held %v", version("us-1"), h)
 	}
 }
+
+// Hydration honours the pause and holds on the approvals branch as the
+// agents do, in a fleet without waves too: paused, no cluster's folder
+// takes the change; a hold of a bundle on one cluster keeps that bundle's
+// folder while the other clusters take it; released, it follows.
+func TestHydrateKeepsWhatControlsHold(t *testing.T) {
+	ctx := context.Background()
+	const fleetCUE = `package fleet
+
+clusters: {"eu-1": {region: "eu-west-1"}, "us-1": {region: "us-east-1"}}
+bundles: web: {namespace: "web", resources: [{apiVersion: "v1", kind: "ConfigMap", metadata: name: "web", data: version: "%s"}]}
+`
+	repo := gittest.New(t)
+	repo.Commit(map[string]string{"fleet.cue": strings.Replace(fleetCUE, "%s", "1", 1)})
+	control := func(change report.Change) {
+		t.Helper()
+		if _, err := report.Update(ctx, report.ApproveOptions{URL: repo.URL, Author: object.Signature{Name: "Ops", Email: "ops@example.com", When: time.Now()}}, change); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hydrate := func() *companion.Output {
+		t.Helper()
+		out, err := companion.Hydrate(ctx, companion.Options{Dir: repo.Work, Status: report.Branches{URL: repo.URL}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := companion.CommitBranch(ctx, repo.Work, out, companion.CommitOptions{Branch: "hydrated"}); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	versions := func() string {
+		t.Helper()
+		var vs []string
+		for _, c := range []string{"eu-1", "us-1"} {
+			_, v, _ := strings.Cut(show(t, repo.Work, "hydrated", "clusters/"+c+"/web/manifest.yaml"), "version: ")
+			v, _, _ = strings.Cut(v, "\n")
+			vs = append(vs, strings.Trim(strings.TrimSpace(v), `"'`))
+		}
+		return strings.Join(vs, " ")
+	}
+	hydrate()
+
+	control(report.Pause(report.Control{By: "Ops <ops@example.com>", At: time.Now(), Reason: "INC-9"}))
+	repo.Commit(map[string]string{"fleet.cue": strings.Replace(fleetCUE, "%s", "2", 1)})
+	if out := hydrate(); versions() != "1 1" || len(out.Gates) != 2 || !strings.Contains(out.Gates[0].Reason, "paused by Ops <ops@example.com>") {
+		t.Fatalf("paused: versions %s, gates %+v", versions(), out.Gates)
+	}
+	control(report.Hold(report.Control{Cluster: "eu-1", Bundle: "web", By: "Ops <ops@example.com>", At: time.Now()}))
+	control(report.Resume("Ops <ops@example.com>", ""))
+	if out := hydrate(); versions() != "1 2" || len(out.Gates) != 1 || out.Gates[0].Cluster != "eu-1" ||
+		!strings.Contains(out.Gates[0].Reason, "bundle web on cluster eu-1 is held") {
+		t.Fatalf("eu-1's web held: versions %s, gates %+v", versions(), out.Gates)
+	}
+	control(report.Release("eu-1", "web", "Ops <ops@example.com>", ""))
+	if out := hydrate(); versions() != "2 2" || len(out.Gates) != 0 {
+		t.Fatalf("released: versions %s, gates %+v", versions(), out.Gates)
+	}
+}

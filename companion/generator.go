@@ -470,8 +470,11 @@ func (g *Generator) gate(ctx context.Context, repo *git.Repository, known *repor
 			plans[i] = &fleet.Plan{Cluster: fp.Clusters[i]}
 		}
 	}
-	approved := approvalsReader(ctx, g.opts.Status, g.opts.ApprovalsBranch, repo, revision)
-	return decide(plans, known, approved, tipOf(repo, revision), g.opts.Now())
+	cb, err := controlBranch(ctx, g.opts.Status, g.opts.ApprovalsBranch, repo)
+	if err != nil {
+		return nil, err
+	}
+	return decide(plans, known, cb, tipOf(repo, revision), g.opts.Now())
 }
 
 // heldParams are the parameters of clusters and bundles the rollout

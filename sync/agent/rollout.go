@@ -103,6 +103,11 @@ func (a *Agent) decideRollout(ctx context.Context, dir string, plan *fleet.Plan,
 			rg.Members[""] = append(rg.Members[""], name)
 		}
 	}
+	var bundles []string
+	for _, members := range rg.Members {
+		bundles = append(bundles, members...)
+	}
+	kept := rollout.KeptBy(controls.Controls, plan.Cluster.Name, bundles, now)
 
 	if rg.Gated {
 		if err := a.decideGroups(ctx, dir, plan, tip, rg, inv, controls.Approvals, g, now); err != nil {
@@ -112,7 +117,7 @@ func (a *Agent) decideRollout(ctx context.Context, dir string, plan *fleet.Plan,
 		g.status.Message = "no waves: everywhere at once"
 	}
 	g.rolledBackBefore(inv, revision)
-	g.control(rg, pause, holds, now)
+	g.control(rg, kept)
 	g.setKey()
 	return g, nil
 }
@@ -192,50 +197,35 @@ func (g *gate) rolledBackBefore(inv map[string]*apply.Inventory, revision string
 }
 
 // control holds what the pause and the holds on the approvals branch
-// keep: with a pause, every bundle; with a hold, the bundles it names.
-// The cluster keeps what it has, drift correction included.
-func (g *gate) control(rg rollout.Groups, pause *report.Control, holds []report.Control, now time.Time) {
-	var bundles []string
+// keep (rollout.KeptBy): with a pause, every bundle; with a hold, the
+// bundles it names. The cluster keeps what it has, drift correction
+// included.
+func (g *gate) control(rg rollout.Groups, kept rollout.Kept) {
+	if !kept.Any() {
+		return
+	}
 	for _, members := range rg.Members {
-		bundles = append(bundles, members...)
-	}
-	slices.Sort(bundles)
-	wait := func(c report.Control) {
-		if c.Until != nil && (g.until.IsZero() || c.Until.Before(g.until)) && c.Until.After(now) {
-			g.until = *c.Until
-		}
-	}
-	var msgs []string
-	if pause != nil {
-		wait(*pause)
-		for _, b := range bundles {
-			if _, ok := g.held[b]; !ok {
-				g.held[b] = "the rollout is paused " + pause.Why()
+		for _, b := range members {
+			if _, ok := g.held[b]; !ok && kept.Reason(b) != "" {
+				g.held[b] = kept.Reason(b)
 			}
 		}
-		g.status.Paused = pause
-		msgs = append(msgs, "the rollout is paused "+pause.Why())
 	}
-	for _, h := range holds {
-		hit := false
-		for _, b := range bundles {
-			if !h.Holds(h.Cluster, b) {
-				continue
-			}
-			hit = true
-			if _, ok := g.held[b]; !ok {
-				g.held[b] = h.Target() + " is held " + h.Why()
+	if !kept.Until.IsZero() && (g.until.IsZero() || kept.Until.Before(g.until)) {
+		g.until = kept.Until
+	}
+	g.status.Paused, g.status.Held = kept.Pause, kept.Holds
+	if g.status.State != report.RolloutRolledBack {
+		var msgs []string
+		if kept.Whole != "" {
+			msgs = append(msgs, kept.Whole)
+		}
+		for _, b := range slices.Sorted(maps.Keys(kept.Bundles)) {
+			if !slices.Contains(msgs, kept.Bundles[b]) {
+				msgs = append(msgs, kept.Bundles[b])
 			}
 		}
-		if hit {
-			wait(h)
-			g.status.Held = append(g.status.Held, h)
-			msgs = append(msgs, h.Target()+" is held "+h.Why())
-		}
-	}
-	if len(msgs) > 0 && g.status.State != report.RolloutRolledBack {
-		g.status.State = report.RolloutWaiting
-		g.status.Message = strings.Join(msgs, "; ")
+		g.status.State, g.status.Message = report.RolloutWaiting, strings.Join(msgs, "; ")
 	}
 }
 

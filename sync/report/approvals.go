@@ -147,10 +147,10 @@ func ReadApprovals(ctx context.Context, url, branch string, auth transport.AuthM
 	return cb.Approvals, nil
 }
 
-// ReadApprovalsRepository reads the approvals on a local repository's
-// branch (or its remote-tracking branch origin/<branch>, as a CI job
-// that fetched it has it). No branch is no approval.
-func ReadApprovalsRepository(repo *git.Repository, branch string) ([]Approval, error) {
+// ReadControlBranchRepository reads the approvals and controls on a local
+// repository's branch (or its remote-tracking branch origin/<branch>, as a
+// CI job that fetched it has it). No branch: none.
+func ReadControlBranchRepository(repo *git.Repository, branch string) (*ControlBranch, error) {
 	if branch == "" {
 		branch = DefaultApprovalsBranch
 	}
@@ -162,9 +162,9 @@ func ReadApprovalsRepository(repo *git.Repository, branch string) ([]Approval, e
 		if err != nil {
 			return nil, err
 		}
-		return approvalsAt(commit, branch)
+		return controlBranchAt(commit, branch)
 	}
-	return nil, nil
+	return &ControlBranch{}, nil
 }
 
 // approvalsAt reads the approvals file of a commit.
