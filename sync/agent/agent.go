@@ -101,6 +101,8 @@ type Agent struct {
 	appliedGate     string
 	fleetRevision   string
 	loggedWait      string // the rollout reason last logged
+	// watchWave: at the tip, the gate still runs each pass (gate.watch).
+	watchWave bool
 
 	// cache keeps the tip's plan and the other clusters' places in its
 	// rollouts while the tip and the identities stay the same.
@@ -324,7 +326,7 @@ func (a *Agent) pass(ctx context.Context, now time.Time) *Pass {
 		return p
 	}
 	drift := a.driftSuspected.Swap(false)
-	if p.Revision == a.appliedRevision && key == a.appliedIdentity && !drift {
+	if p.Revision == a.appliedRevision && key == a.appliedIdentity && !drift && !a.watchWave {
 		return p
 	}
 	p.Changed = true
@@ -344,6 +346,7 @@ func (a *Agent) pass(ctx context.Context, now time.Time) *Pass {
 		p.Err = fmt.Errorf("rollout of %s; nothing applied or pruned: %w", gitrev.Short(p.Revision), err)
 		return p
 	}
+	a.watchWave = p.gate.watch
 	if p.gate.key == a.appliedGate && key == a.appliedIdentity && !drift {
 		p.Changed = false // still waiting: nothing new to apply
 		return p

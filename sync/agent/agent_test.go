@@ -66,7 +66,9 @@ func TestMain(m *testing.M) {
 }
 
 // writes counts the API requests that change something.
-type writes struct{ n atomic.Int64 }
+// writes counts an agent's API requests that change something, and
+// those of them about Deployments.
+type writes struct{ n, deployments atomic.Int64 }
 
 func (w *writes) wrap(cfg *rest.Config) *rest.Config {
 	cfg = rest.CopyConfig(cfg)
@@ -74,6 +76,9 @@ func (w *writes) wrap(cfg *rest.Config) *rest.Config {
 		return roundTrip(func(r *http.Request) (*http.Response, error) {
 			if r.Method != http.MethodGet {
 				w.n.Add(1)
+				if strings.Contains(r.URL.Path, "/deployments") {
+					w.deployments.Add(1)
+				}
 			}
 			return rt.RoundTrip(r)
 		})

@@ -81,6 +81,18 @@ func TestRolloutIncident(t *testing.T) {
 	if n := canary.writes.n.Load() - writes; n != 0 || canary.configMap(t, "rollout-web", "web") != "1" {
 		t.Fatalf("the canary tried the rolled-back revision again: %d writes, web %q", n, canary.configMap(t, "rollout-web", "web"))
 	}
+	// Nor does a restarted agent, which knows nothing but what the
+	// inventory says: it applies again what it has (once, as any
+	// restarted agent does), and not a write about the Deployment.
+	canary.restart(t)
+	deployments := canary.writes.deployments.Load()
+	rt.pass("canary-1")
+	if n := canary.writes.deployments.Load() - deployments; n != 0 || canary.configMap(t, "rollout-web", "web") != "1" {
+		t.Fatalf("the restarted canary tried the rolled-back revision again: %d Deployment writes, web %q", n, canary.configMap(t, "rollout-web", "web"))
+	}
+	if st := rt.status("canary-1"); st.Phase != report.ClusterRolledBack {
+		t.Fatalf("the restarted canary's status: phase %s, rollout %+v", st.Phase, st.Rollout)
+	}
 	// The later waves never see it: halted by the canary.
 	rt.pass("eu-1", "eu-2", "us-1", "us-2")
 	for _, c := range rt.clusters[1:] {
@@ -164,5 +176,31 @@ func TestRolloutIncident(t *testing.T) {
 	rt.until("every cluster back at 3 through the waves, without the bake", all("3"))
 	if st := rt.status("us-1"); st.Rollout == nil || st.Rollout.Revert != rev4 {
 		t.Errorf("us-1's rollout of the revert: %+v", st.Rollout)
+	}
+
+	// A failure in a wave sends back the wave's clusters that took the
+	// revision (maxFailures 0): eu-1 takes 5 and is Ready, eu-2 fails at
+	// it and rolls back, then eu-1 rolls back too; the rest never sees 5.
+	wave := base
+	wave.Web, wave.Broken, wave.BrokenOn = `"5"`, true, "eu-2"
+	rev5 := rt.commit(wave)
+	rt.within(2*time.Minute, "the eu wave rolled back from 5", func() bool {
+		rt.pass()
+		eu1, eu2 := rt.status("eu-1"), rt.status("eu-2")
+		return eu2.Phase == report.ClusterRolledBack && eu1.Phase == report.ClusterRolledBack && eu1.Rollout != nil && eu1.Rollout.Revision == rev5
+	})
+	if got := rt.web(); !slices.Equal(got, []string{"5", "3", "3", "3", "3"}) {
+		t.Fatalf("after the eu wave rolled back: web %v", got)
+	}
+	if !slices.Contains(rt.seen["eu-1"], "5") {
+		t.Errorf("eu-1 never took 5 before going back: %v", rt.seen["eu-1"])
+	}
+	if st := rt.status("eu-1"); st.Rollout.HaltedBy != "eu-2" || !strings.Contains(st.Rollout.Message, "1 of wave eu failed at "+rev5[:7]+" (maxFailures 0): eu-2") {
+		t.Errorf("eu-1's rollout after its wave failed: %+v", st.Rollout)
+	}
+	for _, name := range []string{"us-1", "us-2"} {
+		if slices.Contains(rt.seen[name], "5") {
+			t.Errorf("%s took 5: %v", name, rt.seen[name])
+		}
 	}
 }

@@ -46,6 +46,10 @@ type gate struct {
 	// until is the earliest end of a bake (or of a control) the cluster
 	// waits for.
 	until time.Time
+	// watch says the cluster is at the tip in a rollout that rolls back
+	// whose wave has not settled: a wave-mate's failure would send it
+	// back, so its passes run the gate even with nothing new to apply.
+	watch bool
 }
 
 // waiting reports whether something of the tip waits.
@@ -162,6 +166,7 @@ func (a *Agent) decideGroups(ctx context.Context, dir string, plan *fleet.Plan, 
 			return err
 		}
 		g.record(name, d, rg.Members[name], inv)
+		g.watch = g.watch || (d.Apply && !d.Settled && progressDeadline(rg.Rollouts[name]) > 0)
 	}
 	return nil
 }

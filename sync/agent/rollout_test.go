@@ -49,8 +49,9 @@ type rolloutFleet struct {
 	// OnFailure, ProgressDeadline and Reverts are the rollout's, when
 	// given; Bake defaults to 3s; Broken adds a Deployment to web that
 	// never becomes Ready (no controller runs in the test's clusters).
-	OnFailure, ProgressDeadline, Reverts, Bake string
-	Broken                                     bool
+	// BrokenOn limits Broken to one cluster.
+	OnFailure, ProgressDeadline, Reverts, Bake, BrokenOn string
+	Broken                                               bool
 }
 
 func (f rolloutFleet) cue() string {
@@ -79,8 +80,11 @@ func (f rolloutFleet) cue() string {
 		f.Bake = "3s"
 	}
 	broken := ""
+	if f.Broken && f.BrokenOn != "" {
+		broken = fmt.Sprintf("if cluster.name == %q ", f.BrokenOn)
+	}
 	if f.Broken {
-		broken = `{apiVersion: "apps/v1", kind: "Deployment", metadata: name: "never-ready", spec: {
+		broken += `{apiVersion: "apps/v1", kind: "Deployment", metadata: name: "never-ready", spec: {
 		selector: matchLabels: app: "never-ready"
 		template: metadata: labels: app: "never-ready"
 		template: spec: containers: [{name: "c", image: "registry.example/never:1"}]
@@ -119,6 +123,22 @@ type rolloutCluster struct {
 	agent  *agent.Agent
 	kube   client.Client
 	writes *writes // the agent's API requests that change something
+	// cfg and opts made the agent (restart makes another).
+	cfg  *rest.Config
+	opts agent.Options
+}
+
+// restart replaces the cluster's agent with a new one, as a restarted
+// pod would be: nothing in memory, the same cluster and Git.
+func (c *rolloutCluster) restart(t *testing.T) {
+	t.Helper()
+	c.agent.Close()
+	a, err := agent.New(c.writes.wrap(c.cfg), c.opts, logr.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(a.Close)
+	c.agent = a
 }
 
 // configMap reads data.v of a ConfigMap, "" when there is none.
@@ -193,7 +213,7 @@ func newRolloutTest(t *testing.T) *rolloutTest {
 			t.Fatal(err)
 		}
 		t.Cleanup(a.Close)
-		rt.clusters = append(rt.clusters, &rolloutCluster{name: name, agent: a, kube: kc, writes: w})
+		rt.clusters = append(rt.clusters, &rolloutCluster{name: name, agent: a, kube: kc, writes: w, cfg: cfgs[i], opts: opts})
 	}
 	return rt
 }
@@ -246,10 +266,16 @@ func (rt *rolloutTest) web() []string {
 // minute (a bake is three seconds; a loaded machine is slow).
 func (rt *rolloutTest) until(what string, step func() bool) {
 	rt.t.Helper()
-	deadline := time.Now().Add(time.Minute)
+	rt.within(time.Minute, what, step)
+}
+
+// within runs step until it says done, for at most d.
+func (rt *rolloutTest) within(d time.Duration, what string, step func() bool) {
+	rt.t.Helper()
+	deadline := time.Now().Add(d)
 	for !step() {
 		if time.Now().After(deadline) {
-			rt.t.Fatalf("%s: not within a minute; web %v", what, rt.web())
+			rt.t.Fatalf("%s: not within %s; web %v", what, d, rt.web())
 		}
 	}
 }

@@ -68,6 +68,10 @@ type Decision struct {
 	Until      time.Time
 	// Approval says the wave waits for an approval.
 	Approval bool
+	// Settled, for a cluster at the revision, says its wave-mates are all
+	// Ready at it too (or offline, or the rollout does not roll back): no
+	// failure of its wave can send it back any more.
+	Settled bool
 	// RollBack says the cluster, which took the revision, goes back to
 	// what it had: more than MaxFailures clusters of its wave failed at it
 	// (Halted names the first).
@@ -95,7 +99,7 @@ func Decide(me Cluster, revision string, s Settings, clusters []Cluster, approve
 		return Decision{Reason: fmt.Sprintf("the rollout is paused: wave %s keeps its revision", wave)}
 	}
 	if me.Revision == revision {
-		return Decision{Apply: true, Reason: "already at " + gitrev.Short(revision)}
+		return Decision{Apply: true, Settled: waveSettled(me, revision, s, clusters, now), Reason: "already at " + gitrev.Short(revision)}
 	}
 
 	// Every cluster of the earlier waves: Ready at the revision, for bake.
@@ -171,6 +175,22 @@ func waveFailed(me Cluster, revision string, s Settings, clusters []Cluster) (De
 		return Decision{RollBack: true, Halted: failed[0], Reason: "rolled back: " + why}, true
 	}
 	return Decision{Halted: failed[0], Reason: "halted: " + why}, true
+}
+
+// waveSettled reports whether no failure of me's wave at the revision can
+// send me back any more: the rollout does not roll back, or every other
+// cluster of the wave that reports is Ready at the revision.
+func waveSettled(me Cluster, revision string, s Settings, clusters []Cluster, now time.Time) bool {
+	if !s.Rollback {
+		return true
+	}
+	for _, c := range clusters {
+		offline := !c.Reported || now.Sub(c.ReportedAt) > s.Stale
+		if c.Wave == me.Wave && c.Name != me.Name && !offline && (c.Revision != revision || !c.Ready) {
+			return false
+		}
+	}
+	return true
 }
 
 func sorted(clusters []Cluster) []Cluster {
