@@ -182,7 +182,7 @@ func TestRolloutExplain(t *testing.T) {
 		t.Fatalf("explain: exit %d\n%s%s", code, out, errOut)
 	}
 	want := []string{"cluster eu-1 and revision 3f3f3f3 (wave eu):", "saw 3f3f3f3", "waits for the earlier waves: canary-1",
-		"awaits an approval", "wave eu approved by Ada <ada@example.com> canary healthy", "applied; Ready",
+		"awaits an approval", "wave eu approved by Ada <ada@example.com>: canary healthy", "applied; Ready",
 		"in short: eu-1 applied 3f3f3f3 and is Ready at it"}
 	last := -1
 	for _, w := range want {

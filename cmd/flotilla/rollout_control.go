@@ -28,7 +28,7 @@ func addControlFlags(cmd *cobra.Command) *controlFlags {
 	fs.StringVar(&cf.branch, "approvals-branch", report.DefaultApprovalsBranch, "branch holding the approvals and controls")
 	addGitAuthFlags(cmd, &cf.auth, "", "")
 	fs.StringVar(&cf.by, "by", "", "who acts, as `\"NAME <EMAIL>\"` (default: git config user.name and user.email)")
-	fs.StringVar(&cf.reason, "reason", "", "why, for the clusters' status and the branch's history")
+	fs.StringVar(&cf.reason, "reason", "", "why (`TEXT`), for the clusters' status and the branch's history")
 	return cf
 }
 

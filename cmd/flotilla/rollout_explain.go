@@ -161,7 +161,11 @@ func gateLine(st *report.Status, revision string) string {
 	case st.AppliedRevision == revision:
 		return fmt.Sprintf("applied; %s%s", st.Phase, failedBundles(st))
 	case r != nil && r.Revision == revision && r.State != report.RolloutApplied:
-		s := fmt.Sprintf("%s (%s): %s", r.State, st.Phase, r.Message)
+		s := string(r.State)
+		if string(st.Phase) != s {
+			s += " (" + string(st.Phase) + ")"
+		}
+		s += ": " + r.Message
 		if r.AwaitsApproval {
 			s += " [awaits an approval]"
 		}
@@ -196,7 +200,11 @@ func controlEvents(commits []report.ControlCommit, cluster, revision string, fro
 		for _, a := range c.Branch.Approvals {
 			if key := a.Wave + "\x00" + a.By; a.Revision == revision && !approved[key] {
 				approved[key] = true
-				out = append(out, event{a.At, fmt.Sprintf("wave %s approved by %s %s", a.Wave, a.By, a.Message)})
+				what := fmt.Sprintf("wave %s approved by %s", a.Wave, a.By)
+				if a.Message != "" {
+					what += ": " + a.Message
+				}
+				out = append(out, event{a.At, what})
 			}
 		}
 		subject := firstLine(c.Message)
