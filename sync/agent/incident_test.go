@@ -75,11 +75,14 @@ func TestRolloutIncident(t *testing.T) {
 		st.Bundles[i].Revision != rev1 || st.Bundles[i].RolledBack != rev2 || st.Bundles[i].Phase != "Ready" {
 		t.Fatalf("canary's web bundle after the rollback: %+v", st.Bundles)
 	}
-	// It does not try revision 2 again.
+	// It does not try revision 2 again, and keeps saying why it went back.
 	writes := canary.writes.n.Load()
 	rt.pass("canary-1")
 	if n := canary.writes.n.Load() - writes; n != 0 || canary.configMap(t, "rollout-web", "web") != "1" {
 		t.Fatalf("the canary tried the rolled-back revision again: %d writes, web %q", n, canary.configMap(t, "rollout-web", "web"))
+	}
+	if st := rt.status("canary-1"); st.Phase != report.ClusterRolledBack || st.Rollout == nil || !strings.Contains(st.Rollout.Message, "not ready after 4s") {
+		t.Errorf("the canary's status a pass after the rollback: phase %s, rollout %+v", st.Phase, st.Rollout)
 	}
 	// Nor does a restarted agent, which knows nothing but what the
 	// inventory says: it applies again what it has (once, as any

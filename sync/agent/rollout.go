@@ -121,6 +121,7 @@ func (a *Agent) decideRollout(ctx context.Context, dir string, plan *fleet.Plan,
 		g.status.Message = "no waves: everywhere at once"
 	}
 	g.rolledBackBefore(inv, revision)
+	g.keepReasons(a.status)
 	g.control(rg, kept)
 	g.setKey()
 	return g, nil
@@ -197,6 +198,22 @@ func (g *gate) rolledBackBefore(inv map[string]*apply.Inventory, revision string
 		g.status.RolledBack = slices.Sorted(maps.Keys(g.back))
 		if !strings.HasPrefix(g.status.Message, "rolled back") {
 			g.status.Message = fmt.Sprintf("rolled back from %s: %s", gitrev.Short(revision), strings.Join(g.status.RolledBack, ", "))
+		}
+	}
+}
+
+// keepReasons keeps, for bundles that went back from the tip in an
+// earlier pass, the reason the status gave then (why they failed), which
+// the inventory does not record.
+func (g *gate) keepReasons(prev *report.Status) {
+	if len(g.back) == 0 || prev == nil || prev.Rollout == nil || prev.Rollout.Revision != g.status.Revision ||
+		prev.Rollout.State != report.RolloutRolledBack {
+		return
+	}
+	g.status.Message = prev.Rollout.Message
+	for _, b := range prev.Bundles {
+		if _, ok := g.back[b.Name]; ok && b.RolledBack == g.status.Revision && b.Waiting != "" {
+			g.held[b.Name] = b.Waiting
 		}
 	}
 }
