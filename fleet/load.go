@@ -102,6 +102,8 @@ type Fleet struct {
 	policiesDigest string
 	policyCount    int // len(policies), which clones share
 	policyMemo     map[string]policyMatch
+	// invariants are the fleet's invariants (Go values: clones share them).
+	invariants []*Invariant
 
 	// schemas gives Helm charts' values schemas when plans check values
 	// against them (CheckValues), and compiled keeps them compiled in
@@ -147,6 +149,7 @@ func Load(repoDir string, opts LoadOptions) (*Fleet, error) {
 		problems = append(problems, f.readTenancy(inst.Files, files)...)
 		problems = append(problems, f.readSecrets()...)
 		problems = append(problems, f.readPolicies(inst.Files)...)
+		problems = append(problems, f.readInvariants(inst.Files)...)
 	}
 	if len(problems) > 0 {
 		sortDiagnostics(problems)
@@ -249,11 +252,11 @@ func (f *Fleet) checkTopLevel() Diagnostics {
 	}
 	for iter.Next() {
 		switch name := iter.Selector().String(); name {
-		case fieldCluster, fieldClusters, fieldBundles, fieldTenancy, fieldRollout, fieldSecrets, fieldPolicies:
+		case fieldCluster, fieldClusters, fieldBundles, fieldTenancy, fieldRollout, fieldSecrets, fieldPolicies, fieldInvariants:
 		default:
 			ds = append(ds, diagnostic(name, fmt.Sprintf(
-				"unknown top-level field; a fleet has %q, %q, %q, %q, %q, %q and %q (use _%s or #%s for helpers)",
-				fieldClusters, fieldBundles, fieldRollout, fieldTenancy, fieldSecrets, fieldPolicies, fieldCluster, name, name), userPos(iter.Value())))
+				"unknown top-level field; a fleet has %q, %q, %q, %q, %q, %q, %q and %q (use _%s or #%s for helpers)",
+				fieldClusters, fieldBundles, fieldRollout, fieldTenancy, fieldSecrets, fieldPolicies, fieldInvariants, fieldCluster, name, name), userPos(iter.Value())))
 		}
 	}
 	return ds
@@ -427,6 +430,7 @@ func (f *Fleet) clone() *Fleet {
 		// The clone plans; the policies (CUE values of this context) are
 		// checked by the Fleet that read them.
 		policyCount: f.policyCount,
+		invariants:  f.invariants,
 	}
 }
 

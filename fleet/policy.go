@@ -73,7 +73,7 @@ func (f *Fleet) readPolicies(files []*ast.File) Diagnostics {
 	if err != nil {
 		return fromCUE(err)
 	}
-	if pos, ok := policiesReadCluster(files); ok {
+	if pos, ok := fieldReadsCluster(files, fieldPolicies); ok {
 		return Diagnostics{diagnostic(fieldPolicies, "a policy refers to `cluster`: policies are the same for every cluster (choose clusters with target)", pos)}
 	}
 	var ds Diagnostics
@@ -132,11 +132,11 @@ func (f *Fleet) readPolicies(files []*ast.File) Diagnostics {
 	return ds
 }
 
-// policiesReadCluster finds a reference to the top-level `cluster` in what
-// the files write under `policies` (an identifier of that name that
-// resolves to a top-level declaration, or that the parser left to the
-// package scope), and where.
-func policiesReadCluster(files []*ast.File) (token.Pos, bool) {
+// fieldReadsCluster finds a reference to the top-level `cluster` in what
+// the files write under a top-level field (`policies`, `invariants`): an
+// identifier of that name that resolves to a top-level declaration, or
+// that the parser left to the package scope; and where.
+func fieldReadsCluster(files []*ast.File, name string) (token.Pos, bool) {
 	decls := topLevelDecls(files, fieldCluster)
 	for _, file := range files {
 		for _, decl := range file.Decls {
@@ -144,7 +144,7 @@ func policiesReadCluster(files []*ast.File) (token.Pos, bool) {
 			if !ok {
 				continue
 			}
-			if id, ok := field.Label.(*ast.Ident); !ok || id.Name != fieldPolicies {
+			if id, ok := field.Label.(*ast.Ident); !ok || id.Name != name {
 				continue
 			}
 			var at token.Pos

@@ -51,6 +51,12 @@ SOPS-encrypted file a cluster would receive must be encrypted to all the
 age recipients of the cluster's class and to none of another class's; vet
 reads the files' SOPS metadata and decrypts nothing.
 
+The fleet's invariants (invariants: rules over every cluster at once:
+regions, cluster counts, how many a selector selects, planned inputs that
+must be the same, per bundle and per group) are checked over the plans of
+every inventory cluster and every cluster known from its status branch; a
+break names the invariant's line, the bundle, the group and its clusters.
+
 --policies also renders every inventory cluster, and every cluster known
 only from its status branch (--status-repo, or the local repository's
 status branches), each distinct bundle input once, in render workers, and
@@ -158,8 +164,10 @@ func (o *vetOptions) check(cmd *cobra.Command, dir string, f *fleet.Fleet, res *
 		}
 		workers = 1
 	}
+	invariants := f.NewInvariantState()
 	problems, err := eachInventoryPlan(ctx, stderr, f, workers, func(p *fleet.Plan) error {
 		t.add(p)
+		invariants.Add(p)
 		if rendered != nil {
 			return rendered.add(p)
 		}
@@ -183,7 +191,10 @@ func (o *vetOptions) check(cmd *cobra.Command, dir string, f *fleet.Fleet, res *
 	}
 	for _, p := range more {
 		t.selection.Add(p)
+		invariants.Add(p)
 	}
+	// The invariants hold over every known cluster's plan.
+	res.Diagnostics = append(res.Diagnostics, invariants.Check()...)
 	res.Warnings = append(res.Warnings, f.Unselected(t.selection)...)
 	if rendered != nil {
 		res.Diagnostics = append(res.Diagnostics, ds...)

@@ -1,0 +1,456 @@
+package fleet
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	"cuelang.org/go/cue"
+	"cuelang.org/go/cue/ast"
+	"cuelang.org/go/cue/token"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/flotilla-gitops/flotilla/internal/english"
+)
+
+// Fleet-wide invariants (issue 37): rules over every cluster's plan at
+// once. Each takes the clusters its target selects, for each bundle it
+// names the clusters that plan that bundle, splits them into groups
+// (by region or a label), and bounds each group: how many regions, how
+// many clusters, how many a selector selects, and which planned inputs
+// must be the same. They are checked over plans, which vet and preview
+// make for every known cluster, without rendering.
+
+const fieldInvariants = "invariants"
+
+// Invariant is one of the fleet's `invariants`.
+type Invariant struct {
+	Name        string
+	description string
+	target      *selector
+	bundles     []string
+	groupBy     string
+	regions     *bound
+	clusters    *bound
+	counts      []countRule
+	same        []sameRule
+	pos         token.Pos
+}
+
+// bound is an inclusive range, either end open; at is its path and pos
+// where the fleet writes it, for messages.
+type bound struct {
+	Min *int `json:"min"`
+	Max *int `json:"max"`
+	at  string
+	pos token.Pos
+}
+
+// holds reports whether n is within the bound, and says the bound.
+func (b *bound) holds(n int) (bool, string) {
+	switch {
+	case b.Min != nil && b.Max != nil && *b.Min == *b.Max:
+		return n == *b.Min, fmt.Sprintf("exactly %d required", *b.Min)
+	case b.Min != nil && n < *b.Min:
+		return false, fmt.Sprintf("at least %d required", *b.Min)
+	case b.Max != nil && n > *b.Max:
+		return false, fmt.Sprintf("at most %d allowed", *b.Max)
+	}
+	return true, ""
+}
+
+// countRule bounds how many clusters of a group a selector selects.
+type countRule struct {
+	sel     selector
+	summary string
+	bound
+}
+
+// sameRule is a path into a bundle's planned inputs that must be equal in
+// a group.
+type sameRule struct {
+	path string
+	at   string
+	pos  token.Pos
+}
+
+// Invariants returns the fleet's invariants.
+func (f *Fleet) Invariants() []*Invariant { return slices.Clone(f.invariants) }
+
+// readInvariants reads `invariants`, the same for every cluster: one that
+// refers to `cluster`, or selects with `when`, is refused.
+func (f *Fleet) readInvariants(files []*ast.File) Diagnostics {
+	v := lookup(f.root, fieldInvariants)
+	if !v.Exists() {
+		return nil
+	}
+	if pos, ok := fieldReadsCluster(files, fieldInvariants); ok {
+		return Diagnostics{diagnostic(fieldInvariants, "an invariant refers to `cluster`: invariants are over every cluster at once (choose clusters with target, group them with groupBy)", pos)}
+	}
+	iter, err := v.Fields()
+	if err != nil {
+		return fromCUE(err)
+	}
+	var ds Diagnostics
+	for iter.Next() {
+		inv, more := f.readInvariant(iter.Selector().Unquoted(), iter.Value())
+		ds = append(ds, more...)
+		if len(more) == 0 {
+			f.invariants = append(f.invariants, inv)
+		}
+	}
+	return ds
+}
+
+// readInvariant reads one invariant.
+func (f *Fleet) readInvariant(name string, v cue.Value) (*Invariant, Diagnostics) {
+	at := fieldInvariants + "." + name
+	inv := &Invariant{Name: name, pos: userPos(v)}
+	if err := v.Validate(cue.Concrete(true)); err != nil {
+		return nil, fromCUE(err)
+	}
+	var plain struct {
+		Description string   `json:"description"`
+		Bundles     []string `json:"bundles"`
+		GroupBy     string   `json:"groupBy"`
+	}
+	if err := v.Decode(&plain); err != nil {
+		return nil, AsDiagnostics(diagnosticFrom(at, err, v))
+	}
+	inv.description, inv.bundles, inv.groupBy = plain.Description, plain.Bundles, plain.GroupBy
+	var ds Diagnostics
+	if t := lookup(v, "target"); t.Exists() {
+		s, d := readFleetSelector(t, at+".target")
+		if d != nil {
+			return nil, Diagnostics{d}
+		}
+		inv.target = &s
+	}
+	for field, dst := range map[string]**bound{"regions": &inv.regions, "clusters": &inv.clusters} {
+		if bv := lookup(v, field); bv.Exists() {
+			b := &bound{at: at + "." + field, pos: userPos(bv)}
+			if err := bv.Decode(b); err != nil {
+				return nil, AsDiagnostics(diagnosticFrom(b.at, err, bv))
+			}
+			*dst = b
+		}
+	}
+	if list, err := lookup(v, "count").List(); err == nil {
+		for i := 0; list.Next(); i++ {
+			cv := list.Value()
+			c := countRule{bound: bound{at: fmt.Sprintf("%s.count[%d]", at, i), pos: userPos(cv)}}
+			s, d := readFleetSelector(cv, c.at)
+			if d != nil {
+				return nil, Diagnostics{d}
+			}
+			if err := cv.Decode(&c.bound); err != nil {
+				return nil, AsDiagnostics(diagnosticFrom(c.at, err, cv))
+			}
+			c.sel, c.summary = s, selectorSummary(s)
+			inv.counts = append(inv.counts, c)
+		}
+	}
+	if list, err := lookup(v, "same").List(); err == nil {
+		for i := 0; list.Next(); i++ {
+			r := sameRule{at: fmt.Sprintf("%s.same[%d]", at, i), pos: userPos(list.Value())}
+			r.path, _ = list.Value().String()
+			if len(inv.bundles) == 0 {
+				ds = append(ds, diagnostic(r.at, "`same` compares a bundle's planned inputs: name the bundles with `bundles`", r.pos))
+				continue
+			}
+			inv.same = append(inv.same, r)
+		}
+	}
+	if inv.regions == nil && inv.clusters == nil && len(inv.counts) == 0 && len(inv.same) == 0 && len(ds) == 0 {
+		ds = append(ds, diagnostic(at, "the invariant bounds nothing: give regions, clusters, count or same", inv.pos))
+	}
+	return inv, ds
+}
+
+// readFleetSelector reads a selector that is the same for every cluster
+// (no `when`).
+func readFleetSelector(v cue.Value, at string) (selector, *Diagnostic) {
+	if w := lookup(v, "when"); w.Exists() {
+		return selector{}, diagnostic(at+".when", "an invariant's selector cannot use `when`: choose clusters by labels, regions or names", userPos(w))
+	}
+	s, err := decodeSelector(v, at)
+	if err != nil {
+		return selector{}, AsDiagnostics(err)[0]
+	}
+	return s, nil
+}
+
+// selectorSummary says a selector in short, for messages:
+// "role=active", "regions eu-*", "names prod-*".
+func selectorSummary(s selector) string {
+	var parts []string
+	if s.ClusterSelector != nil {
+		parts = append(parts, metav1.FormatLabelSelector(s.ClusterSelector))
+	}
+	if s.Regions != nil {
+		parts = append(parts, "regions "+strings.Join(*s.Regions, ", "))
+	}
+	if s.Names != nil {
+		parts = append(parts, "names "+strings.Join(*s.Names, ", "))
+	}
+	if len(parts) == 0 {
+		return "every cluster"
+	}
+	return strings.Join(parts, " and ")
+}
+
+// InvariantState is what the invariants need of every plan, kept as plans
+// are made (vet does not hold them): each cluster's identity, and the
+// planned inputs the `same` rules compare.
+type InvariantState struct {
+	f        *Fleet
+	clusters []Cluster
+	// planned: bundle → cluster → the bundle's inputs as JSON (only for
+	// bundles some invariant names).
+	planned map[string]map[string]json.RawMessage
+}
+
+// NewInvariantState starts the state of the fleet's invariants; nil when
+// the fleet has none.
+func (f *Fleet) NewInvariantState() *InvariantState {
+	if len(f.invariants) == 0 {
+		return nil
+	}
+	return &InvariantState{f: f, planned: map[string]map[string]json.RawMessage{}}
+}
+
+// Add keeps what the invariants need of a plan. A bundle that failed to
+// evaluate does not count as planned.
+func (s *InvariantState) Add(p *Plan) {
+	if s == nil || p == nil {
+		return
+	}
+	s.clusters = append(s.clusters, p.Cluster)
+	for _, b := range p.Bundles {
+		if len(b.Errors) > 0 || !s.named(b.Name) {
+			continue
+		}
+		data, err := json.Marshal(b.Inputs)
+		if err != nil {
+			continue
+		}
+		if s.planned[b.Name] == nil {
+			s.planned[b.Name] = map[string]json.RawMessage{}
+		}
+		s.planned[b.Name][p.Cluster.Name] = data
+	}
+}
+
+// named reports whether an invariant names the bundle.
+func (s *InvariantState) named(bundle string) bool {
+	for _, inv := range s.f.invariants {
+		if globAny(inv.bundles, bundle) {
+			return true
+		}
+	}
+	return false
+}
+
+// Check checks every invariant over the state: a diagnostic per group
+// and bound that breaks, at the bound's line, naming the invariant, the
+// bundle, the group and its clusters.
+func (s *InvariantState) Check() Diagnostics {
+	if s == nil {
+		return nil
+	}
+	var ds Diagnostics
+	for _, inv := range s.f.invariants {
+		ds = append(ds, s.check(inv)...)
+	}
+	return ds
+}
+
+// check checks one invariant.
+func (s *InvariantState) check(inv *Invariant) Diagnostics {
+	var in []Cluster
+	for _, c := range s.clusters {
+		if inv.target != nil {
+			if ok, _, err := inv.target.match(c); err != nil || !ok {
+				continue
+			}
+		}
+		in = append(in, c)
+	}
+	if len(inv.bundles) == 0 {
+		return inv.checkGroups("", in, nil)
+	}
+	var ds Diagnostics
+	for _, b := range s.f.bundles {
+		if !globAny(inv.bundles, b) {
+			continue
+		}
+		var planning []Cluster
+		for _, c := range in {
+			if _, ok := s.planned[b][c.Name]; ok {
+				planning = append(planning, c)
+			}
+		}
+		ds = append(ds, inv.checkGroups(b, planning, s.planned[b])...)
+	}
+	return ds
+}
+
+// checkGroups splits the clusters by groupBy and checks each group.
+func (inv *Invariant) checkGroups(bundle string, clusters []Cluster, planned map[string]json.RawMessage) Diagnostics {
+	groups := map[string][]Cluster{}
+	if inv.groupBy == "" {
+		groups[""] = clusters
+	}
+	for _, c := range clusters {
+		switch inv.groupBy {
+		case "":
+		case "region":
+			groups[c.Region] = append(groups[c.Region], c)
+		default:
+			if v, ok := c.Labels[strings.TrimPrefix(inv.groupBy, "labels.")]; ok {
+				groups[v] = append(groups[v], c)
+			}
+		}
+	}
+	var ds Diagnostics
+	for _, key := range slices.Sorted(maps.Keys(groups)) {
+		ds = append(ds, inv.checkGroup(bundle, key, groups[key], planned)...)
+	}
+	return ds
+}
+
+// checkGroup checks one group's bounds.
+func (inv *Invariant) checkGroup(bundle, key string, group []Cluster, planned map[string]json.RawMessage) Diagnostics {
+	names := make([]string, 0, len(group))
+	regions := map[string][]string{}
+	for _, c := range group {
+		names = append(names, c.Name)
+		if c.Region != "" {
+			regions[c.Region] = append(regions[c.Region], c.Name)
+		}
+	}
+	slices.Sort(names)
+	var ds Diagnostics
+	fail := func(b *bound, clusters []string, msg string) {
+		d := diagnostic(b.at, inv.say(bundle, key, msg), b.pos)
+		d.Bundle, d.Clusters = bundle, clusters
+		ds = append(ds, d)
+	}
+	if b := inv.regions; b != nil {
+		if ok, want := b.holds(len(regions)); !ok {
+			fail(b, names, fmt.Sprintf("%s in %s, %s", english.Count(len(names), "cluster"),
+				regionList(regions), want))
+		}
+	}
+	if b := inv.clusters; b != nil {
+		if ok, want := b.holds(len(names)); !ok {
+			fail(b, names, fmt.Sprintf("%s (%s), %s", english.Count(len(names), "cluster"), listOrNone(names), want))
+		}
+	}
+	for i := range inv.counts {
+		c := &inv.counts[i]
+		var selected []string
+		for _, cl := range group {
+			if ok, _, err := c.sel.match(cl); err == nil && ok {
+				selected = append(selected, cl.Name)
+			}
+		}
+		slices.Sort(selected)
+		if ok, want := c.holds(len(selected)); !ok {
+			fail(&c.bound, names, fmt.Sprintf("%s of %d selected by %s (%s), %s", english.Count(len(selected), "cluster"),
+				len(names), c.summary, listOrNone(selected), want))
+		}
+	}
+	for _, r := range inv.same {
+		if d := inv.checkSame(r, bundle, key, names, planned); d != nil {
+			ds = append(ds, d)
+		}
+	}
+	return ds
+}
+
+// checkSame reports the clusters of a group whose bundle's input at the
+// rule's path differs, by value.
+func (inv *Invariant) checkSame(r sameRule, bundle, key string, names []string, planned map[string]json.RawMessage) *Diagnostic {
+	byValue := map[string][]string{}
+	for _, n := range names {
+		byValue[pathValue(planned[n], r.path)] = append(byValue[pathValue(planned[n], r.path)], n)
+	}
+	if len(byValue) < 2 {
+		return nil
+	}
+	var parts []string
+	for _, v := range slices.Sorted(maps.Keys(byValue)) {
+		parts = append(parts, fmt.Sprintf("%s on %s", v, strings.Join(byValue[v], ", ")))
+	}
+	d := diagnostic(r.at, inv.say(bundle, key, fmt.Sprintf("%s differs: %s", r.path, strings.Join(parts, "; "))), r.pos)
+	d.Bundle, d.Clusters = bundle, names
+	return d
+}
+
+// say words a broken bound: the invariant, what it protects, the bundle
+// and the group.
+func (inv *Invariant) say(bundle, key, msg string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "invariant %s", inv.Name)
+	if inv.description != "" {
+		fmt.Fprintf(&b, " (%s)", inv.description)
+	}
+	b.WriteString(" breaks")
+	if bundle != "" {
+		fmt.Fprintf(&b, " for bundle %s", bundle)
+	}
+	if inv.groupBy != "" {
+		fmt.Fprintf(&b, " in group %s=%s", inv.groupBy, key)
+	}
+	b.WriteString(": " + msg)
+	return b.String()
+}
+
+// pathValue is the JSON at a dotted path of a document ("<absent>" when
+// there is none), compact.
+func pathValue(doc json.RawMessage, p string) string {
+	var v any
+	if err := json.Unmarshal(doc, &v); err != nil {
+		return "<absent>"
+	}
+	for _, part := range strings.Split(p, ".") {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return "<absent>"
+		}
+		if v, ok = m[part]; !ok {
+			return "<absent>"
+		}
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return "<absent>"
+	}
+	return strings.TrimSpace(buf.String())
+}
+
+// regionList says the regions of a group and their clusters.
+func regionList(regions map[string][]string) string {
+	if len(regions) == 0 {
+		return "no region"
+	}
+	var parts []string
+	for _, r := range slices.Sorted(maps.Keys(regions)) {
+		parts = append(parts, fmt.Sprintf("%s (%s)", r, strings.Join(regions[r], ", ")))
+	}
+	return english.Count(len(regions), "region") + ": " + strings.Join(parts, ", ")
+}
+
+// listOrNone lists names, or says none.
+func listOrNone(names []string) string {
+	if len(names) == 0 {
+		return "none"
+	}
+	return english.Names(names, 10)
+}
