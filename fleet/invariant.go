@@ -258,14 +258,44 @@ func (s *InvariantState) named(bundle string) bool {
 // and bound that breaks, at the bound's line, naming the invariant, the
 // bundle, the group and its clusters.
 func (s *InvariantState) Check() Diagnostics {
+	var ds Diagnostics
+	for _, b := range s.Breaks() {
+		ds = append(ds, b.Diagnostic)
+	}
+	return ds
+}
+
+// InvariantBreak is one bound of an invariant that one group breaks.
+type InvariantBreak struct {
+	// Key identifies the bound and the group whatever the clusters in
+	// it: the same break at two revisions has the same key.
+	Key        string
+	Invariant  string
+	Diagnostic *Diagnostic
+}
+
+// Breaks checks every invariant over the state, as Check, keyed.
+func (s *InvariantState) Breaks() []InvariantBreak {
 	if s == nil {
 		return nil
 	}
-	var ds Diagnostics
+	var out []InvariantBreak
 	for _, inv := range s.f.invariants {
-		ds = append(ds, s.check(inv)...)
+		for _, d := range s.check(inv) {
+			out = append(out, InvariantBreak{Key: d.Path + "\x00" + d.Bundle + "\x00" + groupOf(d.Message), Invariant: inv.Name, Diagnostic: d})
+		}
 	}
-	return ds
+	return out
+}
+
+// groupOf is the group a break's message names ("" for the whole).
+func groupOf(msg string) string {
+	_, rest, ok := strings.Cut(msg, " in group ")
+	if !ok {
+		return ""
+	}
+	group, _, _ := strings.Cut(rest, ": ")
+	return group
 }
 
 // check checks one invariant.

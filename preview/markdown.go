@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/flotilla-gitops/flotilla/internal/english"
+	"github.com/flotilla-gitops/flotilla/internal/errtext"
 	"github.com/flotilla-gitops/flotilla/sync/report"
 )
 
@@ -123,6 +124,27 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	return err
 }
 
+// maxInvariantLines bounds the invariants the comment lists (the rest
+// are counted).
+const maxInvariantLines = 20
+
+// writeInvariants lists the invariants the change breaks, first: what a
+// reviewer must see before any diff.
+func (r *Report) writeInvariants(w *strings.Builder) {
+	if len(r.Invariants) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "#### :x: The change breaks %s\n\n", english.Count(len(r.Invariants), "invariant"))
+	for i, b := range r.Invariants {
+		if i == maxInvariantLines {
+			fmt.Fprintf(w, "- and %d more (`flotilla preview` lists them)\n", len(r.Invariants)-i)
+			break
+		}
+		fmt.Fprintf(w, "- %s\n", mdEscape(errtext.Clean(b.Message)))
+	}
+	w.WriteString("\n")
+}
+
 // markdown is the comment, under max characters.
 func (r *Report) markdown(maxLen int) string {
 	var head strings.Builder
@@ -131,6 +153,7 @@ func (r *Report) markdown(maxLen int) string {
 	for _, warn := range r.Warnings {
 		fmt.Fprintf(&head, "> warning: %s\n\n", mdEscape(warn))
 	}
+	r.writeInvariants(&head)
 	groups := r.groups()
 	if len(groups) == 0 {
 		return head.String()

@@ -166,7 +166,7 @@ func checkMarkdown(t *testing.T, name, md string) {
 	rest := regexp.MustCompile(`(?s)<pre><code.*?</code></pre>`).ReplaceAllString(page, "")
 	for _, tag := range regexp.MustCompile(`<([a-zA-Z][a-zA-Z0-9]*)`).FindAllStringSubmatch(rest, -1) {
 		switch tag[1] {
-		case "h3", "h4", "p", "strong", "em", "code", "table", "thead", "tbody", "tr", "th", "td", "details", "summary", "blockquote", "br":
+		case "h3", "h4", "p", "strong", "em", "code", "table", "thead", "tbody", "tr", "th", "td", "details", "summary", "blockquote", "br", "ul", "li":
 		default:
 			t.Errorf("%s: the rendered comment has a <%s> element", name, tag[1])
 		}

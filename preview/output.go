@@ -65,6 +65,12 @@ func (r *Report) WriteText(w io.Writer) error {
 	for _, warn := range r.Warnings {
 		fmt.Fprintf(w, "warning: %s\n", warn)
 	}
+	if len(r.Invariants) > 0 {
+		fmt.Fprintf(w, "\nthe change breaks %s:\n", english.Count(len(r.Invariants), "invariant"))
+		for _, b := range r.Invariants {
+			fmt.Fprintf(w, "%s\n", indent(errtext.Clean(b.Message), "  "))
+		}
+	}
 	byBundle := r.bundleClusters()
 	if len(byBundle) > 0 {
 		fmt.Fprintln(w, "\nbundles:")

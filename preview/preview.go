@@ -82,6 +82,9 @@ type Report struct {
 	Warnings []string `json:"warnings,omitempty"`
 	// Renders counts the distinct renders done, at base and at head.
 	Renders int `json:"renders"`
+	// Invariants are the fleet's invariants the change breaks; they count
+	// as new failures.
+	Invariants []InvariantBreak `json:"invariants,omitempty"`
 }
 
 // Cluster is one cluster's part of the preview.
@@ -105,6 +108,14 @@ type Cluster struct {
 	// Violations are the fleet's policies the cluster's objects break at
 	// head and did not at base (positioned); they count as new failures.
 	Violations []string `json:"violations,omitempty"`
+}
+
+// InvariantBreak is an invariant the change breaks: it holds at base and
+// not at head, for a bundle and a group (positioned).
+type InvariantBreak struct {
+	Invariant string   `json:"invariant"`
+	Message   string   `json:"message"`
+	Clusters  []string `json:"clusters,omitempty"`
 }
 
 // WaveMove is a cluster's move between rollout waves.
@@ -157,6 +168,9 @@ func (r *Report) ChangedClusters() int {
 // "cluster/bundle" (or "cluster" for a fleet that no longer evaluates).
 func (r *Report) NewFailures() []string {
 	var out []string
+	for _, b := range r.Invariants {
+		out = append(out, "invariant "+b.Invariant)
+	}
 	for _, c := range r.Clusters {
 		if c.NewError || len(c.Violations) > 0 {
 			out = append(out, c.Name)
@@ -165,6 +179,21 @@ func (r *Report) NewFailures() []string {
 			if b.NewError {
 				out = append(out, c.Name+"/"+b.Name)
 			}
+		}
+	}
+	return out
+}
+
+// newBreaks are the invariant breaks at head that are not at base.
+func newBreaks(states [2]*fleet.InvariantState) []InvariantBreak {
+	before := map[string]bool{}
+	for _, b := range states[0].Breaks() {
+		before[b.Key] = true
+	}
+	var out []InvariantBreak
+	for _, b := range states[1].Breaks() {
+		if !before[b.Key] {
+			out = append(out, InvariantBreak{Invariant: b.Invariant, Message: b.Diagnostic.Error(), Clusters: b.Diagnostic.Clusters})
 		}
 	}
 	return out
@@ -240,9 +269,23 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	for _, s := range sides {
 		s.plans, s.errs = map[string]*fleet.Plan{}, map[string]error{}
 	}
-	if err := planBoth(ctx, sides, clusters, cmp.add); err != nil {
+	// The invariants hold over every cluster: checked only when the
+	// preview is not narrowed to some.
+	invariants := [2]*fleet.InvariantState{}
+	if len(opts.Clusters) == 0 {
+		invariants = [2]*fleet.InvariantState{sides[0].Fleet.NewInvariantState(), sides[1].Fleet.NewInvariantState()}
+	} else if len(sides[1].Fleet.Invariants()) > 0 {
+		rep.Warnings = append(rep.Warnings, "the fleet's invariants are not checked: --cluster narrows the preview, and they hold over every cluster")
+	}
+	err = planBoth(ctx, sides, clusters, func(c fleet.Cluster, base, head planned) error {
+		invariants[0].Add(base.p)
+		invariants[1].Add(head.p)
+		return cmp.add(c, base, head)
+	})
+	if err != nil {
 		return nil, err
 	}
+	rep.Invariants = newBreaks(invariants)
 	files, jobs := cmp.finish()
 	say(fmt.Sprintf("rendering %s whose inputs changed", english.Count(len(jobs), "bundle")))
 	if err := renderJobs(ctx, jobs); err != nil {

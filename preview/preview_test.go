@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -544,4 +545,54 @@ func TestMarkdownKeepsNamesAsText(t *testing.T) {
 		}
 	}
 	checkMarkdown(t, "hostile names", b.String())
+}
+
+// TestPreviewReportsBrokenInvariants: a change that takes payments out of
+// a region breaks an invariant that held at base: the preview lists it
+// first (text and Markdown, checked by goldmark as GFM) and counts it as
+// a new failure; a break already there at base is not the change's.
+func TestPreviewReportsBrokenInvariants(t *testing.T) {
+	const fleetCUE = `package fleet
+
+clusters: {
+	"eu-1": {region: "eu-west-1", labels: {env: "prod", pair: "a", role: "active"}}
+	"us-1": {region: "us-east-1", labels: {env: "prod", pair: "a", role: "active"}}
+}
+bundles: payments: {namespace: "pay", target: TARGET, resources: []}
+invariants: {
+	"two-regions": {bundles: ["payments"], regions: min: 2}
+	"one-active": {groupBy: "labels.pair", count: [{clusterSelector: matchLabels: role: "active", max: 1}]}
+}
+`
+	repo := gittest.New(t)
+	base := repo.Commit(map[string]string{"fleet.cue": strings.Replace(fleetCUE, "TARGET", `{}`, 1)})
+	head := repo.Commit(map[string]string{"fleet.cue": strings.Replace(fleetCUE, "TARGET", `regions: ["eu-*"]`, 1)})
+	rep, err := preview.Run(context.Background(), preview.Options{Dir: repo.Work, Base: base, Head: head})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Invariants) != 1 || rep.Invariants[0].Invariant != "two-regions" ||
+		!strings.Contains(rep.Invariants[0].Message, "fleet.cue:9:") ||
+		!strings.Contains(rep.Invariants[0].Message, "1 cluster in 1 region: eu-west-1 (eu-1), at least 2 required") {
+		t.Fatalf("invariants the change breaks: %+v", rep.Invariants)
+	}
+	if f := rep.NewFailures(); !slices.Contains(f, "invariant two-regions") || slices.Contains(f, "invariant one-active") {
+		t.Errorf("new failures %v", f)
+	}
+	var text strings.Builder
+	if err := rep.WriteText(&text); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(text.String(), "the change breaks 1 invariant:\n  fleet.cue:9:") {
+		t.Errorf("text:\n%s", text.String())
+	}
+	var md strings.Builder
+	if err := rep.WriteMarkdown(&md); err != nil {
+		t.Fatal(err)
+	}
+	i, j := strings.Index(md.String(), "The change breaks 1 invariant"), strings.Index(md.String(), "two-regions")
+	if i < 0 || j < i || strings.Index(md.String(), "```diff") >= 0 && strings.Index(md.String(), "```diff") < i {
+		t.Errorf("markdown, the invariant first:\n%s", md.String())
+	}
+	checkMarkdown(t, "invariants", md.String())
 }

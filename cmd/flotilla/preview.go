@@ -51,6 +51,11 @@ demand), diffs in diff blocks (a multi-line string as a line diff), under
 -o json is for tools: {"clusters": [{"name", "changed", "bundles":
 [{"name", "change", ...}]}]}, every cluster listed.
 
+When the fleet has invariants (rules over every cluster at once), they are
+checked over the plans at both revisions; one the change breaks — that held
+at base — is listed first (in the comment too) and is a new failure. They
+are not checked when --cluster narrows the preview.
+
 When the fleet has policies, the objects of every cluster whose bundles
 change (of every cluster, when the policies change) are checked against
 them at both revisions; a violation found at --head only is reported on
@@ -58,7 +63,7 @@ its cluster.
 
 Exit status as diff(1): 0 nothing changes, 1 something changes, 2 an error
 — including a bundle or cluster that evaluates or renders at --base but
-fails at --head, and a new policy violation.`
+fails at --head, a new policy violation, and a broken invariant.`
 
 func newPreviewCmd() *cobra.Command {
 	pf := &previewFlags{}
