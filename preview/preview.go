@@ -184,6 +184,25 @@ func (r *Report) NewFailures() []string {
 	return out
 }
 
+// planAndCheck plans both sides, compares each cluster, and checks the
+// invariants over every cluster's plans — not when the preview is
+// narrowed to some clusters: they hold over all of them.
+func planAndCheck(ctx context.Context, sides []*side, clusters []fleet.Cluster, narrowed bool, cmp *comparison) error {
+	invariants := [2]*fleet.InvariantState{}
+	if !narrowed {
+		invariants = [2]*fleet.InvariantState{sides[0].Fleet.NewInvariantState(), sides[1].Fleet.NewInvariantState()}
+	} else if len(sides[1].Fleet.Invariants()) > 0 {
+		cmp.rep.Warnings = append(cmp.rep.Warnings, "the fleet's invariants are not checked: --cluster narrows the preview, and they hold over every cluster")
+	}
+	err := planBoth(ctx, sides, clusters, func(c fleet.Cluster, base, head planned) error {
+		invariants[0].Add(base.p)
+		invariants[1].Add(head.p)
+		return cmp.add(c, base, head)
+	})
+	cmp.rep.Invariants = newBreaks(invariants)
+	return err
+}
+
 // newBreaks are the invariant breaks at head that are not at base.
 func newBreaks(states [2]*fleet.InvariantState) []InvariantBreak {
 	before := map[string]bool{}
@@ -269,23 +288,9 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	for _, s := range sides {
 		s.plans, s.errs = map[string]*fleet.Plan{}, map[string]error{}
 	}
-	// The invariants hold over every cluster: checked only when the
-	// preview is not narrowed to some.
-	invariants := [2]*fleet.InvariantState{}
-	if len(opts.Clusters) == 0 {
-		invariants = [2]*fleet.InvariantState{sides[0].Fleet.NewInvariantState(), sides[1].Fleet.NewInvariantState()}
-	} else if len(sides[1].Fleet.Invariants()) > 0 {
-		rep.Warnings = append(rep.Warnings, "the fleet's invariants are not checked: --cluster narrows the preview, and they hold over every cluster")
-	}
-	err = planBoth(ctx, sides, clusters, func(c fleet.Cluster, base, head planned) error {
-		invariants[0].Add(base.p)
-		invariants[1].Add(head.p)
-		return cmp.add(c, base, head)
-	})
-	if err != nil {
+	if err := planAndCheck(ctx, sides, clusters, len(opts.Clusters) > 0, cmp); err != nil {
 		return nil, err
 	}
-	rep.Invariants = newBreaks(invariants)
 	files, jobs := cmp.finish()
 	say(fmt.Sprintf("rendering %s whose inputs changed", english.Count(len(jobs), "bundle")))
 	if err := renderJobs(ctx, jobs); err != nil {

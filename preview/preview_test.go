@@ -591,7 +591,7 @@ invariants: {
 		t.Fatal(err)
 	}
 	i, j := strings.Index(md.String(), "The change breaks 1 invariant"), strings.Index(md.String(), "two-regions")
-	if i < 0 || j < i || strings.Index(md.String(), "```diff") >= 0 && strings.Index(md.String(), "```diff") < i {
+	if d := strings.Index(md.String(), "```diff"); i < 0 || j < i || (d >= 0 && d < i) {
 		t.Errorf("markdown, the invariant first:\n%s", md.String())
 	}
 	checkMarkdown(t, "invariants", md.String())
