@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# bench/invariants.sh — what checking the fleet's invariants (rules over
+# every cluster's plan at once) costs `flotilla vet`: on the synthetic
+# fleet (1,000 clusters × 50 bundles by default, with its charts and
+# kustomizations), in the same run,
+#   1. vet without invariants (the peer: the plans alone),
+#   2. vet with four invariants over every bundle (regions per bundle,
+#      clusters per region and class, a count per team, the same values
+#      per class and bundle),
+#   3. vet --policies without invariants (what the issue compares with:
+#      every cluster rendered and its objects checked),
+# wall time (median of 3) and peak RSS (/usr/bin/time -v, the vet and its
+# render workers together).
+# Results go in bench/RESULTS.md by hand, with the machine and date printed.
+#
+#   bench/invariants.sh [CLUSTERS] [BUNDLES]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source bench/lib.sh
+clusters=${1:-1000}
+bundles=${2:-50}
+runs=3
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+machine
+echo "fleet:   $clusters clusters x $bundles bundles"
+synth_fleet "$work/fleet"
+cat >"$work/fleet/policies.cue" <<'CUE'
+package fleet
+
+policies: {
+	"no-load-balancers": forbid: [{apiVersion: "v1", kind: "Service", spec: type: "LoadBalancer"}]
+	"sane-replicas": constrain: [{match: {apiVersion: "apps/v1", kind: "Deployment"}, spec: replicas: >=1 & <=50}]
+}
+CUE
+invariants='package fleet
+
+invariants: {
+	"every-app-in-two-regions": {bundles: ["app-*"], regions: min: 2}
+	"region-class-size": {groupBy: "region", clusters: max: 100000}
+	"a-team-per-class": {groupBy: "labels.class", count: [{clusterSelector: matchLabels: team: "payments", max: 100000}]}
+	"same-values-per-class": {groupBy: "labels.class", bundles: ["app-*"], same: ["values.replicas"]}
+}'
+
+# vet exits 1 when it finds problems; the invariants above hold, the
+# synthetic fleet has none.
+vet() { bin/flotilla vet "$work/fleet" "$@" -q; }
+peak() { /usr/bin/time -v "$@" 2>&1 >/dev/null | awk '/Maximum resident/ {printf "%.0f MiB", $6/1024}'; }
+
+mv "$work/fleet/policies.cue" "$work/policies.cue"
+plain=$(measure vet)
+plain_rss=$(peak bin/flotilla vet "$work/fleet" -q)
+echo "$invariants" >"$work/fleet/invariants.cue"
+vet >/dev/null # the rules hold: vet must pass with them
+with=$(measure vet)
+with_rss=$(peak bin/flotilla vet "$work/fleet" -q)
+rm "$work/fleet/invariants.cue"
+mv "$work/policies.cue" "$work/fleet/policies.cue"
+policies=$(measure vet --policies)
+policies_rss=$(peak bin/flotilla vet "$work/fleet" --policies -q)
+
+echo
+echo "median of $runs runs (whole processes), peak RSS:"
+printf '  vet (the peer: plans alone)      %6.2f s   %s\n' "$plain" "$plain_rss"
+printf '  vet with 4 invariants            %6.2f s   %s   (%.2fx vet)\n' "$with" "$with_rss" "$(echo "$with / $plain" | bc -l)"
+printf '  vet --policies (2 policies)      %6.2f s   %s   (%.2fx vet)\n' "$policies" "$policies_rss" "$(echo "$policies / $plain" | bc -l)"
