@@ -206,7 +206,11 @@ func selectorSummary(s selector) string {
 // are made (vet does not hold them): each cluster's identity, and the
 // planned inputs the `same` rules compare.
 type InvariantState struct {
-	f        *Fleet
+	f *Fleet
+	// live: the state is what clusters run (status branches), not what
+	// they plan: a bundle counts where it is Ready, and `same` (planned
+	// inputs) is not checked.
+	live     bool
 	clusters []Cluster
 	// planned: bundle → cluster → the bundle's inputs as JSON (only for
 	// bundles some invariant names).
@@ -220,6 +224,34 @@ func (f *Fleet) NewInvariantState() *InvariantState {
 		return nil
 	}
 	return &InvariantState{f: f, planned: map[string]map[string]json.RawMessage{}}
+}
+
+// NewLiveInvariantState starts the state of what the clusters run, as
+// their status branches say (AddLive): `flotilla status` checks the
+// invariants over it. nil when the fleet has none.
+func (f *Fleet) NewLiveInvariantState() *InvariantState {
+	s := f.NewInvariantState()
+	if s != nil {
+		s.live = true
+	}
+	return s
+}
+
+// AddLive adds a cluster that runs, with the bundles Ready on it.
+func (s *InvariantState) AddLive(c Cluster, ready []string) {
+	if s == nil {
+		return
+	}
+	s.clusters = append(s.clusters, c)
+	for _, b := range ready {
+		if !s.named(b) {
+			continue
+		}
+		if s.planned[b] == nil {
+			s.planned[b] = map[string]json.RawMessage{}
+		}
+		s.planned[b][c.Name] = nil
+	}
 }
 
 // Add keeps what the invariants need of a plan. A bundle that failed to
@@ -310,7 +342,7 @@ func (s *InvariantState) check(inv *Invariant) Diagnostics {
 		in = append(in, c)
 	}
 	if len(inv.bundles) == 0 {
-		return inv.checkGroups("", in, nil)
+		return inv.checkGroups("", in, nil, s.live)
 	}
 	var ds Diagnostics
 	for _, b := range s.f.bundles {
@@ -323,13 +355,13 @@ func (s *InvariantState) check(inv *Invariant) Diagnostics {
 				planning = append(planning, c)
 			}
 		}
-		ds = append(ds, inv.checkGroups(b, planning, s.planned[b])...)
+		ds = append(ds, inv.checkGroups(b, planning, s.planned[b], s.live)...)
 	}
 	return ds
 }
 
 // checkGroups splits the clusters by groupBy and checks each group.
-func (inv *Invariant) checkGroups(bundle string, clusters []Cluster, planned map[string]json.RawMessage) Diagnostics {
+func (inv *Invariant) checkGroups(bundle string, clusters []Cluster, planned map[string]json.RawMessage, live bool) Diagnostics {
 	groups := map[string][]Cluster{}
 	if inv.groupBy == "" {
 		groups[""] = clusters
@@ -347,13 +379,13 @@ func (inv *Invariant) checkGroups(bundle string, clusters []Cluster, planned map
 	}
 	var ds Diagnostics
 	for _, key := range slices.Sorted(maps.Keys(groups)) {
-		ds = append(ds, inv.checkGroup(bundle, key, groups[key], planned)...)
+		ds = append(ds, inv.checkGroup(bundle, key, groups[key], planned, live)...)
 	}
 	return ds
 }
 
 // checkGroup checks one group's bounds.
-func (inv *Invariant) checkGroup(bundle, key string, group []Cluster, planned map[string]json.RawMessage) Diagnostics {
+func (inv *Invariant) checkGroup(bundle, key string, group []Cluster, planned map[string]json.RawMessage, live bool) Diagnostics {
 	names := make([]string, 0, len(group))
 	regions := map[string][]string{}
 	for _, c := range group {
@@ -395,6 +427,9 @@ func (inv *Invariant) checkGroup(bundle, key string, group []Cluster, planned ma
 		}
 	}
 	for _, r := range inv.same {
+		if live {
+			break // what runs is known by digest, not by input
+		}
 		if d := inv.checkSame(r, bundle, key, names, planned); d != nil {
 			ds = append(ds, d)
 		}

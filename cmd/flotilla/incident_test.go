@@ -198,3 +198,49 @@ func TestRolloutExplain(t *testing.T) {
 		t.Errorf("an unknown revision: exit %d\n%s", code, errOut)
 	}
 }
+
+// TestStatusShowsBrokenInvariants: `flotilla status` checks the fleet's
+// invariants (at the branch's tip) over what runs now: with us-1 silent
+// for two hours, payments runs Ready in one region only, and status says
+// so first (text and JSON); with us-1 back, nothing is broken.
+func TestStatusShowsBrokenInvariants(t *testing.T) {
+	repo := gittest.New(t)
+	rev := repo.Commit(map[string]string{"fleet.cue": `package fleet
+
+clusters: {"eu-1": {region: "eu-west-1"}, "us-1": {region: "us-east-1"}}
+bundles: payments: {namespace: "pay", resources: []}
+invariants: "two-regions": {bundles: ["payments"], regions: min: 2}
+`})
+	publish := func(name, region string, at time.Time) {
+		t.Helper()
+		r, err := report.New(report.Options{URL: repo.URL})
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := &report.Status{Cluster: fleet.Cluster{Name: name, Region: region}, Phase: report.ClusterReady, AppliedRevision: rev, SeenRevision: rev,
+			Bundles: []report.BundleStatus{{Name: "payments", Phase: "Ready", Revision: rev}}}
+		if _, err := r.Publish(context.Background(), st, at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	publish("eu-1", "eu-west-1", time.Now())
+	publish("us-1", "us-east-1", time.Now().Add(-2*time.Hour))
+	code, out, errOut := cli(t, "status", "--repo", repo.Bare)
+	if code != exitOK || !strings.HasPrefix(out, "BROKEN fleet.cue:5:") ||
+		!strings.Contains(out, "invariant two-regions breaks for bundle payments: 1 cluster in 1 region: eu-west-1 (eu-1), at least 2 required") {
+		t.Fatalf("status with us-1 silent: exit %d\n%s%s", code, out, errOut)
+	}
+	_, out, _ = cli(t, "status", "--repo", repo.Bare, "-o", "json")
+	var doc struct {
+		Summary struct {
+			Invariants []string `json:"invariants"`
+		} `json:"summary"`
+	}
+	if err := json.Unmarshal([]byte(out), &doc); err != nil || len(doc.Summary.Invariants) != 1 {
+		t.Errorf("status -o json: %v\n%s", err, out)
+	}
+	publish("us-1", "us-east-1", time.Now())
+	if code, out, errOut := cli(t, "status", "--repo", repo.Bare); code != exitOK || strings.Contains(out, "BROKEN") || errOut != "" && strings.Contains(errOut, "invariants") {
+		t.Errorf("status with both clusters: exit %d\n%s%s", code, out, errOut)
+	}
+}

@@ -49,6 +49,12 @@ type statusFlags struct {
 	// it moved.
 	lastTip     string
 	lastTipTime time.Time
+	// invariants: check the fleet's invariants over what runs; path is
+	// the fleet's folder; invFleet the fleet read at invTip.
+	invariants bool
+	path       string
+	invFleet   *fleet.Fleet
+	invTip     string
 }
 
 // statusLong is the command's --help.
@@ -56,7 +62,9 @@ const statusLong = `Read the status branches the agents write (one per cluster,
 flotilla/status/<cluster>, all read with one ls-remote and one fetch) and
 show the fleet, what a person asks first at the top:
 
-  - the rollout's pause and holds (flotilla rollout pause, hold), first;
+  - the rollout's pause and holds (flotilla rollout pause, hold), first,
+    then the fleet's invariants that what the clusters run now breaks
+    (the fleet read at the --branch tip; --invariants=false skips it);
   - how many clusters are Failed, RolledBack, Stale (silent for longer than
     --stale), Progressing, Waiting and Ready;
   - how far the fleet tip has gone: Ready on how many clusters, and how
@@ -136,6 +144,8 @@ func (sf *statusFlags) addReadFlags(cmd *cobra.Command) {
 	addGitAuthFlags(cmd, &sf.auth, "", "")
 	fs.DurationVar(&sf.stale, "stale", 30*time.Minute, "count clusters that have not reported for this long as Stale")
 	fs.StringVar(&sf.approvals, "approvals-branch", report.DefaultApprovalsBranch, "branch holding the rollout's approvals, pause and holds")
+	fs.BoolVar(&sf.invariants, "invariants", true, "check the fleet's invariants (at the --branch tip) over what the clusters run now")
+	fs.StringVar(&sf.path, "path", ".", "`DIR` of fleet.cue inside the repository (for its invariants)")
 }
 
 // run shows the fleet, one cluster, or waits for a revision.
@@ -186,6 +196,7 @@ func (sf *statusFlags) run(cmd *cobra.Command, out *outputFlag) error {
 	}
 	now := time.Now()
 	opts := sf.viewOptions(cmd.Context(), cmd.ErrOrStderr(), auth, now)
+	opts.Invariants = sf.invariantsNow(cmd.Context(), cmd.ErrOrStderr(), snap.Statuses, opts.Tip, now)
 	statuses := filter.Apply(snap.Statuses, now, sf.stale)
 	report.SortForView(statuses, now, sf.stale)
 	view := report.NewFleetView(statuses, opts)
@@ -202,6 +213,9 @@ func (sf *statusFlags) run(cmd *cobra.Command, out *outputFlag) error {
 		}
 		if view.Controls != nil {
 			writeControls(w, *view.Controls)
+		}
+		for _, b := range view.Invariants {
+			fmt.Fprintf(w, "BROKEN %s\n", oneLine(errtext.Clean(b)))
 		}
 		if err := writeSummary(w, view, len(snap.Statuses), !filter.Empty()); err != nil {
 			return err

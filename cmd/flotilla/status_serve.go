@@ -174,6 +174,7 @@ func (s *statusServer) refresh(ctx context.Context) error {
 		return err
 	}
 	opts := s.sv.viewOptions(ctx, io.Discard, s.auth, now)
+	opts.Invariants = s.sv.invariantsNow(ctx, io.Discard, snap.Statuses, opts.Tip, now)
 	statuses := snap.Statuses
 	report.SortForView(statuses, now, s.sv.stale)
 	view := report.NewFleetView(statuses, opts)

@@ -67,6 +67,9 @@ type ViewOptions struct {
 	// Controls are the pause and holds on the approvals branch (nil: not
 	// read).
 	Controls *Controls
+	// Invariants are the fleet's invariants that what the clusters run
+	// breaks, positioned.
+	Invariants []string
 }
 
 // FleetView is the fleet at a glance.
@@ -78,6 +81,9 @@ type FleetView struct {
 	// Controls are the pause and holds in effect (flotilla rollout pause,
 	// hold): what keeps clusters where they are, shown first.
 	Controls *Controls `json:"controls,omitempty"`
+	// Invariants are the fleet's invariants that what the clusters run
+	// now breaks (a cluster went offline, a region lost a service).
+	Invariants []string `json:"invariants,omitempty"`
 	// Tip is how far the fleet tip has gone; nil when it is not known.
 	Tip *TipProgress `json:"tip,omitempty"`
 	// Rollout is the rollout of the tip wave by wave, when it has waves
@@ -136,7 +142,7 @@ func (b BundleCounts) Total() int {
 
 // NewFleetView builds the view of statuses.
 func NewFleetView(statuses []Status, opts ViewOptions) *FleetView {
-	v := &FleetView{Clusters: len(statuses), Problems: []ProblemGroup{}, Bundles: []BundleCounts{}}
+	v := &FleetView{Clusters: len(statuses), Problems: []ProblemGroup{}, Bundles: []BundleCounts{}, Invariants: opts.Invariants}
 	if opts.Controls != nil {
 		if c := opts.Controls.InEffect(opts.Now); c.Pause != nil || len(c.Holds) > 0 {
 			v.Controls = &c

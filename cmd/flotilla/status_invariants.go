@@ -1,0 +1,80 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/flotilla-gitops/flotilla/fleet"
+	"github.com/flotilla-gitops/flotilla/internal/errtext"
+	"github.com/flotilla-gitops/flotilla/sync/apply"
+	"github.com/flotilla-gitops/flotilla/sync/report"
+	"github.com/flotilla-gitops/flotilla/sync/source"
+)
+
+// invariantsNow checks the fleet's invariants, as the fleet branch's tip
+// writes them, over what the clusters run now: every cluster that
+// reported within --stale and is not Failed, with the bundles Ready on it
+// (`same`, over planned inputs, is vet's and preview's). A cluster that
+// went offline and leaves a critical service in one region breaks it
+// here. The fleet is read once per tip; one that cannot be read is a
+// warning.
+func (sf *statusFlags) invariantsNow(ctx context.Context, warn io.Writer, statuses []report.Status, tip string, now time.Time) []string {
+	if !sf.invariants || tip == "" {
+		return nil
+	}
+	f, err := sf.fleetAt(ctx, tip)
+	if err != nil {
+		fmt.Fprintf(warn, "warning: the fleet's invariants are not checked: %s\n", errtext.Error(err))
+		return nil
+	}
+	st := f.NewLiveInvariantState()
+	if st == nil {
+		return nil
+	}
+	for _, s := range statuses {
+		if report.StandingOf(s, now, sf.stale) == report.StandingStale || s.Phase == report.ClusterFailed {
+			continue
+		}
+		var ready []string
+		for _, b := range s.Bundles {
+			if b.Phase == apply.PhaseReady {
+				ready = append(ready, b.Name)
+			}
+		}
+		st.AddLive(s.Cluster, ready)
+	}
+	var out []string
+	for _, d := range st.Check() {
+		out = append(out, d.Error())
+	}
+	return out
+}
+
+// fleetAt loads the fleet at the tip (kept while the tip stays).
+func (sf *statusFlags) fleetAt(ctx context.Context, tip string) (*fleet.Fleet, error) {
+	if sf.invTip != "" && sf.invTip == tip {
+		return sf.invFleet, nil
+	}
+	cache, err := os.MkdirTemp("", "flotilla-status-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(cache)
+	src, err := source.New(source.Options{URL: sf.repo, Branch: sf.tip, Auth: sf.auth, CacheDir: cache})
+	if err != nil {
+		return nil, err
+	}
+	co, err := src.Fetch(ctx, tip)
+	if err != nil {
+		return nil, err
+	}
+	f, err := fleet.Load(co.Dir, fleet.LoadOptions{Path: sf.path, DisplayDir: sf.path})
+	if err != nil {
+		return nil, fmt.Errorf("the fleet at %s does not load", short(tip))
+	}
+	sf.invFleet, sf.invTip = f, tip
+	return f, nil
+}
