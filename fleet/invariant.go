@@ -37,8 +37,21 @@ type Invariant struct {
 	clusters    *bound
 	counts      []countRule
 	same        []sameRule
+	changes     *changeRule
 	pos         token.Pos
 }
+
+// changeRule bounds how many clusters of a group one commit changes.
+type changeRule struct {
+	Max        *int `json:"max"`
+	MaxPercent *int `json:"maxPercent"`
+	at         string
+	pos        token.Pos
+}
+
+// OverrideTrailer is the commit trailer that lets one commit past an
+// invariant's `changes` bound: "Flotilla-Override: <invariant>".
+const OverrideTrailer = "Flotilla-Override"
 
 // bound is an inclusive range, either end open; at is its path and pos
 // where the fleet writes it, for messages.
@@ -164,8 +177,14 @@ func (f *Fleet) readInvariant(name string, v cue.Value) (*Invariant, Diagnostics
 			inv.same = append(inv.same, r)
 		}
 	}
-	if inv.regions == nil && inv.clusters == nil && len(inv.counts) == 0 && len(inv.same) == 0 && len(ds) == 0 {
-		ds = append(ds, diagnostic(at, "the invariant bounds nothing: give regions, clusters, count or same", inv.pos))
+	if cv := lookup(v, "changes"); cv.Exists() {
+		inv.changes = &changeRule{at: at + ".changes", pos: userPos(cv)}
+		if err := cv.Decode(inv.changes); err != nil {
+			return nil, AsDiagnostics(diagnosticFrom(inv.changes.at, err, cv))
+		}
+	}
+	if inv.regions == nil && inv.clusters == nil && len(inv.counts) == 0 && len(inv.same) == 0 && inv.changes == nil && len(ds) == 0 {
+		ds = append(ds, diagnostic(at, "the invariant bounds nothing: give regions, clusters, count, same or changes", inv.pos))
 	}
 	return inv, ds
 }
@@ -332,15 +351,7 @@ func groupOf(msg string) string {
 
 // check checks one invariant.
 func (s *InvariantState) check(inv *Invariant) Diagnostics {
-	var in []Cluster
-	for _, c := range s.clusters {
-		if inv.target != nil {
-			if ok, _, err := inv.target.match(c); err != nil || !ok {
-				continue
-			}
-		}
-		in = append(in, c)
-	}
+	in := inv.targeted(s.clusters)
 	if len(inv.bundles) == 0 {
 		return inv.checkGroups("", in, nil, s.live)
 	}
@@ -362,6 +373,30 @@ func (s *InvariantState) check(inv *Invariant) Diagnostics {
 
 // checkGroups splits the clusters by groupBy and checks each group.
 func (inv *Invariant) checkGroups(bundle string, clusters []Cluster, planned map[string]json.RawMessage, live bool) Diagnostics {
+	groups := inv.group(clusters)
+	var ds Diagnostics
+	for _, key := range slices.Sorted(maps.Keys(groups)) {
+		ds = append(ds, inv.checkGroup(bundle, key, groups[key], planned, live)...)
+	}
+	return ds
+}
+
+// targeted are the clusters the invariant's target selects.
+func (inv *Invariant) targeted(clusters []Cluster) []Cluster {
+	var in []Cluster
+	for _, c := range clusters {
+		if inv.target != nil {
+			if ok, _, err := inv.target.match(c); err != nil || !ok {
+				continue
+			}
+		}
+		in = append(in, c)
+	}
+	return in
+}
+
+// group splits clusters by groupBy (one group "" without it).
+func (inv *Invariant) group(clusters []Cluster) map[string][]Cluster {
 	groups := map[string][]Cluster{}
 	if inv.groupBy == "" {
 		groups[""] = clusters
@@ -377,11 +412,7 @@ func (inv *Invariant) checkGroups(bundle string, clusters []Cluster, planned map
 			}
 		}
 	}
-	var ds Diagnostics
-	for _, key := range slices.Sorted(maps.Keys(groups)) {
-		ds = append(ds, inv.checkGroup(bundle, key, groups[key], planned, live)...)
-	}
-	return ds
+	return groups
 }
 
 // checkGroup checks one group's bounds.
@@ -518,4 +549,52 @@ func listOrNone(names []string) string {
 		return "none"
 	}
 	return english.Names(names, 10)
+}
+
+// ChangeBreaks checks the invariants' `changes` bounds against one commit:
+// changed says whether the commit changes a cluster, overridden whether
+// the commit overrides an invariant (its Flotilla-Override trailer).
+func (s *InvariantState) ChangeBreaks(changed func(cluster string) bool, overridden func(invariant string) bool) []InvariantBreak {
+	if s == nil {
+		return nil
+	}
+	var out []InvariantBreak
+	for _, inv := range s.f.invariants {
+		if inv.changes == nil || overridden(inv.Name) {
+			continue
+		}
+		groups := inv.group(inv.targeted(s.clusters))
+		for _, key := range slices.Sorted(maps.Keys(groups)) {
+			if d := inv.checkChanges(key, groups[key], changed); d != nil {
+				out = append(out, InvariantBreak{Key: d.Path + "\x00\x00" + key, Invariant: inv.Name, Diagnostic: d})
+			}
+		}
+	}
+	return out
+}
+
+// checkChanges checks one group's changed clusters against the bound.
+func (inv *Invariant) checkChanges(key string, group []Cluster, changed func(string) bool) *Diagnostic {
+	var names []string
+	for _, c := range group {
+		if changed(c.Name) {
+			names = append(names, c.Name)
+		}
+	}
+	slices.Sort(names)
+	r := inv.changes
+	var want string
+	switch {
+	case r.Max != nil && len(names) > *r.Max:
+		want = fmt.Sprintf("at most %d allowed", *r.Max)
+	case r.MaxPercent != nil && len(names)*100 > *r.MaxPercent*len(group):
+		want = fmt.Sprintf("at most %d%% of %d allowed", *r.MaxPercent, len(group))
+	default:
+		return nil
+	}
+	msg := fmt.Sprintf("the change touches %s (%s), %s (the trailer \"%s: %s\" in its commit lets it through)", english.Count(len(names), "cluster"),
+		listOrNone(names), want, OverrideTrailer, inv.Name)
+	d := diagnostic(r.at, inv.say("", key, msg), r.pos)
+	d.Clusters = names
+	return d
 }

@@ -26,10 +26,13 @@ import (
 
 	"github.com/flotilla-gitops/flotilla/fleet"
 	"github.com/flotilla-gitops/flotilla/internal/english"
+	"github.com/flotilla-gitops/flotilla/internal/trailer"
 	"github.com/flotilla-gitops/flotilla/render"
 	"github.com/flotilla-gitops/flotilla/sync/planrender"
 	"github.com/flotilla-gitops/flotilla/sync/report"
 	"github.com/flotilla-gitops/flotilla/sync/snapshot"
+	"github.com/go-git/go-git/v5"
+	"github.com/go-git/go-git/v5/plumbing"
 )
 
 // Options say what to compare.
@@ -186,8 +189,9 @@ func (r *Report) NewFailures() []string {
 
 // planAndCheck plans both sides, compares each cluster, and checks the
 // invariants over every cluster's plans — not when the preview is
-// narrowed to some clusters: they hold over all of them.
-func planAndCheck(ctx context.Context, sides []*side, clusters []fleet.Cluster, narrowed bool, cmp *comparison) error {
+// narrowed to some clusters: they hold over all of them. It returns the
+// head's invariant state (nil when not checked).
+func planAndCheck(ctx context.Context, sides []*side, clusters []fleet.Cluster, narrowed bool, cmp *comparison) (*fleet.InvariantState, error) {
 	invariants := [2]*fleet.InvariantState{}
 	if !narrowed {
 		invariants = [2]*fleet.InvariantState{sides[0].Fleet.NewInvariantState(), sides[1].Fleet.NewInvariantState()}
@@ -200,7 +204,7 @@ func planAndCheck(ctx context.Context, sides []*side, clusters []fleet.Cluster, 
 		return cmp.add(c, base, head)
 	})
 	cmp.rep.Invariants = newBreaks(invariants)
-	return err
+	return invariants[1], err
 }
 
 // newBreaks are the invariant breaks at head that are not at base.
@@ -288,7 +292,8 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	for _, s := range sides {
 		s.plans, s.errs = map[string]*fleet.Plan{}, map[string]error{}
 	}
-	if err := planAndCheck(ctx, sides, clusters, len(opts.Clusters) > 0, cmp); err != nil {
+	head, err := planAndCheck(ctx, sides, clusters, len(opts.Clusters) > 0, cmp)
+	if err != nil {
 		return nil, err
 	}
 	files, jobs := cmp.finish()
@@ -307,8 +312,38 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		}
 	}
 	rep.markChanged()
+	rep.Invariants = append(rep.Invariants, rep.blastRadius(head, commitMessage(repo.Git, rep.Head))...)
 	rep.Renders = sides[0].r.Distinct() + sides[1].r.Distinct()
 	return rep, nil
+}
+
+// blastRadius checks the invariants' `changes` bounds against the clusters
+// the change changes; the head commit's Flotilla-Override trailers let it
+// past the invariants they name.
+func (rep *Report) blastRadius(head *fleet.InvariantState, message string) []InvariantBreak {
+	changed := map[string]bool{}
+	for _, c := range rep.Clusters {
+		changed[c.Name] = c.Changed
+	}
+	overrides := trailer.Values(message, fleet.OverrideTrailer)
+	var out []InvariantBreak
+	for _, b := range head.ChangeBreaks(func(c string) bool { return changed[c] }, func(inv string) bool { return slices.Contains(overrides, inv) }) {
+		out = append(out, InvariantBreak{Invariant: b.Invariant, Message: b.Diagnostic.Error(), Clusters: b.Diagnostic.Clusters})
+	}
+	return out
+}
+
+// commitMessage is a commit's message ("" for the work tree or a commit
+// that cannot be read).
+func commitMessage(repo *git.Repository, revision string) string {
+	if revision == "" || repo == nil {
+		return ""
+	}
+	c, err := repo.CommitObject(plumbing.NewHash(revision))
+	if err != nil {
+		return ""
+	}
+	return c.Message
 }
 
 // markChanged marks the clusters the change changes: a bundle changed or

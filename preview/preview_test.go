@@ -596,3 +596,55 @@ invariants: {
 	}
 	checkMarkdown(t, "invariants", md.String())
 }
+
+// TestPreviewBoundsTheBlastRadius: an invariant's `changes` bound fails a
+// commit that changes more prod clusters than it allows (or a larger share
+// of a group), naming them; the commit's Flotilla-Override trailer for
+// that invariant lets it through.
+func TestPreviewBoundsTheBlastRadius(t *testing.T) {
+	const fleetCUE = `package fleet
+
+clusters: {
+	"prod-1": {labels: env: "prod"}
+	"prod-2": {labels: env: "prod"}
+	"prod-3": {labels: env: "prod"}
+	"dev-1": {labels: env: "dev"}
+}
+_v: {"prod-1": "1", "prod-2": "1", "prod-3": "1", "dev-1": "1"}
+bundles: web: {namespace: "web", resources: [{apiVersion: "v1", kind: "ConfigMap", metadata: name: "web", data: v: _v[cluster.name]}]}
+invariants: {
+	"prod-blast-radius": {target: clusterSelector: matchLabels: env: "prod", changes: max: 1}
+	"half-at-most": {groupBy: "labels.env", changes: maxPercent: 50}
+}
+`
+	repo := gittest.New(t)
+	base := repo.Commit(map[string]string{"fleet.cue": fleetCUE})
+	wide := strings.NewReplacer(`"prod-1": "1"`, `"prod-1": "2"`, `"prod-2": "1"`, `"prod-2": "2"`).Replace(fleetCUE)
+	head := repo.Commit(map[string]string{"fleet.cue": wide})
+	rep, err := preview.Run(context.Background(), preview.Options{Dir: repo.Work, Base: base, Head: head})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, b := range rep.Invariants {
+		got = append(got, b.Message)
+	}
+	all := strings.Join(got, "\n")
+	if len(got) != 2 || !strings.Contains(all, "invariants.prod-blast-radius.changes: invariant prod-blast-radius breaks: the change touches 2 clusters (prod-1, prod-2), at most 1 allowed") ||
+		!strings.Contains(all, "invariant half-at-most breaks in group labels.env=prod: the change touches 2 clusters (prod-1, prod-2), at most 50% of 3 allowed") ||
+		!strings.Contains(all, `"Flotilla-Override: prod-blast-radius"`) {
+		t.Fatalf("the blast radius of a two-cluster change:\n%s", all)
+	}
+	if f := rep.NewFailures(); !slices.Contains(f, "invariant prod-blast-radius") {
+		t.Errorf("new failures %v", f)
+	}
+	repo.Commit(map[string]string{"fleet.cue": fleetCUE})
+	overridden := repo.CommitMessage(map[string]string{"fleet.cue": wide}, "web: 2 on prod-1 and prod-2\n\nFlotilla-Override: prod-blast-radius\nFlotilla-Override: half-at-most\n")
+	rep, err = preview.Run(context.Background(), preview.Options{Dir: repo.Work, Base: overridden + "~1", Head: overridden})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Invariants) != 0 || rep.ChangedClusters() != 2 {
+		t.Errorf("with the overrides: %d changed, breaks %+v", rep.ChangedClusters(), rep.Invariants)
+	}
+}

@@ -3,11 +3,11 @@ package rollout
 import (
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/flotilla-gitops/flotilla/fleet"
 	"github.com/flotilla-gitops/flotilla/internal/gitrev"
+	"github.com/flotilla-gitops/flotilla/internal/trailer"
 	"github.com/flotilla-gitops/flotilla/sync/apply"
 	"github.com/flotilla-gitops/flotilla/sync/report"
 )
@@ -33,11 +33,9 @@ const (
 // Flotilla-Revert trailer, as `flotilla rollout revert` writes it: a full
 // hash), or "".
 func RevertOf(message string) string {
-	lines := strings.Split(strings.TrimRight(message, "\n"), "\n")
-	for i := len(lines) - 1; i >= 0 && strings.TrimSpace(lines[i]) != ""; i-- {
-		key, value, ok := strings.Cut(lines[i], ":")
-		if ok && strings.EqualFold(strings.TrimSpace(key), RevertTrailer) && gitrev.Full(strings.TrimSpace(value)) {
-			return strings.TrimSpace(value)
+	for _, v := range trailer.Values(message, RevertTrailer) {
+		if gitrev.Full(v) {
+			return v
 		}
 	}
 	return ""
