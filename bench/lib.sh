@@ -47,3 +47,21 @@ synth_fleet() {
 	make -s build
 	go run ./internal/synthfleet/cmd/synthfleet -dir "$1" -clusters "$clusters" -bundles "$bundles" -sources
 }
+
+# synth_policies writes the policies the policy benchmarks check into the
+# fleet folder $1 (policies.cue): a forbid, a constrain on every
+# Deployment, and a require for the regulated class.
+synth_policies() {
+	cat >"$1/policies.cue" <<'CUE'
+package fleet
+
+policies: {
+	"no-load-balancers": forbid: [{apiVersion: "v1", kind: "Service", spec: type: "LoadBalancer"}]
+	"sane-replicas": constrain: [{match: {apiVersion: "apps/v1", kind: "Deployment"}, spec: replicas: >=1 & <=50}]
+	"regulated-config": {
+		target: clusterSelector: matchLabels: class: "regulated"
+		require: [{apiVersion: "v1", kind: "ConfigMap"}]
+	}
+}
+CUE
+}

@@ -26,18 +26,7 @@ trap 'rm -rf "$work"' EXIT
 machine
 echo "fleet:   $clusters clusters x $bundles bundles"
 synth_fleet "$work/fleet"
-cat >"$work/fleet/policies.cue" <<'CUE'
-package fleet
-
-policies: {
-	"no-load-balancers": forbid: [{apiVersion: "v1", kind: "Service", spec: type: "LoadBalancer"}]
-	"sane-replicas": constrain: [{match: {apiVersion: "apps/v1", kind: "Deployment"}, spec: replicas: >=1 & <=50}]
-	"regulated-config": {
-		target: clusterSelector: matchLabels: class: "regulated"
-		require: [{apiVersion: "v1", kind: "ConfigMap"}]
-	}
-}
-CUE
+synth_policies "$work/fleet"
 
 
 render=$(measure bin/flotilla render "$work/fleet" --all --out "$work/out")
