@@ -115,3 +115,32 @@ func TestInvariantErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestAvailabilityDuringARollout: a plan carries its bundles' availability
+// rules (max(min-1, 1) of the group kept Ready while one takes a
+// revision); a cluster waits while the others of its group keep too few
+// regions Ready, and goes once one is Ready again; never the last.
+func TestAvailabilityDuringARollout(t *testing.T) {
+	f := mustLoad(t, writeFleet(t, `
+clusters: {"eu-1": {region: "eu-west-1"}, "us-1": {region: "us-east-1"}, "ap-1": {region: "ap-south-1"}}
+bundles: payments: {namespace: "pay", resources: []}
+bundles: web: {namespace: "web", resources: []}
+invariants: "two-regions": {description: "survives a region", bundles: ["payments"], regions: min: 2}
+`))
+	p := mustPlan(t, f, fleet.Cluster{Name: "eu-1", Region: "eu-west-1"})
+	if len(p.Availability) != 1 || p.Availability[0].Bundle != "payments" || p.Availability[0].Regions != 1 {
+		t.Fatalf("the plan's availability rules: %+v", p.Availability)
+	}
+	rule := p.Availability[0]
+	run := func(name, region string, ready bool) fleet.Running {
+		return fleet.Running{Cluster: fleet.Cluster{Name: name, Region: region}, Bundles: map[string]bool{"payments": ready}}
+	}
+	me := fleet.Cluster{Name: "eu-1", Region: "eu-west-1"}
+	if why := rule.Wait(me, []fleet.Running{run("us-1", "us-east-1", true), run("ap-1", "ap-south-1", false)}); why != "" {
+		t.Errorf("another region Ready: waits %q", why)
+	}
+	why := rule.Wait(me, []fleet.Running{run("us-1", "us-east-1", false), run("ap-1", "ap-south-1", false)})
+	if why != "invariant two-regions (survives a region): 0 other regions with payments Ready (none), at least 1 while one takes a revision; waits for ap-1, us-1" {
+		t.Errorf("no other region Ready: %q", why)
+	}
+}

@@ -26,6 +26,10 @@ type Plan struct {
 	// Policies is the number of the fleet's policies: the agent checks the
 	// rendered objects against them before applying when there are any.
 	Policies int `json:"policies,omitempty"`
+	// Availability are the invariants' availability rules for the
+	// cluster's bundles: what the rollout must keep Ready elsewhere while
+	// this cluster takes a revision of them.
+	Availability []Availability `json:"availability,omitempty"`
 }
 
 // NotSelected is a bundle the cluster does not get, and why.
@@ -67,6 +71,7 @@ func (f *Fleet) Plan(c Cluster) (*Plan, error) {
 	defer func() {
 		if p != nil {
 			p.Policies = f.policyCount
+			p.Availability = f.availabilityFor(p)
 		}
 	}()
 	op := f.onePassInfo()

@@ -207,3 +207,68 @@ func TestRolloutIncident(t *testing.T) {
 		}
 	}
 }
+
+// availabilityFleet: no waves; web, with a readiness wait of 3 s, must
+// stay Ready on one eu cluster at least while another takes a revision
+// (clusters: min: 2 over eu-1 and eu-2); broken adds to eu-1's web a
+// Deployment that is never Ready.
+func availabilityFleet(v string, broken bool) string {
+	bad := ""
+	if broken {
+		bad = `if cluster.name == "eu-1" {apiVersion: "apps/v1", kind: "Deployment", metadata: name: "never-ready", spec: {
+		selector: matchLabels: app: "never-ready"
+		template: metadata: labels: app: "never-ready"
+		template: spec: containers: [{name: "c", image: "registry.example/never:1"}]
+	}},`
+	}
+	return `package fleet
+
+bundles: web: {namespace: "rollout-web", timeout: "3s", resources: [
+	{apiVersion: "v1", kind: "Namespace", metadata: name: "rollout-web"},
+	{apiVersion: "v1", kind: "ConfigMap", metadata: name: "web", data: v: "` + v + `"},
+	` + bad + `
+]}
+invariants: "web-in-eu": {
+	description: "eu keeps serving"
+	target: names: ["eu-*"]
+	bundles: ["web"]
+	clusters: min: 2
+}
+`
+}
+
+// TestRolloutKeepsInvariants: on five real control planes, without waves,
+// an availability invariant makes a cluster wait: eu-1 takes revision 2
+// and its web is not Ready, so eu-2 — the last eu cluster with web Ready —
+// keeps revision 1 and says which invariant it waits for, while the
+// clusters the invariant does not cover take 2; once eu-1 is Ready at
+// revision 3, eu-2 takes it.
+func TestRolloutKeepsInvariants(t *testing.T) {
+	rt := newRolloutTest(t)
+	rt.repo.Commit(map[string]string{"fleet.cue": availabilityFleet("1", false)})
+	rt.until("every cluster at 1", func() bool {
+		rt.pass()
+		return slices.Equal(rt.web(), []string{"1", "1", "1", "1", "1"})
+	})
+
+	rt.repo.Commit(map[string]string{"fleet.cue": availabilityFleet("2", true)})
+	rt.pass("eu-1")
+	rt.pass("eu-2", "canary-1", "us-1", "us-2")
+	if got := rt.web(); !slices.Equal(got, []string{"2", "2", "1", "2", "2"}) {
+		t.Fatalf("eu-1 not Ready at 2: web %v (canary-1, eu-1, eu-2, us-1, us-2), want eu-2 alone at 1", got)
+	}
+	st := rt.status("eu-2")
+	if st.Phase != report.ClusterWaiting || st.Rollout == nil || st.Rollout.State != report.RolloutWaiting ||
+		!strings.Contains(st.Rollout.Message, "invariant web-in-eu (eu keeps serving): 0 other clusters with web Ready, at least 1 while one takes a revision; waits for eu-1") {
+		t.Fatalf("eu-2 waiting for the invariant: phase %s, rollout %+v", st.Phase, st.Rollout)
+	}
+
+	rt.repo.Commit(map[string]string{"fleet.cue": availabilityFleet("3", false)})
+	rt.until("every cluster at 3 once eu-1 is Ready", func() bool {
+		rt.pass("eu-1", "eu-2", "canary-1", "us-1", "us-2")
+		return slices.Equal(rt.web(), []string{"3", "3", "3", "3", "3"})
+	})
+	if slices.Contains(rt.seen["eu-2"], "2") {
+		t.Errorf("eu-2 took 2 while eu-1 was not Ready: %v", rt.seen["eu-2"])
+	}
+}

@@ -97,7 +97,7 @@ func (a *Agent) decideRollout(ctx context.Context, dir string, plan *fleet.Plan,
 	// Where this cluster's bundles are (when something needs it); bundles
 	// the tip no longer has are the fleet's rollout's to delete.
 	var inv map[string]*apply.Inventory
-	if rg.Gated || pause != nil || len(holds) > 0 || rollsBack(rg) {
+	if rg.Gated || pause != nil || len(holds) > 0 || rollsBack(rg) || len(plan.Availability) > 0 {
 		if inv, err = readInventories(); err != nil {
 			return nil, err
 		}
@@ -113,12 +113,16 @@ func (a *Agent) decideRollout(ctx context.Context, dir string, plan *fleet.Plan,
 	}
 	kept := rollout.KeptBy(controls.Controls, plan.Cluster.Name, bundles, now)
 
+	var statuses map[string]*report.Status
 	if rg.Gated {
-		if err := a.decideGroups(ctx, dir, plan, tip, rg, inv, controls.Approvals, g, now); err != nil {
+		if statuses, err = a.decideGroups(ctx, dir, plan, tip, rg, inv, controls.Approvals, g, now); err != nil {
 			return nil, err
 		}
 	} else {
 		g.status.Message = "no waves: everywhere at once"
+	}
+	if err := a.keepAvailable(ctx, plan, inv, statuses, g, now); err != nil {
+		return nil, err
 	}
 	g.rolledBackBefore(inv, revision)
 	g.keepReasons(a.status)
@@ -153,10 +157,10 @@ func (a *Agent) readControls(ctx context.Context) (*report.ControlBranch, error)
 // where each stands in the tip's rollouts; a group that may not apply
 // holds its bundles.
 func (a *Agent) decideGroups(ctx context.Context, dir string, plan *fleet.Plan, tip rollout.Tip, rg rollout.Groups,
-	inv map[string]*apply.Inventory, approvals []report.Approval, g *gate, now time.Time) error {
+	inv map[string]*apply.Inventory, approvals []report.Approval, g *gate, now time.Time) (map[string]*report.Status, error) {
 	statuses, places, err := a.others(ctx, dir, plan, tip.Revision, rg.Owned)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	approved := rollout.ReadApprovals(func() ([]report.Approval, error) { return approvals, nil }, tip.Revision)
 	for _, name := range slices.Sorted(maps.Keys(rg.Rollouts)) {
@@ -164,10 +168,65 @@ func (a *Agent) decideGroups(ctx context.Context, dir string, plan *fleet.Plan, 
 			Revision: groupRevision(rg.Members[name], plan, inv, tip.Revision, name == "")}
 		d, err := rollout.DecideGroup(me, rg.Rollouts[name], name, places, statuses, approved, tip, now)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		g.record(name, d, rg.Members[name], inv)
 		g.watch = g.watch || (d.Apply && !d.Settled && progressDeadline(rg.Rollouts[name]) > 0)
+	}
+	return statuses, nil
+}
+
+// keepAvailable holds the bundles that the fleet's invariants say must
+// stay Ready elsewhere while this cluster takes a new revision of them
+// (fleet.Availability), when the other clusters' status branches say too
+// few do: the cluster waits, naming the invariant. statuses are the other
+// clusters' when the waves read them already. A bundle new here, or at
+// the tip already, takes nothing down and is not held.
+func (a *Agent) keepAvailable(ctx context.Context, plan *fleet.Plan, inv map[string]*apply.Inventory,
+	statuses map[string]*report.Status, g *gate, now time.Time) error {
+	if len(plan.Availability) == 0 || a.reporter == nil {
+		return nil
+	}
+	if statuses == nil {
+		snap, err := report.Read(ctx, a.opts.Status.URL, a.opts.Status.Prefix, a.opts.Status.Auth)
+		if err != nil {
+			return fmt.Errorf("reading the status branches for the fleet's invariants: %w", err)
+		}
+		statuses = map[string]*report.Status{}
+		for i := range snap.Statuses {
+			if s := &snap.Statuses[i]; s.Cluster.Name != plan.Cluster.Name {
+				statuses[s.Cluster.Name] = s
+			}
+		}
+	}
+	stale := 30 * time.Minute
+	if plan.Rollout != nil {
+		if d, err := time.ParseDuration(plan.Rollout.Stale); err == nil {
+			stale = d
+		}
+	}
+	var running []fleet.Running
+	for _, st := range statuses {
+		if report.StandingOf(*st, now, stale) == report.StandingStale {
+			continue
+		}
+		r := fleet.Running{Cluster: st.Cluster, Bundles: map[string]bool{}}
+		for _, b := range st.Bundles {
+			r.Bundles[b.Name] = b.Phase == apply.PhaseReady
+		}
+		running = append(running, r)
+	}
+	for _, rule := range plan.Availability {
+		i, held := inv[rule.Bundle], g.held[rule.Bundle] != ""
+		if held || i == nil || i.Revision == g.status.Revision {
+			continue
+		}
+		if why := rule.Wait(plan.Cluster, running); why != "" {
+			g.held[rule.Bundle] = why
+			if g.status.State == report.RolloutApplied {
+				g.status.State, g.status.Message = report.RolloutWaiting, why
+			}
+		}
 	}
 	return nil
 }
