@@ -89,6 +89,11 @@ func TestStatusPageInChromium(t *testing.T) {
 	all[1].Cluster.Labels["x"] = `"><img src=x onerror="window.pwned=3">`
 	hostileName := all[1].Cluster.Name
 	opts := report.ViewOptions{Now: now, Stale: 30 * time.Minute, Tip: tip, TipTime: now.Add(-25 * time.Minute)}
+	// The pause, a hold and a broken invariant come from the approvals
+	// branch and the fleet: text too, at the top.
+	opts.Controls = &report.Controls{Pause: &report.Control{By: "Ada <ada@example.com>", At: now, Reason: "INC-7 " + hostile},
+		Holds: []report.Control{{Cluster: "eu-west-1-0001", By: "Ada <ada@example.com>", At: now, Reason: "migration"}}}
+	opts.Invariants = []string{"fleet.cue:9:3: invariant two-regions breaks for bundle b001: 1 cluster in 1 region " + hostile}
 	report.SortForView(all, now, opts.Stale)
 	view := report.NewFleetView(all, opts)
 	var page bytes.Buffer
@@ -146,6 +151,14 @@ func TestStatusPageInChromium(t *testing.T) {
 	do(chromedp.Navigate("file://"+file), chromedp.WaitVisible(chromedp.ID("clusters")))
 	if wide := inChromium[int](t, ctx, chromedp.Evaluate[int](`document.documentElement.scrollWidth`)); wide > 1400 {
 		t.Errorf("the page is %d px wide in a 1,400 px window: it scrolls sideways", wide)
+	}
+	controls := inChromium[string](t, ctx, chromedp.Text(chromedp.ID("controls")))
+	if !strings.Contains(controls, "Rollout paused by Ada <ada@example.com>") || !strings.Contains(controls, "INC-7 "+hostile) ||
+		!strings.Contains(controls, "Held: cluster eu-west-1-0001 by Ada <ada@example.com>") {
+		t.Errorf("the controls at the top of the page: %q", controls)
+	}
+	if inv := inChromium[string](t, ctx, chromedp.Text(chromedp.ID("invariants"))); !strings.Contains(inv, "Invariant broken: fleet.cue:9:3: invariant two-regions") || !strings.Contains(inv, hostile) {
+		t.Errorf("the broken invariant at the top of the page: %q", inv)
 	}
 	firstProblem := inChromium[string](t, ctx, chromedp.Text(chromedp.CSS("#problems .problem")))
 	if !strings.Contains(inChromium[string](t, ctx, chromedp.Text(chromedp.ID("problems"))), hostile) {
