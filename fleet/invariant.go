@@ -38,7 +38,17 @@ type Invariant struct {
 	counts      []countRule
 	same        []sameRule
 	changes     *changeRule
+	promoted    *promotionRule
 	pos         token.Pos
+}
+
+// promotionRule says where a planned value must have run first.
+type promotionRule struct {
+	from    selector
+	summary string
+	paths   []string
+	at      string
+	pos     token.Pos
 }
 
 // changeRule bounds how many clusters of a group one commit changes.
@@ -177,16 +187,40 @@ func (f *Fleet) readInvariant(name string, v cue.Value) (*Invariant, Diagnostics
 			inv.same = append(inv.same, r)
 		}
 	}
+	if d := inv.readChangeRules(v, at); d != nil {
+		return nil, Diagnostics{d}
+	}
+	if inv.regions == nil && inv.clusters == nil && len(inv.counts) == 0 && len(inv.same) == 0 && inv.changes == nil && inv.promoted == nil && len(ds) == 0 {
+		ds = append(ds, diagnostic(at, "the invariant bounds nothing: give regions, clusters, count, same, changes or promotedFrom", inv.pos))
+	}
+	return inv, ds
+}
+
+// readChangeRules reads the rules about a change: `changes` and
+// `promotedFrom`.
+func (inv *Invariant) readChangeRules(v cue.Value, at string) *Diagnostic {
 	if cv := lookup(v, "changes"); cv.Exists() {
 		inv.changes = &changeRule{at: at + ".changes", pos: userPos(cv)}
 		if err := cv.Decode(inv.changes); err != nil {
-			return nil, AsDiagnostics(diagnosticFrom(inv.changes.at, err, cv))
+			return AsDiagnostics(diagnosticFrom(inv.changes.at, err, cv))[0]
 		}
 	}
-	if inv.regions == nil && inv.clusters == nil && len(inv.counts) == 0 && len(inv.same) == 0 && inv.changes == nil && len(ds) == 0 {
-		ds = append(ds, diagnostic(at, "the invariant bounds nothing: give regions, clusters, count, same or changes", inv.pos))
+	if pv := lookup(v, "promotedFrom"); pv.Exists() {
+		r := &promotionRule{at: at + ".promotedFrom", pos: userPos(pv)}
+		sel, d := readFleetSelector(pv, r.at)
+		if d != nil {
+			return d
+		}
+		if err := lookup(pv, "paths").Decode(&r.paths); err != nil || len(r.paths) == 0 {
+			return diagnostic(r.at+".paths", "promotedFrom needs the paths of the planned inputs to follow", r.pos)
+		}
+		if len(inv.bundles) == 0 {
+			return diagnostic(r.at, "`promotedFrom` follows a bundle's planned inputs: name the bundles with `bundles`", r.pos)
+		}
+		r.from, r.summary = sel, selectorSummary(sel)
+		inv.promoted = r
 	}
-	return inv, ds
+	return nil
 }
 
 // readFleetSelector reads a selector that is the same for every cluster
@@ -596,5 +630,71 @@ func (inv *Invariant) checkChanges(key string, group []Cluster, changed func(str
 		listOrNone(names), want, OverrideTrailer, inv.Name)
 	d := diagnostic(r.at, inv.say("", key, msg), r.pos)
 	d.Clusters = names
+	return d
+}
+
+// PromotionBreaks checks the invariants' `promotedFrom` rules against a
+// change from base to head: a value the change brings to a path of a
+// bundle on a cluster of the rule must be the value planned at base on one
+// of the clusters promotedFrom selects, where readyAtBase says the bundle
+// runs Ready at the base revision (its status branch).
+func PromotionBreaks(base, head *InvariantState, readyAtBase func(cluster, bundle string) bool) []InvariantBreak {
+	if base == nil || head == nil {
+		return nil
+	}
+	var out []InvariantBreak
+	for _, inv := range head.f.invariants {
+		r := inv.promoted
+		if r == nil {
+			continue
+		}
+		for _, b := range head.f.bundles {
+			if !globAny(inv.bundles, b) {
+				continue
+			}
+			for _, p := range r.paths {
+				if d := inv.checkPromotion(b, p, base, head, readyAtBase); d != nil {
+					out = append(out, InvariantBreak{Key: d.Path + "\x00" + b + "\x00" + p, Invariant: inv.Name, Diagnostic: d})
+				}
+			}
+		}
+	}
+	return out
+}
+
+// checkPromotion checks one bundle and path.
+func (inv *Invariant) checkPromotion(bundle, p string, base, head *InvariantState, readyAtBase func(cluster, bundle string) bool) *Diagnostic {
+	r := inv.promoted
+	ran := map[string]bool{} // values that ran Ready at base on the clusters promoted from
+	for _, c := range base.clusters {
+		in, ok := base.planned[bundle][c.Name]
+		if matched, _, err := r.from.match(c); ok && err == nil && matched && readyAtBase(c.Name, bundle) {
+			ran[pathValue(in, p)] = true
+		}
+	}
+	byValue := map[string][]string{}
+	for _, c := range inv.targeted(head.clusters) {
+		now, ok := head.planned[bundle][c.Name]
+		if !ok {
+			continue
+		}
+		v := pathValue(now, p)
+		if before, was := base.planned[bundle][c.Name]; (was && pathValue(before, p) == v) || ran[v] {
+			continue
+		}
+		byValue[v] = append(byValue[v], c.Name)
+	}
+	if len(byValue) == 0 {
+		return nil
+	}
+	var parts, names []string
+	for _, v := range slices.Sorted(maps.Keys(byValue)) {
+		parts = append(parts, fmt.Sprintf("%s on %s", v, strings.Join(byValue[v], ", ")))
+		names = append(names, byValue[v]...)
+	}
+	slices.Sort(names)
+	msg := fmt.Sprintf("%s reaches clusters before it ran Ready on %s at the base revision: %s", p, r.summary, strings.Join(parts, "; "))
+	d := diagnostic(r.at, inv.say(bundle, "", msg), r.pos)
+	d.Bundle, d.Clusters = bundle, names
 	return d
 }

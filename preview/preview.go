@@ -28,6 +28,7 @@ import (
 	"github.com/flotilla-gitops/flotilla/internal/english"
 	"github.com/flotilla-gitops/flotilla/internal/trailer"
 	"github.com/flotilla-gitops/flotilla/render"
+	"github.com/flotilla-gitops/flotilla/sync/apply"
 	"github.com/flotilla-gitops/flotilla/sync/planrender"
 	"github.com/flotilla-gitops/flotilla/sync/report"
 	"github.com/flotilla-gitops/flotilla/sync/snapshot"
@@ -190,8 +191,8 @@ func (r *Report) NewFailures() []string {
 // planAndCheck plans both sides, compares each cluster, and checks the
 // invariants over every cluster's plans — not when the preview is
 // narrowed to some clusters: they hold over all of them. It returns the
-// head's invariant state (nil when not checked).
-func planAndCheck(ctx context.Context, sides []*side, clusters []fleet.Cluster, narrowed bool, cmp *comparison) (*fleet.InvariantState, error) {
+// invariant states of base and head (nil when not checked).
+func planAndCheck(ctx context.Context, sides []*side, clusters []fleet.Cluster, narrowed bool, cmp *comparison) ([2]*fleet.InvariantState, error) {
 	invariants := [2]*fleet.InvariantState{}
 	if !narrowed {
 		invariants = [2]*fleet.InvariantState{sides[0].Fleet.NewInvariantState(), sides[1].Fleet.NewInvariantState()}
@@ -204,7 +205,26 @@ func planAndCheck(ctx context.Context, sides []*side, clusters []fleet.Cluster, 
 		return cmp.add(c, base, head)
 	})
 	cmp.rep.Invariants = newBreaks(invariants)
-	return invariants[1], err
+	return invariants, err
+}
+
+// promotions checks the invariants' promotedFrom rules: a value the change
+// brings must have run Ready at base where the rule says, as the status
+// branches report it.
+func promotions(states [2]*fleet.InvariantState, statuses map[string]*report.Status, base string) []InvariantBreak {
+	readyAtBase := func(cluster, bundle string) bool {
+		st := statuses[cluster]
+		if st == nil {
+			return false
+		}
+		i := slices.IndexFunc(st.Bundles, func(b report.BundleStatus) bool { return b.Name == bundle })
+		return i >= 0 && st.Bundles[i].Revision == base && st.Bundles[i].Phase == apply.PhaseReady
+	}
+	var out []InvariantBreak
+	for _, b := range fleet.PromotionBreaks(states[0], states[1], readyAtBase) {
+		out = append(out, InvariantBreak{Invariant: b.Invariant, Message: b.Diagnostic.Error(), Clusters: b.Diagnostic.Clusters})
+	}
+	return out
 }
 
 // newBreaks are the invariant breaks at head that are not at base.
@@ -292,7 +312,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	for _, s := range sides {
 		s.plans, s.errs = map[string]*fleet.Plan{}, map[string]error{}
 	}
-	head, err := planAndCheck(ctx, sides, clusters, len(opts.Clusters) > 0, cmp)
+	states, err := planAndCheck(ctx, sides, clusters, len(opts.Clusters) > 0, cmp)
 	if err != nil {
 		return nil, err
 	}
@@ -312,7 +332,8 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		}
 	}
 	rep.markChanged()
-	rep.Invariants = append(rep.Invariants, rep.blastRadius(head, commitMessage(repo.Git, rep.Head))...)
+	rep.Invariants = append(rep.Invariants, rep.blastRadius(states[1], commitMessage(repo.Git, rep.Head))...)
+	rep.Invariants = append(rep.Invariants, promotions(states, k.Statuses, rep.Base)...)
 	rep.Renders = sides[0].r.Distinct() + sides[1].r.Distinct()
 	return rep, nil
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/flotilla-gitops/flotilla/internal/gittest"
 	"github.com/flotilla-gitops/flotilla/internal/golden"
 	"github.com/flotilla-gitops/flotilla/preview"
+	"github.com/flotilla-gitops/flotilla/sync/apply"
 	"github.com/flotilla-gitops/flotilla/sync/report"
 )
 
@@ -646,5 +647,61 @@ invariants: {
 	}
 	if len(rep.Invariants) != 0 || rep.ChangedClusters() != 2 {
 		t.Errorf("with the overrides: %d changed, breaks %+v", rep.ChangedClusters(), rep.Invariants)
+	}
+}
+
+// TestPreviewFollowsPromotions: an invariant's promotedFrom lets a change
+// bring prod a payments digest only when it ran Ready on staging at the
+// base revision, as staging's status branch says; a digest that never ran
+// there, or one staging runs but not Ready, breaks it.
+func TestPreviewFollowsPromotions(t *testing.T) {
+	fleetCUE := func(prod string) string {
+		return `package fleet
+
+clusters: {"staging-1": {labels: env: "staging"}, "prod-1": {labels: env: "prod"}}
+_digest: {staging: "sha256:b", prod: "` + prod + `"}
+bundles: payments: {namespace: "pay", values: image: digest: _digest[cluster.labels.env], resources: []}
+invariants: "staging-first": {
+	bundles: ["payments"]
+	target: clusterSelector: matchLabels: env: "prod"
+	promotedFrom: {clusterSelector: matchLabels: env: "staging", paths: ["values.image.digest"]}
+}
+`
+	}
+	repo := gittest.New(t)
+	base := repo.Commit(map[string]string{"fleet.cue": fleetCUE("sha256:a")})
+	publish := func(phase apply.Phase) {
+		t.Helper()
+		r, err := report.New(report.Options{URL: repo.URL})
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := &report.Status{Cluster: fleet.Cluster{Name: "staging-1", Labels: map[string]string{"env": "staging"}}, Phase: report.ClusterReady,
+			AppliedRevision: base, SeenRevision: base, Bundles: []report.BundleStatus{{Name: "payments", Phase: phase, Revision: base}}}
+		if _, err := r.Publish(context.Background(), st, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	breaks := func(head string) []preview.InvariantBreak {
+		t.Helper()
+		rep, err := preview.Run(context.Background(), preview.Options{Dir: repo.Work, Base: base, Head: head, Status: report.Branches{URL: repo.URL}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rep.Invariants
+	}
+	publish(apply.PhaseReady)
+	ran := repo.Commit(map[string]string{"fleet.cue": fleetCUE("sha256:b")})
+	if b := breaks(ran); len(b) != 0 {
+		t.Errorf("promoting the digest staging runs Ready: %+v", b)
+	}
+	never := repo.Commit(map[string]string{"fleet.cue": fleetCUE("sha256:c")})
+	if b := breaks(never); len(b) != 1 || !strings.Contains(b[0].Message,
+		`invariants.staging-first.promotedFrom: invariant staging-first breaks for bundle payments: values.image.digest reaches clusters before it ran Ready on env=staging at the base revision: "sha256:c" on prod-1`) {
+		t.Errorf("promoting a digest that never ran on staging: %+v", b)
+	}
+	publish(apply.PhaseProgressing)
+	if b := breaks(ran); len(b) != 1 || !slices.Equal(b[0].Clusters, []string{"prod-1"}) {
+		t.Errorf("promoting a digest staging runs but not Ready: %+v", b)
 	}
 }
