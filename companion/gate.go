@@ -4,12 +4,14 @@ import (
 	"context"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing"
 
 	"github.com/flotilla-gitops/flotilla/fleet"
+	"github.com/flotilla-gitops/flotilla/sync/apply"
 	"github.com/flotilla-gitops/flotilla/sync/report"
 	"github.com/flotilla-gitops/flotilla/sync/rollout"
 	"github.com/flotilla-gitops/flotilla/sync/snapshot"
@@ -74,9 +76,10 @@ type decision struct {
 }
 
 // decide runs the agents' gate (sync/rollout) for every plan at the
-// revision, and the pause and holds on the approvals branch
-// (rollout.KeptBy), as the agents do. nil: no rollout has waves and no
-// control keeps anything.
+// revision, the pause and holds on the approvals branch (rollout.KeptBy)
+// and the invariants' availability rules, as the agents do. nil: no
+// rollout has waves, no control keeps anything and no invariant bounds
+// availability.
 func decide(plans []*fleet.Plan, known *report.Known, cb *report.ControlBranch, tip rollout.Tip, now time.Time) ([]decision, error) {
 	groups := make([]rollout.Groups, len(plans))
 	owned := map[string]bool{}
@@ -88,7 +91,8 @@ func decide(plans []*fleet.Plan, known *report.Known, cb *report.ControlBranch, 
 			owned[b] = true
 		}
 	}
-	controlled := cb.Controls.Pause != nil || len(cb.Controls.Holds) > 0
+	controlled := cb.Controls.Pause != nil || len(cb.Controls.Holds) > 0 ||
+		slices.ContainsFunc(plans, func(p *fleet.Plan) bool { return len(p.Availability) > 0 })
 	if !gated && !controlled {
 		return nil, nil
 	}
@@ -107,10 +111,52 @@ func decide(plans []*fleet.Plan, known *report.Known, cb *report.ControlBranch, 
 		if err != nil {
 			return nil, err
 		}
-		out[i] = keptBy(d, p, cb.Controls, now)
+		out[i] = keptAvailable(keptBy(d, p, cb.Controls, now), p, known, tip.Revision, now)
 	}
 	return out, nil
 }
+
+// keptAvailable holds, as the agents do (fleet.Availability), a bundle
+// whose new revision would leave too few other clusters of an invariant's
+// group with it Ready, as the status branches say; a bundle the cluster
+// already runs at the revision, or does not run yet, is not held.
+func keptAvailable(d decision, p *fleet.Plan, known *report.Known, revision string, now time.Time) decision {
+	if d.whole || len(p.Availability) == 0 {
+		return d
+	}
+	var running []fleet.Running
+	for name, st := range known.Statuses {
+		if name == p.Cluster.Name || report.StandingOf(*st, now, availabilityStale) == report.StandingStale {
+			continue
+		}
+		r := fleet.Running{Cluster: st.Cluster, Bundles: map[string]bool{}}
+		for _, b := range st.Bundles {
+			r.Bundles[b.Name] = b.Phase == apply.PhaseReady
+		}
+		running = append(running, r)
+	}
+	slices.SortFunc(running, func(a, b fleet.Running) int { return strings.Compare(a.Cluster.Name, b.Cluster.Name) })
+	mine := known.Statuses[p.Cluster.Name]
+	for _, rule := range p.Availability {
+		if d.held[rule.Bundle] || mine == nil {
+			continue
+		}
+		i := slices.IndexFunc(mine.Bundles, func(b report.BundleStatus) bool { return b.Name == rule.Bundle })
+		if i < 0 || mine.Bundles[i].Revision == revision {
+			continue
+		}
+		if why := rule.Wait(p.Cluster, running); why != "" {
+			d.held[rule.Bundle] = true
+			d.gates = append(d.gates, Gate{Cluster: p.Cluster.Name, Bundles: []string{rule.Bundle}, Reason: why})
+		}
+	}
+	return d
+}
+
+// availabilityStale is how long a cluster may be silent and still count
+// for the availability rules of hydration (the agents use their rollout's
+// stale, 30 minutes by default).
+const availabilityStale = 30 * time.Minute
 
 // decideCluster decides one cluster's rollout groups.
 func decideCluster(p *fleet.Plan, groups rollout.Groups, all []fleet.ClusterRollouts, place fleet.ClusterRollouts,

@@ -11,6 +11,7 @@ import (
 	"github.com/flotilla-gitops/flotilla/companion"
 	"github.com/flotilla-gitops/flotilla/fleet"
 	"github.com/flotilla-gitops/flotilla/internal/gittest"
+	"github.com/flotilla-gitops/flotilla/sync/apply"
 	"github.com/flotilla-gitops/flotilla/sync/report"
 )
 
@@ -202,5 +203,55 @@ bundles: web: {namespace: "web", resources: [{apiVersion: "v1", kind: "ConfigMap
 	control(report.Release("eu-1", "web", "Ops <ops@example.com>", ""))
 	if out := hydrate(); versions() != "2 2" || len(out.Gates) != 0 {
 		t.Fatalf("released: versions %s, gates %+v", versions(), out.Gates)
+	}
+}
+
+// Hydration keeps an invariant's availability as the agents do: with eu-1
+// not Ready, eu-2 — the last eu cluster with web Ready — keeps web's last
+// hydrated state, while eu-1 takes the change (eu-2 is Ready).
+func TestHydrateKeepsAvailability(t *testing.T) {
+	ctx := context.Background()
+	const fleetCUE = `package fleet
+
+clusters: {"eu-1": {region: "eu-west-1"}, "eu-2": {region: "eu-west-1"}}
+bundles: web: {namespace: "web", resources: [{apiVersion: "v1", kind: "ConfigMap", metadata: name: "web", data: version: "%s"}]}
+invariants: "web-in-eu": {bundles: ["web"], clusters: min: 2}
+`
+	repo := gittest.New(t)
+	v1 := repo.Commit(map[string]string{"fleet.cue": strings.Replace(fleetCUE, "%s", "1", 1)})
+	hydrate := func() *companion.Output {
+		t.Helper()
+		out, err := companion.Hydrate(ctx, companion.Options{Dir: repo.Work, Status: report.Branches{URL: repo.URL}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := companion.CommitBranch(ctx, repo.Work, out, companion.CommitOptions{Branch: "hydrated"}); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	version := func(c string) string {
+		t.Helper()
+		_, v, _ := strings.Cut(show(t, repo.Work, "hydrated", "clusters/"+c+"/web/manifest.yaml"), "version: ")
+		v, _, _ = strings.Cut(v, "\n")
+		return strings.Trim(strings.TrimSpace(v), `"'`)
+	}
+	hydrate()
+	for name, phase := range map[string]apply.Phase{"eu-1": apply.PhaseProgressing, "eu-2": apply.PhaseReady} {
+		r, err := report.New(report.Options{URL: repo.URL})
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := &report.Status{Cluster: fleet.Cluster{Name: name, Region: "eu-west-1", Labels: map[string]string{}}, Phase: report.ClusterReady,
+			AppliedRevision: v1, SeenRevision: v1, Bundles: []report.BundleStatus{{Name: "web", Phase: phase, Revision: v1}}}
+		if _, err := r.Publish(ctx, st, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	repo.Commit(map[string]string{"fleet.cue": strings.Replace(fleetCUE, "%s", "2", 1)})
+	out := hydrate()
+	if version("eu-1") != "2" || version("eu-2") != "1" || len(out.Gates) != 1 || out.Gates[0].Cluster != "eu-2" ||
+		!strings.Contains(out.Gates[0].Reason, "invariant web-in-eu: 0 other clusters with web Ready, at least 1 while one takes a revision; waits for eu-1") {
+		t.Fatalf("eu-1 not Ready: eu-1 at %s, eu-2 at %s, gates %+v", version("eu-1"), version("eu-2"), out.Gates)
 	}
 }
