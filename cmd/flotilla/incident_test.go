@@ -144,6 +144,34 @@ func TestRolloutRevert(t *testing.T) {
 	}
 }
 
+// TestRolloutRevertWritesNothingThroughALink: a fleet repository is
+// attacker-supplied. A commit deleted dir/file; a later one made dir a
+// link to a folder outside the repository. Reverting the deletion would
+// write dir/file through the link: it is refused before anything is
+// written, the canary folder outside stays empty, and nothing is staged.
+func TestRolloutRevertWritesNothingThroughALink(t *testing.T) {
+	repo := gittest.New(t)
+	repo.Commit(map[string]string{"fleet.cue": "package fleet\n", "dir/file": "old\n", "a.cue": "package fleet\n"})
+	gittest.Git(t, repo.Work, "rm", "-q", "dir/file", "a.cue")
+	gittest.Git(t, repo.Work, "commit", "-qm", "delete dir/file and a.cue")
+	deletion := gittest.Git(t, repo.Work, "rev-parse", "HEAD")
+	outside := t.TempDir()
+	if err := os.Symlink(outside, filepath.Join(repo.Work, "dir")); err != nil {
+		t.Fatal(err)
+	}
+	repo.Commit(map[string]string{})
+	code, out, errOut := cli(t, "rollout", "revert", deletion, repo.Work, "--by", "Ada <ada@example.com>")
+	if code == exitOK || !strings.Contains(errOut, "dir/file: dir is a symbolic link at HEAD") {
+		t.Errorf("a revert through a link: exit %d\n%s%s", code, out, errOut)
+	}
+	if entries, err := os.ReadDir(outside); err != nil || len(entries) != 0 {
+		t.Fatalf("the folder outside the repository got %v (%v)", entries, err)
+	}
+	if st := gittest.Git(t, repo.Work, "status", "--porcelain"); st != "" {
+		t.Errorf("the refused revert left changes:\n%s", st)
+	}
+}
+
 // TestRolloutExplain: `rollout explain` replays a cluster's reports about a
 // revision and the approvals branch meanwhile: it waited for an approval,
 // Ada approved, it applied and became Ready.

@@ -245,6 +245,9 @@ func restoreOf(repo *git.Repository, target *object.Commit, head plumbing.Hash) 
 			if was != nil && (was.Mode == filemode.Symlink || was.Mode == filemode.Submodule) {
 				return nil, fmt.Errorf("%s was a %s before %s: revert it by hand", p, was.Mode, gitrev.Short(target.Hash.String()))
 			}
+			if link := linkedParent(now, p); link != "" {
+				return nil, fmt.Errorf("%s: %s is a symbolic link at HEAD, and nothing is written through one: revert it by hand", p, link)
+			}
 			if blobOf(after, p) != blobOf(now, p) {
 				moved = append(moved, p)
 				continue
@@ -261,6 +264,21 @@ func restoreOf(repo *git.Repository, target *object.Commit, head plumbing.Hash) 
 		return nil, fmt.Errorf("%s changed no file: nothing to revert", gitrev.Short(target.Hash.String()))
 	}
 	return out, nil
+}
+
+// linkedParent is the first folder of path that is a symbolic link in the
+// tree, or "": a file is never written through a link the repository
+// holds (the work tree's filesystem refuses it too, after other files
+// were written; this refuses before any is).
+func linkedParent(t *object.Tree, path string) string {
+	parts := strings.Split(path, "/")
+	for i := 1; i < len(parts); i++ {
+		dir := strings.Join(parts[:i], "/")
+		if e, err := t.FindEntry(dir); err == nil && e.Mode == filemode.Symlink {
+			return dir
+		}
+	}
+	return ""
 }
 
 // blobOf is a file's blob in a tree (zero: no such file).
