@@ -4,14 +4,12 @@ import (
 	"context"
 	"maps"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing"
 
 	"github.com/flotilla-gitops/flotilla/fleet"
-	"github.com/flotilla-gitops/flotilla/sync/apply"
 	"github.com/flotilla-gitops/flotilla/sync/report"
 	"github.com/flotilla-gitops/flotilla/sync/rollout"
 	"github.com/flotilla-gitops/flotilla/sync/snapshot"
@@ -104,7 +102,7 @@ func decide(plans []*fleet.Plan, known *report.Known, cb *report.ControlBranch, 
 			placeOf[p.Cluster.Name] = p
 		}
 	}
-	approved := rollout.ReadApprovals(func() ([]report.Approval, error) { return cb.Approvals, nil }, tip.Revision)
+	approved := rollout.ApprovalsOf(cb.Approvals, tip.Revision)
 	out := make([]decision, len(plans))
 	for i, p := range plans {
 		d, err := decideCluster(p, groups[i], all, placeOf[p.Cluster.Name], known, approved, tip, now)
@@ -124,18 +122,7 @@ func keptAvailable(d decision, p *fleet.Plan, known *report.Known, revision stri
 	if d.whole || len(p.Availability) == 0 {
 		return d
 	}
-	var running []fleet.Running
-	for name, st := range known.Statuses {
-		if name == p.Cluster.Name || report.StandingOf(*st, now, availabilityStale) == report.StandingStale {
-			continue
-		}
-		r := fleet.Running{Cluster: st.Cluster, Bundles: map[string]bool{}}
-		for _, b := range st.Bundles {
-			r.Bundles[b.Name] = b.Phase == apply.PhaseReady
-		}
-		running = append(running, r)
-	}
-	slices.SortFunc(running, func(a, b fleet.Running) int { return strings.Compare(a.Cluster.Name, b.Cluster.Name) })
+	running := rollout.Others(known.Statuses, p.Cluster.Name, now, availabilityStale)
 	mine := known.Statuses[p.Cluster.Name]
 	for _, rule := range p.Availability {
 		if d.held[rule.Bundle] || mine == nil {

@@ -84,13 +84,7 @@ func TestHydrateIsGatedByTheRollout(t *testing.T) {
 		}
 		return out
 	}
-	version := func(cluster string) string {
-		t.Helper()
-		m := show(t, repo.Work, "hydrated", "clusters/"+cluster+"/web/manifest.yaml")
-		_, v, _ := strings.Cut(m, "version: ")
-		v, _, _ = strings.Cut(v, "\n")
-		return strings.Trim(strings.TrimSpace(v), `"'`)
-	}
+	version := func(cluster string) string { t.Helper(); return hydratedVersion(t, repo, cluster) }
 	held := func(out *companion.Output) map[string]string {
 		m := map[string]string{}
 		for _, g := range out.Gates {
@@ -166,26 +160,10 @@ bundles: web: {namespace: "web", resources: [{apiVersion: "v1", kind: "ConfigMap
 			t.Fatal(err)
 		}
 	}
-	hydrate := func() *companion.Output {
-		t.Helper()
-		out, err := companion.Hydrate(ctx, companion.Options{Dir: repo.Work, Status: report.Branches{URL: repo.URL}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := companion.CommitBranch(ctx, repo.Work, out, companion.CommitOptions{Branch: "hydrated"}); err != nil {
-			t.Fatal(err)
-		}
-		return out
-	}
+	hydrate := func() *companion.Output { t.Helper(); return hydrateBranch(t, repo) }
 	versions := func() string {
 		t.Helper()
-		var vs []string
-		for _, c := range []string{"eu-1", "us-1"} {
-			_, v, _ := strings.Cut(show(t, repo.Work, "hydrated", "clusters/"+c+"/web/manifest.yaml"), "version: ")
-			v, _, _ = strings.Cut(v, "\n")
-			vs = append(vs, strings.Trim(strings.TrimSpace(v), `"'`))
-		}
-		return strings.Join(vs, " ")
+		return hydratedVersion(t, repo, "eu-1") + " " + hydratedVersion(t, repo, "us-1")
 	}
 	hydrate()
 
@@ -219,23 +197,8 @@ invariants: "web-in-eu": {bundles: ["web"], clusters: min: 2}
 `
 	repo := gittest.New(t)
 	v1 := repo.Commit(map[string]string{"fleet.cue": strings.Replace(fleetCUE, "%s", "1", 1)})
-	hydrate := func() *companion.Output {
-		t.Helper()
-		out, err := companion.Hydrate(ctx, companion.Options{Dir: repo.Work, Status: report.Branches{URL: repo.URL}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := companion.CommitBranch(ctx, repo.Work, out, companion.CommitOptions{Branch: "hydrated"}); err != nil {
-			t.Fatal(err)
-		}
-		return out
-	}
-	version := func(c string) string {
-		t.Helper()
-		_, v, _ := strings.Cut(show(t, repo.Work, "hydrated", "clusters/"+c+"/web/manifest.yaml"), "version: ")
-		v, _, _ = strings.Cut(v, "\n")
-		return strings.Trim(strings.TrimSpace(v), `"'`)
-	}
+	hydrate := func() *companion.Output { t.Helper(); return hydrateBranch(t, repo) }
+	version := func(c string) string { t.Helper(); return hydratedVersion(t, repo, c) }
 	hydrate()
 	for name, phase := range map[string]apply.Phase{"eu-1": apply.PhaseProgressing, "eu-2": apply.PhaseReady} {
 		r, err := report.New(report.Options{URL: repo.URL})
@@ -254,4 +217,27 @@ invariants: "web-in-eu": {bundles: ["web"], clusters: min: 2}
 		!strings.Contains(out.Gates[0].Reason, "invariant web-in-eu: 0 other clusters with web Ready, at least 1 while one takes a revision; waits for eu-1") {
 		t.Fatalf("eu-1 not Ready: eu-1 at %s, eu-2 at %s, gates %+v", version("eu-1"), version("eu-2"), out.Gates)
 	}
+}
+
+// hydrateBranch hydrates the work tree with the status branches of the
+// repository and commits the output to the branch "hydrated".
+func hydrateBranch(t *testing.T, repo *gittest.Repo) *companion.Output {
+	t.Helper()
+	out, err := companion.Hydrate(context.Background(), companion.Options{Dir: repo.Work, Status: report.Branches{URL: repo.URL}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := companion.CommitBranch(context.Background(), repo.Work, out, companion.CommitOptions{Branch: "hydrated"}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// hydratedVersion is data.version of a cluster's web ConfigMap on the
+// branch "hydrated".
+func hydratedVersion(t *testing.T, repo *gittest.Repo, cluster string) string {
+	t.Helper()
+	_, v, _ := strings.Cut(show(t, repo.Work, "hydrated", "clusters/"+cluster+"/web/manifest.yaml"), "version: ")
+	v, _, _ = strings.Cut(v, "\n")
+	return strings.Trim(strings.TrimSpace(v), `"'`)
 }

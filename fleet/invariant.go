@@ -290,20 +290,21 @@ func (f *Fleet) NewLiveInvariantState() *InvariantState {
 	return s
 }
 
-// AddLive adds a cluster that runs, with the bundles Ready on it.
-func (s *InvariantState) AddLive(c Cluster, ready []string) {
+// AddLive adds a cluster that runs; its bundles count where they are
+// Ready.
+func (s *InvariantState) AddLive(r Running) {
 	if s == nil {
 		return
 	}
-	s.clusters = append(s.clusters, c)
-	for _, b := range ready {
-		if !s.named(b) {
+	s.clusters = append(s.clusters, r.Cluster)
+	for b, ready := range r.Bundles {
+		if !ready || !s.named(b) {
 			continue
 		}
 		if s.planned[b] == nil {
 			s.planned[b] = map[string]json.RawMessage{}
 		}
-		s.planned[b][c.Name] = nil
+		s.planned[b][r.Cluster.Name] = nil
 	}
 }
 
@@ -694,7 +695,9 @@ func (inv *Invariant) checkPromotion(bundle, p string, base, head *InvariantStat
 	}
 	slices.Sort(names)
 	msg := fmt.Sprintf("%s reaches clusters before it ran Ready on %s at the base revision: %s", p, r.summary, strings.Join(parts, "; "))
-	d := diagnostic(r.at, inv.say(bundle, "", msg), r.pos)
+	ungrouped := *inv // the rule follows each cluster, in no group
+	ungrouped.groupBy = ""
+	d := diagnostic(r.at, ungrouped.say(bundle, "", msg), r.pos)
 	d.Bundle, d.Clusters = bundle, names
 	return d
 }

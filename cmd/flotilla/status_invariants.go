@@ -9,8 +9,8 @@ import (
 
 	"github.com/flotilla-gitops/flotilla/fleet"
 	"github.com/flotilla-gitops/flotilla/internal/errtext"
-	"github.com/flotilla-gitops/flotilla/sync/apply"
 	"github.com/flotilla-gitops/flotilla/sync/report"
+	"github.com/flotilla-gitops/flotilla/sync/rollout"
 	"github.com/flotilla-gitops/flotilla/sync/source"
 )
 
@@ -34,17 +34,12 @@ func (sf *statusFlags) invariantsNow(ctx context.Context, warn io.Writer, status
 	if st == nil {
 		return nil
 	}
-	for _, s := range statuses {
-		if report.StandingOf(s, now, sf.stale) == report.StandingStale || s.Phase == report.ClusterFailed {
+	for i := range statuses {
+		s := &statuses[i]
+		if report.StandingOf(*s, now, sf.stale) == report.StandingStale || s.Phase == report.ClusterFailed {
 			continue
 		}
-		var ready []string
-		for _, b := range s.Bundles {
-			if b.Phase == apply.PhaseReady {
-				ready = append(ready, b.Name)
-			}
-		}
-		st.AddLive(s.Cluster, ready)
+		st.AddLive(rollout.RunningOf(s))
 	}
 	var out []string
 	for _, d := range st.Check() {

@@ -10,10 +10,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"math/rand/v2"
 	"runtime/debug"
-	"slices"
 	"sync/atomic"
 	"time"
 
@@ -549,7 +547,11 @@ func unchanged(bundles []apply.Bundle, inv map[string]*apply.Inventory) bool {
 // they were kept at.
 func fleetRevisionOf(p *Pass, plan *fleet.Plan, bundles []apply.Bundle) string {
 	fleetGroup := func(name string) bool { pb := plan.Bundle(name); return pb == nil || rollout.GroupOf(pb) == "" }
-	if !slices.ContainsFunc(slices.Collect(maps.Keys(p.gate.held)), fleetGroup) {
+	held := false
+	for name := range p.gate.held {
+		held = held || fleetGroup(name)
+	}
+	if !held {
 		return p.Revision
 	}
 	for _, b := range bundles {

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -89,7 +90,7 @@ func (a *Agent) decideRollout(ctx context.Context, dir string, plan *fleet.Plan,
 		// Without waves, applying never waited for the status repository:
 		// it does not now. The pause and holds last read still hold.
 		a.log.Error(err, "the pause and holds of the rollout could not be read: the last read stand", "cluster", plan.Cluster.Name)
-		controls = a.cache.controls
+		controls = cmp.Or(a.cache.controls, &report.ControlBranch{})
 	}
 	a.cache.controls = controls
 	pause, holds := controls.Controls.Active(plan.Cluster.Name, now)
@@ -143,9 +144,6 @@ func (a *Agent) readControls(ctx context.Context) (*report.ControlBranch, error)
 	if a.reporter == nil {
 		return &report.ControlBranch{}, nil
 	}
-	if a.cache.controls == nil {
-		a.cache.controls = &report.ControlBranch{}
-	}
 	cb, err := report.ReadControlBranch(ctx, a.opts.Status.URL, a.opts.ApprovalsBranch, a.opts.Status.Auth)
 	if err != nil {
 		return nil, fmt.Errorf("reading the approvals branch: %w", err)
@@ -162,7 +160,7 @@ func (a *Agent) decideGroups(ctx context.Context, dir string, plan *fleet.Plan, 
 	if err != nil {
 		return nil, err
 	}
-	approved := rollout.ReadApprovals(func() ([]report.Approval, error) { return approvals, nil }, tip.Revision)
+	approved := rollout.ApprovalsOf(approvals, tip.Revision)
 	for _, name := range slices.Sorted(maps.Keys(rg.Rollouts)) {
 		me := rollout.Cluster{Name: plan.Cluster.Name, Reported: true, ReportedAt: now,
 			Revision: groupRevision(rg.Members[name], plan, inv, tip.Revision, name == "")}
@@ -205,17 +203,7 @@ func (a *Agent) keepAvailable(ctx context.Context, plan *fleet.Plan, inv map[str
 			stale = d
 		}
 	}
-	var running []fleet.Running
-	for _, st := range statuses {
-		if report.StandingOf(*st, now, stale) == report.StandingStale {
-			continue
-		}
-		r := fleet.Running{Cluster: st.Cluster, Bundles: map[string]bool{}}
-		for _, b := range st.Bundles {
-			r.Bundles[b.Name] = b.Phase == apply.PhaseReady
-		}
-		running = append(running, r)
-	}
+	running := rollout.Others(statuses, plan.Cluster.Name, now, stale)
 	for _, rule := range plan.Availability {
 		i, held := inv[rule.Bundle], g.held[rule.Bundle] != ""
 		if held || i == nil || i.Revision == g.status.Revision {

@@ -205,10 +205,6 @@ type ApproveOptions struct {
 // moment is kept: the push fails and is tried again on the new tip). It
 // reports false when the approval was already there.
 func Approve(ctx context.Context, opts ApproveOptions, a Approval) (bool, error) {
-	return approve(ctx, opts, a)
-}
-
-func approve(ctx context.Context, opts ApproveOptions, a Approval) (bool, error) {
 	if !gitrev.Full(a.Revision) {
 		return false, fmt.Errorf("revision %q: a full commit hash (40 hex digits) is required", a.Revision)
 	}

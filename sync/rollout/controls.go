@@ -1,8 +1,12 @@
 package rollout
 
 import (
+	"maps"
+	"slices"
 	"time"
 
+	"github.com/flotilla-gitops/flotilla/fleet"
+	"github.com/flotilla-gitops/flotilla/sync/apply"
 	"github.com/flotilla-gitops/flotilla/sync/report"
 )
 
@@ -72,4 +76,29 @@ func KeptBy(c report.Controls, cluster string, bundles []string, now time.Time) 
 		}
 	}
 	return k
+}
+
+// RunningOf is what a cluster runs, as its status says: each bundle, and
+// whether it is Ready there.
+func RunningOf(st *report.Status) fleet.Running {
+	r := fleet.Running{Cluster: st.Cluster, Bundles: map[string]bool{}}
+	for _, b := range st.Bundles {
+		r.Bundles[b.Name] = b.Phase == apply.PhaseReady
+	}
+	return r
+}
+
+// Others is what the clusters other than me run that reported within
+// stale: what the invariants' availability rules count
+// (fleet.Availability.Wait), for the agents' gate and the companion's.
+func Others(statuses map[string]*report.Status, me string, now time.Time, stale time.Duration) []fleet.Running {
+	var out []fleet.Running
+	for _, name := range slices.Sorted(maps.Keys(statuses)) {
+		st := statuses[name]
+		if name == me || report.StandingOf(*st, now, stale) == report.StandingStale {
+			continue
+		}
+		out = append(out, RunningOf(st))
+	}
+	return out
 }

@@ -152,24 +152,13 @@ func ClusterIn(p fleet.ClusterRollouts, group string, st *report.Status, revisio
 
 // Approved says whether a wave has an approval for a revision, from the
 // given approvers (report.Approved over the approvals branch).
-type Approved func(wave string, approvers []string) (bool, error)
+type Approved func(wave string, approvers []string) bool
 
-// ReadApprovals makes the Approved of a revision from a reader of the
-// approvals, which it calls once, when a wave first asks (a rollout
-// without approve reads nothing).
-func ReadApprovals(read func() ([]report.Approval, error), revision string) Approved {
-	var list []report.Approval
-	var err error
-	done := false
-	return func(wave string, approvers []string) (bool, error) {
-		if !done {
-			list, err = read()
-			done = true
-		}
-		if err != nil {
-			return false, err
-		}
-		return report.Approved(list, wave, revision, approvers), nil
+// ApprovalsOf is the Approved of a revision over the approvals read from
+// the approvals branch.
+func ApprovalsOf(list []report.Approval, revision string) Approved {
+	return func(wave string, approvers []string) bool {
+		return report.Approved(list, wave, revision, approvers)
 	}
 }
 
@@ -215,11 +204,5 @@ func DecideGroup(me Cluster, r *fleet.Rollout, group string, places []fleet.Clus
 			clusters = append(clusters, c)
 		}
 	}
-	ok := false
-	if settings.Approve {
-		if ok, err = approved(r.Wave, r.Approvers); err != nil {
-			return Decision{}, err
-		}
-	}
-	return Decide(me, revision, settings, clusters, ok, now), nil
+	return Decide(me, revision, settings, clusters, settings.Approve && approved(r.Wave, r.Approvers), now), nil
 }

@@ -159,7 +159,7 @@ func TestRevertsImmediate(t *testing.T) {
 	}
 	statuses := map[string]*report.Status{"canary": {Cluster: flotillafleet.Cluster{Name: "canary"}, ReportedAt: now, Phase: report.ClusterReady, AppliedRevision: old, SeenRevision: rev}}
 	me := rollout.Cluster{Name: "eu-1", Reported: true, ReportedAt: now, Revision: old}
-	none := func(string, []string) (bool, error) { return false, nil }
+	none := rollout.ApprovalsOf(nil, rev)
 	tip := rollout.Tip{Revision: rev, Revert: old}
 	d, err := rollout.DecideGroup(me, r, "", places, statuses, none, tip, now)
 	if err != nil || !d.Apply || !strings.Contains(d.Reason, "everywhere at once (reverts: immediate)") {
