@@ -122,7 +122,7 @@ func keptAvailable(d decision, p *fleet.Plan, known *report.Known, revision stri
 	if d.whole || len(p.Availability) == 0 {
 		return d
 	}
-	running := rollout.Others(known.Statuses, p.Cluster.Name, now, availabilityStale)
+	running := rollout.Others(known.Statuses, p, now)
 	mine := known.Statuses[p.Cluster.Name]
 	for _, rule := range p.Availability {
 		if d.held[rule.Bundle] || mine == nil {
@@ -139,11 +139,6 @@ func keptAvailable(d decision, p *fleet.Plan, known *report.Known, revision stri
 	}
 	return d
 }
-
-// availabilityStale is how long a cluster may be silent and still count
-// for the availability rules of hydration (the agents use their rollout's
-// stale, 30 minutes by default).
-const availabilityStale = 30 * time.Minute
 
 // decideCluster decides one cluster's rollout groups.
 func decideCluster(p *fleet.Plan, groups rollout.Groups, all []fleet.ClusterRollouts, place fleet.ClusterRollouts,

@@ -197,13 +197,7 @@ func (a *Agent) keepAvailable(ctx context.Context, plan *fleet.Plan, inv map[str
 			}
 		}
 	}
-	stale := 30 * time.Minute
-	if plan.Rollout != nil {
-		if d, err := time.ParseDuration(plan.Rollout.Stale); err == nil {
-			stale = d
-		}
-	}
-	running := rollout.Others(statuses, plan.Cluster.Name, now, stale)
+	running := rollout.Others(statuses, plan, now)
 	for _, rule := range plan.Availability {
 		i, held := inv[rule.Bundle], g.held[rule.Bundle] != ""
 		if held || i == nil || i.Revision == g.status.Revision {

@@ -88,10 +88,16 @@ func RunningOf(st *report.Status) fleet.Running {
 	return r
 }
 
-// Others is what the clusters other than me run that reported within
-// stale: what the invariants' availability rules count
-// (fleet.Availability.Wait), for the agents' gate and the companion's.
-func Others(statuses map[string]*report.Status, me string, now time.Time, stale time.Duration) []fleet.Running {
+// Others is what the clusters other than me run that reported within the
+// stale time of me's plan's rollout (its default without one): what the
+// invariants' availability rules count (fleet.Availability.Wait), for the
+// agents' gate and the companion's.
+func Others(statuses map[string]*report.Status, plan *fleet.Plan, now time.Time) []fleet.Running {
+	stale := 30 * time.Minute // the schema's default
+	if s, err := SettingsOf(plan.Rollout); err == nil && s.Stale > 0 {
+		stale = s.Stale
+	}
+	me := plan.Cluster.Name
 	var out []fleet.Running
 	for _, name := range slices.Sorted(maps.Keys(statuses)) {
 		st := statuses[name]
