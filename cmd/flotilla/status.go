@@ -49,10 +49,11 @@ type statusFlags struct {
 	// it moved.
 	lastTip     string
 	lastTipTime time.Time
-	// invariants: check the fleet's invariants over what runs; path is
-	// the fleet's folder; invFleet the fleet read at invTip.
+	// invariants: check the fleet's invariants over what runs; ff locates
+	// the fleet and bounds its evaluation; invFleet is the fleet read at
+	// invTip.
 	invariants bool
-	path       string
+	ff         *fleetFlags
 	invFleet   *fleet.Fleet
 	invTip     string
 }
@@ -145,7 +146,7 @@ func (sf *statusFlags) addReadFlags(cmd *cobra.Command) {
 	fs.DurationVar(&sf.stale, "stale", 30*time.Minute, "count clusters that have not reported for this long as Stale")
 	fs.StringVar(&sf.approvals, "approvals-branch", report.DefaultApprovalsBranch, "branch holding the rollout's approvals, pause and holds")
 	fs.BoolVar(&sf.invariants, "invariants", true, "check the fleet's invariants (at the --branch tip) over what the clusters run now")
-	fs.StringVar(&sf.path, "path", ".", "`DIR` of fleet.cue inside the repository (for its invariants)")
+	sf.ff = addFleetFlags(cmd) // --path and the bounds of reading the fleet's invariants
 }
 
 // run shows the fleet, one cluster, or waits for a revision.

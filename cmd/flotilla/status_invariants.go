@@ -66,7 +66,15 @@ func (sf *statusFlags) fleetAt(ctx context.Context, tip string) (*fleet.Fleet, e
 	if err != nil {
 		return nil, err
 	}
-	f, err := fleet.Load(co.Dir, fleet.LoadOptions{Path: sf.path, DisplayDir: sf.path})
+	// The fleet is untrusted: its evaluation is bounded like vet's
+	// (--eval-timeout, --eval-memory).
+	if err := sf.ff.startGuard(ctx); err != nil {
+		return nil, err
+	}
+	defer sf.ff.stopGuard()
+	f, err := interruptible(ctx, "loading the fleet at "+short(tip), func() (*fleet.Fleet, error) {
+		return fleet.Load(co.Dir, fleet.LoadOptions{Path: sf.ff.path, DisplayDir: sf.ff.path})
+	})
 	if err != nil {
 		return nil, fmt.Errorf("the fleet at %s does not load", short(tip))
 	}
