@@ -275,17 +275,25 @@ func (g *Generator) current(ctx context.Context) ([]map[string]any, error) {
 	return g.params, g.loadErr
 }
 
-// Refresh plans the fleet now (or waits for the refresh under way) and
-// returns its error; the generator keeps serving the last good parameters
-// if it fails. The command calls it before serving, so that Argo CD's
-// first request finds parameters ready.
+// Refresh plans the fleet now and returns its error; the generator keeps
+// serving the last good parameters if it fails. A refresh already under
+// way started before this call and may have read the Git branches before
+// a change the caller made (an approval, a status): it is waited for, and
+// then a refresh of its own runs. The command calls Refresh before
+// serving, so that Argo CD's first request finds parameters ready.
 func (g *Generator) Refresh(ctx context.Context) error {
-	g.mu.Lock()
-	g.startRefresh()
-	done := g.refreshing
-	g.mu.Unlock()
-	if err := waitFor(ctx, done); err != nil {
-		return err
+	for {
+		g.mu.Lock()
+		before := g.refreshing != nil
+		g.startRefresh()
+		done := g.refreshing
+		g.mu.Unlock()
+		if err := waitFor(ctx, done); err != nil {
+			return err
+		}
+		if !before {
+			break
+		}
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
