@@ -37,6 +37,16 @@ type Availability struct {
 type Running struct {
 	Cluster Cluster
 	Bundles map[string]bool
+	// Versions are the revisions of what it runs of each bundle, for the
+	// rules over versions (withinOneRevisionOf).
+	Versions map[string]BundleVersion
+}
+
+// BundleVersion is where what a cluster runs of a bundle comes from: the
+// revision it applied, and where its rendered objects, and the ones
+// before them, began (its status: contentSince, previousContentSince).
+type BundleVersion struct {
+	Revision, ContentSince, PreviousContentSince string
 }
 
 // availabilityFor are the availability rules of the plan's bundles.

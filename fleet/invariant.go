@@ -1,7 +1,6 @@
 package fleet
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -39,6 +38,7 @@ type Invariant struct {
 	same        []sameRule
 	changes     *changeRule
 	promoted    *promotionRule
+	within      *withinRule
 	pos         token.Pos
 }
 
@@ -93,11 +93,13 @@ type countRule struct {
 }
 
 // sameRule is a path into a bundle's planned inputs that must be equal in
-// a group.
+// a group; or, with objects, a field of the rendered objects that match a
+// pattern (sameObjects).
 type sameRule struct {
-	path string
-	at   string
-	pos  token.Pos
+	path    string
+	objects *objectField
+	at      string
+	pos     token.Pos
 }
 
 // Invariants returns the fleet's invariants.
@@ -132,9 +134,12 @@ func (f *Fleet) readInvariants(files []*ast.File) Diagnostics {
 func (f *Fleet) readInvariant(name string, v cue.Value) (*Invariant, Diagnostics) {
 	at := fieldInvariants + "." + name
 	inv := &Invariant{Name: name, pos: userPos(v)}
-	if err := v.Validate(cue.Concrete(true)); err != nil {
+	if err := v.Validate(); err != nil {
 		return nil, fromCUE(err)
 	}
+	// Concrete, but for the patterns of `same` entries, which may
+	// constrain (=~, >=) as policies' entries do: each part is decoded,
+	// which requires it concrete.
 	var plain struct {
 		Description string   `json:"description"`
 		Bundles     []string `json:"bundles"`
@@ -178,10 +183,9 @@ func (f *Fleet) readInvariant(name string, v cue.Value) (*Invariant, Diagnostics
 	}
 	if list, err := lookup(v, "same").List(); err == nil {
 		for i := 0; list.Next(); i++ {
-			r := sameRule{at: fmt.Sprintf("%s.same[%d]", at, i), pos: userPos(list.Value())}
-			r.path, _ = list.Value().String()
-			if len(inv.bundles) == 0 {
-				ds = append(ds, diagnostic(r.at, "`same` compares a bundle's planned inputs: name the bundles with `bundles`", r.pos))
+			r, d := f.readSame(inv, fmt.Sprintf("%s.same[%d]", at, i), list.Value())
+			if d != nil {
+				ds = append(ds, d)
 				continue
 			}
 			inv.same = append(inv.same, r)
@@ -190,8 +194,12 @@ func (f *Fleet) readInvariant(name string, v cue.Value) (*Invariant, Diagnostics
 	if d := inv.readChangeRules(v, at); d != nil {
 		return nil, Diagnostics{d}
 	}
-	if inv.regions == nil && inv.clusters == nil && len(inv.counts) == 0 && len(inv.same) == 0 && inv.changes == nil && inv.promoted == nil && len(ds) == 0 {
-		ds = append(ds, diagnostic(at, "the invariant bounds nothing: give regions, clusters, count, same, changes or promotedFrom", inv.pos))
+	if d := inv.readWithin(v, at); d != nil {
+		return nil, Diagnostics{d}
+	}
+	if inv.regions == nil && inv.clusters == nil && len(inv.counts) == 0 && len(inv.same) == 0 && inv.changes == nil && inv.promoted == nil &&
+		inv.within == nil && len(ds) == 0 {
+		ds = append(ds, diagnostic(at, "the invariant bounds nothing: give regions, clusters, count, same, changes, promotedFrom or withinOneRevisionOf", inv.pos))
 	}
 	return inv, ds
 }
@@ -268,6 +276,14 @@ type InvariantState struct {
 	// planned: bundle → cluster → the bundle's inputs as JSON (only for
 	// bundles some invariant names).
 	planned map[string]map[string]json.RawMessage
+	// rendered is what the rendered rules compare (AddRendered); nil
+	// when nothing was rendered, and they are not checked.
+	rendered renderedValues
+	// versions: bundle → cluster → what it runs (live only).
+	versions map[string]map[string]BundleVersion
+	// ancestor, when set, reports whether revision a is revision b or
+	// one of its ancestors: withinOneRevisionOf is checked with it.
+	ancestor func(a, b string) (bool, error)
 }
 
 // NewInvariantState starts the state of the fleet's invariants; nil when
@@ -297,6 +313,18 @@ func (s *InvariantState) AddLive(r Running) {
 		return
 	}
 	s.clusters = append(s.clusters, r.Cluster)
+	for b, v := range r.Versions {
+		if !s.named(b) {
+			continue
+		}
+		if s.versions == nil {
+			s.versions = map[string]map[string]BundleVersion{}
+		}
+		if s.versions[b] == nil {
+			s.versions[b] = map[string]BundleVersion{}
+		}
+		s.versions[b][r.Cluster.Name] = v
+	}
 	for b, ready := range r.Bundles {
 		if !ready || !s.named(b) {
 			continue
@@ -367,30 +395,19 @@ func (s *InvariantState) Breaks() []InvariantBreak {
 	}
 	var out []InvariantBreak
 	for _, inv := range s.f.invariants {
-		for _, d := range s.check(inv) {
-			out = append(out, InvariantBreak{Key: d.Path + "\x00" + d.Bundle + "\x00" + groupOf(d.Message), Invariant: inv.Name, Diagnostic: d})
-		}
+		out = append(out, s.check(inv)...)
+		out = append(out, s.checkWithin(inv)...)
 	}
 	return out
 }
 
-// groupOf is the group a break's message names ("" for the whole).
-func groupOf(msg string) string {
-	_, rest, ok := strings.Cut(msg, " in group ")
-	if !ok {
-		return ""
-	}
-	group, _, _ := strings.Cut(rest, ": ")
-	return group
-}
-
 // check checks one invariant.
-func (s *InvariantState) check(inv *Invariant) Diagnostics {
+func (s *InvariantState) check(inv *Invariant) []InvariantBreak {
 	in := inv.targeted(s.clusters)
 	if len(inv.bundles) == 0 {
-		return inv.checkGroups("", in, nil, s.live)
+		return s.checkGroups(inv, "", in)
 	}
-	var ds Diagnostics
+	var out []InvariantBreak
 	for _, b := range s.f.bundles {
 		if !globAny(inv.bundles, b) {
 			continue
@@ -401,19 +418,19 @@ func (s *InvariantState) check(inv *Invariant) Diagnostics {
 				planning = append(planning, c)
 			}
 		}
-		ds = append(ds, inv.checkGroups(b, planning, s.planned[b], s.live)...)
+		out = append(out, s.checkGroups(inv, b, planning)...)
 	}
-	return ds
+	return out
 }
 
 // checkGroups splits the clusters by groupBy and checks each group.
-func (inv *Invariant) checkGroups(bundle string, clusters []Cluster, planned map[string]json.RawMessage, live bool) Diagnostics {
+func (s *InvariantState) checkGroups(inv *Invariant, bundle string, clusters []Cluster) []InvariantBreak {
 	groups := inv.group(clusters)
-	var ds Diagnostics
+	var out []InvariantBreak
 	for _, key := range slices.Sorted(maps.Keys(groups)) {
-		ds = append(ds, inv.checkGroup(bundle, key, groups[key], planned, live)...)
+		out = append(out, s.checkGroup(inv, bundle, key, groups[key])...)
 	}
-	return ds
+	return out
 }
 
 // targeted are the clusters the invariant's target selects.
@@ -450,32 +467,44 @@ func (inv *Invariant) group(clusters []Cluster) map[string][]Cluster {
 	return groups
 }
 
+// groupBreaks collects one group's breaks. A break's key is the bound's
+// path, the bundle and the group (and the object, for a rendered rule):
+// the same break at two revisions has the same key, whatever the clusters
+// in it.
+type groupBreaks struct {
+	inv         *Invariant
+	bundle, key string
+	names       []string // the group's clusters, sorted
+	out         []InvariantBreak
+}
+
+func (g *groupBreaks) add(at string, pos token.Pos, clusters []string, msg, object string) {
+	d := diagnostic(at, g.inv.say(g.bundle, g.key, msg), pos)
+	d.Bundle, d.Clusters = g.bundle, clusters
+	g.out = append(g.out, InvariantBreak{Key: strings.Join([]string{at, g.bundle, g.key, object}, "\x00"), Invariant: g.inv.Name, Diagnostic: d})
+}
+
 // checkGroup checks one group's bounds.
-func (inv *Invariant) checkGroup(bundle, key string, group []Cluster, planned map[string]json.RawMessage, live bool) Diagnostics {
-	names := make([]string, 0, len(group))
+func (s *InvariantState) checkGroup(inv *Invariant, bundle, key string, group []Cluster) []InvariantBreak {
+	g := &groupBreaks{inv: inv, bundle: bundle, key: key, names: make([]string, 0, len(group))}
 	regions := map[string][]string{}
 	for _, c := range group {
-		names = append(names, c.Name)
+		g.names = append(g.names, c.Name)
 		if c.Region != "" {
 			regions[c.Region] = append(regions[c.Region], c.Name)
 		}
 	}
-	slices.Sort(names)
-	var ds Diagnostics
-	fail := func(b *bound, clusters []string, msg string) {
-		d := diagnostic(b.at, inv.say(bundle, key, msg), b.pos)
-		d.Bundle, d.Clusters = bundle, clusters
-		ds = append(ds, d)
-	}
+	slices.Sort(g.names)
+	names := g.names
+	fail := func(b *bound, msg string) { g.add(b.at, b.pos, names, msg, "") }
 	if b := inv.regions; b != nil {
 		if ok, want := b.holds(len(regions)); !ok {
-			fail(b, names, fmt.Sprintf("%s in %s, %s", english.Count(len(names), "cluster"),
-				regionList(regions), want))
+			fail(b, fmt.Sprintf("%s in %s, %s", english.Count(len(names), "cluster"), regionList(regions), want))
 		}
 	}
 	if b := inv.clusters; b != nil {
 		if ok, want := b.holds(len(names)); !ok {
-			fail(b, names, fmt.Sprintf("%s (%s), %s", english.Count(len(names), "cluster"), listOrNone(names), want))
+			fail(b, fmt.Sprintf("%s (%s), %s", english.Count(len(names), "cluster"), listOrNone(names), want))
 		}
 	}
 	for i := range inv.counts {
@@ -488,38 +517,46 @@ func (inv *Invariant) checkGroup(bundle, key string, group []Cluster, planned ma
 		}
 		slices.Sort(selected)
 		if ok, want := c.holds(len(selected)); !ok {
-			fail(&c.bound, names, fmt.Sprintf("%s of %d selected by %s (%s), %s", english.Count(len(selected), "cluster"),
+			fail(&c.bound, fmt.Sprintf("%s of %d selected by %s (%s), %s", english.Count(len(selected), "cluster"),
 				len(names), c.summary, listOrNone(selected), want))
 		}
 	}
 	for _, r := range inv.same {
-		if live {
-			break // what runs is known by digest, not by input
-		}
-		if d := inv.checkSame(r, bundle, key, names, planned); d != nil {
-			ds = append(ds, d)
+		switch {
+		case s.live:
+			// What runs is known by digest, not by input or object.
+		case r.objects != nil:
+			s.checkSameObjects(g, r)
+		default:
+			planned := s.planned[bundle]
+			if msg, _ := differs(r.path, names, func(n string) (string, bool) { return pathValue(planned[n], r.path), true }); msg != "" {
+				g.add(r.at, r.pos, names, msg, "")
+			}
 		}
 	}
-	return ds
+	return g.out
 }
 
-// checkSame reports the clusters of a group whose bundle's input at the
-// rule's path differs, by value.
-func (inv *Invariant) checkSame(r sameRule, bundle, key string, names []string, planned map[string]json.RawMessage) *Diagnostic {
+// differs says how the value at a path differs across clusters, by value
+// ("" when it does not), and the clusters that have it; valueOf's false
+// leaves a cluster out.
+func differs(path string, names []string, valueOf func(cluster string) (string, bool)) (string, []string) {
 	byValue := map[string][]string{}
+	var have []string
 	for _, n := range names {
-		byValue[pathValue(planned[n], r.path)] = append(byValue[pathValue(planned[n], r.path)], n)
+		if v, ok := valueOf(n); ok {
+			byValue[v] = append(byValue[v], n)
+			have = append(have, n)
+		}
 	}
 	if len(byValue) < 2 {
-		return nil
+		return "", nil
 	}
 	var parts []string
 	for _, v := range slices.Sorted(maps.Keys(byValue)) {
-		parts = append(parts, fmt.Sprintf("%s on %s", v, strings.Join(byValue[v], ", ")))
+		parts = append(parts, fmt.Sprintf("%s on %s", v, english.Names(byValue[v], 10)))
 	}
-	d := diagnostic(r.at, inv.say(bundle, key, fmt.Sprintf("%s differs: %s", r.path, strings.Join(parts, "; "))), r.pos)
-	d.Bundle, d.Clusters = bundle, names
-	return d
+	return fmt.Sprintf("%s differs: %s", path, strings.Join(parts, "; ")), have
 }
 
 // say words a broken bound: the invariant, what it protects, the bundle
@@ -539,31 +576,6 @@ func (inv *Invariant) say(bundle, key, msg string) string {
 	}
 	b.WriteString(": " + msg)
 	return b.String()
-}
-
-// pathValue is the JSON at a dotted path of a document ("<absent>" when
-// there is none), compact.
-func pathValue(doc json.RawMessage, p string) string {
-	var v any
-	if err := json.Unmarshal(doc, &v); err != nil {
-		return "<absent>"
-	}
-	for _, part := range strings.Split(p, ".") {
-		m, ok := v.(map[string]any)
-		if !ok {
-			return "<absent>"
-		}
-		if v, ok = m[part]; !ok {
-			return "<absent>"
-		}
-	}
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return "<absent>"
-	}
-	return strings.TrimSpace(buf.String())
 }
 
 // regionList says the regions of a group and their clusters.

@@ -2,10 +2,12 @@ package fleet_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 
 	"github.com/flotilla-gitops/flotilla/fleet"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 )
 
 // invariantFleet: payments is critical; prod-eu-1/-2 are a DR pair, as are
@@ -104,6 +106,8 @@ func TestInvariantErrors(t *testing.T) {
 		`invariants: x: {regions: min: len(cluster.name)}`:                                     "an invariant refers to `cluster`",
 		`invariants: x: {count: [{when: true, min: 1}]}`:                                       "invariants.x.count[0].when: an invariant's selector cannot use `when`",
 		`invariants: x: {same: ["values.tag"]}`:                                                "invariants.x.same[0]: `same` compares a bundle's planned inputs: name the bundles with `bundles`",
+		`invariants: x: {same: [{match: {kind: "ConfigMap"}}]}`:                                "invariants.x.same[0]: a `same` entry is a path into the planned inputs",
+		`invariants: x: {withinOneRevisionOf: names: ["a"]}`:                                   "invariants.x.withinOneRevisionOf: `withinOneRevisionOf` compares the versions of bundles: name the bundles with `bundles`",
 		`invariants: x: {description: "nothing"}`:                                              "invariants.x: the invariant bounds nothing",
 		`invariants: x: {groupBy: "name", clusters: min: 1}`:                                   "invariants.x.groupBy",
 		`invariants: x: {target: when: cluster.region == "eu", clusters: min: 1}`:              "an invariant refers to `cluster`",
@@ -142,5 +146,63 @@ invariants: "two-regions": {description: "survives a region", bundles: ["payment
 	why := rule.Wait(me, []fleet.Running{run("us-1", "us-east-1", false), run("ap-1", "ap-south-1", false)})
 	if why != "invariant two-regions (survives a region): 0 other regions with payments Ready (none), at least 1 while one takes a revision; waits for ap-1, us-1" {
 		t.Errorf("no other region Ready: %q", why)
+	}
+}
+
+// TestRenderedInvariants: a `same` entry over rendered objects compares
+// the field of every object its pattern matches (a regular expression in
+// it too), per group, and leaves out a cluster without the object; it is
+// not checked until rendered objects are added, and a "*" path takes a
+// list's items.
+func TestRenderedInvariants(t *testing.T) {
+	f := mustLoad(t, writeFleet(t, `
+clusters: {
+	"prod-1": {labels: env: "prod"}
+	"prod-2": {labels: env: "prod"}
+	"prod-3": {labels: env: "prod"}
+	"dev-1": {labels: env: "dev"}
+}
+bundles: crds: resources: []
+invariants: "crd-versions": {
+	description: "one CRD version per environment"
+	groupBy: "labels.env"
+	same: [{match: {kind: "CustomResourceDefinition", metadata: name: =~"[.]example[.]com$"}, field: "spec.versions.*.name"}]
+}
+`))
+	plans, ds, err := f.PlanInventory(context.Background(), nil)
+	if err != nil || len(ds) > 0 {
+		t.Fatalf("plan: %v %v", ds, err)
+	}
+	st := f.NewInvariantState()
+	for _, p := range plans {
+		st.Add(p)
+	}
+	if ds := st.Check(); len(ds) != 0 || f.RenderedInvariants() != 1 {
+		t.Fatalf("before rendering: %v (%d rendered rules)", ds, f.RenderedInvariants())
+	}
+	crd := func(name string, versions ...string) *unstructured.Unstructured {
+		var b strings.Builder
+		fmt.Fprintf(&b, "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: {name: %s}\nspec:\n  versions:\n", name)
+		for _, v := range versions {
+			fmt.Fprintf(&b, "  - {name: %s, served: true}\n", v)
+		}
+		return obj(t, b.String())
+	}
+	objects := map[string][]*unstructured.Unstructured{
+		"prod-1": {crd("widgets.example.com", "v1"), crd("gadgets.example.com", "v1"), crd("other.example.org", "v1")},
+		"prod-2": {crd("widgets.example.com", "v1", "v2"), crd("gadgets.example.com", "v1"), crd("other.example.org", "v9")},
+		"prod-3": {crd("gadgets.example.com", "v1")}, // no widgets: not compared
+		"dev-1":  {crd("widgets.example.com", "v3")},
+	}
+	for _, p := range plans {
+		st.AddRendered(p.Cluster, []fleet.RenderedBundle{{Name: "crds", Objects: objects[p.Cluster.Name]}})
+	}
+	got := st.Check()
+	want := `invariants.crd-versions.same[0]: invariant crd-versions (one CRD version per environment) breaks in group labels.env=prod: CustomResourceDefinition widgets.example.com: spec.versions.*.name differs: ["v1","v2"] on prod-2; ["v1"] on prod-1`
+	if len(got) != 1 || !strings.Contains(got.Error(), want) || !strings.Contains(got.Error(), "fleet.cue:") {
+		t.Fatalf("got %v\nwant one break: %s", got, want)
+	}
+	if c := got[0].Clusters; len(c) != 2 || c[0] != "prod-1" || c[1] != "prod-2" {
+		t.Errorf("clusters %v, want the two that have the object", c)
 	}
 }

@@ -183,20 +183,28 @@ func (f *Fleet) readRule(at, kind string, i int, v cue.Value) (*policyRule, *Dia
 		return nil, diagnostic(r.id, "the policy cannot be read (does it depend on `cluster`? policies are the same for every cluster): "+err.Error(), r.pos)
 	}
 	r.fields = leafPaths(r.pattern, "")
-	if syn, err := format.Node(r.pattern.Syntax(cue.Raw()), format.Simplify()); err == nil {
-		var lines []string
-		for _, l := range strings.Split(string(syn), "\n") {
-			if l = strings.Join(strings.Fields(l), " "); l != "" && l != "..." {
-				lines = append(lines, l)
-			}
-		}
-		r.summary = strings.Join(lines, ", ")
-		r.summary = strings.NewReplacer("{, ", "{", ", }", "}").Replace(r.summary)
-		if len(r.summary) > 160 {
-			r.summary = r.summary[:157] + "…"
+	r.summary = patternSummary(r.pattern)
+	return r, nil
+}
+
+// patternSummary says a pattern on one line, for messages:
+// {kind: "Deployment", metadata: {namespace: =~"^team-"}}.
+func patternSummary(v cue.Value) string {
+	syn, err := format.Node(v.Syntax(cue.Raw()), format.Simplify())
+	if err != nil {
+		return ""
+	}
+	var lines []string
+	for _, l := range strings.Split(string(syn), "\n") {
+		if l = strings.Join(strings.Fields(l), " "); l != "" && l != "..." {
+			lines = append(lines, l)
 		}
 	}
-	return r, nil
+	summary := strings.NewReplacer("{, ", "{", ", }", "}").Replace(strings.Join(lines, ", "))
+	if len(summary) > 160 {
+		summary = summary[:157] + "…"
+	}
+	return summary
 }
 
 // leafPaths lists the dotted paths of a pattern's fields that are not
@@ -246,21 +254,7 @@ func (f *Fleet) CheckPolicies(c Cluster, bundles []RenderedBundle) Diagnostics {
 		return nil
 	}
 	c = c.Normalized()
-	var objects []*policyObject
-	for _, b := range bundles {
-		for _, o := range b.Objects {
-			data, err := json.Marshal(o.Object)
-			if err != nil {
-				continue
-			}
-			sum := sha256.Sum256(data)
-			po := &policyObject{bundle: b.Name, key: objectKey(o), hash: hex.EncodeToString(sum[:])}
-			if err := json.Unmarshal(data, &po.data); err != nil {
-				continue
-			}
-			objects = append(objects, po)
-		}
-	}
+	objects := policyObjects(bundles)
 	var ds Diagnostics
 	for _, p := range f.policies {
 		if !p.holdsFor(c) {
@@ -277,6 +271,26 @@ func (f *Fleet) CheckPolicies(c Cluster, bundles []RenderedBundle) Diagnostics {
 		}
 	}
 	return ds
+}
+
+// policyObjects are the rendered objects, as the patterns match them.
+func policyObjects(bundles []RenderedBundle) []*policyObject {
+	var objects []*policyObject
+	for _, b := range bundles {
+		for _, o := range b.Objects {
+			data, err := json.Marshal(o.Object)
+			if err != nil {
+				continue
+			}
+			sum := sha256.Sum256(data)
+			po := &policyObject{bundle: b.Name, key: objectKey(o), hash: hex.EncodeToString(sum[:])}
+			if err := json.Unmarshal(data, &po.data); err != nil {
+				continue
+			}
+			objects = append(objects, po)
+		}
+	}
+	return objects
 }
 
 // PolicyViolations checks as CheckPolicies does and gives each bundle the

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/flotilla-gitops/flotilla/fleet"
+	"github.com/flotilla-gitops/flotilla/internal/english"
 )
 
 // clustersToCheck returns the clusters whose policy violations may differ
@@ -49,15 +50,34 @@ func sameObjects(base, head *fleet.Plan, files *sourceChanges) bool {
 	return true
 }
 
-// newViolations checks the fleet's policies over the clusters' objects at
-// head, and at base when the base has policies too, and records on each
-// cluster what breaks at head and did not at base. Every bundle of those
-// clusters is rendered at both sides, each distinct input once, as vet
-// --policies does.
-func newViolations(ctx context.Context, rep *Report, clusters []fleet.Cluster, sides []*side) error {
+// checkObjects checks the policies over the clusters whose objects may
+// have changed, and with renderedRules the invariants' rules over rendered
+// objects, which need every cluster.
+func checkObjects(ctx context.Context, rep *Report, clusters []fleet.Cluster, sides []*side, files *sourceChanges,
+	states [2]*fleet.InvariantState, renderedRules bool, say func(string)) error {
+	check, all := clustersToCheck(clusters, sides, files), clusters
+	if !renderedRules {
+		all = check
+	}
+	say(fmt.Sprintf("checking the fleet's policies and invariants over the objects of %s", english.Count(len(all), "cluster")))
+	checked := map[string]bool{}
+	for _, c := range check {
+		checked[c.Name] = true
+	}
+	return checkRendered(ctx, rep, all, checked, sides, states)
+}
+
+// checkRendered renders every bundle of the clusters at both sides, each
+// distinct input once (as vet --policies does), and checks what needs
+// rendered objects: the fleet's policies over the clusters in check —
+// recording on each cluster what breaks at head and did not at base —
+// and, when states are given, the invariants' rules over rendered objects
+// (AddRendered; their breaks are compared with the others').
+func checkRendered(ctx context.Context, rep *Report, clusters []fleet.Cluster, check map[string]bool, sides []*side, states [2]*fleet.InvariantState) error {
 	var before [2]map[string]map[string]bool // by cluster, problem (without positions)
 	for i, s := range sides {
-		if len(s.Fleet.Policies()) == 0 {
+		policies := len(s.Fleet.Policies()) > 0
+		if !policies && (states[i] == nil || s.Fleet.RenderedInvariants() == 0) {
 			continue
 		}
 		var plans []*fleet.Plan
@@ -68,7 +88,7 @@ func newViolations(ctx context.Context, rep *Report, clusters []fleet.Cluster, s
 		}
 		rendered, err := s.r.RenderPlans(ctx, plans, nil, nil)
 		if err != nil {
-			return fmt.Errorf("rendering every cluster at %s to check the policies: %w", s.name, err)
+			return fmt.Errorf("rendering every cluster at %s to check the policies and invariants: %w", s.name, err)
 		}
 		before[i] = map[string]map[string]bool{}
 		for j, p := range plans {
@@ -77,6 +97,10 @@ func newViolations(ctx context.Context, rep *Report, clusters []fleet.Cluster, s
 				if b.Err == nil {
 					bundles = append(bundles, fleet.RenderedBundle{Name: b.Name, Objects: b.Result.Objects})
 				}
+			}
+			states[i].AddRendered(p.Cluster, bundles)
+			if !policies || !check[p.Cluster.Name] {
+				continue
 			}
 			found := map[string]bool{}
 			for _, d := range s.Fleet.CheckPolicies(p.Cluster, bundles) {

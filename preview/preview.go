@@ -204,7 +204,6 @@ func planAndCheck(ctx context.Context, sides []*side, clusters []fleet.Cluster, 
 		invariants[1].Add(head.p)
 		return cmp.add(c, base, head)
 	})
-	cmp.rep.Invariants = newBreaks(invariants)
 	return invariants, err
 }
 
@@ -307,8 +306,11 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		return nil, err
 	}
 	say(fmt.Sprintf("planning and comparing %s at base and head", english.Count(len(clusters), "cluster")))
+	// The invariants' rules over rendered objects need every cluster
+	// rendered, as the policies do.
+	renderedRules := len(opts.Clusters) == 0 && sides[1].Fleet.RenderedInvariants() > 0
 	cmp := &comparison{rep: rep, known: known, sides: sides, only: opts.Bundles, files: changesOf(changed),
-		keepPlans: len(sides[1].Fleet.Policies()) > 0}
+		keepPlans: len(sides[1].Fleet.Policies()) > 0 || renderedRules}
 	for _, s := range sides {
 		s.plans, s.errs = map[string]*fleet.Plan{}, map[string]error{}
 	}
@@ -324,14 +326,13 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	for _, j := range jobs {
 		j.finish()
 	}
-	if len(sides[1].Fleet.Policies()) > 0 {
-		check := clustersToCheck(clusters, sides, files)
-		say(fmt.Sprintf("checking the fleet's policies for %s", english.Count(len(check), "cluster")))
-		if err := newViolations(ctx, rep, check, sides); err != nil {
+	if len(sides[1].Fleet.Policies()) > 0 || renderedRules {
+		if err := checkObjects(ctx, rep, clusters, sides, files, states, renderedRules, say); err != nil {
 			return nil, err
 		}
 	}
 	rep.markChanged()
+	rep.Invariants = newBreaks(states)
 	rep.Invariants = append(rep.Invariants, rep.blastRadius(states[1], commitMessage(repo.Git, rep.Head))...)
 	rep.Invariants = append(rep.Invariants, promotions(states, k.Statuses, rep.Base)...)
 	rep.Renders = sides[0].r.Distinct() + sides[1].r.Distinct()

@@ -705,3 +705,55 @@ invariants: "staging-first": {
 		t.Errorf("promoting a digest staging runs but not Ready: %+v", b)
 	}
 }
+
+// TestPreviewChecksRenderedInvariants: a change that makes one prod
+// cluster's CRD serve another version breaks a `same` rule over rendered
+// objects; the clusters the change leaves alone are rendered too, to
+// compare with, and a rendered break already there at base is not the
+// change's.
+func TestPreviewChecksRenderedInvariants(t *testing.T) {
+	const fleetCUE = `package fleet
+
+clusters: {"prod-1": {labels: env: "prod"}, "prod-2": {labels: env: "prod"}}
+_crd: {
+	#plural: string
+	#versions: [...string]
+	apiVersion: "apiextensions.k8s.io/v1"
+	kind:       "CustomResourceDefinition"
+	metadata: name: "\(#plural).example.com"
+	spec: {
+		group: "example.com"
+		names: {kind: "Thing", plural: #plural}
+		scope: "Namespaced"
+		versions: [for v in #versions {name: v, served: true, storage: v == "v1", schema: openAPIV3Schema: type: "object"}]
+	}
+}
+bundles: crds: resources: [
+	_crd & {#plural: "widgets", #versions: [if cluster.name == "prod-2" {WIDGETS}, ["v1"]][0]},
+	_crd & {#plural: "gadgets", #versions: [if cluster.name == "prod-2" {["v1", "v2"]}, ["v1"]][0]},
+]
+invariants: "crds-agree": {
+	groupBy: "labels.env"
+	same: [{match: kind: "CustomResourceDefinition", field: "spec.versions.*.name"}]
+}
+`
+	repo := gittest.New(t)
+	base := repo.Commit(map[string]string{"fleet.cue": strings.Replace(fleetCUE, "WIDGETS", `["v1"]`, 1)})
+	head := repo.Commit(map[string]string{"fleet.cue": strings.Replace(fleetCUE, "WIDGETS", `["v1", "v2"]`, 1)})
+	rep, err := preview.Run(context.Background(), preview.Options{Dir: repo.Work, Base: base, Head: head})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Invariants) != 1 || !strings.Contains(rep.Invariants[0].Message,
+		`invariants.crds-agree.same[0]: invariant crds-agree breaks in group labels.env=prod: CustomResourceDefinition widgets.example.com: spec.versions.*.name differs: ["v1","v2"] on prod-2; ["v1"] on prod-1`) {
+		t.Fatalf("invariants the change breaks: %+v", rep.Invariants)
+	}
+	if f := rep.NewFailures(); !slices.Contains(f, "invariant crds-agree") {
+		t.Errorf("new failures %v", f)
+	}
+	// Narrowed to a cluster, the rendered rules are not checked either.
+	rep, err = preview.Run(context.Background(), preview.Options{Dir: repo.Work, Base: base, Head: head, Clusters: []string{"prod-2"}})
+	if err != nil || len(rep.Invariants) != 0 {
+		t.Fatalf("narrowed: %v %+v", err, rep.Invariants)
+	}
+}

@@ -272,3 +272,70 @@ invariants: "two-regions": {bundles: ["payments"], regions: min: 2}
 		t.Errorf("status with both clusters: exit %d\n%s%s", code, out, errOut)
 	}
 }
+
+// TestStatusChecksADRPairsVersions: withinOneRevisionOf, over what the
+// clusters run and the fleet's history fetched from an HTTP Git server.
+// The active runs payments' third version; a standby on the second
+// (at a later commit that did not change payments) is within one; a
+// standby on the first is more than one behind, and an active left on
+// the first while its standby runs the third is more than one behind
+// its standby (the standby is ahead).
+func TestStatusChecksADRPairsVersions(t *testing.T) {
+	repo := gittest.New(t)
+	fleetCUE := func(tag string) map[string]string {
+		return map[string]string{"fleet.cue": `package fleet
+
+clusters: {
+	"eu-a": {region: "eu-west-1", labels: {pair: "eu", role: "active"}}
+	"eu-s": {region: "eu-central-1", labels: {pair: "eu", role: "standby"}}
+}
+bundles: payments: {namespace: "pay", values: tag: "` + tag + `", resources: []}
+invariants: "dr-within-one": {
+	groupBy: "labels.pair"
+	bundles: ["payments"]
+	withinOneRevisionOf: clusterSelector: matchLabels: role: "active"
+}
+`}
+	}
+	c1 := repo.Commit(fleetCUE("1"))
+	c2 := repo.Commit(fleetCUE("2"))
+	c3 := repo.Commit(map[string]string{"README.md": "an unrelated change\n"})
+	c4 := repo.Commit(fleetCUE("3"))
+	url := repo.ServeHTTP("flotilla", "read-token")
+	token := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(token, []byte("read-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	publish := func(name, role, rev, since, previous string) {
+		t.Helper()
+		r, err := report.New(report.Options{URL: repo.URL})
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := &report.Status{Cluster: fleet.Cluster{Name: name, Labels: map[string]string{"pair": "eu", "role": role}}, Phase: report.ClusterReady,
+			AppliedRevision: rev, SeenRevision: rev,
+			Bundles: []report.BundleStatus{{Name: "payments", Phase: "Ready", Revision: rev, ContentSince: since, PreviousContentSince: previous}}}
+		if _, err := r.Publish(context.Background(), st, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	status := func() (int, string, string) {
+		return cli(t, "status", "--repo", url, "--username", "flotilla", "--password-file", token)
+	}
+	publish("eu-a", "active", c4, c4, c2)
+	publish("eu-s", "standby", c3, c2, c1)
+	if code, out, errOut := status(); code != exitOK || strings.Contains(out, "BROKEN") || strings.Contains(errOut, "not checked") {
+		t.Fatalf("a standby one version behind: exit %d\n%s%s", code, out, errOut)
+	}
+	publish("eu-s", "standby", c1, c1, "")
+	code, out, errOut := status()
+	if want := "invariant dr-within-one breaks for bundle payments in group labels.pair=eu: eu-s runs it at " + c1[:7] +
+		", more than one version behind eu-a (role=active) at " + c4[:7]; code != exitOK || !strings.HasPrefix(out, "BROKEN fleet.cue:") || !strings.Contains(out, want) {
+		t.Fatalf("a standby two versions behind: exit %d, want %q\n%s%s", code, want, out, errOut)
+	}
+	publish("eu-a", "active", c1, c1, "")
+	publish("eu-s", "standby", c4, c4, c2)
+	if _, out, errOut := status(); !strings.Contains(out, "eu-s runs it at "+c4[:7]+", more than one version ahead of eu-a (role=active) at "+c1[:7]) {
+		t.Fatalf("a standby two versions ahead:\n%s%s", out, errOut)
+	}
+}

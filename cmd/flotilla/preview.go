@@ -52,9 +52,10 @@ demand), diffs in diff blocks (a multi-line string as a line diff), under
 [{"name", "change", ...}]}]}, every cluster listed.
 
 When the fleet has invariants (rules over every cluster at once), they are
-checked over the plans at both revisions; one the change breaks — that held
-at base — is listed first (in the comment too) and is a new failure. They
-are not checked when --cluster narrows the preview.
+checked over the plans at both revisions — and their rules over rendered
+objects over every cluster's objects, rendered at both; one the change
+breaks — that held at base — is listed first (in the comment too) and is a
+new failure. They are not checked when --cluster narrows the preview.
 
 When the fleet has policies, the objects of every cluster whose bundles
 change (of every cluster, when the policies change) are checked against

@@ -56,6 +56,7 @@ type statusFlags struct {
 	ff         *fleetFlags
 	invFleet   *fleet.Fleet
 	invTip     string
+	hist       *source.History
 }
 
 // statusLong is the command's --help.

@@ -41,11 +41,34 @@ func (sf *statusFlags) invariantsNow(ctx context.Context, warn io.Writer, status
 		}
 		st.AddLive(rollout.RunningOf(s))
 	}
+	if st.WantsAncestry() {
+		// withinOneRevisionOf counts versions along the fleet's history.
+		if h, err := sf.fleetHistory(); err != nil {
+			fmt.Fprintf(warn, "warning: withinOneRevisionOf is not checked: %s\n", errtext.Error(err))
+		} else if err := h.Update(ctx, tip); err != nil {
+			fmt.Fprintf(warn, "warning: withinOneRevisionOf is not checked: the fleet's history: %s\n", errtext.Error(err))
+		} else {
+			st.SetAncestry(h.IsAncestor)
+		}
+	}
 	var out []string
 	for _, d := range st.Check() {
 		out = append(out, d.Error())
 	}
 	return out
+}
+
+// fleetHistory is the fleet branch's history, kept between refreshes.
+func (sf *statusFlags) fleetHistory() (*source.History, error) {
+	if sf.hist == nil {
+		// No checkout is made with it: the cache folder stays unused.
+		src, err := source.New(source.Options{URL: sf.repo, Branch: sf.tip, Auth: sf.auth, CacheDir: os.TempDir()})
+		if err != nil {
+			return nil, err
+		}
+		sf.hist = src.NewHistory()
+	}
+	return sf.hist, nil
 }
 
 // fleetAt loads the fleet at the tip (kept while the tip stays).

@@ -56,6 +56,10 @@ regions, cluster counts, how many a selector selects, planned inputs that
 must be the same, per bundle and per group) are checked over the plans of
 every inventory cluster and every cluster known from its status branch; a
 break names the invariant's line, the bundle, the group and its clusters.
+Their rules over rendered objects (same: [{match, field}], "a CRD serves
+the same versions across a class") need every cluster rendered:
+--invariants renders every inventory cluster and every cluster known from
+its status branch, each distinct bundle input once, and checks them.
 
 --policies also renders every inventory cluster, and every cluster known
 only from its status branch (--status-repo, or the local repository's
@@ -75,6 +79,7 @@ type vetOptions struct {
 	out            *outputFlag
 	ff             *fleetFlags
 	policies       *bool
+	invariants     *bool
 	limits         *limitFlags
 	known          *knownClusterFlags
 	allowUnchecked *bool
@@ -89,11 +94,13 @@ func newVetCmd() *cobra.Command {
 		Example: `  flotilla vet
   flotilla vet --strict
   flotilla vet . --path examples/independent -o json
-  flotilla vet --policies`,
+  flotilla vet --policies
+  flotilla vet --invariants --path examples/invariants`,
 		Args: cobra.MaximumNArgs(1),
 	}
 	o := &vetOptions{out: addOutputFlag(cmd, "text", "json"), ff: addFleetFlags(cmd)}
 	o.policies = cmd.Flags().Bool("policies", false, "render every inventory cluster (each distinct bundle input once, in render workers) and check the fleet's policies over its objects")
+	o.invariants = cmd.Flags().Bool("invariants", false, "also check the invariants' rules over rendered objects (same: [{match, field}]): render every inventory cluster, as --policies does (the other rules are always checked)")
 	o.limits = addLimitFlags(cmd, false)
 	o.known = addKnownClusterFlags(cmd)
 	o.allowUnchecked = cmd.Flags().Bool("allow-unchecked-schemas", false, "let a chart's values.schema.json that vet cannot read as CUE pass with a note (Helm still checks the values when it renders); without it such a schema is a problem")
@@ -155,16 +162,19 @@ func (o *vetOptions) check(cmd *cobra.Command, dir string, f *fleet.Fleet, res *
 	t := newVetTally(f, dir, sources.AllowRemoteBases)
 	// With --policies every cluster is rendered as it is planned: one
 	// goroutine plans, the others render.
+	// --invariants renders for the invariants' rules over rendered
+	// objects, when there are any; both check them once rendered.
 	var rendered *vetRender
 	workers := 0
-	if *o.policies {
+	invariants := f.NewInvariantState()
+	if *o.policies || (*o.invariants && f.RenderedInvariants() > 0) {
 		var err error
-		if rendered, err = newVetRender(ctx, stderr, f, dir, o.limits, true); err != nil {
+		if rendered, err = newVetRender(ctx, stderr, f, dir, o.limits, *o.policies); err != nil {
 			return err
 		}
+		rendered.invariants = invariants
 		workers = 1
 	}
-	invariants := f.NewInvariantState()
 	problems, err := eachInventoryPlan(ctx, stderr, f, workers, func(p *fleet.Plan) error {
 		t.add(p)
 		invariants.Add(p)
@@ -193,8 +203,6 @@ func (o *vetOptions) check(cmd *cobra.Command, dir string, f *fleet.Fleet, res *
 		t.selection.Add(p)
 		invariants.Add(p)
 	}
-	// The invariants hold over every known cluster's plan.
-	res.Diagnostics = append(res.Diagnostics, invariants.Check()...)
 	res.Warnings = append(res.Warnings, f.Unselected(t.selection)...)
 	if rendered != nil {
 		res.Diagnostics = append(res.Diagnostics, ds...)
@@ -205,6 +213,10 @@ func (o *vetOptions) check(cmd *cobra.Command, dir string, f *fleet.Fleet, res *
 		}
 		ds, err = rendered.wait()
 	} else {
+		if n := f.RenderedInvariants(); n > 0 {
+			fmt.Fprintf(stderr, "note: %s over rendered objects %s not checked: vet --invariants renders every cluster to check them\n",
+				english.Count(n, "invariant rule"), map[bool]string{true: "is", false: "are"}[n == 1])
+		}
 		// What fails to render fails on a cluster: render each distinct
 		// source at least once (the clusters that together get them all).
 		ds, err = renderProblems(ctx, stderr, f, dir, t.sample(sources.AllowChartDownloads), o.limits)
@@ -219,6 +231,9 @@ func (o *vetOptions) check(cmd *cobra.Command, dir string, f *fleet.Fleet, res *
 		return err
 	}
 	res.Diagnostics = append(res.Diagnostics, ds...)
+	// The invariants hold over every known cluster's plan (and, rendered,
+	// its objects).
+	res.Diagnostics = append(res.Diagnostics, invariants.Check()...)
 	for _, n := range schemas.Notes() {
 		fmt.Fprintf(stderr, "note: %s\n", n)
 	}
@@ -430,6 +445,9 @@ type vetRender struct {
 	rendered     atomic.Int64
 	problems     fleet.Diagnostics // what does not render
 	violations   fleet.Diagnostics // what breaks the policies
+	// invariants, when set, keeps what the invariants' rendered rules
+	// need of each cluster's objects.
+	invariants *fleet.InvariantState
 }
 
 func newVetRender(ctx context.Context, stderr io.Writer, f *fleet.Fleet, dir string, limits *limitFlags, policies bool) (*vetRender, error) {
@@ -471,6 +489,7 @@ func (v *vetRender) check(_ int, p *fleet.Plan, rendered []planrender.Bundle) er
 	if v.policies {
 		v.violations = append(v.violations, v.f.CheckPolicies(p.Cluster, bundles)...)
 	}
+	v.invariants.AddRendered(p.Cluster, bundles)
 	return nil
 }
 

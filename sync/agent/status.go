@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"slices"
 	"time"
@@ -87,6 +88,7 @@ func (a *Agent) statusOf(p *Pass, now time.Time) *report.Status {
 			}
 		}
 		prev, seen := previous[b.Name]
+		contentSince(&bs, prev, seen)
 		if seen && prev.Phase == b.Phase {
 			bs.LastTransitionTime = prev.LastTransitionTime
 		}
@@ -120,6 +122,24 @@ func (a *Agent) statusOf(p *Pass, now time.Time) *report.Status {
 		st.Message = p.gate.status.Message
 	}
 	return st
+}
+
+// contentSince carries where the bundle's rendered objects began over from
+// its last report while they stay the same, and starts them at its
+// revision when they change (the objects before them began at the last
+// report's contentSince). A bundle that did not render keeps them.
+func contentSince(bs *report.BundleStatus, prev report.BundleStatus, seen bool) {
+	switch {
+	case !seen:
+		bs.ContentSince = bs.Revision
+	case bs.RenderedDigest == "" || bs.RenderedDigest == prev.RenderedDigest:
+		bs.ContentSince, bs.PreviousContentSince = prev.ContentSince, prev.PreviousContentSince
+		if bs.ContentSince == "" { // a report from before these fields
+			bs.ContentSince = bs.Revision
+		}
+	default:
+		bs.ContentSince, bs.PreviousContentSince = bs.Revision, cmp.Or(prev.ContentSince, prev.Revision)
+	}
 }
 
 // waitingPhase is Waiting for a cluster that is Ready at what it applied

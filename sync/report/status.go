@@ -165,6 +165,13 @@ type BundleStatus struct {
 	// RolledBack is the revision the bundle went back from (onFailure:
 	// rollback); it keeps Revision until a newer commit.
 	RolledBack string `json:"rolledBack,omitempty"`
+	// ContentSince is the revision from which the bundle has run its
+	// current rendered objects (RenderedDigest), up to Revision;
+	// PreviousContentSince where the objects before them began. With the
+	// fleet's history they say how many versions of a bundle two clusters
+	// are apart (fleet.Versions).
+	ContentSince         string `json:"contentSince,omitempty"`
+	PreviousContentSince string `json:"previousContentSince,omitempty"`
 	// LastTransitionTime is when the phase last changed.
 	LastTransitionTime time.Time `json:"lastTransitionTime"`
 }

@@ -81,9 +81,12 @@ func KeptBy(c report.Controls, cluster string, bundles []string, now time.Time) 
 // RunningOf is what a cluster runs, as its status says: each bundle, and
 // whether it is Ready there.
 func RunningOf(st *report.Status) fleet.Running {
-	r := fleet.Running{Cluster: st.Cluster, Bundles: map[string]bool{}}
+	r := fleet.Running{Cluster: st.Cluster, Bundles: map[string]bool{}, Versions: map[string]fleet.BundleVersion{}}
 	for _, b := range st.Bundles {
 		r.Bundles[b.Name] = b.Phase == apply.PhaseReady
+		if b.Revision != "" {
+			r.Versions[b.Name] = fleet.BundleVersion{Revision: b.Revision, ContentSince: b.ContentSince, PreviousContentSince: b.PreviousContentSince}
+		}
 	}
 	return r
 }

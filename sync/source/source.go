@@ -153,7 +153,7 @@ func (s *Source) HeadTime(ctx context.Context, hash string) (time.Time, error) {
 	defer cancel()
 	// A local repository (a path, or a file:// URL as commands make of
 	// one) is read in place.
-	if dir := strings.TrimPrefix(s.opts.URL, "file://"); isDir(dir) {
+	if dir, ok := localDir(s.opts.URL); ok {
 		repo, err := git.PlainOpenWithOptions(dir, &git.PlainOpenOptions{DetectDotGit: true, EnableDotGitCommonDir: true})
 		if err == nil {
 			if c, err := repo.CommitObject(plumbing.NewHash(hash)); err == nil {
