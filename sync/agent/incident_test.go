@@ -213,6 +213,11 @@ func TestRolloutIncident(t *testing.T) {
 // (clusters: min: 2 over eu-1 and eu-2); broken adds to eu-1's web a
 // Deployment that is never Ready.
 func availabilityFleet(v string, broken bool) string {
+	return availabilityFleetWith(v, broken, "")
+}
+
+// availabilityFleetWith is availabilityFleet with a fleet rollout.
+func availabilityFleetWith(v string, broken bool, rollout string) string {
 	bad := ""
 	if broken {
 		bad = `if cluster.name == "eu-1" {apiVersion: "apps/v1", kind: "Deployment", metadata: name: "never-ready", spec: {
@@ -223,6 +228,7 @@ func availabilityFleet(v string, broken bool) string {
 	}
 	return `package fleet
 
+` + rollout + `
 bundles: web: {namespace: "rollout-web", timeout: "3s", resources: [
 	{apiVersion: "v1", kind: "Namespace", metadata: name: "rollout-web"},
 	{apiVersion: "v1", kind: "ConfigMap", metadata: name: "web", data: v: "` + v + `"},
@@ -270,5 +276,55 @@ func TestRolloutKeepsInvariants(t *testing.T) {
 	})
 	if slices.Contains(rt.seen["eu-2"], "2") {
 		t.Errorf("eu-2 took 2 while eu-1 was not Ready: %v", rt.seen["eu-2"])
+	}
+}
+
+// TestRolloutWaveKeepsInvariants: with waves, the availability invariant
+// makes the eu wave wait inside itself: canary-1 takes revision 2 and is
+// Ready, the eu wave opens, eu-1 takes 2 and is not Ready, and eu-2 — the
+// last eu cluster with web Ready — keeps 1, naming the invariant, though
+// its wave lets it go; the rest wave waits behind eu. Revision 3 goes
+// wave by wave to every cluster, eu-2 never having run 2.
+func TestRolloutWaveKeepsInvariants(t *testing.T) {
+	const waves = `rollout: {waves: [{name: "canary", names: ["canary-*"]}, {name: "eu", names: ["eu-*"]}, {name: "rest"}], bake: "0s"}`
+	rt := newRolloutTest(t)
+	rt.repo.Commit(map[string]string{"fleet.cue": availabilityFleetWith("1", false, waves)})
+	rt.until("every cluster at 1", func() bool {
+		rt.pass()
+		return slices.Equal(rt.web(), []string{"1", "1", "1", "1", "1"})
+	})
+
+	rt.repo.Commit(map[string]string{"fleet.cue": availabilityFleetWith("2", true, waves)})
+	rt.until("canary-1 Ready at 2", func() bool {
+		rt.pass("canary-1")
+		st := rt.status("canary-1")
+		return rt.web()[0] == "2" && st.Phase == report.ClusterReady
+	})
+	rt.pass("eu-1")
+	rt.pass("eu-2", "us-1", "us-2")
+	if got := rt.web(); !slices.Equal(got, []string{"2", "2", "1", "1", "1"}) {
+		t.Fatalf("the eu wave with eu-1 not Ready at 2: web %v (canary-1, eu-1, eu-2, us-1, us-2), want eu-2 and the rest wave at 1", got)
+	}
+	st := rt.status("eu-2")
+	if st.Phase != report.ClusterWaiting || st.Rollout == nil || st.Wave != "eu" ||
+		!strings.Contains(st.Rollout.Message, "invariant web-in-eu (eu keeps serving): 0 other clusters with web Ready, at least 1 while one takes a revision; waits for eu-1") {
+		t.Fatalf("eu-2 waiting in its wave for the invariant: phase %s, rollout %+v", st.Phase, st.Rollout)
+	}
+	if st := rt.status("us-1"); st.Rollout == nil || strings.Contains(st.Rollout.Message, "invariant") {
+		t.Errorf("us-1 waits for the eu wave, not the invariant: %+v", st.Rollout)
+	}
+
+	rt.repo.Commit(map[string]string{"fleet.cue": availabilityFleetWith("3", false, waves)})
+	rt.until("every cluster at 3, wave by wave", func() bool {
+		rt.pass("canary-1", "eu-1", "eu-2", "us-1", "us-2")
+		return slices.Equal(rt.web(), []string{"3", "3", "3", "3", "3"})
+	})
+	if slices.Contains(rt.seen["eu-2"], "2") {
+		t.Errorf("eu-2 took 2 while eu-1 was not Ready: %v", rt.seen["eu-2"])
+	}
+	for _, name := range []string{"us-1", "us-2"} {
+		if slices.Contains(rt.seen[name], "2") {
+			t.Errorf("%s took 2 before the eu wave was done: %v", name, rt.seen[name])
+		}
 	}
 }
