@@ -7,7 +7,10 @@
 #   2. vet with four invariants over every bundle (regions per bundle,
 #      clusters per region and class, a count per team, the same values
 #      per class and bundle),
-#   3. vet --policies without invariants (what the issue compares with:
+#   3. vet --invariants with the four and one rule over rendered objects
+#      (every Deployment's apiVersion the same per class): every cluster
+#      rendered, each distinct input once,
+#   4. vet --policies without invariants (what the issue compares with:
 #      every cluster rendered, the three policies of bench/policies.sh
 #      checked over its objects),
 # wall time (median of 3) and peak RSS (/usr/bin/time -v, the vet and its
@@ -37,6 +40,10 @@ invariants: {
 	"same-values-per-class": {groupBy: "labels.class", bundles: ["app-*"], same: ["values.replicas"]}
 }'
 
+rendered='package fleet
+
+invariants: "deployments-agree-per-class": {groupBy: "labels.class", same: [{match: kind: "Deployment", field: "apiVersion"}]}'
+
 # vet exits 1 when it finds problems; the invariants above hold, the
 # synthetic fleet has none.
 vet() { bin/flotilla vet "$work/fleet" "$@" -q; }
@@ -49,7 +56,11 @@ echo "$invariants" >"$work/fleet/invariants.cue"
 vet >/dev/null # the rules hold: vet must pass with them
 with=$(measure vet)
 with_rss=$(peak bin/flotilla vet "$work/fleet" -q)
-rm "$work/fleet/invariants.cue"
+echo "$rendered" >"$work/fleet/rendered.cue"
+vet --invariants >/dev/null
+rendered_t=$(measure vet --invariants)
+rendered_rss=$(peak bin/flotilla vet "$work/fleet" --invariants -q)
+rm "$work/fleet/invariants.cue" "$work/fleet/rendered.cue"
 mv "$work/policies.cue" "$work/fleet/policies.cue"
 policies=$(measure vet --policies)
 policies_rss=$(peak bin/flotilla vet "$work/fleet" --policies -q)
@@ -58,4 +69,5 @@ echo
 echo "median of $runs runs (whole processes), peak RSS:"
 printf '  vet (the peer: plans alone)      %6.2f s   %s\n' "$plain" "$plain_rss"
 printf '  vet with 4 invariants            %6.2f s   %s   (%.2fx vet)\n' "$with" "$with_rss" "$(echo "$with / $plain" | bc -l)"
+printf '  vet --invariants (4 + 1 rendered) %5.2f s   %s   (%.2fx vet, %.2fx --policies)\n' "$rendered_t" "$rendered_rss" "$(echo "$rendered_t / $plain" | bc -l)" "$(echo "$rendered_t / $policies" | bc -l)"
 printf '  vet --policies (3 policies)      %6.2f s   %s   (%.2fx vet)\n' "$policies" "$policies_rss" "$(echo "$policies / $plain" | bc -l)"
