@@ -5,9 +5,15 @@ import (
 	"io"
 	"log"
 	"net"
+	"net/http"
+	"net/http/cgi"
+	"net/http/httptest"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 
 	"github.com/fluxcd/gitkit"
@@ -150,4 +156,55 @@ func (r *Repo) ServeHTTPOpen() string {
 	}
 	r.t.Cleanup(srv.StopHTTP)
 	return srv.HTTPAddress() + "/" + filepath.Base(r.Bare)
+}
+
+// Requests counts what a Git HTTP server was asked, by kind: "advertise
+// git-upload-pack" (a ref advertisement for a fetch or ls-remote),
+// "git-upload-pack" (a fetch's pack), "advertise git-receive-pack" and
+// "git-receive-pack" (a push).
+type Requests struct {
+	mu     sync.Mutex
+	counts map[string]int
+}
+
+// Take returns the counts since the last Take, and starts again.
+func (r *Requests) Take() map[string]int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := r.counts
+	r.counts = map[string]int{}
+	return out
+}
+
+// ServeBackend serves the bare repository of r with git http-backend —
+// the smart HTTP server Git itself ships, pushes allowed — until the test
+// ends, counting the requests by kind. It returns the repository's URL.
+func (r *Repo) ServeBackend() (string, *Requests) {
+	r.t.Helper()
+	git, err := exec.LookPath("git")
+	if err != nil {
+		r.t.Fatal("git http-backend needs git: ", err)
+	}
+	Git(r.t, r.Bare, "config", "http.receivepack", "true")
+	root := filepath.Dir(r.Bare)
+	backend := &cgi.Handler{Path: git, Args: []string{"http-backend"}, Dir: root,
+		Env: []string{"GIT_PROJECT_ROOT=" + root, "GIT_HTTP_EXPORT_ALL=1"}}
+	reqs := &Requests{counts: map[string]int{}}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		kind := "other"
+		switch {
+		case strings.HasSuffix(req.URL.Path, "/info/refs"):
+			kind = "advertise " + req.URL.Query().Get("service")
+		case strings.HasSuffix(req.URL.Path, "/git-upload-pack"):
+			kind = "git-upload-pack"
+		case strings.HasSuffix(req.URL.Path, "/git-receive-pack"):
+			kind = "git-receive-pack"
+		}
+		reqs.mu.Lock()
+		reqs.counts[kind]++
+		reqs.mu.Unlock()
+		backend.ServeHTTP(w, req)
+	}))
+	r.t.Cleanup(srv.Close)
+	return srv.URL + "/" + filepath.Base(r.Bare), reqs
 }

@@ -400,3 +400,55 @@ func TestTwoAgentsWithOneName(t *testing.T) {
 		t.Errorf("the status does not say so: %q", st.Message)
 	}
 }
+
+// TestReportsSkipTheFetch: against git http-backend, a reporter's first
+// report fetches its branch and pushes; the next ones push only (no ref
+// advertisement of upload-pack, no pack fetched): the commits of its last
+// push are in its memory. When another writer moved the branch, the
+// leased push is refused, the next attempt fetches, and the report lands
+// on the other's commit: nothing is lost. Heartbeats still replace one
+// another.
+func TestReportsSkipTheFetch(t *testing.T) {
+	repo := gittest.New(t)
+	url, reqs := repo.ServeBackend()
+	r, err := report.New(report.Options{URL: url, Heartbeat: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	publish := func(r *report.Reporter, phase report.ClusterPhase, at time.Duration) map[string]int {
+		t.Helper()
+		reqs.Take()
+		if pushed, err := r.Publish(context.Background(), status("c1", phase), now.Add(at)); !pushed || err != nil {
+			t.Fatalf("report %s at %s: pushed %v, %v", phase, at, pushed, err)
+		}
+		return reqs.Take()
+	}
+	if got := publish(r, "Ready", 0); got["advertise git-upload-pack"] != 1 || got["git-receive-pack"] != 1 {
+		t.Fatalf("first report: %v, want a fetch (of a branch not there yet) and a push", got)
+	}
+	for i, phase := range []report.ClusterPhase{"Failed", "Failed", "Failed", "Ready"} {
+		got := publish(r, phase, time.Duration(i+1)*2*time.Minute)
+		if got["advertise git-upload-pack"] != 0 || got["git-upload-pack"] != 0 || got["git-receive-pack"] != 1 {
+			t.Fatalf("report %d: %v, want a push alone", i+2, got)
+		}
+	}
+	// Ready, Failed, Failed (heartbeat), Failed (heartbeat, in its place), Ready.
+	if got := branchLog(t, repo.Bare, "c1"); len(got) != 4 || !strings.Contains(got[1], "(heartbeat)") {
+		t.Fatalf("branch:\n%s", strings.Join(got, "\n"))
+	}
+
+	other, err := report.New(report.Options{URL: url})
+	if err != nil {
+		t.Fatal(err)
+	}
+	publish(other, "Progressing", 20*time.Minute)
+	got := publish(r, "Failed", 30*time.Minute)
+	if got["git-upload-pack"] != 1 || got["git-receive-pack"] != 1 {
+		t.Errorf("report after another writer: %v, want the refused push's retry to fetch", got)
+	}
+	log := branchLog(t, repo.Bare, "c1")
+	if len(log) != 6 || !strings.Contains(log[0], "Failed at") || !strings.Contains(log[1], "Progressing at") {
+		t.Errorf("the other writer's report is kept under this one:\n%s", strings.Join(log, "\n"))
+	}
+}
