@@ -55,8 +55,8 @@ type agentFlags struct {
 }
 
 // agentLong is the command's --help.
-const agentLong = `Run Flotilla's agent for one cluster. Every --interval (jittered), and at
-once when a Git host's webhook POSTs to /trigger, it asks the repository for
+const agentLong = `Run Flotilla's agent for one cluster. Every --interval (jittered), and
+within --trigger-spread when a Git host's webhook POSTs to /trigger, it asks the repository for
 the branch tip; when the revision, the cluster's identity or its discovered
 facts changed (or the last pass failed), it fetches that revision, evaluates
 the fleet for this cluster, renders its bundles and applies them. An idle
@@ -134,6 +134,7 @@ func newAgentCmd() *cobra.Command {
 	fs.StringVar(&id.ConfigMapNamespace, "identity-namespace", "flotilla-system", "namespace of the identity ConfigMap")
 	fs.StringVar(&id.ConfigMapName, "identity-configmap", "flotilla-identity", "name of the identity ConfigMap (empty: none)")
 	fs.DurationVar(&af.opts.Interval, "interval", time.Minute, "time between polls of the repository")
+	fs.DurationVar(&af.opts.TriggerSpread, "trigger-spread", 10*time.Second, "a webhook's pass starts at a random time within this `WINDOW`, so that a push fanned out to every cluster spreads the fetches over it (0: at once; a fleet of N clusters wants about N divided by the fetches per second its Git host serves, docs/scale.md)")
 	fs.BoolVar(&af.once, "once", false, "run one pass and exit (1 if it failed)")
 	fs.StringVar(&af.opts.Apply.InventoryNamespace, "inventory-namespace", af.opts.Apply.InventoryNamespace, "namespace of the bundles' inventories")
 	fs.BoolVar(&af.opts.Apply.AllowMassDeletion, "allow-mass-deletion", false, "let a pass delete more than half of the managed objects")

@@ -45,6 +45,11 @@ type Options struct {
 	Identity identity.Options
 	// Interval between polls; each wait is jittered by up to a tenth.
 	Interval time.Duration
+	// TriggerSpread spreads the passes a webhook (/trigger) asks for: each
+	// agent waits a random time under it first, so that a push webhook
+	// fanned out to every cluster of a fleet makes the Git host serve the
+	// fetches over the window, never all at once. Zero: at once.
+	TriggerSpread time.Duration
 	Apply    apply.Options
 	// Sources say what rendering may fetch, with which credentials, and
 	// which age identities decrypt SOPS-encrypted files (Secrets defaults
@@ -115,7 +120,8 @@ type Agent struct {
 	}
 
 	ready   atomic.Bool   // a pass has succeeded
-	trigger chan struct{} // a pass is asked for now (webhook)
+	trigger chan struct{} // a pass is asked for now (drift)
+	webhook chan struct{} // a pass is asked for within TriggerSpread (/trigger)
 	metrics *metrics
 
 	drift          *driftWatch
@@ -166,7 +172,7 @@ func New(cfg *rest.Config, opts Options, log logr.Logger) (*Agent, error) {
 		opts.Sources.Secrets = sops.ModeDecrypt
 	}
 	a := &Agent{opts: opts, kube: kube, ident: identity.New(opts.Identity, kube, dc), src: src, verify: verify, mgr: mgr, log: log,
-		trigger: make(chan struct{}, 1), metrics: newMetrics()}
+		trigger: make(chan struct{}, 1), webhook: make(chan struct{}, 1), metrics: newMetrics()}
 	if opts.Sandbox != nil {
 		sb := *opts.Sandbox
 		sb.Sources, sb.MaxManifestSize = opts.Sources, opts.MaxManifestSize
@@ -658,9 +664,39 @@ func (a *Agent) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-a.trigger:
+		case <-a.webhook:
+			if !a.spreadWebhook(ctx) {
+				return nil
+			}
 		case <-time.After(wait):
 		}
 	}
+}
+
+// spreadWebhook waits a random time under TriggerSpread before the pass a
+// webhook asked for (a drift trigger meanwhile goes at once); false when
+// ctx ended.
+func (a *Agent) spreadWebhook(ctx context.Context) bool {
+	d := spreadDelay(a.opts.TriggerSpread)
+	if d == 0 {
+		return true
+	}
+	a.log.V(1).Info("webhook: passing within the trigger spread", "in", d.Round(time.Millisecond).String())
+	select {
+	case <-ctx.Done():
+		return false
+	case <-a.trigger:
+	case <-time.After(d):
+	}
+	return true
+}
+
+// spreadDelay is a uniformly random wait in [0, window).
+func spreadDelay(window time.Duration) time.Duration {
+	if window <= 0 {
+		return 0
+	}
+	return time.Duration(rand.Int64N(int64(window)))
 }
 
 // Log logs a pass: constant messages, key/value pairs, never a secret.

@@ -20,7 +20,9 @@ const maxWebhookBody = 1 << 20
 //	/healthz  200 while the process runs
 //	/metrics  Prometheus metrics
 //	/readyz   200 once a pass has succeeded (the cluster matches a revision)
-//	/trigger  POST: sync now (a Git host's push webhook), authenticated
+//	/trigger  POST: sync within Options.TriggerSpread (a Git host's push
+//	          webhook, spread so that a fleet's agents do not all fetch at
+//	          once), authenticated
 //	          with the shared secret as GitHub/Gitea (X-Hub-Signature-256
 //	          HMAC), GitLab (X-Gitlab-Token) or a bearer token do
 //
@@ -48,7 +50,7 @@ func (a *Agent) Handler(secret []byte) http.Handler {
 			http.Error(w, "unauthorized", http.StatusUnauthorized)
 			return
 		}
-		a.Trigger()
+		a.TriggerWebhook()
 		w.WriteHeader(http.StatusAccepted)
 	})
 	return mux
@@ -58,6 +60,15 @@ func (a *Agent) Handler(secret []byte) http.Handler {
 func (a *Agent) Trigger() {
 	select {
 	case a.trigger <- struct{}{}:
+	default: // one is already pending
+	}
+}
+
+// TriggerWebhook asks for a pass within Options.TriggerSpread, as /trigger
+// does.
+func (a *Agent) TriggerWebhook() {
+	select {
+	case a.webhook <- struct{}{}:
 	default: // one is already pending
 	}
 }

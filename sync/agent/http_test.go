@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/flotilla-gitops/flotilla/internal/gittest"
+	"github.com/flotilla-gitops/flotilla/sync/agent"
 )
 
 // TestRunTriggerAndShutdown runs the loop with a one-hour interval: a
@@ -151,4 +152,30 @@ func TestDriftIsWatched(t *testing.T) {
 	}
 	// The interval is an hour: only the watch can bring it back.
 	waitFor(t, func() bool { data, _ := a.configMapData(t, "prod-only"); return data["v"] == "1" })
+}
+
+// TestWebhookIsSpread: with a trigger spread, a signed webhook still
+// brings the pass (an hour's interval cannot), within the window.
+func TestWebhookIsSpread(t *testing.T) {
+	repo := gittest.New(t)
+	repo.Commit(map[string]string{"fleet.cue": fleetV1})
+	a := newAgent(t, cluster.Config, repo, "prod-1", map[string]string{"env": "prod"}, func(o *agent.Options) {
+		o.Interval, o.TriggerSpread = time.Hour, 2*time.Second
+	})
+	srv := httptest.NewServer(a.Handler([]byte("hook-secret")))
+	defer srv.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- a.Run(ctx) }()
+	waitFor(t, func() bool { return status(t, srv.URL+"/readyz", nil, nil) == http.StatusOK })
+
+	repo.Commit(map[string]string{"fleet.cue": fleetV1 + "\nbundles: extra: resources: [{apiVersion: \"v1\", kind: \"ConfigMap\", metadata: name: \"extra\"}]\n"})
+	if got := status(t, srv.URL+"/trigger", http.Header{"Authorization": {"Bearer hook-secret"}}, []byte("{}")); got != http.StatusAccepted {
+		t.Fatalf("trigger: status %d", got)
+	}
+	waitFor(t, func() bool { _, ok := a.configMapData(t, "extra"); return ok })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
 }
