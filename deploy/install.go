@@ -43,7 +43,12 @@ const (
 // Options are an agent's install: the chart's values from flags, and the
 // credentials, read from files by the caller.
 type Options struct {
-	Repo, Branch    string
+	Repo, Branch string
+	// StatusRepo is the status repository, reached with the same
+	// credential; empty: the fleet repository (the chart's default, a
+	// repository of its own, is an example address bootstrap cannot
+	// create).
+	StatusRepo      string
 	Cluster, Region string
 	Labels          map[string]string
 	// RBAC is least-privilege or cluster-admin.
@@ -116,6 +121,7 @@ func (o *Options) values() map[string]any {
 			"repository": o.Repo, "branch": o.Branch, "auth": o.auth(),
 			"username": o.Username, "existingSecret": GitSecret,
 		},
+		"status":   map[string]any{"repository": o.StatusRepo},
 		"identity": map[string]any{"name": o.Cluster, "region": o.Region, "labels": labels},
 		"rbac":     map[string]any{"mode": o.RBAC},
 		"age":      map[string]any{"enabled": len(o.AgeKeys) > 0},

@@ -87,6 +87,7 @@ given (an agent's token is often read-only).`,
 func (bf *bootstrapFlags) addFlags(cmd *cobra.Command) {
 	fs := cmd.Flags()
 	fs.StringVar(&bf.opts.Repo, "repo", "", "`URL` of the fleet repository (https://, ssh://)")
+	fs.StringVar(&bf.opts.StatusRepo, "status-repo", "", "`URL` of the repository the agent writes its status branch to and reads approvals from, with the same credential (default: --repo; past a few hundred clusters give it a repository of its own, docs/scale.md)")
 	fs.StringVar(&bf.opts.Branch, "branch", "main", "`BRANCH` to follow")
 	fs.StringVar(&bf.opts.Cluster, "cluster", "", "this cluster's `NAME` in the fleet (a DNS label)")
 	fs.StringVar(&bf.opts.Region, "region", "", "this cluster's `REGION`")
@@ -268,12 +269,16 @@ func (bf *bootstrapFlags) install(cmd *cobra.Command, c *deploy.Client, objs []*
 		}
 		fmt.Fprintln(w, "the agent is available")
 	}
+	statusRepo, of := bf.opts.StatusRepo, "the repository "+bf.opts.StatusRepo
+	if statusRepo == "" {
+		statusRepo, of = bf.opts.Repo, "that repository"
+	}
 	fmt.Fprintf(w, `
 The agent of cluster %s follows %s (%s) and reports to the status
-branch flotilla/status/%s of that repository. To follow it:
+branch flotilla/status/%s of %s. To follow it:
   flotilla status --repo %s --cluster %s
   kubectl -n %s logs deployment/%s
-`, bf.opts.Cluster, bf.opts.Repo, bf.opts.Branch, bf.opts.Cluster, bf.opts.Repo, bf.opts.Cluster, deploy.Namespace, deploy.AgentName)
+`, bf.opts.Cluster, bf.opts.Repo, bf.opts.Branch, bf.opts.Cluster, of, statusRepo, bf.opts.Cluster, deploy.Namespace, deploy.AgentName)
 	return nil
 }
 
