@@ -246,12 +246,16 @@ func (o *Output) HeldPaths() []string {
 	return out
 }
 
-// controlBranch reads the approvals branch (approvals, pause, holds): from
-// the status repository when it has a URL, else from the local
-// repository's approvals branch.
+// controlBranch reads the approvals branch (approvals, pause, holds): the
+// status repository's when it has a URL and the branch, else the local
+// fleet repository's (where the branch sits beside the fleet's commits
+// when the status has a repository of its own).
 func controlBranch(ctx context.Context, status report.Branches, branch string, local *git.Repository) (*report.ControlBranch, error) {
 	if status.URL != "" {
-		return report.ReadControlBranch(ctx, status.URL, branch, status.Auth)
+		cb, err := report.ReadControlBranch(ctx, status.URL, branch, status.Auth)
+		if err != nil || !cb.Commit.IsZero() || local == nil {
+			return cb, err
+		}
 	}
 	if local == nil {
 		return &report.ControlBranch{}, nil

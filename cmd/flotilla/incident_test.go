@@ -339,3 +339,55 @@ invariants: "dr-within-one": {
 		t.Fatalf("a standby two versions ahead:\n%s%s", out, errOut)
 	}
 }
+
+// TestStatusWithAStatusRepository: the status branches in a repository of
+// their own, the approvals branch in the fleet repository (where `rollout
+// pause --repo` writes it). `status --repo STATUS --fleet-repo FLEET`
+// shows the fleet's tip, the pause and the fleet's invariants; without
+// --fleet-repo it finds neither the tip nor the pause, and says nothing
+// false. `rollout explain --fleet-repo` tells the pause too.
+func TestStatusWithAStatusRepository(t *testing.T) {
+	fleetRepo := gittest.New(t)
+	rev := fleetRepo.Commit(map[string]string{"fleet.cue": `package fleet
+
+clusters: {"eu-1": {region: "eu-west-1"}, "us-1": {region: "us-east-1"}}
+bundles: payments: {namespace: "pay", resources: []}
+invariants: "two-regions": {bundles: ["payments"], regions: min: 2}
+`})
+	statusRepo := gittest.New(t)
+	r, err := report.New(report.Options{URL: statusRepo.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &report.Status{Cluster: fleet.Cluster{Name: "eu-1", Region: "eu-west-1"}, Phase: report.ClusterReady, AppliedRevision: rev, SeenRevision: rev,
+		Bundles: []report.BundleStatus{{Name: "payments", Phase: "Ready", Revision: rev}}}
+	if _, err := r.Publish(t.Context(), st, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	ada := "Ada <ada@example.com>"
+	if code, out, errOut := cli(t, "rollout", "pause", "--repo", fleetRepo.Bare, "--by", ada, "--reason", "INC-9"); code != exitOK {
+		t.Fatalf("pause: exit %d\n%s%s", code, out, errOut)
+	}
+	code, out, errOut := cli(t, "status", "--repo", statusRepo.Bare, "--fleet-repo", fleetRepo.Bare, "-o", "json")
+	var doc struct {
+		Tip     string `json:"tip"`
+		Summary struct {
+			Invariants []string `json:"invariants"`
+			Controls   struct {
+				Pause *report.Control `json:"pause"`
+			} `json:"controls"`
+		} `json:"summary"`
+	}
+	if err := json.Unmarshal([]byte(out), &doc); code != exitOK || err != nil || doc.Tip != rev || doc.Summary.Controls.Pause == nil ||
+		doc.Summary.Controls.Pause.Reason != "INC-9" || len(doc.Summary.Invariants) != 1 {
+		t.Fatalf("status with --fleet-repo: exit %d, %v\n%s%s", code, err, out, errOut)
+	}
+	code, out, errOut = cli(t, "status", "--repo", statusRepo.Bare)
+	if code != exitOK || strings.Contains(out, "PAUSED") || strings.Contains(out, "BROKEN") {
+		t.Errorf("status without --fleet-repo: exit %d\n%s%s", code, out, errOut)
+	}
+	code, out, errOut = cli(t, "rollout", "explain", "--repo", statusRepo.Bare, "--fleet-repo", fleetRepo.Bare, "--cluster", "eu-1", "--revision", rev)
+	if code != exitOK || !strings.Contains(out, "INC-9") {
+		t.Errorf("explain with --fleet-repo: exit %d\n%s%s", code, out, errOut)
+	}
+}

@@ -68,7 +68,8 @@ func newRolloutApproveCmd() *cobra.Command {
 		Use:   "approve --repo URL --wave NAME --revision SHA",
 		Short: "Let a wave that asks for approval take a revision",
 		Long: `Push an approval for one wave and one revision to the approvals branch
-(flotilla/approvals of the status repository, --approvals-branch): a commit
+(flotilla/approvals, --approvals-branch, in the fleet repository — or in
+the status repository of an install that keeps it there): a commit
 that adds the entry to rollout/approvals.yaml, authored by you (--by, default
 your git config user.name and user.email), so who approved what stays in
 the branch's history. The agents of that wave read it at their next poll.
@@ -87,7 +88,7 @@ an entry; only an approver can sign one.`,
 		Args: cobra.NoArgs,
 	}
 	fs := cmd.Flags()
-	fs.StringVar(&af.repo, "repo", "", "repository of the status branches and approvals (`URL` or local path)")
+	fs.StringVar(&af.repo, "repo", "", "repository of the approvals branch (`URL` or local path): the fleet repository, or the status repository of an install that keeps the branch there")
 	fs.StringVar(&af.branch, "approvals-branch", report.DefaultApprovalsBranch, "branch holding the approvals")
 	fs.StringVar(&af.prefix, "status-prefix", report.DefaultPrefix, "prefix of the status branches (to resolve a short --revision)")
 	addGitAuthFlags(cmd, &af.auth, "", "")

@@ -24,7 +24,7 @@ type controlFlags struct {
 func addControlFlags(cmd *cobra.Command) *controlFlags {
 	cf := &controlFlags{}
 	fs := cmd.Flags()
-	fs.StringVar(&cf.repo, "repo", "", "repository of the status branches and approvals (`URL` or local path)")
+	fs.StringVar(&cf.repo, "repo", "", "repository of the approvals branch (`URL` or local path): the fleet repository, or the status repository of an install that keeps the branch there")
 	fs.StringVar(&cf.branch, "approvals-branch", report.DefaultApprovalsBranch, "branch holding the approvals and controls")
 	addGitAuthFlags(cmd, &cf.auth, "", "")
 	fs.StringVar(&cf.by, "by", "", "who acts, as `\"NAME <EMAIL>\"` (default: git config user.name and user.email)")
@@ -36,7 +36,7 @@ func addControlFlags(cmd *cobra.Command) *controlFlags {
 // who acts; it returns who that is.
 func (cf *controlFlags) update(cmd *cobra.Command, change func(by string) report.Change) (bool, string, error) {
 	if cf.repo == "" {
-		return false, "", errors.New("--repo is required: the repository of the status branches, where the approvals branch is")
+		return false, "", errors.New("--repo is required: the repository of the approvals branch (the fleet repository, or the status repository of an install that keeps it there)")
 	}
 	repo := repoURL(cf.repo)
 	auth, err := cf.auth.Method(repo)
@@ -58,8 +58,10 @@ func (cf *controlFlags) control(by string, until *time.Time) report.Control {
 	return report.Control{By: by, At: time.Now().UTC().Truncate(time.Second), Until: until, Reason: cf.reason}
 }
 
-const controlsLong = `The controls live on the approvals branch (flotilla/approvals of the status
-repository) beside the approvals, in rollout/controls.yaml: each command is a
+const controlsLong = `The controls live on the approvals branch (flotilla/approvals: in the fleet
+repository, where agents see it move in their poll's ref advertisement and
+read it only then; or in the status repository of an install that keeps
+it there) beside the approvals, in rollout/controls.yaml: each command is a
 commit authored by you (--by, default your git config user.name and
 user.email), so the branch's history says who stopped what, when and why,
 and nobody edits fleet.cue during an incident. Agents read it when they poll

@@ -18,10 +18,10 @@ import (
 
 // explainFlags are the flags of `flotilla rollout explain`.
 type explainFlags struct {
-	repo, prefix, approvals string
-	auth                    source.Auth
-	cluster, revision       string
-	depth                   int
+	repo, fleetRepo, prefix, approvals string
+	auth                               source.Auth
+	cluster, revision                  string
+	depth                              int
 }
 
 func newRolloutExplainCmd() *cobra.Command {
@@ -46,7 +46,8 @@ included); an older revision may need more.`,
 		Args: cobra.NoArgs,
 	}
 	fs := cmd.Flags()
-	fs.StringVar(&ef.repo, "repo", "", "repository of the status branches and approvals (`URL` or local path)")
+	fs.StringVar(&ef.repo, "repo", "", "repository of the status branches (`URL` or local path)")
+	fs.StringVar(&ef.fleetRepo, "fleet-repo", "", "the fleet repository (`URL` or local path), when the status branches are in a repository of their own: the approvals branch is read from it when it has one, with the same credentials (default: --repo)")
 	fs.StringVar(&ef.prefix, "status-prefix", report.DefaultPrefix, "prefix of the status branches")
 	fs.StringVar(&ef.approvals, "approvals-branch", report.DefaultApprovalsBranch, "branch holding the approvals and controls")
 	addGitAuthFlags(cmd, &ef.auth, "", "")
@@ -75,7 +76,16 @@ included); an older revision may need more.`,
 		if err != nil {
 			return err
 		}
-		controls, err := report.ReadControlHistory(cmd.Context(), repo, ef.approvals, report.MaxHistory, auth)
+		fleetRepo := repo
+		if ef.fleetRepo != "" {
+			fleetRepo = repoURL(ef.fleetRepo)
+		}
+		fleetAuth, err := ef.auth.Method(fleetRepo)
+		if err != nil {
+			return err
+		}
+		controls, err := report.ReadControlHistoryOf(cmd.Context(), ef.approvals, report.MaxHistory,
+			report.Remote{URL: fleetRepo, Auth: fleetAuth}, report.Remote{URL: repo, Auth: auth})
 		if err != nil {
 			return err
 		}

@@ -31,6 +31,7 @@ type statusFlags struct {
 	// legacyBranch is the flag --status-prefix replaced; set, it explains.
 	legacyBranch string
 	tip          string
+	fleetRepo    string
 	approvals    string
 	auth         source.Auth
 	cluster      string
@@ -143,6 +144,7 @@ func (sf *statusFlags) addReadFlags(cmd *cobra.Command) {
 	fs.StringVar(&sf.legacyBranch, "status-branch", "", "replaced by --status-prefix")
 	_ = fs.MarkHidden("status-branch")
 	fs.StringVar(&sf.tip, "branch", "main", "the fleet `BRANCH` whose tip the applied revisions are compared with")
+	fs.StringVar(&sf.fleetRepo, "fleet-repo", "", "the fleet repository, a `URL` or local path, when the status branches are in a repository of their own: the --branch tip, the invariants and the approvals branch are read from it, with the same credentials (default: --repo)")
 	addGitAuthFlags(cmd, &sf.auth, "", "")
 	fs.DurationVar(&sf.stale, "stale", 30*time.Minute, "count clusters that have not reported for this long as Stale")
 	fs.StringVar(&sf.approvals, "approvals-branch", report.DefaultApprovalsBranch, "branch holding the rollout's approvals, pause and holds")
@@ -296,7 +298,8 @@ type fleetStatus struct {
 func (sf *statusFlags) viewOptions(ctx context.Context, warn io.Writer, auth transport.AuthMethod, now time.Time) report.ViewOptions {
 	opts := report.ViewOptions{Now: now, Stale: sf.stale}
 	opts.Tip, opts.TipTime = sf.fleetTip(ctx)
-	if cb, err := report.ReadControlBranch(ctx, sf.repo, sf.approvals, auth); err != nil {
+	fleetAuth, _ := sf.auth.Method(sf.fleetURL())
+	if cb, err := report.ReadControlBranchOf(ctx, sf.approvals, report.Remote{URL: sf.fleetURL(), Auth: fleetAuth}, report.Remote{URL: sf.repo, Auth: auth}); err != nil {
 		fmt.Fprintf(warn, "warning: the rollout's pause and holds are not shown: %s\n", errtext.Error(err))
 	} else {
 		opts.Controls = &cb.Controls
@@ -304,10 +307,18 @@ func (sf *statusFlags) viewOptions(ctx context.Context, warn io.Writer, auth tra
 	return opts
 }
 
+// fleetURL is the fleet repository: --fleet-repo, or the status branches'.
+func (sf *statusFlags) fleetURL() string {
+	if sf.fleetRepo != "" {
+		return repoURL(sf.fleetRepo)
+	}
+	return sf.repo
+}
+
 // fleetTip is the fleet branch's tip and when it was committed: "" when it
 // cannot be asked, a zero time when its commit cannot be read.
 func (sf *statusFlags) fleetTip(ctx context.Context) (string, time.Time) {
-	src, err := source.New(source.Options{URL: sf.repo, Branch: sf.tip, Auth: sf.auth})
+	src, err := source.New(source.Options{URL: sf.fleetURL(), Branch: sf.tip, Auth: sf.auth})
 	if err != nil {
 		return "", time.Time{}
 	}

@@ -62,7 +62,7 @@ func (sf *statusFlags) invariantsNow(ctx context.Context, warn io.Writer, status
 func (sf *statusFlags) fleetHistory() (*source.History, error) {
 	if sf.hist == nil {
 		// No checkout is made with it: the cache folder stays unused.
-		src, err := source.New(source.Options{URL: sf.repo, Branch: sf.tip, Auth: sf.auth, CacheDir: os.TempDir()})
+		src, err := source.New(source.Options{URL: sf.fleetURL(), Branch: sf.tip, Auth: sf.auth, CacheDir: os.TempDir()})
 		if err != nil {
 			return nil, err
 		}
@@ -81,7 +81,7 @@ func (sf *statusFlags) fleetAt(ctx context.Context, tip string) (*fleet.Fleet, e
 		return nil, err
 	}
 	defer os.RemoveAll(cache)
-	src, err := source.New(source.Options{URL: sf.repo, Branch: sf.tip, Auth: sf.auth, CacheDir: cache})
+	src, err := source.New(source.Options{URL: sf.fleetURL(), Branch: sf.tip, Auth: sf.auth, CacheDir: cache})
 	if err != nil {
 		return nil, err
 	}

@@ -7,11 +7,13 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"runtime/debug"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -50,7 +52,7 @@ type Options struct {
 	// fanned out to every cluster of a fleet makes the Git host serve the
 	// fetches over the window, never all at once. Zero: at once.
 	TriggerSpread time.Duration
-	Apply    apply.Options
+	Apply         apply.Options
 	// Sources say what rendering may fetch, with which credentials, and
 	// which age identities decrypt SOPS-encrypted files (Secrets defaults
 	// to sops.ModeDecrypt).
@@ -69,8 +71,9 @@ type Options struct {
 	// Status, when set, publishes each pass to a status branch; the
 	// rollout gate reads the other clusters' from the same repository.
 	Status *report.Options
-	// ApprovalsBranch holds rollout approvals, in the status repository
-	// (default report.DefaultApprovalsBranch).
+	// ApprovalsBranch holds rollout approvals, pauses and holds (default
+	// report.DefaultApprovalsBranch): in the fleet repository when it has
+	// the branch, else in the status repository.
 	ApprovalsBranch string
 	// SelfUpdateDeadline is how long the new agent has to report after
 	// this one applied its own new Deployment (Apply.Self); past it,
@@ -144,7 +147,10 @@ type Agent struct {
 
 // New builds an agent for the cluster cfg names.
 func New(cfg *rest.Config, opts Options, log logr.Logger) (*Agent, error) {
-	src, err := source.New(opts.Source)
+	// The poll's advertisement says where the approvals branch is.
+	srcOpts := opts.Source
+	srcOpts.Watch = append(slices.Clone(srcOpts.Watch), cmp.Or(opts.ApprovalsBranch, report.DefaultApprovalsBranch))
+	src, err := source.New(srcOpts)
 	if err != nil {
 		return nil, err
 	}

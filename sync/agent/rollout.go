@@ -138,13 +138,32 @@ func (g *gate) setKey() {
 	g.key = g.status.Revision + "|" + strings.Join(slices.Sorted(maps.Keys(g.held)), ",") + "|" + fmt.Sprint(g.back)
 }
 
-// readControls reads the approvals branch (approvals, pause, holds), which
-// is in the status repository: none without one.
+// readControls reads the approvals branch (approvals, pause, holds): in
+// the fleet repository when the poll's ref advertisement has it — read
+// only when its tip moved since the last read, so that a fleet commit
+// costs the Git host nothing more for it — or else in the status
+// repository (an install that keeps it there, where every read costs an
+// advertisement of all the status branches): none without one.
 func (a *Agent) readControls(ctx context.Context) (*report.ControlBranch, error) {
+	branch := cmp.Or(a.opts.ApprovalsBranch, report.DefaultApprovalsBranch)
+	if tip, ok := a.src.Seen(branch); ok {
+		if last := a.cache.controls; last != nil && last.Commit.String() == tip {
+			return last, nil
+		}
+		auth, err := a.opts.Source.Auth.Method(a.opts.Source.URL)
+		if err != nil {
+			return nil, err
+		}
+		cb, err := report.ReadControlBranch(ctx, a.opts.Source.URL, branch, auth)
+		if err != nil {
+			return nil, fmt.Errorf("reading the approvals branch of the fleet repository: %w", err)
+		}
+		return cb, nil
+	}
 	if a.reporter == nil {
 		return &report.ControlBranch{}, nil
 	}
-	cb, err := report.ReadControlBranch(ctx, a.opts.Status.URL, a.opts.ApprovalsBranch, a.opts.Status.Auth)
+	cb, err := report.ReadControlBranch(ctx, a.opts.Status.URL, branch, a.opts.Status.Auth)
 	if err != nil {
 		return nil, fmt.Errorf("reading the approvals branch: %w", err)
 	}

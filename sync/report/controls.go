@@ -400,3 +400,43 @@ func ReadControlHistory(ctx context.Context, url, branch string, n int, auth tra
 	})
 	return out, nil
 }
+
+// Remote is a repository to read from, with its credentials.
+type Remote struct {
+	URL  string
+	Auth transport.AuthMethod
+}
+
+// ReadControlBranchOf reads the approvals branch from the first of the
+// repositories that has it: the fleet repository, where the rollout's
+// decisions sit beside the commits they are about (the agents learn its
+// tip from their poll), then the status repository, where installs kept
+// it before (and where it is when the two are one). Empty when none has
+// it.
+func ReadControlBranchOf(ctx context.Context, branch string, repos ...Remote) (*ControlBranch, error) {
+	for i, r := range repos {
+		if r.URL == "" || slices.ContainsFunc(repos[:i], func(o Remote) bool { return o.URL == r.URL }) {
+			continue
+		}
+		cb, err := ReadControlBranch(ctx, r.URL, branch, r.Auth)
+		if err != nil || !cb.Commit.IsZero() {
+			return cb, err
+		}
+	}
+	return &ControlBranch{}, nil
+}
+
+// ReadControlHistoryOf is ReadControlHistory of the first of the
+// repositories that has the branch (as ReadControlBranchOf).
+func ReadControlHistoryOf(ctx context.Context, branch string, n int, repos ...Remote) ([]ControlCommit, error) {
+	for i, r := range repos {
+		if r.URL == "" || slices.ContainsFunc(repos[:i], func(o Remote) bool { return o.URL == r.URL }) {
+			continue
+		}
+		hist, err := ReadControlHistory(ctx, r.URL, branch, n, r.Auth)
+		if err != nil || len(hist) > 0 {
+			return hist, err
+		}
+	}
+	return nil, nil
+}

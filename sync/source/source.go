@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/flotilla-gitops/flotilla/internal/gitrev"
@@ -51,6 +52,10 @@ type Options struct {
 	// the connection and never answers fails the pass instead of hanging
 	// the agent.
 	Timeout time.Duration
+	// Watch are other branches whose tips Head notes from the same ref
+	// advertisement (Seen): the agent learns whether the approvals branch
+	// moved with no request of its own.
+	Watch []string
 }
 
 // DefaultTimeout bounds an exchange with a Git remote.
@@ -60,6 +65,9 @@ const DefaultTimeout = 2 * time.Minute
 type Source struct {
 	opts Options
 	auth transport.AuthMethod
+	// seen are the Watch branches' tips at the last Head.
+	mu   sync.Mutex
+	seen map[string]string
 }
 
 // New validates the options and reads the credentials.
@@ -129,6 +137,7 @@ func (s *Source) Head(ctx context.Context) (string, error) {
 	}
 	want := s.ref()
 	var hash plumbing.Hash
+	s.noteWatched(refs)
 	for _, r := range refs {
 		switch r.Name() {
 		case want:
@@ -143,6 +152,31 @@ func (s *Source) Head(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("%w: %s has no %s", ErrRefNotFound, RedactURL(s.opts.URL), want.Short())
 	}
 	return hash.String(), nil
+}
+
+// noteWatched keeps the tips of the Watch branches an advertisement has.
+func (s *Source) noteWatched(refs []*plumbing.Reference) {
+	if len(s.opts.Watch) == 0 {
+		return
+	}
+	seen := map[string]string{}
+	for _, r := range refs {
+		if r.Name().IsBranch() && slices.Contains(s.opts.Watch, r.Name().Short()) {
+			seen[r.Name().Short()] = r.Hash().String()
+		}
+	}
+	s.mu.Lock()
+	s.seen = seen
+	s.mu.Unlock()
+}
+
+// Seen is the tip of a Watch branch at the last Head, and whether the
+// repository had the branch then (false too before any Head).
+func (s *Source) Seen(branch string) (string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	tip, ok := s.seen[branch]
+	return tip, ok
 }
 
 // HeadTime is when the followed reference's tip (hash, from Head) was
