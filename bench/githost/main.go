@@ -11,12 +11,19 @@
 //   - poll: an idle poll, the fleet branch's tip (ls-remote);
 //   - fetch: a new fleet commit, checked out one commit deep (every agent
 //     does it once per commit);
-//   - controls: the approvals branch (approvals, pause, holds), read at
-//     every new tip;
+//   - controls: a read of the approvals branch (approvals, pause, holds),
+//     in the fleet repository: with status shared, every agent reads it at
+//     every new tip (agents before issue 38 read it from the status
+//     repository, paying its advertisement, at every new tip); with
+//     status apart, agents see its tip in their poll and read it only
+//     when it moved;
 //   - report-1st: an agent's first status report (fetch its branch, push);
 //   - report: a later report (push only: the reporter keeps what it pushed);
-//   - read-all: every status branch (an agent of a fleet with waves, at
-//     every new tip; flotilla status).
+//   - read-all: every status branch, read afresh (flotilla status; an
+//     agent's first read);
+//   - read-next: every status branch again, after 1% of the clusters (at
+//     most 40) reported a change (an agent of a fleet with waves reads them at every new
+//     tip, and at every poll while it waits: it fetches what moved).
 //
 // With -layout shared the status and approvals branches are in the fleet
 // repository (what an install did before issue 38); with separate, in a
@@ -44,6 +51,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -135,13 +143,23 @@ func run(git string, clusters, bundles int, layout string, samples int) (*result
 	res := &result{clusters: clusters, layout: layout}
 	for _, op := range operations(ctx, root, fleetURL, statusURL, tip, clusters, samples) {
 		fmt.Fprintf(os.Stderr, "%d clusters, %s: %d × %s\n", clusters, layout, op.n, op.name)
-		before, start := h.snapshot(), time.Now()
+		before, wall := h.snapshot(), time.Duration(0)
 		for i := range op.n {
+			if op.between != nil {
+				h.ignore.Store(true)
+				err := op.between(i)
+				h.ignore.Store(false)
+				if err != nil {
+					return nil, fmt.Errorf("%s %d: %w", op.name, i, err)
+				}
+			}
+			start := time.Now()
 			if err := op.do(i); err != nil {
 				return nil, fmt.Errorf("%s %d: %w", op.name, i, err)
 			}
+			wall += time.Since(start)
 		}
-		res.ops = append(res.ops, h.since(before, op.name, op.n, time.Since(start)))
+		res.ops = append(res.ops, h.since(before, op.name, op.n, wall))
 	}
 	return res, nil
 }
@@ -151,6 +169,8 @@ type operation struct {
 	name string
 	n    int
 	do   func(i int) error
+	// between runs before each do, not counted.
+	between func(i int) error
 }
 
 // operations are what an agent asks of the host, as the agent asks it.
@@ -167,9 +187,17 @@ func operations(ctx context.Context, root, fleetURL, statusURL, tip string, clus
 		return err
 	}
 	reporters := make([]*report.Reporter, samples)
+	var reader *report.Reader
+	readAll := func(r *report.Reader) error {
+		snap, err := r.Read(ctx)
+		if err == nil && len(snap.Statuses) != clusters {
+			err = fmt.Errorf("read %d statuses of %d", len(snap.Statuses), clusters)
+		}
+		return err
+	}
 	return []operation{
-		{"poll", samples, func(int) error { _, err := src.Head(ctx); return err }},
-		{"fetch", samples, func(i int) error {
+		{name: "poll", n: samples, do: func(int) error { _, err := src.Head(ctx); return err }},
+		{name: "fetch", n: samples, do: func(i int) error {
 			dir := filepath.Join(root, "agents", strconv.Itoa(i))
 			defer os.RemoveAll(dir)
 			s, err := source.New(source.Options{URL: fleetURL, CacheDir: dir})
@@ -179,13 +207,13 @@ func operations(ctx context.Context, root, fleetURL, statusURL, tip string, clus
 			_, err = s.Fetch(ctx, tip)
 			return err
 		}},
-		{"controls", samples, func(int) error {
-			_, err := report.ReadControlBranch(ctx, statusURL, "", nil)
+		{name: "controls", n: samples, do: func(int) error {
+			_, err := report.ReadControlBranch(ctx, fleetURL, "", nil)
 			return err
 		}},
 		// A reporter's first report (an agent that started) fetches its
 		// branch; the next ones build on what it pushed.
-		{"report-1st", samples, func(i int) error {
+		{name: "report-1st", n: samples, do: func(i int) error {
 			r, err := report.New(report.Options{URL: statusURL})
 			if err == nil {
 				err = publish(r, i, report.ClusterProgressing)
@@ -193,14 +221,24 @@ func operations(ctx context.Context, root, fleetURL, statusURL, tip string, clus
 			reporters[i] = r
 			return err
 		}},
-		{"report", samples, func(i int) error { return publish(reporters[i], i, report.ClusterReady) }},
-		{"read-all", max(samples/10, 3), func(int) error {
-			snap, err := report.Read(ctx, statusURL, "", nil)
-			if err == nil && len(snap.Statuses) != clusters {
-				err = fmt.Errorf("read %d statuses of %d", len(snap.Statuses), clusters)
-			}
-			return err
+		{name: "report", n: samples, do: func(i int) error { return publish(reporters[i], i, report.ClusterReady) }},
+		{name: "read-all", n: max(samples/10, 3), do: func(int) error {
+			reader = report.NewReader(statusURL, "", nil)
+			return readAll(reader)
 		}},
+		// An agent that read them before (waiting in a wave, at each
+		// poll), after 1% of the clusters (at most the samples' 40)
+		// reported a change.
+		{name: "read-next", n: max(samples/10, 3), do: func(int) error { return readAll(reader) },
+			between: func(round int) error {
+				phase := report.ClusterPhase([]string{"Progressing", "Ready"}[round%2])
+				for i := range min(samples, max(clusters/100, 1)) {
+					if err := publish(reporters[i], i, phase); err != nil {
+						return err
+					}
+				}
+				return nil
+			}},
 	}
 }
 
@@ -235,7 +273,38 @@ func writeRepos(git, root string, clusters, bundles int, statusRepo string) erro
 			return fmt.Errorf("git config: %w: %s", err, out)
 		}
 	}
-	cmd := exec.Command(git, "-C", filepath.Join(root, statusRepo), "fast-import", "--quiet")
+	// The approvals branch is in the fleet repository when the status
+	// has a repository of its own (where agents see it move in their
+	// poll), else in the one repository.
+	now := time.Now().UTC()
+	err := fastImport(git, filepath.Join(root, "fleet.git"), now, func(write writeFunc) error {
+		write("refs/heads/"+report.DefaultApprovalsBranch, "approvals", "README.md", "approvals and controls\n")
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return fastImport(git, filepath.Join(root, statusRepo), now, func(write writeFunc) error {
+		for i := range clusters {
+			name := synthfleet.ClusterName(i)
+			st := &report.Status{APIVersion: report.APIVersion, Kind: report.Kind, Cluster: fleet.Cluster{Name: name, Region: "eu-west-1"},
+				Agent: "bench", Phase: report.ClusterReady, AppliedRevision: strings.Repeat("0", 40), SeenRevision: strings.Repeat("0", 40), ReportedAt: now}
+			data, err := yaml.Marshal(st)
+			if err != nil {
+				return err
+			}
+			write("refs/heads/"+report.Branch("", name), "status("+name+"): Ready", report.Path(name), string(data))
+		}
+		return nil
+	})
+}
+
+// writeFunc writes one commit of one file on a ref.
+type writeFunc func(ref, msg, path, file string)
+
+// fastImport writes commits into a bare repository with git fast-import.
+func fastImport(git, repo string, now time.Time, commits func(writeFunc) error) error {
+	cmd := exec.Command(git, "-C", repo, "fast-import", "--quiet")
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return err
@@ -243,26 +312,17 @@ func writeRepos(git, root string, clusters, bundles int, statusRepo string) erro
 	if err := cmd.Start(); err != nil {
 		return err
 	}
-	now := time.Now().UTC()
-	write := func(ref, msg, path, file string) {
+	err = commits(func(ref, msg, path, file string) {
 		fmt.Fprintf(stdin, "commit %s\ncommitter flotilla <flotilla@flotilla.dev> %d +0000\ndata %d\n%s\nM 100644 inline %s\ndata %d\n%s\n",
 			ref, now.Unix(), len(msg), msg, path, len(file), file)
+	})
+	if cerr := stdin.Close(); err == nil {
+		err = cerr
 	}
-	for i := range clusters {
-		name := synthfleet.ClusterName(i)
-		st := &report.Status{APIVersion: report.APIVersion, Kind: report.Kind, Cluster: fleet.Cluster{Name: name, Region: "eu-west-1"},
-			Agent: "bench", Phase: report.ClusterReady, AppliedRevision: strings.Repeat("0", 40), SeenRevision: strings.Repeat("0", 40), ReportedAt: now}
-		data, err := yaml.Marshal(st)
-		if err != nil {
-			return err
-		}
-		write("refs/heads/"+report.Branch("", name), "status("+name+"): Ready", report.Path(name), string(data))
+	if werr := cmd.Wait(); err == nil {
+		err = werr
 	}
-	write("refs/heads/"+report.DefaultApprovalsBranch, "approvals", "README.md", "approvals and controls\n")
-	if err := stdin.Close(); err != nil {
-		return err
-	}
-	return cmd.Wait()
+	return err
 }
 
 // host is the Git server: git http-backend for every repository under
@@ -274,6 +334,8 @@ type host struct {
 	cgi   *cgi.Handler
 	mu    sync.Mutex
 	stats map[string]*kindStats
+	// ignore: requests are served, not counted.
+	ignore atomic.Bool
 }
 
 // kindStats are the totals of one kind of request.
@@ -308,6 +370,9 @@ func (h *host) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	cw := &countingWriter{ResponseWriter: w}
 	before := childCPU()
 	h.cgi.ServeHTTP(cw, r)
+	if h.ignore.Load() {
+		return
+	}
 	s := h.stats[kind]
 	if s == nil {
 		s = &kindStats{}
@@ -392,8 +457,9 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 }
 
 // print prints the result and what a host needs for the fleet: every
-// agent polls once per interval; a fleet commit makes every agent fetch,
-// read the controls and report (and, with waves, read every status).
+// agent polls once per interval; a fleet commit makes every agent fetch
+// and report (and, with waves, read every status); the approvals branch
+// is read when it moves, not per commit.
 func (res *result) print(w io.Writer, interval time.Duration) {
 	fmt.Fprintf(w, "\n%d clusters, status branches in %s repository:\n", res.clusters, map[string]string{"shared": "the fleet", "separate": "their own"}[res.layout])
 	fmt.Fprintf(w, "  %-9s %9s %9s %10s %12s %12s   %s\n", "operation", "wall", "requests", "server CPU", "bytes in", "bytes out", "server CPU by request")
@@ -408,11 +474,13 @@ func (res *result) print(w io.Writer, interval time.Duration) {
 	}
 	n := float64(res.clusters)
 	idle := n * byName["poll"].cpu.Seconds() / interval.Seconds()
-	commit := n * (byName["fetch"].cpu + byName["controls"].cpu + byName["report"].cpu).Seconds()
+	// Agents read the approvals branch only when it moved: a commit is a
+	// fetch and a report per agent.
+	commit := n * (byName["fetch"].cpu + byName["report"].cpu).Seconds()
 	waves := n * byName["read-all"].cpu.Seconds()
 	fmt.Fprintf(w, "  host needs: idle %.2f cores (every agent polls each %s, %s/s out); a fleet commit %.0f CPU s (%s out) — with waves %.0f CPU s more (%s out)\n",
 		idle, interval, size(n*byName["poll"].out/interval.Seconds()), commit,
-		size(n*(byName["fetch"].out+byName["controls"].out+byName["report"].out)), waves, size(n*byName["read-all"].out))
+		size(n*(byName["fetch"].out+byName["report"].out)), waves, size(n*byName["read-all"].out))
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d.Microseconds())/1000) }

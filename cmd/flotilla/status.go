@@ -348,8 +348,9 @@ func (sf *statusFlags) waitFor(ctx context.Context, stderr io.Writer, auth trans
 	ticker := time.NewTicker(sf.every)
 	defer ticker.Stop()
 	waiting, said := "", ""
+	reader := report.NewReader(sf.repo, sf.prefix, auth) // each poll fetches what moved
 	for {
-		snap, err := report.Read(ctx, sf.repo, sf.prefix, auth)
+		snap, err := reader.Read(ctx)
 		switch {
 		case ctx.Err() != nil:
 			// Ended while reading: keep what was known.

@@ -102,7 +102,7 @@ func (sv *statusServeFlags) run(cmd *cobra.Command) error {
 	if err != nil {
 		return err
 	}
-	s := &statusServer{sv: sv, auth: auth, token: token}
+	s := &statusServer{sv: sv, auth: auth, token: token, reader: report.NewReader(sv.repo, sv.prefix, auth)}
 	ctx := cmd.Context()
 	if err := s.refresh(ctx); err != nil {
 		return err
@@ -145,6 +145,9 @@ type statusServer struct {
 	sv    *statusServeFlags
 	auth  transport.AuthMethod
 	token []byte
+	// reader keeps the status branches between refreshes: a refresh
+	// fetches only the ones that moved.
+	reader *report.Reader
 
 	mu     sync.RWMutex
 	page   []byte // the last page built
@@ -157,7 +160,7 @@ type statusServer struct {
 // keeps the last page, with a warning on it.
 func (s *statusServer) refresh(ctx context.Context) error {
 	now := time.Now()
-	snap, err := report.Read(ctx, s.sv.repo, s.sv.prefix, s.auth)
+	snap, err := s.reader.Read(ctx)
 	if err != nil {
 		s.mu.Lock()
 		defer s.mu.Unlock()

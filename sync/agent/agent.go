@@ -122,6 +122,10 @@ type Agent struct {
 		controls *report.ControlBranch
 	}
 
+	// statuses reads the other clusters' status branches, fetching only
+	// what moved since its last read.
+	statuses *report.Reader
+
 	ready   atomic.Bool   // a pass has succeeded
 	trigger chan struct{} // a pass is asked for now (drift)
 	webhook chan struct{} // a pass is asked for within TriggerSpread (/trigger)
@@ -194,6 +198,7 @@ func New(cfg *rest.Config, opts Options, log logr.Logger) (*Agent, error) {
 		if a.reporter, err = report.New(*opts.Status); err != nil {
 			return nil, err
 		}
+		a.statuses = report.NewReader(opts.Status.URL, opts.Status.Prefix, opts.Status.Auth)
 	}
 	if opts.Notify != nil {
 		a.notifier = notify.New(opts.Notify, opts.NotifyOptions, log.WithName("notify"))

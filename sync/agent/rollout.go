@@ -205,7 +205,7 @@ func (a *Agent) keepAvailable(ctx context.Context, plan *fleet.Plan, inv map[str
 		return nil
 	}
 	if statuses == nil {
-		snap, err := report.Read(ctx, a.opts.Status.URL, a.opts.Status.Prefix, a.opts.Status.Auth)
+		snap, err := a.statuses.Read(ctx)
 		if err != nil {
 			return fmt.Errorf("reading the status branches for the fleet's invariants: %w", err)
 		}
@@ -314,8 +314,7 @@ func (g *gate) control(rg rollout.Groups, kept rollout.Kept) {
 // others reads the other clusters' statuses and places every known
 // cluster (them and this one) in the tip's rollouts.
 func (a *Agent) others(ctx context.Context, dir string, plan *fleet.Plan, revision string, owned []string) (map[string]*report.Status, []fleet.ClusterRollouts, error) {
-	st := a.opts.Status
-	snap, err := report.Read(ctx, st.URL, st.Prefix, st.Auth)
+	snap, err := a.statuses.Read(ctx)
 	if err != nil {
 		return nil, nil, fmt.Errorf("reading the status branches: %w", err)
 	}

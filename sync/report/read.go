@@ -18,7 +18,6 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/flotilla-gitops/flotilla/fleet"
-	"github.com/flotilla-gitops/flotilla/internal/english"
 	"github.com/flotilla-gitops/flotilla/internal/errtext"
 	"github.com/flotilla-gitops/flotilla/sync/source"
 )
@@ -33,54 +32,12 @@ type Snapshot struct {
 	Problems []error
 }
 
-// Read returns every cluster's status: it lists the status branches under
-// prefix with one ls-remote and fetches them all in one fetch, in memory
-// and one commit deep, however many clusters there are. No branch yet is
-// an empty snapshot, not an error.
+// Read returns every cluster's status: one ref advertisement of the
+// branches under prefix and one upload-pack request for all their tips,
+// in memory and one commit deep, however many clusters there are (a
+// Reader's first read). No branch yet is an empty snapshot, not an error.
 func Read(ctx context.Context, url, prefix string, auth transport.AuthMethod) (*Snapshot, error) {
-	snap, err := read(ctx, url, prefix, auth)
-	return snap, source.RedactError(err, url)
-}
-
-func read(ctx context.Context, url, prefix string, auth transport.AuthMethod) (*Snapshot, error) {
-	if prefix == "" {
-		prefix = DefaultPrefix
-	}
-	refs, err := git.NewRemote(memory.NewStorage(), &config.RemoteConfig{Name: "origin", URLs: []string{url}}).
-		ListContext(ctx, &git.ListOptions{Auth: auth})
-	if err != nil && !errors.Is(err, transport.ErrEmptyRemoteRepository) {
-		return nil, fmt.Errorf("listing the status branches: %w", err)
-	}
-	snap := &Snapshot{}
-	var clusters []string
-	for _, ref := range refs {
-		name, ok := strings.CutPrefix(ref.Name().String(), "refs/heads/"+prefix+"/")
-		switch {
-		case ok && !strings.Contains(name, "/"):
-			clusters = append(clusters, name)
-		case ref.Name() == plumbing.NewBranchReferenceName(prefix):
-			snap.Problems = append(snap.Problems, fmt.Errorf("%w: branch %s holds the statuses of agents from before per-cluster branches; delete it once they are upgraded (git push origin --delete %s)",
-				ErrLegacyBranch, prefix, prefix))
-		}
-	}
-	if len(clusters) == 0 {
-		return snap, nil
-	}
-	slices.Sort(clusters)
-
-	repo, err := fetchBranches(ctx, url, auth, config.RefSpec("+refs/heads/"+prefix+"/*:refs/remotes/origin/"+prefix+"/*"))
-	if err != nil {
-		return nil, fmt.Errorf("fetching %s: %w", english.Count(len(clusters), "status branch"), err)
-	}
-	for _, name := range clusters {
-		st, err := readStatus(repo, plumbing.NewRemoteReferenceName("origin", prefix+"/"+name), name)
-		if err != nil {
-			snap.Problems = append(snap.Problems, fmt.Errorf("status branch %s: %w", Branch(prefix, name), err))
-			continue
-		}
-		snap.Statuses = append(snap.Statuses, *st)
-	}
-	return snap, nil
+	return NewReader(url, prefix, auth).Read(ctx)
 }
 
 // ReadCluster returns one cluster's status, fetching only its branch.

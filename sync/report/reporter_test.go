@@ -452,3 +452,63 @@ func TestReportsSkipTheFetch(t *testing.T) {
 		t.Errorf("the other writer's report is kept under this one:\n%s", strings.Join(log, "\n"))
 	}
 }
+
+// TestReaderFetchesWhatMoved: against git http-backend, a Reader's first
+// read is one advertisement and one upload-pack of every tip; the next
+// ones ask only for what moved — no upload-pack at all when nothing did —
+// and see new and deleted branches, as Read does.
+func TestReaderFetchesWhatMoved(t *testing.T) {
+	repo := gittest.New(t)
+	url, reqs := repo.ServeBackend()
+	ctx := context.Background()
+	now := time.Now()
+	reporters := map[string]*report.Reporter{}
+	publish := func(cluster string, phase report.ClusterPhase) {
+		t.Helper()
+		if reporters[cluster] == nil {
+			reporters[cluster], _ = report.New(report.Options{URL: url})
+		}
+		if _, err := reporters[cluster].Publish(ctx, status(cluster, phase), now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []string{"c1", "c2", "c3"} {
+		publish(c, "Ready")
+	}
+	r := report.NewReader(url, "", nil)
+	phases := func() string {
+		t.Helper()
+		snap, err := r.Read(ctx)
+		if err != nil || len(snap.Problems) > 0 {
+			t.Fatalf("read: %v %v", err, snap.Problems)
+		}
+		var out []string
+		for _, st := range snap.Statuses {
+			out = append(out, st.Cluster.Name+"="+string(st.Phase))
+		}
+		return strings.Join(out, " ")
+	}
+	reqs.Take()
+	if got := phases(); got != "c1=Ready c2=Ready c3=Ready" {
+		t.Fatalf("first read: %s", got)
+	}
+	if got := reqs.Take(); got["advertise git-upload-pack"] != 1 || got["git-upload-pack"] != 1 {
+		t.Errorf("first read: %v, want one advertisement and one upload-pack", got)
+	}
+	if got := phases(); got != "c1=Ready c2=Ready c3=Ready" {
+		t.Fatalf("second read: %s", got)
+	}
+	if got := reqs.Take(); got["advertise git-upload-pack"] != 1 || got["git-upload-pack"] != 0 {
+		t.Errorf("a read when nothing moved: %v, want the advertisement alone", got)
+	}
+	publish("c2", "Failed")
+	publish("c4", "Progressing")
+	gittest.Git(t, repo.Bare, "update-ref", "-d", "refs/heads/"+report.Branch("", "c3"))
+	reqs.Take()
+	if got := phases(); got != "c1=Ready c2=Failed c4=Progressing" {
+		t.Fatalf("after c2 moved, c4 came and c3 went: %s", got)
+	}
+	if got := reqs.Take(); got["advertise git-upload-pack"] != 1 || got["git-upload-pack"] != 1 {
+		t.Errorf("a read when two moved: %v, want one fetch", got)
+	}
+}
