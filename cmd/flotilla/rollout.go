@@ -62,12 +62,8 @@ type approveFlags struct {
 	signingKey string
 }
 
-func newRolloutApproveCmd() *cobra.Command {
-	af := &approveFlags{}
-	cmd := &cobra.Command{
-		Use:   "approve --repo URL --wave NAME --revision SHA",
-		Short: "Let a wave that asks for approval take a revision",
-		Long: `Push an approval for one wave and one revision to the approvals branch
+// approveLong is rollout approve's --help.
+const approveLong = `Push an approval for one wave and one revision to the approvals branch
 (flotilla/approvals, --approvals-branch, in the fleet repository — or in
 the status repository of an install that keeps it there): a commit
 that adds the entry to rollout/approvals.yaml, authored by you (--by, default
@@ -82,7 +78,14 @@ When the fleet's rollout names approvers (rollout.approvers: SSH public
 keys), agents count only an approval one of them signed: sign it with
 --signing-key, your SSH private key, or your .pub file when ssh-agent holds
 the key (as git's user.signingkey). Anyone who can push the branch can add
-an entry; only an approver can sign one.`,
+an entry; only an approver can sign one.`
+
+func newRolloutApproveCmd() *cobra.Command {
+	af := &approveFlags{}
+	cmd := &cobra.Command{
+		Use:   "approve --repo URL --wave NAME --revision SHA",
+		Short: "Let a wave that asks for approval take a revision",
+		Long:  approveLong,
 		Example: `  flotilla rollout approve --repo https://git.example.com/platform/fleet.git \
     --wave prod --revision 3f2a9c1 --message "canary and eu healthy for an hour"`,
 		Args: cobra.NoArgs,
