@@ -68,6 +68,8 @@ type Source struct {
 	// seen are the Watch branches' tips at the last Head.
 	mu   sync.Mutex
 	seen map[string]string
+	// oci, for an oci:// URL, follows a fleet artifact instead.
+	oci *ociSource
 }
 
 // New validates the options and reads the credentials.
@@ -90,6 +92,13 @@ func New(opts Options) (*Source, error) {
 			return nil, err
 		}
 		opts.CacheDir = dir
+	}
+	if IsOCI(opts.URL) {
+		oci, err := newOCI(opts)
+		if err != nil {
+			return nil, err
+		}
+		return &Source{opts: opts, oci: oci}, nil
 	}
 	auth, err := opts.Auth.Method(opts.URL)
 	if err != nil {
@@ -130,6 +139,10 @@ func (s *Source) Head(ctx context.Context) (string, error) {
 	}
 	ctx, cancel := s.bounded(ctx, "asking for the tip")
 	defer cancel()
+	if s.oci != nil {
+		rev, err := s.oci.head(ctx)
+		return rev, timedOut(ctx, err)
+	}
 	remote := git.NewRemote(memory.NewStorage(), &config.RemoteConfig{Name: "origin", URLs: []string{s.opts.URL}})
 	refs, err := remote.ListContext(ctx, &git.ListOptions{Auth: s.auth, PeelingOption: git.AppendPeeled})
 	if err != nil {
@@ -183,6 +196,14 @@ func (s *Source) Seen(branch string) (string, bool) {
 // committed: a local repository is read in place; a remote's tip is
 // fetched one commit deep into memory (its tree comes with it).
 func (s *Source) HeadTime(ctx context.Context, hash string) (time.Time, error) {
+	if s.oci != nil {
+		s.oci.mu.Lock()
+		defer s.oci.mu.Unlock()
+		if s.oci.meta.revision != hash {
+			return time.Time{}, fmt.Errorf("the tip %s moved while it was read", gitrev.Short(hash))
+		}
+		return s.oci.meta.committed, nil
+	}
 	ctx, cancel := s.bounded(ctx, "reading the tip's commit")
 	defer cancel()
 	// A local repository (a path, or a file:// URL as commands make of
@@ -222,8 +243,12 @@ type Checkout struct {
 	// Dir holds the files of the revision.
 	Dir      string
 	Revision string
-	// Repository is the opened repository, for signature checks.
+	// Repository is the opened repository, for signature checks; nil for
+	// a fleet pulled from an OCI registry, whose commit's time and message
+	// are Committed and Message.
 	Repository *git.Repository
+	Committed  time.Time
+	Message    string
 }
 
 // Fetch checks the followed reference out, shallowly, into a folder of the
@@ -231,6 +256,9 @@ type Checkout struct {
 // there is reused. The revision must be the reference's tip (from Head):
 // it is checked after the clone, so a push in between is noticed.
 func (s *Source) Fetch(ctx context.Context, revision string) (*Checkout, error) {
+	if s.oci != nil {
+		return s.checkoutOCI(ctx, revision)
+	}
 	return s.checkout(ctx, revision, func(ctx context.Context, tmp string) error {
 		repo, err := s.clone(ctx, tmp)
 		if err != nil {
@@ -252,6 +280,9 @@ func (s *Source) Fetch(ctx context.Context, revision string) (*Checkout, error) 
 // cache, reusing it when there. It clones the reference's history to find
 // the commit: a revision no longer in it (a force-push) is an error.
 func (s *Source) FetchRevision(ctx context.Context, revision string) (*Checkout, error) {
+	if s.oci != nil {
+		return s.checkoutOCI(ctx, revision)
+	}
 	return s.checkout(ctx, revision, func(ctx context.Context, tmp string) error {
 		repo, err := git.PlainCloneContext(ctx, tmp, false, &git.CloneOptions{
 			URL: s.opts.URL, Auth: s.auth, ReferenceName: s.ref(), SingleBranch: true, Tags: git.NoTags, NoCheckout: true})
@@ -336,8 +367,9 @@ func (s *Source) Prune(keep ...string) error {
 	}
 	var errs []error
 	for _, e := range entries {
-		name := strings.TrimSuffix(e.Name(), ".partial")
-		if !slices.Contains(keep, name) || name != e.Name() {
+		partial := strings.HasSuffix(e.Name(), ".partial")
+		name := strings.TrimSuffix(strings.TrimSuffix(e.Name(), ".partial"), ".oci.json")
+		if !slices.Contains(keep, name) || partial {
 			errs = append(errs, os.RemoveAll(filepath.Join(s.opts.CacheDir, e.Name())))
 		}
 	}
