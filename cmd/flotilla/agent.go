@@ -33,6 +33,7 @@ import (
 type agentFlags struct {
 	limits       *limitFlags
 	statusRepo   string
+	ociSource    string
 	statusPrefix string
 	// legacyStatusBranch is the flag --status-prefix replaced; set, it
 	// explains.
@@ -114,7 +115,8 @@ func newAgentCmd() *cobra.Command {
 	af := &agentFlags{opts: agent.Options{Apply: apply.DefaultOptions()}, kube: addKubeFlags(cmd)}
 	fs := cmd.Flags()
 	src := &af.opts.Source
-	fs.StringVar(&src.URL, "repo", "", "`URL` of the fleet repository (https://, ssh://, file://)")
+	fs.StringVar(&src.URL, "repo", "", "`URL` of the fleet repository (https://, ssh://, file://), or of the fleet's OCI artifact (oci://REGISTRY/REPO[:TAG|@DIGEST], as flotilla publish pushes it)")
+	fs.StringVar(&af.ociSource, "source", "", "the fleet's OCI artifact, oci://REGISTRY/REPO[:TAG|@DIGEST] (flotilla publish), followed instead of --repo with one HEAD request per poll; the status still goes to a Git repository (--status-repo)")
 	fs.StringVar(&src.Branch, "branch", "main", "`BRANCH` to follow")
 	fs.StringVar(&src.Tag, "tag", "", "`TAG` to follow instead of a branch")
 	fs.StringVar(&src.Commit, "commit", "", "pin this commit (full hash, `SHA`) instead of following a branch or tag")
@@ -161,21 +163,10 @@ func newAgentCmd() *cobra.Command {
 }
 
 func (af *agentFlags) run(ctx context.Context, stderr io.Writer) error {
-	if af.opts.Source.URL == "" || af.opts.Identity.Name == "" {
-		return errors.New("--repo and --name are required")
+	if err := af.validate(); err != nil {
+		return err
 	}
 	tuneGCForAgent()
-	if af.logFormat != "json" && af.logFormat != "console" {
-		return fmt.Errorf("unknown --log-format %q: use json or console", af.logFormat)
-	}
-	af.opts.Identity.Labels = map[string]string{}
-	for _, l := range af.labels {
-		k, v, ok := strings.Cut(l, "=")
-		if !ok || k == "" {
-			return fmt.Errorf("--label %q: want key=value", l)
-		}
-		af.opts.Identity.Labels[k] = v
-	}
 	level := 0
 	if af.verbose {
 		level = 1
@@ -289,6 +280,32 @@ func (af *agentFlags) runObserver(ctx context.Context, log logr.Logger) error {
 	return o.Run(ctx)
 }
 
+// validate checks the flags that need no cluster and no remote: where the
+// fleet comes from, the name, the log format and the labels.
+func (af *agentFlags) validate() error {
+	if af.ociSource != "" {
+		if af.opts.Source.URL != "" || !source.IsOCI(af.ociSource) {
+			return errors.New("--source takes an oci:// reference instead of --repo (give one of them)")
+		}
+		af.opts.Source.URL = af.ociSource
+	}
+	if af.opts.Source.URL == "" || af.opts.Identity.Name == "" {
+		return errors.New("--repo (or --source) and --name are required")
+	}
+	if af.logFormat != "json" && af.logFormat != "console" {
+		return fmt.Errorf("unknown --log-format %q: use json or console", af.logFormat)
+	}
+	af.opts.Identity.Labels = map[string]string{}
+	for _, l := range af.labels {
+		k, v, ok := strings.Cut(l, "=")
+		if !ok || k == "" {
+			return fmt.Errorf("--label %q: want key=value", l)
+		}
+		af.opts.Identity.Labels[k] = v
+	}
+	return nil
+}
+
 // zapLevel maps -v to zap's levels (debug is -1).
 func zapLevel(verbosity int) zapcore.Level { return zapcore.Level(-verbosity) }
 
@@ -298,6 +315,9 @@ func (af *agentFlags) statusOptions() (*report.Options, error) {
 	url, auth := af.statusRepo, af.statusAuth
 	if url == "" {
 		url, auth = af.opts.Source.URL, af.opts.Source.Auth
+	}
+	if source.IsOCI(url) {
+		return nil, errors.New("the fleet comes from an OCI registry: the status goes to a Git repository, --status-repo (or --no-status)")
 	}
 	method, err := auth.Method(url)
 	if err != nil {

@@ -45,6 +45,7 @@ bundles: "flotilla-agent": {
 		namespace: create: false // the namespace holds the inventories: never the bundle's to prune
 		image: {repository: "registry.test/flotilla", tag: %q}
 		git: {repository: %q, username: "flotilla"}
+		status: repository: "" // the status in the fleet repository, as bootstrap installed it
 		identity: {name: cluster.name, region: cluster.region, labels: {port: cluster.labels.port}}
 		rbac: mode: "cluster-admin"
 		interval: "2s"

@@ -171,6 +171,9 @@ func New(cfg *rest.Config, opts Options, log logr.Logger) (*Agent, error) {
 		return nil, err
 	}
 	var verify *source.Verifier
+	if len(opts.TrustedKeys) > 0 && source.IsOCI(opts.Source.URL) {
+		return nil, errors.New("--verify-key checks the signatures of Git commits; a fleet from an OCI registry carries none yet: follow the Git repository, or leave --verify-key out")
+	}
 	if len(opts.TrustedKeys) > 0 {
 		if verify, err = source.NewVerifier(opts.TrustedKeys...); err != nil {
 			return nil, err
@@ -434,6 +437,8 @@ func (a *Agent) tip(ctx context.Context, p *Pass, key string) (*source.Checkout,
 		if c, err := co.Repository.CommitObject(plumbing.NewHash(p.Revision)); err == nil {
 			p.committed, p.revert = c.Committer.When, rollout.RevertOf(c.Message)
 		}
+	} else if !co.Committed.IsZero() { // a fleet from an OCI registry
+		p.committed, p.revert = co.Committed, rollout.RevertOf(co.Message)
 	}
 	return co, plan, true
 }

@@ -1,0 +1,67 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/flotilla-gitops/flotilla/internal/gittest"
+	"github.com/flotilla-gitops/flotilla/internal/registrytest"
+	"github.com/flotilla-gitops/flotilla/sync/source"
+)
+
+// TestPublish: `flotilla publish` pushes the checkout's HEAD to a registry
+// with authentication, says the commit, the digest and the tags, and a
+// source following the tag gets that commit's files; a tree with a
+// symbolic link, a missing --to and a folder outside Git are refused
+// before anything is pushed.
+func TestPublish(t *testing.T) {
+	repo := gittest.New(t)
+	rev := repo.Commit(map[string]string{"fleet.cue": "package fleet\n", "apps/web/deploy.yaml": "kind: ConfigMap\n"})
+	reg := registrytest.Start(t, true)
+	pw := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(pw, []byte(reg.Password+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	to := "oci://" + reg.Host + "/platform/fleet:main"
+	code, out, errOut := cli(t, "publish", repo.Work, "--to", to, "--username", reg.Username, "--password-file", pw)
+	if code != exitOK || !strings.Contains(out, "published "+rev+" (2 files,") || !strings.Contains(out, "as sha256:") ||
+		!strings.Contains(out, "tags: main, "+rev) {
+		t.Fatalf("publish: exit %d\n%s%s", code, out, errOut)
+	}
+	src, err := source.New(source.Options{URL: to, Auth: source.Auth{Username: reg.Username, PasswordFile: pw}, CacheDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if head, err := src.Head(t.Context()); err != nil || head != rev {
+		t.Fatalf("head %s %v", head, err)
+	}
+	co, err := src.Fetch(t.Context(), rev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if data, err := os.ReadFile(filepath.Join(co.Dir, "apps/web/deploy.yaml")); err != nil || string(data) != "kind: ConfigMap\n" {
+		t.Errorf("a published file: %q %v", data, err)
+	}
+
+	if err := os.Symlink("/etc/passwd", filepath.Join(repo.Work, "link")); err != nil {
+		t.Fatal(err)
+	}
+	gittest.Git(t, repo.Work, "add", "link")
+	gittest.Git(t, repo.Work, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "-m", "a link")
+	before := reg.Requests.Load()
+	if code, _, errOut := cli(t, "publish", repo.Work, "--to", to, "--username", reg.Username, "--password-file", pw); code == exitOK ||
+		!strings.Contains(errOut, "link is a symbolic link or a submodule") {
+		t.Errorf("a tree with a link: exit %d\n%s", code, errOut)
+	}
+	if code, _, errOut := cli(t, "publish", repo.Work); code == exitOK || !strings.Contains(errOut, "--to is required") {
+		t.Errorf("no --to: exit %d\n%s", code, errOut)
+	}
+	if code, _, errOut := cli(t, "publish", t.TempDir(), "--to", to); code == exitOK || !strings.Contains(errOut, "not in a Git repository") {
+		t.Errorf("outside Git: exit %d\n%s", code, errOut)
+	}
+	if n := reg.Requests.Load() - before; n != 0 {
+		t.Errorf("refused publishes made %d requests to the registry", n)
+	}
+}
