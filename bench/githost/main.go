@@ -64,17 +64,22 @@ import (
 )
 
 func main() {
+	if os.Getenv(registryChildEnv) != "" {
+		serveRegistry()
+		return
+	}
 	sizes := flag.String("clusters", "1000,3000,10000", "fleet sizes, comma-separated")
 	layouts := flag.String("layout", "shared,separate", "where the status branches are: shared (the fleet repository), separate (their own)")
 	samples := flag.Int("samples", 40, "operations of each kind measured (read-all: a tenth, at least 3)")
 	bundles := flag.Int("bundles", 50, "bundles of the synthetic fleet")
 	interval := flag.Duration("interval", time.Minute, "the agents' poll interval, for the host's needs")
+	agents := flag.Int("oci-agents", 1000, "agents polling once each, Git against an OCI registry (0: not compared)")
 	flag.Parse()
 	git, err := exec.LookPath("git")
 	if err != nil {
 		log.Fatal("git is needed: its http-backend is the server")
 	}
-	for _, s := range strings.Split(*sizes, ",") {
+	for _, s := range strings.FieldsFunc(*sizes, func(r rune) bool { return r == ',' }) {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
 		if err != nil || n <= 0 {
 			log.Fatalf("-clusters: %q is not a number of clusters", s)
@@ -88,6 +93,11 @@ func main() {
 				log.Fatalf("%d clusters, %s: %v", n, layout, err)
 			}
 			res.print(os.Stdout, *interval)
+		}
+	}
+	if *agents > 0 {
+		if err := comparePolls(git, *agents, *bundles); err != nil {
+			log.Fatalf("Git against OCI: %v", err)
 		}
 	}
 }

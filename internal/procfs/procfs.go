@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"time"
 )
 
 // Resident is the resident memory of process pid (0: this process), in
@@ -39,4 +40,29 @@ func Running(pid int) bool {
 		return data[i+2] != 'Z'
 	}
 	return true
+}
+
+// clockTicks is USER_HZ, the unit of /proc's CPU times: 100 on every
+// Linux architecture Go supports.
+const clockTicks = 100
+
+// CPU is the user and system CPU time process pid has used; 0 when
+// unknown.
+func CPU(pid int) time.Duration {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	i := bytes.LastIndex(data, []byte(") "))
+	if i < 0 {
+		return 0
+	}
+	// After the command: state (field 3) … utime (14), stime (15).
+	fields := bytes.Fields(data[i+2:])
+	if len(fields) < 13 {
+		return 0
+	}
+	user, _ := strconv.ParseInt(string(fields[11]), 10, 64)
+	sys, _ := strconv.ParseInt(string(fields[12]), 10, 64)
+	return time.Duration(user+sys) * time.Second / clockTicks
 }
