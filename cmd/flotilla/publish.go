@@ -6,6 +6,7 @@ import (
 
 	"github.com/go-git/go-git/v5"
 	"github.com/spf13/cobra"
+	"golang.org/x/crypto/ssh"
 
 	"github.com/flotilla-gitops/flotilla/internal/english"
 	"github.com/flotilla-gitops/flotilla/sync/source"
@@ -29,11 +30,20 @@ a submodule in the tree is refused: agents unpack regular files only.
 
 Agents poll the tag with one HEAD request and pull only when its digest
 changed; the status still goes to a Git repository (agent --status-repo).
-Signing the artifact is not supported yet: an agent with --verify-key
-refuses an OCI source.`
+
+The artifact carries the commit object itself. An agent checks, when it
+pulls, that the files hash to the commit's tree (a layer that is not the
+commit's is refused). With --verify-key it checks the commit's own
+signature, as for a Git repository — signed commits stay signed in the
+registry — or, with --sign-key here, the publisher's SSH signature of the
+commit object (namespace flotilla-publish), for fleets whose commits are
+not signed but whose CI is trusted. Not cosign: one trust root (the keys
+that sign commits, or the publisher's SSH key), no second signing system
+with its own keys and transparency log, and the signature covers the files
+through the commit's tree hash.`
 
 func newPublishCmd() *cobra.Command {
-	var to, revision string
+	var to, revision, signKey string
 	var auth source.Auth
 	cmd := &cobra.Command{
 		Use:   "publish [DIR] --to oci://REGISTRY/REPO[:TAG]",
@@ -49,6 +59,7 @@ func newPublishCmd() *cobra.Command {
 	fs.StringVar(&revision, "revision", "", "the commit to publish, a `REF` (default HEAD)")
 	fs.StringVar(&auth.Username, "username", "", "registry user `NAME`")
 	fs.StringVar(&auth.PasswordFile, "password-file", "", "`FILE` holding the registry password or token")
+	fs.StringVar(&signKey, "sign-key", "", "sign the commit object as the publisher with this SSH key `FILE` (a private key, or a .pub whose private key ssh-agent holds), for agents whose --verify-key trusts it")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		if to == "" {
 			return errors.New("--to is required: oci://REGISTRY/REPOSITORY[:TAG]")
@@ -61,12 +72,21 @@ func newPublishCmd() *cobra.Command {
 		if r, err := repo.Remote("origin"); err == nil && len(r.Config().URLs) > 0 {
 			origin = r.Config().URLs[0]
 		}
-		p, err := source.Publish(cmd.Context(), source.PublishOptions{Repo: repo, Revision: revision, To: to, Auth: auth, Source: origin})
+		opts := source.PublishOptions{Repo: repo, Revision: revision, To: to, Auth: auth, Source: origin}
+		if signKey != "" {
+			if opts.Signer, err = sshSigner("--sign-key", signKey); err != nil {
+				return err
+			}
+		}
+		p, err := source.Publish(cmd.Context(), opts)
 		if err != nil {
 			return err
 		}
 		fmt.Fprintf(cmd.OutOrStdout(), "published %s (%s, %d bytes) to %s as %s\ntags: %s\n",
 			p.Revision, english.Count(p.Files, "file"), p.Size, to, p.Digest, english.Names(p.Tags, 5))
+		if opts.Signer != nil {
+			fmt.Fprintf(cmd.OutOrStdout(), "signed by %s\n", ssh.FingerprintSHA256(opts.Signer.PublicKey()))
+		}
 		return nil
 	}
 	return cmd

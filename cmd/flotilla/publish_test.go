@@ -1,6 +1,9 @@
 package main
 
 import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,6 +12,7 @@ import (
 	"github.com/flotilla-gitops/flotilla/internal/gittest"
 	"github.com/flotilla-gitops/flotilla/internal/registrytest"
 	"github.com/flotilla-gitops/flotilla/sync/source"
+	"golang.org/x/crypto/ssh"
 )
 
 // TestPublish: `flotilla publish` pushes the checkout's HEAD to a registry
@@ -43,6 +47,47 @@ func TestPublish(t *testing.T) {
 	}
 	if data, err := os.ReadFile(filepath.Join(co.Dir, "apps/web/deploy.yaml")); err != nil || string(data) != "kind: ConfigMap\n" {
 		t.Errorf("a published file: %q %v", data, err)
+	}
+
+	// --sign-key: the publisher's signature, which an agent trusting the
+	// key accepts for the unsigned commit.
+	_, private, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, err := ssh.MarshalPrivateKey(private, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile, pubFile := filepath.Join(t.TempDir(), "publisher"), filepath.Join(t.TempDir(), "publisher.pub")
+	signer, _ := ssh.NewSignerFromKey(private)
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(block), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(pubFile, ssh.MarshalAuthorizedKey(signer.PublicKey()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	signed := "oci://" + reg.Host + "/platform/fleet:signed"
+	code, out, errOut = cli(t, "publish", repo.Work, "--to", signed, "--username", reg.Username, "--password-file", pw, "--sign-key", keyFile)
+	if code != exitOK || !strings.Contains(out, "signed by "+ssh.FingerprintSHA256(signer.PublicKey())) {
+		t.Fatalf("publish --sign-key: exit %d\n%s%s", code, out, errOut)
+	}
+	src, err = source.New(source.Options{URL: signed, Auth: source.Auth{Username: reg.Username, PasswordFile: pw}, CacheDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := src.Head(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if co, err = src.Fetch(t.Context(), rev); err != nil {
+		t.Fatal(err)
+	}
+	v, err := source.NewVerifier(pubFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Verify(co); err != nil {
+		t.Errorf("the publisher's signature does not verify: %v", err)
 	}
 
 	if err := os.Symlink("/etc/passwd", filepath.Join(repo.Work, "link")); err != nil {

@@ -245,7 +245,7 @@ func (af *approveFlags) sign(a *report.Approval, approvers []string) error {
 		}
 		return nil
 	}
-	signer, err := sshSigner(af.signingKey)
+	signer, err := sshSigner("--signing-key", af.signingKey)
 	if err != nil {
 		return err
 	}
@@ -262,38 +262,38 @@ func (af *approveFlags) sign(a *report.Approval, approvers []string) error {
 
 // sshSigner reads an SSH private key file, or a public key file whose
 // private key ssh-agent ($SSH_AUTH_SOCK) holds.
-func sshSigner(file string) (ssh.Signer, error) {
+func sshSigner(flag, file string) (ssh.Signer, error) {
 	data, err := readKeyFile(file)
 	if err != nil {
-		return nil, fmt.Errorf("--signing-key: %w", err)
+		return nil, fmt.Errorf("%s: %w", flag, err)
 	}
 	if pub, _, _, _, perr := ssh.ParseAuthorizedKey(data); perr == nil {
 		sock := os.Getenv("SSH_AUTH_SOCK")
 		if sock == "" {
-			return nil, fmt.Errorf("--signing-key %s is a public key: its private key must be in ssh-agent, and SSH_AUTH_SOCK is not set", file)
+			return nil, fmt.Errorf("%s %s is a public key: its private key must be in ssh-agent, and SSH_AUTH_SOCK is not set", flag, file)
 		}
 		conn, err := net.Dial("unix", sock)
 		if err != nil {
-			return nil, fmt.Errorf("--signing-key: reaching ssh-agent: %w", err)
+			return nil, fmt.Errorf("%s: reaching ssh-agent: %w", flag, err)
 		}
 		signers, err := agent.NewClient(conn).Signers()
 		if err != nil {
-			return nil, fmt.Errorf("--signing-key: asking ssh-agent: %w", err)
+			return nil, fmt.Errorf("%s: asking ssh-agent: %w", flag, err)
 		}
 		for _, s := range signers {
 			if bytes.Equal(s.PublicKey().Marshal(), pub.Marshal()) {
 				return s, nil
 			}
 		}
-		return nil, fmt.Errorf("--signing-key %s: ssh-agent does not hold its private key (%s); ssh-add it", file, ssh.FingerprintSHA256(pub))
+		return nil, fmt.Errorf("%s %s: ssh-agent does not hold its private key (%s); ssh-add it", flag, file, ssh.FingerprintSHA256(pub))
 	}
 	signer, err := ssh.ParsePrivateKey(data)
 	var missing *ssh.PassphraseMissingError
 	if errors.As(err, &missing) {
-		return nil, fmt.Errorf("--signing-key %s is protected by a passphrase: load it into ssh-agent (ssh-add) and give its .pub file", file)
+		return nil, fmt.Errorf("%s %s is protected by a passphrase: load it into ssh-agent (ssh-add) and give its .pub file", flag, file)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("--signing-key %s is neither an SSH private key nor a public key: %w", file, err)
+		return nil, fmt.Errorf("%s %s is neither an SSH private key nor a public key: %w", flag, file, err)
 	}
 	return signer, nil
 }

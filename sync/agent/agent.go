@@ -171,9 +171,6 @@ func New(cfg *rest.Config, opts Options, log logr.Logger) (*Agent, error) {
 		return nil, err
 	}
 	var verify *source.Verifier
-	if len(opts.TrustedKeys) > 0 && source.IsOCI(opts.Source.URL) {
-		return nil, errors.New("--verify-key checks the signatures of Git commits; a fleet from an OCI registry carries none yet: follow the Git repository, or leave --verify-key out")
-	}
 	if len(opts.TrustedKeys) > 0 {
 		if verify, err = source.NewVerifier(opts.TrustedKeys...); err != nil {
 			return nil, err

@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"compress/gzip"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,10 +14,14 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/filemode"
+	"github.com/go-git/go-git/v5/plumbing/object"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2/content"
 	orasregistry "oras.land/oras-go/v2/registry"
@@ -44,6 +49,16 @@ const (
 	ArtifactType     = "application/vnd.flotilla.fleet.v1"
 	LayerMediaType   = "application/vnd.flotilla.fleet.content.v1.tar+gzip"
 	AnnotationCommit = "dev.flotilla.commit.message"
+	// AnnotationCommitObject is the commit object, base64: its hash is the
+	// revision, its signature (if the commit is signed) the author's, its
+	// tree hash what the layer's files must hash to.
+	AnnotationCommitObject = "dev.flotilla.commit.object"
+	// AnnotationSignature is the publisher's SSH signature of the commit
+	// object (publish --sign-key), armored.
+	AnnotationSignature = "dev.flotilla.signature"
+	// PublishNamespace is the SSH signature namespace of a publisher's
+	// signature.
+	PublishNamespace = "flotilla-publish"
 )
 
 // MaxFleetArtifact bounds what a fleet artifact may unpack to (and its
@@ -75,6 +90,11 @@ type ociMeta struct {
 	revision  string
 	committed time.Time
 	message   string
+	// commit is the commit object the artifact carries (nil for an
+	// artifact without one), signature the publisher's.
+	commit    *object.Commit
+	raw       []byte
+	signature string
 }
 
 // newOCI makes the registry client of a source: the credentials of
@@ -181,6 +201,12 @@ func (o *ociSource) manifest(ctx context.Context, desc ocispec.Descriptor) (ociM
 		return ociMeta{}, ocispec.Descriptor{}, fmt.Errorf("%s: the artifact names no commit (annotation %s)", o.ref, ocispec.AnnotationRevision)
 	}
 	meta.committed, _ = time.Parse(time.RFC3339, m.Annotations[ocispec.AnnotationCreated])
+	if enc := m.Annotations[AnnotationCommitObject]; enc != "" {
+		if meta.commit, meta.raw, err = decodeCommit(enc, meta.revision); err != nil {
+			return ociMeta{}, ocispec.Descriptor{}, fmt.Errorf("%s: %w", o.ref, err)
+		}
+	}
+	meta.signature = m.Annotations[AnnotationSignature]
 	return meta, m.Layers[0], nil
 }
 
@@ -221,6 +247,17 @@ func (o *ociSource) pull(ctx context.Context, revision, dir string) (ociMeta, er
 	}
 	if err := verified.Verify(); err != nil {
 		return ociMeta{}, fmt.Errorf("%s: the fleet's layer does not match its digest: %w", o.ref, err)
+	}
+	// The files are the commit's: they hash to its tree.
+	if meta.commit != nil {
+		tree, err := TreeHash(dir)
+		if err != nil {
+			return ociMeta{}, err
+		}
+		if tree != meta.commit.TreeHash {
+			return ociMeta{}, fmt.Errorf("%s: the artifact's files are not the tree of commit %s (they hash to %s, the commit names %s): refused",
+				o.ref, gitrev.Short(revision), gitrev.Short(tree.String()), gitrev.Short(meta.commit.TreeHash.String()))
+		}
 	}
 	return meta, nil
 }
@@ -316,7 +353,7 @@ func (s *Source) checkoutOCI(ctx context.Context, revision string) (*Checkout, e
 		_ = os.RemoveAll(tmp)
 		return nil, timedOut(ctx, err)
 	}
-	data, err := json.Marshal(ociMetaFile{Committed: meta.committed, Message: meta.message})
+	data, err := json.Marshal(ociMetaFile{Committed: meta.committed, Message: meta.message, Commit: meta.raw, Signature: meta.signature})
 	if err == nil {
 		err = os.WriteFile(metaFile, data, 0o644)
 	}
@@ -327,7 +364,8 @@ func (s *Source) checkoutOCI(ctx context.Context, revision string) (*Checkout, e
 		_ = os.RemoveAll(tmp)
 		return nil, err
 	}
-	return &Checkout{Dir: dir, Revision: revision, Committed: meta.committed, Message: meta.message}, nil
+	return &Checkout{Dir: dir, Revision: revision, Committed: meta.committed, Message: meta.message,
+		Commit: meta.commit, RawCommit: meta.raw, Signature: meta.signature}, nil
 }
 
 // ociMetaFile keeps, beside a pulled fleet, what its manifest said of the
@@ -335,6 +373,8 @@ func (s *Source) checkoutOCI(ctx context.Context, revision string) (*Checkout, e
 type ociMetaFile struct {
 	Committed time.Time `json:"committed"`
 	Message   string    `json:"message"`
+	Commit    []byte    `json:"commit,omitempty"`
+	Signature string    `json:"signature,omitempty"`
 }
 
 func readOCIMeta(path, dir, revision string) (*Checkout, error) {
@@ -346,5 +386,87 @@ func readOCIMeta(path, dir, revision string) (*Checkout, error) {
 	if err := json.Unmarshal(data, &m); err != nil {
 		return nil, err
 	}
-	return &Checkout{Dir: dir, Revision: revision, Committed: m.Committed, Message: m.Message}, nil
+	co := &Checkout{Dir: dir, Revision: revision, Committed: m.Committed, Message: m.Message, RawCommit: m.Commit, Signature: m.Signature}
+	if len(m.Commit) > 0 {
+		if co.Commit, _, err = decodeCommit(base64.StdEncoding.EncodeToString(m.Commit), revision); err != nil {
+			return nil, err
+		}
+	}
+	return co, nil
+}
+
+// decodeCommit reads the commit object an artifact carries, and checks
+// that it is the commit the artifact names.
+func decodeCommit(enc, revision string) (*object.Commit, []byte, error) {
+	raw, err := base64.StdEncoding.DecodeString(enc)
+	if err != nil || len(raw) > maxCommitObject {
+		return nil, nil, errors.New("the artifact's commit object does not read")
+	}
+	if h := plumbing.ComputeHash(plumbing.CommitObject, raw); h.String() != revision {
+		return nil, nil, fmt.Errorf("the artifact's commit object is %s, not the commit %s it names: refused", gitrev.Short(h.String()), gitrev.Short(revision))
+	}
+	obj := &plumbing.MemoryObject{}
+	obj.SetType(plumbing.CommitObject)
+	if _, err := obj.Write(raw); err != nil {
+		return nil, nil, err
+	}
+	var c object.Commit
+	if err := c.Decode(obj); err != nil {
+		return nil, nil, fmt.Errorf("the artifact's commit object does not read: %w", err)
+	}
+	return &c, raw, nil
+}
+
+// TreeHash is the Git tree hash of a folder of regular files (as Git
+// would store them: 100755 when executable, else 100644), so that files
+// unpacked from an artifact are checked against the commit they claim.
+func TreeHash(dir string) (plumbing.Hash, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return plumbing.ZeroHash, err
+	}
+	tree := &object.Tree{}
+	for _, e := range entries {
+		path := filepath.Join(dir, e.Name())
+		switch {
+		case e.Type().IsDir():
+			h, err := TreeHash(path)
+			if err != nil {
+				return plumbing.ZeroHash, err
+			}
+			tree.Entries = append(tree.Entries, object.TreeEntry{Name: e.Name(), Mode: filemode.Dir, Hash: h})
+		case e.Type().IsRegular():
+			data, err := os.ReadFile(path)
+			if err != nil {
+				return plumbing.ZeroHash, err
+			}
+			info, err := e.Info()
+			if err != nil {
+				return plumbing.ZeroHash, err
+			}
+			mode := filemode.Regular
+			if info.Mode()&0o111 != 0 {
+				mode = filemode.Executable
+			}
+			tree.Entries = append(tree.Entries, object.TreeEntry{Name: e.Name(), Mode: mode, Hash: plumbing.ComputeHash(plumbing.BlobObject, data)})
+		default:
+			return plumbing.ZeroHash, fmt.Errorf("%s is not a regular file or folder", path)
+		}
+	}
+	// Git orders a tree's entries by name, a folder's as if it ended in "/".
+	slices.SortFunc(tree.Entries, func(a, b object.TreeEntry) int {
+		return strings.Compare(gitSortName(a), gitSortName(b))
+	})
+	obj := &plumbing.MemoryObject{}
+	if err := tree.Encode(obj); err != nil {
+		return plumbing.ZeroHash, err
+	}
+	return obj.Hash(), nil
+}
+
+func gitSortName(e object.TreeEntry) string {
+	if e.Mode == filemode.Dir {
+		return e.Name + "/"
+	}
+	return e.Name
 }

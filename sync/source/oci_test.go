@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,7 +15,9 @@ import (
 	"github.com/go-git/go-git/v5"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/crypto/ssh"
 	"oras.land/oras-go/v2"
+	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/registry/remote"
 	"oras.land/oras-go/v2/registry/remote/auth"
 
@@ -190,5 +194,121 @@ func TestOCIFleetRefusesHostileArtifacts(t *testing.T) {
 				t.Fatalf("the canary outside the cache: %q", data)
 			}
 		})
+	}
+}
+
+// TestOCIFleetIsVerified: an artifact carries its commit object, whose
+// tree its files must hash to, so a --verify-key agent checks a published
+// fleet as it checks a Git commit: a commit signed by a trusted key is
+// accepted (the signature the author made, carried), an unsigned one is
+// refused, an unsigned one that a trusted publisher signed (publish
+// --sign-key) is accepted, a stranger's publisher signature is refused;
+// and an artifact whose files are not its commit's tree is refused when
+// pulled, verification or not.
+func TestOCIFleetIsVerified(t *testing.T) {
+	repo, reg, a, _ := ociFleet(t)
+	author, authorKey := gittest.NewSSHKey(t)
+	publisher, publisherKey := gittest.NewSSHKey(t)
+	stranger, _ := gittest.NewSSHKey(t)
+	v, err := source.NewVerifier(authorKey, publisherKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := git.PlainOpen(repo.Work)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	fetch := func(tag string, revision string, signer ssh.Signer) (*source.Checkout, error) {
+		t.Helper()
+		to := "oci://" + reg.Host + "/fleets/signed:" + tag
+		if _, err := source.Publish(ctx, source.PublishOptions{Repo: g, Revision: revision, To: to, Auth: a, Signer: signer}); err != nil {
+			t.Fatal(err)
+		}
+		src, err := source.New(source.Options{URL: to, Auth: a, CacheDir: t.TempDir()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := src.Head(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return src.Fetch(ctx, revision)
+	}
+	signed := repo.SignedCommit(author, map[string]string{"fleet.cue": "package fleet\n// signed\n"})
+	co, err := fetch("signed", signed, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if who, err := v.Verify(co); err != nil || who != ssh.FingerprintSHA256(author.PublicKey()) {
+		t.Errorf("a signed commit: %q %v", who, err)
+	}
+	unsigned := repo.Commit(map[string]string{"fleet.cue": "package fleet\n// unsigned\n"})
+	if co, err = fetch("unsigned", unsigned, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Verify(co); !errors.Is(err, source.ErrUnsigned) {
+		t.Errorf("an unsigned commit: %v", err)
+	}
+	if co, err = fetch("published", unsigned, publisher); err != nil {
+		t.Fatal(err)
+	}
+	if who, err := v.Verify(co); err != nil || who != ssh.FingerprintSHA256(publisher.PublicKey()) {
+		t.Errorf("a publisher's signature: %q %v", who, err)
+	}
+	if co, err = fetch("stranger", unsigned, stranger); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Verify(co); !errors.Is(err, source.ErrUntrusted) {
+		t.Errorf("a stranger's publisher signature: %v", err)
+	}
+
+	// Another layer under the signed commit's annotations: refused at pull.
+	remoteRepo, err := remote.NewRepository(reg.Host + "/fleets/signed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	remoteRepo.PlainHTTP = true
+	remoteRepo.Client = &auth.Client{Credential: auth.StaticCredential(reg.Host, auth.Credential{Username: reg.Username, Password: reg.Password})}
+	good, err := remoteRepo.Resolve(ctx, "signed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := content.FetchAll(ctx, remoteRepo.Manifests(), good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m ocispec.Manifest
+	if err := json.Unmarshal(data, &m); err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	gz := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(gz)
+	body := "package fleet\n// not what was signed\n"
+	_ = tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "fleet.cue", Size: int64(len(body)), Mode: 0o644})
+	_, _ = tw.Write([]byte(body))
+	_ = tw.Close()
+	_ = gz.Close()
+	layer := ocispec.Descriptor{MediaType: source.LayerMediaType, Digest: digest.FromBytes(buf.Bytes()), Size: int64(buf.Len())}
+	if err := remoteRepo.Push(ctx, layer, bytes.NewReader(buf.Bytes())); err != nil {
+		t.Fatal(err)
+	}
+	forged, err := oras.PackManifest(ctx, remoteRepo, oras.PackManifestVersion1_1, source.ArtifactType,
+		oras.PackManifestOptions{Layers: []ocispec.Descriptor{layer}, ManifestAnnotations: m.Annotations})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remoteRepo.Tag(ctx, forged, "forged"); err != nil {
+		t.Fatal(err)
+	}
+	src, err := source.New(source.Options{URL: "oci://" + reg.Host + "/fleets/signed:forged", Auth: a, CacheDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if head, err := src.Head(ctx); err != nil || head != signed {
+		t.Fatalf("forged head: %s %v", head, err)
+	}
+	if _, err := src.Fetch(ctx, signed); err == nil || !strings.Contains(err.Error(), "not the tree of commit") {
+		t.Errorf("files that are not the commit's tree: %v", err)
 	}
 }

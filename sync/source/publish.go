@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -16,8 +17,10 @@ import (
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
 	"github.com/go-git/go-git/v5/plumbing/object"
+	"github.com/hiddeco/sshsig"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/crypto/ssh"
 	"oras.land/oras-go/v2"
 	orasregistry "oras.land/oras-go/v2/registry"
 
@@ -37,6 +40,10 @@ type PublishOptions struct {
 	// Source, when set, is the repository's address for the artifact's
 	// source annotation (credentials removed).
 	Source string
+	// Signer, when set, signs the commit object as the publisher (an SSH
+	// signature, namespace PublishNamespace), for agents whose
+	// --verify-key trusts the publisher rather than the commit's author.
+	Signer ssh.Signer
 }
 
 // Published is what Publish pushed.
@@ -93,10 +100,22 @@ func Publish(ctx context.Context, opts PublishOptions) (*Published, error) {
 	if len(message) > maxCommitMessage {
 		message = message[:maxCommitMessage]
 	}
+	raw, err := rawCommit(opts.Repo, commit.Hash)
+	if err != nil {
+		return nil, err
+	}
 	annotations := map[string]string{
 		ocispec.AnnotationRevision: commit.Hash.String(),
 		ocispec.AnnotationCreated:  commit.Committer.When.UTC().Format(time.RFC3339),
 		AnnotationCommit:           message,
+		AnnotationCommitObject:     base64.StdEncoding.EncodeToString(raw),
+	}
+	if opts.Signer != nil {
+		sig, err := sshsig.Sign(bytes.NewReader(raw), opts.Signer, sshsig.HashSHA512, PublishNamespace)
+		if err != nil {
+			return nil, fmt.Errorf("signing: %w", err)
+		}
+		annotations[AnnotationSignature] = string(sshsig.Armor(sig))
 	}
 	if opts.Source != "" {
 		annotations[ocispec.AnnotationSource] = RedactURL(opts.Source)
@@ -113,6 +132,27 @@ func Publish(ctx context.Context, opts PublishOptions) (*Published, error) {
 		}
 	}
 	return &Published{Revision: commit.Hash.String(), Digest: manifest.Digest.String(), Tags: tags, Files: files, Size: int64(len(layer))}, nil
+}
+
+// maxCommitObject bounds the commit object an artifact carries.
+const maxCommitObject = 64 << 10
+
+// rawCommit is a commit object as Git stores it (its hash is the
+// commit's; its signature, if any, inside).
+func rawCommit(repo *git.Repository, hash plumbing.Hash) ([]byte, error) {
+	obj, err := repo.Storer.EncodedObject(plumbing.CommitObject, hash)
+	if err != nil {
+		return nil, err
+	}
+	if obj.Size() > maxCommitObject {
+		return nil, fmt.Errorf("commit %s is %d bytes: more than the %d an artifact carries", gitrev.Short(hash.String()), obj.Size(), maxCommitObject)
+	}
+	r, err := obj.Reader()
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	return io.ReadAll(r)
 }
 
 // commitOf is the commit a revision names (HEAD when empty).

@@ -20,6 +20,7 @@ import (
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/go-git/go-git/v5/storage/memory"
 )
@@ -249,6 +250,12 @@ type Checkout struct {
 	Repository *git.Repository
 	Committed  time.Time
 	Message    string
+	// Commit is the commit object an OCI artifact carries (its files were
+	// checked against its tree), Signature the publisher's signature of
+	// it: Verifier.Verify checks them.
+	Commit    *object.Commit
+	RawCommit []byte
+	Signature string
 }
 
 // Fetch checks the followed reference out, shallowly, into a folder of the

@@ -66,11 +66,29 @@ func NewVerifier(files ...string) (*Verifier, error) {
 	return v, nil
 }
 
-// Verify checks the checkout's commit and returns who signed it.
+// Verify checks the checkout's commit and returns who signed it. A fleet
+// from an OCI registry is checked by the commit object it carries (its
+// files were checked against that commit's tree when pulled): signed by a
+// trusted key as a Git commit is, or else carrying a trusted publisher's
+// SSH signature of it (publish --sign-key).
 func (v *Verifier) Verify(co *Checkout) (signer string, err error) {
-	commit, err := co.Repository.CommitObject(plumbing.NewHash(co.Revision))
-	if err != nil {
-		return "", err
+	var commit *object.Commit
+	switch {
+	case co.Repository != nil:
+		if commit, err = co.Repository.CommitObject(plumbing.NewHash(co.Revision)); err != nil {
+			return "", err
+		}
+	case co.Commit != nil:
+		commit = co.Commit
+		if co.Signature != "" {
+			if signer, err := v.verifyPublisher(co); err == nil {
+				return signer, nil
+			} else if commit.PGPSignature == "" {
+				return "", fmt.Errorf("%w: %s: %w", ErrUntrusted, gitrev.Short(co.Revision), err)
+			}
+		}
+	default:
+		return "", fmt.Errorf("%w: %s: the artifact carries no commit to check", ErrUnsigned, gitrev.Short(co.Revision))
 	}
 	sig := commit.PGPSignature
 	switch {
@@ -130,4 +148,19 @@ func signedContent(commit *object.Commit) ([]byte, error) {
 		return nil, err
 	}
 	return io.ReadAll(r)
+}
+
+// verifyPublisher checks a publisher's SSH signature of an artifact's
+// commit object.
+func (v *Verifier) verifyPublisher(co *Checkout) (string, error) {
+	sig, err := sshsig.Unarmor([]byte(co.Signature))
+	if err != nil {
+		return "", err
+	}
+	for _, key := range v.sshKeys {
+		if sshsig.Verify(bytes.NewReader(co.RawCommit), sig, key, sig.HashAlgorithm, PublishNamespace) == nil {
+			return ssh.FingerprintSHA256(key), nil
+		}
+	}
+	return "", fmt.Errorf("publisher's signature by %s, not a trusted key", ssh.FingerprintSHA256(sig.PublicKey))
 }
