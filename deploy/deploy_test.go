@@ -117,6 +117,9 @@ func TestChartValues(t *testing.T) {
 		`--ssh-key=/etc/flotilla/git/identity`, `--known-hosts=/etc/flotilla/git/known_hosts`,
 		`--age-key-file=/etc/flotilla/age/keys.txt`, `"image":"ghcr.io/flotilla-gitops/flotilla@sha256:abab`,
 		`"value":"prod-eu-3"`, `--notify-config=/etc/flotilla/notify/notify.yaml`, `"secret":{"secretName":"flotilla-notify"}`,
+		// The status in a repository of its own by default, with the
+		// fleet's credential.
+		`--status-repo=https://git.example.com/platform/fleet-status.git`, `--status-ssh-key=/etc/flotilla/git/identity`,
 	} {
 		if !strings.Contains(dep, want) {
 			t.Errorf("the Deployment lacks %s:\n%s", want, dep)
@@ -158,5 +161,33 @@ func TestChartRefusesBadValues(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v: got %v, want an error naming %q", tc.values, err, tc.want)
 		}
+	}
+}
+
+// TestChartFollowsAnOCIFleet: git.repository may be the fleet's OCI
+// artifact (flotilla publish); the agent gets it with the registry
+// credential and the status repository; status.repository "" keeps the
+// status in the fleet repository (no --status-repo).
+func TestChartFollowsAnOCIFleet(t *testing.T) {
+	objs, err := deploy.Render(map[string]any{
+		"git":      map[string]any{"repository": "oci://registry.example.com/platform/fleet:main", "auth": "password", "password": "token", "existingSecret": ""},
+		"identity": map[string]any{"name": "prod-eu-3"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dep := mustJSON(t, find(objs, "Deployment", "flotilla-agent"))
+	for _, want := range []string{`--repo=oci://registry.example.com/platform/fleet:main`, `--password-file=/etc/flotilla/git/password`,
+		`--status-repo=https://git.example.com/platform/fleet-status.git`} {
+		if !strings.Contains(dep, want) {
+			t.Errorf("the Deployment lacks %s:\n%s", want, dep)
+		}
+	}
+	objs, err = deploy.Render(map[string]any{"status": map[string]any{"repository": ""}, "identity": map[string]any{"name": "prod-eu-3"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dep := mustJSON(t, find(objs, "Deployment", "flotilla-agent")); strings.Contains(dep, "--status-repo") {
+		t.Errorf("status.repository \"\" still passes --status-repo:\n%s", dep)
 	}
 }
