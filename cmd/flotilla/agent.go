@@ -128,7 +128,7 @@ func newAgentCmd() *cobra.Command {
 	fs.StringVar(&src.Auth.KnownHostsFile, "known-hosts", "", "known_hosts `FILE` the SSH server's key must be in")
 	fs.BoolVar(&src.Auth.InsecureIgnoreHostKey, "insecure-ignore-host-key", false, "accept any SSH host key (tests only)")
 	fs.StringVar(&af.opts.Path, "path", ".", "`DIR` of fleet.cue inside the repository")
-	fs.StringArrayVar(&af.opts.TrustedKeys, "verify-key", nil, "trusted key file: armored OpenPGP public keys or SSH public keys; when given, only commits signed by one of them are applied (repeatable)")
+	fs.StringArrayVar(&af.opts.TrustedKeys, "verify-key", nil, "trusted key file: armored OpenPGP public keys or SSH public keys; when given, only commits signed by one of them are applied — from an OCI source (--source), the commit the artifact carries, or its publisher's SSH signature (publish --sign-key) (repeatable)")
 	id := &af.opts.Identity
 	fs.StringVar(&id.Name, "name", os.Getenv("FLOTILLA_CLUSTER_NAME"), "this cluster's `NAME` (env FLOTILLA_CLUSTER_NAME)")
 	fs.StringVar(&id.Region, "region", os.Getenv("FLOTILLA_CLUSTER_REGION"), "this cluster's `REGION` (env FLOTILLA_CLUSTER_REGION)")

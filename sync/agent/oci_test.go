@@ -2,6 +2,7 @@ package agent_test
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -72,5 +73,19 @@ func TestAgentFollowsAnOCIFleet(t *testing.T) {
 	}
 	if _, ok := a.configMapData(t, "two"); !ok {
 		t.Error("the newer publish was not applied")
+	}
+
+	// An agent that requires signed commits refuses the unsigned one it
+	// is given from the registry, and applies nothing.
+	_, key := gittest.NewSSHKey(t)
+	strict := newAgent(t, cluster.Config, repo, "prod-2", map[string]string{"env": "prod"}, func(o *agent.Options) {
+		o.Source = source.Options{URL: ref, Auth: creds, CacheDir: t.TempDir()}
+		o.TrustedKeys = []string{key}
+	})
+	if p := strict.RunOnce(ctx); !p.Failed() || !errors.Is(p.Err, source.ErrUnsigned) {
+		t.Fatalf("an unsigned commit from the registry: %v", p.Err)
+	}
+	if _, ok := strict.configMapData(t, "common"); ok {
+		t.Error("an unsigned commit was applied")
 	}
 }
