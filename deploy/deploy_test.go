@@ -91,6 +91,7 @@ func TestChartValues(t *testing.T) {
 	objs, err := deploy.Render(map[string]any{
 		"git": map[string]any{"repository": "ssh://git@git.example.com/fleet.git", "auth": "ssh",
 			"sshKey": "KEY", "knownHosts": "git.example.com ssh-ed25519 AAAA", "existingSecret": ""},
+		"status":   map[string]any{"repository": "ssh://git@git.example.com/fleet-status.git"},
 		"identity": map[string]any{"name": "prod-eu-3", "region": "eu-west-3", "labels": map[string]any{"class": "regulated"}},
 		"rbac":     map[string]any{"mode": "cluster-admin"},
 		"tenants":  []any{map[string]any{"namespace": "team-a", "serviceAccounts": []any{"deployer", "migrator"}}},
@@ -119,7 +120,7 @@ func TestChartValues(t *testing.T) {
 		`"value":"prod-eu-3"`, `--notify-config=/etc/flotilla/notify/notify.yaml`, `"secret":{"secretName":"flotilla-notify"}`,
 		// The status in a repository of its own by default, with the
 		// fleet's credential.
-		`--status-repo=https://git.example.com/platform/fleet-status.git`, `--status-ssh-key=/etc/flotilla/git/identity`,
+		`--status-repo=ssh://git@git.example.com/fleet-status.git`, `--status-ssh-key=/etc/flotilla/git/identity`,
 	} {
 		if !strings.Contains(dep, want) {
 			t.Errorf("the Deployment lacks %s:\n%s", want, dep)
@@ -152,6 +153,9 @@ func TestChartRefusesBadValues(t *testing.T) {
 		{map[string]any{"rbac": map[string]any{"mode": "admin"}}, "/rbac/mode"},
 		{map[string]any{"identity": map[string]any{"name": "Prod EU"}}, "/identity/name"},
 		{map[string]any{"git": map[string]any{"auth": "ssh", "sshKey": "K"}}, "git.knownHosts is required"},
+		// An install given its own fleet repository but not a status
+		// repository (one from before status.repository, upgraded).
+		{map[string]any{"git": map[string]any{"repository": "https://git.corp.example/fleet.git"}}, "status.repository is still the example address"},
 		{map[string]any{"tenants": []any{
 			map[string]any{"namespace": "a", "serviceAccounts": []any{"x"}},
 			map[string]any{"namespace": "a", "serviceAccounts": []any{"y"}},
@@ -171,6 +175,7 @@ func TestChartRefusesBadValues(t *testing.T) {
 func TestChartFollowsAnOCIFleet(t *testing.T) {
 	objs, err := deploy.Render(map[string]any{
 		"git":      map[string]any{"repository": "oci://registry.example.com/platform/fleet:main", "auth": "password", "password": "token", "existingSecret": ""},
+		"status":   map[string]any{"repository": "https://git.example.com/platform/status.git"},
 		"identity": map[string]any{"name": "prod-eu-3"},
 	})
 	if err != nil {
@@ -178,7 +183,7 @@ func TestChartFollowsAnOCIFleet(t *testing.T) {
 	}
 	dep := mustJSON(t, find(objs, "Deployment", "flotilla-agent"))
 	for _, want := range []string{`--repo=oci://registry.example.com/platform/fleet:main`, `--password-file=/etc/flotilla/git/password`,
-		`--status-repo=https://git.example.com/platform/fleet-status.git`} {
+		`--status-repo=https://git.example.com/platform/status.git`} {
 		if !strings.Contains(dep, want) {
 			t.Errorf("the Deployment lacks %s:\n%s", want, dep)
 		}
