@@ -11,7 +11,6 @@ import (
 	"golang.org/x/sync/errgroup"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
@@ -73,7 +72,7 @@ const maxForeignNamed = 10
 // steady bundle costs no request here. Objects that do not exist, or
 // whose kind the cluster does not know yet (a CRD of the same bundle),
 // are free to take.
-func (m *Manager) refuseForeign(ctx context.Context, c client.Client, objects []*unstructured.Unstructured, inv *Inventory) error {
+func (m *Manager) refuseForeign(ctx context.Context, c *primedClient, objects []*unstructured.Unstructured, inv *Inventory) error {
 	var held map[object.ObjMetadata]Entry
 	if inv != nil {
 		held = inv.index()
@@ -90,13 +89,17 @@ func (m *Manager) refuseForeign(ctx context.Context, c client.Client, objects []
 	g.SetLimit(max(1, m.opts.ObjectConcurrency))
 	for i, o := range check {
 		g.Go(func() error {
-			live := &metav1.PartialObjectMetadata{}
+			// The whole object, kept for ApplyAll's read of it (primed).
+			live := &unstructured.Unstructured{}
 			live.SetGroupVersionKind(o.GroupVersionKind())
-			err := c.Get(gctx, client.ObjectKeyFromObject(o), live)
+			err := c.Client.Get(gctx, client.ObjectKeyFromObject(o), live)
 			switch {
 			case err == nil:
 				owners[i] = ForeignOwner(live.GetLabels(), live.GetAnnotations())
-			case apierrors.IsNotFound(err) || meta.IsNoMatchError(err):
+				c.prime(o, live)
+			case apierrors.IsNotFound(err):
+				c.prime(o, nil)
+			case meta.IsNoMatchError(err): // a kind the cluster does not know yet: ssa reads it itself
 			default:
 				return fmt.Errorf("reading %s to check who manages it: %w", ssautils.FmtUnstructured(o), err)
 			}

@@ -120,10 +120,15 @@ func (m *Manager) resourceManager(cfg *rest.Config) (*ssa.ResourceManager, error
 	if err != nil {
 		return nil, err
 	}
-	poller := polling.NewStatusPoller(c, m.mapper, polling.Options{})
-	rm := ssa.NewResourceManager(c, poller, ssa.Owner{Field: m.opts.FieldManager, Group: "flotilla.dev"})
+	return m.ssaManager(c), nil
+}
+
+// ssaManager is an ssa manager on c: the agent's field manager, its
+// status poller, its object concurrency.
+func (m *Manager) ssaManager(c client.Client) *ssa.ResourceManager {
+	rm := ssa.NewResourceManager(c, polling.NewStatusPoller(c, m.mapper, polling.Options{}), ssa.Owner{Field: m.opts.FieldManager, Group: "flotilla.dev"})
 	rm.SetConcurrency(m.opts.ObjectConcurrency)
-	return rm, nil
+	return rm
 }
 
 // managerFor returns the ssa manager a bundle applies with: impersonating

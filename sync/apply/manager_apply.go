@@ -42,9 +42,12 @@ func (m *Manager) applyBundle(ctx context.Context, b Bundle, inv *Inventory, res
 		objects[i] = o.DeepCopy()
 	}
 	if !b.Adopt {
-		if err := m.refuseForeign(ctx, rm.Client(), objects, inv); err != nil {
+		primed := newPrimedClient(rm.Client())
+		if err := m.refuseForeign(ctx, primed, objects, inv); err != nil {
 			return nil, err
 		}
+		rm = m.ssaManager(primed) // its client answers the check's reads
+
 	}
 	applyOpts := ssa.DefaultApplyOptions()
 	applyOpts.Force = b.Force
