@@ -7,3 +7,6 @@ func SetEntriesPerShard(n int) (restore func()) {
 	entriesPerShard = n
 	return func() { entriesPerShard = old }
 }
+
+// ParseEntry reads an inventory line.
+var ParseEntry = parseEntry

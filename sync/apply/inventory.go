@@ -55,14 +55,21 @@ type Entry struct {
 	// Created is set when Flotilla created the object (rather than adopting
 	// an existing one): only then may Flotilla delete a Namespace or CRD.
 	Created bool
+	// Digest identifies the rendered object as last applied in full
+	// (objectDigest); "" when unknown, or for a Secret.
+	Digest string
 }
 
 // String is the entry's line in the inventory:
-// "<namespace>_<name>_<group>_<kind> <version>[ created]".
+// "<namespace>_<name>_<group>_<kind> <version>[ created][ d=<digest>]"
+// (an agent from before digests reads the first three fields only).
 func (e Entry) String() string {
 	s := e.ID.String() + " " + e.Version
 	if e.Created {
 		s += " created"
+	}
+	if e.Digest != "" {
+		s += " d=" + e.Digest
 	}
 	return s
 }
@@ -76,7 +83,16 @@ func parseEntry(line string) (Entry, error) {
 	if err != nil {
 		return Entry{}, err
 	}
-	return Entry{ID: id, Version: fields[1], Created: len(fields) > 2 && fields[2] == "created"}, nil
+	e := Entry{ID: id, Version: fields[1]}
+	for _, f := range fields[2:] {
+		switch {
+		case f == "created":
+			e.Created = true
+		case strings.HasPrefix(f, "d="):
+			e.Digest = strings.TrimPrefix(f, "d=")
+		}
+	}
+	return e, nil
 }
 
 // Object returns a stub of the entry's object, enough to get or delete it.

@@ -156,3 +156,23 @@ func TestAPIServerRestartMidApply(t *testing.T) {
 		t.Errorf("the inventory lists %d objects, want %d", entries, total+1)
 	}
 }
+
+// TestEntryLinesReadBothWays: an entry's digest is a field an agent from
+// before digests does not read (it reads the first three), and a line
+// without one reads as no digest (the object is applied).
+func TestEntryLinesReadBothWays(t *testing.T) {
+	for line, want := range map[string]apply.Entry{
+		"ns_cm__ConfigMap v1 created d=abc": {Version: "v1", Created: true, Digest: "abc"},
+		"ns_cm__ConfigMap v1 d=abc":         {Version: "v1", Digest: "abc"},
+		"ns_cm__ConfigMap v1 created":       {Version: "v1", Created: true},
+		"ns_cm__ConfigMap v1":               {Version: "v1"},
+	} {
+		got, err := apply.ParseEntry(line)
+		if err != nil || got.Version != want.Version || got.Created != want.Created || got.Digest != want.Digest {
+			t.Errorf("%q: %+v %v, want %+v", line, got, err, want)
+		}
+		if got.String() != line {
+			t.Errorf("%q written back as %q", line, got.String())
+		}
+	}
+}

@@ -55,8 +55,15 @@ func (m *Manager) applyBundle(ctx context.Context, b Bundle, inv *Inventory, res
 	applyOpts.IfNotPresentSelector = map[string]string{spec.SSAAnnotation: "IfNotPresent"}
 	applyOpts.DriftIgnoreRules = ignoreRules(objects)
 
-	toApply := objects
-	if m.opts.DryRun || (inv != nil && inv.Digest == b.Digest) {
+	digests := objectDigests(objects)
+	toApply, same := objects, []Entry(nil)
+	incremental := b.Incremental && !m.opts.DryRun && inv != nil
+	if incremental {
+		toApply, same = changedSince(inv, objects, digests)
+		res.Counts.Unchanged += len(same)
+	}
+	inSync := map[object.ObjMetadata]bool{} // what the drift check found as rendered
+	if !incremental && (m.opts.DryRun || (inv != nil && inv.Digest == b.Digest)) {
 		diffs, bad, err := m.dryRun(ctx, rm, objects)
 		if err != nil {
 			return nil, err
@@ -70,6 +77,7 @@ func (m *Manager) applyBundle(ctx context.Context, b Bundle, inv *Inventory, res
 			toApply = append(toApply, r.object)
 		}
 		toApply = append(toApply, m.drifted(b, diffs, res)...)
+		markInSync(inSync, diffs)
 		if m.opts.DryRun {
 			for _, a := range res.Objects {
 				countAction(&res.Counts, a.Action)
@@ -94,10 +102,16 @@ func (m *Manager) applyBundle(ctx context.Context, b Bundle, inv *Inventory, res
 			res.Objects = append(res.Objects, ObjectAction{Object: e.Subject, Action: Action(e.Action)})
 		}
 	}
-	if err != nil {
-		return entriesFor(objects, cs), err
+	// Every rendered object has an entry; an incremental pass keeps those
+	// it skipped as the inventory had them.
+	entries := entriesFor(objects, cs)
+	if incremental {
+		entries = append(entriesFor(toApply, cs), same...)
 	}
-	return entriesFor(objects, cs), nil
+	if err != nil {
+		return entries, err // what failed keeps no digest: the next pass applies it
+	}
+	return withDigests(entries, cs, digests, inSync), nil
 }
 
 // drifted records what the dry run found of each object and returns those

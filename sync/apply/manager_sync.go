@@ -38,6 +38,11 @@ type Bundle struct {
 	// adopt (take over objects another GitOps controller manages, see
 	// ForeignOwner; without it the bundle fails naming them).
 	spec.ApplyOptions
+	// Incremental applies only the objects whose rendered form changed
+	// since the inventory recorded them (see changedSince): set it only
+	// when nothing else may have moved the live objects since the last
+	// full pass.
+	Incremental bool
 	// Err is set when the bundle could not be evaluated or rendered.
 	Err error
 	// Sensitive are values decrypted from SOPS files that Objects carry:
