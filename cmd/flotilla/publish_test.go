@@ -1,9 +1,6 @@
 package main
 
 import (
-	"crypto/ed25519"
-	"crypto/rand"
-	"encoding/pem"
 	"os"
 	"path/filepath"
 	"strings"
@@ -51,22 +48,7 @@ func TestPublish(t *testing.T) {
 
 	// --sign-key: the publisher's signature, which an agent trusting the
 	// key accepts for the unsigned commit.
-	_, private, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	block, err := ssh.MarshalPrivateKey(private, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyFile, pubFile := filepath.Join(t.TempDir(), "publisher"), filepath.Join(t.TempDir(), "publisher.pub")
-	signer, _ := ssh.NewSignerFromKey(private)
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(block), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(pubFile, ssh.MarshalAuthorizedKey(signer.PublicKey()), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	signer, keyFile, pubFile := gittest.NewSSHKeyFile(t)
 	signed := "oci://" + reg.Host + "/platform/fleet:signed"
 	code, out, errOut = cli(t, "publish", repo.Work, "--to", signed, "--username", reg.Username, "--password-file", pw, "--sign-key", keyFile)
 	if code != exitOK || !strings.Contains(out, "signed by "+ssh.FingerprintSHA256(signer.PublicKey())) {

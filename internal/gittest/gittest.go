@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"maps"
@@ -133,6 +134,33 @@ func NewSSHKey(t testing.TB) (ssh.Signer, string) {
 		t.Fatal(err)
 	}
 	return signer, path
+}
+
+// NewSSHKeyFile makes an SSH key and writes both its private key (OpenSSH
+// format, no passphrase) and its public key (authorized_keys format) to
+// files.
+func NewSSHKeyFile(t testing.TB) (signer ssh.Signer, keyFile, pubFile string) {
+	t.Helper()
+	_, private, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, err := ssh.MarshalPrivateKey(private, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if signer, err = ssh.NewSignerFromKey(private); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	keyFile, pubFile = filepath.Join(dir, "id"), filepath.Join(dir, "id.pub")
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(block), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(pubFile, ssh.MarshalAuthorizedKey(signer.PublicKey()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return signer, keyFile, pubFile
 }
 
 // sshSigner signs commits as git does with gpg.format=ssh.

@@ -202,7 +202,10 @@ func (o *ociSource) manifest(ctx context.Context, desc ocispec.Descriptor) (ociM
 	}
 	meta.committed, _ = time.Parse(time.RFC3339, m.Annotations[ocispec.AnnotationCreated])
 	if enc := m.Annotations[AnnotationCommitObject]; enc != "" {
-		if meta.commit, meta.raw, err = decodeCommit(enc, meta.revision); err != nil {
+		if meta.raw, err = base64.StdEncoding.DecodeString(enc); err != nil {
+			return ociMeta{}, ocispec.Descriptor{}, fmt.Errorf("%s: the artifact's commit object does not read", o.ref)
+		}
+		if meta.commit, err = decodeCommit(meta.raw, meta.revision); err != nil {
 			return ociMeta{}, ocispec.Descriptor{}, fmt.Errorf("%s: %w", o.ref, err)
 		}
 	}
@@ -388,7 +391,7 @@ func readOCIMeta(path, dir, revision string) (*Checkout, error) {
 	}
 	co := &Checkout{Dir: dir, Revision: revision, Committed: m.Committed, Message: m.Message, RawCommit: m.Commit, Signature: m.Signature}
 	if len(m.Commit) > 0 {
-		if co.Commit, _, err = decodeCommit(base64.StdEncoding.EncodeToString(m.Commit), revision); err != nil {
+		if co.Commit, err = decodeCommit(m.Commit, revision); err != nil {
 			return nil, err
 		}
 	}
@@ -397,24 +400,23 @@ func readOCIMeta(path, dir, revision string) (*Checkout, error) {
 
 // decodeCommit reads the commit object an artifact carries, and checks
 // that it is the commit the artifact names.
-func decodeCommit(enc, revision string) (*object.Commit, []byte, error) {
-	raw, err := base64.StdEncoding.DecodeString(enc)
-	if err != nil || len(raw) > maxCommitObject {
-		return nil, nil, errors.New("the artifact's commit object does not read")
+func decodeCommit(raw []byte, revision string) (*object.Commit, error) {
+	if len(raw) > maxCommitObject {
+		return nil, errors.New("the artifact's commit object is too large")
 	}
 	if h := plumbing.ComputeHash(plumbing.CommitObject, raw); h.String() != revision {
-		return nil, nil, fmt.Errorf("the artifact's commit object is %s, not the commit %s it names: refused", gitrev.Short(h.String()), gitrev.Short(revision))
+		return nil, fmt.Errorf("the artifact's commit object is %s, not the commit %s it names: refused", gitrev.Short(h.String()), gitrev.Short(revision))
 	}
 	obj := &plumbing.MemoryObject{}
 	obj.SetType(plumbing.CommitObject)
 	if _, err := obj.Write(raw); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	var c object.Commit
 	if err := c.Decode(obj); err != nil {
-		return nil, nil, fmt.Errorf("the artifact's commit object does not read: %w", err)
+		return nil, fmt.Errorf("the artifact's commit object does not read: %w", err)
 	}
-	return &c, raw, nil
+	return &c, nil
 }
 
 // TreeHash is the Git tree hash of a folder of regular files (as Git

@@ -2,9 +2,6 @@ package source_test
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
-	"encoding/pem"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -21,23 +18,8 @@ import (
 // file and public key line.
 func sshClientKey(t *testing.T) (string, string) {
 	t.Helper()
-	_, private, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	block, err := ssh.MarshalPrivateKey(private, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "id")
-	if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	signer, err := ssh.NewSignerFromKey(private)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return path, strings.TrimSpace(string(ssh.MarshalAuthorizedKey(signer.PublicKey())))
+	signer, keyFile, _ := gittest.NewSSHKeyFile(t)
+	return keyFile, strings.TrimSpace(string(ssh.MarshalAuthorizedKey(signer.PublicKey())))
 }
 
 // TestSSH follows a repository on gittestserver over SSH: the client key
