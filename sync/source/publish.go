@@ -22,6 +22,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/crypto/ssh"
 	"oras.land/oras-go/v2"
+	"oras.land/oras-go/v2/errdef"
 	orasregistry "oras.land/oras-go/v2/registry"
 
 	"github.com/flotilla-gitops/flotilla/internal/errtext"
@@ -93,7 +94,7 @@ func Publish(ctx context.Context, opts PublishOptions) (*Published, error) {
 		return nil, err
 	}
 	layerDesc := ocispec.Descriptor{MediaType: LayerMediaType, Digest: digest.FromBytes(layer), Size: int64(len(layer))}
-	if err := repo.Push(ctx, layerDesc, bytes.NewReader(layer)); err != nil && !strings.Contains(err.Error(), "already exists") {
+	if err := repo.Push(ctx, layerDesc, bytes.NewReader(layer)); err != nil && !errors.Is(err, errdef.ErrAlreadyExists) {
 		return nil, fmt.Errorf("pushing the fleet to %s: %s", ref, errtext.Error(err))
 	}
 	message := commit.Message
