@@ -359,14 +359,16 @@ invariants: "two-regions": {bundles: ["payments"], regions: min: 2}
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := &report.Status{Cluster: fleet.Cluster{Name: "eu-1", Region: "eu-west-1"}, Phase: report.ClusterReady, AppliedRevision: rev, SeenRevision: rev,
-		Bundles: []report.BundleStatus{{Name: "payments", Phase: "Ready", Revision: rev}}}
-	if _, err := r.Publish(t.Context(), st, time.Now()); err != nil {
-		t.Fatal(err)
-	}
 	ada := "Ada <ada@example.com>"
 	if code, out, errOut := cli(t, "rollout", "pause", "--repo", fleetRepo.Bare, "--by", ada, "--reason", "INC-9"); code != exitOK {
 		t.Fatalf("pause: exit %d\n%s%s", code, out, errOut)
+	}
+	// The cluster reports after the pause (a pause's time is to the
+	// second): explain tells the pause in effect when it saw the revision.
+	st := &report.Status{Cluster: fleet.Cluster{Name: "eu-1", Region: "eu-west-1"}, Phase: report.ClusterReady, AppliedRevision: rev, SeenRevision: rev,
+		Bundles: []report.BundleStatus{{Name: "payments", Phase: "Ready", Revision: rev}}}
+	if _, err := r.Publish(t.Context(), st, time.Now().Add(2*time.Second)); err != nil {
+		t.Fatal(err)
 	}
 	code, out, errOut := cli(t, "status", "--repo", statusRepo.Bare, "--fleet-repo", fleetRepo.Bare, "-o", "json")
 	var doc struct {
