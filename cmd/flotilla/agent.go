@@ -41,6 +41,7 @@ type agentFlags struct {
 	statusAuth         source.Auth
 	noStatus           bool
 	heartbeat          time.Duration
+	fullSync           time.Duration
 	workerIdle         time.Duration
 	opts               agent.Options
 	labels             []string
@@ -62,6 +63,14 @@ the branch tip; when the revision, the cluster's identity or its discovered
 facts changed (or the last pass failed), it fetches that revision, evaluates
 the fleet for this cluster, renders its bundles and applies them. An idle
 pass costs one ls-remote and a few reads: no fetch, no render, no write.
+
+A pass applies in proportion to the change: only the objects whose rendered
+form changed since the inventory recorded them, the new ones, the Secrets,
+and those the drift watch saw changed by someone else or deleted (dry-run
+first, then corrected or reported); the others cost no API request. Every
+--full-sync-interval (jittered), after a restart, when a watch broke, when
+the cluster's API changed or a CRD is applied, a pass checks every object
+with the cluster, as a pass with --full-sync-interval 0 always does.
 
 Identity: --name, --region and --label, overridden by the ConfigMap
 flotilla-system/flotilla-identity when it exists (keys name, region,
@@ -137,6 +146,7 @@ func newAgentCmd() *cobra.Command {
 	fs.StringVar(&id.ConfigMapName, "identity-configmap", "flotilla-identity", "name of the identity ConfigMap (empty: none)")
 	fs.DurationVar(&af.opts.Interval, "interval", time.Minute, "time between polls of the repository")
 	fs.DurationVar(&af.opts.TriggerSpread, "trigger-spread", 10*time.Second, "a webhook's pass starts at a random time within this `WINDOW`, so that a push fanned out to every cluster spreads the fetches over it (0: at once; a fleet of N clusters wants about N divided by the fetches per second its Git host serves, docs/scale.md)")
+	fs.DurationVar(&af.fullSync, "full-sync-interval", agent.DefaultFullSyncInterval, "how often a pass checks every applied object with the cluster (a dry run of each: drift corrected or reported) even when nothing changed, jittered; in between, a pass applies only the objects whose rendered form changed and those the drift watch saw move (0: every pass is full)")
 	fs.BoolVar(&af.once, "once", false, "run one pass and exit (1 if it failed)")
 	fs.StringVar(&af.opts.Apply.InventoryNamespace, "inventory-namespace", af.opts.Apply.InventoryNamespace, "namespace of the bundles' inventories")
 	fs.BoolVar(&af.opts.Apply.AllowMassDeletion, "allow-mass-deletion", false, "let a pass delete more than half of the managed objects")
@@ -291,6 +301,14 @@ func (af *agentFlags) validate() error {
 	}
 	if af.opts.Source.URL == "" || af.opts.Identity.Name == "" {
 		return errors.New("--repo (or --source) and --name are required")
+	}
+	switch {
+	case af.fullSync < 0:
+		return errors.New("--full-sync-interval must not be negative (0: every pass is full)")
+	case af.fullSync == 0:
+		af.opts.FullSyncInterval = -1 // every pass is full
+	default:
+		af.opts.FullSyncInterval = af.fullSync
 	}
 	if af.logFormat != "json" && af.logFormat != "console" {
 		return fmt.Errorf("unknown --log-format %q: use json or console", af.logFormat)

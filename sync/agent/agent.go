@@ -14,6 +14,7 @@ import (
 	"math/rand/v2"
 	"runtime/debug"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -84,7 +85,16 @@ type Options struct {
 	// NotifyOptions tune the delivery.
 	Notify        *notify.Config
 	NotifyOptions notify.Options
+	// FullSyncInterval is how often a pass checks every applied object
+	// with the cluster (a dry run of each; drift corrected or reported)
+	// even when nothing changed, jittered by up to a tenth. Between full
+	// passes a pass applies in proportion to the change (see fullPass).
+	// Zero: DefaultFullSyncInterval; negative: every pass is full.
+	FullSyncInterval time.Duration
 }
+
+// DefaultFullSyncInterval is the default of Options.FullSyncInterval.
+const DefaultFullSyncInterval = time.Hour
 
 // Agent syncs one cluster from the fleet repository.
 type Agent struct {
@@ -121,6 +131,17 @@ type Agent struct {
 		// controls are the approvals branch as last read.
 		controls *report.ControlBranch
 	}
+
+	// full is the last full pass, when the next is due, the cluster's API
+	// it saw, and why the next must be full when something asked (a watch
+	// broke); settled are the bundles whose last sync ended Ready or
+	// Drifted, the only ones a pass may apply incrementally.
+	full struct {
+		last, next time.Time
+		api        string
+		asked      string
+	}
+	settled map[string]bool
 
 	// statuses reads the other clusters' status branches, fetching only
 	// what moved since its last read.
@@ -230,6 +251,9 @@ type Pass struct {
 	// Err is why the pass failed: the remote, the fleet evaluation, the
 	// apply. The last applied state stays.
 	Err error
+	// Full says why the pass checked every object with the cluster; ""
+	// when it applied in proportion to the change.
+	Full string
 
 	// StatusErr is why the status could not be published (the pass itself
 	// is not failed by it).
@@ -341,7 +365,9 @@ func (a *Agent) pass(ctx context.Context, now time.Time) *Pass {
 		return p
 	}
 	drift := a.driftSuspected.Swap(false)
-	if p.Revision == a.appliedRevision && key == a.appliedIdentity && !drift && !a.watchWave {
+	var due bool
+	p.Full, due = a.fullPass(now, c)
+	if p.Revision == a.appliedRevision && key == a.appliedIdentity && !drift && !a.watchWave && !due {
 		return p
 	}
 	p.Changed = true
@@ -362,7 +388,7 @@ func (a *Agent) pass(ctx context.Context, now time.Time) *Pass {
 		return p
 	}
 	a.watchWave = p.gate.watch
-	if p.gate.key == a.appliedGate && key == a.appliedIdentity && !drift {
+	if p.gate.key == a.appliedGate && key == a.appliedIdentity && !drift && !due {
 		p.Changed = false // still waiting: nothing new to apply
 		return p
 	}
@@ -375,7 +401,7 @@ func (a *Agent) pass(ctx context.Context, now time.Time) *Pass {
 		return p
 	}
 	a.recordBundles(p, plan, bundles)
-	if p.gate.waiting() && key == a.appliedIdentity && !drift && unchanged(bundles, inv.current) {
+	if p.gate.waiting() && key == a.appliedIdentity && !drift && !due && unchanged(bundles, inv.current) {
 		// Waiting at a new tip with nothing of it let through: what is
 		// applied stays as it is, and the API server is not written to.
 		a.appliedGate = p.gate.key
@@ -388,10 +414,13 @@ func (a *Agent) pass(ctx context.Context, now time.Time) *Pass {
 	if a.pool != nil {
 		a.pool.RetireIdle()
 	}
+	a.markIncremental(bundles, p.Full)
 	if p.Result, err = a.mgr.Sync(ctx, bundles); err != nil {
 		p.Err = fmt.Errorf("apply: %w", err)
 		return p
 	}
+	a.fullDone(p, now)
+	a.settle(p.Result)
 	// With onFailure: rollback, what failed at the tip goes back.
 	if bundles, err = a.rollBack(ctx, p, plan, bundles, inv.current); err != nil {
 		p.Err = fmt.Errorf("rolling back from %s: %w", gitrev.Short(p.Revision), err)
@@ -407,8 +436,83 @@ func (a *Agent) pass(ctx context.Context, now time.Time) *Pass {
 		a.fleetRevision = fleetRevisionOf(p, plan, bundles)
 		a.ready.Store(true)
 	}
+	a.settle(p.Result) // with the bundles rolled back
 	_ = a.src.Prune(append(kept, p.Revision)...)
 	return p
+}
+
+// fullPass says why this pass must check every applied object with the
+// cluster ("" when it may apply in proportion to the change), and whether
+// that is a reason to pass even when nothing changed. A pass is full:
+//
+//   - the first of the agent (a restart: what happened while it was down
+//     is unknown);
+//   - after a watch of the applied objects broke (it may have missed
+//     events until its relist);
+//   - past the full-sync interval (the safety net for anything the watch
+//     can miss, and for kinds it may not list);
+//   - when the cluster's API changed (its Kubernetes version or served
+//     API versions).
+//
+// A sync that applies a new or changed CRD is full as well (apply.Sync);
+// a bundle whose last sync did not end Ready or Drifted is synced in full
+// (markIncremental).
+func (a *Agent) fullPass(now time.Time, c fleet.Cluster) (reason string, due bool) {
+	if a.drift.takeBroken() {
+		a.full.asked = "a watch of the applied objects was interrupted"
+	}
+	switch {
+	case a.full.asked != "":
+		return a.full.asked, true
+	case a.full.last.IsZero():
+		return "the agent's first pass", true
+	case a.opts.FullSyncInterval < 0:
+		return "every pass is full (full-sync interval 0)", false
+	case !now.Before(a.full.next):
+		return "the full-sync interval", true
+	case apiKey(c) != a.full.api:
+		return "the cluster's API changed", true
+	}
+	return "", false
+}
+
+// fullDone notes a full pass's sync: the next is due an interval later,
+// jittered by up to a tenth so that a fleet's agents spread theirs.
+func (a *Agent) fullDone(p *Pass, now time.Time) {
+	if p.Full == "" {
+		return
+	}
+	every := cmp.Or(a.opts.FullSyncInterval, DefaultFullSyncInterval)
+	a.full.last, a.full.api, a.full.asked = now, apiKey(p.Cluster), ""
+	a.full.next = now.Add(every + time.Duration(rand.Int64N(int64(every/10)+1)))
+}
+
+// apiKey identifies the cluster's API: its version and served versions.
+func apiKey(c fleet.Cluster) string {
+	return c.Facts.KubernetesVersion + "|" + strings.Join(c.Facts.APIVersions, ",")
+}
+
+// markIncremental makes the bundles of a pass that is not full apply in
+// proportion to their change, with the drift watch vouching for the live
+// copies of what they skip; a bundle whose last sync did not end Ready
+// or Drifted (failed, skipped, not ready in time, new) syncs in full.
+func (a *Agent) markIncremental(bundles []apply.Bundle, full string) {
+	if full != "" {
+		return
+	}
+	for i := range bundles {
+		if a.settled[bundles[i].Name] {
+			bundles[i].Incremental, bundles[i].Unmoved = true, a.drift.unmoved
+		}
+	}
+}
+
+// settle notes which bundles ended Ready or Drifted.
+func (a *Agent) settle(r *apply.Result) {
+	a.settled = map[string]bool{}
+	for _, b := range r.Bundles {
+		a.settled[b.Name] = b.Phase == apply.PhaseReady || b.Phase == apply.PhaseDrifted
+	}
 }
 
 // tip fetches the tip (verified) and plans the fleet there for the
@@ -733,7 +837,7 @@ func (a *Agent) Log(p *Pass) {
 			a.log.Info("bundle synced", "bundle", b.Name, "phase", b.Phase, "created", b.Counts.Created,
 				"configured", b.Counts.Configured, "deleted", b.Counts.Deleted, "drifted", b.Counts.Drifted, "message", b.Message)
 		}
-		a.log.Info("pass done", "revision", gitrev.Short(p.Revision), "cluster", p.Cluster.Name,
+		a.log.Info("pass done", "revision", gitrev.Short(p.Revision), "cluster", p.Cluster.Name, "full", p.Full,
 			"duration", p.Result.Duration.String(), "requests", p.Result.Requests, "guard", p.Result.Guard)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"slices"
 
 	"github.com/fluxcd/cli-utils/pkg/object"
 	"github.com/fluxcd/pkg/ssa"
@@ -17,9 +18,12 @@ import (
 // form changed since, the new ones, those without a digest, and every
 // Secret (whose digest is not kept: a hash of a weak secret value in a
 // readable ConfigMap could be guessed); the others cost no request at
-// all. The caller sets Incremental only when nothing else may have moved
-// the live objects since its last full pass (no drift seen, no restart,
-// a full pass recent enough): drift correction stays the full pass's.
+// all, unless the caller cannot vouch that their live copies are as last
+// applied (Bundle.Unmoved: the agent's watch saw them change or go, or
+// does not watch their kind), and then they are dry-run and corrected or
+// reported as a full sync does. The caller sets Incremental only after a
+// full pass it trusts (not after a restart, a watch that broke, a change
+// of the cluster's API, or past the full-sync interval).
 
 // objectDigest identifies a rendered object: 128 bits of the SHA-256 of
 // its JSON (map keys sorted), base64url; "" for a Secret, or an object
@@ -45,30 +49,34 @@ func objectDigests(objects []*unstructured.Unstructured) map[object.ObjMetadata]
 	return out
 }
 
-// changedSince splits the objects into those to apply and the entries of
-// those the inventory holds at the same version and digest.
-func changedSince(inv *Inventory, objects []*unstructured.Unstructured, digests map[object.ObjMetadata]string) ([]*unstructured.Unstructured, []Entry) {
+// changedSince splits the objects into those whose rendered form changed
+// since the inventory recorded them (new, another version or digest, or
+// no digest: a Secret, an entry from before digests, one that failed) and
+// the others.
+func changedSince(inv *Inventory, objects []*unstructured.Unstructured, digests map[object.ObjMetadata]string) (changed, same []*unstructured.Unstructured) {
 	held := inv.index()
-	var apply []*unstructured.Unstructured
-	var same []Entry
 	for _, o := range objects {
 		id := object.UnstructuredToObjMetadata(o)
 		e, ok := held[id]
 		if d := digests[id]; ok && d != "" && e.Digest == d && e.Version == o.GroupVersionKind().Version {
-			same = append(same, e)
+			same = append(same, o)
 			continue
 		}
-		apply = append(apply, o)
+		changed = append(changed, o)
 	}
-	return apply, same
+	return changed, same
 }
 
 // withDigests gives their digests to the entries of the objects the
-// change set applied (or found unchanged) and of those the drift check
-// found as rendered (inSync); others keep what they have (an incremental
-// pass's skipped ones) or none, so that the next incremental pass applies
-// them.
-func withDigests(entries []Entry, cs *ssa.ChangeSet, digests map[object.ObjMetadata]string, inSync map[object.ObjMetadata]bool) []Entry {
+// change set applied (or found unchanged) and of those vouched for (kept
+// by an incremental sync, or compared by the dry run); the others get
+// none, so that the next incremental sync applies them.
+//
+// An object whose drift was only reported (driftPolicy report) keeps its
+// digest: the digest says what Git rendered and was last applied, not
+// that the live copy still matches; the agent's watch sees the live copy
+// moved (Bundle.Unmoved) and every pass dry-runs it again, reporting it.
+func withDigests(entries []Entry, cs *ssa.ChangeSet, digests map[object.ObjMetadata]string, vouched map[object.ObjMetadata]bool) []Entry {
 	done := map[object.ObjMetadata]bool{}
 	if cs != nil {
 		for _, e := range cs.Entries {
@@ -78,19 +86,67 @@ func withDigests(entries []Entry, cs *ssa.ChangeSet, digests map[object.ObjMetad
 		}
 	}
 	for i := range entries {
-		if id := entries[i].ID; done[id] || inSync[id] {
+		if id := entries[i].ID; done[id] || vouched[id] {
 			entries[i].Digest = digests[id]
 		}
 	}
 	return entries
 }
 
-// markInSync records the objects the drift check found as rendered (a
-// drift merely reported is not).
-func markInSync(inSync map[object.ObjMetadata]bool, diffs []*jsondiff.Diff) {
+// markChecked records the objects the dry run compared with their live
+// copy (missing ones are applied, and get their digest from that).
+func markChecked(vouched map[object.ObjMetadata]bool, diffs []*jsondiff.Diff) {
 	for _, d := range diffs {
-		if d.Type == jsondiff.DiffTypeNone {
-			inSync[object.UnstructuredToObjMetadata(d.DesiredObject.(*unstructured.Unstructured))] = true
+		if d.Type == jsondiff.DiffTypeNone || d.Type == jsondiff.DiffTypeUpdate {
+			vouched[object.UnstructuredToObjMetadata(d.DesiredObject.(*unstructured.Unstructured))] = true
 		}
 	}
+}
+
+// sameInventory reports whether writing next would store what old holds
+// (then the write, a read, a patch per shard and a list, is skipped).
+func sameInventory(old, next *Inventory) bool {
+	if old == nil || old.Bundle != next.Bundle || old.Digest != next.Digest || old.Revision != next.Revision ||
+		old.Previous != next.Previous || old.RolledBack != next.RolledBack || old.Prune != next.Prune ||
+		len(old.Entries) != len(next.Entries) {
+		return false
+	}
+	if next.ServiceAccountName != old.ServiceAccountName || (next.ServiceAccountName != "" && next.Namespace != old.Namespace) {
+		return false
+	}
+	lines := func(inv *Inventory) []string {
+		out := make([]string, len(inv.Entries))
+		for i, e := range inv.Entries {
+			out[i] = e.String()
+		}
+		slices.Sort(out)
+		return out
+	}
+	return slices.Equal(lines(old), lines(next))
+}
+
+// definitionsChanged reports whether an incremental bundle of the sync
+// applies a CustomResourceDefinition that is new or changed: the objects
+// of its kinds may then need to be applied again (a new stored version, a
+// changed schema or default), so the whole sync is full.
+func definitionsChanged(bundles []Bundle, current map[string]*Inventory) bool {
+	for _, b := range bundles {
+		if !b.Incremental || b.Err != nil {
+			continue
+		}
+		var held map[object.ObjMetadata]Entry
+		if inv := current[b.Name]; inv != nil {
+			held = inv.index()
+		}
+		for _, o := range b.Objects {
+			gvk := o.GroupVersionKind()
+			if gvk.Group != "apiextensions.k8s.io" || gvk.Kind != "CustomResourceDefinition" {
+				continue
+			}
+			if e, ok := held[object.UnstructuredToObjMetadata(o)]; !ok || e.Digest == "" || e.Digest != objectDigest(o) {
+				return true
+			}
+		}
+	}
+	return false
 }

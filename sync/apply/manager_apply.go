@@ -25,17 +25,20 @@ import (
 const definitionsWait = time.Minute
 
 // applyBundle applies a bundle's objects and returns the inventory entries
-// of what it applied (what the cluster now has of the bundle).
+// of what it applied (what the cluster now has of the bundle), and those to
+// wait for.
 //
 // When the bundle's digest is the one recorded, nothing changed in Git:
 // each object is dry-run applied first to find what was changed by hand
 // (drift); drifted objects are applied again (driftPolicy correct) or left
 // alone and reported (report). Otherwise everything is applied, staged:
-// CRDs, Namespaces and ClusterRoles first, established, then the rest.
-func (m *Manager) applyBundle(ctx context.Context, b Bundle, inv *Inventory, res *BundleResult) ([]Entry, error) {
+// CRDs, Namespaces and ClusterRoles first, established, then the rest. An
+// incremental sync (Bundle.Incremental) does the same for only part of
+// the objects: see selectObjects.
+func (m *Manager) applyBundle(ctx context.Context, b Bundle, inv *Inventory, res *BundleResult) (entries, wait []Entry, err error) {
 	rm, err := m.managerFor(b.Namespace, b.ServiceAccountName)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	objects := make([]*unstructured.Unstructured, len(b.Objects))
 	for i, o := range b.Objects {
@@ -44,10 +47,9 @@ func (m *Manager) applyBundle(ctx context.Context, b Bundle, inv *Inventory, res
 	if !b.Adopt {
 		primed := newPrimedClient(rm.Client())
 		if err := m.refuseForeign(ctx, primed, objects, inv); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		rm = m.ssaManager(primed) // its client answers the check's reads
-
 	}
 	applyOpts := ssa.DefaultApplyOptions()
 	applyOpts.Force = b.Force
@@ -56,42 +58,37 @@ func (m *Manager) applyBundle(ctx context.Context, b Bundle, inv *Inventory, res
 	applyOpts.DriftIgnoreRules = ignoreRules(objects)
 
 	digests := objectDigests(objects)
-	toApply, same := objects, []Entry(nil)
-	incremental := b.Incremental && !m.opts.DryRun && inv != nil
-	if incremental {
-		toApply, same = changedSince(inv, objects, digests)
-		res.Counts.Unchanged += len(same)
-	}
-	inSync := map[object.ObjMetadata]bool{} // what the drift check found as rendered
-	if !incremental && (m.opts.DryRun || (inv != nil && inv.Digest == b.Digest)) {
-		diffs, bad, err := m.dryRun(ctx, rm, objects)
+	sel := m.selectObjects(b, inv, objects, digests)
+	res.Counts.Unchanged += len(sel.kept)
+	res.Incremental = sel.incremental
+	if len(sel.check) > 0 {
+		diffs, bad, err := m.dryRun(ctx, rm, sel.check)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		toApply = nil
 		for _, r := range bad {
 			if m.opts.DryRun {
-				return nil, r.err
+				return nil, nil, r.err
 			}
 			// Applying it says why it cannot be, or recreates it (force).
-			toApply = append(toApply, r.object)
+			sel.apply = append(sel.apply, r.object)
 		}
-		toApply = append(toApply, m.drifted(b, diffs, res)...)
-		markInSync(inSync, diffs)
+		sel.apply = append(sel.apply, m.drifted(b, diffs, res)...)
+		markChecked(sel.vouched, diffs)
 		if m.opts.DryRun {
 			for _, a := range res.Objects {
 				countAction(&res.Counts, a.Action)
 			}
-			return entriesFor(objects, nil), nil
+			return entriesFor(objects, nil), nil, nil
 		}
 	}
 
 	if !m.opts.DryRun {
-		if toApply, res.SelfUpdate, err = m.holdSelf(ctx, b, rm, toApply, applyOpts); err != nil {
-			return nil, err
+		if sel.apply, res.SelfUpdate, err = m.holdSelf(ctx, b, rm, sel.apply, applyOpts); err != nil {
+			return nil, nil, err
 		}
 	}
-	cs, err := m.applyStaged(ctx, rm, toApply, applyOpts, b.Timeout.Duration)
+	cs, err := m.applyStaged(ctx, rm, sel.apply, applyOpts, b.Timeout.Duration)
 	for _, e := range cs.Entries {
 		if e.Action == ssa.UnchangedAction {
 			res.Counts.Unchanged++
@@ -102,16 +99,68 @@ func (m *Manager) applyBundle(ctx context.Context, b Bundle, inv *Inventory, res
 			res.Objects = append(res.Objects, ObjectAction{Object: e.Subject, Action: Action(e.Action)})
 		}
 	}
-	// Every rendered object has an entry; an incremental pass keeps those
-	// it skipped as the inventory had them.
-	entries := entriesFor(objects, cs)
-	if incremental {
-		entries = append(entriesFor(toApply, cs), same...)
+	// Every rendered object has an entry; a full sync waits for them all,
+	// an incremental one for what it applied.
+	entries, wait = entriesFor(objects, cs), nil
+	if sel.incremental {
+		wait = entriesFor(sel.apply, cs)
 	}
 	if err != nil {
-		return entries, err // what failed keeps no digest: the next pass applies it
+		cs = nil // what failed keeps no digest: the next pass applies it
 	}
-	return withDigests(entries, cs, digests, inSync), nil
+	return withDigests(entries, cs, digests, sel.vouched), wait, err
+}
+
+// selection is what a bundle's sync does with each of its objects.
+type selection struct {
+	incremental bool
+	// apply are applied; check are dry-run first, and applied when missing
+	// or drifted (unless the bundle only reports drift); kept cost no
+	// request, their entries stay as the inventory has them.
+	apply, check []*unstructured.Unstructured
+	kept         []Entry
+	// vouched are the objects known to be as rendered without being
+	// applied: kept, or found so by the dry run.
+	vouched map[object.ObjMetadata]bool
+}
+
+// selectObjects decides what the sync does with each object. A full sync
+// dry-runs every object when the bundle's digest is the one recorded (Git
+// did not change it: only drift can have), and applies every object
+// otherwise. An incremental sync applies the objects whose rendered form
+// changed since the inventory recorded them (changedSince), dry-runs the
+// unchanged ones whose live copy the caller cannot vouch for
+// (Bundle.Unmoved), exactly as a full sync would, and keeps the rest.
+func (m *Manager) selectObjects(b Bundle, inv *Inventory, objects []*unstructured.Unstructured, digests map[object.ObjMetadata]string) selection {
+	sel := selection{vouched: map[object.ObjMetadata]bool{}}
+	sel.incremental = b.Incremental && !m.opts.DryRun && inv != nil && sameIdentity(b, inv)
+	switch {
+	case sel.incremental:
+		var same []*unstructured.Unstructured
+		sel.apply, same = changedSince(inv, objects, digests)
+		held := inv.index()
+		for _, o := range same {
+			id := object.UnstructuredToObjMetadata(o)
+			if b.Unmoved != nil && !b.Unmoved(held[id]) {
+				sel.check = append(sel.check, o)
+				continue
+			}
+			sel.kept = append(sel.kept, held[id])
+			sel.vouched[id] = true
+		}
+	case m.opts.DryRun || (inv != nil && inv.Digest == b.Digest):
+		sel.check = objects
+	default:
+		sel.apply = objects
+	}
+	return sel
+}
+
+// sameIdentity reports whether the bundle applies as the identity its
+// inventory recorded: an incremental sync may skip objects only then (a
+// new ServiceAccount must be shown able to apply them all).
+func sameIdentity(b Bundle, inv *Inventory) bool {
+	return b.ServiceAccountName == inv.ServiceAccountName && (b.ServiceAccountName == "" || b.Namespace == inv.Namespace)
 }
 
 // drifted records what the dry run found of each object and returns those

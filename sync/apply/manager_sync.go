@@ -39,10 +39,16 @@ type Bundle struct {
 	// ForeignOwner; without it the bundle fails naming them).
 	spec.ApplyOptions
 	// Incremental applies only the objects whose rendered form changed
-	// since the inventory recorded them (see changedSince): set it only
-	// when nothing else may have moved the live objects since the last
-	// full pass.
+	// since the inventory recorded them (see changedSince), dry-runs those
+	// Unmoved cannot vouch for, and waits only for what it applied. Set it
+	// only after a full pass of the bundle that ended Ready, while nothing
+	// can have moved the live objects unseen since. A sync that applies a
+	// CustomResourceDefinition is full for every bundle.
 	Incremental bool
+	// Unmoved reports whether an object's live copy is as Flotilla last
+	// applied it (the agent's drift watch still has it, and nobody else
+	// changed it since). Nil: every object is taken as unmoved.
+	Unmoved func(Entry) bool
 	// Err is set when the bundle could not be evaluated or rendered.
 	Err error
 	// Sensitive are values decrypted from SOPS files that Objects carry:
@@ -92,6 +98,13 @@ func (m *Manager) Sync(ctx context.Context, bundles []Bundle) (*Result, error) {
 				res.Bundles = append(res.Bundles, BundleResult{Name: name, Phase: PhaseFailed,
 					Message: "left the plan, but is not deleted: its inventory cannot be read", Errors: []string{broken[name].Error()}})
 			}
+		}
+	}
+
+	if definitionsChanged(bundles, current) {
+		bundles = slices.Clone(bundles)
+		for i := range bundles {
+			bundles[i].Incremental = false
 		}
 	}
 
@@ -189,7 +202,7 @@ func (m *Manager) syncBundle(ctx context.Context, b Bundle, inv *Inventory, stal
 		res.Errors = []string{b.Err.Error()}
 		return res
 	}
-	applied, err := m.applyBundle(ctx, b, inv, &res)
+	applied, changed, err := m.applyBundle(ctx, b, inv, &res)
 	if err != nil {
 		res.Phase = PhaseFailed
 		res.Errors = append(res.Errors, err.Error())
@@ -212,7 +225,11 @@ func (m *Manager) syncBundle(ctx context.Context, b Bundle, inv *Inventory, stal
 		res.Phase, res.Message = PhaseDrifted, fmt.Sprintf("%s changed outside Git (driftPolicy: report)", english.Count(res.Counts.Drifted, "object"))
 	}
 	if b.Wait && !m.opts.DryRun {
-		if msg := m.wait(ctx, b, applied); msg != "" {
+		waitFor := applied
+		if changed != nil {
+			waitFor = changed // incremental: what it applied
+		}
+		if msg := m.wait(ctx, b, waitFor); msg != "" {
 			res.Phase, res.Message = PhaseProgressing, msg
 			res.NotReady = ctx.Err() == nil
 		}
@@ -225,8 +242,8 @@ func (m *Manager) syncBundle(ctx context.Context, b Bundle, inv *Inventory, stal
 	if err != nil {
 		res.Errors = append(res.Errors, err.Error())
 	}
-	if !m.opts.DryRun {
-		if err := m.record(ctx, mergeInventory(b, inv, applied, kept)); err != nil {
+	if next := mergeInventory(b, inv, applied, kept); !m.opts.DryRun && !sameInventory(inv, next) {
+		if err := m.record(ctx, next); err != nil {
 			res.Phase = PhaseFailed
 			res.Errors = append(res.Errors, err.Error())
 			res.Message = err.Error()

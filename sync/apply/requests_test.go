@@ -7,12 +7,14 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/flotilla-gitops/flotilla/schemas/spec"
 	"github.com/flotilla-gitops/flotilla/sync/apply"
 )
 
@@ -28,10 +30,13 @@ func (v *verbCounter) config() *rest.Config {
 	cfg.QPS = -1
 	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper {
 		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
-			if strings.Contains(r.URL.Path, "/configmaps/") && !strings.Contains(r.URL.Path, "flotilla-inv") {
+			if strings.Contains(r.URL.Path, "/configmaps/") {
 				verb := r.Method
 				if r.URL.Query().Get("dryRun") != "" {
 					verb += " (dry run)"
+				}
+				if strings.Contains(r.URL.Path, "flotilla-inv") {
+					verb = "inventory " + verb
 				}
 				v.mu.Lock()
 				v.counts[verb]++
@@ -143,6 +148,83 @@ func TestIncrementalApply(t *testing.T) {
 	phase(t, f.sync(b), "incr", apply.PhaseReady)
 	if v, _ := f.get(ns, "cm-05"); v != "1" {
 		t.Errorf("the full pass left cm-05 at %q", v)
+	}
+}
+
+// TestIncrementalChecksWhatMoved: an incremental sync dry-runs the
+// unchanged objects the caller cannot vouch for (Bundle.Unmoved, the
+// agent's watch) exactly as a full sync would: a hand edit is reported
+// under driftPolicy report, each pass again, and corrected under correct;
+// the others cost no request, and an inventory that would not change is
+// not written.
+func TestIncrementalChecksWhatMoved(t *testing.T) {
+	counter := &verbCounter{counts: map[string]int{}}
+	f := newFixture(t)
+	f.mgr = newManager(t, counter.config(), f.opts)
+	ns := f.ns("moved")
+	objs := []*unstructured.Unstructured{namespace(ns)}
+	for i := range 10 {
+		objs = append(objs, configMap(ns, fmt.Sprintf("cm-%02d", i), map[string]string{"v": "1"}))
+	}
+	b := bundle("moved", objs...)
+	b.DriftPolicy = spec.DriftReport
+	phase(t, f.sync(b), "moved", apply.PhaseReady)
+	f.set(ns, "cm-02", "by-hand")
+	b.Incremental = true
+	b.Unmoved = func(e apply.Entry) bool { return e.ID.Name != "cm-02" }
+	take := func() map[string]int {
+		counter.mu.Lock()
+		defer counter.mu.Unlock()
+		c := counter.counts
+		counter.counts = map[string]int{}
+		return c
+	}
+	take()
+	for range 2 { // reported at each pass, as the watch keeps seeing it moved
+		got := phase(t, f.sync(b), "moved", apply.PhaseDrifted)
+		if got.Counts.Drifted != 1 || got.Counts.Unchanged != 10 {
+			t.Errorf("counts %+v, want 1 drifted, 10 unchanged", got.Counts)
+		}
+		if c := take(); len(c) != 2 || c["GET"] != 1 || c["PATCH (dry run)"] != 1 {
+			t.Errorf("an incremental sync with one object moved made %v, want its GET and dry run, no inventory write", c)
+		}
+		if v, _ := f.get(ns, "cm-02"); v != "by-hand" {
+			t.Fatalf("driftPolicy report, yet cm-02 was changed to %q", v)
+		}
+	}
+	b.DriftPolicy = spec.DriftCorrect
+	phase(t, f.sync(b), "moved", apply.PhaseReady)
+	if v, _ := f.get(ns, "cm-02"); v != "1" {
+		t.Errorf("driftPolicy correct left cm-02 at %q", v)
+	}
+}
+
+// TestIncrementalWaitsForWhatItApplied: an incremental sync waits for the
+// objects it applied, not for the bundle's others: a Deployment that
+// never becomes ready (no controller runs on this control plane) keeps a
+// full sync Progressing, not an incremental one that changed a ConfigMap.
+func TestIncrementalWaitsForWhatItApplied(t *testing.T) {
+	f := newFixture(t)
+	ns := f.ns("waits")
+	deployment := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "apps/v1", "kind": "Deployment",
+		"metadata": map[string]any{"name": "app", "namespace": ns},
+		"spec": map[string]any{
+			"selector": map[string]any{"matchLabels": map[string]any{"app": "app"}},
+			"template": map[string]any{"metadata": map[string]any{"labels": map[string]any{"app": "app"}},
+				"spec": map[string]any{"containers": []any{map[string]any{"name": "app", "image": "registry.example/app:1"}}}},
+		},
+	}}
+	phase(t, f.sync(bundle("waits", namespace(ns), deployment, configMap(ns, "cm", map[string]string{"v": "1"}))), "waits", apply.PhaseReady)
+
+	b := bundle("waits", namespace(ns), deployment, configMap(ns, "cm", map[string]string{"v": "2"}))
+	b.Wait, b.Timeout.Duration, b.Incremental = true, 2*time.Second, true
+	if got := phase(t, f.sync(b), "waits", apply.PhaseReady); !got.Incremental || got.Counts.Configured != 1 {
+		t.Errorf("incremental sync: %+v", got)
+	}
+	b.Incremental, b.Digest = false, b.Digest+"-full"
+	if got := phase(t, f.sync(b), "waits", apply.PhaseProgressing); !strings.Contains(got.Message, "Deployment") {
+		t.Errorf("the full sync's wait: %q", got.Message)
 	}
 }
 

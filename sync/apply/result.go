@@ -85,6 +85,9 @@ type BundleResult struct {
 	// NotReady says the bundle is Progressing because its readiness wait
 	// ran out (not because it was cancelled).
 	NotReady bool `json:"-"`
+	// Incremental says the sync applied in proportion to the change
+	// (Bundle.Incremental), not a full one.
+	Incremental bool `json:"-"`
 }
 
 // Result is one sync of a cluster.
