@@ -93,6 +93,10 @@ type result struct {
 	// the idle time.
 	firstReqs, changeReqs, idleReqs map[string]int
 	idleCPU                         float64
+	// changeCPU and changeAPICPU are the CPU seconds of the tool's
+	// processes and of the kube-apiserver from the change's commit to the
+	// tool reporting it applied.
+	changeCPU, changeAPICPU float64
 	rss, anon, peak                 int64
 	// pss is the proportional set size of the processes at the end of the
 	// idle time, peakPSS the largest sum sampled: pages the processes
@@ -167,6 +171,7 @@ func run(o options) error {
 				total(r.firstReqs), total(r.idleReqs), r.idleCPU, mib(r.rss), mib(r.anon), mib(max(r.peak, r.peakRSS)), mib(r.pss), mib(r.peakPSS))
 			fmt.Printf("    requests of the first sync: %s\n    of the change (%d): %s\n    while idle: %s\n",
 				byVerb(r.firstReqs), total(r.changeReqs), byVerb(r.changeReqs), byVerb(r.idleReqs))
+			fmt.Printf("    CPU seconds of the change: the tool %.2f, the kube-apiserver %.2f\n", r.changeCPU, r.changeAPICPU)
 			var at []string
 			for _, p := range r.peakProcs {
 				at = append(at, fmt.Sprintf("%s %.0f MiB (anonymous %.0f)", p.name, mib(p.pss), mib(p.anon)))
@@ -221,6 +226,11 @@ func measure(o options, repo *gitRepo, tool string) (*result, error) {
 		return nil, err
 	}
 
+	apiserver, err := cluster.APIServerPID()
+	if err != nil {
+		return nil, err
+	}
+	toolCPU, apiCPU := cpuSeconds(t.pids()), cpuSeconds([]int{apiserver})
 	if err := repo.change(10); err != nil {
 		return nil, err
 	}
@@ -232,6 +242,7 @@ func measure(o options, repo *gitRepo, tool string) (*result, error) {
 		return nil, fmt.Errorf("change: %w", err)
 	}
 	r.change = time.Since(start)
+	r.changeCPU, r.changeAPICPU = cpuSeconds(t.pids())-toolCPU, cpuSeconds([]int{apiserver})-apiCPU
 	if err := checkChanged(ctx, kube, 10); err != nil {
 		return nil, err
 	}
@@ -637,7 +648,7 @@ func (a *agentRun) startWith(ctx context.Context, url string, flags ...string) e
 		return err
 	}
 	a.cmd = exec.CommandContext(ctx, a.bin, "agent", "--kubeconfig", a.cluster.Kubeconfig, "--repo", url, "--branch", "main",
-		"--name", "bench-1", "--interval", a.interval.String(), "--listen", a.addr, "--webhook-secret-file", secret, "--log-format", "console")
+		"--name", "bench-1", "--interval", a.interval.String(), "--trigger-spread", "0s", "--listen", a.addr, "--webhook-secret-file", secret, "--log-format", "console")
 	a.cmd.Args = append(a.cmd.Args, flags...)
 	a.cmd.Stdout, a.cmd.Stderr = logFile, logFile
 	return a.cmd.Start()

@@ -50,6 +50,13 @@ func (c *Cluster) RestartAPIServer(ctx context.Context) error {
 	return waitReady(ctx, c.Config)
 }
 
+// APIServerPID is the process id of the cluster's kube-apiserver (for a
+// benchmark's CPU seconds of it).
+func (c *Cluster) APIServerPID() (int, error) {
+	pid, _, err := findProcess("kube-apiserver", "--etcd-servers="+c.env.ControlPlane.Etcd.URL.String())
+	return pid, err
+}
+
 // findProcess finds the process running the named binary with an argument
 // equal to arg, and returns its pid and command line.
 func findProcess(binary, arg string) (int, []string, error) {

@@ -421,6 +421,7 @@ func (a *Agent) pass(ctx context.Context, now time.Time) *Pass {
 	}
 	a.fullDone(p, now)
 	a.settle(p.Result)
+	a.drift.vouch(p.Result)
 	// With onFailure: rollback, what failed at the tip goes back.
 	if bundles, err = a.rollBack(ctx, p, plan, bundles, inv.current); err != nil {
 		p.Err = fmt.Errorf("rolling back from %s: %w", gitrev.Short(p.Revision), err)

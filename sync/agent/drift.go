@@ -1,15 +1,19 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
+	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/flotilla-gitops/flotilla/schemas/spec"
 	"github.com/flotilla-gitops/flotilla/sync/apply"
+	"github.com/fluxcd/cli-utils/pkg/object"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -23,15 +27,16 @@ import (
 // driftWatch notices, without polling, when an object Flotilla manages is
 // changed by someone else or deleted: it watches the metadata of the kinds
 // Flotilla applied (only objects labelled managed-by=flotilla) and calls
-// notify for an update whose newest managedFields entry is not Flotilla's
-// (status and other subresources are not drift) or for a deletion. The
-// next pass then checks those bundles with dry runs and corrects or
-// reports. Kinds the agent may not list (least-privilege RBAC) are not
+// notify for an update of an object that moved (another manager wrote its
+// main resource after Flotilla's last apply or check: status and other
+// subresources are not drift) or for a deletion. The next pass then
+// dry-runs those objects and corrects or reports; an object a dry run
+// found as rendered is unmoved again while it stays as the dry run saw it
+// (vouch). Kinds the agent may not list (least-privilege RBAC) are not
 // watched; their drift is found by the full passes.
 //
 // The watch's cache also tells an incremental pass which objects it may
-// skip (unmoved): those it holds, unchanged by others since Flotilla's
-// last apply. A watch that broke (a watch error: the cache may have missed
+// skip (unmoved): those it holds that have not moved. A watch that broke (a watch error: the cache may have missed
 // events until its relist) asks for a full pass instead (takeBroken).
 type driftWatch struct {
 	client       metadata.Interface
@@ -44,6 +49,9 @@ type driftWatch struct {
 	watched   map[schema.GroupVersionResource]bool
 	informers map[schema.GroupKind]cache.SharedIndexInformer
 	broken    atomic.Bool
+	// checked are objects a dry run found as rendered, with the live
+	// copy's metadata it compared (apply.BundleResult.InSync).
+	checked map[object.ObjMetadata]metav1.ObjectMeta
 }
 
 func newDriftWatch(cfg *rest.Config, mapper meta.RESTMapper, fieldManager string, notify func()) (*driftWatch, error) {
@@ -55,7 +63,8 @@ func newDriftWatch(cfg *rest.Config, mapper meta.RESTMapper, fieldManager string
 		o.LabelSelector = spec.ManagedByLabel + "=" + spec.ManagedBy
 	})
 	return &driftWatch{client: c, mapper: mapper, fieldManager: fieldManager, notify: notify, factory: factory,
-		watched: map[schema.GroupVersionResource]bool{}, informers: map[schema.GroupKind]cache.SharedIndexInformer{}}, nil
+		watched: map[schema.GroupVersionResource]bool{}, informers: map[schema.GroupKind]cache.SharedIndexInformer{},
+		checked: map[object.ObjMetadata]metav1.ObjectMeta{}}, nil
 }
 
 // watch makes sure the kinds are watched; ctx ends the watches.
@@ -75,19 +84,20 @@ func (w *driftWatch) watch(ctx context.Context, kinds []schema.GroupVersionKind)
 		}
 		informer := w.factory.ForResource(m.Resource).Informer()
 		_ = informer.SetWatchErrorHandlerWithContext(w.watchError)
-		w.informers[gvk.GroupKind()] = informer
+		gk := gvk.GroupKind()
+		w.informers[gk] = informer
 		_, _ = informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 			// The first list may already show a change made between the
 			// apply and the start of the watch.
 			AddFunc: func(obj any) {
-				if n, ok := obj.(*metav1.PartialObjectMetadata); ok && changedByOthers(n, w.fieldManager) {
+				if n, ok := obj.(*metav1.PartialObjectMetadata); ok && w.moved(gk, n) {
 					w.notify()
 				}
 			},
 			UpdateFunc: func(oldObj, newObj any) {
 				o, ok1 := oldObj.(*metav1.PartialObjectMetadata)
 				n, ok2 := newObj.(*metav1.PartialObjectMetadata)
-				if ok1 && ok2 && o.ResourceVersion != n.ResourceVersion && changedByOthers(n, w.fieldManager) {
+				if ok1 && ok2 && o.ResourceVersion != n.ResourceVersion && w.moved(gk, n) {
 					w.notify()
 				}
 			},
@@ -120,7 +130,58 @@ func (w *driftWatch) unmoved(e apply.Entry) bool {
 		return false
 	}
 	o, isMeta := obj.(*metav1.PartialObjectMetadata)
-	return isMeta && !changedByOthers(o, w.fieldManager)
+	return isMeta && !w.moved(e.ID.GroupKind, o)
+}
+
+// moved reports whether another manager may have changed a live object
+// since Flotilla applied it, or since a dry run last found it as
+// rendered: it wrote the object's main resource after Flotilla's last
+// apply, and the object is not as that dry run saw it. "As it saw it" is
+// the same resourceVersion, or — for a kind that counts generations — the
+// same generation and the same main-resource managedFields (a Deployment
+// whose controller annotated it, then updated only its status). A second
+// change by the same manager within the second of the check, to fields
+// it already owned, is the one thing this cannot tell: the full pass
+// finds it.
+func (w *driftWatch) moved(gk schema.GroupKind, o *metav1.PartialObjectMetadata) bool {
+	if !changedByOthers(o, w.fieldManager) {
+		return false
+	}
+	id := object.ObjMetadata{Namespace: o.Namespace, Name: o.Name, GroupKind: gk}
+	w.mu.Lock()
+	seen, ok := w.checked[id]
+	w.mu.Unlock()
+	switch {
+	case !ok:
+		return true
+	case seen.ResourceVersion == o.ResourceVersion:
+		return false
+	default:
+		return o.Generation == 0 || o.Generation != seen.Generation || !sameMainFields(seen.ManagedFields, o.ManagedFields)
+	}
+}
+
+// sameMainFields reports whether two objects' managedFields of their main
+// resource (not status or other subresources) are the same.
+func sameMainFields(a, b []metav1.ManagedFieldsEntry) bool {
+	main := func(entries []metav1.ManagedFieldsEntry) []metav1.ManagedFieldsEntry {
+		return slices.DeleteFunc(slices.Clone(entries), func(e metav1.ManagedFieldsEntry) bool { return e.Subresource != "" })
+	}
+	return slices.EqualFunc(main(a), main(b), func(x, y metav1.ManagedFieldsEntry) bool {
+		return x.Manager == y.Manager && x.Operation == y.Operation && x.APIVersion == y.APIVersion &&
+			x.Time.Equal(y.Time) && (x.FieldsV1 == nil) == (y.FieldsV1 == nil) &&
+			(x.FieldsV1 == nil || bytes.Equal(x.FieldsV1.GetRawBytes(), y.FieldsV1.GetRawBytes()))
+	})
+}
+
+// vouch notes the objects a pass's dry run found as rendered, with the
+// live copies' metadata it compared (see moved).
+func (w *driftWatch) vouch(r *apply.Result) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, b := range r.Bundles {
+		maps.Copy(w.checked, b.InSync)
+	}
 }
 
 // watchError is the watches' error handler: the cache may miss events

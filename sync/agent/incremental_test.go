@@ -324,3 +324,43 @@ bundles: widgets: resources: [{
 		t.Errorf("the full sync asked about %v, want all 4 ConfigMaps", names)
 	}
 }
+
+// TestAnnotatedObjectsAreCheckedOnce: an object another manager wrote
+// without changing what Flotilla applied (a controller's annotation) is
+// dry-run by the pass that follows, found as rendered, and then trusted
+// while it stays so: the next change asks about its own object only.
+func TestAnnotatedObjectsAreCheckedOnce(t *testing.T) {
+	repo := gittest.New(t)
+	repo.Commit(map[string]string{"fleet.cue": manyConfigMaps(6, nil)})
+	reqs := newObjectRequests()
+	a := newAgent(t, reqs.wrap(cluster.Config), repo, "prod-1", nil)
+	if p := a.RunOnce(context.Background()); p.Failed() {
+		t.Fatal(p.Err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	a.WatchApplied(ctx)
+	waitFor(t, func() bool { return a.Unmoved(configMapEntry(a.NS, "cm-04")) })
+
+	var cm corev1.ConfigMap
+	if err := kube.Get(ctx, client.ObjectKey{Namespace: a.NS, Name: "cm-04"}, &cm); err != nil {
+		t.Fatal(err)
+	}
+	cm.Annotations = map[string]string{"example.com/seen-by": "a-controller"}
+	if err := kube.Update(ctx, &cm, client.FieldOwner("a-controller")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return !a.Unmoved(configMapEntry(a.NS, "cm-04")) })
+	reqs.take()
+	b, names, _ := incrementalPass(t, a, reqs)
+	if !slices.Equal(names, []string{"cm-04"}) || b.Counts.Drifted != 0 {
+		t.Errorf("the pass after the annotation asked about %v, counts %+v: want a check of cm-04, no drift", names, b.Counts)
+	}
+	if !a.Unmoved(configMapEntry(a.NS, "cm-04")) {
+		t.Error("cm-04, found as rendered, is still taken as moved")
+	}
+	repo.Commit(map[string]string{"fleet.cue": manyConfigMaps(6, map[int]string{1: "2"})})
+	if _, names, _ = incrementalPass(t, a, reqs); !slices.Equal(names, []string{"cm-01"}) {
+		t.Errorf("the next change asked about %v, want cm-01 alone", names)
+	}
+}

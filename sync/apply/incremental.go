@@ -9,6 +9,7 @@ import (
 	"github.com/fluxcd/cli-utils/pkg/object"
 	"github.com/fluxcd/pkg/ssa"
 	"github.com/fluxcd/pkg/ssa/jsondiff"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 )
 
@@ -101,6 +102,22 @@ func markChecked(vouched map[object.ObjMetadata]bool, diffs []*jsondiff.Diff) {
 			vouched[object.UnstructuredToObjMetadata(d.DesiredObject.(*unstructured.Unstructured))] = true
 		}
 	}
+}
+
+// inSyncVersions are the live copies' versions (resourceVersion,
+// generation, managedFields) of the objects the dry run found as rendered.
+func inSyncVersions(diffs []*jsondiff.Diff) map[object.ObjMetadata]metav1.ObjectMeta {
+	out := map[object.ObjMetadata]metav1.ObjectMeta{}
+	for _, d := range diffs {
+		if d.Type != jsondiff.DiffTypeNone || d.ClusterObject == nil {
+			continue
+		}
+		if live, ok := d.ClusterObject.(*unstructured.Unstructured); ok && live.GetResourceVersion() != "" {
+			out[object.UnstructuredToObjMetadata(d.DesiredObject.(*unstructured.Unstructured))] = metav1.ObjectMeta{
+				ResourceVersion: live.GetResourceVersion(), Generation: live.GetGeneration(), ManagedFields: live.GetManagedFields()}
+		}
+	}
+	return out
 }
 
 // sameInventory reports whether writing next would store what old holds

@@ -75,6 +75,7 @@ func (m *Manager) applyBundle(ctx context.Context, b Bundle, inv *Inventory, res
 		}
 		sel.apply = append(sel.apply, m.drifted(b, diffs, res)...)
 		markChecked(sel.vouched, diffs)
+		res.InSync = inSyncVersions(diffs)
 		if m.opts.DryRun {
 			for _, a := range res.Objects {
 				countAction(&res.Counts, a.Action)

@@ -3,7 +3,9 @@ package apply
 import (
 	"time"
 
+	"github.com/fluxcd/cli-utils/pkg/object"
 	"github.com/fluxcd/pkg/ssa"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // Phase is where a bundle stands after a sync.
@@ -88,6 +90,11 @@ type BundleResult struct {
 	// Incremental says the sync applied in proportion to the change
 	// (Bundle.Incremental), not a full one.
 	Incremental bool `json:"-"`
+	// InSync are the objects the sync's dry run found as rendered, with
+	// the metadata of the live copy it compared: the agent's watch vouches
+	// for them while they stay so, though another manager wrote them last
+	// (a controller's annotation), so that they are not dry-run again.
+	InSync map[object.ObjMetadata]metav1.ObjectMeta `json:"-"`
 }
 
 // Result is one sync of a cluster.
