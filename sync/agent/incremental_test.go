@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
@@ -180,6 +181,13 @@ func TestIncrementalPasses(t *testing.T) {
 	waitFor(t, func() bool { return a.Unmoved(configMapEntry(a.NS, "cm-07")) })
 	if p := a.RunOnce(context.Background()); p.Changed || p.Failed() {
 		t.Errorf("a pass with nothing changed: changed %v, err %v", p.Changed, p.Err)
+	}
+	rec := httptest.NewRecorder()
+	a.Handler(nil).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	for _, want := range []string{`flotilla_bundle_syncs_total{mode="full"} 1`, `flotilla_bundle_syncs_total{mode="incremental"} 3`} {
+		if !strings.Contains(rec.Body.String(), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
 	}
 
 	// The agent stops; cm-09 is edited while it is down; a new agent on

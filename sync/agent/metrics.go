@@ -29,6 +29,7 @@ type metrics struct {
 	drift        *prometheus.CounterVec
 	gitErrors    *prometheus.CounterVec
 	passes       *prometheus.CounterVec
+	bundleSyncs  *prometheus.CounterVec
 	rollout      *prometheus.GaugeVec
 	took         *prometheus.HistogramVec
 }
@@ -58,6 +59,9 @@ func newMetrics() *metrics {
 		passes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "flotilla_passes_total", Help: "Passes, by outcome: idle, applied, failed.",
 		}, []string{"outcome"}),
+		bundleSyncs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flotilla_bundle_syncs_total", Help: "Bundle syncs, by mode: incremental (what changed, and what the drift watch saw move) or full (every object checked).",
+		}, []string{"mode"}),
 		took: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "flotilla_commit_to_ready_seconds",
 			Help: "From a revision's commit to this cluster Ready at it, by the cluster's rollout wave (observed when the agent sees the cluster take a new revision).",
@@ -68,7 +72,7 @@ func newMetrics() *metrics {
 			Name: "flotilla_rollout_state", Help: "Where the cluster stands in the rollout of the tip: 1 for its state (Applied, Waiting, Halted), 0 for the others.",
 		}, []string{"state"}),
 	}
-	m.registry.MustRegister(m.passDuration, m.revision, m.bundles, m.objects, m.drift, m.gitErrors, m.passes, m.rollout, m.took,
+	m.registry.MustRegister(m.passDuration, m.revision, m.bundles, m.objects, m.drift, m.gitErrors, m.passes, m.bundleSyncs, m.rollout, m.took,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -151,6 +155,11 @@ func (m *metrics) observe(p *Pass) {
 	phases := map[apply.Phase]float64{}
 	for _, b := range p.Result.Bundles {
 		phases[b.Phase]++
+		mode := "full"
+		if b.Incremental {
+			mode = "incremental"
+		}
+		m.bundleSyncs.WithLabelValues(mode).Inc()
 		c := b.Counts
 		for action, n := range map[apply.Action]int{apply.ActionCreated: c.Created, apply.ActionConfigured: c.Configured, apply.ActionDeleted: c.Deleted} {
 			if n > 0 {

@@ -3,6 +3,7 @@ package apply
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -121,6 +122,11 @@ type Inventory struct {
 	Namespace          string
 	ServiceAccountName string
 	Entries            []Entry
+
+	// stored are the ConfigMaps' data as read, by name: a write leaves
+	// alone the shards that would not change (a change to 10 of 5,000
+	// objects rewrites one shard, not five).
+	stored map[string]map[string]string
 }
 
 // index maps entry IDs to entries.
@@ -199,7 +205,9 @@ func decodeInventory(bundle string, shards []corev1.ConfigMap) (*Inventory, erro
 	if want != len(shards) {
 		return nil, fmt.Errorf("inventory of bundle %s has %d shards, its head says %d", bundle, len(shards), want)
 	}
+	inv.stored = make(map[string]map[string]string, len(shards))
 	for _, cm := range shards {
+		inv.stored[cm.Name] = cm.Data
 		for _, line := range strings.Split(cm.Data[keyObjects], "\n") {
 			if line == "" {
 				continue
@@ -217,8 +225,10 @@ func decodeInventory(bundle string, shards []corev1.ConfigMap) (*Inventory, erro
 // write stores an inventory, sharded, and removes shards it no longer
 // needs. It applies with server-side apply like everything else.
 func (s *inventories) write(ctx context.Context, inv *Inventory, fieldManager string) error {
-	if err := s.ensureNamespace(ctx, fieldManager); err != nil {
-		return err
+	if len(inv.stored) == 0 { // else it holds the inventory read
+		if err := s.ensureNamespace(ctx, fieldManager); err != nil {
+			return err
+		}
 	}
 	entries := slices.Clone(inv.Entries)
 	slices.SortFunc(entries, func(a, b Entry) int { return strings.Compare(a.ID.String(), b.ID.String()) })
@@ -257,12 +267,32 @@ func (s *inventories) write(ctx context.Context, inv *Inventory, fieldManager st
 				cm.Data[keyServiceAccount] = inv.ServiceAccountName
 			}
 		}
+		if maps.Equal(inv.stored[cm.Name], cm.Data) {
+			continue // stored as it is
+		}
 		if err := s.client.Patch(ctx, cm, client.Apply, //nolint:staticcheck // SA1019: the typed Apply needs apply configurations; this ConfigMap is built as an object
 			client.FieldOwner(fieldManager), client.ForceOwnership); err != nil {
 			return fmt.Errorf("writing inventory of bundle %s: %w", inv.Bundle, err)
 		}
 	}
+	if inv.storedAs(shards) {
+		return nil // the shards read are these: none to delete
+	}
 	return s.deleteShards(ctx, inv.Bundle, shards)
+}
+
+// storedAs reports whether the inventory was read as exactly the shards
+// a write of n shards names.
+func (inv *Inventory) storedAs(n int) bool {
+	if len(inv.stored) != n {
+		return false
+	}
+	for i := range n {
+		if _, ok := inv.stored[shardName(inv.Bundle, i)]; !ok {
+			return false
+		}
+	}
+	return true
 }
 
 // remove deletes a bundle's inventory.

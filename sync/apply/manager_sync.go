@@ -273,6 +273,7 @@ func mergeInventory(b Bundle, old *Inventory, applied, kept []Entry) *Inventory 
 	var was map[object.ObjMetadata]Entry
 	if old != nil {
 		was = old.index()
+		inv.stored = old.stored
 		inv.Previous = old.Previous
 		if old.Revision != b.Revision {
 			inv.Previous = old.Revision

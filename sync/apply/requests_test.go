@@ -199,6 +199,53 @@ func TestIncrementalChecksWhatMoved(t *testing.T) {
 	}
 }
 
+// TestInventoryWritesWhatChanged: a change rewrites the inventory's
+// shards whose lines changed (and the head, which holds the bundle's
+// digest), not every shard, and a sync that changes nothing writes none.
+func TestInventoryWritesWhatChanged(t *testing.T) {
+	defer apply.SetEntriesPerShard(5)()
+	counter := &verbCounter{counts: map[string]int{}}
+	f := newFixture(t)
+	f.mgr = newManager(t, counter.config(), f.opts)
+	ns := f.ns("shards")
+	objs := func(v string) []*unstructured.Unstructured {
+		out := []*unstructured.Unstructured{namespace(ns)}
+		for i := range 20 {
+			value := "1"
+			if i == 12 {
+				value = v
+			}
+			out = append(out, configMap(ns, fmt.Sprintf("cm-%02d", i), map[string]string{"v": value}))
+		}
+		return out
+	}
+	take := func() int {
+		counter.mu.Lock()
+		defer counter.mu.Unlock()
+		n := counter.counts["inventory PATCH"]
+		counter.counts = map[string]int{}
+		return n
+	}
+	phase(t, f.sync(bundle("shards", objs("1")...)), "shards", apply.PhaseReady)
+	if n := take(); n != 5 {
+		t.Fatalf("the first sync wrote %d shards, want 5 (21 entries, 5 a shard)", n)
+	}
+	b := bundle("shards", objs("2")...)
+	b.Incremental = true
+	phase(t, f.sync(b), "shards", apply.PhaseReady)
+	if n := take(); n != 2 {
+		t.Errorf("a change to cm-12 wrote %d shards, want 2 (the head and cm-12's)", n)
+	}
+	phase(t, f.sync(b), "shards", apply.PhaseReady)
+	if n := take(); n != 0 {
+		t.Errorf("a sync that changed nothing wrote %d shards", n)
+	}
+	invs, broken, err := apply.ReadInventories(context.Background(), kube, f.opts.InventoryNamespace)
+	if err != nil || len(broken) > 0 || len(invs["shards"].Entries) != 21 {
+		t.Fatalf("the inventory read back: %v %v %+v", err, broken, invs["shards"])
+	}
+}
+
 // TestIncrementalWaitsForWhatItApplied: an incremental sync waits for the
 // objects it applied, not for the bundle's others: a Deployment that
 // never becomes ready (no controller runs on this control plane) keeps a
