@@ -226,24 +226,7 @@ func measure(o options, repo *gitRepo, tool string) (*result, error) {
 		return nil, err
 	}
 
-	apiserver, err := cluster.APIServerPID()
-	if err != nil {
-		return nil, err
-	}
-	toolCPU, apiCPU := cpuSeconds(t.pids()), cpuSeconds([]int{apiserver})
-	if err := repo.change(10); err != nil {
-		return nil, err
-	}
-	start = time.Now()
-	if err := t.trigger(ctx); err != nil {
-		return nil, err
-	}
-	if err := until(ctx, 5*time.Minute, func() (bool, error) { return t.applied(ctx, repo.head) }); err != nil {
-		return nil, fmt.Errorf("change: %w", err)
-	}
-	r.change = time.Since(start)
-	r.changeCPU, r.changeAPICPU = cpuSeconds(t.pids())-toolCPU, cpuSeconds([]int{apiserver})-apiCPU
-	if err := checkChanged(ctx, kube, 10); err != nil {
+	if err := measureChange(ctx, r, repo, t, cluster, kube); err != nil {
 		return nil, err
 	}
 	if o, ok := t.(*observedRun); ok {
@@ -272,6 +255,30 @@ func measure(o options, repo *gitRepo, tool string) (*result, error) {
 	peak := sampler.stop()
 	r.peakRSS, r.peakPSS, r.peakProcs = peak.rss, peak.pss, peak.at
 	return r, nil
+}
+
+// measureChange commits a change of 10 ConfigMaps, triggers the tool and
+// records the time and the CPU seconds (the tool's, the kube-apiserver's)
+// until it reports the change applied, then checks the change is there.
+func measureChange(ctx context.Context, r *result, repo *gitRepo, t toolRun, cluster *testenv.Cluster, kube client.Client) error {
+	apiserver, err := cluster.APIServerPID()
+	if err != nil {
+		return err
+	}
+	toolCPU, apiCPU := cpuSeconds(t.pids()), cpuSeconds([]int{apiserver})
+	if err := repo.change(10); err != nil {
+		return err
+	}
+	start := time.Now()
+	if err := t.trigger(ctx); err != nil {
+		return err
+	}
+	if err := until(ctx, 5*time.Minute, func() (bool, error) { return t.applied(ctx, repo.head) }); err != nil {
+		return fmt.Errorf("change: %w", err)
+	}
+	r.change = time.Since(start)
+	r.changeCPU, r.changeAPICPU = cpuSeconds(t.pids())-toolCPU, cpuSeconds([]int{apiserver})-apiCPU
+	return checkChanged(ctx, kube, 10)
 }
 
 // newTool is the named tool's run on cluster.
