@@ -77,26 +77,45 @@ func ResolveCommit(repo *git.Repository, ref string) (*object.Commit, error) {
 // links are made last, so no file is written through one (a tree with a
 // link "a" to a folder elsewhere and an entry "a/x" — which git's fsck
 // flags and hosts accept — fails instead of writing there); an entry
-// named twice, or a name that is not one path element, fails.
+// named twice, a name that is not one path element, or a ".git", fails.
 func WriteTree(c *object.Commit, sub, dest string) error {
+	_, err := writeTree(c, sub, dest, nil)
+	return err
+}
+
+// writeTree is WriteTree that, given prev (a folder it wrote beside dest,
+// in the same parent folder), hard-links each regular file prev holds
+// with the same content and mode instead of writing it again; it returns
+// what it wrote, for the next one.
+func writeTree(c *object.Commit, sub, dest string, prev *written) (*written, error) {
 	tree, err := c.Tree()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if sub != "" {
 		if tree, err = tree.Tree(sub); err != nil {
 			if errors.Is(err, object.ErrDirectoryNotFound) {
-				return fmt.Errorf("commit %s has no folder %s", gitrev.Short(c.Hash.String()), sub)
+				return nil, fmt.Errorf("commit %s has no folder %s", gitrev.Short(c.Hash.String()), sub)
 			}
-			return err
+			return nil, err
 		}
 	}
 	root, err := os.OpenRoot(dest)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer root.Close()
-	w := &treeWriter{root: root, tree: tree, commit: gitrev.Short(c.Hash.String()), seen: map[string]bool{}}
+	w := &treeWriter{root: root, tree: tree, commit: gitrev.Short(c.Hash.String()), seen: map[string]bool{},
+		out: &written{dir: dest, files: map[string]fileID{}}}
+	if prev != nil && filepath.Dir(prev.dir) == filepath.Dir(dest) && isDir(prev.dir) {
+		// Links go through a root of the parent folder: neither name can
+		// lead out of it.
+		if w.parent, err = os.OpenRoot(filepath.Dir(dest)); err != nil {
+			return nil, err
+		}
+		defer w.parent.Close()
+		w.prev = prev
+	}
 	walker := object.NewTreeWalker(tree, true, nil)
 	defer walker.Close()
 	for {
@@ -105,18 +124,18 @@ func WriteTree(c *object.Commit, sub, dest string) error {
 			break
 		}
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if err := w.entry(name, entry); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	for _, l := range w.links {
 		if err := root.Symlink(l.target, l.name); err != nil {
-			return fmt.Errorf("commit %s: tree entry %q: %w", w.commit, l.name, err)
+			return nil, fmt.Errorf("commit %s: tree entry %q: %w", w.commit, l.name, err)
 		}
 	}
-	return nil
+	return w.out, nil
 }
 
 // treeWriter writes one tree's entries under a root; links wait.
@@ -127,13 +146,18 @@ type treeWriter struct {
 	written int64
 	seen    map[string]bool
 	links   []treeLink
+	// prev and parent, when set, let a file prev holds be linked (see
+	// writeTree); out is what was written.
+	prev   *written
+	parent *os.Root
+	out    *written
 }
 
 type treeLink struct{ name, target string }
 
 func (w *treeWriter) entry(name string, entry object.TreeEntry) error {
 	for _, part := range strings.Split(name, "/") {
-		if part == "" || part == "." || part == ".." || strings.ContainsRune(part, '\\') {
+		if part == "" || part == "." || part == ".." || strings.ContainsRune(part, '\\') || strings.EqualFold(part, ".git") {
 			return fmt.Errorf("commit %s: tree entry %q is not a path inside the folder", w.commit, name)
 		}
 	}
@@ -146,6 +170,14 @@ func (w *treeWriter) entry(name string, entry object.TreeEntry) error {
 	case filemode.Dir:
 		return w.root.MkdirAll(path, 0o755)
 	case filemode.Regular, filemode.Executable, filemode.Deprecated:
+		id := fileID{hash: entry.Hash, mode: entry.Mode}
+		w.out.files[name] = id
+		if w.prev != nil && w.prev.files[name] == id {
+			rel := func(dir string) string { return filepath.Join(filepath.Base(dir), path) }
+			if w.parent.Link(rel(w.prev.dir), rel(w.out.dir)) == nil {
+				return nil
+			}
+		}
 		f, err := w.tree.TreeEntryFile(&object.TreeEntry{Name: name, Mode: entry.Mode, Hash: entry.Hash})
 		if err != nil {
 			return err
@@ -174,7 +206,11 @@ func writeBlob(f *object.File, root *os.Root, path string) error {
 		return err
 	}
 	defer r.Close()
-	out, err := root.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+	perm := os.FileMode(0o644)
+	if f.Mode == filemode.Executable {
+		perm = 0o755 // as Git checks it out
+	}
+	out, err := root.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, perm)
 	if err != nil {
 		return err
 	}

@@ -71,6 +71,10 @@ type Source struct {
 	seen map[string]string
 	// oci, for an oci:// URL, follows a fleet artifact instead.
 	oci *ociSource
+	// storeMu serialises the object store's fetches; last is the tip
+	// folder it last wrote (store.go).
+	storeMu sync.Mutex
+	last    *written
 }
 
 // New validates the options and reads the credentials.
@@ -258,27 +262,46 @@ type Checkout struct {
 	Signature string
 }
 
-// Fetch checks the followed reference out, shallowly, into a folder of the
+// Fetch checks the followed reference's tip out into a folder of the
 // cache named after the revision, and returns it; a revision already
-// there is reused. The revision must be the reference's tip (from Head):
-// it is checked after the clone, so a push in between is noticed.
+// there is reused. The tip is fetched, shallowly, into the cache's object
+// store, which sends only what changed since the last tip, and its folder
+// shares the files it did not change with the last tip's (store.go). The
+// revision must be the reference's tip (from Head): it is checked after
+// the fetch, so a push in between is noticed. A pinned commit is cloned.
 func (s *Source) Fetch(ctx context.Context, revision string) (*Checkout, error) {
 	if s.oci != nil {
 		return s.checkoutOCI(ctx, revision)
 	}
-	return s.checkout(ctx, revision, func(ctx context.Context, tmp string) error {
-		repo, err := s.clone(ctx, tmp)
+	if s.opts.Commit != "" {
+		return s.checkout(ctx, revision, func(ctx context.Context, tmp string) (*git.Repository, error) {
+			if _, err := s.clone(ctx, tmp); err != nil {
+				return nil, s.explain(timedOut(ctx, err))
+			}
+			return nil, nil
+		})
+	}
+	s.storeMu.Lock()
+	defer s.storeMu.Unlock()
+	return s.checkout(ctx, revision, func(ctx context.Context, tmp string) (*git.Repository, error) {
+		repo, err := s.fetchTip(ctx, revision)
 		if err != nil {
-			return s.explain(timedOut(ctx, err))
+			return nil, err
 		}
-		head, err := repo.Head()
+		commit, err := repo.CommitObject(plumbing.NewHash(revision))
 		if err != nil {
-			return err
+			return nil, err
 		}
-		if got := head.Hash().String(); got != revision {
-			return fmt.Errorf("%s moved while fetching: asked for %s, got %s; the next poll takes the new tip", s.ref().Short(), gitrev.Short(revision), gitrev.Short(got))
+		if err := os.Mkdir(tmp, 0o755); err != nil {
+			return nil, err
 		}
-		return nil
+		w, err := writeTree(commit, "", tmp, s.last)
+		if err != nil {
+			return nil, err
+		}
+		w.dir = strings.TrimSuffix(tmp, ".partial") // renamed so once complete
+		s.last = w
+		return repo, nil
 	})
 }
 
@@ -290,7 +313,7 @@ func (s *Source) FetchRevision(ctx context.Context, revision string) (*Checkout,
 	if s.oci != nil {
 		return s.checkoutOCI(ctx, revision)
 	}
-	return s.checkout(ctx, revision, func(ctx context.Context, tmp string) error {
+	return s.checkout(ctx, revision, func(ctx context.Context, tmp string) (*git.Repository, error) {
 		repo, err := git.PlainCloneContext(ctx, tmp, false, &git.CloneOptions{
 			URL: s.opts.URL, Auth: s.auth, ReferenceName: s.ref(), SingleBranch: true, Tags: git.NoTags, NoCheckout: true})
 		if err == nil {
@@ -302,21 +325,21 @@ func (s *Source) FetchRevision(ctx context.Context, revision string) (*Checkout,
 			}
 		}
 		if err != nil {
-			return s.explain(timedOut(ctx, err))
+			return nil, s.explain(timedOut(ctx, err))
 		}
-		return nil
+		return nil, nil
 	})
 }
 
 // checkout returns the cache's folder of a revision, made by get in a
 // temporary folder (bounded by the Git timeout) and renamed into place
-// once complete; a folder already holding the revision is reused.
-func (s *Source) checkout(ctx context.Context, revision string, get func(ctx context.Context, tmp string) error) (*Checkout, error) {
+// once complete; a folder already holding the revision is reused. get
+// returns the repository holding the revision, or nil when it cloned it
+// into the folder.
+func (s *Source) checkout(ctx context.Context, revision string, get func(ctx context.Context, tmp string) (*git.Repository, error)) (*Checkout, error) {
 	dir := filepath.Join(s.opts.CacheDir, revision)
-	if repo, err := git.PlainOpen(dir); err == nil {
-		if head, err := repo.Head(); err == nil && head.Hash().String() == revision {
-			return &Checkout{Dir: dir, Revision: revision, Repository: repo}, nil
-		}
+	if co := s.cached(dir, revision); co != nil {
+		return co, nil
 	}
 	if err := os.RemoveAll(dir); err != nil {
 		return nil, err
@@ -325,18 +348,43 @@ func (s *Source) checkout(ctx context.Context, revision string, get func(ctx con
 	_ = os.RemoveAll(tmp)
 	ctx, cancel := s.bounded(ctx, "fetching "+revision)
 	defer cancel()
-	if err := get(ctx, tmp); err != nil {
+	repo, err := get(ctx, tmp)
+	if err != nil {
 		_ = os.RemoveAll(tmp)
 		return nil, err
 	}
 	if err := os.Rename(tmp, dir); err != nil {
 		return nil, err
 	}
-	repo, err := git.PlainOpen(dir)
-	if err != nil {
-		return nil, err
+	if repo == nil {
+		if repo, err = git.PlainOpen(dir); err != nil {
+			return nil, err
+		}
 	}
 	return &Checkout{Dir: dir, Revision: revision, Repository: repo}, nil
+}
+
+// cached is the cache's folder of a revision when complete: a clone at
+// the revision, or a folder the store wrote (renamed into place only once
+// complete) whose commit the store holds.
+func (s *Source) cached(dir, revision string) *Checkout {
+	if repo, err := git.PlainOpen(dir); err == nil {
+		if head, err := repo.Head(); err == nil && head.Hash().String() == revision {
+			return &Checkout{Dir: dir, Revision: revision, Repository: repo}
+		}
+		return nil
+	}
+	if !isDir(dir) {
+		return nil
+	}
+	store, err := git.PlainOpen(filepath.Join(s.opts.CacheDir, storeDir))
+	if err != nil {
+		return nil
+	}
+	if _, err := store.CommitObject(plumbing.NewHash(revision)); err != nil {
+		return nil
+	}
+	return &Checkout{Dir: dir, Revision: revision, Repository: store}
 }
 
 // clone clones the followed reference shallowly, or for a pinned commit
@@ -374,6 +422,9 @@ func (s *Source) Prune(keep ...string) error {
 	}
 	var errs []error
 	for _, e := range entries {
+		if e.Name() == storeDir {
+			continue
+		}
 		partial := strings.HasSuffix(e.Name(), ".partial")
 		name := strings.TrimSuffix(strings.TrimSuffix(e.Name(), ".partial"), ".oci.json")
 		if !slices.Contains(keep, name) || partial {
