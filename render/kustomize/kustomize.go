@@ -94,12 +94,24 @@ func (r *Renderer) Render(ctx context.Context, req *render.Request) (out *render
 			return nil, err
 		}
 	}
-	dir, err := writeWrapper(fsys, req)
-	if err != nil {
-		return nil, err
+	// A bundle that adds nothing in CUE builds its kustomization itself:
+	// a wrapper around it would add nothing to the output, but krusty
+	// would accumulate every resource a second time, and its accumulation
+	// checks each resource against all those before it (half of a large
+	// build's time; BenchmarkRenderScale).
+	dir := path.Join(repoMount, filepath.ToSlash(src.Path))
+	if addsToKustomization(src) {
+		if dir, err = writeWrapper(fsys, req); err != nil {
+			return nil, err
+		}
 	}
 
-	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
+	// Ordered as `kustomize build` orders: the kustomization's
+	// sortOptions, else kustomize's legacy order (krusty's own default is
+	// none: the order of accumulation).
+	opts := krusty.MakeDefaultOptions()
+	opts.Reorder = krusty.ReorderOptionUnspecified
+	k := krusty.MakeKustomizer(opts)
 	resMap, err := k.Run(fsys, dir)
 	if err != nil {
 		return nil, fmt.Errorf("kustomize build %s: %w", src.Path, inRepoTerms(err))
@@ -147,6 +159,12 @@ type wrapper struct {
 	Images     []spec.Image  `json:"images,omitempty"`
 	Patches    []spec.Patch  `json:"patches,omitempty"`
 	Labels     []types.Label `json:"labels,omitempty"`
+}
+
+// addsToKustomization reports whether the bundle adds anything in CUE to
+// its kustomization (then it is built inside a generated one).
+func addsToKustomization(src *spec.Kustomize) bool {
+	return len(src.Components) > 0 || len(src.Images) > 0 || len(src.Patches) > 0 || len(src.Labels) > 0
 }
 
 // writeWrapper writes the generated kustomization into a new folder of

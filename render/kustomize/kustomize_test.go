@@ -3,11 +3,13 @@ package kustomize_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -42,10 +44,10 @@ var cueAdditions = &spec.Kustomize{
 	Labels: map[string]string{"example.dev/cluster": "prod-eu-1"},
 }
 
-// TestEquivalentToKustomizeBuild compares with `kustomize build` v5.8.1:
-// an overlay using generators, name prefixes, components, JSON 6902 and
-// strategic-merge patches; and the CUE additions against the same
-// additions written as a kustomization.
+// TestEquivalentToKustomizeBuild compares with `kustomize build` v5.8.1,
+// objects and their order: an overlay using generators, name prefixes,
+// components, JSON 6902 and strategic-merge patches; and the CUE
+// additions against the same additions written as a kustomization.
 func TestEquivalentToKustomizeBuild(t *testing.T) {
 	bin := peers.Path(t, peers.Kustomize)
 	for _, tc := range []struct {
@@ -69,6 +71,9 @@ func TestEquivalentToKustomizeBuild(t *testing.T) {
 				t.Fatal(err)
 			}
 			rendertest.CompareObjects(t, out.Objects, want)
+			if got, w := rendertest.Keys(out.Objects), rendertest.Keys(want); !slices.Equal(got, w) {
+				t.Errorf("objects in another order than kustomize build's:\n%v\n%v", got, w)
+			}
 		})
 	}
 }
@@ -373,5 +378,84 @@ replacements:
 	rendertest.WriteFile(t, repo, "base/kustomization.yaml", "resources: [deploy.yaml]\n")
 	if err := check(false); err != nil {
 		t.Errorf("a complete tree: %v", err)
+	}
+}
+
+// TestManyResourcesAsKustomizeBuild: a kustomization listing many files of
+// mixed kinds, in no particular order, and a base of its own, builds to
+// the objects `kustomize build` v5.8.1 prints, in its order; a
+// kustomization naming one object twice fails as it does.
+func TestManyResourcesAsKustomizeBuild(t *testing.T) {
+	bin := peers.Path(t, peers.Kustomize)
+	repo := t.TempDir()
+	write := func(name, body string) {
+		t.Helper()
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(repo, name)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(repo, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	kinds := []string{
+		"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c-%[1]d\ndata:\n  on: yes\n  n: \"0%[1]d\"\n",
+		"apiVersion: v1\nkind: Service\nmetadata:\n  name: s-%[1]d\nspec:\n  ports:\n  - port: 80\n",
+		"apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: d-%[1]d\nspec:\n  selector:\n    matchLabels: {app: d-%[1]d}\n  template:\n    metadata:\n      labels: {app: d-%[1]d}\n    spec:\n      containers:\n      - name: c\n        image: registry.example/app:1\n",
+		"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: ns-%[1]d\n",
+		"apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: r-%[1]d\nrules: []\n",
+	}
+	var k strings.Builder
+	k.WriteString("resources:\n- base\n")
+	for i := range 300 {
+		name := fmt.Sprintf("app/f-%03d.yaml", (i*7919)%300)
+		write(name, fmt.Sprintf(kinds[i%len(kinds)], i))
+		fmt.Fprintf(&k, "- %s\n", strings.TrimPrefix(name, "app/"))
+	}
+	write("app/base/kustomization.yaml", "resources:\n- crd.yaml\n")
+	write("app/base/crd.yaml", "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: widgets.example.com\nspec:\n  group: example.com\n  names: {kind: Widget, plural: widgets}\n  scope: Namespaced\n  versions: []\n")
+	write("app/kustomization.yaml", k.String())
+	cli, err := exec.Command(bin, "build", filepath.Join(repo, "app")).Output()
+	if err != nil {
+		t.Fatalf("kustomize build: %v", err)
+	}
+	want, err := render.DecodeObjects(cli, "kustomize build")
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := &render.Request{Bundle: "many", Namespace: "many", Cluster: "c", RepoDir: repo,
+		Source: spec.Source{Kind: spec.KindKustomize, Kustomize: &spec.Kustomize{Path: "app"}}}
+	out, err := kustomize.New(kustomize.Options{}).Render(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rendertest.CompareObjects(t, out.Objects, want)
+	legacy := rendertest.Keys(want)
+	if got := rendertest.Keys(out.Objects); !slices.Equal(got, legacy) {
+		t.Errorf("objects in another order than kustomize build's:\n%v\n%v", got[:10], legacy[:10])
+	}
+
+	// The kustomization's own sortOptions, as kustomize build honours them.
+	write("app/kustomization.yaml", "sortOptions:\n  order: fifo\n"+k.String())
+	cli, err = exec.Command(bin, "build", filepath.Join(repo, "app")).Output()
+	if err != nil {
+		t.Fatalf("kustomize build: %v", err)
+	}
+	if want, err = render.DecodeObjects(cli, "kustomize build"); err != nil {
+		t.Fatal(err)
+	}
+	if out, err = kustomize.New(kustomize.Options{}).Render(context.Background(), req); err != nil {
+		t.Fatal(err)
+	}
+	if got, w := rendertest.Keys(out.Objects), rendertest.Keys(want); !slices.Equal(got, w) || slices.Equal(w, legacy) {
+		t.Errorf("sortOptions fifo: another order than kustomize build's (or than legacy):\n%v\n%v", got[:10], w[:10])
+	}
+
+	write("app/dup.yaml", fmt.Sprintf(kinds[0], 0))
+	write("app/kustomization.yaml", k.String()+"- dup.yaml\n") // (legacy order again)
+	if err := exec.Command(bin, "build", filepath.Join(repo, "app")).Run(); err == nil {
+		t.Fatal("kustomize build accepted an object named twice")
+	}
+	if _, err := kustomize.New(kustomize.Options{}).Render(context.Background(), req); err == nil || !strings.Contains(err.Error(), "already registered id") {
+		t.Errorf("an object named twice: %v", err)
 	}
 }
