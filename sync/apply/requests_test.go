@@ -48,6 +48,15 @@ func (v *verbCounter) config() *rest.Config {
 	return cfg
 }
 
+// take returns the counts since the last take, and starts again.
+func (v *verbCounter) take() map[string]int {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	c := v.counts
+	v.counts = map[string]int{}
+	return c
+}
+
 // TestFirstSyncReadsEachObjectOnce: a bundle's first sync reads each new
 // object once — the foreign-owner check's GET, which ApplyAll's own read
 // of it reuses — then dry-runs and applies it: three requests per object,
@@ -68,10 +77,7 @@ func TestFirstSyncReadsEachObjectOnce(t *testing.T) {
 	if got.Counts.Created != n+1 {
 		t.Fatalf("created %d, want %d", got.Counts.Created, n+1)
 	}
-	counter.mu.Lock()
-	counts := counter.counts
-	counter.counts = map[string]int{}
-	counter.mu.Unlock()
+	counts := counter.take()
 	if counts["GET"] != n || counts["PATCH (dry run)"] != n || counts["PATCH"] != n {
 		t.Errorf("first sync of %d ConfigMaps: %v, want %d of each of GET, dry-run PATCH and PATCH", n, counts, n)
 	}
@@ -105,13 +111,7 @@ func TestIncrementalApply(t *testing.T) {
 		}
 		return out
 	}
-	take := func() map[string]int {
-		counter.mu.Lock()
-		defer counter.mu.Unlock()
-		c := counter.counts
-		counter.counts = map[string]int{}
-		return c
-	}
+	take := counter.take
 	phase(t, f.sync(bundle("incr", objs(nil)...)), "incr", apply.PhaseReady)
 	inv := f.inventoryLines("incr")
 	if !strings.Contains(inv, "cm-00__ConfigMap v1 created d=") || strings.Contains(inv, "token__Secret v1 created d=") {
@@ -172,13 +172,7 @@ func TestIncrementalChecksWhatMoved(t *testing.T) {
 	f.set(ns, "cm-02", "by-hand")
 	b.Incremental = true
 	b.Unmoved = func(e apply.Entry) bool { return e.ID.Name != "cm-02" }
-	take := func() map[string]int {
-		counter.mu.Lock()
-		defer counter.mu.Unlock()
-		c := counter.counts
-		counter.counts = map[string]int{}
-		return c
-	}
+	take := counter.take
 	take()
 	for range 2 { // reported at each pass, as the watch keeps seeing it moved
 		got := phase(t, f.sync(b), "moved", apply.PhaseDrifted)
@@ -219,13 +213,7 @@ func TestInventoryWritesWhatChanged(t *testing.T) {
 		}
 		return out
 	}
-	take := func() int {
-		counter.mu.Lock()
-		defer counter.mu.Unlock()
-		n := counter.counts["inventory PATCH"]
-		counter.counts = map[string]int{}
-		return n
-	}
+	take := func() int { return counter.take()["inventory PATCH"] }
 	phase(t, f.sync(bundle("shards", objs("1")...)), "shards", apply.PhaseReady)
 	if n := take(); n != 5 {
 		t.Fatalf("the first sync wrote %d shards, want 5 (21 entries, 5 a shard)", n)

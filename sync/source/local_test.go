@@ -17,12 +17,26 @@ import (
 
 // hostileCommit stores a commit whose tree is entries, as given (git's
 // fsck would refuse some of them; hosts accept them by default).
-func hostileCommit(t *testing.T, entries func(blob func(string) plumbing.Hash, tree func(...object.TreeEntry) plumbing.Hash) []object.TreeEntry) *object.Commit {
+func hostileCommit(t *testing.T, entries treeEntries) *object.Commit {
 	t.Helper()
 	repo, err := git.PlainInit(t.TempDir(), true)
 	if err != nil {
 		t.Fatal(err)
 	}
+	c, err := repo.CommitObject(storeCommit(t, repo, entries))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// treeEntries make a tree's entries with the blobs and trees they store.
+type treeEntries = func(blob func(string) plumbing.Hash, tree func(...object.TreeEntry) plumbing.Hash) []object.TreeEntry
+
+// storeCommit stores, with go-git's object store (which checks nothing),
+// a commit of the given parents whose tree is entries.
+func storeCommit(t *testing.T, repo *git.Repository, entries treeEntries, parents ...plumbing.Hash) plumbing.Hash {
+	t.Helper()
 	store := func(o interface {
 		Encode(plumbing.EncodedObject) error
 	}, typ plumbing.ObjectType) plumbing.Hash {
@@ -59,12 +73,7 @@ func hostileCommit(t *testing.T, entries func(blob func(string) plumbing.Hash, t
 	}
 	root := tree(entries(blob, tree)...)
 	sig := object.Signature{Name: "t", Email: "t@example.com", When: time.Now()}
-	h := store(&object.Commit{Author: sig, Committer: sig, Message: "hostile", TreeHash: root}, plumbing.CommitObject)
-	c, err := repo.CommitObject(h)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
+	return store(&object.Commit{Author: sig, Committer: sig, Message: "hostile", TreeHash: root, ParentHashes: parents}, plumbing.CommitObject)
 }
 
 // TestWriteTreeStaysInItsFolder: a commit's tree is untrusted (a pull
@@ -79,7 +88,7 @@ func TestWriteTreeStaysInItsFolder(t *testing.T) {
 	if err := os.WriteFile(canary, []byte("CANARY"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cases := map[string]func(blob func(string) plumbing.Hash, tree func(...object.TreeEntry) plumbing.Hash) []object.TreeEntry{
+	cases := map[string]treeEntries{
 		"a link and a folder of one name": func(blob func(string) plumbing.Hash, tree func(...object.TreeEntry) plumbing.Hash) []object.TreeEntry {
 			return []object.TreeEntry{
 				{Name: "a", Mode: filemode.Symlink, Hash: blob(outside)},

@@ -134,8 +134,7 @@ func TestFetchRefusesHostileTrees(t *testing.T) {
 	if err := os.WriteFile(canary, []byte("untouched"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	type build = func(blob func(string) plumbing.Hash, tree func(...object.TreeEntry) plumbing.Hash) []object.TreeEntry
-	for name, entries := range map[string]build{
+	for name, entries := range map[string]treeEntries{
 		"dot-dot": func(blob func(string) plumbing.Hash, tree func(...object.TreeEntry) plumbing.Hash) []object.TreeEntry {
 			return []object.TreeEntry{{Name: "..", Mode: filemode.Dir, Hash: tree(object.TreeEntry{Name: "canary", Mode: filemode.Regular, Hash: blob("overwritten")})}}
 		},
@@ -171,49 +170,19 @@ func TestFetchRefusesHostileTrees(t *testing.T) {
 	}
 }
 
-// pushHostile writes, with go-git's object store (which checks nothing),
-// a commit on main of the bare repository whose tree holds the entries
-// made, and returns it.
-func pushHostile(t *testing.T, bare string, entries func(blob func(string) plumbing.Hash, tree func(...object.TreeEntry) plumbing.Hash) []object.TreeEntry) string {
+// pushHostile stores a commit on main of the bare repository whose tree
+// holds the entries made (storeCommit), and returns it.
+func pushHostile(t *testing.T, bare string, entries treeEntries) string {
 	t.Helper()
 	r, err := git.PlainOpen(bare)
 	if err != nil {
 		t.Fatal(err)
 	}
-	store := func(o interface{ Encode(plumbing.EncodedObject) error }) plumbing.Hash {
-		obj := r.Storer.NewEncodedObject()
-		if err := o.Encode(obj); err != nil {
-			t.Fatal(err)
-		}
-		h, err := r.Storer.SetEncodedObject(obj)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return h
-	}
-	blob := func(s string) plumbing.Hash {
-		obj := r.Storer.NewEncodedObject()
-		obj.SetType(plumbing.BlobObject)
-		w, err := obj.Writer()
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, _ = w.Write([]byte(s))
-		_ = w.Close()
-		h, err := r.Storer.SetEncodedObject(obj)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return h
-	}
-	tree := func(e ...object.TreeEntry) plumbing.Hash { return store(&object.Tree{Entries: e}) }
-	top := tree(entries(blob, tree)...)
 	head, err := r.Reference(plumbing.NewBranchReferenceName("main"), true)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sig := object.Signature{Name: "attacker", Email: "a@example.com"}
-	commit := store(&object.Commit{Author: sig, Committer: sig, Message: "hostile", TreeHash: top, ParentHashes: []plumbing.Hash{head.Hash()}})
+	commit := storeCommit(t, r, entries, head.Hash())
 	if err := r.Storer.SetReference(plumbing.NewHashReference(plumbing.NewBranchReferenceName("main"), commit)); err != nil {
 		t.Fatal(err)
 	}
