@@ -284,25 +284,41 @@ func (s *Source) Fetch(ctx context.Context, revision string) (*Checkout, error) 
 	s.storeMu.Lock()
 	defer s.storeMu.Unlock()
 	return s.checkout(ctx, revision, func(ctx context.Context, tmp string) (*git.Repository, error) {
-		repo, err := s.fetchTip(ctx, revision)
-		if err != nil {
-			return nil, err
+		repo, err := s.storeTip(ctx, revision, tmp, false)
+		if errors.Is(err, plumbing.ErrObjectNotFound) {
+			// A tip older than the store's first (a force-push back): the
+			// remote, told the store has a descendant, sent nothing. The
+			// store starts again from this tip.
+			if err := os.RemoveAll(tmp); err != nil {
+				return nil, err
+			}
+			repo, err = s.storeTip(ctx, revision, tmp, true)
 		}
-		commit, err := repo.CommitObject(plumbing.NewHash(revision))
-		if err != nil {
-			return nil, err
-		}
-		if err := os.Mkdir(tmp, 0o755); err != nil {
-			return nil, err
-		}
-		w, err := writeTree(commit, "", tmp, s.last)
-		if err != nil {
-			return nil, err
-		}
-		w.dir = strings.TrimSuffix(tmp, ".partial") // renamed so once complete
-		s.last = w
-		return repo, nil
+		return repo, err
 	})
+}
+
+// storeTip fetches the tip into the store (afresh: a new one) and writes
+// its folder tmp, linking what the last tip's folder shares.
+func (s *Source) storeTip(ctx context.Context, revision, tmp string, afresh bool) (*git.Repository, error) {
+	repo, err := s.fetchTip(ctx, revision, afresh)
+	if err != nil {
+		return nil, err
+	}
+	commit, err := repo.CommitObject(plumbing.NewHash(revision))
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Mkdir(tmp, 0o755); err != nil {
+		return nil, err
+	}
+	w, err := writeTree(commit, "", tmp, s.last)
+	if err != nil {
+		return nil, err
+	}
+	w.dir = strings.TrimSuffix(tmp, ".partial") // renamed so once complete
+	s.last = w
+	return repo, nil
 }
 
 // FetchRevision checks out an older revision of the followed reference

@@ -25,8 +25,10 @@ import (
 // does not ask for depth 1: with go-git's one-request negotiation over
 // HTTP, git upload-pack then sends the whole tree again, haves or not
 // (measured against git http-backend; git's own client, negotiating in
-// two requests, gets the 5 objects). The price: a tip that does not
-// descend from the store's (a force-push) brings its whole history once.
+// two requests, gets the 5 objects). The price: a tip on another history
+// (a force-push to a rewrite) brings that history once; a tip older than
+// the store's first (a force-push back), which the remote then does not
+// send, starts the store again, shallow (TestFetchATipOlderThanTheStore).
 // The tip's folder is then written from the store, and each file
 // the previous tip's folder holds with the same content and mode is a
 // hard link to it, not a copy: a commit that changes 10 of 5,000 files
@@ -60,12 +62,13 @@ type fileID struct {
 }
 
 // fetchTip fetches the followed reference's tip into the store (only what
-// it lacks) and checks it is revision; it returns the store.
-func (s *Source) fetchTip(ctx context.Context, revision string) (*git.Repository, error) {
+// it lacks; afresh, a new store) and checks it is revision; it returns
+// the store.
+func (s *Source) fetchTip(ctx context.Context, revision string, afresh bool) (*git.Repository, error) {
 	dir := filepath.Join(s.opts.CacheDir, storeDir)
 	repo, err := git.PlainOpen(dir)
 	depth := 0 // the commits since the store's tip, with what they add
-	if err != nil || packs(dir) > maxStorePacks {
+	if err != nil || afresh || packs(dir) > maxStorePacks {
 		depth = 1 // a new store: the tip alone
 		if err := os.RemoveAll(dir); err != nil {
 			return nil, err

@@ -188,3 +188,41 @@ func pushHostile(t *testing.T, bare string, entries treeEntries) string {
 	}
 	return commit.String()
 }
+
+// TestFetchATipOlderThanTheStore: the branch force-pushed back to a commit
+// older than the store's first tip (beyond its shallow boundary: the
+// remote, told the store has its descendant, sends nothing), then to a new
+// history: each is fetched and checked out (the store starts again).
+func TestFetchATipOlderThanTheStore(t *testing.T) {
+	repo := gittest.New(t)
+	a := repo.Commit(map[string]string{"fleet.cue": "a\n"})
+	repo.Commit(map[string]string{"fleet.cue": "b\n"})
+	c := repo.Commit(map[string]string{"fleet.cue": "c\n", "more.yaml": "x\n"})
+	url, _ := repo.ServeBackend()
+	src, err := source.New(source.Options{URL: url, CacheDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fetch := func(rev, want string) {
+		t.Helper()
+		co, err := src.Fetch(context.Background(), rev)
+		if err != nil {
+			t.Fatalf("fetching %s: %v", rev, err)
+		}
+		if data, _ := os.ReadFile(filepath.Join(co.Dir, "fleet.cue")); string(data) != want {
+			t.Errorf("%s holds %q, want %q", rev, data, want)
+		}
+		if err := src.Prune(rev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fetch(c, "c\n")
+	gittest.Git(t, repo.Work, "reset", "-q", "--hard", a)
+	gittest.Git(t, repo.Work, "push", "-q", "--force", "origin", "main")
+	fetch(a, "a\n")
+	gittest.Git(t, repo.Work, "checkout", "-q", "--orphan", "other")
+	gittest.Git(t, repo.Work, "rm", "-rfq", ".")
+	d := repo.Commit(map[string]string{"fleet.cue": "d\n"}) // on the orphan branch (main is pushed as it is)
+	gittest.Git(t, repo.Work, "push", "-q", "--force", "origin", "other:main")
+	fetch(d, "d\n")
+}
