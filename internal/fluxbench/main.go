@@ -97,7 +97,7 @@ type result struct {
 	// processes and of the kube-apiserver from the change's commit to the
 	// tool reporting it applied.
 	changeCPU, changeAPICPU float64
-	rss, anon, peak                 int64
+	rss, anon, peak         int64
 	// pss is the proportional set size of the processes at the end of the
 	// idle time, peakPSS the largest sum sampled: pages the processes
 	// share (the agent and its workers run one binary) count once.
