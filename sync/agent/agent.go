@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/fluxcd/cli-utils/pkg/object"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-logr/logr"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -154,6 +155,7 @@ type Agent struct {
 
 	drift          *driftWatch
 	kinds          []schema.GroupVersionKind // the kinds last applied
+	applied        []object.ObjMetadata      // the objects last applied
 	driftSuspected atomic.Bool               // a managed object was changed by someone else
 
 	reporter *report.Reporter // nil: no status branch
@@ -365,6 +367,7 @@ func (a *Agent) pass(ctx context.Context, now time.Time) *Pass {
 		return p
 	}
 	drift := a.driftSuspected.Swap(false)
+	defer a.keepDrift(p, drift)
 	var due bool
 	p.Full, due = a.fullPass(now, c)
 	if p.Revision == a.appliedRevision && key == a.appliedIdentity && !drift && !a.watchWave && !due {
@@ -440,6 +443,14 @@ func (a *Agent) pass(ctx context.Context, now time.Time) *Pass {
 	a.settle(p.Result) // with the bundles rolled back
 	_ = a.src.Prune(append(kept, p.Revision)...)
 	return p
+}
+
+// keepDrift asks again for the drift a failed pass may not have
+// corrected: the retry passes even at a revision already applied.
+func (a *Agent) keepDrift(p *Pass, drift bool) {
+	if drift && p.Failed() {
+		a.driftSuspected.Store(true)
+	}
 }
 
 // fullPass says why this pass must check every applied object with the
@@ -640,6 +651,12 @@ func (a *Agent) renderAt(ctx context.Context, co *source.Checkout, plan *fleet.P
 func (a *Agent) recordBundles(p *Pass, plan *fleet.Plan, bundles []apply.Bundle) {
 	p.kinds = kindsOf(bundles)
 	a.kinds = p.kinds
+	a.applied = a.applied[:0]
+	for _, b := range bundles {
+		for _, o := range b.Objects {
+			a.applied = append(a.applied, object.UnstructuredToObjMetadata(o))
+		}
+	}
 	p.digests = map[string]bundleDigests{}
 	for _, b := range bundles {
 		d := bundleDigests{rendered: b.Digest, revision: b.Revision}
@@ -767,7 +784,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.Log(p)
 		// Watched from the first pass of Run on, even when the kinds were
 		// applied before it (RunOnce) and Run's passes only wait.
-		a.drift.watch(ctx, a.kinds)
+		a.drift.watch(ctx, a.kinds, a.applied)
 		wait := a.opts.Interval
 		if p.Failed() {
 			// Retry sooner, backing off: 5s, 10s, 20s … up to the interval.

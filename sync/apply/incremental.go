@@ -53,13 +53,15 @@ func objectDigests(objects []*unstructured.Unstructured) map[object.ObjMetadata]
 // changedSince splits the objects into those whose rendered form changed
 // since the inventory recorded them (new, another version or digest, or
 // no digest: a Secret, an entry from before digests, one that failed) and
-// the others.
-func changedSince(inv *Inventory, objects []*unstructured.Unstructured, digests map[object.ObjMetadata]string) (changed, same []*unstructured.Unstructured) {
+// the others. When the bundle renders as the inventory last recorded it
+// (sameRender: its digest, written by a sync that succeeded), no object
+// it holds changed, digest or not.
+func changedSince(inv *Inventory, objects []*unstructured.Unstructured, digests map[object.ObjMetadata]string, sameRender bool) (changed, same []*unstructured.Unstructured) {
 	held := inv.index()
 	for _, o := range objects {
 		id := object.UnstructuredToObjMetadata(o)
 		e, ok := held[id]
-		if d := digests[id]; ok && d != "" && e.Digest == d && e.Version == o.GroupVersionKind().Version {
+		if d := digests[id]; ok && e.Version == o.GroupVersionKind().Version && (sameRender || (d != "" && e.Digest == d)) {
 			same = append(same, o)
 			continue
 		}

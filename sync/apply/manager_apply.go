@@ -138,7 +138,7 @@ func (m *Manager) selectObjects(b Bundle, inv *Inventory, objects []*unstructure
 	switch {
 	case sel.incremental:
 		var same []*unstructured.Unstructured
-		sel.apply, same = changedSince(inv, objects, digests)
+		sel.apply, same = changedSince(inv, objects, digests, inv.Digest != "" && inv.Digest == b.Digest)
 		held := inv.index()
 		for _, o := range same {
 			id := object.UnstructuredToObjMetadata(o)

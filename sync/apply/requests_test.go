@@ -153,16 +153,19 @@ func TestIncrementalApply(t *testing.T) {
 
 // TestIncrementalChecksWhatMoved: an incremental sync dry-runs the
 // unchanged objects the caller cannot vouch for (Bundle.Unmoved, the
-// agent's watch) exactly as a full sync would: a hand edit is reported
-// under driftPolicy report, each pass again, and corrected under correct;
-// the others cost no request, and an inventory that would not change is
-// not written.
+// agent's watch) exactly as a full sync would: a hand edit — of a
+// ConfigMap, of a Secret (which has no digest, but is unchanged with its
+// bundle) — is reported under driftPolicy report, each pass again, and
+// corrected under correct; the others cost no request, and an inventory
+// that would not change is not written.
 func TestIncrementalChecksWhatMoved(t *testing.T) {
 	counter := &verbCounter{counts: map[string]int{}}
 	f := newFixture(t)
 	f.mgr = newManager(t, counter.config(), f.opts)
 	ns := f.ns("moved")
-	objs := []*unstructured.Unstructured{namespace(ns)}
+	secret := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "Secret",
+		"metadata": map[string]any{"name": "token", "namespace": ns}, "stringData": map[string]any{"t": "s3cret"}}}
+	objs := []*unstructured.Unstructured{namespace(ns), secret}
 	for i := range 10 {
 		objs = append(objs, configMap(ns, fmt.Sprintf("cm-%02d", i), map[string]string{"v": "1"}))
 	}
@@ -170,14 +173,25 @@ func TestIncrementalChecksWhatMoved(t *testing.T) {
 	b.DriftPolicy = spec.DriftReport
 	phase(t, f.sync(b), "moved", apply.PhaseReady)
 	f.set(ns, "cm-02", "by-hand")
+	var live corev1.Secret
+	if err := kube.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "token"}, &live); err != nil {
+		t.Fatal(err)
+	}
+	live.Data["t"] = []byte("by-hand")
+	if err := kube.Update(context.Background(), &live); err != nil {
+		t.Fatal(err)
+	}
 	b.Incremental = true
-	b.Unmoved = func(e apply.Entry) bool { return e.ID.Name != "cm-02" }
+	b.Unmoved = func(e apply.Entry) bool { return e.ID.Name != "cm-02" && e.ID.Name != "token" }
 	take := counter.take
 	take()
-	for range 2 { // reported at each pass, as the watch keeps seeing it moved
+	for range 2 { // reported at each pass, as the watch keeps seeing them moved
 		got := phase(t, f.sync(b), "moved", apply.PhaseDrifted)
-		if got.Counts.Drifted != 1 || got.Counts.Unchanged != 10 {
-			t.Errorf("counts %+v, want 1 drifted, 10 unchanged", got.Counts)
+		if got.Counts.Drifted != 2 || got.Counts.Unchanged != 10 {
+			t.Errorf("counts %+v, want 2 drifted (cm-02 and the Secret), 10 unchanged", got.Counts)
+		}
+		if err := kube.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "token"}, &live); err != nil || string(live.Data["t"]) != "by-hand" {
+			t.Fatalf("driftPolicy report, yet the Secret was changed: %q %v", live.Data["t"], err)
 		}
 		if c := take(); len(c) != 2 || c["GET"] != 1 || c["PATCH (dry run)"] != 1 {
 			t.Errorf("an incremental sync with one object moved made %v, want its GET and dry run, no inventory write", c)
