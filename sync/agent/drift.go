@@ -111,7 +111,10 @@ func (w *driftWatch) watch(ctx context.Context, kinds []schema.GroupVersionKind,
 					w.notify()
 				}
 			},
-			DeleteFunc: func(any) { w.notify() },
+			DeleteFunc: func(obj any) {
+				w.forget(gk, obj)
+				w.notify()
+			},
 		})
 		started[gk] = informer
 	}
@@ -119,6 +122,23 @@ func (w *driftWatch) watch(ctx context.Context, kinds []schema.GroupVersionKind,
 		w.factory.Start(ctx.Done())
 		go w.checkPresent(ctx, started, applied)
 	}
+}
+
+// forget drops what the watch noted of a deleted object, so that its
+// notes last no longer than the object.
+func (w *driftWatch) forget(gk schema.GroupKind, obj any) {
+	if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = tomb.Obj
+	}
+	o, ok := obj.(*metav1.PartialObjectMetadata)
+	if !ok {
+		return
+	}
+	id := object.ObjMetadata{Namespace: o.Namespace, Name: o.Name, GroupKind: gk}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.checked, id)
+	delete(w.lost, id)
 }
 
 // checkPresent waits for the informers' first lists and asks for a pass
