@@ -65,9 +65,10 @@ the fleet for this cluster, renders its bundles and applies them. An idle
 pass costs one ls-remote and a few reads: no fetch, no render, no write.
 
 A pass applies in proportion to the change: only the objects whose rendered
-form changed since the inventory recorded them, the new ones, the Secrets,
-and those the drift watch saw changed by someone else or deleted (dry-run
-first, then corrected or reported); the others cost no API request. Every
+form changed since the inventory recorded them, the new ones, the Secrets
+of a bundle whose render changed, and those the drift watch saw changed by
+someone else, lose a field Flotilla set, or go (dry-run first, then
+corrected or reported); the others cost no API request. Every
 --full-sync-interval (jittered), after a restart, when a watch broke, when
 the cluster's API changed or a CRD is applied, a pass checks every object
 with the cluster, as a pass with --full-sync-interval 0 always does.
