@@ -423,8 +423,7 @@ func (a *Agent) pass(ctx context.Context, now time.Time) *Pass {
 		return p
 	}
 	a.fullDone(p, now)
-	a.settle(p.Result)
-	a.drift.vouch(p.Result)
+	defer a.noteSynced(p) // with the bundles rolled back, if any
 	// With onFailure: rollback, what failed at the tip goes back.
 	if bundles, err = a.rollBack(ctx, p, plan, bundles, inv.current); err != nil {
 		p.Err = fmt.Errorf("rolling back from %s: %w", gitrev.Short(p.Revision), err)
@@ -440,7 +439,6 @@ func (a *Agent) pass(ctx context.Context, now time.Time) *Pass {
 		a.fleetRevision = fleetRevisionOf(p, plan, bundles)
 		a.ready.Store(true)
 	}
-	a.settle(p.Result) // with the bundles rolled back
 	_ = a.src.Prune(append(kept, p.Revision)...)
 	return p
 }
@@ -519,12 +517,15 @@ func (a *Agent) markIncremental(bundles []apply.Bundle, full string) {
 	}
 }
 
-// settle notes which bundles ended Ready or Drifted.
-func (a *Agent) settle(r *apply.Result) {
+// noteSynced notes, after a pass's sync, which bundles ended Ready or
+// Drifted (the next pass may sync them incrementally), and gives the
+// drift watch what the dry runs found as rendered.
+func (a *Agent) noteSynced(p *Pass) {
 	a.settled = map[string]bool{}
-	for _, b := range r.Bundles {
+	for _, b := range p.Result.Bundles {
 		a.settled[b.Name] = b.Phase == apply.PhaseReady || b.Phase == apply.PhaseDrifted
 	}
+	a.drift.vouch(p.Result)
 }
 
 // tip fetches the tip (verified) and plans the fleet there for the
@@ -647,18 +648,17 @@ func (a *Agent) renderAt(ctx context.Context, co *source.Checkout, plan *fleet.P
 }
 
 // recordBundles notes, for the status file and the drift watch, the kinds
-// of the bundles' objects and each bundle's digests.
+// of the bundles' objects, the objects, and each bundle's digests.
 func (a *Agent) recordBundles(p *Pass, plan *fleet.Plan, bundles []apply.Bundle) {
 	p.kinds = kindsOf(bundles)
 	a.kinds = p.kinds
-	a.applied = a.applied[:0]
+	// A new slice: the drift watch may still read the last one.
+	a.applied = nil
+	p.digests = map[string]bundleDigests{}
 	for _, b := range bundles {
 		for _, o := range b.Objects {
 			a.applied = append(a.applied, object.UnstructuredToObjMetadata(o))
 		}
-	}
-	p.digests = map[string]bundleDigests{}
-	for _, b := range bundles {
 		d := bundleDigests{rendered: b.Digest, revision: b.Revision}
 		if pb := plan.Bundle(b.Name); pb != nil && b.Revision == p.Revision {
 			d.inputs = pb.InputsDigest

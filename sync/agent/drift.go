@@ -36,8 +36,9 @@ import (
 // watched; their drift is found by the full passes.
 //
 // The watch's cache also tells an incremental pass which objects it may
-// skip (unmoved): those it holds that have not moved. A watch that broke (a watch error: the cache may have missed
-// events until its relist) asks for a full pass instead (takeBroken).
+// skip (unmoved): those it holds that have not moved. A watch that broke
+// (a watch error: the cache may have missed events until its relist)
+// asks for a full pass instead (takeBroken).
 type driftWatch struct {
 	client       metadata.Interface
 	mapper       meta.RESTMapper
@@ -278,8 +279,7 @@ func sameMainFields(a, b []metav1.ManagedFieldsEntry) bool {
 	}
 	return slices.EqualFunc(main(a), main(b), func(x, y metav1.ManagedFieldsEntry) bool {
 		return x.Manager == y.Manager && x.Operation == y.Operation && x.APIVersion == y.APIVersion &&
-			x.Time.Equal(y.Time) && (x.FieldsV1 == nil) == (y.FieldsV1 == nil) &&
-			(x.FieldsV1 == nil || bytes.Equal(x.FieldsV1.GetRawBytes(), y.FieldsV1.GetRawBytes()))
+			x.Time.Equal(y.Time) && bytes.Equal(fieldsOf(&x), fieldsOf(&y))
 	})
 }
 

@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
-	"slices"
 
 	"github.com/fluxcd/cli-utils/pkg/object"
 	"github.com/fluxcd/pkg/ssa"
@@ -16,10 +15,10 @@ import (
 // Applying in proportion to the change (issue 39). The inventory records,
 // for each object applied in full, a digest of its rendered form. A
 // bundle synced with Incremental applies only the objects whose rendered
-// form changed since, the new ones, those without a digest, and every
-// Secret (whose digest is not kept: a hash of a weak secret value in a
-// readable ConfigMap could be guessed); the others cost no request at
-// all, unless the caller cannot vouch that their live copies are as last
+// form changed since, the new ones, and — when the bundle's render
+// changed — those without a digest, Secrets among them (their digest is
+// not kept: a hash of a weak secret value in a readable ConfigMap could be
+// guessed); the others cost no request at all, unless the caller cannot vouch that their live copies are as last
 // applied (Bundle.Unmoved: the agent's watch saw them change or go, or
 // does not watch their kind), and then they are dry-run and corrected or
 // reported as a full sync does. The caller sets Incremental only after a
@@ -51,13 +50,12 @@ func objectDigests(objects []*unstructured.Unstructured) map[object.ObjMetadata]
 }
 
 // changedSince splits the objects into those whose rendered form changed
-// since the inventory recorded them (new, another version or digest, or
+// since the inventory (held, by object) recorded them (new, another version or digest, or
 // no digest: a Secret, an entry from before digests, one that failed) and
 // the others. When the bundle renders as the inventory last recorded it
 // (sameRender: its digest, written by a sync that succeeded), no object
 // it holds changed, digest or not.
-func changedSince(inv *Inventory, objects []*unstructured.Unstructured, digests map[object.ObjMetadata]string, sameRender bool) (changed, same []*unstructured.Unstructured) {
-	held := inv.index()
+func changedSince(held map[object.ObjMetadata]Entry, objects []*unstructured.Unstructured, digests map[object.ObjMetadata]string, sameRender bool) (changed, same []*unstructured.Unstructured) {
 	for _, o := range objects {
 		id := object.UnstructuredToObjMetadata(o)
 		e, ok := held[id]
@@ -120,28 +118,6 @@ func inSyncVersions(diffs []*jsondiff.Diff) map[object.ObjMetadata]metav1.Object
 		}
 	}
 	return out
-}
-
-// sameInventory reports whether writing next would store what old holds
-// (then the write, a read, a patch per shard and a list, is skipped).
-func sameInventory(old, next *Inventory) bool {
-	if old == nil || old.Bundle != next.Bundle || old.Digest != next.Digest || old.Revision != next.Revision ||
-		old.Previous != next.Previous || old.RolledBack != next.RolledBack || old.Prune != next.Prune ||
-		len(old.Entries) != len(next.Entries) {
-		return false
-	}
-	if next.ServiceAccountName != old.ServiceAccountName || (next.ServiceAccountName != "" && next.Namespace != old.Namespace) {
-		return false
-	}
-	lines := func(inv *Inventory) []string {
-		out := make([]string, len(inv.Entries))
-		for i, e := range inv.Entries {
-			out[i] = e.String()
-		}
-		slices.Sort(out)
-		return out
-	}
-	return slices.Equal(lines(old), lines(next))
 }
 
 // definitionsChanged reports whether an incremental bundle of the sync

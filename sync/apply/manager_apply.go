@@ -138,8 +138,8 @@ func (m *Manager) selectObjects(b Bundle, inv *Inventory, objects []*unstructure
 	switch {
 	case sel.incremental:
 		var same []*unstructured.Unstructured
-		sel.apply, same = changedSince(inv, objects, digests, inv.Digest != "" && inv.Digest == b.Digest)
 		held := inv.index()
+		sel.apply, same = changedSince(held, objects, digests, inv.Digest != "" && inv.Digest == b.Digest)
 		for _, o := range same {
 			id := object.UnstructuredToObjMetadata(o)
 			if b.Unmoved != nil && !b.Unmoved(held[id]) {

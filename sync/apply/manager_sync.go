@@ -202,7 +202,7 @@ func (m *Manager) syncBundle(ctx context.Context, b Bundle, inv *Inventory, stal
 		res.Errors = []string{b.Err.Error()}
 		return res
 	}
-	applied, changed, err := m.applyBundle(ctx, b, inv, &res)
+	applied, waitOn, err := m.applyBundle(ctx, b, inv, &res)
 	if err != nil {
 		res.Phase = PhaseFailed
 		res.Errors = append(res.Errors, err.Error())
@@ -225,11 +225,10 @@ func (m *Manager) syncBundle(ctx context.Context, b Bundle, inv *Inventory, stal
 		res.Phase, res.Message = PhaseDrifted, fmt.Sprintf("%s changed outside Git (driftPolicy: report)", english.Count(res.Counts.Drifted, "object"))
 	}
 	if b.Wait && !m.opts.DryRun {
-		waitFor := applied
-		if changed != nil {
-			waitFor = changed // incremental: what it applied
+		if waitOn == nil {
+			waitOn = applied // a full sync waits for every object
 		}
-		if msg := m.wait(ctx, b, waitFor); msg != "" {
+		if msg := m.wait(ctx, b, waitOn); msg != "" {
 			res.Phase, res.Message = PhaseProgressing, msg
 			res.NotReady = ctx.Err() == nil
 		}
@@ -242,8 +241,8 @@ func (m *Manager) syncBundle(ctx context.Context, b Bundle, inv *Inventory, stal
 	if err != nil {
 		res.Errors = append(res.Errors, err.Error())
 	}
-	if next := mergeInventory(b, inv, applied, kept); !m.opts.DryRun && !sameInventory(inv, next) {
-		if err := m.record(ctx, next); err != nil {
+	if !m.opts.DryRun { // shards that would not change are not written
+		if err := m.record(ctx, mergeInventory(b, inv, applied, kept)); err != nil {
 			res.Phase = PhaseFailed
 			res.Errors = append(res.Errors, err.Error())
 			res.Message = err.Error()

@@ -264,8 +264,9 @@ type Checkout struct {
 
 // Fetch checks the followed reference's tip out into a folder of the
 // cache named after the revision, and returns it; a revision already
-// there is reused. The tip is fetched, shallowly, into the cache's object
-// store, which sends only what changed since the last tip, and its folder
+// there is reused. The tip is fetched into the cache's object store
+// (shallow at its first tip), which brings only what changed since the
+// last tip, and its folder
 // shares the files it did not change with the last tip's (store.go). The
 // revision must be the reference's tip (from Head): it is checked after
 // the fetch, so a push in between is noticed. A pinned commit is cloned.
